@@ -1,4 +1,8 @@
 //! invite-operator: turns `UserInvitation` custom resources into invitations on a
 //! user-management API and writes the outcome back to the resource.
 
+pub mod api;
+pub mod invite;
 pub mod mock;
+pub mod reconcile;
+pub mod telemetry;

@@ -1,0 +1,242 @@
+//! `InvitationEndpoint` and `ClusterInvitationEndpoint`: where and with which credentials an
+//! invite API is called (the cert-manager Issuer/ClusterIssuer pattern).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Which user-management API an endpoint speaks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum ApiFlavor {
+    /// Invite Users API (`POST {url}/api/v2/user/invite`), authenticated with a Bearer API token.
+    UserInvite,
+    /// Organization invitations of a cloud services platform
+    /// (`POST {url}/csp/gateway/am/api/orgs/{organizationId}/invitations`); the Secret holds an API
+    /// token that is exchanged for short-lived access tokens.
+    OrgInvitation,
+}
+
+impl std::fmt::Display for ApiFlavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApiFlavor::UserInvite => "UserInvite",
+            ApiFlavor::OrgInvitation => "OrgInvitation",
+        })
+    }
+}
+
+/// A key of a Secret holding the API token.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Secret. Only for a ClusterInvitationEndpoint (default: the operator's
+    /// namespace); a namespaced InvitationEndpoint always reads its own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Key within the Secret's data that holds the token.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "token".to_string()
+}
+
+/// Credentials used to call the API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointCredentials {
+    /// The Secret key holding the token. UserInvite: the API token, sent as
+    /// `Authorization: Bearer <token>`. OrgInvitation: an API token exchanged at
+    /// `{tokenUrl | url}/csp/gateway/am/api/auth/api-tokens/authorize` for access tokens.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// Connection settings shared by both endpoint kinds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.api != 'OrgInvitation' || (has(self.organizationId) && self.organizationId != '')").message("organizationId is required when api is OrgInvitation"))]
+pub struct EndpointConnection {
+    /// Which API this endpoint speaks: UserInvite or OrgInvitation.
+    pub api: ApiFlavor,
+    /// Base URL of the API, e.g. `https://example.wavefront.com` or
+    /// `https://console.cloud.vmware.com`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: String,
+    /// Organization whose invitations are managed (OrgInvitation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub organization_id: Option<String>,
+    /// Base URL of the token exchange when it differs from `url` (OrgInvitation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub token_url: Option<String>,
+    /// Credentials used to call the API.
+    pub credentials: EndpointCredentials,
+    /// PEM bundle of extra CA certificates to trust. TLS is always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+    /// Client-side rate limit in requests per second, shared by everything using this endpoint.
+    #[serde(default = "default_requests_per_second")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub requests_per_second: u32,
+    /// Timeout of one API request, in seconds.
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: u32,
+}
+
+fn default_requests_per_second() -> u32 {
+    5
+}
+
+fn default_timeout_seconds() -> u32 {
+    30
+}
+
+/// `InvitationEndpoint` is a namespaced place to send invitations: which API, its URL and the
+/// Secret (in the same namespace) holding the credentials.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "invite.operators.dev",
+    version = "v1alpha1",
+    kind = "InvitationEndpoint",
+    derive = "PartialEq",
+    namespaced,
+    status = "EndpointStatus",
+    shortname = "iep",
+    category = "invitations",
+    printcolumn(name = "API", type_ = "string", json_path = ".spec.api"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.credentials.secretRef.__namespace__)").message("a namespaced InvitationEndpoint reads its Secret from its own namespace; remove credentials.secretRef.namespace"))]
+pub struct InvitationEndpointSpec {
+    /// Connection settings.
+    #[serde(flatten)]
+    pub connection: EndpointConnection,
+}
+
+/// `ClusterInvitationEndpoint` is a cluster-wide place to send invitations, usable from the
+/// namespaces its `namespaceSelector` selects and limited to what `allowed` lists.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "invite.operators.dev",
+    version = "v1alpha1",
+    kind = "ClusterInvitationEndpoint",
+    derive = "PartialEq",
+    status = "EndpointStatus",
+    shortname = "ciep",
+    category = "invitations",
+    printcolumn(name = "API", type_ = "string", json_path = ".spec.api"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInvitationEndpointSpec {
+    /// Connection settings.
+    #[serde(flatten)]
+    pub connection: EndpointConnection,
+    /// Namespaces whose UserInvitations may use this endpoint; empty or absent selects all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// What invitations through this endpoint may grant; an empty list allows anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<AllowedGrants>,
+    /// Most users a single UserInvitation may list when it uses this endpoint.
+    #[serde(default = "default_max_users")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_users_per_invitation: u32,
+}
+
+fn default_max_users() -> u32 {
+    100
+}
+
+/// Grants an endpoint permits. Each list, when not empty, is the complete set of values a
+/// UserInvitation may request; a request for anything else is refused with reason NotAllowed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedGrants {
+    /// Permissions (`groups` of the UserInvite API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub groups: Vec<String>,
+    /// User group ids (`userGroups` of the UserInvite API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub user_groups: Vec<String>,
+    /// Role ids (`roles` of the UserInvite API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub roles: Vec<String>,
+    /// Organization role names (OrgInvitation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub organization_roles: Vec<String>,
+    /// Service role names (OrgInvitation `serviceRolesDtos[].serviceRoleNames`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub service_role_names: Vec<String>,
+}
+
+/// Observed state of an endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// `Ready`: the credentials resolve (and, for OrgInvitation, the token exchange works).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Either kind of endpoint, with what the reconciler needs from it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyEndpoint {
+    /// A namespaced `InvitationEndpoint`.
+    Namespaced(InvitationEndpoint),
+    /// A `ClusterInvitationEndpoint`.
+    Cluster(ClusterInvitationEndpoint),
+}
+
+impl AnyEndpoint {
+    /// Connection settings.
+    pub fn connection(&self) -> &EndpointConnection {
+        match self {
+            AnyEndpoint::Namespaced(e) => &e.spec.connection,
+            AnyEndpoint::Cluster(e) => &e.spec.connection,
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Pure checks of a UserInvitation against its endpoint: existence, API flavour, namespace
+//! selector, allowed grants, size limit, and where the credentials live.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::LabelSelector,
+};
+
+use super::plan::{Blocked, ReadyReason};
+use crate::{
+    api::{AnyEndpoint, ApiFlavor, EndpointKind, UserInvitation},
+    invite::ApiToken,
+};
+
+/// Where an endpoint's token is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecretLocation {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// Key in the Secret's data.
+    pub key: String,
+}
+
+/// A human name of the endpoint a UserInvitation references, e.g.
+/// `ClusterInvitationEndpoint "default"`.
+pub fn endpoint_display(invitation: &UserInvitation) -> String {
+    let r = &invitation.spec.endpoint_ref;
+    format!("{} {:?}", r.kind, r.name)
+}
+
+/// The API flavour a spec needs: `users` → UserInvite, `orgInvitation` → OrgInvitation.
+pub fn required_flavor(invitation: &UserInvitation) -> Option<ApiFlavor> {
+    match (&invitation.spec.users, &invitation.spec.org_invitation) {
+        (Some(_), None) => Some(ApiFlavor::UserInvite),
+        (None, Some(_)) => Some(ApiFlavor::OrgInvitation),
+        _ => None,
+    }
+}
+
+/// Checks that `endpoint` may serve `invitation`. `namespace_labels` are the labels of the
+/// invitation's namespace (used by a ClusterInvitationEndpoint's namespaceSelector).
+pub fn check_endpoint(
+    invitation: &UserInvitation,
+    endpoint: Option<&AnyEndpoint>,
+    namespace_labels: &BTreeMap<String, String>,
+    requested_users: usize,
+) -> Result<(), Blocked> {
+    let name = endpoint_display(invitation);
+    let Some(endpoint) = endpoint else {
+        return Err(Blocked::new(
+            ReadyReason::EndpointNotFound,
+            format!("{name} not found"),
+        ));
+    };
+    let flavor = endpoint.connection().api;
+    if let Some(required) = required_flavor(invitation) {
+        if required != flavor {
+            let field = match required {
+                ApiFlavor::UserInvite => "spec.users",
+                ApiFlavor::OrgInvitation => "spec.orgInvitation",
+            };
+            return Err(Blocked::new(
+                ReadyReason::EndpointMismatch,
+                format!(
+                    "{field} needs an endpoint with api {required}, but {name} has api {flavor}"
+                ),
+            ));
+        }
+    }
+    let AnyEndpoint::Cluster(cluster) = endpoint else {
+        return Ok(());
+    };
+    let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
+    if let Some(selector) = &cluster.spec.namespace_selector
+        && !selector_matches(selector, namespace_labels)
+    {
+        return Err(Blocked::new(
+            ReadyReason::NotAllowed,
+            format!("{name} does not allow namespace {namespace:?} (namespaceSelector)"),
+        ));
+    }
+    let max = cluster.spec.max_users_per_invitation as usize;
+    if requested_users > max {
+        return Err(Blocked::new(
+            ReadyReason::NotAllowed,
+            format!(
+                "{requested_users} users requested; {name} allows at most {max} per UserInvitation"
+            ),
+        ));
+    }
+    if let Some(allowed) = &cluster.spec.allowed {
+        check_allowed(invitation, allowed, &name)?;
+    }
+    Ok(())
+}
+
+fn check_allowed(
+    invitation: &UserInvitation,
+    allowed: &crate::api::AllowedGrants,
+    name: &str,
+) -> Result<(), Blocked> {
+    let refuse = |what: &str, value: &str| {
+        Err(Blocked::new(
+            ReadyReason::NotAllowed,
+            format!("{what} {value:?} is not allowed by {name}"),
+        ))
+    };
+    let check = |what: &str, list: &[String], values: &mut dyn Iterator<Item = &String>| {
+        if list.is_empty() {
+            return Ok(());
+        }
+        for v in values {
+            if !list.contains(v) {
+                return refuse(what, v);
+            }
+        }
+        Ok(())
+    };
+    for user in invitation.spec.users.iter().flatten() {
+        check("permission", &allowed.groups, &mut user.groups.iter())?;
+        check(
+            "user group",
+            &allowed.user_groups,
+            &mut user.user_groups.iter(),
+        )?;
+        check("role", &allowed.roles, &mut user.roles.iter())?;
+    }
+    if let Some(org) = &invitation.spec.org_invitation {
+        let mut org_roles = org
+            .organization_roles
+            .iter()
+            .map(|r| &r.name)
+            .chain(org.org_role_names.iter());
+        check(
+            "organization role",
+            &allowed.organization_roles,
+            &mut org_roles,
+        )?;
+        let mut service_roles = org.service_roles_dtos.iter().flat_map(|s| {
+            s.service_role_names
+                .iter()
+                .chain(s.service_roles.iter().map(|r| &r.name))
+        });
+        check(
+            "service role",
+            &allowed.service_role_names,
+            &mut service_roles,
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether a label selector selects an object with these labels. An empty selector selects
+/// everything; an unknown operator selects nothing.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// Where the endpoint's token lives. A namespaced endpoint reads its own namespace; a cluster
+/// endpoint the namespace in its secretRef, or `operator_namespace`.
+pub fn secret_location(endpoint: &AnyEndpoint, operator_namespace: &str) -> SecretLocation {
+    let secret_ref = &endpoint.connection().credentials.secret_ref;
+    let namespace = match endpoint {
+        AnyEndpoint::Namespaced(e) => e.metadata.namespace.clone().unwrap_or_default(),
+        AnyEndpoint::Cluster(_) => secret_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| operator_namespace.to_string()),
+    };
+    SecretLocation {
+        namespace,
+        name: secret_ref.name.clone(),
+        key: secret_ref.key.clone(),
+    }
+}
+
+/// Reads the token from the Secret (`data`, or `stringData` for manifests read from files).
+pub fn read_token(secret: Option<&Secret>, location: &SecretLocation) -> Result<ApiToken, Blocked> {
+    let Some(secret) = secret else {
+        return Err(Blocked::new(
+            ReadyReason::EndpointNotReady,
+            format!(
+                "Secret {}/{} with the API token not found",
+                location.namespace, location.name
+            ),
+        ));
+    };
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&location.key))
+        .map(|ByteString(bytes)| String::from_utf8_lossy(bytes).to_string());
+    let from_string_data = || {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(&location.key))
+            .cloned()
+    };
+    match from_data.or_else(from_string_data) {
+        Some(token) if !token.trim().is_empty() => Ok(ApiToken::new(token)),
+        _ => Err(Blocked::new(
+            ReadyReason::EndpointNotReady,
+            format!(
+                "Secret {}/{} has no key {:?} with the API token",
+                location.namespace, location.name, location.key
+            ),
+        )),
+    }
+}
+
+/// The kind of endpoint a UserInvitation references.
+pub fn endpoint_kind(invitation: &UserInvitation) -> EndpointKind {
+    invitation.spec.endpoint_ref.kind
+}

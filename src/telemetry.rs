@@ -1,0 +1,182 @@
+//! Telemetry: logging setup and Prometheus metrics.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber. `filter` uses `RUST_LOG` syntax.
+pub fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Labels of an API call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiCallLabels {
+    /// `kind/namespace/name` of the endpoint.
+    pub endpoint: String,
+    /// Operation, e.g. `invite users`.
+    pub operation: String,
+    /// HTTP status code, or `error` when there was no answer.
+    pub code: String,
+}
+
+/// Labels of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `ok` or the error category.
+    pub result: String,
+}
+
+/// Labels of the users-by-state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserStateLabels {
+    /// Namespace of the UserInvitation.
+    pub namespace: String,
+    /// Name of the UserInvitation.
+    pub name: String,
+    /// The user state.
+    pub state: String,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+    .into_iter()
+}
+
+/// Every metric of the operator.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// API calls by endpoint, operation and status code.
+    pub api_calls: Family<ApiCallLabels, Counter>,
+    /// API call latency by endpoint, operation and status code.
+    pub api_call_duration: Family<ApiCallLabels, Histogram>,
+    /// Reconciles by result.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile duration.
+    pub reconcile_duration: Histogram,
+    /// Users by state, per UserInvitation.
+    pub users: Family<UserStateLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("invite_operator");
+        let api_calls = Family::<ApiCallLabels, Counter>::default();
+        let api_call_duration = Family::<ApiCallLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
+        );
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(latency_buckets());
+        let users = Family::<UserStateLabels, Gauge>::default();
+        registry.register(
+            "api_calls",
+            "Invite API calls by endpoint, operation and status code",
+            api_calls.clone(),
+        );
+        registry.register(
+            "api_call_duration_seconds",
+            "Invite API call latency",
+            api_call_duration.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "UserInvitation reconciles by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of UserInvitation reconciles",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "users",
+            "Users by invitation state, per UserInvitation",
+            users.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            api_calls,
+            api_call_duration,
+            reconciles,
+            reconcile_duration,
+            users,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// A recorder of API calls feeding these metrics.
+    pub fn api_call_recorder(&self) -> ApiCallRecorder {
+        ApiCallRecorder {
+            metrics: Some(self.clone()),
+        }
+    }
+}
+
+/// Records API calls into the metrics (or nowhere, for one-shot runs and tests).
+#[derive(Clone, Default)]
+pub struct ApiCallRecorder {
+    metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for ApiCallRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiCallRecorder")
+    }
+}
+
+impl ApiCallRecorder {
+    /// Records one call.
+    pub fn record(&self, endpoint: &str, operation: &str, code: &str, elapsed: Duration) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let labels = ApiCallLabels {
+            endpoint: endpoint.to_string(),
+            operation: operation.to_string(),
+            code: code.to_string(),
+        };
+        metrics.api_calls.get_or_create(&labels).inc();
+        metrics
+            .api_call_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+}
