@@ -2,7 +2,10 @@
 //! user-management API and writes the outcome back to the resource.
 
 pub mod api;
+pub mod cli;
+pub mod controller;
 pub mod invite;
 pub mod mock;
+pub mod oneshot;
 pub mod reconcile;
 pub mod telemetry;

@@ -1,7 +1,15 @@
-use kube::CustomResourceExt;
-fn main() {
-    for crd in invite_operator::api::all_crds() {
-        print!("{}", invite_operator::api::crd_yaml(&crd));
+use clap::Parser;
+use invite_operator::{cli, telemetry};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    telemetry::init_logging(&cli.log_level, cli.log_format);
+    match cli::execute(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    let _ = invite_operator::api::UserInvitation::crd();
 }

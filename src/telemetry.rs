@@ -180,3 +180,48 @@ impl ApiCallRecorder {
             .observe(elapsed.as_secs_f64());
     }
 }
+
+/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (CRDs found and caches
+/// synced) until `shutdown` resolves.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    readiness: tokio::sync::watch::Receiver<crate::controller::Readiness>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::{Router, http::StatusCode, routing::get};
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let state = *readiness.borrow();
+                async move {
+                    match state {
+                        crate::controller::Readiness::Ready => {
+                            (StatusCode::OK, "ready".to_string())
+                        }
+                        other => (StatusCode::SERVICE_UNAVAILABLE, format!("{other:?}")),
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

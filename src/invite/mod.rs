@@ -7,6 +7,7 @@
 
 pub mod decode;
 mod error;
+pub mod orginvitation;
 pub mod transport;
 pub mod userinvite;
 
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 
 pub use error::{ApiError, ErrorCategory};
 pub use transport::{Transport, TransportSettings};
+pub use orginvitation::OrgInvitationClient;
 pub use userinvite::UserInviteClient;
 
 use crate::api::{ApiFlavor, UserInvitationSpec};
@@ -123,24 +125,29 @@ pub trait InviteApi {
 pub enum InviteClient {
     /// Invite Users API.
     UserInvite(UserInviteClient),
+    /// Organization invitations API.
+    OrgInvitation(OrgInvitationClient),
 }
 
 impl InviteApi for InviteClient {
     fn flavor(&self) -> ApiFlavor {
         match self {
             InviteClient::UserInvite(c) => c.flavor(),
+            InviteClient::OrgInvitation(c) => c.flavor(),
         }
     }
 
     fn invitation_lifetime(&self) -> chrono::Duration {
         match self {
             InviteClient::UserInvite(c) => c.invitation_lifetime(),
+            InviteClient::OrgInvitation(c) => c.invitation_lifetime(),
         }
     }
 
     async fn observe(&self, emails: &[String]) -> Result<BTreeMap<String, Observed>, ApiError> {
         match self {
             InviteClient::UserInvite(c) => c.observe(emails).await,
+            InviteClient::OrgInvitation(c) => c.observe(emails).await,
         }
     }
 
@@ -151,6 +158,7 @@ impl InviteApi for InviteClient {
     ) -> Result<BTreeMap<String, InviteResult>, ApiError> {
         match self {
             InviteClient::UserInvite(c) => c.invite(spec, emails).await,
+            InviteClient::OrgInvitation(c) => c.invite(spec, emails).await,
         }
     }
 }

@@ -565,3 +565,7 @@ pub fn to_time(t: DateTime<Utc>) -> Time {
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
     )
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -232,3 +232,174 @@ pub fn read_token(secret: Option<&Secret>, location: &SecretLocation) -> Result<
 pub fn endpoint_kind(invitation: &UserInvitation) -> EndpointKind {
     invitation.spec.endpoint_ref.kind
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn invitation(spec: serde_json::Value) -> UserInvitation {
+        serde_json::from_value(json!({
+            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+            "metadata": {"name": "x", "namespace": "team"}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn cluster(spec: serde_json::Value) -> AnyEndpoint {
+        AnyEndpoint::Cluster(
+            serde_json::from_value(json!({
+                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
+                "metadata": {"name": "default"}, "spec": spec
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn users(groups: &[&str]) -> UserInvitation {
+        invitation(
+            json!({"users": [{"emailAddress": "a@example.com", "groups": groups, "userGroups": []}]}),
+        )
+    }
+
+    fn base() -> serde_json::Value {
+        json!({"api": "UserInvite", "url": "https://api.example.com",
+               "credentials": {"secretRef": {"name": "tok"}}})
+    }
+
+    fn reason(r: Result<(), Blocked>) -> Option<ReadyReason> {
+        r.err().map(|b| b.reason)
+    }
+
+    #[test]
+    fn missing_and_mismatched_endpoints() {
+        let inv = users(&[]);
+        let labels = BTreeMap::new();
+        assert_eq!(
+            reason(check_endpoint(&inv, None, &labels, 1)),
+            Some(ReadyReason::EndpointNotFound)
+        );
+        let mut org = base();
+        org["api"] = json!("OrgInvitation");
+        org["organizationId"] = json!("o");
+        let err = check_endpoint(&inv, Some(&cluster(org)), &labels, 1).unwrap_err();
+        assert_eq!(err.reason, ReadyReason::EndpointMismatch);
+        assert!(
+            err.message
+                .contains("spec.users needs an endpoint with api UserInvite"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            reason(check_endpoint(&inv, Some(&cluster(base())), &labels, 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn namespace_selector_allowed_grants_and_size() {
+        let mut spec = base();
+        spec["namespaceSelector"] =
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["prod"]}]});
+        spec["allowed"] = json!({"groups": ["dashboard_management"]});
+        spec["maxUsersPerInvitation"] = json!(2);
+        let ep = cluster(spec);
+        let prod = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
+        let dev = BTreeMap::from([("tier".to_string(), "dev".to_string())]);
+        let ok = users(&["dashboard_management"]);
+        assert_eq!(reason(check_endpoint(&ok, Some(&ep), &prod, 1)), None);
+        assert_eq!(
+            reason(check_endpoint(&ok, Some(&ep), &dev, 1)),
+            Some(ReadyReason::NotAllowed)
+        );
+        let greedy = users(&["user_management"]);
+        let err = check_endpoint(&greedy, Some(&ep), &prod, 1).unwrap_err();
+        assert!(
+            err.message.contains("\"user_management\""),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            reason(check_endpoint(&ok, Some(&ep), &prod, 3)),
+            Some(ReadyReason::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn label_selector_operators() {
+        let labels = BTreeMap::from([("a".to_string(), "1".to_string())]);
+        let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
+        assert!(selector_matches(&sel(json!({})), &labels));
+        assert!(selector_matches(
+            &sel(json!({"matchLabels": {"a": "1"}})),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(json!({"matchLabels": {"a": "2"}})),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel(json!({"matchExpressions": [{"key": "a", "operator": "Exists"}]})),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel(json!({"matchExpressions": [{"key": "b", "operator": "DoesNotExist"}]})),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel(json!({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["2"]}]})),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]})),
+            &labels
+        ));
+    }
+
+    #[test]
+    fn secrets_are_found_where_the_endpoint_kind_says() {
+        let ep = cluster(base());
+        assert_eq!(secret_location(&ep, "ops").namespace, "ops");
+        let mut spec = base();
+        spec["credentials"]["secretRef"]["namespace"] = json!("vault");
+        assert_eq!(secret_location(&cluster(spec), "ops").namespace, "vault");
+        let namespaced = AnyEndpoint::Namespaced(
+            serde_json::from_value(json!({
+                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
+                "metadata": {"name": "e", "namespace": "team"}, "spec": base()
+            }))
+            .unwrap(),
+        );
+        let loc = secret_location(&namespaced, "ops");
+        assert_eq!(
+            (loc.namespace.as_str(), loc.name.as_str(), loc.key.as_str()),
+            ("team", "tok", "token")
+        );
+    }
+
+    #[test]
+    fn tokens_are_read_from_data_or_string_data() {
+        let loc = SecretLocation {
+            namespace: "n".into(),
+            name: "s".into(),
+            key: "token".into(),
+        };
+        assert_eq!(
+            read_token(None, &loc).unwrap_err().reason,
+            ReadyReason::EndpointNotReady
+        );
+        let data: Secret =
+            serde_json::from_value(json!({"data": {"token": "c2VjcmV0Cg=="}})).unwrap();
+        assert_eq!(read_token(Some(&data), &loc).unwrap().expose(), "secret");
+        let string_data: Secret =
+            serde_json::from_value(json!({"stringData": {"token": "abc"}})).unwrap();
+        assert_eq!(
+            read_token(Some(&string_data), &loc).unwrap().expose(),
+            "abc"
+        );
+        let wrong_key: Secret = serde_json::from_value(json!({"data": {"other": "YQ=="}})).unwrap();
+        let err = read_token(Some(&wrong_key), &loc).unwrap_err();
+        assert!(err.message.contains("no key \"token\""));
+        assert!(!format!("{:?}", read_token(Some(&data), &loc).unwrap()).contains("secret"));
+    }
+}

@@ -1,0 +1,857 @@
+//! The Kubernetes side: the kube-runtime `Controller` on UserInvitation, reacting to its
+//! endpoints and their Secrets, resolving credentials, writing status and events.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::{
+    api::{
+        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint,
+        PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
+    },
+    invite::{
+        ErrorCategory, InviteClient, OrgInvitationClient, Transport, TransportSettings, UserInviteClient,
+        transport::backoff_delay,
+    },
+    reconcile::{
+        self, StatusWriter, SyncInput, WriteError,
+        plan::{self, Blocked, ReadyReason},
+        resolve::{self, SecretLocation},
+    },
+    telemetry::{Metrics, ReconcileLabels, UserStateLabels},
+};
+
+/// Field manager and event reporter name.
+pub const CONTROLLER_NAME: &str = "invite-operator";
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace the operator runs in (default namespace of ClusterInvitationEndpoint Secrets).
+    pub operator_namespace: String,
+    /// Interval of the slow resync that checks invited users for acceptance and expiry.
+    pub resync_interval: Duration,
+    /// First retry delay after a transient failure.
+    pub retry_base_delay: Duration,
+    /// Longest retry delay.
+    pub retry_max_delay: Duration,
+    /// How many UserInvitations are reconciled at once.
+    pub concurrency: u16,
+    /// Attempts for idempotent API reads within one reconcile.
+    pub read_attempts: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            operator_namespace: "invite-operator".into(),
+            resync_interval: Duration::from_secs(600),
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            concurrency: 8,
+            read_attempts: 3,
+        }
+    }
+}
+
+/// Readiness of the controller, as `/readyz` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Readiness {
+    /// The CRDs are not installed yet.
+    #[default]
+    WaitingForCrds,
+    /// Caches are syncing.
+    Syncing,
+    /// Reconciling.
+    Ready,
+}
+
+/// Shared state of the reconciler.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    recorder: Recorder,
+    namespaced_endpoints: Store<InvitationEndpoint>,
+    cluster_endpoints: Store<ClusterInvitationEndpoint>,
+    clients: Mutex<HashMap<String, (String, InviteClient)>>,
+    failures: Mutex<HashMap<ObjectRef<UserInvitation>, u32>>,
+    last_check: Mutex<HashMap<ObjectRef<UserInvitation>, Instant>>,
+}
+
+/// Errors of one reconcile.
+#[derive(thiserror::Error, Debug)]
+pub enum ReconcileError {
+    /// The sync with the API failed.
+    #[error(transparent)]
+    Sync(#[from] reconcile::SyncError),
+    /// A Kubernetes call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The resource cannot be worked on until something changes.
+    #[error("{}", .0.message)]
+    Blocked(Blocked),
+}
+
+impl ReconcileError {
+    fn category(&self) -> ErrorCategory {
+        match self {
+            ReconcileError::Sync(e) => e.category(),
+            ReconcileError::Kube(_) => ErrorCategory::Transient,
+            ReconcileError::Blocked(_) => ErrorCategory::Configuration,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self.category() {
+            ErrorCategory::Transient => "transient",
+            ErrorCategory::Configuration => "configuration",
+            ErrorCategory::Permanent => "permanent",
+        }
+    }
+}
+
+/// Waits until the UserInvitation CRD is served, polling; sets `readiness` while waiting.
+pub async fn wait_for_crds(client: &Client, readiness: &watch::Sender<Readiness>) {
+    let api = Api::<UserInvitation>::all(client.clone());
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Ok(_) => return,
+            Err(e) => {
+                let _ = readiness.send(Readiness::WaitingForCrds);
+                tracing::warn!(error = %e, "waiting for the UserInvitation CRD to be installed (invite-operator crd | kubectl apply -f -)");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    readiness: watch::Sender<Readiness>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    wait_for_crds(&client, &readiness).await;
+    let _ = readiness.send(Readiness::Syncing);
+
+    let (namespaced_endpoints, ns_writer) = reflector::store::<InvitationEndpoint>();
+    let (cluster_endpoints, cluster_writer) = reflector::store::<ClusterInvitationEndpoint>();
+    let ns_stream = reflector::reflector(
+        ns_writer,
+        watcher(Api::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects();
+    let cluster_stream = reflector::reflector(
+        cluster_writer,
+        watcher(Api::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects();
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let recorder = Recorder::new(client.clone(), Reporter::from(CONTROLLER_NAME));
+    let context = Arc::new(Context {
+        client: client.clone(),
+        settings: settings.clone(),
+        metrics,
+        recorder,
+        namespaced_endpoints: namespaced_endpoints.clone(),
+        cluster_endpoints: cluster_endpoints.clone(),
+        clients: Mutex::default(),
+        failures: Mutex::default(),
+        last_check: Mutex::default(),
+    });
+
+    let controller = Controller::new(
+        Api::<UserInvitation>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
+    let invitations = controller.store();
+    let by_ns_endpoint = invitations.clone();
+    let by_cluster_endpoint = invitations.clone();
+    let by_secret = invitations.clone();
+    let (ns_eps, cluster_eps, operator_ns) = (
+        namespaced_endpoints.clone(),
+        cluster_endpoints.clone(),
+        settings.operator_namespace.clone(),
+    );
+    let controller = controller
+        .watches_stream(ns_stream, move |endpoint: InvitationEndpoint| {
+            referencing(
+                &by_ns_endpoint,
+                EndpointKind::InvitationEndpoint,
+                endpoint.metadata.namespace.as_deref(),
+                &endpoint.name_any(),
+            )
+        })
+        .watches_stream(
+            cluster_stream,
+            move |endpoint: ClusterInvitationEndpoint| {
+                referencing(
+                    &by_cluster_endpoint,
+                    EndpointKind::ClusterInvitationEndpoint,
+                    None,
+                    &endpoint.name_any(),
+                )
+            },
+        )
+        .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
+            secret_dependents(&by_secret, &ns_eps, &cluster_eps, &operator_ns, &secret)
+        })
+        .graceful_shutdown_on(shutdown);
+
+    // Endpoint caches must be complete before the first reconcile, or a missing endpoint
+    // would be reported for one that merely was not listed yet.
+    let ready = {
+        let readiness = readiness.clone();
+        let (a, b) = (namespaced_endpoints.clone(), cluster_endpoints.clone());
+        async move {
+            let _ = a.wait_until_ready().await;
+            let _ = b.wait_until_ready().await;
+            let _ = readiness.send(Readiness::Ready);
+        }
+    };
+    let run = controller
+        .run(reconcile_invitation, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                    tracing::warn!(%object, %error, "reconcile failed")
+                }
+                Err(error) => tracing::warn!(%error, "controller"),
+            }
+        });
+    // The controller only starts reconciling once its own cache is ready; gate it on the
+    // endpoint caches too by starting it after them.
+    let gated = async move {
+        ready.await;
+        run.await;
+    };
+    gated.await;
+    tracing::info!("controller stopped");
+}
+
+fn referencing(
+    invitations: &Store<UserInvitation>,
+    kind: EndpointKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<UserInvitation>> {
+    invitations
+        .state()
+        .iter()
+        .filter(|inv| {
+            let r = &inv.spec.endpoint_ref;
+            r.kind == kind
+                && r.name == name
+                && (namespace.is_none() || inv.metadata.namespace.as_deref() == namespace)
+        })
+        .map(|inv| ObjectRef::from_obj(inv.as_ref()))
+        .collect()
+}
+
+fn secret_dependents(
+    invitations: &Store<UserInvitation>,
+    namespaced: &Store<InvitationEndpoint>,
+    cluster: &Store<ClusterInvitationEndpoint>,
+    operator_namespace: &str,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<UserInvitation>> {
+    let (ns, name) = (
+        secret.metadata.namespace.clone().unwrap_or_default(),
+        secret.name_any(),
+    );
+    let mut out = Vec::new();
+    for ep in namespaced.state() {
+        let location =
+            resolve::secret_location(&AnyEndpoint::Namespaced((*ep).clone()), operator_namespace);
+        if location.namespace == ns && location.name == name {
+            out.extend(referencing(
+                invitations,
+                EndpointKind::InvitationEndpoint,
+                ep.metadata.namespace.as_deref(),
+                &ep.name_any(),
+            ));
+        }
+    }
+    for ep in cluster.state() {
+        let location =
+            resolve::secret_location(&AnyEndpoint::Cluster((*ep).clone()), operator_namespace);
+        if location.namespace == ns && location.name == name {
+            out.extend(referencing(
+                invitations,
+                EndpointKind::ClusterInvitationEndpoint,
+                None,
+                &ep.name_any(),
+            ));
+        }
+    }
+    out
+}
+
+/// Writes the status of one UserInvitation with a JSON patch that first tests the
+/// resourceVersion it was read at: a concurrent change makes the write fail (and nothing is
+/// sent to the API after a failed intent write).
+pub struct KubeStatusWriter {
+    api: Api<UserInvitation>,
+    name: String,
+    resource_version: String,
+}
+
+impl KubeStatusWriter {
+    /// A writer for `invitation`, as read at its current resourceVersion.
+    pub fn new(client: Client, invitation: &UserInvitation) -> KubeStatusWriter {
+        KubeStatusWriter {
+            api: Api::namespaced(
+                client,
+                invitation.metadata.namespace.as_deref().unwrap_or_default(),
+            ),
+            name: invitation.name_any(),
+            resource_version: invitation.resource_version().unwrap_or_default(),
+        }
+    }
+}
+
+impl StatusWriter for KubeStatusWriter {
+    async fn write(&mut self, status: &UserInvitationStatus) -> Result<(), WriteError> {
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]))
+        .map_err(|e| WriteError(e.to_string()))?;
+        let updated = self
+            .api
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await
+            .map_err(|e| WriteError(e.to_string()))?;
+        self.resource_version = updated.resource_version().unwrap_or_default();
+        Ok(())
+    }
+}
+
+async fn reconcile_invitation(
+    invitation: Arc<UserInvitation>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let key = ObjectRef::from_obj(invitation.as_ref());
+    let result = reconcile_inner(&invitation, &ctx, &key).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            result: label.to_string(),
+        })
+        .inc();
+    if result.is_ok() {
+        ctx.failures.lock().expect("lock").remove(&key);
+    }
+    result
+}
+
+fn jittered(interval: Duration) -> Duration {
+    let spread = interval.as_millis() as u64 / 10;
+    interval + Duration::from_millis(rand::random_range(0..=spread.max(1)))
+}
+
+async fn reconcile_inner(
+    invitation: &UserInvitation,
+    ctx: &Context,
+    key: &ObjectRef<UserInvitation>,
+) -> Result<Action, ReconcileError> {
+    let namespace = invitation.metadata.namespace.clone().unwrap_or_default();
+    let name = invitation.name_any();
+    let span = tracing::info_span!("reconcile", %namespace, %name, endpoint = %resolve::endpoint_display(invitation));
+    let _enter = span.enter();
+    drop(_enter);
+    let generation = invitation.metadata.generation.unwrap_or(0);
+    let previous = invitation.status.clone().unwrap_or_default();
+    let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation);
+    let now = reconcile::now();
+
+    if invitation.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let requested = match plan::requested_addresses(&invitation.spec) {
+        Ok(r) => r,
+        Err(blocked) => {
+            return block(
+                ctx,
+                invitation,
+                &previous,
+                &[],
+                generation,
+                blocked,
+                &mut writer,
+            )
+            .await;
+        }
+    };
+    if invitation
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
+        let blocked = Blocked::new(
+            ReadyReason::Paused,
+            format!("paused by the {PAUSED_ANNOTATION} annotation; no API calls are made"),
+        );
+        block(
+            ctx,
+            invitation,
+            &previous,
+            &requested,
+            generation,
+            blocked,
+            &mut writer,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    let endpoint = find_endpoint(ctx, invitation);
+    let namespace_labels = match &endpoint {
+        Some(AnyEndpoint::Cluster(c)) if c.spec.namespace_selector.is_some() => {
+            namespace_labels(&ctx.client, &namespace).await?
+        }
+        _ => BTreeMap::new(),
+    };
+    if let Err(blocked) = resolve::check_endpoint(
+        invitation,
+        endpoint.as_ref(),
+        &namespace_labels,
+        requested.len(),
+    ) {
+        return block(
+            ctx,
+            invitation,
+            &previous,
+            &requested,
+            generation,
+            blocked,
+            &mut writer,
+        )
+        .await;
+    }
+    let endpoint = endpoint.expect("checked above");
+    let location = resolve::secret_location(&endpoint, &ctx.settings.operator_namespace);
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &location.namespace)
+        .get_opt(&location.name)
+        .await?;
+    let token = match resolve::read_token(secret.as_ref(), &location) {
+        Ok(t) => t,
+        Err(blocked) => {
+            return block(
+                ctx,
+                invitation,
+                &previous,
+                &requested,
+                generation,
+                blocked,
+                &mut writer,
+            )
+            .await;
+        }
+    };
+    let api = match client_for(ctx, &endpoint, &location, token) {
+        Ok(api) => api,
+        Err(message) => {
+            let blocked = Blocked::new(ReadyReason::EndpointNotReady, message);
+            return block(
+                ctx,
+                invitation,
+                &previous,
+                &requested,
+                generation,
+                blocked,
+                &mut writer,
+            )
+            .await;
+        }
+    };
+
+    let check_invited = {
+        let mut checks = ctx.last_check.lock().expect("lock");
+        let due = checks
+            .get(key)
+            .is_none_or(|t| t.elapsed() >= ctx.settings.resync_interval);
+        if due {
+            checks.insert(key.clone(), Instant::now());
+        }
+        due
+    };
+    let input = SyncInput {
+        spec: &invitation.spec,
+        requested: &requested,
+        previous: &previous,
+        generation,
+        check_invited,
+    };
+    let result = reconcile::sync_users(&api, input, &mut writer).await;
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            if check_invited {
+                ctx.last_check.lock().expect("lock").remove(key);
+            }
+            return Err(error.into());
+        }
+    };
+    record_user_gauges(ctx, &namespace, &name, &report.status);
+    publish_sync_events(ctx, invitation, &previous, &report).await;
+    let _ = now;
+    Ok(Action::requeue(jittered(ctx.settings.resync_interval)))
+}
+
+async fn block(
+    ctx: &Context,
+    invitation: &UserInvitation,
+    previous: &UserInvitationStatus,
+    requested: &[String],
+    generation: i64,
+    blocked: Blocked,
+    writer: &mut KubeStatusWriter,
+) -> Result<Action, ReconcileError> {
+    let status = plan::blocked_status(requested, previous, generation, reconcile::now(), &blocked);
+    if &status != previous {
+        writer
+            .write(&status)
+            .await
+            .map_err(|e| ReconcileError::Sync(reconcile::SyncError::Write(e)))?;
+        let was = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == plan::READY)
+            .map(|c| c.reason.clone());
+        if was.as_deref() != Some(blocked.reason.as_str()) {
+            let type_ = if blocked.reason == ReadyReason::Paused {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            publish(
+                ctx,
+                invitation,
+                type_,
+                blocked.reason.as_str(),
+                "Reconcile",
+                blocked.message.clone(),
+            )
+            .await;
+        }
+    }
+    if blocked.reason == ReadyReason::Paused {
+        return Ok(Action::await_change());
+    }
+    Err(ReconcileError::Blocked(blocked))
+}
+
+fn find_endpoint(ctx: &Context, invitation: &UserInvitation) -> Option<AnyEndpoint> {
+    let r = &invitation.spec.endpoint_ref;
+    match r.kind {
+        EndpointKind::InvitationEndpoint => {
+            let ns = invitation.metadata.namespace.as_deref().unwrap_or_default();
+            ctx.namespaced_endpoints
+                .get(&ObjectRef::new(&r.name).within(ns))
+                .map(|e| AnyEndpoint::Namespaced((*e).clone()))
+        }
+        EndpointKind::ClusterInvitationEndpoint => ctx
+            .cluster_endpoints
+            .get(&ObjectRef::new(&r.name))
+            .map(|e| AnyEndpoint::Cluster((*e).clone())),
+    }
+}
+
+async fn namespace_labels(
+    client: &Client,
+    namespace: &str,
+) -> Result<BTreeMap<String, String>, kube::Error> {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await?;
+    Ok(ns
+        .map(|n| n.metadata.labels.unwrap_or_default())
+        .unwrap_or_default())
+}
+
+fn endpoint_key(endpoint: &AnyEndpoint) -> String {
+    match endpoint {
+        AnyEndpoint::Namespaced(e) => format!(
+            "InvitationEndpoint/{}/{}",
+            e.metadata.namespace.as_deref().unwrap_or_default(),
+            e.name_any()
+        ),
+        AnyEndpoint::Cluster(e) => format!("ClusterInvitationEndpoint/{}", e.name_any()),
+    }
+}
+
+/// The cached API client of an endpoint, rebuilt when the endpoint's settings or token change.
+fn client_for(
+    ctx: &Context,
+    endpoint: &AnyEndpoint,
+    location: &SecretLocation,
+    token: crate::invite::ApiToken,
+) -> Result<InviteClient, String> {
+    let key = endpoint_key(endpoint);
+    let connection = endpoint.connection();
+    let fingerprint = format!(
+        "{:?}|{:?}|{}",
+        connection,
+        location,
+        fingerprint_token(&token)
+    );
+    let mut clients = ctx.clients.lock().expect("lock");
+    if let Some((fp, client)) = clients.get(&key)
+        && fp == &fingerprint
+    {
+        return Ok(client.clone());
+    }
+    let client = build_client(
+        endpoint,
+        token,
+        &key,
+        ctx.metrics.api_call_recorder(),
+        ctx.settings.read_attempts,
+    )?;
+    clients.insert(key, (fingerprint, client.clone()));
+    Ok(client)
+}
+
+fn fingerprint_token(token: &crate::invite::ApiToken) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut h);
+    h.finish()
+}
+
+/// Builds the API client of an endpoint.
+pub fn build_client(
+    endpoint: &AnyEndpoint,
+    token: crate::invite::ApiToken,
+    name: &str,
+    recorder: crate::telemetry::ApiCallRecorder,
+    read_attempts: u32,
+) -> Result<InviteClient, String> {
+    let connection = endpoint.connection();
+    let settings = TransportSettings {
+        timeout: Duration::from_secs(connection.timeout_seconds.max(1) as u64),
+        requests_per_second: connection.requests_per_second,
+        ca_bundle: connection.ca_bundle.clone(),
+        read_attempts,
+        ..TransportSettings::default()
+    };
+    let transport = Transport::new(name, settings, recorder)?;
+    match connection.api {
+        crate::api::ApiFlavor::UserInvite => Ok(InviteClient::UserInvite(UserInviteClient::new(
+            &connection.url,
+            token,
+            transport,
+        ))),
+        crate::api::ApiFlavor::OrgInvitation => {
+            let organization_id = connection
+                .organization_id
+                .as_deref()
+                .filter(|o| !o.is_empty())
+                .ok_or("organizationId is required for an OrgInvitation endpoint")?;
+            Ok(InviteClient::OrgInvitation(OrgInvitationClient::new(
+                &connection.url,
+                connection.token_url.as_deref(),
+                organization_id,
+                token,
+                transport,
+            )))
+        }
+    }
+}
+
+fn record_user_gauges(ctx: &Context, namespace: &str, name: &str, status: &UserInvitationStatus) {
+    use crate::api::UserState::*;
+    for state in [
+        Pending,
+        Inviting,
+        Invited,
+        Accepted,
+        AlreadyMember,
+        Expired,
+        Failed,
+        Revoked,
+        Deleted,
+    ] {
+        let count = status.users.iter().filter(|u| u.state == state).count();
+        ctx.metrics
+            .users
+            .get_or_create(&UserStateLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                state: state.to_string(),
+            })
+            .set(count as i64);
+    }
+}
+
+async fn publish_sync_events(
+    ctx: &Context,
+    invitation: &UserInvitation,
+    previous: &UserInvitationStatus,
+    report: &reconcile::SyncReport,
+) {
+    if !report.invited.is_empty() {
+        publish(
+            ctx,
+            invitation,
+            EventType::Normal,
+            "Invited",
+            "Invite",
+            format!("Invited {}", summarize_list(&report.invited)),
+        )
+        .await;
+    }
+    for (email, message) in &report.failed {
+        publish(
+            ctx,
+            invitation,
+            EventType::Warning,
+            "InviteFailed",
+            "Invite",
+            format!("Inviting {email} failed: {message}"),
+        )
+        .await;
+    }
+    for (email, _, state) in &report.transitions {
+        let reason = match state {
+            crate::api::UserState::Accepted => "Accepted",
+            crate::api::UserState::Expired => "Expired",
+            crate::api::UserState::Revoked => "Revoked",
+            _ => continue,
+        };
+        publish(
+            ctx,
+            invitation,
+            EventType::Normal,
+            reason,
+            "Observe",
+            format!("The invitation of {email} is now {state}"),
+        )
+        .await;
+    }
+    let _ = previous;
+}
+
+fn summarize_list(items: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if items.len() <= SHOWN {
+        items.join(", ")
+    } else {
+        format!(
+            "{} and {} more",
+            items[..SHOWN].join(", "),
+            items.len() - SHOWN
+        )
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    invitation: &UserInvitation,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx
+        .recorder
+        .publish(&event, &invitation.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%error, reason, "cannot publish event");
+    }
+}
+
+fn error_policy(
+    invitation: Arc<UserInvitation>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = ObjectRef::from_obj(invitation.as_ref());
+    let failures = {
+        let mut map = ctx.failures.lock().expect("lock");
+        let n = map.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let base = match error.category() {
+        ErrorCategory::Transient => ctx.settings.retry_base_delay,
+        // Configuration problems are re-checked slowly; watches on endpoints and Secrets
+        // trigger a reconcile as soon as they are fixed.
+        ErrorCategory::Configuration | ErrorCategory::Permanent => {
+            ctx.settings.retry_base_delay * 8
+        }
+    };
+    let mut delay = backoff_delay(base, failures).min(ctx.settings.retry_max_delay);
+    if let ReconcileError::Sync(sync) = error
+        && let Some(after) = sync.retry_after()
+    {
+        delay = delay.max(after.min(ctx.settings.retry_max_delay));
+    }
+    tracing::info!(
+        namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
+        name = %invitation.name_any(),
+        %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// The stream type produced by the controller, for callers that want to drive it themselves.
+pub type ControllerStream = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;

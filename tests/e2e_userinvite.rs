@@ -1,0 +1,443 @@
+//! End-to-end tests of the UserInvite flow: the real controller against the in-process
+//! Kubernetes API server (or a real cluster) and the stateful mock API over real HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use invite_operator::{
+    api::{UserInvitation, UserState},
+    mock::ScriptedFault,
+};
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+fn invite_calls(mock: &invite_operator::mock::RunningMock) -> Vec<Value> {
+    mock.api
+        .journal()
+        .into_iter()
+        .filter(|e| e.method == "POST" && e.path == "/api/v2/user/invite")
+        .map(|e| e.body)
+        .collect()
+}
+
+fn invited_in(body: &Value) -> Vec<String> {
+    body.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["emailAddress"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn state_of(inv: &UserInvitation, email: &str) -> UserState {
+    inv.status
+        .as_ref()
+        .and_then(|s| s.users.iter().find(|u| u.email_address == email))
+        .map(|u| u.state)
+        .unwrap_or_else(|| panic!("no status entry for {email}"))
+}
+
+struct Setup {
+    cluster: TestCluster,
+    mock: invite_operator::mock::RunningMock,
+    controller: Option<RunningController>,
+}
+
+async fn setup() -> Setup {
+    let cluster = TestCluster::start().await;
+    let mock = start_mock().await;
+    cluster.put_secret("api-token", "e2e-token").await;
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    let controller =
+        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    Setup {
+        cluster,
+        mock,
+        controller: Some(controller),
+    }
+}
+
+impl Setup {
+    async fn finish(mut self) {
+        if let Some(c) = self.controller.take() {
+            c.stop().await;
+        }
+        self.mock.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+fn users_spec(emails: &[&str]) -> Value {
+    json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": ["dashboard_management"], "userGroups": []})).collect::<Vec<_>>(),
+    })
+}
+
+#[tokio::test]
+async fn create_invites_every_user_with_one_call_and_reports_ready() {
+    let s = setup().await;
+    s.cluster
+        .create_invitation(
+            "team",
+            users_spec(&["alice@example.com", "Bob@Example.com", "carol@example.com"]),
+        )
+        .await;
+    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
+    let status = inv.status.clone().unwrap();
+    assert_eq!(
+        ready(&status),
+        ("True".to_string(), "AllInvited".to_string())
+    );
+    assert_eq!(status.invited, 3);
+    assert_eq!(status.failed, 0);
+    assert_eq!(status.observed_generation, inv.metadata.generation);
+    assert_eq!(status.invited_users.len(), 3);
+    for user in &status.users {
+        assert_eq!(user.state, UserState::Invited, "{user:?}");
+        assert!(user.invited_at.is_some() && user.expires_at.is_some());
+        assert_eq!(
+            user.expires_at.unwrap() - user.invited_at.unwrap(),
+            chrono::Duration::hours(24)
+        );
+    }
+    let calls = invite_calls(&s.mock);
+    assert_eq!(calls.len(), 1, "one batched invite call: {calls:?}");
+    assert_eq!(invited_in(&calls[0]).len(), 3);
+    for email in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+        assert_eq!(s.mock.api.invitations_sent_to(email), 1, "{email}");
+    }
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn restart_sends_nothing_again_and_writes_nothing() {
+    let mut s = setup().await;
+    s.cluster
+        .create_invitation(
+            "team",
+            users_spec(&["alice@example.com", "bob@example.com"]),
+        )
+        .await;
+    let before = s.cluster.wait_status("team", "Ready", is_ready).await;
+    s.controller.take().unwrap().stop().await;
+    let journal_before = s.mock.api.journal().len();
+
+    let restarted = RunningController::start(
+        s.cluster.client.clone(),
+        test_settings(&s.cluster.namespace),
+    );
+    restarted.wait_reconciles(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = s.cluster.invitations().get("team").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "no Kubernetes write on a no-op restart"
+    );
+    let changes: Vec<_> = s.mock.api.journal()[journal_before..]
+        .iter()
+        .filter(|e| e.method != "GET" && !e.path.ends_with("/validateUsers"))
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "no API call that changes anything: {changes:?}"
+    );
+    assert_eq!(invite_calls(&s.mock).len(), 1);
+    s.controller = Some(restarted);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_added_user_is_invited_alone() {
+    let s = setup().await;
+    s.cluster
+        .create_invitation(
+            "team",
+            users_spec(&["alice@example.com", "bob@example.com"]),
+        )
+        .await;
+    s.cluster.wait_status("team", "Ready", is_ready).await;
+    s.cluster
+        .patch_spec(
+            "team",
+            users_spec(&["alice@example.com", "bob@example.com", "dave@example.com"]),
+        )
+        .await;
+    let inv = s
+        .cluster
+        .wait_status("team", "dave invited", |st| st.invited == 3 && is_ready(st))
+        .await;
+    assert_eq!(state_of(&inv, "dave@example.com"), UserState::Invited);
+    let calls = invite_calls(&s.mock);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(invited_in(&calls[1]), vec!["dave@example.com"]);
+    assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_rejected_user_fails_alone_with_the_api_message() {
+    let s = setup().await;
+    let spec = json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+        "users": [
+            {"emailAddress": "alice@example.com", "groups": ["dashboard_management"], "userGroups": []},
+            {"emailAddress": "mallory@example.com", "groups": ["no_such_permission"], "userGroups": []},
+            {"emailAddress": "carol@example.com", "groups": [], "userGroups": []},
+        ]
+    });
+    s.cluster.create_invitation("team", spec).await;
+    let inv = s
+        .cluster
+        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
+        .await;
+    let status = inv.status.clone().unwrap();
+    assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
+    assert_eq!(state_of(&inv, "carol@example.com"), UserState::Invited);
+    assert_eq!(state_of(&inv, "mallory@example.com"), UserState::Failed);
+    let mallory = status
+        .users
+        .iter()
+        .find(|u| u.email_address == "mallory@example.com")
+        .unwrap();
+    let message = mallory.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("no_such_permission"),
+        "the API's message is kept: {message}"
+    );
+    assert_eq!((status.invited, status.failed), (2, 1));
+    assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
+    assert_eq!(s.mock.api.invitations_sent_to("mallory@example.com"), 0);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_without_duplicates() {
+    let s = setup().await;
+    s.mock
+        .api
+        .add_fault(ScriptedFault::new(503).path("/api/v2/user/invite").times(2));
+    s.cluster
+        .create_invitation(
+            "team",
+            users_spec(&["alice@example.com", "bob@example.com"]),
+        )
+        .await;
+    s.cluster.wait_status("team", "Ready", is_ready).await;
+    assert_eq!(invite_calls(&s.mock).len(), 3, "two 503s, then success");
+    assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
+    assert_eq!(s.mock.api.invitations_sent_to("bob@example.com"), 1);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_lost_response_does_not_send_a_second_invitation() {
+    let s = setup().await;
+    // The API invites, then the answer is lost (a 503 after the fact).
+    s.mock.api.add_fault(
+        ScriptedFault::new(503)
+            .path("/api/v2/user/invite")
+            .times(1)
+            .after_effect(true),
+    );
+    s.cluster
+        .create_invitation("team", users_spec(&["alice@example.com"]))
+        .await;
+    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
+    assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
+    assert_eq!(invite_calls(&s.mock).len(), 1, "looked up, not re-posted");
+    assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_existing_user_is_already_a_member_and_gets_no_email() {
+    let s = setup().await;
+    s.mock.api.seed_user(json!({
+        "identifier": "old@example.com",
+        "groups": ["dashboard_management"],
+        "userGroups": [],
+        "lastSuccessfulLogin": 1_700_000_000_000_i64
+    }));
+    s.cluster
+        .create_invitation("team", users_spec(&["old@example.com", "new@example.com"]))
+        .await;
+    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
+    assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
+    assert_eq!(state_of(&inv, "new@example.com"), UserState::Invited);
+    assert_eq!(s.mock.api.invitations_sent_to("old@example.com"), 0);
+    let calls = invite_calls(&s.mock);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(invited_in(&calls[0]), vec!["new@example.com"]);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
+    let cluster = TestCluster::start().await;
+    let mock = start_mock().await;
+    let controller =
+        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    cluster
+        .create_invitation("team", users_spec(&["alice@example.com"]))
+        .await;
+    let inv = cluster
+        .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
+        .await;
+    assert_eq!(state_of(&inv, "alice@example.com"), UserState::Pending);
+    assert!(
+        mock.api.journal().is_empty(),
+        "no API call without an endpoint"
+    );
+
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    let inv = cluster
+        .wait_status("team", "EndpointNotReady", reason_is("EndpointNotReady"))
+        .await;
+    let message = &inv.status.as_ref().unwrap().conditions[0].message;
+    assert!(message.contains("api-token"), "{message}");
+    assert!(
+        mock.api.journal().is_empty(),
+        "no API call without credentials"
+    );
+
+    cluster.put_secret("api-token", "e2e-token").await;
+    let inv = cluster.wait_status("team", "Ready", is_ready).await;
+    assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
+    assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
+    controller.stop().await;
+    mock.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
+    let cluster = TestCluster::start().await;
+    let mock = start_mock().await;
+    cluster.put_secret("api-token", "wrong-token").await;
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    let controller =
+        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    cluster
+        .create_invitation("team", users_spec(&["alice@example.com"]))
+        .await;
+    let inv = cluster
+        .wait_status("team", "EndpointNotReady", reason_is("EndpointNotReady"))
+        .await;
+    let status = inv.status.unwrap();
+    assert!(
+        status.conditions[0].message.contains("401"),
+        "{}",
+        status.conditions[0].message
+    );
+    assert!(
+        !serde_json::to_string(&status)
+            .unwrap()
+            .contains("wrong-token"),
+        "no secret in status"
+    );
+    cluster.put_secret("api-token", "e2e-token").await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
+    controller.stop().await;
+    mock.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
+    let mut cluster = TestCluster::start().await;
+    let mock = start_mock().await;
+    cluster.put_secret("api-token", "e2e-token").await;
+    let name = cluster.unique("shared");
+    cluster
+        .cluster_endpoint(
+            &name,
+            json!({
+                "api": "UserInvite",
+                "url": mock.url,
+                "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}},
+                "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}},
+                "allowed": {"groups": ["dashboard_management"]}
+            }),
+        )
+        .await;
+    let controller =
+        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    let spec = |groups: Value| {
+        json!({
+            "endpointRef": {"kind": "ClusterInvitationEndpoint", "name": name},
+            "users": [{"emailAddress": "alice@example.com", "groups": groups, "userGroups": []}]
+        })
+    };
+    cluster
+        .create_invitation("too-much", spec(json!(["user_management"])))
+        .await;
+    let inv = cluster
+        .wait_status("too-much", "NotAllowed", reason_is("NotAllowed"))
+        .await;
+    assert!(
+        inv.status.unwrap().conditions[0]
+            .message
+            .contains("user_management")
+    );
+    cluster
+        .create_invitation("fine", spec(json!(["dashboard_management"])))
+        .await;
+    cluster.wait_status("fine", "Ready", is_ready).await;
+    assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
+    controller.stop().await;
+    mock.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
+    let s = setup().await;
+    let org_spec = json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+        "orgInvitation": {"usernames": ["bob@example.com"], "organizationRoles": [{"name": "org_member"}]}
+    });
+    s.cluster.create_invitation("org", org_spec).await;
+    let inv = s
+        .cluster
+        .wait_status("org", "EndpointMismatch", reason_is("EndpointMismatch"))
+        .await;
+    assert!(
+        inv.status.unwrap().conditions[0]
+            .message
+            .contains("OrgInvitation")
+    );
+
+    let paused: UserInvitation = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": "UserInvitation",
+        "metadata": {"name": "paused", "namespace": s.cluster.namespace,
+                     "annotations": {"invite.operators.dev/paused": "true"}},
+        "spec": users_spec(&["paula@example.com"]),
+    }))
+    .unwrap();
+    s.cluster
+        .invitations()
+        .create(&Default::default(), &paused)
+        .await
+        .unwrap();
+    s.cluster
+        .wait_status("paused", "Paused", reason_is("Paused"))
+        .await;
+    assert!(
+        s.mock.api.journal().is_empty(),
+        "{:?}",
+        s.mock.api.journal()
+    );
+    s.finish().await;
+}
