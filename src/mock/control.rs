@@ -1,0 +1,202 @@
+//! The `/mock/` control endpoints (no auth, not journaled): journal, faults, settings, seeding,
+//! playing the invited person, state dump.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::wire::{empty_response, json_response};
+use super::{MockApi, ScriptedFault, lock};
+
+/// The control routes.
+pub(crate) fn routes() -> Router<MockApi> {
+    Router::new()
+        .route("/mock/requests", get(journal).delete(clear_journal))
+        .route(
+            "/mock/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/mock/settings", put(put_settings).get(get_settings))
+        .route("/mock/users", post(seed_user))
+        .route("/mock/usergroups", post(seed_group))
+        .route("/mock/org/members", post(seed_member))
+        .route("/mock/users/{id}/login", post(login))
+        .route("/mock/org/invitations/{username}/redeem", post(redeem))
+        .route("/mock/expire", post(expire))
+        .route("/mock/state", get(dump_state))
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    json_response(400, &json!({"error": message.into()}))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn journal(State(api): State<MockApi>) -> Response {
+    json_response(200, &json!(api.journal()))
+}
+
+async fn clear_journal(State(api): State<MockApi>) -> Response {
+    api.clear_journal();
+    empty_response(204)
+}
+
+async fn list_faults(State(api): State<MockApi>) -> Response {
+    json_response(200, &json!(api.pending_faults()))
+}
+
+async fn add_fault(State(api): State<MockApi>, body: Bytes) -> Response {
+    let fault: ScriptedFault = match parse(&body) {
+        Ok(f) => f,
+        Err(e) => return bad(e),
+    };
+    if !(100..=599).contains(&fault.status) {
+        return bad(format!("invalid status {}", fault.status));
+    }
+    api.add_fault(fault.clone());
+    json_response(201, &json!(fault))
+}
+
+async fn clear_faults(State(api): State<MockApi>) -> Response {
+    api.clear_faults();
+    empty_response(204)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SettingsBody {
+    latency_ms: Option<u64>,
+    fault_rate: Option<f64>,
+}
+
+fn settings_json(api: &MockApi) -> Value {
+    let s = *lock(&api.inner.settings);
+    json!({"latencyMs": s.latency.as_millis() as u64, "faultRate": s.fault_rate})
+}
+
+async fn get_settings(State(api): State<MockApi>) -> Response {
+    json_response(200, &settings_json(&api))
+}
+
+async fn put_settings(State(api): State<MockApi>, body: Bytes) -> Response {
+    let s: SettingsBody = match parse(&body) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    if let Some(ms) = s.latency_ms {
+        api.set_latency(Duration::from_millis(ms));
+    }
+    if let Some(r) = s.fault_rate {
+        if !(0.0..=1.0).contains(&r) {
+            return bad("faultRate must be between 0 and 1");
+        }
+        api.set_fault_rate(r);
+    }
+    json_response(200, &settings_json(&api))
+}
+
+async fn seed_user(State(api): State<MockApi>, body: Bytes) -> Response {
+    let v: Value = match parse(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(e),
+    };
+    let id = api.state().seed_user(&v);
+    match id.and_then(|id| api.user(&id)) {
+        Some(u) => json_response(201, &u),
+        None => bad("a user needs an identifier or emailAddress"),
+    }
+}
+
+#[derive(Deserialize)]
+struct GroupBody {
+    id: Option<String>,
+    name: String,
+}
+
+async fn seed_group(State(api): State<MockApi>, body: Bytes) -> Response {
+    let g: GroupBody = match parse(&body) {
+        Ok(g) => g,
+        Err(e) => return bad(e),
+    };
+    let mut st = api.state();
+    let id = g.id.unwrap_or_else(|| st.new_uuid());
+    st.seed_group(&id, &g.name);
+    let v = st.groups.get(&id).map(|g| st.group_model_json(g));
+    json_response(201, &v.unwrap_or(Value::Null))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberBody {
+    username: String,
+    /// Role names; default `["org_member"]`.
+    organization_roles: Option<Vec<String>>,
+}
+
+async fn seed_member(State(api): State<MockApi>, body: Bytes) -> Response {
+    let m: MemberBody = match parse(&body) {
+        Ok(m) => m,
+        Err(e) => return bad(e),
+    };
+    let mut st = api.state();
+    let names = m
+        .organization_roles
+        .unwrap_or_else(|| vec!["org_member".to_string()]);
+    let roles = names.iter().map(|n| st.binding(n)).collect();
+    let i = st.add_member(&m.username, roles, Vec::new(), Vec::new());
+    let v = st.member_json(&st.members[i]);
+    json_response(201, &v)
+}
+
+async fn login(State(api): State<MockApi>, Path(id): Path<String>) -> Response {
+    if api.state().login(&id) {
+        json_response(200, &api.user(&id).unwrap_or(Value::Null))
+    } else {
+        json_response(404, &json!({"error": format!("no user {id}")}))
+    }
+}
+
+async fn redeem(State(api): State<MockApi>, Path(username): Path<String>) -> Response {
+    if api.redeem_invitation(&username) {
+        json_response(200, &json!({"redeemed": true, "username": username}))
+    } else {
+        json_response(
+            404,
+            &json!({"redeemed": false, "error": format!("no pending invitation for {username}")}),
+        )
+    }
+}
+
+async fn expire(State(api): State<MockApi>) -> Response {
+    api.expire_invitations();
+    empty_response(204)
+}
+
+async fn dump_state(State(api): State<MockApi>) -> Response {
+    let st = api.state();
+    let invitations: Vec<Value> = st
+        .invitations
+        .iter()
+        .map(|i| st.invitation_json(i, true))
+        .collect();
+    let members: Vec<Value> = st.members.iter().map(|m| st.member_json(m)).collect();
+    let body = json!({
+        "users": st.users_json(),
+        "userGroups": st.groups_json(),
+        "orgInvitations": invitations,
+        "orgMembers": members,
+        "emailsSent": st.email_counts(),
+        "emails": st.emails_json(),
+        "liveAccessTokens": st.access_tokens.values().filter(|e| **e > std::time::Instant::now()).count(),
+    });
+    drop(st);
+    json_response(200, &body)
+}
