@@ -217,9 +217,8 @@ fn write_crds(args: CrdArgs) -> Result<std::process::ExitCode, String> {
     let crds = crate::api::all_crds();
     match args.output_dir {
         None => {
-            for crd in &crds {
-                print!("{}", crate::api::crd_yaml(crd));
-            }
+            let text: String = crds.iter().map(crate::api::crd_yaml).collect();
+            write_stdout(&text)?;
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)
@@ -274,19 +273,25 @@ async fn reconcile_files(args: ReconcileArgs) -> Result<std::process::ExitCode, 
         None
     };
     let result = crate::oneshot::run(manifests, &options).await;
-    for line in &result.plan {
-        eprintln!("{line}");
+    if !args.dry_run {
+        for line in &result.plan {
+            eprintln!("{line}");
+        }
     }
+    let mut out = String::new();
     if args.dry_run {
         for line in &result.plan {
-            println!("{line}");
+            out.push_str(line);
+            out.push('\n');
         }
     } else {
         for invitation in &result.invitations {
             let yaml = serde_yaml::to_string(invitation).map_err(|e| e.to_string())?;
-            print!("---\n{yaml}");
+            out.push_str("---\n");
+            out.push_str(&yaml);
         }
     }
+    write_stdout(&out)?;
     if let Some(mock) = mock {
         mock.shutdown().await;
     }
@@ -319,4 +324,19 @@ async fn serve_mock(args: MockApiArgs) -> Result<std::process::ExitCode, String>
         .await
         .map_err(|e| format!("mock API failed: {e}"))?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
 }

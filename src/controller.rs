@@ -30,8 +30,8 @@ use crate::{
         PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
     },
     invite::{
-        ErrorCategory, InviteClient, OrgInvitationClient, Transport, TransportSettings, UserInviteClient,
-        transport::backoff_delay,
+        ErrorCategory, InviteClient, OrgInvitationClient, Transport, TransportSettings,
+        UserInviteClient, transport::backoff_delay,
     },
     reconcile::{
         self, StatusWriter, SyncInput, WriteError,
@@ -232,35 +232,29 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown);
 
-    // Endpoint caches must be complete before the first reconcile, or a missing endpoint
-    // would be reported for one that merely was not listed yet.
-    let ready = {
+    // The endpoint caches are fed by the controller's own watch streams; the reconciler waits
+    // for them (see `reconcile_invitation`), and readiness follows them.
+    {
         let readiness = readiness.clone();
         let (a, b) = (namespaced_endpoints.clone(), cluster_endpoints.clone());
-        async move {
-            let _ = a.wait_until_ready().await;
-            let _ = b.wait_until_ready().await;
-            let _ = readiness.send(Readiness::Ready);
-        }
-    };
-    let run = controller
+        tokio::spawn(async move {
+            if a.wait_until_ready().await.is_ok() && b.wait_until_ready().await.is_ok() {
+                let _ = readiness.send(Readiness::Ready);
+            }
+        });
+    }
+    controller
         .run(reconcile_invitation, error_policy, context)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                 Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::warn!(%object, %error, "reconcile failed")
+                    tracing::debug!(%object, %error, "reconcile failed")
                 }
                 Err(error) => tracing::warn!(%error, "controller"),
             }
-        });
-    // The controller only starts reconciling once its own cache is ready; gate it on the
-    // endpoint caches too by starting it after them.
-    let gated = async move {
-        ready.await;
-        run.await;
-    };
-    gated.await;
+        })
+        .await;
     tracing::info!("controller stopped");
 }
 
@@ -370,6 +364,10 @@ async fn reconcile_invitation(
     invitation: Arc<UserInvitation>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    // Endpoint caches must be complete before deciding, or an endpoint that merely was not
+    // listed yet would be reported missing.
+    let _ = ctx.namespaced_endpoints.wait_until_ready().await;
+    let _ = ctx.cluster_endpoints.wait_until_ready().await;
     let started = Instant::now();
     let key = ObjectRef::from_obj(invitation.as_ref());
     let result = reconcile_inner(&invitation, &ctx, &key).await;

@@ -1,6 +1,9 @@
 //! `InvitationEndpoint` and `ClusterInvitationEndpoint`: where and with which credentials an
 //! invite API is called (the cert-manager Issuer/ClusterIssuer pattern).
 
+// kube-derive repeats `type_` in every printcolumn(...); clippy reads that as a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

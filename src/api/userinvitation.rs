@@ -1,5 +1,8 @@
 //! `UserInvitation`: the users to invite, and the outcome per user.
 
+// kube-derive repeats `type_` in every printcolumn(...); clippy reads that as a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

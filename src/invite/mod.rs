@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 pub use error::{ApiError, ErrorCategory};
-pub use transport::{Transport, TransportSettings};
 pub use orginvitation::OrgInvitationClient;
+pub use transport::{Transport, TransportSettings};
 pub use userinvite::UserInviteClient;
 
 use crate::api::{ApiFlavor, UserInvitationSpec};

@@ -98,7 +98,8 @@ impl OrgInvitationClient {
     fn org_path(&self) -> String {
         format!(
             "/csp/gateway/am/api/orgs/{}",
-            url::form_urlencoded::byte_serialize(self.organization_id.as_bytes()).collect::<String>()
+            url::form_urlencoded::byte_serialize(self.organization_id.as_bytes())
+                .collect::<String>()
         )
     }
 
@@ -145,7 +146,11 @@ impl OrgInvitationClient {
                 message: "no access_token in the answer".into(),
             })?
             .to_string();
-        let expires_in = value.get("expires_in").and_then(as_i64).unwrap_or(1799).max(1) as u64;
+        let expires_in = value
+            .get("expires_in")
+            .and_then(as_i64)
+            .unwrap_or(1799)
+            .max(1) as u64;
         // Refresh a minute early, or at half-life for very short-lived tokens.
         let margin = Duration::from_secs(60).min(Duration::from_secs(expires_in) / 2);
         *access = Some(AccessToken {
@@ -172,7 +177,10 @@ impl OrgInvitationClient {
             };
             match result {
                 Err(e) if e.status() == Some(401) && !refreshed => {
-                    tracing::debug!(operation, "access token refused; exchanging the API token again");
+                    tracing::debug!(
+                        operation,
+                        "access token refused; exchanging the API token again"
+                    );
                     refreshed = true;
                 }
                 other => return other,
@@ -191,7 +199,9 @@ impl OrgInvitationClient {
     pub async fn list_invitations(&self) -> Result<Vec<OrgInvitation>, ApiError> {
         let path = format!("{}/invitations", self.org_path());
         let answer = self
-            .call("list invitations", true, |t| self.request(Method::GET, &path, t))
+            .call("list invitations", true, |t| {
+                self.request(Method::GET, &path, t)
+            })
             .await?;
         let value: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
             operation: "list invitations",
@@ -208,15 +218,19 @@ impl OrgInvitationClient {
         loop {
             let path = format!(
                 "/csp/gateway/am/api/v2/orgs/{}/users?pageStart={page_start}&pageLimit={PAGE}",
-                url::form_urlencoded::byte_serialize(self.organization_id.as_bytes()).collect::<String>()
+                url::form_urlencoded::byte_serialize(self.organization_id.as_bytes())
+                    .collect::<String>()
             );
             let answer = self
-                .call("list organization users", true, |t| self.request(Method::GET, &path, t))
+                .call("list organization users", true, |t| {
+                    self.request(Method::GET, &path, t)
+                })
                 .await?;
-            let value: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
-                operation: "list organization users",
-                message: e.to_string(),
-            })?;
+            let value: Value =
+                serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
+                    operation: "list organization users",
+                    message: e.to_string(),
+                })?;
             let results = items(&value);
             for entry in &results {
                 let user = entry.get("user").unwrap_or(entry);
@@ -235,7 +249,10 @@ impl OrgInvitationClient {
             }
             let total = value.get("totalResults").and_then(as_i64).unwrap_or(0) as u64;
             let has_next = value.get("nextLink").is_some_and(|l| !l.is_null());
-            if results.is_empty() || (!has_next && page_start + PAGE > total.max(1)) || page_start > 10_000 {
+            if results.is_empty()
+                || (!has_next && page_start + PAGE > total.max(1))
+                || page_start > 10_000
+            {
                 break;
             }
             page_start += PAGE;
@@ -243,7 +260,11 @@ impl OrgInvitationClient {
         Ok(members)
     }
 
-    async fn post_invitation(&self, spec: &UserInvitationSpec, usernames: &[String]) -> Result<Result<(), String>, ApiError> {
+    async fn post_invitation(
+        &self,
+        spec: &UserInvitationSpec,
+        usernames: &[String],
+    ) -> Result<Result<(), String>, ApiError> {
         let Some(request) = &spec.org_invitation else {
             return Ok(Err("spec.orgInvitation is not set".into()));
         };
@@ -254,17 +275,19 @@ impl OrgInvitationClient {
         body["usernames"] = json!(usernames);
         let path = format!("{}/invitations", self.org_path());
         let result = self
-            .call("invite users", false, |t| self.request(Method::POST, &path, t).json(&body))
+            .call("invite users", false, |t| {
+                self.request(Method::POST, &path, t).json(&body)
+            })
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
-            Err(ApiError::Rejected { status, message, .. }) if status == StatusCode::NOT_FOUND.as_u16() => {
-                Err(ApiError::Configuration {
-                    operation: "invite users",
-                    status,
-                    message: format!("organization {:?}: {message}", self.organization_id),
-                })
-            }
+            Err(ApiError::Rejected {
+                status, message, ..
+            }) if status == StatusCode::NOT_FOUND.as_u16() => Err(ApiError::Configuration {
+                operation: "invite users",
+                status,
+                message: format!("organization {:?}: {message}", self.organization_id),
+            }),
             Err(ApiError::Rejected { message, .. }) => Ok(Err(message)),
             Err(e) => Err(e),
         }
@@ -298,7 +321,10 @@ fn timestamp(value: Option<&Value>) -> Option<DateTime<Utc>> {
 
 fn invitation(value: &Value) -> Option<OrgInvitation> {
     Some(OrgInvitation {
-        username: value.get("username").and_then(Value::as_str)?.to_ascii_lowercase(),
+        username: value
+            .get("username")
+            .and_then(Value::as_str)?
+            .to_ascii_lowercase(),
         status: value
             .get("status")
             .and_then(Value::as_str)
@@ -316,7 +342,11 @@ fn invitation(value: &Value) -> Option<OrgInvitation> {
 
 /// What the invitations and members say about one address: a member wins; otherwise the
 /// newest invitation decides.
-fn observe_one(email: &str, invitations: &[OrgInvitation], members: &BTreeMap<String, String>) -> Observed {
+fn observe_one(
+    email: &str,
+    invitations: &[OrgInvitation],
+    members: &BTreeMap<String, String>,
+) -> Observed {
     if let Some(id) = members.get(email) {
         return Observed::Member {
             identifier: id.clone(),
@@ -377,8 +407,12 @@ impl InviteApi for OrgInvitationClient {
                 // skipping any the refused call created after all.
                 let now = self.observe(emails).await?;
                 for email in emails {
-                    if matches!(now.get(email), Some(Observed::Absent) | Some(Observed::RevokedInvitation { .. }) | None)
-                        && let Err(message) = self.post_invitation(spec, std::slice::from_ref(email)).await?
+                    if matches!(
+                        now.get(email),
+                        Some(Observed::Absent) | Some(Observed::RevokedInvitation { .. }) | None
+                    ) && let Err(message) = self
+                        .post_invitation(spec, std::slice::from_ref(email))
+                        .await?
                     {
                         rejected.insert(email.clone(), message);
                     }
@@ -458,12 +492,23 @@ mod tests {
             inv("m@x.com", "REDEEMED", 1),
         ];
         let members = BTreeMap::from([("m@x.com".to_string(), "idp:m".to_string())]);
-        assert!(matches!(observe_one("a@x.com", &invitations, &members), Observed::PendingInvitation { reference, .. } if reference == "/a@x.com/2"));
-        assert!(matches!(observe_one("b@x.com", &invitations, &members), Observed::RevokedInvitation { .. }));
+        assert!(
+            matches!(observe_one("a@x.com", &invitations, &members), Observed::PendingInvitation { reference, .. } if reference == "/a@x.com/2")
+        );
+        assert!(matches!(
+            observe_one("b@x.com", &invitations, &members),
+            Observed::RevokedInvitation { .. }
+        ));
         assert_eq!(
             observe_one("m@x.com", &invitations, &members),
-            Observed::Member { identifier: "idp:m".into(), accepted: true }
+            Observed::Member {
+                identifier: "idp:m".into(),
+                accepted: true
+            }
         );
-        assert_eq!(observe_one("z@x.com", &invitations, &members), Observed::Absent);
+        assert_eq!(
+            observe_one("z@x.com", &invitations, &members),
+            Observed::Absent
+        );
     }
 }

@@ -56,19 +56,17 @@ pub fn check_endpoint(
         ));
     };
     let flavor = endpoint.connection().api;
-    if let Some(required) = required_flavor(invitation) {
-        if required != flavor {
-            let field = match required {
-                ApiFlavor::UserInvite => "spec.users",
-                ApiFlavor::OrgInvitation => "spec.orgInvitation",
-            };
-            return Err(Blocked::new(
-                ReadyReason::EndpointMismatch,
-                format!(
-                    "{field} needs an endpoint with api {required}, but {name} has api {flavor}"
-                ),
-            ));
-        }
+    if let Some(required) = required_flavor(invitation)
+        && required != flavor
+    {
+        let field = match required {
+            ApiFlavor::UserInvite => "spec.users",
+            ApiFlavor::OrgInvitation => "spec.orgInvitation",
+        };
+        return Err(Blocked::new(
+            ReadyReason::EndpointMismatch,
+            format!("{field} needs an endpoint with api {required}, but {name} has api {flavor}"),
+        ));
     }
     let AnyEndpoint::Cluster(cluster) = endpoint else {
         return Ok(());

@@ -41,6 +41,13 @@ pub struct TestCluster {
 impl TestCluster {
     /// The in-process API server, or the real cluster of `INVITE_OPERATOR_E2E_KUBECONFIG`.
     pub async fn start() -> TestCluster {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let (client, server) = match std::env::var("INVITE_OPERATOR_E2E_KUBECONFIG") {
             Ok(path) if !path.is_empty() => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
