@@ -44,6 +44,19 @@ use crate::{
 /// Field manager and event reporter name.
 pub const CONTROLLER_NAME: &str = "invite-operator";
 
+/// The User-Agent of the controller's Kubernetes requests.
+pub const USER_AGENT: &str = concat!("invite-operator/", env!("CARGO_PKG_VERSION"));
+
+/// A Kubernetes client that identifies itself as the operator (User-Agent), so its requests
+/// can be told apart in audit logs.
+pub fn kube_client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    Client::try_from(config)
+}
+
 /// Settings of the controller.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -370,7 +383,14 @@ async fn reconcile_invitation(
     let _ = ctx.cluster_endpoints.wait_until_ready().await;
     let started = Instant::now();
     let key = ObjectRef::from_obj(invitation.as_ref());
-    let result = reconcile_inner(&invitation, &ctx, &key).await;
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
+        name = %invitation.name_any(),
+        endpoint = %resolve::endpoint_display(&invitation),
+    );
+    let result =
+        tracing::Instrument::instrument(reconcile_inner(&invitation, &ctx, &key), span).await;
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -402,9 +422,6 @@ async fn reconcile_inner(
 ) -> Result<Action, ReconcileError> {
     let namespace = invitation.metadata.namespace.clone().unwrap_or_default();
     let name = invitation.name_any();
-    let span = tracing::info_span!("reconcile", %namespace, %name, endpoint = %resolve::endpoint_display(invitation));
-    let _enter = span.enter();
-    drop(_enter);
     let generation = invitation.metadata.generation.unwrap_or(0);
     let previous = invitation.status.clone().unwrap_or_default();
     let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation);

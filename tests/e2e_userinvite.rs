@@ -51,8 +51,7 @@ async fn setup() -> Setup {
     cluster
         .user_invite_endpoint("wavefront", &mock.url, "api-token")
         .await;
-    let controller =
-        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    let controller = cluster.start_controller();
     Setup {
         cluster,
         mock,
@@ -126,10 +125,7 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
     s.controller.take().unwrap().stop().await;
     let journal_before = s.mock.api.journal().len();
 
-    let restarted = RunningController::start(
-        s.cluster.client.clone(),
-        test_settings(&s.cluster.namespace),
-    );
+    let restarted = s.cluster.start_controller();
     restarted.wait_reconciles(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = s.cluster.invitations().get("team").await.unwrap();
@@ -281,8 +277,7 @@ async fn an_existing_user_is_already_a_member_and_gets_no_email() {
 async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     let cluster = TestCluster::start().await;
     let mock = start_mock().await;
-    let controller =
-        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    let controller = cluster.start_controller();
     cluster
         .create_invitation("team", users_spec(&["alice@example.com"]))
         .await;
@@ -325,8 +320,7 @@ async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
     cluster
         .user_invite_endpoint("wavefront", &mock.url, "api-token")
         .await;
-    let controller =
-        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    let controller = cluster.start_controller();
     cluster
         .create_invitation("team", users_spec(&["alice@example.com"]))
         .await;
@@ -371,8 +365,7 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
             }),
         )
         .await;
-    let controller =
-        RunningController::start(cluster.client.clone(), test_settings(&cluster.namespace));
+    let controller = cluster.start_controller();
     let spec = |groups: Value| {
         json!({
             "endpointRef": {"kind": "ClusterInvitationEndpoint", "name": name},

@@ -33,6 +33,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// A Kubernetes API to test against, with a fresh namespace.
 pub struct TestCluster {
     pub client: Client,
+    /// Configuration for more clients (the controller's identifies itself by User-Agent).
+    pub config: kube::Config,
     pub namespace: String,
     pub server: Option<TestApiServer>,
     cluster_scoped: Vec<String>,
@@ -48,19 +50,20 @@ impl TestCluster {
             )
             .with_test_writer()
             .try_init();
-        let (client, server) = match std::env::var("INVITE_OPERATOR_E2E_KUBECONFIG") {
+        let (config, server) = match std::env::var("INVITE_OPERATOR_E2E_KUBECONFIG") {
             Ok(path) if !path.is_empty() => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
                 let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                     .await
                     .expect("kubeconfig is usable");
-                (Client::try_from(config).expect("client"), None)
+                (config, None)
             }
             _ => {
                 let server = TestApiServer::start().await;
-                (server.client(), Some(server))
+                (server.config(), Some(server))
             }
         };
+        let client = Client::try_from(config.clone()).expect("client");
         install_crds(&client).await;
         let namespace = format!("invite-e2e-{:08x}", rand::random::<u32>());
         Api::<Namespace>::all(client.clone())
@@ -75,10 +78,21 @@ impl TestCluster {
             .expect("create the test namespace");
         TestCluster {
             client,
+            config,
             namespace,
             server,
             cluster_scoped: Vec::new(),
         }
+    }
+
+    /// A client as the controller builds it (it identifies itself by User-Agent).
+    pub fn controller_client(&self) -> Client {
+        controller::kube_client(self.config.clone()).expect("controller client")
+    }
+
+    /// Starts the real controller with test settings.
+    pub fn start_controller(&self) -> RunningController {
+        RunningController::start(self.controller_client(), test_settings(&self.namespace))
     }
 
     /// Whether the tests run against the in-process server (request records available).

@@ -1,0 +1,149 @@
+//! Bad input is refused at admission by the CRDs' schema and CEL rules, exactly as a real API
+//! server applies them (the in-process server evaluates the same schema and CEL).
+
+mod common;
+
+use common::TestCluster;
+use invite_operator::api::{InvitationEndpoint, UserInvitation};
+use kube::{Api, api::PostParams};
+use serde_json::{Value, json};
+
+async fn create(cluster: &TestCluster, name: &str, spec: Value) -> Result<UserInvitation, String> {
+    let object: Value = json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": "UserInvitation",
+        "metadata": {"name": name, "namespace": cluster.namespace},
+        "spec": spec,
+    });
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &kube::core::ApiResource::erase::<UserInvitation>(&()),
+    );
+    let object: kube::core::DynamicObject = serde_json::from_value(object).unwrap();
+    match api.create(&PostParams::default(), &object).await {
+        Ok(created) => Ok(serde_json::from_value(serde_json::to_value(created).unwrap()).unwrap()),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            Err(status.message)
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+fn users(emails: &[&str]) -> Value {
+    json!(
+        emails
+            .iter()
+            .map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []}))
+            .collect::<Vec<_>>()
+    )
+}
+
+#[tokio::test]
+async fn user_invitations_are_validated_at_admission() {
+    let cluster = TestCluster::start().await;
+
+    let ok = create(&cluster, "ok", json!({"users": users(&["a@example.com"])}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.spec.endpoint_ref.name, "default",
+        "endpointRef is defaulted"
+    );
+    assert_eq!(
+        ok.spec.endpoint_ref.kind,
+        invite_operator::api::EndpointKind::ClusterInvitationEndpoint
+    );
+
+    let bad_email = create(
+        &cluster,
+        "bad-email",
+        json!({"users": users(&["not an email"])}),
+    )
+    .await;
+    assert!(bad_email.unwrap_err().contains("emailAddress"));
+
+    let duplicate = create(
+        &cluster,
+        "dup",
+        json!({"users": users(&["a@example.com", "a@example.com"])}),
+    )
+    .await;
+    assert!(duplicate.unwrap_err().contains("Duplicate value"));
+
+    let both = create(
+        &cluster,
+        "both",
+        json!({"users": users(&["a@example.com"]), "orgInvitation": {"usernames": ["b@example.com"]}}),
+    )
+    .await;
+    assert!(both.unwrap_err().contains("exactly one of users"));
+    let neither = create(&cluster, "neither", json!({"accessPolicy": "InviteOnly"})).await;
+    assert!(neither.unwrap_err().contains("exactly one of users"));
+
+    let empty = create(&cluster, "empty", json!({"users": []})).await;
+    assert!(empty.is_err());
+    let many: Vec<String> = (0..1001).map(|i| format!("u{i}@example.com")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let too_many = create(&cluster, "too-many", json!({"users": users(&many)})).await;
+    assert!(too_many.unwrap_err().contains("1000"));
+
+    let bad_policy = create(
+        &cluster,
+        "bad-policy",
+        json!({"users": users(&["a@example.com"]), "accessPolicy": "Sometimes"}),
+    )
+    .await;
+    assert!(bad_policy.unwrap_err().contains("accessPolicy"));
+
+    let dup_org = create(
+        &cluster,
+        "dup-org",
+        json!({"orgInvitation": {"usernames": ["b@example.com", "b@example.com"]}}),
+    )
+    .await;
+    assert!(dup_org.unwrap_err().contains("Duplicate value"));
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn endpoints_are_validated_at_admission() {
+    let cluster = TestCluster::start().await;
+    let api: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let endpoint = |name: &str, spec: Value| -> InvitationEndpoint {
+        serde_json::from_value(json!({
+            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    let ok = api
+        .create(&pp, &endpoint("ok", json!({"api": "UserInvite", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t"}}})))
+        .await
+        .unwrap();
+    assert_eq!(ok.spec.connection.requests_per_second, 5);
+    assert_eq!(ok.spec.connection.credentials.secret_ref.key, "token");
+
+    let refused = |r: Result<InvitationEndpoint, kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 422 => s.message,
+        other => panic!("expected 422, got {other:?}"),
+    };
+    let msg = refused(
+        api.create(&pp, &endpoint("org", json!({"api": "OrgInvitation", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t"}}})))
+            .await,
+    );
+    assert!(msg.contains("organizationId is required"), "{msg}");
+    let msg = refused(
+        api.create(&pp, &endpoint("ns", json!({"api": "UserInvite", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t", "namespace": "elsewhere"}}})))
+            .await,
+    );
+    assert!(msg.contains("own namespace"), "{msg}");
+    let msg = refused(
+        api.create(&pp, &endpoint("url", json!({"api": "UserInvite", "url": "ftp://x", "credentials": {"secretRef": {"name": "t"}}})))
+            .await,
+    );
+    assert!(msg.contains("url"), "{msg}");
+    cluster.cleanup().await;
+}
