@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, TimeZone, Utc};
-use reqwest::{Method, StatusCode};
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{
@@ -183,6 +183,18 @@ impl OrgInvitationClient {
                     );
                     refreshed = true;
                 }
+                // Every call is scoped to the organization: 404 means it does not exist.
+                Err(ApiError::Rejected {
+                    status: 404,
+                    message,
+                    ..
+                }) => {
+                    return Err(ApiError::Configuration {
+                        operation,
+                        status: 404,
+                        message: format!("organization {:?}: {message}", self.organization_id),
+                    });
+                }
                 other => return other,
             }
         }
@@ -281,13 +293,6 @@ impl OrgInvitationClient {
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
-            Err(ApiError::Rejected {
-                status, message, ..
-            }) if status == StatusCode::NOT_FOUND.as_u16() => Err(ApiError::Configuration {
-                operation: "invite users",
-                status,
-                message: format!("organization {:?}: {message}", self.organization_id),
-            }),
             Err(ApiError::Rejected { message, .. }) => Ok(Err(message)),
             Err(e) => Err(e),
         }
@@ -311,12 +316,12 @@ fn timestamp(value: Option<&Value>) -> Option<DateTime<Utc>> {
     let value = value?;
     if let Some(n) = as_i64(value) {
         let millis = if n > 100_000_000_000 { n } else { n * 1000 };
-        return Utc.timestamp_millis_opt(millis).single();
+        return Utc.timestamp_opt(millis.div_euclid(1000), 0).single();
     }
     value
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(0))
 }
 
 fn invitation(value: &Value) -> Option<OrgInvitation> {

@@ -498,6 +498,12 @@ impl MockApi {
         self.state().redeem(username)
     }
 
+    /// CSP: expires every access token issued so far, as if they had all outlived their
+    /// lifetime; the next call with one of them gets a 401.
+    pub fn expire_access_tokens(&self) {
+        self.state().access_tokens.clear();
+    }
+
     /// Moves every pending invitation's expiry into the past (both APIs).
     pub fn expire_invitations(&self) {
         self.state().expire_all();

@@ -134,10 +134,12 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
                         .find(|u| &u.email_address == email)
                         .is_none_or(|u| matches!(u.state, UserState::Pending | UserState::Inviting))
                 });
-                if undecided || error.category() == ErrorCategory::Configuration {
+                if undecided || error.category() != ErrorCategory::Transient {
+                    // A refused lookup is the endpoint's problem (credentials, organization,
+                    // URL); an unavailable API only delays.
                     let reason = match error.category() {
-                        ErrorCategory::Configuration => ReadyReason::EndpointNotReady,
-                        _ => ReadyReason::Pending,
+                        ErrorCategory::Transient => ReadyReason::Pending,
+                        _ => ReadyReason::EndpointNotReady,
                     };
                     let status = plan::blocked_status(
                         input.requested,

@@ -481,10 +481,10 @@ pub fn summarize(
                 UserState::Invited | UserState::Accepted | UserState::AlreadyMember
             )
         })
-        .map(|u| {
-            u.identifier
-                .clone()
-                .unwrap_or_else(|| u.email_address.clone())
+        .map(|u| match &u.identifier {
+            // OrgInvitation identifiers are invitation references; list the person instead.
+            Some(id) if id.contains('@') && !id.contains('/') => id.clone(),
+            _ => u.email_address.clone(),
         })
         .collect();
     let ready = reason == ReadyReason::AllInvited;

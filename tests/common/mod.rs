@@ -158,6 +158,32 @@ impl TestCluster {
             .expect("apply endpoint");
     }
 
+    /// Creates a namespaced OrgInvitation endpoint for organization `org` at `url`.
+    pub async fn org_endpoint(&self, name: &str, url: &str, secret: &str, org: &str) {
+        let endpoint: InvitationEndpoint = serde_json::from_value(json!({
+            "apiVersion": "invite.operators.dev/v1alpha1",
+            "kind": "InvitationEndpoint",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "api": "OrgInvitation",
+                "url": url,
+                "organizationId": org,
+                "credentials": {"secretRef": {"name": secret}},
+                "requestsPerSecond": 100,
+                "timeoutSeconds": 5
+            }
+        }))
+        .unwrap();
+        Api::<InvitationEndpoint>::namespaced(self.client.clone(), &self.namespace)
+            .patch(
+                name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&endpoint),
+            )
+            .await
+            .expect("apply endpoint");
+    }
+
     /// Creates a cluster endpoint from a JSON spec; it is deleted at cleanup.
     pub async fn cluster_endpoint(&mut self, name: &str, spec: serde_json::Value) {
         let endpoint: ClusterInvitationEndpoint = serde_json::from_value(json!({

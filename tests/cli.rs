@@ -1,0 +1,118 @@
+//! The binary's commands as a person runs them from the README.
+
+use std::process::Command;
+
+fn operator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_invite-operator"))
+}
+
+fn root(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn documents(stdout: &[u8]) -> Vec<serde_yaml::Value> {
+    let text = String::from_utf8_lossy(stdout);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn the_quick_start_invites_everyone_through_the_embedded_mock() {
+    for (example, users) in [
+        ("examples/userinvite.yaml", 3),
+        ("examples/orginvitation.yaml", 2),
+    ] {
+        let out = operator()
+            .args(["reconcile", "--mock-api", "-f", &root(example)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docs = documents(&out.stdout);
+        assert_eq!(docs.len(), 1, "{example}");
+        let status = &docs[0]["status"];
+        assert_eq!(
+            status["conditions"][0]["status"], "True",
+            "{example}: {status:?}"
+        );
+        assert_eq!(status["conditions"][0]["reason"], "AllInvited");
+        assert_eq!(status["invited"].as_u64(), Some(users));
+        for user in status["users"].as_sequence().unwrap() {
+            assert_eq!(user["state"], "Invited");
+        }
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_invites_nobody() {
+    let out = operator()
+        .args([
+            "reconcile",
+            "--mock-api",
+            "--dry-run",
+            "-f",
+            &root("examples/userinvite.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("would invite 3 in one call"), "{stdout}");
+}
+
+#[test]
+fn a_resource_that_is_not_ready_exits_non_zero_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("invite-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lonely.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: invite.operators.dev/v1alpha1\nkind: UserInvitation\nmetadata: {name: lonely}\nspec:\n  users: [{emailAddress: a@example.com, groups: [], userGroups: []}]\n",
+    )
+    .unwrap();
+    let out = operator()
+        .args(["reconcile", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let docs = documents(&out.stdout);
+    assert_eq!(
+        docs[0]["status"]["conditions"][0]["reason"],
+        "EndpointNotFound"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn crd_prints_every_crd_and_survives_a_closed_pipe() {
+    let out = operator().arg("crd").output().unwrap();
+    assert!(out.status.success());
+    let docs = documents(&out.stdout);
+    let names: Vec<_> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "userinvitations.invite.operators.dev",
+            "invitationendpoints.invite.operators.dev",
+            "clusterinvitationendpoints.invite.operators.dev"
+        ]
+    );
+    // `crd | head -1` must not panic.
+    let mut child = operator()
+        .arg("crd")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

@@ -1,0 +1,367 @@
+//! End-to-end tests of the OrgInvitation flow (seed 002): the real controller, the in-process
+//! Kubernetes API server (or a real cluster) and the mock of the organization API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use invite_operator::{
+    api::{UserInvitation, UserState},
+    mock::{MockApi, MockConfig, ScriptedFault},
+};
+use serde_json::{Value, json};
+
+const ORG: &str = "mock-org";
+
+fn invite_posts(mock: &invite_operator::mock::RunningMock) -> Vec<Value> {
+    mock.api
+        .journal()
+        .into_iter()
+        .filter(|e| e.method == "POST" && e.path.ends_with("/invitations") && e.status != 0)
+        .map(|e| e.body)
+        .collect()
+}
+
+fn token_exchanges(mock: &invite_operator::mock::RunningMock) -> usize {
+    mock.api
+        .journal()
+        .iter()
+        .filter(|e| e.path.ends_with("/auth/api-tokens/authorize") && e.status == 200)
+        .count()
+}
+
+fn state_of(inv: &UserInvitation, email: &str) -> UserState {
+    inv.status
+        .as_ref()
+        .and_then(|s| s.users.iter().find(|u| u.email_address == email))
+        .map(|u| u.state)
+        .unwrap_or_else(|| panic!("no status entry for {email}"))
+}
+
+fn org_spec(usernames: &[&str]) -> Value {
+    json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+        "orgInvitation": {
+            "usernames": usernames,
+            "organizationRoles": [{"name": "org_member"}],
+            "invitedBy": "platform@example.com"
+        }
+    })
+}
+
+struct Setup {
+    cluster: TestCluster,
+    mock: invite_operator::mock::RunningMock,
+}
+
+async fn setup_with(config: MockConfig) -> Setup {
+    let cluster = TestCluster::start().await;
+    let mock = MockApi::start(MockConfig {
+        token: "e2e-token".into(),
+        organization_id: ORG.into(),
+        ..config
+    })
+    .await
+    .unwrap();
+    cluster.put_secret("csp-token", "e2e-token").await;
+    cluster
+        .org_endpoint("csp", &mock.url, "csp-token", ORG)
+        .await;
+    Setup { cluster, mock }
+}
+
+async fn setup() -> Setup {
+    setup_with(MockConfig::default()).await
+}
+
+impl Setup {
+    async fn finish(self, controller: RunningController) {
+        controller.stop().await;
+        self.mock.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn create_invites_with_one_call_and_records_invitation_references() {
+    let s = setup().await;
+    let controller = s.cluster.start_controller();
+    s.cluster
+        .create_invitation("org", org_spec(&["dana@example.com", "eve@example.com"]))
+        .await;
+    let inv = s.cluster.wait_status("org", "Ready", is_ready).await;
+    let status = inv.status.clone().unwrap();
+    assert_eq!(status.invited, 2);
+    for user in &status.users {
+        assert_eq!(user.state, UserState::Invited);
+        let reference = user.identifier.as_deref().unwrap();
+        assert!(reference.contains("/invitations/"), "{reference}");
+        let expires = user.expires_at.unwrap() - user.invited_at.unwrap();
+        assert!(
+            (expires - chrono::Duration::days(7)).num_seconds().abs() <= 2,
+            "{expires}"
+        );
+    }
+    assert_eq!(
+        status.invited_users,
+        vec!["dana@example.com", "eve@example.com"]
+    );
+    let posts = invite_posts(&s.mock);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(
+        posts[0]["usernames"],
+        json!(["dana@example.com", "eve@example.com"])
+    );
+    assert_eq!(
+        posts[0]["organizationRoles"],
+        json!([{"name": "org_member"}])
+    );
+    assert_eq!(posts[0]["invitedBy"], json!("platform@example.com"));
+    assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
+    let s = setup().await;
+    let controller = s.cluster.start_controller();
+    s.cluster
+        .create_invitation("org", org_spec(&["dana@example.com"]))
+        .await;
+    let before = s.cluster.wait_status("org", "Ready", is_ready).await;
+    controller.stop().await;
+
+    let controller = s.cluster.start_controller();
+    controller.wait_reconciles(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = s.cluster.invitations().get("org").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(
+        invite_posts(&s.mock).len(),
+        1,
+        "no new invitation after a restart"
+    );
+
+    s.cluster
+        .patch_spec(
+            "org",
+            json!({"orgInvitation": {"usernames": ["dana@example.com", "frank@example.com"]}}),
+        )
+        .await;
+    let inv = s
+        .cluster
+        .wait_status("org", "frank invited", |st| st.invited == 2 && is_ready(st))
+        .await;
+    assert_eq!(state_of(&inv, "frank@example.com"), UserState::Invited);
+    let posts = invite_posts(&s.mock);
+    assert_eq!(posts.len(), 2);
+    assert_eq!(posts[1]["usernames"], json!(["frank@example.com"]));
+    assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn members_and_pending_invitations_are_not_invited_again() {
+    let s = setup().await;
+    s.mock.api.seed_org_member("member@example.com");
+    let controller = s.cluster.start_controller();
+    // Another resource already invited pending@example.com.
+    s.cluster
+        .create_invitation("first", org_spec(&["pending@example.com"]))
+        .await;
+    s.cluster.wait_status("first", "Ready", is_ready).await;
+    s.cluster
+        .create_invitation(
+            "second",
+            org_spec(&["member@example.com", "pending@example.com"]),
+        )
+        .await;
+    let inv = s.cluster.wait_status("second", "Ready", is_ready).await;
+    assert_eq!(
+        state_of(&inv, "member@example.com"),
+        UserState::AlreadyMember
+    );
+    assert_eq!(state_of(&inv, "pending@example.com"), UserState::Invited);
+    assert_eq!(s.mock.api.invitations_sent_to("pending@example.com"), 1);
+    assert_eq!(s.mock.api.invitations_sent_to("member@example.com"), 0);
+    assert_eq!(invite_posts(&s.mock).len(), 1);
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
+    let s = setup().await;
+    // Two 500s on the invite call, then the real answer: the operator role may only go to
+    // vmware.com users, so one of the two is refused.
+    s.mock.api.add_fault(
+        ScriptedFault::new(500)
+            .method("POST")
+            .path(&format!("/csp/gateway/am/api/orgs/{ORG}/invitations"))
+            .times(2),
+    );
+    let controller = s.cluster.start_controller();
+    let spec = json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+        "orgInvitation": {
+            "usernames": ["ops@vmware.com", "outsider@example.com"],
+            "organizationRoles": [{"name": "platform_operator"}]
+        }
+    });
+    s.cluster.create_invitation("ops", spec).await;
+    let inv = s
+        .cluster
+        .wait_status("ops", "PartiallyFailed", reason_is("PartiallyFailed"))
+        .await;
+    assert_eq!(state_of(&inv, "ops@vmware.com"), UserState::Invited);
+    assert_eq!(state_of(&inv, "outsider@example.com"), UserState::Failed);
+    let outsider = inv
+        .status
+        .as_ref()
+        .unwrap()
+        .users
+        .iter()
+        .find(|u| u.email_address == "outsider@example.com")
+        .unwrap()
+        .clone();
+    assert!(
+        outsider
+            .message
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("operator")
+    );
+    assert_eq!(s.mock.api.invitations_sent_to("ops@vmware.com"), 1);
+    assert_eq!(s.mock.api.invitations_sent_to("outsider@example.com"), 0);
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn an_unknown_organization_is_an_endpoint_problem() {
+    let s = setup().await;
+    s.cluster
+        .org_endpoint("csp", &s.mock.url, "csp-token", "no-such-org")
+        .await;
+    let controller = s.cluster.start_controller();
+    s.cluster
+        .create_invitation("org", org_spec(&["dana@example.com"]))
+        .await;
+    let inv = s
+        .cluster
+        .wait_status("org", "EndpointNotReady", reason_is("EndpointNotReady"))
+        .await;
+    let message = inv.status.unwrap().conditions[0].message.clone();
+    assert!(
+        message.contains("no-such-org") || message.contains("not found"),
+        "{message}"
+    );
+    assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 0);
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
+    let s = setup().await;
+    let controller = s.cluster.start_controller();
+    s.cluster
+        .create_invitation("org", org_spec(&["dana@example.com"]))
+        .await;
+    s.cluster.wait_status("org", "Ready", is_ready).await;
+    assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
+    // Every access token expires; the next call gets a 401, exchanges again and goes on.
+    s.mock.api.expire_access_tokens();
+    s.cluster
+        .patch_spec(
+            "org",
+            json!({"orgInvitation": {"usernames": ["dana@example.com", "gus@example.com"]}}),
+        )
+        .await;
+    let inv = s
+        .cluster
+        .wait_status("org", "gus invited", |st| st.invited == 2 && is_ready(st))
+        .await;
+    assert_eq!(state_of(&inv, "gus@example.com"), UserState::Invited);
+    assert_eq!(token_exchanges(&s.mock), 2);
+    assert!(
+        s.mock.api.journal().iter().any(|e| e.status == 401),
+        "a 401 was seen and handled"
+    );
+    assert_eq!(s.mock.api.invitations_sent_to("gus@example.com"), 1);
+    assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn short_lived_access_tokens_are_refreshed_before_they_expire() {
+    let s = setup_with(MockConfig {
+        access_token_ttl: Duration::from_millis(600),
+        ..Default::default()
+    })
+    .await;
+    let controller = s.cluster.start_controller();
+    s.cluster
+        .create_invitation("a", org_spec(&["a@example.com"]))
+        .await;
+    s.cluster.wait_status("a", "Ready", is_ready).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.cluster
+        .create_invitation("b", org_spec(&["b@example.com"]))
+        .await;
+    s.cluster.wait_status("b", "Ready", is_ready).await;
+    assert!(token_exchanges(&s.mock) >= 2);
+    assert!(
+        !s.mock.api.journal().iter().any(|e| e.status == 401),
+        "refreshed before expiry, so no call was refused"
+    );
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn acceptance_is_observed_on_resync() {
+    let s = setup().await;
+    let mut settings = test_settings(&s.cluster.namespace);
+    settings.resync_interval = Duration::from_millis(200);
+    let controller = RunningController::start(s.cluster.controller_client(), settings);
+    s.cluster
+        .create_invitation("org", org_spec(&["dana@example.com", "eve@example.com"]))
+        .await;
+    s.cluster.wait_status("org", "Ready", is_ready).await;
+    assert!(s.mock.api.redeem_invitation("dana@example.com"));
+    let inv = s
+        .cluster
+        .wait_status("org", "dana accepted", |st| {
+            st.users
+                .iter()
+                .any(|u| u.email_address == "dana@example.com" && u.state == UserState::Accepted)
+        })
+        .await;
+    assert_eq!(state_of(&inv, "eve@example.com"), UserState::Invited);
+    assert!(is_ready(inv.status.as_ref().unwrap()));
+    assert_eq!(invite_posts(&s.mock).len(), 1);
+    s.finish(controller).await;
+}
+
+#[tokio::test]
+async fn users_on_an_org_endpoint_is_a_mismatch() {
+    let s = setup().await;
+    let controller = s.cluster.start_controller();
+    let spec = json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+        "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]
+    });
+    s.cluster.create_invitation("wrong", spec).await;
+    let inv = s
+        .cluster
+        .wait_status("wrong", "EndpointMismatch", reason_is("EndpointMismatch"))
+        .await;
+    assert!(
+        inv.status.unwrap().conditions[0]
+            .message
+            .contains("UserInvite")
+    );
+    assert!(s.mock.api.journal().is_empty());
+    s.finish(controller).await;
+}
