@@ -26,11 +26,11 @@ use tokio::sync::watch;
 
 use crate::{
     api::{
-        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint,
-        PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
+        AnyEndpoint, ApiFlavor, ClusterInvitationEndpoint, DeletionPolicy, EndpointKind,
+        InvitationEndpoint, PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
     },
     invite::{
-        ErrorCategory, InviteClient, OrgInvitationClient, Transport, TransportSettings,
+        ErrorCategory, InviteApi, InviteClient, OrgInvitationClient, Transport, TransportSettings,
         UserInviteClient, transport::backoff_delay,
     },
     reconcile::{
@@ -109,6 +109,7 @@ pub struct Context {
     cluster_endpoints: Store<ClusterInvitationEndpoint>,
     clients: Mutex<HashMap<String, (String, InviteClient)>>,
     failures: Mutex<HashMap<ObjectRef<UserInvitation>, u32>>,
+    api_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     last_check: Mutex<HashMap<ObjectRef<UserInvitation>, Instant>>,
 }
 
@@ -203,6 +204,7 @@ pub async fn run(
         cluster_endpoints: cluster_endpoints.clone(),
         clients: Mutex::default(),
         failures: Mutex::default(),
+        api_locks: Mutex::default(),
         last_check: Mutex::default(),
     });
 
@@ -415,6 +417,9 @@ fn jittered(interval: Duration) -> Duration {
     interval + Duration::from_millis(rand::random_range(0..=spread.max(1)))
 }
 
+/// Finalizer held while deletionPolicy Delete has cleanup to do.
+pub const FINALIZER: &str = "invite.operators.dev/cleanup";
+
 async fn reconcile_inner(
     invitation: &UserInvitation,
     ctx: &Context,
@@ -425,11 +430,21 @@ async fn reconcile_inner(
     let generation = invitation.metadata.generation.unwrap_or(0);
     let previous = invitation.status.clone().unwrap_or_default();
     let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation);
-    let now = reconcile::now();
+    let paused = invitation
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true");
 
     if invitation.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return cleanup(ctx, invitation, paused).await;
     }
+    // The finalizer is held only while deletionPolicy Delete has something to clean up.
+    let wants_finalizer = invitation.spec.deletion_policy == DeletionPolicy::Delete;
+    if wants_finalizer != has_finalizer(invitation) {
+        let updated = set_finalizer(ctx, invitation, wants_finalizer).await?;
+        writer.resource_version = updated.resource_version().unwrap_or_default();
+    }
+
     let requested = match plan::requested_addresses(&invitation.spec) {
         Ok(r) => r,
         Err(blocked) => {
@@ -445,11 +460,7 @@ async fn reconcile_inner(
             .await;
         }
     };
-    if invitation
-        .annotations()
-        .get(PAUSED_ANNOTATION)
-        .is_some_and(|v| v == "true")
-    {
+    if paused {
         let blocked = Blocked::new(
             ReadyReason::Paused,
             format!("paused by the {PAUSED_ANNOTATION} annotation; no API calls are made"),
@@ -467,54 +478,9 @@ async fn reconcile_inner(
         return Ok(Action::await_change());
     }
 
-    let endpoint = find_endpoint(ctx, invitation);
-    let namespace_labels = match &endpoint {
-        Some(AnyEndpoint::Cluster(c)) if c.spec.namespace_selector.is_some() => {
-            namespace_labels(&ctx.client, &namespace).await?
-        }
-        _ => BTreeMap::new(),
-    };
-    if let Err(blocked) = resolve::check_endpoint(
-        invitation,
-        endpoint.as_ref(),
-        &namespace_labels,
-        requested.len(),
-    ) {
-        return block(
-            ctx,
-            invitation,
-            &previous,
-            &requested,
-            generation,
-            blocked,
-            &mut writer,
-        )
-        .await;
-    }
-    let endpoint = endpoint.expect("checked above");
-    let location = resolve::secret_location(&endpoint, &ctx.settings.operator_namespace);
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &location.namespace)
-        .get_opt(&location.name)
-        .await?;
-    let token = match resolve::read_token(secret.as_ref(), &location) {
-        Ok(t) => t,
+    let (api, lock) = match resolve_api(ctx, invitation, &namespace, requested.len()).await? {
+        Ok(resolved) => resolved,
         Err(blocked) => {
-            return block(
-                ctx,
-                invitation,
-                &previous,
-                &requested,
-                generation,
-                blocked,
-                &mut writer,
-            )
-            .await;
-        }
-    };
-    let api = match client_for(ctx, &endpoint, &location, token) {
-        Ok(api) => api,
-        Err(message) => {
-            let blocked = Blocked::new(ReadyReason::EndpointNotReady, message);
             return block(
                 ctx,
                 invitation,
@@ -545,7 +511,12 @@ async fn reconcile_inner(
         generation,
         check_invited,
     };
-    let result = reconcile::sync_users(&api, input, &mut writer).await;
+    // One sync at a time per API: two resources naming the same person must not both see
+    // "absent" and both invite.
+    let result = {
+        let _serialized = lock.lock().await;
+        reconcile::sync_users(&api, input, &mut writer).await
+    };
     let report = match result {
         Ok(report) => report,
         Err(error) => {
@@ -556,9 +527,175 @@ async fn reconcile_inner(
         }
     };
     record_user_gauges(ctx, &namespace, &name, &report.status);
-    publish_sync_events(ctx, invitation, &previous, &report).await;
-    let _ = now;
+    publish_sync_events(ctx, invitation, api.flavor(), &report).await;
     Ok(Action::requeue(jittered(ctx.settings.resync_interval)))
+}
+
+type ResolvedApi = (InviteClient, Arc<tokio::sync::Mutex<()>>);
+
+/// Finds the endpoint, checks it may serve the resource, reads the token and returns the
+/// endpoint's client with the lock that serializes syncs against its API.
+async fn resolve_api(
+    ctx: &Context,
+    invitation: &UserInvitation,
+    namespace: &str,
+    users: usize,
+) -> Result<Result<ResolvedApi, Blocked>, ReconcileError> {
+    let endpoint = find_endpoint(ctx, invitation);
+    let namespace_labels = match &endpoint {
+        Some(AnyEndpoint::Cluster(c)) if c.spec.namespace_selector.is_some() => {
+            namespace_labels(&ctx.client, namespace).await?
+        }
+        _ => BTreeMap::new(),
+    };
+    if let Err(blocked) =
+        resolve::check_endpoint(invitation, endpoint.as_ref(), &namespace_labels, users)
+    {
+        return Ok(Err(blocked));
+    }
+    let endpoint = endpoint.expect("checked above");
+    let location = resolve::secret_location(&endpoint, &ctx.settings.operator_namespace);
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &location.namespace)
+        .get_opt(&location.name)
+        .await?;
+    let token = match resolve::read_token(secret.as_ref(), &location) {
+        Ok(t) => t,
+        Err(blocked) => return Ok(Err(blocked)),
+    };
+    let api = match client_for(ctx, &endpoint, &location, token) {
+        Ok(api) => api,
+        Err(message) => return Ok(Err(Blocked::new(ReadyReason::EndpointNotReady, message))),
+    };
+    let connection = endpoint.connection();
+    let lock_key = format!(
+        "{}|{}",
+        connection.url.trim_end_matches('/'),
+        connection.organization_id.as_deref().unwrap_or_default()
+    );
+    let lock = ctx
+        .api_locks
+        .lock()
+        .expect("lock")
+        .entry(lock_key)
+        .or_default()
+        .clone();
+    Ok(Ok((api, lock)))
+}
+
+fn has_finalizer(invitation: &UserInvitation) -> bool {
+    invitation.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Adds or removes the finalizer with a JSON patch guarded by `test` operations.
+async fn set_finalizer(
+    ctx: &Context,
+    invitation: &UserInvitation,
+    present: bool,
+) -> Result<UserInvitation, kube::Error> {
+    let finalizers = invitation.finalizers();
+    let ops = if present {
+        let rv = invitation.resource_version().unwrap_or_default();
+        if finalizers.is_empty() {
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ])
+        } else {
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+            ])
+        }
+    } else {
+        let index = finalizers.iter().position(|f| f == FINALIZER).unwrap_or(0);
+        json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a valid JSON patch");
+    Api::<UserInvitation>::namespaced(
+        ctx.client.clone(),
+        invitation.metadata.namespace.as_deref().unwrap_or_default(),
+    )
+    .patch(
+        &invitation.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+}
+
+/// deletionPolicy Delete on a deleted resource: remove what it created, then release the
+/// finalizer. A paused resource, or one whose endpoint or credentials are gone, is released
+/// at once with a Warning event naming what was left behind.
+async fn cleanup(
+    ctx: &Context,
+    invitation: &UserInvitation,
+    paused: bool,
+) -> Result<Action, ReconcileError> {
+    if !has_finalizer(invitation) {
+        return Ok(Action::await_change());
+    }
+    let status = invitation.status.clone().unwrap_or_default();
+    let access = invitation.spec.access_policy;
+    let mut remaining: Vec<String> = status
+        .users
+        .iter()
+        .filter(|u| plan::removable(u.state, access))
+        .map(|u| u.email_address.clone())
+        .collect();
+    let namespace = invitation.metadata.namespace.clone().unwrap_or_default();
+    let resolved = if paused {
+        Err(Blocked::new(ReadyReason::Paused, "the resource is paused"))
+    } else if remaining.is_empty() {
+        Err(Blocked::new(ReadyReason::AllInvited, "nothing to remove"))
+    } else {
+        resolve_api(ctx, invitation, &namespace, 0).await?
+    };
+    match resolved {
+        Err(blocked) => {
+            if !remaining.is_empty() {
+                publish(
+                    ctx,
+                    invitation,
+                    EventType::Warning,
+                    "CleanupSkipped",
+                    "Delete",
+                    format!(
+                        "Deleted without removing {} ({}): left behind {}",
+                        remaining.len(),
+                        blocked.message,
+                        summarize_list(&remaining)
+                    ),
+                )
+                .await;
+            }
+        }
+        Ok((api, lock)) => {
+            let _serialized = lock.lock().await;
+            let (reason, action) = match api.flavor() {
+                ApiFlavor::UserInvite => ("Deleted", "Delete"),
+                ApiFlavor::OrgInvitation => ("Revoked", "Revoke"),
+            };
+            for entry in status
+                .users
+                .iter()
+                .filter(|u| plan::removable(u.state, access))
+            {
+                let done = api
+                    .remove(&entry.email_address, entry.identifier.as_deref())
+                    .await
+                    .map_err(|e| ReconcileError::Sync(e.into()))?;
+                remaining.retain(|e| e != &entry.email_address);
+                if let Some(done) = done {
+                    publish(ctx, invitation, EventType::Normal, reason, action, done).await;
+                }
+            }
+        }
+    }
+    set_finalizer(ctx, invitation, false).await?;
+    Ok(Action::await_change())
 }
 
 async fn block(
@@ -750,9 +887,39 @@ fn record_user_gauges(ctx: &Context, namespace: &str, name: &str, status: &UserI
 async fn publish_sync_events(
     ctx: &Context,
     invitation: &UserInvitation,
-    previous: &UserInvitationStatus,
+    flavor: ApiFlavor,
     report: &reconcile::SyncReport,
 ) {
+    for (email, changes) in &report.updated {
+        publish(
+            ctx,
+            invitation,
+            EventType::Normal,
+            "Updated",
+            "Enforce",
+            format!("Brought {email} to the spec: {changes}"),
+        )
+        .await;
+    }
+    let removed_reason = match flavor {
+        ApiFlavor::UserInvite => "Deleted",
+        ApiFlavor::OrgInvitation => "Revoked",
+    };
+    for (email, done) in &report.removed {
+        let note = match done {
+            Some(done) => format!("{email} was removed from the spec: {done}"),
+            None => format!("{email} was removed from the spec; nothing was left to remove"),
+        };
+        publish(
+            ctx,
+            invitation,
+            EventType::Normal,
+            removed_reason,
+            "Delete",
+            note,
+        )
+        .await;
+    }
     if !report.invited.is_empty() {
         publish(
             ctx,
@@ -792,7 +959,6 @@ async fn publish_sync_events(
         )
         .await;
     }
-    let _ = previous;
 }
 
 fn summarize_list(items: &[String]) -> String {

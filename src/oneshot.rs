@@ -278,6 +278,7 @@ async fn dry_run(
         reinvite_expired: invitation.spec.reinvite_expired,
         check_invited: true,
         invitation_lifetime: api.invitation_lifetime(),
+        enforce: invitation.spec.access_policy == crate::api::AccessPolicy::Enforce,
     };
     let to_observe = plan::addresses_to_observe(&ctx);
     let observed = match api.observe(&to_observe).await {

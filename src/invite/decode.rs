@@ -76,10 +76,27 @@ pub fn user(value: &Value) -> Option<ApiUser> {
             .and_then(Value::as_str)
             .map(str::to_string),
         groups: ids(value.get("groups")),
-        user_groups: ids(value.get("userGroups")),
+        user_groups: user_group_ids(value.get("userGroups")),
         roles: ids(value.get("roles")),
         last_successful_login: value.get("lastSuccessfulLogin").and_then(as_i64),
     })
+}
+
+/// User group ids, without the system group "Everyone" that every user is always in (so it
+/// never shows as drift).
+fn user_group_ids(value: Option<&Value>) -> Vec<String> {
+    let Some(Value::Array(items)) = value else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|g| g.get("name").and_then(Value::as_str) != Some("Everyone"))
+        .filter_map(|item| match item {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A list of strings or of objects with an `id` (user groups and roles come either way).
@@ -160,7 +177,7 @@ mod tests {
         let bare = users(MODEL.as_bytes()).unwrap();
         assert_eq!(bare.len(), 1);
         assert_eq!(bare[0].identifier, "a@example.com");
-        assert_eq!(bare[0].user_groups, vec!["g1"]);
+        assert!(bare[0].user_groups.is_empty(), "Everyone is not reported");
         assert_eq!(bare[0].roles, vec!["r1"]);
         let wrapped = format!(r#"{{"status":{{"result":"OK","code":200}},"response":{MODEL}}}"#);
         assert_eq!(users(wrapped.as_bytes()).unwrap(), bare);

@@ -44,6 +44,28 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+/// Permissions, user groups and roles of a user (UserInvite), compared as sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserGrants {
+    /// Permissions.
+    pub groups: std::collections::BTreeSet<String>,
+    /// User group ids (without the system group "Everyone").
+    pub user_groups: std::collections::BTreeSet<String>,
+    /// Role ids.
+    pub roles: std::collections::BTreeSet<String>,
+}
+
+impl UserGrants {
+    /// The grants a `UserToCreate` asks for.
+    pub fn of(user: &crate::api::UserToCreate) -> UserGrants {
+        UserGrants {
+            groups: user.groups.iter().cloned().collect(),
+            user_groups: user.user_groups.iter().cloned().collect(),
+            roles: user.roles.iter().cloned().collect(),
+        }
+    }
+}
+
 /// What the API knows about one email address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observed {
@@ -55,6 +77,8 @@ pub enum Observed {
         identifier: String,
         /// Whether the user has logged in / accepted.
         accepted: bool,
+        /// The user's grants, where the API reports them (UserInvite).
+        grants: Option<UserGrants>,
     },
     /// An invitation is pending (OrgInvitation).
     PendingInvitation {
@@ -118,6 +142,24 @@ pub trait InviteApi {
         spec: &UserInvitationSpec,
         emails: &[String],
     ) -> impl Future<Output = Result<BTreeMap<String, InviteResult>, ApiError>> + Send;
+
+    /// Brings an existing user's grants from `actual` to `desired` (accessPolicy Enforce).
+    /// Returns a description of each change made; APIs without such operations make none.
+    fn enforce(
+        &self,
+        identifier: &str,
+        desired: &UserGrants,
+        actual: &UserGrants,
+    ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+
+    /// Removes what a resource created for one user (deletionPolicy Delete): deletes the user
+    /// (UserInvite) or revokes the pending invitation (OrgInvitation). Something already gone
+    /// counts as removed. Returns what was done, or `None` when there was nothing to do.
+    fn remove(
+        &self,
+        email: &str,
+        identifier: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
 }
 
 /// A client for either API flavour.
@@ -159,6 +201,29 @@ impl InviteApi for InviteClient {
         match self {
             InviteClient::UserInvite(c) => c.invite(spec, emails).await,
             InviteClient::OrgInvitation(c) => c.invite(spec, emails).await,
+        }
+    }
+
+    async fn enforce(
+        &self,
+        identifier: &str,
+        desired: &UserGrants,
+        actual: &UserGrants,
+    ) -> Result<Vec<String>, ApiError> {
+        match self {
+            InviteClient::UserInvite(c) => c.enforce(identifier, desired, actual).await,
+            InviteClient::OrgInvitation(c) => c.enforce(identifier, desired, actual).await,
+        }
+    }
+
+    async fn remove(
+        &self,
+        email: &str,
+        identifier: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        match self {
+            InviteClient::UserInvite(c) => c.remove(email, identifier).await,
+            InviteClient::OrgInvitation(c) => c.remove(email, identifier).await,
         }
     }
 }

@@ -356,6 +356,7 @@ fn observe_one(
         return Observed::Member {
             identifier: id.clone(),
             accepted: true,
+            grants: None,
         };
     }
     let newest = invitations
@@ -458,6 +459,52 @@ impl InviteApi for OrgInvitationClient {
             })
             .collect())
     }
+
+    async fn enforce(
+        &self,
+        _identifier: &str,
+        _desired: &super::UserGrants,
+        _actual: &super::UserGrants,
+    ) -> Result<Vec<String>, ApiError> {
+        // Grants of organization members are not managed (see the README).
+        Ok(Vec::new())
+    }
+
+    async fn remove(
+        &self,
+        email: &str,
+        _identifier: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        let observed = self
+            .observe(std::slice::from_ref(&email.to_string()))
+            .await?;
+        let Some(Observed::PendingInvitation { reference, .. }) = observed.get(email) else {
+            // Members are left in the organization; nothing is pending otherwise.
+            return Ok(None);
+        };
+        if reference.starts_with('/') {
+            let result = self
+                .call("revoke invitation", false, |t| {
+                    self.request(Method::DELETE, reference, t)
+                })
+                .await;
+            match result {
+                Ok(_) => return Ok(Some(format!("revoked invitation {reference}"))),
+                Err(e)
+                    if e.status() == Some(404)
+                        || e.category() == ErrorCategory::Configuration
+                            && e.status() == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let path = format!("{}/invitations?action=revoke", self.org_path());
+        let body = json!({"usernames": [email]});
+        self.call("revoke invitation", false, |t| {
+            self.request(Method::POST, &path, t).json(&body)
+        })
+        .await?;
+        Ok(Some(format!("revoked the invitation of {email}")))
+    }
 }
 
 #[cfg(test)]
@@ -508,7 +555,8 @@ mod tests {
             observe_one("m@x.com", &invitations, &members),
             Observed::Member {
                 identifier: "idp:m".into(),
-                accepted: true
+                accepted: true,
+                grants: None
             }
         );
         assert_eq!(

@@ -268,9 +268,104 @@ impl InviteApi for UserInviteClient {
         }
         Ok(results)
     }
+    async fn enforce(
+        &self,
+        identifier: &str,
+        desired: &super::UserGrants,
+        actual: &super::UserGrants,
+    ) -> Result<Vec<String>, ApiError> {
+        let id = encode_segment(identifier);
+        let mut changes = Vec::new();
+        let add: Vec<&String> = desired
+            .user_groups
+            .difference(&actual.user_groups)
+            .collect();
+        if !add.is_empty() {
+            let path = format!("/api/v2/user/{id}/addUserGroups");
+            self.user_operation(
+                "add user groups",
+                self.request(Method::POST, &path).json(&add),
+            )
+            .await?;
+            changes.push(format!("added user groups {add:?}"));
+        }
+        let remove: Vec<&String> = actual
+            .user_groups
+            .difference(&desired.user_groups)
+            .collect();
+        if !remove.is_empty() {
+            let path = format!("/api/v2/user/{id}/removeUserGroups");
+            self.user_operation(
+                "remove user groups",
+                self.request(Method::POST, &path).json(&remove),
+            )
+            .await?;
+            changes.push(format!("removed user groups {remove:?}"));
+        }
+        for permission in desired.groups.difference(&actual.groups) {
+            let path = format!("/api/v2/user/{id}/grant");
+            self.user_operation(
+                "grant permission",
+                self.request(Method::POST, &path)
+                    .form(&[("group", permission)]),
+            )
+            .await?;
+            changes.push(format!("granted {permission}"));
+        }
+        for permission in actual.groups.difference(&desired.groups) {
+            let path = format!("/api/v2/user/{id}/revoke");
+            self.user_operation(
+                "revoke permission",
+                self.request(Method::POST, &path)
+                    .form(&[("group", permission)]),
+            )
+            .await?;
+            changes.push(format!("revoked {permission}"));
+        }
+        if desired.roles != actual.roles {
+            // Roles have no per-user add/remove operation: Update User replaces the lists.
+            let path = format!("/api/v2/user/{id}");
+            let body = json!({
+                "identifier": identifier,
+                "groups": desired.groups,
+                "userGroups": desired.user_groups,
+                "roles": desired.roles,
+            });
+            self.user_operation("update user", self.request(Method::PUT, &path).json(&body))
+                .await?;
+            changes.push(format!("set roles {:?}", desired.roles));
+        }
+        Ok(changes)
+    }
+
+    async fn remove(
+        &self,
+        email: &str,
+        identifier: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        let id = identifier.unwrap_or(email);
+        let path = format!("/api/v2/user/{}", encode_segment(id));
+        match self
+            .transport
+            .send("delete user", self.request(Method::DELETE, &path))
+            .await
+        {
+            Ok(_) => Ok(Some(format!("deleted user {id}"))),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl UserInviteClient {
+    async fn user_operation(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(), ApiError> {
+        self.transport.send(operation, request).await.map(|_| ())
+    }
+
     /// After a successful invite call, reads the identifiers back (the invite answer names
     /// at most one user). If that read fails, the addresses stand in for the identifiers.
     async fn record_invited(
@@ -315,6 +410,11 @@ fn observed(user: Option<&ApiUser>) -> Observed {
         Some(user) => Observed::Member {
             identifier: user.identifier.clone(),
             accepted: user.last_successful_login.is_some_and(|t| t > 0),
+            grants: Some(super::UserGrants {
+                groups: user.groups.iter().cloned().collect(),
+                user_groups: user.user_groups.iter().cloned().collect(),
+                roles: user.roles.iter().cloned().collect(),
+            }),
         },
         None => Observed::Absent,
     }

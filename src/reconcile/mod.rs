@@ -7,13 +7,13 @@
 pub mod plan;
 pub mod resolve;
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::{
-    api::{UserInvitationSpec, UserInvitationStatus, UserState},
-    invite::{ApiError, ErrorCategory, InviteApi},
+    api::{AccessPolicy, UserInvitationSpec, UserInvitationStatus, UserState},
+    invite::{ApiError, ErrorCategory, InviteApi, InviteResult, UserGrants},
 };
 use plan::{Blocked, PlanContext, ReadyReason};
 
@@ -70,6 +70,11 @@ pub struct SyncReport {
     pub invited: Vec<String>,
     /// Addresses the API refused, with its message.
     pub failed: Vec<(String, String)>,
+    /// Users whose grants were corrected (accessPolicy Enforce), with what changed.
+    pub updated: Vec<(String, String)>,
+    /// Users removed from the spec whose external state was removed (deletionPolicy
+    /// Delete), with what was done.
+    pub removed: Vec<(String, Option<String>)>,
     /// Users whose state changed, as (address, old state, new state).
     pub transitions: Vec<(String, Option<UserState>, UserState)>,
     /// Number of status writes made.
@@ -99,6 +104,9 @@ pub fn now() -> DateTime<Utc> {
 /// Brings the API and the status in line with the spec for a resource whose endpoint and
 /// credentials resolved. Writes the status only when it changes; writes `Inviting` before
 /// any invite call.
+///
+/// Phases: look up → decide → (record intent → invite) → correct drift (Enforce) → remove
+/// users no longer listed (Delete) → record the outcome.
 pub async fn sync_users<A: InviteApi, W: StatusWriter>(
     api: &A,
     input: SyncInput<'_>,
@@ -106,14 +114,16 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
 ) -> Result<SyncReport, SyncError> {
     let now = now();
     let lifetime = api.invitation_lifetime();
+    let spec = input.spec;
     let ctx = PlanContext {
         requested: input.requested,
         previous: input.previous,
         generation: input.generation,
         now,
-        reinvite_expired: input.spec.reinvite_expired,
+        reinvite_expired: spec.reinvite_expired,
         check_invited: input.check_invited,
         invitation_lifetime: lifetime,
+        enforce: spec.access_policy == AccessPolicy::Enforce,
     };
     let mut report = SyncReport::default();
     let to_observe = plan::addresses_to_observe(&ctx);
@@ -141,13 +151,14 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
                         ErrorCategory::Transient => ReadyReason::Pending,
                         _ => ReadyReason::EndpointNotReady,
                     };
-                    let status = plan::blocked_status(
+                    let mut status = plan::blocked_status(
                         input.requested,
                         input.previous,
                         input.generation,
                         now,
                         &Blocked::new(reason, error.to_string()),
                     );
+                    keep_pending_removals(&mut status, &input);
                     write_if_changed(writer, input.previous, &status, &mut report).await?;
                 }
                 return Err(error.into());
@@ -155,102 +166,170 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
         }
     };
     let decided = plan::plan(&ctx, &observed);
-    if decided.to_invite.is_empty() {
-        let status = plan::summarize(decided.users, input.previous, input.generation, now, None);
-        finish(&mut report, input.previous, &status);
-        write_if_changed(writer, input.previous, &status, &mut report).await?;
-        return Ok(report);
+    let mut users = decided.users;
+    let mut written = input.previous.clone();
+    let mut problem: Option<ApiError> = None;
+    let mut blocked: Option<ReadyReason> = None;
+
+    if !decided.to_invite.is_empty() {
+        // Record the intent before the call: a crash from here on finds `Inviting` and looks
+        // the users up instead of inviting them again.
+        let mut intent = plan::summarize(
+            users.clone(),
+            input.previous,
+            input.generation,
+            now,
+            Some("sending invitations"),
+        );
+        keep_pending_removals(&mut intent, &input);
+        writer.write(&intent).await?;
+        report.writes += 1;
+        written = intent;
+
+        match api.invite(spec, &decided.to_invite).await {
+            Ok(results) => {
+                plan::apply_results(&mut users, &results, lifetime, now);
+                for (email, result) in &results {
+                    match result {
+                        InviteResult::Invited { .. } => report.invited.push(email.clone()),
+                        InviteResult::Rejected { message } => {
+                            report.failed.push((email.clone(), message.clone()))
+                        }
+                        InviteResult::AlreadyMember { .. } => {}
+                    }
+                }
+            }
+            Err(error) => match error.category() {
+                // Unknown outcome: the users stay `Inviting` and are looked up next time.
+                ErrorCategory::Transient => problem = Some(error),
+                // Refused as a whole, so nothing was sent.
+                ErrorCategory::Configuration => {
+                    plan::revert_inviting(&mut users, &error.to_string());
+                    blocked = Some(ReadyReason::EndpointNotReady);
+                    problem = Some(error);
+                }
+                ErrorCategory::Permanent => {
+                    let message = error.to_string();
+                    let results = decided
+                        .to_invite
+                        .iter()
+                        .map(|e| {
+                            (
+                                e.clone(),
+                                InviteResult::Rejected {
+                                    message: message.clone(),
+                                },
+                            )
+                        })
+                        .collect();
+                    plan::apply_results(&mut users, &results, lifetime, now);
+                    for email in &decided.to_invite {
+                        report.failed.push((email.clone(), message.clone()));
+                    }
+                }
+            },
+        }
     }
 
-    // Record the intent before the call: a crash from here on finds `Inviting` and looks the
-    // users up instead of inviting them again.
-    let intent = plan::summarize(
-        decided.users.clone(),
+    // accessPolicy Enforce: bring existing users' grants to the spec.
+    if ctx.enforce && problem.is_none() {
+        let desired: BTreeMap<String, UserGrants> = spec
+            .users
+            .iter()
+            .flatten()
+            .map(|u| {
+                (
+                    u.email_address.trim().to_ascii_lowercase(),
+                    UserGrants::of(u),
+                )
+            })
+            .collect();
+        for drift in plan::grant_drift(&users, &observed, &desired) {
+            match api
+                .enforce(&drift.identifier, &drift.desired, &drift.actual)
+                .await
+            {
+                Ok(changes) if !changes.is_empty() => {
+                    report
+                        .updated
+                        .push((drift.email.clone(), changes.join(", ")));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    if let Some(user) = users.iter_mut().find(|u| u.email_address == drift.email) {
+                        user.message = Some(format!("could not apply the spec's grants: {error}"));
+                    }
+                    if error.category() != ErrorCategory::Permanent {
+                        problem = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // deletionPolicy Delete: remove what was created for users no longer listed.
+    let mut pending_removals = Vec::new();
+    for entry in plan::removals(
+        input.previous,
+        input.requested,
+        spec.deletion_policy,
+        spec.access_policy,
+    ) {
+        if problem.is_some() {
+            pending_removals.push(entry);
+            continue;
+        }
+        match api
+            .remove(&entry.email_address, entry.identifier.as_deref())
+            .await
+        {
+            Ok(done) => report.removed.push((entry.email_address.clone(), done)),
+            Err(error) => {
+                let mut entry = entry;
+                entry.message = Some(format!("removal pending: {error}"));
+                pending_removals.push(entry);
+                problem = Some(error);
+            }
+        }
+    }
+
+    let problem_text = problem.as_ref().map(ToString::to_string);
+    let mut status = plan::summarize(
+        users,
         input.previous,
         input.generation,
         now,
-        Some("sending invitations"),
+        problem_text.as_deref(),
     );
-    writer.write(&intent).await?;
-    report.writes += 1;
-
-    let mut users = decided.users;
-    let outcome = api.invite(input.spec, &decided.to_invite).await;
-    let (status, error) = match outcome {
-        Ok(results) => {
-            plan::apply_results(&mut users, &results, lifetime, now);
-            for (email, result) in &results {
-                match result {
-                    crate::invite::InviteResult::Invited { .. } => {
-                        report.invited.push(email.clone())
-                    }
-                    crate::invite::InviteResult::Rejected { message } => {
-                        report.failed.push((email.clone(), message.clone()))
-                    }
-                    crate::invite::InviteResult::AlreadyMember { .. } => {}
-                }
-            }
-            (
-                plan::summarize(users, input.previous, input.generation, now, None),
-                None,
-            )
-        }
-        Err(error) => match error.category() {
-            ErrorCategory::Transient => (
-                plan::summarize(
-                    users,
-                    input.previous,
-                    input.generation,
-                    now,
-                    Some(&error.to_string()),
-                ),
-                Some(error),
-            ),
-            ErrorCategory::Configuration => {
-                plan::revert_inviting(&mut users, &error.to_string());
-                let mut status =
-                    plan::summarize(users, input.previous, input.generation, now, None);
-                status.conditions = vec![plan::ready_condition(
-                    input.previous,
-                    false,
-                    ReadyReason::EndpointNotReady,
-                    error.to_string(),
-                    input.generation,
-                    now,
-                )];
-                (status, Some(error))
-            }
-            ErrorCategory::Permanent => {
-                let message = error.to_string();
-                let results = decided
-                    .to_invite
-                    .iter()
-                    .map(|e| {
-                        (
-                            e.clone(),
-                            crate::invite::InviteResult::Rejected {
-                                message: message.clone(),
-                            },
-                        )
-                    })
-                    .collect();
-                plan::apply_results(&mut users, &results, lifetime, now);
-                for email in &decided.to_invite {
-                    report.failed.push((email.clone(), message.clone()));
-                }
-                (
-                    plan::summarize(users, input.previous, input.generation, now, None),
-                    None,
-                )
-            }
-        },
-    };
-    finish(&mut report, input.previous, &status);
-    write_if_changed(writer, &intent, &status, &mut report).await?;
-    match error {
-        Some(error) => Err(error.into()),
-        None => Ok(report),
+    if let (Some(reason), Some(text)) = (blocked, &problem_text) {
+        status.conditions = vec![plan::ready_condition(
+            input.previous,
+            false,
+            reason,
+            text.clone(),
+            input.generation,
+            now,
+        )];
     }
+    status.users.extend(pending_removals);
+    finish(&mut report, input.previous, &status);
+    write_if_changed(writer, &written, &status, &mut report).await?;
+    match problem {
+        Some(error) if error.category() != ErrorCategory::Permanent => Err(error.into()),
+        _ => Ok(report),
+    }
+}
+
+/// Keeps the entries of removed users whose external state must still be removed (they sit
+/// after the requested users), when a pass ends before removing them.
+fn keep_pending_removals(status: &mut UserInvitationStatus, input: &SyncInput<'_>) {
+    status.users.extend(plan::removals(
+        input.previous,
+        input.requested,
+        input.spec.deletion_policy,
+        input.spec.access_policy,
+    ));
 }
 
 fn finish(report: &mut SyncReport, previous: &UserInvitationStatus, status: &UserInvitationStatus) {

@@ -12,8 +12,11 @@ use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
-    api::{UserInvitationSpec, UserInvitationStatus, UserState, UserStatus},
-    invite::{InviteResult, Observed},
+    api::{
+        AccessPolicy, DeletionPolicy, UserInvitationSpec, UserInvitationStatus, UserState,
+        UserStatus,
+    },
+    invite::{InviteResult, Observed, UserGrants},
 };
 
 /// Type of the readiness condition.
@@ -154,6 +157,9 @@ pub struct PlanContext<'a> {
     pub check_invited: bool,
     /// Lifetime of an invitation of the endpoint's API.
     pub invitation_lifetime: Duration,
+    /// `accessPolicy: Enforce`: settled users are looked up too (on resync or spec change) so
+    /// their grants can be compared with the spec.
+    pub enforce: bool,
 }
 
 impl PlanContext<'_> {
@@ -180,12 +186,14 @@ pub fn addresses_to_observe(ctx: &PlanContext<'_>) -> Vec<String> {
                 UserState::Failed => ctx.spec_changed(),
                 UserState::Expired => ctx.reinvite_expired || ctx.check_invited,
                 UserState::Invited => {
-                    ctx.check_invited || entry.expires_at.is_some_and(|t| t <= ctx.now)
+                    ctx.check_invited
+                        || entry.expires_at.is_some_and(|t| t <= ctx.now)
+                        || (ctx.enforce && ctx.spec_changed())
                 }
-                UserState::AlreadyMember
-                | UserState::Accepted
-                | UserState::Revoked
-                | UserState::Deleted => false,
+                UserState::AlreadyMember | UserState::Accepted => {
+                    ctx.enforce && (ctx.check_invited || ctx.spec_changed())
+                }
+                UserState::Revoked | UserState::Deleted => false,
             },
         })
         .cloned()
@@ -266,6 +274,7 @@ fn decide(
         Observed::Member {
             identifier,
             accepted,
+            ..
         } => {
             let mut next = prev();
             next.identifier = Some(identifier.clone());
@@ -360,6 +369,87 @@ fn decide(
             }
             _ => Decision::Keep(prev()),
         },
+    }
+}
+
+/// An existing user whose grants differ from the spec (accessPolicy Enforce).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantDrift {
+    /// The requested address.
+    pub email: String,
+    /// The API's identifier of the user.
+    pub identifier: String,
+    /// What the spec asks for.
+    pub desired: UserGrants,
+    /// What the API reports.
+    pub actual: UserGrants,
+}
+
+/// The users (invited, accepted or adopted) whose grants, as just observed, differ from
+/// `desired` (by address). Users about to be invited are not among them.
+pub fn grant_drift(
+    users: &[UserStatus],
+    observed: &BTreeMap<String, Observed>,
+    desired: &BTreeMap<String, UserGrants>,
+) -> Vec<GrantDrift> {
+    users
+        .iter()
+        .filter(|u| {
+            matches!(
+                u.state,
+                UserState::Invited | UserState::Accepted | UserState::AlreadyMember
+            )
+        })
+        .filter_map(|u| {
+            let Some(Observed::Member {
+                identifier,
+                grants: Some(actual),
+                ..
+            }) = observed.get(&u.email_address)
+            else {
+                return None;
+            };
+            let wanted = desired.get(&u.email_address)?;
+            (wanted != actual).then(|| GrantDrift {
+                email: u.email_address.clone(),
+                identifier: identifier.clone(),
+                desired: wanted.clone(),
+                actual: actual.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Entries of users no longer in the spec whose external state must be removed first
+/// (deletionPolicy Delete); every other entry of a removed user is simply dropped.
+///
+/// Delete removes what the resource created (invited, accepted, expired invitations, and an
+/// `Inviting` one that may have been sent). A user who existed before (`AlreadyMember`) is
+/// removed only under accessPolicy Enforce, where the resource adopted and managed them.
+pub fn removals(
+    previous: &UserInvitationStatus,
+    requested: &[String],
+    deletion: DeletionPolicy,
+    access: AccessPolicy,
+) -> Vec<UserStatus> {
+    if deletion != DeletionPolicy::Delete {
+        return Vec::new();
+    }
+    previous
+        .users
+        .iter()
+        .filter(|u| !requested.contains(&u.email_address))
+        .filter(|u| removable(u.state, access))
+        .cloned()
+        .collect()
+}
+
+/// Whether deletionPolicy Delete removes a user in this state.
+pub fn removable(state: UserState, access: AccessPolicy) -> bool {
+    match state {
+        UserState::Invited | UserState::Accepted | UserState::Expired | UserState::Inviting => true,
+        UserState::AlreadyMember => access == AccessPolicy::Enforce,
+        UserState::Pending | UserState::Failed | UserState::Revoked | UserState::Deleted => false,
     }
 }
 

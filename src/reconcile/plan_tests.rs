@@ -58,6 +58,7 @@ fn ctx<'a>(requested: &'a [String], previous: &'a UserInvitationStatus) -> PlanC
         reinvite_expired: false,
         check_invited: false,
         invitation_lifetime: Duration::hours(24),
+        enforce: false,
     }
 }
 
@@ -76,6 +77,7 @@ fn member(id: &str, accepted: bool) -> Observed {
     Observed::Member {
         identifier: id.into(),
         accepted,
+        grants: None,
     }
 }
 
