@@ -67,14 +67,33 @@ pub struct RunArgs {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Elect one active replica through a Lease: only its holder reconciles, the others wait
+    /// as standbys (needed with more than one replica).
+    #[arg(long, env = "LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "invite-operator")]
+    pub lease_name: String,
+    /// Namespace of the leader-election Lease (default: the operator namespace, --namespace).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a leader holds the Lease without renewing it; a standby takes over within
+    /// about this time after the leader disappears (at least 1s).
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease; must be unique per process (default: the host
+    /// name with a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 /// Flags of `crd`.
 #[derive(Args, Debug)]
 pub struct CrdArgs {
-    /// Write one file per CRD into this directory instead of printing them.
+    /// Write one file per CRD into this directory instead of printing them; repeat to write
+    /// several (`--output-dir crds --output-dir deploy/charts/invite-operator/crd-files`).
     #[arg(long)]
-    pub output_dir: Option<PathBuf>,
+    pub output_dir: Vec<PathBuf>,
 }
 
 /// Flags of `reconcile`.
@@ -204,10 +223,40 @@ async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String>
         concurrency: args.concurrency,
         ..Default::default()
     };
-    let stop = stopped();
-    tokio::select! {
-        _ = crate::controller::run(client, settings, metrics, readiness_tx, stopped()) => {}
-        _ = async { stop.await; std::future::pending::<()>().await } => {}
+    if args.leader_election {
+        let election = crate::leader::LeaderElection {
+            lease_name: args.lease_name,
+            namespace: args
+                .lease_namespace
+                .unwrap_or_else(|| settings.operator_namespace.clone()),
+            identity: args
+                .identity
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(crate::leader::default_identity),
+            lease_duration: args.lease_duration,
+        };
+        election.validate()?;
+        let controller_client = client.clone();
+        let run = move |term: crate::leader::Term| {
+            crate::controller::run(
+                controller_client.clone(),
+                settings.clone(),
+                metrics.clone(),
+                term.readiness,
+                term.stop,
+            )
+        };
+        let result =
+            crate::leader::run_while_leader(client, election, readiness_tx, stopped(), run).await;
+        // An error means the controller ended unexpectedly: exit (and be restarted) without
+        // waiting for the HTTP server, which stops with the process.
+        result.map_err(|error| error.to_string())?;
+    } else {
+        let stop = stopped();
+        tokio::select! {
+            _ = crate::controller::run(client, settings, metrics, readiness_tx, stopped()) => {}
+            _ = async { stop.await; std::future::pending::<()>().await } => {}
+        }
     }
     let _ = server.await;
     Ok(std::process::ExitCode::SUCCESS)
@@ -215,20 +264,18 @@ async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String>
 
 fn write_crds(args: CrdArgs) -> Result<std::process::ExitCode, String> {
     let crds = crate::api::all_crds();
-    match args.output_dir {
-        None => {
-            let text: String = crds.iter().map(crate::api::crd_yaml).collect();
-            write_stdout(&text)?;
-        }
-        Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            for crd in &crds {
-                let path = dir.join(crate::api::crd_file_name(crd));
-                std::fs::write(&path, crate::api::crd_yaml(crd))
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                eprintln!("wrote {}", path.display());
-            }
+    if args.output_dir.is_empty() {
+        let text: String = crds.iter().map(crate::api::crd_yaml).collect();
+        write_stdout(&text)?;
+    }
+    for dir in &args.output_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for crd in &crds {
+            let path = dir.join(crate::api::crd_file_name(crd));
+            std::fs::write(&path, crate::api::crd_yaml(crd))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!("wrote {}", path.display());
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

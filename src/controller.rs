@@ -180,13 +180,13 @@ pub async fn run(
         watcher(Api::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
-    .applied_objects();
+    .touched_objects();
     let cluster_stream = reflector::reflector(
         cluster_writer,
         watcher(Api::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
-    .applied_objects();
+    .touched_objects();
     let secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default(),

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod invite;
+pub mod leader;
 pub mod mock;
 pub mod oneshot;
 pub mod reconcile;

@@ -1,11 +1,18 @@
-//! The CRD YAML in `crds/` is what the Rust types generate; regenerate it with
-//! `cargo run -- crd --output-dir crds`.
+//! The CRD YAML in `crds/` (and the Helm chart's copy) is what the Rust types generate;
+//! regenerate both with
+//! `cargo run -- crd --output-dir crds --output-dir deploy/charts/invite-operator/crd-files`.
 
-use invite_operator::api::{all_crds, crd_file_name, crd_yaml};
+use invite_operator::api::{CRD_DIRS, all_crds, crd_file_name, crd_yaml};
 
 #[test]
-fn crds_directory_is_up_to_date() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+fn crds_directories_are_up_to_date() {
+    for dir in CRD_DIRS {
+        check_dir(dir);
+    }
+}
+
+fn check_dir(dir: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut stale = Vec::new();
     for crd in all_crds() {
         let path = dir.join(crd_file_name(&crd));
@@ -25,7 +32,8 @@ fn crds_directory_is_up_to_date() {
         .unwrap_or_default();
     assert!(
         stale.is_empty() && extra.is_empty(),
-        "crds/ is stale (changed: {stale:?}, unknown: {extra:?}); run `cargo run -- crd --output-dir crds`"
+        "{} is stale (changed: {stale:?}, unknown: {extra:?}); run `cargo run -- crd --output-dir crds --output-dir deploy/charts/invite-operator/crd-files`",
+        dir.display()
     );
 }
 

@@ -1,0 +1,600 @@
+//! End-to-end tests of the lifecycle after the first invitation: Enforce and drift,
+//! deletion policies and the finalizer, acceptance and expiry on resync, two resources naming
+//! one person, adoption, and the events for every change made in the API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use invite_operator::{
+    api::{UserInvitation, UserState},
+    mock::RunningMock,
+};
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "e2e-token";
+
+fn state_of(inv: &UserInvitation, email: &str) -> Option<UserState> {
+    inv.status
+        .as_ref()?
+        .users
+        .iter()
+        .find(|u| u.email_address == email)
+        .map(|u| u.state)
+}
+
+fn has_state(
+    email: &'static str,
+    state: UserState,
+) -> impl Fn(&invite_operator::api::UserInvitationStatus) -> bool {
+    move |s| {
+        s.users
+            .iter()
+            .any(|u| u.email_address == email && u.state == state)
+    }
+}
+
+fn calls(mock: &RunningMock, method: &str, path_part: &str) -> usize {
+    mock.api
+        .journal()
+        .iter()
+        .filter(|e| e.method == method && e.path.contains(path_part) && e.status != 0)
+        .count()
+}
+
+fn user_spec(users: Value, extra: Value) -> Value {
+    let mut spec =
+        json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"}, "users": users});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+fn user(email: &str, groups: &[&str], user_groups: &[&str]) -> Value {
+    json!({"emailAddress": email, "groups": groups, "userGroups": user_groups})
+}
+
+async fn setup(resync: Duration) -> (TestCluster, RunningMock, RunningController) {
+    let cluster = TestCluster::start().await;
+    let mock = start_mock().await;
+    cluster.put_secret("api-token", TOKEN).await;
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    let mut settings = test_settings(&cluster.namespace);
+    settings.resync_interval = resync;
+    let controller = RunningController::start(cluster.controller_client(), settings);
+    (cluster, mock, controller)
+}
+
+async fn finish(cluster: TestCluster, mock: RunningMock, controller: RunningController) {
+    controller.stop().await;
+    mock.shutdown().await;
+    cluster.cleanup().await;
+}
+
+async fn event_reasons(cluster: &TestCluster, name: &str) -> Vec<String> {
+    Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+async fn wait_event(cluster: &TestCluster, name: &str, reason: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reasons = event_reasons(cluster, name).await;
+        if reasons.iter().any(|r| r == reason) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} event for {name}; saw {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Plays someone editing the user in the product, through the API itself.
+async fn revoke_in_product(mock: &RunningMock, id: &str, permission: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v2/user/{id}/revoke", mock.url))
+        .bearer_auth(TOKEN)
+        .form(&[("group", permission)])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
+    let user = mock.api.user(id).expect("user exists");
+    let mut groups: Vec<String> = user["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_string())
+        .collect();
+    groups.sort();
+    groups
+}
+
+#[tokio::test]
+async fn invite_only_never_touches_an_invited_user() {
+    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([user("a@example.com", &["dashboard_management"], &[])]),
+                json!({}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    cluster
+        .patch_spec(
+            "team",
+            json!({"users": [user("a@example.com", &["alerts_management"], &[])]}),
+        )
+        .await;
+    cluster
+        .wait_status("team", "new generation observed", |s| {
+            s.observed_generation == Some(2)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        groups_of(&mock, "a@example.com"),
+        vec!["dashboard_management"]
+    );
+    assert_eq!(
+        calls(&mock, "POST", "/grant")
+            + calls(&mock, "POST", "/revoke")
+            + calls(&mock, "PUT", "/api/v2/user/"),
+        0
+    );
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn enforce_applies_spec_changes_and_corrects_drift() {
+    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    mock.api.seed_user_group("ug-1", "Data");
+    mock.api.seed_user_group("ug-2", "Ops");
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([user("a@example.com", &["dashboard_management"], &["ug-1"])]),
+                json!({"accessPolicy": "Enforce"}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    // The spec changes: one permission more, another user group.
+    cluster
+        .patch_spec(
+            "team",
+            json!({"users": [user("a@example.com", &["dashboard_management", "alerts_management"], &["ug-2"])]}),
+        )
+        .await;
+    wait_until(|| {
+        groups_of(&mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+    })
+    .await;
+    wait_until(|| user_groups_of(&mock, "a@example.com") == vec!["ug-2"]).await;
+    wait_event(&cluster, "team", "Updated").await;
+    // Someone revokes a permission in the product: the next resync grants it again.
+    revoke_in_product(&mock, "a@example.com", "alerts_management").await;
+    assert_eq!(
+        groups_of(&mock, "a@example.com"),
+        vec!["dashboard_management"]
+    );
+    wait_until(|| {
+        groups_of(&mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+    })
+    .await;
+    assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
+    finish(cluster, mock, controller).await;
+}
+
+fn user_groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
+    let user = mock.api.user(id).expect("user exists");
+    let mut ids: Vec<String> = user["userGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["name"] != "Everyone")
+        .filter_map(|g| g["id"].as_str().or(g.as_str()).map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn wait_until(check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never became true"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn existing_users_are_adopted_and_managed_under_enforce() {
+    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    mock.api.seed_user(
+        json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
+    );
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([user("old@example.com", &["dashboard_management"], &[])]),
+                json!({"accessPolicy": "Enforce"}),
+            ),
+        )
+        .await;
+    let inv = cluster.wait_status("team", "Ready", is_ready).await;
+    assert_eq!(
+        state_of(&inv, "old@example.com"),
+        Some(UserState::AlreadyMember)
+    );
+    wait_until(|| groups_of(&mock, "old@example.com") == vec!["dashboard_management"]).await;
+    assert_eq!(mock.api.invitations_sent_to("old@example.com"), 0);
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_finalizer() {
+    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    let inv = cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([
+                    user("a@example.com", &[], &[]),
+                    user("b@example.com", &[], &[])
+                ]),
+                json!({}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    assert!(
+        cluster
+            .invitations()
+            .get("team")
+            .await
+            .unwrap()
+            .finalizers()
+            .is_empty()
+    );
+    cluster
+        .patch_spec("team", json!({"users": [user("a@example.com", &[], &[])]}))
+        .await;
+    cluster
+        .wait_status("team", "b dropped", |s| s.users.len() == 1)
+        .await;
+    cluster
+        .invitations()
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&cluster, "team").await;
+    assert!(mock.api.user("a@example.com").is_some() && mock.api.user("b@example.com").is_some());
+    assert_eq!(calls(&mock, "DELETE", "/api/v2/user/"), 0);
+    let _ = inv;
+    finish(cluster, mock, controller).await;
+}
+
+async fn wait_gone(cluster: &TestCluster, name: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.invitations().get_opt(name).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
+    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    mock.api
+        .seed_user(json!({"identifier": "old@example.com", "groups": [], "userGroups": []}));
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([
+                    user("a@example.com", &[], &[]),
+                    user("b@example.com", &[], &[]),
+                    user("old@example.com", &[], &[])
+                ]),
+                json!({"deletionPolicy": "Delete"}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    let inv = cluster.invitations().get("team").await.unwrap();
+    assert_eq!(
+        inv.finalizers(),
+        &["invite.operators.dev/cleanup".to_string()]
+    );
+
+    cluster
+        .patch_spec(
+            "team",
+            json!({"users": [user("a@example.com", &[], &[]), user("old@example.com", &[], &[])]}),
+        )
+        .await;
+    cluster
+        .wait_status("team", "b removed", |s| s.users.len() == 2)
+        .await;
+    assert!(mock.api.user("b@example.com").is_none(), "b was deleted");
+    wait_event(&cluster, "team", "Deleted").await;
+
+    cluster
+        .invitations()
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&cluster, "team").await;
+    assert!(
+        mock.api.user("a@example.com").is_none(),
+        "a was deleted with the resource"
+    );
+    assert!(
+        mock.api.user("old@example.com").is_some(),
+        "a user who existed before is left alone under InviteOnly"
+    );
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
+    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([user("a@example.com", &[], &[])]),
+                json!({"deletionPolicy": "Delete"}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    Api::<invite_operator::api::InvitationEndpoint>::namespaced(
+        cluster.client.clone(),
+        &cluster.namespace,
+    )
+    .delete("wavefront", &DeleteParams::default())
+    .await
+    .unwrap();
+    cluster
+        .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
+        .await;
+    cluster
+        .invitations()
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&cluster, "team").await;
+    wait_event(&cluster, "team", "CleanupSkipped").await;
+    assert!(
+        mock.api.user("a@example.com").is_some(),
+        "left behind, and said so"
+    );
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn switching_to_retain_releases_the_finalizer() {
+    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([user("a@example.com", &[], &[])]),
+                json!({"deletionPolicy": "Delete"}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    cluster
+        .patch_spec("team", json!({"deletionPolicy": "Retain"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cluster
+        .invitations()
+        .get("team")
+        .await
+        .unwrap()
+        .finalizers()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once() {
+    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([
+                    user("yes@example.com", &[], &[]),
+                    user("late@example.com", &[], &[])
+                ]),
+                json!({"reinviteExpired": true}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    mock.api.login("yes@example.com");
+    cluster
+        .wait_status(
+            "team",
+            "accepted",
+            has_state("yes@example.com", UserState::Accepted),
+        )
+        .await;
+    wait_event(&cluster, "team", "Accepted").await;
+
+    // 24 hours pass without late@ accepting (the mock's link expires; so does the status').
+    mock.api.expire_invitations();
+    let inv = cluster.invitations().get("team").await.unwrap();
+    let mut status = inv.status.clone().unwrap();
+    for u in status
+        .users
+        .iter_mut()
+        .filter(|u| u.email_address == "late@example.com")
+    {
+        u.expires_at = Some(chrono::Utc::now() - chrono::Duration::minutes(1));
+    }
+    cluster
+        .invitations()
+        .patch_status(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_status("team", "re-invited", |s| {
+            s.users.iter().any(|u| {
+                u.email_address == "late@example.com"
+                    && u.state == UserState::Invited
+                    && u.expires_at.is_some_and(|t| t > chrono::Utc::now())
+            })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        mock.api.invitations_sent_to("late@example.com"),
+        2,
+        "re-sent once for one expiry"
+    );
+    assert_eq!(mock.api.invitations_sent_to("yes@example.com"), 1);
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
+    let cluster = TestCluster::start().await;
+    let mock = invite_operator::mock::MockApi::start(invite_operator::mock::MockConfig {
+        token: TOKEN.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cluster.put_secret("csp", TOKEN).await;
+    cluster
+        .org_endpoint("csp", &mock.url, "csp", "mock-org")
+        .await;
+    let mut settings = test_settings(&cluster.namespace);
+    settings.resync_interval = Duration::from_millis(200);
+    let controller = RunningController::start(cluster.controller_client(), settings);
+    cluster
+        .create_invitation(
+            "org",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+                   "orgInvitation": {"usernames": ["x@example.com"]}}),
+        )
+        .await;
+    cluster.wait_status("org", "Ready", is_ready).await;
+    mock.api.expire_invitations();
+    cluster
+        .wait_status(
+            "org",
+            "expired",
+            has_state("x@example.com", UserState::Expired),
+        )
+        .await;
+    wait_event(&cluster, "org", "Expired").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.api.invitations_sent_to("x@example.com"), 1);
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn two_resources_naming_one_person_send_one_invitation() {
+    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    mock.api.set_latency(Duration::from_millis(30));
+    // Created together, in two namespaces' worth of resources (here: two resources).
+    let (a, b) = tokio::join!(
+        cluster.create_invitation(
+            "first",
+            user_spec(json!([user("shared@example.com", &[], &[])]), json!({}))
+        ),
+        cluster.create_invitation(
+            "second",
+            user_spec(json!([user("shared@example.com", &[], &[])]), json!({}))
+        ),
+    );
+    let _ = (a, b);
+    let first = cluster.wait_status("first", "Ready", is_ready).await;
+    let second = cluster.wait_status("second", "Ready", is_ready).await;
+    let states = [
+        state_of(&first, "shared@example.com"),
+        state_of(&second, "shared@example.com"),
+    ];
+    assert!(states.contains(&Some(UserState::Invited)), "{states:?}");
+    assert!(
+        states.contains(&Some(UserState::AlreadyMember)),
+        "{states:?}"
+    );
+    assert_eq!(mock.api.invitations_sent_to("shared@example.com"), 1);
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn events_name_what_was_done_in_the_api() {
+    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([
+                    user("a@example.com", &[], &[]),
+                    user("bad@example.com", &["nope"], &[])
+                ]),
+                json!({}),
+            ),
+        )
+        .await;
+    cluster
+        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
+        .await;
+    wait_event(&cluster, "team", "Invited").await;
+    wait_event(&cluster, "team", "InviteFailed").await;
+    let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(TOKEN), "no secret in events");
+    finish(cluster, mock, controller).await;
+}
