@@ -72,6 +72,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Attempts for idempotent API reads within one reconcile.
     pub read_attempts: u32,
+    /// Namespaces whose UserInvitations are reconciled; empty means all.
+    pub watch_namespaces: Vec<String>,
 }
 
 impl Default for Settings {
@@ -83,6 +85,7 @@ impl Default for Settings {
             retry_max_delay: Duration::from_secs(300),
             concurrency: 8,
             read_attempts: 3,
+            watch_namespaces: Vec::new(),
         }
     }
 }
@@ -107,9 +110,8 @@ pub struct Context {
     recorder: Recorder,
     namespaced_endpoints: Store<InvitationEndpoint>,
     cluster_endpoints: Store<ClusterInvitationEndpoint>,
-    clients: Mutex<HashMap<String, (String, InviteClient)>>,
+    shared: Arc<Shared>,
     failures: Mutex<HashMap<ObjectRef<UserInvitation>, u32>>,
-    api_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     last_check: Mutex<HashMap<ObjectRef<UserInvitation>, Instant>>,
 }
 
@@ -146,8 +148,12 @@ impl ReconcileError {
 }
 
 /// Waits until the UserInvitation CRD is served, polling; sets `readiness` while waiting.
-pub async fn wait_for_crds(client: &Client, readiness: &watch::Sender<Readiness>) {
-    let api = Api::<UserInvitation>::all(client.clone());
+pub async fn wait_for_crds(
+    client: &Client,
+    scope: Option<&str>,
+    readiness: &watch::Sender<Readiness>,
+) {
+    let api = scoped::<UserInvitation>(client, scope);
     let mut delay = Duration::from_millis(250);
     loop {
         match api.list(&kube::api::ListParams::default().limit(1)).await {
@@ -170,14 +176,82 @@ pub async fn run(
     readiness: watch::Sender<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    wait_for_crds(&client, &readiness).await;
+    // One shard per watched namespace (or one for all): each has its own watches and caches;
+    // API clients and the per-API locks are shared, so exactly-once holds across shards.
+    let scopes: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    wait_for_crds(&client, scopes[0].as_deref(), &readiness).await;
     let _ = readiness.send(Readiness::Syncing);
+    let shared = Arc::new(Shared::default());
+    let shutdown = futures::FutureExt::shared(
+        Box::pin(shutdown) as std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>
+    );
+    let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shards = scopes.len();
+    let runs = scopes.into_iter().map(|scope| {
+        let ready = {
+            let readiness = readiness.clone();
+            let synced = synced.clone();
+            move || {
+                if synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == shards {
+                    let _ = readiness.send(Readiness::Ready);
+                }
+            }
+        };
+        run_shard(
+            client.clone(),
+            scope,
+            settings.clone(),
+            metrics.clone(),
+            shared.clone(),
+            ready,
+            shutdown.clone(),
+        )
+    });
+    futures::future::join_all(runs).await;
+    tracing::info!("controller stopped");
+}
 
+/// State shared by every shard of the controller.
+#[derive(Default)]
+struct Shared {
+    clients: Mutex<HashMap<String, (String, InviteClient)>>,
+    api_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_shard(
+    client: Client,
+    scope: Option<String>,
+    settings: Settings,
+    metrics: Metrics,
+    shared: Arc<Shared>,
+    on_synced: impl FnOnce() + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scope = scope.as_deref();
     let (namespaced_endpoints, ns_writer) = reflector::store::<InvitationEndpoint>();
     let (cluster_endpoints, cluster_writer) = reflector::store::<ClusterInvitationEndpoint>();
     let ns_stream = reflector::reflector(
         ns_writer,
-        watcher(Api::all(client.clone()), watcher::Config::default()),
+        watcher(scoped(&client, scope), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();
@@ -188,7 +262,7 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
     let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        scoped::<PartialObjectMeta<Secret>>(&client, scope),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -202,14 +276,13 @@ pub async fn run(
         recorder,
         namespaced_endpoints: namespaced_endpoints.clone(),
         cluster_endpoints: cluster_endpoints.clone(),
-        clients: Mutex::default(),
+        shared,
         failures: Mutex::default(),
-        api_locks: Mutex::default(),
         last_check: Mutex::default(),
     });
 
     let controller = Controller::new(
-        Api::<UserInvitation>::all(client.clone()),
+        scoped::<UserInvitation>(&client, scope),
         watcher::Config::default(),
     )
     .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
@@ -250,11 +323,10 @@ pub async fn run(
     // The endpoint caches are fed by the controller's own watch streams; the reconciler waits
     // for them (see `reconcile_invitation`), and readiness follows them.
     {
-        let readiness = readiness.clone();
         let (a, b) = (namespaced_endpoints.clone(), cluster_endpoints.clone());
         tokio::spawn(async move {
             if a.wait_until_ready().await.is_ok() && b.wait_until_ready().await.is_ok() {
-                let _ = readiness.send(Readiness::Ready);
+                on_synced();
             }
         });
     }
@@ -270,7 +342,6 @@ pub async fn run(
             }
         })
         .await;
-    tracing::info!("controller stopped");
 }
 
 fn referencing(
@@ -573,6 +644,7 @@ async fn resolve_api(
         connection.organization_id.as_deref().unwrap_or_default()
     );
     let lock = ctx
+        .shared
         .api_locks
         .lock()
         .expect("lock")
@@ -795,7 +867,7 @@ fn client_for(
         location,
         fingerprint_token(&token)
     );
-    let mut clients = ctx.clients.lock().expect("lock");
+    let mut clients = ctx.shared.clients.lock().expect("lock");
     if let Some((fp, client)) = clients.get(&key)
         && fp == &fingerprint
     {

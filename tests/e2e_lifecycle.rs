@@ -598,3 +598,102 @@ async fn events_name_what_was_done_in_the_api() {
     assert!(!text.contains(TOKEN), "no secret in events");
     finish(cluster, mock, controller).await;
 }
+
+#[tokio::test]
+async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
+    let cluster = TestCluster::start().await;
+    let mock = invite_operator::mock::MockApi::start(invite_operator::mock::MockConfig {
+        token: TOKEN.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cluster.put_secret("csp", TOKEN).await;
+    cluster
+        .org_endpoint("csp", &mock.url, "csp", "mock-org")
+        .await;
+    let controller = cluster.start_controller();
+    let spec = |names: &[&str]| {
+        json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+               "orgInvitation": {"usernames": names}, "deletionPolicy": "Delete"})
+    };
+    cluster
+        .create_invitation("org", spec(&["stay@example.com", "go@example.com"]))
+        .await;
+    cluster.wait_status("org", "Ready", is_ready).await;
+    cluster
+        .patch_spec(
+            "org",
+            json!({"orgInvitation": {"usernames": ["stay@example.com"]}}),
+        )
+        .await;
+    cluster
+        .wait_status("org", "go removed", |s| s.users.len() == 1)
+        .await;
+    let status_of = |name: &str| {
+        mock.api
+            .org_invitations()
+            .into_iter()
+            .find(|i| i["username"] == name)
+            .map(|i| i["status"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(status_of("go@example.com").as_deref(), Some("REVOKED"));
+    assert_eq!(status_of("stay@example.com").as_deref(), Some("AVAILABLE"));
+    wait_event(&cluster, "org", "Revoked").await;
+    cluster
+        .invitations()
+        .delete("org", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&cluster, "org").await;
+    assert_eq!(status_of("stay@example.com").as_deref(), Some("REVOKED"));
+    finish(cluster, mock, controller).await;
+}
+
+#[tokio::test]
+async fn only_the_watched_namespaces_are_reconciled() {
+    let cluster = TestCluster::start().await;
+    let mock = start_mock().await;
+    cluster.put_secret("api-token", TOKEN).await;
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    let other = format!("{}-other", cluster.namespace);
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": other}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut settings = test_settings(&cluster.namespace);
+    settings.watch_namespaces = vec![cluster.namespace.clone()];
+    let controller = RunningController::start(cluster.controller_client(), settings);
+    let ignored: UserInvitation = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+        "metadata": {"name": "elsewhere", "namespace": other},
+        "spec": user_spec(json!([user("x@example.com", &[], &[])]), json!({}))
+    }))
+    .unwrap();
+    Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
+        .create(&Default::default(), &ignored)
+        .await
+        .unwrap();
+    cluster
+        .create_invitation(
+            "here",
+            user_spec(json!([user("y@example.com", &[], &[])]), json!({})),
+        )
+        .await;
+    cluster.wait_status("here", "Ready", is_ready).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let elsewhere = Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
+        .get("elsewhere")
+        .await
+        .unwrap();
+    assert!(elsewhere.status.is_none(), "not watched, not touched");
+    assert_eq!(mock.api.invitations_sent_to("x@example.com"), 0);
+    let _ = namespaces.delete(&other, &DeleteParams::default()).await;
+    finish(cluster, mock, controller).await;
+}

@@ -335,6 +335,7 @@ pub fn test_settings(operator_namespace: &str) -> Settings {
         retry_max_delay: Duration::from_millis(500),
         concurrency: 4,
         read_attempts: 2,
+        watch_namespaces: Vec::new(),
     }
 }
 
