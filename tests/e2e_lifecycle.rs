@@ -697,3 +697,33 @@ async fn only_the_watched_namespaces_are_reconciled() {
     let _ = namespaces.delete(&other, &DeleteParams::default()).await;
     finish(cluster, mock, controller).await;
 }
+
+#[tokio::test]
+async fn two_resources_naming_one_person_send_one_org_invitation() {
+    // The organization API happily sends a second invitation to a pending username, so only
+    // the operator's serialization of lookups and invitations per API prevents a duplicate.
+    let cluster = TestCluster::start().await;
+    let mock = invite_operator::mock::MockApi::start(invite_operator::mock::MockConfig {
+        token: TOKEN.into(),
+        latency: Duration::from_millis(40),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cluster.put_secret("csp", TOKEN).await;
+    cluster
+        .org_endpoint("csp", &mock.url, "csp", "mock-org")
+        .await;
+    let spec = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+                      "orgInvitation": {"usernames": ["shared@example.com"]}});
+    for name in ["first", "second", "third"] {
+        cluster.create_invitation(name, spec.clone()).await;
+    }
+    // Start the controller after the resources exist, so their reconciles start together.
+    let controller = cluster.start_controller();
+    for name in ["first", "second", "third"] {
+        cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    assert_eq!(mock.api.invitations_sent_to("shared@example.com"), 1);
+    finish(cluster, mock, controller).await;
+}
