@@ -1,0 +1,64 @@
+//! The HTTP server of `invite-operator run`: /metrics with the documented series, /healthz,
+//! and /readyz following the controller's readiness.
+
+use std::time::Duration;
+
+use invite_operator::{controller::Readiness, telemetry::Metrics};
+
+#[tokio::test]
+async fn metrics_health_and_readiness_are_served() {
+    let metrics = Metrics::new();
+    metrics.api_call_recorder().record(
+        "InvitationEndpoint/team/wavefront",
+        "invite users",
+        "200",
+        Duration::from_millis(12),
+    );
+    metrics
+        .reconciles
+        .get_or_create(&invite_operator::telemetry::ReconcileLabels {
+            result: "ok".into(),
+        })
+        .inc();
+    metrics.reconcile_duration.observe(0.02);
+    metrics
+        .users
+        .get_or_create(&invite_operator::telemetry::UserStateLabels {
+            namespace: "team".into(),
+            name: "data".into(),
+            state: "Invited".into(),
+        })
+        .set(3);
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(Readiness::WaitingForCrds);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(invite_operator::telemetry::serve_http(
+        listener,
+        metrics,
+        ready_rx,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 503);
+    ready_tx.send(Readiness::Ready).unwrap();
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    let body = get("/metrics").await.unwrap().text().await.unwrap();
+    for series in [
+        r#"invite_operator_api_calls_total{endpoint="InvitationEndpoint/team/wavefront",operation="invite users",code="200"} 1"#,
+        "invite_operator_api_call_duration_seconds_bucket{",
+        r#"invite_operator_reconciles_total{result="ok"} 1"#,
+        "invite_operator_reconcile_duration_seconds_count 1",
+        r#"invite_operator_users{namespace="team",name="data",state="Invited"} 3"#,
+    ] {
+        assert!(body.contains(series), "missing {series} in:\n{body}");
+    }
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
