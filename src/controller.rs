@@ -216,7 +216,35 @@ pub async fn run(
             shutdown.clone(),
         )
     });
-    futures::future::join_all(runs).await;
+    let endpoint_ctx = Arc::new(crate::endpoint_status::EndpointContext {
+        client: client.clone(),
+        operator_namespace: settings.operator_namespace.clone(),
+        resync_interval: settings.resync_interval,
+        client_for: {
+            let (shared, metrics, attempts) =
+                (shared.clone(), metrics.clone(), settings.read_attempts);
+            Box::new(move |endpoint, location, token| {
+                shared.client_for(endpoint, location, token, &metrics, attempts)
+            })
+        },
+    });
+    let endpoint_scopes: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let endpoint_runs = endpoint_scopes.into_iter().enumerate().map(|(i, scope)| {
+        crate::endpoint_status::run(endpoint_ctx.clone(), scope, i == 0, shutdown.clone())
+    });
+    futures::join!(
+        futures::future::join_all(runs),
+        futures::future::join_all(endpoint_runs)
+    );
     tracing::info!("controller stopped");
 }
 
@@ -859,29 +887,49 @@ fn client_for(
     location: &SecretLocation,
     token: crate::invite::ApiToken,
 ) -> Result<InviteClient, String> {
-    let key = endpoint_key(endpoint);
-    let connection = endpoint.connection();
-    let fingerprint = format!(
-        "{:?}|{:?}|{}",
-        connection,
-        location,
-        fingerprint_token(&token)
-    );
-    let mut clients = ctx.shared.clients.lock().expect("lock");
-    if let Some((fp, client)) = clients.get(&key)
-        && fp == &fingerprint
-    {
-        return Ok(client.clone());
-    }
-    let client = build_client(
+    ctx.shared.client_for(
         endpoint,
+        location,
         token,
-        &key,
-        ctx.metrics.api_call_recorder(),
+        &ctx.metrics,
         ctx.settings.read_attempts,
-    )?;
-    clients.insert(key, (fingerprint, client.clone()));
-    Ok(client)
+    )
+}
+
+impl Shared {
+    /// The cached API client of an endpoint, rebuilt when the endpoint's settings or token
+    /// change (so an OrgInvitation access token is shared by everything using the endpoint).
+    fn client_for(
+        &self,
+        endpoint: &AnyEndpoint,
+        location: &SecretLocation,
+        token: crate::invite::ApiToken,
+        metrics: &Metrics,
+        read_attempts: u32,
+    ) -> Result<InviteClient, String> {
+        let key = endpoint_key(endpoint);
+        let fingerprint = format!(
+            "{:?}|{:?}|{}",
+            endpoint.connection(),
+            location,
+            fingerprint_token(&token)
+        );
+        let mut clients = self.clients.lock().expect("lock");
+        if let Some((fp, client)) = clients.get(&key)
+            && fp == &fingerprint
+        {
+            return Ok(client.clone());
+        }
+        let client = build_client(
+            endpoint,
+            token,
+            &key,
+            metrics.api_call_recorder(),
+            read_attempts,
+        )?;
+        clients.insert(key, (fingerprint, client.clone()));
+        Ok(client)
+    }
 }
 
 fn fingerprint_token(token: &crate::invite::ApiToken) -> u64 {

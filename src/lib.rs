@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod endpoint_status;
 pub mod invite;
 pub mod leader;
 pub mod mock;

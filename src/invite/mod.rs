@@ -171,6 +171,18 @@ pub enum InviteClient {
     OrgInvitation(OrgInvitationClient),
 }
 
+impl InviteClient {
+    /// Checks that the credentials work without changing anything: the OrgInvitation API
+    /// exchanges the API token (or reuses a valid cached access token); the UserInvite API has
+    /// no side-effect-free check, so nothing is called.
+    pub async fn verify_credentials(&self) -> Result<(), ApiError> {
+        match self {
+            InviteClient::UserInvite(_) => Ok(()),
+            InviteClient::OrgInvitation(c) => c.verify_credentials().await,
+        }
+    }
+}
+
 impl InviteApi for InviteClient {
     fn flavor(&self) -> ApiFlavor {
         match self {

@@ -207,6 +207,11 @@ impl OrgInvitationClient {
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
+    /// Exchanges the API token for an access token, unless a valid one is cached.
+    pub async fn verify_credentials(&self) -> Result<(), ApiError> {
+        self.access_token(false).await.map(|_| ())
+    }
+
     /// Every invitation of the organization.
     pub async fn list_invitations(&self) -> Result<Vec<OrgInvitation>, ApiError> {
         let path = format!("{}/invitations", self.org_path());

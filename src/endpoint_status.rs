@@ -1,0 +1,259 @@
+//! The `Ready` condition of InvitationEndpoints and ClusterInvitationEndpoints: the token
+//! Secret resolves, the settings build a client, and (OrgInvitation) the token exchange works.
+//! Checked on changes of the endpoint or its Secret and on every resync; written only when it
+//! changes.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::PartialObjectMeta,
+    runtime::{Controller, WatchStreamExt, controller::Action, reflector::ObjectRef, watcher},
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::{
+    api::{AnyEndpoint, ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint},
+    reconcile::{self, plan, resolve},
+};
+
+/// What a check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointCheck {
+    /// Whether the endpoint can be used.
+    pub ready: bool,
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Human sentence, never containing the token.
+    pub message: String,
+}
+
+/// The next status of an endpoint: the Ready condition, its transition time kept while the
+/// status of the condition does not change.
+pub fn next_status(
+    previous: &EndpointStatus,
+    generation: i64,
+    check: &EndpointCheck,
+) -> EndpointStatus {
+    let status = if check.ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == plan::READY && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| plan::to_time(reconcile::now()));
+    EndpointStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: plan::READY.to_string(),
+            status: status.to_string(),
+            reason: check.reason.to_string(),
+            message: check.message.clone(),
+            observed_generation: Some(generation),
+            last_transition_time,
+        }],
+        observed_generation: Some(generation),
+    }
+}
+
+/// Shared state of the endpoint status controllers.
+pub struct EndpointContext {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Namespace of ClusterInvitationEndpoint Secrets that name none.
+    pub operator_namespace: String,
+    /// How often a Ready endpoint is checked again.
+    pub resync_interval: Duration,
+    /// Builds (or reuses) the API client of an endpoint.
+    pub client_for: Box<
+        dyn Fn(
+                &AnyEndpoint,
+                &resolve::SecretLocation,
+                crate::invite::ApiToken,
+            ) -> Result<crate::invite::InviteClient, String>
+            + Send
+            + Sync,
+    >,
+}
+
+/// Checks one endpoint.
+pub async fn check(
+    ctx: &EndpointContext,
+    endpoint: &AnyEndpoint,
+) -> Result<EndpointCheck, kube::Error> {
+    let location = resolve::secret_location(endpoint, &ctx.operator_namespace);
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &location.namespace)
+        .get_opt(&location.name)
+        .await?;
+    let token = match resolve::read_token(secret.as_ref(), &location) {
+        Ok(token) => token,
+        Err(blocked) => {
+            return Ok(EndpointCheck {
+                ready: false,
+                reason: "CredentialsNotFound",
+                message: blocked.message,
+            });
+        }
+    };
+    let api = match (ctx.client_for)(endpoint, &location, token) {
+        Ok(api) => api,
+        Err(message) => {
+            return Ok(EndpointCheck {
+                ready: false,
+                reason: "InvalidConfiguration",
+                message,
+            });
+        }
+    };
+    Ok(match api.verify_credentials().await {
+        Ok(()) => EndpointCheck {
+            ready: true,
+            reason: "CredentialsResolved",
+            message: format!(
+                "the token is read from Secret {}/{} key {:?}",
+                location.namespace, location.name, location.key
+            ),
+        },
+        Err(error) => EndpointCheck {
+            ready: false,
+            reason: match error.category() {
+                crate::invite::ErrorCategory::Transient => "Unreachable",
+                _ => "CredentialsRejected",
+            },
+            message: error.to_string(),
+        },
+    })
+}
+
+/// Writes `status` if it differs from the object's, guarded by its resourceVersion.
+async fn write_status<K>(
+    api: &Api<K>,
+    object: &K,
+    previous: &EndpointStatus,
+    status: &EndpointStatus,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    if previous == status {
+        return Ok(());
+    }
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": object.resource_version()},
+        {"op": "add", "path": "/status", "value": status},
+    ]))
+    .expect("a valid JSON patch");
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// An error of the endpoint status controller (only Kubernetes calls can fail it).
+#[derive(thiserror::Error, Debug)]
+#[error("Kubernetes API: {0}")]
+pub struct EndpointStatusError(#[from] kube::Error);
+
+async fn reconcile_namespaced(
+    endpoint: Arc<InvitationEndpoint>,
+    ctx: Arc<EndpointContext>,
+) -> Result<Action, EndpointStatusError> {
+    let any = AnyEndpoint::Namespaced((*endpoint).clone());
+    let result = check(&ctx, &any).await?;
+    let previous = endpoint.status.clone().unwrap_or_default();
+    let next = next_status(
+        &previous,
+        endpoint.metadata.generation.unwrap_or(0),
+        &result,
+    );
+    let api = Api::<InvitationEndpoint>::namespaced(
+        ctx.client.clone(),
+        endpoint.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    write_status(&api, endpoint.as_ref(), &previous, &next).await?;
+    Ok(Action::requeue(ctx.resync_interval))
+}
+
+async fn reconcile_cluster(
+    endpoint: Arc<ClusterInvitationEndpoint>,
+    ctx: Arc<EndpointContext>,
+) -> Result<Action, EndpointStatusError> {
+    let any = AnyEndpoint::Cluster((*endpoint).clone());
+    let result = check(&ctx, &any).await?;
+    let previous = endpoint.status.clone().unwrap_or_default();
+    let next = next_status(
+        &previous,
+        endpoint.metadata.generation.unwrap_or(0),
+        &result,
+    );
+    let api = Api::<ClusterInvitationEndpoint>::all(ctx.client.clone());
+    write_status(&api, endpoint.as_ref(), &previous, &next).await?;
+    Ok(Action::requeue(ctx.resync_interval))
+}
+
+fn retry<K>(_: Arc<K>, error: &EndpointStatusError, _: Arc<EndpointContext>) -> Action {
+    tracing::debug!(%error, "endpoint status");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the status controllers: namespaced endpoints in `scope` (all when `None`), and
+/// cluster endpoints when `cluster` is set, until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<EndpointContext>,
+    scope: Option<String>,
+    cluster: bool,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let client = ctx.client.clone();
+    let secrets_api: Api<PartialObjectMeta<Secret>> = match &scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let endpoints_api: Api<InvitationEndpoint> = match &scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let namespaced = Controller::new(endpoints_api, watcher::Config::default());
+    let store = namespaced.store();
+    let operator_ns = ctx.operator_namespace.clone();
+    let secrets = watcher(secrets_api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let namespaced = namespaced
+        .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
+            let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|ep| {
+                    let loc = resolve::secret_location(
+                        &AnyEndpoint::Namespaced((**ep).clone()),
+                        &operator_ns,
+                    );
+                    loc.namespace == ns && loc.name == name
+                })
+                .map(|ep| ObjectRef::from_obj(ep.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_namespaced, retry, ctx.clone())
+        .for_each(|_| async {});
+    if !cluster {
+        namespaced.await;
+        return;
+    }
+    let cluster_controller = Controller::new(
+        Api::<ClusterInvitationEndpoint>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile_cluster, retry, ctx)
+    .for_each(|_| async {});
+    futures::join!(namespaced, cluster_controller);
+}

@@ -1,0 +1,108 @@
+//! Endpoints report whether they can be used: `Ready` with a reason, updated when the Secret
+//! changes, written only on change.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use invite_operator::{
+    api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint},
+    mock::{MockApi, MockConfig},
+};
+use kube::Api;
+use serde_json::json;
+
+fn ready(status: &Option<EndpointStatus>) -> (String, String) {
+    status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+async fn wait_endpoint(
+    cluster: &TestCluster,
+    name: &str,
+    want: (&str, &str),
+) -> InvitationEndpoint {
+    let api: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ep = api.get(name).await.unwrap();
+        if ready(&ep.status) == (want.0.to_string(), want.1.to_string()) {
+            return ep;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoint {name} never became {want:?}: {:?}",
+            ep.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn endpoints_report_their_credentials() {
+    let mut cluster = TestCluster::start().await;
+    let mock = MockApi::start(MockConfig {
+        token: "right".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let controller = cluster.start_controller();
+
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "wf-token")
+        .await;
+    let ep = wait_endpoint(&cluster, "wavefront", ("False", "CredentialsNotFound")).await;
+    let message = &ep.status.unwrap().conditions[0].message;
+    assert!(message.contains("wf-token"), "{message}");
+    cluster.put_secret("wf-token", "right").await;
+    wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+
+    // OrgInvitation: the token exchange is tried; a wrong token is reported, then fixed.
+    cluster.put_secret("csp-token", "wrong").await;
+    cluster
+        .org_endpoint("csp", &mock.url, "csp-token", "mock-org")
+        .await;
+    let ep = wait_endpoint(&cluster, "csp", ("False", "CredentialsRejected")).await;
+    assert!(
+        !serde_json::to_string(&ep.status).unwrap().contains("wrong"),
+        "no token in status"
+    );
+    cluster.put_secret("csp-token", "right").await;
+    wait_endpoint(&cluster, "csp", ("True", "CredentialsResolved")).await;
+
+    // A cluster endpoint reads its Secret from the namespace its secretRef names.
+    let name = cluster.unique("shared");
+    cluster
+        .cluster_endpoint(
+            &name,
+            json!({"api": "UserInvite", "url": mock.url,
+                   "credentials": {"secretRef": {"name": "wf-token", "namespace": cluster.namespace}}}),
+        )
+        .await;
+    let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ready(&api.get(&name).await.unwrap().status).0 != "True" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cluster endpoint never Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Nothing changed: no further status writes.
+    let before = wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    assert_eq!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
+    controller.stop().await;
+    mock.shutdown().await;
+    cluster.cleanup().await;
+}
