@@ -59,6 +59,17 @@ pub fn next_status(
     }
 }
 
+/// Builds (or reuses) the API client of an endpoint from its settings and token.
+pub type ClientFactory = Box<
+    dyn Fn(
+            &AnyEndpoint,
+            &resolve::SecretLocation,
+            crate::invite::ApiToken,
+        ) -> Result<crate::invite::InviteClient, String>
+        + Send
+        + Sync,
+>;
+
 /// Shared state of the endpoint status controllers.
 pub struct EndpointContext {
     /// Kubernetes client.
@@ -68,15 +79,7 @@ pub struct EndpointContext {
     /// How often a Ready endpoint is checked again.
     pub resync_interval: Duration,
     /// Builds (or reuses) the API client of an endpoint.
-    pub client_for: Box<
-        dyn Fn(
-                &AnyEndpoint,
-                &resolve::SecretLocation,
-                crate::invite::ApiToken,
-            ) -> Result<crate::invite::InviteClient, String>
-            + Send
-            + Sync,
-    >,
+    pub client_for: ClientFactory,
 }
 
 /// Checks one endpoint.
