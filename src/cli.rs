@@ -67,6 +67,15 @@ pub struct RunArgs {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Namespaces whose UserInvitations and InvitationEndpoints are reconciled, comma-separated;
+    /// empty means all namespaces.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
     /// Elect one active replica through a Lease: only its holder reconciles, the others wait
     /// as standbys (needed with more than one replica).
     #[arg(long, env = "LEADER_ELECTION")]
@@ -189,7 +198,7 @@ async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String>
             .await
             .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
     };
-    let client = kube::Client::try_from(config)
+    let client = crate::controller::kube_client(config)
         .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
     let metrics = crate::telemetry::Metrics::new();
     let (readiness_tx, readiness_rx) =
@@ -221,6 +230,12 @@ async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String>
         retry_base_delay: args.retry_base_delay,
         retry_max_delay: args.retry_max_delay,
         concurrency: args.concurrency,
+        watch_namespaces: args
+            .watch_namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
         ..Default::default()
     };
     if args.leader_election {

@@ -252,7 +252,7 @@ pub async fn run(
 #[derive(Default)]
 struct Shared {
     clients: Mutex<HashMap<String, (String, InviteClient)>>,
-    api_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    api_locks: Mutex<HashMap<String, Arc<AddressLocks>>>,
 }
 
 fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
@@ -610,10 +610,13 @@ async fn reconcile_inner(
         generation,
         check_invited,
     };
-    // One sync at a time per API: two resources naming the same person must not both see
-    // "absent" and both invite.
+    // One sync at a time per address and API: two resources naming the same person must not
+    // both see "absent" and both invite.
     let result = {
-        let _serialized = lock.lock().await;
+        let addresses = requested
+            .iter()
+            .chain(previous.users.iter().map(|u| &u.email_address));
+        let _serialized = lock.lock(addresses).await;
         reconcile::sync_users(&api, input, &mut writer).await
     };
     let report = match result {
@@ -630,7 +633,48 @@ async fn reconcile_inner(
     Ok(Action::requeue(jittered(ctx.settings.resync_interval)))
 }
 
-type ResolvedApi = (InviteClient, Arc<tokio::sync::Mutex<()>>);
+type ResolvedApi = (InviteClient, Arc<AddressLocks>);
+
+/// Locks that serialize the work on one address against one API: two resources naming the
+/// same person must not both find them absent and both invite. Addresses hash onto a fixed
+/// set of stripes, so resources naming different people proceed in parallel.
+pub struct AddressLocks {
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Default for AddressLocks {
+    fn default() -> Self {
+        AddressLocks {
+            stripes: (0..64).map(|_| Arc::default()).collect(),
+        }
+    }
+}
+
+impl AddressLocks {
+    /// Locks every stripe the addresses fall on, in stripe order (so two callers can never
+    /// wait on each other in a cycle). The locks are held until the guards are dropped.
+    pub async fn lock<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        use std::hash::{Hash, Hasher};
+        let mut indices: Vec<usize> = addresses
+            .into_iter()
+            .map(|a| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                a.to_ascii_lowercase().hash(&mut h);
+                (h.finish() % self.stripes.len() as u64) as usize
+            })
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let mut guards = Vec::with_capacity(indices.len());
+        for i in indices {
+            guards.push(self.stripes[i].clone().lock_owned().await);
+        }
+        guards
+    }
+}
 
 /// Finds the endpoint, checks it may serve the resource, reads the token and returns the
 /// endpoint's client with the lock that serializes syncs against its API.
@@ -773,7 +817,9 @@ async fn cleanup(
             }
         }
         Ok((api, lock)) => {
-            let _serialized = lock.lock().await;
+            let _serialized = lock
+                .lock(status.users.iter().map(|u| &u.email_address))
+                .await;
             let (reason, action) = match api.flavor() {
                 ApiFlavor::UserInvite => ("Deleted", "Delete"),
                 ApiFlavor::OrgInvitation => ("Revoked", "Revoke"),

@@ -13,7 +13,10 @@
 //!   identity, it takes it at once. Otherwise it remembers the Lease's `resourceVersion` and the
 //!   local monotonic time at which it first saw that version, and takes the Lease only once the
 //!   very same version has been current for a whole lease duration (the longer of its own and
-//!   the Lease's `leaseDurationSeconds`).
+//!   the Lease's `leaseDurationSeconds`). Taking a Lease that names this identity at once is
+//!   what lets a restarted container of the same pod resume without waiting; it relies on the
+//!   identity being unique per live process (`POD_NAME`, or the host name with a random
+//!   suffix).
 //! * **Leader**: runs the controller, and renews (a replace that sets `renewTime`) every
 //!   `renew_interval`. It remembers the local monotonic time at which it *sent* its last
 //!   successful renewal (or the acquiring write).
@@ -48,6 +51,17 @@
 //! renewal (within `renew_interval`) and aborts then. A process frozen for longer than the
 //! margin (a stopped VM) can issue requests briefly after thawing, before its timers fire; the
 //! [`Leadership`] handle lets code check validity right before a side effect to narrow that.
+//!
+//! # Why not `kube-lease-manager`
+//!
+//! Its 0.13 release cannot give the guarantee above: in `watch()` mode a failing renewal is
+//! logged and retried with a backoff of up to 30 s while the channel keeps saying "leader",
+//! so a leader cut off from the API keeps acting indefinitely while a standby takes over after
+//! the lease duration; in `changed()` mode successful renewals are invisible, so the time of
+//! the last one (the base of any deadline) is unknown. Its renewals and its forced release of
+//! an expired Lease are unconditional patches (no `resourceVersion`), and expiry is decided by
+//! comparing the holder's `renewTime` with the local wall clock, so node clock skew eats the
+//! safety margin directly; durations are whole seconds.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 

@@ -65,7 +65,37 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
                    "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}}}),
         )
         .await;
-    let controller = cluster.start_controller();
+    // As the chart runs it: under leader election.
+    let election = invite_operator::leader::LeaderElection {
+        lease_name: "invite-operator".into(),
+        namespace: cluster.namespace.clone(),
+        identity: "rbac-test".into(),
+        lease_duration: Duration::from_secs(3),
+    };
+    let (ready_tx, _ready_rx) =
+        tokio::sync::watch::channel(invite_operator::controller::Readiness::default());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (client, settings) = (
+        cluster.controller_client(),
+        test_settings(&cluster.namespace),
+    );
+    let elected = tokio::spawn(invite_operator::leader::run_while_leader(
+        client.clone(),
+        election,
+        ready_tx,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+        move |term: invite_operator::leader::Term| {
+            invite_operator::controller::run(
+                client.clone(),
+                settings.clone(),
+                invite_operator::telemetry::Metrics::new(),
+                term.readiness,
+                term.stop,
+            )
+        },
+    ));
 
     // Through the cluster endpoint (namespace labels), with a finalizer, a refused user
     // (an InviteFailed event) that is retried with the same answer (the event's series is
@@ -120,8 +150,10 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    controller.stop().await;
+    // Long enough for a few renewals.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop_tx.send(true).unwrap();
+    elected.await.unwrap().unwrap();
 
     let used: BTreeSet<Grant> = server
         .requests()
@@ -135,7 +167,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
             (r.api_group, resource, r.verb)
         })
         .collect();
-    let granted = granted(&["namespaced", "cluster"]);
+    let granted = granted(&["namespaced", "cluster", "leaderElection"]);
     let missing: Vec<_> = used.difference(&granted).collect();
     let unused: Vec<_> = granted.difference(&used).collect();
     assert!(

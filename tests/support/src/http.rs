@@ -1191,6 +1191,11 @@ impl Fault {
                 .namespace
                 .as_ref()
                 .is_none_or(|n| Some(n) == rec.namespace.as_ref())
+            && self.user_agent.as_ref().is_none_or(|ua| {
+                rec.user_agent
+                    .as_deref()
+                    .is_some_and(|sent| sent.contains(ua.as_str()))
+            })
             && self.times > 0
     }
 }

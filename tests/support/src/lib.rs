@@ -162,6 +162,9 @@ pub struct Fault {
     pub name: Option<String>,
     /// Namespace to match.
     pub namespace: Option<String>,
+    /// Substring of the `User-Agent` header to match (e.g. to fail one client's requests
+    /// only; requests without the header do not match).
+    pub user_agent: Option<String>,
     /// HTTP status to answer (409, 500, 503, 429, …).
     pub status: u16,
     /// How many matching requests fail (then the fault is removed).
@@ -182,6 +185,7 @@ impl Fault {
             subresource: None,
             name: None,
             namespace: None,
+            user_agent: None,
             status,
             times: 1,
             retry_after: None,
@@ -216,6 +220,12 @@ impl Fault {
     /// Only match this namespace.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Only match requests whose `User-Agent` contains this string.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
         self
     }
 

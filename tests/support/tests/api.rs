@@ -1488,3 +1488,50 @@ async fn malformed_bodies_are_rejected_without_panics() {
     .unwrap_err();
     assert_eq!(e.code, 400);
 }
+
+#[tokio::test]
+async fn faults_can_match_one_clients_user_agent() {
+    let server = TestApiServer::start().await;
+    let client_with_agent = |agent: &'static str| {
+        let mut config = server.config();
+        config.headers.push((
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_static(agent),
+        ));
+        kube::Client::try_from(config).unwrap()
+    };
+    let a: Api<ConfigMap> = Api::default_namespaced(client_with_agent("tester/1 replica-a"));
+    let b: Api<ConfigMap> = Api::default_namespaced(client_with_agent("tester/1 replica-b"));
+    server.inject_fault(
+        Fault::new(500)
+            .resource("configmaps")
+            .user_agent("replica-a")
+            .times(usize::MAX),
+    );
+    assert_eq!(
+        api_err(
+            a.create(&PostParams::default(), &cm("x"))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        500
+    );
+    b.create(&PostParams::default(), &cm("x")).await.unwrap();
+    assert_eq!(api_err(a.get("x").await.unwrap_err()).code, 500);
+    // A client without that User-Agent is not matched either.
+    Api::<ConfigMap>::default_namespaced(server.client())
+        .get("x")
+        .await
+        .unwrap();
+    let agents: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "configmaps")
+        .map(|r| (r.user_agent.unwrap_or_default(), r.status))
+        .collect();
+    assert_eq!(agents[0], ("tester/1 replica-a".to_string(), 500));
+    assert_eq!(agents[1], ("tester/1 replica-b".to_string(), 201));
+    server.clear_faults();
+    a.get("x").await.unwrap();
+}

@@ -1,0 +1,856 @@
+//! End-to-end tests of leader election: two replicas of the real controller, each with its own
+//! Kubernetes client (told apart by User-Agent) and metrics, elect a leader on a Lease against
+//! the in-process Kubernetes API server (or a real cluster), with the mock invite API.
+//!
+//! Every replica records the intervals during which its controller existed (from the moment
+//! the election started it until its future was dropped); the tests assert that no two
+//! intervals ever overlap, and, on the test server, that the Kubernetes requests of the
+//! replicas (other than on the Lease) never interleave.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::*;
+use invite_operator::{
+    controller::{self, Readiness},
+    leader::{LeaderElection, LeaderError, Term, run_while_leader},
+    mock::RunningMock,
+    telemetry::Metrics,
+};
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+};
+use kube::{Api, Client, api::PostParams};
+use kube_test_apiserver::Fault;
+use serde_json::{Value, json};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+
+const LEASE_NAME: &str = "invite-operator";
+
+/// A short lease so the whole file runs in seconds.
+const LEASE: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------------------------
+// Activity log: when each replica's controller existed.
+
+#[derive(Clone, Debug)]
+struct Interval {
+    replica: String,
+    start: Instant,
+    end: Option<Instant>,
+}
+
+#[derive(Clone, Default)]
+struct Activity(Arc<Mutex<Vec<Interval>>>);
+
+/// Ends its interval when dropped (the controller's future completed or was aborted).
+struct ActiveGuard {
+    activity: Activity,
+    index: usize,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.activity.0.lock().unwrap()[self.index].end = Some(Instant::now());
+    }
+}
+
+impl Activity {
+    fn begin(&self, replica: &str) -> ActiveGuard {
+        let mut log = self.0.lock().unwrap();
+        log.push(Interval {
+            replica: replica.to_string(),
+            start: Instant::now(),
+            end: None,
+        });
+        ActiveGuard {
+            activity: self.clone(),
+            index: log.len() - 1,
+        }
+    }
+
+    fn intervals(&self) -> Vec<Interval> {
+        let mut all = self.0.lock().unwrap().clone();
+        all.sort_by_key(|i| i.start);
+        all
+    }
+
+    fn of(&self, replica: &str) -> Vec<Interval> {
+        self.intervals()
+            .into_iter()
+            .filter(|i| i.replica == replica)
+            .collect()
+    }
+
+    /// The replica active right now, if any.
+    fn active(&self) -> Option<String> {
+        self.intervals()
+            .into_iter()
+            .find(|i| i.end.is_none())
+            .map(|i| i.replica)
+    }
+
+    /// Panics if two controllers ever existed at the same time.
+    fn assert_never_overlapping(&self) {
+        let all = self.intervals();
+        for pair in all.windows(2) {
+            let end = pair[0]
+                .end
+                .unwrap_or_else(|| panic!("two replicas active at once: {all:?}"));
+            assert!(
+                end <= pair[1].start,
+                "{} was still active when {} started ({:?} overlap): {all:?}",
+                pair[0].replica,
+                pair[1].replica,
+                end - pair[1].start
+            );
+        }
+    }
+
+    /// Waits until `replica` has an interval matching `check`; returns it.
+    async fn wait_for(
+        &self,
+        what: &str,
+        check: impl Fn(&[Interval]) -> Option<Interval>,
+    ) -> Interval {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(found) = check(&self.intervals()) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.intervals()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas.
+
+fn user_agent(replica: &str) -> String {
+    format!("{} {replica}", controller::USER_AGENT)
+}
+
+/// A client of its own per replica, so the test server tells their requests apart.
+fn replica_client(cluster: &TestCluster, replica: &str) -> Client {
+    let mut config = cluster.config.clone();
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&user_agent(replica)).unwrap(),
+    ));
+    Client::try_from(config).expect("client")
+}
+
+/// One replica of the operator: the election around the real controller.
+struct Replica {
+    name: String,
+    metrics: Metrics,
+    readiness: watch::Receiver<Readiness>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<Result<(), LeaderError>>,
+}
+
+impl Replica {
+    fn start(cluster: &TestCluster, name: &str, lease: Duration, activity: &Activity) -> Replica {
+        let client = replica_client(cluster, name);
+        let election = LeaderElection {
+            lease_name: LEASE_NAME.into(),
+            namespace: cluster.namespace.clone(),
+            identity: name.into(),
+            lease_duration: lease,
+        };
+        let metrics = Metrics::new();
+        let (readiness_tx, readiness) = watch::channel(Readiness::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let shutdown = async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let run = {
+            let (client, metrics, activity, name) = (
+                client.clone(),
+                metrics.clone(),
+                activity.clone(),
+                name.to_string(),
+            );
+            let settings = test_settings(&cluster.namespace);
+            move |term: Term| {
+                let guard = activity.begin(&name);
+                let controller = controller::run(
+                    client.clone(),
+                    settings.clone(),
+                    metrics.clone(),
+                    term.readiness,
+                    term.stop,
+                );
+                async move {
+                    let _guard = guard;
+                    controller.await
+                }
+            }
+        };
+        let handle = tokio::spawn(run_while_leader(
+            client,
+            election,
+            readiness_tx,
+            shutdown,
+            run,
+        ));
+        Replica {
+            name: name.to_string(),
+            metrics,
+            readiness,
+            stop,
+            handle,
+        }
+    }
+
+    fn reconciles(&self) -> u64 {
+        sum_metric(&self.metrics, "invite_operator_reconciles_total{")
+    }
+
+    fn api_calls(&self) -> u64 {
+        sum_metric(&self.metrics, "invite_operator_api_calls_total{")
+    }
+
+    /// Graceful stop (SIGTERM): the controller stops, then the Lease is released.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let result = tokio::time::timeout(WAIT, self.handle)
+            .await
+            .expect("replica stops");
+        result.expect("no panic").expect("no election error");
+    }
+
+    /// A crash: everything is dropped where it is, the Lease is not released.
+    async fn kill(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+fn sum_metric(metrics: &Metrics, prefix: &str) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup and checks.
+
+struct Setup {
+    cluster: TestCluster,
+    mock: RunningMock,
+    activity: Activity,
+}
+
+async fn setup() -> Setup {
+    let cluster = TestCluster::start().await;
+    let mock = start_mock().await;
+    cluster.put_secret("api-token", "e2e-token").await;
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    Setup {
+        cluster,
+        mock,
+        activity: Activity::default(),
+    }
+}
+
+impl Setup {
+    fn replica(&self, name: &str, lease: Duration) -> Replica {
+        Replica::start(&self.cluster, name, lease, &self.activity)
+    }
+
+    async fn finish(self, replicas: Vec<Replica>) {
+        for r in replicas {
+            r.stop().await;
+        }
+        self.activity.assert_never_overlapping();
+        self.mock.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+
+    fn leases(&self) -> Api<Lease> {
+        Api::namespaced(self.cluster.client.clone(), &self.cluster.namespace)
+    }
+
+    async fn holder(&self) -> Option<String> {
+        self.leases()
+            .get_opt(LEASE_NAME)
+            .await
+            .expect("read the lease")
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty())
+    }
+
+    /// Waits until some replica leads (holds the Lease and runs its controller); its name.
+    async fn wait_leader(&self) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let (Some(holder), Some(active)) = (self.holder().await, self.activity.active())
+                && holder == active
+            {
+                return holder;
+            }
+            assert!(Instant::now() < deadline, "no leader elected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The replicas' Kubernetes requests other than on the Lease, in the order served.
+    fn controller_requests(&self, replicas: &[&str]) -> Vec<(String, String)> {
+        let server = self.cluster.server.as_ref().expect("test server");
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.resource != "leases")
+            .filter_map(|r| {
+                let agent = r.user_agent.unwrap_or_default();
+                let replica = replicas.iter().find(|n| agent == user_agent(n))?;
+                Some((replica.to_string(), format!("{} {}", r.verb, r.path)))
+            })
+            .collect()
+    }
+
+    /// On the test server: the replicas' requests (other than on the Lease) come in one block
+    /// per leadership term, in the order of the terms, never interleaved.
+    fn assert_requests_follow_terms(&self, replicas: &[&str]) {
+        if !self.cluster.is_test_server() {
+            return;
+        }
+        let mut blocks: Vec<String> = Vec::new();
+        for (replica, _) in self.controller_requests(replicas) {
+            if blocks.last() != Some(&replica) {
+                blocks.push(replica);
+            }
+        }
+        let mut terms: Vec<String> = Vec::new();
+        for interval in self.activity.intervals() {
+            if terms.last() != Some(&interval.replica) {
+                terms.push(interval.replica);
+            }
+        }
+        assert_eq!(
+            blocks, terms,
+            "requests of the replicas interleave or come outside their terms"
+        );
+    }
+
+    /// On the test server: the replicas' Lease requests stay within the chart's
+    /// `leaderElection` grants (files/rbac-rules.yaml), on the one Lease in the operator
+    /// namespace.
+    fn assert_lease_calls_are_granted(&self, replicas: &[&str]) {
+        let Some(server) = &self.cluster.server else {
+            return;
+        };
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/charts/invite-operator/files/rbac-rules.yaml"
+        );
+        let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut granted = BTreeSet::new();
+        for rule in rules["leaderElection"]
+            .as_array()
+            .expect("leaderElection rules")
+        {
+            assert_eq!(rule["apiGroups"], json!(["coordination.k8s.io"]));
+            assert_eq!(rule["resources"], json!(["leases"]));
+            for verb in rule["verbs"].as_array().unwrap() {
+                granted.insert(verb.as_str().unwrap().to_string());
+            }
+        }
+        let mut used = BTreeSet::new();
+        for r in server.requests() {
+            let agent = r.user_agent.clone().unwrap_or_default();
+            if r.resource != "leases" || !replicas.iter().any(|n| agent == user_agent(n)) {
+                continue;
+            }
+            assert_eq!(r.api_group, "coordination.k8s.io");
+            assert_eq!(
+                r.namespace.as_deref(),
+                Some(self.cluster.namespace.as_str())
+            );
+            assert!(
+                r.name.is_none() && r.verb == "create" || r.name.as_deref() == Some(LEASE_NAME),
+                "{r:?}"
+            );
+            used.insert(r.verb);
+        }
+        let missing: Vec<_> = used.difference(&granted).collect();
+        assert!(
+            missing.is_empty(),
+            "Lease calls the chart does not grant: {missing:?}"
+        );
+        for verb in ["get", "create", "update"] {
+            assert!(used.contains(verb), "no Lease {verb} seen: {used:?}");
+        }
+    }
+
+    /// Each user got exactly one invitation.
+    fn assert_invited_once(&self, emails: &[&str]) {
+        for email in emails {
+            assert_eq!(self.mock.api.invitations_sent_to(email), 1, "{email}");
+        }
+    }
+}
+
+fn users_spec(emails: &[&str]) -> Value {
+    json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []})).collect::<Vec<_>>(),
+    })
+}
+
+fn pick<'a>(replicas: &'a [Replica], name: &str) -> &'a Replica {
+    replicas.iter().find(|r| r.name == name).expect("replica")
+}
+
+/// Takes the other replica out of a pair by name.
+fn split(mut replicas: Vec<Replica>, leader: &str) -> (Replica, Replica) {
+    let at = replicas.iter().position(|r| r.name == leader).unwrap();
+    let leader = replicas.remove(at);
+    (leader, replicas.pop().unwrap())
+}
+
+async fn wait_ready(replica: &Replica) {
+    let mut rx = replica.readiness.clone();
+    tokio::time::timeout(WAIT, rx.wait_for(|r| *r == Readiness::Ready))
+        .await
+        .unwrap_or_else(|_| panic!("{} never became ready", replica.name))
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_invites_once() {
+    let s = setup().await;
+    // Both start at once and race for the Lease.
+    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
+    let leader = s.wait_leader().await;
+    let standby = if leader == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+
+    let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
+    s.cluster
+        .create_invitation("team", users_spec(&emails))
+        .await;
+    s.cluster.wait_status("team", "Ready", is_ready).await;
+    // Let several renewals pass: leadership is stable, the standby stays idle.
+    tokio::time::sleep(LEASE * 2).await;
+
+    assert!(pick(&replicas, &leader).reconciles() >= 1);
+    assert!(pick(&replicas, &leader).api_calls() >= 1);
+    assert_eq!(
+        pick(&replicas, standby).reconciles(),
+        0,
+        "the standby reconciled"
+    );
+    assert_eq!(
+        pick(&replicas, standby).api_calls(),
+        0,
+        "the standby called the API"
+    );
+    assert!(
+        s.activity.of(standby).is_empty(),
+        "the standby ran a controller"
+    );
+    assert_eq!(s.activity.of(&leader).len(), 1, "leadership changed hands");
+    s.assert_invited_once(&emails);
+    // /readyz: the leader once its caches synced, the standby while waiting.
+    for r in &replicas {
+        wait_ready(r).await;
+    }
+    if s.cluster.is_test_server() {
+        let standby_requests = s.controller_requests(&[standby]);
+        assert!(
+            standby_requests.is_empty(),
+            "the standby touched more than its Lease: {standby_requests:?}"
+        );
+    }
+    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.finish(replicas).await;
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashes() {
+    let s = setup().await;
+    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
+    let leader = s.wait_leader().await;
+    s.cluster
+        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .await;
+    s.cluster.wait_status("first", "Ready", is_ready).await;
+
+    let (leader, standby) = split(replicas, &leader);
+    let standby_name = standby.name.clone();
+    let killed_at = Instant::now();
+    leader.kill().await;
+    s.cluster
+        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .await;
+
+    let took_over = s
+        .activity
+        .wait_for("the standby to take over", |all| {
+            all.iter().find(|i| i.replica == standby_name).cloned()
+        })
+        .await;
+    let after = took_over.start - killed_at;
+    // The crashed leader renewed at most a renew deadline (2/3 of the lease) before the crash,
+    // so the standby cannot take over earlier than a third of the lease after it; it waits one
+    // lease duration after the last renewal it saw (plus its polling).
+    assert!(after >= LEASE / 3, "took over too early: {after:?}");
+    assert!(after <= LEASE + LEASE / 2, "took over too late: {after:?}");
+    s.cluster.wait_status("second", "Ready", is_ready).await;
+    assert!(standby.reconciles() >= 1);
+    assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
+    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
+    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.finish(vec![standby]).await;
+}
+
+#[tokio::test]
+async fn a_leader_stopping_gracefully_hands_over_at_once() {
+    let s = setup().await;
+    // A long lease: the handover must not wait for it.
+    let lease = Duration::from_secs(6);
+    let replicas = vec![s.replica("replica-a", lease), s.replica("replica-b", lease)];
+    let leader = s.wait_leader().await;
+    s.cluster
+        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .await;
+    s.cluster.wait_status("first", "Ready", is_ready).await;
+
+    let (leader, standby) = split(replicas, &leader);
+    let standby_name = standby.name.clone();
+    let stopping_at = Instant::now();
+    leader.stop().await;
+    let took_over = s
+        .activity
+        .wait_for("the standby to take over", |all| {
+            all.iter().find(|i| i.replica == standby_name).cloned()
+        })
+        .await;
+    let after = took_over.start - stopping_at;
+    assert!(
+        after < lease / 3,
+        "the released lease was taken after {after:?}"
+    );
+    s.cluster
+        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .await;
+    s.cluster.wait_status("second", "Ready", is_ready).await;
+    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
+    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    standby.stop().await;
+    assert_eq!(s.holder().await, None, "released on shutdown");
+    s.assert_lease_calls_are_granted(&["replica-a", "replica-b"]);
+    s.finish(vec![]).await;
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
+    let s = setup().await;
+    let Some(server) = s.cluster.server.clone() else {
+        // Needs fault injection: only against the in-process server.
+        s.cluster.cleanup().await;
+        return;
+    };
+    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
+    let leader = s.wait_leader().await;
+    s.cluster
+        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .await;
+    s.cluster.wait_status("first", "Ready", is_ready).await;
+    let (leader, standby) = split(replicas, &leader);
+    let (leader_name, standby_name) = (leader.name.clone(), standby.name.clone());
+
+    // From now on every Lease write of the leader fails (as in a partition from the API).
+    server.inject_fault(
+        Fault::new(500)
+            .resource("leases")
+            .verb("update")
+            .user_agent(user_agent(&leader_name))
+            .times(usize::MAX),
+    );
+    let failing_since = Instant::now();
+    let stopped = s
+        .activity
+        .wait_for("the leader to stop", |all| {
+            all.iter()
+                .find(|i| i.replica == leader_name && i.end.is_some())
+                .cloned()
+        })
+        .await
+        .end
+        .unwrap();
+    // Its last successful renewal was before the faults: it must be gone by 5/6 of the lease
+    // after that (plus scheduling slack).
+    let stopped_after = stopped - failing_since;
+    assert!(
+        stopped_after <= LEASE,
+        "the leader kept acting {stopped_after:?} after its renewals started failing"
+    );
+    let requests_at_stop = server.requests().len();
+    let reconciles_at_stop = leader.reconciles();
+
+    let took_over = s
+        .activity
+        .wait_for("the standby to take over", |all| {
+            all.iter().find(|i| i.replica == standby_name).cloned()
+        })
+        .await;
+    assert!(
+        took_over.start > stopped,
+        "the standby started before the leader stopped"
+    );
+    s.cluster
+        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .await;
+    s.cluster.wait_status("second", "Ready", is_ready).await;
+    assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
+
+    // Nothing but Lease requests from the old leader since it stopped.
+    let late: Vec<_> = server.requests()[requests_at_stop..]
+        .iter()
+        .filter(|r| r.user_agent.as_deref() == Some(user_agent(&leader_name).as_str()))
+        .filter(|r| r.resource != "leases")
+        .map(|r| format!("{} {}", r.verb, r.path))
+        .collect();
+    assert!(late.is_empty(), "the old leader still acted: {late:?}");
+    assert_eq!(leader.reconciles(), reconciles_at_stop);
+    assert!(standby.reconciles() >= 1);
+    // It stays a standby while its writes fail.
+    assert_eq!(s.activity.of(&leader_name).len(), 1);
+    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
+    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    server.clear_faults();
+    s.finish(vec![leader, standby]).await;
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_is_taken_stops_at_once() {
+    let s = setup().await;
+    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
+    let leader = s.wait_leader().await;
+    s.cluster
+        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .await;
+    s.cluster.wait_status("first", "Ready", is_ready).await;
+
+    // Someone else writes itself into the Lease (and then never renews it).
+    let stolen_at = Instant::now();
+    let mut lease = s.leases().get(LEASE_NAME).await.unwrap();
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some("intruder".into()),
+        acquire_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        lease_duration_seconds: Some(LEASE.as_secs() as i32),
+        ..lease.spec.unwrap_or_default()
+    });
+    s.leases()
+        .replace(LEASE_NAME, &PostParams::default(), &lease)
+        .await
+        .expect("steal the lease");
+
+    let stopped = s
+        .activity
+        .wait_for("the leader to stop", |all| {
+            all.iter()
+                .find(|i| i.replica == leader && i.end.is_some())
+                .cloned()
+        })
+        .await
+        .end
+        .unwrap();
+    // It notices at its next renewal (every 1/6 of the lease).
+    assert!(
+        stopped - stolen_at <= LEASE / 2,
+        "the leader noticed after {:?}",
+        stopped - stolen_at
+    );
+    // The intruder's lease must expire before anyone leads again.
+    let next = s
+        .activity
+        .wait_for("a new leader", |all| {
+            all.iter().find(|i| i.start > stopped).cloned()
+        })
+        .await;
+    assert!(
+        next.start - stolen_at >= LEASE,
+        "{} took the intruder's lease after {:?}",
+        next.replica,
+        next.start - stolen_at
+    );
+    s.cluster
+        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .await;
+    s.cluster.wait_status("second", "Ready", is_ready).await;
+    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
+    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.finish(replicas).await;
+}
+
+/// One `invite-operator run` process; killed if the test fails before stopping it.
+struct Process {
+    name: &'static str,
+    child: std::process::Child,
+    metrics_addr: std::net::SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Sends SIGTERM and waits for a successful exit.
+    async fn terminate(mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{} exited with {status}", self.name);
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit", self.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.metrics_addr);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} never ready", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The binary wired through its environment as the Helm chart runs it (LEADER_ELECTION,
+/// POD_NAME, POD_NAMESPACE, LEASE_DURATION): of two processes one leads, both are ready, and
+/// SIGTERM hands the Lease over at once.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
+    let cluster = TestCluster::start().await;
+    let Some(server) = cluster.server.clone() else {
+        // The processes need a kubeconfig for the in-process server.
+        cluster.cleanup().await;
+        return;
+    };
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", cluster.namespace));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n\
+             users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n\
+             current-context: t\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let mut processes: Vec<Process> = ["pod-1", "pod-2"]
+        .into_iter()
+        .map(|name| {
+            let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_invite-operator"))
+                .args(["run", "--kubeconfig"])
+                .arg(&kubeconfig)
+                .env("LEADER_ELECTION", "true")
+                .env("POD_NAME", name)
+                .env("POD_NAMESPACE", &cluster.namespace)
+                .env("LEASE_DURATION", "2s")
+                .env("METRICS_ADDR", metrics_addr.to_string())
+                .env("LOG_LEVEL", "warn")
+                .env_remove("LEASE_NAME")
+                .env_remove("LEASE_NAMESPACE")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the operator");
+            Process {
+                name,
+                child,
+                metrics_addr,
+            }
+        })
+        .collect();
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let holder = || async {
+        leases
+            .get_opt(LEASE_NAME)
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty())
+    };
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        if let Some(h) = holder().await {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no process took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Both ready: the leader once its caches synced, the other as a standby.
+    for p in &processes {
+        p.wait_ready().await;
+    }
+    let at = processes.iter().position(|p| p.name == leader).unwrap();
+    let first = processes.remove(at);
+    let second = processes.pop().unwrap();
+    first.terminate().await;
+    let released_at = Instant::now();
+    let deadline = released_at + WAIT;
+    while holder().await.as_deref() != Some(second.name) {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Released on SIGTERM: no waiting for the 2s lease to expire.
+    assert!(
+        released_at.elapsed() < Duration::from_secs(1),
+        "took over after {:?}",
+        released_at.elapsed()
+    );
+    second.wait_ready().await;
+    second.terminate().await;
+    assert_eq!(holder().await, None);
+    let _ = std::fs::remove_file(&kubeconfig);
+    cluster.cleanup().await;
+}
