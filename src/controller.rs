@@ -609,6 +609,7 @@ async fn reconcile_inner(
         previous: &previous,
         generation,
         check_invited,
+        settle_time: api.request_timeout(),
     };
     // One sync at a time per address and API: two resources naming the same person must not
     // both see "absent" and both invite.
@@ -630,6 +631,10 @@ async fn reconcile_inner(
     };
     record_user_gauges(ctx, &namespace, &name, &report.status);
     publish_sync_events(ctx, invitation, api.flavor(), &report).await;
+    if let Some(wait) = report.settle_after {
+        // An earlier invite request may still be in flight: look again once it has settled.
+        return Ok(Action::requeue(wait + Duration::from_millis(100)));
+    }
     Ok(Action::requeue(jittered(ctx.settings.resync_interval)))
 }
 

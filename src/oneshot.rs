@@ -179,6 +179,7 @@ pub async fn run(manifests: Manifests, options: &OneShotOptions) -> OneShotResul
                     previous: &previous,
                     generation,
                     check_invited: true,
+                    settle_time: api.request_timeout(),
                 };
                 let mut writer = MemoryStatus {
                     status: &mut status,
@@ -279,6 +280,8 @@ async fn dry_run(
         check_invited: true,
         invitation_lifetime: api.invitation_lifetime(),
         enforce: invitation.spec.access_policy == crate::api::AccessPolicy::Enforce,
+        settle_time: chrono::Duration::from_std(api.request_timeout())
+            .unwrap_or(chrono::Duration::MAX),
     };
     let to_observe = plan::addresses_to_observe(&ctx);
     let observed = match api.observe(&to_observe).await {

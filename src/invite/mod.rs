@@ -172,6 +172,14 @@ pub enum InviteClient {
 }
 
 impl InviteClient {
+    /// The timeout of one request to this endpoint.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        match self {
+            InviteClient::UserInvite(c) => c.transport().timeout(),
+            InviteClient::OrgInvitation(c) => c.transport().timeout(),
+        }
+    }
+
     /// Checks that the credentials work without changing anything: the OrgInvitation API
     /// exchanges the API token (or reuses a valid cached access token); the UserInvite API has
     /// no side-effect-free check, so nothing is called.

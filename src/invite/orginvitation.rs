@@ -71,6 +71,11 @@ pub struct OrgInvitation {
 }
 
 impl OrgInvitationClient {
+    /// The HTTP transport of this client.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// A client for organization `organization_id` at `base_url`; the API token is exchanged
     /// at `token_url` (default: `base_url`).
     pub fn new(

@@ -102,6 +102,11 @@ impl Transport {
         })
     }
 
+    /// The timeout of one request.
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
     /// Starts a request.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
         self.http.request(method, url)

@@ -33,6 +33,11 @@ pub struct UserInviteClient {
 }
 
 impl UserInviteClient {
+    /// The HTTP transport of this client.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// A client for the API at `base_url` (e.g. `https://example.wavefront.com`).
     pub fn new(base_url: &str, token: ApiToken, transport: Transport) -> UserInviteClient {
         UserInviteClient {

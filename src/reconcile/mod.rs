@@ -79,6 +79,8 @@ pub struct SyncReport {
     pub transitions: Vec<(String, Option<UserState>, UserState)>,
     /// Number of status writes made.
     pub writes: usize,
+    /// When to look again at users whose earlier invite request may still be in flight.
+    pub settle_after: Option<Duration>,
 }
 
 /// Inputs of one sync.
@@ -94,6 +96,8 @@ pub struct SyncInput<'a> {
     pub generation: i64,
     /// Whether to check invited users for acceptance and expiry on this pass.
     pub check_invited: bool,
+    /// The endpoint's request timeout: how long an unanswered invite request may still act.
+    pub settle_time: Duration,
 }
 
 /// The current time, at the second precision the status keeps.
@@ -124,6 +128,9 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
         check_invited: input.check_invited,
         invitation_lifetime: lifetime,
         enforce: spec.access_policy == AccessPolicy::Enforce,
+        // invitedAt has second precision: one second more covers the truncation.
+        settle_time: chrono::Duration::from_std(input.settle_time + Duration::from_secs(1))
+            .unwrap_or(chrono::Duration::MAX),
     };
     let mut report = SyncReport::default();
     let to_observe = plan::addresses_to_observe(&ctx);
@@ -200,8 +207,14 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
                 }
             }
             Err(error) => match error.category() {
-                // Unknown outcome: the users stay `Inviting` and are looked up next time.
-                ErrorCategory::Transient => problem = Some(error),
+                // Unknown outcome: the users stay `Inviting` and are looked up next time; with
+                // an answer (5xx, 429) nothing is left in flight, so that can be soon.
+                ErrorCategory::Transient => {
+                    if let Some(code) = error.status() {
+                        plan::mark_answered(&mut users, &code.to_string());
+                    }
+                    problem = Some(error);
+                }
                 // Refused as a whole, so nothing was sent.
                 ErrorCategory::Configuration => {
                     plan::revert_inviting(&mut users, &error.to_string());
@@ -313,6 +326,7 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
         )];
     }
     status.users.extend(pending_removals);
+    report.settle_after = plan::settle_wait(&status.users, now, ctx.settle_time);
     finish(&mut report, input.previous, &status);
     write_if_changed(writer, &written, &status, &mut report).await?;
     match problem {

@@ -160,6 +160,25 @@ pub struct PlanContext<'a> {
     /// `accessPolicy: Enforce`: settled users are looked up too (on resync or spec change) so
     /// their grants can be compared with the spec.
     pub enforce: bool,
+    /// How long an invite request whose answer was never seen (the controller died, or the
+    /// request timed out) may still be acted on by the API: the endpoint's request timeout.
+    /// Such an `Inviting` user found absent is invited again only after this has passed since
+    /// `invitedAt`, so a request still in flight cannot add a second invitation.
+    pub settle_time: Duration,
+}
+
+/// Message of `Inviting` entries whose invite request was answered (with a transient error),
+/// so nothing is still in flight for them.
+pub const ANSWERED: &str = "the API answered";
+
+/// Whether an `Inviting` entry's request may still be in flight at the API.
+pub fn unsettled(entry: &UserStatus, now: DateTime<Utc>, settle_time: Duration) -> bool {
+    entry.state == UserState::Inviting
+        && !entry
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with(ANSWERED))
+        && entry.invited_at.is_some_and(|t| t + settle_time > now)
 }
 
 impl PlanContext<'_> {
@@ -340,6 +359,14 @@ fn decide(
             next.expires_at = expires_at.or(next.expires_at);
             Decision::Keep(next)
         }
+        Observed::Absent | Observed::RevokedInvitation { .. }
+            if previous.is_some_and(|p| unsettled(p, ctx.now, ctx.settle_time)) =>
+        {
+            let mut next = prev();
+            next.message =
+                Some("waiting for an earlier invite request to settle before looking again".into());
+            Decision::Keep(next)
+        }
         Observed::RevokedInvitation { reference } => match prev_state {
             Some(Invited) => {
                 let mut next = prev();
@@ -493,6 +520,28 @@ pub fn apply_results(
             }
         }
     }
+}
+
+/// Marks `Inviting` entries whose invite request was answered with a transient error: the
+/// outcome is known to be settled at the API, so the next pass may look them up and retry at
+/// once.
+pub fn mark_answered(users: &mut [UserStatus], answer: &str) {
+    for user in users.iter_mut().filter(|u| u.state == UserState::Inviting) {
+        user.message = Some(format!("{ANSWERED}: {answer}"));
+    }
+}
+
+/// When the next pass should run for `Inviting` entries still settling, if any.
+pub fn settle_wait(
+    users: &[UserStatus],
+    now: DateTime<Utc>,
+    settle_time: Duration,
+) -> Option<std::time::Duration> {
+    users
+        .iter()
+        .filter(|u| unsettled(u, now, settle_time))
+        .filter_map(|u| (u.invited_at? + settle_time - now).to_std().ok())
+        .min()
 }
 
 /// Puts addresses that were about to be invited back to `Pending` (the call was refused as a

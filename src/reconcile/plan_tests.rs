@@ -59,6 +59,7 @@ fn ctx<'a>(requested: &'a [String], previous: &'a UserInvitationStatus) -> PlanC
         check_invited: false,
         invitation_lifetime: Duration::hours(24),
         enforce: false,
+        settle_time: Duration::seconds(30),
     }
 }
 
@@ -183,6 +184,35 @@ fn inviting_after_a_crash_is_looked_up_never_reposted_blindly() {
     assert_eq!(sent.state, UserState::Invited);
     assert_eq!(sent.identifier.as_deref(), Some("sent+acme@example.com"));
     assert_eq!(sent.expires_at, Some(t("2026-11-23T09:59:00Z")));
+}
+
+#[test]
+fn an_unanswered_invite_is_not_repeated_until_it_must_have_settled() {
+    let requested = emails(&["a@example.com", "b@example.com"]);
+    let mut crashed = user("a@example.com", UserState::Inviting);
+    crashed.invited_at = Some(t("2026-11-22T09:59:50Z"));
+    let mut answered = user("b@example.com", UserState::Inviting);
+    answered.invited_at = Some(t("2026-11-22T09:59:50Z"));
+    mark_answered(std::slice::from_mut(&mut answered), "503");
+    let previous = status(vec![crashed, answered], 1);
+    let c = ctx(&requested, &previous);
+    let observed = obs(&[
+        ("a@example.com", Observed::Absent),
+        ("b@example.com", Observed::Absent),
+    ]);
+    let p = plan(&c, &observed);
+    // a's request may still be in flight (10 s of a 30 s timeout): wait; b's was answered.
+    assert_eq!(p.to_invite, emails(&["b@example.com"]));
+    assert_eq!(p.users[0].state, UserState::Inviting);
+    assert_eq!(
+        settle_wait(&p.users, c.now, c.settle_time),
+        Some(std::time::Duration::from_secs(20))
+    );
+    let later = PlanContext {
+        now: t("2026-11-22T10:00:21Z"),
+        ..ctx(&requested, &previous)
+    };
+    assert_eq!(plan(&later, &observed).to_invite, requested);
 }
 
 #[test]
