@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -196,7 +196,7 @@ pub async fn run(
     );
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shards = scopes.len();
-    let runs = scopes.into_iter().map(|scope| {
+    let runs = scopes.clone().into_iter().map(|scope| {
         let ready = {
             let readiness = readiness.clone();
             let synced = synced.clone();
@@ -228,17 +228,7 @@ pub async fn run(
             })
         },
     });
-    let endpoint_scopes: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings
-            .watch_namespaces
-            .iter()
-            .cloned()
-            .map(Some)
-            .collect()
-    };
-    let endpoint_runs = endpoint_scopes.into_iter().enumerate().map(|(i, scope)| {
+    let endpoint_runs = scopes.into_iter().enumerate().map(|(i, scope)| {
         crate::endpoint_status::run(endpoint_ctx.clone(), scope, i == 0, shutdown.clone())
     });
     futures::join!(
@@ -1031,18 +1021,7 @@ pub fn build_client(
 }
 
 fn record_user_gauges(ctx: &Context, namespace: &str, name: &str, status: &UserInvitationStatus) {
-    use crate::api::UserState::*;
-    for state in [
-        Pending,
-        Inviting,
-        Invited,
-        Accepted,
-        AlreadyMember,
-        Expired,
-        Failed,
-        Revoked,
-        Deleted,
-    ] {
+    for state in crate::api::UserState::ALL {
         let count = status.users.iter().filter(|u| u.state == state).count();
         ctx.metrics
             .users
@@ -1204,6 +1183,3 @@ fn error_policy(
     );
     Action::requeue(delay)
 }
-
-/// The stream type produced by the controller, for callers that want to drive it themselves.
-pub type ControllerStream = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;

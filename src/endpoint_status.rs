@@ -163,41 +163,43 @@ where
 #[error("Kubernetes API: {0}")]
 pub struct EndpointStatusError(#[from] kube::Error);
 
+/// Checks one endpoint and writes its status if it changed.
+async fn reconcile_endpoint<K>(
+    object: &K,
+    any: AnyEndpoint,
+    previous: Option<EndpointStatus>,
+    api: Api<K>,
+    ctx: &EndpointContext,
+) -> Result<Action, EndpointStatusError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let result = check(ctx, &any).await?;
+    let previous = previous.unwrap_or_default();
+    let next = next_status(&previous, object.meta().generation.unwrap_or(0), &result);
+    write_status(&api, object, &previous, &next).await?;
+    Ok(Action::requeue(ctx.resync_interval))
+}
+
 async fn reconcile_namespaced(
     endpoint: Arc<InvitationEndpoint>,
     ctx: Arc<EndpointContext>,
 ) -> Result<Action, EndpointStatusError> {
-    let any = AnyEndpoint::Namespaced((*endpoint).clone());
-    let result = check(&ctx, &any).await?;
-    let previous = endpoint.status.clone().unwrap_or_default();
-    let next = next_status(
-        &previous,
-        endpoint.metadata.generation.unwrap_or(0),
-        &result,
-    );
-    let api = Api::<InvitationEndpoint>::namespaced(
+    let api = Api::namespaced(
         ctx.client.clone(),
-        endpoint.metadata.namespace.as_deref().unwrap_or_default(),
+        &endpoint.namespace().unwrap_or_default(),
     );
-    write_status(&api, endpoint.as_ref(), &previous, &next).await?;
-    Ok(Action::requeue(ctx.resync_interval))
+    let any = AnyEndpoint::Namespaced((*endpoint).clone());
+    reconcile_endpoint(endpoint.as_ref(), any, endpoint.status.clone(), api, &ctx).await
 }
 
 async fn reconcile_cluster(
     endpoint: Arc<ClusterInvitationEndpoint>,
     ctx: Arc<EndpointContext>,
 ) -> Result<Action, EndpointStatusError> {
+    let api = Api::all(ctx.client.clone());
     let any = AnyEndpoint::Cluster((*endpoint).clone());
-    let result = check(&ctx, &any).await?;
-    let previous = endpoint.status.clone().unwrap_or_default();
-    let next = next_status(
-        &previous,
-        endpoint.metadata.generation.unwrap_or(0),
-        &result,
-    );
-    let api = Api::<ClusterInvitationEndpoint>::all(ctx.client.clone());
-    write_status(&api, endpoint.as_ref(), &previous, &next).await?;
-    Ok(Action::requeue(ctx.resync_interval))
+    reconcile_endpoint(endpoint.as_ref(), any, endpoint.status.clone(), api, &ctx).await
 }
 
 fn retry<K>(_: Arc<K>, error: &EndpointStatusError, _: Arc<EndpointContext>) -> Action {

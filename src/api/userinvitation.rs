@@ -321,6 +321,21 @@ pub enum UserState {
     Deleted,
 }
 
+impl UserState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [UserState; 9] = [
+        UserState::Pending,
+        UserState::Inviting,
+        UserState::Invited,
+        UserState::Accepted,
+        UserState::AlreadyMember,
+        UserState::Expired,
+        UserState::Failed,
+        UserState::Revoked,
+        UserState::Deleted,
+    ];
+}
+
 impl std::fmt::Display for UserState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self, f)

@@ -9,7 +9,7 @@ use k8s_openapi::{
 
 use super::plan::{Blocked, ReadyReason};
 use crate::{
-    api::{AnyEndpoint, ApiFlavor, EndpointKind, UserInvitation},
+    api::{AnyEndpoint, ApiFlavor, UserInvitation},
     invite::ApiToken,
 };
 
@@ -224,11 +224,6 @@ pub fn read_token(secret: Option<&Secret>, location: &SecretLocation) -> Result<
             ),
         )),
     }
-}
-
-/// The kind of endpoint a UserInvitation references.
-pub fn endpoint_kind(invitation: &UserInvitation) -> EndpointKind {
-    invitation.spec.endpoint_ref.kind
 }
 
 #[cfg(test)]
