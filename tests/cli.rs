@@ -23,6 +23,7 @@ fn the_quick_start_invites_everyone_through_the_embedded_mock() {
     for (example, users) in [
         ("examples/userinvite.yaml", 3),
         ("examples/orginvitation.yaml", 2),
+        ("examples/cluster-endpoint.yaml", 1),
     ] {
         let out = operator()
             .args(["reconcile", "--mock-api", "-f", &root(example)])
