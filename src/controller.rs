@@ -111,6 +111,9 @@ pub struct Context {
     namespaced_endpoints: Store<InvitationEndpoint>,
     cluster_endpoints: Store<ClusterInvitationEndpoint>,
     shared: Arc<Shared>,
+    /// Set once both endpoint caches are complete. (kube's `Store::wait_until_ready` wakes
+    /// only one of several waiters, so one task waits on the stores and publishes it here.)
+    caches_ready: watch::Receiver<bool>,
     failures: Mutex<HashMap<ObjectRef<UserInvitation>, u32>>,
     last_check: Mutex<HashMap<ObjectRef<UserInvitation>, Instant>>,
 }
@@ -287,6 +290,7 @@ async fn run_shard(
     .touched_objects();
 
     let recorder = Recorder::new(client.clone(), Reporter::from(CONTROLLER_NAME));
+    let (caches_ready_tx, caches_ready) = watch::channel(false);
     let context = Arc::new(Context {
         client: client.clone(),
         settings: settings.clone(),
@@ -295,6 +299,7 @@ async fn run_shard(
         namespaced_endpoints: namespaced_endpoints.clone(),
         cluster_endpoints: cluster_endpoints.clone(),
         shared,
+        caches_ready,
         failures: Mutex::default(),
         last_check: Mutex::default(),
     });
@@ -344,6 +349,7 @@ async fn run_shard(
         let (a, b) = (namespaced_endpoints.clone(), cluster_endpoints.clone());
         tokio::spawn(async move {
             if a.wait_until_ready().await.is_ok() && b.wait_until_ready().await.is_ok() {
+                let _ = caches_ready_tx.send(true);
                 on_synced();
             }
         });
@@ -470,8 +476,8 @@ async fn reconcile_invitation(
 ) -> Result<Action, ReconcileError> {
     // Endpoint caches must be complete before deciding, or an endpoint that merely was not
     // listed yet would be reported missing.
-    let _ = ctx.namespaced_endpoints.wait_until_ready().await;
-    let _ = ctx.cluster_endpoints.wait_until_ready().await;
+    let mut caches_ready = ctx.caches_ready.clone();
+    let _ = caches_ready.wait_for(|ready| *ready).await;
     let started = Instant::now();
     let key = ObjectRef::from_obj(invitation.as_ref());
     let span = tracing::info_span!(

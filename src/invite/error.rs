@@ -49,6 +49,13 @@ pub enum ApiError {
         /// The API's message.
         message: String,
     },
+    /// The request was not sent: its send deadline passed while it waited (rate limit, token
+    /// exchange). Nothing reached the API.
+    #[error("{operation}: not sent in time; retrying")]
+    NotSent {
+        /// The operation that was not sent.
+        operation: &'static str,
+    },
     /// The API answered something that could not be understood.
     #[error("{operation}: unexpected answer from the API: {message}")]
     Decode {
@@ -67,7 +74,9 @@ impl ApiError {
     /// What a caller should do about this error.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            ApiError::Transient { .. } | ApiError::Decode { .. } => ErrorCategory::Transient,
+            ApiError::Transient { .. } | ApiError::Decode { .. } | ApiError::NotSent { .. } => {
+                ErrorCategory::Transient
+            }
             ApiError::Configuration { .. } => ErrorCategory::Configuration,
             ApiError::Rejected { .. } => ErrorCategory::Permanent,
         }
@@ -88,7 +97,7 @@ impl ApiError {
             ApiError::Configuration { status, .. } | ApiError::Rejected { status, .. } => {
                 Some(*status)
             }
-            ApiError::Decode { .. } => None,
+            ApiError::Decode { .. } | ApiError::NotSent { .. } => None,
         }
     }
 

@@ -136,11 +136,13 @@ pub trait InviteApi {
 
     /// Invites the given addresses, with what `spec` requests for them, in as few calls as the
     /// API allows. Per-address refusals are [`InviteResult::Rejected`]; an error means nothing
-    /// is known about the addresses without a result.
+    /// is known about the addresses without a result, except [`ApiError::NotSent`]: nothing was
+    /// sent. No invite request leaves after `send_by`.
     fn invite(
         &self,
         spec: &UserInvitationSpec,
         emails: &[String],
+        send_by: std::time::Instant,
     ) -> impl Future<Output = Result<BTreeMap<String, InviteResult>, ApiError>> + Send;
 
     /// Brings an existing user's grants from `actual` to `desired` (accessPolicy Enforce).
@@ -217,10 +219,11 @@ impl InviteApi for InviteClient {
         &self,
         spec: &UserInvitationSpec,
         emails: &[String],
+        send_by: std::time::Instant,
     ) -> Result<BTreeMap<String, InviteResult>, ApiError> {
         match self {
-            InviteClient::UserInvite(c) => c.invite(spec, emails).await,
-            InviteClient::OrgInvitation(c) => c.invite(spec, emails).await,
+            InviteClient::UserInvite(c) => c.invite(spec, emails, send_by).await,
+            InviteClient::OrgInvitation(c) => c.invite(spec, emails, send_by).await,
         }
     }
 

@@ -172,13 +172,26 @@ impl OrgInvitationClient {
         idempotent: bool,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<Answer, ApiError> {
+        self.call_by(operation, idempotent, build, None).await
+    }
+
+    /// [`OrgInvitationClient::call`] with a send deadline for non-idempotent requests.
+    async fn call_by(
+        &self,
+        operation: &'static str,
+        idempotent: bool,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+        send_by: Option<Instant>,
+    ) -> Result<Answer, ApiError> {
         let mut refreshed = false;
         loop {
             let token = self.access_token(refreshed).await?;
             let result = if idempotent {
                 self.transport.send_read(operation, || build(&token)).await
             } else {
-                self.transport.send(operation, build(&token)).await
+                self.transport
+                    .send_by(operation, build(&token), send_by)
+                    .await
             };
             match result {
                 Err(e) if e.status() == Some(401) && !refreshed => {
@@ -286,6 +299,7 @@ impl OrgInvitationClient {
         &self,
         spec: &UserInvitationSpec,
         usernames: &[String],
+        send_by: Instant,
     ) -> Result<Result<(), String>, ApiError> {
         let Some(request) = &spec.org_invitation else {
             return Ok(Err("spec.orgInvitation is not set".into()));
@@ -297,9 +311,12 @@ impl OrgInvitationClient {
         body["usernames"] = json!(usernames);
         let path = format!("{}/invitations", self.org_path());
         let result = self
-            .call("invite users", false, |t| {
-                self.request(Method::POST, &path, t).json(&body)
-            })
+            .call_by(
+                "invite users",
+                false,
+                |t| self.request(Method::POST, &path, t).json(&body),
+                Some(send_by),
+            )
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
@@ -411,9 +428,10 @@ impl InviteApi for OrgInvitationClient {
         &self,
         spec: &UserInvitationSpec,
         emails: &[String],
+        send_by: Instant,
     ) -> Result<BTreeMap<String, InviteResult>, ApiError> {
         let mut rejected = BTreeMap::new();
-        match self.post_invitation(spec, emails).await? {
+        match self.post_invitation(spec, emails, send_by).await? {
             Ok(()) => {}
             Err(message) if emails.len() == 1 => {
                 rejected.insert(emails[0].clone(), message);
@@ -427,7 +445,7 @@ impl InviteApi for OrgInvitationClient {
                         now.get(email),
                         Some(Observed::Absent) | Some(Observed::RevokedInvitation { .. }) | None
                     ) && let Err(message) = self
-                        .post_invitation(spec, std::slice::from_ref(email))
+                        .post_invitation(spec, std::slice::from_ref(email), send_by)
                         .await?
                     {
                         rejected.insert(email.clone(), message);

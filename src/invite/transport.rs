@@ -119,7 +119,21 @@ impl Transport {
         operation: &'static str,
         request: RequestBuilder,
     ) -> Result<Answer, ApiError> {
+        self.send_once_by(operation, request, None).await
+    }
+
+    /// Like [`Transport::send_once`], but the request is not sent at all when `send_by` has
+    /// passed by the time it may leave (after the rate limit): [`ApiError::NotSent`].
+    pub async fn send_once_by(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        send_by: Option<std::time::Instant>,
+    ) -> Result<Answer, ApiError> {
         self.limiter.until_ready().await;
+        if send_by.is_some_and(|deadline| std::time::Instant::now() > deadline) {
+            return Err(ApiError::NotSent { operation });
+        }
         let started = std::time::Instant::now();
         let result = request.send().await;
         let answer = match result {
@@ -152,7 +166,17 @@ impl Transport {
         operation: &'static str,
         request: RequestBuilder,
     ) -> Result<Answer, ApiError> {
-        let answer = self.send_once(operation, request).await?;
+        self.send_by(operation, request, None).await
+    }
+
+    /// Like [`Transport::send`], with a send deadline (see [`Transport::send_once_by`]).
+    pub async fn send_by(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        send_by: Option<std::time::Instant>,
+    ) -> Result<Answer, ApiError> {
+        let answer = self.send_once_by(operation, request, send_by).await?;
         if answer.status.is_success() {
             Ok(answer)
         } else {

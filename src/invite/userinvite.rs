@@ -104,17 +104,19 @@ impl UserInviteClient {
         Ok(Some(valid))
     }
 
-    async fn post_invite(
+    async fn post_invite_by(
         &self,
         users: &[UserToCreate],
+        send_by: std::time::Instant,
     ) -> Result<Result<Option<String>, (u16, String)>, ApiError> {
         let body: Vec<Value> = users.iter().map(invite_body).collect();
         let answer = self
             .transport
-            .send_once(
+            .send_once_by(
                 "invite users",
                 self.request(Method::POST, "/api/v2/user/invite")
                     .json(&body),
+                Some(send_by),
             )
             .await?;
         let status = answer.status;
@@ -217,6 +219,7 @@ impl InviteApi for UserInviteClient {
         &self,
         spec: &UserInvitationSpec,
         emails: &[String],
+        send_by: std::time::Instant,
     ) -> Result<BTreeMap<String, InviteResult>, ApiError> {
         let requested = spec.users.as_deref().unwrap_or_default();
         let users: Vec<UserToCreate> = emails
@@ -232,7 +235,7 @@ impl InviteApi for UserInviteClient {
         if users.is_empty() {
             return Ok(results);
         }
-        match self.post_invite(&users).await? {
+        match self.post_invite_by(&users, send_by).await? {
             Ok(warning) => {
                 self.record_invited(emails, warning, &mut results).await;
                 return Ok(results);
@@ -261,7 +264,16 @@ impl InviteApi for UserInviteClient {
                 );
                 continue;
             }
-            let result = match self.post_invite(std::slice::from_ref(&user)).await? {
+            let result = match self
+                .post_invite_by(std::slice::from_ref(&user), send_by)
+                .await
+            {
+                // Past the deadline nothing more is sent: the rest have no result, stay
+                // `Inviting`, and are looked up once their requests must have settled.
+                Err(ApiError::NotSent { .. }) => break,
+                other => other?,
+            };
+            let result = match result {
                 Ok(warning) => {
                     self.record_invited(std::slice::from_ref(&email), warning, &mut results)
                         .await;

@@ -100,6 +100,16 @@ pub struct SyncInput<'a> {
     pub settle_time: Duration,
 }
 
+/// `t` rounded up to the whole second.
+fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = t.trunc_subsecs(0);
+    if floor == t {
+        t
+    } else {
+        floor + chrono::Duration::seconds(1)
+    }
+}
+
 /// The current time, at the second precision the status keeps.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
@@ -128,8 +138,9 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
         check_invited: input.check_invited,
         invitation_lifetime: lifetime,
         enforce: spec.access_policy == AccessPolicy::Enforce,
-        // invitedAt has second precision: one second more covers the truncation.
-        settle_time: chrono::Duration::from_std(input.settle_time + Duration::from_secs(1))
+        // A request leaves within settle_time of invitedAt and is answered or abandoned
+        // within settle_time (the request timeout) after that.
+        settle_time: chrono::Duration::from_std(input.settle_time * 2)
             .unwrap_or(chrono::Duration::MAX),
     };
     let mut report = SyncReport::default();
@@ -180,7 +191,16 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
 
     if !decided.to_invite.is_empty() {
         // Record the intent before the call: a crash from here on finds `Inviting` and looks
-        // the users up instead of inviting them again.
+        // the users up instead of inviting them again. `invitedAt` is stamped now (rounded up
+        // to the second it is stored at) and the invite requests must leave within
+        // `settle_time` of it, so an unanswered request has settled by `invitedAt + 2 ×
+        // settle_time` (see `PlanContext::settle_time`).
+        let stamped = std::time::Instant::now();
+        let invited_at = ceil_to_second(Utc::now());
+        for user in users.iter_mut().filter(|u| u.state == UserState::Inviting) {
+            user.invited_at = Some(invited_at);
+        }
+        let send_by = stamped + input.settle_time;
         let mut intent = plan::summarize(
             users.clone(),
             input.previous,
@@ -193,7 +213,7 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
         report.writes += 1;
         written = intent;
 
-        match api.invite(spec, &decided.to_invite).await {
+        match api.invite(spec, &decided.to_invite, send_by).await {
             Ok(results) => {
                 plan::apply_results(&mut users, &results, lifetime, now);
                 for (email, result) in &results {
@@ -205,6 +225,11 @@ pub async fn sync_users<A: InviteApi, W: StatusWriter>(
                         InviteResult::AlreadyMember { .. } => {}
                     }
                 }
+            }
+            Err(error @ ApiError::NotSent { .. }) => {
+                // Nothing left: retry soon, with a new intent.
+                plan::revert_inviting(&mut users, &error.to_string());
+                problem = Some(error);
             }
             Err(error) => match error.category() {
                 // Unknown outcome: the users stay `Inviting` and are looked up next time; with

@@ -160,8 +160,9 @@ pub struct PlanContext<'a> {
     /// `accessPolicy: Enforce`: settled users are looked up too (on resync or spec change) so
     /// their grants can be compared with the spec.
     pub enforce: bool,
-    /// How long an invite request whose answer was never seen (the controller died, or the
-    /// request timed out) may still be acted on by the API: the endpoint's request timeout.
+    /// How long after `invitedAt` an invite request whose answer was never seen (the
+    /// controller died, or the request timed out) may still be acted on by the API: requests
+    /// leave within one request timeout of `invitedAt` and end within one more.
     /// Such an `Inviting` user found absent is invited again only after this has passed since
     /// `invitedAt`, so a request still in flight cannot add a second invitation.
     pub settle_time: Duration,
@@ -355,7 +356,7 @@ fn decide(
                 }
             }
             next.identifier = Some(reference.clone());
-            next.invited_at = invited_at.or(next.invited_at);
+            next.invited_at = next.invited_at.or(*invited_at);
             next.expires_at = expires_at.or(next.expires_at);
             Decision::Keep(next)
         }

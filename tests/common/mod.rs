@@ -409,3 +409,10 @@ impl RunningController {
 
 /// Shared pointer helper for tests holding the mock.
 pub type SharedMock = Arc<RunningMock>;
+
+impl RunningController {
+    /// Whether the controller task has ended (returned, panicked or was aborted).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}

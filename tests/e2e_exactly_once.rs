@@ -1,0 +1,862 @@
+//! Exactly once across crashes (issue point 1): the `Inviting` intent is recorded in the status
+//! before the invite call, so a controller killed at any point and restarted sends each
+//! invitation at most once and loses none.
+//!
+//! Each window test kills the controller task (`RunningController::kill`, an abort at whatever
+//! await point it is parked on, like a crash) at one precise point of a reconcile, for both API
+//! flavours, restarts it and counts the emails in the mock API:
+//!
+//! | test | window | how it is reached deterministically |
+//! |---|---|---|
+//! | `kill_before_the_call_*` | intent written, invite request not sent | endpoint rate limit of 1 request/s: after the lookup the invite POST waits ~1 s in the limiter, while `Inviting` is already in Kubernetes |
+//! | `kill_during_the_call_after_the_api_acted_*` | request processed by the API, answer not yet received | scripted mock fault with `after_effect` and a `delay`: the invitation is sent, the answer is held |
+//! | `kill_during_the_call_before_the_api_acted_*` | request received by the API, not processed yet (a slow API, answering within the endpoint's timeout) | rate limit as above, then mock latency raised to 4.5 s (timeout 5 s) just before the POST arrives, lowered once it is in flight |
+//! | `kill_after_the_call_before_the_outcome_is_written_*` | API answered, outcome status write not done | status patches fail (Kubernetes fault) once the intent is written; kill after the refused outcome write |
+//! | `randomized_kills_*` | any | many resources, kills every 50–300 ms while resources are created and updated, mock latency and random 503s |
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use common::*;
+use invite_operator::{
+    api::{InvitationEndpoint, UserInvitation, UserInvitationStatus, UserState},
+    controller::Readiness,
+    mock::{JournalEntry, MockApi, MockConfig, RunningMock, ScriptedFault},
+};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube_test_apiserver::Fault;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const ORG: &str = "mock-org";
+const ENDPOINT: &str = "api";
+const SECRET: &str = "api-token";
+const TOKEN: &str = "e2e-token";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    UserInvite,
+    OrgInvitation,
+}
+
+impl Flavor {
+    fn invite_path(self) -> String {
+        match self {
+            Flavor::UserInvite => "/api/v2/user/invite".to_string(),
+            Flavor::OrgInvitation => format!("/csp/gateway/am/api/orgs/{ORG}/invitations"),
+        }
+    }
+
+    fn is_invite_post(self, e: &JournalEntry) -> bool {
+        e.method == "POST" && e.path == self.invite_path()
+    }
+
+    /// The addresses an invite request asked for.
+    fn invited_in(self, e: &JournalEntry) -> Vec<String> {
+        match self {
+            Flavor::UserInvite => e
+                .body
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u["emailAddress"].as_str())
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            Flavor::OrgInvitation => e.body["usernames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect(),
+        }
+    }
+
+    /// The spec of a UserInvitation named `name` for `emails`. OrgInvitation requests carry
+    /// `invitedBy` = the resource's own address, so every invite request can be attributed to
+    /// the resource that sent it.
+    fn spec(self, name: &str, emails: &[String]) -> Value {
+        match self {
+            Flavor::UserInvite => json!({
+                "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
+                "users": emails.iter().map(|e| json!({
+                    "emailAddress": e, "groups": ["dashboard_management"], "userGroups": []
+                })).collect::<Vec<_>>(),
+            }),
+            Flavor::OrgInvitation => json!({
+                "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
+                "orgInvitation": {
+                    "usernames": emails,
+                    "organizationRoles": [{"name": "org_member"}],
+                    "invitedBy": owner(name),
+                }
+            }),
+        }
+    }
+}
+
+fn owner(resource: &str) -> String {
+    format!("{resource}@owners.example.com")
+}
+
+/// Creates or updates the endpoint of the flavour, with a client-side rate limit of `rps`.
+async fn set_endpoint(cluster: &TestCluster, flavor: Flavor, url: &str, rps: u32) {
+    let mut spec = json!({
+        "url": url,
+        "credentials": {"secretRef": {"name": SECRET}},
+        "requestsPerSecond": rps,
+        "timeoutSeconds": REQUEST_TIMEOUT.as_secs()
+    });
+    match flavor {
+        Flavor::UserInvite => spec["api"] = json!("UserInvite"),
+        Flavor::OrgInvitation => {
+            spec["api"] = json!("OrgInvitation");
+            spec["organizationId"] = json!(ORG);
+        }
+    }
+    let endpoint: InvitationEndpoint = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": "InvitationEndpoint",
+        "metadata": {"name": ENDPOINT, "namespace": cluster.namespace},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .patch(
+            ENDPOINT,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&endpoint),
+        )
+        .await
+        .expect("apply endpoint");
+}
+
+fn addresses(prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{prefix}-{i}@example.com"))
+        .collect()
+}
+
+fn state_of(status: &UserInvitationStatus, email: &str) -> Option<UserState> {
+    status
+        .users
+        .iter()
+        .find(|u| u.email_address == email)
+        .map(|u| u.state)
+}
+
+fn all_in(status: &UserInvitationStatus, emails: &[String], state: UserState) -> bool {
+    emails.iter().all(|e| state_of(status, e) == Some(state))
+}
+
+struct Env {
+    flavor: Flavor,
+    cluster: TestCluster,
+    mock: RunningMock,
+    controller: Option<RunningController>,
+}
+
+impl Env {
+    async fn new(flavor: Flavor, rps: u32, config: MockConfig) -> Env {
+        let cluster = TestCluster::start().await;
+        let mock = MockApi::start(MockConfig {
+            token: TOKEN.into(),
+            organization_id: ORG.into(),
+            ..config
+        })
+        .await
+        .expect("start mock");
+        cluster.put_secret(SECRET, TOKEN).await;
+        set_endpoint(&cluster, flavor, &mock.url, rps).await;
+        Env {
+            flavor,
+            cluster,
+            mock,
+            controller: None,
+        }
+    }
+
+    fn start(&mut self) {
+        assert!(self.controller.is_none(), "a controller is already running");
+        self.controller = Some(self.cluster.start_controller());
+    }
+
+    async fn kill(&mut self) {
+        self.controller
+            .take()
+            .expect("a running controller")
+            .kill()
+            .await;
+    }
+
+    /// Raises the endpoint's rate limit (for a quick convergence after the window was hit).
+    async fn unthrottle(&self) {
+        set_endpoint(&self.cluster, self.flavor, &self.mock.url, 100).await;
+    }
+
+    fn invite_posts(&self) -> Vec<JournalEntry> {
+        self.mock
+            .api
+            .journal()
+            .into_iter()
+            .filter(|e| self.flavor.is_invite_post(e))
+            .collect()
+    }
+
+    fn emails(&self, users: &[String]) -> Vec<usize> {
+        users
+            .iter()
+            .map(|u| self.mock.api.invitations_sent_to(u))
+            .collect()
+    }
+
+    /// Polls the resource's status (every 10 ms) until `check` holds.
+    async fn wait_state(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&UserInvitationStatus) -> bool,
+    ) -> UserInvitation {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let inv = self.cluster.invitations().get(name).await.expect("get");
+            if inv.status.as_ref().is_some_and(&check) {
+                return inv;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status: {}",
+                serde_json::to_string_pretty(&inv.status).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls the mock journal (every 5 ms) until `check` holds.
+    async fn wait_journal(&self, what: &str, check: impl Fn(&[JournalEntry]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let journal = self.mock.api.journal();
+            if check(&journal) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; journal: {journal:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until the mock has answered every request it received (held ones included).
+    async fn wait_mock_idle(&self) {
+        self.wait_journal("every mock request answered", |j| {
+            j.iter().all(|e| e.status != 0)
+        })
+        .await;
+    }
+
+    /// After the restart: Ready, every user Invited, one email each, and the journal of
+    /// invite requests for the record.
+    async fn assert_invited_once(&self, name: &str, users: &[String]) {
+        let inv = self.cluster.wait_status(name, "Ready", is_ready).await;
+        let status = inv.status.unwrap();
+        assert!(
+            all_in(&status, users, UserState::Invited),
+            "every user Invited: {status:#?}"
+        );
+        self.wait_mock_idle().await;
+        let posts: Vec<_> = self
+            .invite_posts()
+            .iter()
+            .map(|e| {
+                (
+                    e.at.format("%T%.3f").to_string(),
+                    e.status,
+                    self.flavor.invited_in(e),
+                )
+            })
+            .collect();
+        assert_eq!(
+            self.emails(users),
+            vec![1; users.len()],
+            "exactly one invitation email per user ({:?}); invite requests (arrival, status, users): {posts:?}",
+            self.flavor
+        );
+    }
+
+    async fn finish(mut self) {
+        if let Some(c) = self.controller.take() {
+            c.stop().await;
+        }
+        self.mock.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+// ------------------------------------------------------------------------------ kill before
+
+/// Window: the intent (`Inviting`) is durable in Kubernetes, the invite request has not left the
+/// controller. With a rate limit of 1 request/s the invite POST waits about a second in the
+/// endpoint's limiter right after the intent write (the lookup just used the only permit), so
+/// the controller is parked there when it is killed. The journal proves the POST never arrived,
+/// even after the limiter would have let it go.
+async fn kill_before_the_call(flavor: Flavor) {
+    let mut e = Env::new(flavor, 1, MockConfig::default()).await;
+    let users = addresses("before", 2);
+    e.start();
+    e.cluster
+        .create_invitation("team", flavor.spec("team", &users))
+        .await;
+    let inv = e
+        .wait_state("team", "the intent", |s| {
+            all_in(s, &users, UserState::Inviting)
+        })
+        .await;
+    assert!(
+        e.invite_posts().is_empty(),
+        "the invite request was sent before the intent could be observed: {:?}",
+        e.invite_posts()
+    );
+    e.kill().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        e.invite_posts().is_empty(),
+        "the killed controller never sends the invite request: {:?}",
+        e.invite_posts()
+    );
+    assert_eq!(e.emails(&users), vec![0, 0]);
+    let now = e.cluster.invitations().get("team").await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version, inv.metadata.resource_version,
+        "the intent is the last status written"
+    );
+
+    e.unthrottle().await;
+    e.start();
+    e.assert_invited_once("team", &users).await;
+    assert_eq!(e.invite_posts().len(), 1, "{:?}", e.invite_posts());
+    e.finish().await;
+}
+
+#[tokio::test]
+async fn kill_before_the_call_userinvite() {
+    kill_before_the_call(Flavor::UserInvite).await;
+}
+
+#[tokio::test]
+async fn kill_before_the_call_orginvitation() {
+    kill_before_the_call(Flavor::OrgInvitation).await;
+}
+
+// ------------------------------------------------------------------------------ kill during
+
+/// Window: the API has received the invite request and acted on it (the emails are sent), its
+/// answer is still on the way (a lost response). A scripted fault with `after_effect` performs
+/// the operation, then holds the answer for 2 s (the journal shows the request in flight,
+/// status 0); the controller is killed meanwhile. After the restart the lookup finds the
+/// invitations: no second request, no second email.
+async fn kill_during_the_call_after_the_api_acted(flavor: Flavor) {
+    let mut e = Env::new(flavor, 100, MockConfig::default()).await;
+    e.mock.api.add_fault(
+        ScriptedFault::new(503)
+            .method("POST")
+            .path(&flavor.invite_path())
+            .delay(Duration::from_secs(2))
+            .after_effect(true),
+    );
+    let users = addresses("during", 2);
+    e.start();
+    e.cluster
+        .create_invitation("team", flavor.spec("team", &users))
+        .await;
+    let path = flavor.invite_path();
+    e.wait_journal("the invite request in flight", |j| {
+        j.iter().any(|x| x.method == "POST" && x.path == path)
+    })
+    .await;
+    let users_ref = &users;
+    let mock = &e.mock;
+    e.wait_journal("the API acted on it", |_| {
+        users_ref
+            .iter()
+            .all(|u| mock.api.invitations_sent_to(u) == 1)
+    })
+    .await;
+    let posts = e.invite_posts();
+    assert!(
+        posts.len() == 1 && posts[0].status == 0,
+        "the invite request is held: {posts:?}"
+    );
+    let inv = e.cluster.invitations().get("team").await.unwrap();
+    assert!(
+        all_in(inv.status.as_ref().unwrap(), &users, UserState::Inviting),
+        "only the intent is recorded: {:?}",
+        inv.status
+    );
+    e.kill().await;
+
+    e.start();
+    e.assert_invited_once("team", &users).await;
+    let posts = e.invite_posts();
+    assert_eq!(posts.len(), 1, "looked up, not sent again: {posts:?}");
+    e.finish().await;
+}
+
+#[tokio::test]
+async fn kill_during_the_call_after_the_api_acted_userinvite() {
+    kill_during_the_call_after_the_api_acted(Flavor::UserInvite).await;
+}
+
+#[tokio::test]
+async fn kill_during_the_call_after_the_api_acted_orginvitation() {
+    kill_during_the_call_after_the_api_acted(Flavor::OrgInvitation).await;
+}
+
+/// The endpoint's request timeout (`timeoutSeconds` in [`set_endpoint`]).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the slow API holds the invite request before acting on it: within the endpoint's
+/// request timeout, so the client would still have been waiting for the answer.
+const HOLD: Duration = Duration::from_millis(4500);
+
+/// Window: the API has received the invite request but not processed it yet (a slow API that
+/// answers within the endpoint's timeout), when the controller is killed and restarted. The
+/// POST waits ~1 s in the rate limiter after the intent write (as in `kill_before_the_call`); in
+/// that second the mock's latency is raised to [`HOLD`], so the API holds the POST before acting
+/// on it; once it is in flight (journal status 0, no email yet) the latency goes back to 0 and
+/// the controller is killed. The restarted controller finds `Inviting` and looks the users up
+/// while the first request is still held (the test checks that it hit this window); when the
+/// held request completes, each user must still have exactly one email.
+async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
+    let mut e = Env::new(flavor, 1, MockConfig::default()).await;
+    let users = addresses("slow", 2);
+    e.start();
+    e.cluster
+        .create_invitation("team", flavor.spec("team", &users))
+        .await;
+    let intent = e
+        .wait_state("team", "the intent", |s| {
+            all_in(s, &users, UserState::Inviting)
+        })
+        .await;
+    eprintln!(
+        "intent recorded, invitedAt {:?}",
+        intent.status.unwrap().users[0].invited_at
+    );
+    assert!(e.invite_posts().is_empty(), "{:?}", e.invite_posts());
+    e.mock.api.set_latency(HOLD);
+    e.wait_journal("the invite request in flight", |j| {
+        j.iter().any(|x| flavor.is_invite_post(x))
+    })
+    .await;
+    e.mock.api.set_latency(Duration::ZERO);
+    assert_eq!(e.emails(&users), vec![0, 0], "the API has not acted yet");
+    let journal = e.mock.api.journal();
+    let held = journal
+        .iter()
+        .position(|x| flavor.is_invite_post(x))
+        .unwrap();
+    assert_eq!(journal[held].status, 0, "{:?}", journal[held]);
+    e.kill().await;
+
+    e.unthrottle().await;
+    e.start();
+    // The restarted controller's lookup (validateUsers; org users + invitations list) is
+    // answered while the first request is still held.
+    let lookup = |x: &JournalEntry| match flavor {
+        Flavor::UserInvite => x.path == "/api/v2/user/validateUsers",
+        Flavor::OrgInvitation => x.method == "GET" && x.path == flavor.invite_path(),
+    };
+    e.wait_journal("the restarted controller's lookup", |j| {
+        j[held + 1..].iter().any(|x| lookup(x) && x.status != 0)
+    })
+    .await;
+    assert_eq!(
+        e.mock.api.journal()[held].status,
+        0,
+        "window missed: the held request was processed before the restarted controller looked \
+         the users up"
+    );
+    // Then the held request completes (the API acts on it although its client is gone), and
+    // the emails are counted.
+    e.assert_invited_once("team", &users).await;
+    e.finish().await;
+}
+
+#[tokio::test]
+async fn kill_during_the_call_before_the_api_acted_userinvite() {
+    kill_during_the_call_before_the_api_acted(Flavor::UserInvite).await;
+}
+
+#[tokio::test]
+async fn kill_during_the_call_before_the_api_acted_orginvitation() {
+    kill_during_the_call_before_the_api_acted(Flavor::OrgInvitation).await;
+}
+
+// ------------------------------------------------------------------------------ kill after
+
+/// Window: the API answered the invite request (journal status 2xx, emails sent), the outcome
+/// (`Invited`) is not in Kubernetes. Once the intent is observed (the POST is still waiting in
+/// the 1 request/s limiter), every status patch fails with a 500, so the outcome write is
+/// refused; the controller is killed after that refusal, the fault is lifted, and the restarted
+/// controller must look the users up instead of inviting them again.
+async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
+    let mut e = Env::new(flavor, 1, MockConfig::default()).await;
+    let Some(server) = e.cluster.server.clone() else {
+        eprintln!("skipped: needs the in-process API server (fault injection)");
+        return e.finish().await;
+    };
+    let users = addresses("after", 2);
+    e.start();
+    e.cluster
+        .create_invitation("team", flavor.spec("team", &users))
+        .await;
+    e.wait_state("team", "the intent", |s| {
+        all_in(s, &users, UserState::Inviting)
+    })
+    .await;
+    assert!(e.invite_posts().is_empty(), "{:?}", e.invite_posts());
+    server.inject_fault(
+        Fault::new(500)
+            .verb("patch")
+            .resource("userinvitations")
+            .subresource(Some("status"))
+            .times(usize::MAX),
+    );
+    let path = flavor.invite_path();
+    e.wait_journal("the invite request answered", |j| {
+        j.iter()
+            .any(|x| x.method == "POST" && x.path == path && (200..300).contains(&x.status))
+    })
+    .await;
+    assert_eq!(e.emails(&users), vec![1, 1]);
+    let deadline = Instant::now() + WAIT;
+    while !server.requests().iter().any(|r| {
+        r.verb == "patch"
+            && r.resource == "userinvitations"
+            && r.subresource.as_deref() == Some("status")
+            && r.status == 500
+    }) {
+        assert!(Instant::now() < deadline, "no outcome write was attempted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let inv = e.cluster.invitations().get("team").await.unwrap();
+    assert!(
+        all_in(inv.status.as_ref().unwrap(), &users, UserState::Inviting),
+        "the outcome is not recorded: {:?}",
+        inv.status
+    );
+    e.kill().await;
+    server.clear_faults();
+
+    e.unthrottle().await;
+    e.start();
+    e.assert_invited_once("team", &users).await;
+    assert_eq!(e.invite_posts().len(), 1, "{:?}", e.invite_posts());
+    e.finish().await;
+}
+
+#[tokio::test]
+async fn kill_after_the_call_before_the_outcome_is_written_userinvite() {
+    kill_after_the_call_before_the_outcome_is_written(Flavor::UserInvite).await;
+}
+
+#[tokio::test]
+async fn kill_after_the_call_before_the_outcome_is_written_orginvitation() {
+    kill_after_the_call_before_the_outcome_is_written(Flavor::OrgInvitation).await;
+}
+
+// ------------------------------------------------------------------------------ randomized
+
+enum Op {
+    Create(String, Vec<String>),
+    Update(String, Vec<String>),
+}
+
+/// Many resources (1–5 users each, drawn from a shared pool so that addresses are shared
+/// between resources), created and updated at random moments while the controller is killed
+/// and restarted every 50–300 ms, against a mock with latency and random 503s. Then one
+/// controller runs to completion.
+///
+/// Checks: every resource Ready for its last spec, every user `Invited` or `AlreadyMember`;
+/// per resource, no address got two invitations (OrgInvitation requests are attributed to their
+/// resource by `invitedBy`); every address of a final spec got its invitation; an address never
+/// listed got none. For UserInvite the API refuses to invite an existing user, so every
+/// address got exactly one email. Set `EXACTLY_ONCE_SEED` to replay a seed's plan.
+async fn randomized_kills(flavor: Flavor) {
+    let seed: u64 = std::env::var("EXACTLY_ONCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let mut ctx = format!("{flavor:?}, seed {seed} (replay with EXACTLY_ONCE_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let latency = Duration::from_millis(rng.random_range(10..=40));
+    let env = Env::new(
+        flavor,
+        1000,
+        MockConfig {
+            latency,
+            fault_rate: 0.05,
+            seed,
+            ..MockConfig::default()
+        },
+    )
+    .await;
+    ctx.push_str(&format!(", namespace {}", env.cluster.namespace));
+    eprintln!("randomized exactly-once test: {ctx}");
+    let pool = addresses("p", 40);
+    let pick = |rng: &mut StdRng| -> Vec<String> {
+        let n = rng.random_range(1..=5);
+        pool.choose_multiple(rng, n).cloned().collect()
+    };
+
+    // The plan: creations over the first 2.5 s, updates of about half of them later.
+    let count = rng.random_range(15..=30);
+    let mut ops: Vec<(u64, Op)> = Vec::new();
+    let mut last: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ever: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for i in 0..count {
+        let name = format!("r{i:02}");
+        let at = rng.random_range(0..2500);
+        let users = pick(&mut rng);
+        ever.entry(name.clone())
+            .or_default()
+            .extend(users.iter().cloned());
+        last.insert(name.clone(), users.clone());
+        ops.push((at, Op::Create(name.clone(), users)));
+        let mut t = at;
+        while rng.random_bool(0.5) && t < 3500 {
+            t += rng.random_range(50..800);
+            let users = pick(&mut rng);
+            ever.entry(name.clone())
+                .or_default()
+                .extend(users.iter().cloned());
+            last.insert(name.clone(), users.clone());
+            ops.push((t, Op::Update(name.clone(), users)));
+        }
+    }
+    ops.sort_by_key(|(at, _)| *at);
+    let mut kills: Vec<(u64, u64)> = Vec::new();
+    let mut t = 0;
+    loop {
+        t += rng.random_range(50..=300);
+        if t > 4000 {
+            break;
+        }
+        kills.push((t, rng.random_range(0..=30)));
+    }
+
+    let start = Instant::now();
+    let cluster = &env.cluster;
+    let chaos = async {
+        let mut controller = cluster.start_controller();
+        // For the record: kills that hit an invite request in flight, and kills after which
+        // an intent not seen before was left behind (killed between intent and outcome).
+        let mut during_call = 0;
+        let mut new_intents = 0;
+        let mut intents = BTreeSet::new();
+        for (at, pause) in &kills {
+            tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
+            if env
+                .mock
+                .api
+                .journal()
+                .iter()
+                .any(|e| flavor.is_invite_post(e) && e.status == 0)
+            {
+                during_call += 1;
+            }
+            controller.kill().await;
+            let list = cluster.invitations().list(&ListParams::default()).await;
+            let mut new = false;
+            for inv in list.into_iter().flat_map(|l| l.items) {
+                for u in inv.status.map(|s| s.users).unwrap_or_default() {
+                    if u.state == UserState::Inviting {
+                        new |= intents.insert((
+                            inv.metadata.name.clone(),
+                            u.email_address,
+                            u.invited_at,
+                        ));
+                    }
+                }
+            }
+            new_intents += usize::from(new);
+            tokio::time::sleep(Duration::from_millis(*pause)).await;
+            controller = cluster.start_controller();
+        }
+        (controller, during_call, new_intents)
+    };
+    let workload = async {
+        for (at, op) in &ops {
+            tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
+            match op {
+                Op::Create(name, users) => {
+                    cluster
+                        .create_invitation(name, flavor.spec(name, users))
+                        .await;
+                }
+                Op::Update(name, users) => cluster.patch_spec(name, flavor.spec(name, users)).await,
+            }
+        }
+    };
+    let ((controller, during_call, new_intents), ()) = tokio::join!(chaos, workload);
+    eprintln!(
+        "{count} resources, {} operations, {} kills ({during_call} during an invite request, \
+         {new_intents} leaving a new intent behind), latency {latency:?}; converging",
+        ops.len(),
+        kills.len()
+    );
+
+    // Converge: every resource done with its last spec.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = cluster
+            .invitations()
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        let pending: Vec<String> = list
+            .items
+            .iter()
+            .filter(|inv| {
+                let name = inv.metadata.name.clone().unwrap_or_default();
+                let Some(status) = &inv.status else {
+                    return true;
+                };
+                let wanted = &last[&name];
+                !(is_ready(status)
+                    && status.observed_generation == inv.metadata.generation
+                    && status.users.len() == wanted.len()
+                    && wanted.iter().all(|u| {
+                        matches!(
+                            state_of(status, u),
+                            Some(UserState::Invited | UserState::AlreadyMember)
+                        )
+                    }))
+            })
+            .map(|inv| {
+                format!(
+                    "{}: {}",
+                    inv.metadata.name.clone().unwrap_or_default(),
+                    serde_json::to_string(&inv.status).unwrap()
+                )
+            })
+            .collect();
+        if pending.is_empty() && list.items.len() == count {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let stalled = *controller.readiness.borrow() != Readiness::Ready;
+            panic!(
+                "{ctx}: resources did not converge: {pending:#?}\n\
+                 the last controller made {} reconciles, its task {}, readiness {:?}{}",
+                controller.reconciles(),
+                if controller.is_finished() {
+                    "ended"
+                } else {
+                    "is running"
+                },
+                *controller.readiness.borrow(),
+                if stalled {
+                    " (stalled before its endpoint caches reported ready)"
+                } else {
+                    ""
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_mock_idle().await;
+
+    // Count.
+    let journal = env.mock.api.journal();
+    let effective: Vec<&JournalEntry> = journal
+        .iter()
+        .filter(|e| flavor.is_invite_post(e) && (200..300).contains(&e.status))
+        .collect();
+    let emails = env.mock.api.emails_sent();
+    let final_listed: BTreeSet<&String> = last.values().flatten().collect();
+    let ever_listed: BTreeSet<&String> = ever.values().flatten().collect();
+    let mut problems = Vec::new();
+    for address in &pool {
+        let sent = emails.get(address).copied().unwrap_or(0);
+        let listed_by = ever.values().filter(|s| s.contains(address)).count();
+        if final_listed.contains(address) && sent == 0 {
+            problems.push(format!(
+                "{address}: listed, but no invitation was sent (lost)"
+            ));
+        }
+        if !ever_listed.contains(address) && sent != 0 {
+            problems.push(format!("{address}: never listed, {sent} emails"));
+        }
+        match flavor {
+            Flavor::UserInvite if sent > 1 => {
+                problems.push(format!("{address}: {sent} emails (UserInvite)"))
+            }
+            Flavor::OrgInvitation if sent > listed_by => problems.push(format!(
+                "{address}: {sent} emails, listed by {listed_by} resources"
+            )),
+            _ => {}
+        }
+    }
+    if flavor == Flavor::OrgInvitation {
+        // Per resource: at most one effective invite request per address.
+        let mut per: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for e in &effective {
+            let by = e.body["invitedBy"].as_str().unwrap_or_default().to_string();
+            for u in flavor.invited_in(e) {
+                *per.entry((by.clone(), u)).or_default() += 1;
+            }
+        }
+        for ((by, u), n) in &per {
+            if *n > 1 {
+                problems.push(format!(
+                    "{u}: invited {n} times by the resource of {by} (invite requests: {:?})",
+                    effective
+                        .iter()
+                        .filter(|e| e.body["invitedBy"] == json!(by)
+                            && flavor.invited_in(e).contains(u))
+                        .map(|e| (e.at, e.status))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        let shared_duplicates: Vec<_> = emails.iter().filter(|(_, n)| **n > 1).collect();
+        if !shared_duplicates.is_empty() {
+            eprintln!(
+                "{ctx}: addresses listed by several resources invited by more than one of them \
+                 (at most one per resource holds): {shared_duplicates:?}"
+            );
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{ctx}: exactly-once violated:\n{}\nemails: {emails:?}\nfinal specs: {last:?}",
+        problems.join("\n")
+    );
+    eprintln!(
+        "{ctx}: {} addresses invited, {} effective invite requests, {} invite requests in all",
+        emails.len(),
+        effective.len(),
+        journal.iter().filter(|e| flavor.is_invite_post(e)).count()
+    );
+    controller.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_kills_userinvite() {
+    randomized_kills(Flavor::UserInvite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_kills_orginvitation() {
+    randomized_kills(Flavor::OrgInvitation).await;
+}
