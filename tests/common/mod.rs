@@ -133,45 +133,30 @@ impl TestCluster {
             .expect("apply secret");
     }
 
-    /// Creates a namespaced UserInvite endpoint pointing at `url`, with its token Secret.
+    /// Creates a namespaced UserInvite endpoint pointing at `url`, reading the token from
+    /// Secret `secret`.
     pub async fn user_invite_endpoint(&self, name: &str, url: &str, secret: &str) {
-        let endpoint: InvitationEndpoint = serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1",
-            "kind": "InvitationEndpoint",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "api": "UserInvite",
-                "url": url,
-                "credentials": {"secretRef": {"name": secret}},
-                "requestsPerSecond": 100,
-                "timeoutSeconds": 5
-            }
-        }))
-        .unwrap();
-        Api::<InvitationEndpoint>::namespaced(self.client.clone(), &self.namespace)
-            .patch(
-                name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&endpoint),
-            )
-            .await
-            .expect("apply endpoint");
+        self.namespaced_endpoint(name, json!({"api": "UserInvite", "url": url}), secret)
+            .await;
     }
 
     /// Creates a namespaced OrgInvitation endpoint for organization `org` at `url`.
     pub async fn org_endpoint(&self, name: &str, url: &str, secret: &str, org: &str) {
+        let spec = json!({"api": "OrgInvitation", "url": url, "organizationId": org});
+        self.namespaced_endpoint(name, spec, secret).await;
+    }
+
+    /// Applies an InvitationEndpoint: `spec` plus the Secret reference and test-friendly
+    /// limits (100 requests/s, 5 s timeout).
+    async fn namespaced_endpoint(&self, name: &str, mut spec: serde_json::Value, secret: &str) {
+        spec["credentials"] = json!({"secretRef": {"name": secret}});
+        spec["requestsPerSecond"] = json!(100);
+        spec["timeoutSeconds"] = json!(5);
         let endpoint: InvitationEndpoint = serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1",
             "kind": "InvitationEndpoint",
             "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "api": "OrgInvitation",
-                "url": url,
-                "organizationId": org,
-                "credentials": {"secretRef": {"name": secret}},
-                "requestsPerSecond": 100,
-                "timeoutSeconds": 5
-            }
+            "spec": spec,
         }))
         .unwrap();
         Api::<InvitationEndpoint>::namespaced(self.client.clone(), &self.namespace)
