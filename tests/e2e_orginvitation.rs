@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use invite_operator::{
-    api::{UserInvitation, UserState},
+    api::UserState,
     mock::{MockApi, MockConfig, ScriptedFault},
 };
 use serde_json::{Value, json};
@@ -29,14 +29,6 @@ fn token_exchanges(mock: &invite_operator::mock::RunningMock) -> usize {
         .iter()
         .filter(|e| e.path.ends_with("/auth/api-tokens/authorize") && e.status == 200)
         .count()
-}
-
-fn state_of(inv: &UserInvitation, email: &str) -> UserState {
-    inv.status
-        .as_ref()
-        .and_then(|s| s.users.iter().find(|u| u.email_address == email))
-        .map(|u| u.state)
-        .unwrap_or_else(|| panic!("no status entry for {email}"))
 }
 
 fn org_spec(usernames: &[&str]) -> Value {

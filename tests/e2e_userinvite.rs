@@ -30,14 +30,6 @@ fn invited_in(body: &Value) -> Vec<String> {
         .collect()
 }
 
-fn state_of(inv: &UserInvitation, email: &str) -> UserState {
-    inv.status
-        .as_ref()
-        .and_then(|s| s.users.iter().find(|u| u.email_address == email))
-        .map(|u| u.state)
-        .unwrap_or_else(|| panic!("no status entry for {email}"))
-}
-
 struct Setup {
     cluster: TestCluster,
     mock: invite_operator::mock::RunningMock,
@@ -433,4 +425,38 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
         s.mock.api.journal()
     );
     s.finish().await;
+}
+
+#[tokio::test]
+async fn the_controller_waits_for_its_crds_instead_of_exiting() {
+    // Needs an API server without the CRDs: the in-process one.
+    let server = kube_test_apiserver::TestApiServer::start().await;
+    let controller = RunningController::start(
+        invite_operator::controller::kube_client(server.config()).unwrap(),
+        test_settings("default"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *controller.readiness.borrow(),
+        invite_operator::controller::Readiness::WaitingForCrds
+    );
+    assert!(
+        !controller.is_finished(),
+        "still running while the CRDs are missing"
+    );
+    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        kube::Api::all(server.client());
+    for crd in invite_operator::api::all_crds() {
+        crds.create(&Default::default(), &crd).await.unwrap();
+    }
+    let mut readiness = controller.readiness.clone();
+    tokio::time::timeout(
+        WAIT,
+        readiness.wait_for(|r| *r == invite_operator::controller::Readiness::Ready),
+    )
+    .await
+    .expect("ready once the CRDs exist")
+    .unwrap();
+    controller.stop().await;
+    server.shutdown().await;
 }

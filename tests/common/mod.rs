@@ -283,6 +283,15 @@ async fn install_crds(client: &Client) {
     }
 }
 
+/// The state of `email` in the resource's status; panics when it has no entry.
+pub fn state_of(inv: &UserInvitation, email: &str) -> invite_operator::api::UserState {
+    inv.status
+        .as_ref()
+        .and_then(|s| s.users.iter().find(|u| u.email_address == email))
+        .map(|u| u.state)
+        .unwrap_or_else(|| panic!("no status entry for {email}"))
+}
+
 /// The Ready condition's (status, reason).
 pub fn ready(status: &UserInvitationStatus) -> (String, String) {
     status
