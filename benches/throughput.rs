@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use invite_operator::{
     api::{UserInvitation, all_crds},
-    controller::{self, Readiness, Settings},
+    controller::{self, Settings},
+    health::Readiness,
+    leader::Leadership,
     mock::{MockApi, MockConfig},
     telemetry::Metrics,
 };
@@ -87,7 +89,7 @@ async fn main() {
 
     let metrics = Metrics::new();
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(Readiness::default());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let settings = Settings {
         operator_namespace: ns.into(),
         resync_interval: Duration::from_secs(3600),
@@ -101,9 +103,8 @@ async fn main() {
         settings,
         metrics.clone(),
         ready_tx,
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
+        Leadership::unconditional(),
+        stop.clone(),
     ));
     let _ = ready_rx.wait_for(|r| *r == Readiness::Ready).await;
 
@@ -171,13 +172,13 @@ async fn main() {
     println!("Kubernetes requests    {k8s_requests}");
 
     // A restart: every resource is checked again, nothing is written.
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = run.await;
     server.clear_requests();
     mock.api.clear_journal();
     let metrics = Metrics::new();
     let (ready_tx, _ready_rx) = tokio::sync::watch::channel(Readiness::default());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let restarted = Instant::now();
     let run = tokio::spawn(controller::run(
         controller::kube_client(server.config()).unwrap(),
@@ -188,9 +189,8 @@ async fn main() {
         },
         metrics.clone(),
         ready_tx,
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
+        Leadership::unconditional(),
+        stop.clone(),
     ));
     loop {
         let done: f64 = metrics
@@ -219,7 +219,7 @@ async fn main() {
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS (whole bench) {rss:.1} MiB");
     }
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = run.await;
     assert_eq!(duplicates, 0, "an address got two invitations");
     assert_eq!(

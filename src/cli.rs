@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller against the cluster of the kubeconfig or in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write them to a directory.
     Crd(CrdArgs),
     /// Reconcile UserInvitations read from files once, with no cluster, and print them with
@@ -61,9 +61,45 @@ pub struct RunArgs {
     /// Longest delay between retries.
     #[arg(long, env = "RETRY_MAX_DELAY", default_value = "5m", value_parser = humantime::parse_duration)]
     pub retry_max_delay: Duration,
-    /// How many UserInvitations are reconciled at once.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    /// How many UserInvitations are reconciled at once (per watched namespace). Reconciles
+    /// mostly wait for the APIs; many at once let their calls coalesce into few batches.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    /// How long lookups and invitations of many resources are collected into one API call.
+    #[arg(long, env = "BATCH_WINDOW", default_value = "50ms", value_parser = parse_batch_window)]
+    pub batch_window: Duration,
+    /// Most addresses one coalesced lookup or invitation batch carries.
+    #[arg(long, env = "BATCH_MAX_USERS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub batch_max_users: u32,
+    /// How long a token read from a Secret is used before the Secret is read again (it is
+    /// also read again after the API refuses it). Secrets are read by name, never listed.
+    #[arg(long, env = "SECRET_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub secret_cache_ttl: Duration,
+    /// Allow endpoints with plain http:// URLs to any host (default: https:// only, plain
+    /// http:// only to loopback addresses).
+    #[arg(long, env = "ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+    /// Whether namespaced InvitationEndpoints may be used (`--namespaced-endpoints=false`
+    /// leaves only the platform's ClusterInvitationEndpoints).
+    #[arg(long, env = "NAMESPACED_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub namespaced_endpoints: bool,
+    /// Hosts namespaced InvitationEndpoints may call, comma-separated (`*.example.com` matches
+    /// subdomains); empty means any.
+    #[arg(
+        long,
+        env = "NAMESPACED_ENDPOINT_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub namespaced_endpoint_hosts: Vec<String>,
+    /// The largest difference between two replicas' clocks exactly-once must survive (at least
+    /// the lease duration).
+    #[arg(long, env = "MAX_CLOCK_SKEW", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Duration,
+    /// Serve only the ClusterInvitationEndpoints matching this label selector (e.g. to run
+    /// two installations side by side); empty means all.
+    #[arg(long, env = "CLUSTER_ENDPOINT_SELECTOR", default_value = "")]
+    pub cluster_endpoint_selector: String,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -155,7 +191,7 @@ pub struct MockApiArgs {
 /// Runs a parsed command line; the exit code follows the command's outcome.
 pub async fn execute(cli: Cli) -> Result<std::process::ExitCode, String> {
     match cli.command {
-        Command::Run(args) => run_controller(args).await,
+        Command::Run(args) => run_controller(*args).await,
         Command::Crd(args) => write_crds(args),
         Command::Reconcile(args) => reconcile_files(args).await,
         Command::MockApi(args) => serve_mock(args).await,
@@ -202,42 +238,24 @@ async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String>
         .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
     let metrics = crate::telemetry::Metrics::new();
     let (readiness_tx, readiness_rx) =
-        tokio::sync::watch::channel(crate::controller::Readiness::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+        tokio::sync::watch::channel(crate::health::Readiness::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_addr))?;
     tracing::info!(addr = %args.metrics_addr, "serving /metrics, /healthz and /readyz");
-    let server = tokio::spawn(crate::telemetry::serve_http(
+    let server = tokio::spawn(crate::health::serve(
         listener,
         metrics.clone(),
         readiness_rx,
-        stopped(),
+        shutdown.clone(),
     ));
+    let on_signal = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = stop_tx.send(true);
+        on_signal.cancel();
     });
-    let settings = crate::controller::Settings {
-        operator_namespace: args.namespace,
-        resync_interval: args.resync_interval,
-        retry_base_delay: args.retry_base_delay,
-        retry_max_delay: args.retry_max_delay,
-        concurrency: args.concurrency,
-        watch_namespaces: args
-            .watch_namespaces
-            .iter()
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .collect(),
-        ..Default::default()
-    };
+    let settings = settings(&args);
     if args.leader_election {
         let election = crate::leader::LeaderElection {
             lease_name: args.lease_name,
@@ -258,23 +276,75 @@ async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String>
                 settings.clone(),
                 metrics.clone(),
                 term.readiness,
+                term.leadership,
                 term.stop,
             )
         };
         let result =
-            crate::leader::run_while_leader(client, election, readiness_tx, stopped(), run).await;
+            crate::leader::run_while_leader(client, election, readiness_tx, shutdown, run).await;
         // An error means the controller ended unexpectedly: exit (and be restarted) without
         // waiting for the HTTP server, which stops with the process.
         result.map_err(|error| error.to_string())?;
     } else {
-        let stop = stopped();
-        tokio::select! {
-            _ = crate::controller::run(client, settings, metrics, readiness_tx, stopped()) => {}
-            _ = async { stop.await; std::future::pending::<()>().await } => {}
-        }
+        let leadership = crate::leader::Leadership::unconditional();
+        crate::controller::run(
+            client,
+            settings,
+            metrics,
+            readiness_tx,
+            leadership,
+            shutdown,
+        )
+        .await;
     }
     let _ = server.await;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn parse_batch_window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if window > Duration::from_secs(5) {
+        return Err("at most 5s: every invitation waits this long".into());
+    }
+    Ok(window)
+}
+
+/// The controller's settings from the flags.
+fn settings(args: &RunArgs) -> crate::controller::Settings {
+    let list = |items: &[String]| -> Vec<String> {
+        items
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    };
+    crate::controller::Settings {
+        operator_namespace: args.namespace.clone(),
+        resync_interval: args.resync_interval,
+        retry_base_delay: args.retry_base_delay,
+        retry_max_delay: args.retry_max_delay,
+        concurrency: args.concurrency,
+        watch_namespaces: list(&args.watch_namespaces),
+        cluster_endpoint_selector: Some(args.cluster_endpoint_selector.trim().to_string())
+            .filter(|s| !s.is_empty()),
+        batch: crate::invite::coalesce::BatchSettings {
+            window: args.batch_window,
+            max_users: args.batch_max_users as usize,
+            ..Default::default()
+        },
+        secret_cache_ttl: args.secret_cache_ttl,
+        endpoint_policy: crate::reconcile::resolve::EndpointPolicy {
+            allow_insecure_http: args.allow_insecure_http,
+            namespaced_endpoints: args.namespaced_endpoints,
+            namespaced_endpoint_hosts: list(&args.namespaced_endpoint_hosts),
+        },
+        max_clock_skew: args.max_clock_skew.max(if args.leader_election {
+            args.lease_duration
+        } else {
+            Duration::ZERO
+        }),
+        ..Default::default()
+    }
 }
 
 fn write_crds(args: CrdArgs) -> Result<std::process::ExitCode, String> {
@@ -348,7 +418,7 @@ async fn reconcile_files(args: ReconcileArgs) -> Result<std::process::ExitCode, 
         }
     } else {
         for invitation in &result.invitations {
-            let yaml = serde_yaml::to_string(invitation).map_err(|e| e.to_string())?;
+            let yaml = serde_saphyr::to_string(invitation).map_err(|e| e.to_string())?;
             out.push_str("---\n");
             out.push_str(&yaml);
         }

@@ -79,7 +79,9 @@ use tokio::{
     time::{Instant, sleep, sleep_until, timeout},
 };
 
-use crate::controller::Readiness;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Readiness;
 
 /// Where and as whom to take part in the election.
 #[derive(Clone, Debug)]
@@ -156,26 +158,33 @@ pub fn default_identity() -> String {
     format!("{}_{:08x}", host.trim(), rand::random::<u32>())
 }
 
-/// A future that resolves when the controller of a term must stop gracefully.
-pub type Stop = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
-
 /// What the controller of one leadership term gets.
 pub struct Term {
     /// The controller's readiness (forwarded to `/readyz` while leading).
     pub readiness: watch::Sender<Readiness>,
-    /// Resolves when the controller must stop gracefully.
-    pub stop: Stop,
+    /// Cancelled when the controller must stop gracefully.
+    pub stop: CancellationToken,
     /// Whether the lease is still held, for checks right before side effects.
     pub leadership: Leadership,
 }
 
-/// Whether this replica still holds the Lease: valid until its renew deadline.
+/// Whether this replica still holds the Lease: valid until its renew deadline. Asked right
+/// before every call that changes data in an invite API.
 #[derive(Clone, Debug, Default)]
 pub struct Leadership {
     valid_until: Arc<std::sync::Mutex<Option<Instant>>>,
+    unconditional: bool,
 }
 
 impl Leadership {
+    /// The leadership of a process that runs without leader election: always valid.
+    pub fn unconditional() -> Leadership {
+        Leadership {
+            unconditional: true,
+            ..Leadership::default()
+        }
+    }
+
     fn set(&self, until: Option<Instant>) {
         *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }
@@ -187,7 +196,7 @@ impl Leadership {
 
     /// Whether the lease is held for sure right now.
     pub fn is_valid(&self) -> bool {
-        self.valid_until().is_some_and(|t| Instant::now() < t)
+        self.unconditional || self.valid_until().is_some_and(|t| Instant::now() < t)
     }
 }
 
@@ -210,7 +219,7 @@ pub async fn run_while_leader<F, Fut>(
     client: Client,
     election: LeaderElection,
     readiness: watch::Sender<Readiness>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
     mut run: F,
 ) -> Result<(), LeaderError>
 where
@@ -218,6 +227,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let api = Api::<Lease>::namespaced(client, &election.namespace);
+    let shutdown = shutdown.cancelled_owned();
     let mut shutdown = std::pin::pin!(shutdown);
     tracing::info!(
         identity = %election.identity,
@@ -458,16 +468,12 @@ where
 {
     let leadership = Leadership::default();
     leadership.set(Some(acquired.sent_at + election.renew_deadline()));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop: Stop = Box::pin(async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
+    let stop = CancellationToken::new();
     let (term_readiness, mut term_readiness_rx) = watch::channel(Readiness::default());
     let _ = readiness.send(Readiness::default());
     let mut controller = AbortOnDrop(tokio::spawn(run(Term {
         readiness: term_readiness,
-        stop,
+        stop: stop.clone(),
         leadership: leadership.clone(),
     })));
     let mut last_renewed = acquired.sent_at;
@@ -515,7 +521,7 @@ where
                     deadline = ?election.renew_deadline(),
                     "leader election: could not renew the lease in time; stopping the controller"
                 );
-                let _ = stop_tx.send(true);
+                stop.cancel();
                 if timeout_at_or_abort(&mut controller, last_renewed + election.stop_deadline()).await {
                     tracing::warn!(identity = %election.identity, "leader election: the controller did not stop in time and was aborted");
                 }
@@ -554,7 +560,7 @@ where
             _ = shutdown.as_mut(), if shutting_down.is_none() => {
                 // Keep renewing while the controller finishes its reconciles.
                 shutting_down = Some(Instant::now());
-                let _ = stop_tx.send(true);
+                stop.cancel();
             }
             Ok(()) = term_readiness_rx.changed() => {
                 let state = *term_readiness_rx.borrow_and_update();

@@ -13,11 +13,11 @@ use crate::{
         AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint, UserInvitation,
         UserInvitationStatus,
     },
-    controller::build_client,
-    invite::{ApiToken, InviteApi},
+    controller::{ClientSettings, build_client},
+    invite::{ApiToken, InviteApi, SharedApi},
     reconcile::{
-        self, StatusWriter, SyncInput, WriteError,
-        plan::{self, Blocked, PlanContext},
+        self, StatusWriter, WriteError,
+        plan::{self, Blocked, EndpointFacts, PlanContext, SettleWindow},
         resolve,
     },
     telemetry::ApiCallRecorder,
@@ -54,20 +54,20 @@ pub fn parse_manifests(
     default_namespace: &str,
     into: &mut Manifests,
 ) -> Result<(), String> {
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(document)
-            .map_err(|e| format!("{source}: document {}: {e}", index + 1))?;
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("{source}: {e}"))?;
+    for (index, value) in documents.into_iter().enumerate() {
         if value.is_null() {
             continue;
         }
-        let meta: TypeMeta = serde_yaml::from_value(value.clone())
+        let meta: TypeMeta = serde_json::from_value(value.clone())
             .map_err(|e| format!("{source}: document {}: {e}", index + 1))?;
         let what = format!("{source}: document {} ({})", index + 1, meta.kind);
-        let parse_err = |e: serde_yaml::Error| format!("{what}: {e}");
+        let parse_err = |e: serde_json::Error| format!("{what}: {e}");
         let group = meta.api_version.split('/').next().unwrap_or_default();
         match (group, meta.kind.as_str()) {
             (crate::api::GROUP, "UserInvitation") => {
-                let mut inv: UserInvitation = serde_yaml::from_value(value).map_err(parse_err)?;
+                let mut inv: UserInvitation = serde_json::from_value(value).map_err(parse_err)?;
                 inv.metadata
                     .namespace
                     .get_or_insert_with(|| default_namespace.to_string());
@@ -76,7 +76,7 @@ pub fn parse_manifests(
             }
             (crate::api::GROUP, "InvitationEndpoint") => {
                 let mut ep: InvitationEndpoint =
-                    serde_yaml::from_value(value).map_err(parse_err)?;
+                    serde_json::from_value(value).map_err(parse_err)?;
                 ep.metadata
                     .namespace
                     .get_or_insert_with(|| default_namespace.to_string());
@@ -84,10 +84,10 @@ pub fn parse_manifests(
             }
             (crate::api::GROUP, "ClusterInvitationEndpoint") => {
                 into.cluster_endpoints
-                    .push(serde_yaml::from_value(value).map_err(parse_err)?);
+                    .push(serde_json::from_value(value).map_err(parse_err)?);
             }
             ("v1", "Secret") => {
-                let mut secret: Secret = serde_yaml::from_value(value).map_err(parse_err)?;
+                let mut secret: Secret = serde_json::from_value(value).map_err(parse_err)?;
                 secret
                     .metadata
                     .namespace
@@ -96,7 +96,7 @@ pub fn parse_manifests(
             }
             ("v1", "Namespace") => into
                 .namespaces
-                .push(serde_yaml::from_value(value).map_err(parse_err)?),
+                .push(serde_json::from_value(value).map_err(parse_err)?),
             _ => eprintln!("{what}: skipped (not a resource of invite-operator)"),
         }
     }
@@ -143,52 +143,12 @@ pub async fn run(manifests: Manifests, options: &OneShotOptions) -> OneShotResul
     let mut invitations = manifests.invitations.clone();
     let mut plan_lines = Vec::new();
     for invitation in &mut invitations {
-        let mut status = invitation.status.clone().unwrap_or_default();
         let id = format!(
             "UserInvitation {}/{}",
             invitation.namespace().unwrap_or_default(),
             invitation.name_any()
         );
-        match prepare(&manifests, invitation, options) {
-            Err((requested, blocked)) => {
-                plan_lines.push(format!(
-                    "{id}: blocked ({}): {}",
-                    blocked.reason.as_str(),
-                    blocked.message
-                ));
-                status = plan::blocked_status(
-                    &requested,
-                    &status,
-                    invitation.metadata.generation.unwrap_or(1),
-                    reconcile::now(),
-                    &blocked,
-                );
-            }
-            Ok((requested, api)) => {
-                let generation = invitation.metadata.generation.unwrap_or(1);
-                if options.dry_run {
-                    plan_lines.extend(
-                        dry_run(&api, invitation, &requested, &status, generation, &id).await,
-                    );
-                    continue;
-                }
-                let previous = status.clone();
-                let input = SyncInput {
-                    spec: &invitation.spec,
-                    requested: &requested,
-                    previous: &previous,
-                    generation,
-                    check_invited: true,
-                    settle_time: api.request_timeout(),
-                };
-                let mut writer = MemoryStatus {
-                    status: &mut status,
-                };
-                if let Err(error) = reconcile::sync_users(&api, input, &mut writer).await {
-                    plan_lines.push(format!("{id}: {error}"));
-                }
-            }
-        }
+        let status = one(&manifests, invitation, options, &id, &mut plan_lines).await;
         invitation.status = Some(status);
     }
     let all_ready = invitations.iter().all(|inv| {
@@ -205,15 +165,109 @@ pub async fn run(manifests: Manifests, options: &OneShotOptions) -> OneShotResul
     }
 }
 
-type Prepared = (Vec<String>, crate::invite::InviteClient);
+/// One resource: its next status (unchanged in a dry run).
+async fn one(
+    manifests: &Manifests,
+    invitation: &UserInvitation,
+    options: &OneShotOptions,
+    id: &str,
+    lines: &mut Vec<String>,
+) -> UserInvitationStatus {
+    let previous = invitation.status.clone().unwrap_or_default();
+    let generation = invitation.metadata.generation.unwrap_or(1);
+    let requested = match plan::requested_addresses(&invitation.spec) {
+        Ok(requested) => requested,
+        Err(blocked) => {
+            lines.push(format!(
+                "{id}: blocked ({}): {}",
+                blocked.reason.as_str(),
+                blocked.message
+            ));
+            return plan::blocked_status(
+                &plan::Requested::default(),
+                &invitation.spec,
+                &previous,
+                generation,
+                plan::now(),
+                &blocked,
+            );
+        }
+    };
+    let (endpoint, api) = match prepare(manifests, invitation, &requested, options) {
+        Ok(prepared) => prepared,
+        Err(blocked) => {
+            lines.push(format!(
+                "{id}: blocked ({}): {}",
+                blocked.reason.as_str(),
+                blocked.message
+            ));
+            return plan::blocked_status(
+                &requested,
+                &invitation.spec,
+                &previous,
+                generation,
+                plan::now(),
+                &blocked,
+            );
+        }
+    };
+    let identity = match crate::invite::api_identity(endpoint.connection()) {
+        Ok(identity) => identity,
+        Err(message) => {
+            let blocked = Blocked::new(plan::ReadyReason::EndpointNotReady, message);
+            return plan::blocked_status(
+                &requested,
+                &invitation.spec,
+                &previous,
+                generation,
+                plan::now(),
+                &blocked,
+            );
+        }
+    };
+    let facts = EndpointFacts {
+        api: identity,
+        invitation_lifetime: api.invitation_lifetime(),
+        settle: SettleWindow {
+            request_timeout: api.request_timeout(),
+            clock_skew: std::time::Duration::ZERO,
+        },
+        adoption: endpoint.allows_adoption(),
+        allowed: endpoint.allowed(),
+    };
+    let ctx = PlanContext::new(
+        &requested,
+        &invitation.spec,
+        &previous,
+        generation,
+        true,
+        facts,
+    );
+    if options.dry_run {
+        lines.extend(dry_run(api.as_ref(), &ctx, id).await);
+        return previous;
+    }
+    let mut status = previous.clone();
+    let mut writer = MemoryStatus {
+        status: &mut status,
+    };
+    match reconcile::sync(api.as_ref(), &ctx, &mut writer).await {
+        Ok(report) => {
+            if let Some(problem) = report.problem {
+                lines.push(format!("{id}: {problem}"));
+            }
+        }
+        Err(error) => lines.push(format!("{id}: {error}")),
+    }
+    status
+}
 
 fn prepare(
     manifests: &Manifests,
     invitation: &UserInvitation,
+    requested: &plan::Requested,
     options: &OneShotOptions,
-) -> Result<Prepared, (Vec<String>, Blocked)> {
-    let requested = plan::requested_addresses(&invitation.spec).map_err(|b| (Vec::new(), b))?;
-    let fail = |b: Blocked| (requested.clone(), b);
+) -> Result<(AnyEndpoint, SharedApi), Blocked> {
     let namespace = invitation.namespace().unwrap_or_default();
     let r = &invitation.spec.endpoint_ref;
     let mut endpoint = match r.kind {
@@ -223,28 +277,29 @@ fn prepare(
             .find(|e| {
                 e.name_any() == r.name && e.namespace().as_deref() == Some(namespace.as_str())
             })
-            .map(|e| AnyEndpoint::Namespaced(e.clone())),
+            .map(|e| AnyEndpoint::Namespaced(Box::new(e.clone()))),
         EndpointKind::ClusterInvitationEndpoint => manifests
             .cluster_endpoints
             .iter()
             .find(|e| e.name_any() == r.name)
-            .map(|e| AnyEndpoint::Cluster(e.clone())),
+            .map(|e| AnyEndpoint::Cluster(Box::new(e.clone()))),
     };
+    if let (Some(endpoint), Some(url)) = (endpoint.as_mut(), &options.url_override) {
+        endpoint.connection_mut().url = url.clone();
+    }
     let labels: BTreeMap<String, String> = manifests
         .namespaces
         .iter()
         .find(|n| n.name_any() == namespace)
         .map(|n| n.labels().clone())
         .unwrap_or_default();
-    resolve::check_endpoint(invitation, endpoint.as_ref(), &labels, requested.len())
-        .map_err(fail)?;
-    let endpoint_ref = endpoint.as_mut().expect("checked");
-    if let Some(url) = &options.url_override {
-        match endpoint_ref {
-            AnyEndpoint::Namespaced(e) => e.spec.connection.url = url.clone(),
-            AnyEndpoint::Cluster(e) => e.spec.connection.url = url.clone(),
-        }
-    }
+    let policy = resolve::EndpointPolicy::default();
+    let check = resolve::CheckContext {
+        namespace_labels: &labels,
+        requested_users: requested.addresses.len(),
+        policy: &policy,
+    };
+    resolve::check_endpoint(invitation, endpoint.as_ref(), check)?;
     let endpoint = endpoint.expect("checked");
     let token = match &options.token_override {
         Some(token) => ApiToken::new(token),
@@ -254,41 +309,27 @@ fn prepare(
                 s.name_any() == location.name
                     && s.namespace().as_deref() == Some(location.namespace.as_str())
             });
-            resolve::read_token(secret, &location).map_err(fail)?
+            resolve::read_token(secret, &location)?
         }
     };
-    let name = resolve::endpoint_display(invitation);
-    let api = build_client(&endpoint, token, &name, ApiCallRecorder::default(), 3)
-        .map_err(|m| fail(Blocked::new(plan::ReadyReason::EndpointNotReady, m)))?;
-    Ok((requested, api))
+    let settings = ClientSettings {
+        recorder: ApiCallRecorder::default(),
+        read_attempts: 3,
+        batch: Default::default(),
+        may_act: std::sync::Arc::new(|| true),
+    };
+    let api = build_client(&endpoint, token, &settings)
+        .map_err(|e| Blocked::new(plan::ReadyReason::EndpointNotReady, e.to_string()))?;
+    Ok((endpoint, api))
 }
 
-async fn dry_run(
-    api: &crate::invite::InviteClient,
-    invitation: &UserInvitation,
-    requested: &[String],
-    status: &UserInvitationStatus,
-    generation: i64,
-    id: &str,
-) -> Vec<String> {
-    let ctx = PlanContext {
-        requested,
-        previous: status,
-        generation,
-        now: reconcile::now(),
-        reinvite_expired: invitation.spec.reinvite_expired,
-        check_invited: true,
-        invitation_lifetime: api.invitation_lifetime(),
-        enforce: invitation.spec.access_policy == crate::api::AccessPolicy::Enforce,
-        settle_time: chrono::Duration::from_std(api.request_timeout())
-            .unwrap_or(chrono::Duration::MAX),
-    };
-    let to_observe = plan::addresses_to_observe(&ctx);
+async fn dry_run(api: &dyn InviteApi, ctx: &PlanContext<'_>, id: &str) -> Vec<String> {
+    let to_observe = plan::addresses_to_observe(ctx);
     let observed = match api.observe(&to_observe).await {
         Ok(o) => o,
         Err(e) => return vec![format!("{id}: cannot look users up: {e}")],
     };
-    let decided = plan::plan(&ctx, &observed);
+    let decided = plan::plan(ctx, &observed);
     let mut lines = Vec::new();
     if decided.to_invite.is_empty() {
         lines.push(format!("{id}: nothing to invite"));

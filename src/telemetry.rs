@@ -48,13 +48,12 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
-/// Labels of the users-by-state gauge.
+/// Labels of the users-by-state gauge (per namespace, never per resource: the series stay
+/// few however many resources there are).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UserStateLabels {
-    /// Namespace of the UserInvitation.
+    /// Namespace of the UserInvitations.
     pub namespace: String,
-    /// Name of the UserInvitation.
-    pub name: String,
     /// The user state.
     pub state: String,
 }
@@ -78,7 +77,7 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Reconcile duration.
     pub reconcile_duration: Histogram,
-    /// Users by state, per UserInvitation.
+    /// Users by state, per namespace.
     pub users: Family<UserStateLabels, Gauge>,
 }
 
@@ -121,7 +120,7 @@ impl Metrics {
         );
         registry.register(
             "users",
-            "Users by invitation state, per UserInvitation",
+            "Users of UserInvitations by invitation state, per namespace",
             users.clone(),
         );
         Metrics {
@@ -179,49 +178,4 @@ impl ApiCallRecorder {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
     }
-}
-
-/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (CRDs found and caches
-/// synced) until `shutdown` resolves.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    metrics: Metrics,
-    readiness: tokio::sync::watch::Receiver<crate::controller::Readiness>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::{Router, http::StatusCode, routing::get};
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let state = *readiness.borrow();
-                async move {
-                    match state {
-                        crate::controller::Readiness::Ready => {
-                            (StatusCode::OK, "ready".to_string())
-                        }
-                        other => (StatusCode::SERVICE_UNAVAILABLE, format!("{other:?}")),
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -17,7 +17,8 @@ use std::{
 
 use common::*;
 use invite_operator::{
-    controller::{self, Readiness},
+    controller,
+    health::Readiness,
     leader::{LeaderElection, LeaderError, Term, run_while_leader},
     mock::RunningMock,
     telemetry::Metrics,
@@ -156,7 +157,7 @@ struct Replica {
     name: String,
     metrics: Metrics,
     readiness: watch::Receiver<Readiness>,
-    stop: watch::Sender<bool>,
+    stop: tokio_util::sync::CancellationToken,
     handle: JoinHandle<Result<(), LeaderError>>,
 }
 
@@ -171,11 +172,8 @@ impl Replica {
         };
         let metrics = Metrics::new();
         let (readiness_tx, readiness) = watch::channel(Readiness::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let shutdown = async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shutdown = stop.clone();
         let run = {
             let (client, metrics, activity, name) = (
                 client.clone(),
@@ -191,6 +189,7 @@ impl Replica {
                     settings.clone(),
                     metrics.clone(),
                     term.readiness,
+                    term.leadership,
                     term.stop,
                 );
                 async move {
@@ -225,7 +224,7 @@ impl Replica {
 
     /// Graceful stop (SIGTERM): the controller stops, then the Lease is released.
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let result = tokio::time::timeout(WAIT, self.handle)
             .await
             .expect("replica stops");

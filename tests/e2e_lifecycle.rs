@@ -319,11 +319,26 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
-    let inv = cluster.invitations().get("team").await.unwrap();
+    let inv = cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(
         inv.finalizers(),
         &["invite.operators.dev/cleanup".to_string()]
+    );
+    // On the team's own (namespaced) endpoint, Delete adopts the user who existed before.
+    let old = inv
+        .status
+        .as_ref()
+        .unwrap()
+        .users
+        .iter()
+        .find(|u| u.email_address == "old@example.com")
+        .unwrap();
+    assert_eq!(
+        (old.state, old.ownership),
+        (
+            UserState::AlreadyMember,
+            Some(invite_operator::api::Ownership::Adopted)
+        )
     );
 
     cluster
@@ -349,8 +364,8 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         "a was deleted with the resource"
     );
     assert!(
-        mock.api.user("old@example.com").is_some(),
-        "a user who existed before is left alone under InviteOnly"
+        mock.api.user("old@example.com").is_none(),
+        "the adopted user was deleted with the resource"
     );
     finish(cluster, mock, controller).await;
 }
@@ -458,7 +473,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
         .iter_mut()
         .filter(|u| u.email_address == "late@example.com")
     {
-        u.expires_at = Some(chrono::Utc::now() - chrono::Duration::minutes(1));
+        u.expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
     }
     cluster
         .invitations()
@@ -474,7 +489,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
             s.users.iter().any(|u| {
                 u.email_address == "late@example.com"
                     && u.state == UserState::Invited
-                    && u.expires_at.is_some_and(|t| t > chrono::Utc::now())
+                    && u.expires_at.is_some_and(|t| t > jiff::Timestamp::now())
             })
         })
         .await;

@@ -91,8 +91,10 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
         assert_eq!(user.state, UserState::Invited, "{user:?}");
         assert!(user.invited_at.is_some() && user.expires_at.is_some());
         assert_eq!(
-            user.expires_at.unwrap() - user.invited_at.unwrap(),
-            chrono::Duration::hours(24)
+            user.expires_at
+                .unwrap()
+                .duration_since(user.invited_at.unwrap()),
+            jiff::SignedDuration::from_hours(24)
         );
     }
     let calls = invite_calls(&s.mock);
@@ -209,7 +211,7 @@ async fn transient_failures_are_retried_without_duplicates() {
     let s = setup().await;
     s.mock
         .api
-        .add_fault(ScriptedFault::new(503).path("/api/v2/user/invite").times(2));
+        .add_fault(ScriptedFault::new(429).path("/api/v2/user/invite").times(2));
     s.cluster
         .create_invitation(
             "team",
@@ -217,7 +219,7 @@ async fn transient_failures_are_retried_without_duplicates() {
         )
         .await;
     s.cluster.wait_status("team", "Ready", is_ready).await;
-    assert_eq!(invite_calls(&s.mock).len(), 3, "two 503s, then success");
+    assert_eq!(invite_calls(&s.mock).len(), 3, "two 429s, then success");
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("bob@example.com"), 1);
     s.finish().await;
@@ -438,7 +440,7 @@ async fn the_controller_waits_for_its_crds_instead_of_exiting() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         *controller.readiness.borrow(),
-        invite_operator::controller::Readiness::WaitingForCrds
+        invite_operator::health::Readiness::WaitingForCrds
     );
     assert!(
         !controller.is_finished(),
@@ -452,7 +454,7 @@ async fn the_controller_waits_for_its_crds_instead_of_exiting() {
     let mut readiness = controller.readiness.clone();
     tokio::time::timeout(
         WAIT,
-        readiness.wait_for(|r| *r == invite_operator::controller::Readiness::Ready),
+        readiness.wait_for(|r| *r == invite_operator::health::Readiness::Ready),
     )
     .await
     .expect("ready once the CRDs exist")

@@ -73,8 +73,8 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         lease_duration: Duration::from_secs(3),
     };
     let (ready_tx, _ready_rx) =
-        tokio::sync::watch::channel(invite_operator::controller::Readiness::default());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        tokio::sync::watch::channel(invite_operator::health::Readiness::default());
+    let stop = tokio_util::sync::CancellationToken::new();
     let (client, settings) = (
         cluster.controller_client(),
         test_settings(&cluster.namespace),
@@ -83,15 +83,14 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         client.clone(),
         election,
         ready_tx,
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
+        stop.clone(),
         move |term: invite_operator::leader::Term| {
             invite_operator::controller::run(
                 client.clone(),
                 settings.clone(),
                 invite_operator::telemetry::Metrics::new(),
                 term.readiness,
+                term.leadership,
                 term.stop,
             )
         },
@@ -152,7 +151,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     }
     // Long enough for a few renewals.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     elected.await.unwrap().unwrap();
 
     let used: BTreeSet<Grant> = server

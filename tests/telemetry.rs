@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use invite_operator::{controller::Readiness, telemetry::Metrics};
+use invite_operator::{health::Readiness, telemetry::Metrics};
 
 #[tokio::test]
 async fn metrics_health_and_readiness_are_served() {
@@ -25,21 +25,18 @@ async fn metrics_health_and_readiness_are_served() {
         .users
         .get_or_create(&invite_operator::telemetry::UserStateLabels {
             namespace: "team".into(),
-            name: "data".into(),
             state: "Invited".into(),
         })
         .set(3);
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(Readiness::WaitingForCrds);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(invite_operator::telemetry::serve_http(
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(invite_operator::health::serve(
         listener,
         metrics,
         ready_rx,
-        async {
-            let _ = stop_rx.await;
-        },
+        stop.clone(),
     ));
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
@@ -55,10 +52,10 @@ async fn metrics_health_and_readiness_are_served() {
         "invite_operator_api_call_duration_seconds_bucket{",
         r#"invite_operator_reconciles_total{result="ok"} 1"#,
         "invite_operator_reconcile_duration_seconds_count 1",
-        r#"invite_operator_users{namespace="team",name="data",state="Invited"} 3"#,
+        r#"invite_operator_users{namespace="team",state="Invited"} 3"#,
     ] {
         assert!(body.contains(series), "missing {series} in:\n{body}");
     }
-    stop_tx.send(()).unwrap();
+    stop.cancel();
     server.await.unwrap().unwrap();
 }

@@ -68,7 +68,9 @@ pub struct EndpointConnection {
     /// Which API this endpoint speaks: UserInvite or OrgInvitation.
     pub api: ApiFlavor,
     /// Base URL of the API, e.g. `https://example.wavefront.com` or
-    /// `https://console.cloud.vmware.com`.
+    /// `https://console.cloud.vmware.com`. Must be `https://`; plain `http://` only to a
+    /// loopback address (or when the controller allows it with `--allow-insecure-http`).
+    /// No credentials in the URL.
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
     pub url: String,
     /// Organization whose invitations are managed (OrgInvitation only).
@@ -89,9 +91,10 @@ pub struct EndpointConnection {
     #[serde(default = "default_requests_per_second")]
     #[schemars(range(min = 1, max = 1000))]
     pub requests_per_second: u32,
-    /// Timeout of one API request, in seconds.
+    /// Timeout of one API request, in seconds (at most 120). An invite request whose answer
+    /// was lost blocks a new invitation of its users for two timeouts, so keep it short.
     #[serde(default = "default_timeout_seconds")]
-    #[schemars(range(min = 1, max = 600))]
+    #[schemars(range(min = 1, max = 120))]
     pub timeout_seconds: u32,
 }
 
@@ -168,7 +171,8 @@ pub struct ClusterInvitationEndpointSpec {
     /// Namespaces whose UserInvitations may use this endpoint; empty or absent selects all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
-    /// What invitations through this endpoint may grant; an empty list allows anything.
+    /// What invitations through this endpoint may grant and whether they may adopt existing
+    /// users. When set, the endpoint is restricted: deny by default (see AllowedGrants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed: Option<AllowedGrants>,
     /// Most users a single UserInvitation may list when it uses this endpoint.
@@ -181,37 +185,72 @@ fn default_max_users() -> u32 {
     100
 }
 
-/// Grants an endpoint permits. Each list, when not empty, is the complete set of values a
-/// UserInvitation may request; a request for anything else is refused with reason NotAllowed.
+/// What invitations through a ClusterInvitationEndpoint may grant, and whether they may
+/// reach users that existed before. When `allowed` is set the endpoint is restricted: every
+/// field of a UserInvitation that grants access may only use values its list names (`"*"`
+/// allows any value), and a field whose list is empty may not be used at all (reason
+/// NotAllowed). accessPolicy Enforce never grants or revokes anything outside these lists.
+/// Without `allowed`, anything may be granted and existing users are not adopted.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowedGrants {
-    /// Permissions (`groups` of the UserInvite API).
+    /// Permissions (`users[].groups` of the UserInvite API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub groups: Vec<String>,
-    /// User group ids (`userGroups` of the UserInvite API).
+    /// User group ids (`users[].userGroups` of the UserInvite API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub user_groups: Vec<String>,
-    /// Role ids (`roles` of the UserInvite API).
+    /// Role ids (`users[].roles` of the UserInvite API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub roles: Vec<String>,
-    /// Organization role names (OrgInvitation).
+    /// Organization role names (OrgInvitation `organizationRoles[].name` and `orgRoleNames`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub organization_roles: Vec<String>,
-    /// Service role names (OrgInvitation `serviceRolesDtos[].serviceRoleNames`).
+    /// Service definition links (OrgInvitation `serviceRolesDtos[].serviceDefinitionLink`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 256)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 1024)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub service_definition_links: Vec<String>,
+    /// Service role names (OrgInvitation `serviceRolesDtos[].serviceRoleNames` and
+    /// `serviceRoles[].name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub service_role_names: Vec<String>,
+    /// Custom role names (OrgInvitation `customRoles[].name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub custom_roles: Vec<String>,
+    /// Custom group ids (OrgInvitation `customGroupsIds`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub custom_groups_ids: Vec<String>,
+    /// Resources that role bindings may name (OrgInvitation `resource` of
+    /// `organizationRoles`, `customRoles` and `serviceRoles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 1024)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub resources: Vec<String>,
+    /// Whether accessPolicy Enforce and deletionPolicy Delete may reach users that existed
+    /// before an invitation (adopting them). Default false: existing users are reported and
+    /// left alone. (A namespaced InvitationEndpoint always allows it: the team brought its own
+    /// token.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing_users: bool,
 }
+
+/// The value of an `allowed` list that allows any value.
+pub const ANY_VALUE: &str = "*";
 
 /// Observed state of an endpoint.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
@@ -229,9 +268,9 @@ pub struct EndpointStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyEndpoint {
     /// A namespaced `InvitationEndpoint`.
-    Namespaced(InvitationEndpoint),
+    Namespaced(Box<InvitationEndpoint>),
     /// A `ClusterInvitationEndpoint`.
-    Cluster(ClusterInvitationEndpoint),
+    Cluster(Box<ClusterInvitationEndpoint>),
 }
 
 impl AnyEndpoint {
@@ -240,6 +279,53 @@ impl AnyEndpoint {
         match self {
             AnyEndpoint::Namespaced(e) => &e.spec.connection,
             AnyEndpoint::Cluster(e) => &e.spec.connection,
+        }
+    }
+
+    /// Connection settings, to change (e.g. the one-shot mode's URL override).
+    pub fn connection_mut(&mut self) -> &mut EndpointConnection {
+        match self {
+            AnyEndpoint::Namespaced(e) => &mut e.spec.connection,
+            AnyEndpoint::Cluster(e) => &mut e.spec.connection,
+        }
+    }
+
+    /// `Kind/namespace/name` (cluster endpoints: `Kind/name`): how metrics and logs name it.
+    pub fn key(&self) -> String {
+        use kube::ResourceExt;
+        match self {
+            AnyEndpoint::Namespaced(e) => format!(
+                "InvitationEndpoint/{}/{}",
+                e.namespace().unwrap_or_default(),
+                e.name_any()
+            ),
+            AnyEndpoint::Cluster(e) => format!("ClusterInvitationEndpoint/{}", e.name_any()),
+        }
+    }
+
+    /// Whether the endpoint is namespaced (the team's own token).
+    pub fn is_namespaced(&self) -> bool {
+        matches!(self, AnyEndpoint::Namespaced(_))
+    }
+
+    /// The grants a cluster endpoint restricts invitations to (`None`: unrestricted).
+    pub fn allowed(&self) -> Option<&AllowedGrants> {
+        match self {
+            AnyEndpoint::Namespaced(_) => None,
+            AnyEndpoint::Cluster(e) => e.spec.allowed.as_ref(),
+        }
+    }
+
+    /// Whether accessPolicy Enforce and deletionPolicy Delete may adopt users that existed
+    /// before: always on a namespaced endpoint, opt-in on a cluster endpoint.
+    pub fn allows_adoption(&self) -> bool {
+        match self {
+            AnyEndpoint::Namespaced(_) => true,
+            AnyEndpoint::Cluster(e) => e
+                .spec
+                .allowed
+                .as_ref()
+                .is_some_and(|a| a.adopt_existing_users),
         }
     }
 }

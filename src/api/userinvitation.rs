@@ -3,7 +3,7 @@
 // kube-derive repeats `type_` in every printcolumn(...); clippy reads that as a duplicate.
 #![allow(clippy::duplicated_attributes)]
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -261,7 +261,13 @@ pub struct UserInvitationStatus {
     /// EndpointMismatch, NotAllowed, InvalidSpec, Paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// One entry per requested user, in spec order.
+    /// The API the users below belong to: ownership of a user is per API, whichever endpoint
+    /// object names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiIdentity>,
+    /// One entry per requested user, in spec order; then entries of users no longer requested
+    /// that still need work (a removal owed under deletionPolicy Delete, or an invite request
+    /// still settling).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserStatus>,
     /// Identifiers of the users that were invited or are members, for scripts.
@@ -275,11 +281,34 @@ pub struct UserInvitationStatus {
     pub failed: u32,
 }
 
+/// Which API a status refers to: the endpoint's URL in canonical form (scheme and host
+/// lowercased, default port dropped, path normalized) and, for OrgInvitation, the organization.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiIdentity {
+    /// Canonical base URL of the API.
+    pub url: String,
+    /// Organization (OrgInvitation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+}
+
+impl std::fmt::Display for ApiIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.organization_id {
+            Some(org) => write!(f, "{} (organization {org})", self.url),
+            None => f.write_str(&self.url),
+        }
+    }
+}
+
 /// Outcome for one user.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserStatus {
-    /// The requested email address (lowercased).
+    /// The requested email address (lowercased; a case-variant duplicate keeps its spelling).
     pub email_address: String,
     /// Identifier of the user in the API (may differ from the email address), or the
     /// invitation reference for OrgInvitation.
@@ -287,21 +316,55 @@ pub struct UserStatus {
     pub identifier: Option<String>,
     /// Where this user's invitation stands.
     pub state: UserState,
-    /// When the invitation was sent.
+    /// Whether this resource may change, delete or revoke what the API holds for this user:
+    /// Created when this resource sent the invitation, Adopted when the user existed before and
+    /// the endpoint allows adopting existing users. Absent: the user is only observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invited_at: Option<DateTime<Utc>>,
+    pub ownership: Option<Ownership>,
+    /// Why the user is Failed: InvalidSpec (the spec lists the address twice, ignoring case) or
+    /// Rejected (the API refused the invitation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
+    /// When the invitation was sent (for Inviting: when the request was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invited_at: Option<Timestamp>,
+    /// Inviting only: when an invite request whose answer was never seen can no longer act,
+    /// on any replica's clock (recorded with the intent: two request timeouts plus the
+    /// tolerated clock skew). Until then nobody invites this person again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settles_at: Option<Timestamp>,
     /// When the invitation expires unaccepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The API's message for this user, if any (e.g. why it failed).
+    pub expires_at: Option<Timestamp>,
+    /// What happened, in a sentence (e.g. the API's reason for a failure; truncated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1100))]
     pub message: Option<String>,
+}
+
+/// Why this resource may act on a user in the API.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum Ownership {
+    /// This resource sent the invitation.
+    Created,
+    /// The user existed before and this resource adopted them (accessPolicy Enforce or
+    /// deletionPolicy Delete on an endpoint that allows adoption).
+    Adopted,
+}
+
+/// Why a user is Failed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum FailureReason {
+    /// The spec lists this address more than once (addresses are compared ignoring case).
+    InvalidSpec,
+    /// The API refused to invite this user.
+    Rejected,
 }
 
 /// Where one user's invitation stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum UserState {
-    /// Not invited yet (waiting for the endpoint or a retry).
+    /// Not invited yet (waiting for the endpoint, another resource or a retry).
     Pending,
     /// The invitation is being sent; recorded before the call so a crash never sends it twice.
     Inviting,
@@ -313,11 +376,11 @@ pub enum UserState {
     AlreadyMember,
     /// The invitation expired unaccepted.
     Expired,
-    /// The API refused to invite this user; see message.
+    /// The API refused to invite this user, or the spec lists the address twice; see reason.
     Failed,
-    /// The pending invitation was revoked.
+    /// The pending invitation was revoked (outside this resource).
     Revoked,
-    /// The user was deleted (deletionPolicy Delete).
+    /// The user no longer exists in the API (deleted outside this resource).
     Deleted,
 }
 
@@ -334,6 +397,79 @@ impl UserState {
         UserState::Revoked,
         UserState::Deleted,
     ];
+
+    /// Whether the user counts as invited (Ready): the invitation is out or the person is in.
+    pub fn is_invited(self) -> bool {
+        match self {
+            UserState::Invited | UserState::Accepted | UserState::AlreadyMember => true,
+            UserState::Pending
+            | UserState::Inviting
+            | UserState::Expired
+            | UserState::Failed
+            | UserState::Revoked
+            | UserState::Deleted => false,
+        }
+    }
+
+    /// Whether the user still waits for an invitation to go out or settle.
+    pub fn is_waiting(self) -> bool {
+        match self {
+            UserState::Pending | UserState::Inviting => true,
+            UserState::Invited
+            | UserState::Accepted
+            | UserState::AlreadyMember
+            | UserState::Expired
+            | UserState::Failed
+            | UserState::Revoked
+            | UserState::Deleted => false,
+        }
+    }
+
+    /// Whether an owner in this state keeps the person: no other resource may invite or
+    /// adopt them meanwhile.
+    pub fn holds_person(self) -> bool {
+        match self {
+            UserState::Inviting
+            | UserState::Invited
+            | UserState::Accepted
+            | UserState::AlreadyMember => true,
+            UserState::Pending
+            | UserState::Expired
+            | UserState::Failed
+            | UserState::Revoked
+            | UserState::Deleted => false,
+        }
+    }
+
+    /// Whether deletionPolicy Delete has something to remove for an owned user in this state.
+    pub fn has_something_to_remove(self) -> bool {
+        match self {
+            UserState::Inviting
+            | UserState::Invited
+            | UserState::Accepted
+            | UserState::AlreadyMember
+            | UserState::Expired => true,
+            UserState::Pending | UserState::Failed | UserState::Revoked | UserState::Deleted => {
+                false
+            }
+        }
+    }
+
+    /// The event reason announcing that a user reached this state on a check of the API, if
+    /// it is news worth an event.
+    pub fn observed_event(self) -> Option<&'static str> {
+        match self {
+            UserState::Accepted => Some("Accepted"),
+            UserState::Expired => Some("Expired"),
+            UserState::Revoked => Some("Revoked"),
+            UserState::Deleted => Some("Deleted"),
+            UserState::Pending
+            | UserState::Inviting
+            | UserState::Invited
+            | UserState::AlreadyMember
+            | UserState::Failed => None,
+        }
+    }
 }
 
 impl std::fmt::Display for UserState {

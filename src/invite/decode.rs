@@ -147,23 +147,6 @@ pub fn error_message(body: &[u8]) -> Option<String> {
         .find_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
 }
 
-/// Whether an email address and an API identifier name the same user: equal ignoring case,
-/// or equal once a multi-tenant `+customer` suffix of the identifier's local part is removed.
-pub fn same_user(email: &str, identifier: &str, customer: Option<&str>) -> bool {
-    let identifier = identifier.to_ascii_lowercase();
-    if identifier == email {
-        return true;
-    }
-    let Some((local, domain)) = identifier.rsplit_once('@') else {
-        return false;
-    };
-    let stripped = match customer {
-        Some(c) => local.strip_suffix(&format!("+{}", c.to_ascii_lowercase())),
-        None => local.rsplit_once('+').map(|(l, _)| l),
-    };
-    stripped.is_some_and(|l| format!("{l}@{domain}") == email)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,18 +205,5 @@ mod tests {
             Some("Bad Gateway")
         );
         assert_eq!(error_message(b""), None);
-    }
-
-    #[test]
-    fn identifiers_match_emails() {
-        assert!(same_user("a@example.com", "A@Example.com", None));
-        assert!(same_user(
-            "a@example.com",
-            "a+acme@example.com",
-            Some("acme")
-        ));
-        assert!(same_user("a@example.com", "a+acme@example.com", None));
-        assert!(!same_user("a@example.com", "b@example.com", None));
-        assert!(!same_user("a+x@example.com", "a@example.com", None));
     }
 }

@@ -1,4 +1,5 @@
-//! Errors of the invite APIs, classified by what the caller should do about them.
+//! Errors of the invite APIs, classified by what the caller should do about them, and by
+//! whether a request that failed may still have been acted on (what exactly-once needs).
 
 use std::time::Duration;
 
@@ -14,13 +15,47 @@ pub enum ErrorCategory {
     Permanent,
 }
 
+/// Why a request was never sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSentReason {
+    /// Its send deadline passed while it waited (rate limit, `Retry-After`, token exchange).
+    Deadline,
+    /// This replica no longer holds the leader lease.
+    NotLeader,
+}
+
+impl std::fmt::Display for NotSentReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotSentReason::Deadline => "not sent in time; retrying",
+            NotSentReason::NotLeader => "not sent: this replica no longer holds the leader lease",
+        })
+    }
+}
+
 /// An error from an invite API call.
 #[derive(thiserror::Error, Debug, Clone, PartialEq)]
 pub enum ApiError {
-    /// The API could not answer now.
+    /// The API could not take the request now, and its answer (or a failed connection)
+    /// proves it did nothing: the throttling answers the APIs document (429; 406, which the
+    /// UserInvite API uses for throttling; 425), or no connection.
     #[error("{operation}: the API is unavailable{}: {message}", status_text(*status))]
-    Transient {
+    Unavailable {
         /// The operation that failed, e.g. `invite users`.
+        operation: &'static str,
+        /// HTTP status, when there was a response.
+        status: Option<u16>,
+        /// What went wrong.
+        message: String,
+        /// How long the API asked us to wait (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// The request was sent but its outcome is unknown: the API may have acted on it (timeout,
+    /// connection reset after sending, 408, and every 5xx: neither API documents that a 5xx
+    /// means nothing was done).
+    #[error("{operation}: no usable answer{}: {message}", status_text(*status))]
+    NoAnswer {
+        /// The operation that failed.
         operation: &'static str,
         /// HTTP status, when there was a response.
         status: Option<u16>,
@@ -49,14 +84,15 @@ pub enum ApiError {
         /// The API's message.
         message: String,
     },
-    /// The request was not sent: its send deadline passed while it waited (rate limit, token
-    /// exchange). Nothing reached the API.
-    #[error("{operation}: not sent in time; retrying")]
+    /// The request was not sent; nothing reached the API.
+    #[error("{operation}: {reason}")]
     NotSent {
         /// The operation that was not sent.
         operation: &'static str,
+        /// Why.
+        reason: NotSentReason,
     },
-    /// The API answered something that could not be understood.
+    /// The API answered something that could not be understood (or that was too large).
     #[error("{operation}: unexpected answer from the API: {message}")]
     Decode {
         /// The operation that failed.
@@ -74,18 +110,34 @@ impl ApiError {
     /// What a caller should do about this error.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            ApiError::Transient { .. } | ApiError::Decode { .. } | ApiError::NotSent { .. } => {
-                ErrorCategory::Transient
-            }
+            ApiError::Unavailable { .. }
+            | ApiError::NoAnswer { .. }
+            | ApiError::Decode { .. }
+            | ApiError::NotSent { .. } => ErrorCategory::Transient,
             ApiError::Configuration { .. } => ErrorCategory::Configuration,
             ApiError::Rejected { .. } => ErrorCategory::Permanent,
+        }
+    }
+
+    /// Whether a request that failed with this error may still have been acted on by the API.
+    /// Only an answer that proves the API did nothing (a refusal, 429/503/406, no connection,
+    /// not sent) rules it out.
+    pub fn may_have_acted(&self) -> bool {
+        match self {
+            ApiError::NoAnswer { .. } | ApiError::Decode { .. } => true,
+            ApiError::Unavailable { .. }
+            | ApiError::Configuration { .. }
+            | ApiError::Rejected { .. }
+            | ApiError::NotSent { .. } => false,
         }
     }
 
     /// How long the API asked us to wait before retrying, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Transient { retry_after, .. } => *retry_after,
+            ApiError::Unavailable { retry_after, .. } | ApiError::NoAnswer { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -93,11 +145,23 @@ impl ApiError {
     /// The HTTP status of the answer, if there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ApiError::Transient { status, .. } => *status,
+            ApiError::Unavailable { status, .. } | ApiError::NoAnswer { status, .. } => *status,
             ApiError::Configuration { status, .. } | ApiError::Rejected { status, .. } => {
                 Some(*status)
             }
             ApiError::Decode { .. } | ApiError::NotSent { .. } => None,
+        }
+    }
+
+    /// The API's own message (the refusal reason), without the operation and status.
+    pub fn api_message(&self) -> String {
+        match self {
+            ApiError::Unavailable { message, .. }
+            | ApiError::NoAnswer { message, .. }
+            | ApiError::Configuration { message, .. }
+            | ApiError::Rejected { message, .. }
+            | ApiError::Decode { message, .. } => message.clone(),
+            ApiError::NotSent { reason, .. } => reason.to_string(),
         }
     }
 
@@ -109,7 +173,16 @@ impl ApiError {
         retry_after: Option<Duration>,
     ) -> ApiError {
         match status {
-            406 | 408 | 425 | 429 | 500..=599 => ApiError::Transient {
+            // Documented throttling answers: the request was not processed.
+            406 | 425 | 429 => ApiError::Unavailable {
+                operation,
+                status: Some(status),
+                message,
+                retry_after,
+            },
+            // A timeout or a gateway/server failure (503 included: a gateway may say it after
+            // the backend acted): the request may have been acted on.
+            408 | 500..=599 => ApiError::NoAnswer {
                 operation,
                 status: Some(status),
                 message,
@@ -125,6 +198,34 @@ impl ApiError {
                 status,
                 message,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_by_what_to_do_and_whether_the_api_may_have_acted() {
+        use ErrorCategory::*;
+        let e = |s| ApiError::from_status("op", s, String::new(), None);
+        for (status, category, acted) in [
+            (503, Transient, true),
+            (429, Transient, false),
+            (406, Transient, false),
+            (502, Transient, true),
+            (504, Transient, true),
+            (500, Transient, true),
+            (408, Transient, true),
+            (401, Configuration, false),
+            (403, Configuration, false),
+            (400, Permanent, false),
+            (409, Permanent, false),
+            (422, Permanent, false),
+        ] {
+            assert_eq!(e(status).category(), category, "{status}");
+            assert_eq!(e(status).may_have_acted(), acted, "{status}");
         }
     }
 }

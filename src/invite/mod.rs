@@ -1,26 +1,33 @@
-//! The invite APIs: one trait, [`InviteApi`], and a client per API flavour.
+//! The invite APIs: one trait, [`InviteApi`], one module per API flavour, and [`connect`], the
+//! one place that knows every flavour.
 //!
 //! Clients speak per email address: they report what the API knows about each address
-//! ([`Observed`]) and invite a batch of addresses from a `UserInvitation`'s spec
-//! ([`InviteResult`] per address). Whole-request failures are [`ApiError`]s classified as
-//! transient, configuration or permanent.
+//! ([`Observed`]), invite a batch of addresses (one [`InviteOutcome`] per address, never an
+//! error for the whole batch), and run the user operations of accessPolicy Enforce and
+//! deletionPolicy Delete. Failures are [`ApiError`]s classified as transient, configuration or
+//! permanent, and by whether the API may have acted.
+//!
+//! Adding a flavour: a module implementing [`InviteApi`] with a `connect` function, a variant of
+//! [`ApiFlavor`], and its line in [`connect`].
 
+pub mod coalesce;
 pub mod decode;
 mod error;
+pub mod identity;
 pub mod orginvitation;
 pub mod transport;
 pub mod userinvite;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
+use tokio::time::Instant;
 
-pub use error::{ApiError, ErrorCategory};
-pub use orginvitation::OrgInvitationClient;
-pub use transport::{Transport, TransportSettings};
-pub use userinvite::UserInviteClient;
+pub use error::{ApiError, ErrorCategory, NotSentReason};
+pub use identity::api_identity;
+pub use transport::{Transport, TransportError, TransportSettings};
 
-use crate::api::{ApiFlavor, UserInvitationSpec};
+use crate::api::{ApiFlavor, EndpointConnection, UserInvitationSpec};
 
 /// An API token read from a Secret. Its `Debug` output never shows the value.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -66,6 +73,35 @@ impl UserGrants {
     }
 }
 
+/// One address to look up, with the API's identifier when it is known.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lookup {
+    /// The requested (normalized) address.
+    pub email: String,
+    /// The identifier the API gave the user, if known.
+    pub identifier: Option<String>,
+}
+
+impl Lookup {
+    /// A lookup by address only.
+    pub fn email(email: impl Into<String>) -> Lookup {
+        Lookup {
+            email: email.into(),
+            identifier: None,
+        }
+    }
+
+    /// Whether an identifier the API reports names this user: the exact identifier or the
+    /// address, ignoring case (`alice@x.com` and `alice+ops@x.com` are two people).
+    pub fn matches(&self, reported: &str) -> bool {
+        reported.eq_ignore_ascii_case(&self.email)
+            || self
+                .identifier
+                .as_deref()
+                .is_some_and(|id| reported.eq_ignore_ascii_case(id))
+    }
+}
+
 /// What the API knows about one email address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observed {
@@ -85,9 +121,14 @@ pub enum Observed {
         /// Invitation reference.
         reference: String,
         /// When it expires.
-        expires_at: Option<DateTime<Utc>>,
+        expires_at: Option<Timestamp>,
         /// When it was sent.
-        invited_at: Option<DateTime<Utc>>,
+        invited_at: Option<Timestamp>,
+    },
+    /// The newest invitation was redeemed: the person accepted (OrgInvitation).
+    RedeemedInvitation {
+        /// Invitation reference.
+        reference: String,
     },
     /// The newest invitation was revoked and the user is not a member (OrgInvitation).
     RevokedInvitation {
@@ -96,15 +137,24 @@ pub enum Observed {
     },
 }
 
+/// One address to invite, with the resource's spec that says what to grant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InviteRequest {
+    /// The normalized address.
+    pub email: String,
+    /// The spec of the resource asking (shared by its addresses).
+    pub spec: Arc<UserInvitationSpec>,
+}
+
 /// The outcome of inviting one address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InviteResult {
+#[derive(Clone, Debug, PartialEq)]
+pub enum InviteOutcome {
     /// The invitation was sent.
     Invited {
         /// The API's identifier of the user or invitation.
         identifier: String,
         /// When the invitation expires, if the API says.
-        expires_at: Option<DateTime<Utc>>,
+        expires_at: Option<Timestamp>,
         /// A warning the API returned (e.g. ignored user groups).
         warning: Option<String>,
     },
@@ -113,140 +163,112 @@ pub enum InviteResult {
         /// The API's identifier of the user.
         identifier: String,
     },
-    /// The API refused this user.
+    /// The API refused this user; nothing was done.
     Rejected {
         /// The API's message.
         message: String,
     },
+    /// Nothing was done for this user: the request was not sent, or the answer proves the API
+    /// did nothing (429, 503, 401, …). The error says what to do.
+    NotDone(ApiError),
+    /// The request went out but its outcome is unknown: the API may have acted.
+    Unknown(ApiError),
 }
 
-/// An invite API.
-pub trait InviteApi {
+impl InviteOutcome {
+    /// The outcome for an address whose request failed as a whole with `error`.
+    pub fn of_error(error: ApiError) -> InviteOutcome {
+        if error.may_have_acted() {
+            InviteOutcome::Unknown(error)
+        } else {
+            InviteOutcome::NotDone(error)
+        }
+    }
+}
+
+/// An invite API, as one endpoint reaches it. Object-safe: the controller holds
+/// `Arc<dyn InviteApi>`.
+#[async_trait::async_trait]
+pub trait InviteApi: Send + Sync + std::fmt::Debug {
     /// The flavour of API this client speaks.
     fn flavor(&self) -> ApiFlavor;
 
     /// How long an invitation of this API stays valid.
-    fn invitation_lifetime(&self) -> chrono::Duration;
+    fn invitation_lifetime(&self) -> SignedDuration;
 
-    /// Looks the addresses up. Every address asked for is in the answer.
-    fn observe(
+    /// The timeout of one request: how long an unanswered invite request may still act.
+    fn request_timeout(&self) -> Duration;
+
+    /// Invite requests with equal keys may go out in one call (OrgInvitation: one request
+    /// carries one set of roles for all its usernames).
+    fn batch_key(&self, _spec: &UserInvitationSpec) -> String {
+        String::new()
+    }
+
+    /// How many addresses one invite call may carry.
+    fn max_batch(&self) -> usize {
+        200
+    }
+
+    /// Checks that the credentials work without changing anything.
+    async fn verify_credentials(&self) -> Result<(), ApiError>;
+
+    /// Looks the addresses up, in as few calls as the API allows. Every address asked for is
+    /// in the answer (keyed by its email).
+    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError>;
+
+    /// Invites the addresses, in as few calls as the API allows, isolating the ones the API
+    /// refuses. Every address gets an outcome. No request leaves after `send_by`.
+    async fn invite(
         &self,
-        emails: &[String],
-    ) -> impl Future<Output = Result<BTreeMap<String, Observed>, ApiError>> + Send;
+        requests: &[InviteRequest],
+        send_by: Instant,
+    ) -> BTreeMap<String, InviteOutcome>;
 
-    /// Invites the given addresses, with what `spec` requests for them, in as few calls as the
-    /// API allows. Per-address refusals are [`InviteResult::Rejected`]; an error means nothing
-    /// is known about the addresses without a result, except [`ApiError::NotSent`]: nothing was
-    /// sent. No invite request leaves after `send_by`.
-    fn invite(
-        &self,
-        spec: &UserInvitationSpec,
-        emails: &[String],
-        send_by: std::time::Instant,
-    ) -> impl Future<Output = Result<BTreeMap<String, InviteResult>, ApiError>> + Send;
-
-    /// Brings an existing user's grants from `actual` to `desired` (accessPolicy Enforce).
+    /// Brings an existing user's grants from `actual` to `target` (accessPolicy Enforce).
     /// Returns a description of each change made; APIs without such operations make none.
-    fn enforce(
+    async fn enforce(
         &self,
         identifier: &str,
-        desired: &UserGrants,
+        target: &UserGrants,
         actual: &UserGrants,
-    ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+    ) -> Result<Vec<String>, ApiError>;
 
     /// Removes what a resource created for one user (deletionPolicy Delete): deletes the user
     /// (UserInvite) or revokes the pending invitation (OrgInvitation). Something already gone
     /// counts as removed. Returns what was done, or `None` when there was nothing to do.
-    fn remove(
-        &self,
-        email: &str,
-        identifier: Option<&str>,
-    ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
-}
-
-/// A client for either API flavour.
-#[derive(Clone, Debug)]
-pub enum InviteClient {
-    /// Invite Users API.
-    UserInvite(UserInviteClient),
-    /// Organization invitations API.
-    OrgInvitation(OrgInvitationClient),
-}
-
-impl InviteClient {
-    /// The timeout of one request to this endpoint.
-    pub fn request_timeout(&self) -> std::time::Duration {
-        match self {
-            InviteClient::UserInvite(c) => c.transport().timeout(),
-            InviteClient::OrgInvitation(c) => c.transport().timeout(),
-        }
-    }
-
-    /// Checks that the credentials work without changing anything: the OrgInvitation API
-    /// exchanges the API token (or reuses a valid cached access token); the UserInvite API has
-    /// no side-effect-free check, so nothing is called.
-    pub async fn verify_credentials(&self) -> Result<(), ApiError> {
-        match self {
-            InviteClient::UserInvite(_) => Ok(()),
-            InviteClient::OrgInvitation(c) => c.verify_credentials().await,
-        }
-    }
-}
-
-impl InviteApi for InviteClient {
-    fn flavor(&self) -> ApiFlavor {
-        match self {
-            InviteClient::UserInvite(c) => c.flavor(),
-            InviteClient::OrgInvitation(c) => c.flavor(),
-        }
-    }
-
-    fn invitation_lifetime(&self) -> chrono::Duration {
-        match self {
-            InviteClient::UserInvite(c) => c.invitation_lifetime(),
-            InviteClient::OrgInvitation(c) => c.invitation_lifetime(),
-        }
-    }
-
-    async fn observe(&self, emails: &[String]) -> Result<BTreeMap<String, Observed>, ApiError> {
-        match self {
-            InviteClient::UserInvite(c) => c.observe(emails).await,
-            InviteClient::OrgInvitation(c) => c.observe(emails).await,
-        }
-    }
-
-    async fn invite(
-        &self,
-        spec: &UserInvitationSpec,
-        emails: &[String],
-        send_by: std::time::Instant,
-    ) -> Result<BTreeMap<String, InviteResult>, ApiError> {
-        match self {
-            InviteClient::UserInvite(c) => c.invite(spec, emails, send_by).await,
-            InviteClient::OrgInvitation(c) => c.invite(spec, emails, send_by).await,
-        }
-    }
-
-    async fn enforce(
-        &self,
-        identifier: &str,
-        desired: &UserGrants,
-        actual: &UserGrants,
-    ) -> Result<Vec<String>, ApiError> {
-        match self {
-            InviteClient::UserInvite(c) => c.enforce(identifier, desired, actual).await,
-            InviteClient::OrgInvitation(c) => c.enforce(identifier, desired, actual).await,
-        }
-    }
-
     async fn remove(
         &self,
         email: &str,
         identifier: Option<&str>,
-    ) -> Result<Option<String>, ApiError> {
-        match self {
-            InviteClient::UserInvite(c) => c.remove(email, identifier).await,
-            InviteClient::OrgInvitation(c) => c.remove(email, identifier).await,
-        }
+    ) -> Result<Option<String>, ApiError>;
+}
+
+/// A shared client of one endpoint.
+pub type SharedApi = Arc<dyn InviteApi>;
+
+/// Why a client cannot be built from an endpoint's settings.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The HTTP transport cannot be built.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A setting the flavour needs is missing or wrong.
+    #[error("{0}")]
+    Setting(String),
+}
+
+/// Builds the client of an endpoint: the registry of API flavours.
+pub fn connect(
+    connection: &EndpointConnection,
+    token: ApiToken,
+    transport: Transport,
+) -> Result<SharedApi, ConnectError> {
+    let url = identity::canonical_url(&connection.url).map_err(ConnectError::Setting)?;
+    match connection.api {
+        ApiFlavor::UserInvite => Ok(Arc::new(userinvite::connect(&url, token, transport))),
+        ApiFlavor::OrgInvitation => Ok(Arc::new(orginvitation::connect(
+            &url, connection, token, transport,
+        )?)),
     }
 }

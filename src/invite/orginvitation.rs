@@ -4,28 +4,44 @@
 //! The Secret holds an API token, exchanged at
 //! `{tokenUrl | url}/csp/gateway/am/api/auth/api-tokens/authorize` for an access token that is
 //! cached, refreshed shortly before `expires_in` runs out and once on a 401, and sent as
-//! `csp-auth-token`. Because the invite call returns no ids, outcomes are read back from
-//! `GET …/invitations` and the organization's users.
+//! `csp-auth-token`. Because the invite call returns no ids, outcomes are read back from the
+//! organization's invitations and members.
+//!
+//! Lookups read one **snapshot** of the organization (every member, every invitation), shared
+//! by every lookup of the endpoint for a short time and fetched once however many lookups wait
+//! for it. A snapshot is never reused across a change this client makes (invite, revoke): a
+//! lookup after the change sees it.
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use jiff::{SignedDuration, Timestamp};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::{
-    ApiError, ApiToken, ErrorCategory, InviteApi, InviteResult, Observed, Transport,
+    ApiError, ApiToken, ConnectError, ErrorCategory, InviteApi, InviteOutcome, InviteRequest,
+    Lookup, Observed, Transport,
     decode::{self, as_i64},
     transport::{Answer, error_from_answer},
 };
-use crate::api::{ApiFlavor, UserInvitationSpec};
+use crate::api::{ApiFlavor, EndpointConnection, OrgInvitationRequest, UserInvitationSpec};
 
 /// How long an organization invitation stays valid.
 pub const INVITATION_LIFETIME_DAYS: i64 = 7;
+
+/// How long a snapshot of the organization serves lookups.
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(2);
+
+/// Page size of the member listing.
+const MEMBER_PAGE: u64 = 200;
+
+/// Most member pages read (a bound against an API that never ends its listing).
+const MAX_MEMBER_PAGES: u64 = 10_000;
 
 const TOKEN_PATH: &str = "/csp/gateway/am/api/auth/api-tokens/authorize";
 
@@ -33,6 +49,24 @@ const TOKEN_PATH: &str = "/csp/gateway/am/api/auth/api-tokens/authorize";
 struct AccessToken {
     value: String,
     refresh_at: Instant,
+}
+
+/// The organization as read at one moment: members (lowercased username → user id) and
+/// every invitation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrgSnapshot {
+    /// Members, lowercased username → user id.
+    pub members: BTreeMap<String, String>,
+    /// Every invitation.
+    pub invitations: Vec<OrgInvitation>,
+}
+
+#[derive(Default)]
+struct SnapshotCache {
+    /// Bumped when a change starts and when it ends: a snapshot is reused only within the
+    /// epoch its read started in.
+    epoch: u64,
+    cached: Option<(u64, Instant, Arc<OrgSnapshot>)>,
 }
 
 /// Client of one OrgInvitation endpoint.
@@ -44,6 +78,8 @@ pub struct OrgInvitationClient {
     api_token: ApiToken,
     transport: Transport,
     access: Arc<tokio::sync::Mutex<Option<AccessToken>>>,
+    snapshots: Arc<Mutex<SnapshotCache>>,
+    snapshot_fetch: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for OrgInvitationClient {
@@ -58,54 +94,58 @@ impl std::fmt::Debug for OrgInvitationClient {
 /// One invitation as listed by the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrgInvitation {
-    /// The invited username (email).
+    /// The invited username (email), lowercased.
     pub username: String,
     /// AVAILABLE, REDEEMED or REVOKED.
     pub status: String,
     /// Reference link of the invitation.
     pub ref_link: String,
     /// When it was generated.
-    pub generated_at: Option<DateTime<Utc>>,
+    pub generated_at: Option<Timestamp>,
     /// When it expires.
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The client of organization `connection.organizationId` at `base_url` (canonical); the API
+/// token is exchanged at `tokenUrl` (default: `base_url`).
+pub fn connect(
+    base_url: &str,
+    connection: &EndpointConnection,
+    api_token: ApiToken,
+    transport: Transport,
+) -> Result<OrgInvitationClient, ConnectError> {
+    let organization_id = connection
+        .organization_id
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| {
+            ConnectError::Setting("organizationId is required for an OrgInvitation endpoint".into())
+        })?;
+    let token_url = match connection.token_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => super::identity::canonical_url(url).map_err(ConnectError::Setting)?,
+        None => base_url.to_string(),
+    };
+    Ok(OrgInvitationClient {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        token_url,
+        organization_id: organization_id.to_string(),
+        api_token,
+        transport,
+        access: Arc::default(),
+        snapshots: Arc::default(),
+        snapshot_fetch: Arc::default(),
+    })
+}
+
+/// What one invite call answered.
+enum Posted {
+    Sent,
+    Refused(String),
 }
 
 impl OrgInvitationClient {
-    /// The HTTP transport of this client.
-    pub fn transport(&self) -> &Transport {
-        &self.transport
-    }
-
-    /// A client for organization `organization_id` at `base_url`; the API token is exchanged
-    /// at `token_url` (default: `base_url`).
-    pub fn new(
-        base_url: &str,
-        token_url: Option<&str>,
-        organization_id: &str,
-        api_token: ApiToken,
-        transport: Transport,
-    ) -> OrgInvitationClient {
-        let base_url = base_url.trim_end_matches('/').to_string();
-        let token_url = token_url
-            .filter(|u| !u.is_empty())
-            .map(|u| u.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| base_url.clone());
-        OrgInvitationClient {
-            base_url,
-            token_url,
-            organization_id: organization_id.to_string(),
-            api_token,
-            transport,
-            access: Arc::default(),
-        }
-    }
-
     fn org_path(&self) -> String {
-        format!(
-            "/csp/gateway/am/api/orgs/{}",
-            url::form_urlencoded::byte_serialize(self.organization_id.as_bytes())
-                .collect::<String>()
-        )
+        format!("/csp/gateway/am/api/orgs/{}", encode(&self.organization_id))
     }
 
     /// The cached access token, exchanging the API token when there is none or it is about
@@ -141,11 +181,12 @@ impl OrgInvitationClient {
         }
         let value: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
             operation: "exchange token",
-            message: e.to_string(),
+            message: format!("not JSON: {e}"),
         })?;
         let token = value
             .get("access_token")
             .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Decode {
                 operation: "exchange token",
                 message: "no access_token in the answer".into(),
@@ -155,7 +196,7 @@ impl OrgInvitationClient {
             .get("expires_in")
             .and_then(as_i64)
             .unwrap_or(1799)
-            .max(1) as u64;
+            .clamp(1, 24 * 3600) as u64;
         // Refresh a minute early, or at half-life for very short-lived tokens.
         let margin = Duration::from_secs(60).min(Duration::from_secs(expires_in) / 2);
         *access = Some(AccessToken {
@@ -166,32 +207,23 @@ impl OrgInvitationClient {
     }
 
     /// Sends an authenticated request, fetching a new access token and retrying once on 401.
+    /// Reads are retried on transient errors; changes are sent once, never after `send_by`.
     async fn call(
         &self,
         operation: &'static str,
-        idempotent: bool,
+        change: Option<Option<Instant>>,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
-    ) -> Result<Answer, ApiError> {
-        self.call_by(operation, idempotent, build, None).await
-    }
-
-    /// [`OrgInvitationClient::call`] with a send deadline for non-idempotent requests.
-    async fn call_by(
-        &self,
-        operation: &'static str,
-        idempotent: bool,
-        build: impl Fn(&str) -> reqwest::RequestBuilder,
-        send_by: Option<Instant>,
     ) -> Result<Answer, ApiError> {
         let mut refreshed = false;
         loop {
             let token = self.access_token(refreshed).await?;
-            let result = if idempotent {
-                self.transport.send_read(operation, || build(&token)).await
-            } else {
-                self.transport
-                    .send_by(operation, build(&token), send_by)
-                    .await
+            let result = match change {
+                None => self.transport.send_read(operation, || build(&token)).await,
+                Some(send_by) => {
+                    self.transport
+                        .send_mutation(operation, build(&token), send_by)
+                        .await
+                }
             };
             match result {
                 Err(e) if e.status() == Some(401) && !refreshed => {
@@ -225,105 +257,256 @@ impl OrgInvitationClient {
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
-    /// Exchanges the API token for an access token, unless a valid one is cached.
-    pub async fn verify_credentials(&self) -> Result<(), ApiError> {
-        self.access_token(false).await.map(|_| ())
+    /// Runs a change (invite, revoke) between two epoch bumps, so no snapshot read before or
+    /// during it is reused after it.
+    async fn changing<T>(&self, change: impl Future<Output = T>) -> T {
+        self.snapshots.lock().expect("lock").epoch += 1;
+        let result = change.await;
+        self.snapshots.lock().expect("lock").epoch += 1;
+        result
+    }
+
+    /// A snapshot of the organization no older than [`SNAPSHOT_TTL`] and read after this
+    /// client's last change; one read serves every caller waiting for it.
+    pub async fn snapshot(&self) -> Result<Arc<OrgSnapshot>, ApiError> {
+        let usable = |cache: &SnapshotCache| {
+            cache.cached.as_ref().and_then(|(epoch, at, snapshot)| {
+                (*epoch == cache.epoch && at.elapsed() < SNAPSHOT_TTL).then(|| snapshot.clone())
+            })
+        };
+        if let Some(snapshot) = usable(&self.snapshots.lock().expect("lock")) {
+            return Ok(snapshot);
+        }
+        let _single_flight = self.snapshot_fetch.lock().await;
+        let epoch = {
+            let cache = self.snapshots.lock().expect("lock");
+            if let Some(snapshot) = usable(&cache) {
+                return Ok(snapshot);
+            }
+            cache.epoch
+        };
+        let started = Instant::now();
+        let snapshot = Arc::new(OrgSnapshot {
+            members: self.members().await?,
+            invitations: self.list_invitations().await?,
+        });
+        let mut cache = self.snapshots.lock().expect("lock");
+        if cache.epoch == epoch {
+            cache.cached = Some((epoch, started, snapshot.clone()));
+        }
+        Ok(snapshot)
     }
 
     /// Every invitation of the organization.
     pub async fn list_invitations(&self) -> Result<Vec<OrgInvitation>, ApiError> {
         let path = format!("{}/invitations", self.org_path());
         let answer = self
-            .call("list invitations", true, |t| {
+            .call("list invitations", None, |t| {
                 self.request(Method::GET, &path, t)
             })
             .await?;
         let value: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
             operation: "list invitations",
-            message: e.to_string(),
+            message: format!("not JSON: {e}"),
         })?;
         Ok(items(&value).iter().filter_map(invitation).collect())
     }
 
-    /// Usernames (lowercased) of the organization's members, mapped to their user id.
+    /// Usernames (lowercased) of every member of the organization, mapped to their user id.
     pub async fn members(&self) -> Result<BTreeMap<String, String>, ApiError> {
         let mut members = BTreeMap::new();
-        let mut page_start = 1u64;
-        const PAGE: u64 = 200;
-        loop {
+        for page in 0..MAX_MEMBER_PAGES {
+            let start = 1 + page * MEMBER_PAGE;
             let path = format!(
-                "/csp/gateway/am/api/v2/orgs/{}/users?pageStart={page_start}&pageLimit={PAGE}",
-                url::form_urlencoded::byte_serialize(self.organization_id.as_bytes())
-                    .collect::<String>()
+                "/csp/gateway/am/api/v2/orgs/{}/users?pageStart={start}&pageLimit={MEMBER_PAGE}",
+                encode(&self.organization_id)
             );
             let answer = self
-                .call("list organization users", true, |t| {
+                .call("list organization users", None, |t| {
                     self.request(Method::GET, &path, t)
                 })
                 .await?;
             let value: Value =
                 serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
                     operation: "list organization users",
-                    message: e.to_string(),
+                    message: format!("not JSON: {e}"),
                 })?;
             let results = items(&value);
-            for entry in &results {
-                let user = entry.get("user").unwrap_or(entry);
-                let name = user
-                    .get("username")
-                    .or_else(|| user.get("email"))
-                    .and_then(Value::as_str);
-                if let Some(name) = name {
-                    let id = user
-                        .get("userId")
-                        .and_then(Value::as_str)
-                        .unwrap_or(name)
-                        .to_string();
-                    members.insert(name.to_ascii_lowercase(), id);
-                }
-            }
-            let total = value.get("totalResults").and_then(as_i64).unwrap_or(0) as u64;
+            let before = members.len();
+            members.extend(results.iter().filter_map(member));
+            let total = value
+                .get("totalResults")
+                .and_then(as_i64)
+                .unwrap_or(0)
+                .max(0) as u64;
             let has_next = value.get("nextLink").is_some_and(|l| !l.is_null());
             if results.is_empty()
-                || (!has_next && page_start + PAGE > total.max(1))
-                || page_start > 10_000
+                || members.len() == before
+                || (!has_next && start + MEMBER_PAGE > total)
             {
-                break;
+                return Ok(members);
             }
-            page_start += PAGE;
         }
-        Ok(members)
+        Err(ApiError::Decode {
+            operation: "list organization users",
+            message: format!("the member listing did not end after {MAX_MEMBER_PAGES} pages"),
+        })
     }
 
+    /// One invite call for `usernames` with `payload`'s roles.
     async fn post_invitation(
         &self,
-        spec: &UserInvitationSpec,
+        payload: &OrgInvitationRequest,
         usernames: &[String],
         send_by: Instant,
-    ) -> Result<Result<(), String>, ApiError> {
-        let Some(request) = &spec.org_invitation else {
-            return Ok(Err("spec.orgInvitation is not set".into()));
-        };
-        let mut body = serde_json::to_value(request).map_err(|e| ApiError::Decode {
+    ) -> Result<Posted, ApiError> {
+        let mut body = serde_json::to_value(payload).map_err(|e| ApiError::Decode {
             operation: "invite users",
             message: e.to_string(),
         })?;
         body["usernames"] = json!(usernames);
         let path = format!("{}/invitations", self.org_path());
         let result = self
-            .call_by(
-                "invite users",
-                false,
-                |t| self.request(Method::POST, &path, t).json(&body),
-                Some(send_by),
-            )
+            .changing(self.call("invite users", Some(Some(send_by)), |t| {
+                self.request(Method::POST, &path, t).json(&body)
+            }))
             .await;
         match result {
-            Ok(_) => Ok(Ok(())),
-            Err(ApiError::Rejected { message, .. }) => Ok(Err(message)),
+            Ok(_) => Ok(Posted::Sent),
+            Err(ApiError::Rejected { message, .. }) => Ok(Posted::Refused(message)),
             Err(e) => Err(e),
         }
     }
+
+    /// Invites `usernames`, isolating refused ones. A refusal names nobody, so the batch is
+    /// halved until each refused username is found; but first two usernames of a refused batch
+    /// are tried alone: when both are refused with the batch's own message, the shared roles
+    /// are at fault and every username is refused without more calls.
+    async fn invite_isolating(
+        &self,
+        payload: &OrgInvitationRequest,
+        usernames: Vec<String>,
+        send_by: Instant,
+    ) -> BTreeMap<String, InviteOutcome> {
+        let mut outcomes = BTreeMap::new();
+        let mut sent = Vec::new();
+        let mut pending = vec![usernames];
+        let mut probed = false;
+        while let Some(batch) = pending.pop() {
+            match self.post_invitation(payload, &batch, send_by).await {
+                Ok(Posted::Sent) => sent.extend(batch),
+                Ok(Posted::Refused(message)) if batch.len() == 1 => {
+                    outcomes.insert(batch[0].clone(), InviteOutcome::Rejected { message });
+                }
+                Ok(Posted::Refused(message)) if !probed => {
+                    probed = true;
+                    let rest = self
+                        .probe(payload, batch, &message, send_by, &mut outcomes, &mut sent)
+                        .await;
+                    if !rest.is_empty() {
+                        let (a, b) = rest.split_at(rest.len().div_ceil(2));
+                        pending.extend([b.to_vec(), a.to_vec()]);
+                    }
+                }
+                Ok(Posted::Refused(_)) => {
+                    let (a, b) = batch.split_at(batch.len().div_ceil(2));
+                    pending.extend([b.to_vec(), a.to_vec()]);
+                }
+                Err(error) => {
+                    for username in batch {
+                        outcomes.insert(username, InviteOutcome::of_error(error.clone()));
+                    }
+                }
+            }
+        }
+        if !sent.is_empty() {
+            self.read_back(&sent, &mut outcomes).await;
+        }
+        outcomes
+    }
+
+    /// Tries the first and the last username of a refused batch alone. Returns the usernames
+    /// still to decide (none when both probes were refused like the batch: the roles are at
+    /// fault).
+    async fn probe(
+        &self,
+        payload: &OrgInvitationRequest,
+        batch: Vec<String>,
+        batch_message: &str,
+        send_by: Instant,
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+        sent: &mut Vec<String>,
+    ) -> Vec<String> {
+        let probes = [batch[0].clone(), batch[batch.len() - 1].clone()];
+        let mut same_refusals = 0;
+        for username in &probes {
+            match self
+                .post_invitation(payload, std::slice::from_ref(username), send_by)
+                .await
+            {
+                Ok(Posted::Sent) => sent.push(username.clone()),
+                Ok(Posted::Refused(message)) => {
+                    same_refusals += usize::from(message == batch_message);
+                    outcomes.insert(username.clone(), InviteOutcome::Rejected { message });
+                }
+                Err(error) => {
+                    // Nothing more is sent: the others were not, so they are retried.
+                    outcomes.insert(username.clone(), InviteOutcome::of_error(error.clone()));
+                    for other in batch.iter().filter(|u| !probes.contains(u)) {
+                        outcomes.insert(other.clone(), InviteOutcome::NotDone(error.clone()));
+                    }
+                    return Vec::new();
+                }
+            }
+        }
+        let rest: Vec<String> = batch.into_iter().filter(|u| !probes.contains(u)).collect();
+        if same_refusals == probes.len() {
+            for username in rest {
+                outcomes.insert(
+                    username,
+                    InviteOutcome::Rejected {
+                        message: batch_message.to_string(),
+                    },
+                );
+            }
+            return Vec::new();
+        }
+        rest
+    }
+
+    /// The call answers 202 with no body: read the invitations back for their references.
+    async fn read_back(&self, sent: &[String], outcomes: &mut BTreeMap<String, InviteOutcome>) {
+        let snapshot = self.snapshot().await.ok();
+        for username in sent {
+            let observed = snapshot.as_deref().map(|s| observe_one(username, s));
+            let outcome = match observed {
+                Some(Observed::PendingInvitation {
+                    reference,
+                    expires_at,
+                    ..
+                }) => InviteOutcome::Invited {
+                    identifier: reference,
+                    expires_at,
+                    warning: None,
+                },
+                Some(Observed::Member { identifier, .. }) => InviteOutcome::Invited {
+                    identifier,
+                    expires_at: None,
+                    warning: Some("added to the organization directly".into()),
+                },
+                _ => InviteOutcome::Invited {
+                    identifier: username.clone(),
+                    expires_at: None,
+                    warning: Some("the invitation is not listed yet".into()),
+                },
+            };
+            outcomes.insert(username.clone(), outcome);
+        }
+    }
+}
+
+fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }
 
 fn items(value: &Value) -> Vec<Value> {
@@ -338,17 +521,29 @@ fn items(value: &Value) -> Vec<Value> {
     }
 }
 
+fn member(entry: &Value) -> Option<(String, String)> {
+    let user = entry.get("user").unwrap_or(entry);
+    let name = user
+        .get("username")
+        .or_else(|| user.get("email"))
+        .and_then(Value::as_str)?;
+    let id = user.get("userId").and_then(Value::as_str).unwrap_or(name);
+    Some((name.to_ascii_lowercase(), id.to_string()))
+}
+
 /// A timestamp in epoch milliseconds or seconds, or RFC 3339.
-fn timestamp(value: Option<&Value>) -> Option<DateTime<Utc>> {
+fn timestamp(value: Option<&Value>) -> Option<Timestamp> {
     let value = value?;
     if let Some(n) = as_i64(value) {
-        let millis = if n > 100_000_000_000 { n } else { n * 1000 };
-        return Utc.timestamp_opt(millis.div_euclid(1000), 0).single();
+        let millis = if n > 100_000_000_000 {
+            n
+        } else {
+            n.saturating_mul(1000)
+        };
+        return Timestamp::from_second(millis.div_euclid(1000)).ok();
     }
-    value
-        .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc).trunc_subsecs(0))
+    let parsed: Timestamp = value.as_str()?.parse().ok()?;
+    Timestamp::from_second(parsed.as_second()).ok()
 }
 
 fn invitation(value: &Value) -> Option<OrgInvitation> {
@@ -372,21 +567,18 @@ fn invitation(value: &Value) -> Option<OrgInvitation> {
     })
 }
 
-/// What the invitations and members say about one address: a member wins; otherwise the
-/// newest invitation decides.
-fn observe_one(
-    email: &str,
-    invitations: &[OrgInvitation],
-    members: &BTreeMap<String, String>,
-) -> Observed {
-    if let Some(id) = members.get(email) {
+/// What the organization says about one address: a member wins; otherwise the newest
+/// invitation decides.
+pub fn observe_one(email: &str, snapshot: &OrgSnapshot) -> Observed {
+    if let Some(id) = snapshot.members.get(email) {
         return Observed::Member {
             identifier: id.clone(),
             accepted: true,
             grants: None,
         };
     }
-    let newest = invitations
+    let newest = snapshot
+        .invitations
         .iter()
         .filter(|i| i.username == email)
         .max_by_key(|i| (i.generated_at, i.status == "AVAILABLE"));
@@ -396,6 +588,9 @@ fn observe_one(
             expires_at: i.expires_at,
             invited_at: i.generated_at,
         },
+        Some(i) if i.status == "REDEEMED" => Observed::RedeemedInvitation {
+            reference: i.ref_link.clone(),
+        },
         Some(i) if i.status == "REVOKED" => Observed::RevokedInvitation {
             reference: i.ref_link.clone(),
         },
@@ -403,95 +598,65 @@ fn observe_one(
     }
 }
 
+#[async_trait::async_trait]
 impl InviteApi for OrgInvitationClient {
     fn flavor(&self) -> ApiFlavor {
         ApiFlavor::OrgInvitation
     }
 
-    fn invitation_lifetime(&self) -> chrono::Duration {
-        chrono::Duration::days(INVITATION_LIFETIME_DAYS)
+    fn invitation_lifetime(&self) -> SignedDuration {
+        SignedDuration::from_hours(24 * INVITATION_LIFETIME_DAYS)
     }
 
-    async fn observe(&self, emails: &[String]) -> Result<BTreeMap<String, Observed>, ApiError> {
-        if emails.is_empty() {
+    fn request_timeout(&self) -> Duration {
+        self.transport.timeout()
+    }
+
+    fn batch_key(&self, spec: &UserInvitationSpec) -> String {
+        let mut payload = spec.org_invitation.clone();
+        if let Some(p) = payload.as_mut() {
+            p.usernames.clear();
+        }
+        serde_json::to_string(&payload).unwrap_or_default()
+    }
+
+    async fn verify_credentials(&self) -> Result<(), ApiError> {
+        self.access_token(false).await.map(|_| ())
+    }
+
+    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+        if lookups.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let members = self.members().await?;
-        let invitations = self.list_invitations().await?;
-        Ok(emails
+        let snapshot = self.snapshot().await?;
+        Ok(lookups
             .iter()
-            .map(|e| (e.clone(), observe_one(e, &invitations, &members)))
+            .map(|l| (l.email.clone(), observe_one(&l.email, &snapshot)))
             .collect())
     }
 
     async fn invite(
         &self,
-        spec: &UserInvitationSpec,
-        emails: &[String],
+        requests: &[InviteRequest],
         send_by: Instant,
-    ) -> Result<BTreeMap<String, InviteResult>, ApiError> {
-        let mut rejected = BTreeMap::new();
-        match self.post_invitation(spec, emails, send_by).await? {
-            Ok(()) => {}
-            Err(message) if emails.len() == 1 => {
-                rejected.insert(emails[0].clone(), message);
-            }
-            Err(_) => {
-                // Refused as a whole: send each address alone so each gets its own verdict,
-                // skipping any the refused call created after all.
-                let now = self.observe(emails).await?;
-                for email in emails {
-                    if matches!(
-                        now.get(email),
-                        Some(Observed::Absent) | Some(Observed::RevokedInvitation { .. }) | None
-                    ) && let Err(message) = self
-                        .post_invitation(spec, std::slice::from_ref(email), send_by)
-                        .await?
-                    {
-                        rejected.insert(email.clone(), message);
-                    }
-                }
-            }
-        }
-        // The call answers 202 with no body: read the invitations back for their references.
-        let confirmed = self.observe(emails).await.unwrap_or_default();
-        Ok(emails
-            .iter()
-            .map(|email| {
-                let result = if let Some(message) = rejected.remove(email) {
-                    InviteResult::Rejected { message }
-                } else {
-                    match confirmed.get(email) {
-                        Some(Observed::PendingInvitation {
-                            reference,
-                            expires_at,
-                            ..
-                        }) => InviteResult::Invited {
-                            identifier: reference.clone(),
-                            expires_at: *expires_at,
-                            warning: None,
-                        },
-                        Some(Observed::Member { identifier, .. }) => InviteResult::Invited {
-                            identifier: identifier.clone(),
-                            expires_at: None,
-                            warning: Some("added to the organization directly".into()),
-                        },
-                        _ => InviteResult::Invited {
-                            identifier: email.clone(),
-                            expires_at: None,
-                            warning: Some("the invitation is not listed yet".into()),
-                        },
-                    }
-                };
-                (email.clone(), result)
-            })
-            .collect())
+    ) -> BTreeMap<String, InviteOutcome> {
+        let Some(payload) = requests.first().and_then(|r| r.spec.org_invitation.clone()) else {
+            return requests
+                .iter()
+                .map(|r| {
+                    let message = "spec.orgInvitation is not set".to_string();
+                    (r.email.clone(), InviteOutcome::Rejected { message })
+                })
+                .collect();
+        };
+        let usernames = requests.iter().map(|r| r.email.clone()).collect();
+        self.invite_isolating(&payload, usernames, send_by).await
     }
 
     async fn enforce(
         &self,
         _identifier: &str,
-        _desired: &super::UserGrants,
+        _target: &super::UserGrants,
         _actual: &super::UserGrants,
     ) -> Result<Vec<String>, ApiError> {
         // Grants of organization members are not managed (see the README).
@@ -503,33 +668,28 @@ impl InviteApi for OrgInvitationClient {
         email: &str,
         _identifier: Option<&str>,
     ) -> Result<Option<String>, ApiError> {
-        let observed = self
-            .observe(std::slice::from_ref(&email.to_string()))
-            .await?;
-        let Some(Observed::PendingInvitation { reference, .. }) = observed.get(email) else {
+        let snapshot = self.snapshot().await?;
+        let Observed::PendingInvitation { reference, .. } = observe_one(email, &snapshot) else {
             // Members are left in the organization; nothing is pending otherwise.
             return Ok(None);
         };
         if reference.starts_with('/') {
             let result = self
-                .call("revoke invitation", false, |t| {
-                    self.request(Method::DELETE, reference, t)
-                })
+                .changing(self.call("revoke invitation", Some(None), |t| {
+                    self.request(Method::DELETE, &reference, t)
+                }))
                 .await;
             match result {
                 Ok(_) => return Ok(Some(format!("revoked invitation {reference}"))),
-                Err(e)
-                    if e.status() == Some(404)
-                        || e.category() == ErrorCategory::Configuration
-                            && e.status() == Some(404) => {}
+                Err(e) if e.status() == Some(404) => {}
                 Err(e) => return Err(e),
             }
         }
         let path = format!("{}/invitations?action=revoke", self.org_path());
         let body = json!({"usernames": [email]});
-        self.call("revoke invitation", false, |t| {
+        self.changing(self.call("revoke invitation", Some(None), |t| {
             self.request(Method::POST, &path, t).json(&body)
-        })
+        }))
         .await?;
         Ok(Some(format!("revoked the invitation of {email}")))
     }
@@ -550,7 +710,7 @@ mod tests {
         let list: Vec<_> = items(&v).iter().filter_map(invitation).collect();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].username, "a@example.com");
-        assert_eq!(list[0].expires_at.unwrap().timestamp(), 1_764_404_800);
+        assert_eq!(list[0].expires_at.unwrap().as_second(), 1_764_404_800);
         let wrapped = json!({"results": v});
         assert_eq!(items(&wrapped).len(), 3);
     }
@@ -561,35 +721,61 @@ mod tests {
             username: user.into(),
             status: status.into(),
             ref_link: format!("/{user}/{at}"),
-            generated_at: Utc.timestamp_opt(at, 0).single(),
-            expires_at: Utc.timestamp_opt(at + 100, 0).single(),
+            generated_at: Timestamp::from_second(at).ok(),
+            expires_at: Timestamp::from_second(at + 100).ok(),
         };
-        let invitations = vec![
-            inv("a@x.com", "REVOKED", 1),
-            inv("a@x.com", "AVAILABLE", 2),
-            inv("b@x.com", "AVAILABLE", 1),
-            inv("b@x.com", "REVOKED", 2),
-            inv("m@x.com", "REDEEMED", 1),
-        ];
-        let members = BTreeMap::from([("m@x.com".to_string(), "idp:m".to_string())]);
+        let snapshot = OrgSnapshot {
+            invitations: vec![
+                inv("a@x.com", "REVOKED", 1),
+                inv("a@x.com", "AVAILABLE", 2),
+                inv("b@x.com", "AVAILABLE", 1),
+                inv("b@x.com", "REVOKED", 2),
+                inv("m@x.com", "REDEEMED", 1),
+                inv("r@x.com", "REDEEMED", 1),
+            ],
+            members: BTreeMap::from([("m@x.com".to_string(), "idp:m".to_string())]),
+        };
         assert!(
-            matches!(observe_one("a@x.com", &invitations, &members), Observed::PendingInvitation { reference, .. } if reference == "/a@x.com/2")
+            matches!(observe_one("a@x.com", &snapshot), Observed::PendingInvitation { reference, .. } if reference == "/a@x.com/2")
         );
         assert!(matches!(
-            observe_one("b@x.com", &invitations, &members),
+            observe_one("b@x.com", &snapshot),
             Observed::RevokedInvitation { .. }
         ));
         assert_eq!(
-            observe_one("m@x.com", &invitations, &members),
+            observe_one("m@x.com", &snapshot),
             Observed::Member {
                 identifier: "idp:m".into(),
                 accepted: true,
                 grants: None
             }
         );
+        // Redeemed but not (yet) listed as a member: accepted, never revoked.
+        assert!(matches!(
+            observe_one("r@x.com", &snapshot),
+            Observed::RedeemedInvitation { .. }
+        ));
+        assert_eq!(observe_one("z@x.com", &snapshot), Observed::Absent);
+    }
+
+    #[test]
+    fn timestamps_in_millis_seconds_or_rfc3339() {
         assert_eq!(
-            observe_one("z@x.com", &invitations, &members),
-            Observed::Absent
+            timestamp(Some(&json!(1_700_000_000_000_i64)))
+                .unwrap()
+                .as_second(),
+            1_700_000_000
         );
+        assert_eq!(
+            timestamp(Some(&json!(1_700_000_000))).unwrap().as_second(),
+            1_700_000_000
+        );
+        assert_eq!(
+            timestamp(Some(&json!("2026-11-22T10:00:00.5Z")))
+                .unwrap()
+                .as_second(),
+            Timestamp::from_second(1_795_341_600).unwrap().as_second()
+        );
+        assert_eq!(timestamp(Some(&json!("soon"))), None);
     }
 }

@@ -1,24 +1,28 @@
-//! Client of the Invite Users API (seed 000): `POST {url}/api/v2/user/invite`, with
-//! existence checks through `POST /api/v2/user/validateUsers` (falling back to
-//! `GET /api/v2/user/{id}` on servers that predate it).
+//! Client of the Invite Users API (seed 000): `POST {url}/api/v2/user/invite` with a
+//! `UserToCreate` array, existence checks through `POST /api/v2/user/validateUsers` (falling
+//! back to `GET /api/v2/user/{id}` on servers that predate it), and the user operations of
+//! accessPolicy Enforce and deletionPolicy Delete.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
+use jiff::SignedDuration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::{
-    ApiError, ApiToken, InviteApi, InviteResult, Observed, Transport,
+    ApiError, ApiToken, InviteApi, InviteOutcome, InviteRequest, Lookup, Observed, Transport,
+    UserGrants,
     decode::{self, ApiUser},
-    transport::error_from_answer,
 };
-use crate::api::{ApiFlavor, UserInvitationSpec, UserToCreate};
+use crate::api::{ApiFlavor, UserToCreate};
 
 /// How long an invitation of the UserInvite API stays valid.
 pub const INVITATION_LIFETIME_HOURS: i64 = 24;
@@ -32,22 +36,25 @@ pub struct UserInviteClient {
     validate_users_supported: Arc<AtomicBool>,
 }
 
+/// The client of the API at `base_url` (canonical, e.g. `https://example.wavefront.com`).
+pub fn connect(base_url: &str, token: ApiToken, transport: Transport) -> UserInviteClient {
+    UserInviteClient {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        token,
+        transport,
+        validate_users_supported: Arc::new(AtomicBool::new(true)),
+    }
+}
+
+/// What one invite call answered.
+enum Posted {
+    /// Accepted, with the API's warning if any.
+    Sent(Option<String>),
+    /// Refused because of the request's content, with the API's message.
+    Refused(String),
+}
+
 impl UserInviteClient {
-    /// The HTTP transport of this client.
-    pub fn transport(&self) -> &Transport {
-        &self.transport
-    }
-
-    /// A client for the API at `base_url` (e.g. `https://example.wavefront.com`).
-    pub fn new(base_url: &str, token: ApiToken, transport: Transport) -> UserInviteClient {
-        UserInviteClient {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            token,
-            transport,
-            validate_users_supported: Arc::new(AtomicBool::new(true)),
-        }
-    }
-
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.transport
             .request(method, &format!("{}{path}", self.base_url))
@@ -77,7 +84,7 @@ impl UserInviteClient {
 
     /// `POST /api/v2/user/validateUsers`: the users that exist among `ids`, or `None` when the
     /// server does not know this operation.
-    async fn validate_users(&self, ids: &[String]) -> Result<Option<Vec<ApiUser>>, ApiError> {
+    async fn validate_users(&self, ids: &[&str]) -> Result<Option<Vec<ApiUser>>, ApiError> {
         let body = json!(ids);
         let answer = self
             .transport
@@ -93,9 +100,18 @@ impl UserInviteClient {
         };
         let value: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
             operation: "validate users",
-            message: e.to_string(),
+            message: format!("not JSON: {e}"),
         })?;
         let payload = decode::unwrap_response(&value);
+        if payload
+            .get("status")
+            .is_some_and(|s| s.get("result") == Some(&json!("ERROR")))
+        {
+            return Err(ApiError::Decode {
+                operation: "validate users",
+                message: decode::error_message(&answer.body).unwrap_or_default(),
+            });
+        }
         let valid = payload
             .get("validUsers")
             .and_then(Value::as_array)
@@ -104,57 +120,197 @@ impl UserInviteClient {
         Ok(Some(valid))
     }
 
-    async fn post_invite_by(
+    /// One invite call for `users`.
+    async fn post_invite(
         &self,
-        users: &[UserToCreate],
-        send_by: std::time::Instant,
-    ) -> Result<Result<Option<String>, (u16, String)>, ApiError> {
-        let body: Vec<Value> = users.iter().map(invite_body).collect();
-        let answer = self
+        users: &[&UserToCreate],
+        send_by: Instant,
+    ) -> Result<Posted, ApiError> {
+        let body: Vec<Value> = users.iter().map(|u| invite_body(u)).collect();
+        let request = self
+            .request(Method::POST, "/api/v2/user/invite")
+            .json(&body);
+        match self
             .transport
-            .send_once_by(
-                "invite users",
-                self.request(Method::POST, "/api/v2/user/invite")
-                    .json(&body),
-                Some(send_by),
-            )
-            .await?;
-        let status = answer.status;
-        if status.is_success() {
-            let warning = serde_json::from_slice::<Value>(&answer.body)
-                .ok()
-                .and_then(|v| decode::wrapper_warning(&v));
-            return Ok(Ok(warning));
-        }
-        let error = error_from_answer("invite users", &answer);
-        match status {
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+            .send_mutation("invite users", request, Some(send_by))
+            .await
+        {
+            Ok(answer) => {
+                let value = serde_json::from_slice::<Value>(&answer.body).ok();
+                if let Some(error) = value.as_ref().and_then(error_in_success) {
+                    // A 2xx whose body says ERROR: nothing to trust; look the users up later.
+                    return Err(ApiError::Decode {
+                        operation: "invite users",
+                        message: error,
+                    });
+                }
+                Ok(Posted::Sent(
+                    value.as_ref().and_then(decode::wrapper_warning),
+                ))
+            }
+            Err(ApiError::Rejected { status, .. }) if matches!(status, 404 | 405) => {
                 Err(ApiError::Configuration {
                     operation: "invite users",
-                    status: status.as_u16(),
+                    status,
                     message: format!(
-                        "{}{}: check the endpoint's url",
-                        self.base_url, "/api/v2/user/invite"
+                        "{}/api/v2/user/invite: check the endpoint's url",
+                        self.base_url
                     ),
                 })
             }
-            _ if error.category() == super::ErrorCategory::Permanent => {
-                let message = match &error {
-                    ApiError::Rejected { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                Ok(Err((status.as_u16(), message)))
-            }
-            _ => Err(error),
+            Err(ApiError::Rejected { message, .. }) => Ok(Posted::Refused(message)),
+            Err(other) => Err(other),
         }
     }
+
+    /// Invites `batch`, isolating refused users by halving the batch: a refusal names no
+    /// user, so each half gets its own verdict (after checking that the refused call created
+    /// nobody).
+    async fn invite_isolating(
+        &self,
+        batch: Vec<&UserToCreate>,
+        send_by: Instant,
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+    ) {
+        let mut pending = vec![batch];
+        while let Some(batch) = pending.pop() {
+            let emails: Vec<String> = batch.iter().map(|u| normalized(&u.email_address)).collect();
+            match self.post_invite(&batch, send_by).await {
+                Ok(Posted::Sent(warning)) => self.record_invited(&emails, warning, outcomes).await,
+                Ok(Posted::Refused(message)) if batch.len() == 1 => {
+                    outcomes.insert(emails[0].clone(), self.refused(&emails[0], message).await);
+                }
+                Ok(Posted::Refused(_)) => {
+                    let rest = match self.created_anyway(&batch, outcomes).await {
+                        Ok(rest) => rest,
+                        Err(error) => {
+                            // The refusal proves nothing was created; the users are retried.
+                            for email in emails {
+                                outcomes.insert(email, InviteOutcome::NotDone(error.clone()));
+                            }
+                            continue;
+                        }
+                    };
+                    if !rest.is_empty() {
+                        let (a, b) = rest.split_at(rest.len().div_ceil(2));
+                        pending.push(b.to_vec());
+                        pending.push(a.to_vec());
+                    }
+                }
+                Err(error) => {
+                    for email in emails {
+                        outcomes.insert(email, InviteOutcome::of_error(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a refused call: the users it created anyway are recorded as invited; returns the
+    /// others.
+    async fn created_anyway<'a>(
+        &self,
+        batch: &[&'a UserToCreate],
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+    ) -> Result<Vec<&'a UserToCreate>, ApiError> {
+        let lookups: Vec<Lookup> = batch
+            .iter()
+            .map(|u| Lookup::email(normalized(&u.email_address)))
+            .collect();
+        let now = self.observe(&lookups).await?;
+        let mut rest = Vec::new();
+        for user in batch {
+            let email = normalized(&user.email_address);
+            match now.get(&email) {
+                Some(Observed::Member { identifier, .. }) => {
+                    outcomes.insert(
+                        email,
+                        InviteOutcome::Invited {
+                            identifier: identifier.clone(),
+                            expires_at: None,
+                            warning: None,
+                        },
+                    );
+                }
+                _ => rest.push(*user),
+            }
+        }
+        Ok(rest)
+    }
+
+    /// After a successful invite call, reads the identifiers back (the invite answer names at
+    /// most one user). If that read fails, the addresses stand in for the identifiers.
+    async fn record_invited(
+        &self,
+        emails: &[String],
+        warning: Option<String>,
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+    ) {
+        let lookups: Vec<Lookup> = emails.iter().map(Lookup::email).collect();
+        let confirmed = self.observe(&lookups).await.unwrap_or_default();
+        for email in emails {
+            let identifier = match confirmed.get(email) {
+                Some(Observed::Member { identifier, .. }) => identifier.clone(),
+                _ => email.clone(),
+            };
+            outcomes.insert(
+                email.clone(),
+                InviteOutcome::Invited {
+                    identifier,
+                    expires_at: None,
+                    warning: warning.clone(),
+                },
+            );
+        }
+    }
+
+    /// The verdict for one refused user: `AlreadyMember` when the user turns out to exist,
+    /// otherwise `Rejected` with the API's message.
+    async fn refused(&self, email: &str, message: String) -> InviteOutcome {
+        if looks_like_already_exists(&message) {
+            return match self.get_user(email).await {
+                Ok(user) => InviteOutcome::AlreadyMember {
+                    identifier: user.map_or_else(|| email.to_string(), |u| u.identifier),
+                },
+                Err(error) => InviteOutcome::Unknown(error),
+            };
+        }
+        InviteOutcome::Rejected { message }
+    }
+
+    async fn user_operation(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(), ApiError> {
+        self.transport
+            .send_mutation(operation, request, None)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The error message of a 2xx answer whose body is an error container, if it is one.
+fn error_in_success(value: &Value) -> Option<String> {
+    let status = value.get("status")?;
+    (status.get("result").and_then(Value::as_str) == Some("ERROR")).then(|| {
+        status
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("the API answered ERROR")
+            .to_string()
+    })
+}
+
+fn normalized(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
 }
 
 /// The JSON body of one `UserToCreate`. `groups` and `userGroups` are always sent (the server
 /// requires them, even empty); `roles` only when set, for servers that predate it.
 fn invite_body(user: &UserToCreate) -> Value {
     let mut body = json!({
-        "emailAddress": user.email_address.to_ascii_lowercase(),
+        "emailAddress": normalized(&user.email_address),
         "groups": user.groups,
         "userGroups": user.user_groups,
     });
@@ -175,128 +331,115 @@ fn looks_like_already_exists(message: &str) -> bool {
     m.contains("already") && (m.contains("exist") || m.contains("created") || m.contains("member"))
 }
 
+fn observed(user: Option<&ApiUser>) -> Observed {
+    match user {
+        Some(user) => Observed::Member {
+            identifier: user.identifier.clone(),
+            accepted: user.last_successful_login.is_some_and(|t| t > 0),
+            grants: Some(UserGrants {
+                groups: user.groups.iter().cloned().collect(),
+                user_groups: user.user_groups.iter().cloned().collect(),
+                roles: user.roles.iter().cloned().collect(),
+            }),
+        },
+        None => Observed::Absent,
+    }
+}
+
+#[async_trait::async_trait]
 impl InviteApi for UserInviteClient {
     fn flavor(&self) -> ApiFlavor {
         ApiFlavor::UserInvite
     }
 
-    fn invitation_lifetime(&self) -> chrono::Duration {
-        chrono::Duration::hours(INVITATION_LIFETIME_HOURS)
+    fn invitation_lifetime(&self) -> SignedDuration {
+        SignedDuration::from_hours(INVITATION_LIFETIME_HOURS)
     }
 
-    async fn observe(&self, emails: &[String]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    fn request_timeout(&self) -> Duration {
+        self.transport.timeout()
+    }
+
+    async fn verify_credentials(&self) -> Result<(), ApiError> {
+        // The API has no side-effect-free check of a token.
+        Ok(())
+    }
+
+    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         let mut found = BTreeMap::new();
-        if emails.is_empty() {
+        if lookups.is_empty() {
             return Ok(found);
         }
+        let ids: BTreeSet<&str> = lookups
+            .iter()
+            .flat_map(|l| std::iter::once(l.email.as_str()).chain(l.identifier.as_deref()))
+            .collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
         let existing = if self.validate_users_supported.load(Ordering::Relaxed) {
-            self.validate_users(emails).await?
+            self.validate_users(&ids).await?
         } else {
             None
         };
-        match existing {
-            Some(users) => {
-                for email in emails {
-                    let user = users
-                        .iter()
-                        .find(|u| decode::same_user(email, &u.identifier, u.customer.as_deref()));
-                    found.insert(email.clone(), observed(user));
-                }
-            }
+        let users = match existing {
+            Some(users) => users,
             None => {
                 self.validate_users_supported
                     .store(false, Ordering::Relaxed);
-                for email in emails {
-                    let user = self.get_user(email).await?;
-                    found.insert(email.clone(), observed(user.as_ref()));
+                let mut users = Vec::new();
+                for id in ids {
+                    users.extend(self.get_user(id).await?);
                 }
+                users
             }
+        };
+        for lookup in lookups {
+            let user = users.iter().find(|u| lookup.matches(&u.identifier));
+            found.insert(lookup.email.clone(), observed(user));
         }
         Ok(found)
     }
 
     async fn invite(
         &self,
-        spec: &UserInvitationSpec,
-        emails: &[String],
-        send_by: std::time::Instant,
-    ) -> Result<BTreeMap<String, InviteResult>, ApiError> {
-        let requested = spec.users.as_deref().unwrap_or_default();
-        let users: Vec<UserToCreate> = emails
-            .iter()
-            .filter_map(|email| {
-                requested
-                    .iter()
-                    .find(|u| u.email_address.eq_ignore_ascii_case(email))
-                    .cloned()
-            })
-            .collect();
-        let mut results = BTreeMap::new();
-        if users.is_empty() {
-            return Ok(results);
-        }
-        match self.post_invite_by(&users, send_by).await? {
-            Ok(warning) => {
-                self.record_invited(emails, warning, &mut results).await;
-                return Ok(results);
-            }
-            Err((_, message)) if users.len() == 1 => {
-                let email = &emails[0];
-                let result = self.refused(email, message).await?;
-                results.insert(email.clone(), result);
-                return Ok(results);
-            }
-            Err(_) => {}
-        }
-        // The batch was refused as a whole because of some of its users. Find out whether any
-        // was created anyway, then invite the others one by one so each gets its own verdict.
-        let now = self.observe(emails).await?;
-        for user in users {
-            let email = user.email_address.to_ascii_lowercase();
-            if let Some(Observed::Member { identifier, .. }) = now.get(&email) {
-                results.insert(
-                    email,
-                    InviteResult::Invited {
-                        identifier: identifier.clone(),
-                        expires_at: None,
-                        warning: None,
-                    },
-                );
-                continue;
-            }
-            let result = match self
-                .post_invite_by(std::slice::from_ref(&user), send_by)
-                .await
-            {
-                // Past the deadline nothing more is sent: the rest have no result, stay
-                // `Inviting`, and are looked up once their requests must have settled.
-                Err(ApiError::NotSent { .. }) => break,
-                other => other?,
-            };
-            let result = match result {
-                Ok(warning) => {
-                    self.record_invited(std::slice::from_ref(&email), warning, &mut results)
-                        .await;
-                    continue;
+        requests: &[InviteRequest],
+        send_by: Instant,
+    ) -> BTreeMap<String, InviteOutcome> {
+        let mut outcomes = BTreeMap::new();
+        let mut users = Vec::new();
+        for request in requests {
+            let user = request
+                .spec
+                .users
+                .iter()
+                .flatten()
+                .find(|u| normalized(&u.email_address) == request.email);
+            match user {
+                Some(user) => users.push(user),
+                None => {
+                    outcomes.insert(
+                        request.email.clone(),
+                        InviteOutcome::Rejected {
+                            message: "the spec lists no such user".into(),
+                        },
+                    );
                 }
-                Err((_, message)) => self.refused(&email, message).await?,
-            };
-            results.insert(email, result);
+            }
         }
-        Ok(results)
+        if !users.is_empty() {
+            self.invite_isolating(users, send_by, &mut outcomes).await;
+        }
+        outcomes
     }
+
     async fn enforce(
         &self,
         identifier: &str,
-        desired: &super::UserGrants,
-        actual: &super::UserGrants,
+        target: &UserGrants,
+        actual: &UserGrants,
     ) -> Result<Vec<String>, ApiError> {
         let id = encode_segment(identifier);
         let mut changes = Vec::new();
-        let add: Vec<&String> = desired
-            .user_groups
-            .difference(&actual.user_groups)
-            .collect();
+        let add: Vec<&String> = target.user_groups.difference(&actual.user_groups).collect();
         if !add.is_empty() {
             let path = format!("/api/v2/user/{id}/addUserGroups");
             self.user_operation(
@@ -306,10 +449,7 @@ impl InviteApi for UserInviteClient {
             .await?;
             changes.push(format!("added user groups {add:?}"));
         }
-        let remove: Vec<&String> = actual
-            .user_groups
-            .difference(&desired.user_groups)
-            .collect();
+        let remove: Vec<&String> = actual.user_groups.difference(&target.user_groups).collect();
         if !remove.is_empty() {
             let path = format!("/api/v2/user/{id}/removeUserGroups");
             self.user_operation(
@@ -319,7 +459,7 @@ impl InviteApi for UserInviteClient {
             .await?;
             changes.push(format!("removed user groups {remove:?}"));
         }
-        for permission in desired.groups.difference(&actual.groups) {
+        for permission in target.groups.difference(&actual.groups) {
             let path = format!("/api/v2/user/{id}/grant");
             self.user_operation(
                 "grant permission",
@@ -329,7 +469,7 @@ impl InviteApi for UserInviteClient {
             .await?;
             changes.push(format!("granted {permission}"));
         }
-        for permission in actual.groups.difference(&desired.groups) {
+        for permission in actual.groups.difference(&target.groups) {
             let path = format!("/api/v2/user/{id}/revoke");
             self.user_operation(
                 "revoke permission",
@@ -339,18 +479,19 @@ impl InviteApi for UserInviteClient {
             .await?;
             changes.push(format!("revoked {permission}"));
         }
-        if desired.roles != actual.roles {
-            // Roles have no per-user add/remove operation: Update User replaces the lists.
+        if target.roles != actual.roles {
+            // Roles have no per-user add/remove operation: Update User replaces the lists, so
+            // it is sent with the target of every list (which keeps what `allowed` protects).
             let path = format!("/api/v2/user/{id}");
             let body = json!({
                 "identifier": identifier,
-                "groups": desired.groups,
-                "userGroups": desired.user_groups,
-                "roles": desired.roles,
+                "groups": target.groups,
+                "userGroups": target.user_groups,
+                "roles": target.roles,
             });
             self.user_operation("update user", self.request(Method::PUT, &path).json(&body))
                 .await?;
-            changes.push(format!("set roles {:?}", desired.roles));
+            changes.push(format!("set roles {:?}", target.roles));
         }
         Ok(changes)
     }
@@ -364,76 +505,13 @@ impl InviteApi for UserInviteClient {
         let path = format!("/api/v2/user/{}", encode_segment(id));
         match self
             .transport
-            .send("delete user", self.request(Method::DELETE, &path))
+            .send_mutation("delete user", self.request(Method::DELETE, &path), None)
             .await
         {
             Ok(_) => Ok(Some(format!("deleted user {id}"))),
-            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND.as_u16()) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-}
-
-impl UserInviteClient {
-    async fn user_operation(
-        &self,
-        operation: &'static str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(), ApiError> {
-        self.transport.send(operation, request).await.map(|_| ())
-    }
-
-    /// After a successful invite call, reads the identifiers back (the invite answer names
-    /// at most one user). If that read fails, the addresses stand in for the identifiers.
-    async fn record_invited(
-        &self,
-        emails: &[String],
-        warning: Option<String>,
-        results: &mut BTreeMap<String, InviteResult>,
-    ) {
-        let confirmed = self.observe(emails).await.unwrap_or_default();
-        for email in emails {
-            let identifier = match confirmed.get(email) {
-                Some(Observed::Member { identifier, .. }) => identifier.clone(),
-                _ => email.clone(),
-            };
-            results.insert(
-                email.clone(),
-                InviteResult::Invited {
-                    identifier,
-                    expires_at: None,
-                    warning: warning.clone(),
-                },
-            );
-        }
-    }
-
-    /// The verdict for one refused user: `AlreadyMember` when the user turns out to exist,
-    /// otherwise `Rejected` with the API's message.
-    async fn refused(&self, email: &str, message: String) -> Result<InviteResult, ApiError> {
-        if looks_like_already_exists(&message) {
-            let identifier = match self.get_user(email).await? {
-                Some(user) => user.identifier,
-                None => email.to_string(),
-            };
-            return Ok(InviteResult::AlreadyMember { identifier });
-        }
-        Ok(InviteResult::Rejected { message })
-    }
-}
-
-fn observed(user: Option<&ApiUser>) -> Observed {
-    match user {
-        Some(user) => Observed::Member {
-            identifier: user.identifier.clone(),
-            accepted: user.last_successful_login.is_some_and(|t| t > 0),
-            grants: Some(super::UserGrants {
-                groups: user.groups.iter().cloned().collect(),
-                user_groups: user.user_groups.iter().cloned().collect(),
-                roles: user.roles.iter().cloned().collect(),
-            }),
-        },
-        None => Observed::Absent,
     }
 }
 
@@ -472,5 +550,21 @@ mod tests {
     #[test]
     fn ids_are_encoded_as_one_path_segment() {
         assert_eq!(encode_segment("a+b@example.com"), "a%2Bb%40example.com");
+    }
+
+    #[test]
+    fn an_error_body_in_a_success_is_recognized() {
+        assert_eq!(
+            error_in_success(
+                &json!({"status": {"result": "ERROR", "message": "boom", "code": 400}})
+            )
+            .as_deref(),
+            Some("boom")
+        );
+        assert_eq!(
+            error_in_success(&json!({"status": {"result": "OK", "code": 200}})),
+            None
+        );
+        assert_eq!(error_in_success(&json!({"identifier": "a@b.c"})), None);
     }
 }

@@ -10,7 +10,8 @@ use invite_operator::{
         ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation, UserInvitationStatus,
         all_crds,
     },
-    controller::{self, Readiness, Settings},
+    controller::{self, Settings},
+    health::Readiness,
     mock::{MockApi, MockConfig, RunningMock},
     telemetry::Metrics,
 };
@@ -327,9 +328,15 @@ pub fn test_settings(operator_namespace: &str) -> Settings {
         resync_interval: Duration::from_secs(3600),
         retry_base_delay: Duration::from_millis(50),
         retry_max_delay: Duration::from_millis(500),
-        concurrency: 4,
+        concurrency: 16,
         read_attempts: 2,
-        watch_namespaces: Vec::new(),
+        batch: invite_operator::invite::coalesce::BatchSettings {
+            window: Duration::from_millis(10),
+            ..Default::default()
+        },
+        secret_cache_ttl: Duration::from_millis(500),
+        max_clock_skew: Duration::ZERO,
+        ..Settings::default()
     }
 }
 
@@ -337,7 +344,7 @@ pub fn test_settings(operator_namespace: &str) -> Settings {
 pub struct RunningController {
     pub metrics: Metrics,
     pub readiness: watch::Receiver<Readiness>,
-    stop: watch::Sender<bool>,
+    stop: tokio_util::sync::CancellationToken,
     handle: JoinHandle<()>,
 }
 
@@ -345,17 +352,14 @@ impl RunningController {
     pub fn start(client: Client, settings: Settings) -> RunningController {
         let metrics = Metrics::new();
         let (readiness_tx, readiness) = watch::channel(Readiness::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let shutdown = async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        let stop = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(controller::run(
             client,
             settings,
             metrics.clone(),
             readiness_tx,
-            shutdown,
+            invite_operator::leader::Leadership::unconditional(),
+            stop.clone(),
         ));
         RunningController {
             metrics,
@@ -390,7 +394,7 @@ impl RunningController {
 
     /// Graceful stop (as on SIGTERM).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
     }
 

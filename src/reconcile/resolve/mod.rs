@@ -1,11 +1,17 @@
-//! Pure checks of a UserInvitation against its endpoint: existence, API flavour, namespace
-//! selector, allowed grants, size limit, and where the credentials live.
+//! Pure checks of a UserInvitation against its endpoint: existence, API flavour, the
+//! platform's endpoint policy (URL scheme and hosts), namespace selector, size limit, allowed
+//! grants, and where the credentials live.
+
+mod allowed;
+mod url_policy;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
+
+pub use url_policy::{EndpointPolicy, check_urls};
 
 use super::plan::{Blocked, ReadyReason};
 use crate::{
@@ -14,7 +20,7 @@ use crate::{
 };
 
 /// Where an endpoint's token is stored.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SecretLocation {
     /// Namespace of the Secret.
     pub namespace: String,
@@ -40,13 +46,24 @@ pub fn required_flavor(invitation: &UserInvitation) -> Option<ApiFlavor> {
     }
 }
 
-/// Checks that `endpoint` may serve `invitation`. `namespace_labels` are the labels of the
-/// invitation's namespace (used by a ClusterInvitationEndpoint's namespaceSelector).
+/// What a resource is checked against besides its endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckContext<'a> {
+    /// Labels of the resource's namespace (for a ClusterInvitationEndpoint's namespaceSelector).
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    /// How many users the resource requests.
+    pub requested_users: usize,
+    /// What the platform allows endpoints to reach.
+    pub policy: &'a EndpointPolicy,
+}
+
+/// Checks that `endpoint` may serve `invitation`: it exists and speaks the right API, the
+/// platform allows its URLs, and (cluster endpoints) it admits the namespace, the number of
+/// users and every grant the spec asks for.
 pub fn check_endpoint(
     invitation: &UserInvitation,
     endpoint: Option<&AnyEndpoint>,
-    namespace_labels: &BTreeMap<String, String>,
-    requested_users: usize,
+    check: CheckContext<'_>,
 ) -> Result<(), Blocked> {
     let name = endpoint_display(invitation);
     let Some(endpoint) = endpoint else {
@@ -68,12 +85,13 @@ pub fn check_endpoint(
             format!("{field} needs an endpoint with api {required}, but {name} has api {flavor}"),
         ));
     }
+    check_urls(endpoint, check.policy)?;
     let AnyEndpoint::Cluster(cluster) = endpoint else {
         return Ok(());
     };
     let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
     if let Some(selector) = &cluster.spec.namespace_selector
-        && !selector_matches(selector, namespace_labels)
+        && !selector_matches(selector, check.namespace_labels)
     {
         return Err(Blocked::new(
             ReadyReason::NotAllowed,
@@ -81,72 +99,17 @@ pub fn check_endpoint(
         ));
     }
     let max = cluster.spec.max_users_per_invitation as usize;
-    if requested_users > max {
+    if check.requested_users > max {
         return Err(Blocked::new(
             ReadyReason::NotAllowed,
             format!(
-                "{requested_users} users requested; {name} allows at most {max} per UserInvitation"
+                "{} users requested; {name} allows at most {max} per UserInvitation",
+                check.requested_users
             ),
         ));
     }
     if let Some(allowed) = &cluster.spec.allowed {
-        check_allowed(invitation, allowed, &name)?;
-    }
-    Ok(())
-}
-
-fn check_allowed(
-    invitation: &UserInvitation,
-    allowed: &crate::api::AllowedGrants,
-    name: &str,
-) -> Result<(), Blocked> {
-    let refuse = |what: &str, value: &str| {
-        Err(Blocked::new(
-            ReadyReason::NotAllowed,
-            format!("{what} {value:?} is not allowed by {name}"),
-        ))
-    };
-    let check = |what: &str, list: &[String], values: &mut dyn Iterator<Item = &String>| {
-        if list.is_empty() {
-            return Ok(());
-        }
-        for v in values {
-            if !list.contains(v) {
-                return refuse(what, v);
-            }
-        }
-        Ok(())
-    };
-    for user in invitation.spec.users.iter().flatten() {
-        check("permission", &allowed.groups, &mut user.groups.iter())?;
-        check(
-            "user group",
-            &allowed.user_groups,
-            &mut user.user_groups.iter(),
-        )?;
-        check("role", &allowed.roles, &mut user.roles.iter())?;
-    }
-    if let Some(org) = &invitation.spec.org_invitation {
-        let mut org_roles = org
-            .organization_roles
-            .iter()
-            .map(|r| &r.name)
-            .chain(org.org_role_names.iter());
-        check(
-            "organization role",
-            &allowed.organization_roles,
-            &mut org_roles,
-        )?;
-        let mut service_roles = org.service_roles_dtos.iter().flat_map(|s| {
-            s.service_role_names
-                .iter()
-                .chain(s.service_roles.iter().map(|r| &r.name))
-        });
-        check(
-            "service role",
-            &allowed.service_role_names,
-            &mut service_roles,
-        )?;
+        allowed::check(&invitation.spec, allowed, &name)?;
     }
     Ok(())
 }
@@ -260,6 +223,16 @@ mod tests {
                "credentials": {"secretRef": {"name": "tok"}}})
     }
 
+    fn ctx(labels: &BTreeMap<String, String>, requested_users: usize) -> CheckContext<'_> {
+        static POLICY: std::sync::LazyLock<EndpointPolicy> =
+            std::sync::LazyLock::new(EndpointPolicy::default);
+        CheckContext {
+            namespace_labels: labels,
+            requested_users,
+            policy: &POLICY,
+        }
+    }
+
     fn reason(r: Result<(), Blocked>) -> Option<ReadyReason> {
         r.err().map(|b| b.reason)
     }
@@ -269,13 +242,13 @@ mod tests {
         let inv = users(&[]);
         let labels = BTreeMap::new();
         assert_eq!(
-            reason(check_endpoint(&inv, None, &labels, 1)),
+            reason(check_endpoint(&inv, None, ctx(&labels, 1))),
             Some(ReadyReason::EndpointNotFound)
         );
         let mut org = base();
         org["api"] = json!("OrgInvitation");
         org["organizationId"] = json!("o");
-        let err = check_endpoint(&inv, Some(&cluster(org)), &labels, 1).unwrap_err();
+        let err = check_endpoint(&inv, Some(&cluster(org)), ctx(&labels, 1)).unwrap_err();
         assert_eq!(err.reason, ReadyReason::EndpointMismatch);
         assert!(
             err.message
@@ -284,7 +257,11 @@ mod tests {
             err.message
         );
         assert_eq!(
-            reason(check_endpoint(&inv, Some(&cluster(base())), &labels, 1)),
+            reason(check_endpoint(
+                &inv,
+                Some(&cluster(base())),
+                ctx(&labels, 1)
+            )),
             None
         );
     }
@@ -300,20 +277,20 @@ mod tests {
         let prod = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
         let dev = BTreeMap::from([("tier".to_string(), "dev".to_string())]);
         let ok = users(&["dashboard_management"]);
-        assert_eq!(reason(check_endpoint(&ok, Some(&ep), &prod, 1)), None);
+        assert_eq!(reason(check_endpoint(&ok, Some(&ep), ctx(&prod, 1))), None);
         assert_eq!(
-            reason(check_endpoint(&ok, Some(&ep), &dev, 1)),
+            reason(check_endpoint(&ok, Some(&ep), ctx(&dev, 1))),
             Some(ReadyReason::NotAllowed)
         );
         let greedy = users(&["user_management"]);
-        let err = check_endpoint(&greedy, Some(&ep), &prod, 1).unwrap_err();
+        let err = check_endpoint(&greedy, Some(&ep), ctx(&prod, 1)).unwrap_err();
         assert!(
             err.message.contains("\"user_management\""),
             "{}",
             err.message
         );
         assert_eq!(
-            reason(check_endpoint(&ok, Some(&ep), &prod, 3)),
+            reason(check_endpoint(&ok, Some(&ep), ctx(&prod, 3))),
             Some(ReadyReason::NotAllowed)
         );
     }

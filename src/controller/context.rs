@@ -1,0 +1,158 @@
+//! The controller's settings and the state its reconcilers share.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{
+    Client,
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::Store,
+    },
+};
+use tokio::sync::watch;
+
+use super::{
+    CONTROLLER_NAME,
+    clients::{AddressClaims, EndpointClients},
+    events::Events,
+    holders::HolderIndex,
+    memory::ResourceMemory,
+};
+use crate::{
+    api::{ClusterInvitationEndpoint, InvitationEndpoint},
+    invite::coalesce::BatchSettings,
+    leader::Leadership,
+    reconcile::resolve::EndpointPolicy,
+    telemetry::Metrics,
+};
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace the operator runs in (default namespace of ClusterInvitationEndpoint Secrets).
+    pub operator_namespace: String,
+    /// Interval of the slow resync that checks invited users for acceptance and expiry.
+    pub resync_interval: Duration,
+    /// First retry delay after a transient failure.
+    pub retry_base_delay: Duration,
+    /// Longest retry delay.
+    pub retry_max_delay: Duration,
+    /// How many UserInvitations are reconciled at once (per watched namespace).
+    pub concurrency: u16,
+    /// Attempts for idempotent API reads within one reconcile.
+    pub read_attempts: u32,
+    /// Namespaces whose UserInvitations are reconciled; empty means all.
+    pub watch_namespaces: Vec<String>,
+    /// Label selector limiting the ClusterInvitationEndpoints served; `None`: all.
+    pub cluster_endpoint_selector: Option<String>,
+    /// How calls to one endpoint are coalesced across resources.
+    pub batch: BatchSettings,
+    /// How long a token read from a Secret is used before it is read again (it is also read
+    /// again after the API refuses it).
+    pub secret_cache_ttl: Duration,
+    /// What endpoints may reach.
+    pub endpoint_policy: EndpointPolicy,
+    /// The largest difference between two replicas' clocks that exactly-once tolerates.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            operator_namespace: "invite-operator".into(),
+            resync_interval: Duration::from_secs(600),
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            concurrency: 64,
+            read_attempts: 3,
+            watch_namespaces: Vec::new(),
+            cluster_endpoint_selector: None,
+            batch: BatchSettings::default(),
+            secret_cache_ttl: Duration::from_secs(60),
+            endpoint_policy: EndpointPolicy::default(),
+            max_clock_skew: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Settings {
+    /// The watched namespaces, each once, in the order given (`[None]`: all namespaces).
+    pub fn scopes(&self) -> Vec<Option<String>> {
+        let mut scopes: Vec<Option<String>> = Vec::new();
+        for ns in self
+            .watch_namespaces
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+        {
+            if !scopes.iter().flatten().any(|s| s == ns) {
+                scopes.push(Some(ns.to_string()));
+            }
+        }
+        if scopes.is_empty() {
+            scopes.push(None);
+        }
+        scopes
+    }
+}
+
+/// State shared by every reconciler of the controller (all shards).
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The one event recorder.
+    pub events: Events,
+    /// Whether this replica may act (holds the leader lease).
+    pub leadership: Leadership,
+    /// The API clients of the endpoints, and their tokens.
+    pub clients: EndpointClients,
+    /// Addresses being worked on, per API.
+    pub claims: AddressClaims,
+    /// Who holds which person, per API, as the statuses say.
+    pub holders: HolderIndex,
+    /// What the controller remembers per resource.
+    pub memory: ResourceMemory,
+    /// ClusterInvitationEndpoints (one cache for all shards).
+    pub cluster_endpoints: Store<ClusterInvitationEndpoint>,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Metrics,
+        leadership: Leadership,
+        cluster_endpoints: Store<ClusterInvitationEndpoint>,
+    ) -> Context {
+        let recorder = Recorder::new(client.clone(), Reporter::from(CONTROLLER_NAME));
+        Context {
+            events: Events::new(recorder),
+            memory: ResourceMemory::new(metrics.clone()),
+            client,
+            settings,
+            metrics,
+            leadership,
+            clients: EndpointClients::default(),
+            claims: AddressClaims::default(),
+            holders: HolderIndex::default(),
+            cluster_endpoints,
+        }
+    }
+}
+
+/// What one shard (one watched namespace, or all) adds to the shared context.
+pub struct Shard {
+    /// The shared context.
+    pub ctx: Arc<Context>,
+    /// The namespace watched (`None`: all).
+    pub scope: Option<String>,
+    /// InvitationEndpoints of the shard's namespace(s).
+    pub namespaced_endpoints: Store<InvitationEndpoint>,
+    /// Set once the endpoint caches and the holder index are complete.
+    pub caches_ready: watch::Receiver<bool>,
+}

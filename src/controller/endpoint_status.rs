@@ -1,0 +1,236 @@
+//! The `Ready` condition of InvitationEndpoints and ClusterInvitationEndpoints: the platform
+//! allows the URL, the token Secret resolves, the settings build a client, and (OrgInvitation)
+//! the token exchange works. Checked when the endpoint changes, then again after a short while
+//! when not Ready (Secrets are read, never watched) and on every resync when Ready. Written only
+//! when it changes.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{Controller, controller::Action, watcher},
+};
+use serde::de::DeserializeOwned;
+
+use super::{
+    context::Context,
+    kubernetes::{guarded_status_write, ready_condition, scoped},
+};
+use crate::{
+    api::{AnyEndpoint, ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint},
+    invite::ErrorCategory,
+    reconcile::{WriteError, resolve},
+};
+
+/// How soon an endpoint that is not Ready is checked again (Secrets are not watched): 30 base
+/// retry delays (30 s by default), never more than the longest retry delay.
+fn recheck_not_ready(ctx: &Context) -> Duration {
+    (ctx.settings.retry_base_delay * 30).min(ctx.settings.retry_max_delay)
+}
+
+/// What a check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointCheck {
+    /// Whether the endpoint can be used.
+    pub ready: bool,
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Human sentence, never containing the token.
+    pub message: String,
+}
+
+impl EndpointCheck {
+    fn not_ready(reason: &'static str, message: impl Into<String>) -> EndpointCheck {
+        EndpointCheck {
+            ready: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks one endpoint.
+pub async fn check(ctx: &Context, endpoint: &AnyEndpoint) -> Result<EndpointCheck, kube::Error> {
+    if let Err(blocked) = resolve::check_urls(endpoint, &ctx.settings.endpoint_policy) {
+        let reason = match blocked.reason {
+            crate::reconcile::plan::ReadyReason::NotAllowed => "NotAllowed",
+            _ => "InvalidConfiguration",
+        };
+        return Ok(EndpointCheck::not_ready(reason, blocked.message));
+    }
+    let location = resolve::secret_location(endpoint, &ctx.settings.operator_namespace);
+    let token = match ctx
+        .clients
+        .token(&ctx.client, &location, ctx.settings.secret_cache_ttl)
+        .await?
+    {
+        Ok(token) => token,
+        Err(blocked) => {
+            return Ok(EndpointCheck::not_ready(
+                "CredentialsNotFound",
+                blocked.message,
+            ));
+        }
+    };
+    let api = match ctx
+        .clients
+        .client_for(endpoint, token, &super::client_settings(ctx))
+    {
+        Ok(api) => api,
+        Err(error) => {
+            return Ok(EndpointCheck::not_ready(
+                "InvalidConfiguration",
+                error.to_string(),
+            ));
+        }
+    };
+    Ok(match api.verify_credentials().await {
+        Ok(()) => EndpointCheck {
+            ready: true,
+            reason: "CredentialsResolved",
+            message: format!(
+                "the token is read from Secret {}/{} key {:?}",
+                location.namespace, location.name, location.key
+            ),
+        },
+        Err(error) => {
+            let reason = match error.category() {
+                ErrorCategory::Transient => "Unreachable",
+                _ => {
+                    ctx.clients.forget_token(&location);
+                    "CredentialsRejected"
+                }
+            };
+            EndpointCheck::not_ready(reason, error.to_string())
+        }
+    })
+}
+
+/// The next status of an endpoint.
+pub fn next_status(
+    previous: &EndpointStatus,
+    generation: i64,
+    check: &EndpointCheck,
+) -> EndpointStatus {
+    EndpointStatus {
+        conditions: vec![ready_condition(
+            &previous.conditions,
+            check.ready,
+            check.reason,
+            check.message.clone(),
+            generation,
+        )],
+        observed_generation: Some(generation),
+    }
+}
+
+/// An error of the endpoint status controller (only Kubernetes calls can fail it).
+#[derive(thiserror::Error, Debug)]
+pub enum EndpointStatusError {
+    /// Reading the Secret or the namespace failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Writing the status failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Checks one endpoint and writes its status if it changed.
+async fn reconcile_endpoint<K>(
+    object: &K,
+    any: AnyEndpoint,
+    previous: Option<EndpointStatus>,
+    api: Api<K>,
+    ctx: &Context,
+) -> Result<Action, EndpointStatusError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let result = check(ctx, &any).await?;
+    let previous = previous.unwrap_or_default();
+    let next = next_status(&previous, object.meta().generation.unwrap_or(0), &result);
+    if next != previous {
+        let version = object.resource_version().unwrap_or_default();
+        match guarded_status_write(&api, &object.name_any(), &version, &next).await {
+            // Changed meanwhile: the change triggers another check.
+            Err(WriteError::Conflict) => return Ok(Action::await_change()),
+            other => other?,
+        };
+    }
+    Ok(Action::requeue(if result.ready {
+        ctx.settings.resync_interval
+    } else {
+        recheck_not_ready(ctx)
+    }))
+}
+
+async fn reconcile_namespaced(
+    endpoint: Arc<InvitationEndpoint>,
+    ctx: Arc<Context>,
+) -> Result<Action, EndpointStatusError> {
+    let api = Api::namespaced(
+        ctx.client.clone(),
+        &endpoint.namespace().unwrap_or_default(),
+    );
+    let any = AnyEndpoint::Namespaced(Box::new((*endpoint).clone()));
+    reconcile_endpoint(endpoint.as_ref(), any, endpoint.status.clone(), api, &ctx).await
+}
+
+async fn reconcile_cluster(
+    endpoint: Arc<ClusterInvitationEndpoint>,
+    ctx: Arc<Context>,
+) -> Result<Action, EndpointStatusError> {
+    let api = Api::all(ctx.client.clone());
+    let any = AnyEndpoint::Cluster(Box::new((*endpoint).clone()));
+    reconcile_endpoint(endpoint.as_ref(), any, endpoint.status.clone(), api, &ctx).await
+}
+
+fn retry<K>(_: Arc<K>, error: &EndpointStatusError, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "checking an endpoint failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Logs what the controller's stream reports as failed (a reconcile failure was already
+/// logged by [`retry`]).
+async fn log_failures<T, E: std::fmt::Display>(
+    result: Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
+) {
+    match result {
+        Ok(_) => {}
+        Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+            tracing::debug!(%object, %error, "endpoint check failed");
+        }
+        Err(error) => tracing::warn!(%error, "endpoint status controller"),
+    }
+}
+
+/// Runs the status controllers: namespaced endpoints in `scope` (all when `None`), and
+/// cluster endpoints when `cluster` is set, until `shutdown` is cancelled.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: Option<String>,
+    cluster: bool,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let namespaced = Controller::new(
+        scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+    .run(reconcile_namespaced, retry, ctx.clone())
+    .for_each(log_failures);
+    if !cluster {
+        namespaced.await;
+        return;
+    }
+    let config = super::cluster_endpoint_watch(&ctx.settings);
+    let cluster_controller = Controller::new(
+        Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
+        config,
+    )
+    .graceful_shutdown_on(shutdown.cancelled_owned())
+    .run(reconcile_cluster, retry, ctx)
+    .for_each(log_failures);
+    futures::join!(namespaced, cluster_controller);
+}

@@ -1,0 +1,261 @@
+//! Who holds which person: from every UserInvitation's status, the users it owns (invited or
+//! adopted) on its API. A resource naming a person another resource holds shows the holder
+//! and changes nothing, so two resources never undo each other, and nobody invites a person
+//! whose invite request elsewhere is still settling.
+//!
+//! The index is fed by the UserInvitation watch (complete before the first reconcile, pruned
+//! on deletion and relist) and written through by the controller's own status writes, so a
+//! pass that releases a person has already published that it holds them.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use jiff::Timestamp;
+
+use crate::{
+    api::{ApiIdentity, UserInvitationStatus, UserState},
+    reconcile::plan::OtherHolder,
+};
+
+type ResourceKey = Arc<str>;
+
+#[derive(Clone, Debug)]
+struct Held {
+    state: UserState,
+    settles_at: Option<Timestamp>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// Per resource: its API and the people it holds.
+    by_resource: HashMap<ResourceKey, (Arc<ApiIdentity>, Vec<Box<str>>)>,
+    /// Per API and person: the resources holding them.
+    by_person: HashMap<(Arc<ApiIdentity>, Box<str>), HashMap<ResourceKey, Held>>,
+}
+
+/// The index of held persons.
+#[derive(Default)]
+pub struct HolderIndex {
+    index: Mutex<Index>,
+    /// Resources seen since a relist of a scope began.
+    relisting: Mutex<HashMap<Option<String>, HashSet<ResourceKey>>>,
+}
+
+impl HolderIndex {
+    /// Records what `resource` (`namespace/name`) holds according to its status.
+    pub fn update(&self, resource: &str, status: Option<&UserInvitationStatus>) {
+        let mut index = self.index.lock().expect("lock");
+        index.remove(resource);
+        let Some(status) = status else {
+            return;
+        };
+        let Some(api) = &status.api else {
+            return;
+        };
+        let held: Vec<_> = status
+            .users
+            .iter()
+            .filter(|u| u.ownership.is_some() && u.state.holds_person())
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let key: ResourceKey = Arc::from(resource);
+        let api = Arc::new(api.clone());
+        let mut people = Vec::with_capacity(held.len());
+        for user in held {
+            let person: Box<str> = user.email_address.as_str().into();
+            index
+                .by_person
+                .entry((api.clone(), person.clone()))
+                .or_default()
+                .insert(
+                    key.clone(),
+                    Held {
+                        state: user.state,
+                        settles_at: user.settles_at,
+                    },
+                );
+            people.push(person);
+        }
+        index.by_resource.insert(key, (api, people));
+    }
+
+    /// Forgets a deleted resource.
+    pub fn remove(&self, resource: &str) {
+        self.index.lock().expect("lock").remove(resource);
+    }
+
+    /// The holders other than `me` of `addresses` on `api`.
+    pub fn others(
+        &self,
+        api: &ApiIdentity,
+        me: &str,
+        addresses: &[String],
+    ) -> BTreeMap<String, OtherHolder> {
+        let index = self.index.lock().expect("lock");
+        let api = Arc::new(api.clone());
+        addresses
+            .iter()
+            .filter_map(|address| {
+                let holders = index
+                    .by_person
+                    .get(&(api.clone(), address.as_str().into()))?;
+                let (owner, held) = holders
+                    .iter()
+                    .filter(|(owner, _)| owner.as_ref() != me)
+                    .min_by_key(|(owner, _)| owner.to_string())?;
+                Some((
+                    address.clone(),
+                    OtherHolder {
+                        owner: owner.to_string(),
+                        state: held.state,
+                        settles_at: held.settles_at,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// A relist of `scope` began: resources not seen again before it ends are forgotten.
+    pub fn relist_started(&self, scope: &Option<String>) {
+        self.relisting
+            .lock()
+            .expect("lock")
+            .insert(scope.clone(), HashSet::new());
+    }
+
+    /// A resource was listed during a relist of `scope`.
+    pub fn relisted(&self, scope: &Option<String>, resource: &str) {
+        if let Some(seen) = self.relisting.lock().expect("lock").get_mut(scope) {
+            seen.insert(Arc::from(resource));
+        }
+    }
+
+    /// The relist of `scope` ended: returns the resources of the scope that were not listed
+    /// (they are gone), after forgetting them.
+    pub fn relist_done(&self, scope: &Option<String>) -> Vec<String> {
+        let Some(seen) = self.relisting.lock().expect("lock").remove(scope) else {
+            return Vec::new();
+        };
+        let mut index = self.index.lock().expect("lock");
+        let gone: Vec<String> = index
+            .by_resource
+            .keys()
+            .filter(|k| in_scope(k, scope) && !seen.contains(*k))
+            .map(|k| k.to_string())
+            .collect();
+        for key in &gone {
+            index.remove(key);
+        }
+        gone
+    }
+}
+
+fn in_scope(resource: &str, scope: &Option<String>) -> bool {
+    match scope {
+        None => true,
+        Some(ns) => resource.split_once('/').is_some_and(|(n, _)| n == ns),
+    }
+}
+
+impl Index {
+    fn remove(&mut self, resource: &str) {
+        let Some((key, (api, people))) = self.by_resource.remove_entry(resource) else {
+            return;
+        };
+        for person in people {
+            let slot = (api.clone(), person);
+            if let Some(holders) = self.by_person.get_mut(&slot) {
+                holders.remove(&key);
+                if holders.is_empty() {
+                    self.by_person.remove(&slot);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Ownership, UserStatus};
+
+    fn status(api: &str, users: &[(&str, UserState, Option<Ownership>)]) -> UserInvitationStatus {
+        UserInvitationStatus {
+            api: Some(ApiIdentity {
+                url: api.into(),
+                organization_id: None,
+            }),
+            users: users
+                .iter()
+                .map(|(e, s, o)| UserStatus {
+                    ownership: *o,
+                    ..crate::reconcile::plan::entry(e, *s)
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn api(url: &str) -> ApiIdentity {
+        ApiIdentity {
+            url: url.into(),
+            organization_id: None,
+        }
+    }
+
+    #[test]
+    fn only_owned_held_persons_on_the_same_api_are_reported() {
+        let index = HolderIndex::default();
+        index.update(
+            "team-a/first",
+            Some(&status(
+                "https://wf",
+                &[
+                    ("x@y.z", UserState::Invited, Some(Ownership::Created)),
+                    ("seen@y.z", UserState::AlreadyMember, None),
+                    ("failed@y.z", UserState::Failed, None),
+                ],
+            )),
+        );
+        let asked = ["x@y.z".to_string(), "seen@y.z".into(), "failed@y.z".into()];
+        let others = index.others(&api("https://wf"), "team-b/second", &asked);
+        assert_eq!(others.keys().collect::<Vec<_>>(), vec!["x@y.z"]);
+        assert_eq!(others["x@y.z"].owner, "team-a/first");
+        assert!(
+            index
+                .others(&api("https://wf"), "team-a/first", &asked)
+                .is_empty()
+        );
+        assert!(
+            index
+                .others(&api("https://other"), "team-b/second", &asked)
+                .is_empty()
+        );
+        index.update("team-a/first", Some(&status("https://wf", &[])));
+        assert!(
+            index
+                .others(&api("https://wf"), "team-b/second", &asked)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_relist_forgets_what_was_not_listed_again() {
+        let index = HolderIndex::default();
+        let held = status(
+            "https://wf",
+            &[("x@y.z", UserState::Invited, Some(Ownership::Created))],
+        );
+        index.update("a/one", Some(&held));
+        index.update("b/two", Some(&held));
+        let scope = Some("a".to_string());
+        index.relist_started(&scope);
+        assert_eq!(index.relist_done(&scope), vec!["a/one".to_string()]);
+        let others = index.others(&api("https://wf"), "c/three", &["x@y.z".into()]);
+        assert_eq!(others["x@y.z"].owner, "b/two");
+    }
+}

@@ -1,0 +1,367 @@
+//! The UserInvitation reconciler: one pass resolves the endpoint, holds the addresses it works
+//! on, runs the planner's phases against the (coalescing) client, and publishes the outcome
+//! (status, holder index, events, metrics). A resource that cannot be worked on is blocked with
+//! a condition, keeping every status entry it has.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+
+use super::{
+    cleanup,
+    context::Shard,
+    kubernetes::KubeStatusWriter,
+    resolution::{self, Resolution, Resolved},
+};
+use crate::{
+    api::{PAUSED_ANNOTATION, UserInvitation},
+    invite::{ApiError, ErrorCategory, transport::backoff_delay},
+    reconcile::{
+        self, StatusWriter, WriteError,
+        plan::{self, Blocked, EndpointFacts, PlanContext, ReadyReason, Requested, SettleWindow},
+    },
+    telemetry::ReconcileLabels,
+};
+
+/// How soon a pass that met a newer version of its resource (a conflict, or a cache that has
+/// not caught up with the controller's own write) runs again.
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
+
+/// Errors of one reconcile.
+#[derive(thiserror::Error, Debug)]
+pub enum ReconcileError {
+    /// A Kubernetes call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Writing the status failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The invite API failed (the status says so where it matters).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The resource cannot be worked on until something changes.
+    #[error("{}", .0.message)]
+    Blocked(Blocked),
+}
+
+impl ReconcileError {
+    /// What to do about it.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            ReconcileError::Api(e) => e.category(),
+            ReconcileError::Kube(_) | ReconcileError::Write(_) => ErrorCategory::Transient,
+            ReconcileError::Blocked(_) => ErrorCategory::Configuration,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self.category() {
+            ErrorCategory::Transient => "transient",
+            ErrorCategory::Configuration => "configuration",
+            ErrorCategory::Permanent => "permanent",
+        }
+    }
+}
+
+/// The `namespace/name` of a resource: how the controller's memory and indexes name it.
+pub fn resource_key(invitation: &UserInvitation) -> String {
+    format!(
+        "{}/{}",
+        invitation.namespace().unwrap_or_default(),
+        invitation.name_any()
+    )
+}
+
+/// Reconciles one UserInvitation.
+pub async fn reconcile(
+    invitation: Arc<UserInvitation>,
+    shard: Arc<Shard>,
+) -> Result<Action, ReconcileError> {
+    // Caches must be complete before deciding: an endpoint that merely was not listed yet
+    // would be reported missing, and a holder not indexed yet would be missed.
+    let _ = shard.caches_ready.clone().wait_for(|ready| *ready).await;
+    let ctx = &shard.ctx;
+    let started = std::time::Instant::now();
+    let key = resource_key(&invitation);
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
+        name = %invitation.name_any(),
+        endpoint = %reconcile::resolve::endpoint_display(&invitation),
+    );
+    let result = tracing::Instrument::instrument(pass(&invitation, &shard, &key), span).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let result_label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            result: result_label.to_string(),
+        })
+        .inc();
+    if result.is_ok() {
+        ctx.memory.succeeded(&key);
+    }
+    result
+}
+
+async fn pass(
+    invitation: &UserInvitation,
+    shard: &Shard,
+    key: &str,
+) -> Result<Action, ReconcileError> {
+    let ctx = &shard.ctx;
+    let version = invitation.resource_version().unwrap_or_default();
+    if ctx.memory.is_outdated(key, &version) {
+        // This copy predates a write of our own that the cache has not delivered yet.
+        return Ok(Action::requeue(LOOK_AGAIN));
+    }
+    let paused = invitation
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if invitation.metadata.deletion_timestamp.is_some() {
+        return cleanup::on_deletion(shard, invitation, paused).await;
+    }
+    let version = cleanup::hold_finalizer_if_needed(ctx, invitation).await?;
+    let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation, version);
+    let result = work(shard, invitation, key, paused, &mut writer).await;
+    ctx.memory.wrote(key, &writer.produced);
+    match result {
+        Err(ReconcileError::Write(WriteError::Conflict)) => Ok(Action::requeue(LOOK_AGAIN)),
+        other => other,
+    }
+}
+
+async fn work(
+    shard: &Shard,
+    invitation: &UserInvitation,
+    key: &str,
+    paused: bool,
+    writer: &mut KubeStatusWriter,
+) -> Result<Action, ReconcileError> {
+    let ctx = &shard.ctx;
+    let requested = match plan::requested_addresses(&invitation.spec) {
+        Ok(requested) => requested,
+        Err(blocked) => {
+            let nothing = Requested::default();
+            return block(shard, Stop::new(invitation, &nothing, blocked), writer).await;
+        }
+    };
+    if paused {
+        let message =
+            format!("paused by the {PAUSED_ANNOTATION} annotation; no API calls are made");
+        let stop = Stop::new(
+            invitation,
+            &requested,
+            Blocked::new(ReadyReason::Paused, message),
+        );
+        return block(shard, stop, writer).await;
+    }
+    let resolved = match resolution::resolve(shard, invitation, requested.addresses.len()).await? {
+        Resolution::Ready(resolved) => resolved,
+        Resolution::Blocked(blocked) => {
+            return block(shard, Stop::new(invitation, &requested, blocked), writer).await;
+        }
+    };
+    let check_invited = ctx.memory.check_due(key, ctx.settings.resync_interval);
+    let result = sync(
+        shard,
+        invitation,
+        key,
+        &requested,
+        &resolved,
+        check_invited,
+        writer,
+    )
+    .await;
+    if result.is_err() && check_invited {
+        ctx.memory.check_missed(key);
+    }
+    result
+}
+
+/// The pass proper: holds the addresses it works on while it looks them up, invites, corrects
+/// or removes them and writes the outcome (published to the holder index before the addresses
+/// are released).
+async fn sync(
+    shard: &Shard,
+    invitation: &UserInvitation,
+    key: &str,
+    requested: &Requested,
+    resolved: &Resolved,
+    check_invited: bool,
+    writer: &mut KubeStatusWriter,
+) -> Result<Action, ReconcileError> {
+    let ctx = &shard.ctx;
+    let previous = invitation.status.clone().unwrap_or_default();
+    let facts = EndpointFacts {
+        api: resolved.identity.clone(),
+        invitation_lifetime: resolved.api.invitation_lifetime(),
+        settle: SettleWindow {
+            request_timeout: resolved.api.request_timeout(),
+            clock_skew: ctx.settings.max_clock_skew,
+        },
+        adoption: resolved.endpoint.allows_adoption(),
+        allowed: resolved.endpoint.allowed(),
+    };
+    let generation = invitation.metadata.generation.unwrap_or(0);
+    let mut plan_ctx = PlanContext::new(
+        requested,
+        &invitation.spec,
+        &previous,
+        generation,
+        check_invited,
+        facts,
+    );
+    let claim = ctx
+        .claims
+        .claim(&resolved.identity, plan::addresses_to_claim(&plan_ctx))
+        .await;
+    plan_ctx.others = ctx
+        .holders
+        .others(&resolved.identity, key, &requested.addresses);
+    let report = reconcile::sync(resolved.api.as_ref(), &plan_ctx, writer).await?;
+    if report.writes > 0 {
+        ctx.holders.update(key, Some(&report.status));
+    }
+    drop(claim);
+    ctx.memory.count_users(
+        key,
+        &invitation.namespace().unwrap_or_default(),
+        &report.status,
+    );
+    ctx.events
+        .pass(invitation, resolved.api.flavor(), &report)
+        .await;
+    if let Some(problem) = report.problem {
+        if problem.category() == ErrorCategory::Configuration {
+            // The API refused the token: read the Secret again next time (it may be rotated).
+            ctx.clients.forget_token(&resolved.location);
+        }
+        return Err(problem.into());
+    }
+    Ok(match report.next_look {
+        Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
+        None => Action::requeue(jittered(ctx.settings.resync_interval)),
+    })
+}
+
+/// A pass that cannot proceed: the resource, its requested addresses and why.
+pub struct Stop<'a> {
+    /// The resource.
+    pub invitation: &'a UserInvitation,
+    /// Its requested addresses.
+    pub requested: &'a Requested,
+    /// Why it cannot proceed.
+    pub blocked: Blocked,
+}
+
+impl<'a> Stop<'a> {
+    /// A stop of `invitation` for `blocked`.
+    pub fn new(invitation: &'a UserInvitation, requested: &'a Requested, blocked: Blocked) -> Self {
+        Stop {
+            invitation,
+            requested,
+            blocked,
+        }
+    }
+}
+
+/// Shows why the resource cannot be worked on, keeping every status entry it has, and tells
+/// with an event when the reason is new. A paused resource waits for a change; anything else
+/// is retried slowly.
+async fn block(
+    shard: &Shard,
+    stop: Stop<'_>,
+    writer: &mut KubeStatusWriter,
+) -> Result<Action, ReconcileError> {
+    let ctx = &shard.ctx;
+    let invitation = stop.invitation;
+    let previous = invitation.status.clone().unwrap_or_default();
+    let status = plan::blocked_status(
+        stop.requested,
+        &invitation.spec,
+        &previous,
+        invitation.metadata.generation.unwrap_or(0),
+        plan::now(),
+        &stop.blocked,
+    );
+    if status != previous {
+        writer.write(&status).await?;
+        ctx.memory.count_users(
+            &resource_key(invitation),
+            &invitation.namespace().unwrap_or_default(),
+            &status,
+        );
+        let was = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == plan::READY)
+            .map(|c| c.reason.as_str());
+        if was != Some(stop.blocked.reason.as_str()) {
+            let type_ = match stop.blocked.reason {
+                ReadyReason::Paused => EventType::Normal,
+                _ => EventType::Warning,
+            };
+            let reason = stop.blocked.reason.as_str();
+            ctx.events
+                .publish(
+                    invitation,
+                    type_,
+                    reason,
+                    "Reconcile",
+                    stop.blocked.message.clone(),
+                )
+                .await;
+        }
+    }
+    match stop.blocked.reason {
+        ReadyReason::Paused => Ok(Action::await_change()),
+        _ => Err(ReconcileError::Blocked(stop.blocked)),
+    }
+}
+
+fn jittered(interval: Duration) -> Duration {
+    let spread = interval.as_millis() as u64 / 10;
+    interval + Duration::from_millis(rand::random_range(0..=spread.max(1)))
+}
+
+/// How long to wait after a failed pass: exponential backoff per failure in a row, slower
+/// for problems a person must fix, never before the API's `Retry-After`.
+pub fn error_policy(
+    invitation: Arc<UserInvitation>,
+    error: &ReconcileError,
+    shard: Arc<Shard>,
+) -> Action {
+    let ctx = &shard.ctx;
+    let failures = ctx.memory.failed(&resource_key(&invitation));
+    let base = match error.category() {
+        ErrorCategory::Transient => ctx.settings.retry_base_delay,
+        // Configuration problems are re-checked slowly; endpoint changes trigger a pass at once.
+        ErrorCategory::Configuration | ErrorCategory::Permanent => {
+            ctx.settings.retry_base_delay * 8
+        }
+    };
+    let mut delay = backoff_delay(base, failures).min(ctx.settings.retry_max_delay);
+    if let ReconcileError::Api(api) = error
+        && let Some(after) = api.retry_after()
+    {
+        delay = delay.max(after.min(ctx.settings.retry_max_delay));
+    }
+    tracing::info!(
+        namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
+        name = %invitation.name_any(),
+        %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}

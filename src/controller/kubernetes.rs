@@ -1,0 +1,193 @@
+//! The Kubernetes layer both reconcilers share: `Api` handles scoped to a shard, the status
+//! write guarded by the resourceVersion it read, the finalizer patch, the Ready condition of
+//! endpoints, and trimming what the caches keep.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::Namespace,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use crate::{
+    api::{UserInvitation, UserInvitationStatus},
+    reconcile::{StatusWriter, WriteError, plan},
+};
+
+/// The annotation `kubectl apply` keeps the whole last manifest in; never needed here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An `Api` over one namespace, or all of them.
+pub fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Drops what a cache never needs (managed fields, the last-applied manifest), which would
+/// otherwise more than double what each cached object costs.
+pub fn trim_for_cache<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Whether a write failed only because its resourceVersion guard did: a 409 Conflict, or the
+/// 422 Invalid a real API server answers when a JSON-patch `test` fails.
+pub fn is_stale_write(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => {
+            status.code == 409
+                || (status.code == 422 && status.message.contains("test operation"))
+                || (status.code == 422
+                    && status.reason == "Invalid"
+                    && status.message.contains("resourceVersion"))
+        }
+        _ => false,
+    }
+}
+
+/// Writes `status` to the status subresource with a JSON patch that first tests the
+/// resourceVersion the object was read at. Returns the object as written.
+pub async fn guarded_status_write<K, S>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: &str,
+    status: &S,
+) -> Result<K, WriteError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "add", "path": "/status", "value": status},
+    ]))
+    .map_err(|e| WriteError::Failed(e.to_string()))?;
+    api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|e| {
+            if is_stale_write(&e) {
+                WriteError::Conflict
+            } else {
+                WriteError::Failed(e.to_string())
+            }
+        })
+}
+
+/// Writes the status of one UserInvitation, each write guarded by the version the previous
+/// one produced: a concurrent change makes the write fail, and nothing is sent to the API
+/// after a failed intent write.
+pub struct KubeStatusWriter {
+    api: Api<UserInvitation>,
+    name: String,
+    resource_version: String,
+    /// The versions the writes produced, in order.
+    pub produced: Vec<String>,
+}
+
+impl KubeStatusWriter {
+    /// A writer for `invitation`, as read at `resource_version`.
+    pub fn new(client: Client, invitation: &UserInvitation, resource_version: String) -> Self {
+        KubeStatusWriter {
+            api: Api::namespaced(client, &invitation.namespace().unwrap_or_default()),
+            name: invitation.name_any(),
+            resource_version,
+            produced: Vec::new(),
+        }
+    }
+}
+
+impl StatusWriter for KubeStatusWriter {
+    async fn write(&mut self, status: &UserInvitationStatus) -> Result<(), WriteError> {
+        let updated =
+            guarded_status_write(&self.api, &self.name, &self.resource_version, status).await?;
+        self.resource_version = updated.resource_version().unwrap_or_default();
+        self.produced.push(self.resource_version.clone());
+        Ok(())
+    }
+}
+
+/// Adds or removes a finalizer with a JSON patch guarded by `test` operations. Returns the
+/// object as written.
+pub async fn set_finalizer<K>(
+    api: &Api<K>,
+    object: &K,
+    finalizer: &str,
+    present: bool,
+) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers = object.finalizers();
+    let ops = if present {
+        let rv = object.resource_version().unwrap_or_default();
+        let add = if finalizers.is_empty() {
+            json!({"op": "add", "path": "/metadata/finalizers", "value": [finalizer]})
+        } else {
+            json!({"op": "add", "path": "/metadata/finalizers/-", "value": finalizer})
+        };
+        json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, add])
+    } else {
+        let index = finalizers.iter().position(|f| f == finalizer).unwrap_or(0);
+        json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": finalizer},
+            {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a valid JSON patch");
+    api.patch(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+}
+
+/// The labels of a namespace (none when it is gone).
+pub async fn namespace_labels(
+    client: &Client,
+    namespace: &str,
+) -> Result<BTreeMap<String, String>, kube::Error> {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await?;
+    Ok(ns.and_then(|n| n.metadata.labels).unwrap_or_default())
+}
+
+/// The Ready condition: its transition time changes only when its status does.
+pub fn ready_condition(
+    previous: &[Condition],
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == plan::READY && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(plan::now()));
+    Condition {
+        type_: plan::READY.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: Some(generation),
+        last_transition_time,
+    }
+}

@@ -1,0 +1,182 @@
+//! What the controller remembers per resource between passes: failures in a row (for the
+//! backoff), when invited users were last checked (for the slow resync), the versions its own
+//! writes left behind (so a pass on an outdated copy is skipped), and the users-by-state gauge.
+//! Everything is forgotten when the resource is deleted.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    api::{UserInvitationStatus, UserState},
+    telemetry::{Metrics, UserStateLabels},
+};
+
+#[derive(Default)]
+struct Remembered {
+    failures: u32,
+    last_check: Option<Instant>,
+    /// Versions this controller wrote that a later write of its own replaced.
+    superseded: Vec<String>,
+    /// Users by state, as last counted into the gauge.
+    counted: [i64; UserState::ALL.len()],
+}
+
+/// Per-resource memory, keyed by `namespace/name`.
+pub struct ResourceMemory {
+    entries: Mutex<HashMap<Arc<str>, Remembered>>,
+    metrics: Metrics,
+    /// Serializes gauge updates, so a series is never removed while another resource adds to it.
+    gauge: Mutex<()>,
+}
+
+impl ResourceMemory {
+    /// Empty memory feeding `metrics`.
+    pub fn new(metrics: Metrics) -> ResourceMemory {
+        ResourceMemory {
+            entries: Mutex::default(),
+            metrics,
+            gauge: Mutex::default(),
+        }
+    }
+
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Remembered) -> T) -> T {
+        let mut entries = self.entries.lock().expect("lock");
+        if !entries.contains_key(key) {
+            entries.insert(Arc::from(key), Remembered::default());
+        }
+        f(entries.get_mut(key).expect("inserted"))
+    }
+
+    /// Counts one more failure in a row; returns how many.
+    pub fn failed(&self, key: &str) -> u32 {
+        self.with(key, |r| {
+            r.failures += 1;
+            r.failures
+        })
+    }
+
+    /// The run of failures ended.
+    pub fn succeeded(&self, key: &str) {
+        self.with(key, |r| r.failures = 0);
+    }
+
+    /// Whether invited users are due for a check (acceptance, expiry); marks them checked.
+    pub fn check_due(&self, key: &str, interval: Duration) -> bool {
+        self.with(key, |r| {
+            let due = r.last_check.is_none_or(|t| t.elapsed() >= interval);
+            if due {
+                r.last_check = Some(Instant::now());
+            }
+            due
+        })
+    }
+
+    /// The check did not happen after all (the pass failed): due again next time.
+    pub fn check_missed(&self, key: &str) {
+        self.with(key, |r| r.last_check = None);
+    }
+
+    /// Records the versions a pass's writes produced; all but the last are outdated.
+    pub fn wrote(&self, key: &str, versions: &[String]) {
+        if versions.is_empty() {
+            return;
+        }
+        self.with(key, |r| {
+            r.superseded = versions[..versions.len() - 1].to_vec();
+        });
+    }
+
+    /// Whether `version` is a copy this controller already replaced by a later write (the
+    /// cache has not caught up yet).
+    pub fn is_outdated(&self, key: &str, version: &str) -> bool {
+        let entries = self.entries.lock().expect("lock");
+        entries
+            .get(key)
+            .is_some_and(|r| r.superseded.iter().any(|v| v == version))
+    }
+
+    /// Counts the users of a status into the users-by-state gauge.
+    pub fn count_users(&self, key: &str, namespace: &str, status: &UserInvitationStatus) {
+        let mut now = [0i64; UserState::ALL.len()];
+        for user in &status.users {
+            if let Some(i) = UserState::ALL.iter().position(|s| *s == user.state) {
+                now[i] += 1;
+            }
+        }
+        let before = self.with(key, |r| std::mem::replace(&mut r.counted, now));
+        self.adjust_gauge(namespace, &before, &now);
+    }
+
+    fn adjust_gauge(&self, namespace: &str, before: &[i64], now: &[i64]) {
+        let _serialized = self.gauge.lock().expect("lock");
+        for (i, state) in UserState::ALL.iter().enumerate() {
+            let delta = now[i] - before[i];
+            if delta == 0 {
+                continue;
+            }
+            let labels = UserStateLabels {
+                namespace: namespace.to_string(),
+                state: state.to_string(),
+            };
+            let value = self.metrics.users.get_or_create(&labels).inc_by(delta) + delta;
+            if value == 0 {
+                // No user of the namespace is in this state any more: no series.
+                self.metrics.users.remove(&labels);
+            }
+        }
+    }
+
+    /// Forgets a deleted resource (and takes its users out of the gauge).
+    pub fn forget(&self, key: &str) {
+        let removed = self.entries.lock().expect("lock").remove(key);
+        if let Some(r) = removed {
+            let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
+            self.adjust_gauge(namespace, &r.counted, &[0; UserState::ALL.len()]);
+        }
+    }
+
+    /// How many resources are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("lock").len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_resource_leaves_no_trace() {
+        let metrics = Metrics::new();
+        let memory = ResourceMemory::new(metrics.clone());
+        let status = UserInvitationStatus {
+            users: vec![crate::reconcile::plan::entry("a@b.c", UserState::Invited)],
+            ..Default::default()
+        };
+        memory.count_users("ns/x", "ns", &status);
+        memory.failed("ns/x");
+        memory.wrote("ns/x", &["1".into(), "2".into()]);
+        assert!(memory.is_outdated("ns/x", "1"));
+        assert!(!memory.is_outdated("ns/x", "2"));
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"invite_operator_users{namespace="ns",state="Invited"} 1"#)
+        );
+        memory.forget("ns/x");
+        assert!(memory.is_empty());
+        assert!(
+            !metrics
+                .encode()
+                .contains(r#"invite_operator_users{namespace="ns""#)
+        );
+    }
+}

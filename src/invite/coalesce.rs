@@ -1,0 +1,330 @@
+//! Calls coalesced per endpoint: the lookups and invitations of many resources that share an
+//! endpoint go out as a few batched calls.
+//!
+//! [`CoalescedApi`] wraps an endpoint's client. A lookup or an invitation joins a queue; the
+//! first job of a batch opens a collection window ([`BatchSettings::window`]); when it closes,
+//! or when the batch reaches [`BatchSettings::max_users`] addresses, the batch goes out as one
+//! call (invitations: one call per group of equal [`InviteApi::batch_key`], split at
+//! [`InviteApi::max_batch`]) and each job gets the answers for its own addresses. A refused
+//! address is isolated by the client, so it fails no other resource's users. At most
+//! [`BatchSettings::max_in_flight`] batches of a queue run at once.
+//!
+//! Exactly-once is unchanged by batching: a resource records its `Inviting` intent before its
+//! users join an invite batch, and a job's send deadline bounds the whole batch's.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use jiff::SignedDuration;
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    task::JoinSet,
+    time::Instant,
+};
+
+use super::{
+    ApiError, InviteApi, InviteOutcome, InviteRequest, Lookup, Observed, SharedApi, UserGrants,
+};
+use crate::api::{ApiFlavor, UserInvitationSpec};
+
+/// How calls are coalesced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BatchSettings {
+    /// How long a batch collects jobs after its first one.
+    pub window: Duration,
+    /// Most addresses in one batch (a batch closes early when it reaches this).
+    pub max_users: usize,
+    /// Most batches of one queue in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            window: Duration::from_millis(50),
+            max_users: 500,
+            max_in_flight: 4,
+        }
+    }
+}
+
+type LookupAnswer = Result<BTreeMap<String, Observed>, ApiError>;
+
+struct LookupJob {
+    lookups: Vec<Lookup>,
+    reply: oneshot::Sender<LookupAnswer>,
+}
+
+struct InviteJob {
+    requests: Vec<InviteRequest>,
+    send_by: Instant,
+    reply: oneshot::Sender<BTreeMap<String, InviteOutcome>>,
+}
+
+trait Job: Send + 'static {
+    fn addresses(&self) -> usize;
+}
+
+impl Job for LookupJob {
+    fn addresses(&self) -> usize {
+        self.lookups.len()
+    }
+}
+
+impl Job for InviteJob {
+    fn addresses(&self) -> usize {
+        self.requests.len()
+    }
+}
+
+/// An endpoint's client whose lookups and invitations are coalesced with those of every other
+/// resource using it.
+pub struct CoalescedApi {
+    inner: SharedApi,
+    lookups: mpsc::UnboundedSender<LookupJob>,
+    invites: mpsc::UnboundedSender<InviteJob>,
+    /// The queues; dropping this aborts them and every batch in flight, as a crash would.
+    _queues: Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for CoalescedApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoalescedApi")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl CoalescedApi {
+    /// Wraps `inner`; its queues run on the current tokio runtime until this is dropped.
+    pub fn new(inner: SharedApi, settings: BatchSettings) -> CoalescedApi {
+        let (lookups, lookup_rx) = mpsc::unbounded_channel();
+        let (invites, invite_rx) = mpsc::unbounded_channel();
+        let mut queues = JoinSet::new();
+        let api = inner.clone();
+        queues.spawn(run_queue(lookup_rx, settings, move |jobs| {
+            lookup_batch(api.clone(), jobs)
+        }));
+        let api = inner.clone();
+        queues.spawn(run_queue(invite_rx, settings, move |jobs| {
+            invite_batch(api.clone(), jobs)
+        }));
+        CoalescedApi {
+            inner,
+            lookups,
+            invites,
+            _queues: Mutex::new(queues),
+        }
+    }
+
+    /// The client calls go to.
+    pub fn inner(&self) -> &SharedApi {
+        &self.inner
+    }
+}
+
+/// Collects jobs into batches and runs each batch (at most `max_in_flight` at once).
+async fn run_queue<J, F, Fut>(mut rx: mpsc::UnboundedReceiver<J>, settings: BatchSettings, run: F)
+where
+    J: Job,
+    F: Fn(Vec<J>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+    // Batches run in this set, so they end with the queue (and with the client).
+    let mut running = JoinSet::new();
+    while let Some(first) = rx.recv().await {
+        while running.try_join_next().is_some() {}
+        let mut size = first.addresses();
+        let mut batch = vec![first];
+        let closes = Instant::now() + settings.window;
+        while size < settings.max_users {
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => {
+                        size += job.addresses();
+                        batch.push(job);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(closes) => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let work = run(batch);
+        running.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// One lookup call for every address of the batch; each job gets its own addresses.
+async fn lookup_batch(api: SharedApi, jobs: Vec<LookupJob>) {
+    let mut all: Vec<Lookup> = jobs
+        .iter()
+        .flat_map(|j| j.lookups.iter().cloned())
+        .collect();
+    all.sort();
+    all.dedup();
+    let answer = api.observe(&all).await;
+    for job in jobs {
+        let reply = match &answer {
+            Ok(found) => Ok(job
+                .lookups
+                .iter()
+                .filter_map(|l| found.get(&l.email).map(|o| (l.email.clone(), o.clone())))
+                .collect()),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = job.reply.send(reply);
+    }
+}
+
+/// Invite calls for the batch: grouped by batch key, split at the client's largest batch, with
+/// the earliest send deadline of the jobs in each call.
+async fn invite_batch(api: SharedApi, jobs: Vec<InviteJob>) {
+    let mut groups: BTreeMap<String, Vec<(usize, InviteRequest)>> = BTreeMap::new();
+    for (index, job) in jobs.iter().enumerate() {
+        for request in &job.requests {
+            groups
+                .entry(api.batch_key(&request.spec))
+                .or_default()
+                .push((index, request.clone()));
+        }
+    }
+    let mut outcomes: Vec<BTreeMap<String, InviteOutcome>> = vec![BTreeMap::new(); jobs.len()];
+    for group in groups.into_values() {
+        for chunk in group.chunks(api.max_batch().max(1)) {
+            let send_by = chunk
+                .iter()
+                .map(|(index, _)| jobs[*index].send_by)
+                .min()
+                .expect("a chunk is never empty");
+            let requests: Vec<InviteRequest> = chunk.iter().map(|(_, r)| r.clone()).collect();
+            let mut answered = api.invite(&requests, send_by).await;
+            for (index, request) in chunk {
+                if let Some(outcome) = answered.remove(&request.email) {
+                    outcomes[*index].insert(request.email.clone(), outcome);
+                }
+            }
+        }
+    }
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// The answer of a queue that is gone (the client was replaced while the job waited).
+fn queue_gone() -> ApiError {
+    ApiError::NotSent {
+        operation: "queue",
+        reason: super::NotSentReason::Deadline,
+    }
+}
+
+#[async_trait::async_trait]
+impl InviteApi for CoalescedApi {
+    fn flavor(&self) -> ApiFlavor {
+        self.inner.flavor()
+    }
+
+    fn invitation_lifetime(&self) -> SignedDuration {
+        self.inner.invitation_lifetime()
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout()
+    }
+
+    fn batch_key(&self, spec: &UserInvitationSpec) -> String {
+        self.inner.batch_key(spec)
+    }
+
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+
+    async fn verify_credentials(&self) -> Result<(), ApiError> {
+        self.inner.verify_credentials().await
+    }
+
+    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+        if lookups.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = LookupJob {
+            lookups: lookups.to_vec(),
+            reply,
+        };
+        if self.lookups.send(job).is_err() {
+            return Err(queue_gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(queue_gone()))
+    }
+
+    async fn invite(
+        &self,
+        requests: &[InviteRequest],
+        send_by: Instant,
+    ) -> BTreeMap<String, InviteOutcome> {
+        let not_sent = || {
+            requests
+                .iter()
+                .map(|r| (r.email.clone(), InviteOutcome::NotDone(queue_gone())))
+                .collect()
+        };
+        if requests.is_empty() {
+            return BTreeMap::new();
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = InviteJob {
+            requests: requests.to_vec(),
+            send_by,
+            reply,
+        };
+        if self.invites.send(job).is_err() {
+            return not_sent();
+        }
+        // A dropped reply means the batch task died (it was aborted): whether its call went
+        // out is unknown.
+        answer.await.unwrap_or_else(|_| {
+            requests
+                .iter()
+                .map(|r| {
+                    let error = ApiError::NoAnswer {
+                        operation: "invite users",
+                        status: None,
+                        message: "the batch was interrupted".into(),
+                        retry_after: None,
+                    };
+                    (r.email.clone(), InviteOutcome::Unknown(error))
+                })
+                .collect()
+        })
+    }
+
+    async fn enforce(
+        &self,
+        identifier: &str,
+        target: &UserGrants,
+        actual: &UserGrants,
+    ) -> Result<Vec<String>, ApiError> {
+        self.inner.enforce(identifier, target, actual).await
+    }
+
+    async fn remove(
+        &self,
+        email: &str,
+        identifier: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        self.inner.remove(email, identifier).await
+    }
+}

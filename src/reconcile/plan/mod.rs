@@ -1,0 +1,337 @@
+//! The pure core of the reconciler: from the spec, the previous status, what the API reports
+//! and who else holds a person, decide which addresses to look up, whom to invite, what to
+//! correct or remove, and the next status. No I/O: every branch is a unit test.
+//!
+//! Exactly-once rests on four rules applied here:
+//! 1. an address is invited only when the API reports no user and no live invitation for it,
+//!    and no other resource holds the person on the same API;
+//! 2. an address about to be invited is recorded as `Inviting` (and written) before the call,
+//!    with the time after which an unanswered request can no longer act (`settlesAt`);
+//! 3. an address found `Inviting` is looked up again, never re-posted blindly, and not
+//!    before it settled;
+//! 4. an outcome the API may have acted on keeps the address `Inviting`.
+//!
+//! Tenancy rests on ownership ([`Ownership`]): a resource changes, deletes or revokes only what
+//! it created or adopted, and adopts existing users only where the endpoint allows it.
+
+mod decide;
+mod outcome;
+mod summary;
+mod tenancy;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use jiff::{SignedDuration, Timestamp};
+
+pub use decide::{InvitePlan, addresses_to_claim, addresses_to_observe, plan};
+pub use outcome::{apply_outcomes, lookup_failed, revert_inviting};
+pub use summary::{
+    MAX_MESSAGE_BYTES, READY, blocked_status, ready_condition, settle_wait, summarize, to_time,
+    truncate_message,
+};
+pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target};
+
+use crate::api::{
+    AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, Ownership, UserInvitationSpec,
+    UserInvitationStatus, UserState, UserStatus,
+};
+
+/// Why a UserInvitation is (not) Ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyReason {
+    /// Every user is invited or a member.
+    AllInvited,
+    /// Some users are still waiting for an invitation (retrying).
+    Pending,
+    /// Some users failed, others did not.
+    PartiallyFailed,
+    /// Every user failed.
+    Failed,
+    /// The referenced endpoint does not exist.
+    EndpointNotFound,
+    /// The endpoint's credentials are missing or refused, or its settings are unusable.
+    EndpointNotReady,
+    /// The endpoint speaks the other API.
+    EndpointMismatch,
+    /// The endpoint does not allow this namespace or these grants.
+    NotAllowed,
+    /// The spec cannot be acted upon (entirely, or for some entries).
+    InvalidSpec,
+    /// The paused annotation is set.
+    Paused,
+}
+
+impl ReadyReason {
+    /// The reason as written in the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyReason::AllInvited => "AllInvited",
+            ReadyReason::Pending => "Pending",
+            ReadyReason::PartiallyFailed => "PartiallyFailed",
+            ReadyReason::Failed => "Failed",
+            ReadyReason::EndpointNotFound => "EndpointNotFound",
+            ReadyReason::EndpointNotReady => "EndpointNotReady",
+            ReadyReason::EndpointMismatch => "EndpointMismatch",
+            ReadyReason::NotAllowed => "NotAllowed",
+            ReadyReason::InvalidSpec => "InvalidSpec",
+            ReadyReason::Paused => "Paused",
+        }
+    }
+}
+
+/// A reason the resource cannot be worked on, with a human message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// Condition reason.
+    pub reason: ReadyReason,
+    /// Human sentence, never containing secrets.
+    pub message: String,
+}
+
+impl Blocked {
+    /// A new blocker.
+    pub fn new(reason: ReadyReason, message: impl Into<String>) -> Blocked {
+        Blocked {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The addresses a spec requests, normalized (trimmed, lowercased), in spec order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requested {
+    /// Each distinct valid address once, in spec order.
+    pub addresses: Vec<String>,
+    /// Entries that cannot be acted on, as written, with why: a repeat of an earlier address
+    /// (addresses are compared ignoring case), or not an email address.
+    pub invalid: Vec<(String, String)>,
+}
+
+impl Requested {
+    /// Whether `email` (normalized) is requested.
+    pub fn contains(&self, email: &str) -> bool {
+        self.addresses.iter().any(|a| a == email)
+    }
+}
+
+/// The requested addresses. Addresses that differ only in case are one person to the APIs: a
+/// repeat is marked invalid (only that entry fails); so is an entry that is not an email
+/// address. Fails only when the spec has no usable shape at all.
+pub fn requested_addresses(spec: &UserInvitationSpec) -> Result<Requested, Blocked> {
+    let raw: Vec<&str> = match (&spec.users, &spec.org_invitation) {
+        (Some(users), None) => users.iter().map(|u| u.email_address.as_str()).collect(),
+        (None, Some(org)) => org.usernames.iter().map(String::as_str).collect(),
+        _ => {
+            return Err(Blocked::new(
+                ReadyReason::InvalidSpec,
+                "exactly one of spec.users or spec.orgInvitation must be set",
+            ));
+        }
+    };
+    if raw.is_empty() {
+        return Err(Blocked::new(
+            ReadyReason::InvalidSpec,
+            "no users are listed",
+        ));
+    }
+    let mut requested = Requested::default();
+    for address in raw {
+        let normalized = normalize(address);
+        if !looks_like_email(&normalized) {
+            let why = "not an email address".to_string();
+            requested.invalid.push((address.to_string(), why));
+        } else if requested.contains(&normalized) {
+            let why = format!(
+                "listed more than once: the same address as {normalized} (addresses are compared ignoring case)"
+            );
+            requested.invalid.push((address.to_string(), why));
+        } else {
+            requested.addresses.push(normalized);
+        }
+    }
+    Ok(requested)
+}
+
+/// An address as the APIs compare it.
+pub fn normalize(address: &str) -> String {
+    address.trim().to_ascii_lowercase()
+}
+
+fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+/// How long an invite request whose answer was never seen may still act: it leaves within
+/// one request timeout of the intent or not at all, and ends within one more; replicas'
+/// clocks may differ by up to `clock_skew`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettleWindow {
+    /// The endpoint's request timeout when the intent is recorded.
+    pub request_timeout: Duration,
+    /// The largest difference between two replicas' clocks that is tolerated.
+    pub clock_skew: Duration,
+}
+
+impl SettleWindow {
+    /// When a request recorded at `invited_at` has settled, on any replica's clock.
+    pub fn settles_at(&self, invited_at: Timestamp) -> Timestamp {
+        let window = self.request_timeout * 2 + self.clock_skew;
+        invited_at
+            .checked_add(SignedDuration::try_from(window).unwrap_or(SignedDuration::MAX))
+            .unwrap_or(Timestamp::MAX)
+    }
+}
+
+/// Another resource holding a person on the same API (it invited or adopted them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherHolder {
+    /// `namespace/name` of the UserInvitation.
+    pub owner: String,
+    /// The person's state there.
+    pub state: UserState,
+    /// For `Inviting`: when its request settles.
+    pub settles_at: Option<Timestamp>,
+}
+
+/// Everything the planner needs besides the API's observations.
+#[derive(Clone, Debug)]
+pub struct PlanContext<'a> {
+    /// The requested addresses.
+    pub requested: &'a Requested,
+    /// The resource's spec.
+    pub spec: &'a UserInvitationSpec,
+    /// The status as last written (default when none).
+    pub previous: &'a UserInvitationStatus,
+    /// `metadata.generation` of the resource.
+    pub generation: i64,
+    /// Current time.
+    pub now: Timestamp,
+    /// Whether this pass also checks invited users for acceptance and expiry.
+    pub check_invited: bool,
+    /// The API the endpoint reaches.
+    pub api: ApiIdentity,
+    /// Lifetime of an invitation of the endpoint's API.
+    pub invitation_lifetime: SignedDuration,
+    /// The settle window of new intents.
+    pub settle: SettleWindow,
+    /// Whether the endpoint allows adopting users that existed before.
+    pub adoption: bool,
+    /// The endpoint's `allowed` grants (`None`: unrestricted).
+    pub allowed: Option<&'a AllowedGrants>,
+    /// Persons other resources hold on the same API, by address.
+    pub others: BTreeMap<String, OtherHolder>,
+}
+
+/// The inputs of [`PlanContext::new`] that depend on the endpoint.
+#[derive(Clone, Debug)]
+pub struct EndpointFacts<'a> {
+    /// The API the endpoint reaches.
+    pub api: ApiIdentity,
+    /// Lifetime of an invitation of the endpoint's API.
+    pub invitation_lifetime: SignedDuration,
+    /// The settle window of new intents.
+    pub settle: SettleWindow,
+    /// Whether the endpoint allows adopting users that existed before.
+    pub adoption: bool,
+    /// The endpoint's `allowed` grants (`None`: unrestricted).
+    pub allowed: Option<&'a AllowedGrants>,
+}
+
+impl<'a> PlanContext<'a> {
+    /// The context of one pass (the one constructor, shared by the controller and the one-shot
+    /// mode). `others` is filled in once the pass holds its addresses.
+    pub fn new(
+        requested: &'a Requested,
+        spec: &'a UserInvitationSpec,
+        previous: &'a UserInvitationStatus,
+        generation: i64,
+        check_invited: bool,
+        endpoint: EndpointFacts<'a>,
+    ) -> PlanContext<'a> {
+        PlanContext {
+            requested,
+            spec,
+            previous,
+            generation,
+            now: now(),
+            check_invited,
+            api: endpoint.api,
+            invitation_lifetime: endpoint.invitation_lifetime,
+            settle: endpoint.settle,
+            adoption: endpoint.adoption,
+            allowed: endpoint.allowed,
+            others: BTreeMap::new(),
+        }
+    }
+
+    fn previous_entry(&self, email: &str) -> Option<&UserStatus> {
+        self.previous
+            .users
+            .iter()
+            .find(|u| u.email_address == email)
+    }
+
+    fn spec_changed(&self) -> bool {
+        self.previous.observed_generation != Some(self.generation)
+    }
+
+    fn enforce(&self) -> bool {
+        self.spec.access_policy == AccessPolicy::Enforce
+    }
+
+    fn delete(&self) -> bool {
+        self.spec.deletion_policy == DeletionPolicy::Delete
+    }
+
+    /// Whether this resource wants to manage existing users (Enforce or Delete) …
+    fn wants_adoption(&self) -> bool {
+        self.enforce() || self.delete()
+    }
+
+    /// … and the ownership an existing user gets here.
+    fn ownership_of_existing(&self) -> Option<Ownership> {
+        (self.wants_adoption() && self.adoption).then_some(Ownership::Adopted)
+    }
+}
+
+/// The current time, at the second precision the status keeps.
+pub fn now() -> Timestamp {
+    to_seconds(Timestamp::now())
+}
+
+/// `t` truncated to the second.
+pub fn to_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// A fresh entry.
+pub fn entry(email: &str, state: UserState) -> UserStatus {
+    UserStatus {
+        email_address: email.to_string(),
+        identifier: None,
+        state,
+        ownership: None,
+        reason: None,
+        invited_at: None,
+        settles_at: None,
+        expires_at: None,
+        message: None,
+    }
+}
+
+/// Whether an `Inviting` entry's request may still be in flight at the API.
+pub fn unsettled(entry: &UserStatus, now: Timestamp) -> bool {
+    entry.state == UserState::Inviting && entry.settles_at.is_some_and(|t| t > now)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! Where endpoints may send the controller's requests: `https://` only (plain `http://` to a
+//! loopback address, or anywhere when the platform opts in), never with credentials in the
+//! URL; namespaced endpoints only to the hosts the platform lists, or not at all.
+
+use std::net::IpAddr;
+
+use crate::{
+    api::AnyEndpoint,
+    reconcile::plan::{Blocked, ReadyReason},
+};
+
+/// What the platform allows endpoints to reach (controller flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// Allow plain `http://` to any host (`--allow-insecure-http`).
+    pub allow_insecure_http: bool,
+    /// Whether namespaced InvitationEndpoints may be used at all.
+    pub namespaced_endpoints: bool,
+    /// Hosts namespaced endpoints may call (`*.example.com` matches subdomains); empty: any.
+    pub namespaced_endpoint_hosts: Vec<String>,
+}
+
+impl Default for EndpointPolicy {
+    fn default() -> Self {
+        EndpointPolicy {
+            allow_insecure_http: false,
+            namespaced_endpoints: true,
+            namespaced_endpoint_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Checks the endpoint's `url` and `tokenUrl` against the policy.
+pub fn check_urls(endpoint: &AnyEndpoint, policy: &EndpointPolicy) -> Result<(), Blocked> {
+    if endpoint.is_namespaced() && !policy.namespaced_endpoints {
+        return Err(Blocked::new(
+            ReadyReason::NotAllowed,
+            "namespaced InvitationEndpoints are turned off by the platform; use a ClusterInvitationEndpoint",
+        ));
+    }
+    let connection = endpoint.connection();
+    let urls = std::iter::once(("url", connection.url.as_str())).chain(
+        connection
+            .token_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(|u| ("tokenUrl", u)),
+    );
+    for (field, raw) in urls {
+        check_url(field, raw, endpoint.is_namespaced(), policy)?;
+    }
+    Ok(())
+}
+
+fn check_url(
+    field: &str,
+    raw: &str,
+    namespaced: bool,
+    policy: &EndpointPolicy,
+) -> Result<(), Blocked> {
+    let invalid = |message: String| Err(Blocked::new(ReadyReason::EndpointNotReady, message));
+    let Ok(url) = url::Url::parse(raw.trim()) else {
+        return invalid(format!("{field} {raw:?} is not a valid URL"));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return invalid(format!(
+            "{field} must not carry credentials; put the token in the Secret"
+        ));
+    }
+    let Some(host) = url.host() else {
+        return invalid(format!("{field} {raw:?} has no host"));
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&host) || policy.allow_insecure_http => {}
+        "http" => {
+            return invalid(format!(
+                "{field} must use https:// (plain http:// is allowed only to loopback addresses, unless the controller runs with --allow-insecure-http)"
+            ));
+        }
+        other => return invalid(format!("{field} has scheme {other:?}; use https://")),
+    }
+    let host = host.to_string().to_ascii_lowercase();
+    if namespaced
+        && !policy.namespaced_endpoint_hosts.is_empty()
+        && !policy
+            .namespaced_endpoint_hosts
+            .iter()
+            .any(|p| host_matches(p, &host))
+    {
+        return Err(Blocked::new(
+            ReadyReason::NotAllowed,
+            format!(
+                "{field} host {host:?} is not one namespaced endpoints may call (the platform allows {:?})",
+                policy.namespaced_endpoint_hosts
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
+        url::Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
+    }
+}
+
+/// `pattern` is a host name, or `*.domain` for any subdomain of `domain`.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim().to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(domain) => host.ends_with(&format!(".{domain}")),
+        None => pattern == host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn endpoint(namespaced: bool, url: &str) -> AnyEndpoint {
+        let spec =
+            json!({"api": "UserInvite", "url": url, "credentials": {"secretRef": {"name": "t"}}});
+        if namespaced {
+            AnyEndpoint::Namespaced(
+                serde_json::from_value(json!({"apiVersion": "invite.operators.dev/v1alpha1",
+                    "kind": "InvitationEndpoint", "metadata": {"name": "e", "namespace": "team"}, "spec": spec}))
+                .unwrap(),
+            )
+        } else {
+            AnyEndpoint::Cluster(
+                serde_json::from_value(json!({"apiVersion": "invite.operators.dev/v1alpha1",
+                    "kind": "ClusterInvitationEndpoint", "metadata": {"name": "e"}, "spec": spec}))
+                .unwrap(),
+            )
+        }
+    }
+
+    fn verdict(e: &AnyEndpoint, p: &EndpointPolicy) -> Option<ReadyReason> {
+        check_urls(e, p).err().map(|b| b.reason)
+    }
+
+    #[test]
+    fn https_only_but_loopback_http_and_an_explicit_opt_in() {
+        let strict = EndpointPolicy::default();
+        assert_eq!(
+            verdict(&endpoint(false, "https://wf.example.com"), &strict),
+            None
+        );
+        assert_eq!(
+            verdict(&endpoint(false, "http://127.0.0.1:8090"), &strict),
+            None
+        );
+        assert_eq!(
+            verdict(&endpoint(false, "http://[::1]:8090"), &strict),
+            None
+        );
+        assert_eq!(
+            verdict(&endpoint(false, "http://localhost:8090"), &strict),
+            None
+        );
+        for url in [
+            "http://wf.example.com",
+            "http://10.0.0.7:8080",
+            "http://kubernetes.default.svc",
+            "ftp://wf.example.com",
+            "https://user:secret@wf.example.com",
+        ] {
+            assert_eq!(
+                verdict(&endpoint(true, url), &strict),
+                Some(ReadyReason::EndpointNotReady),
+                "{url}"
+            );
+        }
+        let lax = EndpointPolicy {
+            allow_insecure_http: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&endpoint(true, "http://wf.example.com"), &lax),
+            None
+        );
+    }
+
+    #[test]
+    fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
+        let hosts = EndpointPolicy {
+            namespaced_endpoint_hosts: vec![
+                "*.wavefront.com".into(),
+                "console.cloud.vmware.com".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&endpoint(true, "https://acme.wavefront.com"), &hosts),
+            None
+        );
+        assert_eq!(
+            verdict(&endpoint(true, "https://console.cloud.vmware.com"), &hosts),
+            None
+        );
+        assert_eq!(
+            verdict(
+                &endpoint(true, "https://internal.svc.cluster.local"),
+                &hosts
+            ),
+            Some(ReadyReason::NotAllowed)
+        );
+        assert_eq!(
+            verdict(&endpoint(true, "https://wavefront.com.evil.io"), &hosts),
+            Some(ReadyReason::NotAllowed)
+        );
+        // Cluster endpoints are the platform's own: the host list does not apply.
+        assert_eq!(
+            verdict(
+                &endpoint(false, "https://internal.svc.cluster.local"),
+                &hosts
+            ),
+            None
+        );
+        let off = EndpointPolicy {
+            namespaced_endpoints: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&endpoint(true, "https://acme.wavefront.com"), &off),
+            Some(ReadyReason::NotAllowed)
+        );
+        assert_eq!(
+            verdict(&endpoint(false, "https://acme.wavefront.com"), &off),
+            None
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! One pass over a resource whose endpoint and credentials resolved, in phases: observe →
+//! decide (pure) → record the intent → invite → enforce → remove → finish. The status is
+//! written only when it changes, and `Inviting` always before any invite call.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use tokio::time::Instant;
+
+use super::{
+    StatusWriter, SyncReport, WriteError,
+    plan::{self, PlanContext, ReadyReason},
+};
+use crate::{
+    api::{UserInvitationStatus, UserStatus},
+    invite::{ApiError, ErrorCategory, InviteApi, InviteOutcome, InviteRequest, Observed},
+};
+
+/// The state of one pass.
+struct Pass<'c, 'a> {
+    ctx: &'c PlanContext<'a>,
+    /// Entries of the requested (and invalid) users.
+    users: Vec<UserStatus>,
+    /// Entries of users no longer requested that stay (removals owed, requests settling).
+    kept: Vec<UserStatus>,
+    /// The status as last written.
+    written: UserInvitationStatus,
+    /// A blocker found on the way (the endpoint refused us).
+    blocked: Option<ReadyReason>,
+    report: SyncReport,
+}
+
+/// Brings the API and the status in line with the spec.
+pub async fn sync<W: StatusWriter>(
+    api: &dyn InviteApi,
+    ctx: &PlanContext<'_>,
+    writer: &mut W,
+) -> Result<SyncReport, WriteError> {
+    let mut pass = Pass {
+        ctx,
+        users: Vec::new(),
+        kept: plan::kept_entries(ctx.requested, ctx.spec, ctx.previous, ctx.now),
+        written: ctx.previous.clone(),
+        blocked: None,
+        report: SyncReport::default(),
+    };
+    let Some(observed) = observe(&mut pass, api, writer).await? else {
+        return Ok(pass.report);
+    };
+    let decided = plan::plan(ctx, &observed);
+    pass.users = decided.users;
+    if !decided.to_invite.is_empty() {
+        let send_by = record_intent(&mut pass, api, writer).await?;
+        invite(&mut pass, api, &decided.to_invite, send_by).await;
+    }
+    enforce(&mut pass, api, &observed).await;
+    remove(&mut pass, api).await;
+    finish(pass, writer).await
+}
+
+/// Phase 1: looks up what must be known. A failed lookup ends the pass (showing the problem
+/// when it matters).
+async fn observe<W: StatusWriter>(
+    pass: &mut Pass<'_, '_>,
+    api: &dyn InviteApi,
+    writer: &mut W,
+) -> Result<Option<BTreeMap<String, Observed>>, WriteError> {
+    let lookups = plan::addresses_to_observe(pass.ctx);
+    if lookups.is_empty() {
+        return Ok(Some(BTreeMap::new()));
+    }
+    match api.observe(&lookups).await {
+        Ok(observed) => Ok(Some(observed)),
+        Err(error) => {
+            if let Some(status) = plan::lookup_failed(pass.ctx, &lookups, &error) {
+                write_if_changed(pass, writer, status).await?;
+            }
+            pass.report.status = pass.written.clone();
+            pass.report.problem = Some(error);
+            Ok(None)
+        }
+    }
+}
+
+/// Phase 3: records `Inviting` (with `invitedAt` and `settlesAt`) before the call. Returns
+/// the send deadline: the requests must leave within one request timeout of the intent.
+async fn record_intent<W: StatusWriter>(
+    pass: &mut Pass<'_, '_>,
+    api: &dyn InviteApi,
+    writer: &mut W,
+) -> Result<Instant, WriteError> {
+    let stamped = Instant::now();
+    // Rounded up to the second it is stored at, so it is never earlier than the real intent.
+    let invited_at = plan::to_seconds(jiff::Timestamp::now()) + jiff::SignedDuration::from_secs(1);
+    let settles_at = pass.ctx.settle.settles_at(invited_at);
+    for user in pass
+        .users
+        .iter_mut()
+        .filter(|u| u.state == crate::api::UserState::Inviting)
+    {
+        user.invited_at = Some(invited_at);
+        user.settles_at = Some(settles_at);
+    }
+    let mut users = pass.users.clone();
+    users.extend(pass.kept.iter().cloned());
+    let intent = plan::summarize(pass.ctx, users, Some("sending invitations"));
+    writer.write(&intent).await?;
+    pass.report.writes += 1;
+    pass.written = intent;
+    Ok(stamped + api.request_timeout())
+}
+
+/// Phase 4: one invite call for the resource's new users (coalesced with other resources'
+/// by the controller's client); each user's outcome decides its state.
+async fn invite(
+    pass: &mut Pass<'_, '_>,
+    api: &dyn InviteApi,
+    to_invite: &[String],
+    send_by: Instant,
+) {
+    let spec = Arc::new(pass.ctx.spec.clone());
+    let requests: Vec<InviteRequest> = to_invite
+        .iter()
+        .map(|email| InviteRequest {
+            email: email.clone(),
+            spec: spec.clone(),
+        })
+        .collect();
+    let outcomes = api.invite(&requests, send_by).await;
+    plan::apply_outcomes(pass.ctx, &mut pass.users, &outcomes);
+    for (email, outcome) in &outcomes {
+        match outcome {
+            InviteOutcome::Invited { .. } => pass.report.invited.push(email.clone()),
+            InviteOutcome::Rejected { message } => {
+                pass.report.failed.push((email.clone(), message.clone()))
+            }
+            InviteOutcome::NotDone(error) => {
+                if error.category() == ErrorCategory::Configuration {
+                    pass.blocked = Some(ReadyReason::EndpointNotReady);
+                }
+                pass.report.problem.get_or_insert_with(|| error.clone());
+            }
+            InviteOutcome::AlreadyMember { .. } | InviteOutcome::Unknown(_) => {}
+        }
+    }
+}
+
+/// Phase 5 (accessPolicy Enforce): brings owned users' grants to the spec, within `allowed`.
+async fn enforce(
+    pass: &mut Pass<'_, '_>,
+    api: &dyn InviteApi,
+    observed: &BTreeMap<String, Observed>,
+) {
+    if pass.report.problem.is_some() {
+        return;
+    }
+    for drift in plan::grant_drift(pass.ctx, &pass.users, observed) {
+        match api
+            .enforce(&drift.identifier, &drift.target, &drift.actual)
+            .await
+        {
+            Ok(changes) if !changes.is_empty() => {
+                pass.report
+                    .updated
+                    .push((drift.email.clone(), changes.join(", ")));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if let Some(user) = pass
+                    .users
+                    .iter_mut()
+                    .find(|u| u.email_address == drift.email)
+                {
+                    user.message = Some(plan::truncate_message(&format!(
+                        "could not apply the spec's grants: {error}"
+                    )));
+                }
+                if error.category() != ErrorCategory::Permanent {
+                    pass.report.problem = Some(error);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Phase 6 (deletionPolicy Delete): removes what this resource owns for users no longer
+/// listed. An entry whose removal fails stays, with the reason.
+async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi) {
+    for entry in plan::removals(pass.ctx) {
+        if pass.report.problem.is_some() {
+            return;
+        }
+        match api
+            .remove(&entry.email_address, entry.identifier.as_deref())
+            .await
+        {
+            Ok(done) => {
+                pass.kept.retain(|k| k.email_address != entry.email_address);
+                pass.report
+                    .removed
+                    .push((entry.email_address.clone(), done));
+            }
+            Err(error) => {
+                if let Some(kept) = pass
+                    .kept
+                    .iter_mut()
+                    .find(|k| k.email_address == entry.email_address)
+                {
+                    kept.message =
+                        Some(plan::truncate_message(&format!("removal pending: {error}")));
+                }
+                pass.report.problem = Some(error);
+            }
+        }
+    }
+}
+
+/// Phase 7: the outcome, written if it changed.
+async fn finish<W: StatusWriter>(
+    mut pass: Pass<'_, '_>,
+    writer: &mut W,
+) -> Result<SyncReport, WriteError> {
+    let problem_text = pass.report.problem.as_ref().map(ApiError::to_string);
+    let mut users = std::mem::take(&mut pass.users);
+    users.extend(std::mem::take(&mut pass.kept));
+    let mut status = plan::summarize(pass.ctx, users, problem_text.as_deref());
+    if let (Some(reason), Some(text)) = (pass.blocked, &problem_text) {
+        status.conditions = vec![plan::ready_condition(
+            pass.ctx.previous,
+            false,
+            reason,
+            text.clone(),
+            pass.ctx.generation,
+            pass.ctx.now,
+        )];
+    }
+    pass.report.next_look = plan::settle_wait(pass.ctx, &status.users);
+    record_transitions(&mut pass.report, pass.ctx.previous, &status);
+    write_if_changed(&mut pass, writer, status).await?;
+    pass.report.status = pass.written.clone();
+    Ok(pass.report)
+}
+
+fn record_transitions(
+    report: &mut SyncReport,
+    previous: &UserInvitationStatus,
+    status: &UserInvitationStatus,
+) {
+    for user in &status.users {
+        let before = previous
+            .users
+            .iter()
+            .find(|u| u.email_address == user.email_address)
+            .map(|u| u.state);
+        if before != Some(user.state) {
+            report
+                .transitions
+                .push((user.email_address.clone(), before, user.state));
+        }
+    }
+}
+
+async fn write_if_changed<W: StatusWriter>(
+    pass: &mut Pass<'_, '_>,
+    writer: &mut W,
+    next: UserInvitationStatus,
+) -> Result<(), WriteError> {
+    if next != pass.written {
+        writer.write(&next).await?;
+        pass.report.writes += 1;
+        pass.written = next;
+    }
+    Ok(())
+}
