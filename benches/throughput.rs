@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use invite_mock::{MockApi, MockConfig};
 use invite_operator::{
     api::{UserInvitation, all_crds},
     controller::{self, Readiness, Settings},
-    mock::{MockApi, MockConfig},
     telemetry::Metrics,
 };
 use k8s_openapi::{

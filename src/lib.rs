@@ -7,7 +7,6 @@ pub mod controller;
 pub mod endpoint_status;
 pub mod invite;
 pub mod leader;
-pub mod mock;
 pub mod oneshot;
 pub mod reconcile;
 pub mod telemetry;

@@ -18,6 +18,7 @@ fn documents(stdout: &[u8]) -> Vec<serde_yaml::Value> {
         .collect()
 }
 
+#[cfg(feature = "mock-api")]
 #[test]
 fn the_quick_start_invites_everyone_through_the_embedded_mock() {
     for (example, users) in [
@@ -49,6 +50,7 @@ fn the_quick_start_invites_everyone_through_the_embedded_mock() {
     }
 }
 
+#[cfg(feature = "mock-api")]
 #[test]
 fn dry_run_prints_the_plan_and_invites_nobody() {
     let out = operator()
@@ -116,4 +118,43 @@ fn crd_prints_every_crd_and_survives_a_closed_pipe() {
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[cfg(feature = "mock-api")]
+#[test]
+fn mock_api_serves_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let mut child = operator()
+        .args(["mock-api", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains("mock API listening on http://127.0.0.1:"),
+        "{line}"
+    );
+}
+
+#[cfg(not(feature = "mock-api"))]
+#[test]
+fn without_the_mock_feature_there_is_no_mock() {
+    let out = operator().args(["mock-api", "--help"]).output().unwrap();
+    assert!(!out.status.success());
+    let out = operator()
+        .args([
+            "reconcile",
+            "--mock-api",
+            "-f",
+            &root("examples/userinvite.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses the unknown flag");
 }

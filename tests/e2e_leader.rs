@@ -16,10 +16,10 @@ use std::{
 };
 
 use common::*;
+use invite_mock::RunningMock;
 use invite_operator::{
     controller::{self, Readiness},
     leader::{LeaderElection, LeaderError, Term, run_while_leader},
-    mock::RunningMock,
     telemetry::Metrics,
 };
 use k8s_openapi::{

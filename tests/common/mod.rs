@@ -5,13 +5,13 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use invite_mock::{MockApi, MockConfig, RunningMock};
 use invite_operator::{
     api::{
         ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation, UserInvitationStatus,
         all_crds,
     },
     controller::{self, Readiness, Settings},
-    mock::{MockApi, MockConfig, RunningMock},
     telemetry::Metrics,
 };
 use k8s_openapi::{

@@ -7,8 +7,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::state::{EmailApi, Invitation, InvitationStatus, State, is_valid_email, now_ms};
-use super::wire::{
+use crate::state::{EmailApi, Invitation, InvitationStatus, State, is_valid_email, now_ms};
+use crate::wire::{
     ApiRequest, Fail, Outcome, empty_response, json_body, json_response, mix, reason,
 };
 
@@ -340,7 +340,7 @@ fn invite(state: &mut State, req: &ApiRequest) -> Outcome {
     };
     let ttl_ms = days
         .map(|d| d * 86_400_000)
-        .unwrap_or_else(|| state.cfg.invitation_ttl_org.num_milliseconds());
+        .unwrap_or_else(|| state.cfg.invitation_ttl_org.as_millis() as i64);
     let notify = !r.skip_notify.unwrap_or(false)
         && !r.skip_notify_registration.unwrap_or(false)
         && r.notify_users_of_registration.unwrap_or(true);

@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
-use super::MockConfig;
+use crate::MockConfig;
 
 /// The permission names documented for `UserToCreate.groups` (api-facts A.4).
 pub(crate) const PERMISSIONS: &[&str] = &[
@@ -53,7 +53,7 @@ impl EmailApi {
 pub(crate) struct SentEmail {
     pub to: String,
     pub api: EmailApi,
-    pub at: DateTime<Utc>,
+    pub at: Timestamp,
 }
 
 /// A UserInvite user.
@@ -67,12 +67,12 @@ pub(crate) struct User {
     pub user_groups: Vec<String>,
     pub roles: Vec<String>,
     /// Expiry of the activation link of the last invitation email, if one was sent.
-    pub invitation_expires: Option<DateTime<Utc>>,
+    pub invitation_expires: Option<Timestamp>,
 }
 
 impl User {
     /// Never logged in and the last invitation expired: an invite re-sends the email.
-    pub fn invitation_expired(&self, now: DateTime<Utc>) -> bool {
+    pub fn invitation_expired(&self, now: Timestamp) -> bool {
         self.last_login.is_none() && self.invitation_expires.is_some_and(|e| e <= now)
     }
 }
@@ -163,7 +163,7 @@ pub(crate) struct State {
 
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    Timestamp::now().as_millisecond()
 }
 
 /// A pragmatic email syntax check (the dot-atom form of RFC 5322, no quoted local parts,
@@ -272,7 +272,7 @@ impl State {
         self.emails.push(SentEmail {
             to: to.to_ascii_lowercase(),
             api,
-            at: Utc::now(),
+            at: Timestamp::now(),
         });
     }
 
@@ -296,7 +296,7 @@ impl State {
         Value::Array(
             self.emails
                 .iter()
-                .map(|e| json!({"to": e.to, "api": e.api.as_str(), "at": e.at.to_rfc3339()}))
+                .map(|e| json!({"to": e.to, "api": e.api.as_str(), "at": e.at.to_string()}))
                 .collect(),
         )
     }
@@ -518,7 +518,7 @@ impl State {
             "resource": self.org_resource(),
             "membershipType": "DIRECT",
             "createdBy": "mock",
-            "createdDate": Utc::now().to_rfc3339(),
+            "createdDate": Timestamp::now().to_string(),
         })
     }
 
@@ -703,7 +703,7 @@ impl State {
 
     /// Moves every pending invitation's expiry into the past (both APIs).
     pub fn expire_all(&mut self) {
-        let past = Utc::now() - chrono::Duration::seconds(1);
+        let past = Timestamp::now() - SignedDuration::from_secs(1);
         for u in self.users.values_mut() {
             if u.last_login.is_none()
                 && let Some(e) = u.invitation_expires.as_mut()
@@ -722,7 +722,7 @@ impl State {
 }
 
 fn mix_seed(seed: u64) -> u64 {
-    super::wire::mix(seed ^ 0x0001_d50f_5eed)
+    crate::wire::mix(seed ^ 0x0001_d50f_5eed)
 }
 
 fn capitalize(s: &str) -> String {

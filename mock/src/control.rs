@@ -11,8 +11,8 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::wire::{empty_response, json_response};
-use super::{MockApi, ScriptedFault, lock};
+use crate::wire::{empty_response, json_response};
+use crate::{MockApi, ScriptedFault, lock};
 
 /// The control routes.
 pub(crate) fn routes() -> Router<MockApi> {

@@ -52,6 +52,7 @@
 //!   invitation list only with `?expand`. A wrong API token in the exchange is a 400
 //!   (`invalid_grant`). CSP errors alternate `moduleCode` between `"540"` and `540`.
 
+pub mod cli;
 mod control;
 mod orginvitation;
 mod state;
@@ -69,7 +70,7 @@ use axum::Router;
 use axum::extract::{Request, State as AxState};
 use axum::http::Method;
 use axum::response::Response;
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -97,10 +98,10 @@ pub struct MockConfig {
     /// Lifetime of CSP access tokens (`expires_in`); after it they get 401.
     pub access_token_ttl: Duration,
     /// Validity of a UserInvite activation link.
-    pub invitation_ttl_userinvite: chrono::Duration,
+    pub invitation_ttl_userinvite: SignedDuration,
     /// Validity of an OrgInvitation invitation (unless the request sets
     /// `invitationExpirationInDays`).
-    pub invitation_ttl_org: chrono::Duration,
+    pub invitation_ttl_org: SignedDuration,
     /// The organization served by the CSP API; other org ids get 404.
     pub organization_id: String,
     /// The UserInvite customer (tenant) id, in `UserModel.customer`.
@@ -117,8 +118,8 @@ impl Default for MockConfig {
             fault_rate: 0.0,
             seed: 0,
             access_token_ttl: Duration::from_secs(1799),
-            invitation_ttl_userinvite: chrono::Duration::hours(24),
-            invitation_ttl_org: chrono::Duration::days(7),
+            invitation_ttl_userinvite: SignedDuration::from_hours(24),
+            invitation_ttl_org: SignedDuration::from_hours(7 * 24),
             organization_id: "mock-org".to_string(),
             customer: "mock".to_string(),
             multi_tenant_identifiers: false,
@@ -144,7 +145,7 @@ pub struct JournalEntry {
     /// Status answered (0 while the request is still in flight).
     pub status: u16,
     /// When the request arrived.
-    pub at: DateTime<Utc>,
+    pub at: Timestamp,
     /// Name of the header that carried credentials (`authorization`, `x-auth-token`,
     /// `csp-auth-token`), never its value.
     #[serde(default)]
@@ -533,7 +534,7 @@ impl MockApi {
             query: req.journal_query(),
             body: req.journal_body(),
             status: 0,
-            at: Utc::now(),
+            at: Timestamp::now(),
             auth: req.auth_header_name(),
             content_type: req.header("content-type").map(str::to_string),
             fault: false,
