@@ -7,7 +7,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::state::{EmailApi, Invitation, InvitationStatus, State, is_valid_email, now_ms};
+use crate::state::{
+    AccessToken, EmailApi, Invitation, InvitationStatus, State, is_valid_email, now_ms,
+};
 use crate::wire::{
     ApiRequest, Fail, Outcome, empty_response, json_body, json_response, mix, reason,
 };
@@ -71,8 +73,7 @@ fn access_token(req: &ApiRequest) -> Option<&str> {
 fn authorized(state: &State, req: &ApiRequest) -> bool {
     access_token(req)
         .filter(|t| !t.is_empty())
-        .and_then(|t| state.access_tokens.get(t))
-        .is_some_and(|exp| *exp > Instant::now())
+        .is_some_and(|t| state.access_token_valid(t))
 }
 
 fn route(state: &mut State, req: &ApiRequest) -> Outcome {
@@ -186,11 +187,14 @@ fn authorize(state: &mut State, req: &ApiRequest) -> Outcome {
     if token != state.cfg.token {
         return Err(Fail::bad_request("invalid_grant: Invalid API token"));
     }
-    let now = Instant::now();
-    state.access_tokens.retain(|_, exp| *exp > now);
     let access = state.random_hex(32);
     let ttl = state.cfg.access_token_ttl;
-    state.access_tokens.insert(access.clone(), now + ttl);
+    state.access_tokens.insert(
+        access.clone(),
+        AccessToken {
+            expires: Instant::now() + ttl,
+        },
+    );
     let id_token = state.random_hex(32);
     let refresh = state.random_hex(16);
     Ok(json_response(

@@ -144,8 +144,14 @@ pub(crate) struct Member {
     pub custom_roles: Vec<Value>,
 }
 
+/// An OrgInvitation access token issued by the token exchange.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccessToken {
+    pub expires: Instant,
+}
+
 /// All mutable state of the mock.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct State {
     pub cfg: MockConfig,
     /// Keyed by lowercased identifier.
@@ -155,8 +161,8 @@ pub(crate) struct State {
     pub everyone_id: String,
     pub invitations: Vec<Invitation>,
     pub members: Vec<Member>,
-    /// CSP access token -> expiry.
-    pub access_tokens: HashMap<String, Instant>,
+    /// CSP access tokens issued (expired ones included, so that they stay recognisable).
+    pub access_tokens: HashMap<String, AccessToken>,
     pub emails: Vec<SentEmail>,
     rng: StdRng,
 }
@@ -538,6 +544,13 @@ impl State {
         self.members
             .iter()
             .position(|m| m.username.eq_ignore_ascii_case(username))
+    }
+
+    /// True when the access token was issued and has not expired.
+    pub fn access_token_valid(&self, token: &str) -> bool {
+        self.access_tokens
+            .get(token)
+            .is_some_and(|t| t.expires > Instant::now())
     }
 
     /// Adds a member (or returns the existing one's index).

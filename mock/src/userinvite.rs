@@ -1,7 +1,6 @@
 //! The UserInvite API (Wavefront REST API v2, `/api/v2/user*` and `/api/v2/usergroup*`).
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use axum::response::Response;
 use jiff::Timestamp;
@@ -36,11 +35,7 @@ fn authorized(state: &State, req: &ApiRequest) -> bool {
     if token.is_empty() {
         return false;
     }
-    token == state.cfg.token
-        || state
-            .access_tokens
-            .get(token)
-            .is_some_and(|exp| *exp > Instant::now())
+    token == state.cfg.token || state.access_token_valid(token)
 }
 
 fn route(state: &mut State, req: &ApiRequest) -> Outcome {
