@@ -171,19 +171,58 @@ struct MemberBody {
     organization_roles: Option<Vec<String>>,
 }
 
-async fn seed_member(State(api): State<MockApi>, body: Bytes) -> Response {
-    let m: MemberBody = match parse(&body) {
-        Ok(m) => m,
-        Err(e) => return bad(e),
-    };
-    let mut st = api.state();
+/// One member to seed: an object, or just a username.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MemberItem {
+    Name(String),
+    Full(MemberBody),
+}
+
+/// One member, or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MembersBody {
+    One(MemberBody),
+    Many(Vec<MemberItem>),
+}
+
+fn add_member(st: &mut crate::state::State, m: MemberBody) -> usize {
     let names = m
         .organization_roles
         .unwrap_or_else(|| vec!["org_member".to_string()]);
     let roles = names.iter().map(|n| st.binding(n)).collect();
-    let i = st.add_member(&m.username, roles, Vec::new(), Vec::new());
-    let v = st.member_json(&st.members[i]);
-    json_response(201, &v)
+    st.add_member(&m.username, roles, Vec::new(), Vec::new())
+}
+
+async fn seed_member(State(api): State<MockApi>, body: Bytes) -> Response {
+    let m: MembersBody = match parse(&body) {
+        Ok(m) => m,
+        Err(e) => return bad(e),
+    };
+    let mut st = api.state();
+    match m {
+        MembersBody::One(m) => {
+            let i = add_member(&mut st, m);
+            let v = st.member_json(&st.members[i]);
+            json_response(201, &v)
+        }
+        MembersBody::Many(items) => {
+            let before = st.members.len();
+            for item in items {
+                let m = match item {
+                    MemberItem::Name(username) => MemberBody {
+                        username,
+                        organization_roles: None,
+                    },
+                    MemberItem::Full(m) => m,
+                };
+                add_member(&mut st, m);
+            }
+            let total = st.members.len();
+            json_response(201, &json!({"added": total - before, "total": total}))
+        }
+    }
 }
 
 async fn login(State(api): State<MockApi>, Path(id): Path<String>) -> Response {

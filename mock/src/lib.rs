@@ -43,7 +43,7 @@
 //! | `PUT /mock/settings` `{latencyMs?, faultRate?, faultMix?}` | change latency / random 503 rate / the fault mix (`faultMix`: `{serverError, tooManyRequests, retryAfterSecs, timeout, truncated, reset, afterEffect, tokenExchange}`, `null` or `{}` turns it off); `GET` shows them |
 //! | `POST /mock/users` (UserModel-ish JSON) | seed an existing UserInvite user |
 //! | `POST /mock/usergroups` `{id?, name}` | seed a user group |
-//! | `POST /mock/org/members` `{username, organizationRoles?: [names]}` | seed a CSP org member |
+//! | `POST /mock/org/members` `{username, organizationRoles?: [names]}`, or a list of those or of usernames | seed CSP org members (a list answers `{added, total}`) |
 //! | `POST /mock/users/{id}/login` | the invited user logs in (`lastSuccessfulLogin`) |
 //! | `POST /mock/org/invitations/{username}/redeem` | the invited person accepts (404 if none pending): the invitation becomes `REDEEMED` and the person a member |
 //! | `POST /mock/expire` | every pending invitation (both APIs) expires now |
@@ -83,6 +83,11 @@
 //!   invitations stay `AVAILABLE` with `expirationTime` in the past. Role details appear in the
 //!   invitation list only with `?expand`. A wrong API token in the exchange is a 400
 //!   (`invalid_grant`). CSP errors alternate `moduleCode` between `"540"` and `540`.
+//! * OrgInvitation user search (`users/search?userSearchTerm=`): case-insensitive "contains" on
+//!   username, first name, last name and email, members in the order they joined, the first 20
+//!   only. The paged member list (`v2/orgs/{orgId}/users?pageStart&pageLimit`) counts
+//!   `pageStart` from 1, allows `pageLimit` up to 200 (default 20) and links `nextLink` /
+//!   `prevLink` while there are more.
 
 pub mod cli;
 mod control;
@@ -401,9 +406,24 @@ impl MockApi {
 
     /// Seeds an existing member of the CSP organization (role `org_member`).
     pub fn seed_org_member(&self, username: &str) {
+        self.seed_org_members([username]);
+    }
+
+    /// Seeds many existing members of the CSP organization (role `org_member`) at once, in
+    /// order; usernames already members are skipped. Returns how many were added. Fast enough
+    /// for organizations of tens of thousands.
+    pub fn seed_org_members<I, S>(&self, usernames: I) -> usize
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
         let mut st = self.state();
         let roles = vec![st.binding("org_member")];
-        st.add_member(username, roles, Vec::new(), Vec::new());
+        let before = st.members.len();
+        for u in usernames {
+            st.add_member(u.as_ref(), roles.clone(), Vec::new(), Vec::new());
+        }
+        st.members.len() - before
     }
 
     /// The current `UserModel` of a UserInvite user (identifier, case-insensitive).

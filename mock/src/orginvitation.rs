@@ -493,15 +493,12 @@ fn search_members(state: &State, req: &ApiRequest) -> Outcome {
         .query_param("userSearchTerm")
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| Fail::bad_request("userSearchTerm is required"))?
+        .trim()
         .to_lowercase();
     let results: Vec<Value> = state
         .members
         .iter()
-        .filter(|m| {
-            [&m.username, &m.first_name, &m.last_name]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&term))
-        })
+        .filter(|m| m.search_text.contains(&term))
         .take(SEARCH_LIMIT)
         .map(|m| state.member_json(m))
         .collect();
@@ -562,7 +559,7 @@ fn remove_members(state: &mut State, req: &ApiRequest) -> Outcome {
     if owners > 0 && removed_owners == owners {
         return Err(Fail::bad_request("Cannot remove the last org owner"));
     }
-    state.members.retain(|m| !found.contains(&m.user_id));
+    state.remove_members(&found);
     Ok(json_response(
         200,
         &json!({"succeeded": found, "failed": missing}),

@@ -138,6 +138,8 @@ pub(crate) struct Member {
     pub username: String,
     pub first_name: String,
     pub last_name: String,
+    /// Username, first name, last name and email, lowercased, for the user search.
+    pub search_text: String,
     pub organization_roles: Vec<Value>,
     /// `[{serviceDefinitionLink, serviceRoleNames, serviceRoles}]`.
     pub service_roles: Vec<Value>,
@@ -160,7 +162,9 @@ pub(crate) struct State {
     pub groups: BTreeMap<String, Group>,
     pub everyone_id: String,
     pub invitations: Vec<Invitation>,
+    /// In the order they joined; `member_by_name` indexes them by lowercased username.
     pub members: Vec<Member>,
+    member_by_name: HashMap<String, usize>,
     /// CSP access tokens issued (expired ones included, so that they stay recognisable).
     pub access_tokens: HashMap<String, AccessToken>,
     pub emails: Vec<SentEmail>,
@@ -253,6 +257,7 @@ impl State {
             everyone_id,
             invitations: Vec::new(),
             members: Vec::new(),
+            member_by_name: HashMap::new(),
             access_tokens: HashMap::new(),
             emails: Vec::new(),
             rng,
@@ -541,9 +546,22 @@ impl State {
 
     /// The member with this username (case-insensitive).
     pub fn member_index(&self, username: &str) -> Option<usize> {
-        self.members
+        self.member_by_name
+            .get(&username.to_ascii_lowercase())
+            .copied()
+    }
+
+    /// Removes the members with these user ids; returns how many went.
+    pub fn remove_members(&mut self, user_ids: &[String]) -> usize {
+        let before = self.members.len();
+        self.members.retain(|m| !user_ids.contains(&m.user_id));
+        self.member_by_name = self
+            .members
             .iter()
-            .position(|m| m.username.eq_ignore_ascii_case(username))
+            .enumerate()
+            .map(|(i, m)| (m.username.to_ascii_lowercase(), i))
+            .collect();
+        before - self.members.len()
     }
 
     /// True when the access token was issued and has not expired.
@@ -573,11 +591,17 @@ impl State {
         let first = capitalize(parts.next().unwrap_or(local));
         let last = capitalize(parts.next().unwrap_or("User"));
         let user_id = format!("{domain}:{}", self.new_uuid());
+        let search_text = [username, &first, &last, username]
+            .join("\u{0}")
+            .to_lowercase();
+        self.member_by_name
+            .insert(username.to_ascii_lowercase(), self.members.len());
         self.members.push(Member {
             user_id,
             username: username.to_string(),
             first_name: first,
             last_name: last,
+            search_text,
             organization_roles,
             service_roles,
             custom_roles,
