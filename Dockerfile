@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Container image of invite-operator: a static (musl) binary on distroless, running as non-root.
+# The binary is built with `--no-default-features`: it carries no mock API (no `mock-api`
+# subcommand, no `reconcile --mock-api`); the mock is the separate `invite-mock` crate.
 #
 # Build (from the repository root; BuildKit is the default builder of current Docker):
 #   docker build -t invite-operator:0.1.0 .
@@ -26,17 +28,19 @@ ENV CC_x86_64_unknown_linux_musl=musl-gcc \
     CARGO_PROFILE_RELEASE_STRIP=symbols \
     CARGO_TERM_COLOR=never
 WORKDIR /build
-# The whole workspace (tests/support is a workspace member, so Cargo needs its manifest);
-# .dockerignore keeps target dirs, .git and the chart out of the context.
+# The whole workspace (mock/ and tests/support are workspace members, so Cargo needs their
+# manifests; neither is compiled into the image); .dockerignore keeps target dirs, .git and the
+# chart out of the context.
 COPY . .
 # The cache mounts keep the registry and the target dir between builds; the binary is copied
 # out of the cached target dir so the next stage can take it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/build/target \
-    cargo build --release --locked --target "${TARGET}" --bin invite-operator \
+    cargo build --release --locked --target "${TARGET}" --bin invite-operator --no-default-features \
  && cp "target/${TARGET}/release/invite-operator" /invite-operator \
- && /invite-operator --version
+ && /invite-operator --version \
+ && if /invite-operator mock-api --help >/dev/null 2>&1; then echo "the image must not carry the mock API" >&2; exit 1; fi
 
 FROM gcr.io/distroless/static-debian12:nonroot
 LABEL org.opencontainers.image.title="invite-operator" \

@@ -7,12 +7,12 @@
 
 use std::time::{Duration, Instant};
 
+use invite_mock::{MockApi, MockConfig};
 use invite_operator::{
     api::{UserInvitation, all_crds},
     controller::{self, Settings},
     health::Readiness,
     leader::Leadership,
-    mock::{MockApi, MockConfig},
     telemetry::Metrics,
 };
 use k8s_openapi::{

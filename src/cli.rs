@@ -1,4 +1,5 @@
-//! Command-line interface: `run`, `crd`, `reconcile` and `mock-api`.
+//! Command-line interface: `run`, `crd`, `reconcile` and, with the `mock-api` feature,
+//! `mock-api`.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -38,8 +39,9 @@ pub enum Command {
     /// Reconcile UserInvitations read from files once, with no cluster, and print them with
     /// their resulting status.
     Reconcile(ReconcileArgs),
-    /// Serve the stateful mock of both invite APIs.
-    MockApi(MockApiArgs),
+    /// Serve the stateful mock of both invite APIs (the `invite-mock` binary's server).
+    #[cfg(feature = "mock-api")]
+    MockApi(invite_mock::cli::ServeArgs),
 }
 
 /// Flags of `run`.
@@ -152,6 +154,7 @@ pub struct ReconcileArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Start the embedded mock API and point every endpoint at it.
+    #[cfg(feature = "mock-api")]
     #[arg(long)]
     pub mock_api: bool,
     /// Namespace of resources that name none.
@@ -162,39 +165,16 @@ pub struct ReconcileArgs {
     pub operator_namespace: String,
 }
 
-/// Flags of `mock-api`.
-#[derive(Args, Debug)]
-pub struct MockApiArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    pub listen: SocketAddr,
-    /// The API token clients must present (UserInvite Bearer token; OrgInvitation API token).
-    #[arg(long, env = "MOCK_API_TOKEN", default_value = "mock-token")]
-    pub token: String,
-    /// Latency added to every API request.
-    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
-    pub latency: Duration,
-    /// Fraction (0..1) of API requests answered with a random 503.
-    #[arg(long, default_value_t = 0.0)]
-    pub fault_rate: f64,
-    /// Seed of the random faults.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Organization served by the OrgInvitation API.
-    #[arg(long, default_value = "mock-org")]
-    pub organization_id: String,
-    /// Lifetime of the OrgInvitation API's access tokens.
-    #[arg(long, default_value = "1799s", value_parser = humantime::parse_duration)]
-    pub access_token_ttl: Duration,
-}
-
 /// Runs a parsed command line; the exit code follows the command's outcome.
 pub async fn execute(cli: Cli) -> Result<std::process::ExitCode, String> {
     match cli.command {
         Command::Run(args) => run_controller(*args).await,
         Command::Crd(args) => write_crds(args),
         Command::Reconcile(args) => reconcile_files(args).await,
-        Command::MockApi(args) => serve_mock(args).await,
+        #[cfg(feature = "mock-api")]
+        Command::MockApi(args) => invite_mock::cli::serve(args, shutdown_signal())
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
     }
 }
 
@@ -384,23 +364,15 @@ async fn reconcile_files(args: ReconcileArgs) -> Result<std::process::ExitCode, 
     if manifests.invitations.is_empty() {
         return Err("no UserInvitation found in the given files".into());
     }
+    #[cfg_attr(not(feature = "mock-api"), allow(unused_mut))]
     let mut options = crate::oneshot::OneShotOptions {
         dry_run: args.dry_run,
         operator_namespace: args.operator_namespace,
         ..Default::default()
     };
+    #[cfg(feature = "mock-api")]
     let mock = if args.mock_api {
-        let config = crate::mock::MockConfig {
-            token: format!("oneshot-{}", rand::random::<u64>()),
-            ..Default::default()
-        };
-        let running = crate::mock::MockApi::start(config.clone())
-            .await
-            .map_err(|e| format!("cannot start the mock API: {e}"))?;
-        eprintln!("mock API listening on {}", running.url);
-        options.url_override = Some(running.url.clone());
-        options.token_override = Some(config.token.clone());
-        Some(running)
+        Some(start_embedded_mock(&mut options).await?)
     } else {
         None
     };
@@ -424,6 +396,7 @@ async fn reconcile_files(args: ReconcileArgs) -> Result<std::process::ExitCode, 
         }
     }
     write_stdout(&out)?;
+    #[cfg(feature = "mock-api")]
     if let Some(mock) = mock {
         mock.shutdown().await;
     }
@@ -434,28 +407,22 @@ async fn reconcile_files(args: ReconcileArgs) -> Result<std::process::ExitCode, 
     })
 }
 
-async fn serve_mock(args: MockApiArgs) -> Result<std::process::ExitCode, String> {
-    let config = crate::mock::MockConfig {
-        token: args.token,
-        latency: args.latency,
-        fault_rate: args.fault_rate,
-        seed: args.seed,
-        organization_id: args.organization_id,
-        access_token_ttl: args.access_token_ttl,
+/// Starts the embedded mock API (a random token) and points every endpoint of `options` at it.
+#[cfg(feature = "mock-api")]
+async fn start_embedded_mock(
+    options: &mut crate::oneshot::OneShotOptions,
+) -> Result<invite_mock::RunningMock, String> {
+    let config = invite_mock::MockConfig {
+        token: format!("oneshot-{}", rand::random::<u64>()),
         ..Default::default()
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let running = invite_mock::MockApi::start(config.clone())
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    eprintln!(
-        "mock API listening on http://{} (UserInvite: /api/v2/user/*, OrgInvitation: /csp/gateway/am/api/*, control: /mock/*)",
-        args.listen
-    );
-    crate::mock::MockApi::new(config)
-        .serve(listener, shutdown_signal())
-        .await
-        .map_err(|e| format!("mock API failed: {e}"))?;
-    Ok(std::process::ExitCode::SUCCESS)
+        .map_err(|e| format!("cannot start the mock API: {e}"))?;
+    eprintln!("mock API listening on {}", running.url);
+    options.url_override = Some(running.url.clone());
+    options.token_override = Some(config.token);
+    Ok(running)
 }
 
 /// Writes to standard output; a reader that went away (`| head`) is not an error.

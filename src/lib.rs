@@ -19,7 +19,6 @@ pub mod controller;
 pub mod health;
 pub mod invite;
 pub mod leader;
-pub mod mock;
 pub mod oneshot;
 pub mod reconcile;
 pub mod telemetry;

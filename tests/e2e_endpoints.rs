@@ -6,10 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_operator::{
-    api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint},
-    mock::{MockApi, MockConfig},
-};
+use invite_mock::{MockApi, MockConfig};
+use invite_operator::api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint};
 use kube::Api;
 use serde_json::json;
 

@@ -22,10 +22,10 @@ use std::{
 };
 
 use common::*;
+use invite_mock::{JournalEntry, MockApi, MockConfig, RunningMock, ScriptedFault};
 use invite_operator::{
     api::{InvitationEndpoint, UserInvitation, UserInvitationStatus, UserState},
     health::Readiness,
-    mock::{JournalEntry, MockApi, MockConfig, RunningMock, ScriptedFault},
 };
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_test_apiserver::Fault;
@@ -276,7 +276,7 @@ impl Env {
             .iter()
             .map(|e| {
                 (
-                    e.at.format("%T%.3f").to_string(),
+                    e.at.strftime("%T%.3f").to_string(),
                     e.status,
                     self.flavor.invited_in(e),
                 )

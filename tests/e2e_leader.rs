@@ -16,11 +16,11 @@ use std::{
 };
 
 use common::*;
+use invite_mock::RunningMock;
 use invite_operator::{
     controller,
     health::Readiness,
     leader::{LeaderElection, LeaderError, Term, run_while_leader},
-    mock::RunningMock,
     telemetry::Metrics,
 };
 use k8s_openapi::{
@@ -361,7 +361,7 @@ impl Setup {
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/charts/invite-operator/files/rbac-rules.yaml"
         );
-        let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let rules: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let mut granted = BTreeSet::new();
         for rule in rules["leaderElection"]
             .as_array()

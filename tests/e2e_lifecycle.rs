@@ -7,10 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_operator::{
-    api::{UserInvitation, UserState},
-    mock::RunningMock,
-};
+use invite_mock::RunningMock;
+use invite_operator::api::{UserInvitation, UserState};
 use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api, ResourceExt,
@@ -506,7 +504,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
 #[tokio::test]
 async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
     let cluster = TestCluster::start().await;
-    let mock = invite_operator::mock::MockApi::start(invite_operator::mock::MockConfig {
+    let mock = invite_mock::MockApi::start(invite_mock::MockConfig {
         token: TOKEN.into(),
         ..Default::default()
     })
@@ -601,7 +599,7 @@ async fn events_name_what_was_done_in_the_api() {
 #[tokio::test]
 async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
     let cluster = TestCluster::start().await;
-    let mock = invite_operator::mock::MockApi::start(invite_operator::mock::MockConfig {
+    let mock = invite_mock::MockApi::start(invite_mock::MockConfig {
         token: TOKEN.into(),
         ..Default::default()
     })
@@ -702,7 +700,7 @@ async fn two_resources_naming_one_person_send_one_org_invitation() {
     // The organization API happily sends a second invitation to a pending username, so only
     // the operator's serialization of lookups and invitations per API prevents a duplicate.
     let cluster = TestCluster::start().await;
-    let mock = invite_operator::mock::MockApi::start(invite_operator::mock::MockConfig {
+    let mock = invite_mock::MockApi::start(invite_mock::MockConfig {
         token: TOKEN.into(),
         latency: Duration::from_millis(40),
         ..Default::default()

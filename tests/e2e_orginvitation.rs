@@ -6,15 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_operator::{
-    api::UserState,
-    mock::{MockApi, MockConfig, ScriptedFault},
-};
+use invite_mock::{MockApi, MockConfig, ScriptedFault};
+use invite_operator::api::UserState;
 use serde_json::{Value, json};
 
 const ORG: &str = "mock-org";
 
-fn invite_posts(mock: &invite_operator::mock::RunningMock) -> Vec<Value> {
+fn invite_posts(mock: &invite_mock::RunningMock) -> Vec<Value> {
     mock.api
         .journal()
         .into_iter()
@@ -23,7 +21,7 @@ fn invite_posts(mock: &invite_operator::mock::RunningMock) -> Vec<Value> {
         .collect()
 }
 
-fn token_exchanges(mock: &invite_operator::mock::RunningMock) -> usize {
+fn token_exchanges(mock: &invite_mock::RunningMock) -> usize {
     mock.api
         .journal()
         .iter()
@@ -44,7 +42,7 @@ fn org_spec(usernames: &[&str]) -> Value {
 
 struct Setup {
     cluster: TestCluster,
-    mock: invite_operator::mock::RunningMock,
+    mock: invite_mock::RunningMock,
 }
 
 async fn setup_with(config: MockConfig) -> Setup {

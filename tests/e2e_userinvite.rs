@@ -6,14 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_operator::{
-    api::{UserInvitation, UserState},
-    mock::ScriptedFault,
-};
+use invite_mock::ScriptedFault;
+use invite_operator::api::{UserInvitation, UserState};
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-fn invite_calls(mock: &invite_operator::mock::RunningMock) -> Vec<Value> {
+fn invite_calls(mock: &invite_mock::RunningMock) -> Vec<Value> {
     mock.api
         .journal()
         .into_iter()
@@ -32,7 +30,7 @@ fn invited_in(body: &Value) -> Vec<String> {
 
 struct Setup {
     cluster: TestCluster,
-    mock: invite_operator::mock::RunningMock,
+    mock: invite_mock::RunningMock,
     controller: Option<RunningController>,
 }
 

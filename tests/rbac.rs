@@ -19,7 +19,7 @@ fn granted(lists: &[&str]) -> BTreeSet<Grant> {
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/charts/invite-operator/files/rbac-rules.yaml"
     );
-    let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rules: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = BTreeSet::new();
     for list in lists {
         for rule in rules[*list]

@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use invite_mock::{MockApi, MockConfig, RunningMock};
 use invite_operator::{
     api::{
         ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation, UserInvitationStatus,
@@ -12,7 +13,6 @@ use invite_operator::{
     },
     controller::{self, Settings},
     health::Readiness,
-    mock::{MockApi, MockConfig, RunningMock},
     telemetry::Metrics,
 };
 use k8s_openapi::{

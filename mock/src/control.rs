@@ -11,13 +11,14 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::wire::{empty_response, json_response};
-use super::{MockApi, ScriptedFault, lock};
+use crate::wire::{empty_response, json_response};
+use crate::{FaultMix, MockApi, ScriptedFault, lock};
 
 /// The control routes.
 pub(crate) fn routes() -> Router<MockApi> {
     Router::new()
         .route("/mock/requests", get(journal).delete(clear_journal))
+        .route("/mock/retry-after-violations", get(retry_after_violations))
         .route(
             "/mock/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
@@ -44,6 +45,10 @@ async fn journal(State(api): State<MockApi>) -> Response {
     json_response(200, &json!(api.journal()))
 }
 
+async fn retry_after_violations(State(api): State<MockApi>) -> Response {
+    json_response(200, &json!(api.retry_after_violations()))
+}
+
 async fn clear_journal(State(api): State<MockApi>) -> Response {
     api.clear_journal();
     empty_response(204)
@@ -58,9 +63,6 @@ async fn add_fault(State(api): State<MockApi>, body: Bytes) -> Response {
         Ok(f) => f,
         Err(e) => return bad(e),
     };
-    if !(100..=599).contains(&fault.status) {
-        return bad(format!("invalid status {}", fault.status));
-    }
     api.add_fault(fault.clone());
     json_response(201, &json!(fault))
 }
@@ -71,15 +73,27 @@ async fn clear_faults(State(api): State<MockApi>) -> Response {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SettingsBody {
     latency_ms: Option<u64>,
     fault_rate: Option<f64>,
+    /// `null` turns the mix off; absent leaves it.
+    #[serde(default, deserialize_with = "present")]
+    fault_mix: Option<Value>,
+}
+
+/// A field that is present, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn settings_json(api: &MockApi) -> Value {
     let s = *lock(&api.inner.settings);
-    json!({"latencyMs": s.latency.as_millis() as u64, "faultRate": s.fault_rate})
+    json!({
+        "latencyMs": s.latency.as_millis() as u64,
+        "faultRate": s.fault_rate,
+        "faultMix": s.fault_mix,
+    })
 }
 
 async fn get_settings(State(api): State<MockApi>) -> Response {
@@ -91,14 +105,30 @@ async fn put_settings(State(api): State<MockApi>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(e) => return bad(e),
     };
+    if s.fault_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+        return bad("faultRate must be between 0 and 1");
+    }
+    let mix = match s.fault_mix {
+        None => None,
+        Some(Value::Null) => Some(FaultMix::default()),
+        Some(v) => match serde_json::from_value::<FaultMix>(v) {
+            Ok(m) => match m.validate() {
+                Ok(()) => Some(m),
+                Err(e) => return bad(e),
+            },
+            Err(e) => return bad(format!("invalid faultMix: {e}")),
+        },
+    };
     if let Some(ms) = s.latency_ms {
         api.set_latency(Duration::from_millis(ms));
     }
     if let Some(r) = s.fault_rate {
-        if !(0.0..=1.0).contains(&r) {
-            return bad("faultRate must be between 0 and 1");
-        }
         api.set_fault_rate(r);
+    }
+    if let Some(m) = mix
+        && let Err(e) = api.set_fault_mix(m)
+    {
+        return bad(e);
     }
     json_response(200, &settings_json(&api))
 }
@@ -141,19 +171,58 @@ struct MemberBody {
     organization_roles: Option<Vec<String>>,
 }
 
-async fn seed_member(State(api): State<MockApi>, body: Bytes) -> Response {
-    let m: MemberBody = match parse(&body) {
-        Ok(m) => m,
-        Err(e) => return bad(e),
-    };
-    let mut st = api.state();
+/// One member to seed: an object, or just a username.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MemberItem {
+    Name(String),
+    Full(MemberBody),
+}
+
+/// One member, or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MembersBody {
+    One(MemberBody),
+    Many(Vec<MemberItem>),
+}
+
+fn add_member(st: &mut crate::state::State, m: MemberBody) -> usize {
     let names = m
         .organization_roles
         .unwrap_or_else(|| vec!["org_member".to_string()]);
     let roles = names.iter().map(|n| st.binding(n)).collect();
-    let i = st.add_member(&m.username, roles, Vec::new(), Vec::new());
-    let v = st.member_json(&st.members[i]);
-    json_response(201, &v)
+    st.add_member(&m.username, roles, Vec::new(), Vec::new())
+}
+
+async fn seed_member(State(api): State<MockApi>, body: Bytes) -> Response {
+    let m: MembersBody = match parse(&body) {
+        Ok(m) => m,
+        Err(e) => return bad(e),
+    };
+    let mut st = api.state();
+    match m {
+        MembersBody::One(m) => {
+            let i = add_member(&mut st, m);
+            let v = st.member_json(&st.members[i]);
+            json_response(201, &v)
+        }
+        MembersBody::Many(items) => {
+            let before = st.members.len();
+            for item in items {
+                let m = match item {
+                    MemberItem::Name(username) => MemberBody {
+                        username,
+                        organization_roles: None,
+                    },
+                    MemberItem::Full(m) => m,
+                };
+                add_member(&mut st, m);
+            }
+            let total = st.members.len();
+            json_response(201, &json!({"added": total - before, "total": total}))
+        }
+    }
 }
 
 async fn login(State(api): State<MockApi>, Path(id): Path<String>) -> Response {
@@ -195,7 +264,7 @@ async fn dump_state(State(api): State<MockApi>) -> Response {
         "orgMembers": members,
         "emailsSent": st.email_counts(),
         "emails": st.emails_json(),
-        "liveAccessTokens": st.access_tokens.values().filter(|e| **e > std::time::Instant::now()).count(),
+        "liveAccessTokens": st.access_tokens.keys().filter(|t| st.access_token_valid(t)).count(),
     });
     drop(st);
     json_response(200, &body)

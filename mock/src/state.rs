@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
-use super::MockConfig;
+use crate::MockConfig;
 
 /// The permission names documented for `UserToCreate.groups` (api-facts A.4).
 pub(crate) const PERMISSIONS: &[&str] = &[
@@ -53,7 +53,7 @@ impl EmailApi {
 pub(crate) struct SentEmail {
     pub to: String,
     pub api: EmailApi,
-    pub at: DateTime<Utc>,
+    pub at: Timestamp,
 }
 
 /// A UserInvite user.
@@ -67,12 +67,12 @@ pub(crate) struct User {
     pub user_groups: Vec<String>,
     pub roles: Vec<String>,
     /// Expiry of the activation link of the last invitation email, if one was sent.
-    pub invitation_expires: Option<DateTime<Utc>>,
+    pub invitation_expires: Option<Timestamp>,
 }
 
 impl User {
     /// Never logged in and the last invitation expired: an invite re-sends the email.
-    pub fn invitation_expired(&self, now: DateTime<Utc>) -> bool {
+    pub fn invitation_expired(&self, now: Timestamp) -> bool {
         self.last_login.is_none() && self.invitation_expires.is_some_and(|e| e <= now)
     }
 }
@@ -138,14 +138,22 @@ pub(crate) struct Member {
     pub username: String,
     pub first_name: String,
     pub last_name: String,
+    /// Username, first name, last name and email, lowercased, for the user search.
+    pub search_text: String,
     pub organization_roles: Vec<Value>,
     /// `[{serviceDefinitionLink, serviceRoleNames, serviceRoles}]`.
     pub service_roles: Vec<Value>,
     pub custom_roles: Vec<Value>,
 }
 
+/// An OrgInvitation access token issued by the token exchange.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccessToken {
+    pub expires: Instant,
+}
+
 /// All mutable state of the mock.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct State {
     pub cfg: MockConfig,
     /// Keyed by lowercased identifier.
@@ -154,16 +162,18 @@ pub(crate) struct State {
     pub groups: BTreeMap<String, Group>,
     pub everyone_id: String,
     pub invitations: Vec<Invitation>,
+    /// In the order they joined; `member_by_name` indexes them by lowercased username.
     pub members: Vec<Member>,
-    /// CSP access token -> expiry.
-    pub access_tokens: HashMap<String, Instant>,
+    member_by_name: HashMap<String, usize>,
+    /// CSP access tokens issued (expired ones included, so that they stay recognisable).
+    pub access_tokens: HashMap<String, AccessToken>,
     pub emails: Vec<SentEmail>,
     rng: StdRng,
 }
 
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    Timestamp::now().as_millisecond()
 }
 
 /// A pragmatic email syntax check (the dot-atom form of RFC 5322, no quoted local parts,
@@ -247,6 +257,7 @@ impl State {
             everyone_id,
             invitations: Vec::new(),
             members: Vec::new(),
+            member_by_name: HashMap::new(),
             access_tokens: HashMap::new(),
             emails: Vec::new(),
             rng,
@@ -272,7 +283,7 @@ impl State {
         self.emails.push(SentEmail {
             to: to.to_ascii_lowercase(),
             api,
-            at: Utc::now(),
+            at: Timestamp::now(),
         });
     }
 
@@ -296,7 +307,7 @@ impl State {
         Value::Array(
             self.emails
                 .iter()
-                .map(|e| json!({"to": e.to, "api": e.api.as_str(), "at": e.at.to_rfc3339()}))
+                .map(|e| json!({"to": e.to, "api": e.api.as_str(), "at": e.at.to_string()}))
                 .collect(),
         )
     }
@@ -518,7 +529,7 @@ impl State {
             "resource": self.org_resource(),
             "membershipType": "DIRECT",
             "createdBy": "mock",
-            "createdDate": Utc::now().to_rfc3339(),
+            "createdDate": Timestamp::now().to_string(),
         })
     }
 
@@ -535,9 +546,29 @@ impl State {
 
     /// The member with this username (case-insensitive).
     pub fn member_index(&self, username: &str) -> Option<usize> {
-        self.members
+        self.member_by_name
+            .get(&username.to_ascii_lowercase())
+            .copied()
+    }
+
+    /// Removes the members with these user ids; returns how many went.
+    pub fn remove_members(&mut self, user_ids: &[String]) -> usize {
+        let before = self.members.len();
+        self.members.retain(|m| !user_ids.contains(&m.user_id));
+        self.member_by_name = self
+            .members
             .iter()
-            .position(|m| m.username.eq_ignore_ascii_case(username))
+            .enumerate()
+            .map(|(i, m)| (m.username.to_ascii_lowercase(), i))
+            .collect();
+        before - self.members.len()
+    }
+
+    /// True when the access token was issued and has not expired.
+    pub fn access_token_valid(&self, token: &str) -> bool {
+        self.access_tokens
+            .get(token)
+            .is_some_and(|t| t.expires > Instant::now())
     }
 
     /// Adds a member (or returns the existing one's index).
@@ -560,11 +591,17 @@ impl State {
         let first = capitalize(parts.next().unwrap_or(local));
         let last = capitalize(parts.next().unwrap_or("User"));
         let user_id = format!("{domain}:{}", self.new_uuid());
+        let search_text = [username, &first, &last, username]
+            .join("\u{0}")
+            .to_lowercase();
+        self.member_by_name
+            .insert(username.to_ascii_lowercase(), self.members.len());
         self.members.push(Member {
             user_id,
             username: username.to_string(),
             first_name: first,
             last_name: last,
+            search_text,
             organization_roles,
             service_roles,
             custom_roles,
@@ -703,7 +740,7 @@ impl State {
 
     /// Moves every pending invitation's expiry into the past (both APIs).
     pub fn expire_all(&mut self) {
-        let past = Utc::now() - chrono::Duration::seconds(1);
+        let past = Timestamp::now() - SignedDuration::from_secs(1);
         for u in self.users.values_mut() {
             if u.last_login.is_none()
                 && let Some(e) = u.invitation_expires.as_mut()
@@ -722,7 +759,7 @@ impl State {
 }
 
 fn mix_seed(seed: u64) -> u64 {
-    super::wire::mix(seed ^ 0x0001_d50f_5eed)
+    crate::wire::mix(seed ^ 0x0001_d50f_5eed)
 }
 
 fn capitalize(s: &str) -> String {

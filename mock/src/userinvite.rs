@@ -1,14 +1,13 @@
 //! The UserInvite API (Wavefront REST API v2, `/api/v2/user*` and `/api/v2/usergroup*`).
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use axum::response::Response;
-use chrono::Utc;
+use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
-use super::state::{EmailApi, PERMISSIONS, State, User, is_valid_email};
-use super::wire::{
+use crate::state::{EmailApi, PERMISSIONS, State, User, is_valid_email};
+use crate::wire::{
     ApiRequest, Fail, Outcome, empty_response, json_body, json_response, opt_string,
     opt_string_list, string_list, wf_error, wf_wrapped,
 };
@@ -36,11 +35,7 @@ fn authorized(state: &State, req: &ApiRequest) -> bool {
     if token.is_empty() {
         return false;
     }
-    token == state.cfg.token
-        || state
-            .access_tokens
-            .get(token)
-            .is_some_and(|exp| *exp > Instant::now())
+    token == state.cfg.token || state.access_token_valid(token)
 }
 
 fn route(state: &mut State, req: &ApiRequest) -> Outcome {
@@ -208,7 +203,7 @@ fn invite(state: &mut State, req: &ApiRequest) -> Outcome {
     if items.is_empty() {
         return Err(Fail::bad_request("At least one user must be given"));
     }
-    let now = Utc::now();
+    let now = Timestamp::now();
     let mut errors = Vec::new();
     let mut plans = Vec::new();
     let mut seen = HashSet::new();
@@ -316,7 +311,8 @@ fn create_user(state: &mut State, req: &ApiRequest) -> Outcome {
         ));
     }
     let (known, unknown) = split_groups(state, &u.user_groups);
-    let invitation_expires = send_email.then(|| Utc::now() + state.cfg.invitation_ttl_userinvite);
+    let invitation_expires =
+        send_email.then(|| Timestamp::now() + state.cfg.invitation_ttl_userinvite);
     state.users.insert(
         id.clone(),
         User {

@@ -1,32 +1,64 @@
-//! Stateful mock of both invite APIs as a real HTTP server (axum), for tests, benchmarks and
-//! demos.
+//! # invite-mock
+//!
+//! Stateful mock of both invite APIs as a real HTTP server, for tests, benchmarks and demos:
+//! the library [`MockApi`] (in-process, [`MockApi::start`] binds a free port) and the binary
+//! `invite-mock` (flags in [`cli::ServeArgs`]; `invite-operator mock-api` serves the same).
 //!
 //! * **UserInvite** (Wavefront REST API v2): `/api/v2/user*`, `/api/v2/usergroup*`, static token
 //!   as `Authorization: Bearer` or `X-AUTH-TOKEN` (a live CSP access token is accepted too, as on
 //!   CSP-onboarded instances).
 //! * **OrgInvitation** (VMware CSP IAM): token exchange at
 //!   `/csp/gateway/am/api/auth/api-tokens/authorize`, then `csp-auth-token` (or
-//!   `Authorization: Bearer`) on `/csp/gateway/am/api/...` invitations and org users.
+//!   `Authorization: Bearer`) on `/csp/gateway/am/api/...` invitations, org users (paged list,
+//!   `users/search`), member removal and role updates.
 //! * **Control** endpoints under `/mock/` (no auth, not journaled, no latency or faults).
 //!
-//! Every API request is journaled (never credentials), delayed by the configured latency, and
-//! may be answered by a scripted fault or a random 503 (`fault_rate`, seeded). Faults answer in
-//! the error shape of the API the path belongs to.
+//! Every API request is journaled (never credentials: a credential appears only as an opaque
+//! label), delayed by the configured latency, and may be answered by a fault: first a
+//! scripted one ([`ScriptedFault`], in the order added), else a random 503 (`fault_rate`,
+//! seeded), else one drawn from the seeded fault mix ([`FaultMix`]). Status faults answer in
+//! the error shape of the API the path belongs to. A fault with `afterEffect` performs the
+//! request's operation first (creates the invitation, sends the email) and then fails: the
+//! client cannot know the outcome. Fault kinds ([`FaultKind`], JSON `kind`):
+//!
+//! | `kind` | the client sees |
+//! |---|---|
+//! | `status` (default) `{status, retryAfter?}` | that status, in the API's error shape, with `Retry-After` when given |
+//! | `timeout` | nothing: the request is held until the client gives up (or the mock stops) |
+//! | `reset` | the connection closed after the request was read, no answer |
+//! | `truncated` | a 200 whose `Content-Length` is larger than the body sent before the connection closes |
+//! | `hugeBody` `{bytes}` | a 200 with a valid JSON body of `bytes` bytes (a long string) |
+//! | `redirect` `{location, status?}` | a 301/302/303/307/308 (default 302) to `location` |
+//! | `nonJson` | a 200 with a `text/html` page |
+//! | `errorBody200` | a 200 whose body is an error: `{"status":{"result":"ERROR","message":…,"code":400}}` (a `CspErrorResponse` on OrgInvitation paths) |
+//! | `unknownUsers` | the real answer naming users never asked for / not existing: `validateUsers` gains a valid user and an invalid identifier, lists (users, invitations, org members, search) gain an entry, a single user or invitation names someone else. Without `afterEffect` it is computed on a scratch copy of the state, so nothing changes |
 //!
 //! Control endpoints (JSON; for benchmarks and demos running the mock out of process):
 //!
 //! | request | effect |
 //! |---|---|
-//! | `GET /mock/requests` / `DELETE /mock/requests` | the journal ([`JournalEntry`] list) / clear it |
-//! | `POST /mock/faults` `{method?, pathPrefix?, status, retryAfter?, delayMs?, times?, afterEffect?}` | add a [`ScriptedFault`]; `GET` lists, `DELETE` clears |
-//! | `PUT /mock/settings` `{latencyMs?, faultRate?}` | change latency / random fault rate |
+//! | `GET /mock/requests` / `DELETE /mock/requests` | the journal ([`JournalEntry`] list: `seq`, `method`, `path`, `query`, `body`, `status` (0 = no answer), `at`, `offsetMicros` (arrival on the mock's monotonic clock), `answeredMicros`, `auth`, `credential` (opaque label), `contentType`, `fault`, `faultKind`, `performed`, `retryAfter`) / clear it |
+//! | `GET /mock/retry-after-violations` | requests that arrived before an earlier `Retry-After` of the same API family and credential allowed ([`RetryAfterViolation`] list) |
+//! | `POST /mock/faults` `{method?, pathPrefix?, kind?, status?, bytes?, location?, retryAfter?, delayMs?, times?, afterEffect?}` | add a [`ScriptedFault`] (kinds above; `times` default 1); `GET` lists, `DELETE` clears |
+//! | `PUT /mock/settings` `{latencyMs?, faultRate?, faultMix?}` | change latency / random 503 rate / the fault mix (`faultMix`: `{serverError, tooManyRequests, retryAfterSecs, timeout, truncated, reset, afterEffect, tokenExchange}`, `null` or `{}` turns it off); `GET` shows them |
 //! | `POST /mock/users` (UserModel-ish JSON) | seed an existing UserInvite user |
 //! | `POST /mock/usergroups` `{id?, name}` | seed a user group |
-//! | `POST /mock/org/members` `{username, organizationRoles?: [names]}` | seed a CSP org member |
+//! | `POST /mock/org/members` `{username, organizationRoles?: [names]}`, or a list of those or of usernames | seed CSP org members (a list answers `{added, total}`) |
 //! | `POST /mock/users/{id}/login` | the invited user logs in (`lastSuccessfulLogin`) |
-//! | `POST /mock/org/invitations/{username}/redeem` | the invited person accepts (404 if none pending) |
+//! | `POST /mock/org/invitations/{username}/redeem` | the invited person accepts (404 if none pending): the invitation becomes `REDEEMED` and the person a member |
 //! | `POST /mock/expire` | every pending invitation (both APIs) expires now |
 //! | `GET /mock/state` | `{users, userGroups, orgInvitations, orgMembers, emailsSent, emails, liveAccessTokens}` |
+//!
+//! The fault mix ([`FaultMix`], `MockConfig::fault_mix` or `faultMix`) draws, per API request
+//! (not the token exchange unless `tokenExchange`), one of: a server error (500/502/503/504
+//! evenly), a 429 (with `Retry-After: retryAfterSecs`), a timeout, a truncated 200 or a reset;
+//! `afterEffect` is the probability that a faulted *mutating* request (not GETs, not
+//! `validateUsers`) takes effect first — never for 429 and 503, which say nothing was done.
+//!
+//! `Retry-After` bookkeeping: the journal records when each request arrived and when its answer
+//! left on a monotonic clock, and [`MockApi::retry_after_violations`] lists requests of the same
+//! [`ApiFamily`] and credential that arrived inside a `Retry-After` window answered before
+//! (the token exchange keeps its own windows, as it may be another host).
 //!
 //! Choices where the API documents are silent:
 //! * UserInvite invite of an existing user fails the whole batch with
@@ -51,9 +83,19 @@
 //!   invitations stay `AVAILABLE` with `expirationTime` in the past. Role details appear in the
 //!   invitation list only with `?expand`. A wrong API token in the exchange is a 400
 //!   (`invalid_grant`). CSP errors alternate `moduleCode` between `"540"` and `540`.
+//! * OrgInvitation user search (`users/search?userSearchTerm=`): case-insensitive "contains" on
+//!   username, first name, last name and email, members in the order they joined, the first 20
+//!   only. The paged member list (`v2/orgs/{orgId}/users?pageStart&pageLimit`) counts
+//!   `pageStart` from 1, allows `pageLimit` up to 200 (default 20) and links `nextLink` /
+//!   `prevLink` while there are more.
 
+pub mod cli;
 mod control;
+mod faults;
+mod journal;
 mod orginvitation;
+mod pipeline;
+mod server;
 mod state;
 mod userinvite;
 mod wire;
@@ -63,44 +105,42 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State as AxState};
-use axum::http::Method;
-use axum::response::Response;
-use chrono::{DateTime, Utc};
+use jiff::SignedDuration;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use self::state::State;
-use self::wire::{ApiRequest, Fail, wf_error, with_retry_after};
+pub use self::faults::{FaultKind, FaultMix, ScriptedFault};
+pub use self::journal::{ApiFamily, JournalEntry, RetryAfterViolation};
 
-/// Largest request body the mock buffers (larger ones get 413).
-const MAX_BODY: usize = 8 * 1024 * 1024;
+use self::journal::{CredentialLabels, Journal};
+use self::state::State;
 
 /// Configuration of a mock.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     /// The UserInvite API token, and the CSP API token accepted by the token exchange.
     pub token: String,
-    /// Added to every API request (not to `/mock/` control requests).
+    /// Added to every API request (not to `/mock/` control requests). Default 0.
     pub latency: Duration,
     /// Probability (0..=1) that an API request is answered by a random 503.
     pub fault_rate: f64,
+    /// The seeded random mix of faults (all zero, the default, injects none).
+    pub fault_mix: FaultMix,
     /// Seed of the random generators (fault draws, ids, tokens).
     pub seed: u64,
     /// Lifetime of CSP access tokens (`expires_in`); after it they get 401.
     pub access_token_ttl: Duration,
     /// Validity of a UserInvite activation link.
-    pub invitation_ttl_userinvite: chrono::Duration,
+    pub invitation_ttl_userinvite: SignedDuration,
     /// Validity of an OrgInvitation invitation (unless the request sets
     /// `invitationExpirationInDays`).
-    pub invitation_ttl_org: chrono::Duration,
+    pub invitation_ttl_org: SignedDuration,
     /// The organization served by the CSP API; other org ids get 404.
     pub organization_id: String,
     /// The UserInvite customer (tenant) id, in `UserModel.customer`.
@@ -115,10 +155,11 @@ impl Default for MockConfig {
             token: "mock-token".to_string(),
             latency: Duration::ZERO,
             fault_rate: 0.0,
+            fault_mix: FaultMix::default(),
             seed: 0,
             access_token_ttl: Duration::from_secs(1799),
-            invitation_ttl_userinvite: chrono::Duration::hours(24),
-            invitation_ttl_org: chrono::Duration::days(7),
+            invitation_ttl_userinvite: SignedDuration::from_hours(24),
+            invitation_ttl_org: SignedDuration::from_hours(7 * 24),
             organization_id: "mock-org".to_string(),
             customer: "mock".to_string(),
             multi_tenant_identifiers: false,
@@ -126,157 +167,11 @@ impl Default for MockConfig {
     }
 }
 
-/// One API request as the mock saw it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JournalEntry {
-    /// HTTP method.
-    pub method: String,
-    /// Request path (not decoded).
-    pub path: String,
-    /// Raw query string (credentials redacted).
-    #[serde(default)]
-    pub query: Option<String>,
-    /// The body: `Null` when none, form bodies as an object, JSON as is, other text as a
-    /// string. Credentials (`api_token`, `refresh_token`, ...) are redacted.
-    #[serde(default)]
-    pub body: Value,
-    /// Status answered (0 while the request is still in flight).
-    pub status: u16,
-    /// When the request arrived.
-    pub at: DateTime<Utc>,
-    /// Name of the header that carried credentials (`authorization`, `x-auth-token`,
-    /// `csp-auth-token`), never its value.
-    #[serde(default)]
-    pub auth: Option<String>,
-    /// The request's `Content-Type`.
-    #[serde(default)]
-    pub content_type: Option<String>,
-    /// True when the answer was an injected fault (scripted or random).
-    #[serde(default)]
-    pub fault: bool,
-}
-
-/// A scripted fault: the next `times` requests matching `method` and `path_prefix` are answered
-/// with `status` (in the matched API's error shape).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ScriptedFault {
-    /// Method to match (any when `None`; case-insensitive).
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Path prefix to match (any when `None`).
-    #[serde(default, alias = "path")]
-    pub path_prefix: Option<String>,
-    /// Status to answer.
-    pub status: u16,
-    /// `Retry-After` seconds to send.
-    #[serde(default)]
-    pub retry_after: Option<u64>,
-    /// Hang this long before answering (to provoke client timeouts). JSON: `delayMs`.
-    #[serde(default, rename = "delayMs", with = "millis")]
-    pub delay: Option<Duration>,
-    /// How many matching requests get this fault.
-    #[serde(default = "one")]
-    pub times: usize,
-    /// Perform the real operation first, then answer the fault (a lost response).
-    #[serde(default)]
-    pub after_effect: bool,
-}
-
-fn one() -> usize {
-    1
-}
-
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
-}
-
-impl ScriptedFault {
-    /// A fault answering `status` once, to any request.
-    pub fn new(status: u16) -> ScriptedFault {
-        ScriptedFault {
-            method: None,
-            path_prefix: None,
-            status,
-            retry_after: None,
-            delay: None,
-            times: 1,
-            after_effect: false,
-        }
-    }
-
-    /// Only requests with this method.
-    pub fn method(mut self, method: &str) -> Self {
-        self.method = Some(method.to_string());
-        self
-    }
-
-    /// Only requests whose path starts with this prefix.
-    pub fn path(mut self, prefix: &str) -> Self {
-        self.path_prefix = Some(prefix.to_string());
-        self
-    }
-
-    /// Applies to this many matching requests.
-    pub fn times(mut self, n: usize) -> Self {
-        self.times = n;
-        self
-    }
-
-    /// Sends `Retry-After: secs`.
-    pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
-        self
-    }
-
-    /// Waits this long before answering.
-    pub fn delay(mut self, d: Duration) -> Self {
-        self.delay = Some(d);
-        self
-    }
-
-    /// When `yes`: performs the real operation, then answers the fault (a lost response).
-    pub fn after_effect(mut self, yes: bool) -> Self {
-        self.after_effect = yes;
-        self
-    }
-
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        self.times > 0
-            && self
-                .method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-            && self
-                .path_prefix
-                .as_deref()
-                .is_none_or(|p| path.starts_with(p))
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     latency: Duration,
     fault_rate: f64,
-}
-
-#[derive(Debug, Default)]
-struct Journal {
-    next: u64,
-    entries: Vec<(u64, JournalEntry)>,
+    fault_mix: FaultMix,
 }
 
 /// Shared state behind a [`MockApi`].
@@ -284,10 +179,15 @@ struct Journal {
 pub(crate) struct Inner {
     state: Mutex<State>,
     journal: Mutex<Journal>,
+    labels: Mutex<CredentialLabels>,
     faults: Mutex<Vec<ScriptedFault>>,
     settings: Mutex<Settings>,
     fault_rng: Mutex<StdRng>,
+    mix_rng: Mutex<StdRng>,
     error_seq: AtomicU64,
+    ghost_seq: AtomicU64,
+    /// Origin of the journal's monotonic offsets.
+    started: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -318,7 +218,8 @@ pub struct RunningMock {
 }
 
 impl RunningMock {
-    /// Stops the server and waits (at most 5 s) for it to finish.
+    /// Stops the server (open connections are closed, held requests let go) and waits (at
+    /// most 5 s) for it to finish.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -331,6 +232,12 @@ impl RunningMock {
             task.abort();
         }
     }
+
+    /// Requests that came earlier than a `Retry-After` allowed (see
+    /// [`MockApi::retry_after_violations`]).
+    pub fn retry_after_violations(&self) -> Vec<RetryAfterViolation> {
+        self.api.retry_after_violations()
+    }
 }
 
 impl Drop for RunningMock {
@@ -342,41 +249,54 @@ impl Drop for RunningMock {
 }
 
 impl MockApi {
-    /// A mock with fresh state.
+    /// A mock with fresh state. An invalid `fault_mix` (see [`FaultMix::validate`]) is
+    /// ignored with a warning.
     pub fn new(config: MockConfig) -> MockApi {
+        let fault_mix = match config.fault_mix.validate() {
+            Ok(()) => config.fault_mix,
+            Err(e) => {
+                tracing::warn!(error = %e, "mock: fault mix ignored");
+                FaultMix::default()
+            }
+        };
         let settings = Settings {
             latency: config.latency,
             fault_rate: clamp_rate(config.fault_rate),
+            fault_mix,
         };
         let fault_rng = StdRng::seed_from_u64(config.seed);
+        let mix_rng = StdRng::seed_from_u64(wire::mix(config.seed ^ 0xfa17_3d1c));
         MockApi {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new(config)),
                 journal: Mutex::new(Journal::default()),
+                labels: Mutex::new(CredentialLabels::default()),
                 faults: Mutex::new(Vec::new()),
                 settings: Mutex::new(settings),
                 fault_rng: Mutex::new(fault_rng),
+                mix_rng: Mutex::new(mix_rng),
                 error_seq: AtomicU64::new(0),
+                ghost_seq: AtomicU64::new(1),
+                started: Instant::now(),
             }),
         }
     }
 
-    /// The router: both APIs plus the `/mock/` control endpoints.
+    /// The router: both APIs plus the `/mock/` control endpoints. Served by anything but
+    /// [`MockApi::serve`], `reset` faults end in an empty 200 instead of a dropped connection.
     pub fn router(&self) -> Router {
         control::routes()
-            .fallback(api_entry)
+            .fallback(pipeline::api_entry)
             .with_state(self.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` until `shutdown` completes; then closes every connection.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        server::serve(self.router(), listener, shutdown).await
     }
 
     /// Binds `127.0.0.1:0` and serves in a background task.
@@ -403,16 +323,20 @@ impl MockApi {
 
     /// Every API request so far, in arrival order.
     pub fn journal(&self) -> Vec<JournalEntry> {
-        lock(&self.inner.journal)
-            .entries
-            .iter()
-            .map(|(_, e)| e.clone())
-            .collect()
+        lock(&self.inner.journal).entries().to_vec()
     }
 
     /// Forgets the journal.
     pub fn clear_journal(&self) {
-        lock(&self.inner.journal).entries.clear();
+        lock(&self.inner.journal).clear();
+    }
+
+    /// Requests (of the journal kept) that arrived earlier than a `Retry-After` allowed: after
+    /// an answer with `Retry-After: N` left, any request of the same [`ApiFamily`] and
+    /// credential (the token exchange only with token exchanges) arriving within N seconds.
+    /// Requests already in flight when that answer left do not count.
+    pub fn retry_after_violations(&self) -> Vec<RetryAfterViolation> {
+        journal::retry_after_violations(lock(&self.inner.journal).entries())
     }
 
     /// Number of invitation emails "sent" to this address by either API (case-insensitive).
@@ -454,6 +378,18 @@ impl MockApi {
         lock(&self.inner.settings).fault_rate = clamp_rate(r);
     }
 
+    /// Replaces the fault mix (`FaultMix::default()` turns it off); refuses an invalid one.
+    pub fn set_fault_mix(&self, mix: FaultMix) -> Result<(), String> {
+        mix.validate()?;
+        lock(&self.inner.settings).fault_mix = mix;
+        Ok(())
+    }
+
+    /// The current fault mix.
+    pub fn fault_mix(&self) -> FaultMix {
+        lock(&self.inner.settings).fault_mix
+    }
+
     /// Seeds an existing UserInvite user from UserModel-ish JSON (`identifier` or
     /// `emailAddress`, `groups`, `userGroups` (ids or objects), `roles`, `ssoId`,
     /// `lastSuccessfulLogin`). No email is counted. Ignored without an identifier.
@@ -470,9 +406,24 @@ impl MockApi {
 
     /// Seeds an existing member of the CSP organization (role `org_member`).
     pub fn seed_org_member(&self, username: &str) {
+        self.seed_org_members([username]);
+    }
+
+    /// Seeds many existing members of the CSP organization (role `org_member`) at once, in
+    /// order; usernames already members are skipped. Returns how many were added. Fast enough
+    /// for organizations of tens of thousands.
+    pub fn seed_org_members<I, S>(&self, usernames: I) -> usize
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
         let mut st = self.state();
         let roles = vec![st.binding("org_member")];
-        st.add_member(username, roles, Vec::new(), Vec::new());
+        let before = st.members.len();
+        for u in usernames {
+            st.add_member(u.as_ref(), roles.clone(), Vec::new(), Vec::new());
+        }
+        st.members.len() - before
     }
 
     /// The current `UserModel` of a UserInvite user (identifier, case-insensitive).
@@ -501,7 +452,10 @@ impl MockApi {
     /// CSP: expires every access token issued so far, as if they had all outlived their
     /// lifetime; the next call with one of them gets a 401.
     pub fn expire_access_tokens(&self) {
-        self.state().access_tokens.clear();
+        let now = Instant::now();
+        for t in self.state().access_tokens.values_mut() {
+            t.expires = t.expires.min(now);
+        }
     }
 
     /// Moves every pending invitation's expiry into the past (both APIs).
@@ -522,126 +476,5 @@ impl MockApi {
     pub fn org_members(&self) -> Vec<Value> {
         let st = self.state();
         st.members.iter().map(|m| st.member_json(m)).collect()
-    }
-
-    // ------------------------------------------------------------ request pipeline
-
-    fn journal_start(&self, req: &ApiRequest) -> u64 {
-        let entry = JournalEntry {
-            method: req.method.to_string(),
-            path: req.path.clone(),
-            query: req.journal_query(),
-            body: req.journal_body(),
-            status: 0,
-            at: Utc::now(),
-            auth: req.auth_header_name(),
-            content_type: req.header("content-type").map(str::to_string),
-            fault: false,
-        };
-        let mut j = lock(&self.inner.journal);
-        let id = j.next;
-        j.next += 1;
-        j.entries.push((id, entry));
-        id
-    }
-
-    fn journal_finish(&self, id: u64, status: u16, fault: bool) {
-        let mut j = lock(&self.inner.journal);
-        if let Some((_, e)) = j.entries.iter_mut().rev().find(|(i, _)| *i == id) {
-            e.status = status;
-            e.fault = fault;
-        }
-    }
-
-    fn take_fault(&self, method: &Method, path: &str) -> Option<ScriptedFault> {
-        let mut faults = lock(&self.inner.faults);
-        let f = faults.iter_mut().find(|f| f.matches(method, path))?;
-        f.times -= 1;
-        let taken = f.clone();
-        faults.retain(|f| f.times > 0);
-        Some(taken)
-    }
-
-    fn random_fault(&self) -> bool {
-        let rate = lock(&self.inner.settings).fault_rate;
-        rate > 0.0 && lock(&self.inner.fault_rng).random::<f64>() < rate
-    }
-
-    fn error_response(&self, path: &str, fail: &Fail) -> Response {
-        if is_csp(path) {
-            orginvitation::csp_error(&self.inner.error_seq, fail)
-        } else {
-            wf_error(fail)
-        }
-    }
-
-    /// Runs the real operation.
-    fn dispatch(&self, req: &ApiRequest) -> Response {
-        let mut st = self.state();
-        if is_csp(&req.path) {
-            orginvitation::handle(&mut st, req, &self.inner.error_seq)
-        } else {
-            userinvite::handle(&mut st, req)
-        }
-    }
-
-    async fn process(self, req: Request) -> Response {
-        let (parts, body) = req.into_parts();
-        let path = parts.uri.path().to_string();
-        let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-            Ok(b) => b,
-            Err(_) => {
-                return self.error_response(&path, &Fail::new(413, "Request body too large"));
-            }
-        };
-        let req = ApiRequest::new(parts.method, &path, parts.uri.query(), parts.headers, bytes);
-        let id = self.journal_start(&req);
-        let latency = lock(&self.inner.settings).latency;
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        let (resp, fault) = match self.take_fault(&req.method, &req.path) {
-            Some(f) => {
-                if f.after_effect {
-                    let _ = self.dispatch(&req);
-                }
-                if let Some(d) = f.delay {
-                    tokio::time::sleep(d).await;
-                }
-                let fail = Fail::new(
-                    f.status,
-                    format!("{} (injected by the mock)", wire::reason(f.status)),
-                );
-                (
-                    with_retry_after(self.error_response(&req.path, &fail), f.retry_after),
-                    true,
-                )
-            }
-            None if self.random_fault() => {
-                let fail = Fail::new(
-                    503,
-                    "Service Unavailable (random fault injected by the mock)",
-                );
-                (self.error_response(&req.path, &fail), true)
-            }
-            None => (self.dispatch(&req), false),
-        };
-        self.journal_finish(id, resp.status().as_u16(), fault);
-        tracing::debug!(method = %req.method, path = %req.path, status = resp.status().as_u16(), fault, "mock api request");
-        resp
-    }
-}
-
-fn is_csp(path: &str) -> bool {
-    path.starts_with("/csp/")
-}
-
-/// Every non-control request: handled in its own task so that an operation completes even when
-/// the client gives up (as on a real server).
-async fn api_entry(AxState(api): AxState<MockApi>, req: Request) -> Response {
-    let path = req.uri().path().to_string();
-    match tokio::spawn(api.clone().process(req)).await {
-        Ok(r) => r,
-        Err(_) => api.error_response(&path, &Fail::new(500, "mock internal error")),
     }
 }

@@ -76,11 +76,7 @@ impl ApiRequest {
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         self.query
             .as_deref()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default()
     }
 
@@ -94,9 +90,7 @@ impl ApiRequest {
 
     /// Decoded form pairs of the body.
     pub fn form_pairs(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body)
-            .into_owned()
-            .collect()
+        form_urlencoded::parse(&self.body).into_owned().collect()
     }
 
     /// The body as recorded in the journal: `Null` when empty, form bodies as an object,
@@ -136,7 +130,7 @@ impl ApiRequest {
         {
             return Some(q.to_string());
         }
-        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        let mut ser = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &pairs {
             if SECRET_FIELDS.contains(&k.as_str()) {
                 ser.append_pair(k, "***");

@@ -7,8 +7,10 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::state::{EmailApi, Invitation, InvitationStatus, State, is_valid_email, now_ms};
-use super::wire::{
+use crate::state::{
+    AccessToken, EmailApi, Invitation, InvitationStatus, State, is_valid_email, now_ms,
+};
+use crate::wire::{
     ApiRequest, Fail, Outcome, empty_response, json_body, json_response, mix, reason,
 };
 
@@ -71,8 +73,7 @@ fn access_token(req: &ApiRequest) -> Option<&str> {
 fn authorized(state: &State, req: &ApiRequest) -> bool {
     access_token(req)
         .filter(|t| !t.is_empty())
-        .and_then(|t| state.access_tokens.get(t))
-        .is_some_and(|exp| *exp > Instant::now())
+        .is_some_and(|t| state.access_token_valid(t))
 }
 
 fn route(state: &mut State, req: &ApiRequest) -> Outcome {
@@ -186,11 +187,14 @@ fn authorize(state: &mut State, req: &ApiRequest) -> Outcome {
     if token != state.cfg.token {
         return Err(Fail::bad_request("invalid_grant: Invalid API token"));
     }
-    let now = Instant::now();
-    state.access_tokens.retain(|_, exp| *exp > now);
     let access = state.random_hex(32);
     let ttl = state.cfg.access_token_ttl;
-    state.access_tokens.insert(access.clone(), now + ttl);
+    state.access_tokens.insert(
+        access.clone(),
+        AccessToken {
+            expires: Instant::now() + ttl,
+        },
+    );
     let id_token = state.random_hex(32);
     let refresh = state.random_hex(16);
     Ok(json_response(
@@ -340,7 +344,7 @@ fn invite(state: &mut State, req: &ApiRequest) -> Outcome {
     };
     let ttl_ms = days
         .map(|d| d * 86_400_000)
-        .unwrap_or_else(|| state.cfg.invitation_ttl_org.num_milliseconds());
+        .unwrap_or_else(|| state.cfg.invitation_ttl_org.as_millis() as i64);
     let notify = !r.skip_notify.unwrap_or(false)
         && !r.skip_notify_registration.unwrap_or(false)
         && r.notify_users_of_registration.unwrap_or(true);
@@ -489,15 +493,12 @@ fn search_members(state: &State, req: &ApiRequest) -> Outcome {
         .query_param("userSearchTerm")
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| Fail::bad_request("userSearchTerm is required"))?
+        .trim()
         .to_lowercase();
     let results: Vec<Value> = state
         .members
         .iter()
-        .filter(|m| {
-            [&m.username, &m.first_name, &m.last_name]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&term))
-        })
+        .filter(|m| m.search_text.contains(&term))
         .take(SEARCH_LIMIT)
         .map(|m| state.member_json(m))
         .collect();
@@ -558,7 +559,7 @@ fn remove_members(state: &mut State, req: &ApiRequest) -> Outcome {
     if owners > 0 && removed_owners == owners {
         return Err(Fail::bad_request("Cannot remove the last org owner"));
     }
-    state.members.retain(|m| !found.contains(&m.user_id));
+    state.remove_members(&found);
     Ok(json_response(
         200,
         &json!({"succeeded": found, "failed": missing}),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use invite_operator::mock::{MockApi, MockConfig, RunningMock, ScriptedFault};
+use invite_mock::{MockApi, MockConfig, RunningMock, ScriptedFault};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, RequestBuilder};
 use serde_json::{Value, json};
@@ -735,7 +735,8 @@ async fn csp_invitation_validation() {
     let inv = &csp.invitations().await[0];
     assert_eq!(inv["status"], "AVAILABLE");
     assert!(
-        inv["expirationTime"].as_i64().unwrap_or(i64::MAX) < chrono::Utc::now().timestamp_millis()
+        inv["expirationTime"].as_i64().unwrap_or(i64::MAX)
+            < jiff::Timestamp::now().as_millisecond()
     );
     assert!(!m.api.redeem_invitation("late@example.com"));
     m.shutdown().await;
@@ -1082,7 +1083,7 @@ struct SchemaChecker {
 
 impl SchemaChecker {
     fn load_json(rel: &str) -> SchemaChecker {
-        let path = format!("{}/../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         SchemaChecker {
             doc: serde_json::from_str(&text).expect("spec is JSON"),
@@ -1090,10 +1091,10 @@ impl SchemaChecker {
     }
 
     fn load_yaml(rel: &str) -> SchemaChecker {
-        let path = format!("{}/../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         SchemaChecker {
-            doc: serde_yaml::from_str(&text).expect("spec is YAML"),
+            doc: serde_saphyr::from_str(&text).expect("spec is YAML"),
         }
     }
 
