@@ -5,7 +5,7 @@ use invite_operator::{cli, telemetry};
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     telemetry::init_logging(&cli.log_level, cli.log_format);
-    match cli::execute(cli).await {
+    match cli::execute(cli.command).await {
         Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");

@@ -46,6 +46,16 @@ struct TypeMeta {
     kind: String,
 }
 
+/// A manifest that cannot be parsed.
+#[derive(thiserror::Error, Debug)]
+#[error("{location}: {message}")]
+pub struct ManifestError {
+    /// The file and document.
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
 /// Parses multi-document YAML (or JSON) manifests. Documents of other kinds are skipped with
 /// a warning; a document that does not parse is an error naming it.
 pub fn parse_manifests(
@@ -53,52 +63,62 @@ pub fn parse_manifests(
     source: &str,
     default_namespace: &str,
     into: &mut Manifests,
-) -> Result<(), String> {
+) -> Result<(), ManifestError> {
     let documents: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| format!("{source}: {e}"))?;
+        serde_saphyr::from_multiple(text).map_err(|e| ManifestError {
+            location: source.to_string(),
+            message: e.to_string(),
+        })?;
     for (index, value) in documents.into_iter().enumerate() {
         if value.is_null() {
             continue;
         }
-        let meta: TypeMeta = serde_json::from_value(value.clone())
-            .map_err(|e| format!("{source}: document {}: {e}", index + 1))?;
-        let what = format!("{source}: document {} ({})", index + 1, meta.kind);
-        let parse_err = |e: serde_json::Error| format!("{what}: {e}");
-        let group = meta.api_version.split('/').next().unwrap_or_default();
-        match (group, meta.kind.as_str()) {
-            (crate::api::GROUP, "UserInvitation") => {
-                let mut inv: UserInvitation = serde_json::from_value(value).map_err(parse_err)?;
-                inv.metadata
-                    .namespace
-                    .get_or_insert_with(|| default_namespace.to_string());
-                inv.metadata.generation.get_or_insert(1);
-                into.invitations.push(inv);
-            }
-            (crate::api::GROUP, "InvitationEndpoint") => {
-                let mut ep: InvitationEndpoint =
-                    serde_json::from_value(value).map_err(parse_err)?;
-                ep.metadata
-                    .namespace
-                    .get_or_insert_with(|| default_namespace.to_string());
-                into.endpoints.push(ep);
-            }
-            (crate::api::GROUP, "ClusterInvitationEndpoint") => {
-                into.cluster_endpoints
-                    .push(serde_json::from_value(value).map_err(parse_err)?);
-            }
-            ("v1", "Secret") => {
-                let mut secret: Secret = serde_json::from_value(value).map_err(parse_err)?;
-                secret
-                    .metadata
-                    .namespace
-                    .get_or_insert_with(|| default_namespace.to_string());
-                into.secrets.push(secret);
-            }
-            ("v1", "Namespace") => into
-                .namespaces
-                .push(serde_json::from_value(value).map_err(parse_err)?),
-            _ => eprintln!("{what}: skipped (not a resource of invite-operator)"),
+        let location = format!("{source}: document {}", index + 1);
+        add_document(value, &location, default_namespace, into)
+            .map_err(|message| ManifestError { location, message })?;
+    }
+    Ok(())
+}
+
+fn add_document(
+    value: serde_json::Value,
+    location: &str,
+    default_namespace: &str,
+    into: &mut Manifests,
+) -> Result<(), String> {
+    let meta: TypeMeta = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let parse_err = |e: serde_json::Error| format!("{}: {e}", meta.kind);
+    let default_ns = |ns: &mut Option<String>| {
+        ns.get_or_insert_with(|| default_namespace.to_string());
+    };
+    let group = meta.api_version.split('/').next().unwrap_or_default();
+    match (group, meta.kind.as_str()) {
+        (crate::api::GROUP, "UserInvitation") => {
+            let mut inv: UserInvitation = serde_json::from_value(value).map_err(parse_err)?;
+            default_ns(&mut inv.metadata.namespace);
+            inv.metadata.generation.get_or_insert(1);
+            into.invitations.push(inv);
         }
+        (crate::api::GROUP, "InvitationEndpoint") => {
+            let mut ep: InvitationEndpoint = serde_json::from_value(value).map_err(parse_err)?;
+            default_ns(&mut ep.metadata.namespace);
+            into.endpoints.push(ep);
+        }
+        (crate::api::GROUP, "ClusterInvitationEndpoint") => into
+            .cluster_endpoints
+            .push(serde_json::from_value(value).map_err(parse_err)?),
+        ("v1", "Secret") => {
+            let mut secret: Secret = serde_json::from_value(value).map_err(parse_err)?;
+            default_ns(&mut secret.metadata.namespace);
+            into.secrets.push(secret);
+        }
+        ("v1", "Namespace") => into
+            .namespaces
+            .push(serde_json::from_value(value).map_err(parse_err)?),
+        _ => eprintln!(
+            "{location} ({}): skipped (not a resource of invite-operator)",
+            meta.kind
+        ),
     }
     Ok(())
 }
@@ -175,55 +195,28 @@ async fn one(
 ) -> UserInvitationStatus {
     let previous = invitation.status.clone().unwrap_or_default();
     let generation = invitation.metadata.generation.unwrap_or(1);
+    let blocked = |requested: &plan::Requested, blocked: Blocked, lines: &mut Vec<String>| {
+        lines.push(format!(
+            "{id}: blocked ({}): {}",
+            blocked.reason.as_str(),
+            blocked.message
+        ));
+        plan::blocked_status(
+            requested,
+            &invitation.spec,
+            &previous,
+            generation,
+            plan::now(),
+            &blocked,
+        )
+    };
     let requested = match plan::requested_addresses(&invitation.spec) {
         Ok(requested) => requested,
-        Err(blocked) => {
-            lines.push(format!(
-                "{id}: blocked ({}): {}",
-                blocked.reason.as_str(),
-                blocked.message
-            ));
-            return plan::blocked_status(
-                &plan::Requested::default(),
-                &invitation.spec,
-                &previous,
-                generation,
-                plan::now(),
-                &blocked,
-            );
-        }
+        Err(b) => return blocked(&plan::Requested::default(), b, lines),
     };
-    let (endpoint, api) = match prepare(manifests, invitation, &requested, options) {
+    let (endpoint, api, identity) = match prepare(manifests, invitation, &requested, options) {
         Ok(prepared) => prepared,
-        Err(blocked) => {
-            lines.push(format!(
-                "{id}: blocked ({}): {}",
-                blocked.reason.as_str(),
-                blocked.message
-            ));
-            return plan::blocked_status(
-                &requested,
-                &invitation.spec,
-                &previous,
-                generation,
-                plan::now(),
-                &blocked,
-            );
-        }
-    };
-    let identity = match crate::invite::api_identity(endpoint.connection()) {
-        Ok(identity) => identity,
-        Err(message) => {
-            let blocked = Blocked::new(plan::ReadyReason::EndpointNotReady, message);
-            return plan::blocked_status(
-                &requested,
-                &invitation.spec,
-                &previous,
-                generation,
-                plan::now(),
-                &blocked,
-            );
-        }
+        Err(b) => return blocked(&requested, b, lines),
     };
     let facts = EndpointFacts {
         api: identity,
@@ -252,22 +245,19 @@ async fn one(
         status: &mut status,
     };
     match reconcile::sync(api.as_ref(), &ctx, &mut writer).await {
-        Ok(report) => {
-            if let Some(problem) = report.problem {
-                lines.push(format!("{id}: {problem}"));
-            }
-        }
+        Ok(report) => lines.extend(report.problem.map(|p| format!("{id}: {p}"))),
         Err(error) => lines.push(format!("{id}: {error}")),
     }
     status
 }
 
+/// The endpoint of a resource (checked as the controller checks it), its client and its API.
 fn prepare(
     manifests: &Manifests,
     invitation: &UserInvitation,
     requested: &plan::Requested,
     options: &OneShotOptions,
-) -> Result<(AnyEndpoint, SharedApi), Blocked> {
+) -> Result<(AnyEndpoint, SharedApi, crate::api::ApiIdentity), Blocked> {
     let namespace = invitation.namespace().unwrap_or_default();
     let r = &invitation.spec.endpoint_ref;
     let mut endpoint = match r.kind {
@@ -318,9 +308,10 @@ fn prepare(
         batch: Default::default(),
         may_act: std::sync::Arc::new(|| true),
     };
-    let api = build_client(&endpoint, token, &settings)
-        .map_err(|e| Blocked::new(plan::ReadyReason::EndpointNotReady, e.to_string()))?;
-    Ok((endpoint, api))
+    let not_ready = |m: String| Blocked::new(plan::ReadyReason::EndpointNotReady, m);
+    let api = build_client(&endpoint, token, &settings).map_err(|e| not_ready(e.to_string()))?;
+    let identity = crate::invite::api_identity(endpoint.connection()).map_err(not_ready)?;
+    Ok((endpoint, api, identity))
 }
 
 async fn dry_run(api: &dyn InviteApi, ctx: &PlanContext<'_>, id: &str) -> Vec<String> {

@@ -3,7 +3,8 @@
 //!
 //! | file | concern |
 //! |---|---|
-//! | `mod.rs` | wiring: shards, watches, caches, readiness |
+//! | `mod.rs` | wiring: the shards, the cluster endpoint cache, readiness |
+//! | `shard.rs` | one shard: its watches, caches, holder-index feed and start gate |
 //! | `context.rs` | settings and the state reconcilers share |
 //! | `invitation.rs` | the UserInvitation reconciler and its error policy |
 //! | `cleanup.rs` | the finalizer and what deletionPolicy Delete removes on deletion |
@@ -25,17 +26,13 @@ mod invitation;
 mod kubernetes;
 mod memory;
 mod resolution;
+mod shard;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
 use kube::{
-    Api, Client, ResourceExt,
-    runtime::{
-        Controller, WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
-        watcher,
-    },
+    Api, Client,
+    runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +45,7 @@ pub use invitation::ReconcileError;
 pub use kubernetes::{KubeStatusWriter, is_stale_write};
 
 use crate::{
-    api::{ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint, UserInvitation},
+    api::{ClusterInvitationEndpoint, UserInvitation},
     health::Readiness,
     leader::Leadership,
     telemetry::Metrics,
@@ -155,14 +152,15 @@ pub async fn run(
     let (listed, _) = watch::channel(0usize);
     let (shard_ready, _) = watch::channel(0usize);
     let shard_count = scopes.len();
-    let (fan_out, mut cluster_streams) = fan_out(cluster_stream, shard_count, shutdown.clone());
+    let (fan_out, mut cluster_streams) =
+        shard::fan_out(cluster_stream, shard_count, shutdown.clone());
     let shards = scopes.iter().cloned().map(|scope| {
-        let gates = Gates {
+        let gates = shard::Gates {
             listed: listed.clone(),
             ready: shard_ready.clone(),
             shards: shard_count,
         };
-        run_shard(
+        shard::run_shard(
             ctx.clone(),
             scope,
             cluster_streams.remove(0),
@@ -199,251 +197,4 @@ pub async fn run(
         _ = side => {}
     }
     tracing::info!("controller stopped");
-}
-
-/// Copies one stream of ClusterInvitationEndpoint changes to every shard: returns the future
-/// that drives the watch (until shutdown) and one stream per shard.
-fn fan_out(
-    stream: impl futures::Stream<Item = Result<ClusterInvitationEndpoint, watcher::Error>>
-    + Send
-    + 'static,
-    shards: usize,
-    shutdown: CancellationToken,
-) -> (
-    impl Future<Output = ()>,
-    Vec<futures::stream::BoxStream<'static, ClusterInvitationEndpoint>>,
-) {
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
-        .map(|_| tokio::sync::mpsc::unbounded_channel())
-        .unzip();
-    let driver = async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = stream.next() => next,
-            };
-            match next {
-                Some(Ok(endpoint)) => {
-                    for tx in &senders {
-                        let _ = tx.send(endpoint.clone());
-                    }
-                }
-                Some(Err(error)) => tracing::warn!(%error, "watching ClusterInvitationEndpoints"),
-                None => return,
-            }
-        }
-    };
-    let streams = receivers
-        .into_iter()
-        .map(|rx| tokio_stream_of(rx).boxed())
-        .collect();
-    (driver, streams)
-}
-
-fn tokio_stream_of<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// What a shard waits for before its first reconcile, and reports when it is ready.
-struct Gates {
-    listed: watch::Sender<usize>,
-    ready: watch::Sender<usize>,
-    shards: usize,
-}
-
-async fn run_shard(
-    ctx: Arc<Context>,
-    scope: Option<String>,
-    cluster_changes: futures::stream::BoxStream<'static, ClusterInvitationEndpoint>,
-    gates: Gates,
-    shutdown: CancellationToken,
-) {
-    let client = ctx.client.clone();
-    let (namespaced_endpoints, ns_writer) = reflector::store::<InvitationEndpoint>();
-    let ns_stream = watcher(
-        kubernetes::scoped::<InvitationEndpoint>(&client, scope.as_deref()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(kubernetes::trim_for_cache)
-    .reflect(ns_writer)
-    .touched_objects();
-    let (invitations, inv_writer) = reflector::store::<UserInvitation>();
-    let observer = Observer::new(ctx.clone(), scope.clone(), gates.listed.clone());
-    let invitation_stream = watcher(
-        kubernetes::scoped::<UserInvitation>(&client, scope.as_deref()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(kubernetes::trim_for_cache)
-    .map_ok(move |event| {
-        observer.observe(&event);
-        event
-    })
-    .reflect(inv_writer)
-    .applied_objects()
-    // The controller's own status writes change none of these: they trigger no pass.
-    .predicate_filter(pass_trigger, Default::default());
-    let (caches_ready_tx, caches_ready) = watch::channel(false);
-    let shard = Arc::new(Shard {
-        ctx: ctx.clone(),
-        scope: scope.clone(),
-        namespaced_endpoints: namespaced_endpoints.clone(),
-        caches_ready,
-    });
-    let gate = open_gate(
-        namespaced_endpoints.clone(),
-        ctx.cluster_endpoints.clone(),
-        gates,
-        caches_ready_tx,
-    );
-    let by_ns_endpoint = invitations.clone();
-    let by_cluster_endpoint = invitations.clone();
-    let controller = Controller::for_stream(invitation_stream, invitations)
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
-        )
-        .watches_stream(ns_stream, move |endpoint: InvitationEndpoint| {
-            let ns = endpoint.namespace();
-            referencing(
-                &by_ns_endpoint,
-                EndpointKind::InvitationEndpoint,
-                ns.as_deref(),
-                &endpoint.name_any(),
-            )
-        })
-        .watches_stream(
-            cluster_changes.map(Ok::<_, watcher::Error>),
-            move |endpoint: ClusterInvitationEndpoint| {
-                referencing(
-                    &by_cluster_endpoint,
-                    EndpointKind::ClusterInvitationEndpoint,
-                    None,
-                    &endpoint.name_any(),
-                )
-            },
-        )
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(invitation::reconcile, invitation::error_policy, shard)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::debug!(%object, %error, "reconcile failed")
-                }
-                Err(error) => tracing::warn!(%error, "controller"),
-            }
-        });
-    // The gate ends once open (or never, when the caches never sync); the controller ends on
-    // shutdown.
-    tokio::select! {
-        _ = controller => {}
-        _ = async { gate.await; std::future::pending::<()>().await } => {}
-    }
-}
-
-/// Opens a shard's gate once its endpoint caches are complete and every shard listed its
-/// resources.
-async fn open_gate(
-    namespaced: Store<InvitationEndpoint>,
-    cluster: Store<ClusterInvitationEndpoint>,
-    gates: Gates,
-    open: watch::Sender<bool>,
-) {
-    if namespaced.wait_until_ready().await.is_err() || cluster.wait_until_ready().await.is_err() {
-        return;
-    }
-    let mut listed = gates.listed.subscribe();
-    if listed.wait_for(|n| *n >= gates.shards).await.is_err() {
-        return;
-    }
-    let _ = open.send(true);
-    gates.ready.send_modify(|n| *n += 1);
-}
-
-/// What makes a change of a UserInvitation worth a pass: its spec (generation), annotations
-/// (pause), finalizers and deletion. The controller's own status writes change none of them.
-fn pass_trigger(invitation: &UserInvitation) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = &invitation.metadata;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut h);
-    meta.annotations.hash(&mut h);
-    meta.finalizers.hash(&mut h);
-    meta.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
-}
-
-/// The UserInvitations that reference an endpoint.
-fn referencing(
-    invitations: &Store<UserInvitation>,
-    kind: EndpointKind,
-    namespace: Option<&str>,
-    name: &str,
-) -> Vec<ObjectRef<UserInvitation>> {
-    invitations
-        .state()
-        .iter()
-        .filter(|inv| {
-            let r = &inv.spec.endpoint_ref;
-            r.kind == kind
-                && r.name == name
-                && (namespace.is_none() || inv.metadata.namespace.as_deref() == namespace)
-        })
-        .map(|inv| ObjectRef::from_obj(inv.as_ref()))
-        .collect()
-}
-
-/// Keeps the holder index and the per-resource memory in step with the UserInvitation watch:
-/// complete after each (re)list, pruned on deletion.
-struct Observer {
-    ctx: Arc<Context>,
-    scope: Option<String>,
-    listed: watch::Sender<usize>,
-    listed_once: std::sync::atomic::AtomicBool,
-}
-
-impl Observer {
-    fn new(ctx: Arc<Context>, scope: Option<String>, listed: watch::Sender<usize>) -> Observer {
-        Observer {
-            ctx,
-            scope,
-            listed,
-            listed_once: Default::default(),
-        }
-    }
-
-    fn observe(&self, event: &watcher::Event<UserInvitation>) {
-        let (holders, memory) = (&self.ctx.holders, &self.ctx.memory);
-        match event {
-            watcher::Event::Init => holders.relist_started(&self.scope),
-            watcher::Event::InitApply(object) => {
-                let key = invitation::resource_key(object);
-                holders.update(&key, object.status.as_ref());
-                holders.relisted(&self.scope, &key);
-            }
-            watcher::Event::InitDone => {
-                for gone in holders.relist_done(&self.scope) {
-                    memory.forget(&gone);
-                }
-                if !self
-                    .listed_once
-                    .swap(true, std::sync::atomic::Ordering::SeqCst)
-                {
-                    self.listed.send_modify(|n| *n += 1);
-                }
-            }
-            watcher::Event::Apply(object) => {
-                holders.update(&invitation::resource_key(object), object.status.as_ref());
-            }
-            watcher::Event::Delete(object) => {
-                let key = invitation::resource_key(object);
-                holders.remove(&key);
-                memory.forget(&key);
-            }
-        }
-    }
 }

@@ -46,107 +46,105 @@ pub fn check(
 }
 
 fn uses<'a>(spec: &'a UserInvitationSpec, allowed: &'a AllowedGrants) -> Vec<Use<'a>> {
-    let mut uses = Vec::new();
-    let mut add = |field, list_name, list: &'a [String], values: Vec<&'a str>| {
-        if !values.is_empty() {
-            uses.push(Use {
-                field,
-                list_name,
-                list,
-                values,
-            });
-        }
-    };
+    let mut uses = user_invite_uses(spec, allowed);
+    uses.extend(org_invitation_uses(spec, allowed));
+    uses.retain(|u| !u.values.is_empty());
+    uses
+}
+
+fn user_invite_uses<'a>(spec: &'a UserInvitationSpec, allowed: &'a AllowedGrants) -> Vec<Use<'a>> {
     let users = spec.users.iter().flatten();
-    add(
-        "spec.users[].groups",
-        "groups",
-        &allowed.groups,
+    let values = |f: fn(&'a crate::api::UserToCreate) -> &'a Vec<String>| -> Vec<&'a str> {
         users
             .clone()
-            .flat_map(|u| u.groups.iter().map(String::as_str))
-            .collect(),
-    );
-    add(
-        "spec.users[].userGroups",
-        "userGroups",
-        &allowed.user_groups,
-        users
-            .clone()
-            .flat_map(|u| u.user_groups.iter().map(String::as_str))
-            .collect(),
-    );
-    add(
-        "spec.users[].roles",
-        "roles",
-        &allowed.roles,
-        users
-            .flat_map(|u| u.roles.iter().map(String::as_str))
-            .collect(),
-    );
+            .flat_map(|u| f(u).iter().map(String::as_str))
+            .collect()
+    };
+    vec![
+        Use {
+            field: "spec.users[].groups",
+            list_name: "groups",
+            list: &allowed.groups,
+            values: values(|u| &u.groups),
+        },
+        Use {
+            field: "spec.users[].userGroups",
+            list_name: "userGroups",
+            list: &allowed.user_groups,
+            values: values(|u| &u.user_groups),
+        },
+        Use {
+            field: "spec.users[].roles",
+            list_name: "roles",
+            list: &allowed.roles,
+            values: values(|u| &u.roles),
+        },
+    ]
+}
+
+fn org_invitation_uses<'a>(
+    spec: &'a UserInvitationSpec,
+    allowed: &'a AllowedGrants,
+) -> Vec<Use<'a>> {
     let Some(org) = &spec.org_invitation else {
-        return uses;
+        return Vec::new();
     };
     let names = |b: &'a [RoleBinding]| b.iter().map(|r| r.name.as_str());
-    add(
-        "spec.orgInvitation.organizationRoles[].name",
-        "organizationRoles",
-        &allowed.organization_roles,
-        names(&org.organization_roles).collect(),
-    );
-    add(
-        "spec.orgInvitation.orgRoleNames",
-        "organizationRoles",
-        &allowed.organization_roles,
-        org.org_role_names.iter().map(String::as_str).collect(),
-    );
-    add(
-        "spec.orgInvitation.serviceRolesDtos[].serviceDefinitionLink",
-        "serviceDefinitionLinks",
-        &allowed.service_definition_links,
-        org.service_roles_dtos
-            .iter()
-            .map(|s| s.service_definition_link.as_str())
-            .collect(),
-    );
-    add(
-        "spec.orgInvitation.serviceRolesDtos[] role names",
-        "serviceRoleNames",
-        &allowed.service_role_names,
-        org.service_roles_dtos
-            .iter()
-            .flat_map(|s| {
-                s.service_role_names
-                    .iter()
-                    .map(String::as_str)
-                    .chain(names(&s.service_roles))
-            })
-            .collect(),
-    );
-    add(
-        "spec.orgInvitation.customRoles[].name",
-        "customRoles",
-        &allowed.custom_roles,
-        names(&org.custom_roles).collect(),
-    );
-    add(
-        "spec.orgInvitation.customGroupsIds",
-        "customGroupsIds",
-        &allowed.custom_groups_ids,
-        org.custom_groups_ids.iter().map(String::as_str).collect(),
-    );
+    let strings = |v: &'a [String]| v.iter().map(String::as_str);
+    let services = || org.service_roles_dtos.iter();
     let bindings = org
         .organization_roles
         .iter()
         .chain(&org.custom_roles)
-        .chain(org.service_roles_dtos.iter().flat_map(|s| &s.service_roles));
-    add(
-        "role binding resource",
-        "resources",
-        &allowed.resources,
-        bindings.filter_map(|b| b.resource.as_deref()).collect(),
-    );
-    uses
+        .chain(services().flat_map(|s| &s.service_roles));
+    vec![
+        Use {
+            field: "spec.orgInvitation.organizationRoles[].name",
+            list_name: "organizationRoles",
+            list: &allowed.organization_roles,
+            values: names(&org.organization_roles).collect(),
+        },
+        Use {
+            field: "spec.orgInvitation.orgRoleNames",
+            list_name: "organizationRoles",
+            list: &allowed.organization_roles,
+            values: strings(&org.org_role_names).collect(),
+        },
+        Use {
+            field: "spec.orgInvitation.serviceRolesDtos[].serviceDefinitionLink",
+            list_name: "serviceDefinitionLinks",
+            list: &allowed.service_definition_links,
+            values: services()
+                .map(|s| s.service_definition_link.as_str())
+                .collect(),
+        },
+        Use {
+            field: "spec.orgInvitation.serviceRolesDtos[] role names",
+            list_name: "serviceRoleNames",
+            list: &allowed.service_role_names,
+            values: services()
+                .flat_map(|s| strings(&s.service_role_names).chain(names(&s.service_roles)))
+                .collect(),
+        },
+        Use {
+            field: "spec.orgInvitation.customRoles[].name",
+            list_name: "customRoles",
+            list: &allowed.custom_roles,
+            values: names(&org.custom_roles).collect(),
+        },
+        Use {
+            field: "spec.orgInvitation.customGroupsIds",
+            list_name: "customGroupsIds",
+            list: &allowed.custom_groups_ids,
+            values: strings(&org.custom_groups_ids).collect(),
+        },
+        Use {
+            field: "role binding resource",
+            list_name: "resources",
+            list: &allowed.resources,
+            values: bindings.filter_map(|b| b.resource.as_deref()).collect(),
+        },
+    ]
 }
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
-//! Command-line interface: `run`, `crd`, `reconcile` and, with the `mock-api` feature,
-//! `mock-api`.
+//! Command-line interface: the flags of `run`, `crd`, `reconcile` and, with the `mock-api`
+//! feature, `mock-api`; [`commands`] runs them.
+
+mod commands;
+
+pub use commands::{CliError, execute, shutdown_signal};
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -165,122 +169,6 @@ pub struct ReconcileArgs {
     pub operator_namespace: String,
 }
 
-/// Runs a parsed command line; the exit code follows the command's outcome.
-pub async fn execute(cli: Cli) -> Result<std::process::ExitCode, String> {
-    match cli.command {
-        Command::Run(args) => run_controller(*args).await,
-        Command::Crd(args) => write_crds(args),
-        Command::Reconcile(args) => reconcile_files(args).await,
-        #[cfg(feature = "mock-api")]
-        Command::MockApi(args) => invite_mock::cli::serve(args, shutdown_signal())
-            .await
-            .map(|()| std::process::ExitCode::SUCCESS),
-    }
-}
-
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
-}
-
-async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(|e| format!("invalid kubeconfig {}: {e}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
-    };
-    let client = crate::controller::kube_client(config)
-        .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
-    let metrics = crate::telemetry::Metrics::new();
-    let (readiness_tx, readiness_rx) =
-        tokio::sync::watch::channel(crate::health::Readiness::default());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_addr))?;
-    tracing::info!(addr = %args.metrics_addr, "serving /metrics, /healthz and /readyz");
-    let server = tokio::spawn(crate::health::serve(
-        listener,
-        metrics.clone(),
-        readiness_rx,
-        shutdown.clone(),
-    ));
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        on_signal.cancel();
-    });
-    let settings = settings(&args);
-    if args.leader_election {
-        let election = crate::leader::LeaderElection {
-            lease_name: args.lease_name,
-            namespace: args
-                .lease_namespace
-                .unwrap_or_else(|| settings.operator_namespace.clone()),
-            identity: args
-                .identity
-                .filter(|i| !i.is_empty())
-                .unwrap_or_else(crate::leader::default_identity),
-            lease_duration: args.lease_duration,
-        };
-        election.validate()?;
-        let controller_client = client.clone();
-        let run = move |term: crate::leader::Term| {
-            crate::controller::run(
-                controller_client.clone(),
-                settings.clone(),
-                metrics.clone(),
-                term.readiness,
-                term.leadership,
-                term.stop,
-            )
-        };
-        let result =
-            crate::leader::run_while_leader(client, election, readiness_tx, shutdown, run).await;
-        // An error means the controller ended unexpectedly: exit (and be restarted) without
-        // waiting for the HTTP server, which stops with the process.
-        result.map_err(|error| error.to_string())?;
-    } else {
-        let leadership = crate::leader::Leadership::unconditional();
-        crate::controller::run(
-            client,
-            settings,
-            metrics,
-            readiness_tx,
-            leadership,
-            shutdown,
-        )
-        .await;
-    }
-    let _ = server.await;
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
 fn parse_batch_window(text: &str) -> Result<Duration, String> {
     let window = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if window > Duration::from_secs(5) {
@@ -290,7 +178,7 @@ fn parse_batch_window(text: &str) -> Result<Duration, String> {
 }
 
 /// The controller's settings from the flags.
-fn settings(args: &RunArgs) -> crate::controller::Settings {
+pub fn settings(args: &RunArgs) -> crate::controller::Settings {
     let list = |items: &[String]| -> Vec<String> {
         items
             .iter()
@@ -324,118 +212,5 @@ fn settings(args: &RunArgs) -> crate::controller::Settings {
             Duration::ZERO
         }),
         ..Default::default()
-    }
-}
-
-fn write_crds(args: CrdArgs) -> Result<std::process::ExitCode, String> {
-    let crds = crate::api::all_crds();
-    if args.output_dir.is_empty() {
-        let text: String = crds.iter().map(crate::api::crd_yaml).collect();
-        write_stdout(&text)?;
-    }
-    for dir in &args.output_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        for crd in &crds {
-            let path = dir.join(crate::api::crd_file_name(crd));
-            std::fs::write(&path, crate::api::crd_yaml(crd))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-    }
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-async fn reconcile_files(args: ReconcileArgs) -> Result<std::process::ExitCode, String> {
-    let mut manifests = crate::oneshot::Manifests::default();
-    for file in &args.files {
-        let (text, name) = if file.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-            (text, "<stdin>".to_string())
-        } else {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            (text, file.display().to_string())
-        };
-        crate::oneshot::parse_manifests(&text, &name, &args.namespace, &mut manifests)?;
-    }
-    if manifests.invitations.is_empty() {
-        return Err("no UserInvitation found in the given files".into());
-    }
-    #[cfg_attr(not(feature = "mock-api"), allow(unused_mut))]
-    let mut options = crate::oneshot::OneShotOptions {
-        dry_run: args.dry_run,
-        operator_namespace: args.operator_namespace,
-        ..Default::default()
-    };
-    #[cfg(feature = "mock-api")]
-    let mock = if args.mock_api {
-        Some(start_embedded_mock(&mut options).await?)
-    } else {
-        None
-    };
-    let result = crate::oneshot::run(manifests, &options).await;
-    if !args.dry_run {
-        for line in &result.plan {
-            eprintln!("{line}");
-        }
-    }
-    let mut out = String::new();
-    if args.dry_run {
-        for line in &result.plan {
-            out.push_str(line);
-            out.push('\n');
-        }
-    } else {
-        for invitation in &result.invitations {
-            let yaml = serde_saphyr::to_string(invitation).map_err(|e| e.to_string())?;
-            out.push_str("---\n");
-            out.push_str(&yaml);
-        }
-    }
-    write_stdout(&out)?;
-    #[cfg(feature = "mock-api")]
-    if let Some(mock) = mock {
-        mock.shutdown().await;
-    }
-    Ok(if result.all_ready || args.dry_run {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    })
-}
-
-/// Starts the embedded mock API (a random token) and points every endpoint of `options` at it.
-#[cfg(feature = "mock-api")]
-async fn start_embedded_mock(
-    options: &mut crate::oneshot::OneShotOptions,
-) -> Result<invite_mock::RunningMock, String> {
-    let config = invite_mock::MockConfig {
-        token: format!("oneshot-{}", rand::random::<u64>()),
-        ..Default::default()
-    };
-    let running = invite_mock::MockApi::start(config.clone())
-        .await
-        .map_err(|e| format!("cannot start the mock API: {e}"))?;
-    eprintln!("mock API listening on {}", running.url);
-    options.url_override = Some(running.url.clone());
-    options.token_override = Some(config.token);
-    Ok(running)
-}
-
-/// Writes to standard output; a reader that went away (`| head`) is not an error.
-fn write_stdout(text: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("cannot write to standard output: {e}"))
-        }
-        _ => Ok(()),
     }
 }

@@ -1,0 +1,240 @@
+//! The organization as one snapshot (every member, every invitation), shared by every lookup
+//! of the endpoint for a short time, read once however many lookups wait for it, and never
+//! reused across a change this client makes.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use jiff::Timestamp;
+use reqwest::Method;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{MAX_MEMBER_PAGES, MEMBER_PAGE, OrgInvitationClient, SNAPSHOT_TTL, encode};
+use crate::invite::{
+    ApiError, Observed,
+    decode::{self, as_i64},
+};
+
+/// The organization as read at one moment: members (lowercased username → user id) and
+/// every invitation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrgSnapshot {
+    /// Members, lowercased username → user id.
+    pub members: BTreeMap<String, String>,
+    /// Every invitation.
+    pub invitations: Vec<OrgInvitation>,
+}
+
+#[derive(Default)]
+pub(super) struct SnapshotCache {
+    /// Bumped when a change starts and when it ends: a snapshot is reused only within the
+    /// epoch its read started in.
+    epoch: u64,
+    cached: Option<(u64, Instant, Arc<OrgSnapshot>)>,
+}
+
+/// One invitation as listed by the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgInvitation {
+    /// The invited username (email), lowercased.
+    pub username: String,
+    /// AVAILABLE, REDEEMED or REVOKED.
+    pub status: String,
+    /// Reference link of the invitation.
+    pub ref_link: String,
+    /// When it was generated.
+    pub generated_at: Option<Timestamp>,
+    /// When it expires.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl OrgInvitationClient {
+    /// Runs a change (invite, revoke) between two epoch bumps, so no snapshot read before or
+    /// during it is reused after it.
+    pub(super) async fn changing<T>(&self, change: impl Future<Output = T>) -> T {
+        self.snapshots.lock().expect("lock").epoch += 1;
+        let result = change.await;
+        self.snapshots.lock().expect("lock").epoch += 1;
+        result
+    }
+
+    /// A snapshot of the organization no older than [`SNAPSHOT_TTL`] and read after this
+    /// client's last change; one read serves every caller waiting for it.
+    pub async fn snapshot(&self) -> Result<Arc<OrgSnapshot>, ApiError> {
+        let usable = |cache: &SnapshotCache| {
+            cache.cached.as_ref().and_then(|(epoch, at, snapshot)| {
+                (*epoch == cache.epoch && at.elapsed() < SNAPSHOT_TTL).then(|| snapshot.clone())
+            })
+        };
+        if let Some(snapshot) = usable(&self.snapshots.lock().expect("lock")) {
+            return Ok(snapshot);
+        }
+        let _single_flight = self.snapshot_fetch.lock().await;
+        let epoch = {
+            let cache = self.snapshots.lock().expect("lock");
+            if let Some(snapshot) = usable(&cache) {
+                return Ok(snapshot);
+            }
+            cache.epoch
+        };
+        let started = Instant::now();
+        let snapshot = Arc::new(OrgSnapshot {
+            members: self.members().await?,
+            invitations: self.list_invitations().await?,
+        });
+        let mut cache = self.snapshots.lock().expect("lock");
+        if cache.epoch == epoch {
+            cache.cached = Some((epoch, started, snapshot.clone()));
+        }
+        Ok(snapshot)
+    }
+
+    /// Every invitation of the organization.
+    pub async fn list_invitations(&self) -> Result<Vec<OrgInvitation>, ApiError> {
+        let path = format!("{}/invitations", self.org_path());
+        let answer = self
+            .call("list invitations", None, |t| {
+                self.request(Method::GET, &path, t)
+            })
+            .await?;
+        let value: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
+            operation: "list invitations",
+            message: format!("not JSON: {e}"),
+        })?;
+        Ok(items(&value).iter().filter_map(invitation).collect())
+    }
+
+    /// Usernames (lowercased) of every member of the organization, mapped to their user id.
+    pub async fn members(&self) -> Result<BTreeMap<String, String>, ApiError> {
+        let mut members = BTreeMap::new();
+        for page in 0..MAX_MEMBER_PAGES {
+            let start = 1 + page * MEMBER_PAGE;
+            let path = format!(
+                "/csp/gateway/am/api/v2/orgs/{}/users?pageStart={start}&pageLimit={MEMBER_PAGE}",
+                encode(&self.organization_id)
+            );
+            let answer = self
+                .call("list organization users", None, |t| {
+                    self.request(Method::GET, &path, t)
+                })
+                .await?;
+            let value: Value =
+                serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
+                    operation: "list organization users",
+                    message: format!("not JSON: {e}"),
+                })?;
+            let results = items(&value);
+            let before = members.len();
+            members.extend(results.iter().filter_map(member));
+            let total = value
+                .get("totalResults")
+                .and_then(as_i64)
+                .unwrap_or(0)
+                .max(0) as u64;
+            let has_next = value.get("nextLink").is_some_and(|l| !l.is_null());
+            if results.is_empty()
+                || members.len() == before
+                || (!has_next && start + MEMBER_PAGE > total)
+            {
+                return Ok(members);
+            }
+        }
+        Err(ApiError::Decode {
+            operation: "list organization users",
+            message: format!("the member listing did not end after {MAX_MEMBER_PAGES} pages"),
+        })
+    }
+}
+
+fn items(value: &Value) -> Vec<Value> {
+    let payload = decode::unwrap_response(value);
+    match payload {
+        Value::Array(a) => a.clone(),
+        Value::Object(o) => ["results", "items", "invitations"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_array).cloned())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn member(entry: &Value) -> Option<(String, String)> {
+    let user = entry.get("user").unwrap_or(entry);
+    let name = user
+        .get("username")
+        .or_else(|| user.get("email"))
+        .and_then(Value::as_str)?;
+    let id = user.get("userId").and_then(Value::as_str).unwrap_or(name);
+    Some((name.to_ascii_lowercase(), id.to_string()))
+}
+
+/// A timestamp in epoch milliseconds or seconds, or RFC 3339.
+fn timestamp(value: Option<&Value>) -> Option<Timestamp> {
+    let value = value?;
+    if let Some(n) = as_i64(value) {
+        let millis = if n > 100_000_000_000 {
+            n
+        } else {
+            n.saturating_mul(1000)
+        };
+        return Timestamp::from_second(millis.div_euclid(1000)).ok();
+    }
+    let parsed: Timestamp = value.as_str()?.parse().ok()?;
+    Timestamp::from_second(parsed.as_second()).ok()
+}
+
+fn invitation(value: &Value) -> Option<OrgInvitation> {
+    Some(OrgInvitation {
+        username: value
+            .get("username")
+            .and_then(Value::as_str)?
+            .to_ascii_lowercase(),
+        status: value
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("AVAILABLE")
+            .to_ascii_uppercase(),
+        ref_link: value
+            .get("refLink")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        generated_at: timestamp(value.get("generatedAt")),
+        expires_at: timestamp(value.get("expirationTime")),
+    })
+}
+
+/// What the organization says about one address: a member wins; otherwise the newest
+/// invitation decides.
+pub fn observe_one(email: &str, snapshot: &OrgSnapshot) -> Observed {
+    if let Some(id) = snapshot.members.get(email) {
+        return Observed::Member {
+            identifier: id.clone(),
+            accepted: true,
+            grants: None,
+        };
+    }
+    let newest = snapshot
+        .invitations
+        .iter()
+        .filter(|i| i.username == email)
+        .max_by_key(|i| (i.generated_at, i.status == "AVAILABLE"));
+    match newest {
+        Some(i) if i.status == "AVAILABLE" => Observed::PendingInvitation {
+            reference: i.ref_link.clone(),
+            expires_at: i.expires_at,
+            invited_at: i.generated_at,
+        },
+        Some(i) if i.status == "REDEEMED" => Observed::RedeemedInvitation {
+            reference: i.ref_link.clone(),
+        },
+        Some(i) if i.status == "REVOKED" => Observed::RevokedInvitation {
+            reference: i.ref_link.clone(),
+        },
+        _ => Observed::Absent,
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,185 @@
+//! Invitations in as few calls as possible, each refused user isolated: a refusal names
+//! nobody, so a refused batch is halved until each refused user is found (after checking
+//! that the refused call created nobody).
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{
+    UserInviteClient, error_in_success, invite_body, looks_like_already_exists, normalized,
+};
+use crate::{
+    api::UserToCreate,
+    invite::{ApiError, InviteApi, InviteOutcome, Lookup, Observed, decode},
+};
+
+/// What one invite call answered.
+enum Posted {
+    /// Accepted, with the API's warning if any.
+    Sent(Option<String>),
+    /// Refused because of the request's content, with the API's message.
+    Refused(String),
+}
+
+impl UserInviteClient {
+    /// One invite call for `users`.
+    async fn post_invite(
+        &self,
+        users: &[&UserToCreate],
+        send_by: Instant,
+    ) -> Result<Posted, ApiError> {
+        let body: Vec<Value> = users.iter().map(|u| invite_body(u)).collect();
+        let request = self
+            .request(Method::POST, "/api/v2/user/invite")
+            .json(&body);
+        match self
+            .transport
+            .send_mutation("invite users", request, Some(send_by))
+            .await
+        {
+            Ok(answer) => {
+                let value = serde_json::from_slice::<Value>(&answer.body).ok();
+                if let Some(error) = value.as_ref().and_then(error_in_success) {
+                    // A 2xx whose body says ERROR: nothing to trust; look the users up later.
+                    return Err(ApiError::Decode {
+                        operation: "invite users",
+                        message: error,
+                    });
+                }
+                Ok(Posted::Sent(
+                    value.as_ref().and_then(decode::wrapper_warning),
+                ))
+            }
+            Err(ApiError::Rejected { status, .. }) if matches!(status, 404 | 405) => {
+                Err(ApiError::Configuration {
+                    operation: "invite users",
+                    status,
+                    message: format!(
+                        "{}/api/v2/user/invite: check the endpoint's url",
+                        self.base_url
+                    ),
+                })
+            }
+            Err(ApiError::Rejected { message, .. }) => Ok(Posted::Refused(message)),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Invites `batch`, isolating refused users by halving the batch: a refusal names no
+    /// user, so each half gets its own verdict (after checking that the refused call created
+    /// nobody).
+    pub(super) async fn invite_isolating(
+        &self,
+        batch: Vec<&UserToCreate>,
+        send_by: Instant,
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+    ) {
+        let mut pending = vec![batch];
+        while let Some(batch) = pending.pop() {
+            let emails: Vec<String> = batch.iter().map(|u| normalized(&u.email_address)).collect();
+            match self.post_invite(&batch, send_by).await {
+                Ok(Posted::Sent(warning)) => self.record_invited(&emails, warning, outcomes).await,
+                Ok(Posted::Refused(message)) if batch.len() == 1 => {
+                    outcomes.insert(emails[0].clone(), self.refused(&emails[0], message).await);
+                }
+                Ok(Posted::Refused(_)) => {
+                    let rest = match self.created_anyway(&batch, outcomes).await {
+                        Ok(rest) => rest,
+                        Err(error) => {
+                            // The refusal proves nothing was created; the users are retried.
+                            for email in emails {
+                                outcomes.insert(email, InviteOutcome::NotDone(error.clone()));
+                            }
+                            continue;
+                        }
+                    };
+                    if !rest.is_empty() {
+                        let (a, b) = rest.split_at(rest.len().div_ceil(2));
+                        pending.push(b.to_vec());
+                        pending.push(a.to_vec());
+                    }
+                }
+                Err(error) => {
+                    for email in emails {
+                        outcomes.insert(email, InviteOutcome::of_error(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a refused call: the users it created anyway are recorded as invited; returns the
+    /// others.
+    async fn created_anyway<'a>(
+        &self,
+        batch: &[&'a UserToCreate],
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+    ) -> Result<Vec<&'a UserToCreate>, ApiError> {
+        let lookups: Vec<Lookup> = batch
+            .iter()
+            .map(|u| Lookup::email(normalized(&u.email_address)))
+            .collect();
+        let now = self.observe(&lookups).await?;
+        let mut rest = Vec::new();
+        for user in batch {
+            let email = normalized(&user.email_address);
+            match now.get(&email) {
+                Some(Observed::Member { identifier, .. }) => {
+                    outcomes.insert(
+                        email,
+                        InviteOutcome::Invited {
+                            identifier: identifier.clone(),
+                            expires_at: None,
+                            warning: None,
+                        },
+                    );
+                }
+                _ => rest.push(*user),
+            }
+        }
+        Ok(rest)
+    }
+
+    /// After a successful invite call, reads the identifiers back (the invite answer names at
+    /// most one user). If that read fails, the addresses stand in for the identifiers.
+    async fn record_invited(
+        &self,
+        emails: &[String],
+        warning: Option<String>,
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+    ) {
+        let lookups: Vec<Lookup> = emails.iter().map(Lookup::email).collect();
+        let confirmed = self.observe(&lookups).await.unwrap_or_default();
+        for email in emails {
+            let identifier = match confirmed.get(email) {
+                Some(Observed::Member { identifier, .. }) => identifier.clone(),
+                _ => email.clone(),
+            };
+            outcomes.insert(
+                email.clone(),
+                InviteOutcome::Invited {
+                    identifier,
+                    expires_at: None,
+                    warning: warning.clone(),
+                },
+            );
+        }
+    }
+
+    /// The verdict for one refused user: `AlreadyMember` when the user turns out to exist,
+    /// otherwise `Rejected` with the API's message.
+    async fn refused(&self, email: &str, message: String) -> InviteOutcome {
+        if looks_like_already_exists(&message) {
+            return match self.get_user(email).await {
+                Ok(user) => InviteOutcome::AlreadyMember {
+                    identifier: user.map_or_else(|| email.to_string(), |u| u.identifier),
+                },
+                Err(error) => InviteOutcome::Unknown(error),
+            };
+        }
+        InviteOutcome::Rejected { message }
+    }
+}
