@@ -9,6 +9,8 @@
 pub mod plan;
 pub mod resolve;
 mod sync;
+#[cfg(test)]
+mod sync_tests;
 
 use std::time::Duration;
 
