@@ -133,6 +133,16 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// A guarded write lost a race with another change of the resource: its new version is
+    /// reconciled instead, so this is no failure.
+    fn is_conflict(&self) -> bool {
+        match self {
+            ReconcileError::Sync(e) => e.is_conflict(),
+            ReconcileError::Kube(e) => is_guard_failure(e),
+            ReconcileError::Blocked(_) => false,
+        }
+    }
+
     fn category(&self) -> ErrorCategory {
         match self {
             ReconcileError::Sync(e) => e.category(),
@@ -147,6 +157,24 @@ impl ReconcileError {
             ErrorCategory::Configuration => "configuration",
             ErrorCategory::Permanent => "permanent",
         }
+    }
+}
+
+/// Whether a write guarded by what was read (a JSON patch `test` of the resourceVersion or of
+/// the finalizer, or a write carrying the resourceVersion) failed because the object changed
+/// meanwhile. The API server answers a failed JSON patch `test` with `422 Invalid`, the
+/// generic message "the server rejected our request due to an error in our request" and no
+/// causes (a refused value is also `422 Invalid`, but lists its causes); a stale
+/// resourceVersion is a `409 Conflict`.
+pub fn is_guard_failure(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => {
+            status.is_conflict()
+                || (status.code == 422
+                    && status.reason == "Invalid"
+                    && status.details.as_ref().is_none_or(|d| d.causes.is_empty()))
+        }
+        _ => false,
     }
 }
 
@@ -455,7 +483,10 @@ impl StatusWriter for KubeStatusWriter {
             {"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version},
             {"op": "add", "path": "/status", "value": status},
         ]))
-        .map_err(|e| WriteError(e.to_string()))?;
+        .map_err(|e| WriteError {
+            message: e.to_string(),
+            conflict: false,
+        })?;
         let updated = self
             .api
             .patch_status(
@@ -464,7 +495,10 @@ impl StatusWriter for KubeStatusWriter {
                 &Patch::<()>::Json(patch),
             )
             .await
-            .map_err(|e| WriteError(e.to_string()))?;
+            .map_err(|e| WriteError {
+                conflict: is_guard_failure(&e),
+                message: e.to_string(),
+            })?;
         self.resource_version = updated.resource_version().unwrap_or_default();
         Ok(())
     }
@@ -488,6 +522,21 @@ async fn reconcile_invitation(
     );
     let result =
         tracing::Instrument::instrument(reconcile_inner(&invitation, &ctx, &key), span).await;
+    let conflict = matches!(&result, Err(e) if e.is_conflict());
+    let result = match result {
+        Err(error) if conflict => {
+            // Someone changed the resource since it was read: the watch brings its new
+            // version, which is reconciled from scratch (the requeue is a fallback).
+            tracing::debug!(
+                namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
+                name = %invitation.name_any(),
+                %error,
+                "the resource changed meanwhile; reconciling its new version"
+            );
+            Ok(Action::requeue(ctx.settings.retry_base_delay))
+        }
+        other => other,
+    };
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -501,7 +550,7 @@ async fn reconcile_invitation(
             result: label.to_string(),
         })
         .inc();
-    if result.is_ok() {
+    if result.is_ok() && !conflict {
         ctx.failures.lock().expect("lock").remove(&key);
     }
     result

@@ -177,8 +177,16 @@ where
     let result = check(ctx, &any).await?;
     let previous = previous.unwrap_or_default();
     let next = next_status(&previous, object.meta().generation.unwrap_or(0), &result);
-    write_status(&api, object, &previous, &next).await?;
-    Ok(Action::requeue(ctx.resync_interval))
+    match write_status(&api, object, &previous, &next).await {
+        Ok(()) => Ok(Action::requeue(ctx.resync_interval)),
+        // The endpoint changed since it was read: the watch brings its new version, which is
+        // checked from scratch (the requeue is a fallback). Not an error.
+        Err(error) if crate::controller::is_guard_failure(&error) => {
+            tracing::debug!(%error, "endpoint status: the endpoint changed meanwhile");
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn reconcile_namespaced(

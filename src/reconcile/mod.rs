@@ -29,8 +29,14 @@ pub trait StatusWriter {
 
 /// A failed status write.
 #[derive(thiserror::Error, Debug)]
-#[error("writing the status failed: {0}")]
-pub struct WriteError(pub String);
+#[error("writing the status failed: {message}")]
+pub struct WriteError {
+    /// Why, as the API said it.
+    pub message: String,
+    /// The write's guard failed: the resource changed since it was read. Not an error: its
+    /// new version is reconciled instead.
+    pub conflict: bool,
+}
 
 /// Why a sync did not finish.
 #[derive(thiserror::Error, Debug)]
@@ -50,6 +56,11 @@ impl SyncError {
             SyncError::Api(e) => e.category(),
             SyncError::Write(_) => ErrorCategory::Transient,
         }
+    }
+
+    /// Whether a status write lost a race with another change of the resource.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, SyncError::Write(w) if w.conflict)
     }
 
     /// How long the API asked us to wait.
