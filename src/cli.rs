@@ -76,6 +76,10 @@ pub struct RunArgs {
         default_value = ""
     )]
     pub watch_namespaces: Vec<String>,
+    /// Label selector of the ClusterInvitationEndpoints this controller serves (e.g.
+    /// `invite.operators.dev/controller=blue`); empty means all.
+    #[arg(long, env = "CLUSTER_ENDPOINT_SELECTOR", default_value = "")]
+    pub cluster_endpoint_selector: String,
     /// Elect one active replica through a Lease: only its holder reconciles, the others wait
     /// as standbys (needed with more than one replica).
     #[arg(long, env = "LEADER_ELECTION")]
@@ -236,6 +240,8 @@ async fn run_controller(args: RunArgs) -> Result<std::process::ExitCode, String>
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
             .collect(),
+        cluster_endpoint_selector: Some(args.cluster_endpoint_selector.trim().to_string())
+            .filter(|s| !s.is_empty()),
         ..Default::default()
     };
     if args.leader_election {

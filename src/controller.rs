@@ -74,6 +74,9 @@ pub struct Settings {
     pub read_attempts: u32,
     /// Namespaces whose UserInvitations are reconciled; empty means all.
     pub watch_namespaces: Vec<String>,
+    /// Label selector of the ClusterInvitationEndpoints this controller serves (their status
+    /// and the UserInvitations naming them); `None` means all.
+    pub cluster_endpoint_selector: Option<String>,
 }
 
 impl Default for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             concurrency: 8,
             read_attempts: 3,
             watch_namespaces: Vec::new(),
+            cluster_endpoint_selector: None,
         }
     }
 }
@@ -209,16 +213,16 @@ pub async fn run(
 ) {
     // One shard per watched namespace (or one for all): each has its own watches and caches;
     // API clients and the per-API locks are shared, so exactly-once holds across shards.
-    let scopes: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings
-            .watch_namespaces
-            .iter()
-            .cloned()
-            .map(Some)
-            .collect()
-    };
+    // A namespace named twice is one shard: two would reconcile its resources twice.
+    let mut scopes: Vec<Option<String>> = Vec::new();
+    for namespace in &settings.watch_namespaces {
+        if !scopes.iter().flatten().any(|n| n == namespace) {
+            scopes.push(Some(namespace.clone()));
+        }
+    }
+    if scopes.is_empty() {
+        scopes.push(None);
+    }
     wait_for_crds(&client, scopes[0].as_deref(), &readiness).await;
     let _ = readiness.send(Readiness::Syncing);
     let shared = Arc::new(Shared::default());
@@ -250,6 +254,7 @@ pub async fn run(
     let endpoint_ctx = Arc::new(crate::endpoint_status::EndpointContext {
         client: client.clone(),
         operator_namespace: settings.operator_namespace.clone(),
+        cluster_endpoint_selector: settings.cluster_endpoint_selector.clone(),
         resync_interval: settings.resync_interval,
         client_for: {
             let (shared, metrics, attempts) =
@@ -306,7 +311,10 @@ async fn run_shard(
     .touched_objects();
     let cluster_stream = reflector::reflector(
         cluster_writer,
-        watcher(Api::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::all(client.clone()),
+            cluster_endpoint_watch(settings.cluster_endpoint_selector.as_deref()),
+        ),
     )
     .default_backoff()
     .touched_objects();
@@ -394,6 +402,14 @@ async fn run_shard(
             }
         })
         .await;
+}
+
+/// The watch of the ClusterInvitationEndpoints a controller serves.
+pub fn cluster_endpoint_watch(selector: Option<&str>) -> watcher::Config {
+    match selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    }
 }
 
 fn referencing(

@@ -76,6 +76,8 @@ pub struct EndpointContext {
     pub client: Client,
     /// Namespace of ClusterInvitationEndpoint Secrets that name none.
     pub operator_namespace: String,
+    /// Label selector of the ClusterInvitationEndpoints served; `None` means all.
+    pub cluster_endpoint_selector: Option<String>,
     /// How often a Ready endpoint is checked again.
     pub resync_interval: Duration,
     /// Builds (or reuses) the API client of an endpoint.
@@ -263,7 +265,7 @@ pub async fn run(
     }
     let cluster_controller = Controller::new(
         Api::<ClusterInvitationEndpoint>::all(client.clone()),
-        watcher::Config::default(),
+        crate::controller::cluster_endpoint_watch(ctx.cluster_endpoint_selector.as_deref()),
     )
     .graceful_shutdown_on(shutdown)
     .run(reconcile_cluster, retry, ctx)
