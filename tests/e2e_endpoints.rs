@@ -6,10 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_operator::{
-    api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint},
-    mock::{MockApi, MockConfig},
-};
+use invite_operator::api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint};
 use kube::Api;
 use serde_json::json;
 
@@ -44,36 +41,31 @@ async fn wait_endpoint(
 
 #[tokio::test]
 async fn endpoints_report_their_credentials() {
-    let mut cluster = TestCluster::start().await;
-    let mock = MockApi::start(MockConfig {
-        token: "right".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let controller = cluster.start_controller();
+    let mut s = Harness::start().await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
 
     cluster
         .user_invite_endpoint("wavefront", &mock.url, "wf-token")
         .await;
-    let ep = wait_endpoint(&cluster, "wavefront", ("False", "CredentialsNotFound")).await;
+    let ep = wait_endpoint(cluster, "wavefront", ("False", "CredentialsNotFound")).await;
     let message = &ep.status.unwrap().conditions[0].message;
     assert!(message.contains("wf-token"), "{message}");
-    cluster.put_secret("wf-token", "right").await;
-    wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    cluster.put_secret("wf-token", TOKEN).await;
+    wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
 
     // OrgInvitation: the token exchange is tried; a wrong token is reported, then fixed.
     cluster.put_secret("csp-token", "wrong").await;
     cluster
         .org_endpoint("csp", &mock.url, "csp-token", "mock-org")
         .await;
-    let ep = wait_endpoint(&cluster, "csp", ("False", "CredentialsRejected")).await;
+    let ep = wait_endpoint(cluster, "csp", ("False", "CredentialsRejected")).await;
     assert!(
         !serde_json::to_string(&ep.status).unwrap().contains("wrong"),
         "no token in status"
     );
-    cluster.put_secret("csp-token", "right").await;
-    wait_endpoint(&cluster, "csp", ("True", "CredentialsResolved")).await;
+    cluster.put_secret("csp-token", TOKEN).await;
+    wait_endpoint(cluster, "csp", ("True", "CredentialsResolved")).await;
 
     // A cluster endpoint reads its Secret from the namespace its secretRef names.
     let name = cluster.unique("shared");
@@ -95,14 +87,12 @@ async fn endpoints_report_their_credentials() {
     }
 
     // Nothing changed: no further status writes.
-    let before = wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    let before = wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    let after = wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
     assert_eq!(
         before.metadata.resource_version,
         after.metadata.resource_version
     );
-    controller.stop().await;
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    s.finish().await;
 }

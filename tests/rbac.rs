@@ -46,16 +46,12 @@ fn granted(lists: &[&str]) -> BTreeSet<Grant> {
 
 #[tokio::test]
 async fn the_chart_grants_exactly_what_the_controller_uses() {
-    let mut cluster = TestCluster::start().await;
-    let Some(server) = cluster.server.clone() else {
-        eprintln!("skipped: request records need the in-process API server");
-        return;
+    let h = Harness::user_invite().await;
+    let Some(server) = h.cluster.server.clone() else {
+        eprintln!("skipped: needs the in-process API server (request records)");
+        return h.finish().await;
     };
-    let mock = start_mock().await;
-    cluster.put_secret("api-token", "e2e-token").await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
+    let (cluster, mock) = (&h.cluster, &h.mock);
     let shared = cluster.unique("shared");
     cluster
         .cluster_endpoint(
@@ -67,7 +63,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         .await;
     // As the chart runs it: under leader election.
     let election = invite_operator::leader::LeaderElection {
-        lease_name: "invite-operator".into(),
+        lease_name: cluster.unique("invite-operator"),
         namespace: cluster.namespace.clone(),
         identity: "rbac-test".into(),
         lease_duration: Duration::from_secs(3),
@@ -75,10 +71,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     let (ready_tx, _ready_rx) =
         tokio::sync::watch::channel(invite_operator::controller::Readiness::default());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let (client, settings) = (
-        cluster.controller_client(),
-        test_settings(&cluster.namespace),
-    );
+    let (client, settings) = (cluster.controller_client(), cluster.settings());
     let elected = tokio::spawn(invite_operator::leader::run_while_leader(
         client.clone(),
         election,
@@ -96,6 +89,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
             )
         },
     ));
+    cluster.abort_on_drop(elected.abort_handle());
 
     // Through the cluster endpoint (namespace labels), with a finalizer, a refused user
     // (an InviteFailed event) that is retried with the same answer (the event's series is
@@ -178,6 +172,5 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         unused.is_empty(),
         "grants the controller never used: {unused:?}"
     );
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    h.finish().await;
 }
