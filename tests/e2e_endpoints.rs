@@ -96,3 +96,63 @@ async fn endpoints_report_their_credentials() {
     );
     s.finish().await;
 }
+
+/// `CLUSTER_ENDPOINT_SELECTOR` (`--cluster-endpoint-selector`, chart value
+/// `clusterEndpointSelector`): the operator binary serves only the ClusterInvitationEndpoints
+/// it selects — it checks their credentials and invites through them — and leaves the others
+/// alone, as if they did not exist.
+#[cfg(unix)]
+#[tokio::test]
+async fn only_the_selected_cluster_endpoints_are_served() {
+    let h = Harness::start().await;
+    let (cluster, mock) = (&h.cluster, &h.mock);
+    cluster.put_secret("api-token", TOKEN).await;
+    let spec = json!({"api": "UserInvite", "url": mock.url,
+                      "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}}});
+    let (selected, ignored) = (cluster.unique("selected"), cluster.unique("ignored"));
+    let mut labels = cluster.labels();
+    labels["invite-e2e/served"] = json!("yes");
+    cluster
+        .cluster_endpoint_labelled(&selected, spec.clone(), labels)
+        .await;
+    cluster.cluster_endpoint(&ignored, spec).await;
+    let selector = format!("{},invite-e2e/served=yes", cluster.selector());
+    let operator = OperatorProcess::start(
+        cluster,
+        "operator",
+        &[("CLUSTER_ENDPOINT_SELECTOR", &selector)],
+    );
+
+    let through = |endpoint: &str, email: &str| {
+        json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": endpoint},
+               "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
+    };
+    cluster
+        .create_invitation("selected", through(&selected, "a@example.com"))
+        .await;
+    cluster
+        .create_invitation("ignored", through(&ignored, "b@example.com"))
+        .await;
+    cluster.wait_status("selected", "Ready", is_ready).await;
+    cluster
+        .wait_status("ignored", "EndpointNotFound", reason_is("EndpointNotFound"))
+        .await;
+    let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ready(&api.get(&selected).await.unwrap().status).0 != "True" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the selected endpoint never Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        api.get(&ignored).await.unwrap().status,
+        None,
+        "the ignored endpoint is not checked"
+    );
+    assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
+    assert_eq!(mock.api.invitations_sent_to("b@example.com"), 0);
+    operator.terminate().await;
+    h.finish().await;
+}

@@ -711,54 +711,6 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
     s.finish(replicas).await;
 }
 
-/// One `invite-operator run` process; killed if the test fails before stopping it.
-struct Process {
-    name: &'static str,
-    child: std::process::Child,
-    metrics_addr: std::net::SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Sends SIGTERM and waits for a successful exit.
-    async fn terminate(mut self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{} exited with {status}", self.name);
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit", self.name);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let url = format!("http://{}/readyz", self.metrics_addr);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} never ready", self.name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 /// The binary wired through its environment as the Helm chart runs it (LEADER_ELECTION,
 /// POD_NAME, POD_NAMESPACE, LEASE_DURATION, and the default Lease name, in the test's
 /// namespace): of two processes one leads, both are ready, and SIGTERM hands the Lease over at
@@ -767,36 +719,18 @@ impl Process {
 #[tokio::test]
 async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     let cluster = TestCluster::start().await;
-    let kubeconfig = cluster.kubeconfig_file();
-    let mut processes: Vec<Process> = ["pod-1", "pod-2"]
+    let mut processes: Vec<OperatorProcess> = ["pod-1", "pod-2"]
         .into_iter()
         .map(|name| {
-            let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap();
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_invite-operator"))
-                .args(["run", "--kubeconfig"])
-                .arg(&kubeconfig)
-                .env("LEADER_ELECTION", "true")
-                .env("POD_NAME", name)
-                .env("POD_NAMESPACE", &cluster.namespace)
-                .env("LEASE_DURATION", "2s")
-                .env("METRICS_ADDR", metrics_addr.to_string())
-                .env("LOG_LEVEL", "warn")
-                .env("WATCH_NAMESPACES", &cluster.namespace)
-                .env("CLUSTER_ENDPOINT_SELECTOR", cluster.selector())
-                .env_remove("LEASE_NAME")
-                .env_remove("LEASE_NAMESPACE")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("start the operator");
-            Process {
+            OperatorProcess::start(
+                &cluster,
                 name,
-                child,
-                metrics_addr,
-            }
+                &[
+                    ("LEADER_ELECTION", "true"),
+                    ("POD_NAME", name),
+                    ("LEASE_DURATION", "2s"),
+                ],
+            )
         })
         .collect();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -826,7 +760,7 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     first.terminate().await;
     let released_at = Instant::now();
     let deadline = released_at + WAIT;
-    while holder().await.as_deref() != Some(second.name) {
+    while holder().await.as_deref() != Some(second.name.as_str()) {
         assert!(Instant::now() < deadline, "the standby never took over");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -648,6 +648,37 @@ async fn only_the_watched_namespaces_are_reconciled() {
     s.finish().await;
 }
 
+/// A namespace named twice in the watched namespaces (`--watch-namespaces a,a`) is watched
+/// and reconciled by one shard, not two.
+#[tokio::test]
+async fn a_namespace_named_twice_is_watched_once() {
+    let mut s = Harness::user_invite().await;
+    let Some(server) = s.cluster.server.clone() else {
+        eprintln!("skipped: needs the in-process API server (request records)");
+        return s.finish().await;
+    };
+    let mut settings = s.cluster.settings();
+    settings.watch_namespaces = vec![s.cluster.namespace.clone(), s.cluster.namespace.clone()];
+    s.start_controller_with(settings);
+    let cluster = &s.cluster;
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(json!([user("a@example.com", &[], &[])]), json!({})),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    let watches: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent.as_deref() == Some(invite_operator::controller::USER_AGENT))
+        .filter(|r| r.verb == "watch" && r.resource == "userinvitations")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(watches.len(), 1, "{watches:?}");
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn two_resources_naming_one_person_send_one_org_invitation() {
     // The organization API happily sends a second invitation to a pending username, so only

@@ -637,6 +637,116 @@ impl Harness {
     }
 }
 
+/// One `invite-operator run` process against the test's cluster; killed when dropped.
+pub struct OperatorProcess {
+    pub name: String,
+    child: std::process::Child,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl OperatorProcess {
+    /// Starts `invite-operator run --kubeconfig <the test's>` configured through its
+    /// environment as the Helm chart does: scoped to the test (`POD_NAMESPACE` and
+    /// `WATCH_NAMESPACES` the test's namespace, `CLUSTER_ENDPOINT_SELECTOR` its id),
+    /// `METRICS_ADDR` on a free loopback port, `LOG_LEVEL=warn`, then `env` on top. The
+    /// operator's other variables are removed from the inherited environment.
+    pub fn start(cluster: &TestCluster, name: &str, env: &[(&str, &str)]) -> OperatorProcess {
+        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invite-operator"));
+        command
+            .args(["run", "--kubeconfig"])
+            .arg(cluster.kubeconfig_file());
+        for var in [
+            "KUBECONFIG",
+            "POD_NAMESPACE",
+            "RESYNC_INTERVAL",
+            "RETRY_BASE_DELAY",
+            "RETRY_MAX_DELAY",
+            "CONCURRENCY",
+            "WATCH_NAMESPACES",
+            "CLUSTER_ENDPOINT_SELECTOR",
+            "LEADER_ELECTION",
+            "LEASE_NAME",
+            "LEASE_NAMESPACE",
+            "LEASE_DURATION",
+            "POD_NAME",
+            "LOG_FORMAT",
+        ] {
+            command.env_remove(var);
+        }
+        command
+            .env("POD_NAMESPACE", &cluster.namespace)
+            .env("WATCH_NAMESPACES", &cluster.namespace)
+            .env("CLUSTER_ENDPOINT_SELECTOR", cluster.selector())
+            .env("METRICS_ADDR", metrics_addr.to_string())
+            .env("LOG_LEVEL", "warn");
+        for (var, value) in env {
+            command.env(var, value);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the operator");
+        OperatorProcess {
+            name: name.to_string(),
+            child,
+            metrics_addr,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a successful exit.
+    pub async fn terminate(mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{} exited with {status}", self.name);
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not exit",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.metrics_addr);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never ready",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The state of `email` in the resource's status; panics when it has no entry.
 pub fn state_of(inv: &UserInvitation, email: &str) -> invite_operator::api::UserState {
     inv.status
