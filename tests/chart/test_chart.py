@@ -229,6 +229,14 @@ def test_chart_metadata() -> None:
     assert meta["appVersion"] == "0.1.0"
 
 
+def test_chart_kube_version_floor_is_the_oldest_tested_version() -> None:
+    # The e2e suite runs against kube-apiserver 1.28.7 (tests/e2e-realkube.sh, CI); the chart
+    # must not refuse what is tested, nor claim what is not.
+    with load_chart() as chart:
+        meta = chart.metadata
+    assert meta["kubeVersion"] == ">=1.28.0-0"
+
+
 # --------------------------------------------------------------------------------------------
 # CRDs: one source of truth
 
