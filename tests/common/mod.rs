@@ -66,7 +66,7 @@ pub const TEST_ID_LABEL: &str = "invite-e2e/test-id";
 /// Annotation on a test's namespaces naming the test.
 pub const TEST_NAME_ANNOTATION: &str = "invite-e2e/test-name";
 
-/// The token of the mock API ([`start_mock`], [`Harness`]).
+/// The token of the mock API ([`Harness`]).
 pub const TOKEN: &str = "e2e-token";
 /// The organization of the mock's OrgInvitation API.
 pub const ORG: &str = "mock-org";
@@ -772,16 +772,6 @@ pub fn is_ready(status: &UserInvitationStatus) -> bool {
 
 pub fn reason_is(reason: &'static str) -> impl Fn(&UserInvitationStatus) -> bool {
     move |s| ready(s).1 == reason
-}
-
-/// The mock API with the test token.
-pub async fn start_mock() -> RunningMock {
-    MockApi::start(MockConfig {
-        token: TOKEN.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("start mock")
 }
 
 /// Controller settings with short retry delays for tests, watching everything: only for an
