@@ -4,7 +4,8 @@
 #   tests/e2e-realkube.sh            start ../shared/realkube (etcd + kube-apiserver +
 #                                    kube-controller-manager 1.28, loopback only), run the e2e
 #                                    suite against it with the default test threads, check that
-#                                    nothing is left behind, stop the server (also on failure)
+#                                    nothing is left behind, stop the server (also on failure;
+#                                    a server that was already running is left running)
 #   INVITE_OPERATOR_E2E_KUBECONFIG=~/.kube/config tests/e2e-realkube.sh
 #                                    the same against any cluster: no server is started or stopped
 #   E2E_RUNS=2 tests/e2e-realkube.sh run the suite (and the check) twice on the same server
@@ -26,9 +27,16 @@ cargo test --locked --no-run "${suite[@]}" --test leftovers
 
 if [ -z "${INVITE_OPERATOR_E2E_KUBECONFIG:-}" ]; then
   REALKUBE=${REALKUBE:-$(cd .. && pwd)/shared/realkube}
-  log "starting $REALKUBE (with kube-controller-manager)"
-  trap '"$REALKUBE/stop.sh"' EXIT
-  trap 'exit 130' INT TERM
+  # A server that was already running (same REALKUBE_STATE) is used and left running.
+  state=${REALKUBE_STATE:-${TMPDIR:-/tmp}/realkube-$(id -u)}
+  pid=$(cat "$state/run/kube-apiserver.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    log "using the running server of $state"
+  else
+    log "starting $REALKUBE (with kube-controller-manager)"
+    trap '"$REALKUBE/stop.sh"' EXIT
+    trap 'exit 130' INT TERM
+  fi
   INVITE_OPERATOR_E2E_KUBECONFIG=$(START_KCM=1 "$REALKUBE/start.sh")
   export INVITE_OPERATOR_E2E_KUBECONFIG
 fi
