@@ -77,7 +77,7 @@ pub struct RunArgs {
     )]
     pub watch_namespaces: Vec<String>,
     /// Label selector of the ClusterInvitationEndpoints this controller serves (e.g.
-    /// `invite.operators.dev/controller=blue`); empty means all.
+    /// `invite.operators.dev/operator=blue`); empty means all.
     #[arg(long, env = "CLUSTER_ENDPOINT_SELECTOR", default_value = "")]
     pub cluster_endpoint_selector: String,
     /// Elect one active replica through a Lease: only its holder reconciles, the others wait
