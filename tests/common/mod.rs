@@ -7,8 +7,8 @@
 //!   [`TestCluster::create_namespace`]);
 //! - every object it creates is labelled [`SUITE_LABEL`]`=true` and [`TEST_ID_LABEL`]`=<id>`
 //!   (namespaces also carry the test's name in [`TEST_NAME_ANNOTATION`]);
-//! - cluster-scoped objects (ClusterInvitationEndpoints, RBAC) and Leases are named uniquely
-//!   ([`TestCluster::unique`]);
+//! - cluster-scoped objects (ClusterInvitationEndpoints, RBAC) and the Leases tests name are
+//!   named uniquely ([`TestCluster::unique`]); Leases live in the test's namespaces;
 //! - its controllers ([`TestCluster::settings`]) watch only its namespace and serve only the
 //!   ClusterInvitationEndpoints carrying its id.
 //!
