@@ -12,7 +12,7 @@ async fn create(cluster: &TestCluster, name: &str, spec: Value) -> Result<UserIn
     let object: Value = json!({
         "apiVersion": "invite.operators.dev/v1alpha1",
         "kind": "UserInvitation",
-        "metadata": {"name": name, "namespace": cluster.namespace},
+        "metadata": cluster.metadata(name),
         "spec": spec,
     });
     let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
@@ -114,7 +114,7 @@ async fn endpoints_are_validated_at_admission() {
     let endpoint = |name: &str, spec: Value| -> InvitationEndpoint {
         serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
-            "metadata": {"name": name}, "spec": spec
+            "metadata": cluster.metadata(name), "spec": spec
         }))
         .unwrap()
     };

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_mock::{MockApi, MockConfig};
 use invite_operator::api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint};
 use kube::Api;
 use serde_json::json;
@@ -42,36 +41,31 @@ async fn wait_endpoint(
 
 #[tokio::test]
 async fn endpoints_report_their_credentials() {
-    let mut cluster = TestCluster::start().await;
-    let mock = MockApi::start(MockConfig {
-        token: "right".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let controller = cluster.start_controller();
+    let mut s = Harness::start().await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
 
     cluster
         .user_invite_endpoint("wavefront", &mock.url, "wf-token")
         .await;
-    let ep = wait_endpoint(&cluster, "wavefront", ("False", "CredentialsNotFound")).await;
+    let ep = wait_endpoint(cluster, "wavefront", ("False", "CredentialsNotFound")).await;
     let message = &ep.status.unwrap().conditions[0].message;
     assert!(message.contains("wf-token"), "{message}");
-    cluster.put_secret("wf-token", "right").await;
-    wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    cluster.put_secret("wf-token", TOKEN).await;
+    wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
 
     // OrgInvitation: the token exchange is tried; a wrong token is reported, then fixed.
     cluster.put_secret("csp-token", "wrong").await;
     cluster
         .org_endpoint("csp", &mock.url, "csp-token", "mock-org")
         .await;
-    let ep = wait_endpoint(&cluster, "csp", ("False", "CredentialsRejected")).await;
+    let ep = wait_endpoint(cluster, "csp", ("False", "CredentialsRejected")).await;
     assert!(
         !serde_json::to_string(&ep.status).unwrap().contains("wrong"),
         "no token in status"
     );
-    cluster.put_secret("csp-token", "right").await;
-    wait_endpoint(&cluster, "csp", ("True", "CredentialsResolved")).await;
+    cluster.put_secret("csp-token", TOKEN).await;
+    wait_endpoint(cluster, "csp", ("True", "CredentialsResolved")).await;
 
     // A cluster endpoint reads its Secret from the namespace its secretRef names.
     let name = cluster.unique("shared");
@@ -93,14 +87,72 @@ async fn endpoints_report_their_credentials() {
     }
 
     // Nothing changed: no further status writes.
-    let before = wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    let before = wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = wait_endpoint(&cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    let after = wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
     assert_eq!(
         before.metadata.resource_version,
         after.metadata.resource_version
     );
-    controller.stop().await;
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    s.finish().await;
+}
+
+/// `CLUSTER_ENDPOINT_SELECTOR` (`--cluster-endpoint-selector`, chart value
+/// `clusterEndpointSelector`): the operator binary serves only the ClusterInvitationEndpoints
+/// it selects — it checks their credentials and invites through them — and leaves the others
+/// alone, as if they did not exist.
+#[cfg(unix)]
+#[tokio::test]
+async fn only_the_selected_cluster_endpoints_are_served() {
+    let h = Harness::start().await;
+    let (cluster, mock) = (&h.cluster, &h.mock);
+    cluster.put_secret("api-token", TOKEN).await;
+    let spec = json!({"api": "UserInvite", "url": mock.url,
+                      "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}}});
+    let (selected, ignored) = (cluster.unique("selected"), cluster.unique("ignored"));
+    let mut labels = cluster.labels();
+    labels["invite-e2e/served"] = json!("yes");
+    cluster
+        .cluster_endpoint_labelled(&selected, spec.clone(), labels)
+        .await;
+    cluster.cluster_endpoint(&ignored, spec).await;
+    let selector = format!("{},invite-e2e/served=yes", cluster.selector());
+    let operator = OperatorProcess::start(
+        cluster,
+        "operator",
+        &[("CLUSTER_ENDPOINT_SELECTOR", &selector)],
+    );
+
+    let through = |endpoint: &str, email: &str| {
+        json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": endpoint},
+               "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
+    };
+    cluster
+        .create_invitation("selected", through(&selected, "a@example.com"))
+        .await;
+    cluster
+        .create_invitation("ignored", through(&ignored, "b@example.com"))
+        .await;
+    cluster.wait_status("selected", "Ready", is_ready).await;
+    cluster
+        .wait_status("ignored", "EndpointNotFound", reason_is("EndpointNotFound"))
+        .await;
+    let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ready(&api.get(&selected).await.unwrap().status).0 != "True" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the selected endpoint never Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        api.get(&ignored).await.unwrap().status,
+        None,
+        "the ignored endpoint is not checked"
+    );
+    assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
+    assert_eq!(mock.api.invitations_sent_to("b@example.com"), 0);
+    operator.terminate().await;
+    h.finish().await;
 }

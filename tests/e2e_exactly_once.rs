@@ -22,21 +22,19 @@ use std::{
 };
 
 use common::*;
-use invite_mock::{JournalEntry, MockApi, MockConfig, RunningMock, ScriptedFault};
+use invite_mock::{JournalEntry, MockConfig, ScriptedFault};
 use invite_operator::{
-    api::{InvitationEndpoint, UserInvitation, UserInvitationStatus, UserState},
+    api::{UserInvitation, UserInvitationStatus, UserState},
     health::Readiness,
 };
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube_test_apiserver::Fault;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-const ORG: &str = "mock-org";
 const ENDPOINT: &str = "api";
 const SECRET: &str = "api-token";
-const TOKEN: &str = "e2e-token";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavor {
@@ -119,21 +117,7 @@ async fn set_endpoint(cluster: &TestCluster, flavor: Flavor, url: &str, rps: u32
             spec["organizationId"] = json!(ORG);
         }
     }
-    let endpoint: InvitationEndpoint = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1",
-        "kind": "InvitationEndpoint",
-        "metadata": {"name": ENDPOINT, "namespace": cluster.namespace},
-        "spec": spec,
-    }))
-    .unwrap();
-    Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace)
-        .patch(
-            ENDPOINT,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&endpoint),
-        )
-        .await
-        .expect("apply endpoint");
+    cluster.apply_endpoint(ENDPOINT, spec).await;
 }
 
 fn addresses(prefix: &str, n: usize) -> Vec<String> {
@@ -154,36 +138,36 @@ fn all_in(status: &UserInvitationStatus, emails: &[String], state: UserState) ->
     emails.iter().all(|e| state_of(status, e) == Some(state))
 }
 
+/// The harness, with the endpoint of the flavour under test.
 struct Env {
     flavor: Flavor,
-    cluster: TestCluster,
-    mock: RunningMock,
-    controller: Option<RunningController>,
+    harness: Harness,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.harness
+    }
 }
 
 impl Env {
     async fn new(flavor: Flavor, rps: u32, config: MockConfig) -> Env {
-        let cluster = TestCluster::start().await;
-        let mock = MockApi::start(MockConfig {
-            token: TOKEN.into(),
-            organization_id: ORG.into(),
-            ..config
-        })
-        .await
-        .expect("start mock");
-        cluster.put_secret(SECRET, TOKEN).await;
-        set_endpoint(&cluster, flavor, &mock.url, rps).await;
-        Env {
-            flavor,
-            cluster,
-            mock,
-            controller: None,
-        }
+        let harness = Harness::with_mock(config).await;
+        harness.cluster.put_secret(SECRET, TOKEN).await;
+        set_endpoint(&harness.cluster, flavor, &harness.mock.url, rps).await;
+        Env { flavor, harness }
     }
 
     fn start(&mut self) {
-        assert!(self.controller.is_none(), "a controller is already running");
-        self.controller = Some(self.cluster.start_controller());
+        self.harness.start_controller();
     }
 
     async fn kill(&mut self) {
@@ -290,12 +274,8 @@ impl Env {
         );
     }
 
-    async fn finish(mut self) {
-        if let Some(c) = self.controller.take() {
-            c.stop().await;
-        }
-        self.mock.shutdown().await;
-        self.cluster.cleanup().await;
+    async fn finish(self) {
+        self.harness.finish().await;
     }
 }
 
@@ -431,9 +411,8 @@ const HOLD: Duration = Duration::from_millis(4500);
 /// that second the mock's latency is raised to [`HOLD`], so the API holds the POST before acting
 /// on it; once it is in flight (journal status 0, no email yet) the latency goes back to 0 and
 /// the controller is killed. The restarted controller finds `Inviting` whose request has not
-/// settled: it neither looks the users up nor invites them while the first request is held (a
-/// lookup then would find nobody and invite again); once the request has settled it looks them
-/// up and each user has exactly one email.
+/// settled: it neither looks the users up nor invites them while the first request is held;
+/// once the request has settled it looks them up, and each user has exactly one email.
 async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
     let mut e = Env::new(flavor, 1, MockConfig::default()).await;
     let users = addresses("slow", 2);
@@ -468,7 +447,8 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
 
     e.unthrottle().await;
     e.start();
-    // While the first request is held, the restarted controller touches none of its users.
+    // While the first request is held, the restarted controller touches none of its users:
+    // a lookup now would find nobody and invite again.
     let lookup = |x: &JournalEntry| match flavor {
         Flavor::UserInvite => x.path == "/api/v2/user/validateUsers",
         Flavor::OrgInvitation => x.method == "GET" && x.path == flavor.invite_path(),
@@ -484,6 +464,7 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
         meanwhile.is_empty(),
         "looked up or invited while an earlier request was unsettled: {meanwhile:?}"
     );
+    // Once it has settled, the users are looked up, and each has exactly one email.
     e.assert_invited_once("team", &users).await;
     e.finish().await;
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_mock::RunningMock;
+use invite_mock::{MockConfig, RunningMock};
 use invite_operator::api::{UserInvitation, UserState};
 use k8s_openapi::api::events::v1::Event;
 use kube::{
@@ -15,8 +15,6 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
-
-const TOKEN: &str = "e2e-token";
 
 fn has_state(
     email: &'static str,
@@ -48,25 +46,6 @@ fn user_spec(users: Value, extra: Value) -> Value {
 
 fn user(email: &str, groups: &[&str], user_groups: &[&str]) -> Value {
     json!({"emailAddress": email, "groups": groups, "userGroups": user_groups})
-}
-
-async fn setup(resync: Duration) -> (TestCluster, RunningMock, RunningController) {
-    let cluster = TestCluster::start().await;
-    let mock = start_mock().await;
-    cluster.put_secret("api-token", TOKEN).await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
-    let mut settings = test_settings(&cluster.namespace);
-    settings.resync_interval = resync;
-    let controller = RunningController::start(cluster.controller_client(), settings);
-    (cluster, mock, controller)
-}
-
-async fn finish(cluster: TestCluster, mock: RunningMock, controller: RunningController) {
-    controller.stop().await;
-    mock.shutdown().await;
-    cluster.cleanup().await;
 }
 
 async fn event_reasons(cluster: &TestCluster, name: &str) -> Vec<String> {
@@ -122,7 +101,9 @@ fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn invite_only_never_touches_an_invited_user() {
-    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller_resyncing(Duration::from_millis(200));
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation(
             "team",
@@ -146,21 +127,23 @@ async fn invite_only_never_touches_an_invited_user() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        groups_of(&mock, "a@example.com"),
+        groups_of(mock, "a@example.com"),
         vec!["dashboard_management"]
     );
     assert_eq!(
-        calls(&mock, "POST", "/grant")
-            + calls(&mock, "POST", "/revoke")
-            + calls(&mock, "PUT", "/api/v2/user/"),
+        calls(mock, "POST", "/grant")
+            + calls(mock, "POST", "/revoke")
+            + calls(mock, "PUT", "/api/v2/user/"),
         0
     );
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn enforce_applies_spec_changes_and_corrects_drift() {
-    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller_resyncing(Duration::from_millis(200));
+    let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api.seed_user_group("ug-1", "Data");
     mock.api.seed_user_group("ug-2", "Ops");
     cluster
@@ -181,23 +164,23 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
         )
         .await;
     wait_until(|| {
-        groups_of(&mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+        groups_of(mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
     })
     .await;
-    wait_until(|| user_groups_of(&mock, "a@example.com") == vec!["ug-2"]).await;
-    wait_event(&cluster, "team", "Updated").await;
+    wait_until(|| user_groups_of(mock, "a@example.com") == vec!["ug-2"]).await;
+    wait_event(cluster, "team", "Updated").await;
     // Someone revokes a permission in the product: the next resync grants it again.
-    revoke_in_product(&mock, "a@example.com", "alerts_management").await;
+    revoke_in_product(mock, "a@example.com", "alerts_management").await;
     assert_eq!(
-        groups_of(&mock, "a@example.com"),
+        groups_of(mock, "a@example.com"),
         vec!["dashboard_management"]
     );
     wait_until(|| {
-        groups_of(&mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+        groups_of(mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
     })
     .await;
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 fn user_groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
@@ -226,7 +209,9 @@ async fn wait_until(check: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn existing_users_are_adopted_and_managed_under_enforce() {
-    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller_resyncing(Duration::from_millis(200));
+    let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api.seed_user(
         json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
     );
@@ -241,14 +226,16 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
         .await;
     let inv = cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
-    wait_until(|| groups_of(&mock, "old@example.com") == vec!["dashboard_management"]).await;
+    wait_until(|| groups_of(mock, "old@example.com") == vec!["dashboard_management"]).await;
     assert_eq!(mock.api.invitations_sent_to("old@example.com"), 0);
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_finalizer() {
-    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation(
             "team",
@@ -282,10 +269,10 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
         .delete("team", &DeleteParams::default())
         .await
         .unwrap();
-    wait_gone(&cluster, "team").await;
+    wait_gone(cluster, "team").await;
     assert!(mock.api.user("a@example.com").is_some() && mock.api.user("b@example.com").is_some());
-    assert_eq!(calls(&mock, "DELETE", "/api/v2/user/"), 0);
-    finish(cluster, mock, controller).await;
+    assert_eq!(calls(mock, "DELETE", "/api/v2/user/"), 0);
+    s.finish().await;
 }
 
 async fn wait_gone(cluster: &TestCluster, name: &str) {
@@ -301,7 +288,9 @@ async fn wait_gone(cluster: &TestCluster, name: &str) {
 
 #[tokio::test]
 async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
-    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api
         .seed_user(json!({"identifier": "old@example.com", "groups": [], "userGroups": []}));
     cluster
@@ -323,21 +312,8 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         &["invite.operators.dev/cleanup".to_string()]
     );
     // On the team's own (namespaced) endpoint, Delete adopts the user who existed before.
-    let old = inv
-        .status
-        .as_ref()
-        .unwrap()
-        .users
-        .iter()
-        .find(|u| u.email_address == "old@example.com")
-        .unwrap();
-    assert_eq!(
-        (old.state, old.ownership),
-        (
-            UserState::AlreadyMember,
-            Some(invite_operator::api::Ownership::Adopted)
-        )
-    );
+    let old = inv.status.as_ref().unwrap().users.iter().find(|u| u.email_address == "old@example.com").unwrap();
+    assert_eq!((old.state, old.ownership), (UserState::AlreadyMember, Some(invite_operator::api::Ownership::Adopted)));
 
     cluster
         .patch_spec(
@@ -349,14 +325,14 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         .wait_status("team", "b removed", |s| s.users.len() == 2)
         .await;
     assert!(mock.api.user("b@example.com").is_none(), "b was deleted");
-    wait_event(&cluster, "team", "Deleted").await;
+    wait_event(cluster, "team", "Deleted").await;
 
     cluster
         .invitations()
         .delete("team", &DeleteParams::default())
         .await
         .unwrap();
-    wait_gone(&cluster, "team").await;
+    wait_gone(cluster, "team").await;
     assert!(
         mock.api.user("a@example.com").is_none(),
         "a was deleted with the resource"
@@ -365,12 +341,14 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         mock.api.user("old@example.com").is_none(),
         "the adopted user was deleted with the resource"
     );
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
-    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation(
             "team",
@@ -396,18 +374,20 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
         .delete("team", &DeleteParams::default())
         .await
         .unwrap();
-    wait_gone(&cluster, "team").await;
-    wait_event(&cluster, "team", "CleanupSkipped").await;
+    wait_gone(cluster, "team").await;
+    wait_event(cluster, "team", "CleanupSkipped").await;
     assert!(
         mock.api.user("a@example.com").is_some(),
         "left behind, and said so"
     );
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn switching_to_retain_releases_the_finalizer() {
-    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
+    let cluster = &s.cluster;
     cluster
         .create_invitation(
             "team",
@@ -433,12 +413,14 @@ async fn switching_to_retain_releases_the_finalizer() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once() {
-    let (cluster, mock, controller) = setup(Duration::from_millis(200)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller_resyncing(Duration::from_millis(200));
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation(
             "team",
@@ -460,7 +442,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
             has_state("yes@example.com", UserState::Accepted),
         )
         .await;
-    wait_event(&cluster, "team", "Accepted").await;
+    wait_event(cluster, "team", "Accepted").await;
 
     // 24 hours pass without late@ accepting (the mock's link expires; so does the status').
     mock.api.expire_invitations();
@@ -498,25 +480,14 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
         "re-sent once for one expiry"
     );
     assert_eq!(mock.api.invitations_sent_to("yes@example.com"), 1);
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
-    let cluster = TestCluster::start().await;
-    let mock = invite_mock::MockApi::start(invite_mock::MockConfig {
-        token: TOKEN.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    cluster.put_secret("csp", TOKEN).await;
-    cluster
-        .org_endpoint("csp", &mock.url, "csp", "mock-org")
-        .await;
-    let mut settings = test_settings(&cluster.namespace);
-    settings.resync_interval = Duration::from_millis(200);
-    let controller = RunningController::start(cluster.controller_client(), settings);
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    s.start_controller_resyncing(Duration::from_millis(200));
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation(
             "org",
@@ -533,15 +504,17 @@ async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
             has_state("x@example.com", UserState::Expired),
         )
         .await;
-    wait_event(&cluster, "org", "Expired").await;
+    wait_event(cluster, "org", "Expired").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.api.invitations_sent_to("x@example.com"), 1);
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn two_resources_naming_one_person_send_one_invitation() {
-    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api.set_latency(Duration::from_millis(30));
     // Created together, in two namespaces' worth of resources (here: two resources).
     let (a, b) = tokio::join!(
@@ -564,12 +537,14 @@ async fn two_resources_naming_one_person_send_one_invitation() {
     assert!(states.contains(&UserState::Invited), "{states:?}");
     assert!(states.contains(&UserState::AlreadyMember), "{states:?}");
     assert_eq!(mock.api.invitations_sent_to("shared@example.com"), 1);
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn events_name_what_was_done_in_the_api() {
-    let (cluster, mock, controller) = setup(Duration::from_secs(3600)).await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
+    let cluster = &s.cluster;
     cluster
         .create_invitation(
             "team",
@@ -585,31 +560,22 @@ async fn events_name_what_was_done_in_the_api() {
     cluster
         .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
         .await;
-    wait_event(&cluster, "team", "Invited").await;
-    wait_event(&cluster, "team", "InviteFailed").await;
+    wait_event(cluster, "team", "Invited").await;
+    wait_event(cluster, "team", "InviteFailed").await;
     let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
         .list(&ListParams::default())
         .await
         .unwrap();
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains(TOKEN), "no secret in events");
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
-    let cluster = TestCluster::start().await;
-    let mock = invite_mock::MockApi::start(invite_mock::MockConfig {
-        token: TOKEN.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    cluster.put_secret("csp", TOKEN).await;
-    cluster
-        .org_endpoint("csp", &mock.url, "csp", "mock-org")
-        .await;
-    let controller = cluster.start_controller();
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     let spec = |names: &[&str]| {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                "orgInvitation": {"usernames": names}, "deletionPolicy": "Delete"})
@@ -636,40 +602,28 @@ async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
     };
     assert_eq!(status_of("go@example.com").as_deref(), Some("REVOKED"));
     assert_eq!(status_of("stay@example.com").as_deref(), Some("AVAILABLE"));
-    wait_event(&cluster, "org", "Revoked").await;
+    wait_event(cluster, "org", "Revoked").await;
     cluster
         .invitations()
         .delete("org", &DeleteParams::default())
         .await
         .unwrap();
-    wait_gone(&cluster, "org").await;
+    wait_gone(cluster, "org").await;
     assert_eq!(status_of("stay@example.com").as_deref(), Some("REVOKED"));
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn only_the_watched_namespaces_are_reconciled() {
-    let cluster = TestCluster::start().await;
-    let mock = start_mock().await;
-    cluster.put_secret("api-token", TOKEN).await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
-    let other = format!("{}-other", cluster.namespace);
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
-    namespaces
-        .create(
-            &Default::default(),
-            &serde_json::from_value(json!({"metadata": {"name": other}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut settings = test_settings(&cluster.namespace);
-    settings.watch_namespaces = vec![cluster.namespace.clone()];
-    let controller = RunningController::start(cluster.controller_client(), settings);
+    let mut s = Harness::user_invite().await;
+    let other = s.cluster.create_namespace("other").await;
+    let mut settings = s.cluster.settings();
+    settings.watch_namespaces = vec![s.cluster.namespace.clone()];
+    s.start_controller_with(settings);
+    let (cluster, mock) = (&s.cluster, &s.mock);
     let ignored: UserInvitation = serde_json::from_value(json!({
         "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": {"name": "elsewhere", "namespace": other},
+        "metadata": {"name": "elsewhere", "namespace": other, "labels": cluster.labels()},
         "spec": user_spec(json!([user("x@example.com", &[], &[])]), json!({}))
     }))
     .unwrap();
@@ -691,36 +645,61 @@ async fn only_the_watched_namespaces_are_reconciled() {
         .unwrap();
     assert!(elsewhere.status.is_none(), "not watched, not touched");
     assert_eq!(mock.api.invitations_sent_to("x@example.com"), 0);
-    let _ = namespaces.delete(&other, &DeleteParams::default()).await;
-    finish(cluster, mock, controller).await;
+    s.finish().await;
+}
+
+/// A namespace named twice in the watched namespaces (`--watch-namespaces a,a`) is watched
+/// and reconciled by one shard, not two.
+#[tokio::test]
+async fn a_namespace_named_twice_is_watched_once() {
+    let mut s = Harness::user_invite().await;
+    let Some(server) = s.cluster.server.clone() else {
+        eprintln!("skipped: needs the in-process API server (request records)");
+        return s.finish().await;
+    };
+    let mut settings = s.cluster.settings();
+    settings.watch_namespaces = vec![s.cluster.namespace.clone(), s.cluster.namespace.clone()];
+    s.start_controller_with(settings);
+    let cluster = &s.cluster;
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(json!([user("a@example.com", &[], &[])]), json!({})),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    let watches: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent.as_deref() == Some(invite_operator::controller::USER_AGENT))
+        .filter(|r| r.verb == "watch" && r.resource == "userinvitations")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(watches.len(), 1, "{watches:?}");
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn two_resources_naming_one_person_send_one_org_invitation() {
     // The organization API happily sends a second invitation to a pending username, so only
     // the operator's serialization of lookups and invitations per API prevents a duplicate.
-    let cluster = TestCluster::start().await;
-    let mock = invite_mock::MockApi::start(invite_mock::MockConfig {
-        token: TOKEN.into(),
+    let mut s = Harness::org_invitation(MockConfig {
         latency: Duration::from_millis(40),
         ..Default::default()
     })
-    .await
-    .unwrap();
-    cluster.put_secret("csp", TOKEN).await;
-    cluster
-        .org_endpoint("csp", &mock.url, "csp", "mock-org")
-        .await;
+    .await;
+    let cluster = &s.cluster;
     let spec = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                       "orgInvitation": {"usernames": ["shared@example.com"]}});
     for name in ["first", "second", "third"] {
         cluster.create_invitation(name, spec.clone()).await;
     }
     // Start the controller after the resources exist, so their reconciles start together.
-    let controller = cluster.start_controller();
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     for name in ["first", "second", "third"] {
         cluster.wait_status(name, "Ready", is_ready).await;
     }
     assert_eq!(mock.api.invitations_sent_to("shared@example.com"), 1);
-    finish(cluster, mock, controller).await;
+    s.finish().await;
 }

@@ -6,11 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use invite_mock::{MockApi, MockConfig, ScriptedFault};
+use invite_mock::{MockConfig, ScriptedFault};
 use invite_operator::api::UserState;
 use serde_json::{Value, json};
-
-const ORG: &str = "mock-org";
 
 fn invite_posts(mock: &invite_mock::RunningMock) -> Vec<Value> {
     mock.api
@@ -40,43 +38,10 @@ fn org_spec(usernames: &[&str]) -> Value {
     })
 }
 
-struct Setup {
-    cluster: TestCluster,
-    mock: invite_mock::RunningMock,
-}
-
-async fn setup_with(config: MockConfig) -> Setup {
-    let cluster = TestCluster::start().await;
-    let mock = MockApi::start(MockConfig {
-        token: "e2e-token".into(),
-        organization_id: ORG.into(),
-        ..config
-    })
-    .await
-    .unwrap();
-    cluster.put_secret("csp-token", "e2e-token").await;
-    cluster
-        .org_endpoint("csp", &mock.url, "csp-token", ORG)
-        .await;
-    Setup { cluster, mock }
-}
-
-async fn setup() -> Setup {
-    setup_with(MockConfig::default()).await
-}
-
-impl Setup {
-    async fn finish(self, controller: RunningController) {
-        controller.stop().await;
-        self.mock.shutdown().await;
-        self.cluster.cleanup().await;
-    }
-}
-
 #[tokio::test]
 async fn create_invites_with_one_call_and_records_invitation_references() {
-    let s = setup().await;
-    let controller = s.cluster.start_controller();
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    s.start_controller();
     s.cluster
         .create_invitation("org", org_spec(&["dana@example.com", "eve@example.com"]))
         .await;
@@ -87,15 +52,9 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
         assert_eq!(user.state, UserState::Invited);
         let reference = user.identifier.as_deref().unwrap();
         assert!(reference.contains("/invitations/"), "{reference}");
-        let expires = user
-            .expires_at
-            .unwrap()
-            .duration_since(user.invited_at.unwrap());
+        let expires = user.expires_at.unwrap().duration_since(user.invited_at.unwrap());
         assert!(
-            (expires - jiff::SignedDuration::from_hours(24 * 7))
-                .as_secs()
-                .abs()
-                <= 2,
+            (expires - jiff::SignedDuration::from_hours(24 * 7)).as_secs().abs() <= 2,
             "{expires}"
         );
     }
@@ -115,21 +74,21 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
     );
     assert_eq!(posts[0]["invitedBy"], json!("platform@example.com"));
     assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
-    let s = setup().await;
-    let controller = s.cluster.start_controller();
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    s.start_controller();
     s.cluster
         .create_invitation("org", org_spec(&["dana@example.com"]))
         .await;
     let before = s.cluster.wait_status("org", "Ready", is_ready).await;
-    controller.stop().await;
+    s.controller.take().unwrap().stop().await;
 
-    let controller = s.cluster.start_controller();
-    controller.wait_reconciles(1).await;
+    s.start_controller();
+    s.controller.as_ref().unwrap().wait_reconciles(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = s.cluster.invitations().get("org").await.unwrap();
     assert_eq!(
@@ -157,14 +116,14 @@ async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
     assert_eq!(posts.len(), 2);
     assert_eq!(posts[1]["usernames"], json!(["frank@example.com"]));
     assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn members_and_pending_invitations_are_not_invited_again() {
-    let s = setup().await;
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.mock.api.seed_org_member("member@example.com");
-    let controller = s.cluster.start_controller();
+    s.start_controller();
     // Another resource already invited pending@example.com.
     s.cluster
         .create_invitation("first", org_spec(&["pending@example.com"]))
@@ -185,12 +144,12 @@ async fn members_and_pending_invitations_are_not_invited_again() {
     assert_eq!(s.mock.api.invitations_sent_to("pending@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("member@example.com"), 0);
     assert_eq!(invite_posts(&s.mock).len(), 1);
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
-    let s = setup().await;
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
     // Two 500s on the invite call, then the real answer: the operator role may only go to
     // vmware.com users, so one of the two is refused.
     s.mock.api.add_fault(
@@ -199,7 +158,7 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
             .path(&format!("/csp/gateway/am/api/orgs/{ORG}/invitations"))
             .times(2),
     );
-    let controller = s.cluster.start_controller();
+    s.start_controller();
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
         "orgInvitation": {
@@ -232,16 +191,16 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
     );
     assert_eq!(s.mock.api.invitations_sent_to("ops@vmware.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("outsider@example.com"), 0);
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn an_unknown_organization_is_an_endpoint_problem() {
-    let s = setup().await;
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.cluster
         .org_endpoint("csp", &s.mock.url, "csp-token", "no-such-org")
         .await;
-    let controller = s.cluster.start_controller();
+    s.start_controller();
     s.cluster
         .create_invitation("org", org_spec(&["dana@example.com"]))
         .await;
@@ -255,13 +214,13 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
         "{message}"
     );
     assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 0);
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
-    let s = setup().await;
-    let controller = s.cluster.start_controller();
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    s.start_controller();
     s.cluster
         .create_invitation("org", org_spec(&["dana@example.com"]))
         .await;
@@ -287,17 +246,17 @@ async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
     );
     assert_eq!(s.mock.api.invitations_sent_to("gus@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn short_lived_access_tokens_are_refreshed_before_they_expire() {
-    let s = setup_with(MockConfig {
+    let mut s = Harness::org_invitation(MockConfig {
         access_token_ttl: Duration::from_millis(600),
         ..Default::default()
     })
     .await;
-    let controller = s.cluster.start_controller();
+    s.start_controller();
     s.cluster
         .create_invitation("a", org_spec(&["a@example.com"]))
         .await;
@@ -312,15 +271,15 @@ async fn short_lived_access_tokens_are_refreshed_before_they_expire() {
         !s.mock.api.journal().iter().any(|e| e.status == 401),
         "refreshed before expiry, so no call was refused"
     );
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn acceptance_is_observed_on_resync() {
-    let s = setup().await;
-    let mut settings = test_settings(&s.cluster.namespace);
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    let mut settings = s.cluster.settings();
     settings.resync_interval = Duration::from_millis(200);
-    let controller = RunningController::start(s.cluster.controller_client(), settings);
+    s.start_controller_with(settings);
     s.cluster
         .create_invitation("org", org_spec(&["dana@example.com", "eve@example.com"]))
         .await;
@@ -337,13 +296,13 @@ async fn acceptance_is_observed_on_resync() {
     assert_eq!(state_of(&inv, "eve@example.com"), UserState::Invited);
     assert!(is_ready(inv.status.as_ref().unwrap()));
     assert_eq!(invite_posts(&s.mock).len(), 1);
-    s.finish(controller).await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn users_on_an_org_endpoint_is_a_mismatch() {
-    let s = setup().await;
-    let controller = s.cluster.start_controller();
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    s.start_controller();
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
         "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]
@@ -368,5 +327,5 @@ async fn users_on_an_org_endpoint_is_a_mismatch() {
         .map(|e| format!("{} {}", e.method, e.path))
         .collect();
     assert!(calls.is_empty(), "{calls:?}");
-    s.finish(controller).await;
+    s.finish().await;
 }

@@ -28,37 +28,6 @@ fn invited_in(body: &Value) -> Vec<String> {
         .collect()
 }
 
-struct Setup {
-    cluster: TestCluster,
-    mock: invite_mock::RunningMock,
-    controller: Option<RunningController>,
-}
-
-async fn setup() -> Setup {
-    let cluster = TestCluster::start().await;
-    let mock = start_mock().await;
-    cluster.put_secret("api-token", "e2e-token").await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
-    let controller = cluster.start_controller();
-    Setup {
-        cluster,
-        mock,
-        controller: Some(controller),
-    }
-}
-
-impl Setup {
-    async fn finish(mut self) {
-        if let Some(c) = self.controller.take() {
-            c.stop().await;
-        }
-        self.mock.shutdown().await;
-        self.cluster.cleanup().await;
-    }
-}
-
 fn users_spec(emails: &[&str]) -> Value {
     json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
@@ -68,7 +37,8 @@ fn users_spec(emails: &[&str]) -> Value {
 
 #[tokio::test]
 async fn create_invites_every_user_with_one_call_and_reports_ready() {
-    let s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     s.cluster
         .create_invitation(
             "team",
@@ -89,9 +59,7 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
         assert_eq!(user.state, UserState::Invited, "{user:?}");
         assert!(user.invited_at.is_some() && user.expires_at.is_some());
         assert_eq!(
-            user.expires_at
-                .unwrap()
-                .duration_since(user.invited_at.unwrap()),
+            user.expires_at.unwrap().duration_since(user.invited_at.unwrap()),
             jiff::SignedDuration::from_hours(24)
         );
     }
@@ -106,7 +74,8 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
 
 #[tokio::test]
 async fn restart_sends_nothing_again_and_writes_nothing() {
-    let mut s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     s.cluster
         .create_invitation(
             "team",
@@ -142,7 +111,8 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_added_user_is_invited_alone() {
-    let s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     s.cluster
         .create_invitation(
             "team",
@@ -170,7 +140,8 @@ async fn an_added_user_is_invited_alone() {
 
 #[tokio::test]
 async fn a_rejected_user_fails_alone_with_the_api_message() {
-    let s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
         "users": [
@@ -206,7 +177,8 @@ async fn a_rejected_user_fails_alone_with_the_api_message() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_without_duplicates() {
-    let s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     s.mock
         .api
         .add_fault(ScriptedFault::new(429).path("/api/v2/user/invite").times(2));
@@ -225,7 +197,8 @@ async fn transient_failures_are_retried_without_duplicates() {
 
 #[tokio::test]
 async fn a_lost_response_does_not_send_a_second_invitation() {
-    let s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     // The API invites, then the answer is lost (a 503 after the fact).
     s.mock.api.add_fault(
         ScriptedFault::new(503)
@@ -245,7 +218,8 @@ async fn a_lost_response_does_not_send_a_second_invitation() {
 
 #[tokio::test]
 async fn an_existing_user_is_already_a_member_and_gets_no_email() {
-    let s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     s.mock.api.seed_user(json!({
         "identifier": "old@example.com",
         "groups": ["dashboard_management"],
@@ -267,9 +241,9 @@ async fn an_existing_user_is_already_a_member_and_gets_no_email() {
 
 #[tokio::test]
 async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
-    let cluster = TestCluster::start().await;
-    let mock = start_mock().await;
-    let controller = cluster.start_controller();
+    let mut s = Harness::start().await;
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation("team", users_spec(&["alice@example.com"]))
         .await;
@@ -299,20 +273,18 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     let inv = cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
-    controller.stop().await;
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
-    let cluster = TestCluster::start().await;
-    let mock = start_mock().await;
-    cluster.put_secret("api-token", "wrong-token").await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+    let mut s = Harness::start().await;
+    s.cluster.put_secret("api-token", "wrong-token").await;
+    s.cluster
+        .user_invite_endpoint("wavefront", &s.mock.url, "api-token")
         .await;
-    let controller = cluster.start_controller();
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation("team", users_spec(&["alice@example.com"]))
         .await;
@@ -334,15 +306,13 @@ async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
     cluster.put_secret("api-token", "e2e-token").await;
     cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
-    controller.stop().await;
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
-    let mut cluster = TestCluster::start().await;
-    let mock = start_mock().await;
+    let mut s = Harness::start().await;
+    let (cluster, mock) = (&s.cluster, &s.mock);
     cluster.put_secret("api-token", "e2e-token").await;
     let name = cluster.unique("shared");
     cluster
@@ -357,7 +327,8 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
             }),
         )
         .await;
-    let controller = cluster.start_controller();
+    s.start_controller();
+    let (cluster, mock) = (&s.cluster, &s.mock);
     let spec = |groups: Value| {
         json!({
             "endpointRef": {"kind": "ClusterInvitationEndpoint", "name": name},
@@ -380,14 +351,13 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
         .await;
     cluster.wait_status("fine", "Ready", is_ready).await;
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
-    controller.stop().await;
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
-    let s = setup().await;
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
     let org_spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
         "orgInvitation": {"usernames": ["bob@example.com"], "organizationRoles": [{"name": "org_member"}]}
@@ -407,6 +377,7 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
         "apiVersion": "invite.operators.dev/v1alpha1",
         "kind": "UserInvitation",
         "metadata": {"name": "paused", "namespace": s.cluster.namespace,
+                     "labels": s.cluster.labels(),
                      "annotations": {"invite.operators.dev/paused": "true"}},
         "spec": users_spec(&["paula@example.com"]),
     }))
@@ -429,11 +400,12 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
 
 #[tokio::test]
 async fn the_controller_waits_for_its_crds_instead_of_exiting() {
-    // Needs an API server without the CRDs: the in-process one.
+    // Needs an API server without the CRDs: an in-process one of its own, also when the
+    // suite runs against a real cluster.
     let server = kube_test_apiserver::TestApiServer::start().await;
     let controller = RunningController::start(
         invite_operator::controller::kube_client(server.config()).unwrap(),
-        test_settings("default"),
+        base_settings("default"),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

@@ -1,7 +1,11 @@
 //! The Helm chart's RBAC (deploy/charts/invite-operator/files/rbac-rules.yaml, the file the
 //! chart renders its Roles from) grants exactly the Kubernetes calls the controller makes:
-//! a scenario exercising every code path runs against the in-process API server, which records
-//! each request with the controller's User-Agent; a missing grant or an unused one fails.
+//! - no more: a scenario exercising every code path runs against the in-process API server,
+//!   which records each request with the controller's User-Agent; a missing grant or an unused
+//!   one fails;
+//! - enough, for real: on a real API server (which enforces RBAC) the chart's ServiceAccount and
+//!   RBAC are installed, as `templates/rbac.yaml` renders them, and the controller runs as that
+//!   ServiceAccount through both API flavours.
 
 mod common;
 
@@ -14,12 +18,17 @@ use serde_json::{Value, json};
 
 type Grant = (String, String, String); // (apiGroup, resource[/subresource], verb)
 
-fn granted(lists: &[&str]) -> BTreeSet<Grant> {
+/// The chart's rule lists (`namespaced`, `cluster`, `leaderElection`, `endpointSecrets`).
+fn rules_file() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/charts/invite-operator/files/rbac-rules.yaml"
     );
-    let rules: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn granted(lists: &[&str]) -> BTreeSet<Grant> {
+    let rules = rules_file();
     let mut out = BTreeSet::new();
     for list in lists {
         for rule in rules[*list]
@@ -46,16 +55,12 @@ fn granted(lists: &[&str]) -> BTreeSet<Grant> {
 
 #[tokio::test]
 async fn the_chart_grants_exactly_what_the_controller_uses() {
-    let mut cluster = TestCluster::start().await;
-    let Some(server) = cluster.server.clone() else {
-        eprintln!("skipped: request records need the in-process API server");
-        return;
+    let h = Harness::user_invite().await;
+    let Some(server) = h.cluster.server.clone() else {
+        eprintln!("skipped: needs the in-process API server (request records)");
+        return h.finish().await;
     };
-    let mock = start_mock().await;
-    cluster.put_secret("api-token", "e2e-token").await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
+    let (cluster, mock) = (&h.cluster, &h.mock);
     let shared = cluster.unique("shared");
     cluster
         .cluster_endpoint(
@@ -67,7 +72,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         .await;
     // As the chart runs it: under leader election.
     let election = invite_operator::leader::LeaderElection {
-        lease_name: "invite-operator".into(),
+        lease_name: cluster.unique("invite-operator"),
         namespace: cluster.namespace.clone(),
         identity: "rbac-test".into(),
         lease_duration: Duration::from_secs(3),
@@ -75,10 +80,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     let (ready_tx, _ready_rx) =
         tokio::sync::watch::channel(invite_operator::health::Readiness::default());
     let stop = tokio_util::sync::CancellationToken::new();
-    let (client, settings) = (
-        cluster.controller_client(),
-        test_settings(&cluster.namespace),
-    );
+    let (client, settings) = (cluster.controller_client(), cluster.settings());
     let elected = tokio::spawn(invite_operator::leader::run_while_leader(
         client.clone(),
         election,
@@ -95,6 +97,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
             )
         },
     ));
+    cluster.abort_on_drop(elected.abort_handle());
 
     // Through the cluster endpoint (namespace labels), with a finalizer, a refused user
     // (an InviteFailed event) that is retried with the same answer (the event's series is
@@ -177,6 +180,337 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         unused.is_empty(),
         "grants the controller never used: {unused:?}"
     );
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    h.finish().await;
+}
+
+/// The ServiceAccount and RBAC objects `templates/rbac.yaml` renders from `rules` for a release
+/// whose full name is `fullname` in namespace `release_ns`, with leader election on,
+/// `watchNamespaces: watched` and no `rbac.endpointSecretNamespaces`; each carries `labels`.
+/// (tests/chart pins the template to this layout: `test_rbac_all_namespaces_uses_cluster_roles`,
+/// `test_rbac_watch_namespaces_uses_one_role_per_namespace`.)
+fn chart_rbac(
+    rules: &Value,
+    fullname: &str,
+    release_ns: &str,
+    watched: &[String],
+    labels: &Value,
+) -> Vec<Value> {
+    let mut objects = vec![json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": fullname, "namespace": release_ns, "labels": labels},
+        "automountServiceAccountToken": true,
+    })];
+    let mut role = |name: String, namespace: Option<&str>, rules: &Value| {
+        let (role, binding) = match namespace {
+            Some(_) => ("Role", "RoleBinding"),
+            None => ("ClusterRole", "ClusterRoleBinding"),
+        };
+        let mut metadata = json!({"name": name, "labels": labels});
+        if let Some(ns) = namespace {
+            metadata["namespace"] = json!(ns);
+        }
+        objects.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": role,
+            "metadata": metadata, "rules": rules,
+        }));
+        objects.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding, "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role, "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": fullname, "namespace": release_ns}],
+        }));
+    };
+    role(format!("{fullname}-cluster"), None, &rules["cluster"]);
+    if watched.is_empty() {
+        role(format!("{fullname}-namespaced"), None, &rules["namespaced"]);
+    } else {
+        for ns in watched {
+            role(fullname.to_string(), Some(ns), &rules["namespaced"]);
+        }
+        if !watched.iter().any(|ns| ns == release_ns) {
+            role(
+                format!("{fullname}-endpoint-secrets"),
+                Some(release_ns),
+                &rules["endpointSecrets"],
+            );
+        }
+    }
+    role(
+        format!("{fullname}-leader-election"),
+        Some(release_ns),
+        &rules["leaderElection"],
+    );
+    objects
+}
+
+/// Creates one rendered object.
+async fn create(client: &kube::Client, object: &Value) {
+    use k8s_openapi::api::{
+        core::v1::ServiceAccount,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    };
+    use kube::core::{ApiResource, DynamicObject};
+    let resource = match object["kind"].as_str().unwrap() {
+        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
+        "Role" => ApiResource::erase::<Role>(&()),
+        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
+        "ClusterRole" => ApiResource::erase::<ClusterRole>(&()),
+        "ClusterRoleBinding" => ApiResource::erase::<ClusterRoleBinding>(&()),
+        other => panic!("unexpected kind {other}"),
+    };
+    let api: kube::Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
+        None => kube::Api::all_with(client.clone(), &resource),
+    };
+    api.create(
+        &Default::default(),
+        &serde_json::from_value(object.clone()).unwrap(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create {object}: {e}"));
+}
+
+/// The chart's `kubeVersion` floor, e.g. (1, 28) for `>=1.28.0-0`.
+fn chart_kube_version_floor() -> (u32, u32) {
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/charts/invite-operator/Chart.yaml"
+    ))
+    .unwrap();
+    let constraint = chart
+        .lines()
+        .find_map(|l| l.strip_prefix("kubeVersion:"))
+        .expect("kubeVersion in Chart.yaml")
+        .trim()
+        .trim_matches('"');
+    let version = constraint
+        .strip_prefix(">=")
+        .unwrap_or_else(|| panic!("a lower bound: {constraint}"));
+    let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// Which `watchNamespaces` the chart is rendered for.
+#[derive(Clone, Copy, Debug)]
+enum Watch {
+    /// `[<the test's namespace>]`: namespaced Roles.
+    TestNamespace,
+    /// `[]`: cluster-wide ClusterRoles.
+    AllNamespaces,
+}
+
+/// On a real API server: `helm install` would accept its version (the chart's `kubeVersion`),
+/// and the chart's ServiceAccount and RBAC let the controller, impersonating that
+/// ServiceAccount, bring a UserInvite and an OrgInvitation resource to Ready — through a
+/// namespaced endpoint, and a cluster endpoint with a namespace selector and its token in the
+/// release namespace — under leader election, report its endpoints Ready, publish events and
+/// release its finalizers. (The cluster is shared with the rest of the suite, so the
+/// controller watches only the test's namespace also when the RBAC is cluster-wide.)
+async fn chart_rbac_is_enough(watch: Watch) {
+    use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
+    use k8s_openapi::api::{
+        core::v1::{ConfigMap, Secret},
+        events::v1::Event,
+    };
+    use kube::{Api, api::ListParams};
+
+    let h = Harness::start().await;
+    if h.cluster.is_test_server() {
+        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
+        return h.finish().await;
+    }
+    let (cluster, mock) = (&h.cluster, &h.mock);
+    let info = cluster.client.apiserver_version().await.unwrap();
+    let server = (
+        info.major.parse::<u32>().unwrap(),
+        info.minor.trim_end_matches('+').parse::<u32>().unwrap(),
+    );
+    assert!(
+        server >= chart_kube_version_floor(),
+        "the chart's kubeVersion refuses this server ({}.{}), which the suite tests",
+        server.0,
+        server.1
+    );
+
+    // The chart, installed into a release namespace of the test's.
+    let release_ns = cluster.create_namespace("operator").await;
+    let fullname = cluster.unique("invite-operator");
+    let watched = match watch {
+        Watch::TestNamespace => vec![cluster.namespace.clone()],
+        Watch::AllNamespaces => vec![],
+    };
+    for object in chart_rbac(
+        &rules_file(),
+        &fullname,
+        &release_ns,
+        &watched,
+        &cluster.labels(),
+    ) {
+        create(&cluster.client, &object).await;
+    }
+    let mut config = cluster.config.clone();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
+    let client = invite_operator::controller::kube_client(config).unwrap();
+    // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
+    // on.
+    let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403),
+        "{forbidden:?}"
+    );
+
+    // UserInvite through a namespaced endpoint; OrgInvitation through a cluster endpoint whose
+    // token lives in the release namespace (the operator's) and whose namespace selector needs
+    // the namespace's labels.
+    cluster.put_secret("api-token", TOKEN).await;
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "csp-token", "namespace": release_ns, "labels": cluster.labels()},
+        "stringData": {"token": TOKEN},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(cluster.client.clone(), &release_ns)
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    let csp = cluster.unique("csp");
+    cluster
+        .cluster_endpoint(
+            &csp,
+            json!({"api": "OrgInvitation", "url": mock.url, "organizationId": ORG,
+                   "credentials": {"secretRef": {"name": "csp-token"}},
+                   "namespaceSelector": {"matchLabels": {TEST_ID_LABEL: cluster.id}}}),
+        )
+        .await;
+
+    // The controller as the chart runs it: leader election on a Lease in the release
+    // namespace, Secrets of cluster endpoints read from there.
+    let mut settings = cluster.settings();
+    settings.operator_namespace = release_ns.clone();
+    let election = invite_operator::leader::LeaderElection {
+        lease_name: cluster.unique("invite-operator"),
+        namespace: release_ns.clone(),
+        identity: "rbac-e2e".into(),
+        lease_duration: Duration::from_secs(3),
+    };
+    let (ready_tx, _ready_rx) =
+        tokio::sync::watch::channel(invite_operator::health::Readiness::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let elected = tokio::spawn(invite_operator::leader::run_while_leader(
+        client.clone(),
+        election,
+        ready_tx,
+        stop.clone(),
+        move |term: invite_operator::leader::Term| {
+            invite_operator::controller::run(
+                client.clone(),
+                settings.clone(),
+                invite_operator::telemetry::Metrics::new(),
+                term.readiness,
+                term.leadership,
+                term.stop,
+            )
+        },
+    ));
+    cluster.abort_on_drop(elected.abort_handle());
+
+    cluster
+        .create_invitation(
+            "users",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                   "deletionPolicy": "Delete",
+                   "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]}),
+        )
+        .await;
+    cluster
+        .create_invitation(
+            "org",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": csp},
+                   "deletionPolicy": "Delete",
+                   "orgInvitation": {"usernames": ["b@example.com"]}}),
+        )
+        .await;
+    cluster.wait_status("users", "Ready", is_ready).await;
+    cluster.wait_status("org", "Ready", is_ready).await;
+    assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
+    assert_eq!(mock.api.invitations_sent_to("b@example.com"), 1);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let endpoint_ready =
+        |conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
+            conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        };
+    loop {
+        let namespaced =
+            Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace)
+                .get("wavefront")
+                .await
+                .unwrap();
+        let shared = Api::<ClusterInvitationEndpoint>::all(cluster.client.clone())
+            .get(&csp)
+            .await
+            .unwrap();
+        let events: Vec<String> =
+            Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("Invited"))
+                .filter_map(|e| e.regarding?.name)
+                .collect();
+        let done = endpoint_ready(namespaced.status.map(|s| s.conditions))
+            && endpoint_ready(shared.status.map(|s| s.conditions))
+            && events.iter().any(|n| n == "users")
+            && events.iter().any(|n| n == "org");
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoints not Ready or Invited events missing; events for {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Deleting runs the cleanup (the user is deleted, the invitation revoked) and releases
+    // the finalizer.
+    for name in ["users", "org"] {
+        cluster
+            .invitations()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for name in ["users", "org"] {
+        while cluster.invitations().get_opt(name).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} kept its finalizer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(mock.api.user("a@example.com").is_none(), "a was deleted");
+    stop.cancel();
+    elected.await.unwrap().unwrap();
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn the_chart_grants_enough_on_a_real_cluster_with_watched_namespaces() {
+    chart_rbac_is_enough(Watch::TestNamespace).await;
+}
+
+#[tokio::test]
+async fn the_chart_grants_enough_on_a_real_cluster_watching_all_namespaces() {
+    chart_rbac_is_enough(Watch::AllNamespaces).await;
 }

@@ -13,7 +13,7 @@ use kube::{
 use super::{
     cleanup,
     context::Shard,
-    kubernetes::KubeStatusWriter,
+    kubernetes::{KubeStatusWriter, is_guard_failure},
     resolution::{self, Resolution, Resolved},
 };
 use crate::{
@@ -57,6 +57,16 @@ impl ReconcileError {
         }
     }
 
+    /// Whether a guarded write lost a race with another change of the resource (no failure:
+    /// its new version is reconciled instead).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            ReconcileError::Write(WriteError::Conflict) => true,
+            ReconcileError::Kube(e) => is_guard_failure(e),
+            _ => false,
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self.category() {
             ErrorCategory::Transient => "transient",
@@ -92,7 +102,15 @@ pub async fn reconcile(
         name = %invitation.name_any(),
         endpoint = %reconcile::resolve::endpoint_display(&invitation),
     );
-    let result = tracing::Instrument::instrument(pass(&invitation, &shard, &key), span).await;
+    let result = match tracing::Instrument::instrument(pass(&invitation, &shard, &key), span).await
+    {
+        // The resource changed since it was read: its new version is worked on instead.
+        Err(error) if error.is_conflict() => {
+            tracing::debug!(%error, "the resource changed meanwhile; looking again");
+            Ok(Action::requeue(LOOK_AGAIN))
+        }
+        other => other,
+    };
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -134,10 +152,7 @@ async fn pass(
     let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation, version);
     let result = work(shard, invitation, key, paused, &mut writer).await;
     ctx.memory.wrote(key, &writer.produced);
-    match result {
-        Err(ReconcileError::Write(WriteError::Conflict)) => Ok(Action::requeue(LOOK_AGAIN)),
-        other => other,
-    }
+    result
 }
 
 async fn work(

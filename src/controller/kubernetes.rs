@@ -45,16 +45,19 @@ pub fn trim_for_cache<K: Resource>(object: &mut K) {
     }
 }
 
-/// Whether a write failed only because its resourceVersion guard did: a 409 Conflict, or the
-/// 422 Invalid a real API server answers when a JSON-patch `test` fails.
-pub fn is_stale_write(error: &kube::Error) -> bool {
+/// Whether a write guarded by what was read (a JSON patch `test` of the resourceVersion or of
+/// the finalizer, or a write carrying the resourceVersion) failed because the object changed
+/// meanwhile. The API server answers a failed JSON patch `test` with `422 Invalid`, the
+/// generic message "the server rejected our request due to an error in our request" and no
+/// causes (a refused value is also `422 Invalid`, but lists its causes); a stale
+/// resourceVersion is a `409 Conflict`.
+pub fn is_guard_failure(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => {
-            status.code == 409
-                || (status.code == 422 && status.message.contains("test operation"))
+            status.is_conflict()
                 || (status.code == 422
                     && status.reason == "Invalid"
-                    && status.message.contains("resourceVersion"))
+                    && status.details.as_ref().is_none_or(|d| d.causes.is_empty()))
         }
         _ => false,
     }
@@ -80,7 +83,7 @@ where
     api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
         .map_err(|e| {
-            if is_stale_write(&e) {
+            if is_guard_failure(&e) {
                 WriteError::Conflict
             } else {
                 WriteError::Failed(e.to_string())

@@ -42,7 +42,7 @@ pub use clients::{ClientSettings, build_client};
 pub use context::{Context, Settings, Shard};
 pub use endpoint_status::{EndpointCheck, next_status};
 pub use invitation::ReconcileError;
-pub use kubernetes::{KubeStatusWriter, is_stale_write};
+pub use kubernetes::{KubeStatusWriter, is_guard_failure};
 
 use crate::{
     api::{ClusterInvitationEndpoint, UserInvitation},

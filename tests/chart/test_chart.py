@@ -68,6 +68,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         }
     },
     "crds-off": {"crds": {"install": False, "keep": True}},
+    "cluster-endpoint-selector": {"clusterEndpointSelector": "invite.operators.dev/operator=blue"},
     "single-replica-no-leader-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
     "custom-port-and-env": {
         "metrics": {"port": 9102},
@@ -195,6 +196,7 @@ def test_values_yaml_passes_the_schema() -> None:
         {"image": {"pullPolicy": "Sometimes"}},
         {"watchNamespaces": "team-a"},
         {"watchNamespaces": ["Team_A"]},
+        {"clusterEndpointSelector": ["a=b"]},
         {"leaderElection": {"leaseDuration": "fifteen"}},
         {"controller": {"concurrency": 0}},
         {"metrics": {"port": 70000}},
@@ -225,6 +227,14 @@ def test_chart_metadata() -> None:
     assert meta["apiVersion"] == "v2"
     assert meta["name"] == "invite-operator"
     assert meta["appVersion"] == "0.1.0"
+
+
+def test_chart_kube_version_floor_is_the_oldest_tested_version() -> None:
+    # The e2e suite runs against kube-apiserver 1.28.7 (tests/e2e-realkube.sh, CI); the chart
+    # must not refuse what is tested, nor claim what is not.
+    with load_chart() as chart:
+        meta = chart.metadata
+    assert meta["kubeVersion"] == ">=1.28.0-0"
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,6 +483,7 @@ def test_controller_command_and_environment(rendered) -> None:
     assert env["LEASE_DURATION"] == "15s"
     assert env["LOG_FORMAT"] == values.get("logFormat", "json")
     assert env["LOG_LEVEL"] == values.get("logLevel", "info")
+    assert env["CLUSTER_ENDPOINT_SELECTOR"] == values.get("clusterEndpointSelector", "")
     assert env["RESYNC_INTERVAL"] == "10m"
     assert env["CONCURRENCY"] == "8"
     for extra in values.get("extraEnv", []):

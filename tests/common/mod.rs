@@ -1,11 +1,30 @@
-//! Shared e2e harness: a Kubernetes API (the in-process test server, or a real cluster when
+//! The one e2e harness: a Kubernetes API (the in-process test server, or a real cluster when
 //! `INVITE_OPERATOR_E2E_KUBECONFIG` names a kubeconfig), the mock invite API, and the real
 //! controller running in this process.
+//!
+//! Every test is isolated, so the suite runs in parallel on one real cluster:
+//! - it gets an id and its own namespace (`invite-e2e-<id>`, more with
+//!   [`TestCluster::create_namespace`]);
+//! - every object it creates is labelled [`SUITE_LABEL`]`=true` and [`TEST_ID_LABEL`]`=<id>`
+//!   (namespaces also carry the test's name in [`TEST_NAME_ANNOTATION`]);
+//! - cluster-scoped objects (ClusterInvitationEndpoints, RBAC) and the Leases tests name are
+//!   named uniquely ([`TestCluster::unique`]); Leases live in the test's namespaces;
+//! - its controllers ([`TestCluster::settings`]) watch only its namespace and serve only the
+//!   ClusterInvitationEndpoints carrying its id.
+//!
+//! Every test removes what it created on a real cluster, whether it passes, fails or panics:
+//! [`TestCluster`] holds a drop guard that stops the test's controllers, strips the finalizers
+//! they left on UserInvitations and deletes the test's namespaces and cluster-scoped objects
+//! (found by the test id label). `tests/leftovers.rs` checks that nothing labelled by the suite
+//! is left after a run.
 #![allow(dead_code)]
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use invite_mock::{MockApi, MockConfig, RunningMock};
 use invite_operator::{
     api::{
         ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation, UserInvitationStatus,
@@ -13,76 +32,163 @@ use invite_operator::{
     },
     controller::{self, Settings},
     health::Readiness,
+    leader::Leadership,
     telemetry::Metrics,
 };
+pub use invite_mock::{MockApi, MockConfig, RunningMock};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{Namespace, Secret},
+    api::{
+        core::v1::{Namespace, Secret},
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use kube_test_apiserver::TestApiServer;
-use serde_json::json;
-use tokio::{sync::watch, task::JoinHandle};
+use serde_json::{Value, json};
+use tokio::{
+    sync::watch,
+    task::{AbortHandle, JoinHandle},
+};
 
 /// How long a test waits for the controller to reach a state.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A Kubernetes API to test against, with a fresh namespace.
+/// The environment variable naming the kubeconfig of a real cluster to run against.
+pub const KUBECONFIG_ENV: &str = "INVITE_OPERATOR_E2E_KUBECONFIG";
+
+/// Label (value `"true"`) on every object the suite creates.
+pub const SUITE_LABEL: &str = "invite-e2e";
+/// Label carrying the id of the test that created the object.
+pub const TEST_ID_LABEL: &str = "invite-e2e/test-id";
+/// Annotation on a test's namespaces naming the test.
+pub const TEST_NAME_ANNOTATION: &str = "invite-e2e/test-name";
+
+/// The token of the mock API ([`Harness`]).
+pub const TOKEN: &str = "e2e-token";
+/// The organization of the mock's OrgInvitation API.
+pub const ORG: &str = "mock-org";
+
+/// The kubeconfig of the real cluster to run against, if any.
+pub fn real_cluster_kubeconfig() -> Option<String> {
+    std::env::var(KUBECONFIG_ENV).ok().filter(|p| !p.is_empty())
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A Kubernetes API to test against, with a fresh namespace; cleans up after the test (see
+/// the module docs).
 pub struct TestCluster {
     pub client: Client,
     /// Configuration for more clients (the controller's identifies itself by User-Agent).
     pub config: kube::Config,
+    /// The test's namespace (`invite-e2e-<id>`).
     pub namespace: String,
+    /// The test's id: the value of [`TEST_ID_LABEL`] on everything it creates.
+    pub id: String,
     pub server: Option<TestApiServer>,
-    cluster_scoped: Vec<String>,
+    guard: CleanupGuard,
 }
 
 impl TestCluster {
     /// The in-process API server, or the real cluster of `INVITE_OPERATOR_E2E_KUBECONFIG`.
     pub async fn start() -> TestCluster {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_test_writer()
-            .try_init();
-        let (config, server) = match std::env::var("INVITE_OPERATOR_E2E_KUBECONFIG") {
-            Ok(path) if !path.is_empty() => {
+        init_tracing();
+        let (config, server) = match real_cluster_kubeconfig() {
+            Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
                 let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                     .await
                     .expect("kubeconfig is usable");
                 (config, None)
             }
-            _ => {
+            None => {
                 let server = TestApiServer::start().await;
                 (server.config(), Some(server))
             }
         };
         let client = Client::try_from(config.clone()).expect("client");
         install_crds(&client).await;
-        let namespace = format!("invite-e2e-{:08x}", rand::random::<u32>());
-        Api::<Namespace>::all(client.clone())
+        let id = format!("{:08x}", rand::random::<u32>());
+        let guard = CleanupGuard {
+            // Against the in-process server there is nothing to remove: it ends with the test.
+            config: server.is_none().then(|| config.clone()),
+            id: id.clone(),
+            tasks: Arc::default(),
+        };
+        let cluster = TestCluster {
+            client,
+            config,
+            namespace: format!("invite-e2e-{id}"),
+            id,
+            server,
+            guard,
+        };
+        cluster.create_namespace_named(&cluster.namespace).await;
+        cluster
+    }
+
+    /// The labels every object of this test carries.
+    pub fn labels(&self) -> Value {
+        json!({SUITE_LABEL: "true", TEST_ID_LABEL: self.id})
+    }
+
+    /// The label selector of this test's objects.
+    pub fn selector(&self) -> String {
+        format!("{TEST_ID_LABEL}={}", self.id)
+    }
+
+    /// A name unique to this test, for cluster-scoped objects and Leases.
+    pub fn unique(&self, name: &str) -> String {
+        format!("{name}-{}", self.namespace)
+    }
+
+    /// Creates another namespace for this test, `<namespace>-<suffix>`; returns its name.
+    pub async fn create_namespace(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.namespace);
+        self.create_namespace_named(&name).await;
+        name
+    }
+
+    async fn create_namespace_named(&self, name: &str) {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("unknown")
+            .to_string();
+        Api::<Namespace>::all(self.client.clone())
             .create(
                 &PostParams::default(),
-                &serde_json::from_value(
-                    json!({"metadata": {"name": namespace, "labels": {"invite-e2e": "true"}}}),
-                )
+                &serde_json::from_value(json!({"metadata": {
+                    "name": name,
+                    "labels": self.labels(),
+                    "annotations": {TEST_NAME_ANNOTATION: test},
+                }}))
                 .unwrap(),
             )
             .await
-            .expect("create the test namespace");
-        TestCluster {
-            client,
-            config,
-            namespace,
-            server,
-            cluster_scoped: Vec::new(),
+            .expect("create a test namespace");
+    }
+
+    /// Controller settings for this test: short retry delays, scoped to the test's namespace
+    /// and to the ClusterInvitationEndpoints labelled with its id. The operator namespace (where
+    /// cluster endpoints' Secrets default to) is the test's namespace.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            watch_namespaces: vec![self.namespace.clone()],
+            cluster_endpoint_selector: Some(self.selector()),
+            ..base_settings(&self.namespace)
         }
     }
 
@@ -91,9 +197,23 @@ impl TestCluster {
         controller::kube_client(self.config.clone()).expect("controller client")
     }
 
-    /// Starts the real controller with test settings.
+    /// Starts the real controller with this test's settings.
     pub fn start_controller(&self) -> RunningController {
-        RunningController::start(self.controller_client(), test_settings(&self.namespace))
+        self.start_controller_with(self.settings())
+    }
+
+    /// Starts the real controller with `settings` (start from [`TestCluster::settings`]).
+    pub fn start_controller_with(&self, settings: Settings) -> RunningController {
+        let controller = RunningController::start(self.controller_client(), settings);
+        if let Some(handle) = &controller.handle {
+            self.abort_on_drop(handle.abort_handle());
+        }
+        controller
+    }
+
+    /// Aborts this task (a controller, a replica) when the test ends, before the cleanup.
+    pub fn abort_on_drop(&self, task: AbortHandle) {
+        self.guard.tasks.lock().unwrap().push(task);
     }
 
     /// Whether the tests run against the in-process server (request records available).
@@ -101,23 +221,40 @@ impl TestCluster {
         self.server.is_some()
     }
 
+    /// A kubeconfig file for processes (the operator binary): the real cluster's, or one
+    /// written for the in-process server (removed at cleanup).
+    pub fn kubeconfig_file(&self) -> std::path::PathBuf {
+        if let Some(path) = real_cluster_kubeconfig() {
+            return path.into();
+        }
+        let server = self.server.as_ref().expect("the in-process server");
+        let path = std::env::temp_dir().join(format!("{}.kubeconfig", self.namespace));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n\
+                 users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n\
+                 current-context: t\n",
+                server.url()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     pub fn invitations(&self) -> Api<UserInvitation> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// A cluster-scoped name unique to this test.
-    pub fn unique(&self, name: &str) -> String {
-        format!("{name}-{}", self.namespace)
+    /// Metadata of a namespaced object of this test: name, namespace and labels.
+    pub fn metadata(&self, name: &str) -> Value {
+        json!({"name": name, "namespace": self.namespace, "labels": self.labels()})
     }
 
     /// Creates (or replaces) the Secret holding the token.
     pub async fn put_secret(&self, name: &str, token: &str) {
         let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some(self.namespace.clone()),
-                ..Default::default()
-            },
+            metadata: serde_json::from_value(self.metadata(name)).unwrap(),
             data: Some(BTreeMap::from([(
                 "token".to_string(),
                 ByteString(token.as_bytes().to_vec()),
@@ -149,14 +286,19 @@ impl TestCluster {
 
     /// Applies an InvitationEndpoint: `spec` plus the Secret reference and test-friendly
     /// limits (100 requests/s, 5 s timeout).
-    async fn namespaced_endpoint(&self, name: &str, mut spec: serde_json::Value, secret: &str) {
+    async fn namespaced_endpoint(&self, name: &str, mut spec: Value, secret: &str) {
         spec["credentials"] = json!({"secretRef": {"name": secret}});
         spec["requestsPerSecond"] = json!(100);
         spec["timeoutSeconds"] = json!(5);
+        self.apply_endpoint(name, spec).await;
+    }
+
+    /// Creates or updates the InvitationEndpoint `name` with exactly this spec.
+    pub async fn apply_endpoint(&self, name: &str, spec: Value) {
         let endpoint: InvitationEndpoint = serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1",
             "kind": "InvitationEndpoint",
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": self.metadata(name),
             "spec": spec,
         }))
         .unwrap();
@@ -170,12 +312,20 @@ impl TestCluster {
             .expect("apply endpoint");
     }
 
-    /// Creates a cluster endpoint from a JSON spec; it is deleted at cleanup.
-    pub async fn cluster_endpoint(&mut self, name: &str, spec: serde_json::Value) {
+    /// Creates a cluster endpoint (name it with [`TestCluster::unique`]) from a JSON spec,
+    /// labelled with the test's id, so this test's controllers serve it (and no other's).
+    pub async fn cluster_endpoint(&self, name: &str, spec: Value) {
+        self.cluster_endpoint_labelled(name, spec, self.labels())
+            .await;
+    }
+
+    /// Creates a cluster endpoint with exactly these labels (include [`TestCluster::labels`]'s
+    /// suite and test id labels so that the cleanup finds it).
+    pub async fn cluster_endpoint_labelled(&self, name: &str, spec: Value, labels: Value) {
         let endpoint: ClusterInvitationEndpoint = serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1",
             "kind": "ClusterInvitationEndpoint",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": labels},
             "spec": spec,
         }))
         .unwrap();
@@ -187,15 +337,14 @@ impl TestCluster {
             )
             .await
             .expect("apply cluster endpoint");
-        self.cluster_scoped.push(name.to_string());
     }
 
     /// Creates a UserInvitation from its spec.
-    pub async fn create_invitation(&self, name: &str, spec: serde_json::Value) -> UserInvitation {
+    pub async fn create_invitation(&self, name: &str, spec: Value) -> UserInvitation {
         let invitation: UserInvitation = serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1",
             "kind": "UserInvitation",
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": self.metadata(name),
             "spec": spec,
         }))
         .unwrap();
@@ -206,7 +355,7 @@ impl TestCluster {
     }
 
     /// Merge-patches a UserInvitation's spec.
-    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
         self.invitations()
             .patch(
                 name,
@@ -242,19 +391,145 @@ impl TestCluster {
         }
     }
 
-    pub async fn cleanup(self) {
-        for name in &self.cluster_scoped {
-            let _ = Api::<ClusterInvitationEndpoint>::all(self.client.clone())
-                .delete(name, &DeleteParams::default())
-                .await;
+    /// The end of a passing test: stops its controllers and removes what it created (a
+    /// failing test gets the same from the drop guard).
+    pub async fn cleanup(mut self) {
+        self.guard.abort_tasks();
+        if self.guard.config.take().is_some() {
+            remove_test_objects(&self.client, &self.id)
+                .await
+                .unwrap_or_else(|e| panic!("cleaning up test {}: {e}", self.id));
         }
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.namespace, &DeleteParams::default())
-            .await;
-        if let Some(server) = self.server {
+        let _ = std::fs::remove_file(
+            std::env::temp_dir().join(format!("{}.kubeconfig", self.namespace)),
+        );
+        if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
     }
+}
+
+/// Stops a test's tasks and, on a real cluster, removes what the test created, when the
+/// [`TestCluster`] is dropped (also when the test fails or panics).
+struct CleanupGuard {
+    /// The real cluster's configuration; `None` against the in-process server or once cleaned.
+    config: Option<kube::Config>,
+    id: String,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl CleanupGuard {
+    fn abort_tasks(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        self.abort_tasks();
+        let Some(config) = self.config.take() else {
+            return;
+        };
+        // The test's runtime may be gone or blocked in this drop: clean up from a thread with a
+        // runtime of its own, and wait for it.
+        let id = self.id.clone();
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                remove_test_objects(&client, &id).await
+            })
+        })
+        .join();
+        match cleaned {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cleaning up test {}: {e}", self.id),
+            Err(_) => eprintln!("cleaning up test {}: the cleanup panicked", self.id),
+        }
+    }
+}
+
+/// Removes everything labelled with the test id `id` from a real cluster: the UserInvitations
+/// of its namespaces lose their finalizers (first marked deleted, so that nobody can add one
+/// again), then its namespaces, ClusterInvitationEndpoints and cluster RBAC are deleted.
+/// Namespaces are deleted asynchronously by the cluster (`tests/leftovers.rs` waits for them).
+async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
+    let selector = ListParams::default().labels(&format!("{TEST_ID_LABEL}={id}"));
+    let gone = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other.map_err(|e| e.to_string()),
+    };
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list(&selector)
+        .await
+        .map_err(|e| format!("list namespaces: {e}"))?;
+    for ns in &namespaces.items {
+        let ns = ns.name_any();
+        let invitations: Api<UserInvitation> = Api::namespaced(client.clone(), &ns);
+        gone(
+            invitations
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await
+                .map(|_| ()),
+        )
+        .map_err(|e| format!("delete the UserInvitations of {ns}: {e}"))?;
+        for invitation in invitations
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("list the UserInvitations of {ns}: {e}"))?
+        {
+            if invitation.finalizers().is_empty() {
+                continue;
+            }
+            gone(
+                invitations
+                    .patch(
+                        &invitation.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                    )
+                    .await
+                    .map(|_| ()),
+            )
+            .map_err(|e| {
+                format!(
+                    "remove the finalizers of {ns}/{}: {e}",
+                    invitation.name_any()
+                )
+            })?;
+        }
+        gone(
+            Api::<Namespace>::all(client.clone())
+                .delete(&ns, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        )
+        .map_err(|e| format!("delete namespace {ns}: {e}"))?;
+    }
+    let dp = DeleteParams::default();
+    Api::<ClusterInvitationEndpoint>::all(client.clone())
+        .delete_collection(&dp, &selector)
+        .await
+        .map_err(|e| format!("delete ClusterInvitationEndpoints: {e}"))?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .delete_collection(&dp, &selector)
+        .await
+        .map_err(|e| format!("delete ClusterRoleBindings: {e}"))?;
+    Api::<ClusterRole>::all(client.clone())
+        .delete_collection(&dp, &selector)
+        .await
+        .map_err(|e| format!("delete ClusterRoles: {e}"))?;
+    Ok(())
 }
 
 /// Applies the operator's CRDs and waits until they are served.
@@ -281,6 +556,196 @@ async fn install_crds(client: &Client) {
             "CRDs never became served"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A test's world: its cluster, the mock invite API and, once started, the controller.
+pub struct Harness {
+    pub cluster: TestCluster,
+    pub mock: RunningMock,
+    pub controller: Option<RunningController>,
+}
+
+impl Harness {
+    /// The cluster and the mock API (token [`TOKEN`], organization [`ORG`]); no endpoint, no
+    /// controller.
+    pub async fn start() -> Harness {
+        Harness::with_mock(MockConfig::default()).await
+    }
+
+    /// Like [`Harness::start`], with this mock configuration (its token is [`TOKEN`]).
+    pub async fn with_mock(config: MockConfig) -> Harness {
+        let cluster = TestCluster::start().await;
+        let mock = MockApi::start(MockConfig {
+            token: TOKEN.into(),
+            organization_id: ORG.into(),
+            ..config
+        })
+        .await
+        .expect("start mock");
+        Harness {
+            cluster,
+            mock,
+            controller: None,
+        }
+    }
+
+    /// The UserInvite world: Secret `api-token` and InvitationEndpoint `wavefront` on the mock.
+    pub async fn user_invite() -> Harness {
+        let h = Harness::start().await;
+        h.cluster.put_secret("api-token", TOKEN).await;
+        h.cluster
+            .user_invite_endpoint("wavefront", &h.mock.url, "api-token")
+            .await;
+        h
+    }
+
+    /// The OrgInvitation world: Secret `csp-token` and InvitationEndpoint `csp` for [`ORG`] on
+    /// a mock with this configuration.
+    pub async fn org_invitation(config: MockConfig) -> Harness {
+        let h = Harness::with_mock(config).await;
+        h.cluster.put_secret("csp-token", TOKEN).await;
+        h.cluster
+            .org_endpoint("csp", &h.mock.url, "csp-token", ORG)
+            .await;
+        h
+    }
+
+    /// Starts the controller with the test's settings.
+    pub fn start_controller(&mut self) {
+        self.start_controller_with(self.cluster.settings());
+    }
+
+    /// Starts the controller with these settings (start from [`TestCluster::settings`]).
+    pub fn start_controller_with(&mut self, settings: Settings) {
+        assert!(self.controller.is_none(), "a controller is already running");
+        self.controller = Some(self.cluster.start_controller_with(settings));
+    }
+
+    /// Starts the controller with the test's settings and this resync interval.
+    pub fn start_controller_resyncing(&mut self, every: Duration) {
+        let mut settings = self.cluster.settings();
+        settings.resync_interval = every;
+        self.start_controller_with(settings);
+    }
+
+    /// Stops the controller gracefully, stops the mock and removes what the test created.
+    pub async fn finish(mut self) {
+        if let Some(c) = self.controller.take() {
+            c.stop().await;
+        }
+        self.mock.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+/// One `invite-operator run` process against the test's cluster; killed when dropped.
+pub struct OperatorProcess {
+    pub name: String,
+    child: std::process::Child,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl OperatorProcess {
+    /// Starts `invite-operator run --kubeconfig <the test's>` configured through its
+    /// environment as the Helm chart does: scoped to the test (`POD_NAMESPACE` and
+    /// `WATCH_NAMESPACES` the test's namespace, `CLUSTER_ENDPOINT_SELECTOR` its id),
+    /// `METRICS_ADDR` on a free loopback port, `LOG_LEVEL=warn`, then `env` on top. The
+    /// operator's other variables are removed from the inherited environment.
+    pub fn start(cluster: &TestCluster, name: &str, env: &[(&str, &str)]) -> OperatorProcess {
+        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invite-operator"));
+        command
+            .args(["run", "--kubeconfig"])
+            .arg(cluster.kubeconfig_file());
+        for var in [
+            "KUBECONFIG",
+            "POD_NAMESPACE",
+            "RESYNC_INTERVAL",
+            "RETRY_BASE_DELAY",
+            "RETRY_MAX_DELAY",
+            "CONCURRENCY",
+            "WATCH_NAMESPACES",
+            "CLUSTER_ENDPOINT_SELECTOR",
+            "LEADER_ELECTION",
+            "LEASE_NAME",
+            "LEASE_NAMESPACE",
+            "LEASE_DURATION",
+            "POD_NAME",
+            "LOG_FORMAT",
+        ] {
+            command.env_remove(var);
+        }
+        command
+            .env("POD_NAMESPACE", &cluster.namespace)
+            .env("WATCH_NAMESPACES", &cluster.namespace)
+            .env("CLUSTER_ENDPOINT_SELECTOR", cluster.selector())
+            .env("METRICS_ADDR", metrics_addr.to_string())
+            .env("LOG_LEVEL", "warn");
+        for (var, value) in env {
+            command.env(var, value);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the operator");
+        OperatorProcess {
+            name: name.to_string(),
+            child,
+            metrics_addr,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a successful exit.
+    pub async fn terminate(mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{} exited with {status}", self.name);
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not exit",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.metrics_addr);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never ready",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -311,18 +776,9 @@ pub fn reason_is(reason: &'static str) -> impl Fn(&UserInvitationStatus) -> bool
     move |s| ready(s).1 == reason
 }
 
-/// The mock API with a known token.
-pub async fn start_mock() -> RunningMock {
-    MockApi::start(MockConfig {
-        token: "e2e-token".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("start mock")
-}
-
-/// Controller settings with short retry delays for tests.
-pub fn test_settings(operator_namespace: &str) -> Settings {
+/// Controller settings with short retry delays for tests, watching everything: only for an
+/// API server of the test's own (use [`TestCluster::settings`] otherwise).
+pub fn base_settings(operator_namespace: &str) -> Settings {
     Settings {
         operator_namespace: operator_namespace.to_string(),
         resync_interval: Duration::from_secs(3600),
@@ -340,15 +796,27 @@ pub fn test_settings(operator_namespace: &str) -> Settings {
     }
 }
 
-/// The real controller, running in this process.
+/// The sum of a metric's series whose line starts with `prefix`.
+pub fn sum_metric(metrics: &Metrics, prefix: &str) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The real controller, running in this process; aborted when dropped.
 pub struct RunningController {
     pub metrics: Metrics,
     pub readiness: watch::Receiver<Readiness>,
     stop: tokio_util::sync::CancellationToken,
-    handle: JoinHandle<()>,
+    handle: Option<JoinHandle<()>>,
 }
 
 impl RunningController {
+    /// Starts the controller on `client` (prefer [`TestCluster::start_controller`], which
+    /// scopes it to the test).
     pub fn start(client: Client, settings: Settings) -> RunningController {
         let metrics = Metrics::new();
         let (readiness_tx, readiness) = watch::channel(Readiness::default());
@@ -358,25 +826,28 @@ impl RunningController {
             settings,
             metrics.clone(),
             readiness_tx,
-            invite_operator::leader::Leadership::unconditional(),
+            Leadership::unconditional(),
             stop.clone(),
         ));
         RunningController {
             metrics,
             readiness,
             stop,
-            handle,
+            handle: Some(handle),
         }
     }
 
     /// Number of reconciles finished so far.
     pub fn reconciles(&self) -> u64 {
-        self.metrics
-            .encode()
-            .lines()
-            .filter(|l| l.starts_with("invite_operator_reconciles_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        sum_metric(&self.metrics, "invite_operator_reconciles_total{")
+    }
+
+    /// Number of reconciles finished so far with this result (`ok`, `transient`, …).
+    pub fn reconciles_with(&self, result: &str) -> u64 {
+        sum_metric(
+            &self.metrics,
+            &format!("invite_operator_reconciles_total{{result=\"{result}\"}}"),
+        )
     }
 
     /// Waits until at least `n` reconciles finished.
@@ -393,24 +864,37 @@ impl RunningController {
     }
 
     /// Graceful stop (as on SIGTERM).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+        if let Some(handle) = self.handle.take() {
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
     }
 
     /// Abrupt stop, as a crash: the task is aborted wherever it is.
-    pub async fn kill(self) {
-        self.handle.abort();
-        let _ = self.handle.await;
+    pub async fn kill(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    /// Whether the controller task has ended (returned, panicked or was aborted).
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 }
 
-/// Shared pointer helper for tests holding the mock.
-pub type SharedMock = Arc<RunningMock>;
-
-impl RunningController {
-    /// Whether the controller task has ended (returned, panicked or was aborted).
-    pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
     }
 }

@@ -332,6 +332,14 @@ impl ApiError {
         .with_details(Value::Object(details))
     }
 
+    /// A JSON patch whose operations cannot be applied (a failed `test`, a missing path):
+    /// exactly the real apiserver's answer, `422 Invalid` with the generic message and empty
+    /// details (`{}`), whatever the operation.
+    pub fn json_patch_failed() -> Self {
+        let (reason, message) = reason_for_code(422);
+        Self::new(422, reason, message).with_details(json!({}))
+    }
+
     pub fn expired(msg: impl Into<String>) -> Self {
         Self::new(410, "Expired", msg)
     }

@@ -614,16 +614,10 @@ fn patch(shared: &Shared, req: &Req, ctx: &Ctx, name: &str) -> Result<(u16, Valu
                         _ => true,
                     })
                     .collect();
-            json_patch::patch(&mut doc, &ops).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    "the server rejected our request due to an error in our request",
-                )
-                .with_details(
-                    json!({"causes": [{"reason": "FieldValueInvalid", "message": e.to_string()}]}),
-                )
-            })?;
+            // Any failed operation (a `test` that does not hold, a missing path) is answered
+            // as the apiserver does (`NewGenericServerResponse(422, ...)`): `Invalid`, the
+            // generic message, empty details; the reason is not disclosed.
+            json_patch::patch(&mut doc, &ops).map_err(|_| ApiError::json_patch_failed())?;
         }
         "application/merge-patch+json" => {
             let p: Value = serde_json::from_slice(&req.body)

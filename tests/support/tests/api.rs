@@ -103,6 +103,24 @@ fn api_err(e: kube::Error) -> Status {
     }
 }
 
+/// The real apiserver's answer to a JSON patch it cannot apply (checked against
+/// kube-apiserver 1.28): `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+/// "message":"the server rejected our request due to an error in our request",
+/// "reason":"Invalid","details":{},"code":422}`.
+fn assert_json_patch_failed(e: &Status) {
+    assert_eq!(e.code, 422, "{e:?}");
+    assert_eq!(e.reason, "Invalid", "{e:?}");
+    assert_eq!(
+        e.message, "the server rejected our request due to an error in our request",
+        "{e:?}"
+    );
+    let details = e.details.as_ref().expect("details: {}");
+    assert!(
+        details.causes.is_empty() && details.name.is_empty() && details.kind.is_empty(),
+        "{e:?}"
+    );
+}
+
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -326,8 +344,19 @@ async fn json_patch_test_operations() {
         .await
         .unwrap_err(),
     );
-    assert_eq!(e.code, 422);
+    assert_json_patch_failed(&e);
     assert_eq!(api.get("jp").await.unwrap().data.unwrap()["k"], "x");
+    // any operation that cannot be applied is answered the same way
+    let e = api_err(
+        api.patch(
+            "jp",
+            &PatchParams::default(),
+            &patch(json!([{"op": "remove", "path": "/metadata/labels/nope"}])),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_json_patch_failed(&e);
     // test for null passes when the field is missing (apiserver quirk)
     let ok = api
         .patch(
@@ -354,7 +383,7 @@ async fn json_patch_test_operations() {
         .await
         .unwrap_err(),
     );
-    assert_eq!(e.code, 422);
+    assert_json_patch_failed(&e);
 }
 
 #[tokio::test]
