@@ -45,6 +45,44 @@ pub fn trim_for_cache<K: Resource>(object: &mut K) {
     }
 }
 
+/// One watch event, or its error.
+type WatchItem<K> = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>;
+
+/// Objects a watch event yields.
+type Changed<K> =
+    futures::stream::Iter<std::vec::IntoIter<Result<K, kube::runtime::watcher::Error>>>;
+
+/// Turns a watch into the changes that matter to the resources using an endpoint: a new spec
+/// (generation) or a deletion, not a status write (the endpoint-status controller writes one
+/// on every check that changes something, which would wake every resource using it).
+pub fn spec_changes<K>() -> impl FnMut(WatchItem<K>) -> Changed<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    use kube::runtime::{reflector::ObjectRef, watcher::Event};
+    let mut generations: std::collections::HashMap<ObjectRef<K>, Option<i64>> =
+        std::collections::HashMap::new();
+    move |event| {
+        let mut changed = |object: K| {
+            let generation = object.meta().generation;
+            let previous = generations.insert(ObjectRef::from_obj(&object), generation);
+            (previous != Some(generation)).then_some(object)
+        };
+        let out: Vec<_> = match event {
+            Err(e) => vec![Err(e)],
+            Ok(Event::Apply(object) | Event::InitApply(object)) => {
+                changed(object).into_iter().map(Ok).collect()
+            }
+            Ok(Event::Delete(object)) => {
+                generations.remove(&ObjectRef::from_obj(&object));
+                vec![Ok(object)]
+            }
+            Ok(Event::Init | Event::InitDone) => Vec::new(),
+        };
+        futures::stream::iter(out)
+    }
+}
+
 /// Whether a write guarded by what was read (a JSON patch `test` of the resourceVersion or of
 /// the finalizer, or a write carrying the resourceVersion) failed because the object changed
 /// meanwhile. The API server answers a failed JSON patch `test` with `422 Invalid`, the

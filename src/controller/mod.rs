@@ -30,6 +30,7 @@ mod shard;
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt, reflector, watcher},
@@ -146,7 +147,7 @@ pub async fn run(
     .default_backoff()
     .modify(kubernetes::trim_for_cache)
     .reflect(cluster_writer)
-    .touched_objects();
+    .flat_map(kubernetes::spec_changes());
     // Every shard's reconciles start once every shard listed its resources (the holder index
     // spans them all) and its endpoint caches are complete.
     let (listed, _) = watch::channel(0usize);

@@ -117,7 +117,7 @@ pub(super) async fn run_shard(
     .default_backoff()
     .modify(kubernetes::trim_for_cache)
     .reflect(ns_writer)
-    .touched_objects();
+    .flat_map(kubernetes::spec_changes());
     let (invitations, invitation_stream) = invitation_watch(&ctx, &scope, gates.listed.clone());
     let (caches_ready_tx, caches_ready) = watch::channel(false);
     let shard = Arc::new(Shard {

@@ -25,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+pub use invite_mock::{MockApi, MockConfig, RunningMock};
 use invite_operator::{
     api::{
         ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation, UserInvitationStatus,
@@ -35,7 +36,6 @@ use invite_operator::{
     leader::Leadership,
     telemetry::Metrics,
 };
-pub use invite_mock::{MockApi, MockConfig, RunningMock};
 use k8s_openapi::{
     ByteString,
     api::{

@@ -1,0 +1,227 @@
+//! Calls coalesced per endpoint: the lookups and invitations of many resources sharing an
+//! endpoint go out as a few batched calls; a refused user fails no other resource's users;
+//! OrgInvitation reads the organization once per window; the controller's own status writes
+//! cause no call at all. (Crash tests with batches in flight are in `e2e_exactly_once.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use invite_mock::{JournalEntry, MockConfig};
+use invite_operator::api::UserState;
+use serde_json::{Value, json};
+
+/// A controller whose collection window surely spans resources created together.
+fn batching(h: &Harness) -> invite_operator::controller::Settings {
+    let mut settings = h.cluster.settings();
+    settings.batch.window = Duration::from_millis(300);
+    settings
+}
+
+fn users_spec(emails: &[String], groups: &[&str]) -> Value {
+    json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": groups, "userGroups": []})).collect::<Vec<_>>(),
+    })
+}
+
+fn org_spec(emails: &[String]) -> Value {
+    json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+        "orgInvitation": {"usernames": emails, "organizationRoles": [{"name": "org_member"}]},
+    })
+}
+
+fn count(journal: &[JournalEntry], method: &str, path: &str) -> usize {
+    journal
+        .iter()
+        .filter(|e| e.method == method && e.path == path)
+        .count()
+}
+
+fn invited_in(entry: &JournalEntry) -> Vec<String> {
+    match &entry.body {
+        Value::Array(users) => users
+            .iter()
+            .filter_map(|u| u["emailAddress"].as_str().map(str::to_string))
+            .collect(),
+        body => body["usernames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect(),
+    }
+}
+
+/// `n` resources of `per` users each: (name, addresses).
+fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
+    (0..n)
+        .map(|r| {
+            let users = (0..per).map(|u| format!("u{u}-r{r}@example.com")).collect();
+            (format!("r{r:02}"), users)
+        })
+        .collect()
+}
+
+/// Whether an invite request carries users of more than one resource.
+fn spans(batch: &[String], resources: &[(String, Vec<String>)]) -> bool {
+    !resources
+        .iter()
+        .any(|(_, users)| batch.iter().all(|u| users.contains(u)))
+}
+
+#[tokio::test]
+async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
+    let mut h = Harness::user_invite().await;
+    h.start_controller_with(batching(&h));
+    let all = resources(20, 2);
+    futures::future::join_all(
+        all.iter()
+            .map(|(name, users)| h.cluster.create_invitation(name, users_spec(users, &[]))),
+    )
+    .await;
+    for (name, _) in &all {
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    let journal = h.mock.api.journal();
+    let posts: Vec<&JournalEntry> = journal
+        .iter()
+        .filter(|e| e.method == "POST" && e.path == "/api/v2/user/invite")
+        .collect();
+    assert!(
+        posts.len() < 5,
+        "{} invite calls for 20 resources",
+        posts.len()
+    );
+    assert!(
+        posts.iter().any(|p| spans(&invited_in(p), &all)),
+        "no invite call carried users of several resources"
+    );
+    let lookups = count(&journal, "POST", "/api/v2/user/validateUsers");
+    // One lookup per batch before, one read-back per invite call after.
+    assert!(lookups < 10, "{lookups} lookup calls for 20 resources");
+    for (_, users) in &all {
+        for u in users {
+            assert_eq!(h.mock.api.invitations_sent_to(u), 1, "{u}");
+        }
+    }
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_refused_user_fails_no_other_resources_users() {
+    let mut h = Harness::user_invite().await;
+    h.start_controller_with(batching(&h));
+    let all = resources(6, 2);
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        // r03's first user asks for a permission the API does not know.
+        let spec = if name == "r03" {
+            json!({
+                "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                "users": [
+                    {"emailAddress": users[0], "groups": ["no_such_permission"], "userGroups": []},
+                    {"emailAddress": users[1], "groups": [], "userGroups": []},
+                ],
+            })
+        } else {
+            users_spec(users, &[])
+        };
+        h.cluster.create_invitation(name, spec)
+    }))
+    .await;
+    for (name, users) in &all {
+        if name == "r03" {
+            let inv = h
+                .cluster
+                .wait_status(name, "PartiallyFailed", reason_is("PartiallyFailed"))
+                .await;
+            assert_eq!(state_of(&inv, &users[0]), UserState::Failed);
+            assert_eq!(state_of(&inv, &users[1]), UserState::Invited);
+        } else {
+            let inv = h.cluster.wait_status(name, "Ready", is_ready).await;
+            for u in users {
+                assert_eq!(state_of(&inv, u), UserState::Invited, "{name}: {u}");
+            }
+        }
+    }
+    let journal = h.mock.api.journal();
+    let posts = count(&journal, "POST", "/api/v2/user/invite");
+    // Halving isolates the one refused user: about 2·log2(12) calls, not one per user.
+    assert!(posts <= 10, "{posts} invite calls");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn the_organization_is_read_once_per_window_not_once_per_resource() {
+    let mut h = Harness::org_invitation(MockConfig {
+        organization_id: ORG.into(),
+        ..Default::default()
+    })
+    .await;
+    // Members over several pages of the listing.
+    h.mock
+        .api
+        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
+    h.start_controller_with(batching(&h));
+    let all = resources(12, 2);
+    futures::future::join_all(
+        all.iter()
+            .map(|(name, users)| h.cluster.create_invitation(name, org_spec(users))),
+    )
+    .await;
+    for (name, _) in &all {
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    let journal = h.mock.api.journal();
+    let invitations = format!("/csp/gateway/am/api/orgs/{ORG}/invitations");
+    let member_pages = journal
+        .iter()
+        .filter(|e| {
+            e.method == "GET" && e.path == format!("/csp/gateway/am/api/v2/orgs/{ORG}/users")
+        })
+        .count();
+    let listings = count(&journal, "GET", &invitations);
+    let posts = count(&journal, "POST", &invitations);
+    // A snapshot = 3 member pages + 1 invitation listing; one before the invitations and one
+    // after each invite call, not one per resource.
+    assert!(posts < 4, "{posts} invite calls for 12 resources");
+    assert!(
+        listings <= posts + 2,
+        "{listings} invitation listings for {posts} invite calls"
+    );
+    assert!(
+        member_pages <= 3 * (posts + 2),
+        "{member_pages} member pages"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn the_operators_own_status_writes_cause_no_api_calls() {
+    let mut h = Harness::user_invite().await;
+    h.start_controller();
+    let users: Vec<String> = (0..3).map(|u| format!("own{u}@example.com")).collect();
+    h.cluster
+        .create_invitation("team", users_spec(&users, &[]))
+        .await;
+    h.cluster.wait_status("team", "Ready", is_ready).await;
+    let controller = h.controller.as_ref().expect("running");
+    let (calls, passes) = (h.mock.api.journal().len(), controller.reconciles());
+    // The pass wrote the intent and the outcome; neither write is a reason for another pass,
+    // and no pass may look the users up again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.mock.api.journal().len(),
+        calls,
+        "API calls after the last write"
+    );
+    assert_eq!(
+        controller.reconciles(),
+        passes,
+        "passes after the last write"
+    );
+    assert_eq!(passes, 1, "one pass did it all");
+    h.finish().await;
+}
