@@ -710,7 +710,7 @@ fn apply(shared: &Shared, req: &Req, ctx: &Ctx, name: &str) -> Result<(u16, Valu
     let force = matches!(req.q("force"), Some("true") | Some("1"));
     let applied: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
-        Err(_) => serde_yaml::from_slice(&req.body)
+        Err(_) => serde_saphyr::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
     };
     if !applied.is_object() || applied.get("metadata").is_some_and(|m| !m.is_object()) {

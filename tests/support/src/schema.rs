@@ -232,8 +232,8 @@ fn format_ok(format: &str, s: &str) -> bool {
     match format {
         "email" => RE_EMAIL.is_match(s),
         "uuid" => RE_UUID.is_match(s),
-        "date-time" | "datetime" => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
-        "date" => RE_DATE.is_match(s) && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
+        "date-time" | "datetime" => s.parse::<jiff::Timestamp>().is_ok(),
+        "date" => RE_DATE.is_match(s) && s.parse::<jiff::civil::Date>().is_ok(),
         "hostname" => s.len() <= 255 && RE_HOSTNAME.is_match(s),
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
