@@ -199,6 +199,8 @@ def test_values_yaml_passes_the_schema() -> None:
         {"clusterEndpointSelector": ["a=b"]},
         {"leaderElection": {"leaseDuration": "fifteen"}},
         {"controller": {"concurrency": 0}},
+        {"controller": {"batchWindow": "1h"}},
+        {"controller": {"batchMaxUsers": 0}},
         {"metrics": {"port": 70000}},
         {"defaultEndpoint": {"api": "Email"}},
         {"defaultEndpoint": {"requestsPerSecond": 0}},
@@ -485,7 +487,9 @@ def test_controller_command_and_environment(rendered) -> None:
     assert env["LOG_LEVEL"] == values.get("logLevel", "info")
     assert env["CLUSTER_ENDPOINT_SELECTOR"] == values.get("clusterEndpointSelector", "")
     assert env["RESYNC_INTERVAL"] == "10m"
-    assert env["CONCURRENCY"] == "8"
+    assert env["CONCURRENCY"] == "64"
+    assert env["BATCH_WINDOW"] == "50ms"
+    assert env["BATCH_MAX_USERS"] == "500"
     for extra in values.get("extraEnv", []):
         assert env[extra["name"]] == extra["value"]
     for value in env.values():
