@@ -2,11 +2,7 @@
 //! take (not sent, transient and settled, transient and unknown, configuration, permanent,
 //! partial), and what is written when.
 
-use std::{
-    collections::BTreeMap,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use jiff::SignedDuration;
 use tokio::time::Instant;
@@ -77,7 +73,11 @@ impl InviteApi for ScriptedApi {
         }
     }
 
-    async fn invite(&self, requests: &[InviteRequest], _: Instant) -> BTreeMap<String, InviteOutcome> {
+    async fn invite(
+        &self,
+        requests: &[InviteRequest],
+        _: Instant,
+    ) -> BTreeMap<String, InviteOutcome> {
         let emails: Vec<&str> = requests.iter().map(|r| r.email.as_str()).collect();
         self.record(format!("invite {}", emails.join(",")));
         requests
@@ -86,7 +86,12 @@ impl InviteApi for ScriptedApi {
             .collect()
     }
 
-    async fn enforce(&self, id: &str, _: &UserGrants, _: &UserGrants) -> Result<Vec<String>, ApiError> {
+    async fn enforce(
+        &self,
+        id: &str,
+        _: &UserGrants,
+        _: &UserGrants,
+    ) -> Result<Vec<String>, ApiError> {
         self.record(format!("enforce {id}"));
         match &self.enforce {
             Some(e) => Err(e.clone()),
@@ -140,7 +145,12 @@ fn spec(emails: &[&str]) -> UserInvitationSpec {
 }
 
 fn state(status: &UserInvitationStatus, email: &str) -> UserState {
-    status.users.iter().find(|u| u.email_address == email).unwrap().state
+    status
+        .users
+        .iter()
+        .find(|u| u.email_address == email)
+        .unwrap()
+        .state
 }
 
 async fn pass(
@@ -169,11 +179,23 @@ async fn pass(
 
 #[tokio::test]
 async fn each_invite_outcome_leads_to_its_state_and_the_intent_is_written_first() {
-    let all = ["ok@x.com", "bad@x.com", "busy@x.com", "lost@x.com", "late@x.com", "none@x.com"];
+    let all = [
+        "ok@x.com",
+        "bad@x.com",
+        "busy@x.com",
+        "lost@x.com",
+        "late@x.com",
+        "none@x.com",
+    ];
     let api = ScriptedApi {
         invite: [
             ("ok@x.com", invited("ok@x.com")),
-            ("bad@x.com", InviteOutcome::Rejected { message: "no such group g".into() }),
+            (
+                "bad@x.com",
+                InviteOutcome::Rejected {
+                    message: "no such group g".into(),
+                },
+            ),
             ("busy@x.com", InviteOutcome::NotDone(error(429))),
             ("lost@x.com", InviteOutcome::Unknown(error(504))),
             (
@@ -191,12 +213,22 @@ async fn each_invite_outcome_leads_to_its_state_and_the_intent_is_written_first(
     };
     let spec = spec(&all);
     let mut writes = Writes::default();
-    let report = pass(&api, &spec, &Default::default(), &mut writes).await.unwrap();
-    assert_eq!(api.calls(), vec![format!("observe {}", all.join(",")), format!("invite {}", all.join(","))]);
+    let report = pass(&api, &spec, &Default::default(), &mut writes)
+        .await
+        .unwrap();
+    assert_eq!(
+        api.calls(),
+        vec![
+            format!("observe {}", all.join(",")),
+            format!("invite {}", all.join(","))
+        ]
+    );
     // The intent: everyone Inviting, ours, with when their request settles.
     assert_eq!(writes.written.len(), 2);
     let intent = &writes.written[0];
-    assert!(intent.users.iter().all(|u| u.state == UserState::Inviting && u.ownership == Some(Ownership::Created) && u.settles_at.is_some()));
+    assert!(intent.users.iter().all(|u| u.state == UserState::Inviting
+        && u.ownership == Some(Ownership::Created)
+        && u.settles_at.is_some()));
     let status = &writes.written[1];
     assert_eq!(state(status, "ok@x.com"), UserState::Invited);
     assert_eq!(state(status, "bad@x.com"), UserState::Failed);
@@ -208,9 +240,17 @@ async fn each_invite_outcome_leads_to_its_state_and_the_intent_is_written_first(
     assert_eq!(state(status, "none@x.com"), UserState::Inviting);
     assert_eq!(report.invited, vec!["ok@x.com".to_string()]);
     assert_eq!(report.failed.len(), 1);
-    assert!(report.problem.is_some(), "the retryable ones make the pass retry");
-    let settle = report.next_look.expect("a look once the unknown requests settle");
-    assert!(settle > Duration::from_secs(60) && settle <= Duration::from_secs(76), "{settle:?}");
+    assert!(
+        report.problem.is_some(),
+        "the retryable ones make the pass retry"
+    );
+    let settle = report
+        .next_look
+        .expect("a look once the unknown requests settle");
+    assert!(
+        settle > Duration::from_secs(60) && settle <= Duration::from_secs(76),
+        "{settle:?}"
+    );
     assert_eq!(status.conditions[0].reason, "Pending");
 }
 
@@ -221,11 +261,16 @@ async fn a_refused_token_blocks_the_resource_and_sends_nothing_else() {
         ..Default::default()
     };
     let mut writes = Writes::default();
-    let report = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes).await.unwrap();
+    let report = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes)
+        .await
+        .unwrap();
     let status = writes.written.last().unwrap();
     assert_eq!(state(status, "a@x.com"), UserState::Pending);
     assert_eq!(status.conditions[0].reason, "EndpointNotReady");
-    assert_eq!(report.problem.unwrap().category(), crate::invite::ErrorCategory::Configuration);
+    assert_eq!(
+        report.problem.unwrap().category(),
+        crate::invite::ErrorCategory::Configuration
+    );
 }
 
 #[tokio::test]
@@ -247,7 +292,9 @@ async fn a_failed_lookup_shows_pending_users_and_invites_nobody() {
         ..Default::default()
     };
     let mut writes = Writes::default();
-    let report = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes).await.unwrap();
+    let report = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes)
+        .await
+        .unwrap();
     assert_eq!(api.calls(), vec!["observe a@x.com".to_string()]);
     assert_eq!(writes.written.len(), 1);
     assert_eq!(writes.written[0].conditions[0].reason, "Pending");
@@ -263,7 +310,10 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     };
     let previous = UserInvitationStatus {
         observed_generation: Some(0),
-        users: vec![owned("a@x.com", UserState::Invited), owned("gone@x.com", UserState::Invited)],
+        users: vec![
+            owned("a@x.com", UserState::Invited),
+            owned("gone@x.com", UserState::Invited),
+        ],
         ..Default::default()
     };
     let mut spec = spec(&["a@x.com"]);
@@ -282,9 +332,18 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     };
     let mut writes = Writes::default();
     let report = pass(&api, &spec, &previous, &mut writes).await.unwrap();
-    assert_eq!(api.calls(), vec!["observe a@x.com", "enforce a@x.com", "remove gone@x.com"]);
+    assert_eq!(
+        api.calls(),
+        vec!["observe a@x.com", "enforce a@x.com", "remove gone@x.com"]
+    );
     let status = writes.written.last().unwrap();
-    assert!(status.users[0].message.as_deref().unwrap().contains("could not apply"));
+    assert!(
+        status.users[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("could not apply")
+    );
     assert_eq!(status.users.len(), 1, "the removed user's entry is gone");
     assert_eq!(report.removed.len(), 1);
     // A transient failure stops the pass before the removal, which stays owed.
@@ -297,7 +356,14 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     let report = pass(&api, &spec, &previous, &mut writes).await.unwrap();
     assert_eq!(api.calls(), vec!["observe a@x.com", "enforce a@x.com"]);
     let status = writes.written.last().unwrap();
-    assert_eq!(status.users.iter().map(|u| u.email_address.as_str()).collect::<Vec<_>>(), vec!["a@x.com", "gone@x.com"]);
+    assert_eq!(
+        status
+            .users
+            .iter()
+            .map(|u| u.email_address.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a@x.com", "gone@x.com"]
+    );
     assert!(report.problem.is_some());
     // A failed removal keeps the entry, with why.
     let api = ScriptedApi {
@@ -307,7 +373,15 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     };
     let mut writes = Writes::default();
     pass(&api, &spec, &previous, &mut writes).await.unwrap();
-    let kept = writes.written.last().unwrap().users.iter().find(|u| u.email_address == "gone@x.com").unwrap().clone();
+    let kept = writes
+        .written
+        .last()
+        .unwrap()
+        .users
+        .iter()
+        .find(|u| u.email_address == "gone@x.com")
+        .unwrap()
+        .clone();
     assert!(kept.message.unwrap().starts_with("removal pending"));
 }
 
@@ -318,10 +392,24 @@ async fn an_invalid_entry_fails_alone_and_the_others_are_invited() {
         ..Default::default()
     };
     let mut writes = Writes::default();
-    pass(&api, &spec(&["a@x.com", "A@X.com"]), &Default::default(), &mut writes).await.unwrap();
+    pass(
+        &api,
+        &spec(&["a@x.com", "A@X.com"]),
+        &Default::default(),
+        &mut writes,
+    )
+    .await
+    .unwrap();
     let status = writes.written.last().unwrap();
     assert_eq!(state(status, "a@x.com"), UserState::Invited);
-    let dup = status.users.iter().find(|u| u.email_address == "A@X.com").unwrap();
-    assert_eq!((dup.state, dup.reason), (UserState::Failed, Some(FailureReason::InvalidSpec)));
+    let dup = status
+        .users
+        .iter()
+        .find(|u| u.email_address == "A@X.com")
+        .unwrap();
+    assert_eq!(
+        (dup.state, dup.reason),
+        (UserState::Failed, Some(FailureReason::InvalidSpec))
+    );
     assert_eq!(status.conditions[0].reason, "InvalidSpec");
 }
