@@ -52,9 +52,15 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
         assert_eq!(user.state, UserState::Invited);
         let reference = user.identifier.as_deref().unwrap();
         assert!(reference.contains("/invitations/"), "{reference}");
-        let expires = user.expires_at.unwrap().duration_since(user.invited_at.unwrap());
+        let expires = user
+            .expires_at
+            .unwrap()
+            .duration_since(user.invited_at.unwrap());
         assert!(
-            (expires - jiff::SignedDuration::from_hours(24 * 7)).as_secs().abs() <= 2,
+            (expires - jiff::SignedDuration::from_hours(24 * 7))
+                .as_secs()
+                .abs()
+                <= 2,
             "{expires}"
         );
     }

@@ -59,7 +59,9 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
         assert_eq!(user.state, UserState::Invited, "{user:?}");
         assert!(user.invited_at.is_some() && user.expires_at.is_some());
         assert_eq!(
-            user.expires_at.unwrap().duration_since(user.invited_at.unwrap()),
+            user.expires_at
+                .unwrap()
+                .duration_since(user.invited_at.unwrap()),
             jiff::SignedDuration::from_hours(24)
         );
     }

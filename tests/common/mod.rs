@@ -19,12 +19,15 @@
 //! is left after a run.
 #![allow(dead_code)]
 
+pub mod flavor;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+pub use invite_mock::{MockApi, MockConfig, RunningMock};
 use invite_operator::{
     api::{
         ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation, UserInvitationStatus,
@@ -35,7 +38,6 @@ use invite_operator::{
     leader::Leadership,
     telemetry::Metrics,
 };
-pub use invite_mock::{MockApi, MockConfig, RunningMock};
 use k8s_openapi::{
     ByteString,
     api::{
