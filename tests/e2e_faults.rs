@@ -26,6 +26,9 @@ use kube_test_apiserver::Fault;
 /// The most API requests (lookups, invitations, token exchanges, retries) per user invited.
 const CALLS_PER_USER: f64 = 6.0;
 const USERS_PER_RESOURCE: usize = 3;
+/// How long after a `Retry-After` answer left the mock a request may still arrive because it
+/// was sent before the controller read that answer (two loaded cores).
+const REACTION: Duration = Duration::from_millis(100);
 
 fn resources() -> usize {
     std::env::var("FAULTS_RESOURCES")
@@ -90,7 +93,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     let mut injected = 0usize;
     let mut tick = 0u64;
     loop {
-        if let Some(server) = &h.cluster.server {
+        if let Some(server) = h.cluster.server.as_ref().filter(|_| tick % 4 == 0) {
             // Faults of the controller's own requests only (its User-Agent).
             let ua = "invite-operator";
             let status_write = |code| {
@@ -100,14 +103,17 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
                     .subresource(Some("status"))
                     .user_agent(ua)
             };
-            server.inject_fault(status_write(409).times(2));
+            // About once a second: a conflict, a failed guard and a server error on status
+            // writes; every few seconds a failed list and dropped watches.
+            server.inject_fault(status_write(409).times(1));
             server.inject_fault(status_write(422).times(1));
             server.inject_fault(status_write(500).times(1));
-            if tick % 4 == 0 {
+            injected += 3;
+            if tick % 12 == 0 {
                 server.inject_fault(Fault::new(500).verb("list").user_agent(ua).times(1));
                 server.close_watches();
+                injected += 2;
             }
-            injected += 5;
         }
         tick += 1;
         let list = h
@@ -124,11 +130,18 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
         if ready == n {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{ready} of {n} Ready after {:?}",
-            started.elapsed()
-        );
+        if tokio::time::Instant::now() > deadline {
+            let stuck: Vec<_> = list
+                .items
+                .iter()
+                .filter(|inv| !inv.status.as_ref().is_some_and(is_ready))
+                .map(|inv| (inv.metadata.name.clone(), inv.status.clone()))
+                .collect();
+            panic!(
+                "{ready} of {n} Ready after {:?}; not ready: {stuck:#?}",
+                started.elapsed()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let elapsed = started.elapsed();
@@ -156,7 +169,23 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
         assert_eq!(emails.get(u).copied(), Some(1), "one email to {u}");
     }
     assert_eq!(emails.len(), users.len(), "nobody else got an email");
-    let violations = h.mock.retry_after_violations();
+    // A request that arrived within REACTION of the throttled answer leaving the mock was
+    // already on its way (the controller had not read the answer yet); any later one is a
+    // violation.
+    let violations: Vec<_> = h
+        .mock
+        .retry_after_violations()
+        .into_iter()
+        .filter(|v| {
+            v.throttled
+                .answered
+                .is_none_or(|left| v.request.offset > left + REACTION)
+        })
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "Retry-After honoured: {violations:#?}"
+    );
     assert!(
         violations.is_empty(),
         "Retry-After honoured: {violations:#?}"
