@@ -93,7 +93,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     let mut injected = 0usize;
     let mut tick = 0u64;
     loop {
-        if let Some(server) = h.cluster.server.as_ref().filter(|_| tick % 4 == 0) {
+        if let Some(server) = h.cluster.server.as_ref().filter(|_| tick.is_multiple_of(4)) {
             // Faults of the controller's own requests only (its User-Agent).
             let ua = "invite-operator";
             let status_write = |code| {
@@ -109,7 +109,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
             server.inject_fault(status_write(422).times(1));
             server.inject_fault(status_write(500).times(1));
             injected += 3;
-            if tick % 12 == 0 {
+            if tick.is_multiple_of(12) {
                 server.inject_fault(Fault::new(500).verb("list").user_agent(ua).times(1));
                 server.close_watches();
                 injected += 2;

@@ -16,7 +16,6 @@ use std::{
 };
 
 use common::*;
-use invite_mock::RunningMock;
 use invite_operator::{
     controller,
     health::Readiness,

@@ -123,6 +123,19 @@ pub fn as_i64(value: &Value) -> Option<i64> {
     }
 }
 
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut (for errors that
+/// quote an answer).
+pub fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// Why a success (2xx) answer cannot be trusted, if it cannot: a body that is not JSON (a
 /// login page of a proxy, say) or not an object or list, or an error container of either API (`{status: {result:
 /// ERROR}}`, a `CspErrorResponse` with `statusCode` >= 400). An empty body is fine.

@@ -157,8 +157,7 @@ fn listing(operation: &'static str, body: &[u8]) -> Result<Value, ApiError> {
         _ => false,
     };
     if !listed {
-        let mut text = value.to_string();
-        text.truncate(text.floor_char_boundary(120));
+        let text = decode::excerpt(&value.to_string(), 120);
         return Err(decode_error(format!("expected a list, found {text}")));
     }
     Ok(value)

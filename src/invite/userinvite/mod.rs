@@ -138,12 +138,7 @@ impl UserInviteClient {
 
 /// A short description of a JSON value's shape, for errors.
 fn shape(value: &Value) -> String {
-    let text = value.to_string();
-    if text.len() > 120 {
-        format!("{}...", &text[..text.floor_char_boundary(120)])
-    } else {
-        text
-    }
+    decode::excerpt(&value.to_string(), 120)
 }
 
 fn normalized(email: &str) -> String {
