@@ -53,6 +53,16 @@ pub enum FaultKind {
     /// invitations, org members, search results) gain an entry, and a single user or
     /// invitation names someone else. Other answers (errors, empty bodies) are left alone.
     UnknownUsers,
+    /// This status with exactly this body (`application/json`): answers of a wrong shape.
+    Body {
+        /// The status answered.
+        status: u16,
+        /// The body sent, as is.
+        body: String,
+    },
+    /// The request is held for the fault's `delay`, then performed and answered as usual: a
+    /// client whose timeout is shorter gives up, and the request acts after it did.
+    Late,
 }
 
 impl FaultKind {
@@ -69,6 +79,8 @@ impl FaultKind {
             FaultKind::NonJson => "nonJson",
             FaultKind::ErrorBody200 => "errorBody200",
             FaultKind::UnknownUsers => "unknownUsers",
+            FaultKind::Body { .. } => "body",
+            FaultKind::Late => "late",
         }
     }
 }
@@ -97,6 +109,8 @@ pub struct ScriptedFault {
     /// Perform the real operation first (create the invitation, send the email), then fail:
     /// the client cannot know the outcome.
     pub after_effect: bool,
+    /// Only requests whose body contains this text (any when `None`).
+    pub body_contains: Option<String>,
 }
 
 impl ScriptedFault {
@@ -115,7 +129,21 @@ impl ScriptedFault {
             delay: None,
             times: 1,
             after_effect: false,
+            body_contains: None,
         }
+    }
+
+    /// This status with exactly this body ([`FaultKind::Body`]).
+    pub fn body(status: u16, body: impl Into<String>) -> ScriptedFault {
+        ScriptedFault::of(FaultKind::Body {
+            status,
+            body: body.into(),
+        })
+    }
+
+    /// Holds the request for `delay`, then performs and answers it ([`FaultKind::Late`]).
+    pub fn late(delay: Duration) -> ScriptedFault {
+        ScriptedFault::of(FaultKind::Late).delay(delay)
     }
 
     /// Never answers ([`FaultKind::Timeout`]).
@@ -175,6 +203,12 @@ impl ScriptedFault {
         self
     }
 
+    /// Only requests whose body contains `text` (e.g. one address of a batch).
+    pub fn body_contains(mut self, text: &str) -> Self {
+        self.body_contains = Some(text.to_string());
+        self
+    }
+
     /// Only requests whose path starts with this prefix.
     pub fn path(mut self, prefix: &str) -> Self {
         self.path_prefix = Some(prefix.to_string());
@@ -208,7 +242,11 @@ impl ScriptedFault {
     /// Checks the fault's values (statuses, redirect codes).
     pub fn validate(&self) -> Result<(), String> {
         match &self.kind {
-            FaultKind::Status(s) if !(100..=599).contains(s) => Err(format!("invalid status {s}")),
+            FaultKind::Status(s) | FaultKind::Body { status: s, .. }
+                if !(100..=599).contains(s) =>
+            {
+                Err(format!("invalid status {s}"))
+            }
             FaultKind::Redirect { status, .. } if !REDIRECTS.contains(status) => Err(format!(
                 "invalid redirect status {status} (one of 301, 302, 303, 307, 308)"
             )),
@@ -219,8 +257,11 @@ impl ScriptedFault {
         }
     }
 
-    pub(crate) fn matches(&self, method: &Method, path: &str) -> bool {
+    pub(crate) fn matches(&self, method: &Method, path: &str, body: &[u8]) -> bool {
         self.times > 0
+            && self.body_contains.as_deref().is_none_or(|text| {
+                !text.is_empty() && body.windows(text.len()).any(|w| w == text.as_bytes())
+            })
             && self
                 .method
                 .as_deref()
@@ -258,6 +299,10 @@ struct FaultSpec {
     times: usize,
     #[serde(default)]
     after_effect: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
 }
 
 fn one() -> usize {
@@ -284,10 +329,15 @@ impl TryFrom<FaultSpec> for ScriptedFault {
             "nonJson" => FaultKind::NonJson,
             "errorBody200" => FaultKind::ErrorBody200,
             "unknownUsers" => FaultKind::UnknownUsers,
+            "body" => FaultKind::Body {
+                status: s.status.unwrap_or(200),
+                body: s.body.ok_or_else(|| need("body", "body"))?,
+            },
+            "late" => FaultKind::Late,
             other => {
                 return Err(format!(
                     "unknown fault kind '{other}' (status, timeout, reset, truncated, hugeBody, \
-                     redirect, nonJson, errorBody200, unknownUsers)"
+                     redirect, nonJson, errorBody200, unknownUsers, body, late)"
                 ));
             }
         };
@@ -299,6 +349,7 @@ impl TryFrom<FaultSpec> for ScriptedFault {
             delay: s.delay_ms.map(Duration::from_millis),
             times: s.times,
             after_effect: s.after_effect,
+            body_contains: s.body_contains,
         };
         fault.validate()?;
         Ok(fault)
@@ -307,8 +358,12 @@ impl TryFrom<FaultSpec> for ScriptedFault {
 
 impl From<ScriptedFault> for FaultSpec {
     fn from(f: ScriptedFault) -> FaultSpec {
+        let body = match &f.kind {
+            FaultKind::Body { body, .. } => Some(body.clone()),
+            _ => None,
+        };
         let (status, bytes, location) = match &f.kind {
-            FaultKind::Status(s) => (Some(*s), None, None),
+            FaultKind::Status(s) | FaultKind::Body { status: s, .. } => (Some(*s), None, None),
             FaultKind::HugeBody { bytes } => (None, Some(*bytes), None),
             FaultKind::Redirect { status, location } => {
                 (Some(*status), None, Some(location.clone()))
@@ -328,6 +383,8 @@ impl From<ScriptedFault> for FaultSpec {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             times: f.times,
             after_effect: f.after_effect,
+            body_contains: f.body_contains,
+            body,
         }
     }
 }
@@ -455,6 +512,19 @@ pub(crate) async fn answer(
     let family = ApiFamily::of_path(path);
     let resp = match kind {
         FaultKind::Timeout => return Reply::Hold,
+        FaultKind::Late => match real {
+            Some(real) => real,
+            None => return Reply::Hold,
+        },
+        FaultKind::Body { status, body } => {
+            let mut r = Response::new(Body::from(body.clone()));
+            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         FaultKind::Reset => return Reply::Reset,
         FaultKind::UnknownUsers => match real {
             Some(real) => add_unknown_users(real, path, ghost).await,

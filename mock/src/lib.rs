@@ -32,6 +32,11 @@
 //! | `nonJson` | a 200 with a `text/html` page |
 //! | `errorBody200` | a 200 whose body is an error: `{"status":{"result":"ERROR","message":…,"code":400}}` (a `CspErrorResponse` on OrgInvitation paths) |
 //! | `unknownUsers` | the real answer naming users never asked for / not existing: `validateUsers` gains a valid user and an invalid identifier, lists (users, invitations, org members, search) gain an entry, a single user or invitation names someone else. Without `afterEffect` it is computed on a scratch copy of the state, so nothing changes |
+//! | `body` `{status?, body}` | that status (default 200) with exactly that body as `application/json`: answers of a wrong shape |
+//! | `late` `{delayMs}` | the request is held for `delayMs`, then performed and answered as usual: a client with a shorter timeout gives up, and the request acts after it did |
+//!
+//! A scripted fault may also match on the request body (`bodyContains`, e.g. one address of a
+//! batch).
 //!
 //! Control endpoints (JSON; for benchmarks and demos running the mock out of process):
 //!
@@ -39,7 +44,7 @@
 //! |---|---|
 //! | `GET /mock/requests` / `DELETE /mock/requests` | the journal ([`JournalEntry`] list: `seq`, `method`, `path`, `query`, `body`, `status` (0 = no answer), `at`, `offsetMicros` (arrival on the mock's monotonic clock), `answeredMicros`, `auth`, `credential` (opaque label), `contentType`, `fault`, `faultKind`, `performed`, `retryAfter`) / clear it |
 //! | `GET /mock/retry-after-violations` | requests that arrived before an earlier `Retry-After` of the same API family and credential allowed ([`RetryAfterViolation`] list) |
-//! | `POST /mock/faults` `{method?, pathPrefix?, kind?, status?, bytes?, location?, retryAfter?, delayMs?, times?, afterEffect?}` | add a [`ScriptedFault`] (kinds above; `times` default 1); `GET` lists, `DELETE` clears |
+//! | `POST /mock/faults` `{method?, pathPrefix?, bodyContains?, kind?, status?, body?, bytes?, location?, retryAfter?, delayMs?, times?, afterEffect?}` | add a [`ScriptedFault`] (kinds above; `times` default 1); `GET` lists, `DELETE` clears |
 //! | `PUT /mock/settings` `{latencyMs?, faultRate?, faultMix?}` | change latency / random 503 rate / the fault mix (`faultMix`: `{serverError, tooManyRequests, retryAfterSecs, timeout, truncated, reset, afterEffect, tokenExchange}`, `null` or `{}` turns it off); `GET` shows them |
 //! | `POST /mock/users` (UserModel-ish JSON) | seed an existing UserInvite user |
 //! | `POST /mock/usergroups` `{id?, name}` | seed a user group |
@@ -76,6 +81,10 @@
 //!   (otherwise 415, as a JAX-RS/Spring server answers).
 //! * Identifiers are compared case-insensitively; with `multi_tenant_identifiers` a user is only
 //!   found by its `local+customer@domain` identifier, never by the plain email.
+//! * OrgInvitation: organization roles must be known (`org_owner`, `org_member`, `org_admin`,
+//!   `platform_operator`, `read_only_operator`, `billing_read_only`, and those added with
+//!   [`MockApi::seed_org_role`]); an unknown one refuses the whole request with a 400 whose
+//!   message names the role, not a user.
 //! * OrgInvitation: inviting a username with a pending invitation creates another invitation and
 //!   sends another email (the conservative assumption for exactly-once tests); members are
 //!   skipped silently (no email); no `organizationRoles` means `org_member`; no email with
@@ -424,6 +433,22 @@ impl MockApi {
             st.add_member(u.as_ref(), roles.clone(), Vec::new(), Vec::new());
         }
         st.members.len() - before
+    }
+
+    /// CSP: makes the organization know another organization role (invitations naming a role
+    /// it does not know are refused with a 400 naming no user).
+    pub fn seed_org_role(&self, name: &str) {
+        self.state().org_roles.insert(name.to_string());
+    }
+
+    /// CSP: removes a member from the organization (as an admin would); false when not one.
+    pub fn remove_org_member(&self, username: &str) -> bool {
+        let mut st = self.state();
+        let Some(i) = st.member_index(username) else {
+            return false;
+        };
+        let id = st.members[i].user_id.clone();
+        st.remove_members(&[id]) == 1
     }
 
     /// The current `UserModel` of a UserInvite user (identifier, case-insensitive).

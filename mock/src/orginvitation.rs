@@ -301,6 +301,17 @@ fn invite(state: &mut State, req: &ApiRequest) -> Outcome {
     if org_roles.is_empty() {
         org_roles.push(state.binding("org_member"));
     }
+    let unknown: Vec<&str> = org_roles
+        .iter()
+        .filter_map(|b| b["name"].as_str())
+        .filter(|name| !state.org_roles.contains(*name))
+        .collect();
+    if !unknown.is_empty() {
+        // Names no user: the same answer whoever is invited.
+        return Err(Fail::bad_request(format!(
+            "Invalid request body: unknown organization role(s) {unknown:?}"
+        )));
+    }
     let operator = org_roles.iter().any(|b| {
         matches!(
             b["name"].as_str(),

@@ -122,9 +122,11 @@ impl MockApi {
         }
     }
 
-    fn take_scripted(&self, method: &Method, path: &str) -> Option<Fault> {
+    fn take_scripted(&self, req: &ApiRequest) -> Option<Fault> {
         let mut faults = lock(&self.inner.faults);
-        let f = faults.iter_mut().find(|f| f.matches(method, path))?;
+        let f = faults
+            .iter_mut()
+            .find(|f| f.matches(&req.method, &req.path, &req.body))?;
         f.times -= 1;
         let taken = Fault {
             kind: f.kind.clone(),
@@ -154,7 +156,7 @@ impl MockApi {
 
     /// The fault for this request: scripted, else a random 503, else the mix.
     fn choose_fault(&self, req: &ApiRequest) -> Option<Fault> {
-        if let Some(f) = self.take_scripted(&req.method, &req.path) {
+        if let Some(f) = self.take_scripted(req) {
             return Some(f);
         }
         if self.random_503() {
@@ -191,7 +193,11 @@ impl MockApi {
 
     /// The answer to a request the fault `f` hits.
     async fn fault_reply(&self, req: &ApiRequest, f: &Fault) -> (Reply, bool) {
-        let real = if f.after_effect {
+        let real = if f.kind == FaultKind::Late {
+            // Held first, then performed and answered as usual.
+            tokio::time::sleep(f.delay.unwrap_or_default()).await;
+            return (Reply::Answer(self.dispatch(req)), true);
+        } else if f.after_effect {
             Some(self.dispatch(req))
         } else if f.kind == FaultKind::UnknownUsers {
             // The answer the API would give, computed without changing anything.

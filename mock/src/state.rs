@@ -168,8 +168,20 @@ pub(crate) struct State {
     /// CSP access tokens issued (expired ones included, so that they stay recognisable).
     pub access_tokens: HashMap<String, AccessToken>,
     pub emails: Vec<SentEmail>,
+    /// The organization roles the CSP API knows; an invitation naming another is refused.
+    pub org_roles: std::collections::BTreeSet<String>,
     rng: StdRng,
 }
+
+/// The organization roles of a CSP organization.
+pub(crate) const ORG_ROLES: [&str; 6] = [
+    "org_owner",
+    "org_member",
+    "org_admin",
+    "platform_operator",
+    "read_only_operator",
+    "billing_read_only",
+];
 
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
@@ -260,6 +272,7 @@ impl State {
             member_by_name: HashMap::new(),
             access_tokens: HashMap::new(),
             emails: Vec::new(),
+            org_roles: ORG_ROLES.iter().map(|r| r.to_string()).collect(),
             rng,
         }
     }

@@ -614,3 +614,93 @@ async fn retry_after_violations_are_listed_per_family_and_credential() {
     assert!(m.api.retry_after_violations().is_empty());
     m.shutdown().await;
 }
+
+#[tokio::test]
+async fn body_faults_late_faults_and_body_matchers() {
+    let m = start().await;
+    // Only the request whose body names b@ gets the fault.
+    m.api.add_fault(
+        ScriptedFault::body(200, r#"{"validUsers": 42}"#)
+            .path(INVITE)
+            .body_contains("\"b@example.com\""),
+    );
+    let a = invite(&m, "a@example.com").await.unwrap();
+    assert_eq!(a.status(), StatusCode::OK);
+    assert!(!last(&m).fault);
+    let b = invite(&m, "b@example.com").await.unwrap();
+    assert_eq!(b.status(), StatusCode::OK);
+    assert_eq!(b.text().await.unwrap(), r#"{"validUsers": 42}"#);
+    let entry = last(&m);
+    assert_eq!(entry.fault_kind.as_deref(), Some("body"));
+    assert!(!entry.performed);
+    assert_eq!(m.api.invitations_sent_to("b@example.com"), 0);
+    // A late request: the client (300 ms timeout) gives up, the mock acts after 500 ms.
+    m.api
+        .add_fault(ScriptedFault::late(Duration::from_millis(500)).path(INVITE));
+    assert!(
+        invite(&m, "c@example.com").await.is_err(),
+        "the client timed out"
+    );
+    assert_eq!(m.api.invitations_sent_to("c@example.com"), 0, "not yet");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(m.api.invitations_sent_to("c@example.com"), 1, "acted late");
+    // The JSON forms round-trip.
+    for fault in [
+        ScriptedFault::body(502, "[]").body_contains("x"),
+        ScriptedFault::late(Duration::from_millis(5)),
+    ] {
+        let json = serde_json::to_value(&fault).unwrap();
+        assert_eq!(
+            serde_json::from_value::<ScriptedFault>(json).unwrap(),
+            fault
+        );
+    }
+    assert!(matches!(
+        serde_json::from_value::<ScriptedFault>(
+            json!({"kind": "body", "status": 200, "body": "{}"})
+        )
+        .unwrap()
+        .kind,
+        FaultKind::Body { status: 200, .. }
+    ));
+    m.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_organization_role_is_refused_for_everyone_alike() {
+    let m = start().await;
+    let token = csp_token(&m).await;
+    let invite = |usernames: Value, role: &str| {
+        let body = json!({"usernames": usernames, "organizationRoles": [{"name": role}]});
+        let (url, token) = (
+            format!("{}{CSP}/orgs/mock-org/invitations", m.url),
+            token.clone(),
+        );
+        async move {
+            client()
+                .post(url)
+                .header("csp-auth-token", token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let one = invite(json!(["a@example.com"]), "no_such_role").await;
+    assert_eq!(one.status(), StatusCode::BAD_REQUEST);
+    let one: Value = one.json().await.unwrap();
+    let many = invite(json!(["b@example.com", "c@example.com"]), "no_such_role").await;
+    let many: Value = many.json().await.unwrap();
+    assert_eq!(one["message"], many["message"], "the message names no user");
+    assert!(one["message"].as_str().unwrap().contains("no_such_role"));
+    assert_eq!(m.api.emails_sent().len(), 0);
+    m.api.seed_org_role("no_such_role");
+    let ok = invite(json!(["a@example.com"]), "no_such_role").await;
+    assert_eq!(ok.status(), StatusCode::ACCEPTED);
+    assert_eq!(m.api.invitations_sent_to("a@example.com"), 1);
+    // A member removed by an admin is no longer listed.
+    m.api.seed_org_member("gone@example.com");
+    assert!(m.api.remove_org_member("gone@example.com"));
+    assert!(!m.api.remove_org_member("gone@example.com"));
+    m.shutdown().await;
+}

@@ -122,28 +122,12 @@ async fn remove_owned(
     owned: &[UserStatus],
 ) -> Result<Cleanup, ReconcileError> {
     let ctx = &shard.ctx;
-    // The endpoint must still be usable; the spec may be anything (even invalid).
-    let resolved = match resolution::find_endpoint(shard, invitation) {
-        None => Err(Blocked::new(
-            ReadyReason::EndpointNotFound,
-            format!(
-                "{} not found",
-                crate::reconcile::resolve::endpoint_display(invitation)
-            ),
-        )),
-        Some(endpoint) => {
-            match crate::reconcile::resolve::check_urls(&endpoint, &ctx.settings.endpoint_policy) {
-                Err(blocked) => Err(blocked),
-                Ok(()) => match resolution::connect(ctx, endpoint).await? {
-                    Resolution::Ready(resolved) => Ok(resolved),
-                    Resolution::Blocked(blocked) => Err(blocked),
-                },
-            }
-        }
-    };
-    let resolved = match resolved {
-        Ok(resolved) => resolved,
-        Err(blocked) => return Ok(Cleanup::Skipped(blocked)),
+    // The endpoint must still serve the resource, as for any pass: found, of the right API,
+    // allowed for its namespace and grants, with its token. Otherwise nothing is removed
+    // (and the event says what was left behind).
+    let resolved = match resolution::resolve(shard, invitation, 0).await? {
+        Resolution::Ready(resolved) => resolved,
+        Resolution::Blocked(blocked) => return Ok(Cleanup::Skipped(blocked)),
     };
     let now = plan::now();
     if let Some(wait) = owned

@@ -166,8 +166,10 @@ async fn work(
     let requested = match plan::requested_addresses(&invitation.spec) {
         Ok(requested) => requested,
         Err(blocked) => {
-            let nothing = Requested::default();
-            return block(shard, Stop::new(invitation, &nothing, blocked), writer).await;
+            // Nothing usable is requested: every entry stays as it is until the spec is fixed.
+            let previous = invitation.status.clone().unwrap_or_default();
+            let kept = plan::unusable_spec_keeps(&previous);
+            return block(shard, Stop::new(invitation, &kept, blocked), writer).await;
         }
     };
     if paused {

@@ -123,6 +123,51 @@ pub fn as_i64(value: &Value) -> Option<i64> {
     }
 }
 
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut (for errors that
+/// quote an answer).
+pub fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// Why a success (2xx) answer cannot be trusted, if it cannot: a body that is not JSON (a
+/// login page of a proxy, say) or not an object or list, or an error container of either API (`{status: {result:
+/// ERROR}}`, a `CspErrorResponse` with `statusCode` >= 400). An empty body is fine.
+pub fn untrusted_success(body: &[u8]) -> Option<String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("a success answer that is not JSON: {e}")),
+    };
+    if !matches!(value, Value::Object(_) | Value::Array(_) | Value::Null) {
+        return Some(format!("a success answer of an unexpected shape: {value}"));
+    }
+    let wavefront_error = value
+        .get("status")
+        .and_then(|s| s.get("result"))
+        .and_then(Value::as_str)
+        == Some("ERROR");
+    let csp_error = value
+        .get("statusCode")
+        .and_then(as_i64)
+        .is_some_and(|c| c >= 400)
+        || value.get("cspErrorCode").is_some();
+    (wavefront_error || csp_error).then(|| {
+        format!(
+            "a success answer carrying an error: {}",
+            error_message(body).unwrap_or_else(|| "no message".into())
+        )
+    })
+}
+
 /// The human message of an error answer of either API: `{status: {message}}` (UserInvite),
 /// `CspErrorResponse {message}` (OrgInvitation), `error_message(s)`, or a short plain body.
 pub fn error_message(body: &[u8]) -> Option<String> {
@@ -205,5 +250,56 @@ mod tests {
             Some("Bad Gateway")
         );
         assert_eq!(error_message(b""), None);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::invite::json_strategy::json;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn any_bytes_decode_or_fail_without_panicking(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = users(&body);
+                let _ = error_message(&body);
+            }
+
+            #[test]
+            fn any_json_decodes_or_fails_without_panicking(value in json()) {
+                let body = serde_json::to_vec(&value).unwrap();
+                let _ = users(&body);
+                let _ = error_message(&body);
+                let _ = wrapper_warning(&value);
+                let _ = unwrap_response(&value);
+                let _ = user(&value);
+                let _ = as_i64(&value);
+            }
+
+            #[test]
+            fn users_in_any_wrapper_are_found(
+                ids in prop::collection::vec("[a-z]{1,8}(\\+[a-z]{1,4})?@[a-z]{1,8}\\.com", 0..20),
+                wrapped in any::<bool>(),
+                as_items in any::<bool>(),
+            ) {
+                let list: Vec<serde_json::Value> = ids
+                    .iter()
+                    .map(|id| serde_json::json!({"identifier": id, "groups": ["g"], "extra": {"x": 1}}))
+                    .collect();
+                let mut payload = if as_items {
+                    serde_json::json!({"items": list})
+                } else {
+                    serde_json::json!(list)
+                };
+                if wrapped {
+                    payload = serde_json::json!({"status": {"result": "OK", "code": 200}, "response": payload});
+                }
+                let found = users(&serde_json::to_vec(&payload).unwrap()).unwrap();
+                let found: Vec<String> = found.into_iter().map(|u| u.identifier).collect();
+                prop_assert_eq!(found, ids);
+            }
+        }
     }
 }

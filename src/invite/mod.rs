@@ -14,6 +14,8 @@ pub mod coalesce;
 pub mod decode;
 mod error;
 pub mod identity;
+#[cfg(test)]
+mod json_strategy;
 pub mod orginvitation;
 pub mod transport;
 pub mod userinvite;
@@ -270,5 +272,28 @@ pub fn connect(
         ApiFlavor::OrgInvitation => Ok(Arc::new(orginvitation::connect(
             &url, connection, token, transport,
         )?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_matches_only_its_own_identifier_or_email_ignoring_case() {
+        let alice = Lookup::email("alice@x.com");
+        assert!(alice.matches("alice@x.com"));
+        assert!(alice.matches("Alice@X.com"));
+        // Two people, never one.
+        assert!(!alice.matches("alice+ops@x.com"));
+        assert!(!alice.matches("ops+alice@x.com"));
+        assert!(!alice.matches("alice@x.com.evil"));
+        assert!(!alice.matches("alice"));
+        let known = Lookup {
+            email: "alice@x.com".into(),
+            identifier: Some("alice+acme@x.com".into()),
+        };
+        assert!(known.matches("ALICE+ACME@x.com"));
+        assert!(!known.matches("alice+ops@x.com"));
     }
 }

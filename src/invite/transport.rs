@@ -157,15 +157,22 @@ impl Transport {
     /// Waits for the rate limit and any `Retry-After` the API asked for. With a deadline,
     /// gives up (returning false) when the request could not leave before it.
     async fn wait_turn(&self, send_by: Option<Instant>) -> bool {
-        let paused = *self.paused_until.lock().expect("lock");
-        if let Some(until) = paused.filter(|u| *u > Instant::now()) {
-            if send_by.is_some_and(|deadline| until > deadline) {
-                return false;
+        loop {
+            let paused = *self.paused_until.lock().expect("lock");
+            if let Some(until) = paused.filter(|u| *u > Instant::now()) {
+                if send_by.is_some_and(|deadline| until > deadline) {
+                    return false;
+                }
+                tokio::time::sleep_until(until).await;
             }
-            tokio::time::sleep_until(until).await;
+            self.limiter.until_ready().await;
+            // A Retry-After that arrived while this request waited for the rate limit holds it
+            // too.
+            let paused = *self.paused_until.lock().expect("lock");
+            if paused.is_none_or(|u| u <= Instant::now()) {
+                return send_by.is_none_or(|deadline| Instant::now() <= deadline);
+            }
         }
-        self.limiter.until_ready().await;
-        send_by.is_none_or(|deadline| Instant::now() <= deadline)
     }
 
     /// Sends a request once (rate-limited), without judging the status. Connection failures

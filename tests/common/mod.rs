@@ -19,6 +19,8 @@
 //! is left after a run.
 #![allow(dead_code)]
 
+pub mod flavor;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},

@@ -40,7 +40,14 @@ impl OrgInvitationClient {
             }))
             .await;
         match result {
-            Ok(_) => Ok(Posted::Sent),
+            Ok(answer) => match crate::invite::decode::untrusted_success(&answer.body) {
+                // A 2xx that is not JSON or carries an error: whether the API acted is unknown.
+                Some(message) => Err(ApiError::Decode {
+                    operation: "invite users",
+                    message,
+                }),
+                None => Ok(Posted::Sent),
+            },
             Err(ApiError::Rejected { message, .. }) => Ok(Posted::Refused(message)),
             Err(e) => Err(e),
         }

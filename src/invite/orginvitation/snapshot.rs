@@ -97,10 +97,7 @@ impl OrgInvitationClient {
                 self.request(Method::GET, &path, t)
             })
             .await?;
-        let value: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
-            operation: "list invitations",
-            message: format!("not JSON: {e}"),
-        })?;
+        let value = listing("list invitations", &answer.body)?;
         Ok(items(&value).iter().filter_map(invitation).collect())
     }
 
@@ -118,11 +115,7 @@ impl OrgInvitationClient {
                     self.request(Method::GET, &path, t)
                 })
                 .await?;
-            let value: Value =
-                serde_json::from_slice(&answer.body).map_err(|e| ApiError::Decode {
-                    operation: "list organization users",
-                    message: format!("not JSON: {e}"),
-                })?;
+            let value = listing("list organization users", &answer.body)?;
             let results = items(&value);
             let before = members.len();
             members.extend(results.iter().filter_map(member));
@@ -144,6 +137,30 @@ impl OrgInvitationClient {
             message: format!("the member listing did not end after {MAX_MEMBER_PAGES} pages"),
         })
     }
+}
+
+/// A listing's answer: JSON holding a list (bare, or under `results`, `items` or
+/// `invitations`, possibly wrapped). Anything else is an error, never an empty list: an
+/// organization read as empty would make every member and invitation look absent.
+fn listing(operation: &'static str, body: &[u8]) -> Result<Value, ApiError> {
+    let decode_error = |message: String| ApiError::Decode { operation, message };
+    if let Some(problem) = decode::untrusted_success(body) {
+        return Err(decode_error(problem));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| decode_error(format!("not JSON: {e}")))?;
+    let listed = match decode::unwrap_response(&value) {
+        Value::Array(_) => true,
+        Value::Object(o) => ["results", "items", "invitations"]
+            .iter()
+            .any(|k| o.get(*k).is_some_and(Value::is_array)),
+        _ => false,
+    };
+    if !listed {
+        let text = decode::excerpt(&value.to_string(), 120);
+        return Err(decode_error(format!("expected a list, found {text}")));
+    }
+    Ok(value)
 }
 
 fn items(value: &Value) -> Vec<Value> {

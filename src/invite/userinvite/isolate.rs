@@ -8,9 +8,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{
-    UserInviteClient, error_in_success, invite_body, looks_like_already_exists, normalized,
-};
+use super::{UserInviteClient, invite_body, looks_like_already_exists, normalized};
 use crate::{
     api::UserToCreate,
     invite::{ApiError, InviteApi, InviteOutcome, Lookup, Observed, decode},
@@ -41,14 +39,15 @@ impl UserInviteClient {
             .await
         {
             Ok(answer) => {
-                let value = serde_json::from_slice::<Value>(&answer.body).ok();
-                if let Some(error) = value.as_ref().and_then(error_in_success) {
-                    // A 2xx whose body says ERROR: nothing to trust; look the users up later.
+                if let Some(error) = decode::untrusted_success(&answer.body) {
+                    // A 2xx that is not JSON or says ERROR: nothing to trust (the API may or
+                    // may not have acted); the users are looked up once it settled.
                     return Err(ApiError::Decode {
                         operation: "invite users",
                         message: error,
                     });
                 }
+                let value = serde_json::from_slice::<Value>(&answer.body).ok();
                 Ok(Posted::Sent(
                     value.as_ref().and_then(decode::wrapper_warning),
                 ))

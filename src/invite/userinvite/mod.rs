@@ -106,11 +106,21 @@ impl UserInviteClient {
                 message: decode::error_message(&answer.body).unwrap_or_default(),
             });
         }
-        let valid = payload
-            .get("validUsers")
-            .and_then(Value::as_array)
-            .map(|users| users.iter().filter_map(decode::user).collect())
-            .unwrap_or_default();
+        // An answer of another shape is an error, not "nobody exists": that would invite
+        // existing users.
+        let valid = match (payload.get("validUsers"), payload.get("invalidIdentifiers")) {
+            (Some(Value::Array(users)), _) => users.iter().filter_map(decode::user).collect(),
+            (None | Some(Value::Null), Some(Value::Array(_))) => Vec::new(),
+            _ => {
+                return Err(ApiError::Decode {
+                    operation: "validate users",
+                    message: format!(
+                        "expected validUsers and invalidIdentifiers, found {}",
+                        shape(payload)
+                    ),
+                });
+            }
+        };
         Ok(Some(valid))
     }
 
@@ -126,16 +136,9 @@ impl UserInviteClient {
     }
 }
 
-/// The error message of a 2xx answer whose body is an error container, if it is one.
-fn error_in_success(value: &Value) -> Option<String> {
-    let status = value.get("status")?;
-    (status.get("result").and_then(Value::as_str) == Some("ERROR")).then(|| {
-        status
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("the API answered ERROR")
-            .to_string()
-    })
+/// A short description of a JSON value's shape, for errors.
+fn shape(value: &Value) -> String {
+    decode::excerpt(&value.to_string(), 120)
 }
 
 fn normalized(email: &str) -> String {

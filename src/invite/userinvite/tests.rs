@@ -35,15 +35,25 @@ fn ids_are_encoded_as_one_path_segment() {
 }
 
 #[test]
-fn an_error_body_in_a_success_is_recognized() {
-    assert_eq!(
-        error_in_success(&json!({"status": {"result": "ERROR", "message": "boom", "code": 400}}))
-            .as_deref(),
-        Some("boom")
+fn a_success_that_is_not_json_or_carries_an_error_is_not_trusted() {
+    use crate::invite::decode::untrusted_success;
+    let message =
+        untrusted_success(br#"{"status": {"result": "ERROR", "message": "boom", "code": 400}}"#);
+    assert!(message.unwrap().contains("boom"));
+    let csp = untrusted_success(
+        br#"{"statusCode": 400, "message": "bad role", "cspErrorCode": "540.400"}"#,
+    );
+    assert!(csp.unwrap().contains("bad role"));
+    assert!(untrusted_success(b"<html>Sign in</html>").is_some());
+    assert!(
+        untrusted_success(b"{\"identifier\": \"a@b.c\"").is_some(),
+        "cut short"
     );
     assert_eq!(
-        error_in_success(&json!({"status": {"result": "OK", "code": 200}})),
+        untrusted_success(br#"{"status": {"result": "OK", "code": 200}}"#),
         None
     );
-    assert_eq!(error_in_success(&json!({"identifier": "a@b.c"})), None);
+    assert_eq!(untrusted_success(br#"{"identifier": "a@b.c"}"#), None);
+    assert_eq!(untrusted_success(b""), None);
+    assert_eq!(untrusted_success(b" \n"), None);
 }

@@ -32,8 +32,8 @@ pub use summary::{
 pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target};
 
 use crate::api::{
-    AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, Ownership, UserInvitationSpec,
-    UserInvitationStatus, UserState, UserStatus,
+    AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, FailureReason, Ownership,
+    UserInvitationSpec, UserInvitationStatus, UserState, UserStatus,
 };
 
 /// Why a UserInvitation is (not) Ready.
@@ -151,6 +151,24 @@ pub fn requested_addresses(spec: &UserInvitationSpec) -> Result<Requested, Block
         }
     }
     Ok(requested)
+}
+
+/// What a spec with no usable shape (see [`requested_addresses`]) keeps: every entry of the
+/// previous status, as it is (an invalid spec never loses status; removals owed under
+/// deletionPolicy Delete and unsettled requests stay with their entries).
+pub fn unusable_spec_keeps(previous: &UserInvitationStatus) -> Requested {
+    let mut kept = Requested::default();
+    for user in &previous.users {
+        if user.reason == Some(FailureReason::InvalidSpec) {
+            kept.invalid.push((
+                user.email_address.clone(),
+                user.message.clone().unwrap_or_default(),
+            ));
+        } else if !kept.contains(&user.email_address) {
+            kept.addresses.push(user.email_address.clone());
+        }
+    }
+    kept
 }
 
 /// An address as the APIs compare it.
@@ -333,5 +351,7 @@ pub fn unsettled(entry: &UserStatus, now: Timestamp) -> bool {
     entry.state == UserState::Inviting && entry.settles_at.is_some_and(|t| t > now)
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -1015,3 +1015,128 @@ fn a_failed_lookup_is_shown_only_when_it_matters() {
         None
     );
 }
+
+#[test]
+fn the_recorded_window_holds_whatever_the_endpoint_and_the_clocks_say_now() {
+    // Replica A recorded the intent at 10:00:00 with a 30 s timeout and 15 s of tolerated
+    // skew: the request settles at 10:01:15 on any replica's clock.
+    let recorded = SettleWindow {
+        request_timeout: Duration::from_secs(30),
+        clock_skew: Duration::from_secs(15),
+    };
+    let mut inviting = owned("a@example.com", UserState::Inviting);
+    inviting.invited_at = Some(t("2026-11-22T10:00:00Z"));
+    inviting.settles_at = Some(recorded.settles_at(t("2026-11-22T10:00:00Z")));
+    assert_eq!(inviting.settles_at, Some(t("2026-11-22T10:01:15Z")));
+    let mut s = Setup::new(&["a@example.com"], status(vec![inviting.clone()], 1));
+    // Replica B: the endpoint's timeout is now 1 s and its clock runs up to 15 s ahead of A's.
+    // Neither brings the next look forward: 10:00:03 would be settled under the new timeout,
+    // 10:01:14 is A's 10:00:59.
+    let now_window = SettleWindow {
+        request_timeout: Duration::from_secs(1),
+        clock_skew: Duration::ZERO,
+    };
+    for now in ["2026-11-22T10:00:03Z", "2026-11-22T10:01:14Z"] {
+        let c = PlanContext {
+            now: t(now),
+            settle: now_window,
+            ..s.ctx()
+        };
+        assert!(addresses_to_observe(&c).is_empty(), "{now}");
+        let p = plan(&c, &BTreeMap::new());
+        assert!(p.to_invite.is_empty(), "{now}");
+        assert_eq!(p.users[0], inviting, "{now}: the entry is kept as recorded");
+        assert_eq!(
+            settle_wait(&c, &p.users),
+            Some(Duration::try_from(t("2026-11-22T10:01:15Z").duration_since(t(now))).unwrap())
+        );
+        // Removed meanwhile: the entry (and its guard) stays.
+        let removed = Requested::default();
+        assert_eq!(
+            kept_entries(&removed, &s.spec, &s.previous, t(now)),
+            vec![inviting.clone()]
+        );
+        // Another resource naming the person waits for the same moment.
+        let other = OtherHolder {
+            owner: "team-a/first".into(),
+            state: UserState::Inviting,
+            settles_at: inviting.settles_at,
+        };
+        let s2 = Setup::new(&["a@example.com"], Default::default());
+        let mut c2 = PlanContext {
+            now: t(now),
+            settle: now_window,
+            ..s2.ctx()
+        };
+        c2.others.insert("a@example.com".into(), other);
+        let p2 = plan(&c2, &obs(&[("a@example.com", Observed::Absent)]));
+        assert!(p2.to_invite.is_empty(), "{now}");
+        assert_eq!(p2.users[0].state, UserState::Pending);
+        assert!(
+            p2.users[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("2026-11-22T10:01:15Z"),
+            "{:?}",
+            p2.users[0].message
+        );
+    }
+    // Once settled (on the reading replica's clock) the person is looked up again.
+    s.previous.users[0].message = None;
+    let c = PlanContext {
+        now: t("2026-11-22T10:01:15Z"),
+        settle: now_window,
+        ..s.ctx()
+    };
+    assert_eq!(addresses_to_observe(&c), lookups(&["a@example.com"]));
+}
+
+#[test]
+fn a_new_intent_records_its_window_from_the_timeout_of_the_moment() {
+    // The window of a new intent uses the endpoint's timeout when it is recorded.
+    for (timeout, skew, settles) in [
+        (1, 0, "2026-11-22T10:00:02Z"),
+        (30, 15, "2026-11-22T10:01:15Z"),
+        (120, 15, "2026-11-22T10:04:15Z"),
+    ] {
+        let w = SettleWindow {
+            request_timeout: Duration::from_secs(timeout),
+            clock_skew: Duration::from_secs(skew),
+        };
+        assert_eq!(w.settles_at(t(NOW)), t(settles));
+    }
+}
+
+#[test]
+fn a_spec_with_no_usable_shape_keeps_every_entry() {
+    let mut dup = user("Dup@example.com", UserState::Failed);
+    dup.reason = Some(FailureReason::InvalidSpec);
+    dup.message = Some("listed more than once".into());
+    let mut settling = owned("settling@example.com", UserState::Inviting);
+    settling.settles_at = Some(t("2026-11-22T10:05:00Z"));
+    let previous = status(
+        vec![
+            owned("a@example.com", UserState::Invited),
+            user("member@example.com", UserState::AlreadyMember),
+            settling,
+            dup,
+        ],
+        1,
+    );
+    let mut neither = spec(&["a@example.com"]);
+    neither.users = None;
+    neither.deletion_policy = crate::api::DeletionPolicy::Retain;
+    assert!(requested_addresses(&neither).is_err());
+    let kept = unusable_spec_keeps(&previous);
+    let st = blocked_status(
+        &kept,
+        &neither,
+        &previous,
+        2,
+        t(NOW),
+        &Blocked::new(ReadyReason::InvalidSpec, "exactly one of …"),
+    );
+    assert_eq!(st.users, previous.users);
+    assert_eq!(st.conditions[0].reason, "InvalidSpec");
+}

@@ -1,0 +1,178 @@
+//! Both API flavours behind one interface, for tests that run a scenario on each: the
+//! endpoint, a resource's spec, and how to read the mock's journal (invite requests, lookups).
+
+use std::time::Duration;
+
+use invite_mock::{JournalEntry, ScriptedFault};
+use invite_operator::api::{UserInvitation, UserInvitationStatus, UserState, UserStatus};
+use serde_json::{Value, json};
+
+use super::{Harness, ORG, TOKEN, TestCluster};
+
+/// The name of the flavour's InvitationEndpoint in [`Flavor::harness`].
+pub const ENDPOINT: &str = "api";
+/// The Secret holding the token.
+pub const SECRET: &str = "api-token";
+
+/// An API flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    UserInvite,
+    OrgInvitation,
+}
+
+impl Flavor {
+    /// The invite call's path.
+    pub fn invite_path(self) -> String {
+        match self {
+            Flavor::UserInvite => "/api/v2/user/invite".to_string(),
+            Flavor::OrgInvitation => format!("/csp/gateway/am/api/orgs/{ORG}/invitations"),
+        }
+    }
+
+    /// A scripted fault that hits only invite calls.
+    pub fn on_invite(self, fault: ScriptedFault) -> ScriptedFault {
+        fault.method("POST").path(&self.invite_path())
+    }
+
+    /// Whether a journal entry is an invite call (not a revocation).
+    pub fn is_invite_post(self, e: &JournalEntry) -> bool {
+        e.method == "POST"
+            && e.path == self.invite_path()
+            && !e.query.as_deref().unwrap_or_default().contains("revoke")
+    }
+
+    /// Whether a journal entry looks users up (what a pass does before inviting).
+    pub fn is_lookup(self, e: &JournalEntry) -> bool {
+        match self {
+            Flavor::UserInvite => {
+                e.path.ends_with("/validateUsers")
+                    || (e.method == "GET" && e.path.starts_with("/api/v2/user/"))
+            }
+            Flavor::OrgInvitation => {
+                e.method == "GET" && (e.path == self.invite_path() || e.path.ends_with("/users"))
+            }
+        }
+    }
+
+    /// The addresses an invite request asked for (lowercased).
+    pub fn invited_in(self, e: &JournalEntry) -> Vec<String> {
+        let list = match self {
+            Flavor::UserInvite => e
+                .body
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u["emailAddress"].as_str())
+                .collect::<Vec<_>>(),
+            Flavor::OrgInvitation => e.body["usernames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect(),
+        };
+        list.into_iter().map(str::to_ascii_lowercase).collect()
+    }
+
+    /// The spec of a resource inviting `emails` through the flavour's endpoint.
+    pub fn spec(self, emails: &[String]) -> Value {
+        match self {
+            Flavor::UserInvite => json!({
+                "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
+                "users": emails.iter().map(|e| json!({
+                    "emailAddress": e, "groups": ["dashboard_management"], "userGroups": []
+                })).collect::<Vec<_>>(),
+            }),
+            Flavor::OrgInvitation => json!({
+                "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
+                "orgInvitation": {
+                    "usernames": emails,
+                    "organizationRoles": [{"name": "org_member"}],
+                }
+            }),
+        }
+    }
+
+    /// The endpoint spec at `url` with this timeout and rate limit.
+    pub fn endpoint(self, url: &str, timeout_seconds: u64, rps: u32) -> Value {
+        let mut spec = json!({
+            "url": url,
+            "credentials": {"secretRef": {"name": SECRET}},
+            "requestsPerSecond": rps,
+            "timeoutSeconds": timeout_seconds,
+        });
+        match self {
+            Flavor::UserInvite => spec["api"] = json!("UserInvite"),
+            Flavor::OrgInvitation => {
+                spec["api"] = json!("OrgInvitation");
+                spec["organizationId"] = json!(ORG);
+            }
+        }
+        spec
+    }
+
+    /// A harness with the Secret and the endpoint [`ENDPOINT`] on its mock.
+    pub async fn harness(self, timeout_seconds: u64, rps: u32) -> Harness {
+        let h = Harness::start().await;
+        h.cluster.put_secret(SECRET, TOKEN).await;
+        self.apply_endpoint(&h.cluster, ENDPOINT, &h.mock.url, timeout_seconds, rps)
+            .await;
+        h
+    }
+
+    /// Creates or updates an endpoint of the flavour.
+    pub async fn apply_endpoint(
+        self,
+        cluster: &TestCluster,
+        name: &str,
+        url: &str,
+        timeout_seconds: u64,
+        rps: u32,
+    ) {
+        cluster
+            .apply_endpoint(name, self.endpoint(url, timeout_seconds, rps))
+            .await;
+    }
+}
+
+/// `n` addresses `prefix-i@example.com`.
+pub fn addresses(prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{prefix}-{i}@example.com"))
+        .collect()
+}
+
+/// The status entry of `email`.
+pub fn entry<'a>(status: &'a UserInvitationStatus, email: &str) -> Option<&'a UserStatus> {
+    status.users.iter().find(|u| u.email_address == email)
+}
+
+/// The state of `email`, if it has an entry.
+pub fn state(status: &UserInvitationStatus, email: &str) -> Option<UserState> {
+    entry(status, email).map(|u| u.state)
+}
+
+/// Whether every address is in `want`.
+pub fn all_in(status: &UserInvitationStatus, emails: &[String], want: UserState) -> bool {
+    emails.iter().all(|e| state(status, e) == Some(want))
+}
+
+/// The status of a resource (panics without one).
+pub fn status_of(inv: &UserInvitation) -> &UserInvitationStatus {
+    inv.status.as_ref().expect("a status")
+}
+
+/// Polls `check` every 10 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

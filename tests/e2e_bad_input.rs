@@ -1,0 +1,748 @@
+//! The bad-input corpus (issue 11, point 9): malformed or hostile resources and endpoints, and
+//! malformed or hostile API answers. Each ends in an admission error (the CRDs' schema and CEL,
+//! evaluated by the in-process server and by a real API server alike) or in a clear condition;
+//! never a panic, a hot loop (reconciles are counted over a window), unbounded memory (statuses
+//! stay small; answers larger than the cap are not read) or lost status (every requested
+//! address has an entry).
+//!
+//! Cases whose admission depends on the server's email check (`format: email` is a regular
+//! expression in the in-process server, Go's `net/mail` in kube-apiserver) accept either an
+//! admission error or the condition.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::{flavor::*, *};
+use invite_mock::{MockApi, MockConfig, RunningMock, ScriptedFault};
+use invite_operator::api::{InvitationEndpoint, UserInvitation, UserInvitationStatus};
+use kube::{
+    Api,
+    api::PostParams,
+    core::{ApiResource, DynamicObject},
+};
+use serde_json::{Value, json};
+
+/// What a case must end in.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Refused at admission (422), the message naming this.
+    Refused(&'static str),
+    /// Admitted; the Ready condition's reason ends as this.
+    Reason(&'static str),
+    /// Either refused at admission or ending with this reason (server-dependent formats).
+    Either(&'static str),
+}
+
+async fn create<K: kube::Resource<DynamicType = ()>>(
+    cluster: &TestCluster,
+    kind: &str,
+    name: &str,
+    spec: Value,
+) -> Result<(), String> {
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": kind,
+        "metadata": cluster.metadata(name),
+        "spec": spec,
+    }))
+    .unwrap();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &ApiResource::erase::<K>(&()),
+    );
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{name}: {status:?}");
+            Err(status.message)
+        }
+        Err(other) => panic!("{name}: {other}"),
+    }
+}
+
+fn user(email: &str) -> Value {
+    json!({"emailAddress": email, "groups": [], "userGroups": []})
+}
+
+fn users(emails: &[&str]) -> Value {
+    json!({"endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
+           "users": emails.iter().map(|e| user(e)).collect::<Vec<_>>()})
+}
+
+fn with(mut spec: Value, path: &str, value: Value) -> Value {
+    *spec.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = value;
+    spec
+}
+
+fn org(usernames: Value) -> Value {
+    json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "org"},
+           "orgInvitation": {"usernames": usernames}})
+}
+
+/// A long but valid address (120 characters): a local part of 40, two 37-character labels.
+fn long_address(i: usize) -> String {
+    let local = format!("{i:0>40}");
+    let label = |c: char| c.to_string().repeat(37);
+    format!("{local}@{}.{}.com", label('a'), label('b'))
+}
+
+fn resource_cases() -> Vec<(&'static str, Value, Expect)> {
+    use Expect::*;
+    let many: Vec<String> = (0..1001).map(|i| format!("u{i}@example.com")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let kib = "k".repeat(1024);
+    let thousand_kib: Vec<Value> = (0..1000)
+        .map(|i| json!({"emailAddress": format!("k{i}@example.com"), "groups": [kib], "userGroups": []}))
+        .collect();
+    let long: Vec<String> = (0..1000).map(long_address).collect();
+    let long: Vec<Value> = long
+        .iter()
+        .map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []}))
+        .collect();
+    let mut unknown_fields = users(&["extra@example.com"]);
+    unknown_fields["nickname"] = json!("hostile");
+    unknown_fields["users"][0]["isAdmin"] = json!(true);
+    vec![
+        (
+            "bad-email",
+            users(&["not an email"]),
+            Refused("emailAddress"),
+        ),
+        ("no-at", users(&["example.com"]), Refused("emailAddress")),
+        (
+            "space-in-email",
+            users(&["a b@example.com"]),
+            Refused("emailAddress"),
+        ),
+        (
+            "exact-duplicate",
+            users(&["d@example.com", "d@example.com"]),
+            Refused("Duplicate"),
+        ),
+        (
+            "both-apis",
+            json!({"users": [user("a@example.com")], "orgInvitation": {"usernames": ["b@example.com"]}}),
+            Refused("exactly one"),
+        ),
+        (
+            "neither-api",
+            json!({"accessPolicy": "InviteOnly"}),
+            Refused("exactly one"),
+        ),
+        ("no-users", json!({"users": []}), Refused("users")),
+        ("too-many-users", users(&many), Refused("1000")),
+        (
+            "too-long-email",
+            users(&[&format!("{}@example.com", "x".repeat(250))]),
+            Refused("emailAddress"),
+        ),
+        (
+            "empty-group",
+            with(users(&["g@example.com"]), "/users/0/groups", json!([""])),
+            Refused("groups"),
+        ),
+        (
+            "too-many-groups",
+            with(
+                users(&["g@example.com"]),
+                "/users/0/groups",
+                json!((0..65).map(|i| format!("g{i}")).collect::<Vec<_>>()),
+            ),
+            Refused("groups"),
+        ),
+        (
+            "kib-group",
+            with(users(&["g@example.com"]), "/users/0/groups", json!([kib])),
+            Refused("groups"),
+        ),
+        (
+            "thousand-users-kib-strings",
+            json!({"users": thousand_kib}),
+            Refused("groups"),
+        ),
+        (
+            "bad-access-policy",
+            {
+                let mut s = users(&["p@example.com"]);
+                s["accessPolicy"] = json!("Sometimes");
+                s
+            },
+            Refused("accessPolicy"),
+        ),
+        (
+            "bad-deletion-policy",
+            {
+                let mut s = users(&["p@example.com"]);
+                s["deletionPolicy"] = json!("Never");
+                s
+            },
+            Refused("deletionPolicy"),
+        ),
+        (
+            "bad-endpoint-kind",
+            with(
+                users(&["p@example.com"]),
+                "/endpointRef/kind",
+                json!("Secret"),
+            ),
+            Refused("kind"),
+        ),
+        (
+            "empty-endpoint-name",
+            with(users(&["p@example.com"]), "/endpointRef/name", json!("")),
+            Refused("name"),
+        ),
+        (
+            "org-bad-username",
+            org(json!(["not-an-email"])),
+            Refused("usernames"),
+        ),
+        (
+            "org-duplicate-username",
+            org(json!(["o@example.com", "o@example.com"])),
+            Refused("Duplicate"),
+        ),
+        ("org-no-usernames", org(json!([])), Refused("usernames")),
+        (
+            "org-too-many-groups",
+            {
+                let mut s = org(json!(["o@example.com"]));
+                s["orgInvitation"]["customGroupsIds"] =
+                    json!((0..16).map(|i| format!("g{i}")).collect::<Vec<_>>());
+                s
+            },
+            Refused("customGroupsIds"),
+        ),
+        (
+            "wrong-type-bool",
+            {
+                let mut s = users(&["t@example.com"]);
+                s["reinviteExpired"] = json!("yes");
+                s
+            },
+            Refused("reinviteExpired"),
+        ),
+        (
+            "users-not-a-list",
+            json!({"users": {"emailAddress": "a@example.com"}}),
+            Refused("users"),
+        ),
+        (
+            "email-not-a-string",
+            json!({"users": [{"emailAddress": 42}]}),
+            Refused("emailAddress"),
+        ),
+        // Admitted, and ending in a clear condition.
+        ("unknown-fields", unknown_fields, Reason("AllInvited")),
+        (
+            "case-duplicate",
+            users(&["Case@example.com", "case@example.com"]),
+            Reason("InvalidSpec"),
+        ),
+        (
+            "paused-not-true",
+            users(&["notpaused@example.com"]),
+            Reason("AllInvited"),
+        ),
+        (
+            "wrong-api",
+            with(
+                org(json!(["w@example.com"])),
+                "/endpointRef/name",
+                json!(ENDPOINT),
+            ),
+            Reason("EndpointMismatch"),
+        ),
+        (
+            "missing-endpoint",
+            with(
+                users(&["m@example.com"]),
+                "/endpointRef/name",
+                json!("nowhere"),
+            ),
+            Reason("EndpointNotFound"),
+        ),
+        (
+            "default-cluster-endpoint",
+            json!({"users": [user("c@example.com")]}),
+            Reason("EndpointNotFound"),
+        ),
+        (
+            "thousand-long-users",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT}, "users": long}),
+            Reason("AllInvited"),
+        ),
+        // Server-dependent email checks: refused, or a clear outcome.
+        (
+            "unicode-lookalike",
+            users(&["\u{0430}lice@example.com", "alice@example.com"]),
+            Either("PartiallyFailed"),
+        ),
+        (
+            "unicode-domain",
+            users(&["bob@ex\u{e4}mple.com"]),
+            Either("Failed"),
+        ),
+        (
+            "display-name",
+            users(&["Alice <alice2@example.com>"]),
+            Either("InvalidSpec"),
+        ),
+        ("no-tld", users(&["a@b"]), Either("Failed")),
+        (
+            "zero-width",
+            users(&["zero\u{200b}width@example.com"]),
+            Either("Failed"),
+        ),
+    ]
+}
+
+/// Endpoint specs; admitted ones get a resource `use-<name>` that must end with the reason.
+fn endpoint_cases(mock: &str) -> Vec<(&'static str, Value, Expect)> {
+    use Expect::*;
+    let base = |url: &str| {
+        json!({"api": "UserInvite", "url": url, "credentials": {"secretRef": {"name": SECRET}},
+               "requestsPerSecond": 100, "timeoutSeconds": 5})
+    };
+    let with_credentials = mock.replace("http://", "http://admin:hunter2@");
+    vec![
+        (
+            "url-credentials",
+            base(&with_credentials),
+            Reason("EndpointNotReady"),
+        ),
+        ("url-ftp", base("ftp://127.0.0.1/"), Refused("url")),
+        ("url-not-a-url", base("not a url"), Refused("url")),
+        (
+            "url-plain-http-remote",
+            base("http://example.com"),
+            Reason("EndpointNotReady"),
+        ),
+        (
+            "timeout-zero",
+            with(base(mock), "/timeoutSeconds", json!(0)),
+            Refused("timeoutSeconds"),
+        ),
+        (
+            "timeout-too-long",
+            with(base(mock), "/timeoutSeconds", json!(121)),
+            Refused("timeoutSeconds"),
+        ),
+        (
+            "rate-zero",
+            with(base(mock), "/requestsPerSecond", json!(0)),
+            Refused("requestsPerSecond"),
+        ),
+        (
+            "api-unknown",
+            with(base(mock), "/api", json!("Foo")),
+            Refused("api"),
+        ),
+        (
+            "secret-missing",
+            with(base(mock), "/credentials/secretRef/name", json!("nope")),
+            Reason("EndpointNotReady"),
+        ),
+        (
+            "secret-empty",
+            with(
+                base(mock),
+                "/credentials/secretRef/name",
+                json!("empty-token"),
+            ),
+            Reason("EndpointNotReady"),
+        ),
+        (
+            "org-without-organization",
+            with(base(mock), "/api", json!("OrgInvitation")),
+            Refused("organizationId"),
+        ),
+    ]
+}
+
+fn requested(spec: &Value) -> usize {
+    spec["users"]
+        .as_array()
+        .or_else(|| spec["orgInvitation"]["usernames"].as_array())
+        .map_or(0, Vec::len)
+}
+
+fn clear(status: &UserInvitationStatus, spec: &Value, want: &str, name: &str) -> bool {
+    let reason = ready(status).1;
+    if reason != want {
+        return false;
+    }
+    // No lost status: an entry per requested address, and a bounded size.
+    assert!(
+        status.users.len() >= requested(spec),
+        "{name}: entries missing: {status:#?}"
+    );
+    let size = serde_json::to_vec(status).unwrap().len();
+    assert!(size < 1024 * 1024, "{name}: status of {size} bytes");
+    true
+}
+
+#[tokio::test]
+async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
+    let mut h = Flavor::UserInvite.harness(5, 100).await;
+    Flavor::OrgInvitation
+        .apply_endpoint(&h.cluster, "org", &h.mock.url, 5, 100)
+        .await;
+    h.cluster.put_secret("empty-token", "  ").await;
+    h.start_controller();
+    let mut admitted: Vec<(String, Value, &'static str)> = Vec::new();
+    let mut refused = 0;
+    for (name, spec, expect) in resource_cases() {
+        let result =
+            create::<UserInvitation>(&h.cluster, "UserInvitation", name, spec.clone()).await;
+        match (expect, result) {
+            (Expect::Refused(what), Err(message)) => {
+                assert!(message.contains(what), "{name}: {message}");
+                refused += 1;
+            }
+            (Expect::Either(_), Err(_)) => refused += 1,
+            (Expect::Reason(reason) | Expect::Either(reason), Ok(())) => {
+                admitted.push((name.to_string(), spec, reason));
+            }
+            (expect, result) => panic!("{name}: expected {expect:?}, got {result:?}"),
+        }
+    }
+    for (name, spec, expect) in endpoint_cases(&h.mock.url) {
+        let endpoint = format!("ep-{name}");
+        let result =
+            create::<InvitationEndpoint>(&h.cluster, "InvitationEndpoint", &endpoint, spec).await;
+        match (expect, result) {
+            (Expect::Refused(what), Err(message)) => {
+                assert!(message.contains(what), "{name}: {message}");
+                refused += 1;
+            }
+            (Expect::Reason(reason), Ok(())) => {
+                let mut spec = users(&[&format!("{name}@example.com")]);
+                spec["endpointRef"]["name"] = json!(endpoint);
+                let resource = format!("use-{name}");
+                h.cluster.create_invitation(&resource, spec.clone()).await;
+                admitted.push((resource, spec, reason));
+            }
+            (expect, result) => panic!("{name}: expected {expect:?}, got {result:?}"),
+        }
+    }
+    // A paused annotation that is not "true" pauses nothing.
+    h.cluster
+        .invitations()
+        .patch(
+            "paused-not-true",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"invite.operators.dev/paused": "yes"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    println!(
+        "{refused} refused at admission, {} admitted",
+        admitted.len()
+    );
+    assert!(refused + admitted.len() >= 40);
+    for (name, spec, reason) in &admitted {
+        h.cluster
+            .wait_status(name, reason, |s| clear(s, spec, reason, name))
+            .await;
+    }
+    // Specific promises.
+    let get = |name: &'static str| {
+        let api = h.cluster.invitations();
+        async move { api.get(name).await.unwrap() }
+    };
+    let unknown = get("unknown-fields").await;
+    let raw = serde_json::to_value(&unknown).unwrap();
+    assert!(
+        raw["spec"].get("nickname").is_none(),
+        "unknown fields are pruned"
+    );
+    let dup = get("case-duplicate").await;
+    assert_eq!(h.mock.api.invitations_sent_to("case@example.com"), 1);
+    assert_eq!(status_of(&dup).users.len(), 2);
+    if let Some(lookalike) = h
+        .cluster
+        .invitations()
+        .get_opt("unicode-lookalike")
+        .await
+        .unwrap()
+    {
+        let status = status_of(&lookalike);
+        assert_eq!(status.users.len(), 2, "two people: {status:#?}");
+        assert_eq!(h.mock.api.invitations_sent_to("alice@example.com"), 1);
+    }
+    let credentials = get("use-url-credentials").await;
+    let message = &status_of(&credentials).conditions[0].message;
+    assert!(
+        message.contains("credentials") && !message.contains("hunter2"),
+        "{message}"
+    );
+    let long = get("thousand-long-users").await;
+    assert_eq!(status_of(&long).invited, 1000);
+    // No hot loop: blocked resources are retried with backoff (at most every 200 ms with the
+    // tests' retry delays), settled ones not at all.
+    let controller = h.controller.as_ref().unwrap();
+    let blocked = admitted
+        .iter()
+        .filter(|(_, _, r)| !["AllInvited", "InvalidSpec", "Failed", "PartiallyFailed"].contains(r))
+        .count() as u64;
+    let before = controller.reconciles();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = controller.reconciles() - before;
+    println!("{during} reconciles in 3 s for {blocked} blocked resources");
+    assert!(
+        during <= 15 * blocked + 5,
+        "{during} reconciles in 3 s: a hot loop"
+    );
+    assert!(!controller.is_finished(), "the controller is still running");
+    h.finish().await;
+}
+
+/// One API-answer case: its own mock, endpoint and resource.
+struct ApiCase {
+    name: &'static str,
+    flavor: Flavor,
+    faults: Vec<ScriptedFault>,
+}
+
+fn api_cases() -> Vec<ApiCase> {
+    use Flavor::*;
+    let validate = || ScriptedFault::non_json().path("/api/v2/user/validateUsers");
+    let at = |f: ScriptedFault, path: &str| f.path(path);
+    let org_users = "/csp/gateway/am/api/v2/orgs/";
+    let org_invitations = format!("/csp/gateway/am/api/orgs/{ORG}/invitations");
+    let case = |name, flavor, faults| ApiCase {
+        name,
+        flavor,
+        faults,
+    };
+    let lookup = |f: ScriptedFault| at(f, "/api/v2/user/validateUsers");
+    let invite = |flavor: Flavor, f: ScriptedFault| flavor.on_invite(f);
+    let list = |f: ScriptedFault| f.method("GET").path(&org_invitations);
+    vec![
+        case("lookup-non-json", UserInvite, vec![validate().times(2)]),
+        case(
+            "lookup-truncated",
+            UserInvite,
+            vec![lookup(ScriptedFault::truncated()).times(2)],
+        ),
+        case(
+            "lookup-huge",
+            UserInvite,
+            vec![lookup(ScriptedFault::huge_body(9 * 1024 * 1024))],
+        ),
+        case(
+            "lookup-error-200",
+            UserInvite,
+            vec![lookup(ScriptedFault::error_body_200()).times(2)],
+        ),
+        case(
+            "lookup-unknown-users",
+            UserInvite,
+            vec![lookup(ScriptedFault::unknown_users()).times(2)],
+        ),
+        case(
+            "lookup-wrong-shape",
+            UserInvite,
+            vec![lookup(ScriptedFault::body(200, r#"{"validUsers": 42}"#)).times(2)],
+        ),
+        case(
+            "lookup-a-list",
+            UserInvite,
+            vec![lookup(ScriptedFault::body(200, "[1, 2, 3]")).times(2)],
+        ),
+        case(
+            "lookup-redirect",
+            UserInvite,
+            vec![lookup(ScriptedFault::redirect(302, "http://127.0.0.1:1/")).times(2)],
+        ),
+        case(
+            "lookup-500s",
+            UserInvite,
+            vec![lookup(ScriptedFault::new(500)).times(3)],
+        ),
+        case(
+            "invite-non-json",
+            UserInvite,
+            vec![invite(UserInvite, ScriptedFault::non_json())],
+        ),
+        case(
+            "invite-non-json-acted",
+            UserInvite,
+            vec![invite(
+                UserInvite,
+                ScriptedFault::non_json().after_effect(true),
+            )],
+        ),
+        case(
+            "invite-truncated-acted",
+            UserInvite,
+            vec![invite(
+                UserInvite,
+                ScriptedFault::truncated().after_effect(true),
+            )],
+        ),
+        case(
+            "invite-error-200",
+            UserInvite,
+            vec![invite(UserInvite, ScriptedFault::error_body_200())],
+        ),
+        case(
+            "invite-huge-acted",
+            UserInvite,
+            vec![invite(
+                UserInvite,
+                ScriptedFault::huge_body(9 * 1024 * 1024).after_effect(true),
+            )],
+        ),
+        case(
+            "invite-unknown-users",
+            UserInvite,
+            vec![invite(
+                UserInvite,
+                ScriptedFault::unknown_users().after_effect(true),
+            )],
+        ),
+        case(
+            "invite-a-string",
+            UserInvite,
+            vec![invite(UserInvite, ScriptedFault::body(200, r#""ok""#))],
+        ),
+        case(
+            "token-non-json",
+            OrgInvitation,
+            vec![ScriptedFault::non_json().path("/csp/gateway/am/api/auth")],
+        ),
+        case(
+            "list-error-200",
+            OrgInvitation,
+            vec![list(ScriptedFault::error_body_200()).times(2)],
+        ),
+        case(
+            "list-wrong-shape",
+            OrgInvitation,
+            vec![list(ScriptedFault::body(200, r#"{"unexpected": true}"#)).times(2)],
+        ),
+        case(
+            "list-unknown-users",
+            OrgInvitation,
+            vec![list(ScriptedFault::unknown_users()).times(2)],
+        ),
+        case(
+            "members-truncated",
+            OrgInvitation,
+            vec![at(ScriptedFault::truncated(), org_users)],
+        ),
+        case(
+            "members-wrong-shape",
+            OrgInvitation,
+            vec![
+                at(
+                    ScriptedFault::body(200, r#"{"results": "nope"}"#),
+                    org_users,
+                )
+                .times(2),
+            ],
+        ),
+        case(
+            "members-unknown-users",
+            OrgInvitation,
+            vec![at(ScriptedFault::unknown_users(), org_users).times(2)],
+        ),
+        case(
+            "org-invite-error-200-acted",
+            OrgInvitation,
+            vec![invite(
+                OrgInvitation,
+                ScriptedFault::error_body_200().after_effect(true),
+            )],
+        ),
+        case(
+            "org-invite-non-json",
+            OrgInvitation,
+            vec![invite(OrgInvitation, ScriptedFault::non_json())],
+        ),
+        case(
+            "org-invite-huge-acted",
+            OrgInvitation,
+            vec![invite(
+                OrgInvitation,
+                ScriptedFault::huge_body(9 * 1024 * 1024).after_effect(true),
+            )],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_api_answers_end_invited_once() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret(SECRET, TOKEN).await;
+    h.start_controller();
+    let cases = api_cases();
+    let mut mocks: BTreeMap<&'static str, RunningMock> = BTreeMap::new();
+    for case in &cases {
+        let mock = MockApi::start(MockConfig {
+            token: TOKEN.into(),
+            organization_id: ORG.into(),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        for fault in &case.faults {
+            mock.api.add_fault(fault.clone());
+        }
+        // Short timeouts: an unknown outcome settles within about 3 s.
+        case.flavor
+            .apply_endpoint(&h.cluster, case.name, &mock.url, 1, 100)
+            .await;
+        let emails = vec![
+            format!("{}-1@example.com", case.name),
+            format!("{}-2@example.com", case.name),
+        ];
+        let mut spec = case.flavor.spec(&emails);
+        spec["endpointRef"]["name"] = json!(case.name);
+        h.cluster.create_invitation(case.name, spec).await;
+        mocks.insert(case.name, mock);
+    }
+    for case in &cases {
+        let inv = h.cluster.wait_status(case.name, "Ready", is_ready).await;
+        let status = status_of(&inv);
+        let mock = &mocks[case.name];
+        assert_eq!(
+            status.users.len(),
+            2,
+            "{}: no entry for users never asked for: {status:#?}",
+            case.name
+        );
+        for u in &status.users {
+            assert!(
+                u.email_address.starts_with(case.name),
+                "{}: {u:?}",
+                case.name
+            );
+            assert_eq!(
+                mock.api.invitations_sent_to(&u.email_address),
+                1,
+                "{}: {u:?}",
+                case.name
+            );
+        }
+        assert!(
+            mock.api.pending_faults().is_empty(),
+            "{}: every fault was met",
+            case.name
+        );
+    }
+    println!(
+        "{} hostile API answers, each ended invited once",
+        cases.len()
+    );
+    for (_, mock) in mocks {
+        mock.shutdown().await;
+    }
+    h.finish().await;
+}

@@ -1,0 +1,699 @@
+//! The holes of issue 11 that are not about unknown outcomes (those are in
+//! `e2e_unsettled.rs`):
+//!
+//! | test | point |
+//! |---|---|
+//! | `a_split_stopped_by_the_send_deadline_keeps_what_was_answered` | 2: users answered 202 stay `Invited` (owned), refused ones `Failed`, only unsent ones `Pending` |
+//! | `a_shared_bad_role_fails_every_user_in_one_pass_without_looping` | 2: 500 usernames, one unknown role: every user `Failed` after a few calls, no backoff loop |
+//! | `a_case_duplicate_never_costs_the_other_entries` | 5: Carol keeps her entry, `invitedAt` and guard; only the duplicate fails; Dave is invited once |
+//! | `a_blocked_resource_keeps_its_entries_and_the_removals_it_owes` | 5: paused, endpoint missing, not allowed: nothing dropped; the removal is done once unblocked |
+//! | `deleting_a_blocked_resource_says_what_was_left_behind` | 5: paused, not allowed, endpoint missing (with a case duplicate): `CleanupSkipped` names the users |
+//! | `a_plus_address_is_another_person_*` | 6: `alice+ops@x.com` existing does not make `alice@x.com` a member |
+//! | `a_redeemed_invitation_is_accepted_even_before_membership_shows` | 7: `REDEEMED` is `Accepted`, never `Revoked` |
+//! | `membership_is_found_in_an_organization_of_25000` | 7: no cap on the member listing |
+//! | `deleted_resources_leave_no_metric_series` | 11: the users gauge (per namespace) and the per-resource memory forget deleted resources |
+
+mod common;
+
+use std::time::Duration;
+
+use common::{flavor::*, *};
+use invite_operator::api::{FailureReason, Ownership, UserInvitationStatus, UserState};
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+fn org_spec(usernames: &[String], role: &str) -> Value {
+    json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
+        "orgInvitation": {"usernames": usernames, "organizationRoles": [{"name": role}]}
+    })
+}
+
+fn users_spec(emails: &[&str], extra: Value) -> Value {
+    let mut spec = json!({
+        "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
+        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []})).collect::<Vec<_>>(),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+async fn notes(cluster: &TestCluster, name: &str, reason: &str) -> Vec<String> {
+    Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+async fn wait_note(cluster: &TestCluster, name: &str, reason: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(note) = notes(cluster, name, reason).await.pop() {
+            return note;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} event for {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_gone(cluster: &TestCluster, name: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.invitations().get_opt(name).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "{name} never went");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn set_paused(cluster: &TestCluster, name: &str, paused: bool) {
+    let value = if paused { json!("true") } else { Value::Null };
+    cluster
+        .invitations()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"invite.operators.dev/paused": value}}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
+// ------------------------------------------------------------------ point 2: the split path
+
+#[tokio::test]
+async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
+    // 2 requests/s and a 2 s timeout: the refused batch of 12 (one username may not get the
+    // operator role) is split one call at a time, and the send deadline (one timeout after
+    // the intent) stops the split after a few calls. A watcher records every status and what
+    // the API had answered when it was read: nobody answered 202 is ever Pending.
+    let flavor = Flavor::OrgInvitation;
+    let mut h = flavor.harness(2, 2).await;
+    let mut settings = h.cluster.settings();
+    settings.retry_base_delay = Duration::from_secs(1);
+    h.start_controller_with(settings);
+    let mut usernames: Vec<String> = (0..11).map(|i| format!("ops{i}@vmware.com")).collect();
+    usernames.insert(5, "outsider@example.com".to_string());
+    h.cluster
+        .create_invitation("ops", org_spec(&usernames, "platform_operator"))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut stopped_by_the_deadline = false;
+    let final_status: UserInvitationStatus = loop {
+        // The journal first: whatever it shows answered was answered before the status read.
+        let answered_202: Vec<String> = h
+            .mock
+            .api
+            .journal()
+            .iter()
+            .filter(|e| flavor.is_invite_post(e) && e.status == 202)
+            .flat_map(|e| flavor.invited_in(e))
+            .collect();
+        let inv = h.cluster.invitations().get("ops").await.unwrap();
+        if let Some(status) = inv.status {
+            for u in &status.users {
+                if u.state == UserState::Pending {
+                    assert!(
+                        !answered_202.contains(&u.email_address),
+                        "{} was answered 202 but is Pending: {status:#?}",
+                        u.email_address
+                    );
+                    if u.message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains("not sent in time")
+                    {
+                        stopped_by_the_deadline = true;
+                    }
+                }
+            }
+            if ready(&status).1 == "PartiallyFailed" {
+                break status;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(stopped_by_the_deadline, "the send deadline stopped a split");
+    for u in usernames.iter().filter(|u| u.ends_with("@vmware.com")) {
+        let e = entry(&final_status, u).unwrap();
+        assert_eq!(e.state, UserState::Invited, "{e:?}");
+        assert_eq!(e.ownership, Some(Ownership::Created), "{e:?}");
+        assert_eq!(h.mock.api.invitations_sent_to(u), 1, "{u}");
+    }
+    let outsider = entry(&final_status, "outsider@example.com").unwrap();
+    assert_eq!(outsider.state, UserState::Failed);
+    assert_eq!(outsider.reason, Some(FailureReason::Rejected));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
+    let flavor = Flavor::OrgInvitation;
+    let mut h = flavor.harness(5, 100).await;
+    h.start_controller();
+    let usernames: Vec<String> = (0..500).map(|i| format!("u{i}@example.com")).collect();
+    h.cluster
+        .create_invitation("many", org_spec(&usernames, "no_such_role"))
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("many", "Failed", reason_is("Failed"))
+        .await;
+    let status = status_of(&inv);
+    assert_eq!(status.failed, 500);
+    for u in &usernames {
+        let e = entry(status, u).unwrap();
+        assert_eq!(e.state, UserState::Failed, "{e:?}");
+        assert_eq!(e.reason, Some(FailureReason::Rejected));
+        assert!(
+            e.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no_such_role"),
+            "{e:?}"
+        );
+    }
+    let posts = || {
+        h.mock
+            .api
+            .journal()
+            .iter()
+            .filter(|e| flavor.is_invite_post(e))
+            .count()
+    };
+    let calls = posts();
+    // Three batches of at most 200, each refused and probed twice: 9 calls, not hundreds.
+    assert!(calls <= 9, "{calls} invite calls");
+    let reconciles = h.controller.as_ref().unwrap().reconciles();
+    let requests = h.mock.api.journal().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(posts(), calls, "no retry of a refusal");
+    assert_eq!(h.mock.api.journal().len(), requests, "no API call at all");
+    // A backoff loop would reconcile every 50–500 ms (the tests' retry delays).
+    let more = h.controller.as_ref().unwrap().reconciles() - reconciles;
+    assert!(more <= 3, "{more} more reconciles in 3 s: a backoff loop");
+    h.finish().await;
+}
+
+// ------------------------------------------------------- point 5: invalid or blocked specs
+
+#[tokio::test]
+async fn a_case_duplicate_never_costs_the_other_entries() {
+    let flavor = Flavor::UserInvite;
+    let mut h = flavor.harness(5, 100).await;
+    h.start_controller();
+    let carol = "carol@example.com";
+    h.cluster
+        .create_invitation("team", users_spec(&[carol], json!({})))
+        .await;
+    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let before = entry(status_of(&inv), carol).unwrap().clone();
+    assert_eq!(before.ownership, Some(Ownership::Created));
+    // The reported case: Dave added twice, in two spellings.
+    h.cluster
+        .patch_spec(
+            "team",
+            users_spec(&[carol, "Dave@example.com", "dave@example.com"], json!({})),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("team", "Dave invited", |s| {
+            s.observed_generation == Some(2)
+                && state(s, "dave@example.com") == Some(UserState::Invited)
+        })
+        .await;
+    let status = status_of(&inv);
+    assert_eq!(
+        entry(status, carol),
+        Some(&before),
+        "Carol's entry is kept as it was"
+    );
+    let invalid: Vec<_> = status
+        .users
+        .iter()
+        .filter(|u| u.reason == Some(FailureReason::InvalidSpec))
+        .collect();
+    assert_eq!(invalid.len(), 1, "{status:#?}");
+    assert_eq!(invalid[0].state, UserState::Failed);
+    assert_eq!(ready(status).1, "InvalidSpec");
+    assert_eq!(h.mock.api.invitations_sent_to("dave@example.com"), 1);
+    assert_eq!(h.mock.api.invitations_sent_to(carol), 1);
+    // Carol's guard holds: another resource naming her leaves her to this one.
+    h.cluster
+        .create_invitation("other", users_spec(&[carol], json!({})))
+        .await;
+    let other = h.cluster.wait_status("other", "Ready", is_ready).await;
+    let shown = entry(status_of(&other), carol).unwrap();
+    assert_eq!(shown.ownership, None);
+    assert!(
+        shown
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("team")
+    );
+    assert_eq!(h.mock.api.invitations_sent_to(carol), 1);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
+    let flavor = Flavor::UserInvite;
+    let mut h = flavor.harness(5, 100).await;
+    h.start_controller();
+    let delete = json!({"deletionPolicy": "Delete"});
+    let all = [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+    ];
+    h.cluster
+        .create_invitation("team", users_spec(&all, delete.clone()))
+        .await;
+    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let invited = status_of(&inv).users.clone();
+    let kept = |s: &UserInvitationStatus, dropped: &[&str]| {
+        invited.iter().all(|u| {
+            let now = entry(s, &u.email_address);
+            now.is_some_and(|n| n.state == u.state && n.ownership == u.ownership)
+                || (dropped.contains(&u.email_address.as_str()) && now.is_none())
+        })
+    };
+
+    // Paused, and b removed: nothing is dropped, b's removal stays owed.
+    set_paused(&h.cluster, "team", true).await;
+    h.cluster
+        .wait_status("team", "Paused", reason_is("Paused"))
+        .await;
+    h.cluster
+        .patch_spec(
+            "team",
+            users_spec(
+                &all[..1]
+                    .iter()
+                    .chain(&all[2..])
+                    .copied()
+                    .collect::<Vec<_>>(),
+                delete.clone(),
+            ),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("team", "the change seen while paused", |s| {
+            s.observed_generation == Some(2)
+        })
+        .await;
+    assert!(kept(status_of(&inv), &[]), "{:#?}", inv.status);
+    assert!(h.mock.api.user("b@example.com").is_some());
+
+    // The endpoint gone, and c removed too: still nothing dropped.
+    set_paused(&h.cluster, "team", false).await;
+    h.cluster
+        .wait_status("team", "b removed", |s| entry(s, "b@example.com").is_none())
+        .await;
+    assert!(
+        h.mock.api.user("b@example.com").is_none(),
+        "removed once unblocked"
+    );
+    Api::<invite_operator::api::InvitationEndpoint>::namespaced(
+        h.cluster.client.clone(),
+        &h.cluster.namespace,
+    )
+    .delete(ENDPOINT, &DeleteParams::default())
+    .await
+    .unwrap();
+    h.cluster
+        .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
+        .await;
+    h.cluster
+        .patch_spec(
+            "team",
+            users_spec(&["a@example.com", "d@example.com"], delete.clone()),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("team", "the change seen while blocked", |s| {
+            s.observed_generation == Some(3)
+        })
+        .await;
+    assert!(
+        kept(status_of(&inv), &["b@example.com"]),
+        "{:#?}",
+        inv.status
+    );
+
+    // Not allowed (a cluster endpoint that does not admit the namespace): still nothing dropped.
+    let cluster_endpoint = h.cluster.unique("closed");
+    let mut spec = flavor.endpoint(&h.mock.url, 5, 100);
+    spec["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
+    spec["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
+    h.cluster.cluster_endpoint(&cluster_endpoint, spec).await;
+    let mut moved = users_spec(&["a@example.com"], delete.clone());
+    moved["endpointRef"] = json!({"kind": "ClusterInvitationEndpoint", "name": cluster_endpoint});
+    h.cluster.patch_spec("team", moved).await;
+    let inv = h
+        .cluster
+        .wait_status("team", "NotAllowed", reason_is("NotAllowed"))
+        .await;
+    assert!(
+        kept(status_of(&inv), &["b@example.com"]),
+        "{:#?}",
+        inv.status
+    );
+    assert!(h.mock.api.user("c@example.com").is_some());
+    assert!(h.mock.api.user("d@example.com").is_some());
+
+    // Back on a usable endpoint: c and d, no longer listed, are removed.
+    flavor
+        .apply_endpoint(&h.cluster, ENDPOINT, &h.mock.url, 5, 100)
+        .await;
+    h.cluster
+        .patch_spec(
+            "team",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT}}),
+        )
+        .await;
+    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let emails: Vec<_> = status_of(&inv)
+        .users
+        .iter()
+        .map(|u| u.email_address.as_str())
+        .collect();
+    assert_eq!(emails, vec!["a@example.com"]);
+    assert!(h.mock.api.user("c@example.com").is_none());
+    assert!(h.mock.api.user("d@example.com").is_none());
+    assert!(h.mock.api.user("a@example.com").is_some());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn deleting_a_blocked_resource_says_what_was_left_behind() {
+    let flavor = Flavor::UserInvite;
+    let mut h = flavor.harness(5, 100).await;
+    h.start_controller();
+    let delete = json!({"deletionPolicy": "Delete"});
+    // One resource per way of being blocked.
+    let closed = h.cluster.unique("closed");
+    let mut spec = flavor.endpoint(&h.mock.url, 5, 100);
+    spec["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
+    h.cluster.cluster_endpoint(&closed, spec.clone()).await;
+    for (name, email) in [
+        ("paused", "p@example.com"),
+        ("invalid", "i@example.com"),
+        ("closed", "c@example.com"),
+    ] {
+        let mut spec = users_spec(&[email], delete.clone());
+        if name == "closed" {
+            spec["endpointRef"] = json!({"kind": "ClusterInvitationEndpoint", "name": closed});
+        }
+        h.cluster.create_invitation(name, spec).await;
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    set_paused(&h.cluster, "paused", true).await;
+    h.cluster
+        .wait_status("paused", "Paused", reason_is("Paused"))
+        .await;
+    h.cluster
+        .patch_spec(
+            "invalid",
+            users_spec(&["i@example.com", "I@example.com"], delete.clone()),
+        )
+        .await;
+    h.cluster
+        .wait_status("invalid", "InvalidSpec", reason_is("InvalidSpec"))
+        .await;
+    spec["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
+    h.cluster.cluster_endpoint(&closed, spec).await;
+    h.cluster
+        .wait_status("closed", "NotAllowed", reason_is("NotAllowed"))
+        .await;
+    // The invalid one's endpoint goes too.
+    let mut invalid = users_spec(&["i@example.com", "I@example.com"], delete.clone());
+    invalid["endpointRef"]["name"] = json!("gone");
+    h.cluster.patch_spec("invalid", invalid).await;
+    h.cluster
+        .wait_status("invalid", "EndpointNotFound", reason_is("EndpointNotFound"))
+        .await;
+    for (name, email) in [
+        ("paused", "p@example.com"),
+        ("invalid", "i@example.com"),
+        ("closed", "c@example.com"),
+    ] {
+        h.cluster
+            .invitations()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_gone(&h.cluster, name).await;
+        let note = wait_note(&h.cluster, name, "CleanupSkipped").await;
+        assert!(note.contains(email), "{name}: {note}");
+        assert!(h.mock.api.user(email).is_some(), "{email} left behind");
+    }
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------- point 6: identity
+
+#[tokio::test]
+async fn a_plus_address_is_another_person_userinvite() {
+    let flavor = Flavor::UserInvite;
+    let mut h = flavor.harness(5, 100).await;
+    h.mock
+        .api
+        .seed_user(json!({"identifier": "alice+ops@x.com", "groups": [], "userGroups": []}));
+    h.mock
+        .api
+        .seed_user(json!({"identifier": "Bob@X.com", "groups": [], "userGroups": []}));
+    h.start_controller();
+    h.cluster
+        .create_invitation("team", users_spec(&["alice@x.com", "bob@x.com"], json!({})))
+        .await;
+    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let status = status_of(&inv);
+    assert_eq!(state(status, "alice@x.com"), Some(UserState::Invited));
+    assert_eq!(
+        entry(status, "alice@x.com").unwrap().ownership,
+        Some(Ownership::Created)
+    );
+    assert_eq!(h.mock.api.invitations_sent_to("alice@x.com"), 1);
+    // Matched ignoring case only.
+    assert_eq!(state(status, "bob@x.com"), Some(UserState::AlreadyMember));
+    assert_eq!(h.mock.api.invitations_sent_to("bob@x.com"), 0);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_plus_address_is_another_person_orginvitation() {
+    let flavor = Flavor::OrgInvitation;
+    let mut h = flavor.harness(5, 100).await;
+    h.mock.api.seed_org_member("alice+ops@x.com");
+    h.mock.api.seed_org_member("Bob@X.com");
+    h.start_controller();
+    h.cluster
+        .create_invitation(
+            "team",
+            org_spec(&["alice@x.com".into(), "bob@x.com".into()], "org_member"),
+        )
+        .await;
+    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let status = status_of(&inv);
+    assert_eq!(state(status, "alice@x.com"), Some(UserState::Invited));
+    assert_eq!(h.mock.api.invitations_sent_to("alice@x.com"), 1);
+    assert_eq!(state(status, "bob@x.com"), Some(UserState::AlreadyMember));
+    assert_eq!(h.mock.api.invitations_sent_to("bob@x.com"), 0);
+    h.finish().await;
+}
+
+// ------------------------------------------------------------ point 7: org acceptance
+
+#[tokio::test]
+async fn a_redeemed_invitation_is_accepted_even_before_membership_shows() {
+    let flavor = Flavor::OrgInvitation;
+    let mut h = flavor.harness(5, 100).await;
+    h.start_controller_resyncing(Duration::from_secs(1));
+    let (shown, not_yet) = ("shown@example.com", "notyet@example.com");
+    h.cluster
+        .create_invitation(
+            "team",
+            org_spec(&[shown.into(), not_yet.into()], "org_member"),
+        )
+        .await;
+    h.cluster.wait_status("team", "Ready", is_ready).await;
+    assert!(h.mock.api.redeem_invitation(shown));
+    assert!(h.mock.api.redeem_invitation(not_yet));
+    // The second person redeemed, but the organization does not list them (yet).
+    assert!(h.mock.api.remove_org_member(not_yet));
+    let inv = h
+        .cluster
+        .wait_status("team", "both accepted", |s| {
+            all_in(s, &[shown.into(), not_yet.into()], UserState::Accepted)
+        })
+        .await;
+    // And it stays so: never Revoked.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = h.cluster.invitations().get("team").await.unwrap();
+    assert_eq!(later.status, inv.status);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn membership_is_found_in_an_organization_of_25000() {
+    let flavor = Flavor::OrgInvitation;
+    let mut h = flavor.harness(30, 100).await;
+    let members: Vec<String> = (0..25_000)
+        .map(|i| format!("m{i}@big.example.com"))
+        .collect();
+    assert_eq!(h.mock.api.seed_org_members(&members), 25_000);
+    h.start_controller();
+    let last = members.last().unwrap().clone();
+    h.cluster
+        .create_invitation(
+            "team",
+            org_spec(&[last.clone(), "new@example.com".into()], "org_member"),
+        )
+        .await;
+    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let status = status_of(&inv);
+    assert_eq!(state(status, &last), Some(UserState::AlreadyMember));
+    assert_eq!(h.mock.api.invitations_sent_to(&last), 0);
+    assert_eq!(state(status, "new@example.com"), Some(UserState::Invited));
+    h.finish().await;
+}
+
+// ------------------------------------------------------------------ point 11: housekeeping
+
+fn users_series(metrics: &invite_operator::telemetry::Metrics, namespace: &str) -> Vec<String> {
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(&format!("invite_operator_users{{namespace=\"{namespace}\"")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn deleted_resources_leave_no_metric_series() {
+    let flavor = Flavor::UserInvite;
+    let mut h = flavor.harness(5, 100).await;
+    let other = h.cluster.create_namespace("b").await;
+    // The second namespace has its own endpoint and Secret.
+    let ep: invite_operator::api::InvitationEndpoint = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": "InvitationEndpoint",
+        "metadata": {"name": ENDPOINT, "namespace": other, "labels": h.cluster.labels()},
+        "spec": flavor.endpoint(&h.mock.url, 5, 100),
+    }))
+    .unwrap();
+    Api::<invite_operator::api::InvitationEndpoint>::namespaced(h.cluster.client.clone(), &other)
+        .create(&Default::default(), &ep)
+        .await
+        .unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": SECRET, "namespace": other, "labels": h.cluster.labels()},
+        "stringData": {"token": TOKEN},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.cluster.client.clone(), &other)
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    let mut settings = h.cluster.settings();
+    settings.watch_namespaces.push(other.clone());
+    h.start_controller_with(settings);
+    let ns = h.cluster.namespace.clone();
+    for i in 0..3 {
+        let policy = if i == 0 {
+            json!({"deletionPolicy": "Delete"})
+        } else {
+            json!({})
+        };
+        h.cluster
+            .create_invitation(
+                &format!("r{i}"),
+                users_spec(
+                    &[&format!("r{i}@example.com"), &format!("s{i}@example.com")],
+                    policy,
+                ),
+            )
+            .await;
+    }
+    let mut kept: invite_operator::api::UserInvitation = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": "UserInvitation",
+        "metadata": {"name": "kept", "namespace": other, "labels": h.cluster.labels()},
+        "spec": users_spec(&["k@example.com"], json!({})),
+    }))
+    .unwrap();
+    kept = Api::namespaced(h.cluster.client.clone(), &other)
+        .create(&Default::default(), &kept)
+        .await
+        .unwrap();
+    drop(kept);
+    for i in 0..3 {
+        h.cluster
+            .wait_status(&format!("r{i}"), "Ready", is_ready)
+            .await;
+    }
+    let metrics = h.controller.as_ref().unwrap().metrics.clone();
+    assert!(
+        eventually(WAIT, || {
+            users_series(&metrics, &ns)
+                == vec![format!(
+                    "invite_operator_users{{namespace=\"{ns}\",state=\"Invited\"}} 6"
+                )]
+                && users_series(&metrics, &other)
+                    == vec![format!(
+                        "invite_operator_users{{namespace=\"{other}\",state=\"Invited\"}} 1"
+                    )]
+        })
+        .await,
+        "one series per namespace and state:\n{}",
+        metrics.encode()
+    );
+    for i in 0..3 {
+        h.cluster
+            .invitations()
+            .delete(&format!("r{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        wait_gone(&h.cluster, &format!("r{i}")).await;
+    }
+    assert!(
+        eventually(WAIT, || users_series(&metrics, &ns).is_empty()).await,
+        "the deleted resources' series are gone:\n{}",
+        metrics.encode()
+    );
+    assert_eq!(
+        users_series(&metrics, &other),
+        vec![format!(
+            "invite_operator_users{{namespace=\"{other}\",state=\"Invited\"}} 1"
+        )]
+    );
+    assert!(
+        !metrics.encode().contains("name=\""),
+        "no series is labelled per resource"
+    );
+    h.finish().await;
+}
