@@ -292,10 +292,7 @@ impl<'a> PlanContext<'a> {
     }
 
     fn previous_entry(&self, email: &str) -> Option<&UserStatus> {
-        self.previous
-            .users
-            .iter()
-            .find(|u| u.email_address == email)
+        previous_entry(self.previous, email)
     }
 
     fn spec_changed(&self) -> bool {
@@ -329,6 +326,18 @@ pub fn now() -> Timestamp {
 /// `t` truncated to the second.
 pub fn to_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// The previous entry of a requested address (never the entry of an invalid spec entry that
+/// happens to be spelled like it).
+pub fn previous_entry<'s>(
+    previous: &'s UserInvitationStatus,
+    email: &str,
+) -> Option<&'s UserStatus> {
+    previous
+        .users
+        .iter()
+        .find(|u| u.email_address == email && u.reason != Some(FailureReason::InvalidSpec))
 }
 
 /// A fresh entry.

@@ -207,10 +207,7 @@ pub fn blocked_status(
         .addresses
         .iter()
         .map(|email| {
-            previous
-                .users
-                .iter()
-                .find(|u| &u.email_address == email)
+            super::previous_entry(previous, email)
                 .cloned()
                 .unwrap_or_else(|| entry(email, UserState::Pending))
         })

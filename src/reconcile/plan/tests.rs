@@ -1140,3 +1140,27 @@ fn a_spec_with_no_usable_shape_keeps_every_entry() {
     assert_eq!(st.users, previous.users);
     assert_eq!(st.conditions[0].reason, "InvalidSpec");
 }
+
+#[test]
+fn an_invalid_entry_spelled_like_a_requested_address_is_never_taken_for_it() {
+    // `Dave@example.com` first, then `dave@example.com`: the second is the duplicate, and its
+    // entry is spelled exactly like the first's normalized address.
+    let invalid = UserStatus {
+        reason: Some(FailureReason::InvalidSpec),
+        ..user("dave@example.com", UserState::Failed)
+    };
+    let mut dave = owned("dave@example.com", UserState::Invited);
+    dave.expires_at = Some(t("2026-11-23T00:00:00Z"));
+    let s = Setup::new(
+        &["Dave@example.com", "dave@example.com"],
+        status(vec![invalid, dave.clone()], 1),
+    );
+    let c = s.ctx();
+    assert!(
+        addresses_to_observe(&c).is_empty(),
+        "Dave is Invited, nothing to look up"
+    );
+    let p = plan(&c, &BTreeMap::new());
+    assert_eq!(p.users[0], dave);
+    assert_eq!(p.users[1].reason, Some(FailureReason::InvalidSpec));
+}
