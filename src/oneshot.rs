@@ -310,7 +310,8 @@ fn prepare(
     };
     let not_ready = |m: String| Blocked::new(plan::ReadyReason::EndpointNotReady, m);
     let api = build_client(&endpoint, token, &settings).map_err(|e| not_ready(e.to_string()))?;
-    let identity = crate::invite::api_identity(endpoint.connection()).map_err(not_ready)?;
+    let identity =
+        crate::invite::api_identity(endpoint.connection()).map_err(|e| not_ready(e.to_string()))?;
     Ok((endpoint, api, identity))
 }
 

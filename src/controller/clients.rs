@@ -37,6 +37,14 @@ pub struct ClientSettings {
     pub may_act: MayAct,
 }
 
+/// An endpoint's token, or why there is none.
+pub enum Credentials {
+    /// The token.
+    Token(ApiToken),
+    /// The Secret or its key is missing.
+    Missing(Blocked),
+}
+
 /// The clients and tokens of the endpoints.
 #[derive(Default)]
 pub struct EndpointClients {
@@ -52,22 +60,26 @@ impl EndpointClients {
         client: &Client,
         location: &resolve::SecretLocation,
         ttl: Duration,
-    ) -> Result<Result<ApiToken, Blocked>, kube::Error> {
+    ) -> Result<Credentials, kube::Error> {
         if let Some((token, read_at)) = self.tokens.lock().expect("lock").get(location)
             && read_at.elapsed() < ttl
         {
-            return Ok(Ok(token.clone()));
+            return Ok(Credentials::Token(token.clone()));
         }
         let secret = Api::<Secret>::namespaced(client.clone(), &location.namespace)
             .get_opt(&location.name)
             .await?;
-        let token = resolve::read_token(secret.as_ref(), location);
         let mut tokens = self.tokens.lock().expect("lock");
-        match &token {
-            Ok(token) => tokens.insert(location.clone(), (token.clone(), Instant::now())),
-            Err(_) => tokens.remove(location),
-        };
-        Ok(token)
+        Ok(match resolve::read_token(secret.as_ref(), location) {
+            Ok(token) => {
+                tokens.insert(location.clone(), (token.clone(), Instant::now()));
+                Credentials::Token(token)
+            }
+            Err(blocked) => {
+                tokens.remove(location);
+                Credentials::Missing(blocked)
+            }
+        })
     }
 
     /// Forgets a token the API refused, so the next use reads the Secret again.

@@ -14,6 +14,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use super::{
+    clients::Credentials,
     context::Context,
     kubernetes::{guarded_status_write, ready_condition, scoped},
 };
@@ -65,8 +66,8 @@ pub async fn check(ctx: &Context, endpoint: &AnyEndpoint) -> Result<EndpointChec
         .token(&ctx.client, &location, ctx.settings.secret_cache_ttl)
         .await?
     {
-        Ok(token) => token,
-        Err(blocked) => {
+        Credentials::Token(token) => token,
+        Credentials::Missing(blocked) => {
             return Ok(EndpointCheck::not_ready(
                 "CredentialsNotFound",
                 blocked.message,

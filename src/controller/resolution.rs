@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kube::runtime::reflector::ObjectRef;
 
 use super::{
+    clients::Credentials,
     context::{Context, Shard},
     kubernetes::namespace_labels,
 };
@@ -95,7 +96,7 @@ pub async fn connect(ctx: &Context, endpoint: AnyEndpoint) -> Result<Resolution,
     };
     let identity = match api_identity(endpoint.connection()) {
         Ok(identity) => identity,
-        Err(message) => return not_ready(message),
+        Err(invalid) => return not_ready(invalid.to_string()),
     };
     let location = resolve::secret_location(&endpoint, &ctx.settings.operator_namespace);
     let token = match ctx
@@ -103,8 +104,8 @@ pub async fn connect(ctx: &Context, endpoint: AnyEndpoint) -> Result<Resolution,
         .token(&ctx.client, &location, ctx.settings.secret_cache_ttl)
         .await?
     {
-        Ok(token) => token,
-        Err(blocked) => return Ok(Resolution::Blocked(blocked)),
+        Credentials::Token(token) => token,
+        Credentials::Missing(blocked) => return Ok(Resolution::Blocked(blocked)),
     };
     match ctx
         .clients

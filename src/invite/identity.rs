@@ -4,17 +4,25 @@
 
 use crate::api::{ApiFlavor, ApiIdentity, EndpointConnection};
 
+/// A URL that cannot name an API.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[error("{0}")]
+pub struct InvalidUrl(String);
+
 /// The canonical form of a base URL: scheme and host lowercased, default port dropped, path
 /// normalized (dot segments resolved, repeated and trailing slashes removed), no query,
 /// fragment or credentials.
-pub fn canonical_url(raw: &str) -> Result<String, String> {
-    let url = url::Url::parse(raw.trim()).map_err(|e| format!("url {raw:?} is not valid: {e}"))?;
+pub fn canonical_url(raw: &str) -> Result<String, InvalidUrl> {
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| InvalidUrl(format!("url {raw:?} is not valid: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("the url must not carry credentials; put the token in the Secret".into());
+        return Err(InvalidUrl(
+            "the url must not carry credentials; put the token in the Secret".into(),
+        ));
     }
     let host = url
         .host_str()
-        .ok_or_else(|| format!("url {raw:?} has no host"))?
+        .ok_or_else(|| InvalidUrl(format!("url {raw:?} has no host")))?
         .to_ascii_lowercase();
     let port = url
         .port() // `None` when it is the scheme's default
@@ -34,7 +42,7 @@ pub fn canonical_url(raw: &str) -> Result<String, String> {
 
 /// The API an endpoint's connection reaches: its canonical URL and, for OrgInvitation, the
 /// organization.
-pub fn api_identity(connection: &EndpointConnection) -> Result<ApiIdentity, String> {
+pub fn api_identity(connection: &EndpointConnection) -> Result<ApiIdentity, InvalidUrl> {
     Ok(ApiIdentity {
         url: canonical_url(&connection.url)?,
         organization_id: match connection.api {

@@ -258,6 +258,9 @@ pub enum ConnectError {
     /// A setting the flavour needs is missing or wrong.
     #[error("{0}")]
     Setting(String),
+    /// A URL of the endpoint cannot name an API.
+    #[error(transparent)]
+    Url(#[from] identity::InvalidUrl),
 }
 
 /// Builds the client of an endpoint: the registry of API flavours.
@@ -266,7 +269,7 @@ pub fn connect(
     token: ApiToken,
     transport: Transport,
 ) -> Result<SharedApi, ConnectError> {
-    let url = identity::canonical_url(&connection.url).map_err(ConnectError::Setting)?;
+    let url = identity::canonical_url(&connection.url)?;
     match connection.api {
         ApiFlavor::UserInvite => Ok(Arc::new(userinvite::connect(&url, token, transport))),
         ApiFlavor::OrgInvitation => Ok(Arc::new(orginvitation::connect(

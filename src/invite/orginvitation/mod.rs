@@ -95,7 +95,7 @@ pub fn connect(
             ConnectError::Setting("organizationId is required for an OrgInvitation endpoint".into())
         })?;
     let token_url = match connection.token_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => super::identity::canonical_url(url).map_err(ConnectError::Setting)?,
+        Some(url) => super::identity::canonical_url(url)?,
         None => base_url.to_string(),
     };
     Ok(OrgInvitationClient {
