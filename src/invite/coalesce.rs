@@ -138,31 +138,65 @@ where
     let mut running = JoinSet::new();
     while let Some(first) = rx.recv().await {
         while running.try_join_next().is_some() {}
-        let mut size = first.addresses();
-        let mut batch = vec![first];
+        let mut batch = Batch::new(first, settings.max_users);
+        // Collect for the window, and then for as long as every batch slot is busy (a busy
+        // API makes batches larger, not more numerous).
         let closes = Instant::now() + settings.window;
-        while size < settings.max_users {
+        while !batch.full() {
             tokio::select! {
                 job = rx.recv() => match job {
-                    Some(job) => {
-                        size += job.addresses();
-                        batch.push(job);
-                    }
+                    Some(job) => batch.add(job),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(closes) => break,
             }
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        let permit = loop {
+            if batch.full() {
+                break in_flight.clone().acquire_owned().await;
+            }
+            tokio::select! {
+                biased;
+                permit = in_flight.clone().acquire_owned() => break permit,
+                Some(job) = rx.recv() => batch.add(job),
+            }
+        };
+        let Ok(permit) = permit else {
             return;
         };
-        let work = run(batch);
+        let work = run(batch.jobs);
         running.spawn(async move {
             work.await;
             drop(permit);
         });
     }
     while running.join_next().await.is_some() {}
+}
+
+/// Jobs collected for one batch.
+struct Batch<J> {
+    jobs: Vec<J>,
+    addresses: usize,
+    max: usize,
+}
+
+impl<J: Job> Batch<J> {
+    fn new(first: J, max: usize) -> Batch<J> {
+        Batch {
+            addresses: first.addresses(),
+            jobs: vec![first],
+            max,
+        }
+    }
+
+    fn add(&mut self, job: J) {
+        self.addresses += job.addresses();
+        self.jobs.push(job);
+    }
+
+    fn full(&self) -> bool {
+        self.addresses >= self.max
+    }
 }
 
 /// One lookup call for every address of the batch; each job gets its own addresses.
