@@ -80,6 +80,8 @@ struct SettingsBody {
     /// `null` turns the mix off; absent leaves it.
     #[serde(default, deserialize_with = "present")]
     fault_mix: Option<Value>,
+    /// Rotates the accepted API token.
+    token: Option<String>,
 }
 
 /// A field that is present, `null` included.
@@ -108,6 +110,9 @@ async fn put_settings(State(api): State<MockApi>, body: Bytes) -> Response {
     if s.fault_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
         return bad("faultRate must be between 0 and 1");
     }
+    if s.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return bad("token must not be empty");
+    }
     let mix = match s.fault_mix {
         None => None,
         Some(Value::Null) => Some(FaultMix::default()),
@@ -124,6 +129,9 @@ async fn put_settings(State(api): State<MockApi>, body: Bytes) -> Response {
     }
     if let Some(r) = s.fault_rate {
         api.set_fault_rate(r);
+    }
+    if let Some(token) = &s.token {
+        api.set_token(token);
     }
     if let Some(m) = mix
         && let Err(e) = api.set_fault_mix(m)

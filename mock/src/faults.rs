@@ -89,8 +89,9 @@ impl FaultKind {
 /// fault `kind` instead of their answer (or after their effect, with `after_effect`).
 ///
 /// JSON (`POST /mock/faults`): `{method?, pathPrefix?, kind?, status?, bytes?, location?,
-/// retryAfter?, delayMs?, times?, afterEffect?}`; `kind` defaults to `status`, which needs
-/// `status`; `hugeBody` needs `bytes`, `redirect` needs `location` (status 302 unless given).
+/// retryAfter?, delayMs?, times?, afterEffect?, message?}`; `kind` defaults to `status`, which
+/// needs `status` (and answers `message` when given); `hugeBody` needs `bytes`, `redirect` needs
+/// `location` (status 302 unless given).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "FaultSpec", into = "FaultSpec")]
 pub struct ScriptedFault {
@@ -111,6 +112,8 @@ pub struct ScriptedFault {
     pub after_effect: bool,
     /// Only requests whose body contains this text (any when `None`).
     pub body_contains: Option<String>,
+    /// The error message of a status fault (default: the status's reason, marked as injected).
+    pub message: Option<String>,
 }
 
 impl ScriptedFault {
@@ -130,6 +133,7 @@ impl ScriptedFault {
             times: 1,
             after_effect: false,
             body_contains: None,
+            message: None,
         }
     }
 
@@ -239,6 +243,12 @@ impl ScriptedFault {
         self
     }
 
+    /// A status fault answers with this error message (in the API's error shape).
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
     /// Checks the fault's values (statuses, redirect codes).
     pub fn validate(&self) -> Result<(), String> {
         match &self.kind {
@@ -303,6 +313,8 @@ struct FaultSpec {
     body_contains: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
 }
 
 fn one() -> usize {
@@ -350,6 +362,7 @@ impl TryFrom<FaultSpec> for ScriptedFault {
             times: s.times,
             after_effect: s.after_effect,
             body_contains: s.body_contains,
+            message: s.message,
         };
         fault.validate()?;
         Ok(fault)
@@ -385,6 +398,7 @@ impl From<ScriptedFault> for FaultSpec {
             after_effect: f.after_effect,
             body_contains: f.body_contains,
             body,
+            message: f.message,
         }
     }
 }
@@ -500,9 +514,11 @@ impl FaultMix {
 }
 
 /// The answer of a fault. `real` is the request's real answer, when it was performed (always
-/// for [`FaultKind::UnknownUsers`], which decorates it); `ghost` numbers its unknown user.
+/// for [`FaultKind::UnknownUsers`], which decorates it); `ghost` numbers its unknown user;
+/// `message` replaces a status fault's default message.
 pub(crate) async fn answer(
     kind: &FaultKind,
+    message: Option<&str>,
     path: &str,
     seq: &AtomicU64,
     retry_after: Option<u64>,
@@ -536,7 +552,13 @@ pub(crate) async fn answer(
             }
         },
         FaultKind::Status(s) => {
-            let fail = Fail::new(*s, format!("{} (injected by the mock)", reason(*s)));
+            let fail = Fail::new(
+                *s,
+                message.map_or_else(
+                    || format!("{} (injected by the mock)", reason(*s)),
+                    str::to_string,
+                ),
+            );
             match family {
                 ApiFamily::OrgInvitation => csp_error(seq, &fail),
                 ApiFamily::UserInvite => wf_error(&fail),

@@ -44,8 +44,8 @@
 //! |---|---|
 //! | `GET /mock/requests` / `DELETE /mock/requests` | the journal ([`JournalEntry`] list: `seq`, `method`, `path`, `query`, `body`, `status` (0 = no answer), `at`, `offsetMicros` (arrival on the mock's monotonic clock), `answeredMicros`, `auth`, `credential` (opaque label), `contentType`, `fault`, `faultKind`, `performed`, `retryAfter`) / clear it |
 //! | `GET /mock/retry-after-violations` | requests that arrived before an earlier `Retry-After` of the same API family and credential allowed ([`RetryAfterViolation`] list) |
-//! | `POST /mock/faults` `{method?, pathPrefix?, bodyContains?, kind?, status?, body?, bytes?, location?, retryAfter?, delayMs?, times?, afterEffect?}` | add a [`ScriptedFault`] (kinds above; `times` default 1); `GET` lists, `DELETE` clears |
-//! | `PUT /mock/settings` `{latencyMs?, faultRate?, faultMix?}` | change latency / random 503 rate / the fault mix (`faultMix`: `{serverError, tooManyRequests, retryAfterSecs, timeout, truncated, reset, afterEffect, tokenExchange}`, `null` or `{}` turns it off); `GET` shows them |
+//! | `POST /mock/faults` `{method?, pathPrefix?, bodyContains?, kind?, status?, body?, bytes?, location?, retryAfter?, delayMs?, times?, afterEffect?, message?}` | add a [`ScriptedFault`] (kinds above; `times` default 1; `message`: a status fault's error message); `GET` lists, `DELETE` clears |
+//! | `PUT /mock/settings` `{latencyMs?, faultRate?, faultMix?, token?}` | change latency / random 503 rate / the fault mix (`faultMix`: `{serverError, tooManyRequests, retryAfterSecs, timeout, truncated, reset, afterEffect, tokenExchange}`, `null` or `{}` turns it off) / rotate the accepted API token ([`MockApi::set_token`]); `GET` shows them (never the token) |
 //! | `POST /mock/users` (UserModel-ish JSON) | seed an existing UserInvite user |
 //! | `POST /mock/usergroups` `{id?, name}` | seed a user group |
 //! | `POST /mock/org/members` `{username, organizationRoles?: [names]}`, or a list of those or of usernames | seed CSP org members (a list answers `{added, total}`) |
@@ -375,6 +375,17 @@ impl MockApi {
             .filter(|f| f.times > 0)
             .cloned()
             .collect()
+    }
+
+    /// Rotates the API token: from now on only `token` is accepted (UserInvite requests and
+    /// the CSP token exchange). Access tokens issued before stay valid until they expire.
+    pub fn set_token(&self, token: &str) {
+        self.state().cfg.token = token.to_string();
+    }
+
+    /// CSP access tokens issued by the token exchange so far (expired ones included).
+    pub fn access_tokens(&self) -> Vec<String> {
+        self.state().access_tokens.keys().cloned().collect()
     }
 
     /// Sets the latency added to every API request.

@@ -27,6 +27,7 @@ struct Fault {
     retry_after: Option<u64>,
     delay: Option<Duration>,
     after_effect: bool,
+    message: Option<String>,
 }
 
 /// How a request ended, for the journal.
@@ -133,6 +134,7 @@ impl MockApi {
             retry_after: f.retry_after,
             delay: f.delay,
             after_effect: f.after_effect,
+            message: f.message.clone(),
         };
         faults.retain(|f| f.times > 0);
         Some(taken)
@@ -151,6 +153,7 @@ impl MockApi {
             retry_after: d.retry_after,
             delay: None,
             after_effect: d.after_effect,
+            message: None,
         })
     }
 
@@ -165,6 +168,7 @@ impl MockApi {
                 retry_after: None,
                 delay: None,
                 after_effect: false,
+                message: None,
             });
         }
         self.draw_from_mix(req)
@@ -212,6 +216,7 @@ impl MockApi {
         let ghost = self.inner.ghost_seq.fetch_add(1, Ordering::Relaxed);
         let reply = faults::answer(
             &f.kind,
+            f.message.as_deref(),
             &req.path,
             &self.inner.error_seq,
             f.retry_after,

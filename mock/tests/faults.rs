@@ -704,3 +704,61 @@ async fn an_unknown_organization_role_is_refused_for_everyone_alike() {
     assert!(!m.api.remove_org_member("gone@example.com"));
     m.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_status_fault_can_carry_its_own_message() {
+    let m = start().await;
+    let long = "x".repeat(64 * 1024);
+    m.api.add_fault(
+        ScriptedFault::new(400)
+            .path(INVITE)
+            .message(long.clone())
+            .times(2),
+    );
+    let r = invite(&m, "a@example.com").await.expect("answer");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("JSON");
+    assert_eq!(body["status"]["message"], json!(long));
+    let r = client()
+        .post(format!("{}/mock/faults", m.url))
+        .json(&json!({"status": 400, "message": "nope", "pathPrefix": CSP}))
+        .send()
+        .await
+        .expect("control");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let faults = m.api.pending_faults();
+    assert_eq!(faults.last().unwrap().message.as_deref(), Some("nope"));
+}
+
+#[tokio::test]
+async fn a_rotated_token_replaces_the_old_one() {
+    let m = start().await;
+    let before = csp_token(&m).await;
+    m.api.set_token("rotated-token");
+    assert_eq!(
+        invite(&m, "a@example.com").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = client()
+        .post(format!("{}{INVITE}", m.url))
+        .bearer_auth("rotated-token")
+        .json(&json!([{"emailAddress": "b@example.com", "groups": [], "userGroups": []}]))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // The old API token no longer exchanges; the access token issued before still works.
+    assert_eq!(csp_token(&m).await, "");
+    assert!(m.api.access_tokens().contains(&before));
+    let r = client()
+        .put(format!("{}/mock/settings", m.url))
+        .json(&json!({"token": "again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        !r.text().await.unwrap().contains("again"),
+        "the token is never shown"
+    );
+}
