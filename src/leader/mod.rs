@@ -193,6 +193,14 @@ impl Leadership {
         }
     }
 
+    /// A leadership held until `deadline` and never renewed: what a replica whose lease runs
+    /// out sees (tests, and embedding the controller under another election).
+    pub fn expiring_at(deadline: Instant) -> Leadership {
+        let leadership = Leadership::default();
+        leadership.set(Some(deadline));
+        leadership
+    }
+
     fn set(&self, until: Option<Instant>) {
         *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }
@@ -309,5 +317,10 @@ mod tests {
         assert!(l.is_valid());
         l.set(Some(Instant::now() - Duration::from_millis(1)));
         assert!(!l.is_valid());
+        let expiring = Leadership::expiring_at(Instant::now() + Duration::from_millis(50));
+        assert!(expiring.is_valid());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!expiring.is_valid());
+        assert!(Leadership::unconditional().is_valid());
     }
 }
