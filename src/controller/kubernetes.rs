@@ -227,7 +227,8 @@ pub fn ready_condition(
         type_: plan::READY.to_string(),
         status: status.to_string(),
         reason: reason.to_string(),
-        message,
+        // An API's error message can be any size; a condition stays small.
+        message: plan::truncate_condition(&message),
         observed_generation: Some(generation),
         last_transition_time,
     }

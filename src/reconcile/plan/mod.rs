@@ -26,8 +26,8 @@ use jiff::{SignedDuration, Timestamp};
 pub use decide::{InvitePlan, addresses_to_claim, addresses_to_observe, plan};
 pub use outcome::{apply_outcomes, lookup_failed, revert_inviting};
 pub use summary::{
-    MAX_MESSAGE_BYTES, READY, blocked_status, ready_condition, settle_wait, summarize, to_time,
-    truncate_message,
+    MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, READY, blocked_status, ready_condition, settle_wait,
+    summarize, to_time, truncate_condition, truncate_message,
 };
 pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target};
 

@@ -18,11 +18,17 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 const STATUS_MESSAGE_BUDGET: usize = 128 * 1024;
 
 /// The longest condition message (bytes).
-const MAX_CONDITION_BYTES: usize = 2048;
+pub const MAX_CONDITION_BYTES: usize = 2048;
 
 /// `message` cut to [`MAX_MESSAGE_BYTES`] at a character boundary, marked when cut.
 pub fn truncate_message(message: &str) -> String {
     truncate_to(message, MAX_MESSAGE_BYTES)
+}
+
+/// A condition's `message` cut to [`MAX_CONDITION_BYTES`] (an API's error message can be
+/// any size; a condition must stay small).
+pub fn truncate_condition(message: &str) -> String {
+    truncate_to(message, MAX_CONDITION_BYTES)
 }
 
 fn truncate_to(message: &str, max: usize) -> String {
@@ -257,7 +263,8 @@ pub fn settle_wait(ctx: &PlanContext<'_>, users: &[UserStatus]) -> Option<std::t
     own.chain(held).min()
 }
 
-/// The Ready condition; its transition time changes only when its status does.
+/// The Ready condition; its transition time changes only when its status does. The message
+/// is truncated to [`MAX_CONDITION_BYTES`].
 pub fn ready_condition(
     previous: &UserInvitationStatus,
     ready: bool,
@@ -277,7 +284,7 @@ pub fn ready_condition(
         type_: READY.to_string(),
         status: status.to_string(),
         reason: reason.as_str().to_string(),
-        message,
+        message: truncate_condition(&message),
         observed_generation: Some(generation),
         last_transition_time,
     }

@@ -852,6 +852,23 @@ fn a_status_with_a_thousand_long_failures_stays_small() {
 }
 
 #[test]
+fn a_huge_api_message_never_lands_whole_in_the_condition() {
+    let huge = format!("go away {}", "é".repeat(1024 * 1024));
+    let previous = UserInvitationStatus::default();
+    let condition = ready_condition(
+        &previous,
+        false,
+        ReadyReason::EndpointNotReady,
+        huge.clone(),
+        1,
+        t("2026-01-01T00:00:00Z"),
+    );
+    assert!(condition.message.len() <= MAX_CONDITION_BYTES);
+    assert!(condition.message.starts_with("go away"));
+    assert_eq!(truncate_condition("short"), "short");
+}
+
+#[test]
 fn transition_time_changes_only_with_the_condition_status() {
     let s = Setup::new(&["a@example.com"], Default::default());
     let first = summarize(
