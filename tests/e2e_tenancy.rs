@@ -1,0 +1,1273 @@
+//! Tenant safety (issue 8): a namespace can make the operator do only what its endpoint grants
+//! it. Each test is one attack from the issue, run against the real controller, the Kubernetes
+//! API (in-process or real) and the mock API, and shows that the attack now fails:
+//!
+//! | attack | test |
+//! |---|---|
+//! | admin stripped, admin deleted | `an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_cluster_endpoint` |
+//! | adoption without consent | `adoption_is_opt_in_and_enforces_only_what_allowed_covers`, `a_namespaced_endpoint_always_adopts` |
+//! | foreign invitation revoked | `an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked` |
+//! | unchecked OrgInvitation fields | `org_invitation_fields_outside_allowed_are_refused_before_any_call` |
+//! | asking for more after being allowed | `a_resource_edited_to_ask_for_more_is_stopped_before_any_call` |
+//! | Enforce tug-of-war | `two_enforce_resources_naming_one_person_make_no_changing_call` |
+//! | stale token | `a_rotated_token_is_used_after_the_api_refuses_the_old_one`, `a_rotated_token_is_picked_up_within_the_cache_time` |
+//! | plain http, internal hosts | `plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows_it`, `namespaced_endpoints_can_be_limited_to_hosts_or_turned_off` |
+//! | redirects | `redirects_are_never_followed` |
+//! | huge body | `a_huge_answer_is_a_clear_error_and_the_controller_carries_on` |
+//! | huge messages | `a_thousand_users_refused_with_long_messages_keep_the_status_small`, `a_refusal_with_a_huge_message_keeps_the_conditions_small` |
+//! | unbounded timeout | `timeout_seconds_above_120_is_refused_at_admission` |
+//! | stale leader | `a_replica_that_lost_its_lease_sends_no_invitation` |
+//!
+//! The Secret-list attack is in `tests/rbac.rs`, tokens in output in `tests/e2e_no_token.rs`.
+
+mod common;
+
+use std::{net::IpAddr, time::Duration};
+
+use common::*;
+use invite_mock::{JournalEntry, ScriptedFault};
+use invite_operator::{
+    api::{
+        ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint, Ownership,
+        UserInvitationStatus, UserState, UserStatus,
+    },
+    controller,
+    health::Readiness,
+    leader::Leadership,
+    telemetry::Metrics,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin@example.com";
+
+/// A request to the UserInvite API that changes something (anything but reads).
+fn changes_user_invite(e: &JournalEntry) -> bool {
+    e.method != "GET" && e.path != "/api/v2/user/validateUsers"
+}
+
+/// The changing requests among `journal[from..]`, as `METHOD path`.
+fn changes_since(mock: &RunningMock, from: usize) -> Vec<String> {
+    mock.api.journal()[from..]
+        .iter()
+        .filter(|e| changes_user_invite(e))
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect()
+}
+
+/// Revocations of OrgInvitation invitations in the journal.
+fn org_revocations(mock: &RunningMock) -> Vec<String> {
+    mock.api
+        .journal()
+        .iter()
+        .filter(|e| {
+            (e.method == "DELETE" && e.path.contains("/invitations/"))
+                || (e.method == "POST" && e.query.as_deref().is_some_and(|q| q.contains("revoke")))
+        })
+        .map(|e| format!("{} {} {:?}", e.method, e.path, e.body))
+        .collect()
+}
+
+/// Every OrgInvitation API request but the token exchange.
+fn org_calls(mock: &RunningMock) -> Vec<String> {
+    mock.api
+        .journal()
+        .iter()
+        .filter(|e| !e.is_token_exchange())
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect()
+}
+
+fn sorted(values: &Value) -> Vec<String> {
+    let mut v: Vec<String> = values
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
+    sorted(&mock.api.user(id).expect("the user exists")["groups"])
+}
+
+fn entry<'a>(status: &'a UserInvitationStatus, email: &str) -> &'a UserStatus {
+    status
+        .users
+        .iter()
+        .find(|u| u.email_address == email)
+        .unwrap_or_else(|| panic!("no status entry for {email}: {status:?}"))
+}
+
+fn condition_message(status: &UserInvitationStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// A ClusterInvitationEndpoint for the UserInvite API of the mock, its token in Secret
+/// `api-token` of the test's namespace, restricted by `allowed` (`null`: unrestricted).
+async fn cluster_user_invite_endpoint(h: &Harness, name: &str, allowed: Value) {
+    let mut spec = json!({
+        "api": "UserInvite", "url": h.mock.url,
+        "credentials": {"secretRef": {"name": "api-token", "namespace": h.cluster.namespace}},
+        "requestsPerSecond": 100, "timeoutSeconds": 5,
+    });
+    if !allowed.is_null() {
+        spec["allowed"] = allowed;
+    }
+    h.cluster.cluster_endpoint(name, spec).await;
+}
+
+/// Waits until `check` holds, polling.
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the UserInvitation is gone (its finalizer released).
+async fn wait_gone(cluster: &TestCluster, name: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.invitations().get_opt(name).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn delete(cluster: &TestCluster, name: &str) {
+    cluster
+        .invitations()
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(cluster, name).await;
+}
+
+/// Lets the controller run `n` more reconciles (resyncs, with a short resync interval).
+async fn let_resync(h: &Harness, n: u64) {
+    let controller = h.controller.as_ref().expect("a running controller");
+    controller
+        .wait_reconciles(controller.reconciles() + n)
+        .await;
+}
+
+fn endpoint_ready(status: &Option<EndpointStatus>) -> (String, String, String) {
+    status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
+/// Waits until the InvitationEndpoint's Ready condition has `status` and `reason`; returns its
+/// message.
+async fn wait_endpoint(cluster: &TestCluster, name: &str, status: &str, reason: &str) -> String {
+    let api: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (s, r, m) = endpoint_ready(&api.get(name).await.unwrap().status);
+        if s == status && r == reason {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoint {name} never {status}/{reason}; it is {s}/{r}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ownership and adoption
+// ---------------------------------------------------------------------------------------
+
+/// The issue's first attack: a team lists an existing administrator with no permissions,
+/// Enforce and Delete, through a cluster endpoint restricted to `dashboard_management`.
+#[tokio::test]
+async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_cluster_endpoint() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, json!({"groups": ["dashboard_management"]})).await;
+    let admin_groups = [
+        "dashboard_management",
+        "token_management",
+        "user_management",
+    ];
+    h.mock
+        .api
+        .seed_user(json!({"identifier": ADMIN, "groups": admin_groups, "userGroups": []}));
+    h.start_controller_resyncing(Duration::from_millis(200));
+    h.cluster
+        .create_invitation(
+            "takeover",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                   "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("takeover", "the admin observed", |s| {
+            s.users.iter().any(|u| u.state == UserState::AlreadyMember)
+        })
+        .await;
+    let status = inv.status.unwrap();
+    let admin = entry(&status, ADMIN);
+    assert_eq!(admin.ownership, None, "not adopted: {admin:?}");
+    assert!(
+        admin
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("left alone")),
+        "{admin:?}"
+    );
+    let message = condition_message(&status);
+    assert!(
+        message.contains("existing users left alone"),
+        "the condition says why nothing was enforced: {message}"
+    );
+    // Several resyncs: Enforce never reaches the admin.
+    let_resync(&h, 5).await;
+    assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new());
+    assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
+
+    // Admin deleted: deleting the resource deletes nothing it did not create.
+    delete(&h.cluster, "takeover").await;
+    assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new());
+    assert_eq!(
+        groups_of(&h.mock, ADMIN),
+        admin_groups,
+        "the admin still exists"
+    );
+    h.finish().await;
+}
+
+/// With `allowed.adoptExistingUsers: true` the same resource adopts the user: Enforce revokes
+/// only what `allowed` covers, and Delete deletes the adopted user.
+#[tokio::test]
+async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(
+        &h,
+        &shared,
+        json!({"groups": ["dashboard_management"], "adoptExistingUsers": true}),
+    )
+    .await;
+    h.mock.api.seed_user(json!({"identifier": ADMIN,
+        "groups": ["dashboard_management", "token_management", "user_management"],
+        "userGroups": []}));
+    h.start_controller_resyncing(Duration::from_millis(200));
+    h.cluster
+        .create_invitation(
+            "adopter",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                   "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("adopter", "the admin adopted", |s| {
+            s.users
+                .iter()
+                .any(|u| u.ownership == Some(Ownership::Adopted))
+        })
+        .await;
+    assert_eq!(
+        entry(inv.status.as_ref().unwrap(), ADMIN).state,
+        UserState::AlreadyMember
+    );
+    // Only the covered permission is revoked; those outside `allowed` stay.
+    wait_until("dashboard_management revoked", || {
+        groups_of(&h.mock, ADMIN) == ["token_management", "user_management"]
+    })
+    .await;
+    let_resync(&h, 5).await;
+    assert_eq!(
+        groups_of(&h.mock, ADMIN),
+        ["token_management", "user_management"]
+    );
+    let changes = changes_since(&h.mock, 0);
+    assert_eq!(
+        changes,
+        ["POST /api/v2/user/admin%40example.com/revoke"],
+        "one revoke, of the covered permission only"
+    );
+    let revoked = h
+        .mock
+        .api
+        .journal()
+        .into_iter()
+        .find(|e| e.path.ends_with("/revoke"))
+        .unwrap();
+    assert!(
+        revoked.body.to_string().contains("dashboard_management"),
+        "{:?}",
+        revoked.body
+    );
+    // Delete reaches the adopted user.
+    delete(&h.cluster, "adopter").await;
+    assert!(
+        h.mock.api.user(ADMIN).is_none(),
+        "the adopted user is deleted"
+    );
+    h.finish().await;
+}
+
+/// On a namespaced InvitationEndpoint the team brought its own token: adoption is always on.
+#[tokio::test]
+async fn a_namespaced_endpoint_always_adopts() {
+    let mut h = Harness::user_invite().await;
+    h.mock.api.seed_user(
+        json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
+    );
+    h.start_controller();
+    h.cluster
+        .create_invitation(
+            "team",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                   "users": [{"emailAddress": "old@example.com",
+                              "groups": ["dashboard_management"], "userGroups": []}]}),
+        )
+        .await;
+    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let status = inv.status.unwrap();
+    let old = entry(&status, "old@example.com");
+    assert_eq!(
+        (old.state, old.ownership),
+        (UserState::AlreadyMember, Some(Ownership::Adopted))
+    );
+    assert!(!condition_message(&status).contains("left alone"));
+    wait_until("the spec's grants applied", || {
+        groups_of(&h.mock, "old@example.com") == ["dashboard_management"]
+    })
+    .await;
+    delete(&h.cluster, "team").await;
+    assert!(h.mock.api.user("old@example.com").is_none());
+    h.finish().await;
+}
+
+/// Sends an OrgInvitation invitation the way a person would, outside the operator.
+async fn invite_by_hand(mock: &RunningMock, username: &str) {
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!(
+            "{}/csp/gateway/am/api/auth/api-tokens/authorize",
+            mock.url
+        ))
+        .form(&[("api_token", TOKEN)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = http
+        .post(format!(
+            "{}/csp/gateway/am/api/orgs/{ORG}/invitations",
+            mock.url
+        ))
+        .header("csp-auth-token", token["access_token"].as_str().unwrap())
+        .json(&json!({"usernames": [username], "organizationRoles": [{"name": "org_member"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// The status of the newest invitation of `username` in the mock.
+fn invitation_status(mock: &RunningMock, username: &str) -> Option<String> {
+    mock.api
+        .org_invitations()
+        .into_iter()
+        .rfind(|i| i["username"] == username)
+        .and_then(|i| i["status"].as_str().map(str::to_string))
+}
+
+/// A `deletionPolicy: Delete` resource listing people whose invitations it did not send —
+/// one sent by hand, one by another resource — revokes neither when it drops them or is
+/// deleted; it revokes only its own.
+#[tokio::test]
+async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
+    let mut h = Harness::org_invitation(MockConfig::default()).await;
+    h.start_controller();
+    let spec = |names: &[&str], delete: bool| {
+        json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+               "deletionPolicy": if delete { "Delete" } else { "Retain" },
+               "orgInvitation": {"usernames": names}})
+    };
+    invite_by_hand(&h.mock, "hand@example.com").await;
+    h.cluster
+        .create_invitation("first", spec(&["other@example.com"], false))
+        .await;
+    h.cluster.wait_status("first", "Ready", is_ready).await;
+    h.cluster
+        .create_invitation(
+            "taker",
+            spec(
+                &["hand@example.com", "other@example.com", "own@example.com"],
+                true,
+            ),
+        )
+        .await;
+    let inv = h.cluster.wait_status("taker", "Ready", is_ready).await;
+    let status = inv.status.unwrap();
+    let hand = entry(&status, "hand@example.com");
+    assert_eq!((hand.state, hand.ownership), (UserState::Invited, None));
+    assert!(
+        hand.message
+            .as_deref()
+            .is_some_and(|m| m.contains("not sent by this resource")),
+        "{hand:?}"
+    );
+    let other = entry(&status, "other@example.com");
+    assert_eq!((other.state, other.ownership), (UserState::Invited, None));
+    let owner = format!("{}/first", h.cluster.namespace);
+    assert!(
+        other.message.as_deref().is_some_and(|m| m.contains(&owner)),
+        "the owner is named: {other:?}"
+    );
+    assert_eq!(
+        entry(&status, "own@example.com").ownership,
+        Some(Ownership::Created)
+    );
+
+    // Dropping both from the spec revokes nothing.
+    h.cluster
+        .patch_spec(
+            "taker",
+            json!({"orgInvitation": {"usernames": ["own@example.com"]}}),
+        )
+        .await;
+    h.cluster
+        .wait_status("taker", "the foreign entries dropped", |s| {
+            s.observed_generation == Some(2) && s.users.len() == 1
+        })
+        .await;
+    // And deleting the resource revokes only its own invitation.
+    delete(&h.cluster, "taker").await;
+    assert_eq!(
+        invitation_status(&h.mock, "own@example.com").as_deref(),
+        Some("REVOKED")
+    );
+    assert_eq!(
+        org_revocations(&h.mock).len(),
+        1,
+        "{:?}",
+        org_revocations(&h.mock)
+    );
+    for foreign in ["hand@example.com", "other@example.com"] {
+        assert_eq!(
+            invitation_status(&h.mock, foreign).as_deref(),
+            Some("AVAILABLE"),
+            "{foreign}"
+        );
+        assert_eq!(h.mock.api.invitations_sent_to(foreign), 1, "{foreign}");
+    }
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// `allowed` covers everything that grants access
+// ---------------------------------------------------------------------------------------
+
+/// An OrgInvitation cluster endpoint restricted to `allowed` (token in Secret `csp-token` of
+/// the test's namespace).
+async fn cluster_org_endpoint(h: &Harness, name: &str, allowed: Value) {
+    h.cluster
+        .cluster_endpoint(
+            name,
+            json!({"api": "OrgInvitation", "url": h.mock.url, "organizationId": ORG,
+                   "credentials": {"secretRef": {"name": "csp-token", "namespace": h.cluster.namespace}},
+                   "requestsPerSecond": 100, "timeoutSeconds": 5, "allowed": allowed}),
+        )
+        .await;
+}
+
+/// `allowed: {organizationRoles: [org_member]}` used to be checked for organization roles
+/// only: customRoles, customGroupsIds and service roles went through. Every field that grants
+/// access is now checked, and refused with reason NotAllowed naming the field, before any call.
+#[tokio::test]
+async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret("csp-token", TOKEN).await;
+    let members = h.cluster.unique("members");
+    let services = h.cluster.unique("services");
+    cluster_org_endpoint(&h, &members, json!({"organizationRoles": ["org_member"]})).await;
+    cluster_org_endpoint(
+        &h,
+        &services,
+        json!({"organizationRoles": ["org_member"], "serviceDefinitionLinks": ["/paid/ok"]}),
+    )
+    .await;
+    h.start_controller();
+    let member = json!([{"name": "org_member"}]);
+    let cases = [
+        (
+            &members,
+            "custom-roles",
+            json!({"customRoles": [{"name": "org_owner"}]}),
+            "customRoles",
+        ),
+        (
+            &members,
+            "custom-groups",
+            json!({"customGroupsIds": ["admins"]}),
+            "customGroupsIds",
+        ),
+        (
+            &members,
+            "service-link",
+            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/admin"}]}),
+            "serviceDefinitionLink",
+        ),
+        (
+            &services,
+            "service-role-names",
+            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok",
+                                         "serviceRoleNames": ["admin"]}]}),
+            "serviceRoleNames",
+        ),
+        (
+            &services,
+            "service-role-bindings",
+            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok",
+                                         "serviceRoles": [{"name": "admin"}]}]}),
+            "serviceRoleNames",
+        ),
+        (
+            &members,
+            "binding-resource",
+            json!({"organizationRoles": [{"name": "org_member", "resource": "/orgs/other"}]}),
+            "resources",
+        ),
+        (
+            &members,
+            "org-owner",
+            json!({"organizationRoles": [{"name": "org_owner"}]}),
+            "\"org_owner\"",
+        ),
+        (
+            &members,
+            "org-role-names",
+            json!({"orgRoleNames": ["org_owner"]}),
+            "orgRoleNames",
+        ),
+    ];
+    for (endpoint, name, extra, _) in &cases {
+        let mut org =
+            json!({"usernames": [format!("{name}@example.com")], "organizationRoles": member});
+        for (k, v) in extra.as_object().unwrap() {
+            org[k] = v.clone();
+        }
+        h.cluster
+            .create_invitation(
+                name,
+                json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": endpoint},
+                       "orgInvitation": org}),
+            )
+            .await;
+    }
+    for (_, name, _, field) in &cases {
+        let inv = h
+            .cluster
+            .wait_status(name, "NotAllowed", reason_is("NotAllowed"))
+            .await;
+        let message = condition_message(inv.status.as_ref().unwrap());
+        assert!(message.contains(field), "{name}: {message}");
+    }
+    // The endpoints' status checks exchange the token; nothing else reached the API.
+    assert_eq!(org_calls(&h.mock), Vec::<String>::new());
+    assert!(h.mock.api.org_invitations().is_empty());
+    h.finish().await;
+}
+
+/// A resource that was allowed, then edited to ask for more, is stopped before any call: no
+/// grant under Enforce (UserInvite), no invitation (OrgInvitation), and it keeps its entries.
+#[tokio::test]
+async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    h.cluster.put_secret("csp-token", TOKEN).await;
+    let users = h.cluster.unique("users");
+    let org = h.cluster.unique("org");
+    cluster_user_invite_endpoint(&h, &users, json!({"groups": ["dashboard_management"]})).await;
+    cluster_org_endpoint(&h, &org, json!({"organizationRoles": ["org_member"]})).await;
+    h.start_controller_resyncing(Duration::from_millis(200));
+    let user = |groups: &[&str]| json!([{"emailAddress": "a@example.com", "groups": groups, "userGroups": []}]);
+    h.cluster
+        .create_invitation(
+            "users",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": users},
+                   "accessPolicy": "Enforce", "users": user(&["dashboard_management"])}),
+        )
+        .await;
+    h.cluster
+        .create_invitation(
+            "org",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": org},
+                   "orgInvitation": {"usernames": ["b@example.com"],
+                                     "organizationRoles": [{"name": "org_member"}]}}),
+        )
+        .await;
+    h.cluster.wait_status("users", "Ready", is_ready).await;
+    h.cluster.wait_status("org", "Ready", is_ready).await;
+    let before: Vec<JournalEntry> = h
+        .mock
+        .api
+        .journal()
+        .into_iter()
+        .filter(|e| !e.is_token_exchange())
+        .collect();
+
+    h.cluster
+        .patch_spec(
+            "users",
+            json!({"users": user(&["dashboard_management", "user_management"])}),
+        )
+        .await;
+    h.cluster
+        .patch_spec(
+            "org",
+            json!({"orgInvitation": {"usernames": ["b@example.com", "c@example.com"],
+                                     "organizationRoles": [{"name": "org_member"}],
+                                     "customGroupsIds": ["admins"]}}),
+        )
+        .await;
+    for (name, field) in [("users", "user_management"), ("org", "customGroupsIds")] {
+        let inv = h
+            .cluster
+            .wait_status(name, "NotAllowed on the new generation", |s| {
+                s.observed_generation == Some(2) && ready(s).1 == "NotAllowed"
+            })
+            .await;
+        let status = inv.status.unwrap();
+        assert!(condition_message(&status).contains(field), "{status:?}");
+        let kept = &status.users[0];
+        assert_eq!(
+            kept.state,
+            UserState::Invited,
+            "entries are kept: {status:?}"
+        );
+        assert_eq!(kept.ownership, Some(Ownership::Created));
+    }
+    let_resync(&h, 5).await;
+    let after: Vec<JournalEntry> = h
+        .mock
+        .api
+        .journal()
+        .into_iter()
+        .filter(|e| !e.is_token_exchange())
+        .collect();
+    let new: Vec<String> = after[before.len()..]
+        .iter()
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    assert_eq!(new, Vec::<String>::new(), "no API call after the edit");
+    assert_eq!(
+        groups_of(&h.mock, "a@example.com"),
+        ["dashboard_management"]
+    );
+    assert_eq!(h.mock.api.invitations_sent_to("c@example.com"), 0);
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// One person, several resources
+// ---------------------------------------------------------------------------------------
+
+/// Two Enforce resources in two namespaces list one person with different grants: the first
+/// owns the person, the second names the owner, and resyncs make no changing call.
+#[tokio::test]
+async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let other_ns = h.cluster.create_namespace("b").await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
+    let mut settings = h.cluster.settings();
+    settings.watch_namespaces.push(other_ns.clone());
+    settings.resync_interval = Duration::from_millis(200);
+    h.start_controller_with(settings);
+    let spec = |groups: &[&str]| {
+        json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+               "accessPolicy": "Enforce",
+               "users": [{"emailAddress": "p@example.com", "groups": groups, "userGroups": []}]})
+    };
+    h.cluster
+        .create_invitation("first", spec(&["dashboard_management"]))
+        .await;
+    let first = h.cluster.wait_status("first", "Ready", is_ready).await;
+    assert_eq!(
+        entry(first.status.as_ref().unwrap(), "p@example.com").ownership,
+        Some(Ownership::Created)
+    );
+    let second: invite_operator::api::UserInvitation = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+        "metadata": {"name": "second", "namespace": other_ns, "labels": h.cluster.labels()},
+        "spec": spec(&["alerts_management"]),
+    }))
+    .unwrap();
+    let second_api: Api<invite_operator::api::UserInvitation> =
+        Api::namespaced(h.cluster.client.clone(), &other_ns);
+    second_api
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap();
+    let owner = format!("{}/first", h.cluster.namespace);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = second_api.get("second").await.unwrap().status;
+        if let Some(p) = status
+            .as_ref()
+            .and_then(|s| s.users.iter().find(|u| u.email_address == "p@example.com"))
+            && p.message.as_deref().is_some_and(|m| m.contains(&owner))
+        {
+            assert_eq!(p.ownership, None, "{p:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second never named the owner: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Converged: several resyncs of both make no changing call.
+    let converged = h.mock.api.journal().len();
+    let_resync(&h, 10).await;
+    assert_eq!(changes_since(&h.mock, converged), Vec::<String>::new());
+    assert_eq!(
+        groups_of(&h.mock, "p@example.com"),
+        ["dashboard_management"]
+    );
+    assert_eq!(h.mock.api.invitations_sent_to("p@example.com"), 1);
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets: rotation
+// ---------------------------------------------------------------------------------------
+
+/// The credential labels (opaque) of the requests in the journal, with their statuses.
+fn credentials(mock: &RunningMock) -> Vec<(Option<String>, u16)> {
+    mock.api
+        .journal()
+        .into_iter()
+        .map(|e| (e.credential, e.status))
+        .collect()
+}
+
+fn user(email: &str) -> Value {
+    json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+           "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
+}
+
+/// With a token cache far longer than the test, a rotated token is still used right after
+/// the API refuses the old one (401): one refusal, then the new token.
+#[tokio::test]
+async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
+    let mut h = Harness::user_invite().await;
+    let mut settings = h.cluster.settings();
+    settings.secret_cache_ttl = Duration::from_secs(3600);
+    h.start_controller_with(settings);
+    h.cluster
+        .create_invitation("before", user("a@example.com"))
+        .await;
+    h.cluster.wait_status("before", "Ready", is_ready).await;
+    let old = credentials(&h.mock)[0].0.clone();
+
+    h.mock.api.set_token("rotated-token");
+    h.cluster.put_secret("api-token", "rotated-token").await;
+    h.cluster
+        .create_invitation("after", user("b@example.com"))
+        .await;
+    h.cluster.wait_status("after", "Ready", is_ready).await;
+    let seen = credentials(&h.mock);
+    let refused: Vec<usize> = (0..seen.len()).filter(|i| seen[*i].1 == 401).collect();
+    assert_eq!(refused.len(), 1, "one refusal of the old token: {seen:?}");
+    assert_eq!(seen[refused[0]].0, old);
+    for (credential, status) in &seen[refused[0] + 1..] {
+        assert_ne!(
+            credential, &old,
+            "the old token is not used again: {seen:?}"
+        );
+        assert!(*status < 300, "{seen:?}");
+    }
+    assert_eq!(h.mock.api.invitations_sent_to("b@example.com"), 1);
+    h.finish().await;
+}
+
+/// Within the cache time a rotated token is picked up without waiting for a refusal.
+#[tokio::test]
+async fn a_rotated_token_is_picked_up_within_the_cache_time() {
+    let mut h = Harness::user_invite().await;
+    let mut settings = h.cluster.settings();
+    settings.secret_cache_ttl = Duration::from_millis(200);
+    h.start_controller_with(settings);
+    h.cluster
+        .create_invitation("before", user("a@example.com"))
+        .await;
+    h.cluster.wait_status("before", "Ready", is_ready).await;
+    h.mock.api.set_token("rotated-token");
+    h.cluster.put_secret("api-token", "rotated-token").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let from = h.mock.api.journal().len();
+    h.cluster
+        .create_invitation("after", user("b@example.com"))
+        .await;
+    h.cluster.wait_status("after", "Ready", is_ready).await;
+    let statuses: Vec<u16> = h.mock.api.journal()[from..]
+        .iter()
+        .map(|e| e.status)
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s < 300),
+        "no refusal: the new token was read within the cache time: {statuses:?}"
+    );
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Endpoints: URL policy, redirects, body and message caps, timeout bound
+// ---------------------------------------------------------------------------------------
+
+/// A local address that is not loopback (routing only, no packet is sent), if the host has one.
+fn non_loopback_address() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// A mock API (token [`TOKEN`]) listening on `ip`; its URL and handle.
+async fn mock_on(ip: IpAddr) -> (String, invite_mock::MockApi, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let api = invite_mock::MockApi::new(MockConfig {
+        token: TOKEN.into(),
+        ..MockConfig::default()
+    });
+    let task = tokio::spawn({
+        let api = api.clone();
+        async move {
+            let _ = api.serve(listener, std::future::pending()).await;
+        }
+    });
+    (url, api, task)
+}
+
+/// A namespaced endpoint with a plain `http://` URL to a non-loopback address is refused (the
+/// resource's condition and the endpoint's Ready=False) and never called; the platform's
+/// `--allow-insecure-http` allows it. Plain http to loopback (the mock) works by default.
+#[tokio::test]
+async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows_it() {
+    let mut h = Harness::user_invite().await;
+    let remote = match non_loopback_address() {
+        Some(ip) => Some(mock_on(ip).await),
+        None => {
+            eprintln!("no non-loopback address: checking the refusal against 10.255.255.1 only");
+            None
+        }
+    };
+    let url = remote
+        .as_ref()
+        .map_or("http://10.255.255.1".to_string(), |(url, _, _)| url.clone());
+    h.cluster
+        .user_invite_endpoint("insecure", &url, "api-token")
+        .await;
+    h.start_controller();
+    h.cluster
+        .create_invitation(
+            "remote",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "insecure"},
+                   "users": [{"emailAddress": "r@example.com", "groups": [], "userGroups": []}]}),
+        )
+        .await;
+    h.cluster
+        .create_invitation("local", user("l@example.com"))
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("remote", "refused", reason_is("EndpointNotReady"))
+        .await;
+    let message = condition_message(inv.status.as_ref().unwrap());
+    assert!(message.contains("https://"), "{message}");
+    let message = wait_endpoint(&h.cluster, "insecure", "False", "InvalidConfiguration").await;
+    assert!(message.contains("https://"), "{message}");
+    h.cluster.wait_status("local", "Ready", is_ready).await;
+    let controller = h.controller.take().unwrap();
+    let calls = sum_metric(
+        &controller.metrics,
+        &format!(
+            "invite_operator_api_calls_total{{endpoint=\"InvitationEndpoint/{}/insecure\"",
+            h.cluster.namespace
+        ),
+    );
+    assert_eq!(calls, 0, "no request to the insecure endpoint");
+    controller.stop().await;
+    let Some((_, remote, task)) = remote else {
+        return h.finish().await;
+    };
+    assert!(remote.journal().is_empty(), "{:?}", remote.journal());
+
+    // The platform opts in.
+    let mut settings = h.cluster.settings();
+    settings.endpoint_policy.allow_insecure_http = true;
+    h.start_controller_with(settings);
+    h.cluster.wait_status("remote", "Ready", is_ready).await;
+    wait_endpoint(&h.cluster, "insecure", "True", "CredentialsResolved").await;
+    assert_eq!(remote.invitations_sent_to("r@example.com"), 1);
+    task.abort();
+    h.finish().await;
+}
+
+/// `--namespaced-endpoint-hosts` limits the hosts namespaced endpoints may call (cluster
+/// endpoints are the platform's own), and `--namespaced-endpoints=false` turns them off.
+#[tokio::test]
+async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
+    let mut h = Harness::user_invite().await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
+    let mut settings = h.cluster.settings();
+    settings.endpoint_policy.namespaced_endpoint_hosts = vec!["*.wavefront.example.com".into()];
+    h.start_controller_with(settings);
+    h.cluster
+        .create_invitation("local", user("local@example.com"))
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("local", "NotAllowed", reason_is("NotAllowed"))
+        .await;
+    let message = condition_message(inv.status.as_ref().unwrap());
+    assert!(message.contains("127.0.0.1"), "names the host: {message}");
+    wait_endpoint(&h.cluster, "wavefront", "False", "NotAllowed").await;
+    assert!(
+        h.mock.api.journal().is_empty(),
+        "{:?}",
+        h.mock.api.journal()
+    );
+    h.cluster
+        .create_invitation(
+            "platform",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                   "users": [{"emailAddress": "p@example.com", "groups": [], "userGroups": []}]}),
+        )
+        .await;
+    h.cluster.wait_status("platform", "Ready", is_ready).await;
+    h.controller.take().unwrap().stop().await;
+
+    let mut settings = h.cluster.settings();
+    settings.endpoint_policy.namespaced_endpoints = false;
+    h.start_controller_with(settings);
+    let inv = h
+        .cluster
+        .wait_status("local", "turned off", |s| {
+            ready(s).1 == "NotAllowed" && condition_message(s).contains("turned off")
+        })
+        .await;
+    assert_eq!(state_of(&inv, "local@example.com"), UserState::Pending);
+    wait_endpoint(&h.cluster, "wavefront", "False", "NotAllowed").await;
+    let mentions_local = h
+        .mock
+        .api
+        .journal()
+        .iter()
+        .filter(|e| e.body.to_string().contains("local@example.com") || e.path.contains("local@"))
+        .count();
+    assert_eq!(mentions_local, 0);
+    h.finish().await;
+}
+
+/// A redirect is a configuration problem, never followed: nothing reaches its Location.
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    let mut h = Harness::user_invite().await;
+    let elsewhere = MockApi::start(MockConfig {
+        token: TOKEN.into(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    h.mock.api.add_fault(
+        ScriptedFault::redirect(307, &format!("{}/api/v2/user/invite", elsewhere.url))
+            .method("POST")
+            .path("/api/v2/user/invite")
+            .times(1000),
+    );
+    h.start_controller();
+    h.cluster
+        .create_invitation("team", user("a@example.com"))
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("team", "the redirect reported", |s| {
+            ready(s).1 == "EndpointNotReady" && condition_message(s).contains("never followed")
+        })
+        .await;
+    assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
+    assert!(
+        elsewhere.api.journal().is_empty(),
+        "{:?}",
+        elsewhere.api.journal()
+    );
+    assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
+    assert_eq!(elsewhere.api.invitations_sent_to("a@example.com"), 0);
+    elsewhere.shutdown().await;
+    h.finish().await;
+}
+
+/// A 20 MiB answer to a lookup is not read: the condition says it is larger than 8 MiB, the
+/// controller carries on, and the resource completes once the API answers normally.
+#[tokio::test]
+async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
+    let mut h = Harness::user_invite().await;
+    h.mock.api.add_fault(
+        ScriptedFault::huge_body(20 * 1024 * 1024)
+            .path("/api/v2/user/validateUsers")
+            .times(1000),
+    );
+    h.start_controller();
+    h.cluster
+        .create_invitation("team", user("a@example.com"))
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("team", "the huge answer reported", |s| {
+            condition_message(s).contains("larger than 8 MiB")
+        })
+        .await;
+    assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
+    assert!(!h.controller.as_ref().unwrap().is_finished());
+    assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
+    h.mock.api.clear_faults();
+    h.cluster.wait_status("team", "Ready", is_ready).await;
+    assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 1);
+    h.finish().await;
+}
+
+/// 1000 users all refused with a 64 KiB message: every message is truncated and the status
+/// stays far below etcd's 1.5 MiB limit (the write succeeds on a real API server too).
+#[tokio::test]
+async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
+    let mut h = Harness::user_invite().await;
+    h.cluster
+        .apply_endpoint(
+            "wavefront",
+            json!({"api": "UserInvite", "url": h.mock.url,
+                   "credentials": {"secretRef": {"name": "api-token"}},
+                   "requestsPerSecond": 1000, "timeoutSeconds": 5}),
+        )
+        .await;
+    let long = format!("refused: {}", "no ".repeat(64 * 1024 / 3));
+    h.mock.api.add_fault(
+        ScriptedFault::new(400)
+            .method("POST")
+            .path("/api/v2/user/invite")
+            .message(long)
+            .times(1_000_000),
+    );
+    h.start_controller();
+    let users: Vec<Value> = (0..1000)
+        .map(|i| json!({"emailAddress": format!("u{i:04}@example.com"), "groups": [], "userGroups": []}))
+        .collect();
+    h.cluster
+        .create_invitation(
+            "many",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                   "users": users}),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let inv = h.cluster.invitations().get("many").await.unwrap();
+        if let Some(status) = inv.status
+            && status.failed == 1000
+        {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every user failed yet"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(ready(&status).1, "Failed");
+    let size = serde_json::to_vec(&status).unwrap().len();
+    assert!(size < 400 * 1024, "the status is {size} bytes");
+    for u in &status.users {
+        let message = u.message.as_deref().unwrap_or_default();
+        assert!(message.starts_with("refused: no"), "{u:?}");
+        assert!(message.len() <= 1024, "{} bytes", message.len());
+    }
+    assert!(condition_message(&status).len() <= 2048);
+    h.finish().await;
+}
+
+/// A refusal whose message is huge (2 MiB, more than etcd stores) never lands whole in a
+/// condition: neither the resource's nor the endpoint's.
+#[tokio::test]
+async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
+    let mut h = Harness::user_invite().await;
+    let huge = format!("go away {}", "x".repeat(2 * 1024 * 1024));
+    h.mock.api.add_fault(
+        ScriptedFault::new(401)
+            .path("/api/v2/user/invite")
+            .message(huge.clone())
+            .times(1000),
+    );
+    h.start_controller();
+    h.cluster
+        .create_invitation("team", user("a@example.com"))
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("team", "the refusal reported", |s| {
+            ready(s).1 == "EndpointNotReady" && condition_message(s).contains("go away")
+        })
+        .await;
+    let status = inv.status.unwrap();
+    assert!(condition_message(&status).len() <= 2048);
+    assert!(serde_json::to_vec(&status).unwrap().len() < 16 * 1024);
+    h.controller.take().unwrap().stop().await;
+
+    // OrgInvitation: the endpoint check's token exchange refused with a huge message.
+    h.cluster.put_secret("csp-token", TOKEN).await;
+    h.mock.api.add_fault(
+        ScriptedFault::new(400)
+            .path("/csp/gateway/am/api/auth/api-tokens/authorize")
+            .message(huge)
+            .times(1000),
+    );
+    h.cluster
+        .org_endpoint("csp", &h.mock.url, "csp-token", ORG)
+        .await;
+    h.start_controller();
+    let message = wait_endpoint(&h.cluster, "csp", "False", "CredentialsRejected").await;
+    assert!(message.contains("go away"), "{message}");
+    assert!(message.len() <= 2048, "{} bytes", message.len());
+    h.finish().await;
+}
+
+/// `timeoutSeconds` is bounded: a request timeout above 120 s is refused at admission (an
+/// unanswered invite request blocks its users for two timeouts).
+#[tokio::test]
+async fn timeout_seconds_above_120_is_refused_at_admission() {
+    let h = Harness::start().await;
+    let spec = |timeout: u32| {
+        json!({"api": "UserInvite", "url": "https://wf.example.com",
+               "credentials": {"secretRef": {"name": "t"}}, "timeoutSeconds": timeout})
+    };
+    let endpoint = |name: &str, timeout: u32| -> InvitationEndpoint {
+        serde_json::from_value(json!({
+            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
+            "metadata": h.cluster.metadata(name), "spec": spec(timeout),
+        }))
+        .unwrap()
+    };
+    let api: Api<InvitationEndpoint> =
+        Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
+    let refused = api
+        .create(&PostParams::default(), &endpoint("slow", 121))
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("timeoutSeconds")),
+        "{refused:?}"
+    );
+    api.create(&PostParams::default(), &endpoint("ok", 120))
+        .await
+        .expect("120 s is allowed");
+    let cluster: ClusterInvitationEndpoint = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
+        "metadata": {"name": h.cluster.unique("slow"), "labels": h.cluster.labels()},
+        "spec": spec(3600),
+    }))
+    .unwrap();
+    let refused = Api::<ClusterInvitationEndpoint>::all(h.cluster.client.clone())
+        .create(&PostParams::default(), &cluster)
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
+        "{refused:?}"
+    );
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Leadership
+// ---------------------------------------------------------------------------------------
+
+/// A replica whose lease runs out while a reconcile waits for its lookup sends no invite
+/// POST: the users go back to Pending, saying the replica no longer holds the lease.
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_sends_no_invitation() {
+    let h = Harness::user_invite().await;
+    // The lookup takes longer than the lease has left.
+    h.mock.api.set_latency(Duration::from_millis(1500));
+    let leadership =
+        Leadership::expiring_at(tokio::time::Instant::now() + Duration::from_millis(700));
+    let (readiness, _) = tokio::sync::watch::channel(Readiness::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(controller::run(
+        h.cluster.controller_client(),
+        h.cluster.settings(),
+        Metrics::new(),
+        readiness,
+        leadership.clone(),
+        stop.clone(),
+    ));
+    h.cluster.abort_on_drop(task.abort_handle());
+    h.cluster
+        .create_invitation(
+            "team",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                   "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []},
+                             {"emailAddress": "b@example.com", "groups": [], "userGroups": []}]}),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("team", "back to Pending without the lease", |s| {
+            s.users.len() == 2
+                && s.users.iter().all(|u| {
+                    u.state == UserState::Pending
+                        && u.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("no longer holds the leader lease"))
+                })
+        })
+        .await;
+    assert!(!leadership.is_valid());
+    let journal = h.mock.api.journal();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.path == "/api/v2/user/validateUsers"),
+        "the lookup went out: {journal:?}"
+    );
+    assert!(
+        !journal.iter().any(changes_user_invite),
+        "no POST from a replica without the lease: {journal:?}"
+    );
+    assert_eq!(ready(inv.status.as_ref().unwrap()).1, "Pending");
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    h.finish().await;
+}
