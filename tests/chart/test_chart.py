@@ -70,6 +70,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "crds-off": {"crds": {"install": False, "keep": True}},
     "cluster-endpoint-selector": {"clusterEndpointSelector": "invite.operators.dev/operator=blue"},
     "single-replica-no-leader-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "tenancy-policy": {
+        "allowInsecureHttp": True,
+        "namespacedEndpoints": False,
+        "namespacedEndpointHosts": ["*.wavefront.com", "console.cloud.vmware.com"],
+        "controller": {"secretCacheTtl": "30s", "maxClockSkew": "20s"},
+    },
     "custom-port-and-env": {
         "metrics": {"port": 9102},
         "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
@@ -206,6 +212,16 @@ def test_values_yaml_passes_the_schema() -> None:
         {"defaultEndpoint": {"requestsPerSecond": 0}},
         {"unknownTopLevelKey": True},
         {"crds": {"install": "yes"}},
+        {"allowInsecureHttp": "yes"},
+        {"namespacedEndpoints": "false"},
+        {"namespacedEndpointHosts": "a.example.com"},
+        {"namespacedEndpointHosts": ["a.example.com,b.example.com"]},
+        {"namespacedEndpointHosts": ["https://a.example.com"]},
+        {"controller": {"secretCacheTtl": "soon"}},
+        {"controller": {"maxClockSkew": 15}},
+        {"defaultEndpoint": {"timeoutSeconds": 121}},
+        {"defaultEndpoint": {"allowed": {"adoptExistingUsers": "yes"}}},
+        {"defaultEndpoint": {"allowed": {"customGroupsIds": "admins"}}},
     ],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
@@ -490,10 +506,31 @@ def test_controller_command_and_environment(rendered) -> None:
     assert env["CONCURRENCY"] == "64"
     assert env["BATCH_WINDOW"] == "50ms"
     assert env["BATCH_MAX_USERS"] == "500"
+    controller = values.get("controller", {})
+    assert env["SECRET_CACHE_TTL"] == controller.get("secretCacheTtl", "60s")
+    assert env["MAX_CLOCK_SKEW"] == controller.get("maxClockSkew", "15s")
+    assert env["ALLOW_INSECURE_HTTP"] == ("true" if values.get("allowInsecureHttp", False) else "false")
+    assert env["NAMESPACED_ENDPOINTS"] == ("true" if values.get("namespacedEndpoints", True) else "false")
+    assert env["NAMESPACED_ENDPOINT_HOSTS"] == ",".join(values.get("namespacedEndpointHosts", []))
     for extra in values.get("extraEnv", []):
         assert env[extra["name"]] == extra["value"]
     for value in env.values():
         assert isinstance(value, (str, dict)), (name, value)  # env values must be strings
+
+
+def test_endpoint_policy_is_strict_by_default() -> None:
+    env = env_of(controller_container(render({})))
+    assert env["ALLOW_INSECURE_HTTP"] == "false"
+    assert env["NAMESPACED_ENDPOINTS"] == "true"
+    assert env["NAMESPACED_ENDPOINT_HOSTS"] == ""
+    assert env["SECRET_CACHE_TTL"] == "60s"
+    assert env["MAX_CLOCK_SKEW"] == "15s"
+    env = env_of(controller_container(render(VALUE_SETS["tenancy-policy"])))
+    assert env["ALLOW_INSECURE_HTTP"] == "true"
+    assert env["NAMESPACED_ENDPOINTS"] == "false"
+    assert env["NAMESPACED_ENDPOINT_HOSTS"] == "*.wavefront.com,console.cloud.vmware.com"
+    assert env["SECRET_CACHE_TTL"] == "30s"
+    assert env["MAX_CLOCK_SKEW"] == "20s"
 
 
 def test_deployment_defaults() -> None:
@@ -685,6 +722,30 @@ def test_default_org_invitation_endpoint_validates_against_the_crd() -> None:
     assert ciep["spec"]["credentials"]["secretRef"] == {"name": "csp-token", "namespace": "vault-sync", "key": "apiToken"}
     assert "requestsPerSecond" not in ciep["spec"]  # the CRD default applies
     jsonschema.validate({k: v for k, v in ciep.items() if k != "__template__"}, crd_schema("ClusterInvitationEndpoint"))
+
+
+def test_default_endpoint_allowed_covers_every_grant_and_adoption() -> None:
+    allowed = {
+        "groups": ["dashboard_management"],
+        "userGroups": ["*"],
+        "roles": ["r1"],
+        "organizationRoles": ["org_member"],
+        "serviceDefinitionLinks": ["/csp/gateway/slc/api/definitions/paid/x"],
+        "serviceRoleNames": ["viewer"],
+        "customRoles": ["auditor"],
+        "customGroupsIds": ["g-1"],
+        "resources": ["/orgs/org-1"],
+        "adoptExistingUsers": True,
+    }
+    docs = render(
+        {"defaultEndpoint": {"enabled": True, "url": "https://example.wavefront.com", "allowed": allowed}}
+    )
+    ciep = one(docs, "ClusterInvitationEndpoint")
+    assert ciep["spec"]["allowed"] == allowed
+    jsonschema.validate({k: v for k, v in ciep.items() if k != "__template__"}, crd_schema("ClusterInvitationEndpoint"))
+    # Empty: not rendered, so the endpoint is unrestricted (an empty `allowed` would deny every grant).
+    docs = render({"defaultEndpoint": {"enabled": True, "url": "https://example.wavefront.com"}})
+    assert "allowed" not in one(docs, "ClusterInvitationEndpoint")["spec"]
 
 
 def test_default_endpoint_requires_url_and_org_id() -> None:
