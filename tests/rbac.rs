@@ -514,3 +514,101 @@ async fn the_chart_grants_enough_on_a_real_cluster_with_watched_namespaces() {
 async fn the_chart_grants_enough_on_a_real_cluster_watching_all_namespaces() {
     chart_rbac_is_enough(Watch::AllNamespaces).await;
 }
+
+/// Secrets are read by name only: no list of the chart's RBAC lets the controller list or
+/// watch them (a list returns every token of a namespace, or of the cluster).
+#[test]
+fn the_chart_grants_secrets_get_only() {
+    let rules = rules_file();
+    let lists: Vec<String> = rules.as_object().unwrap().keys().cloned().collect();
+    let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
+    let secrets: BTreeSet<String> = granted(&lists)
+        .into_iter()
+        .filter(|(group, resource, _)| group.is_empty() && resource == "secrets")
+        .map(|(_, _, verb)| verb)
+        .collect();
+    assert_eq!(secrets, BTreeSet::from(["get".to_string()]));
+}
+
+/// On a real API server, the chart's ServiceAccount may not list or watch Secrets, cluster-wide
+/// or in any namespace, with the widest RBAC the chart renders (all namespaces watched:
+/// ClusterRoles): asked with a SubjectAccessReview and tried as the ServiceAccount.
+#[tokio::test]
+async fn the_chart_service_account_cannot_list_or_watch_secrets() {
+    use k8s_openapi::api::{authorization::v1::SubjectAccessReview, core::v1::Secret};
+    use kube::{Api, api::ListParams};
+
+    let h = Harness::start().await;
+    if h.cluster.is_test_server() {
+        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
+        return h.finish().await;
+    }
+    let cluster = &h.cluster;
+    let release_ns = cluster.create_namespace("operator").await;
+    let fullname = cluster.unique("invite-operator");
+    for object in chart_rbac(
+        &rules_file(),
+        &fullname,
+        &release_ns,
+        &[],
+        &cluster.labels(),
+    ) {
+        create(&cluster.client, &object).await;
+    }
+    let user = format!("system:serviceaccount:{release_ns}:{fullname}");
+    let allowed = |verb: &str, namespace: Option<&str>| {
+        let review: SubjectAccessReview = serde_json::from_value(json!({
+            "spec": {
+                "user": user,
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{release_ns}"),
+                           "system:authenticated"],
+                "resourceAttributes": {"verb": verb, "resource": "secrets", "version": "v1",
+                                       "namespace": namespace.unwrap_or_default()},
+            }
+        }))
+        .unwrap();
+        let api = Api::<SubjectAccessReview>::all(cluster.client.clone());
+        async move {
+            api.create(&Default::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .allowed
+        }
+    };
+    for namespace in [
+        None,
+        Some(cluster.namespace.as_str()),
+        Some(release_ns.as_str()),
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(
+                !allowed(verb, namespace).await,
+                "{verb} secrets in {namespace:?} is allowed"
+            );
+        }
+        // The review is real: reading a Secret by name is granted.
+        if namespace.is_some() {
+            assert!(allowed("get", namespace).await, "get in {namespace:?}");
+        }
+    }
+    let mut config = cluster.config.clone();
+    config.auth_info.impersonate = Some(user.clone());
+    let client = kube::Client::try_from(config).unwrap();
+    let everywhere = Api::<Secret>::all(client.clone())
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(&everywhere, Err(kube::Error::Api(s)) if s.code == 403),
+        "{everywhere:?}"
+    );
+    let here = Api::<Secret>::namespaced(client, &cluster.namespace)
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(&here, Err(kube::Error::Api(s)) if s.code == 403),
+        "{here:?}"
+    );
+    h.finish().await;
+}
