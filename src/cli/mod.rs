@@ -214,3 +214,47 @@ pub fn settings(args: &RunArgs) -> crate::controller::Settings {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_settings(args: &[&str]) -> crate::controller::Settings {
+        let cli = Cli::try_parse_from(["invite-operator", "run"].iter().chain(args)).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        settings(&run)
+    }
+
+    #[test]
+    fn the_tenancy_flags_reach_the_settings() {
+        let strict = run_settings(&[]);
+        assert!(!strict.endpoint_policy.allow_insecure_http);
+        assert!(strict.endpoint_policy.namespaced_endpoints);
+        assert!(strict.endpoint_policy.namespaced_endpoint_hosts.is_empty());
+        assert_eq!(strict.secret_cache_ttl, Duration::from_secs(60));
+        assert_eq!(strict.max_clock_skew, Duration::from_secs(15));
+        let set = run_settings(&[
+            "--allow-insecure-http",
+            "--namespaced-endpoints=false",
+            "--namespaced-endpoint-hosts",
+            " *.wavefront.com, console.cloud.vmware.com,",
+            "--secret-cache-ttl",
+            "5s",
+            "--max-clock-skew",
+            "20s",
+        ]);
+        assert!(set.endpoint_policy.allow_insecure_http);
+        assert!(!set.endpoint_policy.namespaced_endpoints);
+        assert_eq!(
+            set.endpoint_policy.namespaced_endpoint_hosts,
+            ["*.wavefront.com", "console.cloud.vmware.com"]
+        );
+        assert_eq!(set.secret_cache_ttl, Duration::from_secs(5));
+        assert_eq!(set.max_clock_skew, Duration::from_secs(20));
+        // Under leader election the tolerated skew is at least the lease duration.
+        let elected = run_settings(&["--leader-election", "--lease-duration", "30s"]);
+        assert_eq!(elected.max_clock_skew, Duration::from_secs(30));
+    }
+}
