@@ -702,7 +702,13 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
     h.cluster.put_secret("api-token", TOKEN).await;
     let other_ns = h.cluster.create_namespace("b").await;
     let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
+    // Both may grant anything and adopt existing users: only ownership keeps them apart.
+    cluster_user_invite_endpoint(
+        &h,
+        &shared,
+        json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"], "adoptExistingUsers": true}),
+    )
+    .await;
     let mut settings = h.cluster.settings();
     settings.watch_namespaces.push(other_ns.clone());
     settings.resync_interval = Duration::from_millis(200);
