@@ -222,6 +222,8 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
         passes,
         "passes after the last write"
     );
-    assert_eq!(passes, 1, "one pass did it all");
+    // (A second pass may come from the endpoint watch's own start, racing the creation; it
+    // finds nothing to do and calls nothing.)
+    assert!(passes <= 2, "{passes} passes for one creation");
     h.finish().await;
 }
