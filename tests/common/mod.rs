@@ -852,6 +852,16 @@ impl RunningController {
         )
     }
 
+    /// Waits until the controller reports Ready: its caches are synced and the endpoint
+    /// watches' initial listings have been handed to the controller.
+    pub async fn wait_ready(&self) {
+        let mut readiness = self.readiness.clone();
+        tokio::time::timeout(WAIT, readiness.wait_for(|r| *r == Readiness::Ready))
+            .await
+            .expect("the controller became ready in time")
+            .expect("the controller is running");
+    }
+
     /// Waits until at least `n` reconciles finished.
     pub async fn wait_reconciles(&self, n: u64) {
         let deadline = tokio::time::Instant::now() + WAIT;
