@@ -10,8 +10,9 @@
 //!
 //! 1. **applied at once**: the controller runs; N UserInvitations of M users are created
 //!    concurrently; time until every one is Ready;
-//! 2. **idle resync**: the controller is restarted over the converged resources with a short
-//!    `--resync-interval`; its writes and API calls over the restart pass and one resync;
+//! 2. **idle resync**: the controller is restarted over the converged resources; its writes
+//!    and API calls in the restart pass, whose first look at each resource checks every
+//!    invited user again as the periodic resync does;
 //! 3. **backlog at start**: N resources are created, then the controller starts; time from
 //!    process start to all Ready, and to the first reconcile;
 //! 4. **memory**: a backlog of `--memory-resources` resources naming a missing endpoint (no
@@ -103,10 +104,6 @@ struct Args {
     /// (repeatable).
     #[arg(long = "controller-arg", allow_hyphen_values = true)]
     controller_args: Vec<String>,
-    /// The controller's `--resync-interval` in the idle run, so that one resync happens
-    /// within the benchmark [default: 10s; --quick: 2s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    idle_resync_interval: Option<Duration>,
     /// How many creates are in flight at once.
     #[arg(long, default_value_t = 64)]
     create_concurrency: usize,
@@ -123,8 +120,8 @@ struct Args {
     /// Keep the namespaces (real clusters) instead of deleting them.
     #[arg(long)]
     keep_namespaces: bool,
-    /// Small sizes for CI: 20 resources × 2 users, 200 for memory, 5 ms latency, a 2 s
-    /// resync in the idle run (explicit flags win).
+    /// Small sizes for CI: 20 resources × 2 users, 200 for memory, 5 ms latency (explicit
+    /// flags win).
     #[arg(long)]
     quick: bool,
     /// Passed by `cargo bench`; ignored.
@@ -139,7 +136,6 @@ struct Plan {
     latency: Duration,
     families: Vec<ApiFamily>,
     memory_resources: usize,
-    idle_resync_interval: Duration,
     /// Tuning flags for the controller, as given.
     tuning: Vec<String>,
     prefix: String,
@@ -192,11 +188,6 @@ impl Plan {
             latency,
             families,
             memory_resources: pick(args.memory_resources, 10_000, 200),
-            idle_resync_interval: args.idle_resync_interval.unwrap_or(if quick {
-                Duration::from_secs(2)
-            } else {
-                Duration::from_secs(10)
-            }),
             tuning,
             prefix: format!("invite-bench-{id}"),
             work_dir,
@@ -295,12 +286,10 @@ struct Kept {
 
 /// The figures of the idle run.
 struct Idle {
-    restart_pass: Duration,
-    restart_reconciles: f64,
-    resync_done: Duration,
+    pass: Duration,
     writes: Writes,
     calls: invites::Calls,
-    reconciles: f64,
+    reconciles: Metrics,
 }
 
 /// The figures of the memory run.
@@ -491,8 +480,9 @@ impl Bench {
         }
     }
 
-    /// Restarts the controller over the converged resources of `kept` with a short resync
-    /// interval and counts what it writes and calls over the restart pass and one resync.
+    /// Restarts the controller over the converged resources of `kept` and counts what it
+    /// writes and calls in its restart pass: a full resync (the first pass of a process looks
+    /// every invited user up again, as the periodic resync does).
     async fn idle(&mut self, kept: Kept) -> BenchResult<Idle> {
         let Kept {
             ns,
@@ -505,32 +495,24 @@ impl Bench {
         let journal_mark = mock.api.journal().len();
         let mark = self.cluster.request_mark();
         let before = tracker.writes();
-        let resync = format!(
-            "--resync-interval={}",
-            humantime::format_duration(self.plan.idle_resync_interval)
-        );
-        let launch = self.plan.launch(&ns, &self.cluster, "idle", &[resync]);
+        let launch = self.plan.launch(&ns, &self.cluster, "idle", &[]);
         progress(format_args!(
             "[idle] restarting the controller over {n} converged resources"
         ));
         let mut controller = ControllerProcess::spawn(&launch)?;
         let timeout = self.plan.args.timeout;
-        let quiet = Duration::from_millis(1500);
-        // The restart pass: every resource once (some more often: endpoint status changes
-        // requeue the resources naming the endpoint), until the count stops moving.
+        // Every resource once (some more often: an endpoint's status change requeues the
+        // resources naming it), until the count stops moving.
         controller.wait_reconciles(n, timeout).await?;
-        let (restart_reconciles, restart_pass) = controller.wait_quiet(quiet, timeout).await?;
-        progress(format_args!(
-            "[idle] restart pass: {restart_reconciles} reconciles in {}; waiting for one resync",
-            secs(restart_pass)
-        ));
-        // One resync: every resource is requeued once the interval (jittered up to +10%) passed.
-        controller
-            .wait_reconciles(restart_reconciles + n, timeout)
+        let (reconciled, pass) = controller
+            .wait_quiet(Duration::from_secs(2), timeout)
             .await?;
-        let (_, resync_done) = controller.wait_quiet(quiet, timeout).await?;
+        progress(format_args!(
+            "[idle] restart pass: {reconciled} reconciles in {}",
+            secs(pass)
+        ));
         settle(&self.cluster, &ns, mark, Some(&mock), &tracker).await;
-        let reconciles = controller.metrics().await?.reconciles();
+        let reconciles = controller.metrics().await?;
         let (writes, _) = self.writes(&ns, mark, &tracker, before);
         let calls = invites::Calls::of(&mock.api.journal()[journal_mark..]);
         controller.stop().await?;
@@ -538,9 +520,7 @@ impl Bench {
         mock.shutdown().await;
         self.drop_namespace(&ns).await?;
         Ok(Idle {
-            restart_pass,
-            restart_reconciles,
-            resync_done,
+            pass,
             writes,
             calls,
             reconciles,
@@ -679,6 +659,17 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// Reconciles by result: `ok 1000, transient 3`.
+fn results(metrics: &Metrics) -> String {
+    let detail: Vec<String> = metrics
+        .reconciles
+        .iter()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    detail.join(", ")
+}
+
 /// The one table.
 fn report(
     plan: &Plan,
@@ -791,17 +782,10 @@ fn report(
         &mut t,
         "reconciles per resource",
         both(&|c| {
-            let detail: Vec<String> = c
-                .reconciles
-                .reconciles
-                .iter()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
             format!(
                 "{} ({})",
                 ratio(c.reconciles.reconciles(), n as f64),
-                detail.join(", ")
+                results(&c.reconciles)
             )
         }),
         "invite_operator_reconciles_total ÷ resources",
@@ -868,37 +852,42 @@ fn report(
         [
             format!(
                 "{} (status {}, finalizer {}, events {})",
-                idle.writes.resource_writes() + idle.writes.events,
+                idle.writes.all(),
                 idle.writes.status + idle.writes.status_failed,
                 idle.writes.finalizer + idle.writes.finalizer_failed,
                 idle.writes.events
             ),
             "—".into(),
         ],
-        &format!(
-            "controller restarted over the converged resources with --resync-interval {}: restart pass + one resync",
-            humantime::format_duration(plan.idle_resync_interval)
-        ),
+        "controller restarted over the converged resources: its first pass looks every invited user up again",
     );
     row(
         &mut t,
-        "idle resync: API calls",
+        "idle resync: API calls per resource",
         [
             format!(
-                "{} per resource and pass, {} changing ({} calls)",
-                ratio(idle.calls.total() as f64, 2.0 * n as f64),
+                "{} ({} calls, {} changing)",
+                ratio(idle.calls.total() as f64, n as f64),
+                idle.calls.total(),
                 idle.calls.mutating(),
-                idle.calls.total()
             ),
             "—".into(),
         ],
-        &format!(
-            "the mock's journal over {} reconciles: restart pass ({} reconciles, quiet after {}) and one resync (quiet after {})",
-            idle.reconciles,
-            idle.restart_reconciles,
-            secs(idle.restart_pass),
-            secs(idle.resync_done)
-        ),
+        "the mock's journal",
+    );
+    row(
+        &mut t,
+        "idle resync: duration",
+        [
+            format!(
+                "{} ({} reconciles: {})",
+                secs(idle.pass),
+                idle.reconciles.reconciles(),
+                results(&idle.reconciles)
+            ),
+            "—".into(),
+        ],
+        "process start → last reconcile of the restart pass (none for 2 s after it)",
     );
     if let Some(m) = memory {
         let k = count(m.resources);

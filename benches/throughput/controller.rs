@@ -98,6 +98,8 @@ impl ControllerProcess {
         for var in CONTROLLER_ENV {
             command.env_remove(var);
         }
+        // Plain log lines in the file.
+        command.env("NO_COLOR", "1");
         command
             .arg("--log-level")
             .arg(&launch.log_level)
