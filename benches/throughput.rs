@@ -242,6 +242,9 @@ impl Start {
 struct Converged {
     created_in: Duration,
     all_ready: Duration,
+    /// When half and 90 % of the resources were Ready.
+    half_ready: Option<Duration>,
+    most_ready: Option<Duration>,
     first_reconcile: Option<Duration>,
     calls: invites::Calls,
     controller_calls: f64,
@@ -425,6 +428,8 @@ impl Bench {
         let converged = Converged {
             created_in,
             all_ready,
+            half_ready: tracker.done_after(t0, 0.5),
+            most_ready: tracker.done_after(t0, 0.9),
             first_reconcile,
             calls,
             controller_calls,
@@ -703,6 +708,15 @@ fn report(
     );
     row(
         &mut t,
+        "  half, 90 % Ready",
+        both(&|c| {
+            let show = |d: Option<Duration>| d.map_or("?".into(), secs);
+            format!("{}, {}", show(c.half_ready), show(c.most_ready))
+        }),
+        "",
+    );
+    row(
+        &mut t,
         "API-bound limit",
         both(&|c| {
             let (limit, why) = c.api_bound();
@@ -760,7 +774,22 @@ fn report(
                         .and_then(|ops| ops.get(&op))
                         .copied()
                         .unwrap_or(0);
-                    format!("{} ({k})", ratio(k as f64, of))
+                    let carried = c
+                        .calls
+                        .addresses
+                        .get(family)
+                        .and_then(|ops| ops.get(&op))
+                        .copied()
+                        .unwrap_or(0);
+                    if carried > 0 && k > 0 {
+                        format!(
+                            "{} ({k}; {:.0} addresses each)",
+                            ratio(k as f64, of),
+                            carried as f64 / k as f64
+                        )
+                    } else {
+                        format!("{} ({k})", ratio(k as f64, of))
+                    }
                 }),
                 "",
             );
@@ -789,6 +818,12 @@ fn report(
             )
         }),
         "invite_operator_reconciles_total ÷ resources",
+    );
+    row(
+        &mut t,
+        "mean reconcile duration",
+        both(&|c| c.reconciles.mean_reconcile().map_or("?".into(), secs)),
+        "invite_operator_reconcile_duration_seconds sum ÷ count",
     );
     row(
         &mut t,

@@ -358,6 +358,7 @@ struct Tracked {
     status_writes: u64,
     finalizer_writes: u64,
     done: bool,
+    ever_done: bool,
 }
 
 #[derive(Default)]
@@ -368,6 +369,8 @@ struct TrackerState {
     event_writes: u64,
     relists: u64,
     last_done: Option<Instant>,
+    /// When each resource was first seen done, in order.
+    done_at: Vec<Instant>,
 }
 
 /// Watches the UserInvitations (and events) of a namespace: when each reached the state the
@@ -551,6 +554,15 @@ impl Tracker {
         }
     }
 
+    /// How long after `since` the first `fraction` of the resources were done.
+    pub fn done_after(&self, since: Instant, fraction: f64) -> Option<Duration> {
+        let s = self.state.lock().expect("lock");
+        let k = ((s.done_at.len() as f64 * fraction).ceil() as usize).max(1);
+        s.done_at
+            .get(k - 1)
+            .map(|t| t.saturating_duration_since(since))
+    }
+
     /// How many times the watch had to list again (writes in between are not counted).
     pub fn relists(&self) -> u64 {
         self.state.lock().expect("lock").relists
@@ -580,8 +592,14 @@ impl TrackerState {
             }
         }
         if is_done && !tracked.done {
+            let first = !tracked.ever_done;
             tracked.done = true;
-            self.last_done = Some(Instant::now());
+            tracked.ever_done = true;
+            let now = Instant::now();
+            self.last_done = Some(now);
+            if first {
+                self.done_at.push(now);
+            }
         } else if !is_done {
             tracked.done = false;
         }

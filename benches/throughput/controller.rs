@@ -283,6 +283,8 @@ pub struct Metrics {
     pub reconciles: BTreeMap<String, f64>,
     /// `invite_operator_api_calls_total` by (`endpoint`, `operation`, `code`).
     pub api_calls: BTreeMap<(String, String, String), f64>,
+    /// `invite_operator_reconcile_duration_seconds` sum and count.
+    pub reconcile_seconds: (f64, f64),
 }
 
 impl Metrics {
@@ -305,6 +307,12 @@ impl Metrics {
                 "invite_operator_reconciles_total" => {
                     *metrics.reconciles.entry(label("result")).or_default() += value;
                 }
+                "invite_operator_reconcile_duration_seconds_sum" => {
+                    metrics.reconcile_seconds.0 += value
+                }
+                "invite_operator_reconcile_duration_seconds_count" => {
+                    metrics.reconcile_seconds.1 += value
+                }
                 "invite_operator_api_calls_total" => {
                     let key = (label("endpoint"), label("operation"), label("code"));
                     *metrics.api_calls.entry(key).or_default() += value;
@@ -313,6 +321,12 @@ impl Metrics {
             }
         }
         metrics
+    }
+
+    /// The mean reconcile duration.
+    pub fn mean_reconcile(&self) -> Option<Duration> {
+        let (sum, count) = self.reconcile_seconds;
+        (count > 0.0).then(|| Duration::from_secs_f64(sum / count))
     }
 
     /// Reconciles of any result.

@@ -115,6 +115,9 @@ pub fn operation(entry: &JournalEntry) -> String {
 pub struct Calls {
     /// Calls by API family and operation.
     pub by_operation: BTreeMap<ApiFamily, BTreeMap<String, u64>>,
+    /// Addresses the requests of each family and operation carried (lookups and
+    /// invitations), to show how calls were coalesced.
+    pub addresses: BTreeMap<ApiFamily, BTreeMap<String, u64>>,
 }
 
 impl Calls {
@@ -122,11 +125,21 @@ impl Calls {
     pub fn of(journal: &[JournalEntry]) -> Calls {
         let mut calls = Calls::default();
         for entry in journal {
+            let op = operation(entry);
+            let carried = addresses_in(&entry.body);
+            if carried > 0 {
+                *calls
+                    .addresses
+                    .entry(entry.family())
+                    .or_default()
+                    .entry(op.clone())
+                    .or_default() += carried;
+            }
             *calls
                 .by_operation
                 .entry(entry.family())
                 .or_default()
-                .entry(operation(entry))
+                .entry(op)
                 .or_default() += 1;
         }
         calls
@@ -160,6 +173,19 @@ impl Calls {
             })
             .map(|(_, n)| n)
             .sum()
+    }
+}
+
+/// Addresses in a request body: an array (UserInvite invite and validateUsers) or
+/// `usernames` (OrgInvitation invitations).
+fn addresses_in(body: &Value) -> u64 {
+    match body {
+        Value::Array(items) => items.len() as u64,
+        Value::Object(fields) => fields
+            .get("usernames")
+            .and_then(Value::as_array)
+            .map_or(0, |u| u.len() as u64),
+        _ => 0,
     }
 }
 
