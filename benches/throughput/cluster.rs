@@ -415,7 +415,7 @@ fn ready_condition(invitation: &UserInvitation) -> Option<(&str, &str)> {
 
 impl Tracker {
     /// Starts watching namespace `ns`; waits until both watches listed.
-    pub async fn start(client: &Client, ns: &str, done: DonePredicate) -> Tracker {
+    pub async fn start(client: &Client, ns: &str, done: DonePredicate) -> BenchResult<Tracker> {
         let state = Arc::new(Mutex::new(TrackerState::default()));
         let (counts_tx, counts) = watch::channel((0, 0));
         let (listed_tx, mut listed) = watch::channel(0u8);
@@ -486,11 +486,16 @@ impl Tracker {
                 }
             })
         };
-        let _ = tokio::time::timeout(Duration::from_secs(60), listed.wait_for(|n| *n >= 2)).await;
-        Tracker {
+        let tracker = Tracker {
             state,
             counts,
             tasks: vec![invitations, events],
+        };
+        match tokio::time::timeout(Duration::from_secs(60), listed.wait_for(|n| *n >= 2)).await {
+            Ok(Ok(_)) => Ok(tracker),
+            _ => Err(format!(
+                "cannot watch the UserInvitations and Events of {ns}"
+            )),
         }
     }
 
