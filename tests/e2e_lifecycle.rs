@@ -554,6 +554,59 @@ async fn two_resources_naming_one_person_send_one_invitation() {
 }
 
 #[tokio::test]
+async fn a_repeated_event_is_counted_into_one_series() {
+    let mut s = Harness::user_invite().await;
+    s.start_controller();
+    let cluster = &s.cluster;
+    let users = |extra: &str| {
+        json!([
+            user("bad@example.com", &["nope"], &[]),
+            user(extra, &[], &[]),
+        ])
+    };
+    cluster
+        .create_invitation("team", user_spec(users("a@example.com"), json!({})))
+        .await;
+    cluster
+        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
+        .await;
+    wait_event(cluster, "team", "InviteFailed").await;
+    // A new spec retries the refused user, and the API refuses it again with the same words.
+    cluster
+        .patch_spec("team", json!({"users": users("b@example.com")}))
+        .await;
+    cluster
+        .wait_status("team", "b invited", |st| {
+            st.observed_generation == Some(2) && st.invited == 1 && st.users.len() == 2
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        let failed: Vec<&Event> = events
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("InviteFailed"))
+            .collect();
+        assert_eq!(failed.len(), 1, "one InviteFailed event: {failed:#?}");
+        let count = failed[0].series.as_ref().map(|series| series.count);
+        if count == Some(2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the repeat is counted into the event's series: {:?}",
+            failed[0].series
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn events_name_what_was_done_in_the_api() {
     let mut s = Harness::user_invite().await;
     s.start_controller();

@@ -72,7 +72,7 @@ pub struct RunArgs {
     #[arg(long, env = "CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// How long lookups and invitations of many resources are collected into one API call.
-    #[arg(long, env = "BATCH_WINDOW", default_value = "50ms", value_parser = parse_batch_window)]
+    #[arg(long, env = "BATCH_WINDOW", default_value = "200ms", value_parser = parse_batch_window)]
     pub batch_window: Duration,
     /// Most addresses one coalesced lookup or invitation batch carries.
     #[arg(long, env = "BATCH_MAX_USERS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]

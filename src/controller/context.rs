@@ -2,13 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    Client,
-    runtime::{
-        events::{Recorder, Reporter},
-        reflector::Store,
-    },
-};
+use kube::{Client, runtime::reflector::Store};
 use tokio::sync::watch;
 
 use super::{
@@ -129,9 +123,8 @@ impl Context {
         leadership: Leadership,
         cluster_endpoints: Store<ClusterInvitationEndpoint>,
     ) -> Context {
-        let recorder = Recorder::new(client.clone(), Reporter::from(CONTROLLER_NAME));
         Context {
-            events: Events::new(recorder),
+            events: Events::new(client.clone(), CONTROLLER_NAME),
             memory: ResourceMemory::new(metrics.clone()),
             client,
             settings,

@@ -44,7 +44,7 @@ pub struct BatchSettings {
 impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
-            window: Duration::from_millis(50),
+            window: Duration::from_millis(200),
             max_users: 500,
             max_in_flight: 4,
         }
