@@ -123,7 +123,7 @@ async fn endpoints_are_validated_at_admission() {
         .create(&pp, &endpoint("ok", json!({"api": "UserInvite", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t"}}})))
         .await
         .unwrap();
-    assert_eq!(ok.spec.connection.requests_per_second, 5);
+    assert_eq!(ok.spec.connection.requests_per_second, 50);
     assert_eq!(ok.spec.connection.credentials.secret_ref.key, "token");
 
     let refused = |r: Result<InvitationEndpoint, kube::Error>| match r {

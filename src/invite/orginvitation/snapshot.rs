@@ -163,15 +163,16 @@ fn listing(operation: &'static str, body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-fn items(value: &Value) -> Vec<Value> {
+/// The entries of a listing (borrowed: an organization's listing can be megabytes).
+fn items(value: &Value) -> &[Value] {
     let payload = decode::unwrap_response(value);
     match payload {
-        Value::Array(a) => a.clone(),
+        Value::Array(a) => a,
         Value::Object(o) => ["results", "items", "invitations"]
             .iter()
-            .find_map(|k| o.get(*k).and_then(Value::as_array).cloned())
-            .unwrap_or_default(),
-        _ => Vec::new(),
+            .find_map(|k| o.get(*k).and_then(Value::as_array))
+            .map_or(&[], Vec::as_slice),
+        _ => &[],
     }
 }
 
