@@ -119,8 +119,8 @@ mod properties {
         #[test]
         fn any_json_decodes_or_is_skipped_without_panicking(value in json()) {
             for item in items(&value) {
-                let _ = invitation(&item);
-                let _ = member(&item);
+                let _ = invitation(item);
+                let _ = member(item);
             }
             let _ = timestamp(Some(&value));
         }
