@@ -1,0 +1,365 @@
+//! Addresses, lookups, settling, resync and OrgInvitation states.
+
+use super::*;
+
+#[test]
+fn addresses_are_normalized_and_only_case_duplicates_are_marked_invalid() {
+    let s = spec(&[
+        " Alice@Example.com",
+        "bob@example.com",
+        "BOB@example.com",
+        "not-an-email",
+    ]);
+    let r = requested_addresses(&s).unwrap();
+    assert_eq!(
+        r.addresses,
+        emails(&["alice@example.com", "bob@example.com"])
+    );
+    assert_eq!(r.invalid.len(), 2);
+    assert_eq!(r.invalid[0].0, "BOB@example.com");
+    assert!(
+        r.invalid[0].1.contains("bob@example.com"),
+        "{}",
+        r.invalid[0].1
+    );
+    assert_eq!(r.invalid[1].0, "not-an-email");
+}
+
+#[test]
+fn exactly_one_of_users_and_org_invitation() {
+    let mut both = spec(&["a@example.com"]);
+    both.org_invitation = Some(OrgInvitationRequest {
+        usernames: vec!["b@example.com".into()],
+        organization_roles: vec![],
+        org_role_names: vec![],
+        service_roles_dtos: vec![],
+        custom_roles: vec![],
+        custom_groups_ids: vec![],
+        invited_by: None,
+        skip_notify: None,
+        skip_notify_registration: None,
+    });
+    assert_eq!(
+        requested_addresses(&both).unwrap_err().reason,
+        ReadyReason::InvalidSpec
+    );
+    let mut org_only = both.clone();
+    org_only.users = None;
+    assert_eq!(
+        requested_addresses(&org_only).unwrap().addresses,
+        emails(&["b@example.com"])
+    );
+    let mut neither = both;
+    neither.users = None;
+    neither.org_invitation = None;
+    assert_eq!(
+        requested_addresses(&neither).unwrap_err().reason,
+        ReadyReason::InvalidSpec
+    );
+}
+
+#[test]
+fn a_case_duplicate_fails_alone_and_keeps_every_other_entry() {
+    // Carol was invited; Dave is added twice (two spellings): Carol's entry, her invitedAt
+    // and everyone else survive, and only the second Dave fails.
+    let mut carol = owned("carol@example.com", UserState::Invited);
+    carol.invited_at = Some(t("2026-11-21T10:00:00Z"));
+    let s = Setup::new(
+        &["carol@example.com", "dave@example.com", "Dave@example.com"],
+        status(vec![carol.clone()], 1),
+    );
+    let c = s.ctx();
+    assert_eq!(addresses_to_observe(&c), lookups(&["dave@example.com"]));
+    let p = plan(&c, &obs(&[("dave@example.com", Observed::Absent)]));
+    assert_eq!(p.to_invite, emails(&["dave@example.com"]));
+    assert_eq!(p.users[0], carol);
+    assert_eq!(p.users[2].email_address, "Dave@example.com");
+    assert_eq!(p.users[2].state, UserState::Failed);
+    assert_eq!(p.users[2].reason, Some(FailureReason::InvalidSpec));
+    let summary = summarize(&c, p.users.clone(), None);
+    assert_eq!(summary.users.len(), 3);
+    let blocked = blocked_status(
+        &s.requested,
+        &s.spec,
+        &s.previous,
+        1,
+        t(NOW),
+        &Blocked::new(ReadyReason::Paused, "paused"),
+    );
+    assert_eq!(blocked.users[0], carol);
+    assert_eq!(blocked.users[2].reason, Some(FailureReason::InvalidSpec));
+}
+
+#[test]
+fn new_users_are_observed_and_absent_ones_invited_as_this_resources_own() {
+    let s = Setup::new(
+        &["a@example.com", "b@example.com", "c@example.com"],
+        Default::default(),
+    );
+    let c = s.ctx();
+    assert_eq!(
+        addresses_to_observe(&c),
+        lookups(&["a@example.com", "b@example.com", "c@example.com"])
+    );
+    let p = plan(
+        &c,
+        &obs(&[
+            ("a@example.com", Observed::Absent),
+            ("b@example.com", member("b@example.com", true)),
+            ("c@example.com", Observed::Absent),
+        ]),
+    );
+    assert_eq!(p.to_invite, emails(&["a@example.com", "c@example.com"]));
+    let states: Vec<_> = p.users.iter().map(|u| u.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            UserState::Inviting,
+            UserState::AlreadyMember,
+            UserState::Inviting
+        ]
+    );
+    assert_eq!(p.users[0].ownership, Some(Ownership::Created));
+    // Someone who existed before is only observed (InviteOnly wants nothing more).
+    assert_eq!(p.users[1].ownership, None);
+    assert_eq!(p.users[1].message, None);
+    assert_eq!(p.users[1].identifier.as_deref(), Some("b@example.com"));
+}
+
+#[test]
+fn inviting_after_a_crash_is_looked_up_never_reposted_blindly() {
+    let mut sent = owned("sent@example.com", UserState::Inviting);
+    sent.invited_at = Some(t("2026-11-22T09:58:00Z"));
+    sent.settles_at = Some(t("2026-11-22T09:59:15Z"));
+    let mut unsent = owned("unsent@example.com", UserState::Inviting);
+    unsent.settles_at = Some(t("2026-11-22T09:59:15Z"));
+    let s = Setup::new(
+        &["sent@example.com", "unsent@example.com"],
+        status(vec![sent, unsent], 1),
+    );
+    let c = s.ctx();
+    assert_eq!(
+        addresses_to_observe(&c),
+        lookups(&["sent@example.com", "unsent@example.com"])
+    );
+    let p = plan(
+        &c,
+        &obs(&[
+            ("sent@example.com", member("sent@example.com", false)),
+            ("unsent@example.com", Observed::Absent),
+        ]),
+    );
+    assert_eq!(p.to_invite, emails(&["unsent@example.com"]));
+    let sent = &p.users[0];
+    assert_eq!(sent.state, UserState::Invited);
+    assert_eq!(sent.ownership, Some(Ownership::Created));
+    assert_eq!(sent.settles_at, None);
+    assert_eq!(sent.expires_at, Some(t("2026-11-23T09:58:00Z")));
+}
+
+#[test]
+fn an_unanswered_invite_is_not_looked_up_or_repeated_before_it_settles() {
+    let mut crashed = owned("a@example.com", UserState::Inviting);
+    crashed.invited_at = Some(t("2026-11-22T09:59:50Z"));
+    crashed.settles_at = Some(t("2026-11-22T10:01:05Z"));
+    let s = Setup::new(&["a@example.com"], status(vec![crashed], 1));
+    let c = s.ctx();
+    // Its request may still be in flight: not even looked up, and looked at again once settled.
+    assert!(addresses_to_observe(&c).is_empty());
+    let p = plan(&c, &BTreeMap::new());
+    assert!(p.to_invite.is_empty());
+    assert_eq!(settle_wait(&c, &p.users), Some(Duration::from_secs(65)));
+    let later = PlanContext {
+        now: t("2026-11-22T10:01:06Z"),
+        ..s.ctx()
+    };
+    assert_eq!(addresses_to_observe(&later), lookups(&["a@example.com"]));
+    assert_eq!(
+        plan(&later, &obs(&[("a@example.com", Observed::Absent)])).to_invite,
+        emails(&["a@example.com"])
+    );
+}
+
+#[test]
+fn the_settle_window_is_two_timeouts_plus_the_clock_skew_recorded_with_the_intent() {
+    let window = SettleWindow {
+        request_timeout: Duration::from_secs(30),
+        clock_skew: Duration::from_secs(15),
+    };
+    assert_eq!(window.settles_at(t(NOW)), t("2026-11-22T10:01:15Z"));
+}
+
+#[test]
+fn settled_users_are_not_looked_up_on_an_ordinary_pass() {
+    let mut invited = owned("a@example.com", UserState::Invited);
+    invited.expires_at = Some(t("2026-11-23T00:00:00Z"));
+    let s = Setup::new(
+        &[
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+        ],
+        status(
+            vec![
+                invited,
+                user("b@example.com", UserState::AlreadyMember),
+                owned("c@example.com", UserState::Accepted),
+                user("d@example.com", UserState::Failed),
+            ],
+            1,
+        ),
+    );
+    let c = s.ctx();
+    assert!(addresses_to_observe(&c).is_empty());
+    let p = plan(&c, &BTreeMap::new());
+    assert!(p.to_invite.is_empty());
+    assert_eq!(p.users, s.previous.users);
+}
+
+#[test]
+fn failed_users_are_retried_only_when_the_spec_changes() {
+    let s = Setup::new(
+        &["f@example.com"],
+        status(vec![user("f@example.com", UserState::Failed)], 1),
+    );
+    assert!(addresses_to_observe(&s.ctx()).is_empty());
+    let changed = PlanContext {
+        generation: 2,
+        ..s.ctx()
+    };
+    assert_eq!(addresses_to_observe(&changed), lookups(&["f@example.com"]));
+    let p = plan(&changed, &obs(&[("f@example.com", Observed::Absent)]));
+    assert_eq!(p.to_invite, emails(&["f@example.com"]));
+}
+
+#[test]
+fn resync_observes_acceptance_and_expiry() {
+    let mut ok = owned("ok@example.com", UserState::Invited);
+    ok.expires_at = Some(t("2026-11-23T00:00:00Z"));
+    let mut late = owned("late@example.com", UserState::Invited);
+    late.expires_at = Some(t("2026-11-22T09:00:00Z"));
+    let mut s = Setup::new(
+        &["ok@example.com", "late@example.com"],
+        status(vec![ok, late], 1),
+    );
+    // An expired invitation is looked at even without a resync.
+    assert_eq!(
+        addresses_to_observe(&s.ctx()),
+        lookups(&["late@example.com"])
+    );
+    let c = PlanContext {
+        check_invited: true,
+        ..s.ctx()
+    };
+    assert_eq!(
+        addresses_to_observe(&c),
+        lookups(&["ok@example.com", "late@example.com"])
+    );
+    let observed = obs(&[
+        ("ok@example.com", member("ok@example.com", true)),
+        ("late@example.com", member("late@example.com", false)),
+    ]);
+    let p = plan(&c, &observed);
+    assert!(p.to_invite.is_empty());
+    assert_eq!(p.users[0].state, UserState::Accepted);
+    assert_eq!(p.users[1].state, UserState::Expired);
+    s.spec.reinvite_expired = true;
+    let reinvite = PlanContext {
+        check_invited: true,
+        ..s.ctx()
+    };
+    assert_eq!(
+        plan(&reinvite, &observed).to_invite,
+        emails(&["late@example.com"])
+    );
+}
+
+#[test]
+fn org_invitations_pending_redeemed_and_revoked() {
+    let mut r = owned("r@example.com", UserState::Invited);
+    r.expires_at = Some(t("2026-11-29T00:00:00Z"));
+    let mut acc = owned("acc@example.com", UserState::Invited);
+    acc.expires_at = Some(t("2026-11-29T00:00:00Z"));
+    let s = Setup::new(
+        &[
+            "p@example.com",
+            "x@example.com",
+            "r@example.com",
+            "acc@example.com",
+        ],
+        status(vec![r, acc], 1),
+    );
+    let c = PlanContext {
+        check_invited: true,
+        ..s.ctx()
+    };
+    let p = plan(
+        &c,
+        &obs(&[
+            (
+                "p@example.com",
+                Observed::PendingInvitation {
+                    reference: "/inv/1".into(),
+                    expires_at: Some(t("2026-11-25T00:00:00Z")),
+                    invited_at: Some(t("2026-11-18T00:00:00Z")),
+                },
+            ),
+            (
+                "x@example.com",
+                Observed::PendingInvitation {
+                    reference: "/inv/2".into(),
+                    expires_at: Some(t("2026-11-20T00:00:00Z")),
+                    invited_at: None,
+                },
+            ),
+            (
+                "r@example.com",
+                Observed::RevokedInvitation {
+                    reference: "/inv/3".into(),
+                },
+            ),
+            (
+                "acc@example.com",
+                Observed::RedeemedInvitation {
+                    reference: "/inv/4".into(),
+                },
+            ),
+        ]),
+    );
+    // A live invitation someone else sent is not sent again, and not owned; an expired one
+    // is replaced.
+    assert_eq!(p.to_invite, emails(&["x@example.com"]));
+    assert_eq!(p.users[0].state, UserState::Invited);
+    assert_eq!(p.users[0].ownership, None);
+    assert_eq!(p.users[0].identifier.as_deref(), Some("/inv/1"));
+    assert!(
+        p.users[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("not sent by this resource")
+    );
+    assert_eq!(p.users[2].state, UserState::Revoked);
+    // REDEEMED means accepted, never revoked.
+    assert_eq!(p.users[3].state, UserState::Accepted);
+}
+
+#[test]
+fn a_vanished_member_is_deleted_not_reinvited() {
+    let s = Setup::new(
+        &["m@example.com"],
+        status(vec![owned("m@example.com", UserState::Accepted)], 1),
+    );
+    let mut spec = s.spec.clone();
+    spec.access_policy = AccessPolicy::Enforce;
+    let c = PlanContext {
+        spec: &spec,
+        check_invited: true,
+        ..s.ctx()
+    };
+    assert_eq!(addresses_to_observe(&c), lookups(&["m@example.com"]));
+    let p = plan(&c, &obs(&[("m@example.com", Observed::Absent)]));
+    assert!(p.to_invite.is_empty());
+    assert_eq!(p.users[0].state, UserState::Deleted);
+}
