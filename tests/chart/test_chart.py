@@ -504,7 +504,7 @@ def test_controller_command_and_environment(rendered) -> None:
     assert env["CLUSTER_ENDPOINT_SELECTOR"] == values.get("clusterEndpointSelector", "")
     assert env["RESYNC_INTERVAL"] == "10m"
     assert env["CONCURRENCY"] == "64"
-    assert env["BATCH_WINDOW"] == "50ms"
+    assert env["BATCH_WINDOW"] == "200ms"
     assert env["BATCH_MAX_USERS"] == "500"
     controller = values.get("controller", {})
     assert env["SECRET_CACHE_TTL"] == controller.get("secretCacheTtl", "60s")
