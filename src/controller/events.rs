@@ -114,7 +114,8 @@ impl Events {
                 .await
             {
                 Ok(_) => return Ok(()),
-                // The event expired on the server (its TTL is shorter than ours): a new one.
+                // The event is gone (deleted, or expired under a short server-side event TTL):
+                // start a new one.
                 Err(kube::Error::Api(status)) if status.is_not_found() => {}
                 Err(error) => return Err(error),
             }
