@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use common::{flavor::*, *};
 use invite_mock::{JournalEntry, MockConfig, ScriptedFault};
 use invite_operator::{
     api::{UserInvitation, UserInvitationStatus, UserState},
@@ -30,108 +30,7 @@ use invite_operator::{
 use kube::api::ListParams;
 use kube_test_apiserver::Fault;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
-use serde_json::{Value, json};
 use tokio::time::Instant;
-
-const ENDPOINT: &str = "api";
-const SECRET: &str = "api-token";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flavor {
-    UserInvite,
-    OrgInvitation,
-}
-
-impl Flavor {
-    fn invite_path(self) -> String {
-        match self {
-            Flavor::UserInvite => "/api/v2/user/invite".to_string(),
-            Flavor::OrgInvitation => format!("/csp/gateway/am/api/orgs/{ORG}/invitations"),
-        }
-    }
-
-    fn is_invite_post(self, e: &JournalEntry) -> bool {
-        e.method == "POST" && e.path == self.invite_path()
-    }
-
-    /// The addresses an invite request asked for.
-    fn invited_in(self, e: &JournalEntry) -> Vec<String> {
-        match self {
-            Flavor::UserInvite => e
-                .body
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| u["emailAddress"].as_str())
-                .map(str::to_ascii_lowercase)
-                .collect(),
-            Flavor::OrgInvitation => e.body["usernames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_ascii_lowercase)
-                .collect(),
-        }
-    }
-
-    /// The spec of a UserInvitation for `emails`. Every resource asks for the same grants, so
-    /// the invitations of several resources can share one request.
-    fn spec(self, _name: &str, emails: &[String]) -> Value {
-        match self {
-            Flavor::UserInvite => json!({
-                "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
-                "users": emails.iter().map(|e| json!({
-                    "emailAddress": e, "groups": ["dashboard_management"], "userGroups": []
-                })).collect::<Vec<_>>(),
-            }),
-            Flavor::OrgInvitation => json!({
-                "endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT},
-                // One payload for every resource, so their invitations share batches.
-                "orgInvitation": {
-                    "usernames": emails,
-                    "organizationRoles": [{"name": "org_member"}],
-                }
-            }),
-        }
-    }
-}
-
-/// Creates or updates the endpoint of the flavour, with a client-side rate limit of `rps`.
-async fn set_endpoint(cluster: &TestCluster, flavor: Flavor, url: &str, rps: u32) {
-    let mut spec = json!({
-        "url": url,
-        "credentials": {"secretRef": {"name": SECRET}},
-        "requestsPerSecond": rps,
-        "timeoutSeconds": REQUEST_TIMEOUT.as_secs()
-    });
-    match flavor {
-        Flavor::UserInvite => spec["api"] = json!("UserInvite"),
-        Flavor::OrgInvitation => {
-            spec["api"] = json!("OrgInvitation");
-            spec["organizationId"] = json!(ORG);
-        }
-    }
-    cluster.apply_endpoint(ENDPOINT, spec).await;
-}
-
-fn addresses(prefix: &str, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("{prefix}-{i}@example.com"))
-        .collect()
-}
-
-fn state_of(status: &UserInvitationStatus, email: &str) -> Option<UserState> {
-    status
-        .users
-        .iter()
-        .find(|u| u.email_address == email)
-        .map(|u| u.state)
-}
-
-fn all_in(status: &UserInvitationStatus, emails: &[String], state: UserState) -> bool {
-    emails.iter().all(|e| state_of(status, e) == Some(state))
-}
 
 /// The harness, with the endpoint of the flavour under test.
 struct Env {
@@ -157,7 +56,15 @@ impl Env {
     async fn new(flavor: Flavor, rps: u32, config: MockConfig) -> Env {
         let harness = Harness::with_mock(config).await;
         harness.cluster.put_secret(SECRET, TOKEN).await;
-        set_endpoint(&harness.cluster, flavor, &harness.mock.url, rps).await;
+        flavor
+            .apply_endpoint(
+                &harness.cluster,
+                ENDPOINT,
+                &harness.mock.url,
+                REQUEST_TIMEOUT.as_secs(),
+                rps,
+            )
+            .await;
         Env { flavor, harness }
     }
 
@@ -175,7 +82,15 @@ impl Env {
 
     /// Raises the endpoint's rate limit (for a quick convergence after the window was hit).
     async fn unthrottle(&self) {
-        set_endpoint(&self.cluster, self.flavor, &self.mock.url, 100).await;
+        self.flavor
+            .apply_endpoint(
+                &self.cluster,
+                ENDPOINT,
+                &self.mock.url,
+                REQUEST_TIMEOUT.as_secs(),
+                100,
+            )
+            .await;
     }
 
     fn invite_posts(&self) -> Vec<JournalEntry> {
@@ -286,7 +201,7 @@ async fn kill_before_the_call(flavor: Flavor) {
     let users = addresses("before", 2);
     e.start();
     e.cluster
-        .create_invitation("team", flavor.spec("team", &users))
+        .create_invitation("team", flavor.spec(&users))
         .await;
     let inv = e
         .wait_state("team", "the intent", |s| {
@@ -348,7 +263,7 @@ async fn kill_during_the_call_after_the_api_acted(flavor: Flavor) {
     let users = addresses("during", 2);
     e.start();
     e.cluster
-        .create_invitation("team", flavor.spec("team", &users))
+        .create_invitation("team", flavor.spec(&users))
         .await;
     let path = flavor.invite_path();
     e.wait_journal("the invite request in flight", |j| {
@@ -413,7 +328,7 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
     let users = addresses("slow", 2);
     e.start();
     e.cluster
-        .create_invitation("team", flavor.spec("team", &users))
+        .create_invitation("team", flavor.spec(&users))
         .await;
     let intent = e
         .wait_state("team", "the intent", |s| {
@@ -499,7 +414,7 @@ async fn kill_while_a_batch_spanning_resources_is_in_flight(flavor: Flavor) {
     futures::future::join_all(
         resources
             .iter()
-            .map(|(name, users)| e.cluster.create_invitation(name, flavor.spec(name, users))),
+            .map(|(name, users)| e.cluster.create_invitation(name, flavor.spec(users))),
     )
     .await;
     let spans = |batch: &[String]| {
@@ -546,7 +461,7 @@ async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
     let users = addresses("after", 2);
     e.start();
     e.cluster
-        .create_invitation("team", flavor.spec("team", &users))
+        .create_invitation("team", flavor.spec(&users))
         .await;
     e.wait_state("team", "the intent", |s| {
         all_in(s, &users, UserState::Inviting)
@@ -740,11 +655,9 @@ async fn randomized_kills(flavor: Flavor) {
             tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
             match op {
                 Op::Create(name, users) => {
-                    cluster
-                        .create_invitation(name, flavor.spec(name, users))
-                        .await;
+                    cluster.create_invitation(name, flavor.spec(users)).await;
                 }
-                Op::Update(name, users) => cluster.patch_spec(name, flavor.spec(name, users)).await,
+                Op::Update(name, users) => cluster.patch_spec(name, flavor.spec(users)).await,
             }
         }
     };
@@ -780,7 +693,7 @@ async fn randomized_kills(flavor: Flavor) {
                     && status.users.len() == wanted.len()
                     && wanted.iter().all(|u| {
                         matches!(
-                            state_of(status, u),
+                            state(status, u),
                             Some(UserState::Invited | UserState::AlreadyMember)
                         )
                     }))

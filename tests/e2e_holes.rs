@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use common::{flavor::*, *};
 use invite_operator::api::{FailureReason, Ownership, UserInvitationStatus, UserState};
-use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
 
@@ -45,13 +44,10 @@ fn users_spec(emails: &[&str], extra: Value) -> Value {
 }
 
 async fn notes(cluster: &TestCluster, name: &str, reason: &str) -> Vec<String> {
-    Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-        .list(&ListParams::default())
+    cluster
+        .events_of(name)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter(|e| e.reason.as_deref() == Some(reason))
         .filter_map(|e| e.note)
         .collect()

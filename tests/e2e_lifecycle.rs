@@ -49,13 +49,10 @@ fn user(email: &str, groups: &[&str], user_groups: &[&str]) -> Value {
 }
 
 async fn event_reasons(cluster: &TestCluster, name: &str) -> Vec<String> {
-    Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-        .list(&ListParams::default())
+    cluster
+        .events_of(name)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter_map(|e| e.reason)
         .collect()
 }
@@ -582,12 +579,8 @@ async fn a_repeated_event_is_counted_into_one_series() {
         .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-            .list(&ListParams::default())
-            .await
-            .unwrap();
+        let events = cluster.events_of("team").await;
         let failed: Vec<&Event> = events
-            .items
             .iter()
             .filter(|e| e.reason.as_deref() == Some("InviteFailed"))
             .collect();

@@ -9,13 +9,13 @@ use tokio::time::Instant;
 
 use super::{
     StatusWriter, WriteError,
-    plan::{self, EndpointFacts, PlanContext, SettleWindow},
+    plan::{self, EndpointFacts, PlanContext},
     sync,
 };
 use crate::{
     api::{
-        AccessPolicy, ApiFlavor, ApiIdentity, DeletionPolicy, FailureReason, Ownership,
-        UserInvitationSpec, UserInvitationStatus, UserState, UserStatus,
+        AccessPolicy, ApiFlavor, DeletionPolicy, FailureReason, Ownership, UserInvitationSpec,
+        UserInvitationStatus, UserState, UserStatus,
     },
     invite::{
         ApiError, InviteApi, InviteOutcome, InviteRequest, Lookup, NotSentReason, Observed,
@@ -160,19 +160,7 @@ async fn pass(
     writes: &mut Writes,
 ) -> Result<super::SyncReport, WriteError> {
     let requested = plan::requested_addresses(spec).unwrap();
-    let facts = EndpointFacts {
-        api: ApiIdentity {
-            url: "https://wf.example.com".into(),
-            organization_id: None,
-        },
-        invitation_lifetime: SignedDuration::from_hours(24),
-        settle: SettleWindow {
-            request_timeout: Duration::from_secs(30),
-            clock_skew: Duration::from_secs(15),
-        },
-        adoption: true,
-        allowed: None,
-    };
+    let facts = EndpointFacts::for_tests(true);
     let ctx = PlanContext::new(&requested, spec, previous, 1, false, facts);
     sync(api, &ctx, writes).await
 }

@@ -42,6 +42,7 @@ use k8s_openapi::{
     ByteString,
     api::{
         core::v1::{Namespace, Secret},
+        events::v1::Event,
         rbac::v1::{ClusterRole, ClusterRoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -354,6 +355,18 @@ impl TestCluster {
             .create(&PostParams::default(), &invitation)
             .await
             .expect("create invitation")
+    }
+
+    /// The events (events.k8s.io) about the resource `name` in the test namespace.
+    pub async fn events_of(&self, name: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(self.client.clone(), &self.namespace)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
     }
 
     /// Merge-patches a UserInvitation's spec.

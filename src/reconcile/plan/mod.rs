@@ -264,6 +264,27 @@ pub struct EndpointFacts<'a> {
     pub allowed: Option<&'a AllowedGrants>,
 }
 
+#[cfg(test)]
+impl EndpointFacts<'static> {
+    /// The endpoint the unit tests plan against: a UserInvite API, invitations that live a
+    /// day, 30 s request timeouts and 15 s of clock skew, no `allowed`.
+    pub(crate) fn for_tests(adoption: bool) -> EndpointFacts<'static> {
+        EndpointFacts {
+            api: ApiIdentity {
+                url: "https://wf.example.com".into(),
+                organization_id: None,
+            },
+            invitation_lifetime: SignedDuration::from_hours(24),
+            settle: SettleWindow {
+                request_timeout: std::time::Duration::from_secs(30),
+                clock_skew: std::time::Duration::from_secs(15),
+            },
+            adoption,
+            allowed: None,
+        }
+    }
+}
+
 impl<'a> PlanContext<'a> {
     /// The context of one pass (the one constructor, shared by the controller and the one-shot
     /// mode). `others` is filled in once the pass holds its addresses.

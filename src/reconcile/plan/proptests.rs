@@ -3,9 +3,9 @@
 //! the API reports or one whose request (here or elsewhere) may still act, and a status stays
 //! within its size budget.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use proptest::prelude::*;
 
 use super::*;
@@ -176,25 +176,18 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 fn context<'a>(case: &'a Case, requested: &'a Requested) -> PlanContext<'a> {
+    let facts = EndpointFacts::for_tests(case.adoption);
     PlanContext {
-        requested,
-        spec: &case.spec,
-        previous: &case.previous,
-        generation: case.generation,
         now: at(0),
-        check_invited: case.check_invited,
-        api: ApiIdentity {
-            url: "https://wf.example.com".into(),
-            organization_id: None,
-        },
-        invitation_lifetime: SignedDuration::from_hours(24),
-        settle: SettleWindow {
-            request_timeout: Duration::from_secs(30),
-            clock_skew: Duration::from_secs(15),
-        },
-        adoption: case.adoption,
-        allowed: None,
         others: case.others.clone(),
+        ..PlanContext::new(
+            requested,
+            &case.spec,
+            &case.previous,
+            case.generation,
+            case.check_invited,
+            facts,
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::*;
 use crate::{
@@ -98,25 +98,10 @@ impl Setup {
     }
 
     fn ctx(&self) -> PlanContext<'_> {
+        let facts = EndpointFacts::for_tests(false);
         PlanContext {
-            requested: &self.requested,
-            spec: &self.spec,
-            previous: &self.previous,
-            generation: 1,
             now: t(NOW),
-            check_invited: false,
-            api: ApiIdentity {
-                url: "https://wf.example.com".into(),
-                organization_id: None,
-            },
-            invitation_lifetime: SignedDuration::from_hours(24),
-            settle: SettleWindow {
-                request_timeout: Duration::from_secs(30),
-                clock_skew: Duration::from_secs(15),
-            },
-            adoption: false,
-            allowed: None,
-            others: BTreeMap::new(),
+            ..PlanContext::new(&self.requested, &self.spec, &self.previous, 1, false, facts)
         }
     }
 }
