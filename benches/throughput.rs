@@ -14,7 +14,9 @@
 //!    and API calls in the restart pass, whose first look at each resource checks every
 //!    invited user again as the periodic resync does;
 //! 3. **backlog at start**: N resources are created, then the controller starts; time from
-//!    process start to all Ready, and to the first reconcile;
+//!    process start to all Ready, and to the first reconcile; then, with the controller
+//!    stopped, the **Kubernetes floor** (`floor.rs`): the benchmark itself makes the writes
+//!    the exactly-once rules require of each converged resource;
 //! 4. **memory**: a backlog of `--memory-resources` resources naming a missing endpoint (no
 //!    API calls); the controller's peak RSS once every status says so.
 //!
@@ -26,6 +28,8 @@
 mod cluster;
 #[path = "throughput/controller.rs"]
 mod controller;
+#[path = "throughput/floor.rs"]
+mod floor;
 #[path = "throughput/invites.rs"]
 mod invites;
 #[path = "throughput/table.rs"]
@@ -107,6 +111,9 @@ struct Args {
     /// How many creates are in flight at once.
     #[arg(long, default_value_t = 64)]
     create_concurrency: usize,
+    /// How many resources the Kubernetes floor run writes at once (0 skips that run).
+    #[arg(long, default_value_t = 64)]
+    floor_concurrency: usize,
     /// Longest wait for a run to converge before the benchmark fails.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -683,6 +690,7 @@ fn report(
     applied: &Converged,
     backlog: &Converged,
     idle: &Idle,
+    floor: Option<&floor::Floor>,
     memory: Option<&Memory>,
 ) -> String {
     let n = plan.resources;
@@ -726,6 +734,24 @@ fn report(
         }),
         "calls made ÷ the endpoint's requestsPerSecond, slowest endpoint",
     );
+    if let Some(floor) = floor {
+        row(
+            &mut t,
+            "Kubernetes floor",
+            [
+                "—".into(),
+                format!(
+                    "{}: {} status writes + {} events, {} resources at once",
+                    secs(floor.took),
+                    count(floor.status_writes),
+                    count(floor.events),
+                    floor.concurrency
+                ),
+            ],
+            "the benchmark alone, controller stopped, makes the writes the exactly-once rules need \
+             (intent and outcome status, one event) for each converged backlog resource",
+        );
+    }
     row(
         &mut t,
         "resources created in",
@@ -992,6 +1018,21 @@ async fn run(bench: &mut Bench) -> BenchResult<(String, Vec<String>)> {
     let idle = bench.idle(kept).await?;
     let (backlog, kept) = bench.converge(Start::Backlog).await?;
     kept.controller.stop().await?;
+    let floor = if bench.plan.args.floor_concurrency > 0 {
+        progress(format_args!(
+            "[floor] writing the converged resources again, without the controller"
+        ));
+        let floor = floor::measure(
+            &bench.cluster.client,
+            &kept.ns,
+            bench.plan.args.floor_concurrency,
+        )
+        .await?;
+        progress(format_args!("[floor] done in {}", secs(floor.took)));
+        Some(floor)
+    } else {
+        None
+    };
     drop(kept.tracker);
     kept.mock.shutdown().await;
     bench.drop_namespace(&kept.ns).await?;
@@ -1027,7 +1068,14 @@ async fn run(bench: &mut Bench) -> BenchResult<(String, Vec<String>)> {
         ));
     }
     Ok((
-        report(&bench.plan, &applied, &backlog, &idle, memory.as_ref()),
+        report(
+            &bench.plan,
+            &applied,
+            &backlog,
+            &idle,
+            floor.as_ref(),
+            memory.as_ref(),
+        ),
         failures,
     ))
 }

@@ -671,8 +671,11 @@ async fn randomized_kills(flavor: Flavor) {
         kills.len()
     );
 
-    // Converge: every resource done with its last spec.
-    let deadline = Instant::now() + WAIT;
+    // Converge: every resource done with its last spec. An invitation met by a fault leaves
+    // its users unsettled for a settle window (request timeout and clock skew), and a person
+    // held by an unsettled resource waits for it, so under 5 % faults a few windows in a row
+    // are possible (seen once under a loaded machine: 30 s was not enough).
+    let deadline = Instant::now() + 3 * WAIT;
     loop {
         let list = cluster
             .invitations()

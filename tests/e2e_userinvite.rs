@@ -406,7 +406,8 @@ async fn the_controller_waits_for_its_crds_instead_of_exiting() {
     // suite runs against a real cluster.
     let server = kube_test_apiserver::TestApiServer::start().await;
     let controller = RunningController::start(
-        invite_operator::controller::kube_client(server.config()).unwrap(),
+        invite_operator::controller::kube_client(server.config(), common::KUBERNETES_REQUESTS)
+            .unwrap(),
         base_settings("default"),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -349,7 +349,8 @@ async fn chart_rbac_is_enough(watch: Watch) {
     }
     let mut config = cluster.config.clone();
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
-    let client = invite_operator::controller::kube_client(config).unwrap();
+    let client =
+        invite_operator::controller::kube_client(config, common::KUBERNETES_REQUESTS).unwrap();
     // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
     // on.
     let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")

@@ -129,7 +129,10 @@ async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, CliError> {
 /// `run`: the HTTP server, then the controller (under leader election when asked) until
 /// SIGTERM.
 async fn run_controller(args: RunArgs) -> Result<ExitCode, CliError> {
-    let client = controller::kube_client(kube_config(args.kubeconfig.as_ref()).await?)?;
+    let client = controller::kube_client(
+        kube_config(args.kubeconfig.as_ref()).await?,
+        usize::from(args.kubernetes_requests),
+    )?;
     let metrics = Metrics::new();
     let (readiness, readiness_rx) = watch::channel(Readiness::default());
     let shutdown = CancellationToken::new();

@@ -69,8 +69,13 @@ pub struct RunArgs {
     pub retry_max_delay: Duration,
     /// How many UserInvitations are reconciled at once (per watched namespace). Reconciles
     /// mostly wait for the APIs; many at once let their calls coalesce into few batches.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    /// Most Kubernetes requests in flight at once (watches and Lease renewals not counted).
+    /// Each holds a connection; the API server takes only so many writes per second, so more
+    /// reconciles than this queue their status writes in the controller instead.
+    #[arg(long, env = "KUBERNETES_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub kubernetes_requests: u16,
     /// How long lookups and invitations of many resources are collected into one API call.
     #[arg(long, env = "BATCH_WINDOW", default_value = "200ms", value_parser = parse_batch_window)]
     pub batch_window: Duration,

@@ -15,6 +15,7 @@
 //! | `clients.rs` | the endpoint client cache, tokens, and the registry of addresses in flight |
 //! | `holders.rs` | who holds which person, across resources |
 //! | `memory.rs` | what is remembered per resource (and forgotten on deletion) |
+//! | `request_limit.rs` | the bound on Kubernetes requests in flight |
 
 mod cleanup;
 mod clients;
@@ -25,6 +26,7 @@ mod holders;
 mod invitation;
 mod kubernetes;
 mod memory;
+mod request_limit;
 mod resolution;
 mod shard;
 
@@ -59,13 +61,16 @@ pub const CONTROLLER_NAME: &str = "invite-operator";
 pub const USER_AGENT: &str = concat!("invite-operator/", env!("CARGO_PKG_VERSION"));
 
 /// A Kubernetes client that identifies itself as the operator (User-Agent), so its requests
-/// can be told apart in audit logs.
-pub fn kube_client(mut config: kube::Config) -> Result<Client, kube::Error> {
+/// can be told apart in audit logs, with at most `max_requests` requests in flight at once
+/// (watches and Lease requests not counted; see [`request_limit`]).
+pub fn kube_client(mut config: kube::Config, max_requests: usize) -> Result<Client, kube::Error> {
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),
     ));
-    Client::try_from(config)
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&request_limit::RequestLimitLayer::new(max_requests))
+        .build())
 }
 
 /// How clients of the controller's endpoints are built.

@@ -503,7 +503,8 @@ def test_controller_command_and_environment(rendered) -> None:
     assert env["LOG_LEVEL"] == values.get("logLevel", "info")
     assert env["CLUSTER_ENDPOINT_SELECTOR"] == values.get("clusterEndpointSelector", "")
     assert env["RESYNC_INTERVAL"] == "10m"
-    assert env["CONCURRENCY"] == "64"
+    assert env["CONCURRENCY"] == "128"
+    assert env["KUBERNETES_REQUESTS"] == "64"
     assert env["BATCH_WINDOW"] == "200ms"
     assert env["BATCH_MAX_USERS"] == "500"
     controller = values.get("controller", {})

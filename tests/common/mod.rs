@@ -76,6 +76,10 @@ pub const TOKEN: &str = "e2e-token";
 /// The organization of the mock's OrgInvitation API.
 pub const ORG: &str = "mock-org";
 
+/// The controller client's bound on Kubernetes requests in flight in the tests: small, so that
+/// requests really queue behind it.
+pub const KUBERNETES_REQUESTS: usize = 8;
+
 /// The kubeconfig of the real cluster to run against, if any.
 pub fn real_cluster_kubeconfig() -> Option<String> {
     std::env::var(KUBECONFIG_ENV).ok().filter(|p| !p.is_empty())
@@ -195,9 +199,11 @@ impl TestCluster {
         }
     }
 
-    /// A client as the controller builds it (it identifies itself by User-Agent).
+    /// A client as the controller builds it (it identifies itself by User-Agent, and holds
+    /// requests beyond [`KUBERNETES_REQUESTS`]).
     pub fn controller_client(&self) -> Client {
-        controller::kube_client(self.config.clone()).expect("controller client")
+        controller::kube_client(self.config.clone(), KUBERNETES_REQUESTS)
+            .expect("controller client")
     }
 
     /// Starts the real controller with this test's settings.
