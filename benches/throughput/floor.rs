@@ -28,9 +28,13 @@ use crate::BenchResult;
 
 /// What the floor run did and how long it took.
 pub struct Floor {
+    /// Status writes made (two per resource).
     pub status_writes: usize,
+    /// Events created (one per resource).
     pub events: usize,
+    /// Resources written at once.
     pub concurrency: usize,
+    /// From the first write to the last answer.
     pub took: Duration,
 }
 
@@ -54,7 +58,7 @@ pub async fn measure(client: &Client, ns: &str, concurrency: usize) -> BenchResu
     Ok(Floor {
         status_writes: 2 * resources,
         events: resources,
-        concurrency,
+        concurrency: concurrency.clamp(1, resources.max(1)),
         took: started.elapsed(),
     })
 }
