@@ -127,6 +127,24 @@ async fn cluster_user_invite_endpoint(h: &Harness, name: &str, allowed: Value) {
     h.cluster.cluster_endpoint(name, spec).await;
 }
 
+/// Seeds the admin with `groups`, starts the controller (resyncing every 200 ms) and creates
+/// `name`: Enforce and Delete for the admin, asking for no groups, through the cluster endpoint
+/// `shared`.
+async fn claim_admin(h: &mut Harness, name: &str, shared: &str, groups: &[&str]) {
+    h.mock
+        .api
+        .seed_user(json!({"identifier": ADMIN, "groups": groups, "userGroups": []}));
+    h.start_controller_resyncing(Duration::from_millis(200));
+    h.cluster
+        .create_invitation(
+            name,
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                   "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
+        )
+        .await;
+}
+
 /// Waits until `check` holds, polling.
 async fn wait_until(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -208,18 +226,7 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
         "token_management",
         "user_management",
     ];
-    h.mock
-        .api
-        .seed_user(json!({"identifier": ADMIN, "groups": admin_groups, "userGroups": []}));
-    h.start_controller_resyncing(Duration::from_millis(200));
-    h.cluster
-        .create_invitation(
-            "takeover",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
-        )
-        .await;
+    claim_admin(&mut h, "takeover", &shared, &admin_groups).await;
     let inv = h
         .cluster
         .wait_status("takeover", "the admin observed", |s| {
@@ -270,18 +277,12 @@ async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
         json!({"groups": ["dashboard_management"], "adoptExistingUsers": true}),
     )
     .await;
-    h.mock.api.seed_user(json!({"identifier": ADMIN,
-        "groups": ["dashboard_management", "token_management", "user_management"],
-        "userGroups": []}));
-    h.start_controller_resyncing(Duration::from_millis(200));
-    h.cluster
-        .create_invitation(
-            "adopter",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
-        )
-        .await;
+    let admin_groups = [
+        "dashboard_management",
+        "token_management",
+        "user_management",
+    ];
+    claim_admin(&mut h, "adopter", &shared, &admin_groups).await;
     let inv = h
         .cluster
         .wait_status("adopter", "the admin adopted", |s| {

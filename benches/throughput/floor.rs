@@ -3,8 +3,8 @@
 //! The exactly-once rules make every resource take two status writes (the `Inviting` intent
 //! before any invitation, then the outcome) and one event. Over the converged resources of the
 //! backlog run, with the controller stopped, the benchmark itself makes exactly those writes:
-//! for each resource, its intent status, its converged status (each a JSON patch guarded by
-//! the resourceVersion, as the controller writes them) and one event, `concurrency` resources
+//! for each resource, its intent status, its converged status (through the controller's own
+//! writer: JSON patches guarded by the resourceVersion) and one event, `concurrency` resources
 //! at once. No invite API, no batching, no controller: the time it takes is the least any
 //! controller honouring the rules needs on this API server, beside which the convergence time
 //! is read.
@@ -12,7 +12,11 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use invite_operator::api::UserInvitation;
+use invite_operator::{
+    api::{UserInvitation, UserInvitationStatus, UserState},
+    controller::KubeStatusWriter,
+    reconcile::StatusWriter,
+};
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -20,9 +24,8 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, PostParams},
 };
-use serde_json::{Value, json};
 
 use crate::BenchResult;
 
@@ -51,7 +54,7 @@ pub async fn measure(client: &Client, ns: &str, concurrency: usize) -> BenchResu
     let resources = invitations.len();
     let started = Instant::now();
     futures::stream::iter(invitations)
-        .map(|invitation| write_one(&api, &events, invitation))
+        .map(|invitation| write_one(client, &events, invitation))
         .buffer_unordered(concurrency.max(1))
         .try_collect::<Vec<()>>()
         .await?;
@@ -63,18 +66,23 @@ pub async fn measure(client: &Client, ns: &str, concurrency: usize) -> BenchResu
     })
 }
 
-/// The intent write, the outcome write and the event of one resource.
+/// The intent write, the outcome write (through the controller's own guarded status writer)
+/// and the event of one resource.
 async fn write_one(
-    api: &Api<UserInvitation>,
+    client: &Client,
     events: &Api<Event>,
     invitation: UserInvitation,
 ) -> BenchResult<()> {
     let name = invitation.name_any();
-    let converged =
-        serde_json::to_value(&invitation.status).map_err(|e| format!("status of {name}: {e}"))?;
+    let converged = invitation.status.clone().unwrap_or_default();
     let version = invitation.resource_version().unwrap_or_default();
-    let version = guarded_write(api, &name, &version, intent(&converged)).await?;
-    guarded_write(api, &name, &version, converged).await?;
+    let mut writer = KubeStatusWriter::new(client.clone(), &invitation, version);
+    for status in [intent(&converged), converged] {
+        writer
+            .write(&status)
+            .await
+            .map_err(|e| format!("status of {name}: {e}"))?;
+    }
     events
         .create(&PostParams::default(), &event_about(&invitation))
         .await
@@ -83,43 +91,18 @@ async fn write_one(
 }
 
 /// The status a pass writes before inviting: every user `Inviting`, not Ready yet.
-fn intent(converged: &Value) -> Value {
+fn intent(converged: &UserInvitationStatus) -> UserInvitationStatus {
     let mut status = converged.clone();
-    if let Some(users) = status.get_mut("users").and_then(Value::as_array_mut) {
-        for user in users {
-            user["state"] = json!("Inviting");
-            if let Some(entry) = user.as_object_mut() {
-                entry.remove("identifier");
-                entry.remove("expiresAt");
-            }
-        }
+    for user in &mut status.users {
+        user.state = UserState::Inviting;
+        user.identifier = None;
+        user.expires_at = None;
     }
-    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
-        for condition in conditions {
-            condition["status"] = json!("False");
-            condition["reason"] = json!("Inviting");
-        }
+    for condition in &mut status.conditions {
+        condition.status = "False".into();
+        condition.reason = "Inviting".into();
     }
     status
-}
-
-/// A JSON patch of the status guarded by `version`; returns the version it produced.
-async fn guarded_write(
-    api: &Api<UserInvitation>,
-    name: &str,
-    version: &str,
-    status: Value,
-) -> BenchResult<String> {
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": version},
-        {"op": "add", "path": "/status", "value": status},
-    ]))
-    .map_err(|e| e.to_string())?;
-    let written = api
-        .patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await
-        .map_err(|e| format!("status of {name}: {e}"))?;
-    Ok(written.resource_version().unwrap_or_default())
 }
 
 /// An `Invited` event about `invitation`, as the controller publishes one.
