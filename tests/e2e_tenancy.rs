@@ -1278,3 +1278,237 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     h.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Secure by default: a cluster endpoint without `allowed` grants plain membership only
+// ---------------------------------------------------------------------------------------
+
+/// A tenant asks for an admin permission, user group and role (UserInvite) and for the owner
+/// role, a custom group and a service role (OrgInvitation) through cluster endpoints that have
+/// no `allowed`: each is refused with NotAllowed naming the field and how to open it, and no
+/// call that grants anything reaches either API. Plain membership goes through.
+#[tokio::test]
+async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    h.cluster.put_secret("csp-token", TOKEN).await;
+    let users = h.cluster.unique("users");
+    let org = h.cluster.unique("org");
+    cluster_user_invite_endpoint(&h, &users, Value::Null).await;
+    h.cluster
+        .cluster_endpoint(
+            &org,
+            json!({"api": "OrgInvitation", "url": h.mock.url, "organizationId": ORG,
+                   "credentials": {"secretRef": {"name": "csp-token", "namespace": h.cluster.namespace}},
+                   "requestsPerSecond": 100, "timeoutSeconds": 5}),
+        )
+        .await;
+    h.start_controller();
+    let via = |endpoint: &str| json!({"kind": "ClusterInvitationEndpoint", "name": endpoint});
+    let refused_users = [
+        (
+            "groups",
+            json!({"emailAddress": "g@example.com", "groups": ["user_management"]}),
+        ),
+        (
+            "userGroups",
+            json!({"emailAddress": "ug@example.com", "userGroups": ["admins"]}),
+        ),
+        (
+            "roles",
+            json!({"emailAddress": "r@example.com", "roles": ["admin-role"]}),
+        ),
+    ];
+    for (field, user) in &refused_users {
+        let name = format!("ask-{}", field.to_ascii_lowercase());
+        h.cluster
+            .create_invitation(&name, json!({"endpointRef": via(&users), "users": [user]}))
+            .await;
+    }
+    let member = json!([{"name": "org_member"}]);
+    let refused_org = [
+        (
+            "owner",
+            json!({"organizationRoles": [{"name": "org_owner"}]}),
+            "organizationRoles",
+        ),
+        (
+            "groups",
+            json!({"organizationRoles": member, "customGroupsIds": ["admins"]}),
+            "customGroupsIds",
+        ),
+        (
+            "service",
+            json!({"organizationRoles": member,
+                   "serviceRolesDtos": [{"serviceDefinitionLink": "/paid/x", "serviceRoleNames": ["admin"]}]}),
+            "serviceDefinitionLinks",
+        ),
+    ];
+    for (name, extra, _) in &refused_org {
+        let mut request = json!({"usernames": [format!("org-{name}@example.com")]});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        h.cluster
+            .create_invitation(
+                &format!("org-{name}"),
+                json!({"endpointRef": via(&org), "orgInvitation": request}),
+            )
+            .await;
+    }
+    h.cluster
+        .create_invitation(
+            "plain-user",
+            json!({"endpointRef": via(&users), "users": [{"emailAddress": "plain@example.com"}]}),
+        )
+        .await;
+    h.cluster
+        .create_invitation(
+            "plain-member",
+            json!({"endpointRef": via(&org),
+                   "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}}),
+        )
+        .await;
+    let refused = refused_users
+        .iter()
+        .map(|(field, _)| (format!("ask-{}", field.to_ascii_lowercase()), *field))
+        .chain(
+            refused_org
+                .iter()
+                .map(|(n, _, list)| (format!("org-{n}"), *list)),
+        );
+    for (name, field) in refused {
+        let inv = h
+            .cluster
+            .wait_status(&name, "NotAllowed", reason_is("NotAllowed"))
+            .await;
+        let message = condition_message(inv.status.as_ref().unwrap());
+        assert!(message.contains(field), "{name}: {message}");
+        assert!(
+            message.contains("no spec.allowed") && message.contains("spec.allowed."),
+            "{name}: the message says how the platform opens the field: {message}"
+        );
+    }
+    h.cluster.wait_status("plain-user", "Ready", is_ready).await;
+    h.cluster
+        .wait_status("plain-member", "Ready", is_ready)
+        .await;
+    // Only the plain memberships were sent.
+    let invites: Vec<String> = h
+        .mock
+        .api
+        .journal()
+        .iter()
+        .filter(|e| e.method == "POST" && !e.is_token_exchange())
+        .filter(|e| e.path != "/api/v2/user/validateUsers")
+        .map(|e| format!("{} {:?}", e.path, e.body))
+        .collect();
+    assert_eq!(invites.len(), 2, "{invites:#?}");
+    assert!(
+        invites
+            .iter()
+            .all(|i| i.contains("plain@example.com") || i.contains("member@example.com"))
+    );
+    assert_eq!(
+        h.mock.api.user("plain@example.com").unwrap()["groups"],
+        json!([])
+    );
+    h.finish().await;
+}
+
+/// Upgrading to deny by default: resources that converged while an endpoint without `allowed`
+/// still meant "anything" report NotAllowed once it means plain membership, and keep their
+/// users: Enforce changes nothing, and deleting a `deletionPolicy: Delete` resource deletes or
+/// revokes nothing.
+#[tokio::test]
+async fn resources_converged_before_deny_by_default_keep_their_users() {
+    let mut h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    h.cluster.put_secret("csp-token", TOKEN).await;
+    let users = h.cluster.unique("users");
+    let org = h.cluster.unique("org");
+    let (url, namespace) = (h.mock.url.clone(), h.cluster.namespace.clone());
+    let org_spec = move |allowed: Value| {
+        let mut spec = json!({"api": "OrgInvitation", "url": url, "organizationId": ORG,
+               "credentials": {"secretRef": {"name": "csp-token", "namespace": namespace}},
+               "requestsPerSecond": 100, "timeoutSeconds": 5});
+        if !allowed.is_null() {
+            spec["allowed"] = allowed;
+        }
+        spec
+    };
+    // What "no allowed" permitted before: anything.
+    let anything = json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"]});
+    cluster_user_invite_endpoint(&h, &users, anything).await;
+    h.cluster
+        .cluster_endpoint(&org, org_spec(json!({"organizationRoles": ["*"]})))
+        .await;
+    h.start_controller_resyncing(Duration::from_millis(200));
+    h.cluster
+        .create_invitation(
+            "users",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": users},
+                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                   "users": [{"emailAddress": "ops@example.com", "groups": ["user_management"]}]}),
+        )
+        .await;
+    h.cluster
+        .create_invitation(
+            "org",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": org},
+                   "deletionPolicy": "Delete",
+                   "orgInvitation": {"usernames": ["owner@example.com"],
+                                     "organizationRoles": [{"name": "org_owner"}]}}),
+        )
+        .await;
+    h.cluster.wait_status("users", "Ready", is_ready).await;
+    h.cluster.wait_status("org", "Ready", is_ready).await;
+    let before = h.mock.api.journal().len();
+
+    // The upgrade: the same endpoints, without `allowed`.
+    cluster_user_invite_endpoint(&h, &users, Value::Null).await;
+    h.cluster
+        .cluster_endpoint(&org, org_spec(Value::Null))
+        .await;
+    for (name, field) in [("users", "groups"), ("org", "organizationRoles")] {
+        let inv = h
+            .cluster
+            .wait_status(name, "NotAllowed", reason_is("NotAllowed"))
+            .await;
+        let status = inv.status.unwrap();
+        assert!(condition_message(&status).contains(field), "{status:?}");
+        assert_eq!(
+            status.users[0].state,
+            UserState::Invited,
+            "kept: {status:?}"
+        );
+        assert_eq!(status.users[0].ownership, Some(Ownership::Created));
+    }
+    let_resync(&h, 5).await;
+    delete(&h.cluster, "users").await;
+    delete(&h.cluster, "org").await;
+    let changes: Vec<String> = h.mock.api.journal()[before..]
+        .iter()
+        .filter(|e| !e.is_token_exchange() && e.method != "GET")
+        .filter(|e| e.path != "/api/v2/user/validateUsers")
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    assert_eq!(
+        changes,
+        Vec::<String>::new(),
+        "nothing changed in either API"
+    );
+    assert_eq!(groups_of(&h.mock, "ops@example.com"), ["user_management"]);
+    assert_eq!(
+        invitation_status(&h.mock, "owner@example.com").as_deref(),
+        Some("AVAILABLE")
+    );
+    let skipped = h.cluster.events_of("users").await;
+    assert!(
+        skipped
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("CleanupSkipped")),
+        "the deletion says what was left behind: {skipped:?}"
+    );
+    h.finish().await;
+}

@@ -177,7 +177,7 @@ pub struct ClusterInvitationEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// What invitations through this endpoint may grant and whether they may adopt existing
-    /// users. When set, the endpoint is restricted: deny by default (see AllowedGrants).
+    /// users: deny by default (see AllowedGrants). Absent: plain membership only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed: Option<AllowedGrants>,
     /// Most users a single UserInvitation may list when it uses this endpoint.
@@ -191,11 +191,12 @@ fn default_max_users() -> u32 {
 }
 
 /// What invitations through a ClusterInvitationEndpoint may grant, and whether they may
-/// reach users that existed before. When `allowed` is set the endpoint is restricted: every
-/// field of a UserInvitation that grants access may only use values its list names (`"*"`
-/// allows any value), and a field whose list is empty may not be used at all (reason
-/// NotAllowed). accessPolicy Enforce never grants or revokes anything outside these lists.
-/// Without `allowed`, anything may be granted and existing users are not adopted.
+/// reach users that existed before. Deny by default: every field of a UserInvitation that
+/// grants access may only use values its list names (`"*"` allows any value), and a field
+/// whose list is empty may not be used at all (reason NotAllowed). accessPolicy Enforce never
+/// grants or revokes anything outside these lists. Without `allowed`, an endpoint grants plain
+/// membership only: no UserInvite groups, userGroups or roles, and only the OrgInvitation
+/// organization role `org_member`; existing users are not adopted.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowedGrants {
@@ -246,6 +247,11 @@ pub struct AllowedGrants {
     #[schemars(length(max = 256), inner(length(min = 1, max = 1024)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub resources: Vec<String>,
+    /// Who invitations may be sent on behalf of (OrgInvitation `invitedBy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 254)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub invited_by: Vec<String>,
     /// Whether accessPolicy Enforce and deletionPolicy Delete may reach users that existed
     /// before an invitation (adopting them). Default false: existing users are reported and
     /// left alone. (A namespaced InvitationEndpoint always allows it: the team brought its own
@@ -256,6 +262,18 @@ pub struct AllowedGrants {
 
 /// The value of an `allowed` list that allows any value.
 pub const ANY_VALUE: &str = "*";
+
+/// The least-privileged organization role of the OrgInvitation API: plain membership.
+pub const LEAST_ORGANIZATION_ROLE: &str = "org_member";
+
+/// What a ClusterInvitationEndpoint without `allowed` permits: plain membership only (the
+/// OrgInvitation role `org_member`; no UserInvite permissions, user groups or roles, no
+/// service roles, custom roles or groups), and no adoption of existing users.
+pub static MEMBERSHIP_ONLY: std::sync::LazyLock<AllowedGrants> =
+    std::sync::LazyLock::new(|| AllowedGrants {
+        organization_roles: vec![LEAST_ORGANIZATION_ROLE.to_string()],
+        ..AllowedGrants::default()
+    });
 
 /// Observed state of an endpoint.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
@@ -313,11 +331,13 @@ impl AnyEndpoint {
         matches!(self, AnyEndpoint::Namespaced(_))
     }
 
-    /// The grants a cluster endpoint restricts invitations to (`None`: unrestricted).
+    /// The grants a cluster endpoint restricts invitations to: its `allowed`, or plain
+    /// membership ([`MEMBERSHIP_ONLY`]) when it has none. `None`: unrestricted (a namespaced
+    /// endpoint carries the team's own token).
     pub fn allowed(&self) -> Option<&AllowedGrants> {
         match self {
             AnyEndpoint::Namespaced(_) => None,
-            AnyEndpoint::Cluster(e) => e.spec.allowed.as_ref(),
+            AnyEndpoint::Cluster(e) => Some(e.spec.allowed.as_ref().unwrap_or(&MEMBERSHIP_ONLY)),
         }
     }
 

@@ -16,22 +16,38 @@ struct Use<'a> {
     values: Vec<&'a str>,
 }
 
-/// Checks every access-granting field of `spec` against `allowed`.
+/// The grants a ClusterInvitationEndpoint permits: its own `allowed`, or (`explicit` false)
+/// the plain membership an endpoint without `allowed` grants.
+pub struct Permitted<'a> {
+    /// The lists.
+    pub allowed: &'a AllowedGrants,
+    /// Whether the endpoint sets `allowed` itself.
+    pub explicit: bool,
+}
+
+/// Checks every access-granting field of `spec` against what the endpoint permits.
 pub fn check(
     spec: &UserInvitationSpec,
-    allowed: &AllowedGrants,
+    permitted: Permitted<'_>,
     endpoint: &str,
 ) -> Result<(), Blocked> {
-    for used in uses(spec, allowed) {
+    for used in uses(spec, permitted.allowed) {
         let permits = |v: &str| used.list.iter().any(|a| a == ANY_VALUE || a == v);
         if let Some(value) = used.values.iter().find(|v| !permits(v)) {
-            let why = if used.list.is_empty() {
+            let list = used.list_name;
+            let why = if !permitted.explicit {
                 format!(
-                    "its allowed.{} is empty, so the field may not be used",
-                    used.list_name
+                    "the endpoint has no spec.allowed, so it grants plain membership only; the platform can open the field with spec.allowed.{list} (the values to permit, or \"*\" for any)"
+                )
+            } else if used.list.is_empty() {
+                format!(
+                    "its spec.allowed.{list} is empty, so the field may not be used; the platform can list the values to permit there (or \"*\" for any)"
                 )
             } else {
-                format!("allowed.{} is {:?}", used.list_name, used.list)
+                format!(
+                    "spec.allowed.{list} is {:?}; the platform can add the value there",
+                    used.list
+                )
             };
             return Err(Blocked::new(
                 ReadyReason::NotAllowed,
@@ -139,6 +155,12 @@ fn org_invitation_uses<'a>(
             values: strings(&org.custom_groups_ids).collect(),
         },
         Use {
+            field: "spec.orgInvitation.invitedBy",
+            list_name: "invitedBy",
+            list: &allowed.invited_by,
+            values: org.invited_by.iter().map(String::as_str).collect(),
+        },
+        Use {
             field: "role binding resource",
             list_name: "resources",
             list: &allowed.resources,
@@ -161,7 +183,11 @@ mod tests {
     }
 
     fn refused(s: &UserInvitationSpec, a: &AllowedGrants) -> Option<String> {
-        check(s, a, "ClusterInvitationEndpoint \"shared\"")
+        let permitted = Permitted {
+            allowed: a,
+            explicit: true,
+        };
+        check(s, permitted, "ClusterInvitationEndpoint \"shared\"")
             .err()
             .map(|b| {
                 assert_eq!(b.reason, ReadyReason::NotAllowed);

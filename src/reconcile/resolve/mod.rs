@@ -15,7 +15,7 @@ pub use url_policy::{EndpointPolicy, check_urls};
 
 use super::plan::{Blocked, ReadyReason};
 use crate::{
-    api::{AnyEndpoint, ApiFlavor, UserInvitation},
+    api::{AnyEndpoint, ApiFlavor, MEMBERSHIP_ONLY, UserInvitation},
     invite::ApiToken,
 };
 
@@ -108,10 +108,11 @@ pub fn check_endpoint(
             ),
         ));
     }
-    if let Some(allowed) = &cluster.spec.allowed {
-        allowed::check(&invitation.spec, allowed, &name)?;
-    }
-    Ok(())
+    let permitted = allowed::Permitted {
+        allowed: endpoint.allowed().unwrap_or(&MEMBERSHIP_ONLY),
+        explicit: cluster.spec.allowed.is_some(),
+    };
+    allowed::check(&invitation.spec, permitted, &name)
 }
 
 /// Whether a label selector selects an object with these labels. An empty selector selects
@@ -292,6 +293,95 @@ mod tests {
         assert_eq!(
             reason(check_endpoint(&ok, Some(&ep), ctx(&prod, 3))),
             Some(ReadyReason::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
+        let labels = BTreeMap::new();
+        let ep = cluster(base());
+        let plain = users(&[]);
+        assert_eq!(
+            reason(check_endpoint(&plain, Some(&ep), ctx(&labels, 1))),
+            None
+        );
+        for (field, user) in [
+            ("spec.users[].groups", json!({"groups": ["admin"]})),
+            ("spec.users[].userGroups", json!({"userGroups": ["admins"]})),
+            ("spec.users[].roles", json!({"roles": ["admin-role"]})),
+        ] {
+            let mut u = json!({"emailAddress": "a@example.com"});
+            for (k, v) in user.as_object().unwrap() {
+                u[k] = v.clone();
+            }
+            let err = check_endpoint(
+                &invitation(json!({"users": [u]})),
+                Some(&ep),
+                ctx(&labels, 1),
+            )
+            .unwrap_err();
+            assert_eq!(err.reason, ReadyReason::NotAllowed, "{field}");
+            assert!(err.message.contains(field), "{field}: {}", err.message);
+            assert!(err.message.contains("spec.allowed."), "{}", err.message);
+        }
+        let mut org_spec = base();
+        org_spec["api"] = json!("OrgInvitation");
+        org_spec["organizationId"] = json!("o");
+        let org_ep = cluster(org_spec);
+        let org = |extra: serde_json::Value| {
+            let mut o = json!({"usernames": ["a@example.com"]});
+            for (k, v) in extra.as_object().unwrap() {
+                o[k] = v.clone();
+            }
+            invitation(json!({"orgInvitation": o}))
+        };
+        let member = org(json!({"organizationRoles": [{"name": "org_member"}]}));
+        assert_eq!(
+            reason(check_endpoint(&member, Some(&org_ep), ctx(&labels, 1))),
+            None
+        );
+        for extra in [
+            json!({"organizationRoles": [{"name": "org_owner"}]}),
+            json!({"orgRoleNames": ["org_owner"]}),
+            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/x"}]}),
+            json!({"customRoles": [{"name": "admin"}]}),
+            json!({"customGroupsIds": ["admins"]}),
+            json!({"invitedBy": "ceo@example.com"}),
+            json!({"organizationRoles": [{"name": "org_member", "resource": "/orgs/other"}]}),
+        ] {
+            assert_eq!(
+                reason(check_endpoint(
+                    &org(extra.clone()),
+                    Some(&org_ep),
+                    ctx(&labels, 1)
+                )),
+                Some(ReadyReason::NotAllowed),
+                "{extra}"
+            );
+        }
+        // Opening is explicit: `allowed` lists, or "*" for anything in a field.
+        let mut open = base();
+        open["allowed"] = json!({"groups": ["*"]});
+        let admin = users(&["admin"]);
+        assert_eq!(
+            reason(check_endpoint(
+                &admin,
+                Some(&cluster(open)),
+                ctx(&labels, 1)
+            )),
+            None
+        );
+        // A namespaced endpoint carries the team's own token: unrestricted.
+        let namespaced = AnyEndpoint::Namespaced(
+            serde_json::from_value(json!({
+                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
+                "metadata": {"name": "e", "namespace": "team"}, "spec": base()
+            }))
+            .unwrap(),
+        );
+        assert_eq!(
+            reason(check_endpoint(&admin, Some(&namespaced), ctx(&labels, 1))),
+            None
         );
     }
 
