@@ -17,7 +17,7 @@ use crate::{
     invite::{ApiToken, InviteApi, SharedApi},
     reconcile::{
         self, StatusWriter, WriteError,
-        plan::{self, Blocked, EndpointFacts, PlanContext, SettleWindow},
+        plan::{self, Blocked, EndpointFacts, PlanContext},
         resolve,
     },
     telemetry::ApiCallRecorder,
@@ -218,20 +218,38 @@ async fn one(
         Ok(prepared) => prepared,
         Err(b) => return blocked(&requested, b, lines),
     };
-    let facts = EndpointFacts {
-        api: identity,
-        invitation_lifetime: api.invitation_lifetime(),
-        settle: SettleWindow {
-            request_timeout: api.request_timeout(),
-            clock_skew: std::time::Duration::ZERO,
-        },
-        adoption: endpoint.allows_adoption(),
-        allowed: endpoint.allowed(),
+    let facts = EndpointFacts::of(&endpoint, api.as_ref(), identity, std::time::Duration::ZERO);
+    let binding = plan::bind_to_endpoint(&previous, &facts.api, &facts.endpoint, plan::now());
+    let bound = match &binding {
+        plan::Binding::Settling { until, previous } => {
+            let message = format!(
+                "the resource now uses {} ({}); an invite request sent through {previous} may still act until {until}",
+                facts.endpoint, facts.api
+            );
+            return blocked(
+                &requested,
+                Blocked::new(plan::ReadyReason::Pending, message),
+                lines,
+            );
+        }
+        plan::Binding::StartOver {
+            dropped, entries, ..
+        } => {
+            lines.push(format!(
+                "{id}: {entries} users were invited or adopted through {dropped}; ownership there is dropped and the users are looked up on {}",
+                facts.endpoint
+            ));
+            binding
+                .status()
+                .expect("a status to plan from")
+                .into_owned()
+        }
+        plan::Binding::Same(_) => previous.clone(),
     };
     let ctx = PlanContext::new(
         &requested,
         &invitation.spec,
-        &previous,
+        &bound,
         generation,
         true,
         facts,

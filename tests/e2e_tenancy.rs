@@ -1512,3 +1512,231 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     );
     h.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Ownership is bound to the API and endpoint it was established on
+// ---------------------------------------------------------------------------------------
+
+/// A second mock API: the one a tenant runs itself.
+async fn tenant_api() -> RunningMock {
+    MockApi::start(MockConfig {
+        token: TOKEN.into(),
+        organization_id: ORG.into(),
+        ..MockConfig::default()
+    })
+    .await
+    .expect("start the tenant's mock")
+}
+
+/// The review's attack: a tenant adopts the organization's admin on an API it runs itself
+/// (a namespaced endpoint always adopts), switches `spec.endpointRef` to the platform's
+/// endpoint (adoption off) and deletes the resource. The platform's API sees no changing call:
+/// ownership made on the tenant's API is worth nothing on the platform's.
+#[tokio::test]
+async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_endpoints() {
+    let mut h = Harness::start().await;
+    let tenant = tenant_api().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let admin_groups = ["dashboard_management", "user_management"];
+    for mock in [&h.mock, &tenant] {
+        mock.api
+            .seed_user(json!({"identifier": ADMIN, "groups": admin_groups, "userGroups": []}));
+    }
+    let platform = h.cluster.unique("platform");
+    cluster_user_invite_endpoint(&h, &platform, json!({})).await;
+    h.cluster
+        .user_invite_endpoint("mine", &tenant.url, "api-token")
+        .await;
+    h.start_controller_resyncing(Duration::from_millis(200));
+    h.cluster
+        .create_invitation(
+            "takeover",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "mine"},
+                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                   "users": [{"emailAddress": ADMIN}]}),
+        )
+        .await;
+    let adopted = h
+        .cluster
+        .wait_status("takeover", "the admin adopted on the tenant's API", |s| {
+            s.users.first().and_then(|u| u.ownership) == Some(Ownership::Adopted)
+        })
+        .await;
+    assert_eq!(
+        adopted.status.unwrap().users[0].state,
+        UserState::AlreadyMember
+    );
+
+    h.cluster
+        .patch_spec(
+            "takeover",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": platform}}),
+        )
+        .await;
+    let moved = h
+        .cluster
+        .wait_status(
+            "takeover",
+            "the entries re-established on the platform",
+            |s| {
+                s.endpoint.as_ref().is_some_and(|e| e.name == platform)
+                    && s.users
+                        .first()
+                        .is_some_and(|u| u.state == UserState::AlreadyMember)
+            },
+        )
+        .await;
+    let status = moved.status.unwrap();
+    assert_eq!(
+        status.users[0].ownership, None,
+        "not owned on the platform's API: {status:?}"
+    );
+    let events = h.cluster.events_of("takeover").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("EndpointChanged")),
+        "{events:?}"
+    );
+    let_resync(&h, 5).await;
+    delete(&h.cluster, "takeover").await;
+    assert_eq!(
+        changes_since(&h.mock, 0),
+        Vec::<String>::new(),
+        "the platform's API"
+    );
+    assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
+    h.finish().await;
+}
+
+/// The platform edits a cluster endpoint's `url`, or deletes and recreates it: entries owned
+/// before (here adopted, with `adoptExistingUsers`) own nothing afterwards, so neither Enforce
+/// nor deleting the resource changes the user.
+#[tokio::test]
+async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
+    let mut h = Harness::start().await;
+    let other = tenant_api().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let groups = ["dashboard_management", "user_management"];
+    const ROOT: &str = "root@example.com";
+    for mock in [&h.mock, &other] {
+        for admin in [ADMIN, ROOT] {
+            mock.api
+                .seed_user(json!({"identifier": admin, "groups": groups, "userGroups": []}));
+        }
+    }
+    let moved = h.cluster.unique("moved");
+    let recreated = h.cluster.unique("recreated");
+    let namespace = h.cluster.namespace.clone();
+    let spec = move |url: &str, adopt: bool| {
+        json!({"api": "UserInvite", "url": url,
+               "credentials": {"secretRef": {"name": "api-token", "namespace": namespace}},
+               "requestsPerSecond": 100, "timeoutSeconds": 5,
+               "allowed": {"adoptExistingUsers": adopt, "groups": ["*"]}})
+    };
+    for name in [&moved, &recreated] {
+        h.cluster
+            .cluster_endpoint(name, spec(&other.url, true))
+            .await;
+    }
+    h.start_controller_resyncing(Duration::from_millis(200));
+    for (resource, endpoint, admin) in [("moved", &moved, ADMIN), ("recreated", &recreated, ROOT)] {
+        h.cluster
+            .create_invitation(
+                resource,
+                json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": endpoint},
+                       "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                       "users": [{"emailAddress": admin, "groups": ["dashboard_management"]}]}),
+            )
+            .await;
+        h.cluster
+            .wait_status(resource, "adopted", |s| {
+                s.users.first().and_then(|u| u.ownership) == Some(Ownership::Adopted)
+            })
+            .await;
+    }
+    // Enforce reached the adopted admin on the first API only.
+    let revoked_there = other
+        .api
+        .journal()
+        .iter()
+        .any(|e| e.method != "GET" && e.path.contains("/revoke"));
+    assert!(revoked_there, "adoption worked on the first API");
+    let before = h.mock.api.journal().len();
+
+    // The platform points `moved` at its own API, and deletes and recreates `recreated`.
+    // (Neither adopts any more: otherwise each would adopt the user again, rightly, as a new
+    // adoption on the API it now reaches.)
+    h.cluster
+        .cluster_endpoint(&moved, spec(&h.mock.url, false))
+        .await;
+    let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(h.cluster.client.clone());
+    cluster_endpoints
+        .delete(&recreated, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until_async(|| async {
+        cluster_endpoints
+            .get_opt(&recreated)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    h.cluster
+        .cluster_endpoint(&recreated, spec(&other.url, false))
+        .await;
+    let other_before = other.api.journal().len();
+    for resource in ["moved", "recreated"] {
+        let inv = h
+            .cluster
+            .wait_status(resource, "ownership dropped", |s| {
+                s.users
+                    .first()
+                    .is_some_and(|u| u.ownership.is_none() && u.state == UserState::AlreadyMember)
+            })
+            .await;
+        let events = h.cluster.events_of(resource).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("EndpointChanged")),
+            "{resource}: {:?} {events:?}",
+            inv.status
+        );
+    }
+    let_resync(&h, 5).await;
+    delete(&h.cluster, "moved").await;
+    delete(&h.cluster, "recreated").await;
+    let changed = |mock: &RunningMock, from: usize| -> Vec<String> {
+        mock.api.journal()[from..]
+            .iter()
+            .filter(|e| changes_user_invite(e))
+            .map(|e| format!("{} {}", e.method, e.path))
+            .collect()
+    };
+    assert_eq!(
+        changed(&h.mock, before),
+        Vec::<String>::new(),
+        "the new API"
+    );
+    assert_eq!(
+        changed(&other, other_before),
+        Vec::<String>::new(),
+        "the recreated endpoint's API"
+    );
+    assert_eq!(groups_of(&h.mock, ADMIN), groups);
+    assert!(
+        other.api.user(ADMIN).is_some(),
+        "not deleted through the recreated endpoint"
+    );
+    h.finish().await;
+}
+
+async fn wait_until_async<F: Future<Output = bool>>(check: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never happened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

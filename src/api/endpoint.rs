@@ -326,6 +326,29 @@ impl AnyEndpoint {
         }
     }
 
+    /// The endpoint as a status records it: flavour, kind, name and uid.
+    pub fn binding(&self) -> crate::api::EndpointBinding {
+        use kube::ResourceExt;
+        let (kind, name, uid) = match self {
+            AnyEndpoint::Namespaced(e) => (
+                crate::api::EndpointKind::InvitationEndpoint,
+                e.name_any(),
+                e.uid(),
+            ),
+            AnyEndpoint::Cluster(e) => (
+                crate::api::EndpointKind::ClusterInvitationEndpoint,
+                e.name_any(),
+                e.uid(),
+            ),
+        };
+        crate::api::EndpointBinding {
+            api: self.connection().api,
+            kind,
+            name,
+            uid,
+        }
+    }
+
     /// Whether the endpoint is namespaced (the team's own token).
     pub fn is_namespaced(&self) -> bool {
         matches!(self, AnyEndpoint::Namespaced(_))

@@ -261,10 +261,16 @@ pub struct UserInvitationStatus {
     /// EndpointMismatch, NotAllowed, InvalidSpec, Paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The API the users below belong to: ownership of a user is per API, whichever endpoint
-    /// object names it.
+    /// The API the users below were invited or adopted on. Work on one person is serialized
+    /// per API, whichever endpoint object names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiIdentity>,
+    /// The endpoint the users below were invited or adopted through. Ownership counts only
+    /// on this endpoint and `api`: when the resource's endpoint or its API changes (another
+    /// endpointRef, an edited url or organizationId, a recreated endpoint), ownership is
+    /// dropped and nothing is removed, revoked or enforced because of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointBinding>,
     /// One entry per requested user, in spec order; then entries of users no longer requested
     /// that still need work (a removal owed under deletionPolicy Delete, or an invite request
     /// still settling).
@@ -301,6 +307,27 @@ impl std::fmt::Display for ApiIdentity {
             Some(org) => write!(f, "{} (organization {org})", self.url),
             None => f.write_str(&self.url),
         }
+    }
+}
+
+/// The endpoint object a status was established through.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointBinding {
+    /// The API flavour the endpoint speaks.
+    pub api: crate::api::ApiFlavor,
+    /// InvitationEndpoint (in the resource's namespace) or ClusterInvitationEndpoint.
+    pub kind: EndpointKind,
+    /// Name of the endpoint.
+    pub name: String,
+    /// Uid of the endpoint: a deleted and recreated endpoint is another endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl std::fmt::Display for EndpointBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.kind, self.name)
     }
 }
 

@@ -130,6 +130,21 @@ async fn remove_owned(
         Resolution::Blocked(blocked) => return Ok(Cleanup::Skipped(blocked)),
     };
     let now = plan::now();
+    // Only on the endpoint and API the entries were made on.
+    let status = invitation.status.clone().unwrap_or_default();
+    let endpoint = resolved.endpoint.binding();
+    if !matches!(
+        plan::bind_to_endpoint(&status, &resolved.identity, &endpoint, now),
+        plan::Binding::Same(_)
+    ) {
+        return Ok(Cleanup::Skipped(Blocked::new(
+            ReadyReason::EndpointMismatch,
+            format!(
+                "the users were invited or adopted through another endpoint or API than {endpoint} ({}), so nothing is removed there",
+                resolved.identity
+            ),
+        )));
+    }
     if let Some(wait) = owned
         .iter()
         .filter(|u| unsettled(u, now))

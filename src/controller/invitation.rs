@@ -21,7 +21,7 @@ use crate::{
     invite::{ApiError, ErrorCategory, transport::backoff_delay},
     reconcile::{
         self, StatusWriter, WriteError,
-        plan::{self, Blocked, EndpointFacts, PlanContext, ReadyReason, Requested, SettleWindow},
+        plan::{self, Blocked, EndpointFacts, PlanContext, ReadyReason, Requested},
     },
     telemetry::ReconcileLabels,
 };
@@ -218,16 +218,17 @@ async fn sync(
     writer: &mut KubeStatusWriter,
 ) -> Result<Action, ReconcileError> {
     let ctx = &shard.ctx;
-    let previous = invitation.status.clone().unwrap_or_default();
-    let facts = EndpointFacts {
-        api: resolved.identity.clone(),
-        invitation_lifetime: resolved.api.invitation_lifetime(),
-        settle: SettleWindow {
-            request_timeout: resolved.api.request_timeout(),
-            clock_skew: ctx.settings.max_clock_skew,
-        },
-        adoption: resolved.endpoint.allows_adoption(),
-        allowed: resolved.endpoint.allowed(),
+    let written = invitation.status.clone().unwrap_or_default();
+    let facts = EndpointFacts::of(
+        &resolved.endpoint,
+        resolved.api.as_ref(),
+        resolved.identity.clone(),
+        ctx.settings.max_clock_skew,
+    );
+    let binding = plan::bind_to_endpoint(&written, &facts.api, &facts.endpoint, plan::now());
+    let Some(previous) = binding.status() else {
+        return wait_for_previous_endpoint(shard, invitation, requested, &facts, &binding, writer)
+            .await;
     };
     let generation = invitation.metadata.generation.unwrap_or(0);
     let mut plan_ctx = PlanContext::new(
@@ -258,6 +259,24 @@ async fn sync(
     ctx.events
         .pass(invitation, resolved.api.flavor(), &report)
         .await;
+    if let plan::Binding::StartOver {
+        dropped, entries, ..
+    } = &binding
+    {
+        let message = format!(
+            "{entries} users were invited or adopted through {dropped}; the resource now uses {} ({}): ownership there was dropped, nothing was removed, revoked or enforced because of it, and the users are looked up anew",
+            plan_ctx.endpoint, plan_ctx.api
+        );
+        ctx.events
+            .publish(
+                invitation,
+                EventType::Warning,
+                "EndpointChanged",
+                "Reconcile",
+                message,
+            )
+            .await;
+    }
     if let Some(problem) = report.problem {
         if problem.category() == ErrorCategory::Configuration {
             // The API refused the token: read the Secret again next time (it may be rotated).
@@ -271,6 +290,34 @@ async fn sync(
     })
 }
 
+/// The resource's endpoint changed while an invite request sent through the previous one
+/// may still act: it keeps its entries (holding those people on the previous API) and starts
+/// over on the new endpoint once the request has settled.
+async fn wait_for_previous_endpoint(
+    shard: &Shard,
+    invitation: &UserInvitation,
+    requested: &Requested,
+    facts: &EndpointFacts<'_>,
+    binding: &plan::Binding<'_>,
+    writer: &mut KubeStatusWriter,
+) -> Result<Action, ReconcileError> {
+    let plan::Binding::Settling { until, previous } = binding else {
+        unreachable!("only a settling binding has no status to plan from");
+    };
+    let message = format!(
+        "the resource now uses {} ({}); an invite request sent through {previous} may still act until {until}, so the users are looked up on the new endpoint after that",
+        facts.endpoint, facts.api
+    );
+    let wait = std::time::Duration::try_from(until.duration_since(plan::now())).unwrap_or_default();
+    let mut stop = Stop::new(
+        invitation,
+        requested,
+        Blocked::new(ReadyReason::Pending, message),
+    );
+    stop.retry_in = Some(wait + Duration::from_millis(100));
+    block(shard, stop, writer).await
+}
+
 /// A pass that cannot proceed: the resource, its requested addresses and why.
 pub struct Stop<'a> {
     /// The resource.
@@ -279,6 +326,9 @@ pub struct Stop<'a> {
     pub requested: &'a Requested,
     /// Why it cannot proceed.
     pub blocked: Blocked,
+    /// When to look again, when it is known (otherwise: paused waits for a change, anything
+    /// else backs off).
+    pub retry_in: Option<Duration>,
 }
 
 impl<'a> Stop<'a> {
@@ -288,6 +338,7 @@ impl<'a> Stop<'a> {
             invitation,
             requested,
             blocked,
+            retry_in: None,
         }
     }
 }
@@ -340,8 +391,9 @@ async fn block(
                 .await;
         }
     }
-    match stop.blocked.reason {
-        ReadyReason::Paused => Ok(Action::await_change()),
+    match (stop.blocked.reason, stop.retry_in) {
+        (ReadyReason::Paused, _) => Ok(Action::await_change()),
+        (_, Some(wait)) => Ok(Action::requeue(wait)),
         _ => Err(ReconcileError::Blocked(stop.blocked)),
     }
 }

@@ -14,6 +14,7 @@
 //! Tenancy rests on ownership ([`Ownership`]): a resource changes, deletes or revokes only what
 //! it created or adopted, and adopts existing users only where the endpoint allows it.
 
+mod binding;
 mod decide;
 mod outcome;
 mod summary;
@@ -23,6 +24,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 
+pub use binding::{Binding, bind_to_endpoint};
 pub use decide::{InvitePlan, addresses_to_claim, addresses_to_observe, plan};
 pub use outcome::{apply_outcomes, lookup_failed, revert_inviting};
 pub use summary::{
@@ -32,8 +34,8 @@ pub use summary::{
 pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target};
 
 use crate::api::{
-    AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, FailureReason, Ownership,
-    UserInvitationSpec, UserInvitationStatus, UserState, UserStatus,
+    AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, EndpointBinding, FailureReason,
+    Ownership, UserInvitationSpec, UserInvitationStatus, UserState, UserStatus,
 };
 
 /// Why a UserInvitation is (not) Ready.
@@ -237,6 +239,8 @@ pub struct PlanContext<'a> {
     pub check_invited: bool,
     /// The API the endpoint reaches.
     pub api: ApiIdentity,
+    /// The endpoint object.
+    pub endpoint: EndpointBinding,
     /// Lifetime of an invitation of the endpoint's API.
     pub invitation_lifetime: SignedDuration,
     /// The settle window of new intents.
@@ -254,6 +258,8 @@ pub struct PlanContext<'a> {
 pub struct EndpointFacts<'a> {
     /// The API the endpoint reaches.
     pub api: ApiIdentity,
+    /// The endpoint object (flavour, kind, name, uid).
+    pub endpoint: EndpointBinding,
     /// Lifetime of an invitation of the endpoint's API.
     pub invitation_lifetime: SignedDuration,
     /// The settle window of new intents.
@@ -262,6 +268,29 @@ pub struct EndpointFacts<'a> {
     pub adoption: bool,
     /// The endpoint's `allowed` grants (`None`: unrestricted).
     pub allowed: Option<&'a AllowedGrants>,
+}
+
+impl<'a> EndpointFacts<'a> {
+    /// The facts of a resolved endpoint, its client and the API it reaches; new intents
+    /// settle after two request timeouts plus `clock_skew`.
+    pub fn of(
+        endpoint: &'a crate::api::AnyEndpoint,
+        api: &dyn crate::invite::InviteApi,
+        identity: ApiIdentity,
+        clock_skew: Duration,
+    ) -> EndpointFacts<'a> {
+        EndpointFacts {
+            api: identity,
+            endpoint: endpoint.binding(),
+            invitation_lifetime: api.invitation_lifetime(),
+            settle: SettleWindow {
+                request_timeout: api.request_timeout(),
+                clock_skew,
+            },
+            adoption: endpoint.allows_adoption(),
+            allowed: endpoint.allowed(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +302,12 @@ impl EndpointFacts<'static> {
             api: ApiIdentity {
                 url: "https://wf.example.com".into(),
                 organization_id: None,
+            },
+            endpoint: EndpointBinding {
+                api: crate::api::ApiFlavor::UserInvite,
+                kind: crate::api::EndpointKind::ClusterInvitationEndpoint,
+                name: "default".into(),
+                uid: Some("uid-1".into()),
             },
             invitation_lifetime: SignedDuration::from_hours(24),
             settle: SettleWindow {
@@ -304,6 +339,7 @@ impl<'a> PlanContext<'a> {
             now: now(),
             check_invited,
             api: endpoint.api,
+            endpoint: endpoint.endpoint,
             invitation_lifetime: endpoint.invitation_lifetime,
             settle: endpoint.settle,
             adoption: endpoint.adoption,

@@ -112,6 +112,7 @@ pub fn lookup_failed(
         &Blocked::new(reason, error.to_string()),
     );
     status.api = Some(ctx.api.clone());
+    status.endpoint = Some(ctx.endpoint.clone());
     Some(status)
 }
 
