@@ -262,7 +262,7 @@ async fn one(
     let mut writer = MemoryStatus {
         status: &mut status,
     };
-    match reconcile::sync(api.as_ref(), &ctx, &mut writer).await {
+    match reconcile::sync(api.as_ref(), &ctx, &reconcile::NoOtherHolders, &mut writer).await {
         Ok(report) => lines.extend(report.problem.map(|p| format!("{id}: {p}"))),
         Err(error) => lines.push(format!("{id}: {error}")),
     }

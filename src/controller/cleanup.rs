@@ -10,12 +10,13 @@ use kube::{
 use super::{
     context::{Context, Shard},
     events::{removal_reason, summarize_list},
-    invitation::{ReconcileError, resource_key},
+    invitation::{HolderLookup, ReconcileError, resource_key},
     kubernetes::set_finalizer,
     resolution::{self, Resolution},
 };
 use crate::{
     api::{DeletionPolicy, UserInvitation, UserStatus},
+    reconcile::Holders,
     reconcile::plan::{self, Blocked, ReadyReason, unsettled},
 };
 
@@ -65,7 +66,8 @@ pub async fn on_deletion(
     paused: bool,
 ) -> Result<Action, ReconcileError> {
     let ctx = &shard.ctx;
-    ctx.holders.update(&resource_key(invitation), None);
+    // Its people stay held (the holder index follows the status) until the object is gone;
+    // then those of requests still settling stay held until they settle.
     if !has_finalizer(invitation) {
         return Ok(Action::await_change());
     }
@@ -156,7 +158,22 @@ async fn remove_owned(
     let addresses = owned.iter().map(|u| u.email_address.clone()).collect();
     let _claim = ctx.claims.claim(&resolved.identity, addresses).await;
     let reason = removal_reason(resolved.api.flavor());
+    let holders = HolderLookup {
+        index: &ctx.holders,
+        api: &resolved.identity,
+        me: &resource_key(invitation),
+    };
     for user in owned {
+        if let Some(holder) = holders.other_holder(&user.email_address) {
+            let note = format!(
+                "{} is held by UserInvitation {holder} now: nothing of theirs is removed",
+                user.email_address
+            );
+            ctx.events
+                .publish(invitation, EventType::Normal, "LeftAlone", "Delete", note)
+                .await;
+            continue;
+        }
         let done = resolved
             .api
             .remove(&user.email_address, user.identifier.as_deref())

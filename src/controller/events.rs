@@ -205,6 +205,19 @@ impl Events {
             )
             .await;
         }
+        for (email, holder) in &report.left_alone {
+            let note = format!(
+                "{email} is held by UserInvitation {holder} now: this resource changes and removes nothing of theirs"
+            );
+            self.publish(
+                invitation,
+                EventType::Normal,
+                "LeftAlone",
+                "Reconcile",
+                note,
+            )
+            .await;
+        }
         if !report.invited.is_empty() {
             let note = format!("Invited {}", summarize_list(&report.invited));
             self.publish(invitation, EventType::Normal, "Invited", "Invite", note)

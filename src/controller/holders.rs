@@ -33,6 +33,10 @@ struct Index {
     by_resource: HashMap<ResourceKey, (Arc<ApiIdentity>, Vec<Box<str>>)>,
     /// Per API and person: the resources holding them.
     by_person: HashMap<(Arc<ApiIdentity>, Box<str>), HashMap<ResourceKey, Held>>,
+    /// People whose resource is gone while an invite request it sent may still act: held
+    /// (by `<namespace>/<name> (deleted)`) until the request settles, so neither another
+    /// resource nor one recreated with the same name invites them meanwhile.
+    tombstones: HashMap<(Arc<ApiIdentity>, Box<str>), (ResourceKey, Timestamp)>,
 }
 
 /// The index of held persons.
@@ -83,9 +87,10 @@ impl HolderIndex {
         index.by_resource.insert(key, (api, people));
     }
 
-    /// Forgets a deleted resource.
+    /// Forgets a deleted resource; the people of its unsettled invite requests stay held
+    /// until those settle.
     pub fn remove(&self, resource: &str) {
-        self.index.lock().expect("lock").remove(resource);
+        self.index.lock().expect("lock").remove_deleted(resource);
     }
 
     /// The holders other than `me` of `addresses` on `api`.
@@ -95,26 +100,36 @@ impl HolderIndex {
         me: &str,
         addresses: &[String],
     ) -> BTreeMap<String, OtherHolder> {
-        let index = self.index.lock().expect("lock");
+        let mut index = self.index.lock().expect("lock");
+        let now = Timestamp::now();
+        index.tombstones.retain(|_, (_, until)| *until > now);
         let api = Arc::new(api.clone());
         addresses
             .iter()
             .filter_map(|address| {
-                let holders = index
-                    .by_person
-                    .get(&(api.clone(), address.as_str().into()))?;
-                let (owner, held) = holders
-                    .iter()
-                    .filter(|(owner, _)| owner.as_ref() != me)
-                    .min_by_key(|(owner, _)| owner.to_string())?;
-                Some((
-                    address.clone(),
-                    OtherHolder {
-                        owner: owner.to_string(),
-                        state: held.state,
-                        settles_at: held.settles_at,
-                    },
-                ))
+                let slot = (api.clone(), Box::<str>::from(address.as_str()));
+                let live = index.by_person.get(&slot).and_then(|holders| {
+                    holders
+                        .iter()
+                        .filter(|(owner, _)| owner.as_ref() != me)
+                        .min_by_key(|(owner, _)| owner.to_string())
+                        .map(|(owner, held)| OtherHolder {
+                            owner: owner.to_string(),
+                            state: held.state,
+                            settles_at: held.settles_at,
+                        })
+                });
+                let gone = || {
+                    index
+                        .tombstones
+                        .get(&slot)
+                        .map(|(owner, until)| OtherHolder {
+                            owner: owner.to_string(),
+                            state: UserState::Inviting,
+                            settles_at: Some(*until),
+                        })
+                };
+                Some((address.clone(), live.or_else(gone)?))
             })
             .collect()
     }
@@ -148,7 +163,7 @@ impl HolderIndex {
             .map(|k| k.to_string())
             .collect();
         for key in &gone {
-            index.remove(key);
+            index.remove_deleted(key);
         }
         gone
     }
@@ -163,18 +178,43 @@ fn in_scope(resource: &str, scope: &Option<String>) -> bool {
 
 impl Index {
     fn remove(&mut self, resource: &str) {
+        self.take(resource);
+    }
+
+    /// Removes a resource that no longer exists, keeping its unsettled requests' people held.
+    fn remove_deleted(&mut self, resource: &str) {
+        let now = Timestamp::now();
+        let tombstone: ResourceKey = Arc::from(format!("{resource} (deleted)"));
+        for (slot, held) in self.take(resource) {
+            if held.state == UserState::Inviting
+                && let Some(until) = held.settles_at.filter(|t| *t > now)
+            {
+                let kept = self.tombstones.entry(slot).or_insert((tombstone.clone(), until));
+                if kept.1 < until {
+                    *kept = (tombstone.clone(), until);
+                }
+            }
+        }
+    }
+
+    /// Removes a resource's holds; returns them.
+    fn take(&mut self, resource: &str) -> Vec<((Arc<ApiIdentity>, Box<str>), Held)> {
         let Some((key, (api, people))) = self.by_resource.remove_entry(resource) else {
-            return;
+            return Vec::new();
         };
+        let mut taken = Vec::new();
         for person in people {
             let slot = (api.clone(), person);
             if let Some(holders) = self.by_person.get_mut(&slot) {
-                holders.remove(&key);
+                if let Some(held) = holders.remove(&key) {
+                    taken.push((slot.clone(), held));
+                }
                 if holders.is_empty() {
                     self.by_person.remove(&slot);
                 }
             }
         }
+        taken
     }
 }
 
@@ -240,6 +280,49 @@ mod tests {
             index
                 .others(&api("https://wf"), "team-b/second", &asked)
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_deleted_resource_holds_the_people_of_its_unsettled_requests_until_they_settle() {
+        let index = HolderIndex::default();
+        let mut held = status(
+            "https://wf",
+            &[
+                (
+                    "inviting@y.z",
+                    UserState::Inviting,
+                    Some(Ownership::Created),
+                ),
+                ("settled@y.z", UserState::Inviting, Some(Ownership::Created)),
+                ("invited@y.z", UserState::Invited, Some(Ownership::Created)),
+            ],
+        );
+        let now = Timestamp::now();
+        held.users[0].settles_at = Some(now + jiff::SignedDuration::from_secs(60));
+        held.users[1].settles_at = Some(now - jiff::SignedDuration::from_secs(1));
+        index.update("a/one", Some(&held));
+        index.remove("a/one");
+        let asked = [
+            "inviting@y.z".to_string(),
+            "settled@y.z".into(),
+            "invited@y.z".into(),
+        ];
+        // Also for a resource recreated with the same name.
+        let others = index.others(&api("https://wf"), "a/one", &asked);
+        assert_eq!(others.keys().collect::<Vec<_>>(), vec!["inviting@y.z"]);
+        assert_eq!(others["inviting@y.z"].owner, "a/one (deleted)");
+        assert_eq!(others["inviting@y.z"].state, UserState::Inviting);
+        assert_eq!(others["inviting@y.z"].settles_at, held.users[0].settles_at);
+        // A relist that no longer lists a resource does the same.
+        held.users[0].settles_at = Some(now + jiff::SignedDuration::from_secs(90));
+        index.update("b/two", Some(&held));
+        let scope = Some("b".to_string());
+        index.relist_started(&scope);
+        index.relist_done(&scope);
+        assert_eq!(
+            index.others(&api("https://wf"), "c/three", &asked)["inviting@y.z"].owner,
+            "b/two (deleted)"
         );
     }
 

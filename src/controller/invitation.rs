@@ -246,11 +246,19 @@ async fn sync(
     plan_ctx.others = ctx
         .holders
         .others(&resolved.identity, key, &requested.addresses);
-    let report = reconcile::sync(resolved.api.as_ref(), &plan_ctx, writer).await?;
-    if report.writes > 0 {
-        ctx.holders.update(key, Some(&report.status));
+    let holders = HolderLookup {
+        index: &ctx.holders,
+        api: &resolved.identity,
+        me: key,
+    };
+    let result = reconcile::sync(resolved.api.as_ref(), &plan_ctx, &holders, writer).await;
+    // What was written is what the index shows, also when a later write failed (an
+    // `Inviting` intent holds its people until it settles).
+    if let Some(written) = writer.last_written.take() {
+        ctx.holders.update(key, Some(&written));
     }
     drop(claim);
+    let report = result?;
     ctx.memory.count_users(
         key,
         &invitation.namespace().unwrap_or_default(),
@@ -288,6 +296,25 @@ async fn sync(
         Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
         None => Action::requeue(jittered(ctx.settings.resync_interval)),
     })
+}
+
+/// The holder index, asked for one resource on one API.
+pub struct HolderLookup<'a> {
+    /// The index.
+    pub index: &'a super::holders::HolderIndex,
+    /// The API.
+    pub api: &'a crate::api::ApiIdentity,
+    /// The resource asking (`namespace/name`).
+    pub me: &'a str,
+}
+
+impl reconcile::Holders for HolderLookup<'_> {
+    fn other_holder(&self, email: &str) -> Option<String> {
+        self.index
+            .others(self.api, self.me, &[email.to_string()])
+            .remove(email)
+            .map(|h| h.owner)
+    }
 }
 
 /// The resource's endpoint changed while an invite request sent through the previous one

@@ -138,6 +138,8 @@ pub struct KubeStatusWriter {
     resource_version: String,
     /// The versions the writes produced, in order.
     pub produced: Vec<String>,
+    /// The last status written, if any (also when a later write failed).
+    pub last_written: Option<UserInvitationStatus>,
 }
 
 impl KubeStatusWriter {
@@ -148,6 +150,7 @@ impl KubeStatusWriter {
             name: invitation.name_any(),
             resource_version,
             produced: Vec::new(),
+            last_written: None,
         }
     }
 }
@@ -158,6 +161,7 @@ impl StatusWriter for KubeStatusWriter {
             guarded_status_write(&self.api, &self.name, &self.resource_version, status).await?;
         self.resource_version = updated.resource_version().unwrap_or_default();
         self.produced.push(self.resource_version.clone());
+        self.last_written = Some(status.clone());
         Ok(())
     }
 }

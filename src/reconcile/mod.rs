@@ -31,6 +31,22 @@ pub trait StatusWriter: Send {
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
+/// Who else holds a person on the pass's API: asked right before every change only an owner
+/// may make (an Enforce correction, a removal), not only when the pass was planned.
+pub trait Holders: Sync {
+    /// The `namespace/name` of another resource holding `email`, if any.
+    fn other_holder(&self, email: &str) -> Option<String>;
+}
+
+/// Nobody else holds anyone (the one-shot mode works on one resource at a time).
+pub struct NoOtherHolders;
+
+impl Holders for NoOtherHolders {
+    fn other_holder(&self, _email: &str) -> Option<String> {
+        None
+    }
+}
+
 /// A failed status write.
 #[derive(thiserror::Error, Debug)]
 pub enum WriteError {
@@ -57,6 +73,9 @@ pub struct SyncReport {
     /// Users removed from the spec whose external state was removed (deletionPolicy
     /// Delete), with what was done.
     pub removed: Vec<(String, Option<String>)>,
+    /// Users this resource owned but left alone because another resource holds them now,
+    /// with that resource (no removal, no correction).
+    pub left_alone: Vec<(String, String)>,
     /// Users whose state changed, as (address, old state, new state).
     pub transitions: Vec<(String, Option<UserState>, UserState)>,
     /// Number of status writes made.

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::time::Instant;
 
 use super::{
-    StatusWriter, SyncReport, WriteError,
+    Holders, StatusWriter, SyncReport, WriteError,
     plan::{self, PlanContext, ReadyReason},
 };
 use crate::{
@@ -29,10 +29,12 @@ struct Pass<'c, 'a> {
     report: SyncReport,
 }
 
-/// Brings the API and the status in line with the spec.
+/// Brings the API and the status in line with the spec. `holders` is asked right before
+/// each change only an owner may make.
 pub async fn sync<W: StatusWriter>(
     api: &dyn InviteApi,
     ctx: &PlanContext<'_>,
+    holders: &dyn Holders,
     writer: &mut W,
 ) -> Result<SyncReport, WriteError> {
     let mut pass = Pass {
@@ -52,8 +54,8 @@ pub async fn sync<W: StatusWriter>(
         let send_by = record_intent(&mut pass, api, writer).await?;
         invite(&mut pass, api, &decided.to_invite, send_by).await;
     }
-    enforce(&mut pass, api, &observed).await;
-    remove(&mut pass, api).await;
+    enforce(&mut pass, api, holders, &observed).await;
+    remove(&mut pass, api, holders).await;
     finish(pass, writer).await
 }
 
@@ -148,12 +150,17 @@ async fn invite(
 async fn enforce(
     pass: &mut Pass<'_, '_>,
     api: &dyn InviteApi,
+    holders: &dyn Holders,
     observed: &BTreeMap<String, Observed>,
 ) {
     if pass.report.problem.is_some() {
         return;
     }
     for drift in plan::grant_drift(pass.ctx, &pass.users, observed) {
+        if let Some(holder) = holders.other_holder(&drift.email) {
+            leave_alone(pass, &drift.email, holder);
+            continue;
+        }
         match api
             .enforce(&drift.identifier, &drift.target, &drift.actual)
             .await
@@ -185,10 +192,17 @@ async fn enforce(
 
 /// Phase 6 (deletionPolicy Delete): removes what this resource owns for users no longer
 /// listed. An entry whose removal fails stays, with the reason.
-async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi) {
+async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi, holders: &dyn Holders) {
     for entry in plan::removals(pass.ctx) {
         if pass.report.problem.is_some() {
             return;
+        }
+        if let Some(holder) = holders.other_holder(&entry.email_address) {
+            pass.kept.retain(|k| k.email_address != entry.email_address);
+            pass.report
+                .left_alone
+                .push((entry.email_address.clone(), holder));
+            continue;
         }
         match api
             .remove(&entry.email_address, entry.identifier.as_deref())
@@ -213,6 +227,18 @@ async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi) {
             }
         }
     }
+}
+
+/// Another resource holds a person this resource owned: it owns them no more and changes
+/// nothing.
+fn leave_alone(pass: &mut Pass<'_, '_>, email: &str, holder: String) {
+    if let Some(user) = pass.users.iter_mut().find(|u| u.email_address == email) {
+        user.ownership = None;
+        user.message = Some(plan::truncate_message(&format!(
+            "managed by UserInvitation {holder}; left alone here"
+        )));
+    }
+    pass.report.left_alone.push((email.to_string(), holder));
 }
 
 /// Phase 7: the outcome, written if it changed.

@@ -162,7 +162,7 @@ async fn pass(
     let requested = plan::requested_addresses(spec).unwrap();
     let facts = EndpointFacts::for_tests(true);
     let ctx = PlanContext::new(&requested, spec, previous, 1, false, facts);
-    sync(api, &ctx, writes).await
+    sync(api, &ctx, &super::NoOtherHolders, writes).await
 }
 
 #[tokio::test]
@@ -371,6 +371,68 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
         .unwrap()
         .clone();
     assert!(kept.message.unwrap().starts_with("removal pending"));
+}
+
+/// Holders that claim every person for another resource.
+struct HeldByOther;
+
+impl super::Holders for HeldByOther {
+    fn other_holder(&self, _email: &str) -> Option<String> {
+        Some("team-b/other".into())
+    }
+}
+
+#[tokio::test]
+async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed() {
+    let owned = |email: &str, state| UserStatus {
+        ownership: Some(Ownership::Created),
+        identifier: Some(email.into()),
+        ..plan::entry(email, state)
+    };
+    let previous = UserInvitationStatus {
+        observed_generation: Some(0),
+        users: vec![
+            owned("a@x.com", UserState::Invited),
+            owned("gone@x.com", UserState::Invited),
+        ],
+        ..Default::default()
+    };
+    let mut spec = spec(&["a@x.com"]);
+    spec.access_policy = AccessPolicy::Enforce;
+    spec.deletion_policy = DeletionPolicy::Delete;
+    let member = Observed::Member {
+        identifier: "a@x.com".into(),
+        accepted: true,
+        grants: Some(UserGrants::default()),
+    };
+    let api = ScriptedApi {
+        observe: Some(Ok([("a@x.com".to_string(), member)].into())),
+        ..Default::default()
+    };
+    let requested = plan::requested_addresses(&spec).unwrap();
+    let ctx = PlanContext::new(
+        &requested,
+        &spec,
+        &previous,
+        1,
+        false,
+        EndpointFacts::for_tests(true),
+    );
+    // Planned with nobody else holding them; held elsewhere by the time of the calls.
+    let mut writes = Writes::default();
+    let report = sync(&api, &ctx, &HeldByOther, &mut writes).await.unwrap();
+    assert_eq!(api.calls(), vec!["observe a@x.com"], "no change was made");
+    assert_eq!(report.left_alone.len(), 2, "{report:?}");
+    let status = writes.written.last().unwrap();
+    assert_eq!(status.users.len(), 1, "the removal is no longer owed");
+    assert_eq!(status.users[0].ownership, None);
+    assert!(
+        status.users[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("team-b/other")
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use std::{
 
 use jiff::SignedDuration;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 mod isolate;
@@ -297,31 +297,36 @@ impl InviteApi for OrgInvitationClient {
     async fn remove(
         &self,
         email: &str,
-        _identifier: Option<&str>,
+        identifier: Option<&str>,
     ) -> Result<Option<String>, ApiError> {
-        let snapshot = self.snapshot().await?;
-        let Observed::PendingInvitation { reference, .. } = observe_one(email, &snapshot) else {
-            // Members are left in the organization; nothing is pending otherwise.
+        // Only the invitation this resource sent, by its reference, and only while it is
+        // still pending: never by username (that would revoke whoever invited the person
+        // last), and members stay in the organization.
+        let Some(reference) = identifier.filter(|r| r.starts_with('/')) else {
+            tracing::debug!(
+                email,
+                "no invitation reference recorded; nothing is revoked"
+            );
             return Ok(None);
         };
-        if reference.starts_with('/') {
-            let result = self
-                .changing(self.call("revoke invitation", Some(None), |t| {
-                    self.request(Method::DELETE, &reference, t)
-                }))
-                .await;
-            match result {
-                Ok(_) => return Ok(Some(format!("revoked invitation {reference}"))),
-                Err(e) if e.status() == Some(404) => {}
-                Err(e) => return Err(e),
-            }
+        // Read now (not from a shared snapshot): the invitation may have changed since.
+        let pending = self
+            .list_invitations()
+            .await?
+            .iter()
+            .any(|i| i.ref_link == reference && i.status == "AVAILABLE");
+        if !pending {
+            return Ok(None);
         }
-        let path = format!("{}/invitations?action=revoke", self.org_path());
-        let body = json!({"usernames": [email]});
-        self.changing(self.call("revoke invitation", Some(None), |t| {
-            self.request(Method::POST, &path, t).json(&body)
-        }))
-        .await?;
-        Ok(Some(format!("revoked the invitation of {email}")))
+        let result = self
+            .changing(self.call("revoke invitation", Some(None), |t| {
+                self.request(Method::DELETE, reference, t)
+            }))
+            .await;
+        match result {
+            Ok(_) => Ok(Some(format!("revoked invitation {reference}"))),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -127,7 +127,8 @@ fn decide(
     let Some(observed) = observed else {
         return Decision::Keep(prev());
     };
-    let owned = previous.is_some_and(|p| p.ownership.is_some());
+    // An expired invitation keeps no claim on the person once someone else holds them.
+    let owned = previous.is_some_and(|p| p.ownership.is_some() && p.state != UserState::Expired);
     if !owned && let Some(other) = ctx.others.get(email) {
         return Decision::Keep(held_elsewhere(ctx, prev(), observed, other));
     }
@@ -148,7 +149,18 @@ fn decide(
             accepted,
             ..
         } => found_member(ctx, prev(), identifier, *accepted),
-        Observed::RedeemedInvitation { reference } => found_member(ctx, prev(), reference, true),
+        Observed::RedeemedInvitation { reference } => {
+            let next = prev();
+            if invitation_of_another(ctx, &next, reference, None) {
+                return Decision::Keep(not_ours(
+                    next,
+                    UserState::Accepted,
+                    reference,
+                    "accepted an invitation this resource did not send; left alone",
+                ));
+            }
+            found_member(ctx, next, reference, true)
+        }
         Observed::PendingInvitation {
             reference,
             expires_at,
@@ -178,6 +190,16 @@ fn found_member(
             next.identifier = Some(identifier.to_string());
             next.ownership = ctx.ownership_of_existing();
             next.message = ctx.left_alone_message();
+        }
+        Expired if accepted => {
+            // The invitation had expired: whoever let the person in since, it was not
+            // (provably) this resource, so it owns nothing any more.
+            next.state = Accepted;
+            next.ownership = None;
+            next.settles_at = None;
+            next.message = Some(
+                "joined after this resource's invitation expired (someone else may have invited them); left alone".into(),
+            );
         }
         Inviting | Invited | Expired => {
             next.settles_at = None;
@@ -209,6 +231,7 @@ fn found_invitation(
 ) -> Decision {
     use UserState::*;
     let live = !expired(ctx, expires_at);
+    let another = invitation_of_another(ctx, &next, reference, invited_at);
     match next.state {
         Pending | Failed => {
             if !live {
@@ -219,6 +242,28 @@ fn found_invitation(
                 "an invitation was already pending (not sent by this resource); it is left alone"
                     .into(),
             );
+        }
+        Inviting | Invited | Expired if another && live => {
+            return Decision::Keep(not_ours(
+                next,
+                Invited,
+                reference,
+                "invited by someone else (not by this resource); left alone",
+            ));
+        }
+        Inviting if another => {
+            // Only an expired invitation of someone else: this resource's request made none.
+            let mut pending = entry(&next.email_address, Pending);
+            pending.message = Some("no invitation of this resource was found".into());
+            return Decision::Keep(pending);
+        }
+        Invited | Expired if another => {
+            // Someone else's invitation, expired too; this resource's own is gone.
+            if ctx.spec.reinvite_expired {
+                return Decision::Invite;
+            }
+            next.state = Expired;
+            return Decision::Keep(next);
         }
         Inviting => {
             next.state = Invited;
@@ -239,6 +284,48 @@ fn found_invitation(
     next.invited_at = next.invited_at.or(invited_at);
     next.expires_at = expires_at.or(next.expires_at);
     Decision::Keep(next)
+}
+
+/// Whether an invitation the API reports (`reference`, sent at `sent_at`) is provably not the
+/// one this resource's entry records: it has another reference, or (while the reference is
+/// not known yet) was sent outside the window of this resource's request.
+fn invitation_of_another(
+    ctx: &PlanContext<'_>,
+    entry: &UserStatus,
+    reference: &str,
+    sent_at: Option<Timestamp>,
+) -> bool {
+    if entry.ownership != Some(Ownership::Created) {
+        return false;
+    }
+    match entry.identifier.as_deref() {
+        Some(recorded) if is_reference(recorded) => recorded != reference,
+        _ => match (entry.invited_at, sent_at) {
+            (Some(ours), Some(sent)) => {
+                let skew = jiff::SignedDuration::try_from(ctx.settle.clock_skew)
+                    .unwrap_or(jiff::SignedDuration::ZERO);
+                sent < ours - skew || sent > ctx.settle.settles_at(ours)
+            }
+            _ => false,
+        },
+    }
+}
+
+/// Whether an identifier is an invitation's reference link (OrgInvitation), not a user id.
+pub(super) fn is_reference(identifier: &str) -> bool {
+    identifier.starts_with('/')
+}
+
+/// The entry of a person whose invitation or membership this resource did not make: reported
+/// in `state`, owned no more.
+fn not_ours(mut next: UserStatus, state: UserState, reference: &str, why: &str) -> UserStatus {
+    next.state = state;
+    next.ownership = None;
+    next.identifier = Some(reference.to_string());
+    next.settles_at = None;
+    next.reason = None;
+    next.message = Some(why.to_string());
+    next
 }
 
 fn found_revoked(ctx: &PlanContext<'_>, mut next: UserStatus, reference: &str) -> Decision {

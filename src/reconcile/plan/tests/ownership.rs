@@ -297,3 +297,113 @@ fn a_readded_person_waits_for_their_earlier_request_to_settle() {
     assert!(addresses_to_observe(&c).is_empty());
     assert!(plan(&c, &BTreeMap::new()).to_invite.is_empty());
 }
+
+/// An OrgInvitation entry this resource created, with the reference of its invitation.
+fn created_invitation(email: &str, state: UserState, reference: &str) -> UserStatus {
+    UserStatus {
+        identifier: Some(reference.into()),
+        invited_at: Some(t("2026-11-10T10:00:00Z")),
+        expires_at: Some(t("2026-11-17T10:00:00Z")),
+        ..owned(email, state)
+    }
+}
+
+fn pending(reference: &str, sent: &str, expires: &str) -> Observed {
+    Observed::PendingInvitation {
+        reference: reference.into(),
+        invited_at: Some(t(sent)),
+        expires_at: Some(t(expires)),
+    }
+}
+
+#[test]
+fn an_expired_invitation_owns_nothing_once_someone_else_invited_or_admitted_the_person() {
+    let ours = "/orgs/o/invitations/1";
+    let theirs = "/orgs/o/invitations/2";
+    let expired = created_invitation("a@x.com", UserState::Expired, ours);
+    let s = Setup::new(&["a@x.com"], status(vec![expired.clone()], 1));
+    let mut c = s.ctx();
+    c.check_invited = true;
+    // Someone else invited the person again: reported, owned no more.
+    let again = pending(theirs, "2026-11-21T10:00:00Z", "2026-11-28T10:00:00Z");
+    let decided = plan(&c, &obs(&[("a@x.com", again)]));
+    let a = &decided.users[0];
+    assert_eq!((a.state, a.ownership), (UserState::Invited, None), "{a:?}");
+    assert_eq!(a.identifier.as_deref(), Some(theirs));
+    assert!(decided.to_invite.is_empty());
+    // Someone else let them in (a member, or another invitation redeemed).
+    for observed in [
+        member("user-1", true),
+        Observed::RedeemedInvitation {
+            reference: theirs.into(),
+        },
+    ] {
+        let decided = plan(&c, &obs(&[("a@x.com", observed.clone())]));
+        let a = &decided.users[0];
+        assert_eq!(
+            (a.state, a.ownership),
+            (UserState::Accepted, None),
+            "{observed:?}"
+        );
+    }
+    // Our own expired invitation, still listed: still ours, still Expired.
+    let own = pending(ours, "2026-11-10T10:00:00Z", "2026-11-17T10:00:00Z");
+    let decided = plan(&c, &obs(&[("a@x.com", own)]));
+    assert_eq!(decided.users[0], expired);
+    // A user who exists but never logged in (UserInvite): still ours.
+    let decided = plan(&c, &obs(&[("a@x.com", member("a@x.com", false))]));
+    assert_eq!(
+        (decided.users[0].state, decided.users[0].ownership),
+        (UserState::Expired, Some(Ownership::Created))
+    );
+    // Another resource holds the person now: its holder is named, nothing is owned here.
+    c.others.insert(
+        "a@x.com".into(),
+        OtherHolder {
+            owner: "team-b/other".into(),
+            state: UserState::Invited,
+            settles_at: None,
+        },
+    );
+    let again = pending(theirs, "2026-11-21T10:00:00Z", "2026-11-28T10:00:00Z");
+    let decided = plan(&c, &obs(&[("a@x.com", again)]));
+    let a = &decided.users[0];
+    assert_eq!(a.ownership, None, "{a:?}");
+    assert!(
+        a.message.as_deref().unwrap().contains("team-b/other"),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn an_invited_entry_never_takes_over_another_invitations_reference() {
+    let ours = "/orgs/o/invitations/1";
+    let theirs = "/orgs/o/invitations/2";
+    let invited = created_invitation("a@x.com", UserState::Invited, ours);
+    let s = Setup::new(&["a@x.com"], status(vec![invited], 1));
+    let mut c = s.ctx();
+    c.check_invited = true;
+    c.now = t("2026-11-12T10:00:00Z");
+    let other = pending(theirs, "2026-11-11T10:00:00Z", "2026-11-18T10:00:00Z");
+    let a = plan(&c, &obs(&[("a@x.com", other)])).users.remove(0);
+    assert_eq!((a.state, a.ownership), (UserState::Invited, None), "{a:?}");
+    assert_eq!(a.identifier.as_deref(), Some(theirs));
+
+    // While the reference is not known yet, the invitation's time tells: one sent within the
+    // window of this resource's request is its own, one sent long before is not.
+    let mut unknown = created_invitation("a@x.com", UserState::Inviting, "a@x.com");
+    unknown.invited_at = Some(t("2026-11-10T10:00:00Z"));
+    let s = Setup::new(&["a@x.com"], status(vec![unknown], 1));
+    let mut c = s.ctx();
+    c.now = t("2026-11-10T11:00:00Z");
+    let own = pending(ours, "2026-11-10T10:00:03Z", "2026-11-17T10:00:00Z");
+    let a = plan(&c, &obs(&[("a@x.com", own)])).users.remove(0);
+    assert_eq!(
+        (a.state, a.ownership),
+        (UserState::Invited, Some(Ownership::Created))
+    );
+    assert_eq!(a.identifier.as_deref(), Some(ours));
+    let old = pending(theirs, "2026-11-09T10:00:00Z", "2026-11-16T10:00:00Z");
+    let a = plan(&c, &obs(&[("a@x.com", old)])).users.remove(0);
+    assert_eq!((a.state, a.ownership), (UserState::Invited, None), "{a:?}");
+}
