@@ -493,6 +493,77 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
     s.finish().await;
 }
 
+/// A re-send (`reinviteExpired`) that shares a refused call with a new user: finding the
+/// existing user after the refusal proves nothing, so the re-send is never recorded as sent
+/// without being sent. It is posted again (alone) and sent once.
+#[tokio::test]
+async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
+    let mut s = Harness::user_invite().await;
+    s.start_controller_resyncing(Duration::from_millis(200));
+    let (cluster, mock) = (&s.cluster, &s.mock);
+    let late = "late@example.com";
+    cluster
+        .create_invitation(
+            "team",
+            user_spec(
+                json!([user(late, &[], &[])]),
+                json!({"reinviteExpired": true}),
+            ),
+        )
+        .await;
+    cluster.wait_status("team", "Ready", is_ready).await;
+    // The invitation expires; the same edit adds a new person, so one call carries both.
+    mock.api.expire_invitations();
+    mock.api.add_fault(
+        invite_mock::ScriptedFault::new(400)
+            .method("POST")
+            .path("/api/v2/user/invite")
+            .body_contains("fresh@example.com")
+            .message("Request could not be processed"),
+    );
+    let inv = cluster.invitations().get("team").await.unwrap();
+    let mut status = inv.status.clone().unwrap();
+    status.users[0].expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
+    cluster
+        .invitations()
+        .patch_status(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+    cluster
+        .patch_spec(
+            "team",
+            json!({"users": [user(late, &[], &[]), user("fresh@example.com", &[], &[])]}),
+        )
+        .await;
+    cluster
+        .wait_status("team", "both invited", |st| {
+            st.observed_generation == Some(2)
+                && st.users.iter().all(|u| {
+                    u.state == UserState::Invited
+                        && u.expires_at.is_some_and(|t| t > jiff::Timestamp::now())
+                })
+        })
+        .await;
+    assert_eq!(
+        mock.api.invitations_sent_to(late),
+        2,
+        "re-sent, for real, once"
+    );
+    let refused = mock
+        .api
+        .journal()
+        .iter()
+        .filter(|e| e.path == "/api/v2/user/invite" && e.status == 400)
+        .count();
+    assert_eq!(refused, 1, "only the shared call was refused");
+    assert_eq!(mock.api.invitations_sent_to("fresh@example.com"), 1);
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;

@@ -335,3 +335,108 @@ async fn users_on_an_org_endpoint_is_a_mismatch() {
     assert!(calls.is_empty(), "{calls:?}");
     s.finish().await;
 }
+
+/// The invite-call bodies that carried `username`.
+fn posts_carrying(mock: &invite_mock::RunningMock, username: &str) -> usize {
+    invite_posts(mock)
+        .iter()
+        .filter(|body| {
+            body["usernames"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|n| n == username))
+        })
+        .count()
+}
+
+/// A refused call that created the invitations anyway (a gateway refusing after the backend
+/// acted): the usernames are found invited before anything is posted again, and none is
+/// posted twice.
+#[tokio::test]
+async fn a_refused_batch_that_invited_anyway_is_not_posted_again() {
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    let mut refused = ScriptedFault::new(400)
+        .method("POST")
+        .path(&format!("/csp/gateway/am/api/orgs/{ORG}/invitations"));
+    refused.after_effect = true;
+    refused.message = Some("Request could not be processed".into());
+    s.mock.api.add_fault(refused);
+    s.start_controller();
+    let people = ["dana@example.com", "eve@example.com", "fay@example.com"];
+    s.cluster.create_invitation("org", org_spec(&people)).await;
+    let inv = s.cluster.wait_status("org", "Ready", is_ready).await;
+    let status = inv.status.unwrap();
+    for user in &status.users {
+        assert_eq!(user.state, UserState::Invited, "{status:?}");
+    }
+    for person in people {
+        assert_eq!(posts_carrying(&s.mock, person), 1, "{person} posted once");
+        assert_eq!(s.mock.api.invitations_sent_to(person), 1, "{person}");
+    }
+    s.finish().await;
+}
+
+/// A refusal that names nobody never makes another username `Rejected`: only a username
+/// refused alone (or named by the refusal) fails; the others of its batch are invited.
+#[tokio::test]
+async fn a_refusal_that_names_nobody_fails_only_usernames_refused_alone() {
+    let mut s = Harness::org_invitation(MockConfig::default()).await;
+    let mut refused = ScriptedFault::new(400)
+        .method("POST")
+        .path(&format!("/csp/gateway/am/api/orgs/{ORG}/invitations"))
+        .body_contains("bad-")
+        .times(100);
+    refused.message = Some("Role not found".into());
+    s.mock.api.add_fault(refused);
+    s.start_controller();
+    let people = ["bad-1@example.com", "good@example.com", "bad-2@example.com"];
+    s.cluster.create_invitation("org", org_spec(&people)).await;
+    let inv = s
+        .cluster
+        .wait_status("org", "settled", |st| {
+            st.users.iter().all(|u| !u.state.is_waiting())
+        })
+        .await;
+    let status = inv.status.unwrap();
+    let state = |email: &str| {
+        status
+            .users
+            .iter()
+            .find(|u| u.email_address == email)
+            .unwrap()
+            .state
+    };
+    assert_eq!(state("good@example.com"), UserState::Invited, "{status:?}");
+    assert_eq!(state("bad-1@example.com"), UserState::Failed);
+    assert_eq!(state("bad-2@example.com"), UserState::Failed);
+    assert_eq!(s.mock.api.invitations_sent_to("good@example.com"), 1);
+    s.finish().await;
+}
+
+/// A member listing that returns fewer members per page than asked (50 of 200) is read to
+/// its end: a member on the third page is found, not invited.
+#[tokio::test]
+async fn member_paging_follows_the_page_size_the_server_returns() {
+    let mut s = Harness::org_invitation(MockConfig {
+        max_member_page: 50,
+        ..MockConfig::default()
+    })
+    .await;
+    let members: Vec<String> = (0..130).map(|i| format!("m{i:03}@example.com")).collect();
+    s.mock
+        .api
+        .seed_org_members(members.iter().map(String::as_str));
+    s.start_controller();
+    s.cluster
+        .create_invitation("org", org_spec(&["m120@example.com", "new@example.com"]))
+        .await;
+    let inv = s.cluster.wait_status("org", "Ready", is_ready).await;
+    assert_eq!(
+        state_of(&inv, "m120@example.com"),
+        UserState::AlreadyMember,
+        "{:?}",
+        inv.status
+    );
+    assert_eq!(posts_carrying(&s.mock, "m120@example.com"), 0);
+    assert_eq!(posts_carrying(&s.mock, "new@example.com"), 1);
+    s.finish().await;
+}

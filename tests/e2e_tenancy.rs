@@ -1740,3 +1740,57 @@ async fn wait_until_async<F: Future<Output = bool>>(check: impl Fn() -> F) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The review's second attack: a `deletionPolicy: Delete` resource whose invitation expired
+/// is deleted after another team invited the same person. Only the invitation a resource
+/// recorded as its own is ever revoked, so the other team's stays.
+#[tokio::test]
+async fn an_expired_invitations_owner_never_revokes_another_teams() {
+    let mut h = Harness::org_invitation(MockConfig::default()).await;
+    h.start_controller_resyncing(Duration::from_millis(200));
+    let person = "shared@example.com";
+    let spec = |delete: bool| {
+        json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+               "deletionPolicy": if delete { "Delete" } else { "Retain" },
+               "orgInvitation": {"usernames": [person], "organizationRoles": [{"name": "org_member"}]}})
+    };
+    h.cluster.create_invitation("first", spec(true)).await;
+    let first = h.cluster.wait_status("first", "Ready", is_ready).await;
+    let first_reference = first.status.unwrap().users[0].identifier.clone().unwrap();
+    h.mock.api.expire_invitations();
+    h.cluster
+        .wait_status("first", "expired", |s| {
+            s.users
+                .first()
+                .is_some_and(|u| u.state == UserState::Expired)
+        })
+        .await;
+    // Another team invites the person again.
+    h.cluster.create_invitation("second", spec(false)).await;
+    let second = h.cluster.wait_status("second", "Ready", is_ready).await;
+    let second_reference = second.status.unwrap().users[0].identifier.clone().unwrap();
+    assert_ne!(first_reference, second_reference);
+    let first = h
+        .cluster
+        .wait_status("first", "the new invitation seen as someone else's", |s| {
+            s.users.first().is_some_and(|u| u.ownership.is_none())
+        })
+        .await;
+    assert_eq!(
+        first.status.unwrap().users[0].identifier.as_deref(),
+        Some(second_reference.as_str())
+    );
+    delete(&h.cluster, "first").await;
+    let revoked: Vec<String> = org_revocations(&h.mock);
+    assert!(
+        revoked
+            .iter()
+            .all(|r| !r.contains(&second_reference) && !r.contains("revoke")),
+        "the other team's invitation was revoked: {revoked:?}"
+    );
+    assert_eq!(
+        invitation_status(&h.mock, person).as_deref(),
+        Some("AVAILABLE")
+    );
+    h.finish().await;
+}

@@ -489,3 +489,54 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
     assert_no_lookup_before(&h, flavor, posts[0].seq, settles_at);
     h.finish().await;
 }
+
+/// A resource deleted while its invite request may still act (here the API acts at 5 s, after
+/// the 3 s timeout), then created again with the same name: the new one waits until the
+/// request settled instead of inviting the person a second time. Both flavours.
+async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
+    let mut h = flavor.harness(3, 100).await;
+    h.mock
+        .api
+        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
+    h.start_controller();
+    let person = "held@example.com".to_string();
+    let spec = flavor.spec(std::slice::from_ref(&person));
+    h.cluster.create_invitation("team", spec.clone()).await;
+    let settles_at = intent_settles_at(&h, "team", std::slice::from_ref(&person)).await;
+    let api = h.cluster.invitations();
+    api.delete("team", &Default::default()).await.unwrap();
+    while api.get_opt("team").await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.cluster.create_invitation("team", spec).await;
+    let waiting = h
+        .cluster
+        .wait_status("team", "the person held by the deleted resource", |s| {
+            entry(s, &person).is_some_and(|e| e.state == UserState::Pending)
+        })
+        .await;
+    let message = entry(status_of(&waiting), &person).unwrap().message.clone();
+    assert!(
+        message.as_deref().unwrap_or_default().contains("(deleted)"),
+        "{message:?}"
+    );
+    h.cluster.wait_status("team", "Ready", is_ready).await;
+    let posts: Vec<JournalEntry> = invite_posts(&h, flavor)
+        .into_iter()
+        .filter(|e| flavor.invited_in(e).contains(&person))
+        .collect();
+    assert_eq!(posts.len(), 1, "one invite request: {posts:#?}");
+    assert_eq!(h.mock.api.invitations_sent_to(&person), 1);
+    assert!(posts[0].at < settles_at);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_deleted_and_recreated_resource_waits_for_its_unsettled_request_userinvite() {
+    deleted_and_recreated_while_unsettled(Flavor::UserInvite).await;
+}
+
+#[tokio::test]
+async fn a_deleted_and_recreated_resource_waits_for_its_unsettled_request_orginvitation() {
+    deleted_and_recreated_while_unsettled(Flavor::OrgInvitation).await;
+}

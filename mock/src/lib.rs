@@ -156,6 +156,9 @@ pub struct MockConfig {
     pub customer: String,
     /// When true, UserInvite identifiers are `local+customer@domain`.
     pub multi_tenant_identifiers: bool,
+    /// The largest page the member listing returns, whatever `pageLimit` asks (default 200,
+    /// the documented maximum): a smaller one is a server that returns less than asked.
+    pub max_member_page: usize,
 }
 
 impl Default for MockConfig {
@@ -172,6 +175,7 @@ impl Default for MockConfig {
             organization_id: "mock-org".to_string(),
             customer: "mock".to_string(),
             multi_tenant_identifiers: false,
+            max_member_page: 200,
         }
     }
 }

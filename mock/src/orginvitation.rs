@@ -472,7 +472,7 @@ fn int_param(req: &ApiRequest, name: &str, default: usize) -> Result<usize, Fail
 
 fn list_members(state: &State, req: &ApiRequest) -> Outcome {
     let start = int_param(req, "pageStart", 1)?.max(1);
-    let limit = int_param(req, "pageLimit", 20)?.clamp(1, 200);
+    let limit = int_param(req, "pageLimit", 20)?.clamp(1, state.cfg.max_member_page.clamp(1, 200));
     let total = state.members.len();
     let results: Vec<Value> = state
         .members

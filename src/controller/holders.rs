@@ -21,6 +21,9 @@ use crate::{
 
 type ResourceKey = Arc<str>;
 
+/// A person on an API.
+type Slot = (Arc<ApiIdentity>, Box<str>);
+
 #[derive(Clone, Debug)]
 struct Held {
     state: UserState,
@@ -32,11 +35,11 @@ struct Index {
     /// Per resource: its API and the people it holds.
     by_resource: HashMap<ResourceKey, (Arc<ApiIdentity>, Vec<Box<str>>)>,
     /// Per API and person: the resources holding them.
-    by_person: HashMap<(Arc<ApiIdentity>, Box<str>), HashMap<ResourceKey, Held>>,
+    by_person: HashMap<Slot, HashMap<ResourceKey, Held>>,
     /// People whose resource is gone while an invite request it sent may still act: held
     /// (by `<namespace>/<name> (deleted)`) until the request settles, so neither another
     /// resource nor one recreated with the same name invites them meanwhile.
-    tombstones: HashMap<(Arc<ApiIdentity>, Box<str>), (ResourceKey, Timestamp)>,
+    tombstones: HashMap<Slot, (ResourceKey, Timestamp)>,
 }
 
 /// The index of held persons.
@@ -189,7 +192,10 @@ impl Index {
             if held.state == UserState::Inviting
                 && let Some(until) = held.settles_at.filter(|t| *t > now)
             {
-                let kept = self.tombstones.entry(slot).or_insert((tombstone.clone(), until));
+                let kept = self
+                    .tombstones
+                    .entry(slot)
+                    .or_insert((tombstone.clone(), until));
                 if kept.1 < until {
                     *kept = (tombstone.clone(), until);
                 }
@@ -198,7 +204,7 @@ impl Index {
     }
 
     /// Removes a resource's holds; returns them.
-    fn take(&mut self, resource: &str) -> Vec<((Arc<ApiIdentity>, Box<str>), Held)> {
+    fn take(&mut self, resource: &str) -> Vec<(Slot, Held)> {
         let Some((key, (api, people))) = self.by_resource.remove_entry(resource) else {
             return Vec::new();
         };

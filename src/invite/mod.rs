@@ -146,6 +146,9 @@ pub struct InviteRequest {
     pub email: String,
     /// The spec of the resource asking (shared by its addresses).
     pub spec: Arc<UserInvitationSpec>,
+    /// Whether the person is invited again (`reinviteExpired`): the API already shows them
+    /// (or their expired invitation), so finding them after a refused call proves nothing.
+    pub resend: bool,
 }
 
 /// The outcome of inviting one address.

@@ -49,10 +49,10 @@ pub async fn sync<W: StatusWriter>(
         return Ok(pass.report);
     };
     let decided = plan::plan(ctx, &observed);
-    pass.users = decided.users;
+    pass.users = decided.users.clone();
     if !decided.to_invite.is_empty() {
         let send_by = record_intent(&mut pass, api, writer).await?;
-        invite(&mut pass, api, &decided.to_invite, send_by).await;
+        invite(&mut pass, api, &decided, send_by).await;
     }
     enforce(&mut pass, api, holders, &observed).await;
     remove(&mut pass, api, holders).await;
@@ -116,15 +116,17 @@ async fn record_intent<W: StatusWriter>(
 async fn invite(
     pass: &mut Pass<'_, '_>,
     api: &dyn InviteApi,
-    to_invite: &[String],
+    decided: &plan::InvitePlan,
     send_by: Instant,
 ) {
     let spec = Arc::new(pass.ctx.spec.clone());
-    let requests: Vec<InviteRequest> = to_invite
+    let requests: Vec<InviteRequest> = decided
+        .to_invite
         .iter()
         .map(|email| InviteRequest {
             email: email.clone(),
             spec: spec.clone(),
+            resend: decided.resends.contains(email),
         })
         .collect();
     let outcomes = api.invite(&requests, send_by).await;

@@ -1,6 +1,6 @@
-//! Invitations in as few calls as possible, each refused username isolated: a refusal names
-//! nobody, so a refused batch is halved until each refused username is found, after two
-//! probes that tell shared roles at fault from a bad username.
+//! Invitations in as few calls as possible, each refused username isolated: a refusal that
+//! names no username is halved until each refused username was posted alone, after checking
+//! that the refused call invited nobody.
 
 use std::collections::BTreeMap;
 
@@ -53,10 +53,11 @@ impl OrgInvitationClient {
         }
     }
 
-    /// Invites `usernames`, isolating refused ones. A refusal names nobody, so the batch is
-    /// halved until each refused username is found; but first two usernames of a refused batch
-    /// are tried alone: when both are refused with the batch's own message, the shared roles
-    /// are at fault and every username is refused without more calls.
+    /// Invites `usernames`, isolating refused ones. A refused batch is first checked for
+    /// usernames invited anyway (never posted again); usernames the refusal names are
+    /// refused and the others posted again; otherwise the batch is halved until each refused
+    /// username was posted alone. A username is refused only by an answer to a call that
+    /// carried it alone, or that names it.
     pub(super) async fn invite_isolating(
         &self,
         payload: &OrgInvitationRequest,
@@ -66,26 +67,34 @@ impl OrgInvitationClient {
         let mut outcomes = BTreeMap::new();
         let mut sent = Vec::new();
         let mut pending = vec![usernames];
-        let mut probed = false;
         while let Some(batch) = pending.pop() {
             match self.post_invitation(payload, &batch, send_by).await {
                 Ok(Posted::Sent) => sent.extend(batch),
                 Ok(Posted::Refused(message)) if batch.len() == 1 => {
                     outcomes.insert(batch[0].clone(), InviteOutcome::Rejected { message });
                 }
-                Ok(Posted::Refused(message)) if !probed => {
-                    probed = true;
-                    let rest = self
-                        .probe(payload, batch, &message, send_by, &mut outcomes, &mut sent)
-                        .await;
-                    if !rest.is_empty() {
-                        let (a, b) = rest.split_at(rest.len().div_ceil(2));
+                Ok(Posted::Refused(message)) => {
+                    let rest = match self.invited_anyway(&batch, &mut outcomes).await {
+                        Ok(rest) => rest,
+                        Err(error) => {
+                            // The refusal proves nothing was sent; the usernames are retried.
+                            for username in batch {
+                                outcomes.insert(username, InviteOutcome::NotDone(error.clone()));
+                            }
+                            continue;
+                        }
+                    };
+                    let (named, others) = named_in(&message, rest);
+                    for username in &named {
+                        let message = message.clone();
+                        outcomes.insert(username.clone(), InviteOutcome::Rejected { message });
+                    }
+                    if !named.is_empty() {
+                        pending.push(others);
+                    } else if !others.is_empty() {
+                        let (a, b) = others.split_at(others.len().div_ceil(2));
                         pending.extend([b.to_vec(), a.to_vec()]);
                     }
-                }
-                Ok(Posted::Refused(_)) => {
-                    let (a, b) = batch.split_at(batch.len().div_ceil(2));
-                    pending.extend([b.to_vec(), a.to_vec()]);
                 }
                 Err(error) => {
                     for username in batch {
@@ -100,53 +109,43 @@ impl OrgInvitationClient {
         outcomes
     }
 
-    /// Tries the first and the last username of a refused batch alone. Returns the usernames
-    /// still to decide (none when both probes were refused like the batch: the roles are at
-    /// fault).
-    async fn probe(
+    /// After a refused call: the usernames that have a live invitation (or membership) now
+    /// were invited anyway, by this call or meanwhile; they are recorded and never posted
+    /// again. Returns the others. (The planner invites nobody who had either before.)
+    async fn invited_anyway(
         &self,
-        payload: &OrgInvitationRequest,
-        batch: Vec<String>,
-        batch_message: &str,
-        send_by: Instant,
+        batch: &[String],
         outcomes: &mut BTreeMap<String, InviteOutcome>,
-        sent: &mut Vec<String>,
-    ) -> Vec<String> {
-        let probes = [batch[0].clone(), batch[batch.len() - 1].clone()];
-        let mut same_refusals = 0;
-        for username in &probes {
-            match self
-                .post_invitation(payload, std::slice::from_ref(username), send_by)
-                .await
-            {
-                Ok(Posted::Sent) => sent.push(username.clone()),
-                Ok(Posted::Refused(message)) => {
-                    same_refusals += usize::from(message == batch_message);
-                    outcomes.insert(username.clone(), InviteOutcome::Rejected { message });
+    ) -> Result<Vec<String>, ApiError> {
+        let snapshot = self.snapshot().await?;
+        let now = jiff::Timestamp::now();
+        let mut rest = Vec::new();
+        for username in batch {
+            match observe_one(username, &snapshot) {
+                Observed::PendingInvitation {
+                    reference,
+                    expires_at,
+                    ..
+                } if expires_at.is_none_or(|t| t > now) => {
+                    let outcome = InviteOutcome::Invited {
+                        identifier: reference,
+                        expires_at,
+                        warning: None,
+                    };
+                    outcomes.insert(username.clone(), outcome);
                 }
-                Err(error) => {
-                    // Nothing more is sent: the others were not, so they are retried.
-                    outcomes.insert(username.clone(), InviteOutcome::of_error(error.clone()));
-                    for other in batch.iter().filter(|u| !probes.contains(u)) {
-                        outcomes.insert(other.clone(), InviteOutcome::NotDone(error.clone()));
-                    }
-                    return Vec::new();
+                Observed::Member { identifier, .. } => {
+                    let outcome = InviteOutcome::Invited {
+                        identifier,
+                        expires_at: None,
+                        warning: Some("a member of the organization now".into()),
+                    };
+                    outcomes.insert(username.clone(), outcome);
                 }
+                _ => rest.push(username.clone()),
             }
         }
-        let rest: Vec<String> = batch.into_iter().filter(|u| !probes.contains(u)).collect();
-        if same_refusals == probes.len() {
-            for username in rest {
-                outcomes.insert(
-                    username,
-                    InviteOutcome::Rejected {
-                        message: batch_message.to_string(),
-                    },
-                );
-            }
-            return Vec::new();
-        }
-        rest
+        Ok(rest)
     }
 
     /// The call answers 202 with no body: read the invitations back for their references.
@@ -177,5 +176,40 @@ impl OrgInvitationClient {
             };
             outcomes.insert(username.clone(), outcome);
         }
+    }
+}
+
+/// The usernames of `batch` that a refusal's message names (ignoring case), and the others.
+fn named_in(message: &str, batch: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let message = message.to_ascii_lowercase();
+    batch
+        .into_iter()
+        .partition(|username| names(&message, &username.to_ascii_lowercase()))
+}
+
+/// Whether `message` contains `address` as a whole address (not inside a longer one).
+fn names(message: &str, address: &str) -> bool {
+    let part_of_address = |c: char| c.is_ascii_alphanumeric() || "._%+-@".contains(c);
+    message.match_indices(address).any(|(at, _)| {
+        let before = message[..at].chars().next_back();
+        let after = message[at + address.len()..].chars().next();
+        !before.is_some_and(part_of_address)
+            && !after.is_some_and(|c| part_of_address(c) && c != '.')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_usernames_a_refusal_names_are_named() {
+        let batch = vec!["a@x.com".to_string(), "b@x.com".into(), "ab@x.com".into()];
+        let (named, others) = super::named_in("Invalid username: A@X.com.", batch.clone());
+        assert_eq!(named, vec!["a@x.com"]);
+        assert_eq!(others, vec!["b@x.com", "ab@x.com"]);
+        let (named, _) = super::named_in("unknown user xa@x.com and ab@x.com", batch.clone());
+        assert_eq!(named, vec!["ab@x.com"]);
+        let (named, others) = super::named_in("Role not found", batch.clone());
+        assert!(named.is_empty());
+        assert_eq!(others, batch);
     }
 }

@@ -104,8 +104,9 @@ impl OrgInvitationClient {
     /// Usernames (lowercased) of every member of the organization, mapped to their user id.
     pub async fn members(&self) -> Result<BTreeMap<String, String>, ApiError> {
         let mut members = BTreeMap::new();
-        for page in 0..MAX_MEMBER_PAGES {
-            let start = 1 + page * MEMBER_PAGE;
+        // 1-based; advanced by what each page returned (a server may return fewer than asked).
+        let mut start: u64 = 1;
+        for _ in 0..MAX_MEMBER_PAGES {
             let path = format!(
                 "/csp/gateway/am/api/v2/orgs/{}/users?pageStart={start}&pageLimit={MEMBER_PAGE}",
                 encode(&self.organization_id)
@@ -125,12 +126,14 @@ impl OrgInvitationClient {
                 .unwrap_or(0)
                 .max(0) as u64;
             let has_next = value.get("nextLink").is_some_and(|l| !l.is_null());
+            let returned = results.len() as u64;
             if results.is_empty()
                 || members.len() == before
-                || (!has_next && start + MEMBER_PAGE > total)
+                || (!has_next && start + returned > total)
             {
                 return Ok(members);
             }
+            start += returned;
         }
         Err(ApiError::Decode {
             operation: "list organization users",

@@ -2,7 +2,7 @@
 //! nobody, so a refused batch is halved until each refused user is found (after checking
 //! that the refused call created nobody).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -73,6 +73,7 @@ impl UserInviteClient {
     pub(super) async fn invite_isolating(
         &self,
         batch: Vec<&UserToCreate>,
+        resends: &BTreeSet<String>,
         send_by: Instant,
         outcomes: &mut BTreeMap<String, InviteOutcome>,
     ) {
@@ -85,7 +86,7 @@ impl UserInviteClient {
                     outcomes.insert(emails[0].clone(), self.refused(&emails[0], message).await);
                 }
                 Ok(Posted::Refused(_)) => {
-                    let rest = match self.created_anyway(&batch, outcomes).await {
+                    let rest = match self.created_anyway(&batch, resends, outcomes).await {
                         Ok(rest) => rest,
                         Err(error) => {
                             // The refusal proves nothing was created; the users are retried.
@@ -111,10 +112,12 @@ impl UserInviteClient {
     }
 
     /// After a refused call: the users it created anyway are recorded as invited; returns the
-    /// others.
+    /// others. A re-send (`resends`: the user existed before the call) found afterwards proves
+    /// nothing, so it is never recorded as sent here: it stays among the others.
     async fn created_anyway<'a>(
         &self,
         batch: &[&'a UserToCreate],
+        resends: &BTreeSet<String>,
         outcomes: &mut BTreeMap<String, InviteOutcome>,
     ) -> Result<Vec<&'a UserToCreate>, ApiError> {
         let lookups: Vec<Lookup> = batch
@@ -126,7 +129,7 @@ impl UserInviteClient {
         for user in batch {
             let email = normalized(&user.email_address);
             match now.get(&email) {
-                Some(Observed::Member { identifier, .. }) => {
+                Some(Observed::Member { identifier, .. }) if !resends.contains(&email) => {
                     outcomes.insert(
                         email,
                         InviteOutcome::Invited {

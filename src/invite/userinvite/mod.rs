@@ -245,6 +245,11 @@ impl InviteApi for UserInviteClient {
     ) -> BTreeMap<String, InviteOutcome> {
         let mut outcomes = BTreeMap::new();
         let mut users = Vec::new();
+        let resends: std::collections::BTreeSet<String> = requests
+            .iter()
+            .filter(|r| r.resend)
+            .map(|r| r.email.clone())
+            .collect();
         for request in requests {
             let user = request
                 .spec
@@ -265,7 +270,8 @@ impl InviteApi for UserInviteClient {
             }
         }
         if !users.is_empty() {
-            self.invite_isolating(users, send_by, &mut outcomes).await;
+            self.invite_isolating(users, &resends, send_by, &mut outcomes)
+                .await;
         }
         outcomes
     }

@@ -63,6 +63,9 @@ fn needs_lookup(ctx: &PlanContext<'_>, previous: Option<&UserStatus>) -> bool {
 pub struct InvitePlan {
     /// Addresses to invite, in spec order.
     pub to_invite: Vec<String>,
+    /// Those of them invited again (`reinviteExpired`): the API still shows the person or
+    /// their expired invitation.
+    pub resends: Vec<String>,
     /// One entry per requested address (with `Inviting` for those about to be invited), then
     /// the entries of invalid spec entries.
     pub users: Vec<UserStatus>,
@@ -72,6 +75,7 @@ pub struct InvitePlan {
 /// (where looked up) and who else holds the person.
 pub fn plan(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> InvitePlan {
     let mut to_invite = Vec::new();
+    let mut resends = Vec::new();
     let mut users: Vec<UserStatus> = ctx
         .requested
         .addresses
@@ -80,8 +84,11 @@ pub fn plan(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> Inv
             let previous = ctx.previous_entry(email);
             match decide(ctx, email, previous, observed.get(email)) {
                 Decision::Keep(entry) => entry,
-                Decision::Invite => {
+                Decision::Invite { resend } => {
                     to_invite.push(email.clone());
+                    if resend {
+                        resends.push(email.clone());
+                    }
                     let mut next = entry(email, UserState::Inviting);
                     next.ownership = Some(Ownership::Created);
                     next.invited_at = Some(ctx.now);
@@ -91,7 +98,11 @@ pub fn plan(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> Inv
         })
         .collect();
     users.extend(invalid_entries_of(ctx.requested));
-    InvitePlan { to_invite, users }
+    InvitePlan {
+        to_invite,
+        resends,
+        users,
+    }
 }
 
 /// Entries for spec entries that cannot be acted on: `Failed` with reason InvalidSpec.
@@ -110,7 +121,11 @@ pub(super) fn invalid_entries_of(requested: &super::Requested) -> Vec<UserStatus
 
 enum Decision {
     Keep(UserStatus),
-    Invite,
+    /// Invite; `resend` when the API still shows the person or an earlier (expired)
+    /// invitation, so finding them after a refused call proves nothing was sent.
+    Invite {
+        resend: bool,
+    },
 }
 
 fn decide(
@@ -212,7 +227,7 @@ fn found_member(
                 next.expires_at = next.invited_at.map(|t| t + ctx.invitation_lifetime);
             } else if expired(ctx, next.expires_at) {
                 if ctx.spec.reinvite_expired {
-                    return Decision::Invite;
+                    return Decision::Invite { resend: true };
                 }
                 next.state = Expired;
             }
@@ -235,7 +250,7 @@ fn found_invitation(
     match next.state {
         Pending | Failed => {
             if !live {
-                return Decision::Invite;
+                return Decision::Invite { resend: true };
             }
             next = entry(&next.email_address, Invited);
             next.message = Some(
@@ -260,7 +275,7 @@ fn found_invitation(
         Invited | Expired if another => {
             // Someone else's invitation, expired too; this resource's own is gone.
             if ctx.spec.reinvite_expired {
-                return Decision::Invite;
+                return Decision::Invite { resend: true };
             }
             next.state = Expired;
             return Decision::Keep(next);
@@ -273,7 +288,7 @@ fn found_invitation(
         Invited | Expired => {
             if !live {
                 if ctx.spec.reinvite_expired {
-                    return Decision::Invite;
+                    return Decision::Invite { resend: true };
                 }
                 next.state = Expired;
             }
@@ -336,8 +351,8 @@ fn found_revoked(ctx: &PlanContext<'_>, mut next: UserStatus, reference: &str) -
             next.identifier = Some(reference.to_string());
             Decision::Keep(next)
         }
-        Pending | Inviting | Failed => Decision::Invite,
-        Expired if ctx.spec.reinvite_expired => Decision::Invite,
+        Pending | Inviting | Failed => Decision::Invite { resend: false },
+        Expired if ctx.spec.reinvite_expired => Decision::Invite { resend: false },
         Expired | AlreadyMember | Accepted | Revoked | Deleted => Decision::Keep(next),
     }
 }
@@ -345,11 +360,11 @@ fn found_revoked(ctx: &PlanContext<'_>, mut next: UserStatus, reference: &str) -
 fn found_nothing(ctx: &PlanContext<'_>, mut next: UserStatus) -> Decision {
     use UserState::*;
     match next.state {
-        Pending | Inviting | Failed => Decision::Invite,
-        Expired if ctx.spec.reinvite_expired => Decision::Invite,
+        Pending | Inviting | Failed => Decision::Invite { resend: false },
+        Expired if ctx.spec.reinvite_expired => Decision::Invite { resend: false },
         Invited if expired(ctx, next.expires_at) => {
             if ctx.spec.reinvite_expired {
-                return Decision::Invite;
+                return Decision::Invite { resend: false };
             }
             next.state = Expired;
             Decision::Keep(next)
