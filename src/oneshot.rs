@@ -301,7 +301,13 @@ fn prepare(
         .find(|n| n.name_any() == namespace)
         .map(|n| n.labels().clone())
         .unwrap_or_default();
-    let policy = resolve::EndpointPolicy::default();
+    // One shot runs on the machine of the person running it, against the files they give:
+    // there is no tenant to keep from the operator's own pod, so loopback (the embedded mock)
+    // is allowed for namespaced endpoints too, and Secrets need no label.
+    let policy = resolve::EndpointPolicy {
+        namespaced_loopback_http: true,
+        ..resolve::EndpointPolicy::default()
+    };
     let check = resolve::CheckContext {
         namespace_labels: &labels,
         requested_users: requested.addresses.len(),

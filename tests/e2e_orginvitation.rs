@@ -375,10 +375,11 @@ async fn a_refused_batch_that_invited_anyway_is_not_posted_again() {
     s.finish().await;
 }
 
-/// A refusal that names nobody never makes another username `Rejected`: only a username
-/// refused alone (or named by the refusal) fails; the others of its batch are invited.
+/// A refusal that names nobody never makes another resource's username `Rejected`: three
+/// resources share one refused call; only the usernames refused alone fail, and the one in
+/// the middle (another resource's) is invited.
 #[tokio::test]
-async fn a_refusal_that_names_nobody_fails_only_usernames_refused_alone() {
+async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     let mut refused = ScriptedFault::new(400)
         .method("POST")
@@ -387,27 +388,41 @@ async fn a_refusal_that_names_nobody_fails_only_usernames_refused_alone() {
         .times(100);
     refused.message = Some("Role not found".into());
     s.mock.api.add_fault(refused);
-    s.start_controller();
+    // A long collection window, so that the three resources share one call.
+    let mut settings = s.cluster.settings();
+    settings.batch.window = Duration::from_secs(2);
+    s.start_controller_with(settings);
     let people = ["bad-1@example.com", "good@example.com", "bad-2@example.com"];
-    s.cluster.create_invitation("org", org_spec(&people)).await;
-    let inv = s
-        .cluster
-        .wait_status("org", "settled", |st| {
-            st.users.iter().all(|u| !u.state.is_waiting())
-        })
-        .await;
-    let status = inv.status.unwrap();
-    let state = |email: &str| {
-        status
-            .users
-            .iter()
-            .find(|u| u.email_address == email)
-            .unwrap()
-            .state
-    };
-    assert_eq!(state("good@example.com"), UserState::Invited, "{status:?}");
-    assert_eq!(state("bad-1@example.com"), UserState::Failed);
-    assert_eq!(state("bad-2@example.com"), UserState::Failed);
+    for (i, person) in people.iter().enumerate() {
+        s.cluster
+            .create_invitation(&format!("r{i}"), org_spec(&[person]))
+            .await;
+    }
+    for i in 0..people.len() {
+        s.cluster
+            .wait_status(&format!("r{i}"), "settled", |st| {
+                st.users.iter().all(|u| !u.state.is_waiting())
+            })
+            .await;
+    }
+    let shared = invite_posts(&s.mock)
+        .iter()
+        .any(|body| body["usernames"].as_array().is_some_and(|u| u.len() == 3));
+    assert!(
+        shared,
+        "one call carried all three: {:?}",
+        invite_posts(&s.mock)
+    );
+    let mut states = Vec::new();
+    for (i, person) in people.iter().enumerate() {
+        let inv = s.cluster.invitations().get(&format!("r{i}")).await.unwrap();
+        states.push(state_of(&inv, person));
+    }
+    assert_eq!(
+        states,
+        [UserState::Failed, UserState::Invited, UserState::Failed],
+        "only the usernames refused alone fail"
+    );
     assert_eq!(s.mock.api.invitations_sent_to("good@example.com"), 1);
     s.finish().await;
 }

@@ -1794,3 +1794,142 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
     );
     h.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Credentials a tenant cannot borrow
+// ---------------------------------------------------------------------------------------
+
+/// Someone who may create InvitationEndpoints but not read Secrets points an endpoint at a
+/// host of their own and at a Secret of the namespace that is not labelled for endpoints:
+/// the endpoint is `SecretNotLabelled`, the resource `EndpointNotReady`, and no request
+/// carries the Secret's value. Labelling the Secret (its owner's consent) makes it usable;
+/// the platform can also turn the check off.
+#[tokio::test]
+async fn a_secret_without_the_credentials_label_is_never_sent() {
+    let mut h = Harness::start().await;
+    let theirs = tenant_api().await;
+    // A Secret of the namespace, created without the label (e.g. another app's token).
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": h.cluster.metadata("someone-elses-token"),
+        "stringData": {"token": TOKEN},
+    }))
+    .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    h.cluster
+        .user_invite_endpoint("borrowed", &theirs.url, "someone-elses-token")
+        .await;
+    h.start_controller();
+    h.cluster
+        .create_invitation(
+            "borrow",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "borrowed"},
+                   "users": [{"emailAddress": "x@example.com"}]}),
+        )
+        .await;
+    let message = wait_endpoint(&h.cluster, "borrowed", "False", "SecretNotLabelled").await;
+    assert!(
+        message.contains("invite.operators.dev/credentials"),
+        "{message}"
+    );
+    let inv = h
+        .cluster
+        .wait_status("borrow", "EndpointNotReady", reason_is("EndpointNotReady"))
+        .await;
+    assert!(condition_message(inv.status.as_ref().unwrap()).contains("not labelled"));
+    let_resync_of(&h, 3).await;
+    assert!(
+        theirs.api.journal().is_empty(),
+        "{:?}",
+        theirs.api.journal()
+    );
+
+    // The Secret's owner labels it: now it may be used.
+    secrets
+        .patch(
+            "someone-elses-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"invite.operators.dev/credentials": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    h.cluster.wait_status("borrow", "Ready", is_ready).await;
+    assert_eq!(theirs.api.invitations_sent_to("x@example.com"), 1);
+
+    // The platform turns the check off: an unlabelled Secret works too.
+    h.controller.take().unwrap().stop().await;
+    secrets
+        .patch(
+            "someone-elses-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"invite.operators.dev/credentials": null}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut settings = h.cluster.settings();
+    settings.require_credentials_label = false;
+    h.start_controller_with(settings);
+    h.cluster
+        .create_invitation(
+            "unchecked",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "borrowed"},
+                   "users": [{"emailAddress": "y@example.com"}]}),
+        )
+        .await;
+    h.cluster.wait_status("unchecked", "Ready", is_ready).await;
+    h.finish().await;
+}
+
+/// Waits for `n` more reconciles of the running controller.
+async fn let_resync_of(h: &Harness, n: u64) {
+    let controller = h.controller.as_ref().expect("a running controller");
+    controller
+        .wait_reconciles(controller.reconciles() + n)
+        .await;
+}
+
+/// Plain http to a loopback address (a sidecar of the operator's pod) is for cluster
+/// endpoints only, unless the platform opts in with `--namespaced-endpoints-loopback-http`.
+#[tokio::test]
+async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
+    let mut h = Harness::user_invite().await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
+    let mut strict = h.cluster.settings();
+    strict.endpoint_policy.namespaced_loopback_http = false;
+    h.start_controller_with(strict);
+    h.cluster
+        .create_invitation("sidecar", user("s@example.com"))
+        .await;
+    h.cluster
+        .create_invitation(
+            "platform",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                   "users": [{"emailAddress": "p@example.com"}]}),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("sidecar", "NotAllowed", reason_is("NotAllowed"))
+        .await;
+    let message = condition_message(inv.status.as_ref().unwrap());
+    assert!(
+        message.contains("--namespaced-endpoints-loopback-http"),
+        "{message}"
+    );
+    h.cluster.wait_status("platform", "Ready", is_ready).await;
+    assert_eq!(h.mock.api.invitations_sent_to("s@example.com"), 0);
+
+    h.controller.take().unwrap().stop().await;
+    h.start_controller(); // the suite's settings opt in
+    h.cluster.wait_status("sidecar", "Ready", is_ready).await;
+    h.finish().await;
+}

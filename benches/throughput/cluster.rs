@@ -160,7 +160,8 @@ impl Cluster {
     /// Creates the Secret holding the token under key `token`.
     pub async fn put_secret(&self, ns: &str, name: &str, token: &str) -> BenchResult<()> {
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": {"name": name, "namespace": ns,
+                         "labels": {"invite.operators.dev/credentials": "true"}},
             "stringData": {"token": token},
         }))
         .expect("a valid secret");

@@ -26,6 +26,8 @@ const CONTROLLER_ENV: &[&str] = &[
     "ALLOW_INSECURE_HTTP",
     "NAMESPACED_ENDPOINTS",
     "NAMESPACED_ENDPOINT_HOSTS",
+    "NAMESPACED_ENDPOINTS_LOOPBACK_HTTP",
+    "REQUIRE_CREDENTIALS_LABEL",
     "MAX_CLOCK_SKEW",
     "CLUSTER_ENDPOINT_SELECTOR",
     "METRICS_ADDR",
@@ -110,6 +112,8 @@ impl ControllerProcess {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--namespace")
             .arg(&launch.namespace)
+            // The mock API listens on loopback and the benchmark's endpoints are namespaced.
+            .arg("--namespaced-endpoints-loopback-http")
             .arg("--watch-namespaces")
             .arg(&launch.namespace)
             .args(&launch.extra_args)

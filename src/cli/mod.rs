@@ -90,6 +90,15 @@ pub struct RunArgs {
     /// http:// only to loopback addresses).
     #[arg(long, env = "ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+    /// Let namespaced InvitationEndpoints call plain http:// on loopback addresses (off: only
+    /// ClusterInvitationEndpoints may; a tenant must not reach sidecars in the operator's pod).
+    #[arg(long, env = "NAMESPACED_ENDPOINTS_LOOPBACK_HTTP")]
+    pub namespaced_endpoints_loopback_http: bool,
+    /// Whether a namespaced InvitationEndpoint may only use Secrets labelled
+    /// `invite.operators.dev/credentials: "true"` (`--require-credentials-label=false` turns
+    /// the check off). ClusterInvitationEndpoints are not affected.
+    #[arg(long, env = "REQUIRE_CREDENTIALS_LABEL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub require_credentials_label: bool,
     /// Whether namespaced InvitationEndpoints may be used (`--namespaced-endpoints=false`
     /// leaves only the platform's ClusterInvitationEndpoints).
     #[arg(long, env = "NAMESPACED_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -208,9 +217,11 @@ pub fn settings(args: &RunArgs) -> crate::controller::Settings {
         secret_cache_ttl: args.secret_cache_ttl,
         endpoint_policy: crate::reconcile::resolve::EndpointPolicy {
             allow_insecure_http: args.allow_insecure_http,
+            namespaced_loopback_http: args.namespaced_endpoints_loopback_http,
             namespaced_endpoints: args.namespaced_endpoints,
             namespaced_endpoint_hosts: list(&args.namespaced_endpoint_hosts),
         },
+        require_credentials_label: args.require_credentials_label,
         max_clock_skew: args.max_clock_skew.max(if args.leader_election {
             args.lease_duration
         } else {
@@ -238,6 +249,8 @@ mod tests {
         assert!(!strict.endpoint_policy.allow_insecure_http);
         assert!(strict.endpoint_policy.namespaced_endpoints);
         assert!(strict.endpoint_policy.namespaced_endpoint_hosts.is_empty());
+        assert!(!strict.endpoint_policy.namespaced_loopback_http);
+        assert!(strict.require_credentials_label);
         assert_eq!(strict.secret_cache_ttl, Duration::from_secs(60));
         assert_eq!(strict.max_clock_skew, Duration::from_secs(15));
         let set = run_settings(&[
@@ -249,7 +262,11 @@ mod tests {
             "5s",
             "--max-clock-skew",
             "20s",
+            "--namespaced-endpoints-loopback-http",
+            "--require-credentials-label=false",
         ]);
+        assert!(set.endpoint_policy.namespaced_loopback_http);
+        assert!(!set.require_credentials_label);
         assert!(set.endpoint_policy.allow_insecure_http);
         assert!(!set.endpoint_policy.namespaced_endpoints);
         assert_eq!(

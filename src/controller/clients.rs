@@ -37,49 +37,95 @@ pub struct ClientSettings {
     pub may_act: MayAct,
 }
 
+/// The label a Secret must carry before a namespaced InvitationEndpoint may use it.
+pub const CREDENTIALS_LABEL: &str = "invite.operators.dev/credentials";
+
 /// An endpoint's token, or why there is none.
 pub enum Credentials {
     /// The token.
     Token(ApiToken),
     /// The Secret or its key is missing.
     Missing(Blocked),
+    /// The Secret is not labelled for use by namespaced endpoints ([`CREDENTIALS_LABEL`]):
+    /// its value is never sent anywhere.
+    NotLabelled(Blocked),
 }
 
 /// The clients and tokens of the endpoints.
 #[derive(Default)]
 pub struct EndpointClients {
     clients: Mutex<HashMap<String, (u64, SharedApi)>>,
-    tokens: Mutex<HashMap<resolve::SecretLocation, (ApiToken, Instant)>>,
+    tokens: Mutex<HashMap<resolve::SecretLocation, CachedToken>>,
+}
+
+/// A token read from a Secret: when, and whether the Secret carried [`CREDENTIALS_LABEL`].
+struct CachedToken {
+    token: ApiToken,
+    read_at: Instant,
+    labelled: bool,
 }
 
 impl EndpointClients {
     /// The endpoint's token: read with `get` (never a list or watch of Secrets), then reused
-    /// for `ttl` or until [`EndpointClients::forget_token`].
+    /// for `ttl` or until [`EndpointClients::forget_token`]. With `require_label` (a
+    /// namespaced endpoint), only from a Secret labelled [`CREDENTIALS_LABEL`]`=true`: someone
+    /// who may create endpoints but not read Secrets cannot have the operator send an
+    /// unlabelled Secret to a host of their choice.
     pub async fn token(
         &self,
         client: &Client,
         location: &resolve::SecretLocation,
         ttl: Duration,
+        require_label: bool,
     ) -> Result<Credentials, kube::Error> {
-        if let Some((token, read_at)) = self.tokens.lock().expect("lock").get(location)
-            && read_at.elapsed() < ttl
-        {
-            return Ok(Credentials::Token(token.clone()));
+        let cached = self
+            .tokens
+            .lock()
+            .expect("lock")
+            .get(location)
+            .filter(|c| c.read_at.elapsed() < ttl)
+            .map(|c| (c.token.clone(), c.labelled));
+        let (token, labelled) = match cached {
+            Some(hit) => hit,
+            None => {
+                let secret = Api::<Secret>::namespaced(client.clone(), &location.namespace)
+                    .get_opt(&location.name)
+                    .await?;
+                let labelled = secret.as_ref().is_some_and(|s| {
+                    s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(CREDENTIALS_LABEL))
+                        .is_some_and(|v| v == "true")
+                });
+                let mut tokens = self.tokens.lock().expect("lock");
+                match resolve::read_token(secret.as_ref(), location) {
+                    Ok(token) => {
+                        let entry = CachedToken {
+                            token: token.clone(),
+                            read_at: Instant::now(),
+                            labelled,
+                        };
+                        tokens.insert(location.clone(), entry);
+                        (token, labelled)
+                    }
+                    Err(blocked) => {
+                        tokens.remove(location);
+                        return Ok(Credentials::Missing(blocked));
+                    }
+                }
+            }
+        };
+        if require_label && !labelled {
+            return Ok(Credentials::NotLabelled(Blocked::new(
+                crate::reconcile::plan::ReadyReason::EndpointNotReady,
+                format!(
+                    "Secret {}/{} is not labelled {CREDENTIALS_LABEL}=true: a namespaced InvitationEndpoint may only use Secrets labelled for it (SecretNotLabelled)",
+                    location.namespace, location.name
+                ),
+            )));
         }
-        let secret = Api::<Secret>::namespaced(client.clone(), &location.namespace)
-            .get_opt(&location.name)
-            .await?;
-        let mut tokens = self.tokens.lock().expect("lock");
-        Ok(match resolve::read_token(secret.as_ref(), location) {
-            Ok(token) => {
-                tokens.insert(location.clone(), (token.clone(), Instant::now()));
-                Credentials::Token(token)
-            }
-            Err(blocked) => {
-                tokens.remove(location);
-                Credentials::Missing(blocked)
-            }
-        })
+        Ok(Credentials::Token(token))
     }
 
     /// Forgets a token the API refused, so the next use reads the Secret again.

@@ -46,6 +46,9 @@ pub struct Settings {
     pub secret_cache_ttl: Duration,
     /// What endpoints may reach.
     pub endpoint_policy: EndpointPolicy,
+    /// Whether a namespaced InvitationEndpoint may only use Secrets labelled
+    /// `invite.operators.dev/credentials: "true"`.
+    pub require_credentials_label: bool,
     /// The largest difference between two replicas' clocks that exactly-once tolerates.
     pub max_clock_skew: Duration,
 }
@@ -64,6 +67,7 @@ impl Default for Settings {
             batch: BatchSettings::default(),
             secret_cache_ttl: Duration::from_secs(60),
             endpoint_policy: EndpointPolicy::default(),
+            require_credentials_label: true,
             max_clock_skew: Duration::from_secs(15),
         }
     }

@@ -61,15 +61,27 @@ pub async fn check(ctx: &Context, endpoint: &AnyEndpoint) -> Result<EndpointChec
         return Ok(EndpointCheck::not_ready(reason, blocked.message));
     }
     let location = resolve::secret_location(endpoint, &ctx.settings.operator_namespace);
+    let require_label = endpoint.is_namespaced() && ctx.settings.require_credentials_label;
     let token = match ctx
         .clients
-        .token(&ctx.client, &location, ctx.settings.secret_cache_ttl)
+        .token(
+            &ctx.client,
+            &location,
+            ctx.settings.secret_cache_ttl,
+            require_label,
+        )
         .await?
     {
         Credentials::Token(token) => token,
         Credentials::Missing(blocked) => {
             return Ok(EndpointCheck::not_ready(
                 "CredentialsNotFound",
+                blocked.message,
+            ));
+        }
+        Credentials::NotLabelled(blocked) => {
+            return Ok(EndpointCheck::not_ready(
+                "SecretNotLabelled",
                 blocked.message,
             ));
         }

@@ -99,13 +99,21 @@ pub async fn connect(ctx: &Context, endpoint: AnyEndpoint) -> Result<Resolution,
         Err(invalid) => return not_ready(invalid.to_string()),
     };
     let location = resolve::secret_location(&endpoint, &ctx.settings.operator_namespace);
+    let require_label = endpoint.is_namespaced() && ctx.settings.require_credentials_label;
     let token = match ctx
         .clients
-        .token(&ctx.client, &location, ctx.settings.secret_cache_ttl)
+        .token(
+            &ctx.client,
+            &location,
+            ctx.settings.secret_cache_ttl,
+            require_label,
+        )
         .await?
     {
         Credentials::Token(token) => token,
-        Credentials::Missing(blocked) => return Ok(Resolution::Blocked(blocked)),
+        Credentials::Missing(blocked) | Credentials::NotLabelled(blocked) => {
+            return Ok(Resolution::Blocked(blocked));
+        }
     };
     match ctx
         .clients

@@ -262,8 +262,10 @@ impl TestCluster {
 
     /// Creates (or replaces) the Secret holding the token.
     pub async fn put_secret(&self, name: &str, token: &str) {
+        let mut metadata = self.metadata(name);
+        metadata["labels"]["invite.operators.dev/credentials"] = json!("true");
         let secret = Secret {
-            metadata: serde_json::from_value(self.metadata(name)).unwrap(),
+            metadata: serde_json::from_value(metadata).unwrap(),
             data: Some(BTreeMap::from([(
                 "token".to_string(),
                 ByteString(token.as_bytes().to_vec()),
@@ -704,6 +706,7 @@ impl OperatorProcess {
             .env("POD_NAMESPACE", &cluster.namespace)
             .env("WATCH_NAMESPACES", &cluster.namespace)
             .env("CLUSTER_ENDPOINT_SELECTOR", cluster.selector())
+            .env("NAMESPACED_ENDPOINTS_LOOPBACK_HTTP", "true")
             .env("METRICS_ADDR", metrics_addr.to_string())
             .env("LOG_LEVEL", "warn");
         for (var, value) in env {
@@ -813,6 +816,11 @@ pub fn base_settings(operator_namespace: &str) -> Settings {
         },
         secret_cache_ttl: Duration::from_millis(500),
         max_clock_skew: Duration::ZERO,
+        // The mock API listens on loopback, and most tests use namespaced endpoints.
+        endpoint_policy: invite_operator::reconcile::resolve::EndpointPolicy {
+            namespaced_loopback_http: true,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }

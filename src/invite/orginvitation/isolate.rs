@@ -53,51 +53,71 @@ impl OrgInvitationClient {
         }
     }
 
-    /// Invites `usernames`, isolating refused ones. A refused batch is first checked for
-    /// usernames invited anyway (never posted again); usernames the refusal names are
-    /// refused and the others posted again; otherwise the batch is halved until each refused
-    /// username was posted alone. A username is refused only by an answer to a call that
-    /// carried it alone, or that names it.
+    /// Invites `usernames` (each with the index of the resource asking), isolating refused
+    /// ones. A refused batch is first checked for usernames invited anyway (never posted
+    /// again); usernames the refusal names are refused and the others posted again. Otherwise
+    /// the first and the last username of each resource are tried alone: when both are
+    /// refused with the batch's own message, the resource's shared roles are at fault and its
+    /// other usernames are refused without more calls; the rest is halved until each refused
+    /// username was posted alone. A username is never refused because of another resource's.
     pub(super) async fn invite_isolating(
         &self,
         payload: &OrgInvitationRequest,
-        usernames: Vec<String>,
+        usernames: Vec<(String, usize)>,
         send_by: Instant,
     ) -> BTreeMap<String, InviteOutcome> {
         let mut outcomes = BTreeMap::new();
         let mut sent = Vec::new();
+        let mut probed = std::collections::BTreeSet::new();
         let mut pending = vec![usernames];
         while let Some(batch) = pending.pop() {
-            match self.post_invitation(payload, &batch, send_by).await {
-                Ok(Posted::Sent) => sent.extend(batch),
+            let names: Vec<String> = batch.iter().map(|(u, _)| u.clone()).collect();
+            match self.post_invitation(payload, &names, send_by).await {
+                Ok(Posted::Sent) => sent.extend(names),
                 Ok(Posted::Refused(message)) if batch.len() == 1 => {
-                    outcomes.insert(batch[0].clone(), InviteOutcome::Rejected { message });
+                    outcomes.insert(names[0].clone(), InviteOutcome::Rejected { message });
                 }
                 Ok(Posted::Refused(message)) => {
-                    let rest = match self.invited_anyway(&batch, &mut outcomes).await {
+                    let rest = match self.invited_anyway(&names, &mut outcomes).await {
                         Ok(rest) => rest,
                         Err(error) => {
                             // The refusal proves nothing was sent; the usernames are retried.
-                            for username in batch {
+                            for username in names {
                                 outcomes.insert(username, InviteOutcome::NotDone(error.clone()));
                             }
                             continue;
                         }
                     };
-                    let (named, others) = named_in(&message, rest);
-                    for username in &named {
+                    let rest: Vec<(String, usize)> = batch
+                        .into_iter()
+                        .filter(|(u, _)| rest.contains(u))
+                        .collect();
+                    let (named, others): (Vec<_>, Vec<_>) = rest
+                        .into_iter()
+                        .partition(|(u, _)| names_address(&message, u));
+                    for (username, _) in &named {
                         let message = message.clone();
                         outcomes.insert(username.clone(), InviteOutcome::Rejected { message });
                     }
                     if !named.is_empty() {
                         pending.push(others);
-                    } else if !others.is_empty() {
-                        let (a, b) = others.split_at(others.len().div_ceil(2));
+                        continue;
+                    }
+                    let ctx = Refusal {
+                        payload,
+                        message: &message,
+                        send_by,
+                    };
+                    for group in self
+                        .probe_resources(&ctx, others, &mut probed, &mut outcomes, &mut sent)
+                        .await
+                    {
+                        let (a, b) = group.split_at(group.len().div_ceil(2));
                         pending.extend([b.to_vec(), a.to_vec()]);
                     }
                 }
                 Err(error) => {
-                    for username in batch {
+                    for username in names {
                         outcomes.insert(username, InviteOutcome::of_error(error.clone()));
                     }
                 }
@@ -107,6 +127,76 @@ impl OrgInvitationClient {
             self.read_back(&sent, &mut outcomes).await;
         }
         outcomes
+    }
+
+    /// Tries the first and the last username of each resource not probed yet alone. When
+    /// both are refused with the batch's message, the resource's other usernames are refused
+    /// too. Returns what is still undecided, per resource.
+    async fn probe_resources(
+        &self,
+        refusal: &Refusal<'_>,
+        batch: Vec<(String, usize)>,
+        probed: &mut std::collections::BTreeSet<usize>,
+        outcomes: &mut BTreeMap<String, InviteOutcome>,
+        sent: &mut Vec<String>,
+    ) -> Vec<Vec<(String, usize)>> {
+        let mut groups: Vec<Vec<(String, usize)>> = Vec::new();
+        for entry in batch {
+            match groups.iter_mut().find(|g| g[0].1 == entry.1) {
+                Some(group) => group.push(entry),
+                None => groups.push(vec![entry]),
+            }
+        }
+        let mut undecided = Vec::new();
+        for group in groups {
+            if group.len() < 2 || !probed.insert(group[0].1) {
+                undecided.push(group);
+                continue;
+            }
+            let probes = [group[0].0.clone(), group[group.len() - 1].0.clone()];
+            let mut same = 0;
+            for username in &probes {
+                match self
+                    .post_invitation(
+                        refusal.payload,
+                        std::slice::from_ref(username),
+                        refusal.send_by,
+                    )
+                    .await
+                {
+                    Ok(Posted::Sent) => sent.push(username.clone()),
+                    Ok(Posted::Refused(message)) => {
+                        same += usize::from(message == refusal.message);
+                        outcomes.insert(username.clone(), InviteOutcome::Rejected { message });
+                    }
+                    Err(error) => {
+                        // Nothing more is sent for this resource: its others are retried.
+                        outcomes.insert(username.clone(), InviteOutcome::of_error(error.clone()));
+                        for (other, _) in group.iter().filter(|(u, _)| !probes.contains(u)) {
+                            outcomes.insert(other.clone(), InviteOutcome::NotDone(error.clone()));
+                        }
+                        same = usize::MAX;
+                        break;
+                    }
+                }
+            }
+            let rest: Vec<(String, usize)> = group
+                .into_iter()
+                .filter(|(u, _)| !probes.contains(u))
+                .collect();
+            if same == usize::MAX || rest.is_empty() {
+                continue;
+            }
+            if same == probes.len() {
+                for (username, _) in rest {
+                    let message = refusal.message.to_string();
+                    outcomes.insert(username, InviteOutcome::Rejected { message });
+                }
+            } else {
+                undecided.push(rest);
+            }
+        }
+        undecided
     }
 
     /// After a refused call: the usernames that have a live invitation (or membership) now
@@ -179,15 +269,19 @@ impl OrgInvitationClient {
     }
 }
 
-/// The usernames of `batch` that a refusal's message names (ignoring case), and the others.
-fn named_in(message: &str, batch: Vec<String>) -> (Vec<String>, Vec<String>) {
-    let message = message.to_ascii_lowercase();
-    batch
-        .into_iter()
-        .partition(|username| names(&message, &username.to_ascii_lowercase()))
+/// A refused batch: what it asked, its answer and its send deadline.
+struct Refusal<'a> {
+    payload: &'a OrgInvitationRequest,
+    message: &'a str,
+    send_by: Instant,
 }
 
-/// Whether `message` contains `address` as a whole address (not inside a longer one).
+/// Whether a refusal's `message` names `address` (ignoring case) as a whole address, not
+/// inside a longer one.
+fn names_address(message: &str, address: &str) -> bool {
+    names(&message.to_ascii_lowercase(), &address.to_ascii_lowercase())
+}
+
 fn names(message: &str, address: &str) -> bool {
     let part_of_address = |c: char| c.is_ascii_alphanumeric() || "._%+-@".contains(c);
     message.match_indices(address).any(|(at, _)| {
@@ -202,14 +296,18 @@ fn names(message: &str, address: &str) -> bool {
 mod tests {
     #[test]
     fn only_usernames_a_refusal_names_are_named() {
-        let batch = vec!["a@x.com".to_string(), "b@x.com".into(), "ab@x.com".into()];
-        let (named, others) = super::named_in("Invalid username: A@X.com.", batch.clone());
-        assert_eq!(named, vec!["a@x.com"]);
-        assert_eq!(others, vec!["b@x.com", "ab@x.com"]);
-        let (named, _) = super::named_in("unknown user xa@x.com and ab@x.com", batch.clone());
-        assert_eq!(named, vec!["ab@x.com"]);
-        let (named, others) = super::named_in("Role not found", batch.clone());
-        assert!(named.is_empty());
-        assert_eq!(others, batch);
+        use super::names_address;
+        assert!(names_address("Invalid username: A@X.com.", "a@x.com"));
+        assert!(!names_address("Invalid username: A@X.com.", "b@x.com"));
+        assert!(!names_address(
+            "unknown user xa@x.com and ab@x.com",
+            "a@x.com"
+        ));
+        assert!(names_address(
+            "unknown user xa@x.com and ab@x.com",
+            "ab@x.com"
+        ));
+        assert!(!names_address("unknown user ab@x.com", "b@x.com"));
+        assert!(!names_address("Role not found", "a@x.com"));
     }
 }

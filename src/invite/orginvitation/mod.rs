@@ -280,7 +280,25 @@ impl InviteApi for OrgInvitationClient {
                 })
                 .collect();
         };
-        let usernames = requests.iter().map(|r| r.email.clone()).collect();
+        // The requests of one resource share its spec: that is how a batch's usernames are
+        // told apart by resource (a refusal is only ever inferred within one resource).
+        let mut resources: Vec<&std::sync::Arc<UserInvitationSpec>> = Vec::new();
+        let usernames = requests
+            .iter()
+            .map(|r| {
+                let resource = match resources
+                    .iter()
+                    .position(|s| std::sync::Arc::ptr_eq(s, &r.spec))
+                {
+                    Some(i) => i,
+                    None => {
+                        resources.push(&r.spec);
+                        resources.len() - 1
+                    }
+                };
+                (r.email.clone(), resource)
+            })
+            .collect();
         self.invite_isolating(&payload, usernames, send_by).await
     }
 

@@ -14,6 +14,10 @@ use crate::{
 pub struct EndpointPolicy {
     /// Allow plain `http://` to any host (`--allow-insecure-http`).
     pub allow_insecure_http: bool,
+    /// Allow plain `http://` to loopback addresses for namespaced endpoints too
+    /// (`--namespaced-endpoints-loopback-http`). Off: a tenant must not reach sidecars in
+    /// the operator's pod. (Cluster endpoints, made by the platform, may always.)
+    pub namespaced_loopback_http: bool,
     /// Whether namespaced InvitationEndpoints may be used at all.
     pub namespaced_endpoints: bool,
     /// Hosts namespaced endpoints may call (`*.example.com` matches subdomains); empty: any.
@@ -24,6 +28,7 @@ impl Default for EndpointPolicy {
     fn default() -> Self {
         EndpointPolicy {
             allow_insecure_http: false,
+            namespaced_loopback_http: false,
             namespaced_endpoints: true,
             namespaced_endpoint_hosts: Vec::new(),
         }
@@ -70,9 +75,19 @@ fn check_url(
     let Some(host) = url.host() else {
         return invalid(format!("{field} {raw:?} has no host"));
     };
+    let loopback_allowed = !namespaced || policy.namespaced_loopback_http;
     match url.scheme() {
         "https" => {}
-        "http" if is_loopback(&host) || policy.allow_insecure_http => {}
+        "http" if policy.allow_insecure_http => {}
+        "http" if is_loopback(&host) && loopback_allowed => {}
+        "http" if is_loopback(&host) => {
+            return Err(Blocked::new(
+                ReadyReason::NotAllowed,
+                format!(
+                    "{field}: a namespaced InvitationEndpoint may not call plain http:// on a loopback address (the operator's own pod) unless the controller runs with --namespaced-endpoints-loopback-http"
+                ),
+            ));
+        }
         "http" => {
             return invalid(format!(
                 "{field} must use https:// (plain http:// is allowed only to loopback addresses, unless the controller runs with --allow-insecure-http)"
@@ -182,6 +197,36 @@ mod tests {
         assert_eq!(
             verdict(&endpoint(true, "http://wf.example.com"), &lax),
             None
+        );
+    }
+
+    #[test]
+    fn namespaced_endpoints_reach_loopback_over_http_only_when_the_platform_opts_in() {
+        let strict = EndpointPolicy::default();
+        for url in [
+            "http://127.0.0.1:8090",
+            "http://localhost:9090",
+            "http://[::1]:1",
+        ] {
+            assert_eq!(
+                verdict(&endpoint(true, url), &strict),
+                Some(ReadyReason::NotAllowed),
+                "{url}"
+            );
+            assert_eq!(verdict(&endpoint(false, url), &strict), None, "{url}");
+        }
+        let opted_in = EndpointPolicy {
+            namespaced_loopback_http: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&endpoint(true, "http://127.0.0.1:8090"), &opted_in),
+            None
+        );
+        // Opting in to loopback opens nothing else.
+        assert_eq!(
+            verdict(&endpoint(true, "http://10.0.0.7:8090"), &opted_in),
+            Some(ReadyReason::EndpointNotReady)
         );
     }
 
