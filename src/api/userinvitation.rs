@@ -127,8 +127,12 @@ impl std::fmt::Display for EndpointKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserToCreate {
-    /// Email address of the user; the user's unique identifier.
+    /// Email address of the user; the user's unique identifier. A plain address
+    /// (`local@domain.tld`, ASCII): no display name, angle brackets, comment, quotes, route,
+    /// backslash or whitespace, no dot at either end of a part or two in a row, a domain of two
+    /// or more labels without a trailing dot. Compared ignoring case.
     #[schemars(email, length(min = 3, max = 254))]
+    #[x_kube(validation = super::address::rule())]
     pub email_address: String,
     /// Permissions to grant, e.g. `dashboard_management`.
     #[serde(default)]
@@ -151,8 +155,13 @@ pub struct UserToCreate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrgInvitationRequest {
-    /// Usernames (email addresses) of the users to invite.
-    #[schemars(length(min = 1, max = 1000), inner(email, length(min = 3, max = 254)))]
+    /// Usernames (email addresses) of the users to invite: plain addresses, as for
+    /// `users[].emailAddress`. Compared ignoring case.
+    #[schemars(
+        length(min = 1, max = 1000),
+        inner(email, length(min = 3, max = 254)),
+        transform = super::address::rule_on_items
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub usernames: Vec<String>,
     /// Organization roles to grant, e.g. `[{name: org_member}]`.
@@ -308,7 +317,8 @@ impl std::fmt::Display for ApiIdentity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserStatus {
-    /// The requested email address (lowercased; a case-variant duplicate keeps its spelling).
+    /// The requested email address (lowercased; an invalid entry, such as a case-variant
+    /// duplicate or an address that is not plain, keeps its spelling).
     pub email_address: String,
     /// Identifier of the user in the API (may differ from the email address), or the
     /// invitation reference for OrgInvitation.
@@ -321,8 +331,8 @@ pub struct UserStatus {
     /// the endpoint allows adopting existing users. Absent: the user is only observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<Ownership>,
-    /// Why the user is Failed: InvalidSpec (the spec lists the address twice, ignoring case) or
-    /// Rejected (the API refused the invitation).
+    /// Why the user is Failed: InvalidSpec (the spec lists the address twice, ignoring case, or
+    /// the address is not a plain email address) or Rejected (the API refused the invitation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<FailureReason>,
     /// When the invitation was sent (for Inviting: when the request was recorded).
@@ -355,7 +365,8 @@ pub enum Ownership {
 /// Why a user is Failed.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum FailureReason {
-    /// The spec lists this address more than once (addresses are compared ignoring case).
+    /// The spec lists this address more than once (addresses are compared ignoring case), or
+    /// the address is not a plain email address.
     InvalidSpec,
     /// The API refused to invite this user.
     Rejected,
@@ -376,7 +387,8 @@ pub enum UserState {
     AlreadyMember,
     /// The invitation expired unaccepted.
     Expired,
-    /// The API refused to invite this user, or the spec lists the address twice; see reason.
+    /// The API refused to invite this user, or the spec cannot name them (the address is listed
+    /// twice or is not plain); see reason.
     Failed,
     /// The pending invitation was revoked (outside this resource).
     Revoked,
