@@ -1,7 +1,8 @@
 //! Who holds which person: from every UserInvitation's status, the users it owns (invited or
-//! adopted) on its API. A resource naming a person another resource holds shows the holder
-//! and changes nothing, so two resources never undo each other, and nobody invites a person
-//! whose invite request elsewhere is still settling.
+//! adopted) on its API, keyed by the person an address names ([`address::person`]). A resource
+//! naming a person another resource holds shows the holder and changes nothing, so two
+//! resources never undo each other, and nobody invites a person whose invite request elsewhere
+//! is still settling.
 //!
 //! The index is fed by the UserInvitation watch (complete before the first reconcile, pruned
 //! on deletion and relist) and written through by the controller's own status writes, so a
@@ -15,7 +16,7 @@ use std::{
 use jiff::Timestamp;
 
 use crate::{
-    api::{ApiIdentity, UserInvitationStatus, UserState},
+    api::{ApiIdentity, UserInvitationStatus, UserState, address},
     reconcile::plan::OtherHolder,
 };
 
@@ -66,7 +67,7 @@ impl HolderIndex {
         let api = Arc::new(api.clone());
         let mut people = Vec::with_capacity(held.len());
         for user in held {
-            let person: Box<str> = user.email_address.as_str().into();
+            let person: Box<str> = address::person(&user.email_address).into();
             index
                 .by_person
                 .entry((api.clone(), person.clone()))
@@ -99,16 +100,16 @@ impl HolderIndex {
         let api = Arc::new(api.clone());
         addresses
             .iter()
-            .filter_map(|address| {
+            .filter_map(|requested| {
                 let holders = index
                     .by_person
-                    .get(&(api.clone(), address.as_str().into()))?;
+                    .get(&(api.clone(), address::person(requested).into()))?;
                 let (owner, held) = holders
                     .iter()
                     .filter(|(owner, _)| owner.as_ref() != me)
                     .min_by_key(|(owner, _)| owner.to_string())?;
                 Some((
-                    address.clone(),
+                    requested.clone(),
                     OtherHolder {
                         owner: owner.to_string(),
                         state: held.state,
@@ -241,6 +242,23 @@ mod tests {
                 .others(&api("https://wf"), "team-b/second", &asked)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_person_is_held_whatever_the_spelling_of_the_entry_or_the_question() {
+        // The index keys by the person (`address::person`): an entry written in another case
+        // (an older status) still holds the person asked for in any case.
+        let index = HolderIndex::default();
+        index.update(
+            "team-a/first",
+            Some(&status(
+                "https://wf",
+                &[("X@Y.z", UserState::Invited, Some(Ownership::Created))],
+            )),
+        );
+        let asked = ["x@y.Z".to_string(), "x+ops@y.z".into()];
+        let others = index.others(&api("https://wf"), "team-b/second", &asked);
+        assert_eq!(others.keys().collect::<Vec<_>>(), vec!["x@y.Z"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{PlanContext, unsettled};
 use crate::{
-    api::{ANY_VALUE, AllowedGrants, UserState, UserStatus},
+    api::{ANY_VALUE, AllowedGrants, UserState, UserStatus, address},
     invite::{Observed, UserGrants},
 };
 
@@ -39,7 +39,7 @@ pub fn grant_drift(
         .users
         .iter()
         .flatten()
-        .map(|u| (super::normalize(&u.email_address), UserGrants::of(u)))
+        .map(|u| (address::person(&u.email_address), UserGrants::of(u)))
         .collect();
     users
         .iter()
@@ -104,12 +104,14 @@ fn scope(
 
 /// Entries of users no longer requested whose external state this resource must remove now
 /// (deletionPolicy Delete): only what it owns, and only once an unanswered invite request has
-/// settled.
+/// settled. A user the spec still names in a refused spelling (an object admitted before the
+/// address rule) is not removed from the spec: it is kept, never removed because of the refusal.
 pub fn removals(ctx: &PlanContext<'_>) -> Vec<UserStatus> {
     if !ctx.delete() {
         return Vec::new();
     }
     no_longer_requested(ctx)
+        .filter(|u| !ctx.requested.names_invalidly(&u.email_address))
         .filter(|u| owes_removal(u) && !unsettled(u, ctx.now))
         .cloned()
         .collect()
