@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::address;
+
 /// `UserInvitation` asks the operator to invite users through an invite API and records the
 /// outcome per user in its status. Its spec is the invitation request of the endpoint's API:
 /// `users` for UserInvite endpoints, `orgInvitation` for OrgInvitation endpoints.
@@ -74,6 +76,18 @@ pub struct UserInvitationSpec {
     /// UserInvite, 7 days for OrgInvitation).
     #[serde(default)]
     pub reinvite_expired: bool,
+}
+
+impl UserInvitationSpec {
+    /// The entry of `spec.users` the planner requests for `person` (see [`address::person`]):
+    /// the first whose address is plain and names that person. A later case variant or another
+    /// spelling of the mailbox is never taken for it (its grants are not the person's).
+    pub fn user(&self, person: &str) -> Option<&UserToCreate> {
+        self.users.iter().flatten().find(|u| {
+            address::same_person(&u.email_address, person)
+                && address::parse(&u.email_address).is_ok()
+        })
+    }
 }
 
 /// Reference to the endpoint a UserInvitation uses.

@@ -247,13 +247,7 @@ impl InviteApi for UserInviteClient {
         let mut outcomes = BTreeMap::new();
         let mut users = Vec::new();
         for request in requests {
-            let user = request
-                .spec
-                .users
-                .iter()
-                .flatten()
-                .find(|u| normalized(&u.email_address) == request.email);
-            match user {
+            match request.spec.user(&request.email) {
                 Some(user) => users.push(user),
                 None => {
                     outcomes.insert(

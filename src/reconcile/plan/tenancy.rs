@@ -34,13 +34,16 @@ pub fn grant_drift(
     if !ctx.enforce() {
         return Vec::new();
     }
-    let desired: BTreeMap<String, UserGrants> = ctx
-        .spec
-        .users
-        .iter()
-        .flatten()
-        .map(|u| (address::person(&u.email_address), UserGrants::of(u)))
-        .collect();
+    // The grants of each person as the planner requests them: the first plain spelling (see
+    // `UserInvitationSpec::user`), never a later case variant's.
+    let mut desired: BTreeMap<String, UserGrants> = BTreeMap::new();
+    for user in ctx.spec.users.iter().flatten() {
+        if let Ok(person) = address::parse(&user.email_address) {
+            desired
+                .entry(person)
+                .or_insert_with(|| UserGrants::of(user));
+        }
+    }
     users
         .iter()
         .filter(|u| u.ownership.is_some() && u.state.is_invited())
