@@ -92,6 +92,62 @@ fn a_resource_that_is_not_ready_exits_non_zero_with_the_reason() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[cfg(feature = "mock-api")]
+#[test]
+fn reconcile_refuses_other_spellings_of_a_mailbox_without_any_admission() {
+    // `reconcile -f` runs no admission (no CEL, no format): the planner refuses each address
+    // that is not plain, alone, and invites the person once.
+    let example = std::fs::read_to_string(root("examples/userinvite.yaml")).unwrap();
+    let users = example.find("  users:\n").unwrap();
+    let manifest = format!(
+        "{}  users:\n{}",
+        &example[..users],
+        [
+            "alice@example.com",
+            "'Alice <alice@example.com>'",
+            "alice@example.com.",
+            "'\"alice\"@example.com'"
+        ]
+        .iter()
+        .map(|e| format!("    - {{emailAddress: {e}, groups: [], userGroups: []}}\n"))
+        .collect::<String>()
+    );
+    let dir = std::env::temp_dir().join(format!("invite-cli-spellings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("spellings.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let out = operator()
+        .args(["reconcile", "--mock-api", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&out.stdout);
+    let status = &docs[0]["status"];
+    assert_eq!(
+        status["conditions"][0]["reason"], "InvalidSpec",
+        "{status:?}"
+    );
+    let users = status["users"].as_array().unwrap();
+    assert_eq!(users.len(), 4, "{status:?}");
+    assert_eq!(users[0]["emailAddress"], "alice@example.com");
+    assert_eq!(users[0]["state"], "Invited");
+    for user in &users[1..] {
+        assert_eq!(user["state"], "Failed", "{user:?}");
+        assert_eq!(user["reason"], "InvalidSpec", "{user:?}");
+        let message = user["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("not a plain email address"),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn crd_prints_every_crd_and_survives_a_closed_pipe() {
     let out = operator().arg("crd").output().unwrap();

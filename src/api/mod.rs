@@ -3,6 +3,7 @@
 //! The CRDs are generated from these types (`invite-operator crd`); the doc comments on every
 //! field are what `kubectl explain` shows.
 
+pub mod address;
 mod endpoint;
 mod userinvitation;
 

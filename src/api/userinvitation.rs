@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::address;
+
 /// `UserInvitation` asks the operator to invite users through an invite API and records the
 /// outcome per user in its status. Its spec is the invitation request of the endpoint's API:
 /// `users` for UserInvite endpoints, `orgInvitation` for OrgInvitation endpoints.
@@ -76,6 +78,18 @@ pub struct UserInvitationSpec {
     pub reinvite_expired: bool,
 }
 
+impl UserInvitationSpec {
+    /// The entry of `spec.users` the planner requests for `person` (see [`address::person`]):
+    /// the first whose address is plain and names that person. A later case variant or another
+    /// spelling of the mailbox is never taken for it (its grants are not the person's).
+    pub fn user(&self, person: &str) -> Option<&UserToCreate> {
+        self.users.iter().flatten().find(|u| {
+            address::same_person(&u.email_address, person)
+                && address::parse(&u.email_address).is_ok()
+        })
+    }
+}
+
 /// Reference to the endpoint a UserInvitation uses.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -127,8 +141,12 @@ impl std::fmt::Display for EndpointKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserToCreate {
-    /// Email address of the user; the user's unique identifier.
+    /// Email address of the user; the user's unique identifier. A plain address
+    /// (`local@domain.tld`, ASCII): no display name, angle brackets, comment, quotes, route,
+    /// backslash or whitespace, no dot at either end of a part or two in a row, a domain of two
+    /// or more labels without a trailing dot. Compared ignoring case.
     #[schemars(email, length(min = 3, max = 254))]
+    #[x_kube(validation = super::address::rule())]
     pub email_address: String,
     /// Permissions to grant, e.g. `dashboard_management`.
     #[serde(default)]
@@ -151,8 +169,13 @@ pub struct UserToCreate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrgInvitationRequest {
-    /// Usernames (email addresses) of the users to invite.
-    #[schemars(length(min = 1, max = 1000), inner(email, length(min = 3, max = 254)))]
+    /// Usernames (email addresses) of the users to invite: plain addresses, as for
+    /// `users[].emailAddress`. Compared ignoring case.
+    #[schemars(
+        length(min = 1, max = 1000),
+        inner(email, length(min = 3, max = 254)),
+        transform = super::address::rule_on_items
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub usernames: Vec<String>,
     /// Organization roles to grant, e.g. `[{name: org_member}]`.
@@ -335,7 +358,8 @@ impl std::fmt::Display for EndpointBinding {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserStatus {
-    /// The requested email address (lowercased; a case-variant duplicate keeps its spelling).
+    /// The requested email address (lowercased; an invalid entry, such as a case-variant
+    /// duplicate or an address that is not plain, keeps its spelling).
     pub email_address: String,
     /// Identifier of the user in the API (may differ from the email address), or the
     /// invitation reference for OrgInvitation.
@@ -348,8 +372,8 @@ pub struct UserStatus {
     /// the endpoint allows adopting existing users. Absent: the user is only observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<Ownership>,
-    /// Why the user is Failed: InvalidSpec (the spec lists the address twice, ignoring case) or
-    /// Rejected (the API refused the invitation).
+    /// Why the user is Failed: InvalidSpec (the spec lists the address twice, ignoring case, or
+    /// the address is not a plain email address) or Rejected (the API refused the invitation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<FailureReason>,
     /// When the invitation was sent (for Inviting: when the request was recorded).
@@ -382,7 +406,8 @@ pub enum Ownership {
 /// Why a user is Failed.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum FailureReason {
-    /// The spec lists this address more than once (addresses are compared ignoring case).
+    /// The spec lists this address more than once (addresses are compared ignoring case), or
+    /// the address is not a plain email address.
     InvalidSpec,
     /// The API refused to invite this user.
     Rejected,
@@ -403,7 +428,8 @@ pub enum UserState {
     AlreadyMember,
     /// The invitation expired unaccepted.
     Expired,
-    /// The API refused to invite this user, or the spec lists the address twice; see reason.
+    /// The API refused to invite this user, or the spec cannot name them (the address is listed
+    /// twice or is not plain); see reason.
     Failed,
     /// The pending invitation was revoked (outside this resource).
     Revoked,

@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
-    api::{AnyEndpoint, ApiIdentity},
+    api::{AnyEndpoint, ApiIdentity, address},
     invite::{
         self, ApiToken, ConnectError, SharedApi, Transport, TransportSettings,
         coalesce::{BatchSettings, CoalescedApi},
@@ -193,7 +193,7 @@ pub fn build_client(
 /// The addresses each API is being worked on for: a resource looks a person up, invites or
 /// removes them only while it holds their address, so two resources naming one person never
 /// both see them absent and both invite. A resource waits for another only when both name the
-/// same person.
+/// same person (the claims are kept per person, [`address::person`]).
 #[derive(Default)]
 pub struct AddressClaims {
     held: Mutex<HashMap<ApiIdentity, HashSet<String>>>,
@@ -209,7 +209,8 @@ pub struct Claim<'a> {
 
 impl AddressClaims {
     /// Waits until none of `addresses` is held on `api`, then holds them all.
-    pub async fn claim(&self, api: &ApiIdentity, mut addresses: Vec<String>) -> Claim<'_> {
+    pub async fn claim(&self, api: &ApiIdentity, addresses: Vec<String>) -> Claim<'_> {
+        let mut addresses: Vec<String> = addresses.iter().map(|a| address::person(a)).collect();
         addresses.sort();
         addresses.dedup();
         loop {
@@ -280,8 +281,8 @@ mod tests {
         .await;
         assert!(elsewhere.is_ok());
         drop((other, elsewhere));
-        // The same person waits until the first claim is released.
-        let same = claims.claim(&a, vec!["x@y.z".into()]);
+        // The same person waits until the first claim is released, in any spelling.
+        let same = claims.claim(&a, vec!["X@Y.z".into()]);
         tokio::pin!(same);
         assert!(
             tokio::time::timeout(Duration::from_millis(50), same.as_mut())

@@ -1,7 +1,8 @@
 //! Who holds which person: from every UserInvitation's status, the users it owns (invited or
-//! adopted) on its API. A resource naming a person another resource holds shows the holder
-//! and changes nothing, so two resources never undo each other, and nobody invites a person
-//! whose invite request elsewhere is still settling.
+//! adopted) on its API, keyed by the person an address names ([`address::person`]). A resource
+//! naming a person another resource holds shows the holder and changes nothing, so two
+//! resources never undo each other, and nobody invites a person whose invite request elsewhere
+//! is still settling.
 //!
 //! The index is fed by the UserInvitation watch (complete before the first reconcile, pruned
 //! on deletion and relist) and written through by the controller's own status writes, so a
@@ -15,7 +16,7 @@ use std::{
 use jiff::Timestamp;
 
 use crate::{
-    api::{ApiIdentity, UserInvitationStatus, UserState},
+    api::{ApiIdentity, UserInvitationStatus, UserState, address},
     reconcile::plan::OtherHolder,
 };
 
@@ -73,7 +74,7 @@ impl HolderIndex {
         let api = Arc::new(api.clone());
         let mut people = Vec::with_capacity(held.len());
         for user in held {
-            let person: Box<str> = user.email_address.as_str().into();
+            let person: Box<str> = address::person(&user.email_address).into();
             index
                 .by_person
                 .entry((api.clone(), person.clone()))
@@ -109,8 +110,8 @@ impl HolderIndex {
         let api = Arc::new(api.clone());
         addresses
             .iter()
-            .filter_map(|address| {
-                let slot = (api.clone(), Box::<str>::from(address.as_str()));
+            .filter_map(|requested| {
+                let slot = (api.clone(), Box::<str>::from(address::person(requested)));
                 let live = index.by_person.get(&slot).and_then(|holders| {
                     holders
                         .iter()
@@ -132,7 +133,7 @@ impl HolderIndex {
                             settles_at: Some(*until),
                         })
                 };
-                Some((address.clone(), live.or_else(gone)?))
+                Some((requested.clone(), live.or_else(gone)?))
             })
             .collect()
     }
@@ -330,6 +331,23 @@ mod tests {
             index.others(&api("https://wf"), "c/three", &asked)["inviting@y.z"].owner,
             "b/two (deleted)"
         );
+    }
+
+    #[test]
+    fn a_person_is_held_whatever_the_spelling_of_the_entry_or_the_question() {
+        // The index keys by the person (`address::person`): an entry written in another case
+        // (an older status) still holds the person asked for in any case.
+        let index = HolderIndex::default();
+        index.update(
+            "team-a/first",
+            Some(&status(
+                "https://wf",
+                &[("X@Y.z", UserState::Invited, Some(Ownership::Created))],
+            )),
+        );
+        let asked = ["x@y.Z".to_string(), "x+ops@y.z".into()];
+        let others = index.others(&api("https://wf"), "team-b/second", &asked);
+        assert_eq!(others.keys().collect::<Vec<_>>(), vec!["x@y.Z"]);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use error::{ApiError, ErrorCategory, NotSentReason};
 pub use identity::api_identity;
 pub use transport::{Transport, TransportError, TransportSettings};
 
-use crate::api::{ApiFlavor, EndpointConnection, UserInvitationSpec};
+use crate::api::{ApiFlavor, EndpointConnection, UserInvitationSpec, address};
 
 /// An API token read from a Secret. Its `Debug` output never shows the value.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -78,7 +78,7 @@ impl UserGrants {
 /// One address to look up, with the API's identifier when it is known.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Lookup {
-    /// The requested (normalized) address.
+    /// The requested address, as the person it names ([`address::person`]).
     pub email: String,
     /// The identifier the API gave the user, if known.
     pub identifier: Option<String>,
@@ -93,14 +93,15 @@ impl Lookup {
         }
     }
 
-    /// Whether an identifier the API reports names this user: the exact identifier or the
-    /// address, ignoring case (`alice@x.com` and `alice+ops@x.com` are two people).
+    /// Whether an identifier the API reports names this user: the identifier or the address,
+    /// as the same person ([`address::same_person`]: ignoring case; `alice@x.com` and
+    /// `alice+ops@x.com` are two people).
     pub fn matches(&self, reported: &str) -> bool {
-        reported.eq_ignore_ascii_case(&self.email)
+        address::same_person(reported, &self.email)
             || self
                 .identifier
                 .as_deref()
-                .is_some_and(|id| reported.eq_ignore_ascii_case(id))
+                .is_some_and(|id| address::same_person(reported, id))
     }
 }
 
@@ -142,7 +143,7 @@ pub enum Observed {
 /// One address to invite, with the resource's spec that says what to grant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InviteRequest {
-    /// The normalized address.
+    /// The requested address, as the person it names ([`address::person`]).
     pub email: String,
     /// The spec of the resource asking (shared by its addresses).
     pub spec: Arc<UserInvitationSpec>,

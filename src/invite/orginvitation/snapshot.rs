@@ -10,16 +10,20 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{MAX_MEMBER_PAGES, MEMBER_PAGE, OrgInvitationClient, SNAPSHOT_TTL, encode};
-use crate::invite::{
-    ApiError, Observed,
-    decode::{self, as_i64},
+use crate::{
+    api::address,
+    invite::{
+        ApiError, Observed,
+        decode::{self, as_i64},
+    },
 };
 
-/// The organization as read at one moment: members (lowercased username → user id) and
+/// The organization as read at one moment: members (username as a person, see
+/// [`address::person`] → user id) and
 /// every invitation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OrgSnapshot {
-    /// Members, lowercased username → user id.
+    /// Members, username as a person ([`address::person`]) → user id.
     pub members: BTreeMap<String, String>,
     /// Every invitation.
     pub invitations: Vec<OrgInvitation>,
@@ -36,7 +40,7 @@ pub(super) struct SnapshotCache {
 /// One invitation as listed by the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrgInvitation {
-    /// The invited username (email), lowercased.
+    /// The invited username (email), as a person ([`address::person`]).
     pub username: String,
     /// AVAILABLE, REDEEMED or REVOKED.
     pub status: String,
@@ -101,7 +105,8 @@ impl OrgInvitationClient {
         Ok(items(&value).iter().filter_map(invitation).collect())
     }
 
-    /// Usernames (lowercased) of every member of the organization, mapped to their user id.
+    /// Usernames (as persons, see [`address::person`]) of every member of the organization,
+    /// mapped to their user id.
     pub async fn members(&self) -> Result<BTreeMap<String, String>, ApiError> {
         let mut members = BTreeMap::new();
         // 1-based; advanced by what each page returned (a server may return fewer than asked).
@@ -186,7 +191,7 @@ fn member(entry: &Value) -> Option<(String, String)> {
         .or_else(|| user.get("email"))
         .and_then(Value::as_str)?;
     let id = user.get("userId").and_then(Value::as_str).unwrap_or(name);
-    Some((name.to_ascii_lowercase(), id.to_string()))
+    Some((address::person(name), id.to_string()))
 }
 
 /// A timestamp in epoch milliseconds or seconds, or RFC 3339.
@@ -208,8 +213,8 @@ fn invitation(value: &Value) -> Option<OrgInvitation> {
     Some(OrgInvitation {
         username: value
             .get("username")
-            .and_then(Value::as_str)?
-            .to_ascii_lowercase(),
+            .and_then(Value::as_str)
+            .map(address::person)?,
         status: value
             .get("status")
             .and_then(Value::as_str)

@@ -24,7 +24,7 @@ use super::{
     UserGrants,
     decode::{self, ApiUser},
 };
-use crate::api::{ApiFlavor, UserToCreate};
+use crate::api::{ApiFlavor, UserToCreate, address};
 
 /// How long an invitation of the UserInvite API stays valid.
 pub const INVITATION_LIFETIME_HOURS: i64 = 24;
@@ -141,8 +141,9 @@ fn shape(value: &Value) -> String {
     decode::excerpt(&value.to_string(), 120)
 }
 
+/// A spec address as the person it names: what is sent and what answers are matched with.
 fn normalized(email: &str) -> String {
-    email.trim().to_ascii_lowercase()
+    address::person(email)
 }
 
 /// The JSON body of one `UserToCreate`. `groups` and `userGroups` are always sent (the server
@@ -251,13 +252,7 @@ impl InviteApi for UserInviteClient {
             .map(|r| r.email.clone())
             .collect();
         for request in requests {
-            let user = request
-                .spec
-                .users
-                .iter()
-                .flatten()
-                .find(|u| normalized(&u.email_address) == request.email);
-            match user {
+            match request.spec.user(&request.email) {
                 Some(user) => users.push(user),
                 None => {
                     outcomes.insert(

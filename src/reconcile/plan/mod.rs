@@ -35,7 +35,7 @@ pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target
 
 use crate::api::{
     AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, EndpointBinding, FailureReason,
-    Ownership, UserInvitationSpec, UserInvitationStatus, UserState, UserStatus,
+    Ownership, UserInvitationSpec, UserInvitationStatus, UserState, UserStatus, address,
 };
 
 /// Why a UserInvitation is (not) Ready.
@@ -100,26 +100,40 @@ impl Blocked {
     }
 }
 
-/// The addresses a spec requests, normalized (trimmed, lowercased), in spec order.
+/// The addresses a spec requests, each as the person it names ([`address::person`]: case
+/// folded), in spec order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Requested {
     /// Each distinct valid address once, in spec order.
     pub addresses: Vec<String>,
-    /// Entries that cannot be acted on, as written, with why: a repeat of an earlier address
-    /// (addresses are compared ignoring case), or not an email address.
+    /// Entries that cannot be acted on, as written, with why: not a plain email address (see
+    /// [`address`]), or a repeat of an earlier address (addresses are compared ignoring case).
     pub invalid: Vec<(String, String)>,
 }
 
 impl Requested {
-    /// Whether `email` (normalized) is requested.
+    /// Whether `email` (a person, see [`address::person`]) is requested.
     pub fn contains(&self, email: &str) -> bool {
         self.addresses.iter().any(|a| a == email)
     }
+
+    /// Whether the spec still names `email` (a person) in an entry it cannot act on: an address
+    /// written in a form that is refused now (an object admitted before the rule) is not
+    /// removed from the spec, so what this resource holds for it is never removed because of
+    /// the refusal.
+    pub fn names_invalidly(&self, email: &str) -> bool {
+        self.invalid
+            .iter()
+            .any(|(written, _)| address::person(written) == email)
+    }
 }
 
-/// The requested addresses. Addresses that differ only in case are one person to the APIs: a
-/// repeat is marked invalid (only that entry fails); so is an entry that is not an email
-/// address. Fails only when the spec has no usable shape at all.
+/// The requested addresses. Every address must be a plain email address (see [`address`]:
+/// display names, comments, quoted local parts, routes, whitespace, stray dots, non-ASCII and
+/// the like name one mailbox in another spelling, so they are refused, as at admission), and
+/// addresses that are the same person ([`address::person`]) are listed once: an entry that is
+/// refused or repeats an earlier one is marked invalid (only that entry fails). Fails only when
+/// the spec has no usable shape at all.
 pub fn requested_addresses(spec: &UserInvitationSpec) -> Result<Requested, Blocked> {
     let raw: Vec<&str> = match (&spec.users, &spec.org_invitation) {
         (Some(users), None) => users.iter().map(|u| u.email_address.as_str()).collect(),
@@ -138,18 +152,21 @@ pub fn requested_addresses(spec: &UserInvitationSpec) -> Result<Requested, Block
         ));
     }
     let mut requested = Requested::default();
-    for address in raw {
-        let normalized = normalize(address);
-        if !looks_like_email(&normalized) {
-            let why = "not an email address".to_string();
-            requested.invalid.push((address.to_string(), why));
-        } else if requested.contains(&normalized) {
-            let why = format!(
-                "listed more than once: the same address as {normalized} (addresses are compared ignoring case)"
-            );
-            requested.invalid.push((address.to_string(), why));
-        } else {
-            requested.addresses.push(normalized);
+    for written in raw {
+        match address::parse(written) {
+            Err(why) => {
+                let why = format!(
+                    "not a plain email address: it {why} (write only the address, like alice@example.com: one mailbox must not be listed in two spellings)"
+                );
+                requested.invalid.push((written.to_string(), why));
+            }
+            Ok(person) if requested.contains(&person) => {
+                let why = format!(
+                    "listed more than once: the same address as {person} (addresses are compared ignoring case)"
+                );
+                requested.invalid.push((written.to_string(), why));
+            }
+            Ok(person) => requested.addresses.push(person),
         }
     }
     Ok(requested)
@@ -171,23 +188,6 @@ pub fn unusable_spec_keeps(previous: &UserInvitationStatus) -> Requested {
         }
     }
     kept
-}
-
-/// An address as the APIs compare it.
-pub fn normalize(address: &str) -> String {
-    address.trim().to_ascii_lowercase()
-}
-
-fn looks_like_email(s: &str) -> bool {
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    }
 }
 
 /// How long an invite request whose answer was never seen may still act: it leaves within

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{PlanContext, unsettled};
 use crate::{
-    api::{ANY_VALUE, AllowedGrants, UserState, UserStatus},
+    api::{ANY_VALUE, AllowedGrants, UserState, UserStatus, address},
     invite::{Observed, UserGrants},
 };
 
@@ -34,13 +34,16 @@ pub fn grant_drift(
     if !ctx.enforce() {
         return Vec::new();
     }
-    let desired: BTreeMap<String, UserGrants> = ctx
-        .spec
-        .users
-        .iter()
-        .flatten()
-        .map(|u| (super::normalize(&u.email_address), UserGrants::of(u)))
-        .collect();
+    // The grants of each person as the planner requests them: the first plain spelling (see
+    // `UserInvitationSpec::user`), never a later case variant's.
+    let mut desired: BTreeMap<String, UserGrants> = BTreeMap::new();
+    for user in ctx.spec.users.iter().flatten() {
+        if let Ok(person) = address::parse(&user.email_address) {
+            desired
+                .entry(person)
+                .or_insert_with(|| UserGrants::of(user));
+        }
+    }
     users
         .iter()
         .filter(|u| u.ownership.is_some() && u.state.is_invited())
@@ -104,12 +107,14 @@ fn scope(
 
 /// Entries of users no longer requested whose external state this resource must remove now
 /// (deletionPolicy Delete): only what it owns, and only once an unanswered invite request has
-/// settled.
+/// settled. A user the spec still names in a refused spelling (an object admitted before the
+/// address rule) is not removed from the spec: it is kept, never removed because of the refusal.
 pub fn removals(ctx: &PlanContext<'_>) -> Vec<UserStatus> {
     if !ctx.delete() {
         return Vec::new();
     }
     no_longer_requested(ctx)
+        .filter(|u| !ctx.requested.names_invalidly(&u.email_address))
         .filter(|u| owes_removal(u) && !unsettled(u, ctx.now))
         .cloned()
         .collect()

@@ -3,19 +3,20 @@
 use super::*;
 
 #[test]
-fn addresses_are_normalized_and_only_case_duplicates_are_marked_invalid() {
+fn addresses_are_case_folded_and_case_duplicates_and_other_spellings_are_marked_invalid() {
     let s = spec(&[
-        " Alice@Example.com",
+        "Alice@Example.com",
         "bob@example.com",
         "BOB@example.com",
         "not-an-email",
+        " carol@example.com",
     ]);
     let r = requested_addresses(&s).unwrap();
     assert_eq!(
         r.addresses,
         emails(&["alice@example.com", "bob@example.com"])
     );
-    assert_eq!(r.invalid.len(), 2);
+    assert_eq!(r.invalid.len(), 3);
     assert_eq!(r.invalid[0].0, "BOB@example.com");
     assert!(
         r.invalid[0].1.contains("bob@example.com"),
@@ -23,6 +24,147 @@ fn addresses_are_normalized_and_only_case_duplicates_are_marked_invalid() {
         r.invalid[0].1
     );
     assert_eq!(r.invalid[1].0, "not-an-email");
+    assert!(r.invalid[1].1.contains("has no @"), "{}", r.invalid[1].1);
+    assert_eq!(r.invalid[2].0, " carol@example.com");
+    assert!(r.invalid[2].1.contains("whitespace"), "{}", r.invalid[2].1);
+}
+
+/// One mailbox in another spelling, and the reason the entry's message gives.
+const OTHER_SPELLINGS: &[(&str, &str)] = &[
+    ("Dave <dave@example.com>", "whitespace"),
+    ("Dave<dave@example.com>", "display name"),
+    ("<dave@example.com>", "angle brackets"),
+    ("dave@example.com(work)", "comment in parentheses"),
+    ("(work)dave@example.com", "comment in parentheses"),
+    ("\"dave\"@example.com", "quoted local part"),
+    ("@relay.example.com:dave@example.com", "route"),
+    (
+        "dave%example.com@relay.example.com",
+        "routes through another host",
+    ),
+    ("relay!dave@example.com", "routes through another host"),
+    ("d\\ave@example.com", "backslash"),
+    ("dave@example.com ", "whitespace"),
+    (
+        "dave.@example.com",
+        "dot at the start or end of the local part",
+    ),
+    (
+        ".dave@example.com",
+        "dot at the start or end of the local part",
+    ),
+    ("da..ve@example.com", "two dots in a row"),
+    ("dave@example.com.", "domain ending with a dot"),
+    ("dave@example..com", "two dots in a row"),
+    ("dave@localhost", "domain without a dot"),
+    ("dave@[192.0.2.1]", "domain literal"),
+    ("dave@192.0.2.1", "top-level domain"),
+    ("dave@ex\u{e4}mple.com", "non-ASCII"),
+    ("d\u{430}ve@example.com", "non-ASCII"),
+    ("dave@example.com,erin@example.com", "more than one address"),
+];
+
+#[test]
+fn every_other_spelling_of_a_mailbox_fails_alone_with_invalid_spec_and_a_clear_message() {
+    for (written, reason) in OTHER_SPELLINGS {
+        // Alone, and after the plain spelling of the same mailbox: the plain one is invited,
+        // the other spelling is never taken for another person.
+        for list in [vec![*written], vec!["dave@example.com", *written]] {
+            let s = Setup::new(&list, Default::default());
+            let c = s.ctx();
+            assert_eq!(s.requested.invalid.len(), 1, "{written:?}");
+            let (entry_written, why) = &s.requested.invalid[0];
+            assert_eq!(entry_written, written);
+            assert!(
+                why.starts_with("not a plain email address") && why.contains(reason),
+                "{written:?}: {why}"
+            );
+            let plain: Vec<&str> = list[..list.len() - 1].to_vec();
+            assert_eq!(addresses_to_observe(&c), lookups(&plain), "{written:?}");
+            let observed = plain
+                .iter()
+                .map(|e| (*e, Observed::Absent))
+                .collect::<Vec<_>>();
+            let p = plan(&c, &obs(&observed));
+            assert_eq!(p.to_invite, emails(&plain), "{written:?}");
+            let failed = p.users.last().unwrap();
+            assert_eq!(failed.email_address, *written);
+            assert_eq!(failed.state, UserState::Failed);
+            assert_eq!(failed.reason, Some(FailureReason::InvalidSpec));
+            if plain.is_empty() {
+                let summary = summarize(&c, p.users.clone(), None);
+                assert_eq!(summary.conditions[0].reason, "InvalidSpec", "{written:?}");
+                assert!(
+                    summary.conditions[0].message.contains(reason),
+                    "{written:?}: {}",
+                    summary.conditions[0].message
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn plus_addresses_and_case_variants_are_plain() {
+    // `dave+ops` is another person; `DAVE@EXAMPLE.COM` is Dave again (a duplicate).
+    let s = Setup::new(
+        &[
+            "dave@example.com",
+            "dave+ops@example.com",
+            "DAVE@EXAMPLE.COM",
+            "o'brien@example.co.uk",
+            "x@xn--exmple-cua.com",
+        ],
+        Default::default(),
+    );
+    assert_eq!(
+        s.requested.addresses,
+        emails(&[
+            "dave@example.com",
+            "dave+ops@example.com",
+            "o'brien@example.co.uk",
+            "x@xn--exmple-cua.com"
+        ])
+    );
+    assert_eq!(s.requested.invalid.len(), 1);
+    assert!(s.requested.invalid[0].1.contains("listed more than once"));
+}
+
+#[test]
+fn an_address_refused_now_that_was_invited_before_is_kept_and_never_removed() {
+    // An object admitted before the rule: `Erin@Example.com.` was invited (its entry spelled
+    // as the old normalization wrote it). It is now refused, but the spec still names it, so
+    // deletionPolicy Delete does not remove Erin because of the refusal; Frank, whom the spec
+    // no longer names, is removed.
+    let erin = owned("erin@example.com.", UserState::Invited);
+    let frank = owned("frank@example.com", UserState::Invited);
+    let mut s = Setup::new(&["Erin@Example.com."], status(vec![erin.clone(), frank], 1));
+    s.spec.deletion_policy = crate::api::DeletionPolicy::Delete;
+    let c = s.ctx();
+    assert!(s.requested.names_invalidly("erin@example.com."));
+    let removed: Vec<_> = removals(&c).into_iter().map(|u| u.email_address).collect();
+    assert_eq!(removed, emails(&["frank@example.com"]));
+    assert_eq!(addresses_to_claim(&c), emails(&["frank@example.com"]));
+    let kept = kept_entries(&s.requested, &s.spec, &s.previous, t(NOW));
+    assert!(kept.contains(&erin), "{kept:?}");
+    let p = plan(&c, &BTreeMap::new());
+    assert!(p.to_invite.is_empty());
+    assert_eq!(p.users.len(), 1);
+    assert_eq!(p.users[0].email_address, "Erin@Example.com.");
+    assert_eq!(p.users[0].reason, Some(FailureReason::InvalidSpec));
+    // Once the spec drops the refused spelling, Erin is no longer named: removed as usual.
+    let s = Setup {
+        spec: UserInvitationSpec {
+            deletion_policy: crate::api::DeletionPolicy::Delete,
+            ..spec(&["grace@example.com"])
+        },
+        ..Setup::new(&["grace@example.com"], status(vec![erin], 1))
+    };
+    let removed: Vec<_> = removals(&s.ctx())
+        .into_iter()
+        .map(|u| u.email_address)
+        .collect();
+    assert_eq!(removed, emails(&["erin@example.com."]));
 }
 
 #[test]

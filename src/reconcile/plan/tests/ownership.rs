@@ -238,6 +238,40 @@ fn enforce_corrects_only_owned_users_and_only_within_allowed() {
 }
 
 #[test]
+fn the_grants_of_a_person_are_those_of_their_first_plain_spelling() {
+    // `Own@example.com` repeats the person and ` own@example.com` is not plain: neither entry's
+    // grants are the person's, wherever it is listed.
+    let mut s = Setup::new(
+        &[" own@example.com", "own@example.com", "Own@example.com"],
+        status(vec![owned("own@example.com", UserState::Invited)], 1),
+    );
+    s.spec.access_policy = AccessPolicy::Enforce;
+    let users = s.spec.users.as_mut().unwrap();
+    users[0].groups = vec!["admin".into()];
+    users[1].groups = vec!["dashboard_management".into()];
+    users[2].groups = vec!["alerts_management".into()];
+    assert_eq!(
+        s.spec.user("own@example.com").unwrap().groups,
+        ["dashboard_management"]
+    );
+    let observed = obs(&[(
+        "own@example.com",
+        Observed::Member {
+            identifier: "own@example.com".into(),
+            accepted: true,
+            grants: Some(UserGrants::default()),
+        },
+    )]);
+    let users = s.previous.users.clone();
+    let drift = grant_drift(&s.ctx(), &users, &observed);
+    assert_eq!(drift.len(), 1);
+    assert_eq!(
+        drift[0].target.groups,
+        ["dashboard_management".to_string()].into()
+    );
+}
+
+#[test]
 fn removals_reach_only_owned_users_and_wait_for_a_settling_request() {
     let mut settling = owned("settling@example.com", UserState::Inviting);
     settling.settles_at = Some(t("2026-11-22T10:01:00Z"));
