@@ -329,6 +329,7 @@ fn prepare(
     let settings = ClientSettings {
         recorder: ApiCallRecorder::default(),
         read_attempts: 3,
+        limits: Default::default(),
         batch: Default::default(),
         may_act: std::sync::Arc::new(|| true),
     };

@@ -48,6 +48,14 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
+/// Labels of a reconcile deferred because its namespace or endpoint used its share of the
+/// reconcile slots.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeferLabels {
+    /// `namespace` or `endpoint`.
+    pub share: String,
+}
+
 /// Labels of the users-by-state gauge (per namespace, never per resource: the series stay
 /// few however many resources there are).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +85,8 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Reconcile duration.
     pub reconcile_duration: Histogram,
+    /// Reconciles deferred by the fair share of reconcile slots.
+    pub deferred: Family<DeferLabels, Counter>,
     /// Users by state, per namespace.
     pub users: Family<UserStateLabels, Gauge>,
 }
@@ -98,6 +108,12 @@ impl Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_duration = Histogram::new(latency_buckets());
         let users = Family::<UserStateLabels, Gauge>::default();
+        let deferred = Family::<DeferLabels, Counter>::default();
+        registry.register(
+            "reconciles_deferred",
+            "UserInvitation reconciles put off because their namespace or endpoint held its share of the reconcile slots",
+            deferred.clone(),
+        );
         registry.register(
             "api_calls",
             "Invite API calls by endpoint, operation and status code",
@@ -129,6 +145,7 @@ impl Metrics {
             api_call_duration,
             reconciles,
             reconcile_duration,
+            deferred,
             users,
         }
     }

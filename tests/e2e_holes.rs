@@ -591,8 +591,10 @@ async fn deleted_resources_leave_no_metric_series() {
         .create(&Default::default(), &ep)
         .await
         .unwrap();
+    let mut labels = h.cluster.labels();
+    labels["invite.operators.dev/credentials"] = json!("true");
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": SECRET, "namespace": other, "labels": h.cluster.labels()},
+        "metadata": {"name": SECRET, "namespace": other, "labels": labels},
         "stringData": {"token": TOKEN},
     }))
     .unwrap();

@@ -159,6 +159,9 @@ pub struct MockConfig {
     /// The largest page the member listing returns, whatever `pageLimit` asks (default 200,
     /// the documented maximum): a smaller one is a server that returns less than asked.
     pub max_member_page: usize,
+    /// A hostile organization: the member listing never ends (every page is full of new
+    /// members and links to the next one).
+    pub endless_members: bool,
 }
 
 impl Default for MockConfig {
@@ -176,6 +179,7 @@ impl Default for MockConfig {
             customer: "mock".to_string(),
             multi_tenant_identifiers: false,
             max_member_page: 200,
+            endless_members: false,
         }
     }
 }

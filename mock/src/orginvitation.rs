@@ -470,9 +470,33 @@ fn int_param(req: &ApiRequest, name: &str, default: usize) -> Result<usize, Fail
     }
 }
 
+/// A page of an organization whose listing never ends: new members, and a next page.
+fn endless_members_page(state: &State, start: usize, limit: usize) -> Value {
+    let results: Vec<Value> = (start..start + limit)
+        .map(|i| {
+            let username = format!("endless-{i}@example.com");
+            json!({"user": {"username": username, "email": username,
+                            "userId": format!("endless:{i}")},
+                   "orgId": state.cfg.organization_id})
+        })
+        .collect();
+    let base = format!(
+        "/csp/gateway/am/api/v2/orgs/{}/users",
+        state.cfg.organization_id
+    );
+    json!({
+        "results": results,
+        "totalResults": i64::MAX,
+        "nextLink": format!("{base}?pageStart={}&pageLimit={limit}", start + limit),
+    })
+}
+
 fn list_members(state: &State, req: &ApiRequest) -> Outcome {
     let start = int_param(req, "pageStart", 1)?.max(1);
     let limit = int_param(req, "pageLimit", 20)?.clamp(1, state.cfg.max_member_page.clamp(1, 200));
+    if state.cfg.endless_members {
+        return Ok(json_response(200, &endless_members_page(state, start, limit)));
+    }
     let total = state.members.len();
     let results: Vec<Value> = state
         .members

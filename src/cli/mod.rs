@@ -116,6 +116,22 @@ pub struct RunArgs {
     /// the lease duration).
     #[arg(long, env = "MAX_CLOCK_SKEW", default_value = "15s", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Duration,
+    /// The most of the reconcile slots (--concurrency) one namespace, and one endpoint, may
+    /// hold at once (0 < share ≤ 1): one tenant's slow or hostile API cannot starve the others.
+    #[arg(long, env = "FAIR_SHARE", default_value_t = 0.5, value_parser = parse_share)]
+    pub fair_share: f64,
+    /// Most members an OrgInvitation organization may list before the endpoint is not Ready
+    /// (LimitExceeded).
+    #[arg(long, env = "ORG_SNAPSHOT_MAX_MEMBERS", default_value_t = 250_000)]
+    pub org_snapshot_max_members: usize,
+    /// Most bytes (MiB) an OrgInvitation organization's listings may total in one read before
+    /// the endpoint is not Ready (LimitExceeded).
+    #[arg(long, env = "ORG_SNAPSHOT_MAX_MIB", default_value_t = 512)]
+    pub org_snapshot_max_mib: usize,
+    /// Longest one lookup may take, all its calls together, before the endpoint is not Ready
+    /// (LimitExceeded).
+    #[arg(long, env = "LOOKUP_DEADLINE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lookup_deadline: Duration,
     /// Serve only the ClusterInvitationEndpoints matching this label selector (e.g. to run
     /// two installations side by side); empty means all.
     #[arg(long, env = "CLUSTER_ENDPOINT_SELECTOR", default_value = "")]
@@ -222,12 +238,25 @@ pub fn settings(args: &RunArgs) -> crate::controller::Settings {
             namespaced_endpoint_hosts: list(&args.namespaced_endpoint_hosts),
         },
         require_credentials_label: args.require_credentials_label,
+        fair_share: args.fair_share,
+        lookup_limits: crate::invite::LookupLimits {
+            max_members: args.org_snapshot_max_members,
+            max_bytes: args.org_snapshot_max_mib.saturating_mul(1024 * 1024),
+            deadline: args.lookup_deadline,
+        },
         max_clock_skew: args.max_clock_skew.max(if args.leader_election {
             args.lease_duration
         } else {
             Duration::ZERO
         }),
         ..Default::default()
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a share in (0, 1]")),
     }
 }
 
@@ -251,6 +280,8 @@ mod tests {
         assert!(strict.endpoint_policy.namespaced_endpoint_hosts.is_empty());
         assert!(!strict.endpoint_policy.namespaced_loopback_http);
         assert!(strict.require_credentials_label);
+        assert_eq!(strict.fair_share, 0.5);
+        assert_eq!(strict.lookup_limits, crate::invite::LookupLimits::default());
         assert_eq!(strict.secret_cache_ttl, Duration::from_secs(60));
         assert_eq!(strict.max_clock_skew, Duration::from_secs(15));
         let set = run_settings(&[
@@ -264,7 +295,20 @@ mod tests {
             "20s",
             "--namespaced-endpoints-loopback-http",
             "--require-credentials-label=false",
+            "--fair-share=0.25",
+            "--org-snapshot-max-members=1000",
+            "--org-snapshot-max-mib=8",
+            "--lookup-deadline=30s",
         ]);
+        assert_eq!(set.fair_share, 0.25);
+        assert_eq!(
+            set.lookup_limits,
+            crate::invite::LookupLimits {
+                max_members: 1000,
+                max_bytes: 8 * 1024 * 1024,
+                deadline: Duration::from_secs(30),
+            }
+        );
         assert!(set.endpoint_policy.namespaced_loopback_http);
         assert!(!set.require_credentials_label);
         assert!(set.endpoint_policy.allow_insecure_http);

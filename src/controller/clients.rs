@@ -31,6 +31,8 @@ pub struct ClientSettings {
     pub recorder: ApiCallRecorder,
     /// Attempts for idempotent reads.
     pub read_attempts: u32,
+    /// Budgets of one lookup.
+    pub limits: invite::LookupLimits,
     /// How calls are coalesced.
     pub batch: BatchSettings,
     /// Asked before every call that changes data.
@@ -165,6 +167,7 @@ fn fingerprint(endpoint: &AnyEndpoint, token: &ApiToken, settings: &ClientSettin
     token.hash(&mut h);
     settings.batch.hash(&mut h);
     settings.read_attempts.hash(&mut h);
+    settings.limits.hash(&mut h);
     h.finish()
 }
 
@@ -182,6 +185,7 @@ pub fn build_client(
             requests_per_second: connection.requests_per_second,
             ca_bundle: connection.ca_bundle.clone(),
             read_attempts: settings.read_attempts,
+            limits: settings.limits,
             ..TransportSettings::default()
         },
         settings.recorder.clone(),

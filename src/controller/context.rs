@@ -8,13 +8,14 @@ use tokio::sync::watch;
 use super::{
     CONTROLLER_NAME,
     clients::{AddressClaims, EndpointClients},
+    fair_share::FairShare,
     events::Events,
     holders::HolderIndex,
     memory::ResourceMemory,
 };
 use crate::{
     api::{ClusterInvitationEndpoint, InvitationEndpoint},
-    invite::coalesce::BatchSettings,
+    invite::{LookupLimits, coalesce::BatchSettings},
     leader::Leadership,
     reconcile::resolve::EndpointPolicy,
     telemetry::Metrics,
@@ -51,6 +52,11 @@ pub struct Settings {
     pub require_credentials_label: bool,
     /// The largest difference between two replicas' clocks that exactly-once tolerates.
     pub max_clock_skew: Duration,
+    /// The most of the reconcile slots one namespace, and one endpoint, may hold (0 < share
+    /// ≤ 1; default a half).
+    pub fair_share: f64,
+    /// Budgets of one lookup (organization snapshot size, overall deadline).
+    pub lookup_limits: LookupLimits,
 }
 
 impl Default for Settings {
@@ -69,6 +75,8 @@ impl Default for Settings {
             endpoint_policy: EndpointPolicy::default(),
             require_credentials_label: true,
             max_clock_skew: Duration::from_secs(15),
+            fair_share: 0.5,
+            lookup_limits: LookupLimits::default(),
         }
     }
 }
@@ -116,6 +124,22 @@ pub struct Context {
     pub memory: ResourceMemory,
     /// ClusterInvitationEndpoints (one cache for all shards).
     pub cluster_endpoints: Store<ClusterInvitationEndpoint>,
+    /// Reconcile slots per namespace and endpoint.
+    pub fair_share: FairShare,
+    /// Endpoints whose Ready condition must be checked again now (a lookup went past a
+    /// budget).
+    pub endpoint_rechecks: tokio::sync::broadcast::Sender<EndpointKey>,
+}
+
+/// An endpoint, as the UserInvitations reference it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointKey {
+    /// Its kind.
+    pub kind: crate::api::EndpointKind,
+    /// Its namespace (InvitationEndpoint).
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
 }
 
 impl Context {
@@ -128,6 +152,8 @@ impl Context {
         cluster_endpoints: Store<ClusterInvitationEndpoint>,
     ) -> Context {
         Context {
+            fair_share: FairShare::new(usize::from(settings.concurrency), settings.fair_share),
+            endpoint_rechecks: tokio::sync::broadcast::channel(64).0,
             events: Events::new(client.clone(), CONTROLLER_NAME),
             memory: ResourceMemory::new(metrics.clone()),
             client,

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 use serde::de::DeserializeOwned;
 
@@ -19,7 +19,9 @@ use super::{
     kubernetes::{guarded_status_write, ready_condition, scoped},
 };
 use crate::{
-    api::{AnyEndpoint, ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint},
+    api::{
+        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, EndpointStatus, InvitationEndpoint,
+    },
     invite::ErrorCategory,
     reconcile::{WriteError, resolve},
 };
@@ -98,6 +100,9 @@ pub async fn check(ctx: &Context, endpoint: &AnyEndpoint) -> Result<EndpointChec
             ));
         }
     };
+    if let Some(limit) = api.limit_exceeded() {
+        return Ok(EndpointCheck::not_ready("LimitExceeded", limit));
+    }
     Ok(match api.verify_credentials().await {
         Ok(()) => EndpointCheck {
             ready: true,
@@ -218,6 +223,40 @@ async fn log_failures<T, E: std::fmt::Display>(
     }
 }
 
+/// The endpoints of `kind` (namespaced ones in `scope`, all when `None`) whose check is due
+/// now (see [`Context::endpoint_rechecks`]).
+fn rechecks<K>(
+    ctx: &Context,
+    kind: EndpointKind,
+    scope: Option<String>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let receiver = ctx.endpoint_rechecks.subscribe();
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(key) => return Some((key, receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter_map(move |key| {
+        let wanted = key.kind == kind
+            && (kind == EndpointKind::ClusterInvitationEndpoint
+                || scope.is_none()
+                || key.namespace == scope);
+        let reference = ObjectRef::<K>::new(&key.name);
+        let reference = match (kind, key.namespace) {
+            (EndpointKind::InvitationEndpoint, Some(ns)) => reference.within(&ns),
+            _ => reference,
+        };
+        futures::future::ready(wanted.then_some(reference))
+    })
+}
+
 /// Runs the status controllers: namespaced endpoints in `scope` (all when `None`), and
 /// cluster endpoints when `cluster` is set, until `shutdown` is cancelled.
 pub async fn run(
@@ -230,6 +269,7 @@ pub async fn run(
         scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
         watcher::Config::default(),
     )
+    .reconcile_on(rechecks(&ctx, EndpointKind::InvitationEndpoint, scope.clone()))
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconcile_namespaced, retry, ctx.clone())
     .for_each(log_failures);
@@ -242,6 +282,7 @@ pub async fn run(
         Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
         config,
     )
+    .reconcile_on(rechecks(&ctx, EndpointKind::ClusterInvitationEndpoint, None))
     .graceful_shutdown_on(shutdown.cancelled_owned())
     .run(reconcile_cluster, retry, ctx)
     .for_each(log_failures);

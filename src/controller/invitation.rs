@@ -85,6 +85,21 @@ pub fn resource_key(invitation: &UserInvitation) -> String {
     )
 }
 
+/// The endpoint a resource names, as the fair share counts it.
+fn endpoint_of(invitation: &UserInvitation) -> String {
+    let r = &invitation.spec.endpoint_ref;
+    match r.kind {
+        crate::api::EndpointKind::InvitationEndpoint => format!(
+            "InvitationEndpoint/{}/{}",
+            invitation.metadata.namespace.as_deref().unwrap_or_default(),
+            r.name
+        ),
+        crate::api::EndpointKind::ClusterInvitationEndpoint => {
+            format!("ClusterInvitationEndpoint/{}", r.name)
+        }
+    }
+}
+
 /// Reconciles one UserInvitation.
 pub async fn reconcile(
     invitation: Arc<UserInvitation>,
@@ -94,6 +109,22 @@ pub async fn reconcile(
     // would be reported missing, and a holder not indexed yet would be missed.
     let _ = shard.caches_ready.clone().wait_for(|ready| *ready).await;
     let ctx = &shard.ctx;
+    let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
+    let _slot = match ctx.fair_share.enter(namespace, &endpoint_of(&invitation)) {
+        Ok(slot) => slot,
+        Err(over) => {
+            // The slot goes back to the controller for another namespace or endpoint.
+            ctx.metrics
+                .deferred
+                .get_or_create(&crate::telemetry::DeferLabels {
+                    share: over.label().to_string(),
+                })
+                .inc();
+            return Ok(Action::requeue(Duration::from_millis(
+                rand::random_range(100..=300),
+            )));
+        }
+    };
     let started = std::time::Instant::now();
     let key = resource_key(&invitation);
     let span = tracing::info_span!(
@@ -286,6 +317,16 @@ async fn sync(
             .await;
     }
     if let Some(problem) = report.problem {
+        if matches!(problem, ApiError::LimitExceeded { .. }) {
+            // The endpoint's Ready condition says which budget, now rather than at its next
+            // check.
+            let r = &invitation.spec.endpoint_ref;
+            let _ = ctx.endpoint_rechecks.send(super::EndpointKey {
+                kind: r.kind,
+                namespace: invitation.metadata.namespace.clone(),
+                name: r.name.clone(),
+            });
+        }
         if problem.category() == ErrorCategory::Configuration {
             // The API refused the token: read the Secret again next time (it may be rotated).
             ctx.clients.forget_token(&resolved.location);

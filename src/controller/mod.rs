@@ -15,6 +15,7 @@
 //! | `clients.rs` | the endpoint client cache, tokens, and the registry of addresses in flight |
 //! | `holders.rs` | who holds which person, across resources |
 //! | `memory.rs` | what is remembered per resource (and forgotten on deletion) |
+//! | `fair_share.rs` | the share of reconcile slots one namespace or endpoint may hold |
 //! | `request_limit.rs` | the bound on Kubernetes requests in flight |
 
 mod cleanup;
@@ -22,6 +23,7 @@ mod clients;
 mod context;
 mod endpoint_status;
 mod events;
+mod fair_share;
 mod holders;
 mod invitation;
 mod kubernetes;
@@ -42,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cleanup::FINALIZER;
 pub use clients::{ClientSettings, build_client};
-pub use context::{Context, Settings, Shard};
+pub use context::{Context, EndpointKey, Settings, Shard};
 pub use endpoint_status::{EndpointCheck, next_status};
 pub use invitation::ReconcileError;
 pub use kubernetes::{KubeStatusWriter, is_guard_failure};
@@ -79,6 +81,7 @@ fn client_settings(ctx: &Context) -> ClientSettings {
     ClientSettings {
         recorder: ctx.metrics.api_call_recorder(),
         read_attempts: ctx.settings.read_attempts,
+        limits: ctx.settings.lookup_limits,
         batch: ctx.settings.batch,
         may_act: Arc::new(move || leadership.is_valid()),
     }

@@ -289,6 +289,10 @@ impl InviteApi for CoalescedApi {
         self.inner.verify_credentials().await
     }
 
+    fn limit_exceeded(&self) -> Option<String> {
+        self.inner.limit_exceeded()
+    }
+
     async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         if lookups.is_empty() {
             return Ok(BTreeMap::new());

@@ -92,6 +92,15 @@ pub enum ApiError {
         /// Why.
         reason: NotSentReason,
     },
+    /// A lookup went past one of the endpoint's budgets (members or bytes of an
+    /// organization snapshot, the overall deadline): the endpoint cannot be served as it is.
+    #[error("{operation}: {message}")]
+    LimitExceeded {
+        /// The operation that was stopped.
+        operation: &'static str,
+        /// Which limit, in a sentence naming the setting.
+        message: String,
+    },
     /// The API answered something that could not be understood (or that was too large).
     #[error("{operation}: unexpected answer from the API: {message}")]
     Decode {
@@ -114,7 +123,9 @@ impl ApiError {
             | ApiError::NoAnswer { .. }
             | ApiError::Decode { .. }
             | ApiError::NotSent { .. } => ErrorCategory::Transient,
-            ApiError::Configuration { .. } => ErrorCategory::Configuration,
+            ApiError::Configuration { .. } | ApiError::LimitExceeded { .. } => {
+                ErrorCategory::Configuration
+            }
             ApiError::Rejected { .. } => ErrorCategory::Permanent,
         }
     }
@@ -128,6 +139,7 @@ impl ApiError {
             ApiError::Unavailable { .. }
             | ApiError::Configuration { .. }
             | ApiError::Rejected { .. }
+            | ApiError::LimitExceeded { .. }
             | ApiError::NotSent { .. } => false,
         }
     }
@@ -149,7 +161,9 @@ impl ApiError {
             ApiError::Configuration { status, .. } | ApiError::Rejected { status, .. } => {
                 Some(*status)
             }
-            ApiError::Decode { .. } | ApiError::NotSent { .. } => None,
+            ApiError::Decode { .. } | ApiError::NotSent { .. } | ApiError::LimitExceeded { .. } => {
+                None
+            }
         }
     }
 
@@ -160,6 +174,7 @@ impl ApiError {
             | ApiError::NoAnswer { message, .. }
             | ApiError::Configuration { message, .. }
             | ApiError::Rejected { message, .. }
+            | ApiError::LimitExceeded { message, .. }
             | ApiError::Decode { message, .. } => message.clone(),
             ApiError::NotSent { reason, .. } => reason.to_string(),
         }

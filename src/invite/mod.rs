@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 pub use error::{ApiError, ErrorCategory, NotSentReason};
 pub use identity::api_identity;
-pub use transport::{Transport, TransportError, TransportSettings};
+pub use transport::{LookupLimits, Transport, TransportError, TransportSettings};
 
 use crate::api::{ApiFlavor, EndpointConnection, UserInvitationSpec, address};
 
@@ -218,6 +218,11 @@ pub trait InviteApi: Send + Sync + std::fmt::Debug {
 
     /// Checks that the credentials work without changing anything.
     async fn verify_credentials(&self) -> Result<(), ApiError>;
+
+    /// The budget the last lookup went past, if it did (cleared by a lookup within them).
+    fn limit_exceeded(&self) -> Option<String> {
+        None
+    }
 
     /// Looks the addresses up, in as few calls as the API allows. Every address asked for is
     /// in the answer (keyed by its email).

@@ -37,6 +37,32 @@ pub struct TransportSettings {
     pub read_backoff: Duration,
     /// Largest answer read.
     pub max_response_bytes: usize,
+    /// Budgets of one lookup.
+    pub limits: LookupLimits,
+}
+
+/// What one lookup of an endpoint may cost before it is stopped (the endpoint is then not
+/// Ready, naming the limit): one tenant's slow or endless API cannot take the operator's
+/// memory or time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LookupLimits {
+    /// Most members an organization snapshot may hold (`--org-snapshot-max-members`).
+    pub max_members: usize,
+    /// Most bytes the listings of one organization snapshot may total
+    /// (`--org-snapshot-max-bytes`).
+    pub max_bytes: usize,
+    /// Longest one lookup may take, all its calls together (`--lookup-deadline`).
+    pub deadline: Duration,
+}
+
+impl Default for LookupLimits {
+    fn default() -> Self {
+        LookupLimits {
+            max_members: 250_000,
+            max_bytes: 512 * 1024 * 1024,
+            deadline: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for TransportSettings {
@@ -48,6 +74,7 @@ impl Default for TransportSettings {
             read_attempts: 3,
             read_backoff: Duration::from_millis(200),
             max_response_bytes: MAX_RESPONSE_BYTES,
+            limits: LookupLimits::default(),
         }
     }
 }
@@ -147,6 +174,11 @@ impl Transport {
     /// The timeout of one request.
     pub fn timeout(&self) -> Duration {
         self.settings.timeout
+    }
+
+    /// The budgets of one lookup.
+    pub fn limits(&self) -> LookupLimits {
+        self.settings.limits
     }
 
     /// Starts a request.

@@ -68,6 +68,8 @@ pub struct OrgInvitationClient {
     access: Arc<tokio::sync::Mutex<Option<AccessToken>>>,
     snapshots: Arc<Mutex<SnapshotCache>>,
     snapshot_fetch: Arc<tokio::sync::Mutex<()>>,
+    /// The budget the last snapshot read went past, if it did.
+    over_budget: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for OrgInvitationClient {
@@ -107,6 +109,7 @@ pub fn connect(
         access: Arc::default(),
         snapshots: Arc::default(),
         snapshot_fetch: Arc::default(),
+        over_budget: Arc::default(),
     })
 }
 
@@ -253,6 +256,10 @@ impl InviteApi for OrgInvitationClient {
 
     async fn verify_credentials(&self) -> Result<(), ApiError> {
         self.access_token(false).await.map(|_| ())
+    }
+
+    fn limit_exceeded(&self) -> Option<String> {
+        self.over_budget.lock().expect("lock").clone()
     }
 
     async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {

@@ -82,15 +82,41 @@ impl OrgInvitationClient {
             cache.epoch
         };
         let started = Instant::now();
-        let snapshot = Arc::new(OrgSnapshot {
-            members: self.members().await?,
-            invitations: self.list_invitations().await?,
-        });
+        let snapshot = Arc::new(self.read_within_budget().await?);
         let mut cache = self.snapshots.lock().expect("lock");
         if cache.epoch == epoch {
             cache.cached = Some((epoch, started, snapshot.clone()));
         }
         Ok(snapshot)
+    }
+
+    /// Reads members and invitations within the endpoint's budgets, and records whether it
+    /// went past one (the endpoint's Ready condition shows it).
+    async fn read_within_budget(&self) -> Result<OrgSnapshot, ApiError> {
+        let limits = self.transport.limits();
+        let read = async {
+            Ok::<_, ApiError>(OrgSnapshot {
+                members: self.members().await?,
+                invitations: self.list_invitations().await?,
+            })
+        };
+        let result = match tokio::time::timeout(limits.deadline, read).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::LimitExceeded {
+                operation: "read the organization",
+                message: format!(
+                    "reading the organization's members and invitations took longer than {} (the lookup deadline, --lookup-deadline)",
+                    humantime::format_duration(limits.deadline)
+                ),
+            }),
+        };
+        let mut over = self.over_budget.lock().expect("lock");
+        match &result {
+            Ok(_) => *over = None,
+            Err(ApiError::LimitExceeded { message, .. }) => *over = Some(message.clone()),
+            Err(_) => {}
+        }
+        result
     }
 
     /// Every invitation of the organization.
@@ -108,6 +134,12 @@ impl OrgInvitationClient {
     /// Usernames (as persons, see [`address::person`]) of every member of the organization,
     /// mapped to their user id.
     pub async fn members(&self) -> Result<BTreeMap<String, String>, ApiError> {
+        let limits = self.transport.limits();
+        let over = |message: String| ApiError::LimitExceeded {
+            operation: "list organization users",
+            message,
+        };
+        let mut bytes = 0usize;
         let mut members = BTreeMap::new();
         // 1-based; advanced by what each page returned (a server may return fewer than asked).
         let mut start: u64 = 1;
@@ -121,10 +153,23 @@ impl OrgInvitationClient {
                     self.request(Method::GET, &path, t)
                 })
                 .await?;
+            bytes = bytes.saturating_add(answer.body.len());
+            if bytes > limits.max_bytes {
+                return Err(over(format!(
+                    "the organization's member listing is larger than {} MiB (--org-snapshot-max-bytes)",
+                    limits.max_bytes / (1024 * 1024)
+                )));
+            }
             let value = listing("list organization users", &answer.body)?;
             let results = items(&value);
             let before = members.len();
             members.extend(results.iter().filter_map(member));
+            if members.len() > limits.max_members {
+                return Err(over(format!(
+                    "the organization has more than {} members (--org-snapshot-max-members)",
+                    limits.max_members
+                )));
+            }
             let total = value
                 .get("totalResults")
                 .and_then(as_i64)
