@@ -1075,6 +1075,12 @@ async fn control_endpoints_over_http() {
 
 // ------------------------------------------------------------------------ spec conformance
 
+/// A spec file in `mock/tests/specs/` (copies of the API descriptions, origins and licences in
+/// its `ORIGINS.md`).
+fn spec_path(rel: &str) -> String {
+    format!("{}/tests/specs/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// A tiny checker for the parts of Swagger 2.0 / OpenAPI 3 schemas these specs use:
 /// `$ref`, `type`, `required`, `properties`, `items`, scalar `enum`.
 struct SchemaChecker {
@@ -1083,7 +1089,7 @@ struct SchemaChecker {
 
 impl SchemaChecker {
     fn load_json(rel: &str) -> SchemaChecker {
-        let path = format!("{}/../../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let path = spec_path(rel);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         SchemaChecker {
             doc: serde_json::from_str(&text).expect("spec is JSON"),
@@ -1091,7 +1097,7 @@ impl SchemaChecker {
     }
 
     fn load_yaml(rel: &str) -> SchemaChecker {
-        let path = format!("{}/../../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let path = spec_path(rel);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         SchemaChecker {
             doc: serde_saphyr::from_str(&text).expect("spec is YAML"),
