@@ -33,7 +33,12 @@ RELEASE = "invite-operator"
 NAMESPACE = "invite-operator"
 FULLNAME = "invite-operator"  # release name contains the chart name
 
-KEEP = {"helm.sh/resource-policy": "keep"}
+# What crds.keep adds to every CRD: Helm's uninstall keeps them, Argo CD neither prunes them nor
+# deletes them with the Application (it renders with `helm template` and ignores Helm's policy).
+KEEP = {
+    "helm.sh/resource-policy": "keep",
+    "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+}
 
 # The value sets every general check runs against.
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -295,6 +300,20 @@ def test_rendered_crds_equal_generated_plus_keep_annotation(keep: bool) -> None:
         assert rendered[name] == crd, f"rendered CRD {name} differs from crds/"
         annotations = rendered[name]["metadata"].get("annotations") or {}
         assert (annotations.get("helm.sh/resource-policy") == "keep") is keep
+
+
+def test_kept_crds_carry_the_helm_and_argocd_keep_annotations() -> None:
+    for values in ({}, {"crds": {"install": True, "keep": True}}):
+        crds = of_kind(render(values), "CustomResourceDefinition")
+        assert len(crds) == 3
+        for crd in crds:
+            annotations = crd["metadata"]["annotations"]
+            assert annotations["helm.sh/resource-policy"] == "keep", crd["metadata"]["name"]
+            assert annotations["argocd.argoproj.io/sync-options"] == "Prune=false,Delete=false"
+    for crd in of_kind(render({"crds": {"install": True, "keep": False}}), "CustomResourceDefinition"):
+        annotations = crd["metadata"].get("annotations") or {}
+        assert "helm.sh/resource-policy" not in annotations
+        assert "argocd.argoproj.io/sync-options" not in annotations
 
 
 def test_crds_install_false_renders_no_crd() -> None:
