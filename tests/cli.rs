@@ -6,8 +6,18 @@ fn operator() -> Command {
     Command::new(env!("CARGO_BIN_EXE_invite-operator"))
 }
 
+/// `rel` in this package's folder, found at run time: `cargo test` sets `CARGO_MANIFEST_DIR` for
+/// the test process. Not `env!`: a test binary compiled in another copy of the repository that
+/// shares the target folder (CI's clean-copy run) would read that copy's files, and cargo does
+/// not rebuild it when only the folder differs.
+fn package_path(rel: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&dir).join(rel)
+}
+
 fn root(path: &str) -> String {
-    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+    package_path(path).display().to_string()
 }
 
 fn documents(stdout: &[u8]) -> Vec<serde_json::Value> {
