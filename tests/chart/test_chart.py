@@ -845,6 +845,13 @@ def test_the_endpoint_from_values() -> None:
     assert of_kind(docs, "Secret") == []
 
 
+def test_the_endpoint_labels_add_to_the_common_ones() -> None:
+    labels = {"invite.operators.dev/operator": "blue", "app.kubernetes.io/instance": "other"}
+    ciep = endpoint_of(render_endpoint({"url": URL, "labels": labels}))
+    assert ciep["metadata"]["labels"]["invite.operators.dev/operator"] == "blue"
+    assert ciep["metadata"]["labels"]["app.kubernetes.io/instance"] == ENDPOINT_RELEASE
+
+
 def test_the_org_invitation_endpoint_from_values() -> None:
     ciep = endpoint_of(render_endpoint(ENDPOINT_VALUE_SETS["org-invitation-full"]))
     assert ciep["spec"]["organizationId"] == "org-1"

@@ -3,7 +3,7 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Common labels, then the user's `labels` (e.g. the one an operator's clusterEndpointSelector selects). */}}
+{{/* Common labels, then the user's `labels` (e.g. the one an operator's clusterEndpointSelector selects; the common ones are not overridden). */}}
 {{- define "invite-operator-endpoint.labels" -}}
 helm.sh/chart: {{ include "invite-operator-endpoint.chart" . }}
 app.kubernetes.io/name: {{ .Chart.Name }}
@@ -11,7 +11,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: invite-operator
-{{- with .Values.labels }}
+{{- with omit .Values.labels "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/version" "app.kubernetes.io/managed-by" "app.kubernetes.io/part-of" }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
