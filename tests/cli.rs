@@ -6,8 +6,18 @@ fn operator() -> Command {
     Command::new(env!("CARGO_BIN_EXE_invite-operator"))
 }
 
+/// `rel` in this package's folder, found at run time: `cargo test` sets `CARGO_MANIFEST_DIR` for
+/// the test process. Not `env!`: a test binary compiled in another copy of the repository that
+/// shares the target folder (CI's clean-copy run) would read that copy's files, and cargo does
+/// not rebuild it when only the folder differs.
+fn package_path(rel: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&dir).join(rel)
+}
+
 fn root(path: &str) -> String {
-    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+    package_path(path).display().to_string()
 }
 
 fn documents(stdout: &[u8]) -> Vec<serde_json::Value> {
@@ -48,6 +58,56 @@ fn the_quick_start_invites_everyone_through_the_embedded_mock() {
         for user in status["users"].as_array().unwrap() {
             assert_eq!(user["state"], "Invited");
         }
+    }
+}
+
+/// The README's walkthroughs create each token Secret with `kubectl create secret`, then apply an
+/// example: an example holding the Secret too would overwrite the real token with its
+/// placeholder. Each example's placeholder Secret is in a file of its own,
+/// `examples/<name>-secret.yaml` (for `reconcile -f` against a real API), and is the one its
+/// endpoint names.
+#[test]
+fn the_examples_hold_no_secret_and_their_endpoints_name_the_secret_files() {
+    let read = |path: &str| {
+        let text = std::fs::read_to_string(root(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_saphyr::from_multiple::<serde_json::Value>(&text)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .into_iter()
+            .filter(|v| !v.is_null())
+            .collect::<Vec<_>>()
+    };
+    for example in ["userinvite", "orginvitation", "cluster-endpoint"] {
+        let docs = read(&format!("examples/{example}.yaml"));
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        assert!(
+            !kinds.contains(&"Secret"),
+            "{example}.yaml holds a Secret: {kinds:?}"
+        );
+        let endpoints: Vec<_> = docs
+            .iter()
+            .filter(|d| {
+                d["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with("InvitationEndpoint"))
+            })
+            .collect();
+        assert_eq!(endpoints.len(), 1, "{example}.yaml");
+        let endpoint = endpoints[0];
+        let secret_ref = &endpoint["spec"]["credentials"]["secretRef"];
+        let namespace = secret_ref["namespace"]
+            .as_str()
+            .or(endpoint["metadata"]["namespace"].as_str());
+
+        let secrets = read(&format!("examples/{example}-secret.yaml"));
+        assert_eq!(secrets.len(), 1, "{example}-secret.yaml");
+        let secret = &secrets[0];
+        assert_eq!(secret["kind"], "Secret", "{example}-secret.yaml");
+        assert_eq!(secret["metadata"]["name"], secret_ref["name"], "{example}");
+        assert_eq!(
+            secret["metadata"]["namespace"].as_str(),
+            namespace,
+            "{example}"
+        );
     }
 }
 

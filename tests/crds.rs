@@ -11,8 +11,18 @@ fn crds_directories_are_up_to_date() {
     }
 }
 
+/// `rel` in this package's folder, found at run time: `cargo test` sets `CARGO_MANIFEST_DIR` for
+/// the test process. Not `env!`: a test binary compiled in another copy of the repository that
+/// shares the target folder (CI's clean-copy run) would read that copy's files, and cargo does
+/// not rebuild it when only the folder differs.
+fn package_path(rel: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&dir).join(rel)
+}
+
 fn check_dir(dir: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let dir = package_path(dir);
     let mut stale = Vec::new();
     for crd in all_crds() {
         let path = dir.join(crd_file_name(&crd));

@@ -357,10 +357,7 @@ impl Election {
         let Some(server) = &self.cluster.server else {
             return;
         };
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/charts/invite-operator/files/rbac-rules.yaml"
-        );
+        let path = package_path("deploy/charts/invite-operator/files/rbac-rules.yaml");
         let rules: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let mut granted = BTreeSet::new();
         for rule in rules["leaderElection"]

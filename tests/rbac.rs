@@ -20,10 +20,7 @@ type Grant = (String, String, String); // (apiGroup, resource[/subresource], ver
 
 /// The chart's rule lists (`namespaced`, `cluster`, `leaderElection`, `endpointSecrets`).
 fn rules_file() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/charts/invite-operator/files/rbac-rules.yaml"
-    );
+    let path = package_path("deploy/charts/invite-operator/files/rbac-rules.yaml");
     serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -271,11 +268,8 @@ async fn create(client: &kube::Client, object: &Value) {
 
 /// The chart's `kubeVersion` floor, e.g. (1, 28) for `>=1.28.0-0`.
 fn chart_kube_version_floor() -> (u32, u32) {
-    let chart = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/charts/invite-operator/Chart.yaml"
-    ))
-    .unwrap();
+    let chart =
+        std::fs::read_to_string(package_path("deploy/charts/invite-operator/Chart.yaml")).unwrap();
     let constraint = chart
         .lines()
         .find_map(|l| l.strip_prefix("kubeVersion:"))

@@ -1075,6 +1075,17 @@ async fn control_endpoints_over_http() {
 
 // ------------------------------------------------------------------------ spec conformance
 
+/// A spec file in `mock/tests/specs/` (copies of the API descriptions, origins and licences in
+/// its `ORIGINS.md`). The folder is found at run time: `cargo test` sets `CARGO_MANIFEST_DIR` for
+/// the test process. Not `env!`: a test binary compiled in another copy of the repository that
+/// shares the target folder (CI's clean-copy run) would read that copy's files, and cargo does
+/// not rebuild it when only the folder differs.
+fn spec_path(rel: &str) -> String {
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    format!("{}/tests/specs/{rel}", std::path::Path::new(&dir).display())
+}
+
 /// A tiny checker for the parts of Swagger 2.0 / OpenAPI 3 schemas these specs use:
 /// `$ref`, `type`, `required`, `properties`, `items`, scalar `enum`.
 struct SchemaChecker {
@@ -1083,7 +1094,7 @@ struct SchemaChecker {
 
 impl SchemaChecker {
     fn load_json(rel: &str) -> SchemaChecker {
-        let path = format!("{}/../../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let path = spec_path(rel);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         SchemaChecker {
             doc: serde_json::from_str(&text).expect("spec is JSON"),
@@ -1091,7 +1102,7 @@ impl SchemaChecker {
     }
 
     fn load_yaml(rel: &str) -> SchemaChecker {
-        let path = format!("{}/../../shared/specs/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let path = spec_path(rel);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         SchemaChecker {
             doc: serde_saphyr::from_str(&text).expect("spec is YAML"),

@@ -1,11 +1,13 @@
-"""Offline tests of the Helm chart in deploy/charts/invite-operator.
+"""Offline tests of the Helm charts in deploy/charts/: invite-operator and invite-operator-endpoint.
 
-Renders and lints the chart with Helm's own Go code through the PyPI package helm-python-sdk
+Renders and lints the charts with Helm's own Go code through the PyPI package helm-python-sdk
 (it bundles Helm as a shared library: no helm binary, no cluster, no network), then checks the
 rendered manifests: RBAC equals files/rbac-rules.yaml split as documented and has no wildcard,
 the Lease is only reachable through a Role in the release namespace, every container is
 hardened, the probes hit /healthz and /readyz on the metrics port, the CRDs are the generated
-crds/ plus the keep annotation, and values.schema.json rejects bad values.
+crds/ plus the keep annotations (Helm and Argo CD), no chart renders a hook (the default
+ClusterInvitationEndpoint is a normal resource of its own release, deny by default), and each
+values.schema.json rejects bad values.
 
 Run:  python3 -m pip install -r tests/chart/requirements.txt && python3 -m pytest -q tests/chart
 """
@@ -25,6 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "charts" / "invite-operator"
+ENDPOINT_CHART = REPO / "deploy" / "charts" / "invite-operator-endpoint"
 GENERATED_CRDS = REPO / "crds"
 CHART_CRDS = CHART / "crd-files"
 RULES_FILE = CHART / "files" / "rbac-rules.yaml"
@@ -33,7 +36,12 @@ RELEASE = "invite-operator"
 NAMESPACE = "invite-operator"
 FULLNAME = "invite-operator"  # release name contains the chart name
 
-KEEP = {"helm.sh/resource-policy": "keep"}
+# What crds.keep adds to every CRD: Helm's uninstall keeps them, Argo CD neither prunes them nor
+# deletes them with the Application (it renders with `helm template` and ignores Helm's policy).
+KEEP = {
+    "helm.sh/resource-policy": "keep",
+    "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+}
 
 # The value sets every general check runs against.
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -54,18 +62,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "extraEgress": [{"to": [{"ipBlock": {"cidr": "198.51.100.7/32"}}], "ports": [{"port": 3128}]}],
         },
     },
-    "default-endpoint": {
-        "defaultEndpoint": {
-            "enabled": True,
-            "api": "UserInvite",
-            "url": "https://example.wavefront.com",
-            "secretRef": {"name": "invite-api-token", "namespace": "", "key": "token"},
-            "namespaceSelector": {"matchLabels": {"invitations": "enabled"}},
-            "allowed": {"groups": ["dashboard_management", "alerts_management"]},
-            "requestsPerSecond": 5,
-            "timeoutSeconds": 30,
-            "maxUsersPerInvitation": 100,
-        }
+    # Values files of earlier versions, with the removed defaultEndpoint turned off, still install.
+    "old-values-default-endpoint-off": {
+        "defaultEndpoint": {"enabled": False, "asHook": True, "url": "https://example.wavefront.com"}
     },
     "crds-off": {"crds": {"install": False, "keep": True}},
     "cluster-endpoint-selector": {"clusterEndpointSelector": "invite.operators.dev/operator=blue"},
@@ -89,19 +88,29 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 # helpers
 
 
-def load_chart() -> helm.Chart:
-    return helm.Chart.load(str(CHART))
+def load_chart(path: Path = CHART) -> helm.Chart:
+    return helm.Chart.load(str(path))
 
 
-def render_raw(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
-    with load_chart() as chart:
-        return chart.render(values or {}, name=RELEASE, namespace=namespace, is_install=True)
+def render_raw(
+    values: dict[str, Any] | None = None,
+    namespace: str = NAMESPACE,
+    chart: Path = CHART,
+    release: str = RELEASE,
+) -> dict[str, str]:
+    with load_chart(chart) as c:
+        return c.render(values or {}, name=release, namespace=namespace, is_install=True)
 
 
-def render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+def render(
+    values: dict[str, Any] | None = None,
+    namespace: str = NAMESPACE,
+    chart: Path = CHART,
+    release: str = RELEASE,
+) -> list[dict[str, Any]]:
     """Render and parse every manifest (NOTES.txt excluded), each tagged with its template."""
     docs: list[dict[str, Any]] = []
-    for template, text in sorted(render_raw(values, namespace).items()):
+    for template, text in sorted(render_raw(values, namespace, chart, release).items()):
         if template.endswith("NOTES.txt"):
             continue
         for doc in yaml.safe_load_all(text):
@@ -208,10 +217,9 @@ def test_values_yaml_passes_the_schema() -> None:
         {"controller": {"batchWindow": "1h"}},
         {"controller": {"batchMaxUsers": 0}},
         {"metrics": {"port": 70000}},
-        {"defaultEndpoint": {"api": "Email"}},
-        {"defaultEndpoint": {"requestsPerSecond": 0}},
         {"unknownTopLevelKey": True},
         {"crds": {"install": "yes"}},
+        {"defaultEndpoint": "on"},
         {"allowInsecureHttp": "yes"},
         {"namespacedEndpoints": "false"},
         {"namespacedEndpointHosts": "a.example.com"},
@@ -219,9 +227,6 @@ def test_values_yaml_passes_the_schema() -> None:
         {"namespacedEndpointHosts": ["https://a.example.com"]},
         {"controller": {"secretCacheTtl": "soon"}},
         {"controller": {"maxClockSkew": 15}},
-        {"defaultEndpoint": {"timeoutSeconds": 121}},
-        {"defaultEndpoint": {"allowed": {"adoptExistingUsers": "yes"}}},
-        {"defaultEndpoint": {"allowed": {"customGroupsIds": "admins"}}},
     ],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
@@ -295,6 +300,20 @@ def test_rendered_crds_equal_generated_plus_keep_annotation(keep: bool) -> None:
         assert rendered[name] == crd, f"rendered CRD {name} differs from crds/"
         annotations = rendered[name]["metadata"].get("annotations") or {}
         assert (annotations.get("helm.sh/resource-policy") == "keep") is keep
+
+
+def test_kept_crds_carry_the_helm_and_argocd_keep_annotations() -> None:
+    for values in ({}, {"crds": {"install": True, "keep": True}}):
+        crds = of_kind(render(values), "CustomResourceDefinition")
+        assert len(crds) == 3
+        for crd in crds:
+            annotations = crd["metadata"]["annotations"]
+            assert annotations["helm.sh/resource-policy"] == "keep", crd["metadata"]["name"]
+            assert annotations["argocd.argoproj.io/sync-options"] == "Prune=false,Delete=false"
+    for crd in of_kind(render({"crds": {"install": True, "keep": False}}), "CustomResourceDefinition"):
+        annotations = crd["metadata"].get("annotations") or {}
+        assert "helm.sh/resource-policy" not in annotations
+        assert "argocd.argoproj.io/sync-options" not in annotations
 
 
 def test_crds_install_false_renders_no_crd() -> None:
@@ -679,100 +698,262 @@ def crd_schema(kind: str) -> dict[str, Any]:
     raise AssertionError(f"no CRD for {kind}")
 
 
-def test_default_cluster_invitation_endpoint_from_values() -> None:
-    docs = render(VALUE_SETS["default-endpoint"])
-    ciep = one(docs, "ClusterInvitationEndpoint", "default")
-    assert ciep["apiVersion"] == "invite.operators.dev/v1alpha1"
-    # A hook, so it is created after the CRDs of the same release exist.
-    assert "post-install" in ciep["metadata"]["annotations"]["helm.sh/hook"]
-    spec = ciep["spec"]
-    assert spec == {
+def test_the_operator_chart_renders_no_hook_and_no_custom_resource(rendered) -> None:
+    # Helm cannot create a custom resource in the release that installs its CRD from templates,
+    # and a hook is deleted and recreated by every upgrade: the default endpoint is the chart
+    # invite-operator-endpoint, a release of its own.
+    name, _values, docs = rendered
+    for d in docs:
+        assert not d["apiVersion"].startswith("invite.operators.dev/"), (name, d["kind"])
+        annotations = d["metadata"].get("annotations") or {}
+        assert not [a for a in annotations if a.startswith("helm.sh/hook")], (name, d["kind"])
+    raw = render_raw(VALUE_SETS[name])
+    assert not any("helm.sh/hook" in text for text in raw.values()), name
+
+
+def test_the_removed_default_endpoint_is_refused_with_a_message() -> None:
+    with pytest.raises(helm.HelmRenderError, match="invite-operator-endpoint"):
+        render_raw({"defaultEndpoint": {"enabled": True, "url": "https://example.wavefront.com"}})
+    with load_chart() as chart:
+        assert "defaultEndpoint" not in chart.values
+
+
+# --------------------------------------------------------------------------------------------
+# the default ClusterInvitationEndpoint: chart invite-operator-endpoint, a release of its own
+
+ENDPOINT_RELEASE = "invite-operator-endpoint"
+URL = "https://example.wavefront.com"
+
+# Every access-granting field of AllowedGrants (src/api/endpoint.rs), and adoption.
+ALL_ALLOWED = {
+    "groups": ["dashboard_management"],
+    "userGroups": ["*"],
+    "roles": ["r1"],
+    "organizationRoles": ["org_member", "org_owner"],
+    "serviceDefinitionLinks": ["/csp/gateway/slc/api/definitions/paid/x"],
+    "serviceRoleNames": ["viewer"],
+    "customRoles": ["auditor"],
+    "customGroupsIds": ["g-1"],
+    "resources": ["/orgs/org-1"],
+    "adoptExistingUsers": True,
+}
+
+ENDPOINT_VALUE_SETS: dict[str, dict[str, Any]] = {
+    "user-invite-defaults": {"url": URL},
+    "org-invitation-defaults": {"api": "OrgInvitation", "url": "https://console.example.com", "organizationId": "org-1"},
+    "user-invite-full": {
+        "name": "wavefront",
+        "labels": {"invite.operators.dev/operator": "blue"},
         "api": "UserInvite",
-        "url": "https://example.wavefront.com",
+        "url": URL,
+        "caBundle": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "secretRef": {"name": "invite-api-token", "namespace": "", "key": "token"},
+        "namespaceSelector": {"matchLabels": {"invitations": "enabled"}},
+        "allowed": {"groups": ["dashboard_management", "alerts_management"]},
+        "requestsPerSecond": 20,
+        "timeoutSeconds": 30,
+        "maxUsersPerInvitation": 100,
+    },
+    "org-invitation-full": {
+        "api": "OrgInvitation",
+        "url": "https://console.example.com",
+        "organizationId": "org-1",
+        "tokenUrl": "https://auth.example.com",
+        "secretRef": {"name": "csp-token", "namespace": "vault-sync", "key": "apiToken"},
+        "allowed": ALL_ALLOWED,
+        "keep": False,
+    },
+    "with-secret": {"url": URL, "createSecret": True, "token": "s3cr3t"},
+}
+
+
+def render_endpoint(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return render(values, chart=ENDPOINT_CHART, release=ENDPOINT_RELEASE)
+
+
+def endpoint_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "ClusterInvitationEndpoint")
+
+
+def without_template(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "__template__"}
+
+
+@pytest.mark.parametrize("name", sorted(ENDPOINT_VALUE_SETS))
+def test_endpoint_chart_lint_strict_has_no_warning_or_error(name: str) -> None:
+    report = helm.lint(str(ENDPOINT_CHART), ENDPOINT_VALUE_SETS[name], strict=True, namespace=NAMESPACE)
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == [], report
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [], problems
+
+
+def test_endpoint_chart_metadata_matches_the_operator_chart() -> None:
+    with load_chart(ENDPOINT_CHART) as c:
+        meta = c.metadata
+        assert c.crds == []  # the CRDs come from the invite-operator chart, installed first
+    with load_chart(CHART) as c:
+        operator = c.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["name"] == "invite-operator-endpoint"
+    assert meta["appVersion"] == operator["appVersion"]
+    assert meta["kubeVersion"] == operator["kubeVersion"]
+
+
+@pytest.mark.parametrize("name", sorted(ENDPOINT_VALUE_SETS))
+def test_the_endpoint_is_a_normal_release_resource_never_a_hook(name: str) -> None:
+    # A hook (helm.sh/hook, with before-hook-creation) is deleted and recreated by every
+    # `helm upgrade` and Argo CD sync: a new uid, which the operator treats as another endpoint.
+    raw = render_raw(ENDPOINT_VALUE_SETS[name], chart=ENDPOINT_CHART, release=ENDPOINT_RELEASE)
+    assert not any("helm.sh/hook" in text for text in raw.values()), name
+    docs = render_endpoint(ENDPOINT_VALUE_SETS[name])
+    ciep = endpoint_of(docs)
+    assert ciep["apiVersion"] == "invite.operators.dev/v1alpha1"
+    assert ciep["__template__"].endswith("templates/clusterinvitationendpoint.yaml")
+    for d in docs:
+        annotations = d["metadata"].get("annotations") or {}
+        assert not [a for a in annotations if a.startswith("helm.sh/hook")], (name, d["kind"], annotations)
+
+
+@pytest.mark.parametrize("name", sorted(ENDPOINT_VALUE_SETS))
+def test_the_endpoint_validates_against_the_crd(name: str) -> None:
+    ciep = endpoint_of(render_endpoint(ENDPOINT_VALUE_SETS[name]))
+    jsonschema.validate(without_template(ciep), crd_schema("ClusterInvitationEndpoint"))
+    assert "namespace" not in ciep["metadata"]
+
+
+def test_the_endpoint_from_values() -> None:
+    docs = render_endpoint(ENDPOINT_VALUE_SETS["user-invite-full"])
+    ciep = endpoint_of(docs)
+    assert ciep["metadata"]["name"] == "wavefront"
+    labels = ciep["metadata"]["labels"]
+    assert labels["invite.operators.dev/operator"] == "blue"
+    assert labels["app.kubernetes.io/instance"] == ENDPOINT_RELEASE
+    assert labels["app.kubernetes.io/managed-by"] == "Helm"
+    assert ciep["spec"] == {
+        "api": "UserInvite",
+        "url": URL,
+        "caBundle": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         "credentials": {"secretRef": {"name": "invite-api-token", "namespace": NAMESPACE, "key": "token"}},
         "namespaceSelector": {"matchLabels": {"invitations": "enabled"}},
         "allowed": {"groups": ["dashboard_management", "alerts_management"]},
-        "requestsPerSecond": 5,
+        "requestsPerSecond": 20,
         "timeoutSeconds": 30,
         "maxUsersPerInvitation": 100,
     }
-    obj = {k: v for k, v in ciep.items() if k != "__template__"}
-    jsonschema.validate(obj, crd_schema("ClusterInvitationEndpoint"))
     # The token Secret is not created by default.
     assert of_kind(docs, "Secret") == []
 
 
-def test_default_org_invitation_endpoint_validates_against_the_crd() -> None:
-    docs = render(
-        {
-            "defaultEndpoint": {
-                "enabled": True,
-                "asHook": False,
-                "api": "OrgInvitation",
-                "url": "https://console.example.com",
-                "organizationId": "org-1",
-                "tokenUrl": "https://auth.example.com",
-                "secretRef": {"name": "csp-token", "namespace": "vault-sync", "key": "apiToken"},
-                "allowed": {"organizationRoles": ["org_member"]},
-            }
-        }
-    )
-    ciep = one(docs, "ClusterInvitationEndpoint")
-    assert "annotations" not in ciep["metadata"]
+def test_the_endpoint_labels_add_to_the_common_ones() -> None:
+    labels = {"invite.operators.dev/operator": "blue", "app.kubernetes.io/instance": "other"}
+    ciep = endpoint_of(render_endpoint({"url": URL, "labels": labels}))
+    assert ciep["metadata"]["labels"]["invite.operators.dev/operator"] == "blue"
+    assert ciep["metadata"]["labels"]["app.kubernetes.io/instance"] == ENDPOINT_RELEASE
+
+
+def test_the_org_invitation_endpoint_from_values() -> None:
+    ciep = endpoint_of(render_endpoint(ENDPOINT_VALUE_SETS["org-invitation-full"]))
     assert ciep["spec"]["organizationId"] == "org-1"
+    assert ciep["spec"]["tokenUrl"] == "https://auth.example.com"
     assert ciep["spec"]["credentials"]["secretRef"] == {"name": "csp-token", "namespace": "vault-sync", "key": "apiToken"}
-    assert "requestsPerSecond" not in ciep["spec"]  # the CRD default applies
-    jsonschema.validate({k: v for k, v in ciep.items() if k != "__template__"}, crd_schema("ClusterInvitationEndpoint"))
+    for default in ("requestsPerSecond", "timeoutSeconds", "maxUsersPerInvitation"):
+        assert default not in ciep["spec"]  # the CRD default applies
 
 
-def test_default_endpoint_allowed_covers_every_grant_and_adoption() -> None:
-    allowed = {
-        "groups": ["dashboard_management"],
-        "userGroups": ["*"],
-        "roles": ["r1"],
-        "organizationRoles": ["org_member"],
-        "serviceDefinitionLinks": ["/csp/gateway/slc/api/definitions/paid/x"],
-        "serviceRoleNames": ["viewer"],
-        "customRoles": ["auditor"],
-        "customGroupsIds": ["g-1"],
-        "resources": ["/orgs/org-1"],
-        "adoptExistingUsers": True,
-    }
-    docs = render(
-        {"defaultEndpoint": {"enabled": True, "url": "https://example.wavefront.com", "allowed": allowed}}
-    )
-    ciep = one(docs, "ClusterInvitationEndpoint")
-    assert ciep["spec"]["allowed"] == allowed
-    jsonschema.validate({k: v for k, v in ciep.items() if k != "__template__"}, crd_schema("ClusterInvitationEndpoint"))
-    # Empty: not rendered, so the endpoint is unrestricted (an empty `allowed` would deny every grant).
-    docs = render({"defaultEndpoint": {"enabled": True, "url": "https://example.wavefront.com"}})
-    assert "allowed" not in one(docs, "ClusterInvitationEndpoint")["spec"]
+def test_the_default_endpoint_denies_every_grant_by_default() -> None:
+    # UserInvite: allowed present and empty: no groups, userGroups or roles may be granted.
+    ciep = endpoint_of(render_endpoint({"url": URL}))
+    assert ciep["spec"]["allowed"] == {}
+    # OrgInvitation: only the organization role org_member.
+    ciep = endpoint_of(render_endpoint(ENDPOINT_VALUE_SETS["org-invitation-defaults"]))
+    assert ciep["spec"]["allowed"] == {"organizationRoles": ["org_member"]}
+    # allowed: null (as `--set allowed=null` gives) is the default too.
+    for api, extra, expected in (
+        ("UserInvite", {}, {}),
+        ("OrgInvitation", {"organizationId": "org-1"}, {"organizationRoles": ["org_member"]}),
+    ):
+        ciep = endpoint_of(render_endpoint({"api": api, "url": URL, "allowed": None, **extra}))
+        assert ciep["spec"]["allowed"] == expected, api
+    with load_chart(ENDPOINT_CHART) as c:
+        assert c.values.get("allowed") is None
 
 
-def test_default_endpoint_requires_url_and_org_id() -> None:
+@pytest.mark.parametrize("api", ["UserInvite", "OrgInvitation"])
+def test_a_given_allowed_is_rendered_as_given(api: str) -> None:
+    base = {"api": api, "url": URL, "organizationId": "org-1"}
+    for allowed in (ALL_ALLOWED, {"groups": ["*"]}, {"organizationRoles": ["org_member"], "adoptExistingUsers": True}, {}):
+        ciep = endpoint_of(render_endpoint({**base, "allowed": allowed}))
+        assert ciep["spec"]["allowed"] == allowed, (api, allowed)
+        jsonschema.validate(without_template(ciep), crd_schema("ClusterInvitationEndpoint"))
+
+
+def test_the_endpoint_is_kept_on_uninstall_unless_told_otherwise() -> None:
+    ciep = endpoint_of(render_endpoint({"url": URL}))
+    assert ciep["metadata"]["annotations"] == KEEP
+    ciep = endpoint_of(render_endpoint({"url": URL, "keep": False}))
+    assert "annotations" not in ciep["metadata"]
+
+
+def test_the_endpoint_requires_url_and_org_id() -> None:
     with pytest.raises(helm.HelmRenderError, match="url"):
-        render_raw({"defaultEndpoint": {"enabled": True}})
+        render_raw({}, chart=ENDPOINT_CHART, release=ENDPOINT_RELEASE)
     with pytest.raises(helm.HelmRenderError, match="organizationId"):
-        render_raw({"defaultEndpoint": {"enabled": True, "api": "OrgInvitation", "url": "https://x.example.com"}})
+        render_raw({"api": "OrgInvitation", "url": URL}, chart=ENDPOINT_CHART, release=ENDPOINT_RELEASE)
 
 
-def test_token_secret_only_when_opted_in() -> None:
-    base = {"enabled": True, "url": "https://example.wavefront.com"}
-    assert of_kind(render({"defaultEndpoint": {**base, "token": "ignored-unless-opted-in"}}), "Secret") == []
-    docs = render({"defaultEndpoint": {**base, "createSecret": True, "token": "s3cr3t"}})
+def test_the_token_secret_only_when_opted_in() -> None:
+    assert of_kind(render_endpoint({"url": URL, "token": "ignored-unless-opted-in"}), "Secret") == []
+    docs = render_endpoint(ENDPOINT_VALUE_SETS["with-secret"])
     secret = one(docs, "Secret", "invite-api-token")
     assert secret["metadata"]["namespace"] == NAMESPACE
     assert secret["data"] == {"token": "czNjcjN0"}
     with pytest.raises(helm.HelmRenderError, match="token"):
-        render_raw({"defaultEndpoint": {**base, "createSecret": True}})
+        render_raw({"url": URL, "createSecret": True}, chart=ENDPOINT_CHART, release=ENDPOINT_RELEASE)
 
 
 def test_values_never_ship_a_token() -> None:
-    with load_chart() as chart:
-        values = chart.values
-    assert values["defaultEndpoint"]["createSecret"] is False
-    assert values["defaultEndpoint"]["token"] == ""
-    assert values["defaultEndpoint"]["enabled"] is False
+    with load_chart(ENDPOINT_CHART) as c:
+        values = c.values
+    assert values["createSecret"] is False
+    assert values["token"] == ""
+
+
+def test_endpoint_values_yaml_passes_the_schema() -> None:
+    with load_chart(ENDPOINT_CHART) as c:
+        assert c.schema is not None, "values.schema.json missing"
+        c.validate_schema({})
+        for values in ENDPOINT_VALUE_SETS.values():
+            c.validate_schema(values)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"api": "Email"},
+        {"url": "ftp://example.com"},
+        {"requestsPerSecond": 0},
+        {"timeoutSeconds": 121},
+        {"maxUsersPerInvitation": 1001},
+        {"allowed": {"adoptExistingUsers": "yes"}},
+        {"allowed": {"customGroupsIds": "admins"}},
+        {"allowed": {"groups": [""]}},
+        {"allowed": {"unknownField": ["x"]}},
+        {"allowed": ["groups"]},
+        {"name": "Not_A_Name"},
+        {"labels": {"a": 1}},
+        {"keep": "yes"},
+        {"enabled": True},
+        {"asHook": True},
+        {"secretRef": {"name": "", "key": "token"}},
+    ],
+)
+def test_endpoint_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
+    with load_chart(ENDPOINT_CHART) as c:
+        with pytest.raises(helm.HelmValuesError):
+            c.validate_schema({"url": URL, **bad})
+        with pytest.raises(helm.HelmError):
+            c.render({"url": URL, **bad}, name=ENDPOINT_RELEASE, namespace=NAMESPACE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -790,9 +971,11 @@ def flatten(values: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def test_chart_readme_lists_every_value() -> None:
-    readme = (CHART / "README.md").read_text()
-    with load_chart() as chart:
-        keys = flatten(chart.values)
+@pytest.mark.parametrize("chart", [CHART, ENDPOINT_CHART], ids=lambda p: p.name)
+def test_chart_readme_lists_every_value(chart: Path) -> None:
+    readme = (chart / "README.md").read_text()
+    with load_chart(chart) as c:
+        keys = flatten(c.values)
+    assert keys
     missing = [k for k in keys if f"`{k}`" not in readme]
-    assert missing == [], f"chart README.md does not document: {missing}"
+    assert missing == [], f"{chart.name}/README.md does not document: {missing}"

@@ -80,6 +80,16 @@ pub const ORG: &str = "mock-org";
 /// requests really queue behind it.
 pub const KUBERNETES_REQUESTS: usize = 8;
 
+/// `rel` in this package's folder, found at run time: `cargo test` sets `CARGO_MANIFEST_DIR` for
+/// the test process. Not `env!`: a test binary compiled in another copy of the repository that
+/// shares the target folder (CI's clean-copy run) would read that copy's files, and cargo does
+/// not rebuild it when only the folder differs.
+pub fn package_path(rel: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&dir).join(rel)
+}
+
 /// The kubeconfig of the real cluster to run against, if any.
 pub fn real_cluster_kubeconfig() -> Option<String> {
     std::env::var(KUBECONFIG_ENV).ok().filter(|p| !p.is_empty())
