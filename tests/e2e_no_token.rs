@@ -249,6 +249,7 @@ async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
     let client_settings = ClientSettings {
         recorder: Metrics::new().api_call_recorder(),
         read_attempts: 1,
+        limits: Default::default(),
         batch: BatchSettings::default(),
         may_act: Arc::new(|| true),
     };

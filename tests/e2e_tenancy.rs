@@ -24,7 +24,7 @@ mod common;
 
 use std::{net::IpAddr, time::Duration};
 
-use common::*;
+use common::{flavor::eventually, *};
 use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::{
     api::{
@@ -1931,5 +1931,199 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
     h.controller.take().unwrap().stop().await;
     h.start_controller(); // the suite's settings opt in
     h.cluster.wait_status("sidecar", "Ready", is_ready).await;
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// One tenant cannot take the operator down
+// ---------------------------------------------------------------------------------------
+
+/// Creates, in `namespace`, the labelled token Secret `token` and an OrgInvitation endpoint
+/// `name` at `url` with a 1 s request timeout.
+async fn org_endpoint_in(cluster: &TestCluster, namespace: &str, name: &str, url: &str) {
+    let mut labels = cluster.labels();
+    labels["invite.operators.dev/credentials"] = json!("true");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "token", "namespace": namespace, "labels": labels},
+        "stringData": {"token": TOKEN},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let endpoint: InvitationEndpoint = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
+        "metadata": {"name": name, "namespace": namespace, "labels": cluster.labels()},
+        "spec": {"api": "OrgInvitation", "url": url, "organizationId": ORG,
+                 "credentials": {"secretRef": {"name": "token"}},
+                 "requestsPerSecond": 1000, "timeoutSeconds": 1},
+    }))
+    .unwrap();
+    Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), namespace)
+        .create(&PostParams::default(), &endpoint)
+        .await
+        .unwrap();
+}
+
+/// A UserInvitation of `username` through the InvitationEndpoint `endpoint` of `namespace`.
+async fn org_invitation_in(
+    cluster: &TestCluster,
+    namespace: &str,
+    name: &str,
+    endpoint: &str,
+    username: &str,
+) {
+    let invitation: invite_operator::api::UserInvitation = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+        "metadata": {"name": name, "namespace": namespace, "labels": cluster.labels()},
+        "spec": {"endpointRef": {"kind": "InvitationEndpoint", "name": endpoint},
+                 "orgInvitation": {"usernames": [username], "organizationRoles": [{"name": "org_member"}]}},
+    }))
+    .unwrap();
+    Api::<invite_operator::api::UserInvitation>::namespaced(cluster.client.clone(), namespace)
+        .create(&PostParams::default(), &invitation)
+        .await
+        .unwrap();
+}
+
+/// A tenant's tarpit: an API that answers every request just under the 1 s timeout and
+/// whose member listing never ends, with 200 resources in the tenant's namespace. Another
+/// namespace's resources still converge in their normal time: neither the tarpit's namespace
+/// nor its endpoint holds more than half of the reconcile slots.
+#[tokio::test]
+async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
+    let mut h = Harness::user_invite().await;
+    if !h.cluster.is_test_server() {
+        eprintln!("skipped on a real cluster: one controller must watch every namespace");
+        return h.finish().await;
+    }
+    let tarpit = MockApi::start(MockConfig {
+        token: TOKEN.into(),
+        organization_id: ORG.into(),
+        latency: Duration::from_millis(900),
+        endless_members: true,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let tenant = h.cluster.create_namespace("tarpit").await;
+    org_endpoint_in(&h.cluster, &tenant, "tarpit", &tarpit.url).await;
+    let mut settings = h.cluster.settings();
+    settings.watch_namespaces.clear(); // one controller, one set of slots, for all
+    h.start_controller_with(settings);
+    for i in 0..200 {
+        org_invitation_in(
+            &h.cluster,
+            &tenant,
+            &format!("t{i}"),
+            "tarpit",
+            &format!("t{i}@example.com"),
+        )
+        .await;
+    }
+    // The tarpit holds its share of the slots.
+    let controller = h.controller.as_ref().unwrap();
+    assert!(
+        eventually(WAIT, || sum_metric(
+            &controller.metrics,
+            "invite_operator_reconciles_deferred_total"
+        ) > 0)
+        .await,
+        "the tarpit's resources are held to their share"
+    );
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        h.cluster
+            .create_invitation(&format!("n{i}"), user(&format!("n{i}@example.com")))
+            .await;
+    }
+    for i in 0..5 {
+        h.cluster
+            .wait_status(&format!("n{i}"), "Ready", is_ready)
+            .await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "the other namespace waited {took:?}"
+    );
+    drop(tarpit);
+    h.finish().await;
+}
+
+/// An organization whose member listing never ends: the read stops at the member budget, the
+/// endpoint is `Ready=False` with reason `LimitExceeded` naming it, and the resource says so.
+/// The listing is never read past the budget (so memory stays flat), whatever the API does.
+#[tokio::test]
+async fn an_endless_member_listing_stops_at_the_budget() {
+    let mut h = Harness::org_invitation(MockConfig {
+        endless_members: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = h.cluster.settings();
+    settings.lookup_limits.max_members = 2_000;
+    h.start_controller_with(settings);
+    h.cluster
+        .create_invitation(
+            "big",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+                   "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("big", "EndpointNotReady", reason_is("EndpointNotReady"))
+        .await;
+    let message = condition_message(inv.status.as_ref().unwrap());
+    assert!(message.contains("more than 2000 members"), "{message}");
+    assert!(message.contains("--org-snapshot-max-members"), "{message}");
+    let endpoint = wait_endpoint(&h.cluster, "csp", "False", "LimitExceeded").await;
+    assert!(endpoint.contains("2000"), "{endpoint}");
+    // Every read stops after the budget's pages (2000 / 200 + 1), and nothing is invited.
+    let journal = h.mock.api.journal();
+    let pages = journal
+        .iter()
+        .filter(|e| e.path.ends_with("/users"))
+        .count();
+    let lookups = journal
+        .iter()
+        .filter(|e| e.path.ends_with("/invitations") && e.method == "GET")
+        .count();
+    let reads = pages.div_ceil(11).max(1);
+    assert!(pages <= reads * 11, "{pages} pages");
+    assert_eq!(lookups, 0, "the read never got past the members");
+    assert_eq!(h.mock.api.invitations_sent_to("x@example.com"), 0);
+    h.finish().await;
+}
+
+/// A lookup that takes longer than the deadline (every answer just under the 1 s timeout, and
+/// a listing that never ends) is stopped at the deadline, with reason `LimitExceeded`.
+#[tokio::test]
+async fn a_lookup_past_its_deadline_is_stopped() {
+    let mut h = Harness::org_invitation(MockConfig {
+        endless_members: true,
+        latency: Duration::from_millis(800),
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = h.cluster.settings();
+    settings.lookup_limits.deadline = Duration::from_secs(3);
+    h.start_controller_with(settings);
+    h.cluster
+        .create_invitation(
+            "slow",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
+                   "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
+        )
+        .await;
+    let inv = h
+        .cluster
+        .wait_status("slow", "EndpointNotReady", reason_is("EndpointNotReady"))
+        .await;
+    let message = condition_message(inv.status.as_ref().unwrap());
+    assert!(message.contains("took longer than 3s"), "{message}");
+    wait_endpoint(&h.cluster, "csp", "False", "LimitExceeded").await;
     h.finish().await;
 }

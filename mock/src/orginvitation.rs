@@ -495,7 +495,10 @@ fn list_members(state: &State, req: &ApiRequest) -> Outcome {
     let start = int_param(req, "pageStart", 1)?.max(1);
     let limit = int_param(req, "pageLimit", 20)?.clamp(1, state.cfg.max_member_page.clamp(1, 200));
     if state.cfg.endless_members {
-        return Ok(json_response(200, &endless_members_page(state, start, limit)));
+        return Ok(json_response(
+            200,
+            &endless_members_page(state, start, limit),
+        ));
     }
     let total = state.members.len();
     let results: Vec<Value> = state

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use super::{
     CONTROLLER_NAME,
     clients::{AddressClaims, EndpointClients},
-    fair_share::FairShare,
     events::Events,
+    fair_share::FairShare,
     holders::HolderIndex,
     memory::ResourceMemory,
 };

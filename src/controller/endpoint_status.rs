@@ -269,7 +269,11 @@ pub async fn run(
         scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
         watcher::Config::default(),
     )
-    .reconcile_on(rechecks(&ctx, EndpointKind::InvitationEndpoint, scope.clone()))
+    .reconcile_on(rechecks(
+        &ctx,
+        EndpointKind::InvitationEndpoint,
+        scope.clone(),
+    ))
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconcile_namespaced, retry, ctx.clone())
     .for_each(log_failures);
@@ -282,7 +286,11 @@ pub async fn run(
         Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
         config,
     )
-    .reconcile_on(rechecks(&ctx, EndpointKind::ClusterInvitationEndpoint, None))
+    .reconcile_on(rechecks(
+        &ctx,
+        EndpointKind::ClusterInvitationEndpoint,
+        None,
+    ))
     .graceful_shutdown_on(shutdown.cancelled_owned())
     .run(reconcile_cluster, retry, ctx)
     .for_each(log_failures);

@@ -98,7 +98,9 @@ mod tests {
         let held: Vec<_> = (0..4).map(|_| share.enter("a", "slow").unwrap()).collect();
         assert_eq!(share.enter("a", "fast").err(), Some(Over::Namespace));
         assert_eq!(share.enter("b", "slow").err(), Some(Over::Endpoint));
-        let other = share.enter("b", "fast").expect("another namespace and endpoint");
+        let other = share
+            .enter("b", "fast")
+            .expect("another namespace and endpoint");
         drop(held);
         assert!(share.enter("a", "slow").is_ok());
         drop(other);

@@ -120,9 +120,9 @@ pub async fn reconcile(
                     share: over.label().to_string(),
                 })
                 .inc();
-            return Ok(Action::requeue(Duration::from_millis(
-                rand::random_range(100..=300),
-            )));
+            return Ok(Action::requeue(Duration::from_millis(rand::random_range(
+                100..=300,
+            ))));
         }
     };
     let started = std::time::Instant::now();
