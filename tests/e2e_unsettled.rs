@@ -540,3 +540,72 @@ async fn a_deleted_and_recreated_resource_waits_for_its_unsettled_request_userin
 async fn a_deleted_and_recreated_resource_waits_for_its_unsettled_request_orginvitation() {
     deleted_and_recreated_while_unsettled(Flavor::OrgInvitation).await;
 }
+
+/// `spec.endpointRef` switched to another endpoint while an invite request sent through the
+/// first may still act (the API acts at 5 s, after the 3 s timeout): the resource keeps its
+/// entries and waits for the request to settle, then starts over on the new endpoint (event
+/// `EndpointChanged`) and finds the person instead of inviting them again. Both flavours.
+async fn switched_while_unsettled(flavor: Flavor) {
+    let mut h = flavor.harness(3, 100).await;
+    flavor
+        .apply_endpoint(&h.cluster, "other", &h.mock.url, 3, 100)
+        .await;
+    h.mock
+        .api
+        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
+    h.start_controller();
+    let person = "moved@example.com".to_string();
+    let spec = flavor.spec(std::slice::from_ref(&person));
+    h.cluster.create_invitation("team", spec.clone()).await;
+    let settles_at = intent_settles_at(&h, "team", std::slice::from_ref(&person)).await;
+    let mut moved = spec;
+    moved["endpointRef"] = serde_json::json!({"kind": "InvitationEndpoint", "name": "other"});
+    h.cluster.patch_spec("team", moved).await;
+    let waiting = h
+        .cluster
+        .wait_status("team", "waiting for the old request", |s| {
+            s.observed_generation == Some(2)
+        })
+        .await;
+    let status = status_of(&waiting);
+    assert!(
+        ready(status).1 == "Pending" && ready(status).0 == "False",
+        "{status:#?}"
+    );
+    assert_eq!(
+        entry(status, &person).map(|e| e.state),
+        Some(UserState::Inviting),
+        "the entry is kept while its request may act"
+    );
+    let done = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let status = status_of(&done);
+    assert_eq!(
+        status.endpoint.as_ref().map(|e| e.name.as_str()),
+        Some("other")
+    );
+    let posts: Vec<JournalEntry> = invite_posts(&h, flavor)
+        .into_iter()
+        .filter(|e| flavor.invited_in(e).contains(&person))
+        .collect();
+    assert_eq!(posts.len(), 1, "one invite request: {posts:#?}");
+    assert_eq!(h.mock.api.invitations_sent_to(&person), 1);
+    assert_no_lookup_before(&h, flavor, posts[0].seq, settles_at);
+    let events = h.cluster.events_of("team").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("EndpointChanged")),
+        "{events:?}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_switch_waits_for_a_request_sent_through_the_old_one_userinvite() {
+    switched_while_unsettled(Flavor::UserInvite).await;
+}
+
+#[tokio::test]
+async fn an_endpoint_switch_waits_for_a_request_sent_through_the_old_one_orginvitation() {
+    switched_while_unsettled(Flavor::OrgInvitation).await;
+}

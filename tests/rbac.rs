@@ -64,7 +64,8 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
             &shared,
             json!({"api": "UserInvite", "url": mock.url,
                    "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}},
-                   "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}}}),
+                   "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}},
+                   "allowed": {"groups": ["*"]}}),
         )
         .await;
     // As the chart runs it: under leader election.

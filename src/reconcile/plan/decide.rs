@@ -317,14 +317,21 @@ fn invitation_of_another(
         Some(recorded) if is_reference(recorded) => recorded != reference,
         _ => match (entry.invited_at, sent_at) {
             (Some(ours), Some(sent)) => {
-                let skew = jiff::SignedDuration::try_from(ctx.settle.clock_skew)
-                    .unwrap_or(jiff::SignedDuration::ZERO);
-                sent < ours - skew || sent > ctx.settle.settles_at(ours)
+                // The API's clock is not ours, and `invitedAt` is rounded up to the second:
+                // only an invitation sent well outside this resource's request is another's.
+                let slack = jiff::SignedDuration::try_from(ctx.settle.clock_skew)
+                    .unwrap_or(jiff::SignedDuration::ZERO)
+                    + API_CLOCK_SLACK;
+                sent < ours - slack || sent > ctx.settle.settles_at(ours) + slack
             }
             _ => false,
         },
     }
 }
+
+/// How far an API's timestamps may be from this replica's clock when telling whether an
+/// invitation was sent by this resource's request.
+const API_CLOCK_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 /// Whether an identifier is an invitation's reference link (OrgInvitation), not a user id.
 pub(super) fn is_reference(identifier: &str) -> bool {
