@@ -88,7 +88,7 @@ struct Args {
     /// Which API the resources use (`both`: alternating, half on each).
     #[arg(long, value_enum, default_value = "both")]
     api: ApiChoice,
-    /// `requestsPerSecond` of the endpoints (default: left out, so the CRD default applies).
+    /// `requestsPerSecond` of the endpoints (default: left out, so the default in code applies).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     requests_per_second: Option<u32>,
     /// Resources of the memory run, which name a missing endpoint (0 skips it)
@@ -1101,7 +1101,7 @@ async fn main() -> std::process::ExitCode {
     let rps = plan
         .args
         .requests_per_second
-        .map_or("CRD default".to_string(), |r| r.to_string());
+        .map_or("default".to_string(), |r| r.to_string());
     let tuning = if plan.tuning.is_empty() {
         "defaults".to_string()
     } else {

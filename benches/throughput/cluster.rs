@@ -173,9 +173,9 @@ impl Cluster {
     }
 
     /// Creates an InvitationEndpoint from its spec and returns its `requestsPerSecond` as the
-    /// API server stored it (the CRD default when the spec names none).
+    /// controller reads it (the default in code when the spec names none: the CRD sets no
+    /// defaults in `spec`).
     pub async fn put_endpoint(&self, ns: &str, name: &str, spec: Value) -> BenchResult<u32> {
-        // Untyped, so that fields left out get the CRD's defaults from the API server.
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),
             ns,
@@ -192,10 +192,11 @@ impl Cluster {
             .create(&PostParams::default(), &object)
             .await
             .map_err(|e| format!("create InvitationEndpoint {ns}/{name}: {e}"))?;
-        created.data["spec"]["requestsPerSecond"]
-            .as_u64()
-            .map(|rps| rps as u32)
-            .ok_or_else(|| format!("InvitationEndpoint {ns}/{name} has no requestsPerSecond"))
+        let stored: InvitationEndpoint = serde_json::from_value(
+            serde_json::to_value(&created).map_err(|e| format!("endpoint: {e}"))?,
+        )
+        .map_err(|e| format!("InvitationEndpoint {ns}/{name}: {e}"))?;
+        Ok(stored.spec.connection.requests_per_second)
     }
 
     /// Creates UserInvitations (name, spec), `concurrency` requests at once, retrying

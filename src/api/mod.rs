@@ -20,12 +20,50 @@ pub const GROUP: &str = "invite.operators.dev";
 pub const PAUSED_ANNOTATION: &str = "invite.operators.dev/paused";
 
 /// Every CRD the operator serves, in the order they are written to `crds/`.
+///
+/// No CRD default applies inside `spec`: a defaulted field would appear in the stored object
+/// though the manifest never wrote it, so a GitOps tool comparing the two (Argo CD's diff, for
+/// list items above all) would never see them in sync. Absent fields take their default in
+/// code instead (serde).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
         UserInvitation::crd(),
         InvitationEndpoint::crd(),
         ClusterInvitationEndpoint::crd(),
     ]
+    .into_iter()
+    .map(without_spec_defaults)
+    .collect()
+}
+
+fn without_spec_defaults(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) else {
+            continue;
+        };
+        let mut value = serde_json::to_value(&*spec).expect("a schema serializes");
+        strip_defaults(&mut value);
+        *spec = serde_json::from_value(value).expect("a schema without defaults deserializes");
+    }
+    crd
+}
+
+fn strip_defaults(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("default");
+            map.values_mut().for_each(strip_defaults);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_defaults),
+        _ => {}
+    }
 }
 
 /// Where the generated CRD files are kept: `crds/`, and the copy the Helm chart renders.

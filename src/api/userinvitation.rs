@@ -18,6 +18,7 @@ use super::address;
     group = "invite.operators.dev",
     version = "v1alpha1",
     kind = "UserInvitation",
+    doc = "UserInvitation asks invite-operator to invite the listed people through an invite API (the endpoint it names) and shows, per person, where their invitation stands.",
     derive = "PartialEq",
     namespaced,
     status = "UserInvitationStatus",
