@@ -2,7 +2,10 @@
 //! allows the URL, the token Secret resolves, the settings build a client, and (OrgInvitation)
 //! the token exchange works. Checked when the endpoint changes, then again after a short while
 //! when not Ready (Secrets are read, never watched) and on every resync when Ready. Written only
-//! when it changes.
+//! when it changes, and only for the endpoints this controller serves: with an endpoint selector
+//! the watch lists the selected ones only, so another controller's endpoint is never checked or
+//! written (a status write is guarded by the resourceVersion it read, so one that lost its
+//! selection meanwhile, a label change, is not written either).
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,7 +22,9 @@ use super::{
     kubernetes::{guarded_status_write, ready_condition, scoped},
 };
 use crate::{
-    api::{AnyEndpoint, ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint},
+    api::{
+        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, EndpointStatus, InvitationEndpoint,
+    },
     invite::ErrorCategory,
     reconcile::{WriteError, resolve},
 };
@@ -216,7 +221,7 @@ pub async fn run(
 ) {
     let namespaced = Controller::new(
         scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
-        watcher::Config::default(),
+        super::endpoint_watch(&ctx.settings, EndpointKind::InvitationEndpoint),
     )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconcile_namespaced, retry, ctx.clone())
@@ -225,7 +230,7 @@ pub async fn run(
         namespaced.await;
         return;
     }
-    let config = super::cluster_endpoint_watch(&ctx.settings);
+    let config = super::endpoint_watch(&ctx.settings, EndpointKind::ClusterInvitationEndpoint);
     let cluster_controller = Controller::new(
         Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
         config,
