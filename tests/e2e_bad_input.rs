@@ -35,6 +35,9 @@ enum Expect {
     Refused(&'static str),
     /// Admitted; the Ready condition's reason ends as this.
     Reason(&'static str),
+    /// Admitted, and left alone: its endpoint is not one the controller serves (it serves
+    /// only the test's ClusterInvitationEndpoints), so it gets no status at all.
+    LeftAlone,
 }
 
 async fn create<K: kube::Resource<DynamicType = ()>>(
@@ -273,7 +276,7 @@ fn resource_cases() -> Vec<(&'static str, Value, Expect)> {
         (
             "default-cluster-endpoint",
             json!({"users": [user("c@example.com")]}),
-            Reason("EndpointNotFound"),
+            LeftAlone,
         ),
         (
             "thousand-long-users",
@@ -529,6 +532,7 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
     h.cluster.put_secret("empty-token", "  ").await;
     h.start_controller();
     let mut admitted: Vec<(String, Value, &'static str)> = Vec::new();
+    let mut left_alone: Vec<&str> = Vec::new();
     let mut refused = 0;
     for (name, spec, expect) in resource_cases() {
         let result =
@@ -547,6 +551,7 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
             (Expect::Reason(reason), Ok(())) => {
                 admitted.push((name.to_string(), spec, reason));
             }
+            (Expect::LeftAlone, Ok(())) => left_alone.push(name),
             (expect, result) => panic!("{name}: expected {expect:?}, got {result:?}"),
         }
     }
@@ -585,11 +590,17 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
         "{refused} refused at admission, {} admitted",
         admitted.len()
     );
-    assert!(refused + admitted.len() >= 40);
+    assert!(refused + admitted.len() + left_alone.len() >= 40);
     for (name, spec, reason) in &admitted {
         h.cluster
             .wait_status(name, reason, |s| clear(s, spec, reason, name))
             .await;
+    }
+    // Created before the others ended: the controller has seen them, and wrote nothing.
+    for name in left_alone {
+        let inv = h.cluster.invitations().get(name).await.unwrap();
+        assert_eq!(inv.status, None, "{name} is left alone");
+        assert!(inv.metadata.finalizers.is_none(), "{name}");
     }
     // Specific promises.
     let get = |name: &'static str| {

@@ -97,13 +97,15 @@ async fn endpoints_report_their_credentials() {
     s.finish().await;
 }
 
-/// `CLUSTER_ENDPOINT_SELECTOR` (`--cluster-endpoint-selector`, chart value
-/// `clusterEndpointSelector`): the operator binary serves only the ClusterInvitationEndpoints
-/// it selects — it checks their credentials and invites through them — and leaves the others
-/// alone, as if they did not exist.
+/// `CLUSTER_ENDPOINT_SELECTOR` and `NAMESPACED_ENDPOINT_SELECTOR`
+/// (`--cluster-endpoint-selector`, `--namespaced-endpoint-selector`, chart values
+/// `clusterEndpointSelector`, `namespacedEndpointSelector`): the operator binary serves only the
+/// endpoints it selects — it checks their credentials and invites through them — and leaves
+/// the others, and every UserInvitation naming one of them, completely alone: no status (no
+/// `EndpointNotFound`), no finalizer, as if they belonged to another operator.
 #[cfg(unix)]
 #[tokio::test]
-async fn only_the_selected_cluster_endpoints_are_served() {
+async fn only_the_selected_endpoints_are_served() {
     let h = Harness::start().await;
     let (cluster, mock) = (&h.cluster, &h.mock);
     cluster.put_secret("api-token", TOKEN).await;
@@ -113,30 +115,56 @@ async fn only_the_selected_cluster_endpoints_are_served() {
     let mut labels = cluster.labels();
     labels["invite-e2e/served"] = json!("yes");
     cluster
-        .cluster_endpoint_labelled(&selected, spec.clone(), labels)
+        .cluster_endpoint_labelled(&selected, spec.clone(), labels.clone())
         .await;
     cluster.cluster_endpoint(&ignored, spec).await;
+    let ns_spec = json!({"api": "UserInvite", "url": mock.url,
+                         "credentials": {"secretRef": {"name": "api-token"}}});
+    cluster
+        .apply_endpoint_labelled("ns-selected", ns_spec.clone(), labels)
+        .await;
+    cluster.apply_endpoint("ns-ignored", ns_spec).await;
     let selector = format!("{},invite-e2e/served=yes", cluster.selector());
     let operator = OperatorProcess::start(
         cluster,
         "operator",
-        &[("CLUSTER_ENDPOINT_SELECTOR", &selector)],
+        &[
+            ("CLUSTER_ENDPOINT_SELECTOR", &selector),
+            ("NAMESPACED_ENDPOINT_SELECTOR", "invite-e2e/served=yes"),
+        ],
     );
 
-    let through = |endpoint: &str, email: &str| {
-        json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": endpoint},
+    let through = |kind: &str, endpoint: &str, email: &str| {
+        json!({"endpointRef": {"kind": kind, "name": endpoint}, "deletionPolicy": "Delete",
                "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
     };
+    let (cluster_kind, ns_kind) = ("ClusterInvitationEndpoint", "InvitationEndpoint");
     cluster
-        .create_invitation("selected", through(&selected, "a@example.com"))
+        .create_invitation("ignored", through(cluster_kind, &ignored, "b@example.com"))
         .await;
     cluster
-        .create_invitation("ignored", through(&ignored, "b@example.com"))
+        .create_invitation(
+            "ns-ignored",
+            through(ns_kind, "ns-ignored", "d@example.com"),
+        )
+        .await;
+    cluster
+        .create_invitation("missing", through(ns_kind, "missing", "e@example.com"))
+        .await;
+    cluster
+        .create_invitation(
+            "selected",
+            through(cluster_kind, &selected, "a@example.com"),
+        )
+        .await;
+    cluster
+        .create_invitation(
+            "ns-selected",
+            through(ns_kind, "ns-selected", "c@example.com"),
+        )
         .await;
     cluster.wait_status("selected", "Ready", is_ready).await;
-    cluster
-        .wait_status("ignored", "EndpointNotFound", reason_is("EndpointNotFound"))
-        .await;
+    cluster.wait_status("ns-selected", "Ready", is_ready).await;
     let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
     let deadline = tokio::time::Instant::now() + WAIT;
     while ready(&api.get(&selected).await.unwrap().status).0 != "True" {
@@ -146,13 +174,31 @@ async fn only_the_selected_cluster_endpoints_are_served() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    wait_endpoint(cluster, "ns-selected", ("True", "CredentialsResolved")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         api.get(&ignored).await.unwrap().status,
         None,
         "the ignored endpoint is not checked"
     );
+    let namespaced: Api<InvitationEndpoint> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    assert_eq!(
+        namespaced.get("ns-ignored").await.unwrap().status,
+        None,
+        "the ignored namespaced endpoint is not checked"
+    );
+    for name in ["ignored", "ns-ignored", "missing"] {
+        let inv = cluster.invitations().get(name).await.unwrap();
+        assert_eq!(inv.status, None, "{name} is left alone");
+        assert!(inv.metadata.finalizers.is_none(), "{name}: no finalizer");
+        assert!(cluster.events_of(name).await.is_empty(), "{name}: no event");
+    }
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
-    assert_eq!(mock.api.invitations_sent_to("b@example.com"), 0);
+    assert_eq!(mock.api.invitations_sent_to("c@example.com"), 1);
+    for email in ["b@example.com", "d@example.com", "e@example.com"] {
+        assert_eq!(mock.api.invitations_sent_to(email), 0, "{email}");
+    }
     operator.terminate().await;
     h.finish().await;
 }

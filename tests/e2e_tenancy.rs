@@ -17,6 +17,7 @@
 //! | huge messages | `a_thousand_users_refused_with_long_messages_keep_the_status_small`, `a_refusal_with_a_huge_message_keeps_the_conditions_small` |
 //! | unbounded timeout | `timeout_seconds_above_120_is_refused_at_admission` |
 //! | stale leader | `a_replica_that_lost_its_lease_sends_no_invitation` |
+//! | two controllers serve one resource | `two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource`, `a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve_alone` |
 //!
 //! The Secret-list attack is in `tests/rbac.rs`, tokens in output in `tests/e2e_no_token.rs`.
 
@@ -37,7 +38,7 @@ use invite_operator::{
     telemetry::Metrics,
 };
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{DeleteParams, PostParams},
 };
 use serde_json::{Value, json};
@@ -2125,5 +2126,475 @@ async fn a_lookup_past_its_deadline_is_stopped() {
     let message = condition_message(inv.status.as_ref().unwrap());
     assert!(message.contains("took longer than 3s"), "{message}");
     wait_endpoint(&h.cluster, "csp", "False", "LimitExceeded").await;
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Several operators in one cluster
+// ---------------------------------------------------------------------------------------
+
+/// The label that splits the endpoints of a test between controllers.
+const SHARD: &str = "invite-e2e/shard";
+
+/// Settings of a controller serving only the endpoints, of both kinds, labelled
+/// `invite-e2e/shard=<shard>` (and the test's id, as every test's controllers).
+fn shard_settings(cluster: &TestCluster, shard: &str) -> controller::Settings {
+    let selector = format!("{},{SHARD}={shard}", cluster.selector());
+    let mut settings = cluster.settings();
+    settings.cluster_endpoint_selector = Some(selector.clone());
+    settings.namespaced_endpoint_selector = Some(selector);
+    settings
+}
+
+/// The labels of `shard`'s endpoints.
+fn shard_labels(cluster: &TestCluster, shard: &str) -> Value {
+    let mut labels = cluster.labels();
+    labels[SHARD] = json!(shard);
+    labels
+}
+
+/// The spec of a namespaced UserInvite endpoint on the mock (token in Secret `api-token`).
+fn namespaced_user_invite_spec(h: &Harness) -> Value {
+    json!({"api": "UserInvite", "url": h.mock.url,
+           "credentials": {"secretRef": {"name": "api-token"}},
+           "requestsPerSecond": 100, "timeoutSeconds": 5})
+}
+
+/// `shard`'s endpoints on the mock's UserInvite API: a ClusterInvitationEndpoint (its name is
+/// returned) and the InvitationEndpoint `ns-<shard>`.
+async fn shard_endpoints(h: &Harness, shard: &str) -> String {
+    let name = h.cluster.unique(&format!("shard-{shard}"));
+    let spec = json!({
+        "api": "UserInvite", "url": h.mock.url,
+        "credentials": {"secretRef": {"name": "api-token", "namespace": h.cluster.namespace}},
+        "requestsPerSecond": 100, "timeoutSeconds": 5,
+    });
+    h.cluster
+        .cluster_endpoint_labelled(&name, spec, shard_labels(&h.cluster, shard))
+        .await;
+    h.cluster
+        .apply_endpoint_labelled(
+            &format!("ns-{shard}"),
+            namespaced_user_invite_spec(h),
+            shard_labels(&h.cluster, shard),
+        )
+        .await;
+    name
+}
+
+/// A UserInvitation spec: `email` (plain membership) through the endpoint `kind`/`name`.
+fn through(kind: &str, name: &str, email: &str, deletion_policy: &str) -> Value {
+    json!({"endpointRef": {"kind": kind, "name": name}, "deletionPolicy": deletion_policy,
+           "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
+}
+
+/// Waits until the ClusterInvitationEndpoint is Ready.
+async fn wait_cluster_endpoint_ready(cluster: &TestCluster, name: &str) {
+    let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
+    wait_until_async(|| {
+        let api = api.clone();
+        async move { endpoint_ready(&api.get(name).await.unwrap().status).0 == "True" }
+    })
+    .await;
+}
+
+/// Every Event of the test's namespace, with the name of the object it is about.
+async fn namespace_events(cluster: &TestCluster) -> Vec<(String, String)> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+        cluster.client.clone(),
+        &cluster.namespace,
+    )
+    .list(&Default::default())
+    .await
+    .unwrap()
+    .items
+    .into_iter()
+    .map(|e| {
+        let about = e.regarding.and_then(|r| r.name).unwrap_or_default();
+        (about, e.reason.unwrap_or_default())
+    })
+    .collect()
+}
+
+/// Several operators in one cluster (issue 16): two controllers with disjoint endpoint
+/// selectors serve one namespace. Every resource is served by exactly one of them, the one
+/// selecting its endpoint (of either kind): only that one writes its status and finalizer (its
+/// client's requests show it), publishes its events, invites its user, and on deletion removes
+/// the user, exactly once. A resource naming an endpoint that exists for neither is left alone
+/// by both: no status, no finalizer, no `EndpointNotFound` anywhere. Each endpoint's status is
+/// written by its own controller only.
+#[tokio::test]
+async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource() {
+    let h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let cluster_endpoints = [
+        ("a", shard_endpoints(&h, "a").await),
+        ("b", shard_endpoints(&h, "b").await),
+    ];
+    let (a, log_a) = h
+        .cluster
+        .start_recorded_controller(shard_settings(&h.cluster, "a"));
+    let (b, log_b) = h
+        .cluster
+        .start_recorded_controller(shard_settings(&h.cluster, "b"));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let logs = [("a", &log_a), ("b", &log_b)];
+    let writers = |resource: &str, name: &str| -> Vec<&str> {
+        logs.iter()
+            .filter(|(_, log)| !log.writes_to(resource, name).is_empty())
+            .map(|(shard, _)| *shard)
+            .collect()
+    };
+
+    // Nobody's first (both controllers see them before anything else is Ready).
+    let missing_cluster = h.cluster.unique("missing");
+    let nobodys = [
+        (
+            "nowhere-cluster",
+            "ClusterInvitationEndpoint",
+            missing_cluster.as_str(),
+        ),
+        ("nowhere-ns", "InvitationEndpoint", "missing"),
+    ];
+    for (name, kind, endpoint) in nobodys {
+        let spec = through(kind, endpoint, &format!("{name}@example.com"), "Delete");
+        h.cluster.create_invitation(name, spec).await;
+    }
+    // (resource, address, shard, policy): both kinds of endpoint, both policies, both shards.
+    let mut served: Vec<(String, String, &str, &str)> = Vec::new();
+    for (shard, cluster_endpoint) in &cluster_endpoints {
+        let namespaced = format!("ns-{shard}");
+        for (kind, endpoint, short) in [
+            (
+                "ClusterInvitationEndpoint",
+                cluster_endpoint.as_str(),
+                "cluster",
+            ),
+            ("InvitationEndpoint", namespaced.as_str(), "ns"),
+        ] {
+            for policy in ["Retain", "Delete"] {
+                let name = format!("{short}-{}-{shard}", policy.to_lowercase());
+                let email = format!("{name}@example.com");
+                h.cluster
+                    .create_invitation(&name, through(kind, endpoint, &email, policy))
+                    .await;
+                served.push((name, email, shard, policy));
+            }
+        }
+    }
+    for (name, ..) in &served {
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    for (shard, cluster_endpoint) in &cluster_endpoints {
+        wait_cluster_endpoint_ready(&h.cluster, cluster_endpoint).await;
+        wait_endpoint(
+            &h.cluster,
+            &format!("ns-{shard}"),
+            "True",
+            "CredentialsResolved",
+        )
+        .await;
+    }
+    // Time for any pass of the wrong controller (a resource it leaves alone costs no call).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (name, email, shard, policy) in &served {
+        assert_eq!(
+            writers("userinvitations", name),
+            vec![*shard],
+            "{name}: a wrote {:?}, b wrote {:?}",
+            log_a.writes_to("userinvitations", name),
+            log_b.writes_to("userinvitations", name)
+        );
+        assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
+        let inv = h.cluster.invitations().get(name).await.unwrap();
+        let has_finalizer = inv.finalizers().iter().any(|f| f == controller::FINALIZER);
+        assert_eq!(has_finalizer, *policy == "Delete", "{name}");
+    }
+    for (name, ..) in nobodys {
+        let inv = h.cluster.invitations().get(name).await.unwrap();
+        assert_eq!(inv.status, None, "{name} is nobody's");
+        assert!(
+            inv.finalizers().is_empty(),
+            "{name}: {:?}",
+            inv.finalizers()
+        );
+        assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
+    }
+    for (shard, cluster_endpoint) in &cluster_endpoints {
+        assert_eq!(
+            writers("clusterinvitationendpoints", cluster_endpoint),
+            vec![*shard]
+        );
+        assert_eq!(
+            writers("invitationendpoints", &format!("ns-{shard}")),
+            vec![*shard]
+        );
+    }
+
+    // Deleting the Delete resources removes each user once, through its own controller; the
+    // nobody's resources carry no finalizer and go at once.
+    let before = h.mock.api.journal().len();
+    let mut identifiers = Vec::new();
+    for (name, email, _, policy) in &served {
+        if *policy == "Delete" {
+            let inv = h.cluster.invitations().get(name).await.unwrap();
+            identifiers.push(
+                entry(inv.status.as_ref().unwrap(), email)
+                    .identifier
+                    .clone(),
+            );
+            h.cluster
+                .invitations()
+                .delete(name, &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+    }
+    for (name, ..) in nobodys {
+        h.cluster
+            .invitations()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        assert!(
+            h.cluster
+                .invitations()
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none(),
+            "{name} had no finalizer"
+        );
+    }
+    for (name, _, _, policy) in &served {
+        if *policy == "Delete" {
+            wait_gone(&h.cluster, name).await;
+        }
+    }
+    let deletes: Vec<String> = h.mock.api.journal()[before..]
+        .iter()
+        .filter(|e| e.method == "DELETE")
+        .map(|e| e.path.replace("%40", "@"))
+        .collect();
+    assert_eq!(deletes.len(), 4, "{deletes:?}");
+    for id in identifiers {
+        let id = id.expect("the user's identifier");
+        let removed = deletes
+            .iter()
+            .filter(|p| p.ends_with(&format!("/{id}")))
+            .count();
+        assert_eq!(removed, 1, "{id}: {deletes:?}");
+        assert!(h.mock.api.user(&id).is_none(), "{id} removed");
+    }
+    for (name, email, shard, _) in &served {
+        assert_eq!(writers("userinvitations", name), vec![*shard], "{name}");
+        assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
+    }
+    for (name, ..) in nobodys {
+        assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
+    }
+
+    // Events: each controller published exactly the events about its own resources.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = namespace_events(&h.cluster).await;
+    assert!(
+        events
+            .iter()
+            .all(|(_, reason)| reason != "EndpointNotFound"),
+        "{events:?}"
+    );
+    for (shard, log) in logs {
+        let about_its_own = events
+            .iter()
+            .filter(|(about, _)| served.iter().any(|(n, _, s, _)| n == about && *s == shard))
+            .count();
+        assert_eq!(about_its_own, log.events_created(), "{shard}: {events:?}");
+    }
+    assert_eq!(
+        events.len(),
+        log_a.events_created() + log_b.events_created(),
+        "{events:?}"
+    );
+    for (name, ..) in nobodys {
+        assert!(events.iter().all(|(about, _)| about != name), "{events:?}");
+    }
+    a.stop().await;
+    b.stop().await;
+    h.finish().await;
+}
+
+/// A controller with endpoint selectors writes nothing to a resource whose endpoint it does
+/// not serve: another controller's endpoint of either kind, or one that does not exist (the
+/// default ClusterInvitationEndpoint included). No status, no `EndpointNotFound`, no finalizer
+/// added, no finalizer released on deletion (no cleanup), no event, no API call; the other
+/// controller's endpoints are not checked either. Once an endpoint is labelled for it, the
+/// controller serves its resources.
+#[tokio::test]
+async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve_alone() {
+    let h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let cluster_a = shard_endpoints(&h, "a").await;
+    let cluster_b = shard_endpoints(&h, "b").await;
+    let missing = h.cluster.unique("missing");
+    let others = [
+        (
+            "on-cluster-b",
+            through(
+                "ClusterInvitationEndpoint",
+                &cluster_b,
+                "x1@example.com",
+                "Delete",
+            ),
+        ),
+        (
+            "on-ns-b",
+            through("InvitationEndpoint", "ns-b", "x2@example.com", "Delete"),
+        ),
+        (
+            "on-missing-cluster",
+            through(
+                "ClusterInvitationEndpoint",
+                &missing,
+                "x3@example.com",
+                "Delete",
+            ),
+        ),
+        (
+            "on-missing-ns",
+            through("InvitationEndpoint", "missing", "x4@example.com", "Delete"),
+        ),
+        (
+            "on-default",
+            json!({"deletionPolicy": "Delete",
+                   "users": [{"emailAddress": "x5@example.com", "groups": [], "userGroups": []}]}),
+        ),
+    ];
+    for (name, spec) in &others {
+        h.cluster.create_invitation(name, spec.clone()).await;
+    }
+    // One that shard b's controller serves, holding its finalizer, being deleted.
+    let held = through("InvitationEndpoint", "ns-b", "x6@example.com", "Delete");
+    let mut object = json!({
+        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+        "metadata": h.cluster.metadata("held-by-b"), "spec": held,
+    });
+    object["metadata"]["finalizers"] = json!([controller::FINALIZER]);
+    h.cluster
+        .invitations()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
+        .await
+        .unwrap();
+    h.cluster
+        .invitations()
+        .delete("held-by-b", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut versions = std::collections::BTreeMap::new();
+    for name in others.iter().map(|(n, _)| *n).chain(["held-by-b"]) {
+        let inv = h.cluster.invitations().get(name).await.unwrap();
+        versions.insert(name, inv.metadata.resource_version.clone());
+    }
+
+    let (a, log) = h
+        .cluster
+        .start_recorded_controller(shard_settings(&h.cluster, "a"));
+    a.wait_ready().await;
+    for (name, endpoint) in [
+        (
+            "on-cluster-a",
+            ("ClusterInvitationEndpoint", cluster_a.as_str()),
+        ),
+        ("on-ns-a", ("InvitationEndpoint", "ns-a")),
+    ] {
+        let spec = through(
+            endpoint.0,
+            endpoint.1,
+            &format!("{name}@example.com"),
+            "Delete",
+        );
+        h.cluster.create_invitation(name, spec).await;
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    wait_endpoint(&h.cluster, "ns-a", "True", "CredentialsResolved").await;
+    wait_cluster_endpoint_ready(&h.cluster, &cluster_a).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for (name, version) in &versions {
+        let inv = h.cluster.invitations().get(name).await.unwrap();
+        assert_eq!(
+            &inv.metadata.resource_version, version,
+            "{name} was written"
+        );
+        assert_eq!(inv.status, None, "{name}");
+        assert_eq!(log.writes_to("userinvitations", name), Vec::<String>::new());
+        assert_eq!(h.cluster.events_of(name).await.len(), 0, "{name}");
+    }
+    for (name, _) in &others {
+        let inv = h.cluster.invitations().get(name).await.unwrap();
+        assert!(
+            inv.finalizers().is_empty(),
+            "{name}: {:?}",
+            inv.finalizers()
+        );
+    }
+    let held = h.cluster.invitations().get("held-by-b").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.finalizers(), [controller::FINALIZER], "no cleanup");
+    for email in ["x1", "x2", "x3", "x4", "x5", "x6"] {
+        assert_eq!(
+            h.mock
+                .api
+                .invitations_sent_to(&format!("{email}@example.com")),
+            0
+        );
+    }
+    // Shard b's endpoints are neither checked nor written.
+    let ns_b =
+        Api::<InvitationEndpoint>::namespaced(h.cluster.client.clone(), &h.cluster.namespace)
+            .get("ns-b")
+            .await
+            .unwrap();
+    assert_eq!(ns_b.status, None);
+    let cluster_b_now = Api::<ClusterInvitationEndpoint>::all(h.cluster.client.clone())
+        .get(&cluster_b)
+        .await
+        .unwrap();
+    assert_eq!(cluster_b_now.status, None);
+    assert_eq!(
+        log.writes_to("invitationendpoints", "ns-b"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        log.writes_to("clusterinvitationendpoints", &cluster_b),
+        Vec::<String>::new()
+    );
+
+    // The platform hands shard b's namespaced endpoint to this controller: it serves its
+    // resources from then on (and releases the deleted one, which owns nothing).
+    h.cluster
+        .apply_endpoint_labelled(
+            "ns-b",
+            namespaced_user_invite_spec(&h),
+            shard_labels(&h.cluster, "a"),
+        )
+        .await;
+    let inv = h.cluster.wait_status("on-ns-b", "Ready", is_ready).await;
+    assert_eq!(inv.finalizers(), [controller::FINALIZER]);
+    wait_gone(&h.cluster, "held-by-b").await;
+    assert_eq!(h.mock.api.invitations_sent_to("x2@example.com"), 1);
+    for name in [
+        "on-cluster-b",
+        "on-missing-cluster",
+        "on-missing-ns",
+        "on-default",
+    ] {
+        let inv = h.cluster.invitations().get(name).await.unwrap();
+        assert_eq!(inv.status, None, "{name}");
+    }
+    a.stop().await;
     h.finish().await;
 }

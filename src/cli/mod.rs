@@ -133,9 +133,15 @@ pub struct RunArgs {
     #[arg(long, env = "LOOKUP_DEADLINE", default_value = "5m", value_parser = humantime::parse_duration)]
     pub lookup_deadline: Duration,
     /// Serve only the ClusterInvitationEndpoints matching this label selector (e.g. to run
-    /// two installations side by side); empty means all.
+    /// several operators side by side); empty means all. A UserInvitation naming another
+    /// ClusterInvitationEndpoint (or one that does not exist) is left alone entirely.
     #[arg(long, env = "CLUSTER_ENDPOINT_SELECTOR", default_value = "")]
     pub cluster_endpoint_selector: String,
+    /// Serve only the InvitationEndpoints (of the watched namespaces) matching this label
+    /// selector; empty means all. A UserInvitation naming another InvitationEndpoint (or one
+    /// that does not exist) is left alone entirely.
+    #[arg(long, env = "NAMESPACED_ENDPOINT_SELECTOR", default_value = "")]
+    pub namespaced_endpoint_selector: String,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -207,6 +213,11 @@ fn parse_batch_window(text: &str) -> Result<Duration, String> {
     Ok(window)
 }
 
+/// A label selector flag: `None` when empty (everything is served).
+fn selector(flag: &str) -> Option<String> {
+    Some(flag.trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// The controller's settings from the flags.
 pub fn settings(args: &RunArgs) -> crate::controller::Settings {
     let list = |items: &[String]| -> Vec<String> {
@@ -223,8 +234,8 @@ pub fn settings(args: &RunArgs) -> crate::controller::Settings {
         retry_max_delay: args.retry_max_delay,
         concurrency: args.concurrency,
         watch_namespaces: list(&args.watch_namespaces),
-        cluster_endpoint_selector: Some(args.cluster_endpoint_selector.trim().to_string())
-            .filter(|s| !s.is_empty()),
+        cluster_endpoint_selector: selector(&args.cluster_endpoint_selector),
+        namespaced_endpoint_selector: selector(&args.namespaced_endpoint_selector),
         batch: crate::invite::coalesce::BatchSettings {
             window: args.batch_window,
             max_users: args.batch_max_users as usize,
@@ -322,5 +333,46 @@ mod tests {
         // Under leader election the tolerated skew is at least the lease duration.
         let elected = run_settings(&["--leader-election", "--lease-duration", "30s"]);
         assert_eq!(elected.max_clock_skew, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_endpoint_selectors_reach_the_settings() {
+        use crate::api::EndpointKind::{ClusterInvitationEndpoint, InvitationEndpoint};
+        let all = run_settings(&["--cluster-endpoint-selector", " "]);
+        assert_eq!(all.cluster_endpoint_selector, None);
+        assert_eq!(all.namespaced_endpoint_selector, None);
+        assert_eq!(all.endpoint_selector(ClusterInvitationEndpoint), None);
+        assert_eq!(all.endpoint_selector(InvitationEndpoint), None);
+        let split = run_settings(&[
+            "--cluster-endpoint-selector",
+            "invite.operators.dev/operator=blue",
+            "--namespaced-endpoint-selector",
+            " invite.operators.dev/operator in (blue),tier!=test ",
+        ]);
+        assert_eq!(
+            split.endpoint_selector(ClusterInvitationEndpoint),
+            Some("invite.operators.dev/operator=blue")
+        );
+        assert_eq!(
+            split.endpoint_selector(InvitationEndpoint),
+            Some("invite.operators.dev/operator in (blue),tier!=test")
+        );
+        // Each flag has its environment variable (the chart sets those).
+        let command = <Cli as clap::CommandFactory>::command();
+        let run = command.find_subcommand("run").unwrap();
+        let env = |id: &str| {
+            run.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            env("cluster_endpoint_selector").as_deref(),
+            Some("CLUSTER_ENDPOINT_SELECTOR")
+        );
+        assert_eq!(
+            env("namespaced_endpoint_selector").as_deref(),
+            Some("NAMESPACED_ENDPOINT_SELECTOR")
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! deletionPolicy Delete: the finalizer, held only while the policy is Delete, and the removal
 //! of what a deleted resource owns. A deleted resource that is paused, invalid or blocked is
-//! released at once with a `CleanupSkipped` event naming what was left behind.
+//! released at once with a `CleanupSkipped` event naming what was left behind. A resource whose
+//! endpoint this controller does not serve (endpoint selectors) never gets here: its finalizer
+//! and its users are the serving controller's.
 
 use kube::{
     Api, ResourceExt,
@@ -80,6 +82,8 @@ pub async fn on_deletion(
         };
         match outcome {
             Cleanup::WaitToSettle(wait) => return Ok(Action::requeue(wait)),
+            // Another controller's now: its finalizer is that controller's to release.
+            Cleanup::NotServed => return Ok(Action::await_change()),
             Cleanup::Done => {}
             Cleanup::Skipped(blocked) => {
                 let left: Vec<String> = owned.iter().map(|u| u.email_address.clone()).collect();
@@ -115,6 +119,9 @@ enum Cleanup {
     WaitToSettle(std::time::Duration),
     /// The endpoint cannot be used; nothing was removed.
     Skipped(Blocked),
+    /// The endpoint left this controller's selection since the pass began: nothing was
+    /// removed, and the resource is left alone.
+    NotServed,
 }
 
 /// Removes every owned user.
@@ -130,6 +137,7 @@ async fn remove_owned(
     let resolved = match resolution::resolve(shard, invitation, 0).await? {
         Resolution::Ready(resolved) => resolved,
         Resolution::Blocked(blocked) => return Ok(Cleanup::Skipped(blocked)),
+        Resolution::NotServed => return Ok(Cleanup::NotServed),
     };
     let now = plan::now();
     // Only on the endpoint and API the entries were made on.

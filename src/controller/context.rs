@@ -14,7 +14,7 @@ use super::{
     memory::ResourceMemory,
 };
 use crate::{
-    api::{ClusterInvitationEndpoint, InvitationEndpoint},
+    api::{ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint},
     invite::{LookupLimits, coalesce::BatchSettings},
     leader::Leadership,
     reconcile::resolve::EndpointPolicy,
@@ -38,8 +38,15 @@ pub struct Settings {
     pub read_attempts: u32,
     /// Namespaces whose UserInvitations are reconciled; empty means all.
     pub watch_namespaces: Vec<String>,
-    /// Label selector limiting the ClusterInvitationEndpoints served; `None`: all.
+    /// Label selector limiting the ClusterInvitationEndpoints served; `None`: all. With a
+    /// selector, a UserInvitation naming a ClusterInvitationEndpoint this controller does not
+    /// serve (another controller's, or one that does not exist) is left alone entirely.
     pub cluster_endpoint_selector: Option<String>,
+    /// Label selector limiting the InvitationEndpoints served (in the watched namespaces);
+    /// `None`: all. With a selector, a UserInvitation naming an InvitationEndpoint this
+    /// controller does not serve (another controller's, or one that does not exist) is left
+    /// alone entirely.
+    pub namespaced_endpoint_selector: Option<String>,
     /// How calls to one endpoint are coalesced across resources.
     pub batch: BatchSettings,
     /// How long a token read from a Secret is used before it is read again (it is also read
@@ -70,6 +77,7 @@ impl Default for Settings {
             read_attempts: 3,
             watch_namespaces: Vec::new(),
             cluster_endpoint_selector: None,
+            namespaced_endpoint_selector: None,
             batch: BatchSettings::default(),
             secret_cache_ttl: Duration::from_secs(60),
             endpoint_policy: EndpointPolicy::default(),
@@ -99,6 +107,16 @@ impl Settings {
             scopes.push(None);
         }
         scopes
+    }
+
+    /// The label selector of the endpoints of `kind` this controller serves; `None`: it serves
+    /// all of them (in its namespaces), so a missing one is its to report.
+    pub fn endpoint_selector(&self, kind: EndpointKind) -> Option<&str> {
+        let selector = match kind {
+            EndpointKind::ClusterInvitationEndpoint => &self.cluster_endpoint_selector,
+            EndpointKind::InvitationEndpoint => &self.namespaced_endpoint_selector,
+        };
+        selector.as_deref().map(str::trim).filter(|s| !s.is_empty())
     }
 }
 

@@ -2,7 +2,10 @@
 //! allows the URL, the token Secret resolves, the settings build a client, and (OrgInvitation)
 //! the token exchange works. Checked when the endpoint changes, then again after a short while
 //! when not Ready (Secrets are read, never watched) and on every resync when Ready. Written only
-//! when it changes.
+//! when it changes, and only for the endpoints this controller serves: with an endpoint selector
+//! the watch lists the selected ones only, so another controller's endpoint is never checked or
+//! written (a status write is guarded by the resourceVersion it read, so one that lost its
+//! selection meanwhile, a label change, is not written either).
 
 use std::{sync::Arc, time::Duration};
 
@@ -267,7 +270,7 @@ pub async fn run(
 ) {
     let namespaced = Controller::new(
         scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
-        watcher::Config::default(),
+        super::endpoint_watch(&ctx.settings, EndpointKind::InvitationEndpoint),
     )
     .reconcile_on(rechecks(
         &ctx,
@@ -281,7 +284,7 @@ pub async fn run(
         namespaced.await;
         return;
     }
-    let config = super::cluster_endpoint_watch(&ctx.settings);
+    let config = super::endpoint_watch(&ctx.settings, EndpointKind::ClusterInvitationEndpoint);
     let cluster_controller = Controller::new(
         Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
         config,

@@ -1,7 +1,9 @@
 //! The UserInvitation reconciler: one pass resolves the endpoint, holds the addresses it works
 //! on, runs the planner's phases against the (coalescing) client, and publishes the outcome
 //! (status, holder index, events, metrics). A resource that cannot be worked on is blocked with
-//! a condition, keeping every status entry it has.
+//! a condition, keeping every status entry it has. A resource whose endpoint this controller
+//! does not serve (endpoint selectors: several operators in one cluster) is left alone before
+//! anything else: another controller serves it, or nobody.
 
 use std::{sync::Arc, time::Duration};
 
@@ -109,6 +111,15 @@ pub async fn reconcile(
     // would be reported missing, and a holder not indexed yet would be missed.
     let _ = shard.caches_ready.clone().wait_for(|ready| *ready).await;
     let ctx = &shard.ctx;
+    let key = resource_key(&invitation);
+    if !resolution::serves(&shard, &invitation) {
+        // Another controller's resource (endpoint selectors), or nobody's: no status, no
+        // finalizer, no cleanup, no event, no metric. Its endpoint entering this controller's
+        // selection (or a change of the resource) brings it back.
+        tracing::trace!(resource = %key, "left alone: its endpoint is not served here");
+        ctx.memory.forget(&key);
+        return Ok(Action::await_change());
+    }
     let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
     let _slot = match ctx.fair_share.enter(namespace, &endpoint_of(&invitation)) {
         Ok(slot) => slot,
@@ -126,7 +137,6 @@ pub async fn reconcile(
         }
     };
     let started = std::time::Instant::now();
-    let key = resource_key(&invitation);
     let span = tracing::info_span!(
         "reconcile",
         namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
@@ -218,6 +228,7 @@ async fn work(
         Resolution::Blocked(blocked) => {
             return block(shard, Stop::new(invitation, &requested, blocked), writer).await;
         }
+        Resolution::NotServed => return Ok(Action::await_change()),
     };
     let check_invited = ctx.memory.check_due(key, ctx.settings.resync_interval);
     let result = sync(

@@ -50,7 +50,7 @@ pub use invitation::ReconcileError;
 pub use kubernetes::{KubeStatusWriter, is_guard_failure};
 
 use crate::{
-    api::{ClusterInvitationEndpoint, UserInvitation},
+    api::{ClusterInvitationEndpoint, EndpointKind, UserInvitation},
     health::Readiness,
     leader::Leadership,
     telemetry::Metrics,
@@ -87,13 +87,12 @@ fn client_settings(ctx: &Context) -> ClientSettings {
     }
 }
 
-/// The watch of the ClusterInvitationEndpoints this controller serves.
-fn cluster_endpoint_watch(settings: &Settings) -> watcher::Config {
-    match settings
-        .cluster_endpoint_selector
-        .as_deref()
-        .filter(|s| !s.is_empty())
-    {
+/// The watch of the endpoints of `kind` this controller serves: those its selector selects,
+/// or all. Everything that reads endpoints (the caches resources are resolved from, the
+/// endpoint-status controllers) watches through it, so an endpoint it does not select is
+/// never checked, written or used.
+fn endpoint_watch(settings: &Settings, kind: EndpointKind) -> watcher::Config {
+    match settings.endpoint_selector(kind) {
         Some(selector) => watcher::Config::default().labels(selector),
         None => watcher::Config::default(),
     }
@@ -150,7 +149,7 @@ pub async fn run(
     ));
     let cluster_stream = watcher(
         Api::<ClusterInvitationEndpoint>::all(client.clone()),
-        cluster_endpoint_watch(&ctx.settings),
+        endpoint_watch(&ctx.settings, EndpointKind::ClusterInvitationEndpoint),
     )
     .default_backoff()
     .modify(kubernetes::trim_for_cache)

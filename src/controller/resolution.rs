@@ -37,6 +37,39 @@ pub enum Resolution {
     Ready(Box<Resolved>),
     /// No, and why.
     Blocked(Blocked),
+    /// Not by this controller: its endpoint is not one this controller serves (see
+    /// [`serves`]). Nothing may be written to the resource.
+    NotServed,
+}
+
+/// Whether this controller serves the endpoint a resource names, and so the resource: always
+/// for a kind of endpoint it serves without a selector (every one of that kind in its
+/// namespaces, so a missing one is its to report as `EndpointNotFound`); with a selector for
+/// that kind only when the endpoint is in its cache, which holds exactly the endpoints the
+/// selector selects. An endpoint that does not exist is then nobody's: reporting it would make
+/// every controller with a selector write to the resource.
+pub fn serves(shard: &Shard, invitation: &UserInvitation) -> bool {
+    let kind = invitation.spec.endpoint_ref.kind;
+    shard.ctx.settings.endpoint_selector(kind).is_none() || is_cached(shard, invitation)
+}
+
+/// Whether the endpoint a resource names is in the shard's caches.
+fn is_cached(shard: &Shard, invitation: &UserInvitation) -> bool {
+    let r = &invitation.spec.endpoint_ref;
+    match r.kind {
+        EndpointKind::InvitationEndpoint => {
+            let ns = invitation.metadata.namespace.as_deref().unwrap_or_default();
+            shard
+                .namespaced_endpoints
+                .get(&ObjectRef::new(&r.name).within(ns))
+                .is_some()
+        }
+        EndpointKind::ClusterInvitationEndpoint => shard
+            .ctx
+            .cluster_endpoints
+            .get(&ObjectRef::new(&r.name))
+            .is_some(),
+    }
 }
 
 /// The endpoint a resource references, from the shard's caches.
@@ -59,7 +92,8 @@ pub fn find_endpoint(shard: &Shard, invitation: &UserInvitation) -> Option<AnyEn
 }
 
 /// Finds the endpoint, checks it may serve the resource (`requested_users` of them), reads
-/// the token and returns the endpoint's client.
+/// the token and returns the endpoint's client. An endpoint this controller does not serve
+/// (any more) is [`Resolution::NotServed`], never `EndpointNotFound`.
 pub async fn resolve(
     shard: &Shard,
     invitation: &UserInvitation,
@@ -67,6 +101,10 @@ pub async fn resolve(
 ) -> Result<Resolution, kube::Error> {
     let ctx = &shard.ctx;
     let endpoint = find_endpoint(shard, invitation);
+    if endpoint.is_none() && !serves(shard, invitation) {
+        // It left this controller's selection since the pass began (relabelled or deleted).
+        return Ok(Resolution::NotServed);
+    }
     let labels = match &endpoint {
         Some(AnyEndpoint::Cluster(c)) if c.spec.namespace_selector.is_some() => {
             let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();

@@ -112,7 +112,7 @@ pub(super) async fn run_shard(
     let (namespaced_endpoints, ns_writer) = reflector::store::<InvitationEndpoint>();
     let ns_stream = watcher(
         kubernetes::scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
-        watcher::Config::default(),
+        super::endpoint_watch(&ctx.settings, EndpointKind::InvitationEndpoint),
     )
     .default_backoff()
     .modify(kubernetes::trim_for_cache)

@@ -68,6 +68,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "crds-off": {"crds": {"install": False, "keep": True}},
     "cluster-endpoint-selector": {"clusterEndpointSelector": "invite.operators.dev/operator=blue"},
+    "endpoint-selectors": {
+        "clusterEndpointSelector": "invite.operators.dev/operator=blue",
+        "namespacedEndpointSelector": "invite.operators.dev/operator in (blue),tier!=test",
+    },
     "single-replica-no-leader-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
     "tenancy-policy": {
         "allowInsecureHttp": True,
@@ -212,6 +216,8 @@ def test_values_yaml_passes_the_schema() -> None:
         {"watchNamespaces": "team-a"},
         {"watchNamespaces": ["Team_A"]},
         {"clusterEndpointSelector": ["a=b"]},
+        {"namespacedEndpointSelector": ["a=b"]},
+        {"namespacedEndpointSelector": "x" * 1025},
         {"leaderElection": {"leaseDuration": "fifteen"}},
         {"controller": {"concurrency": 0}},
         {"controller": {"batchWindow": "1h"}},
@@ -521,6 +527,7 @@ def test_controller_command_and_environment(rendered) -> None:
     assert env["LOG_FORMAT"] == values.get("logFormat", "json")
     assert env["LOG_LEVEL"] == values.get("logLevel", "info")
     assert env["CLUSTER_ENDPOINT_SELECTOR"] == values.get("clusterEndpointSelector", "")
+    assert env["NAMESPACED_ENDPOINT_SELECTOR"] == values.get("namespacedEndpointSelector", "")
     assert env["RESYNC_INTERVAL"] == "10m"
     assert env["CONCURRENCY"] == "128"
     assert env["KUBERNETES_REQUESTS"] == "64"

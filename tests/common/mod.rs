@@ -216,6 +216,40 @@ impl TestCluster {
             .expect("controller client")
     }
 
+    /// A client identifying itself as the controller (without its bound on requests in
+    /// flight) that records every request it sends (see [`RequestLog`]): which objects one
+    /// controller wrote, against either API server.
+    pub fn recording_controller_client(&self) -> (Client, RequestLog) {
+        let log = RequestLog::default();
+        let recorder = log.clone();
+        let mut config = self.config.clone();
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(controller::USER_AGENT),
+        ));
+        let client = kube::client::ClientBuilder::try_from(config)
+            .expect("controller client")
+            .with_layer(&tower::util::MapRequestLayer::new(
+                move |request: http::Request<kube::client::Body>| {
+                    recorder.record(request.method().as_str(), request.uri().path());
+                    request
+                },
+            ))
+            .build();
+        (client, log)
+    }
+
+    /// Starts the real controller with `settings` on a recording client; returns it and what
+    /// it sends to the Kubernetes API.
+    pub fn start_recorded_controller(&self, settings: Settings) -> (RunningController, RequestLog) {
+        let (client, log) = self.recording_controller_client();
+        let controller = RunningController::start(client, settings);
+        if let Some(handle) = &controller.handle {
+            self.abort_on_drop(handle.abort_handle());
+        }
+        (controller, log)
+    }
+
     /// Starts the real controller with this test's settings.
     pub fn start_controller(&self) -> RunningController {
         self.start_controller_with(self.settings())
@@ -316,10 +350,19 @@ impl TestCluster {
 
     /// Creates or updates the InvitationEndpoint `name` with exactly this spec.
     pub async fn apply_endpoint(&self, name: &str, spec: Value) {
+        self.apply_endpoint_labelled(name, spec, self.labels())
+            .await;
+    }
+
+    /// Creates or updates the InvitationEndpoint `name` with exactly this spec and these
+    /// labels (include [`TestCluster::labels`]).
+    pub async fn apply_endpoint_labelled(&self, name: &str, spec: Value, labels: Value) {
+        let mut metadata = self.metadata(name);
+        metadata["labels"] = labels;
         let endpoint: InvitationEndpoint = serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1",
             "kind": "InvitationEndpoint",
-            "metadata": self.metadata(name),
+            "metadata": metadata,
             "spec": spec,
         }))
         .unwrap();
@@ -703,6 +746,7 @@ impl OperatorProcess {
             "CONCURRENCY",
             "WATCH_NAMESPACES",
             "CLUSTER_ENDPOINT_SELECTOR",
+            "NAMESPACED_ENDPOINT_SELECTOR",
             "LEADER_ELECTION",
             "LEASE_NAME",
             "LEASE_NAMESPACE",
@@ -780,6 +824,48 @@ impl Drop for OperatorProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The Kubernetes requests one controller sent (method and path), in order: recorded by its
+/// client ([`TestCluster::recording_controller_client`]), so it works against the in-process
+/// server and a real one alike, and tells two controllers on one API server apart.
+#[derive(Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<(String, String)>>>);
+
+impl RequestLog {
+    fn record(&self, method: &str, path: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((method.to_string(), path.to_string()));
+    }
+
+    /// The writes (anything but GET) to the object `name` of `resource` (plural, e.g.
+    /// `userinvitations`), its subresources included, as `METHOD path`.
+    pub fn writes_to(&self, resource: &str, name: &str) -> Vec<String> {
+        let object = format!("/{resource}/{name}");
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| {
+                m != "GET" && (p.ends_with(&object) || p.contains(&format!("{object}/")))
+            })
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect()
+    }
+
+    /// How many Events (events.k8s.io) it created.
+    pub fn events_created(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| {
+                m == "POST" && p.starts_with("/apis/events.k8s.io/") && p.ends_with("/events")
+            })
+            .count()
     }
 }
 
