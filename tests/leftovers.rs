@@ -3,9 +3,10 @@
 //! Every object the suite creates carries the label `invite-e2e=true` (see `tests/common`),
 //! and every test removes what it created, whether it passes, fails or panics. This test fails
 //! when anything labelled by the suite is still there: namespaces (Terminating ones are given a
-//! bounded time to go away), ClusterInvitationEndpoints, cluster RBAC, and in any namespace
-//! UserInvitations, InvitationEndpoints, Secrets, ServiceAccounts, RBAC and Leases (also
-//! Leases named after a test namespace, which the controllers create without labels).
+//! bounded time to go away), ClusterInvitationEndpoints, cluster RBAC, admission policies, and
+//! in any namespace UserInvitations, InvitationEndpoints, Secrets, ServiceAccounts, RBAC and
+//! Leases (also Leases named after a test namespace, which the controllers create without
+//! labels).
 //!
 //! It runs after the suite, on purpose only: `tests/e2e-realkube.sh` runs it as
 //! `cargo test --test leftovers -- --ignored`.
@@ -133,6 +134,21 @@ async fn nothing_the_suite_created_is_left() {
     problems.extend(labelled::<Role>(&client, "Role").await);
     problems.extend(labelled::<RoleBinding>(&client, "RoleBinding").await);
     problems.extend(labelled::<Lease>(&client, "Lease").await);
+    // Admission policies (cluster-scoped), in whichever version the server serves.
+    if let Some(api_version) = served_admission_policy_version(&client).await {
+        for kind in ADMISSION_POLICY_KINDS {
+            let resource = admission_policy_resource(api_version, kind);
+            problems.extend(
+                Api::<kube::core::DynamicObject>::all_with(client.clone(), &resource)
+                    .list(&ListParams::default().labels(&format!("{SUITE_LABEL}=true")))
+                    .await
+                    .unwrap_or_else(|e| panic!("list {kind}: {e}"))
+                    .items
+                    .iter()
+                    .map(|o| describe(kind, &o.metadata)),
+            );
+        }
+    }
     // The controllers' Leases carry no labels: find them by the test namespace in their name
     // or their namespace.
     let leases = Api::<Lease>::all(client.clone())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import filecmp
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ ENDPOINT_CHART = REPO / "deploy" / "charts" / "invite-operator-endpoint"
 GENERATED_CRDS = REPO / "crds"
 CHART_CRDS = CHART / "crd-files"
 RULES_FILE = CHART / "files" / "rbac-rules.yaml"
+AGGREGATE_RULES_FILE = CHART / "files" / "aggregate-rules.yaml"
+# The status-writer policy rendered for the real-API-server test (tests/rbac.rs reads it and
+# puts in its own names); test_the_rendered_status_writer_policy_fixture_is_current keeps it
+# current (UPDATE_RENDERED=1 rewrites it).
+POLICY_FIXTURE = REPO / "tests" / "chart" / "rendered" / "status-writer-policy.yaml"
+
+# What a cluster serving ValidatingAdmissionPolicy reports (Helm's .Capabilities.APIVersions
+# from discovery; offline, Helm's defaults have neither).
+VAP_V1 = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+VAP_V1BETA1 = "admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy"
 
 RELEASE = "invite-operator"
 NAMESPACE = "invite-operator"
@@ -101,9 +112,24 @@ def render_raw(
     namespace: str = NAMESPACE,
     chart: Path = CHART,
     release: str = RELEASE,
+    api_versions: list[str] | None = None,
+    kube_version: str | None = None,
 ) -> dict[str, str]:
+    """Render offline; `api_versions` and `kube_version` stand for the cluster's discovery (what
+    `helm template --api-versions --kube-version` pass)."""
     with load_chart(chart) as c:
-        return c.render(values or {}, name=release, namespace=namespace, is_install=True)
+        if api_versions is None and kube_version is None:
+            return c.render(values or {}, name=release, namespace=namespace, is_install=True)
+        # Chart.render (helm-python-sdk 0.2.2, pinned) does not expose these options of the
+        # native render call it wraps.
+        from helm_python import _native
+
+        opts: dict[str, Any] = {"name": release, "namespace": namespace, "is_install": True}
+        if api_versions is not None:
+            opts["api_versions"] = api_versions
+        if kube_version is not None:
+            opts["kube_version"] = kube_version
+        return json.loads(_native.call_string("helm_render", c._raw(), json.dumps(values or {}), json.dumps(opts)))
 
 
 def render(
@@ -111,10 +137,13 @@ def render(
     namespace: str = NAMESPACE,
     chart: Path = CHART,
     release: str = RELEASE,
+    api_versions: list[str] | None = None,
+    kube_version: str | None = None,
 ) -> list[dict[str, Any]]:
     """Render and parse every manifest (NOTES.txt excluded), each tagged with its template."""
     docs: list[dict[str, Any]] = []
-    for template, text in sorted(render_raw(values, namespace, chart, release).items()):
+    rendered = render_raw(values, namespace, chart, release, api_versions, kube_version)
+    for template, text in sorted(rendered.items()):
         if template.endswith("NOTES.txt"):
             continue
         for doc in yaml.safe_load_all(text):
@@ -339,6 +368,19 @@ def rbac_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
 
 
+AGGREGATE_LABEL = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def is_aggregated(obj: dict[str, Any]) -> bool:
+    return any(label.startswith(AGGREGATE_LABEL) for label in obj["metadata"].get("labels") or {})
+
+
+def operator_rbac_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's own Roles and ClusterRoles (bound to its ServiceAccount): not the
+    ClusterRoles aggregated into view/edit/admin for app teams."""
+    return [d for d in rbac_objects(docs) if not is_aggregated(d)]
+
+
 def test_rbac_rules_file_shape() -> None:
     rules = rules_file()
     assert set(rules) == {"namespaced", "cluster", "leaderElection", "endpointSecrets"}
@@ -398,7 +440,7 @@ def test_bindings_bind_the_service_account_to_rendered_roles(rendered) -> None:
     sa = one(docs, "ServiceAccount")
     assert sa["metadata"]["namespace"] == NAMESPACE
     assert sa["automountServiceAccountToken"] is True
-    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in rbac_objects(docs)}
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in operator_rbac_objects(docs)}
     bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     assert len(bindings) == len(roles), name
     for b in bindings:
@@ -419,7 +461,7 @@ def test_rbac_all_namespaces_uses_cluster_roles() -> None:
     namespaced = one(docs, "ClusterRole", f"{FULLNAME}-namespaced")
     assert normalize_rules(cluster["rules"]) == normalize_rules(rules["cluster"])
     assert normalize_rules(namespaced["rules"]) == normalize_rules(rules["namespaced"])
-    assert len(of_kind(docs, "ClusterRole")) == 2
+    assert len([c for c in of_kind(docs, "ClusterRole") if not is_aggregated(c)]) == 2
     assert len(of_kind(docs, "ClusterRoleBinding")) == 2
     roles = of_kind(docs, "Role")
     assert [r["metadata"]["name"] for r in roles] == [f"{FULLNAME}-leader-election"]
@@ -430,7 +472,7 @@ def test_rbac_all_namespaces_uses_cluster_roles() -> None:
 def test_rbac_watch_namespaces_uses_one_role_per_namespace() -> None:
     docs = render({"watchNamespaces": ["team-a", "team-b"]})
     rules = rules_file()
-    cluster_roles = of_kind(docs, "ClusterRole")
+    cluster_roles = [c for c in of_kind(docs, "ClusterRole") if not is_aggregated(c)]
     assert [c["metadata"]["name"] for c in cluster_roles] == [f"{FULLNAME}-cluster"]
     assert normalize_rules(cluster_roles[0]["rules"]) == normalize_rules(rules["cluster"])
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in of_kind(docs, "Role")}
@@ -464,6 +506,236 @@ def test_rbac_watching_the_release_namespace_needs_no_extra_secret_role() -> Non
 def test_rbac_create_false_renders_no_rbac() -> None:
     docs = render({"rbac": {"create": False}})
     assert [d for d in docs if "rbac.authorization.k8s.io" in d["apiVersion"]] == []
+
+
+# --------------------------------------------------------------------------------------------
+# RBAC for app teams: ClusterRoles aggregated into the built-in view, edit and admin
+
+APP_TEAM_RESOURCES = {"userinvitations", "invitationendpoints"}
+READ = {"get", "list", "watch"}
+WRITE = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def aggregate_rules() -> dict[str, list[dict[str, Any]]]:
+    return yaml.safe_load(AGGREGATE_RULES_FILE.read_text())
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def aggregated_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The aggregated ClusterRoles by the built-in role they add to (view, edit, admin)."""
+    out = {}
+    for role in of_kind(docs, "ClusterRole"):
+        targets = [l.removeprefix(AGGREGATE_LABEL) for l in role["metadata"].get("labels") or {} if l.startswith(AGGREGATE_LABEL)]
+        if targets:
+            assert len(targets) == 1, role["metadata"]
+            assert role["metadata"]["labels"][AGGREGATE_LABEL + targets[0]] == "true"
+            assert targets[0] not in out
+            out[targets[0]] = role
+    return out
+
+
+def test_aggregate_rules_file_shape() -> None:
+    rules = aggregate_rules()
+    assert set(rules) == {"view", "edit", "admin"}
+    for role, items in rules.items():
+        assert items, role
+        for rule in items:
+            assert set(rule) == {"apiGroups", "resources", "verbs"}, (role, rule)
+            for key in ("apiGroups", "resources", "verbs"):
+                assert isinstance(rule[key], list) and rule[key], (role, rule)
+                assert all("*" not in item for item in rule[key]), (role, rule)
+
+
+def test_view_reads_edit_and_admin_also_write_userinvitations_and_invitationendpoints() -> None:
+    rules = aggregate_rules()
+    group = "invite.operators.dev"
+    assert grants(rules["view"]) == {(group, r, v) for r in APP_TEAM_RESOURCES for v in READ}
+    assert grants(rules["edit"]) == {(group, r, v) for r in APP_TEAM_RESOURCES for v in READ | WRITE}
+    # admin = edit: nothing more, nothing dangerous.
+    assert grants(rules["admin"]) == grants(rules["edit"])
+
+
+def test_app_team_roles_are_aggregated_into_view_edit_and_admin_by_default() -> None:
+    with load_chart() as chart:
+        rbac = chart.values["rbac"]
+    assert (rbac["aggregateToView"], rbac["aggregateToEdit"], rbac["aggregateToAdmin"]) == (True, True, True)
+    docs = render({})
+    roles = aggregated_roles(docs)
+    assert set(roles) == {"view", "edit", "admin"}
+    rules = aggregate_rules()
+    for role, obj in roles.items():
+        assert obj["metadata"]["name"] == f"{FULLNAME}-{role}"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert "aggregationRule" not in obj
+        assert normalize_rules(obj["rules"]) == normalize_rules(rules[role])
+    # Nobody is bound to them: they reach people through view, edit and admin only.
+    names = {o["metadata"]["name"] for o in roles.values()}
+    bound = {b["roleRef"]["name"] for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding")}
+    assert not names & bound
+
+
+def test_no_app_team_role_grants_status_cluster_endpoints_or_secrets(rendered) -> None:
+    name, _values, docs = rendered
+    roles = aggregated_roles(docs)
+    for role in [*roles.values(), *({"metadata": {"name": k}, "rules": v} for k, v in aggregate_rules().items())]:
+        for rule in role["rules"]:
+            label = (name, role["metadata"]["name"], rule)
+            assert rule["apiGroups"] == ["invite.operators.dev"], label
+            assert set(rule["resources"]) <= APP_TEAM_RESOURCES, label  # no subresource, no status
+            assert not [r for r in rule["resources"] if "/" in r], label
+            assert "clusterinvitationendpoints" not in rule["resources"], label
+            assert "secrets" not in rule["resources"], label
+            assert "nonResourceURLs" not in rule and "resourceNames" not in rule, label
+
+
+@pytest.mark.parametrize("role", ["view", "edit", "admin"])
+def test_each_aggregated_role_can_be_turned_off(role: str) -> None:
+    key = f"aggregateTo{role.capitalize()}"
+    roles = aggregated_roles(render({"rbac": {"create": True, key: False}}))
+    assert set(roles) == {"view", "edit", "admin"} - {role}
+    off = {"create": True, "aggregateToView": False, "aggregateToEdit": False, "aggregateToAdmin": False}
+    assert aggregated_roles(render({"rbac": off})) == {}
+    assert aggregated_roles(render({"rbac": {"create": False}})) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# statusWriterPolicy: only the operator's ServiceAccount writes userinvitations/status
+
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+ON = {"statusWriterPolicy": {"enabled": True}}
+# What tests/chart/rendered/status-writer-policy.yaml is rendered from: placeholders that
+# tests/rbac.rs replaces with the test's names.
+FIXTURE_VALUES = {
+    "statusWriterPolicy": {"enabled": True, "extraUsers": ["break-glass-user"], "extraGroups": ["break-glass-group"]},
+    "watchNamespaces": ["watched-namespace"],
+}
+FIXTURE_RELEASE, FIXTURE_NAMESPACE = "release", "release-namespace"
+
+
+def policy_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in POLICY_KINDS]
+
+
+def test_the_status_writer_policy_is_off_by_default() -> None:
+    with load_chart() as chart:
+        assert chart.values["statusWriterPolicy"] == {"enabled": False, "extraUsers": [], "extraGroups": []}
+    for api_versions in (None, [VAP_V1], [VAP_V1BETA1]):
+        assert policy_docs(render({}, api_versions=api_versions)) == [], api_versions
+
+
+@pytest.mark.parametrize(
+    ("api_versions", "expected"),
+    [
+        ([VAP_V1], "admissionregistration.k8s.io/v1"),
+        ([VAP_V1BETA1], "admissionregistration.k8s.io/v1beta1"),
+        ([VAP_V1BETA1, VAP_V1], "admissionregistration.k8s.io/v1"),
+    ],
+)
+def test_the_status_writer_policy_lets_only_the_chart_service_account_write_the_status(
+    api_versions: list[str], expected: str
+) -> None:
+    docs = render(ON, api_versions=api_versions)
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy["__template__"].endswith("templates/status-writer-policy.yaml")
+    assert policy["apiVersion"] == binding["apiVersion"] == expected
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    operator = f"system:serviceaccount:{NAMESPACE}:{sa}"
+    assert policy["metadata"]["name"] == binding["metadata"]["name"] == f"{FULLNAME}-status-writer"
+    assert "namespace" not in policy["metadata"] and "namespace" not in binding["metadata"]
+    assert policy["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    # Status writes (PUT or any PATCH of /status) reach admission as UPDATE of the subresource.
+    assert spec["matchConstraints"] == {
+        "resourceRules": [
+            {
+                "apiGroups": ["invite.operators.dev"],
+                "apiVersions": ["*"],
+                "operations": ["UPDATE"],
+                "resources": ["userinvitations/status"],
+            }
+        ]
+    }
+    [validation] = spec["validations"]
+    assert validation["expression"] == f'request.userInfo.username in ["{operator}"]'
+    assert validation["reason"] == "Forbidden"
+    assert operator in validation["message"]
+    # Deny, in every namespace (watchNamespaces is empty).
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+
+
+def test_the_status_writer_policy_names_the_service_account_the_chart_runs_as() -> None:
+    docs = render({**ON, "serviceAccount": {"create": True, "name": "inviter"}}, namespace="ops", api_versions=[VAP_V1])
+    expression = one(docs, "ValidatingAdmissionPolicy")["spec"]["validations"][0]["expression"]
+    assert expression == 'request.userInfo.username in ["system:serviceaccount:ops:inviter"]'
+    docs = render({**ON, "serviceAccount": {"create": False, "name": "existing"}}, api_versions=[VAP_V1])
+    expression = one(docs, "ValidatingAdmissionPolicy")["spec"]["validations"][0]["expression"]
+    assert expression == f'request.userInfo.username in ["system:serviceaccount:{NAMESPACE}:existing"]'
+
+
+def test_the_status_writer_policy_admits_break_glass_users_and_groups() -> None:
+    values = {"statusWriterPolicy": {"enabled": True, "extraUsers": ["alice@example.com"], "extraGroups": ["oncall", "sre"]}}
+    expression = one(render(values, api_versions=[VAP_V1]), "ValidatingAdmissionPolicy")["spec"]["validations"][0][
+        "expression"
+    ]
+    assert expression == (
+        f'request.userInfo.username in ["system:serviceaccount:{NAMESPACE}:{FULLNAME}","alice@example.com"]'
+        ' || (has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in ["oncall","sre"]))'
+    )
+    # A quote in a name stays inside its CEL string literal.
+    values = {"statusWriterPolicy": {"enabled": True, "extraUsers": ['a"] || true || ["']}}
+    expression = one(render(values, api_versions=[VAP_V1]), "ValidatingAdmissionPolicy")["spec"]["validations"][0][
+        "expression"
+    ]
+    assert expression.endswith(r'"a\"] || true || [\""]')
+
+
+def test_the_status_writer_policy_covers_the_watched_namespaces_only_when_set() -> None:
+    docs = render({**ON, "watchNamespaces": ["team-a", "team-b"]}, api_versions=[VAP_V1])
+    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"] == {
+        "namespaceSelector": {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]
+        }
+    }
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_the_status_writer_policy_fails_clearly_on_a_cluster_without_validating_admission_policy() -> None:
+    for api_versions in ([], ["admissionregistration.k8s.io/v1alpha1/ValidatingAdmissionPolicy"]):
+        with pytest.raises(helm.HelmRenderError) as err:
+            render_raw(ON, api_versions=api_versions, kube_version="v1.28.7")
+        message = str(err.value)
+        assert "statusWriterPolicy.enabled needs ValidatingAdmissionPolicy" in message
+        assert "v1.28.7" in message
+        assert "--feature-gates=ValidatingAdmissionPolicy=true" in message
+        assert "--api-versions" in message
+    # Off, the same cluster installs the chart.
+    render_raw({}, api_versions=[], kube_version="v1.28.7")
+
+
+def test_the_rendered_status_writer_policy_fixture_is_current() -> None:
+    """tests/rbac.rs installs this rendering on a real API server."""
+    docs = render(FIXTURE_VALUES, namespace=FIXTURE_NAMESPACE, release=FIXTURE_RELEASE, api_versions=[VAP_V1])
+    rendered = [without_template(d) for d in policy_docs(docs)]
+    assert [d["kind"] for d in rendered] == list(POLICY_KINDS)
+    text = (
+        "# The chart's statusWriterPolicy rendered by tests/chart/test_chart.py with\n"
+        f"# {json.dumps(FIXTURE_VALUES)}, release {FIXTURE_RELEASE!r} in namespace\n"
+        f"# {FIXTURE_NAMESPACE!r}; tests/rbac.rs installs it with its own names. Regenerate with\n"
+        "# UPDATE_RENDERED=1 python3 -m pytest -q tests/chart\n"
+        + yaml.safe_dump_all(rendered, sort_keys=True, width=1000)
+    )
+    if os.environ.get("UPDATE_RENDERED"):
+        POLICY_FIXTURE.parent.mkdir(exist_ok=True)
+        POLICY_FIXTURE.write_text(text)
+    assert POLICY_FIXTURE.exists() and POLICY_FIXTURE.read_text() == text, (
+        f"{POLICY_FIXTURE.relative_to(REPO)} is stale: UPDATE_RENDERED=1 python3 -m pytest -q tests/chart"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,7 +878,14 @@ def test_several_replicas_without_leader_election_are_refused() -> None:
 def test_namespaced_objects_live_in_the_release_namespace(rendered) -> None:
     name, values, docs = rendered
     allowed = {NAMESPACE, *values.get("watchNamespaces", []), *values.get("rbac", {}).get("endpointSecretNamespaces", [])}
-    cluster_kinds = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ClusterInvitationEndpoint"}
+    cluster_kinds = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "ClusterInvitationEndpoint",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for d in docs:
         if d["kind"] in cluster_kinds:
             assert "namespace" not in d["metadata"], (name, d["kind"])

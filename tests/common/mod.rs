@@ -537,7 +537,8 @@ impl Drop for CleanupGuard {
 
 /// Removes everything labelled with the test id `id` from a real cluster: the UserInvitations
 /// of its namespaces lose their finalizers (first marked deleted, so that nobody can add one
-/// again), then its namespaces, ClusterInvitationEndpoints and cluster RBAC are deleted.
+/// again), then its namespaces, ClusterInvitationEndpoints, cluster RBAC and admission policies
+/// are deleted.
 /// Namespaces are deleted asynchronously by the cluster (`tests/leftovers.rs` waits for them).
 async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
     let selector = ListParams::default().labels(&format!("{TEST_ID_LABEL}={id}"));
@@ -605,7 +606,66 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
         .delete_collection(&dp, &selector)
         .await
         .map_err(|e| format!("delete ClusterRoles: {e}"))?;
+    // Admission policies (tests/rbac.rs), in whichever version the server serves (404: none).
+    for api_version in ADMISSION_POLICY_VERSIONS {
+        for kind in ADMISSION_POLICY_KINDS {
+            let api: Api<kube::core::DynamicObject> =
+                Api::all_with(client.clone(), &admission_policy_resource(api_version, kind));
+            gone(api.delete_collection(&dp, &selector).await.map(|_| ()))
+                .map_err(|e| format!("delete {kind}s ({api_version}): {e}"))?;
+        }
+    }
     Ok(())
+}
+
+/// The API versions ValidatingAdmissionPolicy may be served as, newest first:
+/// `admissionregistration.k8s.io/v1` from Kubernetes 1.30, `v1beta1` on 1.28 and 1.29 when
+/// turned on (`--feature-gates=ValidatingAdmissionPolicy=true
+/// --runtime-config=admissionregistration.k8s.io/v1beta1=true`).
+pub const ADMISSION_POLICY_VERSIONS: [&str; 2] = [
+    "admissionregistration.k8s.io/v1",
+    "admissionregistration.k8s.io/v1beta1",
+];
+
+/// The kinds of an admission policy: bindings first (the order to delete them in).
+pub const ADMISSION_POLICY_KINDS: [&str; 2] = [
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+];
+
+/// The API resource of `kind` (one of [`ADMISSION_POLICY_KINDS`]) in `api_version`.
+pub fn admission_policy_resource(api_version: &str, kind: &str) -> kube::core::ApiResource {
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not a group/version: {api_version}"));
+    let plural = match kind {
+        "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
+        other => panic!("not an admission policy kind: {other}"),
+    };
+    kube::core::ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// The newest API version in which the server serves ValidatingAdmissionPolicy (discovery),
+/// if any.
+pub async fn served_admission_policy_version(client: &Client) -> Option<&'static str> {
+    for api_version in ADMISSION_POLICY_VERSIONS {
+        if let Ok(resources) = client.list_api_group_resources(api_version).await
+            && resources
+                .resources
+                .iter()
+                .any(|r| r.name == "validatingadmissionpolicies")
+        {
+            return Some(api_version);
+        }
+    }
+    None
 }
 
 /// Applies the operator's CRDs and waits until they are served.

@@ -58,3 +58,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- toYaml $rules }}
 {{- end }}
+
+{{/* The app-team rules of files/aggregate-rules.yaml, as a dict of rule lists. */}}
+{{- define "invite-operator.aggregateRules" -}}
+{{- $rules := .Files.Get "files/aggregate-rules.yaml" | fromYaml }}
+{{- if or (not $rules) (hasKey $rules "Error") }}
+{{- fail (printf "files/aggregate-rules.yaml is missing or invalid: %v" $rules) }}
+{{- end }}
+{{- toYaml $rules }}
+{{- end }}
