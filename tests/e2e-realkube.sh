@@ -27,7 +27,8 @@
 # Without either, the script fails and says how to get them.
 #
 # Server variables pass through (set them to run beside another instance): REALKUBE_STATE,
-# APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KCM_PORT. Without kube-controller-manager,
+# APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KCM_PORT, APISERVER_EXTRA_ARGS (default on
+# 1.28 and 1.29: ValidatingAdmissionPolicy turned on, for the chart's statusWriterPolicy test). Without kube-controller-manager,
 # deleted namespaces never go away: the check that nothing is left behind is then skipped (and
 # says so).
 set -euo pipefail
@@ -53,6 +54,12 @@ if [ -z "${INVITE_OPERATOR_E2E_KUBECONFIG:-}" ]; then
     stop=$PWD/tests/realkube/stop.sh
     # Fail before compiling when there is no server to start (the message says how to get one).
     "$start" --check
+    # ValidatingAdmissionPolicy (the chart's statusWriterPolicy, tests/rbac.rs) is served from
+    # Kubernetes 1.30; 1.28 and 1.29 serve it as v1beta1 only when turned on.
+    apiserver=${TEST_ASSET_KUBE_APISERVER:-${KUBEBUILDER_ASSETS:-/usr/local/kubebuilder/bin}/kube-apiserver}
+    if [ -z "${APISERVER_EXTRA_ARGS+set}" ] && "$apiserver" --version 2>/dev/null | grep -qE 'v1\.(28|29)\.'; then
+      export APISERVER_EXTRA_ARGS="--feature-gates=ValidatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true"
+    fi
   fi
 fi
 

@@ -138,14 +138,13 @@ async fn nothing_the_suite_created_is_left() {
     if let Some(api_version) = served_admission_policy_version(&client).await {
         for kind in ADMISSION_POLICY_KINDS {
             let resource = admission_policy_resource(api_version, kind);
+            let selector = ListParams::default().labels(&format!("{SUITE_LABEL}=true"));
             problems.extend(
-                Api::<kube::core::DynamicObject>::all_with(client.clone(), &resource)
-                    .list(&ListParams::default().labels(&format!("{SUITE_LABEL}=true")))
+                admission_policies(&client, &resource, &selector)
                     .await
                     .unwrap_or_else(|e| panic!("list {kind}: {e}"))
-                    .items
-                    .iter()
-                    .map(|o| describe(kind, &o.metadata)),
+                    .into_iter()
+                    .map(|name| format!("{kind} {name}")),
             );
         }
     }

@@ -300,7 +300,7 @@ enum Watch {
 /// release namespace — under leader election, report its endpoints Ready, publish events and
 /// release its finalizers. (The cluster is shared with the rest of the suite, so the
 /// controller watches only the test's namespace also when the RBAC is cluster-wide.)
-async fn chart_rbac_is_enough(watch: Watch) {
+async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
     use k8s_openapi::api::{
         core::v1::{ConfigMap, Secret},
@@ -314,6 +314,20 @@ async fn chart_rbac_is_enough(watch: Watch) {
         return h.finish().await;
     }
     let (cluster, mock) = (&h.cluster, &h.mock);
+    let policy_version = match policy {
+        Policy::None => None,
+        Policy::StatusWriter => match served_admission_policy_version(&cluster.client).await {
+            Some(version) => Some(version),
+            None => {
+                eprintln!(
+                    "skipped: this API server serves no ValidatingAdmissionPolicy (Kubernetes \
+                     1.30+, or 1.28/1.29 with the feature gate and v1beta1 turned on, as \
+                     tests/e2e-realkube.sh does)"
+                );
+                return h.finish().await;
+            }
+        },
+    };
     let info = cluster.client.apiserver_version().await.unwrap();
     let server = (
         info.major.parse::<u32>().unwrap(),
@@ -341,6 +355,9 @@ async fn chart_rbac_is_enough(watch: Watch) {
         &cluster.labels(),
     ) {
         create(&cluster.client, &object).await;
+    }
+    if let Some(version) = policy_version {
+        status_writer_policy_holds(cluster, version, &release_ns, &fullname).await;
     }
     let mut config = cluster.config.clone();
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
@@ -503,12 +520,123 @@ async fn chart_rbac_is_enough(watch: Watch) {
 
 #[tokio::test]
 async fn the_chart_grants_enough_on_a_real_cluster_with_watched_namespaces() {
-    chart_rbac_is_enough(Watch::TestNamespace).await;
+    chart_rbac_is_enough(Watch::TestNamespace, Policy::None).await;
 }
 
 #[tokio::test]
 async fn the_chart_grants_enough_on_a_real_cluster_watching_all_namespaces() {
-    chart_rbac_is_enough(Watch::AllNamespaces).await;
+    chart_rbac_is_enough(Watch::AllNamespaces, Policy::None).await;
+}
+
+/// With the chart's statusWriterPolicy (a ValidatingAdmissionPolicy) on a real API server that
+/// serves it: a user whom RBAC lets patch `userinvitations/status` cannot forge an ownership,
+/// the policy's break-glass user can, and the operator, running as the chart's ServiceAccount
+/// under the policy, writes every status it needs (both flavours Ready, cleanup done).
+#[tokio::test]
+async fn only_the_operator_writes_invitation_status_under_the_chart_policy() {
+    chart_rbac_is_enough(Watch::TestNamespace, Policy::StatusWriter).await;
+}
+
+/// Whether the chart's statusWriterPolicy is installed.
+#[derive(Clone, Copy, Debug)]
+enum Policy {
+    None,
+    StatusWriter,
+}
+
+/// Installs the chart's statusWriterPolicy (tests/chart/rendered/status-writer-policy.yaml,
+/// which the chart tests keep equal to what the chart renders) for the release `fullname` in
+/// `release_ns`, bound to the test's namespace, in API version `version`; then shows that it
+/// holds: a user with RBAC for `userinvitations/status` is refused with the policy's message
+/// (once the server has loaded the policy), and its break-glass user is not.
+async fn status_writer_policy_holds(
+    cluster: &TestCluster,
+    version: &str,
+    release_ns: &str,
+    fullname: &str,
+) {
+    let (mallory, break_glass) = (cluster.unique("mallory"), cluster.unique("break-glass"));
+    let fixture = std::fs::read_to_string(package_path(
+        "tests/chart/rendered/status-writer-policy.yaml",
+    ))
+    .unwrap()
+    .replace("admissionregistration.k8s.io/v1", version)
+    .replace("release-namespace", release_ns)
+    .replace("release-invite-operator", fullname)
+    .replace("watched-namespace", &cluster.namespace)
+    .replace("break-glass-user", &break_glass)
+    .replace("break-glass-group", &cluster.unique("no-such-group"));
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&fixture).unwrap();
+    assert_eq!(documents.len(), 2, "a policy and its binding");
+    for mut document in documents {
+        document["metadata"]["labels"] = cluster.labels();
+        let kind = document["kind"].as_str().unwrap().to_string();
+        let api = kube::Api::<kube::core::DynamicObject>::all_with(
+            cluster.client.clone(),
+            &admission_policy_resource(version, &kind),
+        );
+        api.create(
+            &Default::default(),
+            &serde_json::from_value(document).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create the {kind}: {e}"));
+    }
+    // RBAC lets both users write the status: only the policy stands in the way.
+    let role = cluster.unique("status-writer");
+    create(
+        &cluster.client,
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": role, "labels": cluster.labels()},
+            "rules": [{"apiGroups": ["invite.operators.dev"],
+                       "resources": ["userinvitations", "userinvitations/status"],
+                       "verbs": ["get", "patch", "update"]}],
+        }),
+    )
+    .await;
+    bind_in_namespace(cluster, &mallory, &role).await;
+    bind_in_namespace(cluster, &break_glass, &role).await;
+    cluster
+        .create_invitation(
+            "forged",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "none"},
+                   "users": [{"emailAddress": "admin@example.com"}]}),
+        )
+        .await;
+    let as_mallory = client_as(cluster, &mallory);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match forge_status(&as_mallory, &cluster.namespace, "forged").await {
+            // Not loaded yet (policies take effect shortly after they are created).
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
+                assert!(
+                    s.message.contains("only the operator's ServiceAccount"),
+                    "refused for another reason: {s:?}"
+                );
+                break;
+            }
+            Err(e) => panic!("forging the status: {e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the status writer policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    forge_status(
+        &client_as(cluster, &break_glass),
+        &cluster.namespace,
+        "forged",
+    )
+    .await
+    .expect("the break-glass user may write the status");
+    cluster
+        .invitations()
+        .delete("forged", &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 /// Secrets are read by name only: no list of the chart's RBAC lets the controller list or
@@ -606,5 +734,180 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         matches!(&here, Err(kube::Error::Api(s)) if s.code == 403),
         "{here:?}"
     );
+    h.finish().await;
+}
+
+/// A client acting as `user` (impersonation; the real API server authorizes it as that user).
+fn client_as(cluster: &TestCluster, user: &str) -> kube::Client {
+    let mut config = cluster.config.clone();
+    config.auth_info.impersonate = Some(user.to_string());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Binds `user` to the ClusterRole `role` in the test's namespace.
+async fn bind_in_namespace(cluster: &TestCluster, user: &str, role: &str) {
+    let name = format!("{user}-as-{role}");
+    create(
+        &cluster.client,
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": cluster.namespace, "labels": cluster.labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }),
+    )
+    .await;
+}
+
+/// Whether `result` is the API server's 403.
+fn forbidden<T: std::fmt::Debug>(result: &Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
+/// Writes a status to UserInvitation `name` as `client` (a merge patch of the status
+/// subresource, as anyone with `patch` on `userinvitations/status` could).
+async fn forge_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<invite_operator::api::UserInvitation, kube::Error> {
+    use kube::api::{Patch, PatchParams};
+    let forged = json!({"status": {"users": [{
+        "emailAddress": "admin@example.com", "state": "AlreadyMember", "ownership": "Adopted"}]}});
+    kube::Api::<invite_operator::api::UserInvitation>::namespaced(client.clone(), namespace)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+}
+
+/// On a real API server with a controller manager (which fills aggregated roles): the chart's
+/// app-team rules (files/aggregate-rules.yaml, installed as the chart renders them, labelled
+/// aggregate-to-view/edit/admin) reach the built-in roles. A user bound to `edit` in a
+/// namespace creates, updates and deletes UserInvitations and InvitationEndpoints there, and
+/// can neither write a UserInvitation's status nor read ClusterInvitationEndpoints; a user
+/// bound to `view` reads them and cannot create one.
+#[tokio::test]
+async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
+    use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    use kube::{Api, api::ListParams};
+
+    let h = Harness::start().await;
+    if h.cluster.is_test_server() {
+        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
+        return h.finish().await;
+    }
+    let cluster = &h.cluster;
+    // The controller manager fills the built-in roles shortly after the server starts.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut aggregated = false;
+    while !aggregated && tokio::time::Instant::now() < deadline {
+        let edit = Api::<ClusterRole>::all(cluster.client.clone())
+            .get("edit")
+            .await
+            .unwrap();
+        aggregated = !edit.rules.unwrap_or_default().is_empty();
+        if !aggregated {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if !aggregated {
+        eprintln!(
+            "skipped: the built-in edit role has no rules, so no kube-controller-manager \
+             aggregates roles on this server"
+        );
+        return h.finish().await;
+    }
+    let rules: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(package_path(
+            "deploy/charts/invite-operator/files/aggregate-rules.yaml",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for role in ["view", "edit", "admin"] {
+        let mut labels = cluster.labels();
+        labels[format!("rbac.authorization.k8s.io/aggregate-to-{role}")] = json!("true");
+        create(
+            &cluster.client,
+            &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": cluster.unique(&format!("invite-operator-{role}")),
+                             "labels": labels},
+                "rules": rules[role],
+            }),
+        )
+        .await;
+    }
+    let (alice, bob) = (cluster.unique("alice"), cluster.unique("bob"));
+    bind_in_namespace(cluster, &alice, "edit").await;
+    bind_in_namespace(cluster, &bob, "view").await;
+    let (as_alice, as_bob) = (client_as(cluster, &alice), client_as(cluster, &bob));
+    let invitation: UserInvitation = serde_json::from_value(json!({
+        "metadata": {"name": "team-invite", "labels": cluster.labels()},
+        "spec": {"endpointRef": {"kind": "InvitationEndpoint", "name": "team"},
+                 "users": [{"emailAddress": "a@example.com"}]},
+    }))
+    .unwrap();
+    let alices = Api::<UserInvitation>::namespaced(as_alice.clone(), &cluster.namespace);
+    // The aggregation controller copies the rules into `edit` shortly after they appear.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match alices.create(&Default::default(), &invitation).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            Err(e) => panic!("create as a user bound to edit: {e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the app-team rules never reached the edit role"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // edit: the spec is theirs to change, and the resource theirs to delete …
+    alices
+        .patch(
+            "team-invite",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})),
+        )
+        .await
+        .expect("edit may update a UserInvitation");
+    let endpoint: InvitationEndpoint = serde_json::from_value(json!({
+        "metadata": {"name": "team", "labels": cluster.labels()},
+        "spec": {"api": "UserInvite", "url": "https://api.example.com",
+                 "credentials": {"secretRef": {"name": "team-token"}}},
+    }))
+    .unwrap();
+    Api::<InvitationEndpoint>::namespaced(as_alice.clone(), &cluster.namespace)
+        .create(&Default::default(), &endpoint)
+        .await
+        .expect("edit may create an InvitationEndpoint");
+    // … never its status, nor the platform's endpoints.
+    let status = forge_status(&as_alice, &cluster.namespace, "team-invite").await;
+    assert!(forbidden(&status), "edit wrote a status: {status:?}");
+    let platform = Api::<ClusterInvitationEndpoint>::all(as_alice.clone())
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        forbidden(&platform),
+        "edit lists cluster endpoints: {platform:?}"
+    );
+    // view: read only.
+    let bobs = Api::<UserInvitation>::namespaced(as_bob.clone(), &cluster.namespace);
+    assert_eq!(
+        bobs.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "view reads UserInvitations"
+    );
+    let mut other = invitation.clone();
+    other.metadata.name = Some("bobs".into());
+    let created = bobs.create(&Default::default(), &other).await;
+    assert!(forbidden(&created), "view created one: {created:?}");
+    let status = forge_status(&as_bob, &cluster.namespace, "team-invite").await;
+    assert!(forbidden(&status), "view wrote a status: {status:?}");
+    alices
+        .delete("team-invite", &DeleteParams::default())
+        .await
+        .expect("edit may delete a UserInvitation");
     h.finish().await;
 }

@@ -609,13 +609,52 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
     // Admission policies (tests/rbac.rs), in whichever version the server serves (404: none).
     for api_version in ADMISSION_POLICY_VERSIONS {
         for kind in ADMISSION_POLICY_KINDS {
-            let api: Api<kube::core::DynamicObject> =
-                Api::all_with(client.clone(), &admission_policy_resource(api_version, kind));
-            gone(api.delete_collection(&dp, &selector).await.map(|_| ()))
-                .map_err(|e| format!("delete {kind}s ({api_version}): {e}"))?;
+            let resource = admission_policy_resource(api_version, kind);
+            let api: Api<kube::core::DynamicObject> = Api::all_with(client.clone(), &resource);
+            let names = gone_or(
+                admission_policies(client, &resource, &selector).await,
+                Vec::new,
+            )
+            .map_err(|e| format!("list {kind}s ({api_version}): {e}"))?;
+            for name in names {
+                gone(api.delete(&name, &dp).await.map(|_| ()))
+                    .map_err(|e| format!("delete {kind} {name}: {e}"))?;
+            }
         }
     }
     Ok(())
+}
+
+/// The names of the admission policies (or bindings) of `resource` that `selector` selects.
+/// Read as plain JSON: Kubernetes 1.28 and 1.29 leave `items` out of an empty v1beta1 list,
+/// which kube's typed lists refuse.
+pub async fn admission_policies(
+    client: &Client,
+    resource: &kube::core::ApiResource,
+    selector: &ListParams,
+) -> Result<Vec<String>, kube::Error> {
+    let url = format!("/apis/{}/{}", resource.api_version, resource.plural);
+    let request = kube::core::Request::new(url)
+        .list(selector)
+        .map_err(kube::Error::BuildRequest)?;
+    let list: Value = client.request(request).await?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["metadata"]["name"].as_str().map(String::from))
+        .collect())
+}
+
+/// `result`, or `default()` when what was asked for is not there (404).
+fn gone_or<T>(
+    result: Result<T, kube::Error>,
+    default: impl FnOnce() -> T,
+) -> Result<T, kube::Error> {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(default()),
+        other => other,
+    }
 }
 
 /// The API versions ValidatingAdmissionPolicy may be served as, newest first:
