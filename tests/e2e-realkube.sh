@@ -10,7 +10,10 @@
 #                                    the same against any cluster: no server is started or stopped
 #   E2E_RUNS=2 tests/e2e-realkube.sh run the suite (and the check) twice on the same server
 #   E2E_TESTS="e2e_userinvite rbac" tests/e2e-realkube.sh
-#                                    only these test files (default: every e2e_*, admission, rbac)
+#                                    only these test files (default: every e2e_*, admission, rbac,
+#                                    then tests/realkube/test_helm_lifecycle.py: helm upgrades
+#                                    keep resources Ready, examples show no kubectl diff;
+#                                    E2E_HELM=1 or 0 turns that on or off)
 #   tests/e2e-realkube.sh -- --test-threads=1
 #                                    arguments after the script go to `cargo test`
 #
@@ -65,6 +68,14 @@ fi
 
 log "building the e2e tests"
 cargo test --locked --no-run "${suite[@]}" --test leftovers
+# The charts' lifecycle test (Python, Helm from helm-python-sdk) runs with the whole suite only.
+helm_lifecycle=${E2E_HELM:-$([ -z "${E2E_TESTS:-}" ] && echo 1 || echo 0)}
+if [ "$helm_lifecycle" = 1 ]; then
+  command -v kubectl >/dev/null || { echo "the charts' lifecycle test needs kubectl on the PATH (or E2E_HELM=0)" >&2; exit 1; }
+  cargo build --locked --bin invite-operator
+  bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/invite-operator
+  python3 -m pip install -q -r tests/chart/requirements.txt
+fi
 
 if [ -z "${INVITE_OPERATOR_E2E_KUBECONFIG:-}" ]; then
   # A server that was already running (same REALKUBE_STATE) is used and left running.
@@ -91,6 +102,11 @@ for run in $(seq 1 "${E2E_RUNS:-1}"); do
   started=$SECONDS
   cargo test --locked --no-fail-fast "${suite[@]}" "$@" || status=1
   echo "e2e suite run $run: $((SECONDS - started))s"
+  if [ "$helm_lifecycle" = 1 ]; then
+    log "the charts' lifecycle: helm upgrade keeps every resource Ready, examples show no diff (run $run)"
+    INVITE_OPERATOR_BIN=$bin PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -q -p no:cacheprovider \
+      tests/realkube/test_helm_lifecycle.py || status=1
+  fi
   if [ "$leftovers" = 1 ]; then
     log "nothing left behind (run $run)"
     cargo test --locked --test leftovers -- --ignored || status=1
