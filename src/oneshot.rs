@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::{
     api::{
-        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint, UserInvitation,
-        UserInvitationStatus,
+        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint,
+        PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
     },
     controller::{ClientSettings, build_client},
     invite::{ApiToken, InviteApi, SharedApi},
@@ -214,6 +214,15 @@ async fn one(
         Ok(requested) => requested,
         Err(b) => return blocked(&plan::Requested::default(), b, lines),
     };
+    if invitation.is_paused() {
+        let message =
+            format!("paused by the {PAUSED_ANNOTATION} annotation; no API calls are made");
+        return blocked(
+            &requested,
+            Blocked::new(plan::ReadyReason::Paused, message),
+            lines,
+        );
+    }
     let (endpoint, api, identity) = match prepare(manifests, invitation, &requested, options) {
         Ok(prepared) => prepared,
         Err(b) => return blocked(&requested, b, lines),
@@ -365,4 +374,86 @@ async fn dry_run(api: &dyn InviteApi, ctx: &PlanContext<'_>, id: &str) -> Vec<St
         lines.push(format!("{id}: {} is {}", user.email_address, user.state));
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two resources on one endpoint whose API refuses every connection; one is paused.
+    const MANIFESTS: &str = r#"
+apiVersion: invite.operators.dev/v1alpha1
+kind: InvitationEndpoint
+metadata: {name: api, namespace: team}
+spec:
+  api: UserInvite
+  url: http://127.0.0.1:1
+  credentials: {secretRef: {name: token}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: team}
+stringData: {token: t}
+---
+apiVersion: invite.operators.dev/v1alpha1
+kind: UserInvitation
+metadata:
+  name: paused
+  namespace: team
+  annotations: {invite.operators.dev/paused: "true"}
+spec:
+  endpointRef: {kind: InvitationEndpoint, name: api}
+  users: [{emailAddress: a@example.com}]
+---
+apiVersion: invite.operators.dev/v1alpha1
+kind: UserInvitation
+metadata: {name: working, namespace: team}
+spec:
+  endpointRef: {kind: InvitationEndpoint, name: api}
+  users: [{emailAddress: b@example.com}]
+"#;
+
+    #[tokio::test]
+    async fn a_paused_resource_is_left_paused_without_any_call() {
+        let mut manifests = Manifests::default();
+        parse_manifests(MANIFESTS, "test", "default", &mut manifests).unwrap();
+        let options = OneShotOptions {
+            dry_run: false,
+            operator_namespace: "invite-operator".into(),
+            url_override: None,
+            token_override: None,
+        };
+        let result = run(manifests, &options).await;
+        let reason = |name: &str| {
+            let invitation = result
+                .invitations
+                .iter()
+                .find(|i| i.name_any() == name)
+                .unwrap();
+            let status = invitation.status.as_ref().unwrap();
+            let ready = status.conditions.iter().find(|c| c.type_ == plan::READY);
+            (ready.unwrap().reason.clone(), status.users.clone())
+        };
+        let (paused, users) = reason("paused");
+        assert_eq!(paused, "Paused");
+        assert!(
+            users
+                .iter()
+                .all(|u| u.state == crate::api::UserState::Pending),
+            "{users:?}"
+        );
+        // The other one did try the API (and failed to reach it): the pause is what kept the
+        // first from calling.
+        let (working, _) = reason("working");
+        assert_ne!(working, "Paused");
+        assert!(!result.all_ready);
+        assert!(
+            result
+                .plan
+                .iter()
+                .any(|line| line.contains("team/paused: blocked (Paused)")),
+            "{:?}",
+            result.plan
+        );
+    }
 }

@@ -79,6 +79,17 @@ pub struct UserInvitationSpec {
     pub reinvite_expired: bool,
 }
 
+impl UserInvitation {
+    /// Whether the [`PAUSED_ANNOTATION`](super::PAUSED_ANNOTATION) stops all API calls for it.
+    pub fn is_paused(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::PAUSED_ANNOTATION))
+            .is_some_and(|v| v == "true")
+    }
+}
+
 impl UserInvitationSpec {
     /// The entry of `spec.users` the planner requests for `person` (see [`address::person`]):
     /// the first whose address is plain and names that person. A later case variant or another

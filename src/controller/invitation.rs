@@ -182,10 +182,7 @@ async fn pass(
         // This copy predates a write of our own that the cache has not delivered yet.
         return Ok(Action::requeue(LOOK_AGAIN));
     }
-    let paused = invitation
-        .annotations()
-        .get(PAUSED_ANNOTATION)
-        .is_some_and(|v| v == "true");
+    let paused = invitation.is_paused();
     if invitation.metadata.deletion_timestamp.is_some() {
         return cleanup::on_deletion(shard, invitation, paused).await;
     }
