@@ -1,7 +1,7 @@
 //! # Throughput, API economy and memory of the real controller
 //!
-//! `cargo bench --bench throughput -- [FLAGS]` (`--help` lists them; the README's "Benchmark"
-//! section explains every figure).
+//! `cargo bench --bench throughput -- [FLAGS]` (`--help` lists them; docs/benchmark.md
+//! explains every figure).
 //!
 //! The controller under test is the real `invite-operator run` binary, started as a child
 //! process against a Kubernetes API server (the in-process `kube-test-apiserver`, or a real

@@ -28,8 +28,8 @@ fn main() -> std::process::ExitCode {
 
 /// glibc's malloc gives threads that allocate at once arenas of their own, up to eight per
 /// core, and memory freed in one arena is never reused by another: the controller's peak RSS
-/// grew by a quarter with them (52 against 40 MiB at 1000 resources, see the README's
-/// Benchmark). One arena is enough for a process that mostly waits. `MALLOC_ARENA_MAX`
+/// grew by a quarter with them (52 against 40 MiB at 1000 resources, see
+/// docs/benchmark.md). One arena is enough for a process that mostly waits. `MALLOC_ARENA_MAX`
 /// in the environment still wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -101,7 +101,7 @@ pub struct EndpointConnection {
 
 /// Neither API documents a request rate limit; both answer 429 when throttled, which pauses
 /// the endpoint for its `Retry-After`. Coalesced calls carry up to 500 addresses each, so 50
-/// calls a second never bind a rollout of thousands of resources (see the README's Benchmark),
+/// calls a second never bind a rollout of thousands of resources (see docs/benchmark.md),
 /// while a runaway loop is still held to a rate any production API serves.
 fn default_requests_per_second() -> u32 {
     50

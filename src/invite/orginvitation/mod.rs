@@ -315,7 +315,7 @@ impl InviteApi for OrgInvitationClient {
         _target: &super::UserGrants,
         _actual: &super::UserGrants,
     ) -> Result<Vec<String>, ApiError> {
-        // Grants of organization members are not managed (see the README).
+        // Grants of organization members are not managed (see docs/resources.md).
         Ok(Vec::new())
     }
 
