@@ -539,7 +539,9 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
             create::<UserInvitation>(&h.cluster, "UserInvitation", name, spec.clone()).await;
         match (expect, result) {
             (Expect::Refused(what), Err(message)) => {
-                assert!(message.contains(what), "{name}: {message}");
+                // A real API server checks `format: email` first, and then skips the CEL rules.
+                let by_format = what == PLAIN && message.contains("must be of type email");
+                assert!(message.contains(what) || by_format, "{name}: {message}");
                 if what == PLAIN {
                     assert!(
                         message.contains("emailAddress") || message.contains("usernames"),
@@ -561,7 +563,9 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
             create::<InvitationEndpoint>(&h.cluster, "InvitationEndpoint", &endpoint, spec).await;
         match (expect, result) {
             (Expect::Refused(what), Err(message)) => {
-                assert!(message.contains(what), "{name}: {message}");
+                // A real API server checks `format: email` first, and then skips the CEL rules.
+                let by_format = what == PLAIN && message.contains("must be of type email");
+                assert!(message.contains(what) || by_format, "{name}: {message}");
                 refused += 1;
             }
             (Expect::Reason(reason), Ok(())) => {

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 fn batching(h: &Harness) -> invite_operator::controller::Settings {
     let mut settings = h.cluster.settings();
     settings.batch.window = Duration::from_millis(300);
+    // The first job of a quiet queue waits the whole window too.
+    settings.batch.linger = settings.batch.window;
     settings
 }
 

@@ -407,6 +407,7 @@ async fn kill_while_a_batch_spanning_resources_is_in_flight(flavor: Flavor) {
     // A long collection window, so the resources' invitations surely share one request.
     let mut settings = e.cluster.settings();
     settings.batch.window = Duration::from_millis(300);
+    settings.batch.linger = settings.batch.window;
     e.harness.start_controller_with(settings);
     let resources: Vec<(String, Vec<String>)> = (0..4)
         .map(|r| (format!("batch{r}"), addresses(&format!("b{r}"), 2)))

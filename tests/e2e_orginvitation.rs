@@ -391,6 +391,7 @@ async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
     // A long collection window, so that the three resources share one call.
     let mut settings = s.cluster.settings();
     settings.batch.window = Duration::from_secs(2);
+    settings.batch.linger = settings.batch.window;
     s.start_controller_with(settings);
     let people = ["bad-1@example.com", "good@example.com", "bad-2@example.com"];
     for (i, person) in people.iter().enumerate() {

@@ -76,9 +76,15 @@ pub struct RunArgs {
     /// reconciles than this queue their status writes in the controller instead.
     #[arg(long, env = "KUBERNETES_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub kubernetes_requests: u16,
-    /// How long lookups and invitations of many resources are collected into one API call.
+    /// How long lookups and invitations of many resources are collected into one API call at
+    /// most: calls to one endpoint go out at most once per window (unless a batch is full),
+    /// and the first one on a quiet endpoint after the linger.
     #[arg(long, env = "BATCH_WINDOW", default_value = "200ms", value_parser = parse_batch_window)]
     pub batch_window: Duration,
+    /// How long the first lookup or invitation on a quiet endpoint (no call within the batch
+    /// window) waits for others to join it; at most the batch window.
+    #[arg(long, env = "BATCH_LINGER", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub batch_linger: Duration,
     /// Most addresses one coalesced lookup or invitation batch carries.
     #[arg(long, env = "BATCH_MAX_USERS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub batch_max_users: u32,
@@ -238,6 +244,7 @@ pub fn settings(args: &RunArgs) -> crate::controller::Settings {
         namespaced_endpoint_selector: selector(&args.namespaced_endpoint_selector),
         batch: crate::invite::coalesce::BatchSettings {
             window: args.batch_window,
+            linger: args.batch_linger.min(args.batch_window),
             max_users: args.batch_max_users as usize,
             ..Default::default()
         },

@@ -1,11 +1,13 @@
 //! Calls coalesced per endpoint: the lookups and invitations of many resources that share an
 //! endpoint go out as a few batched calls.
 //!
-//! [`CoalescedApi`] wraps an endpoint's client. A lookup or an invitation joins a queue; the
-//! first job of a batch opens a collection window ([`BatchSettings::window`]); when it closes,
-//! or when the batch reaches [`BatchSettings::max_users`] addresses, the batch goes out as one
-//! call (invitations: one call per group of equal [`InviteApi::batch_key`], split at
-//! [`InviteApi::max_batch`]) and each job gets the answers for its own addresses. A refused
+//! [`CoalescedApi`] wraps an endpoint's client. A lookup or an invitation joins a queue. A job
+//! on a quiet queue (no batch went out within the last [`BatchSettings::window`]) goes out
+//! after a short [`BatchSettings::linger`], with the jobs that arrived meanwhile; otherwise it
+//! collects with the jobs that follow until one window after the last batch (a ceiling, never
+//! a floor), or until the batch reaches [`BatchSettings::max_users`] addresses. Then the batch goes out as one call (invitations: one call per group of equal
+//! [`InviteApi::batch_key`], split at [`InviteApi::max_batch`]) and each job gets the answers
+//! for its own addresses. Jobs already queued when a batch closes join it. A refused
 //! address is isolated by the client, so it fails no other resource's users. At most
 //! [`BatchSettings::max_in_flight`] batches of a queue run at once.
 //!
@@ -33,12 +35,16 @@ use crate::api::{ApiFlavor, UserInvitationSpec};
 /// How calls are coalesced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BatchSettings {
-    /// How long a batch collects jobs after its first one.
+    /// How long a batch collects jobs at most: batches go out at most once per window (unless
+    /// full), and a job on a quiet queue goes out after the linger.
     pub window: Duration,
     /// Most addresses in one batch (a batch closes early when it reaches this).
     pub max_users: usize,
     /// Most batches of one queue in flight at once.
     pub max_in_flight: usize,
+    /// How long the first job on a quiet queue (no batch went out within the window) waits
+    /// for company: the resources of one `kubectl apply` arrive a few milliseconds apart.
+    pub linger: Duration,
 }
 
 impl Default for BatchSettings {
@@ -47,6 +53,7 @@ impl Default for BatchSettings {
             window: Duration::from_millis(200),
             max_users: 500,
             max_in_flight: 4,
+            linger: Duration::from_millis(20),
         }
     }
 }
@@ -136,14 +143,17 @@ where
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     // Batches run in this set, so they end with the queue (and with the client).
     let mut running = JoinSet::new();
+    let mut last_sent: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         while running.try_join_next().is_some() {}
         let mut batch = Batch::new(first, settings.max_users);
-        // Collect for the window, and then for as long as every batch slot is busy (a busy
-        // API makes batches larger, not more numerous).
-        let closes = Instant::now() + settings.window;
+        // Collect until the window since the last batch closes, and then for as long as every
+        // batch slot is busy (a busy API makes batches larger, not more numerous). The window
+        // is a ceiling: a quiet queue (nothing sent within the window) sends at once.
+        let closes = collection_ends(last_sent, Instant::now(), &settings);
         while !batch.full() {
             tokio::select! {
+                biased;
                 job = rx.recv() => match job {
                     Some(job) => batch.add(job),
                     None => break,
@@ -164,6 +174,7 @@ where
         let Ok(permit) = permit else {
             return;
         };
+        last_sent = Some(Instant::now());
         let work = run(batch.jobs);
         running.spawn(async move {
             work.await;
@@ -171,6 +182,18 @@ where
         });
     }
     while running.join_next().await.is_some() {}
+}
+
+/// When a batch whose first job arrived `now` stops collecting: one window after the last
+/// batch went out; on a quiet queue (that is past, or no batch went out yet) after the short
+/// linger. Under a steady flow of jobs, batches go out once per window, as large as the flow
+/// makes them; a job on a quiet queue (one resource applied to an idle operator) waits only
+/// for the jobs that arrive with it.
+fn collection_ends(last_sent: Option<Instant>, now: Instant, settings: &BatchSettings) -> Instant {
+    match last_sent {
+        Some(sent) if sent + settings.window > now => sent + settings.window,
+        _ => now + settings.linger.min(settings.window),
+    }
 }
 
 /// Jobs collected for one batch.
@@ -364,5 +387,162 @@ impl InviteApi for CoalescedApi {
         identifier: Option<&str>,
     ) -> Result<Option<String>, ApiError> {
         self.inner.remove(email, identifier).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An API whose lookups take `latency` and which records when each call started (virtual
+    /// time since the test began) and for which addresses.
+    #[derive(Debug)]
+    struct TimedApi {
+        started: Instant,
+        latency: Duration,
+        calls: Mutex<Vec<(Duration, Vec<String>)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl InviteApi for TimedApi {
+        fn flavor(&self) -> ApiFlavor {
+            ApiFlavor::UserInvite
+        }
+        fn invitation_lifetime(&self) -> SignedDuration {
+            SignedDuration::from_hours(24)
+        }
+        fn request_timeout(&self) -> Duration {
+            Duration::from_secs(30)
+        }
+        async fn verify_credentials(&self) -> Result<(), ApiError> {
+            Ok(())
+        }
+        async fn observe(
+            &self,
+            lookups: &[Lookup],
+        ) -> Result<BTreeMap<String, Observed>, ApiError> {
+            let emails = lookups.iter().map(|l| l.email.clone()).collect();
+            let at = self.started.elapsed();
+            self.calls.lock().unwrap().push((at, emails));
+            tokio::time::sleep(self.latency).await;
+            Ok(lookups
+                .iter()
+                .map(|l| (l.email.clone(), Observed::Absent))
+                .collect())
+        }
+        async fn invite(&self, _: &[InviteRequest], _: Instant) -> BTreeMap<String, InviteOutcome> {
+            unreachable!("lookups only")
+        }
+        async fn enforce(
+            &self,
+            _: &str,
+            _: &UserGrants,
+            _: &UserGrants,
+        ) -> Result<Vec<String>, ApiError> {
+            unreachable!("lookups only")
+        }
+        async fn remove(&self, _: &str, _: Option<&str>) -> Result<Option<String>, ApiError> {
+            unreachable!("lookups only")
+        }
+    }
+
+    const WINDOW: Duration = Duration::from_millis(200);
+    const LINGER: Duration = Duration::from_millis(20);
+
+    fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
+        let api = Arc::new(TimedApi {
+            started: Instant::now(),
+            latency,
+            calls: Mutex::default(),
+        });
+        let settings = BatchSettings {
+            window: WINDOW,
+            linger: LINGER,
+            ..BatchSettings::default()
+        };
+        (api.clone(), Arc::new(CoalescedApi::new(api, settings)))
+    }
+
+    /// Looks `email` up through `api` after `delay`, returning when the answer came (virtual
+    /// time since `api`'s test began).
+    fn look_up(
+        api: &Arc<CoalescedApi>,
+        timed: &Arc<TimedApi>,
+        email: &str,
+        delay: Duration,
+    ) -> tokio::task::JoinHandle<Duration> {
+        let (api, timed, email) = (api.clone(), timed.clone(), email.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            api.observe(&[Lookup::email(email)]).await.unwrap();
+            timed.started.elapsed()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_on_a_quiet_endpoint_waits_for_no_window() {
+        let (timed, api) = coalesced(Duration::from_millis(50));
+        let answered = look_up(&api, &timed, "a@x.com", Duration::ZERO)
+            .await
+            .unwrap();
+        let latency = Duration::from_millis(50);
+        assert_eq!(
+            answered,
+            LINGER + latency,
+            "only the linger and the API's latency"
+        );
+        // Quiet again more than a window later (at 470 ms): again without a window.
+        let again = look_up(&api, &timed, "b@x.com", Duration::from_millis(400));
+        assert_eq!(
+            again.await.unwrap(),
+            answered + Duration::from_millis(400) + LINGER + latency
+        );
+        let starts: Vec<Duration> = timed.calls.lock().unwrap().iter().map(|c| c.0).collect();
+        assert_eq!(
+            starts,
+            [LINGER, answered + Duration::from_millis(400) + LINGER]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_that_follow_a_call_share_the_next_one_a_window_after_it() {
+        let (timed, api) = coalesced(Duration::from_millis(50));
+        let first = look_up(&api, &timed, "a@x.com", Duration::ZERO);
+        // Past the first one's linger, within its window.
+        let followers: Vec<_> = (3..=7)
+            .map(|i| {
+                look_up(
+                    &api,
+                    &timed,
+                    &format!("{i}@x.com"),
+                    Duration::from_millis(10 * i),
+                )
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), LINGER + Duration::from_millis(50));
+        for follower in followers {
+            // Collected until one window after the first call, then one call.
+            let answered = follower.await.unwrap();
+            assert_eq!(answered, LINGER + WINDOW + Duration::from_millis(50));
+        }
+        let calls = timed.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[1].0, LINGER + WINDOW);
+        assert_eq!(calls[1].1.len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_that_arrive_together_go_out_as_one_call() {
+        let (timed, api) = coalesced(Duration::from_millis(50));
+        let all: Vec<_> = (0..20)
+            .map(|i| look_up(&api, &timed, &format!("{i}@x.com"), Duration::ZERO))
+            .collect();
+        for one in all {
+            one.await.unwrap();
+        }
+        let calls = timed.calls.lock().unwrap().clone();
+        // All arrived within the linger.
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].1.len(), 20);
     }
 }
