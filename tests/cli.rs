@@ -137,11 +137,17 @@ fn dry_run_prints_the_plan_and_invites_nobody() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("would invite 3 in one call"), "{stdout}");
     let journal = mock.api.journal();
     assert!(
-        journal.iter().any(|e| e.path == "/api/v2/user/validateUsers"),
+        journal
+            .iter()
+            .any(|e| e.path == "/api/v2/user/validateUsers"),
         "the dry run looked the users up in this mock: {journal:#?}"
     );
     let changing: Vec<_> = journal
