@@ -21,8 +21,9 @@
 //!    API calls); the controller's peak RSS once every status says so.
 //!
 //! Then it prints one Markdown table on stdout (progress goes to stderr). It fails when an
-//! address was not invited exactly once, when a resource never converges, or when the idle
-//! resync writes anything; it never asserts speed.
+//! address was not invited exactly once (one invite request at the wire, one email), when a
+//! resource never converges, when the controller's counted API calls and the mock's journal
+//! disagree, or when the idle resync writes anything; it never asserts speed.
 
 #[path = "throughput/cluster.rs"]
 mod cluster;
@@ -1004,10 +1005,10 @@ fn report(
         &mut t,
         "exactly once",
         both(&|c| match &c.exactly_once {
-            Ok(k) => format!("{} addresses, 1 email each", count(*k)),
+            Ok(k) => format!("{} addresses, 1 request and 1 email each", count(*k)),
             Err(_) => "FAILED".into(),
         }),
-        "the mock's email count per address: every address once, no other",
+        "the mock's journal (invite requests per address, whatever answered) and email count: every address once, no other",
     );
     t.render()
 }
@@ -1045,6 +1046,13 @@ async fn run(bench: &mut Bench) -> BenchResult<(String, Vec<String>)> {
     for (name, run) in [("applied at once", &applied), ("backlog", &backlog)] {
         if let Err(e) = &run.exactly_once {
             failures.push(format!("{name}: {e}"));
+        }
+        if run.controller_calls as u64 != run.calls.total() {
+            failures.push(format!(
+                "{name}: the controller counted {} API calls, the mock's journal holds {}",
+                run.controller_calls,
+                run.calls.total()
+            ));
         }
         if run.invited != bench.plan.resources * bench.plan.users {
             failures.push(format!(

@@ -111,22 +111,52 @@ fn the_examples_hold_no_secret_and_their_endpoints_name_the_secret_files() {
     }
 }
 
-#[cfg(feature = "mock-api")]
+/// Against a mock of the test's own (the example's endpoint pointed at it, its Secret as is),
+/// so that the mock's journal shows what the dry run sent: the lookup, and no request that
+/// invites or changes anything. Runs with and without the `mock-api` feature.
 #[test]
 fn dry_run_prints_the_plan_and_invites_nobody() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime
+        .block_on(invite_mock::MockApi::start(invite_mock::MockConfig {
+            token: "replace-with-your-api-token".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+    let example = std::fs::read_to_string(root("examples/userinvite.yaml")).unwrap();
+    let pointed = example.replace("https://example.wavefront.com", &mock.url);
+    assert_ne!(pointed, example, "the example's endpoint URL was replaced");
+    let dir = std::env::temp_dir().join(format!("invite-cli-dry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("userinvite.yaml");
+    std::fs::write(&file, pointed).unwrap();
     let out = operator()
-        .args([
-            "reconcile",
-            "--mock-api",
-            "--dry-run",
-            "-f",
-            &root("examples/userinvite.yaml"),
-        ])
+        .args(["reconcile", "--dry-run", "-f", file.to_str().unwrap(), "-f"])
+        .arg(root("examples/userinvite-secret.yaml"))
         .output()
         .unwrap();
-    assert!(out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("would invite 3 in one call"), "{stdout}");
+    let journal = mock.api.journal();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.path == "/api/v2/user/validateUsers"),
+        "the dry run looked the users up in this mock: {journal:#?}"
+    );
+    let changing: Vec<_> = journal
+        .iter()
+        .filter(|e| e.method != "GET" && e.path != "/api/v2/user/validateUsers")
+        .collect();
+    assert!(changing.is_empty(), "no changing request: {changing:#?}");
+    assert!(mock.api.invite_requests().is_empty());
+    assert!(mock.api.emails_sent().is_empty());
 }
 
 #[test]

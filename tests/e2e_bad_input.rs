@@ -630,6 +630,8 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
     for person in ["plus@example.com", "plus+ops@example.com"] {
         assert_eq!(h.mock.api.invitations_sent_to(person), 1, "{person}");
     }
+    let once = ["case", "plain.upper", "plus", "plus+ops"].map(|p| format!("{p}@example.com"));
+    assert_invite_requests_once(&h.mock.api, &once, "one person, one request");
     let credentials = get("use-url-credentials").await;
     let message = &status_of(&credentials).conditions[0].message;
     assert!(
@@ -778,15 +780,18 @@ async fn objects_admitted_before_the_address_rule_fail_alone_in_the_planner() {
         }
         // One person, one invitation; no other spelling reached the API.
         assert_eq!(h.mock.api.invitations_sent_to(&plain), 1, "{plain}");
+        assert_invite_requests_once(&h.mock.api, std::slice::from_ref(&plain), name);
     }
     h.finish().await;
 }
 
 /// One API-answer case: its own mock, endpoint and resource.
 struct ApiCase {
-    name: &'static str,
+    name: String,
     flavor: Flavor,
     faults: Vec<ScriptedFault>,
+    /// The mock sends again to invited users ([`resending`]).
+    resend: bool,
 }
 
 fn api_cases() -> Vec<ApiCase> {
@@ -795,15 +800,16 @@ fn api_cases() -> Vec<ApiCase> {
     let at = |f: ScriptedFault, path: &str| f.path(path);
     let org_users = "/csp/gateway/am/api/v2/orgs/";
     let org_invitations = format!("/csp/gateway/am/api/orgs/{ORG}/invitations");
-    let case = |name, flavor, faults| ApiCase {
-        name,
+    let case = |name: &str, flavor, faults| ApiCase {
+        name: name.to_string(),
         flavor,
         faults,
+        resend: false,
     };
     let lookup = |f: ScriptedFault| at(f, "/api/v2/user/validateUsers");
     let invite = |flavor: Flavor, f: ScriptedFault| flavor.on_invite(f);
     let list = |f: ScriptedFault| f.method("GET").path(&org_invitations);
-    vec![
+    let mut cases = vec![
         case("lookup-non-json", UserInvite, vec![validate().times(2)]),
         case(
             "lookup-truncated",
@@ -954,7 +960,22 @@ fn api_cases() -> Vec<ApiCase> {
                 ScriptedFault::huge_body(9 * 1024 * 1024).after_effect(true),
             )],
         ),
-    ]
+    ];
+    // The UserInvite invitations that take effect whatever the answer, also against an API
+    // that would accept a second invitation and send again.
+    let resending: Vec<ApiCase> = cases
+        .iter()
+        .filter(|c| c.flavor == UserInvite && c.name.starts_with("invite-"))
+        .filter(|c| c.faults.iter().any(|f| f.after_effect))
+        .map(|c| ApiCase {
+            name: format!("{}-resending", c.name),
+            flavor: c.flavor,
+            faults: c.faults.clone(),
+            resend: true,
+        })
+        .collect();
+    cases.extend(resending);
+    cases
 }
 
 #[tokio::test]
@@ -963,11 +984,12 @@ async fn hostile_api_answers_end_invited_once() {
     h.cluster.put_secret(SECRET, TOKEN).await;
     h.start_controller();
     let cases = api_cases();
-    let mut mocks: BTreeMap<&'static str, RunningMock> = BTreeMap::new();
+    let mut mocks: BTreeMap<&str, RunningMock> = BTreeMap::new();
     for case in &cases {
         let mock = MockApi::start(MockConfig {
             token: TOKEN.into(),
             organization_id: ORG.into(),
+            resend_to_invited: case.resend,
             ..MockConfig::default()
         })
         .await
@@ -977,7 +999,7 @@ async fn hostile_api_answers_end_invited_once() {
         }
         // Short timeouts: an unknown outcome settles within about 3 s.
         case.flavor
-            .apply_endpoint(&h.cluster, case.name, &mock.url, 1, 100)
+            .apply_endpoint(&h.cluster, &case.name, &mock.url, 1, 100)
             .await;
         let emails = vec![
             format!("{}-1@example.com", case.name),
@@ -985,13 +1007,13 @@ async fn hostile_api_answers_end_invited_once() {
         ];
         let mut spec = case.flavor.spec(&emails);
         spec["endpointRef"]["name"] = json!(case.name);
-        h.cluster.create_invitation(case.name, spec).await;
-        mocks.insert(case.name, mock);
+        h.cluster.create_invitation(&case.name, spec).await;
+        mocks.insert(&case.name, mock);
     }
     for case in &cases {
-        let inv = h.cluster.wait_status(case.name, "Ready", is_ready).await;
+        let inv = h.cluster.wait_status(&case.name, "Ready", is_ready).await;
         let status = status_of(&inv);
-        let mock = &mocks[case.name];
+        let mock = &mocks[case.name.as_str()];
         assert_eq!(
             status.users.len(),
             2,
@@ -1000,7 +1022,7 @@ async fn hostile_api_answers_end_invited_once() {
         );
         for u in &status.users {
             assert!(
-                u.email_address.starts_with(case.name),
+                u.email_address.starts_with(&case.name),
                 "{}: {u:?}",
                 case.name
             );
@@ -1011,6 +1033,12 @@ async fn hostile_api_answers_end_invited_once() {
                 case.name
             );
         }
+        let emails: Vec<String> = status
+            .users
+            .iter()
+            .map(|u| u.email_address.clone())
+            .collect();
+        assert_invite_requests_once(&mock.api, &emails, &case.name);
         assert!(
             mock.api.pending_faults().is_empty(),
             "{}: every fault was met",

@@ -45,20 +45,6 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "admin@example.com";
 
-/// A request to the UserInvite API that changes something (anything but reads).
-fn changes_user_invite(e: &JournalEntry) -> bool {
-    e.method != "GET" && e.path != "/api/v2/user/validateUsers"
-}
-
-/// The changing requests among `journal[from..]`, as `METHOD path`.
-fn changes_since(mock: &RunningMock, from: usize) -> Vec<String> {
-    mock.api.journal()[from..]
-        .iter()
-        .filter(|e| changes_user_invite(e))
-        .map(|e| format!("{} {}", e.method, e.path))
-        .collect()
-}
-
 /// Revocations of OrgInvitation invitations in the journal.
 fn org_revocations(mock: &RunningMock) -> Vec<String> {
     mock.api
@@ -1271,7 +1257,7 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
         "the lookup went out: {journal:?}"
     );
     assert!(
-        !journal.iter().any(changes_user_invite),
+        !journal.iter().any(is_changing),
         "no POST from a replica without the lease: {journal:?}"
     );
     assert_eq!(ready(inv.status.as_ref().unwrap()).1, "Pending");
@@ -1488,12 +1474,7 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     let_resync(&h, 5).await;
     delete(&h.cluster, "users").await;
     delete(&h.cluster, "org").await;
-    let changes: Vec<String> = h.mock.api.journal()[before..]
-        .iter()
-        .filter(|e| !e.is_token_exchange() && e.method != "GET")
-        .filter(|e| e.path != "/api/v2/user/validateUsers")
-        .map(|e| format!("{} {}", e.method, e.path))
-        .collect();
+    let changes = changes_since(&h.mock, before);
     assert_eq!(
         changes,
         Vec::<String>::new(),
@@ -1709,20 +1690,13 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     let_resync(&h, 5).await;
     delete(&h.cluster, "moved").await;
     delete(&h.cluster, "recreated").await;
-    let changed = |mock: &RunningMock, from: usize| -> Vec<String> {
-        mock.api.journal()[from..]
-            .iter()
-            .filter(|e| changes_user_invite(e))
-            .map(|e| format!("{} {}", e.method, e.path))
-            .collect()
-    };
     assert_eq!(
-        changed(&h.mock, before),
+        changes_since(&h.mock, before),
         Vec::<String>::new(),
         "the new API"
     );
     assert_eq!(
-        changed(&other, other_before),
+        changes_since(&other, other_before),
         Vec::<String>::new(),
         "the recreated endpoint's API"
     );

@@ -97,11 +97,7 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
         before.resource_version(),
         "no Kubernetes write on a no-op restart"
     );
-    let changes: Vec<_> = s.mock.api.journal()[journal_before..]
-        .iter()
-        .filter(|e| e.method != "GET" && !e.path.ends_with("/validateUsers"))
-        .map(|e| format!("{} {}", e.method, e.path))
-        .collect();
+    let changes = changes_since(&s.mock, journal_before);
     assert!(
         changes.is_empty(),
         "no API call that changes anything: {changes:?}"

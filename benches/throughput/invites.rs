@@ -189,13 +189,32 @@ fn addresses_in(body: &Value) -> u64 {
     }
 }
 
-/// Checks that every expected address got exactly one invitation email and nobody else got
-/// one; returns the number of addresses invited.
+/// Checks that every expected address was asked for in exactly one invite request at the
+/// wire (the mock's journal, whatever the API answered: [`MockApi::invite_requests`]) and got
+/// exactly one invitation email, and that nobody else got either; returns the number of
+/// addresses invited.
 pub fn check_exactly_once(mock: &RunningMock, expected: &BTreeSet<String>) -> BenchResult<usize> {
     let sent = mock.api.emails_sent();
-    let missing: Vec<&String> = expected.iter().filter(|a| !sent.contains_key(*a)).collect();
-    let repeated: Vec<(&String, &usize)> = sent.iter().filter(|(_, n)| **n > 1).collect();
-    let unexpected: Vec<&String> = sent.keys().filter(|a| !expected.contains(*a)).collect();
+    let requests = mock.api.invite_requests();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|a| !sent.contains_key(*a) || !requests.contains_key(*a))
+        .collect();
+    let mut repeated: BTreeMap<&String, (usize, usize)> = BTreeMap::new();
+    for (a, n) in &sent {
+        repeated.entry(a).or_default().0 = *n;
+    }
+    for (a, n) in &requests {
+        repeated.entry(a).or_default().1 = *n;
+    }
+    repeated.retain(|_, (emails, asked)| *emails > 1 || *asked > 1);
+    let unexpected: Vec<&String> = sent
+        .keys()
+        .chain(requests.keys())
+        .filter(|a| !expected.contains(*a))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if missing.is_empty() && repeated.is_empty() && unexpected.is_empty() {
         return Ok(sent.len());
     }
@@ -213,7 +232,12 @@ pub fn check_exactly_once(mock: &RunningMock, expected: &BTreeSet<String>) -> Be
         expected.len(),
         sample(missing.iter().map(|a| a.to_string()).collect()),
         repeated.len(),
-        sample(repeated.iter().map(|(a, n)| format!("{a} ×{n}")).collect()),
+        sample(
+            repeated
+                .iter()
+                .map(|(a, (emails, asked))| format!("{a}: {emails} emails, {asked} requests"))
+                .collect()
+        ),
         unexpected.len(),
         sample(unexpected.iter().map(|a| a.to_string()).collect()),
     ))

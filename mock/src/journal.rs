@@ -103,6 +103,71 @@ impl JournalEntry {
     pub fn is_token_exchange(&self) -> bool {
         self.path == TOKEN_EXCHANGE_PATH
     }
+
+    /// The addresses an invite request asks for (lowercased), `None` for any other request.
+    /// Invite requests: UserInvite `POST /api/v2/user/invite` and `POST /api/v2/user` with
+    /// `sendEmail=true`; OrgInvitation `POST .../orgs/{org}/invitations` (not `action=revoke`).
+    pub fn invited_addresses(&self) -> Option<Vec<String>> {
+        if self.method != "POST" {
+            return None;
+        }
+        let query = self.query.as_deref().unwrap_or_default();
+        let emails: Vec<&Value> = if self.path == "/api/v2/user/invite" {
+            self.body
+                .as_array()?
+                .iter()
+                .map(|u| &u["emailAddress"])
+                .collect()
+        } else if self.path == "/api/v2/user" && query.contains("sendEmail=true") {
+            vec![&self.body["emailAddress"]]
+        } else if self.path.starts_with("/csp/gateway/am/api/orgs/")
+            && self.path.ends_with("/invitations")
+            && !query.contains("action=")
+        {
+            self.body["usernames"].as_array()?.iter().collect()
+        } else {
+            return None;
+        };
+        Some(
+            emails
+                .into_iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect(),
+        )
+    }
+}
+
+/// Invite requests per address, counted at the wire whatever the API answered: a client that
+/// invites each person exactly once has 1 for every address it invited, and a second request
+/// for the same person counts (refused as "already created", accepted and sent again, or still
+/// in flight). Requests that provably did nothing for the address and so may be repeated are
+/// left out: one answered by an injected fault instead of the API (a 503, a timeout or reset
+/// without `afterEffect`), and a refused batch of several addresses sent before the address
+/// was invited (refused for another address of the batch, which the client then isolates). A
+/// refusal of that address alone counts. Entries are taken in arrival order.
+pub fn invite_requests_by_address(entries: &[JournalEntry]) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut invited = std::collections::BTreeSet::new();
+    for e in entries {
+        let Some(addresses) = e.invited_addresses() else {
+            continue;
+        };
+        let in_flight = e.status == 0 && !e.fault;
+        let accepted = e.performed && ((200..300).contains(&e.status) || e.fault);
+        let refused = e.performed && !e.fault && e.status >= 300;
+        for a in &addresses {
+            let counted =
+                in_flight || accepted || (refused && (addresses.len() == 1 || invited.contains(a)));
+            if counted {
+                *counts.entry(a.clone()).or_default() += 1;
+            }
+            if accepted {
+                invited.insert(a.clone());
+            }
+        }
+    }
+    counts
 }
 
 /// A request that arrived earlier than a `Retry-After` answered before allowed: same API

@@ -70,7 +70,8 @@
 //!   `User with id <email> is already created in our system.` — except a user who never logged
 //!   in and whose 24 h activation link expired: that is a re-send (new email, new expiry, the
 //!   request's permissions/groups/roles replace the old ones). Users seeded or created without
-//!   an email are "already created".
+//!   an email are "already created". With `MockConfig::resend_to_invited` every invited user
+//!   who never logged in is re-sent to, as an API that does send again.
 //! * Ignored unknown user groups answer HTTP **202** with the wrapped body whose
 //!   `status.code` is 202 (the body's code is documented as the HTTP code). Unknown groups in
 //!   `addUserGroups` are a 400; the system group "Everyone" is always kept.
@@ -125,7 +126,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use self::faults::{FaultKind, FaultMix, ScriptedFault};
-pub use self::journal::{ApiFamily, JournalEntry, RetryAfterViolation};
+pub use self::journal::{ApiFamily, JournalEntry, RetryAfterViolation, invite_requests_by_address};
 
 use self::journal::{CredentialLabels, Journal};
 use self::state::State;
@@ -162,6 +163,11 @@ pub struct MockConfig {
     /// A hostile organization: the member listing never ends (every page is full of new
     /// members and links to the next one).
     pub endless_members: bool,
+    /// UserInvite: an API that does send again. Inviting a user who was invited and never
+    /// logged in answers 200 and sends the invitation email again (new expiry, the request's
+    /// permissions/groups/roles), instead of refusing the batch as "already created". Off by
+    /// default; exactly-once tests run against both behaviours.
+    pub resend_to_invited: bool,
 }
 
 impl Default for MockConfig {
@@ -180,6 +186,7 @@ impl Default for MockConfig {
             multi_tenant_identifiers: false,
             max_member_page: 200,
             endless_members: false,
+            resend_to_invited: false,
         }
     }
 }
@@ -341,6 +348,11 @@ impl MockApi {
     /// Every API request so far, in arrival order.
     pub fn journal(&self) -> Vec<JournalEntry> {
         lock(&self.inner.journal).entries().to_vec()
+    }
+
+    /// Invite requests per address in the journal kept ([`invite_requests_by_address`]).
+    pub fn invite_requests(&self) -> BTreeMap<String, usize> {
+        invite_requests_by_address(lock(&self.inner.journal).entries())
     }
 
     /// Forgets the journal.

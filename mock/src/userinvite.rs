@@ -241,7 +241,12 @@ fn invite(state: &mut State, req: &ApiRequest) -> Outcome {
             }
         }
         match state.users.get(&id) {
-            Some(existing) if existing.invitation_expired(now) => {
+            Some(existing)
+                if existing.invitation_expired(now)
+                    || (state.cfg.resend_to_invited
+                        && existing.last_login.is_none()
+                        && existing.invitation_expires.is_some()) =>
+            {
                 plans.push(InvitePlan::Resend(id, u, known));
             }
             Some(_) => errors.push(format!(

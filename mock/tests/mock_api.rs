@@ -169,6 +169,56 @@ async fn invite_creates_users_and_sends_one_email_each() {
 }
 
 #[tokio::test]
+async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_request() {
+    let m = start_with(MockConfig {
+        resend_to_invited: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let wf = Wf::new(&m);
+    m.api.seed_user(json!({"identifier": "seeded@example.com"}));
+    assert_eq!(
+        wf.invite(json!([user("ann@example.com")])).await.status,
+        200
+    );
+    // Invited, never logged in: invited again, with a second email.
+    assert_eq!(
+        wf.invite(json!([user("ANN@example.com")])).await.status,
+        200
+    );
+    assert_eq!(m.api.invitations_sent_to("ann@example.com"), 2);
+    // Logged in, or never invited by email: "already created" as without the setting.
+    m.api.login("ann@example.com");
+    assert_wf_error(&wf.invite(json!([user("ann@example.com")])).await, 400);
+    assert_wf_error(&wf.invite(json!([user("seeded@example.com")])).await, 400);
+    assert_eq!(m.api.invitations_sent_to("ann@example.com"), 2);
+    assert_eq!(m.api.invitations_sent_to("seeded@example.com"), 0);
+    // A batch refused for someone else before bob was invited does not count for bob; a
+    // request answered by a fault without effect neither; every other request does.
+    assert_wf_error(
+        &wf.invite(json!([user("bob@example.com"), user("not-an-email")]))
+            .await,
+        400,
+    );
+    m.api
+        .add_fault(ScriptedFault::new(503).path("/api/v2/user/invite"));
+    assert_eq!(
+        wf.invite(json!([user("bob@example.com")])).await.status,
+        503
+    );
+    assert_eq!(
+        wf.invite(json!([user("bob@example.com")])).await.status,
+        200
+    );
+    let counts = m.api.invite_requests();
+    assert_eq!(counts.get("ann@example.com"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("seeded@example.com"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("bob@example.com"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("not-an-email"), None, "{counts:?}");
+    m.shutdown().await;
+}
+
+#[tokio::test]
 async fn invite_batches_are_atomic() {
     let m = start().await;
     let wf = Wf::new(&m);

@@ -767,7 +767,12 @@ impl Harness {
 
     /// The UserInvite world: Secret `api-token` and InvitationEndpoint `wavefront` on the mock.
     pub async fn user_invite() -> Harness {
-        let h = Harness::start().await;
+        Harness::user_invite_on(MockConfig::default()).await
+    }
+
+    /// [`Harness::user_invite`] on a mock with this configuration.
+    pub async fn user_invite_on(config: MockConfig) -> Harness {
+        let h = Harness::with_mock(config).await;
         h.cluster.put_secret("api-token", TOKEN).await;
         h.cluster
             .user_invite_endpoint("wavefront", &h.mock.url, "api-token")
@@ -1097,31 +1102,98 @@ impl RunningController {
         }
     }
 
-    /// Graceful stop (as on SIGTERM).
+    /// Graceful stop (as on SIGTERM); fails the test when the controller task panicked.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(handle) = self.handle.take() {
             let abort = handle.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), handle)
-                .await
-                .is_err()
-            {
-                abort.abort();
+            match tokio::time::timeout(Duration::from_secs(10), handle).await {
+                Ok(result) => fail_on_panic(result),
+                Err(_) => abort.abort(),
             }
         }
     }
 
-    /// Abrupt stop, as a crash: the task is aborted wherever it is.
+    /// Abrupt stop, as a crash: the task is aborted wherever it is; fails the test when it
+    /// had panicked before.
     pub async fn kill(mut self) {
         if let Some(handle) = self.handle.take() {
             handle.abort();
-            let _ = handle.await;
+            fail_on_panic(handle.await);
         }
     }
 
     /// Whether the controller task has ended (returned, panicked or was aborted).
     pub fn is_finished(&self) -> bool {
         self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+/// Fails the test when a controller task ended in a panic (its message in the failure).
+fn fail_on_panic(result: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = result
+        && e.is_panic()
+    {
+        let payload = e.into_panic();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        panic!("the controller task panicked: {message}");
+    }
+}
+
+/// Exactly once at the wire: each of `addresses` was asked for in exactly one invite request
+/// of the mock's journal ([`MockApi::invite_requests`]: refused, accepted or still in flight
+/// alike), whatever the API answered and however many emails it sent.
+pub fn assert_invite_requests_once(api: &MockApi, addresses: &[String], what: &str) {
+    let counts = api.invite_requests();
+    let wrong: Vec<(&String, usize)> = addresses
+        .iter()
+        .map(|a| (a, counts.get(&a.to_ascii_lowercase()).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    if !wrong.is_empty() {
+        let requests: Vec<String> = api
+            .journal()
+            .iter()
+            .filter_map(|e| {
+                let to = e.invited_addresses()?;
+                Some(format!("#{} {} {:?} {to:?}", e.seq, e.status, e.fault_kind))
+            })
+            .collect();
+        panic!(
+            "{what}: not exactly one invite request each (address, requests): {wrong:?}; \
+             invite requests (seq, status, fault, addresses): {requests:#?}"
+        );
+    }
+}
+
+/// Whether an API request may change something: every request but reads (GET), the
+/// UserInvite lookup (`validateUsers`) and the OrgInvitation token exchange, whatever it was
+/// answered and also while in flight (invitations, `addUserGroups`, `removeUserGroups`,
+/// grants, updates, DELETEs, revocations).
+pub fn is_changing(e: &invite_mock::JournalEntry) -> bool {
+    e.method != "GET" && e.path != "/api/v2/user/validateUsers" && !e.is_token_exchange()
+}
+
+/// The requests of the mock's journal from position `from` on that may change something
+/// ([`is_changing`]), as `METHOD path`.
+pub fn changes_since(mock: &RunningMock, from: usize) -> Vec<String> {
+    mock.api.journal()[from..]
+        .iter()
+        .filter(|e| is_changing(e))
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect()
+}
+
+/// `config` for an API that sends again: re-inviting an invited user who never logged in
+/// answers 200 and emails again (a second request is not refused, so only the wire shows it).
+pub fn resending(config: MockConfig) -> MockConfig {
+    MockConfig {
+        resend_to_invited: true,
+        ..config
     }
 }
 
