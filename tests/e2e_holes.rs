@@ -644,11 +644,11 @@ async fn deleted_resources_leave_no_metric_series() {
         eventually(WAIT, || {
             users_series(&metrics, &ns)
                 == vec![format!(
-                    "invite_operator_users{{namespace=\"{ns}\",state=\"Invited\"}} 6"
+                    "invite_operator_users{{namespace=\"{ns}\",state=\"invited\"}} 6"
                 )]
                 && users_series(&metrics, &other)
                     == vec![format!(
-                        "invite_operator_users{{namespace=\"{other}\",state=\"Invited\"}} 1"
+                        "invite_operator_users{{namespace=\"{other}\",state=\"invited\"}} 1"
                     )]
         })
         .await,
@@ -673,7 +673,7 @@ async fn deleted_resources_leave_no_metric_series() {
     assert_eq!(
         users_series(&metrics, &other),
         vec![format!(
-            "invite_operator_users{{namespace=\"{other}\",state=\"Invited\"}} 1"
+            "invite_operator_users{{namespace=\"{other}\",state=\"invited\"}} 1"
         )]
     );
     assert!(

@@ -119,7 +119,7 @@ impl ResourceMemory {
             }
             let labels = UserStateLabels {
                 namespace: namespace.to_string(),
-                state: state.to_string(),
+                state: crate::telemetry::snake_case(&state.to_string()),
             };
             let value = self.metrics.users.get_or_create(&labels).inc_by(delta) + delta;
             if value == 0 {

@@ -609,8 +609,10 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
     // Admission policies (tests/rbac.rs), in whichever version the server serves (404: none).
     for api_version in ADMISSION_POLICY_VERSIONS {
         for kind in ADMISSION_POLICY_KINDS {
-            let api: Api<kube::core::DynamicObject> =
-                Api::all_with(client.clone(), &admission_policy_resource(api_version, kind));
+            let api: Api<kube::core::DynamicObject> = Api::all_with(
+                client.clone(),
+                &admission_policy_resource(api_version, kind),
+            );
             gone(api.delete_collection(&dp, &selector).await.map(|_| ()))
                 .map_err(|e| format!("delete {kind}s ({api_version}): {e}"))?;
         }
