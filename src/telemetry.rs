@@ -158,6 +158,14 @@ impl Metrics {
         let reconcile_duration = Histogram::new(latency_buckets());
         let users = Family::<UserStateLabels, Gauge>::default();
         let deferred = Family::<DeferLabels, Counter>::default();
+        // Both series from the start (at 0), so that a rate over them exists before the first.
+        for share in ["namespace", "endpoint"] {
+            deferred
+                .get_or_create(&DeferLabels {
+                    share: share.to_string(),
+                })
+                .inc_by(0);
+        }
         registry.register(
             "reconciles_deferred",
             "UserInvitation reconciles put off because their namespace or endpoint held its share of the reconcile slots",
