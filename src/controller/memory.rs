@@ -169,7 +169,7 @@ mod tests {
         assert!(
             metrics
                 .encode()
-                .contains(r#"invite_operator_users{namespace="ns",state="Invited"} 1"#)
+                .contains(r#"invite_operator_users{namespace="ns",state="invited"} 1"#)
         );
         memory.forget("ns/x");
         assert!(memory.is_empty());
