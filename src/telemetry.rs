@@ -155,6 +155,15 @@ impl Metrics {
             (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
         );
         let reconciles = Family::<ReconcileLabels, Counter>::default();
+        // Every result from the start (at 0): a rate or an increase over a series that appears
+        // with its first error would miss that error.
+        for result in ["ok", "transient", "configuration", "permanent"] {
+            reconciles
+                .get_or_create(&ReconcileLabels {
+                    result: result.to_string(),
+                })
+                .inc_by(0);
+        }
         let reconcile_duration = Histogram::new(latency_buckets());
         let users = Family::<UserStateLabels, Gauge>::default();
         let deferred = Family::<DeferLabels, Counter>::default();
