@@ -19,6 +19,10 @@ ARG RUST_IMAGE=rust:1-bookworm
 
 FROM ${RUST_IMAGE} AS builder
 ARG TARGET=x86_64-unknown-linux-musl
+# The commit the image is built from, shown by the invite_operator_build_info metric
+# (`docker build --build-arg GIT_SHA=$(git rev-parse HEAD) .`); empty: "unknown".
+ARG GIT_SHA=""
+ENV GIT_SHA=${GIT_SHA}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/* \

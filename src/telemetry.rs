@@ -35,7 +35,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 pub struct ApiCallLabels {
     /// `kind/namespace/name` of the endpoint.
     pub endpoint: String,
-    /// Operation, e.g. `invite users`.
+    /// Operation in snake_case, e.g. `invite_users`.
     pub operation: String,
     /// HTTP status code, or `error` when there was no answer.
     pub code: String,
@@ -62,8 +62,52 @@ pub struct DeferLabels {
 pub struct UserStateLabels {
     /// Namespace of the UserInvitations.
     pub namespace: String,
-    /// The user state.
+    /// The user state in snake_case (`already_member`).
     pub state: String,
+}
+
+/// Labels of the endpoint readiness gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `InvitationEndpoint` or `ClusterInvitationEndpoint`.
+    pub kind: String,
+    /// Namespace of an InvitationEndpoint (empty for a ClusterInvitationEndpoint).
+    pub namespace: String,
+    /// Name of the endpoint.
+    pub name: String,
+}
+
+/// Labels of the build information gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The operator's version (Cargo.toml).
+    pub version: String,
+    /// The git commit it was built from (`GIT_SHA` at build time), or `unknown`.
+    pub revision: String,
+}
+
+/// `text` as a metric label value: snake_case (`invite users` → `invite_users`,
+/// `AlreadyMember` → `already_member`).
+pub fn snake_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    let mut previous: Option<char> = None;
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            if c.is_ascii_uppercase()
+                && previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+            {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+        previous = Some(c);
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -89,6 +133,11 @@ pub struct Metrics {
     pub deferred: Family<DeferLabels, Counter>,
     /// Users by state, per namespace.
     pub users: Family<UserStateLabels, Gauge>,
+    /// 1 while this replica leads (runs the controller), else 0.
+    pub leader: Gauge,
+    /// Whether each endpoint this replica serves is Ready (1) or not (0); only the leader
+    /// has series.
+    pub endpoint_ready: Family<EndpointLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -106,9 +155,26 @@ impl Metrics {
             (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
         );
         let reconciles = Family::<ReconcileLabels, Counter>::default();
+        // Every result from the start (at 0): a rate or an increase over a series that appears
+        // with its first error would miss that error.
+        for result in ["ok", "transient", "configuration", "permanent"] {
+            reconciles
+                .get_or_create(&ReconcileLabels {
+                    result: result.to_string(),
+                })
+                .inc_by(0);
+        }
         let reconcile_duration = Histogram::new(latency_buckets());
         let users = Family::<UserStateLabels, Gauge>::default();
         let deferred = Family::<DeferLabels, Counter>::default();
+        // Both series from the start (at 0), so that a rate over them exists before the first.
+        for share in ["namespace", "endpoint"] {
+            deferred
+                .get_or_create(&DeferLabels {
+                    share: share.to_string(),
+                })
+                .inc_by(0);
+        }
         registry.register(
             "reconciles_deferred",
             "UserInvitation reconciles put off because their namespace or endpoint held its share of the reconcile slots",
@@ -139,8 +205,37 @@ impl Metrics {
             "Users of UserInvitations by invitation state, per namespace",
             users.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the leader and runs the controller, else 0",
+            leader.clone(),
+        );
+        let endpoint_ready = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "endpoint_ready",
+            "Whether an endpoint is Ready (1) or not (0), by kind, namespace and name (leader only)",
+            endpoint_ready.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                revision: option_env!("GIT_SHA")
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("unknown")
+                    .to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build of the operator runs",
+            build_info,
+        );
         Metrics {
             registry: Arc::new(registry),
+            leader,
+            endpoint_ready,
             api_calls,
             api_call_duration,
             reconciles,
@@ -186,7 +281,7 @@ impl ApiCallRecorder {
         };
         let labels = ApiCallLabels {
             endpoint: endpoint.to_string(),
-            operation: operation.to_string(),
+            operation: snake_case(operation),
             code: code.to_string(),
         };
         metrics.api_calls.get_or_create(&labels).inc();
@@ -194,5 +289,24 @@ impl ApiCallRecorder {
             .api_call_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_snake_case() {
+        for (text, label) in [
+            ("invite users", "invite_users"),
+            ("list organization users", "list_organization_users"),
+            ("AlreadyMember", "already_member"),
+            ("Invited", "invited"),
+            ("queue", "queue"),
+            ("exchange token ", "exchange_token"),
+        ] {
+            assert_eq!(snake_case(text), label);
+        }
     }
 }

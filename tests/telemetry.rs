@@ -48,7 +48,7 @@ async fn metrics_health_and_readiness_are_served() {
 
     let body = get("/metrics").await.unwrap().text().await.unwrap();
     for series in [
-        r#"invite_operator_api_calls_total{endpoint="InvitationEndpoint/team/wavefront",operation="invite users",code="200"} 1"#,
+        r#"invite_operator_api_calls_total{endpoint="InvitationEndpoint/team/wavefront",operation="invite_users",code="200"} 1"#,
         "invite_operator_api_call_duration_seconds_bucket{",
         r#"invite_operator_reconciles_total{result="ok"} 1"#,
         "invite_operator_reconcile_duration_seconds_count 1",

@@ -282,6 +282,8 @@ pub static MEMBERSHIP_ONLY: std::sync::LazyLock<AllowedGrants> =
 #[serde(rename_all = "camelCase")]
 pub struct EndpointStatus {
     /// `Ready`: the credentials resolve (and, for OrgInvitation, the token exchange works).
+    /// Beside it (kstatus): `Reconciling` True while the Secret is missing or the API is
+    /// unreachable, `Stalled` True (with Ready's reason) when a person must act.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.

@@ -293,7 +293,10 @@ pub struct UserInvitationStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` is True when every user is invited (or already a member). When False its reason
     /// is one of Pending, PartiallyFailed, Failed, EndpointNotFound, EndpointNotReady,
-    /// EndpointMismatch, NotAllowed, InvalidSpec, Paused.
+    /// EndpointMismatch, NotAllowed, InvalidSpec, Paused. Beside it, as kstatus (Flux, Argo
+    /// CD) reads them: `Reconciling` True while work is pending or the resource waits for
+    /// something that appears by itself, `Stalled` True (with Ready's reason) when a person
+    /// must act; both absent otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The API the users below were invited or adopted on. Work on one person is serialized

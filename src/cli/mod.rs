@@ -175,7 +175,8 @@ pub struct RunArgs {
     #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
     /// This replica's identity in the Lease; must be unique per process (default: the host
-    /// name with a random suffix).
+    /// name with a random suffix). Events name it as their `reportingInstance` (default: the
+    /// host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 }
@@ -262,6 +263,14 @@ pub fn settings(args: &RunArgs) -> crate::controller::Settings {
             max_bytes: args.org_snapshot_max_mib.saturating_mul(1024 * 1024),
             deadline: args.lookup_deadline,
         },
+        // The pod name (POD_NAME, from the downward API), or the host name (a pod's is its
+        // name).
+        instance: args
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty()),
         max_clock_skew: args.max_clock_skew.max(if args.leader_election {
             args.lease_duration
         } else {

@@ -64,6 +64,9 @@ pub struct Settings {
     pub fair_share: f64,
     /// Budgets of one lookup (organization snapshot size, overall deadline).
     pub lookup_limits: LookupLimits,
+    /// This replica's name (the pod name) as events report it (`reportingInstance`); `None`:
+    /// the controller's name.
+    pub instance: Option<String>,
 }
 
 impl Default for Settings {
@@ -85,6 +88,7 @@ impl Default for Settings {
             max_clock_skew: Duration::from_secs(15),
             fair_share: 0.5,
             lookup_limits: LookupLimits::default(),
+            instance: None,
         }
     }
 }
@@ -172,7 +176,11 @@ impl Context {
         Context {
             fair_share: FairShare::new(usize::from(settings.concurrency), settings.fair_share),
             endpoint_rechecks: tokio::sync::broadcast::channel(64).0,
-            events: Events::new(client.clone(), CONTROLLER_NAME),
+            events: Events::new(
+                client.clone(),
+                CONTROLLER_NAME,
+                settings.instance.as_deref().unwrap_or(CONTROLLER_NAME),
+            ),
             memory: ResourceMemory::new(metrics.clone()),
             client,
             settings,

@@ -19,14 +19,15 @@ use serde::de::DeserializeOwned;
 use super::{
     clients::Credentials,
     context::Context,
-    kubernetes::{guarded_status_write, ready_condition, scoped},
+    kubernetes::{endpoint_conditions, guarded_status_write, scoped},
 };
 use crate::{
     api::{
         AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, EndpointStatus, InvitationEndpoint,
     },
     invite::ErrorCategory,
-    reconcile::{WriteError, resolve},
+    reconcile::{WriteError, plan, resolve},
+    telemetry::EndpointLabels,
 };
 
 /// How soon an endpoint that is not Ready is checked again (Secrets are not watched): 30 base
@@ -44,6 +45,17 @@ pub struct EndpointCheck {
     pub reason: &'static str,
     /// Human sentence, never containing the token.
     pub message: String,
+}
+
+/// What an endpoint's Ready reason asks of a reader beside Ready (kstatus): a missing Secret
+/// (often written shortly after the endpoint) and an unreachable API resolve by themselves;
+/// the rest need a person.
+pub fn progress(ready: bool, reason: &str) -> plan::Progress {
+    match reason {
+        _ if ready => plan::Progress::Done,
+        "CredentialsNotFound" | "Unreachable" => plan::Progress::Reconciling,
+        _ => plan::Progress::Stalled,
+    }
 }
 
 impl EndpointCheck {
@@ -135,13 +147,13 @@ pub fn next_status(
     check: &EndpointCheck,
 ) -> EndpointStatus {
     EndpointStatus {
-        conditions: vec![ready_condition(
+        conditions: endpoint_conditions(
             &previous.conditions,
-            check.ready,
+            progress(check.ready, check.reason),
             check.reason,
             check.message.clone(),
             generation,
-        )],
+        ),
         observed_generation: Some(generation),
     }
 }
@@ -169,6 +181,10 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let result = check(ctx, &any).await?;
+    ctx.metrics
+        .endpoint_ready
+        .get_or_create(&endpoint_labels(kind_of(&any), object.meta()))
+        .set(i64::from(result.ready));
     let previous = previous.unwrap_or_default();
     let next = next_status(&previous, object.meta().generation.unwrap_or(0), &result);
     if next != previous {
@@ -212,13 +228,45 @@ fn retry<K>(_: Arc<K>, error: &EndpointStatusError, _: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
+fn kind_of(endpoint: &AnyEndpoint) -> EndpointKind {
+    if endpoint.is_namespaced() {
+        EndpointKind::InvitationEndpoint
+    } else {
+        EndpointKind::ClusterInvitationEndpoint
+    }
+}
+
+/// The labels of an endpoint's series in the readiness gauge.
+fn endpoint_labels(
+    kind: EndpointKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> EndpointLabels {
+    EndpointLabels {
+        kind: kind.to_string(),
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
 /// Logs what the controller's stream reports as failed (a reconcile failure was already
-/// logged by [`retry`]).
+/// logged by [`retry`]); a deleted endpoint (no longer found) leaves the readiness gauge.
 async fn log_failures<T, E: std::fmt::Display>(
     result: Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
+    kind: EndpointKind,
+    ctx: &Context,
 ) {
     match result {
         Ok(_) => {}
+        Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+            let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(object.name.clone()),
+                namespace: object.namespace.clone(),
+                ..Default::default()
+            };
+            ctx.metrics
+                .endpoint_ready
+                .remove(&endpoint_labels(kind, &meta));
+        }
         Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
             tracing::debug!(%object, %error, "endpoint check failed");
         }
@@ -279,7 +327,10 @@ pub async fn run(
     ))
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconcile_namespaced, retry, ctx.clone())
-    .for_each(log_failures);
+    .for_each(|result| {
+        let ctx = ctx.clone();
+        async move { log_failures(result, EndpointKind::InvitationEndpoint, &ctx).await }
+    });
     if !cluster {
         namespaced.await;
         return;
@@ -295,7 +346,63 @@ pub async fn run(
         None,
     ))
     .graceful_shutdown_on(shutdown.cancelled_owned())
-    .run(reconcile_cluster, retry, ctx)
-    .for_each(log_failures);
+    .run(reconcile_cluster, retry, ctx.clone())
+    .for_each(|result| {
+        let ctx = ctx.clone();
+        async move { log_failures(result, EndpointKind::ClusterInvitationEndpoint, &ctx).await }
+    });
     futures::join!(namespaced, cluster_controller);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ready: bool, reason: &'static str) -> EndpointCheck {
+        EndpointCheck {
+            ready,
+            reason,
+            message: format!("{reason} happened"),
+        }
+    }
+
+    fn types(status: &EndpointStatus) -> Vec<(&str, &str, &str, Option<i64>)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| {
+                let generation = c.observed_generation;
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    generation,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn endpoint_conditions_follow_kstatus() {
+        let cases = [
+            (true, "CredentialsResolved", None),
+            (false, "CredentialsNotFound", Some("Reconciling")),
+            (false, "Unreachable", Some("Reconciling")),
+            (false, "SecretNotLabelled", Some("Stalled")),
+            (false, "CredentialsRejected", Some("Stalled")),
+            (false, "InvalidConfiguration", Some("Stalled")),
+            (false, "NotAllowed", Some("Stalled")),
+            (false, "LimitExceeded", Some("Stalled")),
+        ];
+        for (ready, reason, second) in cases {
+            let status = next_status(&EndpointStatus::default(), 4, &check(ready, reason));
+            let ready = if ready { "True" } else { "False" };
+            let mut expected = vec![("Ready", ready, reason, Some(4))];
+            expected.extend(second.map(|t| (t, "True", reason, Some(4))));
+            assert_eq!(types(&status), expected);
+            assert_eq!(status.observed_generation, Some(4));
+            let again = next_status(&status, 4, &check(ready == "True", reason));
+            assert_eq!(again, status, "{reason}: an unchanged check writes nothing");
+        }
+    }
 }

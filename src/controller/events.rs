@@ -41,6 +41,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub struct Events {
     client: Client,
     controller: String,
+    /// The replica (pod) reporting.
+    instance: String,
     series: Mutex<SeriesCache>,
 }
 
@@ -66,11 +68,12 @@ struct Note<'a> {
 }
 
 impl Events {
-    /// Events created through `client`, reported by `controller`.
-    pub fn new(client: Client, controller: &str) -> Events {
+    /// Events created through `client`, reported by `controller` from `instance` (the pod).
+    pub fn new(client: Client, controller: &str, instance: &str) -> Events {
         Events {
             client,
             controller: controller.to_string(),
+            instance: instance.to_string(),
             series: Mutex::new(SeriesCache {
                 entries: HashMap::new(),
                 pruned: Instant::now(),
@@ -179,7 +182,7 @@ impl Events {
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding),
             reporting_controller: Some(self.controller.clone()),
-            reporting_instance: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
             ..K8sEvent::default()
         }
     }

@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    NamespaceResourceScope,
-    api::core::v1::Namespace,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    NamespaceResourceScope, api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -213,27 +211,13 @@ pub async fn namespace_labels(
     Ok(ns.and_then(|n| n.metadata.labels).unwrap_or_default())
 }
 
-/// The Ready condition: its transition time changes only when its status does.
-pub fn ready_condition(
+/// The conditions of an endpoint ([`plan::conditions`]).
+pub fn endpoint_conditions(
     previous: &[Condition],
-    ready: bool,
+    progress: plan::Progress,
     reason: &str,
     message: String,
     generation: i64,
-) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == plan::READY && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(plan::now()));
-    Condition {
-        type_: plan::READY.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        // An API's error message can be any size; a condition stays small.
-        message: plan::truncate_condition(&message),
-        observed_generation: Some(generation),
-        last_transition_time,
-    }
+) -> Vec<Condition> {
+    plan::conditions(previous, progress, reason, message, generation, plan::now())
 }

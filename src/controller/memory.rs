@@ -119,7 +119,7 @@ impl ResourceMemory {
             }
             let labels = UserStateLabels {
                 namespace: namespace.to_string(),
-                state: state.to_string(),
+                state: crate::telemetry::snake_case(&state.to_string()),
             };
             let value = self.metrics.users.get_or_create(&labels).inc_by(delta) + delta;
             if value == 0 {
@@ -169,7 +169,7 @@ mod tests {
         assert!(
             metrics
                 .encode()
-                .contains(r#"invite_operator_users{namespace="ns",state="Invited"} 1"#)
+                .contains(r#"invite_operator_users{namespace="ns",state="invited"} 1"#)
         );
         memory.forget("ns/x");
         assert!(memory.is_empty());

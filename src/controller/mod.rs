@@ -124,6 +124,25 @@ pub async fn wait_for_crds(
     }
 }
 
+/// The leader gauge at 1 while the controller runs (under leader election, only while this
+/// replica leads); when it ends, the gauge is 0 and the per-endpoint series are gone (the new
+/// leader reports them).
+struct Leading(Metrics);
+
+impl Leading {
+    fn new(metrics: &Metrics) -> Leading {
+        metrics.leader.set(1);
+        Leading(metrics.clone())
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.0.leader.set(0);
+        self.0.endpoint_ready.clear();
+    }
+}
+
 /// Runs the controller until `shutdown` is cancelled. `leadership` is asked before every call
 /// that changes data in an invite API.
 pub async fn run(
@@ -134,6 +153,7 @@ pub async fn run(
     leadership: Leadership,
     shutdown: CancellationToken,
 ) {
+    let _leading = Leading::new(&metrics);
     let scopes = settings.scopes();
     if !wait_for_crds(&client, scopes[0].as_deref(), &readiness, &shutdown).await {
         return;

@@ -253,14 +253,13 @@ async fn finish<W: StatusWriter>(
     users.extend(std::mem::take(&mut pass.kept));
     let mut status = plan::summarize(pass.ctx, users, problem_text.as_deref());
     if let (Some(reason), Some(text)) = (pass.blocked, &problem_text) {
-        status.conditions = vec![plan::ready_condition(
+        status.conditions = plan::conditions_for(
             pass.ctx.previous,
-            false,
             reason,
             text.clone(),
             pass.ctx.generation,
             pass.ctx.now,
-        )];
+        );
     }
     pass.report.next_look = plan::settle_wait(pass.ctx, &status.users);
     record_transitions(&mut pass.report, pass.ctx.previous, &status);

@@ -28,8 +28,9 @@ pub use binding::{Binding, bind_to_endpoint};
 pub use decide::{InvitePlan, addresses_to_claim, addresses_to_observe, plan};
 pub use outcome::{apply_outcomes, lookup_failed, revert_inviting};
 pub use summary::{
-    MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, READY, blocked_status, ready_condition, settle_wait,
-    summarize, to_time, truncate_condition, truncate_message,
+    MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, Progress, READY, RECONCILING, STALLED, blocked_status,
+    conditions, conditions_for, settle_wait, summarize, to_time, truncate_condition,
+    truncate_message,
 };
 pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target};
 
@@ -79,6 +80,22 @@ impl ReadyReason {
             ReadyReason::Paused => "Paused",
         }
     }
+
+    /// What the reason asks of a reader beside Ready (kstatus): a failure a person must fix
+    /// stalls; waiting for users or for an endpoint to appear is reconciling.
+    pub fn progress(self) -> Progress {
+        match self {
+            ReadyReason::AllInvited => Progress::Done,
+            ReadyReason::Pending | ReadyReason::EndpointNotFound => Progress::Reconciling,
+            ReadyReason::PartiallyFailed
+            | ReadyReason::Failed
+            | ReadyReason::EndpointNotReady
+            | ReadyReason::EndpointMismatch
+            | ReadyReason::NotAllowed
+            | ReadyReason::InvalidSpec => Progress::Stalled,
+            ReadyReason::Paused => Progress::Paused,
+        }
+    }
 }
 
 /// A reason the resource cannot be worked on, with a human message.
@@ -88,14 +105,26 @@ pub struct Blocked {
     pub reason: ReadyReason,
     /// Human sentence, never containing secrets.
     pub message: String,
+    /// Whether a person must act ([`Progress::Stalled`]) or it may resolve by itself.
+    pub progress: Progress,
 }
 
 impl Blocked {
-    /// A new blocker.
+    /// A new blocker, stalled or not as its reason says ([`ReadyReason::progress`]).
     pub fn new(reason: ReadyReason, message: impl Into<String>) -> Blocked {
         Blocked {
             reason,
             message: message.into(),
+            progress: reason.progress(),
+        }
+    }
+
+    /// A blocker that resolves without a person (something that is expected to appear, such
+    /// as a Secret an external secret store writes): Reconciling, never Stalled.
+    pub fn waiting(reason: ReadyReason, message: impl Into<String>) -> Blocked {
+        Blocked {
+            progress: Progress::Reconciling,
+            ..Blocked::new(reason, message)
         }
     }
 }

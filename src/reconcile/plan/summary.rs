@@ -10,6 +10,27 @@ use crate::api::{UserInvitationSpec, UserInvitationStatus, UserState, UserStatus
 /// Type of the readiness condition.
 pub const READY: &str = "Ready";
 
+/// Type of the kstatus condition present (True) while work is pending or in flight.
+pub const RECONCILING: &str = "Reconciling";
+
+/// Type of the kstatus condition present (True) while a person must act.
+pub const STALLED: &str = "Stalled";
+
+/// What a status tells a reader beside Ready, in kstatus terms (what Flux and Argo CD read):
+/// `Reconciling` and `Stalled` are written only when True, never both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Ready: nothing left to do.
+    Done,
+    /// Work is pending or in flight, or the controller waits for something that appears by
+    /// itself (Reconciling=True).
+    Reconciling,
+    /// A terminal state only a person can change (Stalled=True).
+    Stalled,
+    /// Deliberately not worked on (paused): neither condition.
+    Paused,
+}
+
 /// The longest message kept per user (bytes); longer ones are truncated.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
@@ -117,14 +138,14 @@ pub fn summarize(
         .collect();
     UserInvitationStatus {
         observed_generation: Some(ctx.generation),
-        conditions: vec![ready_condition(
-            ctx.previous,
-            reason == ReadyReason::AllInvited,
-            reason,
+        conditions: conditions(
+            &ctx.previous.conditions,
+            reason.progress(),
+            reason.as_str(),
             message,
             ctx.generation,
             ctx.now,
-        )],
+        ),
         api: Some(ctx.api.clone()),
         endpoint: Some(ctx.endpoint.clone()),
         invited: c.done as u32,
@@ -230,14 +251,14 @@ pub fn blocked_status(
         .count();
     UserInvitationStatus {
         observed_generation: Some(generation),
-        conditions: vec![ready_condition(
-            previous,
-            false,
-            blocked.reason,
-            truncate_to(&blocked.message, MAX_CONDITION_BYTES),
+        conditions: conditions(
+            &previous.conditions,
+            blocked.progress,
+            blocked.reason.as_str(),
+            blocked.message.clone(),
             generation,
             now,
-        )],
+        ),
         api: previous.api.clone(),
         endpoint: previous.endpoint.clone(),
         invited_users: invited.clone().map(|u| u.email_address.clone()).collect(),
@@ -265,31 +286,60 @@ pub fn settle_wait(ctx: &PlanContext<'_>, users: &[UserStatus]) -> Option<std::t
     own.chain(held).min()
 }
 
-/// The Ready condition; its transition time changes only when its status does. The message
-/// is truncated to [`MAX_CONDITION_BYTES`].
-pub fn ready_condition(
+/// The conditions of a status: `Ready` (True only when `progress` is [`Progress::Done`]),
+/// then `Reconciling` or `Stalled` when True (kstatus: both absent otherwise), each with
+/// `reason`, `message` (truncated to [`MAX_CONDITION_BYTES`]) and the generation it describes.
+/// A condition's transition time changes only when its status does.
+pub fn conditions(
+    previous: &[Condition],
+    progress: Progress,
+    reason: &str,
+    message: String,
+    generation: i64,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let message = truncate_condition(&message);
+    let condition = |type_: &str, status: bool| {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| to_time(now));
+        Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.clone(),
+            observed_generation: Some(generation),
+            last_transition_time,
+        }
+    };
+    let mut all = vec![condition(READY, progress == Progress::Done)];
+    match progress {
+        Progress::Reconciling => all.push(condition(RECONCILING, true)),
+        Progress::Stalled => all.push(condition(STALLED, true)),
+        Progress::Done | Progress::Paused => {}
+    }
+    all
+}
+
+/// The conditions for a Ready `reason` ([`conditions`], stalled or not as the reason says).
+pub fn conditions_for(
     previous: &UserInvitationStatus,
-    ready: bool,
     reason: ReadyReason,
     message: String,
     generation: i64,
     now: Timestamp,
-) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| to_time(now));
-    Condition {
-        type_: READY.to_string(),
-        status: status.to_string(),
-        reason: reason.as_str().to_string(),
-        message: truncate_condition(&message),
-        observed_generation: Some(generation),
-        last_transition_time,
-    }
+) -> Vec<Condition> {
+    conditions(
+        &previous.conditions,
+        reason.progress(),
+        reason.as_str(),
+        message,
+        generation,
+        now,
+    )
 }
 
 /// Converts to the Kubernetes time type (second precision, as the API server stores it).

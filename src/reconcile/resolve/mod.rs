@@ -158,7 +158,8 @@ pub fn secret_location(endpoint: &AnyEndpoint, operator_namespace: &str) -> Secr
 /// Reads the token from the Secret (`data`, or `stringData` for manifests read from files).
 pub fn read_token(secret: Option<&Secret>, location: &SecretLocation) -> Result<ApiToken, Blocked> {
     let Some(secret) = secret else {
-        return Err(Blocked::new(
+        // Often written shortly after the endpoint (an external secret store): not Stalled.
+        return Err(Blocked::waiting(
             ReadyReason::EndpointNotReady,
             format!(
                 "Secret {}/{} with the API token not found",

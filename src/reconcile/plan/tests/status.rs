@@ -79,16 +79,17 @@ fn a_status_with_a_thousand_long_failures_stays_small() {
 fn a_huge_api_message_never_lands_whole_in_the_condition() {
     let huge = format!("go away {}", "é".repeat(1024 * 1024));
     let previous = UserInvitationStatus::default();
-    let condition = ready_condition(
+    let all = conditions_for(
         &previous,
-        false,
         ReadyReason::EndpointNotReady,
         huge.clone(),
         1,
         t("2026-01-01T00:00:00Z"),
     );
-    assert!(condition.message.len() <= MAX_CONDITION_BYTES);
-    assert!(condition.message.starts_with("go away"));
+    for condition in &all {
+        assert!(condition.message.len() <= MAX_CONDITION_BYTES);
+        assert!(condition.message.starts_with("go away"));
+    }
     assert_eq!(truncate_condition("short"), "short");
 }
 
@@ -404,4 +405,144 @@ fn an_invalid_entry_spelled_like_a_requested_address_is_never_taken_for_it() {
     let p = plan(&c, &BTreeMap::new());
     assert_eq!(p.users[0], dave);
     assert_eq!(p.users[1].reason, Some(FailureReason::InvalidSpec));
+}
+
+/// The conditions as (type, status, reason, observedGeneration).
+fn kstatus(status: &UserInvitationStatus) -> Vec<(&str, &str, &str, Option<i64>)> {
+    status
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.reason.as_str(),
+                c.observed_generation,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kstatus_reconciling_while_work_is_pending_stalled_when_a_person_must_act() {
+    let s = Setup::new(&["a@example.com", "b@example.com"], Default::default());
+    let c = s.ctx();
+    let g = Some(c.generation);
+    let summary = |a: UserState, b: UserState| {
+        summarize(
+            &c,
+            vec![owned("a@example.com", a), owned("b@example.com", b)],
+            None,
+        )
+    };
+    use UserState::*;
+    let cases = [
+        (
+            Invited,
+            AlreadyMember,
+            vec![("Ready", "True", "AllInvited", g)],
+        ),
+        (
+            Invited,
+            Pending,
+            vec![
+                ("Ready", "False", "Pending", g),
+                ("Reconciling", "True", "Pending", g),
+            ],
+        ),
+        (
+            Invited,
+            Inviting,
+            vec![
+                ("Ready", "False", "Pending", g),
+                ("Reconciling", "True", "Pending", g),
+            ],
+        ),
+        (
+            Invited,
+            Failed,
+            vec![
+                ("Ready", "False", "PartiallyFailed", g),
+                ("Stalled", "True", "PartiallyFailed", g),
+            ],
+        ),
+        (
+            Failed,
+            Failed,
+            vec![
+                ("Ready", "False", "Failed", g),
+                ("Stalled", "True", "Failed", g),
+            ],
+        ),
+    ];
+    for (a, b, expected) in cases {
+        assert_eq!(kstatus(&summary(a, b)), expected, "{a:?}, {b:?}");
+    }
+}
+
+#[test]
+fn kstatus_of_blocked_resources_follows_whether_they_resolve_by_themselves() {
+    let s = Setup::new(&["a@example.com"], Default::default());
+    let blocked = |b: Blocked| blocked_status(&s.requested, &s.spec, &s.previous, 3, t(NOW), &b);
+    let cases = [
+        (Blocked::new(ReadyReason::Paused, "paused"), None),
+        (
+            Blocked::new(ReadyReason::EndpointNotFound, "not found"),
+            Some("Reconciling"),
+        ),
+        (
+            Blocked::waiting(ReadyReason::EndpointNotReady, "no Secret yet"),
+            Some("Reconciling"),
+        ),
+        (
+            Blocked::new(ReadyReason::EndpointNotReady, "token refused"),
+            Some("Stalled"),
+        ),
+        (
+            Blocked::new(ReadyReason::EndpointMismatch, "other API"),
+            Some("Stalled"),
+        ),
+        (Blocked::new(ReadyReason::NotAllowed, "no"), Some("Stalled")),
+        (
+            Blocked::new(ReadyReason::InvalidSpec, "bad"),
+            Some("Stalled"),
+        ),
+    ];
+    for (b, second) in cases {
+        let reason = b.reason.as_str();
+        let mut expected = vec![("Ready", "False", reason, Some(3))];
+        expected.extend(second.map(|type_| (type_, "True", reason, Some(3))));
+        assert_eq!(kstatus(&blocked(b.clone())), expected, "{b:?}");
+    }
+}
+
+#[test]
+fn stalled_keeps_its_transition_time_and_goes_away_when_ready() {
+    let s = Setup::new(&["a@example.com"], Default::default());
+    let failed = summarize(
+        &PlanContext {
+            now: t("2026-11-22T09:00:00Z"),
+            ..s.ctx()
+        },
+        vec![owned("a@example.com", UserState::Failed)],
+        None,
+    );
+    let s2 = Setup::new(&["a@example.com"], failed.clone());
+    let again = summarize(
+        &s2.ctx(),
+        vec![owned("a@example.com", UserState::Failed)],
+        None,
+    );
+    assert_eq!(again, failed, "nothing changed: nothing to write");
+    let s3 = Setup::new(&["a@example.com"], again);
+    let ready = summarize(
+        &s3.ctx(),
+        vec![owned("a@example.com", UserState::Invited)],
+        None,
+    );
+    assert_eq!(
+        kstatus(&ready),
+        vec![("Ready", "True", "AllInvited", Some(1))]
+    );
+    assert_eq!(ready.conditions[0].last_transition_time, to_time(t(NOW)));
 }

@@ -1,0 +1,361 @@
+//! What GitOps tools read: the statuses the controller writes in every state a resource can
+//! reach, kept as fixtures under `tests/health/fixtures/` for the Argo CD health check
+//! (`deploy/argocd/health.lua`, run on each fixture by `tests/health/test_health_lua.py`).
+//!
+//! This test drives one resource into each state, normalizes what varies between runs (times,
+//! the test's namespace, the mock's port) and compares the result with the committed fixture,
+//! so a change to what the controller writes cannot leave the fixtures (and the health check
+//! tested on them) behind. `UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e_health` rewrites
+//! them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use invite_mock::{MockApi, MockConfig};
+use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, api::PostParams};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+const FIXTURES: &str = "tests/health/fixtures";
+
+/// Stand-ins for what differs between runs.
+const NAMESPACE: &str = "team-a";
+const MOCK_URL: &str = "http://127.0.0.1:8443";
+const SLOW_URL: &str = "http://127.0.0.1:8444";
+const CLOSED_URL: &str = "http://127.0.0.1:8445";
+const TIME: &str = "2026-01-01T00:00:00Z";
+const UID: &str = "6d1f6e4c-0000-4000-8000-000000000000";
+
+/// What varies between runs, and what stands in for it in a fixture.
+struct Normalize(Vec<(String, &'static str)>);
+
+impl Normalize {
+    fn value(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => {
+                if s.parse::<jiff::Timestamp>().is_ok() {
+                    *s = TIME.to_string();
+                    return;
+                }
+                for (from, to) in &self.0 {
+                    *s = s.replace(from.as_str(), to);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.value(v)),
+            Value::Object(map) => {
+                if let Some(uid) = map.get_mut("uid") {
+                    *uid = json!(UID);
+                }
+                map.values_mut().for_each(|v| self.value(v))
+            }
+            _ => {}
+        }
+    }
+
+    /// The part of `object` a health check reads, normalized.
+    fn fixture(&self, object: &Value) -> Value {
+        let mut fixture = json!({
+            "apiVersion": object["apiVersion"],
+            "kind": object["kind"],
+            "metadata": {
+                "name": object["metadata"]["name"],
+                "generation": object["metadata"]["generation"],
+            },
+            "status": object["status"],
+        });
+        if let Some(namespace) = object["metadata"].get("namespace") {
+            fixture["metadata"]["namespace"] = namespace.clone();
+        }
+        self.value(&mut fixture);
+        fixture
+    }
+}
+
+/// The Ready condition's reason in an object's status.
+fn ready_reason(object: &Value) -> Option<&str> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?["reason"]
+        .as_str()
+}
+
+/// Waits until the object's status satisfies `check`; returns it as JSON.
+async fn wait_json<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let object = serde_json::to_value(api.get(name).await.expect("get")).unwrap();
+        if check(&object) {
+            return object;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never reached {what}: {:#}",
+            object["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A URL on loopback where nothing listens (a port the system gave and took back).
+fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+fn users(emails: &[&str], groups: &[&str]) -> Value {
+    emails
+        .iter()
+        .map(|e| json!({"emailAddress": e, "groups": groups}))
+        .collect()
+}
+
+fn spec(endpoint: &str, users: Value) -> Value {
+    json!({"endpointRef": {"kind": "InvitationEndpoint", "name": endpoint}, "users": users})
+}
+
+/// Compares the fixture `name` with `actual`, or writes it (`UPDATE_HEALTH_FIXTURES=1`).
+/// Returns the difference, if any.
+fn check_fixture(name: &str, actual: &Value) -> Option<String> {
+    let path = package_path(FIXTURES).join(format!("{name}.json"));
+    let text = format!("{}\n", serde_json::to_string_pretty(actual).unwrap());
+    if std::env::var_os("UPDATE_HEALTH_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        return None;
+    }
+    let stored: Option<Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    (stored.as_ref() != Some(actual)).then(|| format!("{name}: the controller now writes\n{text}"))
+}
+
+#[tokio::test]
+async fn every_state_matches_its_health_fixture() {
+    let mut h = Harness::user_invite().await;
+    // A second API that answers slowly, so that a resource is seen while its invitations are
+    // in flight, and a URL where nothing answers.
+    let slow = MockApi::start(MockConfig {
+        token: TOKEN.into(),
+        latency: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await
+    .expect("start mock");
+    let closed = closed_url();
+    h.start_controller();
+    let cluster = &h.cluster;
+    let ns = cluster.namespace.clone();
+
+    // Endpoints in each state.
+    cluster
+        .user_invite_endpoint("slow", &slow.url, "api-token")
+        .await;
+    // A UserInvite token is checked on first use, an OrgInvitation token right away.
+    cluster
+        .user_invite_endpoint("down", &closed, "api-token")
+        .await;
+    cluster
+        .org_endpoint("unreachable", &closed, "api-token", ORG)
+        .await;
+    cluster
+        .user_invite_endpoint("no-secret", &h.mock.url, "not-written-yet")
+        .await;
+    cluster.put_secret("wrong-token", "not-the-token").await;
+    cluster
+        .user_invite_endpoint("rejected", &h.mock.url, "wrong-token")
+        .await;
+    cluster
+        .org_endpoint("rejected-org", &h.mock.url, "wrong-token", ORG)
+        .await;
+    let unlabelled = Secret {
+        metadata: serde_json::from_value(cluster.metadata("unlabelled")).unwrap(),
+        string_data: Some([("token".to_string(), TOKEN.to_string())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(cluster.client.clone(), &ns)
+        .create(&PostParams::default(), &unlabelled)
+        .await
+        .unwrap();
+    cluster
+        .user_invite_endpoint("not-labelled", &h.mock.url, "unlabelled")
+        .await;
+    cluster
+        .apply_endpoint(
+            "plain-http",
+            json!({"api": "UserInvite", "url": "http://invite.example.com",
+                   "credentials": {"secretRef": {"name": "api-token"}}}),
+        )
+        .await;
+    let shared = cluster.unique("shared");
+    let cluster_spec = |secret: &str| {
+        json!({
+            "api": "UserInvite", "url": h.mock.url,
+            "credentials": {"secretRef": {"name": secret, "namespace": ns}},
+            "maxUsersPerInvitation": 1,
+        })
+    };
+    cluster
+        .cluster_endpoint(&shared, cluster_spec("api-token"))
+        .await;
+    let shared_no_secret = cluster.unique("shared-no-secret");
+    cluster
+        .cluster_endpoint(&shared_no_secret, cluster_spec("not-written-yet"))
+        .await;
+
+    // UserInvitations in each state.
+    let create = |name: &'static str, spec: Value| async move {
+        cluster.create_invitation(name, spec).await;
+    };
+    create(
+        "all-invited",
+        spec("wavefront", users(&["a@example.com"], &[])),
+    )
+    .await;
+    let refused = |emails: &[&str]| users(emails, &["no-such-group"]);
+    let mut partly = refused(&["bad@example.com"]);
+    partly
+        .as_array_mut()
+        .unwrap()
+        .extend(users(&["b@example.com"], &[]).as_array().unwrap().clone());
+    create("partially-failed", spec("wavefront", partly)).await;
+    create("failed", spec("wavefront", refused(&["f@example.com"]))).await;
+    create(
+        "invalid-spec",
+        spec(
+            "wavefront",
+            users(&["Case@example.com", "case@example.com"], &[]),
+        ),
+    )
+    .await;
+    create(
+        "endpoint-mismatch",
+        json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+               "orgInvitation": {"usernames": ["o@example.com"]}}),
+    )
+    .await;
+    create(
+        "endpoint-not-found",
+        spec("nowhere", users(&["n@example.com"], &[])),
+    )
+    .await;
+    create(
+        "endpoint-not-ready",
+        spec("rejected", users(&["r@example.com"], &[])),
+    )
+    .await;
+    create(
+        "waiting-for-secret",
+        spec("no-secret", users(&["w@example.com"], &[])),
+    )
+    .await;
+    create("pending", spec("down", users(&["p@example.com"], &[]))).await;
+    create(
+        "not-allowed",
+        json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+               "users": users(&["x@example.com", "y@example.com"], &[])}),
+    )
+    .await;
+    let mut paused: UserInvitation = serde_json::from_value(json!({
+        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+        "metadata": cluster.metadata("paused"),
+        "spec": spec("wavefront", users(&["z@example.com"], &[])),
+    }))
+    .unwrap();
+    paused
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("invite.operators.dev/paused".into(), "true".into());
+    cluster
+        .invitations()
+        .create(&PostParams::default(), &paused)
+        .await
+        .unwrap();
+
+    let normalize = Normalize(vec![
+        (slow.url.clone(), SLOW_URL),
+        (closed.clone(), CLOSED_URL),
+        (h.mock.url.clone(), MOCK_URL),
+        (ns.clone(), NAMESPACE),
+    ]);
+    let mut fixtures = Vec::new();
+    let invitations = cluster.invitations();
+    // Seen while its invitation is in flight (the slow API holds the call for 3 s).
+    create("inviting", spec("slow", users(&["i@example.com"], &[]))).await;
+    let inviting = wait_json(&invitations, "inviting", "Inviting", |o| {
+        o["status"]["users"][0]["state"] == "Inviting"
+    })
+    .await;
+    fixtures.push(("userinvitation-inviting".to_string(), inviting));
+    for (name, reason) in [
+        ("all-invited", "AllInvited"),
+        ("partially-failed", "PartiallyFailed"),
+        ("failed", "Failed"),
+        ("invalid-spec", "InvalidSpec"),
+        ("endpoint-mismatch", "EndpointMismatch"),
+        ("endpoint-not-found", "EndpointNotFound"),
+        ("endpoint-not-ready", "EndpointNotReady"),
+        ("waiting-for-secret", "EndpointNotReady"),
+        ("pending", "Pending"),
+        ("not-allowed", "NotAllowed"),
+        ("paused", "Paused"),
+    ] {
+        let object = wait_json(&invitations, name, reason, |o| {
+            ready_reason(o) == Some(reason)
+        })
+        .await;
+        fixtures.push((format!("userinvitation-{name}"), object));
+    }
+    let endpoints: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &ns);
+    for (name, reason) in [
+        ("wavefront", "CredentialsResolved"),
+        ("no-secret", "CredentialsNotFound"),
+        ("unreachable", "Unreachable"),
+        ("rejected-org", "CredentialsRejected"),
+        ("not-labelled", "SecretNotLabelled"),
+        ("plain-http", "InvalidConfiguration"),
+    ] {
+        let object = wait_json(&endpoints, name, reason, |o| {
+            ready_reason(o) == Some(reason)
+        })
+        .await;
+        fixtures.push((format!("invitationendpoint-{name}"), object));
+    }
+    let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
+    for (name, fixture, reason) in [
+        (&shared, "ready", "CredentialsResolved"),
+        (&shared_no_secret, "no-secret", "CredentialsNotFound"),
+    ] {
+        let object = wait_json(&cluster_endpoints, name, reason, |o| {
+            ready_reason(o) == Some(reason)
+        })
+        .await;
+        fixtures.push((format!("clusterinvitationendpoint-{fixture}"), object));
+    }
+
+    let differences: Vec<String> = fixtures
+        .iter()
+        .filter_map(|(name, object)| check_fixture(name, &normalize.fixture(object)))
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "the health fixtures are stale; check the changes and rewrite them with \
+         UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e_health:\n{}",
+        differences.join("\n")
+    );
+    // Every fixture in the folder comes from this test.
+    let stored = std::fs::read_dir(package_path(FIXTURES)).unwrap().count();
+    assert_eq!(stored, fixtures.len(), "a fixture no state produces");
+    slow.shutdown().await;
+    h.finish().await;
+}

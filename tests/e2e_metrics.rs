@@ -1,0 +1,202 @@
+//! What operations read from a running controller: the metrics the alerts and the dashboard use
+//! (build information, leadership, endpoint readiness, snake_case label values), every metric
+//! the chart's alerts (`files/prometheus-rules.yaml`) and dashboard (`dashboards/*.json`) name,
+//! and the pod named in events as `reportingInstance`.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use invite_operator::api::InvitationEndpoint;
+use kube::{Api, api::DeleteParams};
+use serde_json::json;
+
+const POD: &str = "invite-operator-5d8c7f9b4-x2x9q";
+
+/// The sample names the exposition has or would have: a counter `c` as `c_total`, a histogram
+/// `h` as `h_bucket`, `h_sum` and `h_count`, a gauge by its name (from the `# TYPE` lines, so
+/// a family without series yet counts too).
+fn exported_names(exposition: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["bucket", "sum", "count"] {
+                    names.insert(format!("{name}_{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The `invite_operator_*` names a text mentions.
+fn referenced_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("invite_operator_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The label values of `label` in the exposition's samples.
+fn label_values(exposition: &str, label: &str) -> BTreeSet<String> {
+    let key = format!("{label}=\"");
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let start = l
+                .find(&format!(",{key}"))
+                .map(|i| i + 1)
+                .or_else(|| l.find(&format!("{{{key}")).map(|i| i + 1))?;
+            let value = &l[start + key.len()..];
+            Some(value[..value.find('"')?].to_string())
+        })
+        .collect()
+}
+
+fn has_line(exposition: &str, line: &str) -> bool {
+    exposition.lines().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn the_metrics_alerts_and_dashboards_read_are_exported() {
+    let mut h = Harness::user_invite().await;
+    let mut settings = h.cluster.settings();
+    settings.instance = Some(POD.to_string());
+    h.start_controller_with(settings);
+    let cluster = &h.cluster;
+    let ns = cluster.namespace.clone();
+    cluster
+        .user_invite_endpoint("no-secret", &h.mock.url, "not-written")
+        .await;
+    cluster
+        .create_invitation(
+            "team",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                   "users": [{"emailAddress": "a@example.com"},
+                             {"emailAddress": "b@example.com", "groups": ["no-such-group"]}]}),
+        )
+        .await;
+    cluster
+        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
+        .await;
+    let metrics = h.controller.as_ref().unwrap().metrics.clone();
+    let ready = |name: &str, value: u8| {
+        format!(
+            "invite_operator_endpoint_ready{{kind=\"InvitationEndpoint\",namespace=\"{ns}\",name=\"{name}\"}} {value}"
+        )
+    };
+    eventually("both endpoints checked", || {
+        let text = metrics.encode();
+        has_line(&text, &ready("wavefront", 1)) && has_line(&text, &ready("no-secret", 0))
+    })
+    .await;
+
+    let text = metrics.encode();
+    assert!(has_line(&text, "invite_operator_leader 1"), "{text}");
+    let build = format!(
+        "invite_operator_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("GIT_SHA")
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown")
+    );
+    assert!(has_line(&text, &build), "{text}");
+    // Label values that name a kind of thing are snake_case.
+    for label in ["operation", "state", "result", "code", "share"] {
+        for value in label_values(&text, label) {
+            assert!(
+                !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{label}={value:?} is not snake_case:\n{text}"
+            );
+        }
+    }
+    assert!(
+        label_values(&text, "operation").contains("invite_users"),
+        "{text}"
+    );
+    let states = label_values(&text, "state");
+    assert!(
+        states.contains("invited") && states.contains("failed"),
+        "{text}"
+    );
+
+    // Every metric the chart's alerts and dashboard name is exported.
+    let exported = exported_names(&text);
+    let chart = package_path("deploy/charts/invite-operator");
+    for file in [
+        chart.join("files/prometheus-rules.yaml"),
+        chart.join("dashboards/invite-operator.json"),
+    ] {
+        let referenced = referenced_names(&std::fs::read_to_string(&file).unwrap());
+        assert!(referenced.len() >= 3, "{}: {referenced:?}", file.display());
+        let unknown: Vec<_> = referenced.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{} names metrics the operator does not export: {unknown:?}\nexported: {exported:?}",
+            file.display()
+        );
+    }
+
+    // Events name the pod that reported them.
+    let events = cluster.events_of("team").await;
+    assert!(!events.is_empty());
+    for event in &events {
+        assert_eq!(event.reporting_instance.as_deref(), Some(POD), "{event:?}");
+        assert_eq!(
+            event.reporting_controller.as_deref(),
+            Some(invite_operator::controller::CONTROLLER_NAME)
+        );
+    }
+
+    // A deleted endpoint leaves the readiness gauge.
+    Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &ns)
+        .delete("no-secret", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the deleted endpoint's series is gone", || {
+        !metrics.encode().contains("name=\"no-secret\"")
+    })
+    .await;
+
+    // A controller that stops (lost leadership, shutdown) leads no more and reports no endpoint.
+    h.controller.take().unwrap().stop().await;
+    let text = metrics.encode();
+    assert!(has_line(&text, "invite_operator_leader 0"), "{text}");
+    assert!(!text.contains("invite_operator_endpoint_ready{"), "{text}");
+    h.finish().await;
+}
+
+/// Polls `check` until it holds; panics after [`WAIT`].
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
