@@ -37,6 +37,9 @@ pub const SEARCH_LIMIT: usize = 20;
 /// Searches in flight at once (the endpoint's rate limit paces them).
 const SEARCHES_AT_ONCE: usize = 8;
 
+/// Usernames (as persons) → user ids: only what decisions need.
+type MemberIds = HashMap<Box<str>, Box<str>>;
+
 /// What the client knows about membership: only what decisions need (lowercased usernames
 /// and user ids), never whole member objects.
 #[derive(Default)]
@@ -44,7 +47,7 @@ pub(super) struct MemberCache {
     /// Members per the listing's `totalResults`, and the page size the server returns.
     estimate: Option<Estimate>,
     /// A complete listing, username (as a person) → user id, and when its read started.
-    listed: Option<(Instant, HashMap<Box<str>, Box<str>>)>,
+    listed: Option<(Instant, MemberIds)>,
     /// Addresses searched: the user id when a member, and when the search started.
     searched: HashMap<Box<str>, (Instant, Option<Box<str>>)>,
     /// Searches made since the listing was last read.
@@ -249,7 +252,7 @@ impl OrgInvitationClient {
     /// the budgets, and keeps it with the member count it reports.
     async fn list_members(&self, first: Option<MemberPage>) -> Result<(), ApiError> {
         let limits = self.transport.limits();
-        let mut members: HashMap<Box<str>, Box<str>> = HashMap::new();
+        let mut members = MemberIds::new();
         let mut bytes = 0usize;
         // 1-based; advanced by what each page returned (a server may return fewer than asked).
         let mut start: u64 = 1;
@@ -294,7 +297,7 @@ impl OrgInvitationClient {
         })
     }
 
-    fn keep_listing(&self, members: HashMap<Box<str>, Box<str>>, started: Instant, page: u64) {
+    fn keep_listing(&self, members: MemberIds, started: Instant, page: u64) {
         let mut cache = self.members.lock().expect("lock");
         cache.estimate = Some(Estimate {
             members: members.len() as u64,

@@ -8,7 +8,7 @@
 //! organization's invitations and members.
 //!
 //! Lookups are answered from what the client keeps, read the cheaper way: membership
-//! ([`members`]: the user search per address or the paged listing, whichever costs fewer
+//! (the user search per address or the paged listing, whichever costs fewer
 //! calls, kept for [`MEMBER_TTL`] and never re-read because of this client's own changes) and
 //! the invitations (read once per lookup window, shared by every lookup waiting for it,
 //! single-flight). The invitations a lookup sees were read after it began, so a person who
