@@ -89,6 +89,10 @@ struct Args {
     /// Which API the resources use (`both`: alternating, half on each).
     #[arg(long, value_enum, default_value = "both")]
     api: ApiChoice,
+    /// Members the OrgInvitation organization has before each convergence run (seeded in the
+    /// mock; lookups then choose between the user search and the paged member listing).
+    #[arg(long, default_value_t = 0)]
+    org_members: usize,
     /// `requestsPerSecond` of the endpoints (default: left out, so the default in code applies).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     requests_per_second: Option<u32>,
@@ -379,7 +383,7 @@ impl Bench {
     async fn converge(&mut self, start: Start) -> BenchResult<(Converged, Kept)> {
         let label = start.label();
         let ns = self.namespace(label).await?;
-        let mock = invites::start_mock(self.plan.latency).await?;
+        let mock = invites::start_mock(self.plan.latency, self.plan.args.org_members).await?;
         let rps = self.endpoints(&ns, &mock.url).await?;
         let (specs, expected) = self.invitations();
         let tracker = Tracker::start(&self.cluster.client, &ns, cluster::is_ready).await?;
@@ -791,6 +795,7 @@ fn report(
             .filter_map(|c| c.calls.by_operation.get(family))
             .flat_map(|ops| ops.keys().cloned())
             .collect();
+        let addresses = of * plan.users as f64;
         for op in operations {
             row(
                 &mut t,
@@ -810,14 +815,15 @@ fn report(
                         .and_then(|ops| ops.get(&op))
                         .copied()
                         .unwrap_or(0);
+                    let per = format!(
+                        "{} per resource, {} per address ({k}",
+                        ratio(k as f64, of),
+                        ratio(k as f64, addresses)
+                    );
                     if carried > 0 && k > 0 {
-                        format!(
-                            "{} ({k}; {:.0} addresses each)",
-                            ratio(k as f64, of),
-                            carried as f64 / k as f64
-                        )
+                        format!("{per}; {:.0} addresses each)", carried as f64 / k as f64)
                     } else {
-                        format!("{} ({k})", ratio(k as f64, of))
+                        format!("{per})")
                     }
                 }),
                 "",
@@ -1121,11 +1127,12 @@ async fn main() -> std::process::ExitCode {
         .map(|f| format!("{} {}", plan.resources_of(*f), invites::family_name(*f)))
         .collect();
     let header = format!(
-        "invite-operator throughput: {} UserInvitations × {} users ({}), invite API latency {}, \
-         requestsPerSecond {rps}, controller flags: {tuning}\nKubernetes: {server}; machine: {}",
+        "invite-operator throughput: {} UserInvitations × {} users ({}), {} organization members, \
+         invite API latency {}, requestsPerSecond {rps}, controller flags: {tuning}\nKubernetes: {server}; machine: {}",
         count(plan.resources),
         plan.users,
         apis.join(", "),
+        count(plan.args.org_members),
         humantime::format_duration(plan.latency),
         machine(),
     );

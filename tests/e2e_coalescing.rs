@@ -227,3 +227,41 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
     assert_eq!(controller.reconciles(), 1, "passes for one creation");
     h.finish().await;
 }
+
+/// A rollout of 50 resources × 2 usernames into an organization of 450 members (three pages
+/// of the listing): membership is read once, the cheaper way, and never again because of the
+/// operator's own invitations; every address gets one invitation.
+#[tokio::test]
+async fn a_rollout_reads_the_members_once_whatever_it_invites() {
+    let mut h = Harness::org_invitation(MockConfig {
+        organization_id: ORG.into(),
+        ..Default::default()
+    })
+    .await;
+    h.mock
+        .api
+        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
+    h.start_controller_with(batching(&h));
+    let all = resources(50, 2);
+    futures::future::join_all(
+        all.iter()
+            .map(|(name, users)| h.cluster.create_invitation(name, org_spec(users))),
+    )
+    .await;
+    for (name, _) in &all {
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    let calls = h.mock.api.calls_by_operation();
+    let of = |op: &str| calls.get(op).copied().unwrap_or(0);
+    assert!(of("invite users") >= 1, "{calls:?}");
+    // Either the listing (3 pages), or its first page, fewer searches than it has pages, and
+    // then the listing: never a listing per invite call.
+    assert!(of("list members") <= 4, "{calls:?}");
+    assert!(of("search members") <= 2, "{calls:?}");
+    for (_, users) in &all {
+        for user in users {
+            assert_eq!(h.mock.api.invitations_sent_to(user), 1, "{user}");
+        }
+    }
+    h.finish().await;
+}

@@ -22,16 +22,20 @@ pub const ORGINVITATION_ENDPOINT: &str = "orginvitation";
 /// The endpoint the memory run's resources name, which never exists.
 pub const MISSING_ENDPOINT: &str = "missing";
 
-/// Starts a mock of both APIs adding `latency` to every request.
-pub async fn start_mock(latency: Duration) -> BenchResult<RunningMock> {
-    MockApi::start(MockConfig {
+/// Starts a mock of both APIs adding `latency` to every request, its organization holding
+/// `org_members` members (none of them an address the resources name).
+pub async fn start_mock(latency: Duration, org_members: usize) -> BenchResult<RunningMock> {
+    let mock = MockApi::start(MockConfig {
         token: TOKEN.into(),
         latency,
         organization_id: ORGANIZATION.into(),
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("cannot start the mock API: {e}"))
+    .map_err(|e| format!("cannot start the mock API: {e}"))?;
+    mock.api
+        .seed_org_members((0..org_members).map(|i| format!("member-{i:06}@corp.example.com")));
+    Ok(mock)
 }
 
 /// The flavour of an API family, as the table names it.

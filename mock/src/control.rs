@@ -18,6 +18,7 @@ use crate::{FaultMix, MockApi, ScriptedFault, lock};
 pub(crate) fn routes() -> Router<MockApi> {
     Router::new()
         .route("/mock/requests", get(journal).delete(clear_journal))
+        .route("/mock/calls", get(calls))
         .route("/mock/retry-after-violations", get(retry_after_violations))
         .route(
             "/mock/faults",
@@ -43,6 +44,10 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
 
 async fn journal(State(api): State<MockApi>) -> Response {
     json_response(200, &json!(api.journal()))
+}
+
+async fn calls(State(api): State<MockApi>) -> Response {
+    json_response(200, &json!(api.calls_by_operation()))
 }
 
 async fn retry_after_violations(State(api): State<MockApi>) -> Response {

@@ -170,6 +170,56 @@ pub fn invite_requests_by_address(entries: &[JournalEntry]) -> BTreeMap<String, 
     counts
 }
 
+impl JournalEntry {
+    /// The API operation this request asked for: a name for the OrgInvitation operations
+    /// (`list members`, `search members`, `list invitations`, `invite users`, …), otherwise
+    /// the method and the path with identifiers (addresses, numbers, uuids) as `{id}`.
+    pub fn operation(&self) -> String {
+        let segments: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        let revoke = self
+            .query
+            .as_deref()
+            .is_some_and(|q| q.contains("action=revoke"));
+        let named = match (self.method.as_str(), segments.as_slice()) {
+            ("POST", [.., "auth", "api-tokens", "authorize"]) => Some("exchange token"),
+            ("GET", ["csp", .., "orgs", _, "users"]) => Some("list members"),
+            ("DELETE", ["csp", .., "orgs", _, "users"]) => Some("remove members"),
+            ("GET", ["csp", .., "orgs", _, "users", "search"]) => Some("search members"),
+            ("GET", ["csp", .., "orgs", _, "invitations"]) => Some("list invitations"),
+            ("GET", ["csp", .., "orgs", _, "invitations", _]) => Some("get invitation"),
+            ("POST", ["csp", .., "orgs", _, "invitations"]) if revoke => Some("revoke by username"),
+            ("POST", ["csp", .., "orgs", _, "invitations"]) => Some("invite users"),
+            ("DELETE", ["csp", .., "orgs", _, "invitations", _]) => Some("revoke invitation"),
+            ("PATCH", ["csp", .., "roles"]) => Some("update roles"),
+            ("GET", ["csp", .., "roles"]) => Some("get roles"),
+            _ => None,
+        };
+        if let Some(name) = named {
+            return name.to_string();
+        }
+        let generic: Vec<&str> = segments
+            .iter()
+            .map(|s| {
+                let id = s.contains('@')
+                    || s.contains("%40")
+                    || s.chars().filter(|c| *c == '-').count() >= 4
+                    || s.chars().all(|c| c.is_ascii_digit());
+                if id { "{id}" } else { s }
+            })
+            .collect();
+        format!("{} /{}", self.method, generic.join("/"))
+    }
+}
+
+/// Calls per operation ([`JournalEntry::operation`]) in `entries`.
+pub(crate) fn calls_by_operation(entries: &[JournalEntry]) -> BTreeMap<String, usize> {
+    let mut calls = BTreeMap::new();
+    for entry in entries {
+        *calls.entry(entry.operation()).or_default() += 1;
+    }
+    calls
+}
+
 /// A request that arrived earlier than a `Retry-After` answered before allowed: same API
 /// family, same credential, and both token exchanges or both not (the token exchange may be
 /// served by another host, `tokenUrl`).

@@ -43,6 +43,7 @@
 //! | request | effect |
 //! |---|---|
 //! | `GET /mock/requests` / `DELETE /mock/requests` | the journal ([`JournalEntry`] list: `seq`, `method`, `path`, `query`, `body`, `status` (0 = no answer), `at`, `offsetMicros` (arrival on the mock's monotonic clock), `answeredMicros`, `auth`, `credential` (opaque label), `contentType`, `fault`, `faultKind`, `performed`, `retryAfter`) / clear it |
+//! | `GET /mock/calls` | calls per operation since the journal was cleared (`{"list members": 50, "search members": 3, …}`, see [`JournalEntry::operation`]) |
 //! | `GET /mock/retry-after-violations` | requests that arrived before an earlier `Retry-After` of the same API family and credential allowed ([`RetryAfterViolation`] list) |
 //! | `POST /mock/faults` `{method?, pathPrefix?, bodyContains?, kind?, status?, body?, bytes?, location?, retryAfter?, delayMs?, times?, afterEffect?, message?}` | add a [`ScriptedFault`] (kinds above; `times` default 1; `message`: a status fault's error message); `GET` lists, `DELETE` clears |
 //! | `PUT /mock/settings` `{latencyMs?, faultRate?, faultMix?, token?}` | change latency / random 503 rate / the fault mix (`faultMix`: `{serverError, tooManyRequests, retryAfterSecs, timeout, truncated, reset, afterEffect, tokenExchange}`, `null` or `{}` turns it off) / rotate the accepted API token ([`MockApi::set_token`]); `GET` shows them (never the token) |
@@ -353,6 +354,13 @@ impl MockApi {
     /// Invite requests per address in the journal kept ([`invite_requests_by_address`]).
     pub fn invite_requests(&self) -> BTreeMap<String, usize> {
         invite_requests_by_address(lock(&self.inner.journal).entries())
+    }
+
+    /// Calls per operation since the journal was last cleared: `list members`,
+    /// `search members`, `list invitations`, `invite users`, `revoke invitation`,
+    /// `exchange token`, … (see [`JournalEntry::operation`]). Faulted calls count too.
+    pub fn calls_by_operation(&self) -> BTreeMap<String, usize> {
+        journal::calls_by_operation(lock(&self.inner.journal).entries())
     }
 
     /// Forgets the journal.

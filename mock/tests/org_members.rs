@@ -185,3 +185,57 @@ async fn search_matches_first_and_last_names_and_redeemed_people() {
     assert_eq!(page["totalResults"], 3);
     m.shutdown().await;
 }
+
+#[tokio::test]
+async fn calls_are_counted_per_operation() {
+    let m = MockApi::start(MockConfig::default()).await.expect("mock");
+    m.api
+        .seed_org_members((0..30).map(|i| format!("p{i}@example.com")));
+    let csp = Csp::new(&m).await;
+    csp.get(&format!("/v2/orgs/{ORG}/users?pageStart=1&pageLimit=20"))
+        .await;
+    csp.get(&format!("/v2/orgs/{ORG}/users?pageStart=21&pageLimit=20"))
+        .await;
+    // An address with `+` and `@`, encoded: found by "contains".
+    assert_eq!(csp.search("p1%40example.com").await.len(), 1);
+    assert_eq!(csp.search("p").await.len(), 20, "the first 20 only");
+    csp.get(&format!("/orgs/{ORG}/invitations")).await;
+    let posted = csp
+        .http
+        .post(format!("{}/orgs/{ORG}/invitations", csp.base))
+        .header("csp-auth-token", &csp.token)
+        .json(&json!({"usernames": ["new@example.com"]}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(posted.status(), 202);
+    let expected = [
+        ("exchange token", 1),
+        ("invite users", 1),
+        ("list invitations", 1),
+        ("list members", 2),
+        ("search members", 2),
+    ];
+    let counted = m.api.calls_by_operation();
+    assert_eq!(
+        counted,
+        expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    );
+    // The same over the control endpoint; clearing the journal starts again.
+    let over_http: Value = Client::new()
+        .get(format!("{}/mock/calls", m.url))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(over_http["list members"], 2);
+    assert_eq!(over_http["search members"], 2);
+    m.api.clear_journal();
+    assert!(m.api.calls_by_operation().is_empty());
+    m.shutdown().await;
+}

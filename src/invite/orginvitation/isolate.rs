@@ -8,7 +8,10 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{OrgInvitationClient, snapshot::observe_one};
+use super::{
+    OrgInvitationClient,
+    snapshot::{observe_all, observe_one},
+};
 use crate::{
     api::OrgInvitationRequest,
     invite::{ApiError, InviteOutcome, Observed},
@@ -35,9 +38,9 @@ impl OrgInvitationClient {
         body["usernames"] = json!(usernames);
         let path = format!("{}/invitations", self.org_path());
         let result = self
-            .changing(self.call("invite users", Some(Some(send_by)), |t| {
+            .call("invite users", Some(Some(send_by)), |t| {
                 self.request(Method::POST, &path, t).json(&body)
-            }))
+            })
             .await;
         match result {
             Ok(answer) => match crate::invite::decode::untrusted_success(&answer.body) {
@@ -202,16 +205,19 @@ impl OrgInvitationClient {
     /// After a refused call: the usernames that have a live invitation (or membership) now
     /// were invited anyway, by this call or meanwhile; they are recorded and never posted
     /// again. Returns the others. (The planner invites nobody who had either before.)
+    /// Invitations are read after the refusal; membership is as kept (an invitation changes
+    /// no membership).
     async fn invited_anyway(
         &self,
         batch: &[String],
         outcomes: &mut BTreeMap<String, InviteOutcome>,
     ) -> Result<Vec<String>, ApiError> {
-        let snapshot = self.snapshot().await?;
+        let invitations = self.invitations_since(Instant::now()).await?;
+        let members = self.cached_membership(batch);
         let now = jiff::Timestamp::now();
         let mut rest = Vec::new();
-        for username in batch {
-            match observe_one(username, &snapshot) {
+        for (username, observed) in observe_all(batch, &members, &invitations) {
+            match observed {
                 Observed::PendingInvitation {
                     reference,
                     expires_at,
@@ -222,7 +228,7 @@ impl OrgInvitationClient {
                         expires_at,
                         warning: None,
                     };
-                    outcomes.insert(username.clone(), outcome);
+                    outcomes.insert(username, outcome);
                 }
                 Observed::Member { identifier, .. } => {
                     let outcome = InviteOutcome::Invited {
@@ -230,19 +236,24 @@ impl OrgInvitationClient {
                         expires_at: None,
                         warning: Some("a member of the organization now".into()),
                     };
-                    outcomes.insert(username.clone(), outcome);
+                    outcomes.insert(username, outcome);
                 }
-                _ => rest.push(username.clone()),
+                _ => rest.push(username),
             }
         }
         Ok(rest)
     }
 
-    /// The call answers 202 with no body: read the invitations back for their references.
+    /// The call answers 202 with no body: the invitations are read back (once, after every
+    /// call) for their references. Membership is not read again.
     async fn read_back(&self, sent: &[String], outcomes: &mut BTreeMap<String, InviteOutcome>) {
-        let snapshot = self.snapshot().await.ok();
+        let invitations = self.invitations_since(Instant::now()).await.ok();
+        let members = self.cached_membership(sent);
         for username in sent {
-            let observed = snapshot.as_deref().map(|s| observe_one(username, s));
+            let observed = invitations.as_deref().map(|list| {
+                let member = members.get(username).and_then(|m| m.as_deref());
+                observe_one(username, member, list)
+            });
             let outcome = match observed {
                 Some(Observed::PendingInvitation {
                     reference,

@@ -7,10 +7,13 @@
 //! `csp-auth-token`. Because the invite call returns no ids, outcomes are read back from the
 //! organization's invitations and members.
 //!
-//! Lookups read one **snapshot** of the organization (every member, every invitation), shared
-//! by every lookup of the endpoint for a short time and fetched once however many lookups wait
-//! for it. A snapshot is never reused across a change this client makes (invite, revoke): a
-//! lookup after the change sees it.
+//! Lookups are answered from what the client keeps, read the cheaper way: membership
+//! (the user search per address or the paged listing, whichever costs fewer
+//! calls, kept for [`MEMBER_TTL`] and never re-read because of this client's own changes) and
+//! the invitations (read once per lookup window, shared by every lookup waiting for it,
+//! single-flight). The invitations a lookup sees were read after it began, so a person who
+//! accepted an invitation (`REDEEMED`) or was invited by someone else meanwhile is seen
+//! before any invitation is sent.
 
 use std::{
     collections::BTreeMap,
@@ -24,10 +27,13 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 mod isolate;
+mod members;
 mod snapshot;
 
-use snapshot::SnapshotCache;
-pub use snapshot::{OrgInvitation, OrgSnapshot, observe_one};
+use members::MemberCache;
+pub use members::{MEMBER_TTL, SEARCH_LIMIT};
+use snapshot::InvitationCache;
+pub use snapshot::{OrgInvitation, observe_one};
 
 use super::{
     ApiError, ApiToken, ConnectError, ErrorCategory, InviteApi, InviteOutcome, InviteRequest,
@@ -39,9 +45,6 @@ use crate::api::{ApiFlavor, EndpointConnection, UserInvitationSpec};
 
 /// How long an organization invitation stays valid.
 pub const INVITATION_LIFETIME_DAYS: i64 = 7;
-
-/// How long a snapshot of the organization serves lookups.
-pub const SNAPSHOT_TTL: Duration = Duration::from_secs(2);
 
 /// Page size of the member listing.
 const MEMBER_PAGE: u64 = 200;
@@ -66,9 +69,11 @@ pub struct OrgInvitationClient {
     api_token: ApiToken,
     transport: Transport,
     access: Arc<tokio::sync::Mutex<Option<AccessToken>>>,
-    snapshots: Arc<Mutex<SnapshotCache>>,
-    snapshot_fetch: Arc<tokio::sync::Mutex<()>>,
-    /// The budget the last snapshot read went past, if it did.
+    members: Arc<Mutex<MemberCache>>,
+    member_fetch: Arc<tokio::sync::Mutex<()>>,
+    invitations: Arc<Mutex<InvitationCache>>,
+    invitation_fetch: Arc<tokio::sync::Mutex<()>>,
+    /// The budget the last lookup went past, if it did.
     over_budget: Arc<Mutex<Option<String>>>,
 }
 
@@ -107,8 +112,10 @@ pub fn connect(
         api_token,
         transport,
         access: Arc::default(),
-        snapshots: Arc::default(),
-        snapshot_fetch: Arc::default(),
+        members: Arc::default(),
+        member_fetch: Arc::default(),
+        invitations: Arc::default(),
+        invitation_fetch: Arc::default(),
         over_budget: Arc::default(),
     })
 }
@@ -266,10 +273,17 @@ impl InviteApi for OrgInvitationClient {
         if lookups.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let snapshot = self.snapshot().await?;
-        Ok(lookups
-            .iter()
-            .map(|l| (l.email.clone(), observe_one(&l.email, &snapshot)))
+        // Invitations read after this lookup began: current for every address asked.
+        let since = Instant::now();
+        let emails: Vec<String> = lookups.iter().map(|l| l.email.clone()).collect();
+        let (members, invitations) = self
+            .within_budget(async {
+                let members = self.membership(&emails).await?;
+                Ok((members, self.invitations_since(since).await?))
+            })
+            .await?;
+        Ok(snapshot::observe_all(&emails, &members, &invitations)
+            .into_iter()
             .collect())
     }
 
@@ -334,9 +348,9 @@ impl InviteApi for OrgInvitationClient {
             );
             return Ok(None);
         };
-        // Read now (not from a shared snapshot): the invitation may have changed since.
+        // Read now (or by a read that started now): the invitation may have changed since.
         let pending = self
-            .list_invitations()
+            .invitations_since(Instant::now())
             .await?
             .iter()
             .any(|i| i.ref_link == reference && i.status == "AVAILABLE");
@@ -344,12 +358,15 @@ impl InviteApi for OrgInvitationClient {
             return Ok(None);
         }
         let result = self
-            .changing(self.call("revoke invitation", Some(None), |t| {
+            .call("revoke invitation", Some(None), |t| {
                 self.request(Method::DELETE, reference, t)
-            }))
+            })
             .await;
         match result {
-            Ok(_) => Ok(Some(format!("revoked invitation {reference}"))),
+            Ok(_) => {
+                self.revoked(reference);
+                Ok(Some(format!("revoked invitation {reference}")))
+            }
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
         }

@@ -1,15 +1,15 @@
-//! The organization as one snapshot (every member, every invitation), shared by every lookup
-//! of the endpoint for a short time, read once however many lookups wait for it, and never
-//! reused across a change this client makes.
+//! The organization's invitations, read once per lookup window (shared by every lookup that
+//! began before the read, single-flight) and changed in place by this client's own revokes;
+//! decoding of the listings; and what the organization says about one address.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{MAX_MEMBER_PAGES, MEMBER_PAGE, OrgInvitationClient, SNAPSHOT_TTL, encode};
+use super::OrgInvitationClient;
 use crate::{
     api::address,
     invite::{
@@ -18,23 +18,10 @@ use crate::{
     },
 };
 
-/// The organization as read at one moment: members (username as a person, see
-/// [`address::person`] → user id) and
-/// every invitation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OrgSnapshot {
-    /// Members, username as a person ([`address::person`]) → user id.
-    pub members: BTreeMap<String, String>,
-    /// Every invitation.
-    pub invitations: Vec<OrgInvitation>,
-}
-
+/// The invitations as last read, and when that read started.
 #[derive(Default)]
-pub(super) struct SnapshotCache {
-    /// Bumped when a change starts and when it ends: a snapshot is reused only within the
-    /// epoch its read started in.
-    epoch: u64,
-    cached: Option<(u64, Instant, Arc<OrgSnapshot>)>,
+pub(super) struct InvitationCache {
+    read: Option<(Instant, Arc<Vec<OrgInvitation>>)>,
 }
 
 /// One invitation as listed by the API.
@@ -53,60 +40,74 @@ pub struct OrgInvitation {
 }
 
 impl OrgInvitationClient {
-    /// Runs a change (invite, revoke) between two epoch bumps, so no snapshot read before or
-    /// during it is reused after it.
-    pub(super) async fn changing<T>(&self, change: impl Future<Output = T>) -> T {
-        self.snapshots.lock().expect("lock").epoch += 1;
-        let result = change.await;
-        self.snapshots.lock().expect("lock").epoch += 1;
-        result
-    }
-
-    /// A snapshot of the organization no older than [`SNAPSHOT_TTL`] and read after this
-    /// client's last change; one read serves every caller waiting for it.
-    pub async fn snapshot(&self) -> Result<Arc<OrgSnapshot>, ApiError> {
-        let usable = |cache: &SnapshotCache| {
-            cache.cached.as_ref().and_then(|(epoch, at, snapshot)| {
-                (*epoch == cache.epoch && at.elapsed() < SNAPSHOT_TTL).then(|| snapshot.clone())
-            })
+    /// Every invitation, from a read that started at `since` or later: a read in flight or
+    /// done since then is shared, otherwise one is made (one at a time).
+    pub async fn invitations_since(
+        &self,
+        since: Instant,
+    ) -> Result<Arc<Vec<OrgInvitation>>, ApiError> {
+        let current = |cache: &InvitationCache| {
+            cache
+                .read
+                .as_ref()
+                .filter(|(started, _)| *started >= since)
+                .map(|(_, list)| list.clone())
         };
-        if let Some(snapshot) = usable(&self.snapshots.lock().expect("lock")) {
-            return Ok(snapshot);
+        if let Some(list) = current(&self.invitations.lock().expect("lock")) {
+            return Ok(list);
         }
-        let _single_flight = self.snapshot_fetch.lock().await;
-        let epoch = {
-            let cache = self.snapshots.lock().expect("lock");
-            if let Some(snapshot) = usable(&cache) {
-                return Ok(snapshot);
-            }
-            cache.epoch
-        };
+        let _single_flight = self.invitation_fetch.lock().await;
+        if let Some(list) = current(&self.invitations.lock().expect("lock")) {
+            return Ok(list);
+        }
         let started = Instant::now();
-        let snapshot = Arc::new(self.read_within_budget().await?);
-        let mut cache = self.snapshots.lock().expect("lock");
-        if cache.epoch == epoch {
-            cache.cached = Some((epoch, started, snapshot.clone()));
+        let list = Arc::new(self.list_invitations().await?);
+        let mut cache = self.invitations.lock().expect("lock");
+        if cache.read.as_ref().is_none_or(|(at, _)| *at <= started) {
+            cache.read = Some((started, list.clone()));
         }
-        Ok(snapshot)
+        Ok(list)
     }
 
-    /// Reads members and invitations within the endpoint's budgets, and records whether it
-    /// went past one (the endpoint's Ready condition shows it).
-    async fn read_within_budget(&self) -> Result<OrgSnapshot, ApiError> {
-        let limits = self.transport.limits();
-        let read = async {
-            Ok::<_, ApiError>(OrgSnapshot {
-                members: self.members().await?,
-                invitations: self.list_invitations().await?,
+    /// Applies this client's revocation of `reference` to the cached invitations.
+    pub(super) fn revoked(&self, reference: &str) {
+        let mut cache = self.invitations.lock().expect("lock");
+        if let Some((_, list)) = cache.read.as_mut() {
+            for invitation in Arc::make_mut(list)
+                .iter_mut()
+                .filter(|i| i.ref_link == reference)
+            {
+                invitation.status = "REVOKED".into();
+            }
+        }
+    }
+
+    /// Every invitation of the organization, read now.
+    async fn list_invitations(&self) -> Result<Vec<OrgInvitation>, ApiError> {
+        let path = format!("{}/invitations", self.org_path());
+        let answer = self
+            .call("list invitations", None, |t| {
+                self.request(Method::GET, &path, t)
             })
-        };
-        let result = match tokio::time::timeout(limits.deadline, read).await {
+            .await?;
+        let value = listing("list invitations", &answer.body)?;
+        Ok(items(&value).iter().filter_map(invitation).collect())
+    }
+
+    /// Runs a lookup's reads within the endpoint's deadline, and records whether it went past
+    /// a budget (the endpoint's Ready condition shows it).
+    pub(super) async fn within_budget<T>(
+        &self,
+        read: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let deadline: Duration = self.transport.limits().deadline;
+        let result = match tokio::time::timeout(deadline, read).await {
             Ok(result) => result,
             Err(_) => Err(ApiError::LimitExceeded {
                 operation: "read the organization",
                 message: format!(
                     "reading the organization's members and invitations took longer than {} (the lookup deadline, --lookup-deadline)",
-                    humantime::format_duration(limits.deadline)
+                    humantime::format_duration(deadline)
                 ),
             }),
         };
@@ -118,84 +119,12 @@ impl OrgInvitationClient {
         }
         result
     }
-
-    /// Every invitation of the organization.
-    pub async fn list_invitations(&self) -> Result<Vec<OrgInvitation>, ApiError> {
-        let path = format!("{}/invitations", self.org_path());
-        let answer = self
-            .call("list invitations", None, |t| {
-                self.request(Method::GET, &path, t)
-            })
-            .await?;
-        let value = listing("list invitations", &answer.body)?;
-        Ok(items(&value).iter().filter_map(invitation).collect())
-    }
-
-    /// Usernames (as persons, see [`address::person`]) of every member of the organization,
-    /// mapped to their user id.
-    pub async fn members(&self) -> Result<BTreeMap<String, String>, ApiError> {
-        let limits = self.transport.limits();
-        let over = |message: String| ApiError::LimitExceeded {
-            operation: "list organization users",
-            message,
-        };
-        let mut bytes = 0usize;
-        let mut members = BTreeMap::new();
-        // 1-based; advanced by what each page returned (a server may return fewer than asked).
-        let mut start: u64 = 1;
-        for _ in 0..MAX_MEMBER_PAGES {
-            let path = format!(
-                "/csp/gateway/am/api/v2/orgs/{}/users?pageStart={start}&pageLimit={MEMBER_PAGE}",
-                encode(&self.organization_id)
-            );
-            let answer = self
-                .call("list organization users", None, |t| {
-                    self.request(Method::GET, &path, t)
-                })
-                .await?;
-            bytes = bytes.saturating_add(answer.body.len());
-            if bytes > limits.max_bytes {
-                return Err(over(format!(
-                    "the organization's member listing is larger than {} MiB (--org-snapshot-max-bytes)",
-                    limits.max_bytes / (1024 * 1024)
-                )));
-            }
-            let value = listing("list organization users", &answer.body)?;
-            let results = items(&value);
-            let before = members.len();
-            members.extend(results.iter().filter_map(member));
-            if members.len() > limits.max_members {
-                return Err(over(format!(
-                    "the organization has more than {} members (--org-snapshot-max-members)",
-                    limits.max_members
-                )));
-            }
-            let total = value
-                .get("totalResults")
-                .and_then(as_i64)
-                .unwrap_or(0)
-                .max(0) as u64;
-            let has_next = value.get("nextLink").is_some_and(|l| !l.is_null());
-            let returned = results.len() as u64;
-            if results.is_empty()
-                || members.len() == before
-                || (!has_next && start + returned > total)
-            {
-                return Ok(members);
-            }
-            start += returned;
-        }
-        Err(ApiError::Decode {
-            operation: "list organization users",
-            message: format!("the member listing did not end after {MAX_MEMBER_PAGES} pages"),
-        })
-    }
 }
 
 /// A listing's answer: JSON holding a list (bare, or under `results`, `items` or
 /// `invitations`, possibly wrapped). Anything else is an error, never an empty list: an
 /// organization read as empty would make every member and invitation look absent.
-fn listing(operation: &'static str, body: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn listing(operation: &'static str, body: &[u8]) -> Result<Value, ApiError> {
     let decode_error = |message: String| ApiError::Decode { operation, message };
     if let Some(problem) = decode::untrusted_success(body) {
         return Err(decode_error(problem));
@@ -217,7 +146,7 @@ fn listing(operation: &'static str, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// The entries of a listing (borrowed: an organization's listing can be megabytes).
-fn items(value: &Value) -> &[Value] {
+pub(super) fn items(value: &Value) -> &[Value] {
     let payload = decode::unwrap_response(value);
     match payload {
         Value::Array(a) => a,
@@ -229,7 +158,8 @@ fn items(value: &Value) -> &[Value] {
     }
 }
 
-fn member(entry: &Value) -> Option<(String, String)> {
+/// A member entry (or a search result): username as a person → user id.
+pub(super) fn member(entry: &Value) -> Option<(String, String)> {
     let user = entry.get("user").unwrap_or(entry);
     let name = user
         .get("username")
@@ -275,18 +205,17 @@ fn invitation(value: &Value) -> Option<OrgInvitation> {
     })
 }
 
-/// What the organization says about one address: a member wins; otherwise the newest
-/// invitation decides.
-pub fn observe_one(email: &str, snapshot: &OrgSnapshot) -> Observed {
-    if let Some(id) = snapshot.members.get(email) {
+/// What the organization says about one address, given its membership (`member`: the
+/// user id when a member): a member wins; otherwise the newest invitation decides.
+pub fn observe_one(email: &str, member: Option<&str>, invitations: &[OrgInvitation]) -> Observed {
+    if let Some(id) = member {
         return Observed::Member {
-            identifier: id.clone(),
+            identifier: id.to_string(),
             accepted: true,
             grants: None,
         };
     }
-    let newest = snapshot
-        .invitations
+    let newest = invitations
         .iter()
         .filter(|i| i.username == email)
         .max_by_key(|i| (i.generated_at, i.status == "AVAILABLE"));
@@ -304,6 +233,21 @@ pub fn observe_one(email: &str, snapshot: &OrgSnapshot) -> Observed {
         },
         _ => Observed::Absent,
     }
+}
+
+/// [`observe_one`] for each of `emails`, with the membership `members` says.
+pub(super) fn observe_all(
+    emails: &[String],
+    members: &HashMap<String, Option<String>>,
+    invitations: &[OrgInvitation],
+) -> Vec<(String, Observed)> {
+    emails
+        .iter()
+        .map(|email| {
+            let member = members.get(email).and_then(|m| m.as_deref());
+            (email.clone(), observe_one(email, member, invitations))
+        })
+        .collect()
 }
 
 #[cfg(test)]
