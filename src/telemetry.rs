@@ -138,6 +138,8 @@ pub struct Metrics {
     /// Whether each endpoint this replica serves is Ready (1) or not (0); only the leader
     /// has series.
     pub endpoint_ready: Family<EndpointLabels, Gauge>,
+    /// Events not published because their queue was full (events are best effort).
+    pub events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -217,6 +219,12 @@ impl Metrics {
             "Whether an endpoint is Ready (1) or not (0), by kind, namespace and name (leader only)",
             endpoint_ready.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not published because the event queue was full (events never delay a status write)",
+            events_dropped.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -242,6 +250,7 @@ impl Metrics {
             reconcile_duration,
             deferred,
             users,
+            events_dropped,
         }
     }
 

@@ -180,6 +180,7 @@ impl Context {
                 client.clone(),
                 CONTROLLER_NAME,
                 settings.instance.as_deref().unwrap_or(CONTROLLER_NAME),
+                metrics.events_dropped.clone(),
             ),
             memory: ResourceMemory::new(metrics.clone()),
             client,

@@ -2,6 +2,10 @@
 //! blocked. One publisher for the whole controller; a repeat of the same event about the same
 //! object within six minutes is counted into the first one's series, as client-go does.
 //!
+//! Events are best effort: a pass hands them to a bounded queue and goes on (an event never
+//! delays a status write); a publisher task sends them, a few at a time. When the queue is full
+//! an event is dropped and counted (`invite_operator_events_dropped_total`).
+//!
 //! kube-runtime's `Recorder` would do the same, but it keeps every event it published (the
 //! whole object) for six minutes, scans all of them on every publish, and keys its series by
 //! the object's resourceVersion, which changes with every status write. Here a series costs a
@@ -10,12 +14,16 @@
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use k8s_openapi::{
-    api::events::v1::{Event as K8sEvent, EventSeries},
+    api::{
+        core::v1::ObjectReference,
+        events::v1::{Event as K8sEvent, EventSeries},
+    },
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::Timestamp,
 };
@@ -24,7 +32,9 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
     runtime::events::EventType,
 };
+use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::{
     api::{ApiFlavor, UserInvitation},
@@ -37,13 +47,34 @@ const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 /// How often expired series are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Publishes the controller's events.
+/// Events waiting to be published, at most.
+const QUEUE: usize = 1024;
+
+/// Events sent at once by the publisher task.
+const IN_FLIGHT: usize = 8;
+
+/// Hands the controller's events to the publisher task.
 pub struct Events {
+    queue: mpsc::Sender<Pending>,
+    dropped: Counter,
+}
+
+/// Sends queued events (the publisher task's side).
+struct Publisher {
     client: Client,
     controller: String,
     /// The replica (pod) reporting.
     instance: String,
     series: Mutex<SeriesCache>,
+}
+
+/// One event waiting to be published.
+struct Pending {
+    /// The object it is about.
+    regarding: ObjectReference,
+    /// What makes two events the same ([`series_key`]).
+    key: u64,
+    event: Note,
 }
 
 /// The series of recent events, by a hash of what makes two events the same.
@@ -60,17 +91,30 @@ struct Series {
 }
 
 /// What one event says.
-struct Note<'a> {
+struct Note {
     type_: EventType,
-    reason: &'a str,
-    action: &'a str,
+    reason: String,
+    action: String,
     note: String,
 }
 
 impl Events {
-    /// Events created through `client`, reported by `controller` from `instance` (the pod).
-    pub fn new(client: Client, controller: &str, instance: &str) -> Events {
-        Events {
+    /// Events created through `client`, reported by `controller` from `instance` (the pod);
+    /// `dropped` counts those a full queue refused. Starts the publisher task on the current
+    /// tokio runtime; it ends when this is dropped and the queue is empty.
+    pub fn new(client: Client, controller: &str, instance: &str, dropped: Counter) -> Events {
+        Events::with_capacity(client, controller, instance, dropped, QUEUE)
+    }
+
+    fn with_capacity(
+        client: Client,
+        controller: &str,
+        instance: &str,
+        dropped: Counter,
+        capacity: usize,
+    ) -> Events {
+        let (queue, pending) = mpsc::channel(capacity);
+        let publisher = Arc::new(Publisher {
             client,
             controller: controller.to_string(),
             instance: instance.to_string(),
@@ -78,10 +122,13 @@ impl Events {
                 entries: HashMap::new(),
                 pruned: Instant::now(),
             }),
-        }
+        });
+        tokio::spawn(publisher.run(pending));
+        Events { queue, dropped }
     }
 
-    /// Publishes one event about `invitation`. Failures are logged, never fatal.
+    /// Queues one event about `invitation`, without waiting for it to be published; a full
+    /// queue drops it (counted). Failures to publish are logged, never fatal.
     pub async fn publish(
         &self,
         invitation: &UserInvitation,
@@ -92,20 +139,47 @@ impl Events {
     ) {
         let event = Note {
             type_,
-            reason,
-            action,
+            reason: reason.to_string(),
+            action: action.to_string(),
             // The API server refuses notes over 1 KiB.
             note: truncate_message(&note),
         };
-        if let Err(error) = self.send(invitation, &event).await {
-            tracing::warn!(%error, reason, "cannot publish event");
+        let pending = Pending {
+            regarding: invitation.object_ref(&()),
+            key: series_key(invitation, &event),
+            event,
+        };
+        if self.queue.try_send(pending).is_err() {
+            self.dropped.inc();
+            tracing::debug!(reason, "event queue full: event dropped");
         }
     }
+}
 
-    async fn send(&self, invitation: &UserInvitation, event: &Note<'_>) -> kube::Result<()> {
-        let namespace = invitation.namespace().unwrap_or_else(|| "default".into());
+impl Publisher {
+    /// Publishes queued events, a few at a time, until the queue is closed and empty.
+    async fn run(self: Arc<Self>, mut pending: mpsc::Receiver<Pending>) {
+        futures::stream::poll_fn(|cx| pending.poll_recv(cx))
+            .for_each_concurrent(IN_FLIGHT, |p| {
+                let publisher = self.clone();
+                async move {
+                    if let Err(error) = publisher.send(&p).await {
+                        let reason = p.event.reason.as_str();
+                        tracing::warn!(%error, reason, "cannot publish event");
+                    }
+                }
+            })
+            .await;
+    }
+
+    async fn send(&self, pending: &Pending) -> kube::Result<()> {
+        let namespace = pending
+            .regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
-        let key = series_key(invitation, event);
+        let key = pending.key;
         if let Some((name, count)) = self.repeat(key) {
             let series = EventSeries {
                 count,
@@ -124,7 +198,7 @@ impl Events {
             }
         }
         let created = api
-            .create(&PostParams::default(), &self.new_event(invitation, event))
+            .create(&PostParams::default(), &self.new_event(pending))
             .await?;
         self.remember(key, created.name_any());
         Ok(())
@@ -162,21 +236,21 @@ impl Events {
             .insert(key, series);
     }
 
-    fn new_event(&self, invitation: &UserInvitation, event: &Note<'_>) -> K8sEvent {
+    fn new_event(&self, pending: &Pending) -> K8sEvent {
         let now = Timestamp::now();
-        let regarding = invitation.object_ref(&());
+        let (regarding, event) = (pending.regarding.clone(), &pending.event);
         K8sEvent {
             metadata: ObjectMeta {
                 name: Some(format!(
                     "{}.{:x}",
-                    invitation.name_any(),
+                    regarding.name.as_deref().unwrap_or_default(),
                     now.as_nanosecond()
                 )),
                 namespace: regarding.namespace.clone(),
                 ..ObjectMeta::default()
             },
-            action: Some(event.action.to_string()),
-            reason: Some(event.reason.to_string()),
+            action: Some(event.action.clone()),
+            reason: Some(event.reason.clone()),
             note: Some(event.note.clone()),
             type_: Some(type_name(event.type_).to_string()),
             event_time: Some(MicroTime(now)),
@@ -186,7 +260,9 @@ impl Events {
             ..K8sEvent::default()
         }
     }
+}
 
+impl Events {
     /// The events of a pass: every change made in the API and every state reached.
     pub async fn pass(&self, invitation: &UserInvitation, flavor: ApiFlavor, report: &SyncReport) {
         for (email, changes) in &report.updated {
@@ -277,7 +353,7 @@ fn type_name(type_: EventType) -> &'static str {
 }
 
 /// What makes two events the same: the object (by uid), type, reason, action and note.
-fn series_key(invitation: &UserInvitation, event: &Note<'_>) -> u64 {
+fn series_key(invitation: &UserInvitation, event: &Note) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     invitation.metadata.uid.hash(&mut hasher);
     invitation.metadata.namespace.hash(&mut hasher);
@@ -287,4 +363,101 @@ fn series_key(invitation: &UserInvitation, event: &Note<'_>) -> u64 {
     event.action.hash(&mut hasher);
     event.note.hash(&mut hasher);
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+
+    use super::*;
+
+    fn invitation(name: &str) -> UserInvitation {
+        serde_json::from_value(json!({
+            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+            "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
+            "spec": {"users": []},
+        }))
+        .unwrap()
+    }
+
+    /// A client whose requests never get an answer.
+    fn unanswered() -> Client {
+        let service = tower::service_fn(|_: http::Request<Body>| {
+            futures::future::pending::<Result<http::Response<Body>, std::convert::Infallible>>()
+        });
+        Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn a_pass_never_waits_for_its_events_and_a_full_queue_drops_and_counts() {
+        let dropped = Counter::default();
+        let events = Events::with_capacity(unanswered(), "test", "pod-0", dropped.clone(), 2);
+        let queued = async {
+            for i in 0..20 {
+                let note = format!("event {i}");
+                events
+                    .publish(
+                        &invitation("a"),
+                        EventType::Normal,
+                        "Invited",
+                        "Invite",
+                        note,
+                    )
+                    .await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), queued)
+            .await
+            .expect("publishing waits for no API answer");
+        // Nothing yielded to the publisher meanwhile: two queued, the rest dropped.
+        assert_eq!(dropped.get(), 18);
+    }
+
+    #[tokio::test]
+    async fn queued_events_are_published() {
+        let created = Arc::new(AtomicUsize::new(0));
+        let counter = created.clone();
+        let service = tower::service_fn(move |request: http::Request<Body>| {
+            let counter = counter.clone();
+            async move {
+                assert_eq!(request.method(), http::Method::POST);
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(201)
+                        .body(Body::from(body.to_vec()))
+                        .unwrap(),
+                )
+            }
+        });
+        let events = Events::new(
+            Client::new(service, "default"),
+            "test",
+            "pod-0",
+            Counter::default(),
+        );
+        for name in ["a", "b", "c"] {
+            let note = format!("about {name}");
+            events
+                .publish(
+                    &invitation(name),
+                    EventType::Normal,
+                    "Invited",
+                    "Invite",
+                    note,
+                )
+                .await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while created.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("three events created");
+    }
 }

@@ -420,14 +420,31 @@ impl TestCluster {
 
     /// The events (events.k8s.io) about the resource `name` in the test namespace.
     pub async fn events_of(&self, name: &str) -> Vec<Event> {
-        Api::<Event>::namespaced(self.client.clone(), &self.namespace)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .collect()
+        // Events are published after the pass that caused them (best effort, from a queue):
+        // read until the list has not changed for three reads in a row (at most 3 s).
+        let read = || async {
+            Api::<Event>::namespaced(self.client.clone(), &self.namespace)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .collect::<Vec<Event>>()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let (mut events, mut same) = (read().await, 0);
+        while same < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let again = read().await;
+            same = if again.len() == events.len() {
+                same + 1
+            } else {
+                0
+            };
+            events = again;
+        }
+        events
     }
 
     /// Merge-patches a UserInvitation's spec.
