@@ -50,6 +50,38 @@ type WatchItem<K> = Result<kube::runtime::watcher::Event<K>, kube::runtime::watc
 type Changed<K> =
     futures::stream::Iter<std::vec::IntoIter<Result<K, kube::runtime::watcher::Error>>>;
 
+/// A trigger stream for a kube-runtime `Controller` without the watch's errors, which are
+/// logged here instead (`what`: what is watched).
+///
+/// The `Controller` pauses its whole trigger stream after every error it yields (its
+/// `trigger_backoff`: 0.8 s doubling up to 30 s) and resets that pause only when the stream
+/// yields an object. A trigger stream that yields objects rarely (the UserInvitation watch
+/// passes on spec changes only, not status writes nor relisted unchanged objects) saw its pause
+/// grow with every expired watch (a `410` after an etcd compaction) or failed list, and while
+/// paused nothing polls the watch: the cache the reconciles read from (and the holder index)
+/// stood still for up to half a minute at a time, so every pass after a write of its own met an
+/// outdated copy and looked again, and again. The watches back off on their own
+/// (`default_backoff`, reset by every event), so the controller need not.
+pub fn without_errors<T, S>(
+    stream: S,
+    what: &'static str,
+) -> impl futures::Stream<Item = Result<T, kube::runtime::watcher::Error>> + Send + 'static
+where
+    S: futures::Stream<Item = Result<T, kube::runtime::watcher::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    use futures::StreamExt;
+    stream.filter_map(move |item| {
+        std::future::ready(match item {
+            Ok(object) => Some(Ok(object)),
+            Err(error) => {
+                tracing::warn!(%error, "watching {what}");
+                None
+            }
+        })
+    })
+}
+
 /// Turns a watch into the changes that matter to the resources using an endpoint: a new spec
 /// (generation) or a deletion, not a status write (the endpoint-status controller writes one
 /// on every check that changes something, which would wake every resource using it).

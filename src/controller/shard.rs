@@ -97,7 +97,10 @@ fn invitation_watch(
     .applied_objects()
     // The controller's own status writes change none of these: they trigger no pass.
     .predicate_filter(pass_trigger, Default::default());
-    (invitations, stream)
+    (
+        invitations,
+        kubernetes::without_errors(stream, "UserInvitations"),
+    )
 }
 
 /// Runs one shard: the UserInvitation controller of one namespace (or all), reacting to its
@@ -118,6 +121,7 @@ pub(super) async fn run_shard(
     .modify(kubernetes::trim_for_cache)
     .reflect(ns_writer)
     .flat_map(kubernetes::spec_changes());
+    let ns_stream = kubernetes::without_errors(ns_stream, "InvitationEndpoints");
     let (invitations, invitation_stream) = invitation_watch(&ctx, &scope, gates.listed.clone());
     let (caches_ready_tx, caches_ready) = watch::channel(false);
     let shard = Arc::new(Shard {
