@@ -320,6 +320,7 @@ pub async fn run(
         scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
         super::endpoint_watch(&ctx.settings, EndpointKind::InvitationEndpoint),
     )
+    .trigger_backoff(super::kubernetes::SteadyTriggerBackoff)
     .reconcile_on(rechecks(
         &ctx,
         EndpointKind::InvitationEndpoint,
@@ -340,6 +341,7 @@ pub async fn run(
         Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
         config,
     )
+    .trigger_backoff(super::kubernetes::SteadyTriggerBackoff)
     .reconcile_on(rechecks(
         &ctx,
         EndpointKind::ClusterInvitationEndpoint,

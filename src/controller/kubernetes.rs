@@ -82,6 +82,25 @@ where
     })
 }
 
+/// A trigger backoff that never grows: one second after each watch error. For a kube-runtime
+/// `Controller` built on its own watch (`Controller::new`), whose trigger backoff otherwise
+/// doubles up to 30 s and resets only when an object comes through: a controller watching few
+/// or no objects would stop polling its watch for that long after repeated expiries (see
+/// [`without_errors`]). The watch itself still backs off on its own.
+pub struct SteadyTriggerBackoff;
+
+impl Iterator for SteadyTriggerBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(1))
+    }
+}
+
+impl kube::runtime::utils::Backoff for SteadyTriggerBackoff {
+    fn reset(&mut self) {}
+}
+
 /// Turns a watch into the changes that matter to the resources using an endpoint: a new spec
 /// (generation) or a deletion, not a status write (the endpoint-status controller writes one
 /// on every check that changes something, which would wake every resource using it).
