@@ -6,8 +6,11 @@
 //! The controller under test is the real `invite-operator run` binary, started as a child
 //! process against a Kubernetes API server (the in-process `kube-test-apiserver`, or a real
 //! cluster with `--kubeconfig`) and the in-process mock of both invite APIs with added
-//! latency. The benchmark runs four phases, each in a namespace of its own:
+//! latency. The benchmark runs five phases, each in a namespace of its own:
 //!
+//! 0. **latency**: the controller runs and is idle; `--latency-samples` resources of 2 users
+//!    are applied one at a time, each timed from its create to Ready (p50 and p90): what a
+//!    person waiting on `kubectl wait` sees;
 //! 1. **applied at once**: the controller runs; N UserInvitations of M users are created
 //!    concurrently; time until every one is Ready;
 //! 2. **idle resync**: the controller is restarted over the converged resources; its writes
@@ -47,7 +50,7 @@ use invite_mock::{ApiFamily, RunningMock};
 
 use cluster::{Cluster, Tracker, Writes};
 use controller::{ControllerProcess, Launch, Metrics};
-use table::{Table, count, mib, ratio, secs};
+use table::{Table, count, mib, ms, ratio, secs};
 
 /// Errors are messages: the benchmark reports them and exits non-zero.
 pub type BenchResult<T> = Result<T, String>;
@@ -113,6 +116,10 @@ struct Args {
     /// (repeatable).
     #[arg(long = "controller-arg", allow_hyphen_values = true)]
     controller_args: Vec<String>,
+    /// Resources of the latency run: applied one at a time to an idle controller, each timed
+    /// from its create to Ready (0 skips it) [default: 20; --quick: 5].
+    #[arg(long)]
+    latency_samples: Option<usize>,
     /// How many creates are in flight at once.
     #[arg(long, default_value_t = 64)]
     create_concurrency: usize,
@@ -148,6 +155,7 @@ struct Plan {
     latency: Duration,
     families: Vec<ApiFamily>,
     memory_resources: usize,
+    latency_samples: usize,
     /// Tuning flags for the controller, as given.
     tuning: Vec<String>,
     prefix: String,
@@ -200,6 +208,7 @@ impl Plan {
             latency,
             families,
             memory_resources: pick(args.memory_resources, 10_000, 200),
+            latency_samples: pick(args.latency_samples, 20, 5),
             tuning,
             prefix: format!("invite-bench-{id}"),
             work_dir,
@@ -306,6 +315,24 @@ struct Idle {
     writes: Writes,
     calls: invites::Calls,
     reconciles: Metrics,
+}
+
+/// Users of each resource of the latency run (as a person's everyday invitation).
+const LATENCY_USERS: usize = 2;
+
+/// The figures of the latency run: create → Ready of each resource, in order.
+struct Latency {
+    samples: Vec<Duration>,
+}
+
+impl Latency {
+    /// The `p` quantile (nearest rank) of the samples.
+    fn quantile(&self, p: f64) -> Duration {
+        let mut sorted = self.samples.clone();
+        sorted.sort();
+        let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
 }
 
 /// The figures of the memory run.
@@ -546,6 +573,51 @@ impl Bench {
         })
     }
 
+    /// The latency run: with the controller started and idle, one resource of
+    /// [`LATENCY_USERS`] users at a time is created and timed until Ready; the next one follows
+    /// once the controller is idle again (no reconcile for 500 ms).
+    async fn latency(&mut self) -> BenchResult<Latency> {
+        let n = self.plan.latency_samples;
+        let ns = self.namespace("latency").await?;
+        let mock = invites::start_mock(self.plan.latency, self.plan.args.org_members).await?;
+        self.endpoints(&ns, &mock.url).await?;
+        let tracker = Tracker::start(&self.cluster.client, &ns, cluster::is_ready).await?;
+        let launch = self.plan.launch(&ns, &self.cluster, "latency", &[]);
+        let mut controller = ControllerProcess::spawn(&launch)?;
+        let timeout = self.plan.args.timeout;
+        controller.wait_ready(Duration::from_secs(120)).await?;
+        let quiet = Duration::from_millis(500);
+        controller.wait_quiet(quiet, timeout).await?;
+        progress(format_args!(
+            "[latency] controller idle; applying {n} resources one at a time"
+        ));
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n {
+            let r = self.plan.resources + i;
+            let spec = invites::invitation_spec(self.plan.family_of(i), r, LATENCY_USERS, None);
+            let t0 = Instant::now();
+            self.cluster
+                .create_invitations("latency", &ns, vec![(format!("l{i:03}"), spec)], 1)
+                .await?;
+            let took = tracker
+                .wait_done("latency", i + 1, t0, timeout, || controller.alive())
+                .await?;
+            samples.push(took);
+            controller.wait_quiet(quiet, timeout).await?;
+        }
+        let latency = Latency { samples };
+        progress(format_args!(
+            "[latency] p50 {}, p90 {}",
+            ms(latency.quantile(0.5)),
+            ms(latency.quantile(0.9))
+        ));
+        controller.stop().await?;
+        drop(tracker);
+        mock.shutdown().await;
+        self.drop_namespace(&ns).await?;
+        Ok(latency)
+    }
+
     /// The memory run: a backlog of resources naming a missing endpoint.
     async fn memory(&mut self) -> BenchResult<Memory> {
         let n = self.plan.memory_resources;
@@ -697,6 +769,7 @@ fn report(
     idle: &Idle,
     floor: Option<&floor::Floor>,
     memory: Option<&Memory>,
+    latency: Option<&Latency>,
 ) -> String {
     let n = plan.resources;
     let users = (n * plan.users) as f64;
@@ -730,6 +803,19 @@ fn report(
         }),
         "",
     );
+    if let Some(l) = latency {
+        row(
+            &mut t,
+            &format!("one resource → Ready, p50 / p90 of {}", l.samples.len()),
+            [
+                format!("{} / {}", ms(l.quantile(0.5)), ms(l.quantile(0.9))),
+                "—".into(),
+            ],
+            &format!(
+                "create → Ready from a watch, {LATENCY_USERS} users, one resource at a time, controller idle before each"
+            ),
+        );
+    }
     row(
         &mut t,
         "API-bound limit",
@@ -1021,6 +1107,11 @@ fn report(
 
 async fn run(bench: &mut Bench) -> BenchResult<(String, Vec<String>)> {
     bench.cluster.install_crds().await?;
+    let latency = if bench.plan.latency_samples > 0 {
+        Some(bench.latency().await?)
+    } else {
+        None
+    };
     let (applied, kept) = bench.converge(Start::AppliedAtOnce).await?;
     let idle = bench.idle(kept).await?;
     let (backlog, kept) = bench.converge(Start::Backlog).await?;
@@ -1089,6 +1180,7 @@ async fn run(bench: &mut Bench) -> BenchResult<(String, Vec<String>)> {
             &idle,
             floor.as_ref(),
             memory.as_ref(),
+            latency.as_ref(),
         ),
         failures,
     ))

@@ -65,6 +65,11 @@ pub fn secs(d: Duration) -> String {
     }
 }
 
+/// A short duration in whole milliseconds.
+pub fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
 /// A ratio with three significant decimals for small values.
 pub fn ratio(n: f64, of: f64) -> String {
     if of == 0.0 {
