@@ -22,8 +22,8 @@ use invite_operator::api::{
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, CustomResourceExt, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    Api, CustomResourceExt,
+    api::PostParams,
     core::{ApiResource, DynamicObject},
 };
 use serde_json::{Value, json};
@@ -683,12 +683,8 @@ fn crd_before_the_address_rule() -> CustomResourceDefinition {
 }
 
 async fn apply_crd(cluster: &TestCluster, crd: &CustomResourceDefinition) {
-    Api::<CustomResourceDefinition>::all(cluster.client.clone())
-        .patch(
-            &crd.name_any(),
-            &PatchParams::apply("invite-operator-e2e").force(),
-            &Patch::Apply(crd),
-        )
+    let crds = Api::<CustomResourceDefinition>::all(cluster.client.clone());
+    kube_test_apiserver::create_or_replace(&crds, crd)
         .await
         .unwrap();
 }

@@ -449,6 +449,40 @@ impl TestApiServer {
     }
 }
 
+/// Creates `object`, or replaces the object of that name with it (carrying the current
+/// `resourceVersion`, retried on a conflict): test set-up that works the same on this server
+/// and on a real one, without server-side apply.
+pub async fn create_or_replace<K>(api: &kube::Api<K>, object: &K) -> kube::Result<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let params = kube::api::PostParams::default();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let retry = |e: &kube::Error| {
+            attempts < 20 && matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+        };
+        match api.create(&params, object).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            created => return created,
+        }
+        let mut next = object.clone();
+        match api.get(&name).await {
+            Ok(current) => {
+                next.meta_mut().resource_version = current.meta().resource_version.clone()
+            }
+            Err(e) if retry(&e) => continue,
+            Err(e) => return Err(e),
+        }
+        match api.replace(&name, &params, &next).await {
+            Err(e) if retry(&e) => continue,
+            replaced => return replaced,
+        }
+    }
+}
+
 mod http_uri {
     pub use axum::http::Uri;
 }
