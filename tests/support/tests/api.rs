@@ -63,6 +63,15 @@ fn code<T>(r: Result<T, kube::Error>) -> u16 {
     }
 }
 
+/// Merge-patches the object `name`.
+async fn merge<K>(api: &Api<K>, name: &str, patch: Value) -> kube::Result<K>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+}
+
 fn json_patch(ops: Value) -> Patch<()> {
     Patch::Json(serde_json::from_value(ops).unwrap())
 }
@@ -154,12 +163,7 @@ async fn status_subresource_and_generation() {
         (r.spec.size, r.status.unwrap().ready, r.metadata.generation),
         (3, true, Some(2))
     );
-    let labelled = widgets
-        .patch(
-            "s",
-            &p,
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
+    let labelled = merge(&widgets, "s", json!({"metadata": {"labels": {"a": "b"}}}))
         .await
         .unwrap();
     assert_eq!(
@@ -172,11 +176,7 @@ async fn status_subresource_and_generation() {
 #[tokio::test]
 async fn deletion_with_finalizers_and_namespaces() {
     let (_server, widgets) = setup().await;
-    let (pp, p, dp) = (
-        PostParams::default(),
-        PatchParams::default(),
-        DeleteParams::default(),
-    );
+    let (pp, dp) = (PostParams::default(), DeleteParams::default());
     let mut w = widget("f", 1);
     w.metadata.finalizers = Some(vec!["a.dev/f".into()]);
     widgets.create(&pp, &w).await.unwrap();
@@ -184,20 +184,14 @@ async fn deletion_with_finalizers_and_namespaces() {
     let deleting = widgets.get("f").await.unwrap();
     assert!(deleting.metadata.deletion_timestamp.is_some());
     assert_eq!(deleting.metadata.generation, Some(2));
-    let add = widgets
-        .patch(
-            "f",
-            &p,
-            &Patch::Merge(json!({"metadata": {"finalizers": ["a.dev/f", "b.dev/g"]}})),
-        )
-        .await;
+    let add = merge(
+        &widgets,
+        "f",
+        json!({"metadata": {"finalizers": ["a.dev/f", "b.dev/g"]}}),
+    )
+    .await;
     assert_eq!(code(add), 422, "no finalizer can be added while deleting");
-    widgets
-        .patch(
-            "f",
-            &p,
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
+    merge(&widgets, "f", json!({"metadata": {"finalizers": null}}))
         .await
         .unwrap();
     assert_eq!(code(widgets.get("f").await), 404);
@@ -215,12 +209,7 @@ async fn deletion_with_finalizers_and_namespaces() {
         Some("Terminating")
     );
     assert_eq!(code(inside.create(&pp, &widget("late", 1)).await), 403);
-    inside
-        .patch(
-            "f",
-            &p,
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
+    merge(&inside, "f", json!({"metadata": {"finalizers": null}}))
         .await
         .unwrap();
     assert_eq!(code(namespaces.get("gone").await), 404);
@@ -290,21 +279,14 @@ async fn watches_resume_expire_and_bookmark() {
     let pp = PostParams::default();
     let a = widgets.create(&pp, &widget("a", 1)).await.unwrap();
     widgets.create(&pp, &widget("b", 1)).await.unwrap();
-    let p = PatchParams::default();
-    widgets
-        .patch(
-            "a",
-            &p,
-            &Patch::Merge(json!({"metadata": {"labels": {"on": "yes"}}})),
-        )
-        .await
-        .unwrap();
-    widgets
-        .patch(
-            "a",
-            &p,
-            &Patch::Merge(json!({"metadata": {"labels": {"on": "no"}}})),
-        )
+    merge(
+        &widgets,
+        "a",
+        json!({"metadata": {"labels": {"on": "yes"}}}),
+    )
+    .await
+    .unwrap();
+    merge(&widgets, "a", json!({"metadata": {"labels": {"on": "no"}}}))
         .await
         .unwrap();
     // Resumed from a's creation, selecting `on=yes`: b never matches, a enters and leaves.
