@@ -296,11 +296,6 @@ impl TestApiServer {
         self.inner.shared.lock().requests.clone()
     }
 
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.inner.shared.lock().requests.clear();
-    }
-
     /// Adds a fault; see [`Fault`]. Faults are checked in insertion order.
     pub fn inject_fault(&self, fault: Fault) {
         self.inner.shared.lock().faults.push(fault);
@@ -327,11 +322,6 @@ impl TestApiServer {
     /// older `continue` tokens are rejected with `410`.
     pub fn compact_history(&self) {
         self.inner.shared.lock().compact();
-    }
-
-    /// The current (global) resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.inner.shared.lock().rv
     }
 
     /// Sets how often watches with `allowWatchBookmarks` get a BOOKMARK
