@@ -92,6 +92,15 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
         .expect_err("a stale replace");
     assert!(is_guard_failure(&replace), "a 409 Conflict: {replace:?}");
 
+    // The in-process server evaluates no CRD schema (tests/support/README.md): there the
+    // refusal is injected, worded as the API server's (422 Invalid, with its causes).
+    if let Some(server) = &cluster.server {
+        server.inject_fault(
+            kube_test_apiserver::Fault::new(422)
+                .verb("patch")
+                .name("guarded"),
+        );
+    }
     let refused = api
         .patch(
             "guarded",

@@ -27,7 +27,6 @@ use std::time::Duration;
 use common::{flavor::*, *};
 use invite_mock::{FaultMix, MockConfig};
 use invite_operator::api::UserState;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api,
     api::{ListParams, PostParams},
@@ -322,18 +321,18 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
             }
         }
     };
-    let config_maps: Api<ConfigMap> =
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
     for round in 1..=EXPIRIES {
         // A write the controller does not watch, so that what its watches saw last is older
         // than the compaction: they resume into `410 Expired`, then list and watch again.
-        let mut config_map = ConfigMap::default();
-        config_map.metadata.name = Some(format!("round-{round}"));
-        config_map.metadata.labels = serde_json::from_value(h.cluster.labels()).unwrap();
-        config_maps
-            .create(&PostParams::default(), &config_map)
+        let mut lease = k8s_openapi::api::coordination::v1::Lease::default();
+        lease.metadata.name = Some(format!("round-{round}"));
+        lease.metadata.labels = serde_json::from_value(h.cluster.labels()).unwrap();
+        leases
+            .create(&PostParams::default(), &lease)
             .await
-            .expect("create a ConfigMap");
+            .expect("create a Lease");
         let (lists, watches) = (requests("list"), requests("watch"));
         server.compact_history();
         server.close_watches();

@@ -18,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
 use kube_test_apiserver::TestApiServer;
@@ -26,9 +26,6 @@ use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::BenchResult;
-
-/// Field manager of everything the benchmark applies.
-const MANAGER: &str = "invite-operator-bench";
 
 /// The Kubernetes API the benchmark runs against.
 pub struct Cluster {
@@ -90,13 +87,9 @@ impl Cluster {
     pub async fn install_crds(&self) -> BenchResult<()> {
         let crds = Api::<CustomResourceDefinition>::all(self.client.clone());
         for crd in all_crds() {
-            crds.patch(
-                &crd.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .map_err(|e| format!("apply CRD {}: {e}", crd.name_any()))?;
+            kube_test_apiserver::create_or_replace(&crds, &crd)
+                .await
+                .map_err(|e| format!("apply CRD {}: {e}", crd.name_any()))?;
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while Api::<UserInvitation>::all(self.client.clone())

@@ -316,14 +316,10 @@ impl TestCluster {
             )])),
             ..Default::default()
         };
-        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
-            .patch(
-                name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&secret),
-            )
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.namespace);
+        kube_test_apiserver::create_or_replace(&secrets, &secret)
             .await
-            .expect("apply secret");
+            .expect("create or replace secret");
     }
 
     /// Creates a namespaced UserInvite endpoint pointing at `url`, reading the token from
@@ -366,14 +362,10 @@ impl TestCluster {
             "spec": spec,
         }))
         .unwrap();
-        Api::<InvitationEndpoint>::namespaced(self.client.clone(), &self.namespace)
-            .patch(
-                name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&endpoint),
-            )
+        let endpoints = Api::<InvitationEndpoint>::namespaced(self.client.clone(), &self.namespace);
+        kube_test_apiserver::create_or_replace(&endpoints, &endpoint)
             .await
-            .expect("apply endpoint");
+            .expect("create or replace endpoint");
     }
 
     /// Creates a cluster endpoint (name it with [`TestCluster::unique`]) from a JSON spec,
@@ -393,14 +385,10 @@ impl TestCluster {
             "spec": spec,
         }))
         .unwrap();
-        Api::<ClusterInvitationEndpoint>::all(self.client.clone())
-            .patch(
-                name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&endpoint),
-            )
+        let endpoints = Api::<ClusterInvitationEndpoint>::all(self.client.clone());
+        kube_test_apiserver::create_or_replace(&endpoints, &endpoint)
             .await
-            .expect("apply cluster endpoint");
+            .expect("create or replace cluster endpoint");
     }
 
     /// Creates a UserInvitation from its spec.
@@ -728,14 +716,9 @@ pub async fn served_admission_policy_version(client: &Client) -> Option<&'static
 async fn install_crds(client: &Client) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in all_crds() {
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("invite-operator-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply CRD");
+        kube_test_apiserver::create_or_replace(&crds, &crd)
+            .await
+            .expect("create or replace CRD");
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while Api::<UserInvitation>::all(client.clone())

@@ -1,10 +1,11 @@
 //! # kube-test-apiserver
 //!
-//! An in-process Kubernetes API server for end-to-end tests. It speaks the
-//! real HTTP wire protocol, so an **unmodified** [`kube::Client`] — including
-//! `kube::runtime::{Controller, watcher, reflector, metadata_watcher}`,
-//! `events::Recorder` and `finalizer` — runs against it exactly as it would
-//! against a cluster.
+//! An in-process Kubernetes API server for the operator's end-to-end tests. It speaks the real
+//! HTTP wire protocol, so an **unmodified** [`kube::Client`] (and kube-runtime's `Controller`,
+//! `watcher`, `reflector` and `finalizer`) runs against it as against a cluster. It emulates
+//! only what the operator and its test suite use; the same suite runs against a real
+//! kube-apiserver (`tests/e2e-realkube.sh`, in CI), which is the check that what is emulated
+//! behaves the same. See `tests/support/README.md` for what is left out and why.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -18,123 +19,43 @@
 //! # }
 //! ```
 //!
-//! ## Served resources
+//! ## Served
 //!
-//! Built in: core `v1` `namespaces` (with `default`, `kube-system`,
-//! `kube-public`, `kube-node-lease`), `secrets`, `configmaps`, `events`;
-//! `events.k8s.io/v1` `events`; `coordination.k8s.io/v1` `leases`;
-//! `apiextensions.k8s.io/v1` `customresourcedefinitions`. Creating a CRD
-//! serves its resource immediately (and sets `NamesAccepted`/`Established`);
-//! deleting it removes its instances (honouring their finalizers) and then
-//! stops serving it. Unknown paths answer `404` with a `Status` body.
+//! * Resources: core `v1` `namespaces` (`default`, `kube-system`, `kube-public`,
+//!   `kube-node-lease` exist) and `secrets`; `events.k8s.io/v1` `events`;
+//!   `coordination.k8s.io/v1` `leases`; `apiextensions.k8s.io/v1` `customresourcedefinitions`,
+//!   whose custom resources are served as soon as they are created (`Established`). `/version`.
+//!   Anything else answers `404`; unsupported verbs `405`.
+//! * Verbs: get, list (`limit`/`continue`), watch, create, update (PUT; creates missing Leases
+//!   and Events like the real registries), patch (JSON patch, JSON merge patch), delete.
+//! * One global, monotonically increasing `resourceVersion`; `uid`, `creationTimestamp`;
+//!   `metadata.generation` for custom resources (bumped by changes outside metadata and status,
+//!   and by graceful deletion). No-op writes change nothing and send no watch event.
+//! * The status subresource, isolated in both directions; optimistic concurrency (PUT and
+//!   patches carrying `metadata.resourceVersion`); JSON patch `test` with
+//!   kube-apiserver's answers (a `test` of a missing path compares with `null`; a failed
+//!   operation is `422 Invalid` with the generic message and no causes).
+//! * Finalizers: deletion sets `deletionTimestamp`, removing the last finalizer deletes, none
+//!   can be added while deleting. Namespace deletion: `Terminating`, content deleted, creates
+//!   refused, gone once empty (at once: the namespace controller's work). Creating in a missing
+//!   namespace answers `404`. Secrets' `stringData` is folded into `data`.
+//! * Label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`) for lists and watches
+//!   (objects starting or stopping to match are `ADDED` / `DELETED`).
+//! * Watches from a resourceVersion (history replay; `410 Expired` once compacted), from
+//!   `""`/`"0"` (synthetic `ADDED`), with bookmarks (every second by default) and
+//!   `timeoutSeconds`.
 //!
-//! ## What is faithful
-//!
-//! * Paths (namespaced, cluster-wide, subresources, legacy `/watch/`),
-//!   discovery (`/api`, `/apis`, group/version resource lists, aggregated
-//!   discovery v2) and `/version`.
-//! * A single, global, monotonically increasing `resourceVersion` (like etcd
-//!   revisions); `uid`, `creationTimestamp`; `metadata.generation` for custom
-//!   resources and CRDs (bumped only on changes outside metadata/status, and
-//!   on graceful deletion). Like the real registries, built-ins such as
-//!   ConfigMaps, Secrets, Leases and Namespaces do not carry a generation.
-//! * No-op writes do not bump the resourceVersion nor emit watch events.
-//! * Status subresource isolation in both directions; create drops `.status`
-//!   of custom resources with a status subresource.
-//! * Optimistic concurrency for PUT and for patches carrying
-//!   `metadata.resourceVersion`; uid / resourceVersion delete preconditions.
-//! * JSON merge patch, JSON patch (incl. the apiserver's "`test` against a
-//!   missing path compares with `null`" quirk; an operation that cannot be
-//!   applied — a failed `test`, a missing path — is answered exactly as
-//!   kube-apiserver does: `422`, reason `Invalid`, message "the server
-//!   rejected our request due to an error in our request", empty `details`),
-//!   strategic merge patch for built-ins (`415` for custom resources, as
-//!   upstream), and server-side apply (see below).
-//! * Finalizers: deletion sets `deletionTimestamp`, removing the last
-//!   finalizer deletes, adding finalizers while deleting is forbidden.
-//!   Namespace deletion is graceful: `Terminating`, content deleted, creates
-//!   forbidden, the namespace disappears once empty. Protected namespaces
-//!   cannot be deleted. Creating in a missing namespace answers `404`.
-//! * Lists with label selectors (all operators), field selectors
-//!   (`metadata.name`, `metadata.namespace`, the built-ins' extra fields and
-//!   CRD `selectableFields`), `limit`/`continue` pagination, metadata-only
-//!   (`PartialObjectMetadataList`) responses.
-//! * Watches from a resourceVersion (history replay), from `""`/`"0"`
-//!   (synthetic `ADDED`), streaming lists (`sendInitialEvents` + the
-//!   `k8s.io/initial-events-end` bookmark), periodic bookmarks,
-//!   `timeoutSeconds`, `410 Expired` ERROR events for compacted revisions,
-//!   selector-aware `ADDED`/`DELETED` transitions when objects start or stop
-//!   matching, metadata-only watches.
-//! * Custom resource admission from the CRD's `openAPIV3Schema`: pruning
-//!   (incl. non-nullable nulls), defaulting, types, `enum`, bounds, lengths,
-//!   `pattern`, `format` (email, date-time, date, uuid, hostname, ipv4/6,
-//!   byte), list-type `set`/`map` uniqueness, `nullable`, `required`,
-//!   `allOf`/`anyOf`/`oneOf`/`not`, and CEL `x-kubernetes-validations`
-//!   (via kube's client-side CEL, including transition rules). Validation
-//!   ratchets on update like `CRDValidationRatcheting`. `fieldValidation=Strict`
-//!   rejects unknown fields. Errors are `422 Invalid` with real messages and
-//!   `details.causes`.
-//! * `ObjectMeta` validation (names, label keys/values, annotations,
-//!   finalizer names, owner references), Secret `stringData` folding,
-//!   `events.k8s.io/v1` Event validation, Lease validation.
-//!
-//! ## Where it still differs from kube-apiserver
-//!
-//! The e2e suite runs against this server and against a real kube-apiserver
-//! (1.28.7, `tests/e2e-realkube.sh`); where the two were found to differ,
-//! this server was changed to behave like the real one. What remains:
-//!
-//! * **Test-only facilities**: fault injection ([`Fault`]), request records
-//!   ([`TestApiServer::requests`]), [`TestApiServer::close_watches`] and
-//!   [`TestApiServer::compact_history`] exist only here. The e2e tests that
-//!   need them say so and are skipped against a real cluster.
-//! * **Version**: `/version` reports 1.33 (the API level of `k8s-openapi`'s
-//!   `v1_33` feature). Validation ratchets on update as with
-//!   `CRDValidationRatcheting`, on by default from Kubernetes 1.30; a 1.28
-//!   server does not ratchet.
-//! * **Namespace deletion is synchronous**: the content is deleted at once
-//!   and the namespace disappears once empty. On a cluster the namespace
-//!   controller of kube-controller-manager does it seconds later (and without
-//!   it the namespace stays `Terminating`).
-//! * **Only a few built-in resources** are served (see above): no RBAC, no
-//!   ServiceAccounts, no Pods. There is no authentication or authorization, so
-//!   RBAC is only checked for real against a real cluster (`tests/rbac.rs`).
-//! * **CRDs are established synchronously** on create; a real server takes a
-//!   moment to serve a new CRD.
-//! * **Bookmarks** come every second by default (a real server sends one
-//!   about every minute).
-//! * Error messages are modelled on the real ones; rare cases (CEL errors,
-//!   combined schema errors) may be worded differently: compare codes,
-//!   reasons and fields rather than whole messages.
-//! * **Server-side apply is approximate**: field ownership is tracked per
-//!   manager in `metadata.managedFields` (FieldsV1 format); conflicts with
-//!   other managers (409 unless `force=true`), removal of fields the manager
-//!   stopped applying, set/map list merging and ownership transfer on
-//!   updates are modelled, but not every structured-merge-diff corner case.
-//! * Strategic merge patch only knows `metadata.finalizers` (set merge) and
-//!   the `$patch`/`$deleteFromPrimitiveList` directives; other lists replace.
-//! * Continued list pages show the current state after the last key, not an
-//!   exact snapshot of the first page's revision; `resourceVersionMatch=Exact`
-//!   is served from the current state.
-//! * There is no garbage collector (ownerReferences are not followed, and the
-//!   `orphan`/`foregroundDeletion` propagation finalizers are not added), no
-//!   admission webhooks, no CRD conversion webhooks (multi-version CRDs use the
-//!   `None` strategy), no API priority and fairness, no protobuf/Table.
-//! * History for watch resumption is bounded (10 000 events);
-//!   [`TestApiServer::compact_history`] simulates an etcd compaction.
-//! * A watch from a resourceVersion newer than the server's starts at "now"
-//!   instead of waiting / answering "Too large resource version".
+//! Test-only facilities: fault injection ([`Fault`]), request records
+//! ([`TestApiServer::requests`]), [`TestApiServer::close_watches`] and
+//! [`TestApiServer::compact_history`]; tests using them are skipped against a real cluster.
 
 #![deny(missing_docs)]
 
 mod errors;
 mod http;
 mod resources;
-mod schema;
 mod selectors;
-mod ssa;
 mod store;
-mod validation;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -157,8 +78,6 @@ pub struct RecordedRequest {
     pub namespace: Option<String>,
     /// The object name, if the request targets one object.
     pub name: Option<String>,
-    /// The `fieldManager` query parameter, if given.
-    pub field_manager: Option<String>,
     /// The HTTP status code of the response.
     pub status: u16,
     /// The `User-Agent` header, if sent.
@@ -377,11 +296,6 @@ impl TestApiServer {
         self.inner.shared.lock().requests.clone()
     }
 
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.inner.shared.lock().requests.clear();
-    }
-
     /// Adds a fault; see [`Fault`]. Faults are checked in insertion order.
     pub fn inject_fault(&self, fault: Fault) {
         self.inner.shared.lock().faults.push(fault);
@@ -408,11 +322,6 @@ impl TestApiServer {
     /// older `continue` tokens are rejected with `410`.
     pub fn compact_history(&self) {
         self.inner.shared.lock().compact();
-    }
-
-    /// The current (global) resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.inner.shared.lock().rv
     }
 
     /// Sets how often watches with `allowWatchBookmarks` get a BOOKMARK
@@ -445,6 +354,40 @@ impl TestApiServer {
                 tracing::debug!("test apiserver did not stop within 2s; aborting");
                 abort.abort();
             }
+        }
+    }
+}
+
+/// Creates `object`, or replaces the object of that name with it (carrying the current
+/// `resourceVersion`, retried on a conflict): test set-up that works the same on this server
+/// and on a real one, without server-side apply.
+pub async fn create_or_replace<K>(api: &kube::Api<K>, object: &K) -> kube::Result<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let params = kube::api::PostParams::default();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let retry = |e: &kube::Error| {
+            attempts < 20 && matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+        };
+        match api.create(&params, object).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            created => return created,
+        }
+        let mut next = object.clone();
+        match api.get(&name).await {
+            Ok(current) => {
+                next.meta_mut().resource_version = current.meta().resource_version.clone()
+            }
+            Err(e) if retry(&e) => continue,
+            Err(e) => return Err(e),
+        }
+        match api.replace(&name, &params, &next).await {
+            Err(e) if retry(&e) => continue,
+            replaced => return replaced,
         }
     }
 }
