@@ -16,15 +16,13 @@
 //! changes at once after every one of many watch expiries in a row.
 //!
 //! Size: `FAULTS_RESOURCES` resources (default 60, which CI runs); the full size is one
-//! command away: `FAULTS_RESOURCES=200 cargo test --test e2e_faults -- --nocapture`.
+//! command away: `FAULTS_RESOURCES=200 cargo test --test e2e faults:: -- --nocapture`.
 //! On a real API server the Kubernetes faults cannot be injected: the test says so and runs
 //! with the API faults only.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{flavor::*, *};
+use crate::common::{flavor::*, *};
 use invite_mock::{FaultMix, MockConfig};
 use invite_operator::api::UserState;
 use k8s_openapi::api::core::v1::ConfigMap;

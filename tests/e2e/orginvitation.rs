@@ -1,11 +1,9 @@
 //! End-to-end tests of the OrgInvitation flow (seed 002): the real controller, the in-process
 //! Kubernetes API server (or a real cluster) and the mock of the organization API.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{MockConfig, ScriptedFault};
 use invite_operator::api::UserState;
 use serde_json::{Value, json};

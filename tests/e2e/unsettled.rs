@@ -13,11 +13,9 @@
 //! Endpoints use short timeouts (1–3 s), so settle windows (two timeouts, plus the second the
 //! intent's time is rounded up by; `max_clock_skew` is 0 in tests) stay a few seconds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{flavor::*, *};
+use crate::common::{flavor::*, *};
 use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::api::{Ownership, UserInvitationStatus, UserState};
 use jiff::Timestamp;

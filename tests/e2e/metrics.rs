@@ -3,11 +3,9 @@
 //! the chart's alerts (`files/prometheus-rules.yaml`) and dashboard (`dashboards/*.json`) name,
 //! and the pod named in events as `reportingInstance`.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use invite_operator::api::InvitationEndpoint;
 use kube::{Api, api::DeleteParams};
 use serde_json::json;

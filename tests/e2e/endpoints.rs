@@ -1,11 +1,9 @@
 //! Endpoints report whether they can be used: `Ready` with a reason, updated when the Secret
 //! changes, written only on change.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_operator::api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint};
 use kube::Api;
 use serde_json::json;

@@ -5,14 +5,12 @@
 //! This test drives one resource into each state, normalizes what varies between runs (times,
 //! the test's namespace, the mock's port) and compares the result with the committed fixture,
 //! so a change to what the controller writes cannot leave the fixtures (and the health check
-//! tested on them) behind. `UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e_health` rewrites
+//! tested on them) behind. `UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e health::` rewrites
 //! them.
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{MockApi, MockConfig};
 use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
 use k8s_openapi::api::core::v1::Secret;
@@ -350,7 +348,7 @@ async fn every_state_matches_its_health_fixture() {
     assert!(
         differences.is_empty(),
         "the health fixtures are stale; check the changes and rewrite them with \
-         UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e_health:\n{}",
+         UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e health:::\n{}",
         differences.join("\n")
     );
     // Every fixture in the folder comes from this test.

@@ -11,11 +11,9 @@
 //! plain `local@domain.tld` in ASCII on both. The planner's check of the same rule, for objects
 //! admitted before it, is `objects_admitted_before_the_address_rule_fail_alone_in_the_planner`.
 
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{flavor::*, *};
+use crate::common::{flavor::*, *};
 use invite_mock::{MockApi, MockConfig, RunningMock, ScriptedFault};
 use invite_operator::api::{
     FailureReason, InvitationEndpoint, UserInvitation, UserInvitationStatus, UserState,

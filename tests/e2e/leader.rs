@@ -7,15 +7,13 @@
 //! intervals ever overlap, and, on the test server, that the Kubernetes requests of the
 //! replicas (other than on the Lease) never interleave.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use invite_operator::{
     controller,
     health::Readiness,

@@ -4,11 +4,9 @@
 //! not `409` — and the controller treats it as the conflict it is: no failure, its new version
 //! is reconciled. Both tests run against the in-process server and a real cluster alike.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_operator::{
     api::{UserInvitation, UserState},
     controller::is_guard_failure,

@@ -17,14 +17,12 @@
 //! | `kill_after_the_call_before_the_outcome_is_written_*` | API answered, outcome status write not done | status patches fail (Kubernetes fault) once the intent is written; kill after the refused outcome write |
 //! | `randomized_kills_*` | any | many resources, kills every 50–300 ms while resources are created and updated, mock latency and random 503s |
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Duration,
 };
 
-use common::{flavor::*, *};
+use crate::common::{flavor::*, *};
 use invite_mock::{JournalEntry, MockConfig, ScriptedFault};
 use invite_operator::{
     api::{UserInvitation, UserInvitationStatus, UserState},

@@ -1,11 +1,9 @@
 //! End-to-end tests of the UserInvite flow: the real controller against the in-process
 //! Kubernetes API server (or a real cluster) and the stateful mock API over real HTTP.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::ScriptedFault;
 use invite_operator::api::{UserInvitation, UserState};
 use kube::ResourceExt;
@@ -402,8 +400,11 @@ async fn the_controller_waits_for_its_crds_instead_of_exiting() {
     // suite runs against a real cluster.
     let server = kube_test_apiserver::TestApiServer::start().await;
     let controller = RunningController::start(
-        invite_operator::controller::kube_client(server.config(), common::KUBERNETES_REQUESTS)
-            .unwrap(),
+        invite_operator::controller::kube_client(
+            server.config(),
+            crate::common::KUBERNETES_REQUESTS,
+        )
+        .unwrap(),
         base_settings("default"),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -6,17 +6,11 @@
 //! Searched: everything logged (text and JSON formatters, every target, every span field),
 //! the Events of the namespace, the status of every object, the `/metrics` text, and the
 //! `Debug` output of the settings and of the endpoint clients (holding a token and a cached
-//! access token). Its own test binary: it owns the global tracing subscriber.
+//! access token). Everything logged on the test's threads is captured (`common::logs`), at TRACE.
 
-mod common;
+use std::{sync::Arc, time::Duration};
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use common::*;
+use crate::common::{logs::Captured, *};
 use invite_operator::{
     api::{AnyEndpoint, ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation},
     controller::{ClientSettings, build_client},
@@ -29,52 +23,6 @@ use kube::{
     api::{DeleteParams, ListParams},
 };
 use serde_json::json;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
-
-/// Everything the process logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Installs the global subscriber: every target at TRACE, as text and as JSON lines.
-    fn install() -> Captured {
-        let captured = Captured::default();
-        let (text, json) = (captured.0.clone(), captured.0.clone());
-        tracing_subscriber::registry()
-            .with(EnvFilter::new("trace"))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(move || Sink(text.clone())),
-            )
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(true)
-                    .with_writer(move || Sink(json.clone())),
-            )
-            .init();
-        captured
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 fn random_token(prefix: &str) -> String {
     format!(
@@ -115,9 +63,13 @@ async fn wait_until(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
-    let logs = Captured::install();
+#[test]
+fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
+    let logs = Captured::default();
+    logs.runtime().block_on(no_token_in_a_full_flow(logs));
+}
+
+async fn no_token_in_a_full_flow(logs: Captured) {
     let token = random_token("apitoken");
     let wrong = random_token("wrongtoken");
     let cluster = TestCluster::start().await;

@@ -1,13 +1,11 @@
 //! Calls coalesced per endpoint: the lookups and invitations of many resources sharing an
 //! endpoint go out as a few batched calls; a refused user fails no other resource's users;
 //! OrgInvitation reads the organization once per window; the controller's own status writes
-//! cause no call at all. (Crash tests with batches in flight are in `e2e_exactly_once.rs`.)
-
-mod common;
+//! cause no call at all. (Crash tests with batches in flight are in `exactly_once.rs`.)
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{JournalEntry, MockConfig};
 use invite_operator::api::UserState;
 use serde_json::{Value, json};

@@ -7,11 +7,9 @@
 //!   RBAC are installed, as `templates/rbac.yaml` renders them, and the controller runs as that
 //!   ServiceAccount through both API flavours.
 
-mod common;
-
 use std::{collections::BTreeSet, time::Duration};
 
-use common::*;
+use crate::common::*;
 use invite_operator::controller::USER_AGENT;
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
@@ -362,7 +360,8 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     let mut config = cluster.config.clone();
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
     let client =
-        invite_operator::controller::kube_client(config, common::KUBERNETES_REQUESTS).unwrap();
+        invite_operator::controller::kube_client(config, crate::common::KUBERNETES_REQUESTS)
+            .unwrap();
     // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
     // on.
     let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")

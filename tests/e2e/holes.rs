@@ -1,5 +1,5 @@
 //! The holes of issue 11 that are not about unknown outcomes (those are in
-//! `e2e_unsettled.rs`):
+//! `unsettled.rs`):
 //!
 //! | test | point |
 //! |---|---|
@@ -13,11 +13,9 @@
 //! | `membership_is_found_in_an_organization_of_25000` | 7: no cap on the member listing |
 //! | `deleted_resources_leave_no_metric_series` | 11: the users gauge (per namespace) and the per-resource memory forget deleted resources |
 
-mod common;
-
 use std::time::Duration;
 
-use common::{flavor::*, *};
+use crate::common::{flavor::*, *};
 use invite_operator::api::{FailureReason, Ownership, UserInvitationStatus, UserState};
 use kube::{
     Api,
@@ -332,7 +330,7 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     );
     // (The spec names an endpoint that does not exist: an endpoint deleted and created
     // again would be another endpoint, on which nothing owned before is removed; see
-    // e2e_tenancy.)
+    // tenancy.rs.)
     let mut gone = users_spec(&["a@example.com", "d@example.com"], delete.clone());
     gone["endpointRef"] = json!({"kind": "InvitationEndpoint", "name": "missing"});
     h.cluster.patch_spec("team", gone).await;
@@ -676,7 +674,7 @@ async fn deleted_resources_leave_no_metric_series() {
             "invite_operator_users{{namespace=\"{other}\",state=\"invited\"}} 1"
         )]
     );
-    // Endpoints have a readiness series each (few, and gone with the endpoint: e2e_metrics);
+    // Endpoints have a readiness series each (few, and gone with the endpoint: metrics.rs);
     // UserInvitations never have one.
     assert!(
         !metrics

@@ -2,11 +2,9 @@
 //! deletion policies and the finalizer, acceptance and expiry on resync, two resources naming
 //! one person, adoption, and the events for every change made in the API.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{MockConfig, RunningMock};
 use invite_operator::api::{UserInvitation, UserState};
 use k8s_openapi::api::events::v1::Event;

@@ -15,11 +15,17 @@
 //! Every test removes what it created on a real cluster, whether it passes, fails or panics:
 //! [`TestCluster`] holds a drop guard that stops the test's controllers, strips the finalizers
 //! they left on UserInvitations and deletes the test's namespaces and cluster-scoped objects
-//! (found by the test id label). `tests/leftovers.rs` checks that nothing labelled by the suite
+//! (found by the test id label). `tests/e2e/leftovers.rs` checks that nothing labelled by the suite
 //! is left after a run.
 #![allow(dead_code)]
 
 pub mod flavor;
+pub mod logs;
+pub mod spec;
+pub mod wait;
+
+pub use spec::{org_spec, users_spec, with};
+pub use wait::{always, eventually, eventually_within};
 
 use std::{
     collections::BTreeMap,
@@ -96,13 +102,7 @@ pub fn real_cluster_kubeconfig() -> Option<String> {
 }
 
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
+    logs::init();
 }
 
 /// A Kubernetes API to test against, with a fresh namespace; cleans up after the test (see
@@ -556,7 +556,7 @@ impl Drop for CleanupGuard {
 /// of its namespaces lose their finalizers (first marked deleted, so that nobody can add one
 /// again), then its namespaces, ClusterInvitationEndpoints, cluster RBAC and admission policies
 /// are deleted.
-/// Namespaces are deleted asynchronously by the cluster (`tests/leftovers.rs` waits for them).
+/// Namespaces are deleted asynchronously by the cluster (`tests/e2e/leftovers.rs` waits for them).
 async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
     let selector = ListParams::default().labels(&format!("{TEST_ID_LABEL}={id}"));
     let gone = |r: Result<(), kube::Error>| match r {
@@ -623,7 +623,7 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
         .delete_collection(&dp, &selector)
         .await
         .map_err(|e| format!("delete ClusterRoles: {e}"))?;
-    // Admission policies (tests/rbac.rs), in whichever version the server serves (404: none).
+    // Admission policies (tests/e2e/rbac.rs), in whichever version the server serves (404: none).
     for api_version in ADMISSION_POLICY_VERSIONS {
         for kind in ADMISSION_POLICY_KINDS {
             let resource = admission_policy_resource(api_version, kind);

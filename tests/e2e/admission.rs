@@ -1,9 +1,7 @@
 //! Bad input is refused at admission by the CRDs' schema and CEL rules, exactly as a real API
 //! server applies them (the in-process server evaluates the same schema and CEL).
 
-mod common;
-
-use common::TestCluster;
+use crate::common::TestCluster;
 use invite_operator::api::{InvitationEndpoint, UserInvitation};
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
@@ -220,7 +218,7 @@ async fn endpoints_are_validated_at_admission() {
 #[tokio::test]
 async fn examples_are_stored_exactly_as_written() {
     let cluster = TestCluster::start().await;
-    let dir = common::package_path("examples");
+    let dir = crate::common::package_path("examples");
     let mut checked = 0;
     for file in std::fs::read_dir(&dir).unwrap() {
         let path = file.unwrap().path();

@@ -19,13 +19,11 @@
 //! | stale leader | `a_replica_that_lost_its_lease_sends_no_invitation` |
 //! | two controllers serve one resource | `two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource`, `a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve_alone` |
 //!
-//! The Secret-list attack is in `tests/rbac.rs`, tokens in output in `tests/e2e_no_token.rs`.
-
-mod common;
+//! The Secret-list attack is in `tests/e2e/rbac.rs`, tokens in output in `tests/e2e/no_token.rs`.
 
 use std::{net::IpAddr, time::Duration};
 
-use common::{flavor::eventually, *};
+use crate::common::{flavor::eventually, *};
 use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::{
     api::{

@@ -1,6 +1,6 @@
 //! The final check of an e2e run against a real cluster: nothing the suite created is left.
 //!
-//! Every object the suite creates carries the label `invite-e2e=true` (see `tests/common`),
+//! Every object the suite creates carries the label `invite-e2e=true` (see `tests/e2e/common`),
 //! and every test removes what it created, whether it passes, fails or panics. This test fails
 //! when anything labelled by the suite is still there: namespaces (Terminating ones are given a
 //! bounded time to go away), ClusterInvitationEndpoints, cluster RBAC, admission policies, and
@@ -9,13 +9,11 @@
 //! labels).
 //!
 //! It runs after the suite, on purpose only: `tests/e2e-realkube.sh` runs it as
-//! `cargo test --test leftovers -- --ignored`.
-
-mod common;
+//! `cargo test --test e2e -- --ignored leftovers::`.
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
 use k8s_openapi::api::{
     coordination::v1::Lease,
