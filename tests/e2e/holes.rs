@@ -638,21 +638,17 @@ async fn deleted_resources_leave_no_metric_series() {
             .await;
     }
     let metrics = h.controller.as_ref().unwrap().metrics.clone();
-    assert!(
-        eventually(WAIT, || {
-            users_series(&metrics, &ns)
-                == vec![format!(
-                    "invite_operator_users{{namespace=\"{ns}\",state=\"invited\"}} 6"
-                )]
-                && users_series(&metrics, &other)
-                    == vec![format!(
-                        "invite_operator_users{{namespace=\"{other}\",state=\"invited\"}} 1"
-                    )]
-        })
-        .await,
-        "one series per namespace and state:\n{}",
-        metrics.encode()
-    );
+    eventually("one series per namespace and state", async || {
+        let one = |ns: &str, n: u32| {
+            vec![format!(
+                "invite_operator_users{{namespace=\"{ns}\",state=\"invited\"}} {n}"
+            )]
+        };
+        (users_series(&metrics, &ns) == one(&ns, 6) && users_series(&metrics, &other) == one(&other, 1))
+            .then_some(())
+            .ok_or_else(|| metrics.encode())
+    })
+    .await;
     for i in 0..3 {
         h.cluster
             .invitations()
@@ -663,11 +659,13 @@ async fn deleted_resources_leave_no_metric_series() {
     for i in 0..3 {
         wait_gone(&h.cluster, &format!("r{i}")).await;
     }
-    assert!(
-        eventually(WAIT, || users_series(&metrics, &ns).is_empty()).await,
-        "the deleted resources' series are gone:\n{}",
-        metrics.encode()
-    );
+    eventually("the deleted resources' series are gone", async || {
+        users_series(&metrics, &ns)
+            .is_empty()
+            .then_some(())
+            .ok_or_else(|| metrics.encode())
+    })
+    .await;
     assert_eq!(
         users_series(&metrics, &other),
         vec![format!(

@@ -23,7 +23,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use crate::common::{flavor::eventually, *};
+use crate::common::*;
 use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::{
     api::{
@@ -1997,14 +1997,10 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     }
     // The tarpit holds its share of the slots.
     let controller = h.controller.as_ref().unwrap();
-    assert!(
-        eventually(WAIT, || sum_metric(
-            &controller.metrics,
-            "invite_operator_reconciles_deferred_total"
-        ) > 0)
-        .await,
-        "the tarpit's resources are held to their share"
-    );
+    eventually("the tarpit's resources are held to their share", async || {
+        sum_metric(&controller.metrics, "invite_operator_reconciles_deferred_total") > 0
+    })
+    .await;
     let started = std::time::Instant::now();
     for i in 0..5 {
         h.cluster

@@ -1,7 +1,6 @@
 //! Both API flavours behind one interface, for tests that run a scenario on each: the
 //! endpoint, a resource's spec, and how to read the mock's journal (invite requests, lookups).
 
-use std::time::Duration;
 
 use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::api::{UserInvitation, UserInvitationStatus, UserState, UserStatus};
@@ -163,16 +162,3 @@ pub fn status_of(inv: &UserInvitation) -> &UserInvitationStatus {
     inv.status.as_ref().expect("a status")
 }
 
-/// Polls `check` every 10 ms until it holds or `within` passes; returns whether it held.
-pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
