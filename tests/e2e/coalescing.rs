@@ -19,20 +19,6 @@ fn batching(h: &Harness) -> invite_operator::controller::Settings {
     settings
 }
 
-fn users_spec(emails: &[String], groups: &[&str]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": groups, "userGroups": []})).collect::<Vec<_>>(),
-    })
-}
-
-fn org_spec(emails: &[String]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-        "orgInvitation": {"usernames": emails, "organizationRoles": [{"name": "org_member"}]},
-    })
-}
-
 fn count(journal: &[JournalEntry], method: &str, path: &str) -> usize {
     journal
         .iter()
@@ -77,10 +63,10 @@ async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
     let mut h = Harness::user_invite().await;
     h.start_controller_with(batching(&h));
     let all = resources(20, 2);
-    futures::future::join_all(
-        all.iter()
-            .map(|(name, users)| h.cluster.create_invitation(name, users_spec(users, &[]))),
-    )
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        h.cluster
+            .create_invitation(name, users_spec("wavefront", users, &[]))
+    }))
     .await;
     for (name, _) in &all {
         h.cluster.wait_status(name, "Ready", is_ready).await;
@@ -126,7 +112,7 @@ async fn a_refused_user_fails_no_other_resources_users() {
                 ],
             })
         } else {
-            users_spec(users, &[])
+            users_spec("wavefront", users, &[])
         };
         h.cluster.create_invitation(name, spec)
     }))
@@ -166,10 +152,10 @@ async fn the_organization_is_read_once_per_window_not_once_per_resource() {
         .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
     h.start_controller_with(batching(&h));
     let all = resources(12, 2);
-    futures::future::join_all(
-        all.iter()
-            .map(|(name, users)| h.cluster.create_invitation(name, org_spec(users))),
-    )
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        h.cluster
+            .create_invitation(name, org_spec("csp", users, "org_member"))
+    }))
     .await;
     for (name, _) in &all {
         h.cluster.wait_status(name, "Ready", is_ready).await;
@@ -207,9 +193,8 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
     h.controller.as_ref().expect("running").wait_ready().await;
     let users: Vec<String> = (0..3).map(|u| format!("own{u}@example.com")).collect();
     h.cluster
-        .create_invitation("team", users_spec(&users, &[]))
+        .create_ready("team", users_spec("wavefront", &users, &[]))
         .await;
-    h.cluster.wait_status("team", "Ready", is_ready).await;
     let calls = h.mock.api.journal().len();
     // The pass wrote the intent and the outcome (deletionPolicy Retain: no finalizer either).
     // Neither write is a reason for another pass, so no pass may look the users up again.
@@ -241,10 +226,10 @@ async fn a_rollout_reads_the_members_once_whatever_it_invites() {
         .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
     h.start_controller_with(batching(&h));
     let all = resources(50, 2);
-    futures::future::join_all(
-        all.iter()
-            .map(|(name, users)| h.cluster.create_invitation(name, org_spec(users))),
-    )
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        h.cluster
+            .create_invitation(name, org_spec("csp", users, "org_member"))
+    }))
     .await;
     for (name, _) in &all {
         h.cluster.wait_status(name, "Ready", is_ready).await;

@@ -13,7 +13,6 @@ use invite_operator::{
 };
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::time::Instant;
 
 fn json_patch(ops: serde_json::Value) -> Patch<()> {
     Patch::Json(serde_json::from_value(ops).unwrap())
@@ -130,11 +129,8 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
     // The lookup is in flight: the controller has read the resource, and writes the intent
     // when the answer comes.
     let lookup = |e: &invite_mock::JournalEntry| e.path == "/api/v2/user/validateUsers";
-    let deadline = Instant::now() + WAIT;
-    while !h.mock.api.journal().iter().any(lookup) {
-        assert!(Instant::now() < deadline, "no lookup");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let in_flight = async || h.mock.api.journal().iter().any(lookup);
+    eventually_every(Duration::from_millis(5), WAIT, "a lookup", in_flight).await;
     let changed: UserInvitation = h
         .cluster
         .invitations()

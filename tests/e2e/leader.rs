@@ -115,18 +115,11 @@ impl Activity {
         what: &str,
         check: impl Fn(&[Interval]) -> Option<Interval>,
     ) -> Interval {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(found) = check(&self.intervals()) {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                self.intervals()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_every(Duration::from_millis(10), WAIT, what, async || {
+            let intervals = self.intervals();
+            check(&intervals).ok_or(format!("{intervals:?}"))
+        })
+        .await
     }
 }
 
@@ -297,16 +290,16 @@ impl Election {
 
     /// Waits until some replica leads (holds the Lease and runs its controller); its name.
     async fn wait_leader(&self) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let (Some(holder), Some(active)) = (self.holder().await, self.activity.active())
-                && holder == active
-            {
-                return holder;
-            }
-            assert!(Instant::now() < deadline, "no leader elected");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually_every(
+            Duration::from_millis(20),
+            WAIT,
+            "a leader",
+            async || match (self.holder().await, self.activity.active()) {
+                (Some(holder), Some(active)) if holder == active => Ok(holder),
+                seen => Err(format!("holder and active: {seen:?}")),
+            },
+        )
+        .await
     }
 
     /// The replicas' Kubernetes requests other than on the Lease, in the order served.
@@ -410,13 +403,6 @@ impl Election {
     }
 }
 
-fn users_spec(emails: &[&str]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []})).collect::<Vec<_>>(),
-    })
-}
-
 fn pick<'a>(replicas: &'a [Replica], name: &str) -> &'a Replica {
     replicas.iter().find(|r| r.name == name).expect("replica")
 }
@@ -453,9 +439,8 @@ async fn only_the_leader_reconciles_and_invites_once() {
 
     let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
     s.cluster
-        .create_invitation("team", users_spec(&emails))
+        .create_ready("team", users_spec("wavefront", &emails, &[]))
         .await;
-    s.cluster.wait_status("team", "Ready", is_ready).await;
     // Let several renewals pass: leadership is stable, the standby stays idle.
     tokio::time::sleep(LEASE * 2).await;
 
@@ -502,16 +487,18 @@ async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashe
     let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
     let leader = s.wait_leader().await;
     s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .create_ready(
+            "first",
+            users_spec("wavefront", &["alice@example.com"], &[]),
+        )
         .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
 
     let (leader, standby) = split(replicas, &leader);
     let standby_name = standby.name.clone();
     let killed_at = Instant::now();
     leader.kill().await;
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_invitation("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
 
     let took_over = s
@@ -542,9 +529,11 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     let replicas = vec![s.replica("replica-a", lease), s.replica("replica-b", lease)];
     let leader = s.wait_leader().await;
     s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .create_ready(
+            "first",
+            users_spec("wavefront", &["alice@example.com"], &[]),
+        )
         .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
 
     let (leader, standby) = split(replicas, &leader);
     let standby_name = standby.name.clone();
@@ -562,9 +551,8 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
         "the released lease was taken after {after:?}"
     );
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
-    s.cluster.wait_status("second", "Ready", is_ready).await;
     s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
     s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
     standby.stop().await;
@@ -583,9 +571,11 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
     let leader = s.wait_leader().await;
     s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .create_ready(
+            "first",
+            users_spec("wavefront", &["alice@example.com"], &[]),
+        )
         .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
     let (leader, standby) = split(replicas, &leader);
     let (leader_name, standby_name) = (leader.name.clone(), standby.name.clone());
 
@@ -629,9 +619,8 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
         "the standby started before the leader stopped"
     );
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
-    s.cluster.wait_status("second", "Ready", is_ready).await;
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
 
     // Nothing but Lease requests from the old leader since it stopped.
@@ -658,9 +647,11 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
     let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
     let leader = s.wait_leader().await;
     s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
+        .create_ready(
+            "first",
+            users_spec("wavefront", &["alice@example.com"], &[]),
+        )
         .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
 
     // Someone else writes itself into the Lease (and then never renews it).
     let stolen_at = Instant::now();
@@ -707,9 +698,8 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
         next.start - stolen_at
     );
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
-    s.cluster.wait_status("second", "Ready", is_ready).await;
     s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
     s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
     s.finish(replicas).await;
@@ -746,14 +736,7 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
             .and_then(|l| l.spec?.holder_identity)
             .filter(|h| !h.is_empty())
     };
-    let deadline = Instant::now() + WAIT;
-    let leader = loop {
-        if let Some(h) = holder().await {
-            break h;
-        }
-        assert!(Instant::now() < deadline, "no process took the lease");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let leader = eventually("a process to take the lease", holder).await;
     // Both ready: the leader once its caches synced, the other as a standby.
     for p in &processes {
         p.wait_ready().await;
@@ -763,11 +746,14 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     let second = processes.pop().unwrap();
     first.terminate().await;
     let released_at = Instant::now();
-    let deadline = released_at + WAIT;
-    while holder().await.as_deref() != Some(second.name.as_str()) {
-        assert!(Instant::now() < deadline, "the standby never took over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let takes_over = async || expect_eq(holder().await, Some(second.name.clone()));
+    eventually_every(
+        Duration::from_millis(20),
+        WAIT,
+        "the standby to take over",
+        takes_over,
+    )
+    .await;
     // Released on SIGTERM: no waiting for the 2s lease to expire.
     assert!(
         released_at.elapsed() < Duration::from_secs(1),

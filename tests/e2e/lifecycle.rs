@@ -38,30 +38,6 @@ fn user(email: &str, groups: &[&str], user_groups: &[&str]) -> Value {
     json!({"emailAddress": email, "groups": groups, "userGroups": user_groups})
 }
 
-async fn event_reasons(cluster: &TestCluster, name: &str) -> Vec<String> {
-    cluster
-        .events_of(name)
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
-async fn wait_event(cluster: &TestCluster, name: &str, reason: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let reasons = event_reasons(cluster, name).await;
-        if reasons.iter().any(|r| r == reason) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {reason} event for {name}; saw {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Plays someone editing the user in the product, through the API itself.
 async fn revoke_in_product(mock: &RunningMock, id: &str, permission: &str) {
     let response = reqwest::Client::new()
@@ -92,7 +68,7 @@ async fn invite_only_never_touches_an_invited_user() {
     s.start_controller_resyncing(Duration::from_millis(200));
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([user("a@example.com", &["dashboard_management"], &[])]),
@@ -100,7 +76,6 @@ async fn invite_only_never_touches_an_invited_user() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     let ready = mock.api.journal().len();
     cluster
         .patch_spec(
@@ -130,7 +105,7 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
     mock.api.seed_user_group("ug-1", "Data");
     mock.api.seed_user_group("ug-2", "Ops");
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([user("a@example.com", &["dashboard_management"], &["ug-1"])]),
@@ -138,7 +113,6 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     // The spec changes: one permission more, another user group.
     cluster
         .patch_spec(
@@ -146,20 +120,33 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
             json!({"users": [user("a@example.com", &["dashboard_management", "alerts_management"], &["ug-2"])]}),
         )
         .await;
-    wait_until(|| {
-        groups_of(mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+    let both = ["alerts_management", "dashboard_management"];
+    eventually("a's new permission", async || {
+        expect_eq(
+            groups_of(mock, "a@example.com"),
+            both.map(String::from).to_vec(),
+        )
     })
     .await;
-    wait_until(|| user_groups_of(mock, "a@example.com") == vec!["ug-2"]).await;
-    wait_event(cluster, "team", "Updated").await;
+    eventually("a's new user group", async || {
+        expect_eq(
+            user_groups_of(mock, "a@example.com"),
+            vec!["ug-2".to_string()],
+        )
+    })
+    .await;
+    cluster.wait_event("team", "Updated").await;
     // Someone revokes a permission in the product: the next resync grants it again.
     revoke_in_product(mock, "a@example.com", "alerts_management").await;
     assert_eq!(
         groups_of(mock, "a@example.com"),
         vec!["dashboard_management"]
     );
-    wait_until(|| {
-        groups_of(mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+    eventually("the revoked permission granted again", async || {
+        expect_eq(
+            groups_of(mock, "a@example.com"),
+            both.map(String::from).to_vec(),
+        )
     })
     .await;
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
@@ -179,17 +166,6 @@ fn user_groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
     ids
 }
 
-async fn wait_until(check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition never became true"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn existing_users_are_adopted_and_managed_under_enforce() {
     let mut s = Harness::user_invite().await;
@@ -198,8 +174,8 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
     mock.api.seed_user(
         json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
     );
-    cluster
-        .create_invitation(
+    let inv = cluster
+        .create_ready(
             "team",
             user_spec(
                 json!([user("old@example.com", &["dashboard_management"], &[])]),
@@ -207,9 +183,14 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
             ),
         )
         .await;
-    let inv = cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
-    wait_until(|| groups_of(mock, "old@example.com") == vec!["dashboard_management"]).await;
+    eventually("the adopted user's permissions enforced", async || {
+        expect_eq(
+            groups_of(mock, "old@example.com"),
+            vec!["dashboard_management".to_string()],
+        )
+    })
+    .await;
     assert_eq!(mock.api.invitations_sent_to("old@example.com"), 0);
     s.finish().await;
 }
@@ -220,7 +201,7 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([
@@ -231,7 +212,6 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     let ready = mock.api.journal().len();
     assert!(
         cluster
@@ -248,26 +228,11 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
     cluster
         .wait_status("team", "b dropped", |s| s.users.len() == 1)
         .await;
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "team").await;
+    cluster.delete("team").await;
+    cluster.wait_gone("team").await;
     assert!(mock.api.user("a@example.com").is_some() && mock.api.user("b@example.com").is_some());
     assert_eq!(changes_since(mock, ready), Vec::<String>::new());
     s.finish().await;
-}
-
-async fn wait_gone(cluster: &TestCluster, name: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while cluster.invitations().get_opt(name).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} was never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -277,8 +242,8 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
     let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api
         .seed_user(json!({"identifier": "old@example.com", "groups": [], "userGroups": []}));
-    cluster
-        .create_invitation(
+    let inv = cluster
+        .create_ready(
             "team",
             user_spec(
                 json!([
@@ -290,7 +255,6 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
             ),
         )
         .await;
-    let inv = cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(
         inv.finalizers(),
         &["invite.operators.dev/cleanup".to_string()]
@@ -322,14 +286,10 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         .wait_status("team", "b removed", |s| s.users.len() == 2)
         .await;
     assert!(mock.api.user("b@example.com").is_none(), "b was deleted");
-    wait_event(cluster, "team", "Deleted").await;
+    cluster.wait_event("team", "Deleted").await;
 
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "team").await;
+    cluster.delete("team").await;
+    cluster.wait_gone("team").await;
     assert!(
         mock.api.user("a@example.com").is_none(),
         "a was deleted with the resource"
@@ -347,7 +307,7 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([user("a@example.com", &[], &[])]),
@@ -355,7 +315,6 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     Api::<invite_operator::api::InvitationEndpoint>::namespaced(
         cluster.client.clone(),
         &cluster.namespace,
@@ -366,13 +325,9 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     cluster
         .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
         .await;
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "team").await;
-    wait_event(cluster, "team", "CleanupSkipped").await;
+    cluster.delete("team").await;
+    cluster.wait_gone("team").await;
+    cluster.wait_event("team", "CleanupSkipped").await;
     assert!(
         mock.api.user("a@example.com").is_some(),
         "left behind, and said so"
@@ -386,7 +341,7 @@ async fn switching_to_retain_releases_the_finalizer() {
     s.start_controller();
     let cluster = &s.cluster;
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([user("a@example.com", &[], &[])]),
@@ -394,22 +349,14 @@ async fn switching_to_retain_releases_the_finalizer() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     cluster
         .patch_spec("team", json!({"deletionPolicy": "Retain"}))
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cluster
-        .invitations()
-        .get("team")
-        .await
-        .unwrap()
-        .finalizers()
-        .is_empty()
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the finalizer released", async || {
+        let team = cluster.invitations().get("team").await.unwrap();
+        expect_eq(team.finalizers().to_vec(), Vec::<String>::new())
+    })
+    .await;
     s.finish().await;
 }
 
@@ -419,7 +366,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
     s.start_controller_resyncing(Duration::from_millis(200));
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([
@@ -430,7 +377,6 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     mock.api.login("yes@example.com");
     cluster
         .wait_status(
@@ -439,7 +385,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
             has_state("yes@example.com", UserState::Accepted),
         )
         .await;
-    wait_event(cluster, "team", "Accepted").await;
+    cluster.wait_event("team", "Accepted").await;
 
     // 24 hours pass without late@ accepting (the mock's link expires; so does the status').
     mock.api.expire_invitations();
@@ -490,7 +436,7 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
     let (cluster, mock) = (&s.cluster, &s.mock);
     let late = "late@example.com";
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([user(late, &[], &[])]),
@@ -498,7 +444,6 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     // The invitation expires; the same edit adds a new person, so one call carries both.
     mock.api.expire_invitations();
     mock.api.add_fault(
@@ -557,13 +502,12 @@ async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
     s.start_controller_resyncing(Duration::from_millis(200));
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "org",
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                    "orgInvitation": {"usernames": ["x@example.com"]}}),
         )
         .await;
-    cluster.wait_status("org", "Ready", is_ready).await;
     mock.api.expire_invitations();
     cluster
         .wait_status(
@@ -572,7 +516,7 @@ async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
             has_state("x@example.com", UserState::Expired),
         )
         .await;
-    wait_event(cluster, "org", "Expired").await;
+    cluster.wait_event("org", "Expired").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.api.invitations_sent_to("x@example.com"), 1);
     s.finish().await;
@@ -636,7 +580,7 @@ async fn a_repeated_event_is_counted_into_one_series() {
     cluster
         .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
         .await;
-    wait_event(cluster, "team", "InviteFailed").await;
+    cluster.wait_event("team", "InviteFailed").await;
     // A new spec retries the refused user, and the API refuses it again with the same words.
     cluster
         .patch_spec("team", json!({"users": users("b@example.com")}))
@@ -646,25 +590,19 @@ async fn a_repeated_event_is_counted_into_one_series() {
             st.observed_generation == Some(2) && st.invited == 1 && st.users.len() == 2
         })
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("the repeat counted into the event's series", async || {
         let events = cluster.events_of("team").await;
         let failed: Vec<&Event> = events
             .iter()
             .filter(|e| e.reason.as_deref() == Some("InviteFailed"))
             .collect();
         assert_eq!(failed.len(), 1, "one InviteFailed event: {failed:#?}");
-        let count = failed[0].series.as_ref().map(|series| series.count);
-        if count == Some(2) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the repeat is counted into the event's series: {:?}",
-            failed[0].series
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        expect_eq(
+            failed[0].series.as_ref().map(|series| series.count),
+            Some(2),
+        )
+    })
+    .await;
     s.finish().await;
 }
 
@@ -688,8 +626,8 @@ async fn events_name_what_was_done_in_the_api() {
     cluster
         .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
         .await;
-    wait_event(cluster, "team", "Invited").await;
-    wait_event(cluster, "team", "InviteFailed").await;
+    cluster.wait_event("team", "Invited").await;
+    cluster.wait_event("team", "InviteFailed").await;
     let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
         .list(&ListParams::default())
         .await
@@ -709,9 +647,8 @@ async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
                "orgInvitation": {"usernames": names}, "deletionPolicy": "Delete"})
     };
     cluster
-        .create_invitation("org", spec(&["stay@example.com", "go@example.com"]))
+        .create_ready("org", spec(&["stay@example.com", "go@example.com"]))
         .await;
-    cluster.wait_status("org", "Ready", is_ready).await;
     cluster
         .patch_spec(
             "org",
@@ -730,13 +667,9 @@ async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
     };
     assert_eq!(status_of("go@example.com").as_deref(), Some("REVOKED"));
     assert_eq!(status_of("stay@example.com").as_deref(), Some("AVAILABLE"));
-    wait_event(cluster, "org", "Revoked").await;
-    cluster
-        .invitations()
-        .delete("org", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "org").await;
+    cluster.wait_event("org", "Revoked").await;
+    cluster.delete("org").await;
+    cluster.wait_gone("org").await;
     assert_eq!(status_of("stay@example.com").as_deref(), Some("REVOKED"));
     s.finish().await;
 }
@@ -760,12 +693,11 @@ async fn only_the_watched_namespaces_are_reconciled() {
         .await
         .unwrap();
     cluster
-        .create_invitation(
+        .create_ready(
             "here",
             user_spec(json!([user("y@example.com", &[], &[])]), json!({})),
         )
         .await;
-    cluster.wait_status("here", "Ready", is_ready).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let elsewhere = Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
         .get("elsewhere")
@@ -790,12 +722,11 @@ async fn a_namespace_named_twice_is_watched_once() {
     s.start_controller_with(settings);
     let cluster = &s.cluster;
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(json!([user("a@example.com", &[], &[])]), json!({})),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     let watches: Vec<_> = server
         .requests()
         .into_iter()

@@ -55,14 +55,6 @@ fn leaks(text: &str, secrets: &[(String, String)]) -> Vec<String> {
     found
 }
 
-async fn wait_until(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[test]
 fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
     let logs = Captured::default();
@@ -98,6 +90,77 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     settings.resync_interval = Duration::from_millis(300);
     let controller = cluster.start_controller_with(settings.clone());
 
+    full_flow(&cluster, &mock).await;
+    let mut outputs = statuses_and_deletion(&cluster, &mock).await;
+    let (debug, access_tokens) = debug_output(&cluster, &mock, &settings, &token).await;
+    let metrics = controller.metrics.clone();
+    controller.stop().await;
+    let namespaced =
+        Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
+    let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Revoked")),
+        "the flow produced events"
+    );
+    outputs.push(("Events", serde_json::to_string(&events).unwrap()));
+    outputs.push((
+        "InvitationEndpoints",
+        serde_json::to_string(&namespaced.list(&ListParams::default()).await.unwrap()).unwrap(),
+    ));
+    outputs.push((
+        "ClusterInvitationEndpoints",
+        serde_json::to_string(
+            &Api::<ClusterInvitationEndpoint>::all(cluster.client.clone())
+                .list(&ListParams::default().labels(&cluster.selector()))
+                .await
+                .unwrap(),
+        )
+        .unwrap(),
+    ));
+    let metrics = metrics.encode();
+    assert!(
+        metrics.contains("invite_operator_api_calls_total"),
+        "{metrics}"
+    );
+    outputs.push(("metrics", metrics));
+    outputs.push(("Debug", debug));
+    let logged = logs.text();
+    assert!(
+        logged.lines().count() > 100 && logged.contains("TRACE"),
+        "TRACE logs were captured"
+    );
+    outputs.push(("logs", logged));
+
+    let mut secrets = vec![
+        ("API token".to_string(), token.clone()),
+        ("API token, base64".to_string(), base64(&token)),
+        ("refused token".to_string(), wrong.clone()),
+        ("refused token, base64".to_string(), base64(&wrong)),
+    ];
+    for access in &access_tokens {
+        secrets.push(("access token".to_string(), access.clone()));
+    }
+    let mut found = Vec::new();
+    for (what, text) in &outputs {
+        assert!(!text.is_empty(), "{what} is empty");
+        for leak in leaks(text, &secrets) {
+            found.push(format!("{what}: {leak}"));
+        }
+    }
+    assert!(found.is_empty(), "tokens found:\n{}", found.join("\n"));
+    mock.shutdown().await;
+    cluster.cleanup().await;
+}
+
+/// Through both APIs: invite, enforce, remove, an expired access token replaced, refused
+/// tokens.
+async fn full_flow(cluster: &TestCluster, mock: &RunningMock) {
     // UserInvite: invite, enforce, remove (Delete).
     let user = |email: &str, groups: &[&str]| json!({"emailAddress": email, "groups": groups, "userGroups": []});
     cluster
@@ -148,7 +211,7 @@ async fn no_token_in_a_full_flow(logs: Captured) {
             json!({"users": [user("a@example.com", &["alerts_management"])]}),
         )
         .await;
-    wait_until("enforced and removed", || {
+    eventually("enforced and removed", async || {
         mock.api.user("b@example.com").is_none()
             && mock
                 .api
@@ -170,7 +233,13 @@ async fn no_token_in_a_full_flow(logs: Captured) {
         })
         .await;
     assert_eq!(mock.api.invitations_sent_to("g@example.com"), 1);
+}
 
+/// Every status, then the resources deleted (their users removed).
+async fn statuses_and_deletion(
+    cluster: &TestCluster,
+    mock: &RunningMock,
+) -> Vec<(&'static str, String)> {
     // Every status, before the resources go.
     let mut outputs: Vec<(&str, String)> = Vec::new();
     let invitations = Api::<UserInvitation>::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -184,17 +253,24 @@ async fn no_token_in_a_full_flow(logs: Captured) {
             .await
             .unwrap();
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
     for name in ["users", "org"] {
-        while invitations.get_opt(name).await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "{name} not deleted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        cluster.wait_gone(name).await;
     }
     assert!(mock.api.user("a@example.com").is_none());
     let access_tokens = mock.api.access_tokens();
     assert!(access_tokens.len() >= 2, "an access token was replaced");
 
+    outputs
+}
+
+/// The `Debug` of the settings, a token, and the endpoint clients as the controller builds
+/// them, one with a cached access token; and the access tokens the mock handed out.
+async fn debug_output(
+    cluster: &TestCluster,
+    mock: &RunningMock,
+    settings: &invite_operator::controller::Settings,
+    token: &str,
+) -> (String, Vec<String>) {
     // The endpoint clients as the controller builds them, one with a cached access token.
     let namespaced =
         Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -207,75 +283,15 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     };
     let mut debug = vec![
         format!("{settings:?}"),
-        format!("{:?}", ApiToken::new(&token)),
+        format!("{:?}", ApiToken::new(token)),
     ];
     for name in ["wavefront", "csp"] {
         let endpoint = AnyEndpoint::Namespaced(Box::new(namespaced.get(name).await.unwrap()));
-        let api = build_client(&endpoint, ApiToken::new(&token), &client_settings).unwrap();
+        let api = build_client(&endpoint, ApiToken::new(token), &client_settings).unwrap();
         api.verify_credentials().await.unwrap();
         debug.push(format!("{api:?} {api:#?}"));
     }
     let access_tokens: Vec<String> = mock.api.access_tokens();
 
-    let metrics = controller.metrics.clone();
-    controller.stop().await;
-    let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Revoked")),
-        "the flow produced events"
-    );
-    outputs.push(("Events", serde_json::to_string(&events).unwrap()));
-    outputs.push((
-        "InvitationEndpoints",
-        serde_json::to_string(&namespaced.list(&ListParams::default()).await.unwrap()).unwrap(),
-    ));
-    outputs.push((
-        "ClusterInvitationEndpoints",
-        serde_json::to_string(
-            &Api::<ClusterInvitationEndpoint>::all(cluster.client.clone())
-                .list(&ListParams::default().labels(&cluster.selector()))
-                .await
-                .unwrap(),
-        )
-        .unwrap(),
-    ));
-    let metrics = metrics.encode();
-    assert!(
-        metrics.contains("invite_operator_api_calls_total"),
-        "{metrics}"
-    );
-    outputs.push(("metrics", metrics));
-    outputs.push(("Debug", debug.join("\n")));
-    let logged = logs.text();
-    assert!(
-        logged.lines().count() > 100 && logged.contains("TRACE"),
-        "TRACE logs were captured"
-    );
-    outputs.push(("logs", logged));
-
-    let mut secrets = vec![
-        ("API token".to_string(), token.clone()),
-        ("API token, base64".to_string(), base64(&token)),
-        ("refused token".to_string(), wrong.clone()),
-        ("refused token, base64".to_string(), base64(&wrong)),
-    ];
-    for access in &access_tokens {
-        secrets.push(("access token".to_string(), access.clone()));
-    }
-    let mut found = Vec::new();
-    for (what, text) in &outputs {
-        assert!(!text.is_empty(), "{what} is empty");
-        for leak in leaks(text, &secrets) {
-            found.push(format!("{what}: {leak}"));
-        }
-    }
-    assert!(found.is_empty(), "tokens found:\n{}", found.join("\n"));
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    (debug.join("\n"), access_tokens)
 }

@@ -26,24 +26,22 @@ fn invited_in(body: &Value) -> Vec<String> {
         .collect()
 }
 
-fn users_spec(emails: &[&str]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": ["dashboard_management"], "userGroups": []})).collect::<Vec<_>>(),
-    })
+/// The team's spec: `emails`, each with the `dashboard_management` permission.
+fn spec(emails: &[&str]) -> Value {
+    users_spec("wavefront", emails, &["dashboard_management"])
 }
 
 #[tokio::test]
 async fn create_invites_every_user_with_one_call_and_reports_ready() {
     let mut s = Harness::user_invite().await;
     s.start_controller();
-    s.cluster
-        .create_invitation(
+    let inv = s
+        .cluster
+        .create_ready(
             "team",
-            users_spec(&["alice@example.com", "Bob@Example.com", "carol@example.com"]),
+            spec(&["alice@example.com", "Bob@Example.com", "carol@example.com"]),
         )
         .await;
-    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
     let status = inv.status.clone().unwrap();
     assert_eq!(
         ready(&status),
@@ -76,13 +74,10 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
 async fn restart_sends_nothing_again_and_writes_nothing() {
     let mut s = Harness::user_invite().await;
     s.start_controller();
-    s.cluster
-        .create_invitation(
-            "team",
-            users_spec(&["alice@example.com", "bob@example.com"]),
-        )
+    let before = s
+        .cluster
+        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
         .await;
-    let before = s.cluster.wait_status("team", "Ready", is_ready).await;
     s.controller.take().unwrap().stop().await;
     let journal_before = s.mock.api.journal().len();
 
@@ -110,16 +105,12 @@ async fn an_added_user_is_invited_alone() {
     let mut s = Harness::user_invite().await;
     s.start_controller();
     s.cluster
-        .create_invitation(
-            "team",
-            users_spec(&["alice@example.com", "bob@example.com"]),
-        )
+        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
         .await;
-    s.cluster.wait_status("team", "Ready", is_ready).await;
     s.cluster
         .patch_spec(
             "team",
-            users_spec(&["alice@example.com", "bob@example.com", "dave@example.com"]),
+            spec(&["alice@example.com", "bob@example.com", "dave@example.com"]),
         )
         .await;
     let inv = s
@@ -179,12 +170,8 @@ async fn transient_failures_are_retried_without_duplicates() {
         .api
         .add_fault(ScriptedFault::new(429).path("/api/v2/user/invite").times(2));
     s.cluster
-        .create_invitation(
-            "team",
-            users_spec(&["alice@example.com", "bob@example.com"]),
-        )
+        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
         .await;
-    s.cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(invite_calls(&s.mock).len(), 3, "two 429s, then success");
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("bob@example.com"), 1);
@@ -202,10 +189,10 @@ async fn a_lost_response_does_not_send_a_second_invitation() {
             .times(1)
             .after_effect(true),
     );
-    s.cluster
-        .create_invitation("team", users_spec(&["alice@example.com"]))
+    let inv = s
+        .cluster
+        .create_ready("team", spec(&["alice@example.com"]))
         .await;
-    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
     assert_eq!(invite_calls(&s.mock).len(), 1, "looked up, not re-posted");
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
@@ -222,10 +209,10 @@ async fn an_existing_user_is_already_a_member_and_gets_no_email() {
         "userGroups": [],
         "lastSuccessfulLogin": 1_700_000_000_000_i64
     }));
-    s.cluster
-        .create_invitation("team", users_spec(&["old@example.com", "new@example.com"]))
+    let inv = s
+        .cluster
+        .create_ready("team", spec(&["old@example.com", "new@example.com"]))
         .await;
-    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
     assert_eq!(state_of(&inv, "new@example.com"), UserState::Invited);
     assert_eq!(s.mock.api.invitations_sent_to("old@example.com"), 0);
@@ -241,7 +228,7 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation("team", users_spec(&["alice@example.com"]))
+        .create_invitation("team", spec(&["alice@example.com"]))
         .await;
     let inv = cluster
         .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
@@ -282,7 +269,7 @@ async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation("team", users_spec(&["alice@example.com"]))
+        .create_invitation("team", spec(&["alice@example.com"]))
         .await;
     let inv = cluster
         .wait_status("team", "EndpointNotReady", reason_is("EndpointNotReady"))
@@ -343,9 +330,8 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
             .contains("user_management")
     );
     cluster
-        .create_invitation("fine", spec(json!(["dashboard_management"])))
+        .create_ready("fine", spec(json!(["dashboard_management"])))
         .await;
-    cluster.wait_status("fine", "Ready", is_ready).await;
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
     s.finish().await;
 }
@@ -375,7 +361,7 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
         "metadata": {"name": "paused", "namespace": s.cluster.namespace,
                      "labels": s.cluster.labels(),
                      "annotations": {"invite.operators.dev/paused": "true"}},
-        "spec": users_spec(&["paula@example.com"]),
+        "spec": spec(&["paula@example.com"]),
     }))
     .unwrap();
     s.cluster

@@ -1,7 +1,6 @@
 //! Both API flavours behind one interface, for tests that run a scenario on each: the
 //! endpoint, a resource's spec, and how to read the mock's journal (invite requests, lookups).
 
-
 use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::api::{UserInvitation, UserInvitationStatus, UserState, UserStatus};
 use serde_json::{Value, json};
@@ -161,4 +160,3 @@ pub fn all_in(status: &UserInvitationStatus, emails: &[String], want: UserState)
 pub fn status_of(inv: &UserInvitation) -> &UserInvitationStatus {
     inv.status.as_ref().expect("a status")
 }
-

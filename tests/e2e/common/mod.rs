@@ -19,13 +19,15 @@
 //! is left after a run.
 #![allow(dead_code)]
 
+pub mod endpoints;
 pub mod flavor;
 pub mod logs;
 pub mod spec;
 pub mod wait;
 
+pub use endpoints::endpoint_ready;
 pub use spec::{org_spec, users_spec, with};
-pub use wait::{always, eventually, eventually_within};
+pub use wait::{eventually, eventually_every, expect_eq};
 
 use std::{
     collections::BTreeMap,
@@ -466,22 +468,82 @@ impl TestCluster {
         what: &str,
         check: impl Fn(&UserInvitationStatus) -> bool,
     ) -> UserInvitation {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(what, async || {
             let inv = self.invitations().get(name).await.expect("get invitation");
-            if let Some(status) = &inv.status
-                && check(status)
-            {
-                return inv;
+            match &inv.status {
+                Some(status) if check(status) => Ok(inv),
+                _ => Err(serde_json::to_string_pretty(&inv.status).unwrap()),
             }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; last status: {}",
-                    serde_json::to_string_pretty(&inv.status).unwrap()
-                );
+        })
+        .await
+    }
+
+    /// Waits until the UserInvitation `name` is gone (its finalizer released).
+    pub async fn wait_gone(&self, name: &str) {
+        eventually(&format!("{name} to be deleted"), async || {
+            self.invitations().get_opt(name).await.unwrap().is_none()
+        })
+        .await
+    }
+
+    /// Deletes the UserInvitation `name` and waits until it is gone.
+    pub async fn remove(&self, name: &str) {
+        self.delete(name).await;
+        self.wait_gone(name).await;
+    }
+
+    /// Creates the UserInvitation `name` and waits until it is Ready.
+    pub async fn create_ready(&self, name: &str, spec: Value) -> UserInvitation {
+        self.create_invitation(name, spec).await;
+        self.wait_status(name, "Ready", is_ready).await
+    }
+
+    /// Deletes the UserInvitation `name` (it may stay until its finalizer is released).
+    pub async fn delete(&self, name: &str) {
+        self.invitations()
+            .delete(name, &Default::default())
+            .await
+            .expect("delete invitation");
+    }
+
+    /// The reasons of the events about `name`.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events_of(name)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// The notes of the `reason` events about `name`.
+    pub async fn event_notes(&self, name: &str, reason: &str) -> Vec<String> {
+        self.events_of(name)
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect()
+    }
+
+    /// Waits for a `reason` event about `name`; returns the notes of those events.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Vec<String> {
+        eventually(&format!("a {reason} event for {name}"), async || {
+            let events = self.events_of(name).await;
+            let notes: Vec<String> = events
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .map(|e| e.note.clone().unwrap_or_default())
+                .collect();
+            if notes.is_empty() {
+                Err(format!(
+                    "{:?}",
+                    events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+                ))
+            } else {
+                Ok(notes)
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// The end of a passing test: stops its controllers and removes what it created (a
@@ -906,38 +968,25 @@ impl OperatorProcess {
             .status()
             .expect("kill -TERM");
         assert!(status.success());
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{} exited with {status}", self.name);
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} did not exit",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let status = eventually(&format!("{} to exit", self.name), async || {
+            self.child.try_wait().unwrap()
+        })
+        .await;
+        assert!(status.success(), "{} exited with {status}", self.name);
     }
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.metrics_addr);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} never ready",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("{} to be ready", self.name),
+            async || match reqwest::get(&url).await {
+                Ok(response) if response.status() == 200 => Ok(()),
+                Ok(response) => Err(response.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+        .await
     }
 }
 
@@ -1108,15 +1157,13 @@ impl RunningController {
 
     /// Waits until at least `n` reconciles finished.
     pub async fn wait_reconciles(&self, n: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.reconciles() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "controller made {} reconciles, expected {n}",
-                self.reconciles()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("{n} reconciles"), async || {
+            let made = self.reconciles();
+            (made >= n)
+                .then_some(())
+                .ok_or(format!("{made} reconciles"))
+        })
+        .await
     }
 
     /// Graceful stop (as on SIGTERM); fails the test when the controller task panicked.

@@ -50,6 +50,16 @@ pub async fn eventually<O: Observed>(what: &str, check: impl AsyncFnMut() -> O) 
 pub async fn eventually_within<O: Observed>(
     within: Duration,
     what: &str,
+    check: impl AsyncFnMut() -> O,
+) -> O::Done {
+    eventually_every(POLL, within, what, check).await
+}
+
+/// [`eventually`], checking every `every` for at most `within`.
+pub async fn eventually_every<O: Observed>(
+    every: Duration,
+    within: Duration,
+    what: &str,
     mut check: impl AsyncFnMut() -> O,
 ) -> O::Done {
     let deadline = Instant::now() + within;
@@ -59,16 +69,16 @@ pub async fn eventually_within<O: Observed>(
             Err(last) if Instant::now() >= deadline => {
                 panic!("timed out after {within:?} waiting for {what}; last seen: {last}")
             }
-            Err(_) => tokio::time::sleep(POLL).await,
+            Err(_) => tokio::time::sleep(every).await,
         }
     }
 }
 
-/// Checks every `every` that `check` holds, for `during`; panics naming `what` when it does not.
-pub async fn always(what: &str, during: Duration, every: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + during;
-    while Instant::now() < until {
-        assert!(check().await, "{what} stopped holding");
-        tokio::time::sleep(every).await;
+/// `Ok` when `got` is `want`; else what was got, for [`eventually`]'s panic.
+pub fn expect_eq<T: PartialEq + std::fmt::Debug>(got: T, want: T) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{got:?}, not {want:?}"))
     }
 }
