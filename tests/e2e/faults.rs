@@ -51,19 +51,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     let n = resources();
     let mut h = faulty_harness().await;
     h.start_controller();
-    let mut users = Vec::new();
-    for i in 0..n {
-        let (flavor, endpoint) = if i % 2 == 0 {
-            (Flavor::UserInvite, "wavefront")
-        } else {
-            (Flavor::OrgInvitation, "csp")
-        };
-        let emails = addresses(&format!("r{i}"), USERS_PER_RESOURCE);
-        let mut spec = flavor.spec(&emails);
-        spec["endpointRef"]["name"] = endpoint.into();
-        users.extend(emails);
-        h.cluster.create_invitation(&format!("r{i}"), spec).await;
-    }
+    let users = create_resources(&h, n).await;
     let started = tokio::time::Instant::now();
     let (mut injected, mut tick) = (0usize, 0u64);
     let within = Duration::from_secs(90 + n as u64);
@@ -154,6 +142,24 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
         "{per_user:.2} API requests per user (bound {CALLS_PER_USER})"
     );
     h.finish().await;
+}
+
+/// `n` resources of 3 users each, alternately UserInvite and OrgInvitation; their users.
+async fn create_resources(h: &Harness, n: usize) -> Vec<String> {
+    let mut users = Vec::new();
+    for i in 0..n {
+        let (flavor, endpoint) = if i % 2 == 0 {
+            (Flavor::UserInvite, "wavefront")
+        } else {
+            (Flavor::OrgInvitation, "csp")
+        };
+        let emails = addresses(&format!("r{i}"), USERS_PER_RESOURCE);
+        let mut spec = flavor.spec(&emails);
+        spec["endpointRef"]["name"] = endpoint.into();
+        users.extend(emails);
+        h.cluster.create_invitation(&format!("r{i}"), spec).await;
+    }
+    users
 }
 
 /// A harness whose invite API fails about half its requests (both flavours' endpoints, with

@@ -2395,36 +2395,7 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
     let cluster_a = shard_endpoints(&h, "a").await;
     let cluster_b = shard_endpoints(&h, "b").await;
     let missing = h.cluster.unique("missing");
-    let others = [
-        (
-            "on-cluster-b",
-            ("ClusterInvitationEndpoint", cluster_b.as_str()),
-            "x1",
-        ),
-        ("on-ns-b", ("InvitationEndpoint", "ns-b"), "x2"),
-        (
-            "on-missing-cluster",
-            ("ClusterInvitationEndpoint", missing.as_str()),
-            "x3",
-        ),
-        ("on-missing-ns", ("InvitationEndpoint", "missing"), "x4"),
-    ]
-    .map(|(name, (kind, endpoint), who)| {
-        (
-            name,
-            through(kind, endpoint, &format!("{who}@example.com"), "Delete"),
-        )
-    })
-    .into_iter()
-    .chain([(
-        "on-default",
-        json!({"deletionPolicy": "Delete",
-               "users": [{"emailAddress": "x5@example.com", "groups": [], "userGroups": []}]}),
-    )])
-    .collect::<Vec<_>>();
-    for (name, spec) in &others {
-        h.cluster.create_invitation(name, spec.clone()).await;
-    }
+    let others = resources_on_other_endpoints(&h, &cluster_b, &missing).await;
     held_by_b_being_deleted(&h).await;
     let mut versions = std::collections::BTreeMap::new();
     for name in others.iter().map(|(n, _)| *n).chain(["held-by-b"]) {
@@ -2503,6 +2474,46 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
     }
     a.stop().await;
     h.finish().await;
+}
+
+/// Resources on shard b's endpoints, on missing ones and on the default one (none of them
+/// served by shard a), each Delete for one person.
+async fn resources_on_other_endpoints(
+    h: &Harness,
+    cluster_b: &str,
+    missing: &str,
+) -> Vec<(&'static str, Value)> {
+    let others: Vec<(&str, Value)> = [
+        (
+            "on-cluster-b",
+            ("ClusterInvitationEndpoint", cluster_b),
+            "x1",
+        ),
+        ("on-ns-b", ("InvitationEndpoint", "ns-b"), "x2"),
+        (
+            "on-missing-cluster",
+            ("ClusterInvitationEndpoint", missing),
+            "x3",
+        ),
+        ("on-missing-ns", ("InvitationEndpoint", "missing"), "x4"),
+    ]
+    .map(|(name, (kind, endpoint), who)| {
+        (
+            name,
+            through(kind, endpoint, &format!("{who}@example.com"), "Delete"),
+        )
+    })
+    .into_iter()
+    .chain([(
+        "on-default",
+        json!({"deletionPolicy": "Delete",
+               "users": [{"emailAddress": "x5@example.com", "groups": [], "userGroups": []}]}),
+    )])
+    .collect();
+    for (name, spec) in &others {
+        h.cluster.create_invitation(name, spec.clone()).await;
+    }
+    others
 }
 
 /// One that shard b's controller serves, holding its finalizer, being deleted.
