@@ -141,25 +141,8 @@ async fn a_refused_user_fails_no_other_resources_users() {
 
 #[tokio::test]
 async fn the_organization_is_read_once_per_window_not_once_per_resource() {
-    let mut h = Harness::org_invitation(MockConfig {
-        organization_id: ORG.into(),
-        ..Default::default()
-    })
-    .await;
     // Members over several pages of the listing.
-    h.mock
-        .api
-        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
-    h.start_controller_with(batching(&h));
-    let all = resources(12, 2);
-    futures::future::join_all(all.iter().map(|(name, users)| {
-        h.cluster
-            .create_invitation(name, org_spec("csp", users, "org_member"))
-    }))
-    .await;
-    for (name, _) in &all {
-        h.cluster.wait_status(name, "Ready", is_ready).await;
-    }
+    let (h, _) = organization_rollout(12).await;
     let journal = h.mock.api.journal();
     let invitations = format!("/csp/gateway/am/api/orgs/{ORG}/invitations");
     let member_pages = journal
@@ -186,8 +169,7 @@ async fn the_organization_is_read_once_per_window_not_once_per_resource() {
 
 #[tokio::test]
 async fn the_operators_own_status_writes_cause_no_api_calls() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller();
+    let h = Harness::user_invite_running().await;
     // Started and synced first, so that the endpoint watch's initial listing cannot race the
     // creation: the creation is then the only reason for a pass.
     h.controller.as_ref().expect("running").wait_ready().await;
@@ -216,24 +198,7 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
 /// operator's own invitations; every address gets one invitation.
 #[tokio::test]
 async fn a_rollout_reads_the_members_once_whatever_it_invites() {
-    let mut h = Harness::org_invitation(MockConfig {
-        organization_id: ORG.into(),
-        ..Default::default()
-    })
-    .await;
-    h.mock
-        .api
-        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
-    h.start_controller_with(batching(&h));
-    let all = resources(50, 2);
-    futures::future::join_all(all.iter().map(|(name, users)| {
-        h.cluster
-            .create_invitation(name, org_spec("csp", users, "org_member"))
-    }))
-    .await;
-    for (name, _) in &all {
-        h.cluster.wait_status(name, "Ready", is_ready).await;
-    }
+    let (h, all) = organization_rollout(50).await;
     let calls = h.mock.api.calls_by_operation();
     let of = |op: &str| calls.get(op).copied().unwrap_or(0);
     assert!(of("invite users") >= 1, "{calls:?}");
@@ -247,4 +212,28 @@ async fn a_rollout_reads_the_members_once_whatever_it_invites() {
         }
     }
     h.finish().await;
+}
+
+/// An organization of 450 members (three pages of the listing) and `n` resources of two
+/// usernames each, created at once and Ready; the harness and the resources.
+async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>) {
+    let mut h = Harness::org_invitation(MockConfig {
+        organization_id: ORG.into(),
+        ..Default::default()
+    })
+    .await;
+    h.mock
+        .api
+        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
+    h.start_controller_with(batching(&h));
+    let all = resources(n, 2);
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        h.cluster
+            .create_invitation(name, org_spec("csp", users, "org_member"))
+    }))
+    .await;
+    for (name, _) in &all {
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    (h, all)
 }

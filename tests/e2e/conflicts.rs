@@ -113,8 +113,7 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
 /// failure: the controller reconciles the new version and invites everyone once.
 #[tokio::test]
 async fn a_status_write_that_loses_a_race_is_no_failure() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller();
+    let h = Harness::user_invite_running().await;
     h.mock.api.set_latency(Duration::from_millis(1500));
     let users = ["a@example.com", "b@example.com"];
     h.cluster

@@ -224,15 +224,11 @@ async fn kill_before_the_call(flavor: Flavor) {
     e.finish().await;
 }
 
-#[tokio::test]
-async fn kill_before_the_call_userinvite() {
-    kill_before_the_call(Flavor::UserInvite).await;
-}
-
-#[tokio::test]
-async fn kill_before_the_call_orginvitation() {
-    kill_before_the_call(Flavor::OrgInvitation).await;
-}
+per_flavor!(
+    kill_before_the_call() =>
+    kill_before_the_call_userinvite,
+    kill_before_the_call_orginvitation
+);
 
 // ------------------------------------------------------------------------------ kill during
 
@@ -375,15 +371,11 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
     e.finish().await;
 }
 
-#[tokio::test]
-async fn kill_during_the_call_before_the_api_acted_userinvite() {
-    kill_during_the_call_before_the_api_acted(Flavor::UserInvite).await;
-}
-
-#[tokio::test]
-async fn kill_during_the_call_before_the_api_acted_orginvitation() {
-    kill_during_the_call_before_the_api_acted(Flavor::OrgInvitation).await;
-}
+per_flavor!(
+    kill_during_the_call_before_the_api_acted() =>
+    kill_during_the_call_before_the_api_acted_userinvite,
+    kill_during_the_call_before_the_api_acted_orginvitation
+);
 
 /// Window: one invite request carries the users of several resources (their calls are
 /// coalesced), the API holds it (it acts later, then answers 502), and the controller is killed
@@ -519,15 +511,11 @@ async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
     e.finish().await;
 }
 
-#[tokio::test]
-async fn kill_after_the_call_before_the_outcome_is_written_userinvite() {
-    kill_after_the_call_before_the_outcome_is_written(Flavor::UserInvite).await;
-}
-
-#[tokio::test]
-async fn kill_after_the_call_before_the_outcome_is_written_orginvitation() {
-    kill_after_the_call_before_the_outcome_is_written(Flavor::OrgInvitation).await;
-}
+per_flavor!(
+    kill_after_the_call_before_the_outcome_is_written() =>
+    kill_after_the_call_before_the_outcome_is_written_userinvite,
+    kill_after_the_call_before_the_outcome_is_written_orginvitation
+);
 
 // ------------------------------------------------------------------------------ randomized
 

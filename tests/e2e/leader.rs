@@ -288,6 +288,41 @@ impl Election {
             .filter(|h| !h.is_empty())
     }
 
+    /// Two replicas with `lease`; once one leads, `first` (alice@) is Ready. The replicas and
+    /// the leader's name.
+    async fn two_replicas_serving_first(&self, lease: Duration) -> (Vec<Replica>, String) {
+        let replicas = vec![
+            self.replica("replica-a", lease),
+            self.replica("replica-b", lease),
+        ];
+        let leader = self.wait_leader().await;
+        let spec = users_spec("wavefront", &["alice@example.com"], &[]);
+        self.cluster.create_ready("first", spec).await;
+        (replicas, leader)
+    }
+
+    /// Waits until `replica` leads; its interval.
+    async fn wait_leading(&self, replica: &str, what: &str) -> Interval {
+        self.activity
+            .wait_for(what, |all| {
+                all.iter().find(|i| i.replica == replica).cloned()
+            })
+            .await
+    }
+
+    /// Waits until `replica` stopped leading; when.
+    async fn wait_stopped(&self, replica: &str) -> Instant {
+        let interval = self
+            .activity
+            .wait_for("the leader to stop", |all| {
+                all.iter()
+                    .find(|i| i.replica == replica && i.end.is_some())
+                    .cloned()
+            })
+            .await;
+        interval.end.unwrap()
+    }
+
     /// Waits until some replica leads (holds the Lease and runs its controller); its name.
     async fn wait_leader(&self) -> String {
         eventually_every(
@@ -484,14 +519,7 @@ async fn only_the_leader_reconciles_and_invites_once() {
 #[tokio::test]
 async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashes() {
     let s = Election::new().await;
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_ready(
-            "first",
-            users_spec("wavefront", &["alice@example.com"], &[]),
-        )
-        .await;
+    let (replicas, leader) = s.two_replicas_serving_first(LEASE).await;
 
     let (leader, standby) = split(replicas, &leader);
     let standby_name = standby.name.clone();
@@ -502,10 +530,7 @@ async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashe
         .await;
 
     let took_over = s
-        .activity
-        .wait_for("the standby to take over", |all| {
-            all.iter().find(|i| i.replica == standby_name).cloned()
-        })
+        .wait_leading(&standby_name, "the standby to take over")
         .await;
     let after = took_over.start - killed_at;
     // The crashed leader renewed at most a renew deadline (2/3 of the lease) before the crash,
@@ -526,24 +551,14 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     let s = Election::new().await;
     // A long lease: the handover must not wait for it.
     let lease = Duration::from_secs(6);
-    let replicas = vec![s.replica("replica-a", lease), s.replica("replica-b", lease)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_ready(
-            "first",
-            users_spec("wavefront", &["alice@example.com"], &[]),
-        )
-        .await;
+    let (replicas, leader) = s.two_replicas_serving_first(lease).await;
 
     let (leader, standby) = split(replicas, &leader);
     let standby_name = standby.name.clone();
     let stopping_at = Instant::now();
     leader.stop().await;
     let took_over = s
-        .activity
-        .wait_for("the standby to take over", |all| {
-            all.iter().find(|i| i.replica == standby_name).cloned()
-        })
+        .wait_leading(&standby_name, "the standby to take over")
         .await;
     let after = took_over.start - stopping_at;
     assert!(
@@ -568,14 +583,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
         eprintln!("skipped: needs the in-process API server (fault injection on Lease writes)");
         return s.finish(vec![]).await;
     };
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_ready(
-            "first",
-            users_spec("wavefront", &["alice@example.com"], &[]),
-        )
-        .await;
+    let (replicas, leader) = s.two_replicas_serving_first(LEASE).await;
     let (leader, standby) = split(replicas, &leader);
     let (leader_name, standby_name) = (leader.name.clone(), standby.name.clone());
 
@@ -588,16 +596,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
             .times(usize::MAX),
     );
     let failing_since = Instant::now();
-    let stopped = s
-        .activity
-        .wait_for("the leader to stop", |all| {
-            all.iter()
-                .find(|i| i.replica == leader_name && i.end.is_some())
-                .cloned()
-        })
-        .await
-        .end
-        .unwrap();
+    let stopped = s.wait_stopped(&leader_name).await;
     // Its last successful renewal was before the faults: it must be gone by 5/6 of the lease
     // after that (plus scheduling slack).
     let stopped_after = stopped - failing_since;
@@ -609,10 +608,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let reconciles_at_stop = leader.reconciles();
 
     let took_over = s
-        .activity
-        .wait_for("the standby to take over", |all| {
-            all.iter().find(|i| i.replica == standby_name).cloned()
-        })
+        .wait_leading(&standby_name, "the standby to take over")
         .await;
     assert!(
         took_over.start > stopped,
@@ -644,14 +640,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
 #[tokio::test]
 async fn a_leader_whose_lease_is_taken_stops_at_once() {
     let s = Election::new().await;
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_ready(
-            "first",
-            users_spec("wavefront", &["alice@example.com"], &[]),
-        )
-        .await;
+    let (replicas, leader) = s.two_replicas_serving_first(LEASE).await;
 
     // Someone else writes itself into the Lease (and then never renews it).
     let stolen_at = Instant::now();
@@ -668,16 +657,7 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
         .await
         .expect("steal the lease");
 
-    let stopped = s
-        .activity
-        .wait_for("the leader to stop", |all| {
-            all.iter()
-                .find(|i| i.replica == leader && i.end.is_some())
-                .cloned()
-        })
-        .await
-        .end
-        .unwrap();
+    let stopped = s.wait_stopped(&leader).await;
     // It notices at its next renewal (every 1/6 of the lease).
     assert!(
         stopped - stolen_at <= LEASE / 2,

@@ -197,8 +197,7 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
 
 #[tokio::test]
 async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_finalizer() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_ready(
@@ -237,8 +236,7 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
 
 #[tokio::test]
 async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api
         .seed_user(json!({"identifier": "old@example.com", "groups": [], "userGroups": []}));
@@ -303,8 +301,7 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
 
 #[tokio::test]
 async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_ready(
@@ -337,8 +334,7 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
 
 #[tokio::test]
 async fn switching_to_retain_releases_the_finalizer() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
     cluster
         .create_ready(
@@ -565,8 +561,7 @@ async fn two_resources_naming_one_person(config: MockConfig) {
 
 #[tokio::test]
 async fn a_repeated_event_is_counted_into_one_series() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
     let users = |extra: &str| {
         json!([
@@ -608,8 +603,7 @@ async fn a_repeated_event_is_counted_into_one_series() {
 
 #[tokio::test]
 async fn events_name_what_was_done_in_the_api() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
     cluster
         .create_invitation(

@@ -1770,7 +1770,7 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
         .wait_status("borrow", "EndpointNotReady", reason_is("EndpointNotReady"))
         .await;
     assert!(condition_message(inv.status.as_ref().unwrap()).contains("not labelled"));
-    let_resync_of(&h, 3).await;
+    let_resync(&h, 3).await;
     assert!(
         theirs.api.journal().is_empty(),
         "{:?}",
@@ -1814,14 +1814,6 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
         )
         .await;
     h.finish().await;
-}
-
-/// Waits for `n` more reconciles of the running controller.
-async fn let_resync_of(h: &Harness, n: u64) {
-    let controller = h.controller.as_ref().expect("a running controller");
-    controller
-        .wait_reconciles(controller.reconciles() + n)
-        .await;
 }
 
 /// Plain http to a loopback address (a sidecar of the operator's pod) is for cluster

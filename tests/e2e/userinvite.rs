@@ -33,8 +33,7 @@ fn spec(emails: &[&str]) -> Value {
 
 #[tokio::test]
 async fn create_invites_every_user_with_one_call_and_reports_ready() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let inv = s
         .cluster
         .create_ready(
@@ -72,8 +71,7 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
 
 #[tokio::test]
 async fn restart_sends_nothing_again_and_writes_nothing() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let mut s = Harness::user_invite_running().await;
     let before = s
         .cluster
         .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
@@ -102,8 +100,7 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_added_user_is_invited_alone() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     s.cluster
         .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
         .await;
@@ -127,8 +124,7 @@ async fn an_added_user_is_invited_alone() {
 
 #[tokio::test]
 async fn a_rejected_user_fails_alone_with_the_api_message() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
         "users": [
@@ -164,8 +160,7 @@ async fn a_rejected_user_fails_alone_with_the_api_message() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_without_duplicates() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     s.mock
         .api
         .add_fault(ScriptedFault::new(429).path("/api/v2/user/invite").times(2));
@@ -180,8 +175,7 @@ async fn transient_failures_are_retried_without_duplicates() {
 
 #[tokio::test]
 async fn a_lost_response_does_not_send_a_second_invitation() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     // The API invites, then the answer is lost (a 503 after the fact).
     s.mock.api.add_fault(
         ScriptedFault::new(503)
@@ -201,8 +195,7 @@ async fn a_lost_response_does_not_send_a_second_invitation() {
 
 #[tokio::test]
 async fn an_existing_user_is_already_a_member_and_gets_no_email() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     s.mock.api.seed_user(json!({
         "identifier": "old@example.com",
         "groups": ["dashboard_management"],
@@ -338,8 +331,7 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
 
 #[tokio::test]
 async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let org_spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
         "orgInvitation": {"usernames": ["bob@example.com"], "organizationRoles": [{"name": "org_member"}]}

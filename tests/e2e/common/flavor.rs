@@ -160,3 +160,19 @@ pub fn all_in(status: &UserInvitationStatus, emails: &[String], want: UserState)
 pub fn status_of(inv: &UserInvitation) -> &UserInvitationStatus {
     inv.status.as_ref().expect("a status")
 }
+
+/// Two tests, `$user` and `$org`, each running `$scenario(flavor, $args…)` on one API flavour.
+macro_rules! per_flavor {
+    ($scenario:ident($($arg:expr),*) => $user:ident, $org:ident) => {
+        #[tokio::test]
+        async fn $user() {
+            $scenario($crate::common::flavor::Flavor::UserInvite $(, $arg)*).await;
+        }
+
+        #[tokio::test]
+        async fn $org() {
+            $scenario($crate::common::flavor::Flavor::OrgInvitation $(, $arg)*).await;
+        }
+    };
+}
+pub(crate) use per_flavor;

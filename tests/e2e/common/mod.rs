@@ -850,6 +850,13 @@ impl Harness {
     }
 
     /// [`Harness::user_invite`] on a mock with this configuration.
+    /// [`Harness::user_invite`] with the controller started.
+    pub async fn user_invite_running() -> Harness {
+        let mut h = Harness::user_invite().await;
+        h.start_controller();
+        h
+    }
+
     pub async fn user_invite_on(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("api-token", TOKEN).await;
