@@ -471,17 +471,10 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
     create_hostile_resources(&h, &mut outcomes).await;
     create_hostile_endpoints(&h, &mut outcomes).await;
     // A paused annotation that is not "true" pauses nothing.
+    let paused = "invite.operators.dev/paused";
     h.cluster
-        .invitations()
-        .patch(
-            "paused-not-true",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"annotations": {"invite.operators.dev/paused": "yes"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+        .annotate("paused-not-true", paused, json!("yes"))
+        .await;
     let Outcomes {
         admitted,
         left_alone,

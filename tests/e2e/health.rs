@@ -298,7 +298,6 @@ async fn objects_in_every_state(
 ) -> Vec<(String, Value)> {
     let (shared, shared_no_secret) = shared;
     let ns = &cluster.namespace;
-    let mut fixtures = Vec::new();
     let invitations = cluster.invitations();
     // Seen while its invitation is in flight (the slow API holds the call for 3 s).
     cluster
@@ -308,8 +307,8 @@ async fn objects_in_every_state(
         o["status"]["users"][0]["state"] == "Inviting"
     })
     .await;
-    fixtures.push(("userinvitation-inviting".to_string(), inviting));
-    for (name, reason) in [
+    let mut fixtures = vec![("userinvitation-inviting".to_string(), inviting)];
+    let invitation_states = [
         ("all-invited", "AllInvited"),
         ("partially-failed", "PartiallyFailed"),
         ("failed", "Failed"),
@@ -321,32 +320,22 @@ async fn objects_in_every_state(
         ("pending", "Pending"),
         ("not-allowed", "NotAllowed"),
         ("paused", "Paused"),
-    ] {
-        let object = wait_json(&invitations, name, reason, |o| {
-            ready_reason(o) == Some(reason)
-        })
-        .await;
-        fixtures.push((format!("userinvitation-{name}"), object));
-    }
-    let endpoints: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &ns);
-    for (name, reason) in [
+    ];
+    fixtures.extend(in_states(&invitations, "userinvitation", invitation_states).await);
+    let endpoints: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), ns);
+    let endpoint_states = [
         ("wavefront", "CredentialsResolved"),
         ("no-secret", "CredentialsNotFound"),
         ("unreachable", "Unreachable"),
         ("rejected-org", "CredentialsRejected"),
         ("not-labelled", "SecretNotLabelled"),
         ("plain-http", "InvalidConfiguration"),
-    ] {
-        let object = wait_json(&endpoints, name, reason, |o| {
-            ready_reason(o) == Some(reason)
-        })
-        .await;
-        fixtures.push((format!("invitationendpoint-{name}"), object));
-    }
+    ];
+    fixtures.extend(in_states(&endpoints, "invitationendpoint", endpoint_states).await);
     let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
     for (name, fixture, reason) in [
-        (&shared, "ready", "CredentialsResolved"),
-        (&shared_no_secret, "no-secret", "CredentialsNotFound"),
+        (shared, "ready", "CredentialsResolved"),
+        (shared_no_secret, "no-secret", "CredentialsNotFound"),
     ] {
         let object = wait_json(&cluster_endpoints, name, reason, |o| {
             ready_reason(o) == Some(reason)
@@ -354,6 +343,22 @@ async fn objects_in_every_state(
         .await;
         fixtures.push((format!("clusterinvitationendpoint-{fixture}"), object));
     }
+    fixtures
+}
 
+/// Each object `name` once its Ready reason is `reason`, as the fixture `<kind>-<name>`.
+async fn in_states<K>(
+    api: &Api<K>,
+    kind: &str,
+    states: impl IntoIterator<Item = (&str, &str)>,
+) -> Vec<(String, Value)>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let mut fixtures = Vec::new();
+    for (name, reason) in states {
+        let object = wait_json(api, name, reason, |o| ready_reason(o) == Some(reason)).await;
+        fixtures.push((format!("{kind}-{name}"), object));
+    }
     fixtures
 }

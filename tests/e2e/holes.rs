@@ -17,25 +17,14 @@ use std::time::Duration;
 
 use crate::common::{flavor::*, *};
 use invite_operator::api::{FailureReason, Ownership, UserInvitationStatus, UserState};
-use kube::{
-    Api,
-    api::{DeleteParams, Patch, PatchParams},
-};
+use kube::{Api, api::DeleteParams};
 use serde_json::{Value, json};
 
 async fn set_paused(cluster: &TestCluster, name: &str, paused: bool) {
     let value = if paused { json!("true") } else { Value::Null };
     cluster
-        .invitations()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"invite.operators.dev/paused": value}}}),
-            ),
-        )
-        .await
-        .unwrap();
+        .annotate(name, "invite.operators.dev/paused", value)
+        .await;
 }
 
 // ------------------------------------------------------------------ point 2: the split path

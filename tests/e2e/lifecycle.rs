@@ -34,6 +34,11 @@ fn user_spec(users: Value, extra: Value) -> Value {
     spec
 }
 
+/// The team's spec: `emails` without permissions, and the fields of `extra`.
+fn team(emails: &[&str], extra: Value) -> Value {
+    with(users_spec("wavefront", emails, &[]), extra)
+}
+
 fn user(email: &str, groups: &[&str], user_groups: &[&str]) -> Value {
     json!({"emailAddress": email, "groups": groups, "userGroups": user_groups})
 }
@@ -200,16 +205,7 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
     let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_ready(
-            "team",
-            user_spec(
-                json!([
-                    user("a@example.com", &[], &[]),
-                    user("b@example.com", &[], &[])
-                ]),
-                json!({}),
-            ),
-        )
+        .create_ready("team", team(&["a@example.com", "b@example.com"], json!({})))
         .await;
     let ready = mock.api.journal().len();
     assert!(
@@ -243,12 +239,8 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
     let inv = cluster
         .create_ready(
             "team",
-            user_spec(
-                json!([
-                    user("a@example.com", &[], &[]),
-                    user("b@example.com", &[], &[]),
-                    user("old@example.com", &[], &[])
-                ]),
+            team(
+                &["a@example.com", "b@example.com", "old@example.com"],
                 json!({"deletionPolicy": "Delete"}),
             ),
         )
@@ -306,10 +298,7 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     cluster
         .create_ready(
             "team",
-            user_spec(
-                json!([user("a@example.com", &[], &[])]),
-                json!({"deletionPolicy": "Delete"}),
-            ),
+            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
         )
         .await;
     Api::<invite_operator::api::InvitationEndpoint>::namespaced(
@@ -339,10 +328,7 @@ async fn switching_to_retain_releases_the_finalizer() {
     cluster
         .create_ready(
             "team",
-            user_spec(
-                json!([user("a@example.com", &[], &[])]),
-                json!({"deletionPolicy": "Delete"}),
-            ),
+            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
         )
         .await;
     cluster
@@ -364,11 +350,8 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
     cluster
         .create_ready(
             "team",
-            user_spec(
-                json!([
-                    user("yes@example.com", &[], &[]),
-                    user("late@example.com", &[], &[])
-                ]),
+            team(
+                &["yes@example.com", "late@example.com"],
                 json!({"reinviteExpired": true}),
             ),
         )
@@ -432,13 +415,7 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
     let (cluster, mock) = (&s.cluster, &s.mock);
     let late = "late@example.com";
     cluster
-        .create_ready(
-            "team",
-            user_spec(
-                json!([user(late, &[], &[])]),
-                json!({"reinviteExpired": true}),
-            ),
-        )
+        .create_ready("team", team(&[late], json!({"reinviteExpired": true})))
         .await;
     // The invitation expires; the same edit adds a new person, so one call carries both.
     mock.api.expire_invitations();
@@ -536,14 +513,8 @@ async fn two_resources_naming_one_person(config: MockConfig) {
     mock.api.set_latency(Duration::from_millis(30));
     // Created together, in two namespaces' worth of resources (here: two resources).
     let (a, b) = tokio::join!(
-        cluster.create_invitation(
-            "first",
-            user_spec(json!([user("shared@example.com", &[], &[])]), json!({}))
-        ),
-        cluster.create_invitation(
-            "second",
-            user_spec(json!([user("shared@example.com", &[], &[])]), json!({}))
-        ),
+        cluster.create_invitation("first", team(&["shared@example.com"], json!({}))),
+        cluster.create_invitation("second", team(&["shared@example.com"], json!({}))),
     );
     let _ = (a, b);
     let first = cluster.wait_status("first", "Ready", is_ready).await;
@@ -679,7 +650,7 @@ async fn only_the_watched_namespaces_are_reconciled() {
     let ignored: UserInvitation = serde_json::from_value(json!({
         "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
         "metadata": {"name": "elsewhere", "namespace": other, "labels": cluster.labels()},
-        "spec": user_spec(json!([user("x@example.com", &[], &[])]), json!({}))
+        "spec": team(&["x@example.com"], json!({}))
     }))
     .unwrap();
     Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
@@ -687,10 +658,7 @@ async fn only_the_watched_namespaces_are_reconciled() {
         .await
         .unwrap();
     cluster
-        .create_ready(
-            "here",
-            user_spec(json!([user("y@example.com", &[], &[])]), json!({})),
-        )
+        .create_ready("here", team(&["y@example.com"], json!({})))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let elsewhere = Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
@@ -716,10 +684,7 @@ async fn a_namespace_named_twice_is_watched_once() {
     s.start_controller_with(settings);
     let cluster = &s.cluster;
     cluster
-        .create_ready(
-            "team",
-            user_spec(json!([user("a@example.com", &[], &[])]), json!({})),
-        )
+        .create_ready("team", team(&["a@example.com"], json!({})))
         .await;
     let watches: Vec<_> = server
         .requests()

@@ -492,6 +492,18 @@ impl TestCluster {
         self.wait_gone(name).await;
     }
 
+    /// Sets (or, with `null`, removes) the annotation `key` of the UserInvitation `name`.
+    pub async fn annotate(&self, name: &str, key: &str, value: Value) {
+        self.invitations()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .expect("annotate invitation");
+    }
+
     /// Creates the UserInvitation `name` and waits until it is Ready.
     pub async fn create_ready(&self, name: &str, spec: Value) -> UserInvitation {
         self.create_invitation(name, spec).await;
