@@ -11,6 +11,12 @@ use invite_operator::api::UserState;
 use serde_json::{Value, json};
 
 /// A controller whose collection window surely spans resources created together.
+/// `h` with its controller started, batching with [`batching`]'s settings.
+fn batched(mut h: Harness) -> Harness {
+    h.start_controller_with(batching(&h));
+    h
+}
+
 fn batching(h: &Harness) -> invite_operator::controller::Settings {
     let mut settings = h.cluster.settings();
     settings.batch.window = Duration::from_millis(300);
@@ -60,8 +66,7 @@ fn spans(batch: &[String], resources: &[(String, Vec<String>)]) -> bool {
 
 #[tokio::test]
 async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller_with(batching(&h));
+    let h = batched(Harness::user_invite().await);
     let all = resources(20, 2);
     futures::future::join_all(all.iter().map(|(name, users)| {
         h.cluster
@@ -98,8 +103,7 @@ async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
 
 #[tokio::test]
 async fn a_refused_user_fails_no_other_resources_users() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller_with(batching(&h));
+    let h = batched(Harness::user_invite().await);
     let all = resources(6, 2);
     futures::future::join_all(all.iter().map(|(name, users)| {
         // r03's first user asks for a permission the API does not know.
@@ -217,7 +221,7 @@ async fn a_rollout_reads_the_members_once_whatever_it_invites() {
 /// An organization of 450 members (three pages of the listing) and `n` resources of two
 /// usernames each, created at once and Ready; the harness and the resources.
 async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>) {
-    let mut h = Harness::org_invitation(MockConfig {
+    let h = Harness::org_invitation(MockConfig {
         organization_id: ORG.into(),
         ..Default::default()
     })
@@ -225,7 +229,7 @@ async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>)
     h.mock
         .api
         .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
-    h.start_controller_with(batching(&h));
+    let h = batched(h);
     let all = resources(n, 2);
     futures::future::join_all(all.iter().map(|(name, users)| {
         h.cluster

@@ -617,14 +617,7 @@ async fn chaos(env: &Env, plan: &Plan, start: Instant) -> (RunningController, Ki
     let mut intents = BTreeSet::new();
     for (at, pause) in &plan.kills {
         tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
-        let in_flight: Vec<Vec<String>> = env
-            .mock
-            .api
-            .journal()
-            .iter()
-            .filter(|e| flavor.is_invite_post(e) && e.status == 0)
-            .map(|e| flavor.invited_in(e))
-            .collect();
+        let in_flight = flavor.invites_answered(&env.mock.api.journal(), 0);
         record.during_call += usize::from(!in_flight.is_empty());
         // A batch no single resource's users cover spans resources.
         let spans = |batch: &Vec<String>| {

@@ -49,14 +49,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
     let (poll, within) = (Duration::from_millis(20), Duration::from_secs(60));
     let final_status = eventually_every(poll, within, "PartiallyFailed", async || {
         // The journal first: whatever it shows answered was answered before the status read.
-        let answered_202: Vec<String> = h
-            .mock
-            .api
-            .journal()
-            .iter()
-            .filter(|e| flavor.is_invite_post(e) && e.status == 202)
-            .flat_map(|e| flavor.invited_in(e))
-            .collect();
+        let answered_202 = flavor.invites_answered(&h.mock.api.journal(), 202).concat();
         let Some(status) = h.cluster.invitations().get("ops").await.unwrap().status else {
             return Err("no status".to_string());
         };

@@ -74,18 +74,14 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     .unwrap();
     cluster.put_secret("api-token", &token).await;
     cluster.put_secret("wrong-token", &wrong).await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
-    cluster
-        .org_endpoint("csp", &mock.url, "api-token", ORG)
-        .await;
-    cluster
-        .user_invite_endpoint("wavefront-refused", &mock.url, "wrong-token")
-        .await;
-    cluster
-        .org_endpoint("csp-refused", &mock.url, "wrong-token", ORG)
-        .await;
+    // Both APIs, each with the token and with the refused one.
+    for (suffix, secret) in [("", "api-token"), ("-refused", "wrong-token")] {
+        let (wavefront, csp) = (format!("wavefront{suffix}"), format!("csp{suffix}"));
+        cluster
+            .user_invite_endpoint(&wavefront, &mock.url, secret)
+            .await;
+        cluster.org_endpoint(&csp, &mock.url, secret, ORG).await;
+    }
     let mut settings = cluster.settings();
     settings.resync_interval = Duration::from_millis(300);
     let controller = cluster.start_controller_with(settings.clone());

@@ -264,11 +264,9 @@ enum Watch {
 /// release its finalizers. (The cluster is shared with the rest of the suite, so the
 /// controller watches only the test's namespace also when the RBAC is cluster-wide.)
 async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
-    let h = Harness::start().await;
-    if h.cluster.is_test_server() {
-        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
-        return h.finish().await;
-    }
+    let Some(h) = rbac_enforcing_harness().await else {
+        return;
+    };
     let (cluster, mock) = (&h.cluster, &h.mock);
     let policy_version = match policy {
         Policy::None => None,
@@ -613,11 +611,9 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
     use k8s_openapi::api::{authorization::v1::SubjectAccessReview, core::v1::Secret};
     use kube::{Api, api::ListParams};
 
-    let h = Harness::start().await;
-    if h.cluster.is_test_server() {
-        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
-        return h.finish().await;
-    }
+    let Some(h) = rbac_enforcing_harness().await else {
+        return;
+    };
     let cluster = &h.cluster;
     let release_ns = cluster.create_namespace("operator").await;
     let fullname = cluster.unique("invite-operator");
@@ -741,11 +737,9 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
     use kube::{Api, api::ListParams};
 
-    let h = Harness::start().await;
-    if h.cluster.is_test_server() {
-        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
-        return h.finish().await;
-    }
+    let Some(h) = rbac_enforcing_harness().await else {
+        return;
+    };
     let cluster = &h.cluster;
     if !roles_are_aggregated(cluster).await {
         eprintln!(
@@ -871,4 +865,16 @@ async fn install_aggregated_rules(cluster: &TestCluster) {
         )
         .await;
     }
+}
+
+/// A harness on a real API server; `None` (the test is skipped) on the in-process one, which
+/// does not enforce RBAC.
+async fn rbac_enforcing_harness() -> Option<Harness> {
+    let h = Harness::start().await;
+    if h.cluster.is_test_server() {
+        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
+        h.finish().await;
+        return None;
+    }
+    Some(h)
 }

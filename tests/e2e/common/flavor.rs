@@ -73,6 +73,16 @@ impl Flavor {
         list.into_iter().map(str::to_ascii_lowercase).collect()
     }
 
+    /// The addresses of each invite request in `journal` whose answer had `status` (0: not
+    /// answered yet).
+    pub fn invites_answered(self, journal: &[JournalEntry], status: u16) -> Vec<Vec<String>> {
+        journal
+            .iter()
+            .filter(|e| self.is_invite_post(e) && e.status == status)
+            .map(|e| self.invited_in(e))
+            .collect()
+    }
+
     /// The spec of a resource inviting `emails` through the flavour's endpoint.
     pub fn spec(self, emails: &[String]) -> Value {
         match self {
