@@ -609,7 +609,7 @@ async fn endpoint_and_secret_in(h: &Harness, flavor: Flavor, other: &str) {
         "spec": flavor.endpoint(&h.mock.url, 5, 100),
     }))
     .unwrap();
-    Api::<invite_operator::api::InvitationEndpoint>::namespaced(h.cluster.client.clone(), &other)
+    Api::<invite_operator::api::InvitationEndpoint>::namespaced(h.cluster.client.clone(), other)
         .create(&Default::default(), &ep)
         .await
         .unwrap();
@@ -620,7 +620,7 @@ async fn endpoint_and_secret_in(h: &Harness, flavor: Flavor, other: &str) {
         "stringData": {"token": TOKEN},
     }))
     .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.cluster.client.clone(), &other)
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.cluster.client.clone(), other)
         .create(&Default::default(), &secret)
         .await
         .unwrap();

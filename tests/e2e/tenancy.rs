@@ -2120,8 +2120,6 @@ fn through(kind: &str, name: &str, email: &str, deletion_policy: &str) -> Value 
            "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
 }
 
-/// Waits until the ClusterInvitationEndpoint is Ready.
-
 /// Every Event of the test's namespace, with the name of the object it is about.
 async fn namespace_events(cluster: &TestCluster) -> Vec<(String, String)> {
     Api::<k8s_openapi::api::events::v1::Event>::namespaced(
