@@ -89,15 +89,6 @@ fn entry<'a>(status: &'a UserInvitationStatus, email: &str) -> &'a UserStatus {
         .unwrap_or_else(|| panic!("no status entry for {email}: {status:?}"))
 }
 
-fn condition_message(status: &UserInvitationStatus) -> String {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
-
 /// A ClusterInvitationEndpoint for the UserInvite API of the mock, its token in Secret
 /// `api-token` of the test's namespace, restricted by `allowed` (`null`: unrestricted).
 async fn cluster_user_invite_endpoint(h: &Harness, name: &str, allowed: Value) {
@@ -172,7 +163,7 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
             .is_some_and(|m| m.contains("left alone")),
         "{admin:?}"
     );
-    let message = condition_message(&status);
+    let message = ready_message(&status);
     assert!(
         message.contains("existing users left alone"),
         "the condition says why nothing was enforced: {message}"
@@ -285,7 +276,7 @@ async fn a_namespaced_endpoint_always_adopts() {
         (old.state, old.ownership),
         (UserState::AlreadyMember, Some(Ownership::Adopted))
     );
-    assert!(!condition_message(&status).contains("left alone"));
+    assert!(!ready_message(&status).contains("left alone"));
     eventually("the spec's grants applied", async || {
         groups_of(&h.mock, "old@example.com") == ["dashboard_management"]
     })
@@ -516,11 +507,7 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
             .await;
     }
     for (_, name, _, field) in &cases {
-        let inv = h
-            .cluster
-            .wait_status(name, "NotAllowed", reason_is("NotAllowed"))
-            .await;
-        let message = condition_message(inv.status.as_ref().unwrap());
+        let message = h.cluster.wait_reason(name, "NotAllowed").await;
         assert!(message.contains(field), "{name}: {message}");
     }
     // The endpoints' status checks exchange the token; nothing else reached the API.
@@ -589,7 +576,7 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
             })
             .await;
         let status = inv.status.unwrap();
-        assert!(condition_message(&status).contains(field), "{status:?}");
+        assert!(ready_message(&status).contains(field), "{status:?}");
         let kept = &status.users[0];
         assert_eq!(
             kept.state,
@@ -825,19 +812,12 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
     h.cluster
         .create_invitation("local", user("l@example.com"))
         .await;
-    let inv = h
-        .cluster
-        .wait_status("remote", "refused", reason_is("EndpointNotReady"))
-        .await;
-    let message = condition_message(inv.status.as_ref().unwrap());
+    let message = h.cluster.wait_reason("remote", "EndpointNotReady").await;
     assert!(message.contains("https://"), "{message}");
-    let message = endpoint_ready(
-        &h.cluster
-            .wait_endpoint("insecure", "False", "InvalidConfiguration")
-            .await
-            .status,
-    )
-    .2;
+    let message = h
+        .cluster
+        .endpoint_message("insecure", "False", "InvalidConfiguration")
+        .await;
     assert!(message.contains("https://"), "{message}");
     h.cluster.wait_status("local", "Ready", is_ready).await;
     let controller = h.controller.take().unwrap();
@@ -881,11 +861,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     h.cluster
         .create_invitation("local", user("local@example.com"))
         .await;
-    let inv = h
-        .cluster
-        .wait_status("local", "NotAllowed", reason_is("NotAllowed"))
-        .await;
-    let message = condition_message(inv.status.as_ref().unwrap());
+    let message = h.cluster.wait_reason("local", "NotAllowed").await;
     assert!(message.contains("127.0.0.1"), "names the host: {message}");
     h.cluster
         .wait_endpoint("wavefront", "False", "NotAllowed")
@@ -910,7 +886,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     let inv = h
         .cluster
         .wait_status("local", "turned off", |s| {
-            ready(s).1 == "NotAllowed" && condition_message(s).contains("turned off")
+            ready(s).1 == "NotAllowed" && ready_message(s).contains("turned off")
         })
         .await;
     assert_eq!(state_of(&inv, "local@example.com"), UserState::Pending);
@@ -951,7 +927,7 @@ async fn redirects_are_never_followed() {
     let inv = h
         .cluster
         .wait_status("team", "the redirect reported", |s| {
-            ready(s).1 == "EndpointNotReady" && condition_message(s).contains("never followed")
+            ready(s).1 == "EndpointNotReady" && ready_message(s).contains("never followed")
         })
         .await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
@@ -983,7 +959,7 @@ async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
     let inv = h
         .cluster
         .wait_status("team", "the huge answer reported", |s| {
-            condition_message(s).contains("larger than 8 MiB")
+            ready_message(s).contains("larger than 8 MiB")
         })
         .await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
@@ -1048,7 +1024,7 @@ async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
         assert!(message.starts_with("refused: no"), "{u:?}");
         assert!(message.len() <= 1024, "{} bytes", message.len());
     }
-    assert!(condition_message(&status).len() <= 2048);
+    assert!(ready_message(&status).len() <= 2048);
     h.finish().await;
 }
 
@@ -1071,11 +1047,11 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
     let inv = h
         .cluster
         .wait_status("team", "the refusal reported", |s| {
-            ready(s).1 == "EndpointNotReady" && condition_message(s).contains("go away")
+            ready(s).1 == "EndpointNotReady" && ready_message(s).contains("go away")
         })
         .await;
     let status = inv.status.unwrap();
-    assert!(condition_message(&status).len() <= 2048);
+    assert!(ready_message(&status).len() <= 2048);
     assert!(serde_json::to_vec(&status).unwrap().len() < 16 * 1024);
     h.controller.take().unwrap().stop().await;
 
@@ -1091,13 +1067,10 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
         .org_endpoint("csp", &h.mock.url, "csp-token", ORG)
         .await;
     h.start_controller();
-    let message = endpoint_ready(
-        &h.cluster
-            .wait_endpoint("csp", "False", "CredentialsRejected")
-            .await
-            .status,
-    )
-    .2;
+    let message = h
+        .cluster
+        .endpoint_message("csp", "False", "CredentialsRejected")
+        .await;
     assert!(message.contains("go away"), "{message}");
     assert!(message.len() <= 2048, "{} bytes", message.len());
     h.finish().await;
@@ -1251,11 +1224,7 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
         )
         .await;
     for (name, field) in refused {
-        let inv = h
-            .cluster
-            .wait_status(&name, "NotAllowed", reason_is("NotAllowed"))
-            .await;
-        let message = condition_message(inv.status.as_ref().unwrap());
+        let message = h.cluster.wait_reason(&name, "NotAllowed").await;
         assert!(message.contains(field), "{name}: {message}");
         assert!(
             message.contains("no spec.allowed") && message.contains("spec.allowed."),
@@ -1419,7 +1388,7 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
             .wait_status(name, "NotAllowed", reason_is("NotAllowed"))
             .await;
         let status = inv.status.unwrap();
-        assert!(condition_message(&status).contains(field), "{status:?}");
+        assert!(ready_message(&status).contains(field), "{status:?}");
         assert_eq!(
             status.users[0].state,
             UserState::Invited,
@@ -1754,22 +1723,16 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
                    "users": [{"emailAddress": "x@example.com"}]}),
         )
         .await;
-    let message = endpoint_ready(
-        &h.cluster
-            .wait_endpoint("borrowed", "False", "SecretNotLabelled")
-            .await
-            .status,
-    )
-    .2;
+    let message = h
+        .cluster
+        .endpoint_message("borrowed", "False", "SecretNotLabelled")
+        .await;
     assert!(
         message.contains("invite.operators.dev/credentials"),
         "{message}"
     );
-    let inv = h
-        .cluster
-        .wait_status("borrow", "EndpointNotReady", reason_is("EndpointNotReady"))
-        .await;
-    assert!(condition_message(inv.status.as_ref().unwrap()).contains("not labelled"));
+    let message = h.cluster.wait_reason("borrow", "EndpointNotReady").await;
+    assert!(message.contains("not labelled"));
     let_resync(&h, 3).await;
     assert!(
         theirs.api.journal().is_empty(),
@@ -1836,11 +1799,7 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
                    "users": [{"emailAddress": "p@example.com"}]}),
         )
         .await;
-    let inv = h
-        .cluster
-        .wait_status("sidecar", "NotAllowed", reason_is("NotAllowed"))
-        .await;
-    let message = condition_message(inv.status.as_ref().unwrap());
+    let message = h.cluster.wait_reason("sidecar", "NotAllowed").await;
     assert!(
         message.contains("--namespaced-endpoints-loopback-http"),
         "{message}"
@@ -1994,20 +1953,13 @@ async fn an_endless_member_listing_stops_at_the_budget() {
                    "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
         )
         .await;
-    let inv = h
-        .cluster
-        .wait_status("big", "EndpointNotReady", reason_is("EndpointNotReady"))
-        .await;
-    let message = condition_message(inv.status.as_ref().unwrap());
+    let message = h.cluster.wait_reason("big", "EndpointNotReady").await;
     assert!(message.contains("more than 2000 members"), "{message}");
     assert!(message.contains("--org-snapshot-max-members"), "{message}");
-    let endpoint = endpoint_ready(
-        &h.cluster
-            .wait_endpoint("csp", "False", "LimitExceeded")
-            .await
-            .status,
-    )
-    .2;
+    let endpoint = h
+        .cluster
+        .endpoint_message("csp", "False", "LimitExceeded")
+        .await;
     assert!(endpoint.contains("2000"), "{endpoint}");
     // Every read stops after the budget's pages (2000 / 200 + 1), and nothing is invited.
     let journal = h.mock.api.journal();
@@ -2049,11 +2001,7 @@ async fn a_lookup_past_its_deadline_is_stopped() {
                    "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
         )
         .await;
-    let inv = h
-        .cluster
-        .wait_status("slow", "EndpointNotReady", reason_is("EndpointNotReady"))
-        .await;
-    let message = condition_message(inv.status.as_ref().unwrap());
+    let message = h.cluster.wait_reason("slow", "EndpointNotReady").await;
     assert!(message.contains("took longer than 1s"), "{message}");
     h.cluster
         .wait_endpoint("csp", "False", "LimitExceeded")

@@ -40,6 +40,11 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until the InvitationEndpoint `name` is `Ready` `status` with `reason`; its message.
+    pub async fn endpoint_message(&self, name: &str, status: &str, reason: &str) -> String {
+        endpoint_ready(&self.wait_endpoint(name, status, reason).await.status).2
+    }
+
     /// Waits until the ClusterInvitationEndpoint `name` is `Ready` `status` with `reason`.
     pub async fn wait_cluster_endpoint(
         &self,

@@ -25,7 +25,6 @@ pub mod logs;
 pub mod spec;
 pub mod wait;
 
-pub use endpoints::endpoint_ready;
 pub use spec::{org_spec, users_spec, with};
 pub use wait::{eventually, eventually_every, expect_eq};
 
@@ -476,6 +475,12 @@ impl TestCluster {
             }
         })
         .await
+    }
+
+    /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns the message.
+    pub async fn wait_reason(&self, name: &str, reason: &'static str) -> String {
+        let inv = self.wait_status(name, reason, reason_is(reason)).await;
+        ready_message(inv.status.as_ref().expect("a status"))
     }
 
     /// Waits until the UserInvitation `name` is gone (its finalizer released).
@@ -1074,6 +1079,16 @@ pub fn ready(status: &UserInvitationStatus) -> (String, String) {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+/// The message of the Ready condition (empty without one).
+pub fn ready_message(status: &UserInvitationStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
         .unwrap_or_default()
 }
 
