@@ -26,10 +26,7 @@ use crate::common::{flavor::*, *};
 use invite_mock::{FaultMix, MockConfig};
 use invite_operator::api::UserState;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{
-    Api,
-    api::{ListParams, PostParams},
-};
+use kube::{Api, api::PostParams};
 use kube_test_apiserver::Fault;
 
 /// The most API requests (lookups, invitations, token exchanges, retries) per user invited.
@@ -61,14 +58,8 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
             injected += inject_kubernetes_faults(server, tick);
         }
         tick += 1;
-        let list = h
-            .cluster
-            .invitations()
-            .list(&ListParams::default())
-            .await
-            .unwrap();
+        let list = h.cluster.list_invitations().await;
         let not_ready: Vec<_> = list
-            .items
             .iter()
             .filter(|inv| !inv.status.as_ref().is_some_and(is_ready))
             .map(|inv| (inv.metadata.name.clone(), inv.status.clone()))
@@ -90,13 +81,8 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     }
     h.mock.api.set_fault_mix(FaultMix::default()).unwrap();
     // Held (timed-out) requests are let go when the mock stops; everything else was answered.
-    let list = h
-        .cluster
-        .invitations()
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    for inv in &list.items {
+    let list = h.cluster.list_invitations().await;
+    for inv in &list {
         let status = status_of(inv);
         assert_eq!(status.users.len(), USERS_PER_RESOURCE, "{status:#?}");
         assert!(

@@ -483,6 +483,15 @@ impl TestCluster {
         ready_message(inv.status.as_ref().expect("a status"))
     }
 
+    /// The UserInvitations of the test's namespace.
+    pub async fn list_invitations(&self) -> Vec<UserInvitation> {
+        self.invitations()
+            .list(&ListParams::default())
+            .await
+            .expect("list invitations")
+            .items
+    }
+
     /// Waits until the UserInvitation `name` is gone (its finalizer released).
     pub async fn wait_gone(&self, name: &str) {
         eventually(&format!("{name} to be deleted"), async || {
