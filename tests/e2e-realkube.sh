@@ -9,8 +9,10 @@
 #   INVITE_OPERATOR_E2E_KUBECONFIG=~/.kube/config tests/e2e-realkube.sh
 #                                    the same against any cluster: no server is started or stopped
 #   E2E_RUNS=2 tests/e2e-realkube.sh run the suite (and the check) twice on the same server
-#   E2E_TESTS="e2e_userinvite rbac" tests/e2e-realkube.sh
-#                                    only these test files (default: every e2e_*, admission, rbac,
+#   E2E_TESTS="userinvite rbac" tests/e2e-realkube.sh
+#                                    only these areas, modules of tests/e2e/ (default: all of the
+#                                    `e2e` test binary but `crds` and `telemetry`, which need no
+#                                    API server, and `leftovers`, the final check;
 #                                    then tests/realkube/test_helm_lifecycle.py: helm upgrades
 #                                    keep resources Ready, examples show no kubectl diff;
 #                                    E2E_HELM=1 or 0 turns that on or off)
@@ -39,11 +41,24 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-read -r -a names <<< "${E2E_TESTS:-e2e_* admission rbac}"
-suite=()
-for t in "${names[@]}"; do
-  suite+=(--test "$t")
+# One test binary, `e2e` (tests/e2e/main.rs); areas are its modules, chosen by test-name filter.
+# The old names of the test files (e2e_userinvite) still work.
+filters=()
+if [ -n "${E2E_TESTS:-}" ]; then
+  read -r -a names <<< "$E2E_TESTS"
+  for t in "${names[@]}"; do
+    filters+=("${t#e2e_}::")
+  done
+else
+  filters=(--skip crds:: --skip telemetry::)
+fi
+# The arguments after the script go to `cargo test`; the filters go to the test binary, after
+# the `--` (added when the arguments have none).
+has_separator=0
+for a in "$@"; do
+  [ "$a" = "--" ] && has_separator=1
 done
+[ "$has_separator" = 1 ] || set -- "$@" --
 
 leftovers=1
 if [ -z "${INVITE_OPERATOR_E2E_KUBECONFIG:-}" ]; then
@@ -57,7 +72,7 @@ if [ -z "${INVITE_OPERATOR_E2E_KUBECONFIG:-}" ]; then
     stop=$PWD/tests/realkube/stop.sh
     # Fail before compiling when there is no server to start (the message says how to get one).
     "$start" --check
-    # ValidatingAdmissionPolicy (the chart's statusWriterPolicy, tests/rbac.rs) is served from
+    # ValidatingAdmissionPolicy (the chart's statusWriterPolicy, tests/e2e/rbac.rs) is served from
     # Kubernetes 1.30; 1.28 and 1.29 serve it as v1beta1 only when turned on.
     apiserver=${TEST_ASSET_KUBE_APISERVER:-${KUBEBUILDER_ASSETS:-/usr/local/kubebuilder/bin}/kube-apiserver}
     if [ -z "${APISERVER_EXTRA_ARGS+set}" ] && "$apiserver" --version 2>/dev/null | grep -qE 'v1\.(28|29)\.'; then
@@ -67,7 +82,7 @@ if [ -z "${INVITE_OPERATOR_E2E_KUBECONFIG:-}" ]; then
 fi
 
 log "building the e2e tests"
-cargo test --locked --no-run "${suite[@]}" --test leftovers
+cargo test --locked --no-run --test e2e
 # The charts' lifecycle test (Python, Helm from helm-python-sdk) runs with the whole suite only.
 helm_lifecycle=${E2E_HELM:-$([ -z "${E2E_TESTS:-}" ] && echo 1 || echo 0)}
 if [ "$helm_lifecycle" = 1 ]; then
@@ -100,7 +115,7 @@ status=0
 for run in $(seq 1 "${E2E_RUNS:-1}"); do
   log "e2e suite against the cluster of $INVITE_OPERATOR_E2E_KUBECONFIG (run $run of ${E2E_RUNS:-1})"
   started=$SECONDS
-  cargo test --locked --no-fail-fast "${suite[@]}" "$@" || status=1
+  cargo test --locked --no-fail-fast --test e2e "$@" "${filters[@]}" || status=1
   echo "e2e suite run $run: $((SECONDS - started))s"
   if [ "$helm_lifecycle" = 1 ]; then
     log "the charts' lifecycle: helm upgrade keeps every resource Ready, examples show no diff (run $run)"
@@ -109,7 +124,7 @@ for run in $(seq 1 "${E2E_RUNS:-1}"); do
   fi
   if [ "$leftovers" = 1 ]; then
     log "nothing left behind (run $run)"
-    cargo test --locked --test leftovers -- --ignored || status=1
+    cargo test --locked --test e2e -- --ignored --exact leftovers::nothing_the_suite_created_is_left || status=1
   else
     log "SKIPPED: the check that nothing is left behind (no kube-controller-manager, so deleted namespaces stay Terminating)"
   fi

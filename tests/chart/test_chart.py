@@ -33,7 +33,7 @@ GENERATED_CRDS = REPO / "crds"
 CHART_CRDS = CHART / "crd-files"
 RULES_FILE = CHART / "files" / "rbac-rules.yaml"
 AGGREGATE_RULES_FILE = CHART / "files" / "aggregate-rules.yaml"
-# The status-writer policy rendered for the real-API-server test (tests/rbac.rs reads it and
+# The status-writer policy rendered for the real-API-server test (tests/e2e/rbac.rs reads it and
 # puts in its own names); test_the_rendered_status_writer_policy_fixture_is_current keeps it
 # current (UPDATE_RENDERED=1 rewrites it).
 POLICY_FIXTURE = REPO / "tests" / "chart" / "rendered" / "status-writer-policy.yaml"
@@ -607,7 +607,7 @@ def test_each_aggregated_role_can_be_turned_off(role: str) -> None:
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 ON = {"statusWriterPolicy": {"enabled": True}}
 # What tests/chart/rendered/status-writer-policy.yaml is rendered from: placeholders that
-# tests/rbac.rs replaces with the test's names.
+# tests/e2e/rbac.rs replaces with the test's names.
 FIXTURE_VALUES = {
     "statusWriterPolicy": {"enabled": True, "extraUsers": ["break-glass-user"], "extraGroups": ["break-glass-group"]},
     "watchNamespaces": ["watched-namespace"],
@@ -719,14 +719,14 @@ def test_the_status_writer_policy_fails_clearly_on_a_cluster_without_validating_
 
 
 def test_the_rendered_status_writer_policy_fixture_is_current() -> None:
-    """tests/rbac.rs installs this rendering on a real API server."""
+    """tests/e2e/rbac.rs installs this rendering on a real API server."""
     docs = render(FIXTURE_VALUES, namespace=FIXTURE_NAMESPACE, release=FIXTURE_RELEASE, api_versions=[VAP_V1])
     rendered = [without_template(d) for d in policy_docs(docs)]
     assert [d["kind"] for d in rendered] == list(POLICY_KINDS)
     text = (
         "# The chart's statusWriterPolicy rendered by tests/chart/test_chart.py with\n"
         f"# {json.dumps(FIXTURE_VALUES)}, release {FIXTURE_RELEASE!r} in namespace\n"
-        f"# {FIXTURE_NAMESPACE!r}; tests/rbac.rs installs it with its own names. Regenerate with\n"
+        f"# {FIXTURE_NAMESPACE!r}; tests/e2e/rbac.rs installs it with its own names. Regenerate with\n"
         "# UPDATE_RENDERED=1 python3 -m pytest -q tests/chart\n"
         + yaml.safe_dump_all(rendered, sort_keys=True, width=1000)
     )

@@ -4,7 +4,7 @@ prometheus/rules-test.yaml (`promtool test rules`), and the Grafana dashboard Co
 (grafanaDashboard.enabled).
 
 That every metric the rules and the dashboard name is one the operator exports is checked by
-tests/telemetry.rs (it reads the same files).
+tests/e2e/telemetry.rs (it reads the same files).
 
 Run:  apt-get install prometheus && python3 -m pytest -q tests/chart
 """

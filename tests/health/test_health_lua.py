@@ -2,7 +2,7 @@
 runs gopher-lua, a Lua 5.1) on the statuses the controller writes.
 
 The fixtures in tests/health/fixtures/ are statuses written by the controller in an e2e run of
-every state (tests/e2e_health.rs writes and checks them); the stale-generation cases are those
+every state (tests/e2e/health.rs writes and checks them); the stale-generation cases are those
 fixtures with metadata.generation moved past what the status describes, as after an edit the
 operator has not seen yet.
 

@@ -7,15 +7,13 @@
 //! intervals ever overlap, and, on the test server, that the Kubernetes requests of the
 //! replicas (other than on the Lease) never interleave.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use invite_operator::{
     controller,
     health::Readiness,
@@ -117,18 +115,11 @@ impl Activity {
         what: &str,
         check: impl Fn(&[Interval]) -> Option<Interval>,
     ) -> Interval {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(found) = check(&self.intervals()) {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                self.intervals()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_every(Duration::from_millis(10), WAIT, what, async || {
+            let intervals = self.intervals();
+            check(&intervals).ok_or(format!("{intervals:?}"))
+        })
+        .await
     }
 }
 
@@ -297,18 +288,53 @@ impl Election {
             .filter(|h| !h.is_empty())
     }
 
+    /// Two replicas with `lease`; once one leads, `first` (alice@) is Ready. The replicas and
+    /// the leader's name.
+    async fn two_replicas_serving_first(&self, lease: Duration) -> (Vec<Replica>, String) {
+        let replicas = vec![
+            self.replica("replica-a", lease),
+            self.replica("replica-b", lease),
+        ];
+        let leader = self.wait_leader().await;
+        let spec = users_spec("wavefront", &["alice@example.com"], &[]);
+        self.cluster.create_ready("first", spec).await;
+        (replicas, leader)
+    }
+
+    /// Waits until `replica` leads; its interval.
+    async fn wait_leading(&self, replica: &str, what: &str) -> Interval {
+        self.activity
+            .wait_for(what, |all| {
+                all.iter().find(|i| i.replica == replica).cloned()
+            })
+            .await
+    }
+
+    /// Waits until `replica` stopped leading; when.
+    async fn wait_stopped(&self, replica: &str) -> Instant {
+        let interval = self
+            .activity
+            .wait_for("the leader to stop", |all| {
+                all.iter()
+                    .find(|i| i.replica == replica && i.end.is_some())
+                    .cloned()
+            })
+            .await;
+        interval.end.unwrap()
+    }
+
     /// Waits until some replica leads (holds the Lease and runs its controller); its name.
     async fn wait_leader(&self) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let (Some(holder), Some(active)) = (self.holder().await, self.activity.active())
-                && holder == active
-            {
-                return holder;
-            }
-            assert!(Instant::now() < deadline, "no leader elected");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually_every(
+            Duration::from_millis(20),
+            WAIT,
+            "a leader",
+            async || match (self.holder().await, self.activity.active()) {
+                (Some(holder), Some(active)) if holder == active => Ok(holder),
+                seen => Err(format!("holder and active: {seen:?}")),
+            },
+        )
+        .await
     }
 
     /// The replicas' Kubernetes requests other than on the Lease, in the order served.
@@ -412,13 +438,6 @@ impl Election {
     }
 }
 
-fn users_spec(emails: &[&str]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []})).collect::<Vec<_>>(),
-    })
-}
-
 fn pick<'a>(replicas: &'a [Replica], name: &str) -> &'a Replica {
     replicas.iter().find(|r| r.name == name).expect("replica")
 }
@@ -455,9 +474,8 @@ async fn only_the_leader_reconciles_and_invites_once() {
 
     let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
     s.cluster
-        .create_invitation("team", users_spec(&emails))
+        .create_ready("team", users_spec("wavefront", &emails, &[]))
         .await;
-    s.cluster.wait_status("team", "Ready", is_ready).await;
     // Let several renewals pass: leadership is stable, the standby stays idle.
     tokio::time::sleep(LEASE * 2).await;
 
@@ -501,26 +519,18 @@ async fn only_the_leader_reconciles_and_invites_once() {
 #[tokio::test]
 async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashes() {
     let s = Election::new().await;
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
-        .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
+    let (replicas, leader) = s.two_replicas_serving_first(LEASE).await;
 
     let (leader, standby) = split(replicas, &leader);
     let standby_name = standby.name.clone();
     let killed_at = Instant::now();
     leader.kill().await;
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_invitation("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
 
     let took_over = s
-        .activity
-        .wait_for("the standby to take over", |all| {
-            all.iter().find(|i| i.replica == standby_name).cloned()
-        })
+        .wait_leading(&standby_name, "the standby to take over")
         .await;
     let after = took_over.start - killed_at;
     // The crashed leader renewed at most a renew deadline (2/3 of the lease) before the crash,
@@ -541,22 +551,14 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     let s = Election::new().await;
     // A long lease: the handover must not wait for it.
     let lease = Duration::from_secs(6);
-    let replicas = vec![s.replica("replica-a", lease), s.replica("replica-b", lease)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
-        .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
+    let (replicas, leader) = s.two_replicas_serving_first(lease).await;
 
     let (leader, standby) = split(replicas, &leader);
     let standby_name = standby.name.clone();
     let stopping_at = Instant::now();
     leader.stop().await;
     let took_over = s
-        .activity
-        .wait_for("the standby to take over", |all| {
-            all.iter().find(|i| i.replica == standby_name).cloned()
-        })
+        .wait_leading(&standby_name, "the standby to take over")
         .await;
     let after = took_over.start - stopping_at;
     assert!(
@@ -564,9 +566,8 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
         "the released lease was taken after {after:?}"
     );
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
-    s.cluster.wait_status("second", "Ready", is_ready).await;
     s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
     s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
     standby.stop().await;
@@ -582,12 +583,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
         eprintln!("skipped: needs the in-process API server (fault injection on Lease writes)");
         return s.finish(vec![]).await;
     };
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
-        .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
+    let (replicas, leader) = s.two_replicas_serving_first(LEASE).await;
     let (leader, standby) = split(replicas, &leader);
     let (leader_name, standby_name) = (leader.name.clone(), standby.name.clone());
 
@@ -600,16 +596,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
             .times(usize::MAX),
     );
     let failing_since = Instant::now();
-    let stopped = s
-        .activity
-        .wait_for("the leader to stop", |all| {
-            all.iter()
-                .find(|i| i.replica == leader_name && i.end.is_some())
-                .cloned()
-        })
-        .await
-        .end
-        .unwrap();
+    let stopped = s.wait_stopped(&leader_name).await;
     // Its last successful renewal was before the faults: it must be gone by 5/6 of the lease
     // after that (plus scheduling slack).
     let stopped_after = stopped - failing_since;
@@ -621,19 +608,15 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let reconciles_at_stop = leader.reconciles();
 
     let took_over = s
-        .activity
-        .wait_for("the standby to take over", |all| {
-            all.iter().find(|i| i.replica == standby_name).cloned()
-        })
+        .wait_leading(&standby_name, "the standby to take over")
         .await;
     assert!(
         took_over.start > stopped,
         "the standby started before the leader stopped"
     );
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
-    s.cluster.wait_status("second", "Ready", is_ready).await;
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
 
     // Nothing but Lease requests from the old leader since it stopped.
@@ -657,12 +640,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
 #[tokio::test]
 async fn a_leader_whose_lease_is_taken_stops_at_once() {
     let s = Election::new().await;
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
-    let leader = s.wait_leader().await;
-    s.cluster
-        .create_invitation("first", users_spec(&["alice@example.com"]))
-        .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
+    let (replicas, leader) = s.two_replicas_serving_first(LEASE).await;
 
     // Someone else writes itself into the Lease (and then never renews it).
     let stolen_at = Instant::now();
@@ -679,16 +657,7 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
         .await
         .expect("steal the lease");
 
-    let stopped = s
-        .activity
-        .wait_for("the leader to stop", |all| {
-            all.iter()
-                .find(|i| i.replica == leader && i.end.is_some())
-                .cloned()
-        })
-        .await
-        .end
-        .unwrap();
+    let stopped = s.wait_stopped(&leader).await;
     // It notices at its next renewal (every 1/6 of the lease).
     assert!(
         stopped - stolen_at <= LEASE / 2,
@@ -709,9 +678,8 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
         next.start - stolen_at
     );
     s.cluster
-        .create_invitation("second", users_spec(&["bob@example.com"]))
+        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
         .await;
-    s.cluster.wait_status("second", "Ready", is_ready).await;
     s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
     s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
     s.finish(replicas).await;
@@ -748,14 +716,7 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
             .and_then(|l| l.spec?.holder_identity)
             .filter(|h| !h.is_empty())
     };
-    let deadline = Instant::now() + WAIT;
-    let leader = loop {
-        if let Some(h) = holder().await {
-            break h;
-        }
-        assert!(Instant::now() < deadline, "no process took the lease");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let leader = eventually("a process to take the lease", holder).await;
     // Both ready: the leader once its caches synced, the other as a standby.
     for p in &processes {
         p.wait_ready().await;
@@ -765,11 +726,14 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     let second = processes.pop().unwrap();
     first.terminate().await;
     let released_at = Instant::now();
-    let deadline = released_at + WAIT;
-    while holder().await.as_deref() != Some(second.name.as_str()) {
-        assert!(Instant::now() < deadline, "the standby never took over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let takes_over = async || expect_eq(holder().await, Some(second.name.clone()));
+    eventually_every(
+        Duration::from_millis(20),
+        WAIT,
+        "the standby to take over",
+        takes_over,
+    )
+    .await;
     // Released on SIGTERM: no waiting for the 2s lease to expire.
     assert!(
         released_at.elapsed() < Duration::from_secs(1),

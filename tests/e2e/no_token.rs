@@ -6,17 +6,11 @@
 //! Searched: everything logged (text and JSON formatters, every target, every span field),
 //! the Events of the namespace, the status of every object, the `/metrics` text, and the
 //! `Debug` output of the settings and of the endpoint clients (holding a token and a cached
-//! access token). Its own test binary: it owns the global tracing subscriber.
+//! access token). Everything logged on the test's threads is captured (`common::logs`), at TRACE.
 
-mod common;
+use std::{sync::Arc, time::Duration};
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use common::*;
+use crate::common::{logs::Captured, *};
 use invite_operator::{
     api::{AnyEndpoint, ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation},
     controller::{ClientSettings, build_client},
@@ -29,52 +23,6 @@ use kube::{
     api::{DeleteParams, ListParams},
 };
 use serde_json::json;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
-
-/// Everything the process logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Installs the global subscriber: every target at TRACE, as text and as JSON lines.
-    fn install() -> Captured {
-        let captured = Captured::default();
-        let (text, json) = (captured.0.clone(), captured.0.clone());
-        tracing_subscriber::registry()
-            .with(EnvFilter::new("trace"))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(move || Sink(text.clone())),
-            )
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(true)
-                    .with_writer(move || Sink(json.clone())),
-            )
-            .init();
-        captured
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 fn random_token(prefix: &str) -> String {
     format!(
@@ -107,17 +55,13 @@ fn leaks(text: &str, secrets: &[(String, String)]) -> Vec<String> {
     found
 }
 
-async fn wait_until(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+#[test]
+fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
+    let logs = Captured::default();
+    logs.runtime().block_on(no_token_in_a_full_flow(logs));
 }
 
-#[tokio::test]
-async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
-    let logs = Captured::install();
+async fn no_token_in_a_full_flow(logs: Captured) {
     let token = random_token("apitoken");
     let wrong = random_token("wrongtoken");
     let cluster = TestCluster::start().await;
@@ -130,22 +74,89 @@ async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
     .unwrap();
     cluster.put_secret("api-token", &token).await;
     cluster.put_secret("wrong-token", &wrong).await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
-    cluster
-        .org_endpoint("csp", &mock.url, "api-token", ORG)
-        .await;
-    cluster
-        .user_invite_endpoint("wavefront-refused", &mock.url, "wrong-token")
-        .await;
-    cluster
-        .org_endpoint("csp-refused", &mock.url, "wrong-token", ORG)
-        .await;
+    // Both APIs, each with the token and with the refused one.
+    for (suffix, secret) in [("", "api-token"), ("-refused", "wrong-token")] {
+        let (wavefront, csp) = (format!("wavefront{suffix}"), format!("csp{suffix}"));
+        cluster
+            .user_invite_endpoint(&wavefront, &mock.url, secret)
+            .await;
+        cluster.org_endpoint(&csp, &mock.url, secret, ORG).await;
+    }
     let mut settings = cluster.settings();
     settings.resync_interval = Duration::from_millis(300);
     let controller = cluster.start_controller_with(settings.clone());
 
+    full_flow(&cluster, &mock).await;
+    let mut outputs = statuses_and_deletion(&cluster, &mock).await;
+    let (debug, access_tokens) = debug_output(&cluster, &mock, &settings, &token).await;
+    let metrics = controller.metrics.clone();
+    controller.stop().await;
+    let namespaced =
+        Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
+    let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Revoked")),
+        "the flow produced events"
+    );
+    outputs.push(("Events", serde_json::to_string(&events).unwrap()));
+    outputs.push((
+        "InvitationEndpoints",
+        serde_json::to_string(&namespaced.list(&ListParams::default()).await.unwrap()).unwrap(),
+    ));
+    outputs.push((
+        "ClusterInvitationEndpoints",
+        serde_json::to_string(
+            &Api::<ClusterInvitationEndpoint>::all(cluster.client.clone())
+                .list(&ListParams::default().labels(&cluster.selector()))
+                .await
+                .unwrap(),
+        )
+        .unwrap(),
+    ));
+    let metrics = metrics.encode();
+    assert!(
+        metrics.contains("invite_operator_api_calls_total"),
+        "{metrics}"
+    );
+    outputs.push(("metrics", metrics));
+    outputs.push(("Debug", debug));
+    let logged = logs.text();
+    assert!(
+        logged.lines().count() > 100 && logged.contains("TRACE"),
+        "TRACE logs were captured"
+    );
+    outputs.push(("logs", logged));
+
+    let mut secrets = vec![
+        ("API token".to_string(), token.clone()),
+        ("API token, base64".to_string(), base64(&token)),
+        ("refused token".to_string(), wrong.clone()),
+        ("refused token, base64".to_string(), base64(&wrong)),
+    ];
+    for access in &access_tokens {
+        secrets.push(("access token".to_string(), access.clone()));
+    }
+    let mut found = Vec::new();
+    for (what, text) in &outputs {
+        assert!(!text.is_empty(), "{what} is empty");
+        for leak in leaks(text, &secrets) {
+            found.push(format!("{what}: {leak}"));
+        }
+    }
+    assert!(found.is_empty(), "tokens found:\n{}", found.join("\n"));
+    mock.shutdown().await;
+    cluster.cleanup().await;
+}
+
+/// Through both APIs: invite, enforce, remove, an expired access token replaced, refused
+/// tokens.
+async fn full_flow(cluster: &TestCluster, mock: &RunningMock) {
     // UserInvite: invite, enforce, remove (Delete).
     let user = |email: &str, groups: &[&str]| json!({"emailAddress": email, "groups": groups, "userGroups": []});
     cluster
@@ -196,7 +207,7 @@ async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
             json!({"users": [user("a@example.com", &["alerts_management"])]}),
         )
         .await;
-    wait_until("enforced and removed", || {
+    eventually("enforced and removed", async || {
         mock.api.user("b@example.com").is_none()
             && mock
                 .api
@@ -218,7 +229,13 @@ async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
         })
         .await;
     assert_eq!(mock.api.invitations_sent_to("g@example.com"), 1);
+}
 
+/// Every status, then the resources deleted (their users removed).
+async fn statuses_and_deletion(
+    cluster: &TestCluster,
+    mock: &RunningMock,
+) -> Vec<(&'static str, String)> {
     // Every status, before the resources go.
     let mut outputs: Vec<(&str, String)> = Vec::new();
     let invitations = Api::<UserInvitation>::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -232,17 +249,24 @@ async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
             .await
             .unwrap();
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
     for name in ["users", "org"] {
-        while invitations.get_opt(name).await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "{name} not deleted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        cluster.wait_gone(name).await;
     }
     assert!(mock.api.user("a@example.com").is_none());
     let access_tokens = mock.api.access_tokens();
     assert!(access_tokens.len() >= 2, "an access token was replaced");
 
+    outputs
+}
+
+/// The `Debug` of the settings, a token, and the endpoint clients as the controller builds
+/// them, one with a cached access token; and the access tokens the mock handed out.
+async fn debug_output(
+    cluster: &TestCluster,
+    mock: &RunningMock,
+    settings: &invite_operator::controller::Settings,
+    token: &str,
+) -> (String, Vec<String>) {
     // The endpoint clients as the controller builds them, one with a cached access token.
     let namespaced =
         Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -255,75 +279,15 @@ async fn no_token_appears_in_logs_events_status_metrics_or_debug_output() {
     };
     let mut debug = vec![
         format!("{settings:?}"),
-        format!("{:?}", ApiToken::new(&token)),
+        format!("{:?}", ApiToken::new(token)),
     ];
     for name in ["wavefront", "csp"] {
         let endpoint = AnyEndpoint::Namespaced(Box::new(namespaced.get(name).await.unwrap()));
-        let api = build_client(&endpoint, ApiToken::new(&token), &client_settings).unwrap();
+        let api = build_client(&endpoint, ApiToken::new(token), &client_settings).unwrap();
         api.verify_credentials().await.unwrap();
         debug.push(format!("{api:?} {api:#?}"));
     }
     let access_tokens: Vec<String> = mock.api.access_tokens();
 
-    let metrics = controller.metrics.clone();
-    controller.stop().await;
-    let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Revoked")),
-        "the flow produced events"
-    );
-    outputs.push(("Events", serde_json::to_string(&events).unwrap()));
-    outputs.push((
-        "InvitationEndpoints",
-        serde_json::to_string(&namespaced.list(&ListParams::default()).await.unwrap()).unwrap(),
-    ));
-    outputs.push((
-        "ClusterInvitationEndpoints",
-        serde_json::to_string(
-            &Api::<ClusterInvitationEndpoint>::all(cluster.client.clone())
-                .list(&ListParams::default().labels(&cluster.selector()))
-                .await
-                .unwrap(),
-        )
-        .unwrap(),
-    ));
-    let metrics = metrics.encode();
-    assert!(
-        metrics.contains("invite_operator_api_calls_total"),
-        "{metrics}"
-    );
-    outputs.push(("metrics", metrics));
-    outputs.push(("Debug", debug.join("\n")));
-    let logged = logs.text();
-    assert!(
-        logged.lines().count() > 100 && logged.contains("TRACE"),
-        "TRACE logs were captured"
-    );
-    outputs.push(("logs", logged));
-
-    let mut secrets = vec![
-        ("API token".to_string(), token.clone()),
-        ("API token, base64".to_string(), base64(&token)),
-        ("refused token".to_string(), wrong.clone()),
-        ("refused token, base64".to_string(), base64(&wrong)),
-    ];
-    for access in &access_tokens {
-        secrets.push(("access token".to_string(), access.clone()));
-    }
-    let mut found = Vec::new();
-    for (what, text) in &outputs {
-        assert!(!text.is_empty(), "{what} is empty");
-        for leak in leaks(text, &secrets) {
-            found.push(format!("{what}: {leak}"));
-        }
-    }
-    assert!(found.is_empty(), "tokens found:\n{}", found.join("\n"));
-    mock.shutdown().await;
-    cluster.cleanup().await;
+    (debug.join("\n"), access_tokens)
 }

@@ -13,13 +13,11 @@
 //! Endpoints use short timeouts (1–3 s), so settle windows (two timeouts, plus the second the
 //! intent's time is rounded up by; `max_clock_skew` is 0 in tests) stay a few seconds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{flavor::*, *};
+use crate::common::{flavor::*, *};
 use invite_mock::{JournalEntry, ScriptedFault};
-use invite_operator::api::{Ownership, UserInvitationStatus, UserState};
+use invite_operator::api::{Ownership, UserInvitation, UserInvitationStatus, UserState};
 use jiff::Timestamp;
 
 /// Waits until every address is `Inviting` with a `settlesAt`; returns the latest one.
@@ -122,15 +120,40 @@ acted_then! {
     acted_then_timeout_orginvitation: Flavor::OrgInvitation, ScriptedFault::timeout();
 }
 
-fn split_spec(users: &[&str], bad: &str) -> serde_json::Value {
-    let mut list: Vec<serde_json::Value> = users
-        .iter()
-        .map(|u| serde_json::json!({"emailAddress": u, "groups": [], "userGroups": []}))
-        .collect();
-    list.push(serde_json::json!({
-        "emailAddress": bad, "groups": ["no_such_permission"], "userGroups": []
-    }));
-    serde_json::json!({"endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT}, "users": list})
+/// The split scenario's people: a and b invited first; c meets the fault; bad asks for a
+/// permission the API refuses.
+const A: &str = "a@example.com";
+const B: &str = "b@example.com";
+const C: &str = "c@example.com";
+const BAD: &str = "bad@example.com";
+
+/// A, B and C, and BAD with a permission the API refuses.
+fn split_spec() -> serde_json::Value {
+    let mut spec = users_spec(ENDPOINT, &[A, B, C], &[]);
+    spec["users"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "emailAddress": BAD, "groups": ["no_such_permission"], "userGroups": []
+        }));
+    spec
+}
+
+/// Creates the split resource `team`; waits until A and B are Invited, C and BAD in `then`.
+async fn split_team(h: &Harness, then: UserState) -> UserInvitation {
+    h.cluster.create_invitation("team", split_spec()).await;
+    h.cluster
+        .wait_status(
+            "team",
+            &format!("a and b invited, c and bad {then:?}"),
+            |s| {
+                state(s, A) == Some(UserState::Invited)
+                    && state(s, B) == Some(UserState::Invited)
+                    && state(s, C) == Some(then)
+                    && state(s, BAD) == Some(then)
+            },
+        )
+        .await
 }
 
 /// The first invite call (the whole batch, with a@) is refused as the API itself would (bad's
@@ -156,24 +179,8 @@ async fn settled_answers_mark_only_their_own_users() {
         ),
     );
     h.start_controller();
-    let (a, b, c, bad) = (
-        "a@example.com",
-        "b@example.com",
-        "c@example.com",
-        "bad@example.com",
-    );
-    h.cluster
-        .create_invitation("team", split_spec(&[a, b, c], bad))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "a and b invited, c and bad throttled", |s| {
-            state(s, a) == Some(UserState::Invited)
-                && state(s, b) == Some(UserState::Invited)
-                && state(s, c) == Some(UserState::Pending)
-                && state(s, bad) == Some(UserState::Pending)
-        })
-        .await;
+    let (a, b, c, bad) = (A, B, C, BAD);
+    let inv = split_team(&h, UserState::Pending).await;
     let throttled = entry(status_of(&inv), c).unwrap();
     assert!(
         throttled
@@ -228,24 +235,8 @@ async fn an_unknown_half_keeps_only_its_own_users_inviting() {
         ),
     );
     h.start_controller();
-    let (a, b, c, bad) = (
-        "a@example.com",
-        "b@example.com",
-        "c@example.com",
-        "bad@example.com",
-    );
-    h.cluster
-        .create_invitation("team", split_spec(&[a, b, c], bad))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "a and b invited, c and bad unsettled", |s| {
-            state(s, a) == Some(UserState::Invited)
-                && state(s, b) == Some(UserState::Invited)
-                && state(s, c) == Some(UserState::Inviting)
-                && state(s, bad) == Some(UserState::Inviting)
-        })
-        .await;
+    let (a, b, c, bad) = (A, B, C, BAD);
+    let inv = split_team(&h, UserState::Inviting).await;
     let settles_at = entry(status_of(&inv), c).unwrap().settles_at.unwrap();
     let inv = h
         .cluster
@@ -531,15 +522,11 @@ async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
     h.finish().await;
 }
 
-#[tokio::test]
-async fn a_deleted_and_recreated_resource_waits_for_its_unsettled_request_userinvite() {
-    deleted_and_recreated_while_unsettled(Flavor::UserInvite).await;
-}
-
-#[tokio::test]
-async fn a_deleted_and_recreated_resource_waits_for_its_unsettled_request_orginvitation() {
-    deleted_and_recreated_while_unsettled(Flavor::OrgInvitation).await;
-}
+per_flavor!(
+    deleted_and_recreated_while_unsettled() =>
+    a_deleted_and_recreated_resource_waits_for_its_unsettled_request_userinvite,
+    a_deleted_and_recreated_resource_waits_for_its_unsettled_request_orginvitation
+);
 
 /// `spec.endpointRef` switched to another endpoint while an invite request sent through the
 /// first may still act (the API acts at 5 s, after the 3 s timeout): the resource keeps its
@@ -590,22 +577,12 @@ async fn switched_while_unsettled(flavor: Flavor) {
     assert_eq!(posts.len(), 1, "one invite request: {posts:#?}");
     assert_eq!(h.mock.api.invitations_sent_to(&person), 1);
     assert_no_lookup_before(&h, flavor, posts[0].seq, settles_at);
-    let events = h.cluster.events_of("team").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("EndpointChanged")),
-        "{events:?}"
-    );
+    h.cluster.wait_event("team", "EndpointChanged").await;
     h.finish().await;
 }
 
-#[tokio::test]
-async fn an_endpoint_switch_waits_for_a_request_sent_through_the_old_one_userinvite() {
-    switched_while_unsettled(Flavor::UserInvite).await;
-}
-
-#[tokio::test]
-async fn an_endpoint_switch_waits_for_a_request_sent_through_the_old_one_orginvitation() {
-    switched_while_unsettled(Flavor::OrgInvitation).await;
-}
+per_flavor!(
+    switched_while_unsettled() =>
+    an_endpoint_switch_waits_for_a_request_sent_through_the_old_one_userinvite,
+    an_endpoint_switch_waits_for_a_request_sent_through_the_old_one_orginvitation
+);

@@ -7,11 +7,9 @@
 //!   RBAC are installed, as `templates/rbac.yaml` renders them, and the controller runs as that
 //!   ServiceAccount through both API flavours.
 
-mod common;
-
 use std::{collections::BTreeSet, time::Duration};
 
-use common::*;
+use crate::common::*;
 use invite_operator::controller::USER_AGENT;
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
@@ -69,33 +67,9 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         )
         .await;
     // As the chart runs it: under leader election.
-    let election = invite_operator::leader::LeaderElection {
-        lease_name: cluster.unique("invite-operator"),
-        namespace: cluster.namespace.clone(),
-        identity: "rbac-test".into(),
-        lease_duration: Duration::from_secs(3),
-    };
-    let (ready_tx, _ready_rx) =
-        tokio::sync::watch::channel(invite_operator::health::Readiness::default());
-    let stop = tokio_util::sync::CancellationToken::new();
     let (client, settings) = (cluster.controller_client(), cluster.settings());
-    let elected = tokio::spawn(invite_operator::leader::run_while_leader(
-        client.clone(),
-        election,
-        ready_tx,
-        stop.clone(),
-        move |term: invite_operator::leader::Term| {
-            invite_operator::controller::run(
-                client.clone(),
-                settings.clone(),
-                invite_operator::telemetry::Metrics::new(),
-                term.readiness,
-                term.leadership,
-                term.stop,
-            )
-        },
-    ));
-    cluster.abort_on_drop(elected.abort_handle());
+    let (elected, stop, _readiness) =
+        run_elected(cluster, client, settings, &cluster.namespace, "rbac-test");
 
     // Through the cluster endpoint (namespace labels), with a finalizer, a refused user
     // (an InviteFailed event) that is retried with the same answer (the event's series is
@@ -127,29 +101,18 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         .await;
     // Through the namespaced endpoint too.
     cluster
-        .create_invitation(
+        .create_ready(
             "local",
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
                    "users": [{"emailAddress": "e@example.com", "groups": [], "userGroups": []}]}),
         )
         .await;
-    cluster.wait_status("local", "Ready", is_ready).await;
     cluster
         .invitations()
         .delete("team", &DeleteParams::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while cluster
-        .invitations()
-        .get_opt("team")
-        .await
-        .unwrap()
-        .is_some()
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.wait_gone("team").await;
     // Long enough for a few renewals.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     stop.cancel();
@@ -301,18 +264,9 @@ enum Watch {
 /// release its finalizers. (The cluster is shared with the rest of the suite, so the
 /// controller watches only the test's namespace also when the RBAC is cluster-wide.)
 async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
-    use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
-    use k8s_openapi::api::{
-        core::v1::{ConfigMap, Secret},
-        events::v1::Event,
+    let Some(h) = rbac_enforcing_harness().await else {
+        return;
     };
-    use kube::{Api, api::ListParams};
-
-    let h = Harness::start().await;
-    if h.cluster.is_test_server() {
-        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
-        return h.finish().await;
-    }
     let (cluster, mock) = (&h.cluster, &h.mock);
     let policy_version = match policy {
         Policy::None => None,
@@ -328,107 +282,16 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
             }
         },
     };
-    let info = cluster.client.apiserver_version().await.unwrap();
-    let server = (
-        info.major.parse::<u32>().unwrap(),
-        info.minor.trim_end_matches('+').parse::<u32>().unwrap(),
-    );
-    assert!(
-        server >= chart_kube_version_floor(),
-        "the chart's kubeVersion refuses this server ({}.{}), which the suite tests",
-        server.0,
-        server.1
-    );
+    assert_the_chart_accepts_the_server(&cluster.client).await;
 
-    // The chart, installed into a release namespace of the test's.
-    let release_ns = cluster.create_namespace("operator").await;
-    let fullname = cluster.unique("invite-operator");
-    let watched = match watch {
-        Watch::TestNamespace => vec![cluster.namespace.clone()],
-        Watch::AllNamespaces => vec![],
-    };
-    for object in chart_rbac(
-        &rules_file(),
-        &fullname,
-        &release_ns,
-        &watched,
-        &cluster.labels(),
-    ) {
-        create(&cluster.client, &object).await;
-    }
-    if let Some(version) = policy_version {
-        status_writer_policy_holds(cluster, version, &release_ns, &fullname).await;
-    }
-    let mut config = cluster.config.clone();
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
-    let client =
-        invite_operator::controller::kube_client(config, common::KUBERNETES_REQUESTS).unwrap();
-    // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
-    // on.
-    let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403),
-        "{forbidden:?}"
-    );
-
-    // UserInvite through a namespaced endpoint; OrgInvitation through a cluster endpoint whose
-    // token lives in the release namespace (the operator's) and whose namespace selector needs
-    // the namespace's labels.
-    cluster.put_secret("api-token", TOKEN).await;
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "csp-token", "namespace": release_ns, "labels": cluster.labels()},
-        "stringData": {"token": TOKEN},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(cluster.client.clone(), &release_ns)
-        .create(&Default::default(), &secret)
-        .await
-        .unwrap();
-    let csp = cluster.unique("csp");
-    cluster
-        .cluster_endpoint(
-            &csp,
-            json!({"api": "OrgInvitation", "url": mock.url, "organizationId": ORG,
-                   "credentials": {"secretRef": {"name": "csp-token"}},
-                   "namespaceSelector": {"matchLabels": {TEST_ID_LABEL: cluster.id}}}),
-        )
-        .await;
-
+    let (release_ns, client) = install_chart_rbac(cluster, watch, policy_version).await;
+    let csp = endpoints_for_the_chart(cluster, &mock.url, &release_ns).await;
     // The controller as the chart runs it: leader election on a Lease in the release
     // namespace, Secrets of cluster endpoints read from there.
     let mut settings = cluster.settings();
     settings.operator_namespace = release_ns.clone();
-    let election = invite_operator::leader::LeaderElection {
-        lease_name: cluster.unique("invite-operator"),
-        namespace: release_ns.clone(),
-        identity: "rbac-e2e".into(),
-        lease_duration: Duration::from_secs(3),
-    };
-    let (ready_tx, _ready_rx) =
-        tokio::sync::watch::channel(invite_operator::health::Readiness::default());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let elected = tokio::spawn(invite_operator::leader::run_while_leader(
-        client.clone(),
-        election,
-        ready_tx,
-        stop.clone(),
-        move |term: invite_operator::leader::Term| {
-            invite_operator::controller::run(
-                client.clone(),
-                settings.clone(),
-                invite_operator::telemetry::Metrics::new(),
-                term.readiness,
-                term.leadership,
-                term.stop,
-            )
-        },
-    ));
-    cluster.abort_on_drop(elected.abort_handle());
+    let (elected, stop, _readiness) =
+        run_elected(cluster, client, settings, &release_ns, "rbac-e2e");
 
     cluster
         .create_invitation(
@@ -451,71 +314,161 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
     assert_eq!(mock.api.invitations_sent_to("b@example.com"), 1);
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let endpoint_ready =
-        |conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
-            conditions
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        };
-    loop {
-        let namespaced =
-            Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace)
-                .get("wavefront")
-                .await
-                .unwrap();
-        let shared = Api::<ClusterInvitationEndpoint>::all(cluster.client.clone())
-            .get(&csp)
-            .await
-            .unwrap();
-        let events: Vec<String> =
-            Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("Invited"))
-                .filter_map(|e| e.regarding?.name)
-                .collect();
-        let done = endpoint_ready(namespaced.status.map(|s| s.conditions))
-            && endpoint_ready(shared.status.map(|s| s.conditions))
-            && events.iter().any(|n| n == "users")
-            && events.iter().any(|n| n == "org");
-        if done {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "endpoints not Ready or Invited events missing; events for {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster
+        .wait_endpoint("wavefront", "True", "CredentialsResolved")
+        .await;
+    cluster.wait_cluster_endpoint_ready(&csp).await;
+    for name in ["users", "org"] {
+        cluster.wait_event(name, "Invited").await;
     }
 
     // Deleting runs the cleanup (the user is deleted, the invitation revoked) and releases
     // the finalizer.
     for name in ["users", "org"] {
-        cluster
-            .invitations()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
+        cluster.delete(name).await;
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
     for name in ["users", "org"] {
-        while cluster.invitations().get_opt(name).await.unwrap().is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} kept its finalizer"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        cluster.wait_gone(name).await;
     }
     assert!(mock.api.user("a@example.com").is_none(), "a was deleted");
     stop.cancel();
     elected.await.unwrap().unwrap();
     h.finish().await;
+}
+
+/// The chart's kubeVersion admits the server, which the suite tests.
+async fn assert_the_chart_accepts_the_server(client: &kube::Client) {
+    let info = client.apiserver_version().await.unwrap();
+    let server = (
+        info.major.parse::<u32>().unwrap(),
+        info.minor.trim_end_matches('+').parse::<u32>().unwrap(),
+    );
+    assert!(
+        server >= chart_kube_version_floor(),
+        "the chart's kubeVersion refuses this server ({}.{}), which the suite tests",
+        server.0,
+        server.1
+    );
+}
+
+/// The chart's RBAC, installed into a release namespace of the test's (with the status writer
+/// policy, when given); the release namespace and a client impersonating its ServiceAccount.
+async fn install_chart_rbac(
+    cluster: &TestCluster,
+    watch: Watch,
+    policy_version: Option<&'static str>,
+) -> (String, kube::Client) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{Api, api::ListParams};
+    let release_ns = cluster.create_namespace("operator").await;
+    let fullname = cluster.unique("invite-operator");
+    let watched = match watch {
+        Watch::TestNamespace => vec![cluster.namespace.clone()],
+        Watch::AllNamespaces => vec![],
+    };
+    for object in chart_rbac(
+        &rules_file(),
+        &fullname,
+        &release_ns,
+        &watched,
+        &cluster.labels(),
+    ) {
+        create(&cluster.client, &object).await;
+    }
+    if let Some(version) = policy_version {
+        status_writer_policy_holds(cluster, version, &release_ns, &fullname).await;
+    }
+    let mut config = cluster.config.clone();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
+    let client =
+        invite_operator::controller::kube_client(config, crate::common::KUBERNETES_REQUESTS)
+            .unwrap();
+    // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
+    // on.
+    let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403),
+        "{forbidden:?}"
+    );
+    (release_ns, client)
+}
+
+/// UserInvite through a namespaced endpoint; OrgInvitation through a cluster endpoint whose
+/// token lives in the release namespace (the operator's) and whose namespace selector needs
+/// the namespace's labels. Returns the cluster endpoint's name.
+async fn endpoints_for_the_chart(
+    cluster: &TestCluster,
+    mock_url: &str,
+    release_ns: &str,
+) -> String {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+    cluster.put_secret("api-token", TOKEN).await;
+    cluster
+        .user_invite_endpoint("wavefront", mock_url, "api-token")
+        .await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "csp-token", "namespace": release_ns, "labels": cluster.labels()},
+        "stringData": {"token": TOKEN},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(cluster.client.clone(), release_ns)
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    let csp = cluster.unique("csp");
+    cluster
+        .cluster_endpoint(
+            &csp,
+            json!({"api": "OrgInvitation", "url": mock_url, "organizationId": ORG,
+                   "credentials": {"secretRef": {"name": "csp-token"}},
+                   "namespaceSelector": {"matchLabels": {TEST_ID_LABEL: cluster.id}}}),
+        )
+        .await;
+    csp
+}
+
+/// The controller under leader election on a Lease in `namespace`, as the chart runs it.
+fn run_elected(
+    cluster: &TestCluster,
+    client: kube::Client,
+    settings: invite_operator::controller::Settings,
+    namespace: &str,
+    identity: &str,
+) -> (
+    tokio::task::JoinHandle<Result<(), impl std::fmt::Debug>>,
+    tokio_util::sync::CancellationToken,
+    tokio::sync::watch::Receiver<invite_operator::health::Readiness>,
+) {
+    let election = invite_operator::leader::LeaderElection {
+        lease_name: cluster.unique("invite-operator"),
+        namespace: namespace.to_string(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(3),
+    };
+    let (ready_tx, ready_rx) =
+        tokio::sync::watch::channel(invite_operator::health::Readiness::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let elected = tokio::spawn(invite_operator::leader::run_while_leader(
+        client.clone(),
+        election,
+        ready_tx,
+        stop.clone(),
+        move |term: invite_operator::leader::Term| {
+            invite_operator::controller::run(
+                client.clone(),
+                settings.clone(),
+                invite_operator::telemetry::Metrics::new(),
+                term.readiness,
+                term.leadership,
+                term.stop,
+            )
+        },
+    ));
+    cluster.abort_on_drop(elected.abort_handle());
+    (elected, stop, ready_rx)
 }
 
 #[tokio::test]
@@ -605,26 +558,22 @@ async fn status_writer_policy_holds(
         )
         .await;
     let as_mallory = client_as(cluster, &mallory);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = "the status writer policy to take effect";
+    eventually_every(Duration::from_millis(200), WAIT, what, async || {
         match forge_status(&as_mallory, &cluster.namespace, "forged").await {
             // Not loaded yet (policies take effect shortly after they are created).
-            Ok(_) => {}
+            Ok(_) => Err("the status was written".to_string()),
             Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
                 assert!(
                     s.message.contains("only the operator's ServiceAccount"),
                     "refused for another reason: {s:?}"
                 );
-                break;
+                Ok(())
             }
             Err(e) => panic!("forging the status: {e}"),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the status writer policy never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     forge_status(
         &client_as(cluster, &break_glass),
         &cluster.namespace,
@@ -662,11 +611,9 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
     use k8s_openapi::api::{authorization::v1::SubjectAccessReview, core::v1::Secret};
     use kube::{Api, api::ListParams};
 
-    let h = Harness::start().await;
-    if h.cluster.is_test_server() {
-        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
-        return h.finish().await;
-    }
+    let Some(h) = rbac_enforcing_harness().await else {
+        return;
+    };
     let cluster = &h.cluster;
     let release_ns = cluster.create_namespace("operator").await;
     let fullname = cluster.unique("invite-operator");
@@ -788,56 +735,20 @@ async fn forge_status(
 #[tokio::test]
 async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
-    use k8s_openapi::api::rbac::v1::ClusterRole;
     use kube::{Api, api::ListParams};
 
-    let h = Harness::start().await;
-    if h.cluster.is_test_server() {
-        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
-        return h.finish().await;
-    }
+    let Some(h) = rbac_enforcing_harness().await else {
+        return;
+    };
     let cluster = &h.cluster;
-    // The controller manager fills the built-in roles shortly after the server starts.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut aggregated = false;
-    while !aggregated && tokio::time::Instant::now() < deadline {
-        let edit = Api::<ClusterRole>::all(cluster.client.clone())
-            .get("edit")
-            .await
-            .unwrap();
-        aggregated = !edit.rules.unwrap_or_default().is_empty();
-        if !aggregated {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    if !aggregated {
+    if !roles_are_aggregated(cluster).await {
         eprintln!(
             "skipped: the built-in edit role has no rules, so no kube-controller-manager \
              aggregates roles on this server"
         );
         return h.finish().await;
     }
-    let rules: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(package_path(
-            "deploy/charts/invite-operator/files/aggregate-rules.yaml",
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    for role in ["view", "edit", "admin"] {
-        let mut labels = cluster.labels();
-        labels[format!("rbac.authorization.k8s.io/aggregate-to-{role}")] = json!("true");
-        create(
-            &cluster.client,
-            &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": cluster.unique(&format!("invite-operator-{role}")),
-                             "labels": labels},
-                "rules": rules[role],
-            }),
-        )
-        .await;
-    }
+    install_aggregated_rules(cluster).await;
     let (alice, bob) = (cluster.unique("alice"), cluster.unique("bob"));
     bind_in_namespace(cluster, &alice, "edit").await;
     bind_in_namespace(cluster, &bob, "view").await;
@@ -850,19 +761,18 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     .unwrap();
     let alices = Api::<UserInvitation>::namespaced(as_alice.clone(), &cluster.namespace);
     // The aggregation controller copies the rules into `edit` shortly after they appear.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match alices.create(&Default::default(), &invitation).await {
-            Ok(_) => break,
-            Err(kube::Error::Api(s)) if s.code == 403 => {}
+    let what = "the app-team rules to reach the edit role";
+    eventually_every(
+        Duration::from_millis(200),
+        WAIT,
+        what,
+        async || match alices.create(&Default::default(), &invitation).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(s.message),
             Err(e) => panic!("create as a user bound to edit: {e}"),
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the app-team rules never reached the edit role"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        },
+    )
+    .await;
     // edit: the spec is theirs to change, and the resource theirs to delete …
     alices
         .patch(
@@ -910,4 +820,61 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
         .await
         .expect("edit may delete a UserInvitation");
     h.finish().await;
+}
+
+/// Whether the controller manager fills the built-in roles (it does shortly after the server
+/// starts).
+async fn roles_are_aggregated(cluster: &TestCluster) -> bool {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut aggregated = false;
+    while !aggregated && tokio::time::Instant::now() < deadline {
+        let edit = kube::Api::<ClusterRole>::all(cluster.client.clone())
+            .get("edit")
+            .await
+            .unwrap();
+        aggregated = !edit.rules.unwrap_or_default().is_empty();
+        if !aggregated {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    aggregated
+}
+
+/// The chart's rules for the built-in view, edit and admin roles, as ClusterRoles that
+/// aggregate into them.
+async fn install_aggregated_rules(cluster: &TestCluster) {
+    let rules: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(package_path(
+            "deploy/charts/invite-operator/files/aggregate-rules.yaml",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for role in ["view", "edit", "admin"] {
+        let mut labels = cluster.labels();
+        labels[format!("rbac.authorization.k8s.io/aggregate-to-{role}")] = json!("true");
+        create(
+            &cluster.client,
+            &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": cluster.unique(&format!("invite-operator-{role}")),
+                             "labels": labels},
+                "rules": rules[role],
+            }),
+        )
+        .await;
+    }
+}
+
+/// A harness on a real API server; `None` (the test is skipped) on the in-process one, which
+/// does not enforce RBAC.
+async fn rbac_enforcing_harness() -> Option<Harness> {
+    let h = Harness::start().await;
+    if h.cluster.is_test_server() {
+        eprintln!("skipped: needs a real API server (the in-process one does not enforce RBAC)");
+        h.finish().await;
+        return None;
+    }
+    Some(h)
 }

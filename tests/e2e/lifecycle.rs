@@ -2,11 +2,9 @@
 //! deletion policies and the finalizer, acceptance and expiry on resync, two resources naming
 //! one person, adoption, and the events for every change made in the API.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{MockConfig, RunningMock};
 use invite_operator::api::{UserInvitation, UserState};
 use k8s_openapi::api::events::v1::Event;
@@ -36,32 +34,13 @@ fn user_spec(users: Value, extra: Value) -> Value {
     spec
 }
 
+/// The team's spec: `emails` without permissions, and the fields of `extra`.
+fn team(emails: &[&str], extra: Value) -> Value {
+    with(users_spec("wavefront", emails, &[]), extra)
+}
+
 fn user(email: &str, groups: &[&str], user_groups: &[&str]) -> Value {
     json!({"emailAddress": email, "groups": groups, "userGroups": user_groups})
-}
-
-async fn event_reasons(cluster: &TestCluster, name: &str) -> Vec<String> {
-    cluster
-        .events_of(name)
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
-async fn wait_event(cluster: &TestCluster, name: &str, reason: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let reasons = event_reasons(cluster, name).await;
-        if reasons.iter().any(|r| r == reason) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {reason} event for {name}; saw {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Plays someone editing the user in the product, through the API itself.
@@ -94,7 +73,7 @@ async fn invite_only_never_touches_an_invited_user() {
     s.start_controller_resyncing(Duration::from_millis(200));
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([user("a@example.com", &["dashboard_management"], &[])]),
@@ -102,7 +81,6 @@ async fn invite_only_never_touches_an_invited_user() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     let ready = mock.api.journal().len();
     cluster
         .patch_spec(
@@ -132,7 +110,7 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
     mock.api.seed_user_group("ug-1", "Data");
     mock.api.seed_user_group("ug-2", "Ops");
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
             user_spec(
                 json!([user("a@example.com", &["dashboard_management"], &["ug-1"])]),
@@ -140,7 +118,6 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     // The spec changes: one permission more, another user group.
     cluster
         .patch_spec(
@@ -148,20 +125,33 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
             json!({"users": [user("a@example.com", &["dashboard_management", "alerts_management"], &["ug-2"])]}),
         )
         .await;
-    wait_until(|| {
-        groups_of(mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+    let both = ["alerts_management", "dashboard_management"];
+    eventually("a's new permission", async || {
+        expect_eq(
+            groups_of(mock, "a@example.com"),
+            both.map(String::from).to_vec(),
+        )
     })
     .await;
-    wait_until(|| user_groups_of(mock, "a@example.com") == vec!["ug-2"]).await;
-    wait_event(cluster, "team", "Updated").await;
+    eventually("a's new user group", async || {
+        expect_eq(
+            user_groups_of(mock, "a@example.com"),
+            vec!["ug-2".to_string()],
+        )
+    })
+    .await;
+    cluster.wait_event("team", "Updated").await;
     // Someone revokes a permission in the product: the next resync grants it again.
     revoke_in_product(mock, "a@example.com", "alerts_management").await;
     assert_eq!(
         groups_of(mock, "a@example.com"),
         vec!["dashboard_management"]
     );
-    wait_until(|| {
-        groups_of(mock, "a@example.com") == vec!["alerts_management", "dashboard_management"]
+    eventually("the revoked permission granted again", async || {
+        expect_eq(
+            groups_of(mock, "a@example.com"),
+            both.map(String::from).to_vec(),
+        )
     })
     .await;
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
@@ -181,17 +171,6 @@ fn user_groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
     ids
 }
 
-async fn wait_until(check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition never became true"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn existing_users_are_adopted_and_managed_under_enforce() {
     let mut s = Harness::user_invite().await;
@@ -200,8 +179,8 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
     mock.api.seed_user(
         json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
     );
-    cluster
-        .create_invitation(
+    let inv = cluster
+        .create_ready(
             "team",
             user_spec(
                 json!([user("old@example.com", &["dashboard_management"], &[])]),
@@ -209,31 +188,25 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
             ),
         )
         .await;
-    let inv = cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
-    wait_until(|| groups_of(mock, "old@example.com") == vec!["dashboard_management"]).await;
+    eventually("the adopted user's permissions enforced", async || {
+        expect_eq(
+            groups_of(mock, "old@example.com"),
+            vec!["dashboard_management".to_string()],
+        )
+    })
+    .await;
     assert_eq!(mock.api.invitations_sent_to("old@example.com"), 0);
     s.finish().await;
 }
 
 #[tokio::test]
 async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_finalizer() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
-            "team",
-            user_spec(
-                json!([
-                    user("a@example.com", &[], &[]),
-                    user("b@example.com", &[], &[])
-                ]),
-                json!({}),
-            ),
-        )
+        .create_ready("team", team(&["a@example.com", "b@example.com"], json!({})))
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     let ready = mock.api.journal().len();
     assert!(
         cluster
@@ -250,49 +223,28 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
     cluster
         .wait_status("team", "b dropped", |s| s.users.len() == 1)
         .await;
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "team").await;
+    cluster.delete("team").await;
+    cluster.wait_gone("team").await;
     assert!(mock.api.user("a@example.com").is_some() && mock.api.user("b@example.com").is_some());
     assert_eq!(changes_since(mock, ready), Vec::<String>::new());
     s.finish().await;
 }
 
-async fn wait_gone(cluster: &TestCluster, name: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while cluster.invitations().get_opt(name).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} was never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api
         .seed_user(json!({"identifier": "old@example.com", "groups": [], "userGroups": []}));
-    cluster
-        .create_invitation(
+    let inv = cluster
+        .create_ready(
             "team",
-            user_spec(
-                json!([
-                    user("a@example.com", &[], &[]),
-                    user("b@example.com", &[], &[]),
-                    user("old@example.com", &[], &[])
-                ]),
+            team(
+                &["a@example.com", "b@example.com", "old@example.com"],
                 json!({"deletionPolicy": "Delete"}),
             ),
         )
         .await;
-    let inv = cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(
         inv.finalizers(),
         &["invite.operators.dev/cleanup".to_string()]
@@ -324,14 +276,10 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         .wait_status("team", "b removed", |s| s.users.len() == 2)
         .await;
     assert!(mock.api.user("b@example.com").is_none(), "b was deleted");
-    wait_event(cluster, "team", "Deleted").await;
+    cluster.wait_event("team", "Deleted").await;
 
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "team").await;
+    cluster.delete("team").await;
+    cluster.wait_gone("team").await;
     assert!(
         mock.api.user("a@example.com").is_none(),
         "a was deleted with the resource"
@@ -345,19 +293,14 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
 
 #[tokio::test]
 async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
-            user_spec(
-                json!([user("a@example.com", &[], &[])]),
-                json!({"deletionPolicy": "Delete"}),
-            ),
+            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     Api::<invite_operator::api::InvitationEndpoint>::namespaced(
         cluster.client.clone(),
         &cluster.namespace,
@@ -368,13 +311,9 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     cluster
         .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
         .await;
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "team").await;
-    wait_event(cluster, "team", "CleanupSkipped").await;
+    cluster.delete("team").await;
+    cluster.wait_gone("team").await;
+    cluster.wait_event("team", "CleanupSkipped").await;
     assert!(
         mock.api.user("a@example.com").is_some(),
         "left behind, and said so"
@@ -384,34 +323,22 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
 
 #[tokio::test]
 async fn switching_to_retain_releases_the_finalizer() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
-            user_spec(
-                json!([user("a@example.com", &[], &[])]),
-                json!({"deletionPolicy": "Delete"}),
-            ),
+            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     cluster
         .patch_spec("team", json!({"deletionPolicy": "Retain"}))
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cluster
-        .invitations()
-        .get("team")
-        .await
-        .unwrap()
-        .finalizers()
-        .is_empty()
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the finalizer released", async || {
+        let team = cluster.invitations().get("team").await.unwrap();
+        expect_eq(team.finalizers().to_vec(), Vec::<String>::new())
+    })
+    .await;
     s.finish().await;
 }
 
@@ -421,18 +348,14 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
     s.start_controller_resyncing(Duration::from_millis(200));
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "team",
-            user_spec(
-                json!([
-                    user("yes@example.com", &[], &[]),
-                    user("late@example.com", &[], &[])
-                ]),
+            team(
+                &["yes@example.com", "late@example.com"],
                 json!({"reinviteExpired": true}),
             ),
         )
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     mock.api.login("yes@example.com");
     cluster
         .wait_status(
@@ -441,7 +364,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
             has_state("yes@example.com", UserState::Accepted),
         )
         .await;
-    wait_event(cluster, "team", "Accepted").await;
+    cluster.wait_event("team", "Accepted").await;
 
     // 24 hours pass without late@ accepting (the mock's link expires; so does the status').
     mock.api.expire_invitations();
@@ -492,15 +415,8 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
     let (cluster, mock) = (&s.cluster, &s.mock);
     let late = "late@example.com";
     cluster
-        .create_invitation(
-            "team",
-            user_spec(
-                json!([user(late, &[], &[])]),
-                json!({"reinviteExpired": true}),
-            ),
-        )
+        .create_ready("team", team(&[late], json!({"reinviteExpired": true})))
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     // The invitation expires; the same edit adds a new person, so one call carries both.
     mock.api.expire_invitations();
     mock.api.add_fault(
@@ -559,13 +475,12 @@ async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
     s.start_controller_resyncing(Duration::from_millis(200));
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation(
+        .create_ready(
             "org",
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                    "orgInvitation": {"usernames": ["x@example.com"]}}),
         )
         .await;
-    cluster.wait_status("org", "Ready", is_ready).await;
     mock.api.expire_invitations();
     cluster
         .wait_status(
@@ -574,7 +489,7 @@ async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
             has_state("x@example.com", UserState::Expired),
         )
         .await;
-    wait_event(cluster, "org", "Expired").await;
+    cluster.wait_event("org", "Expired").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.api.invitations_sent_to("x@example.com"), 1);
     s.finish().await;
@@ -598,14 +513,8 @@ async fn two_resources_naming_one_person(config: MockConfig) {
     mock.api.set_latency(Duration::from_millis(30));
     // Created together, in two namespaces' worth of resources (here: two resources).
     let (a, b) = tokio::join!(
-        cluster.create_invitation(
-            "first",
-            user_spec(json!([user("shared@example.com", &[], &[])]), json!({}))
-        ),
-        cluster.create_invitation(
-            "second",
-            user_spec(json!([user("shared@example.com", &[], &[])]), json!({}))
-        ),
+        cluster.create_invitation("first", team(&["shared@example.com"], json!({}))),
+        cluster.create_invitation("second", team(&["shared@example.com"], json!({}))),
     );
     let _ = (a, b);
     let first = cluster.wait_status("first", "Ready", is_ready).await;
@@ -623,8 +532,7 @@ async fn two_resources_naming_one_person(config: MockConfig) {
 
 #[tokio::test]
 async fn a_repeated_event_is_counted_into_one_series() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
     let users = |extra: &str| {
         json!([
@@ -638,7 +546,7 @@ async fn a_repeated_event_is_counted_into_one_series() {
     cluster
         .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
         .await;
-    wait_event(cluster, "team", "InviteFailed").await;
+    cluster.wait_event("team", "InviteFailed").await;
     // A new spec retries the refused user, and the API refuses it again with the same words.
     cluster
         .patch_spec("team", json!({"users": users("b@example.com")}))
@@ -648,32 +556,25 @@ async fn a_repeated_event_is_counted_into_one_series() {
             st.observed_generation == Some(2) && st.invited == 1 && st.users.len() == 2
         })
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("the repeat counted into the event's series", async || {
         let events = cluster.events_of("team").await;
         let failed: Vec<&Event> = events
             .iter()
             .filter(|e| e.reason.as_deref() == Some("InviteFailed"))
             .collect();
         assert_eq!(failed.len(), 1, "one InviteFailed event: {failed:#?}");
-        let count = failed[0].series.as_ref().map(|series| series.count);
-        if count == Some(2) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the repeat is counted into the event's series: {:?}",
-            failed[0].series
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        expect_eq(
+            failed[0].series.as_ref().map(|series| series.count),
+            Some(2),
+        )
+    })
+    .await;
     s.finish().await;
 }
 
 #[tokio::test]
 async fn events_name_what_was_done_in_the_api() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
     cluster
         .create_invitation(
@@ -690,8 +591,8 @@ async fn events_name_what_was_done_in_the_api() {
     cluster
         .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
         .await;
-    wait_event(cluster, "team", "Invited").await;
-    wait_event(cluster, "team", "InviteFailed").await;
+    cluster.wait_event("team", "Invited").await;
+    cluster.wait_event("team", "InviteFailed").await;
     let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
         .list(&ListParams::default())
         .await
@@ -711,9 +612,8 @@ async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
                "orgInvitation": {"usernames": names}, "deletionPolicy": "Delete"})
     };
     cluster
-        .create_invitation("org", spec(&["stay@example.com", "go@example.com"]))
+        .create_ready("org", spec(&["stay@example.com", "go@example.com"]))
         .await;
-    cluster.wait_status("org", "Ready", is_ready).await;
     cluster
         .patch_spec(
             "org",
@@ -732,13 +632,9 @@ async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
     };
     assert_eq!(status_of("go@example.com").as_deref(), Some("REVOKED"));
     assert_eq!(status_of("stay@example.com").as_deref(), Some("AVAILABLE"));
-    wait_event(cluster, "org", "Revoked").await;
-    cluster
-        .invitations()
-        .delete("org", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(cluster, "org").await;
+    cluster.wait_event("org", "Revoked").await;
+    cluster.delete("org").await;
+    cluster.wait_gone("org").await;
     assert_eq!(status_of("stay@example.com").as_deref(), Some("REVOKED"));
     s.finish().await;
 }
@@ -754,7 +650,7 @@ async fn only_the_watched_namespaces_are_reconciled() {
     let ignored: UserInvitation = serde_json::from_value(json!({
         "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
         "metadata": {"name": "elsewhere", "namespace": other, "labels": cluster.labels()},
-        "spec": user_spec(json!([user("x@example.com", &[], &[])]), json!({}))
+        "spec": team(&["x@example.com"], json!({}))
     }))
     .unwrap();
     Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
@@ -762,12 +658,8 @@ async fn only_the_watched_namespaces_are_reconciled() {
         .await
         .unwrap();
     cluster
-        .create_invitation(
-            "here",
-            user_spec(json!([user("y@example.com", &[], &[])]), json!({})),
-        )
+        .create_ready("here", team(&["y@example.com"], json!({})))
         .await;
-    cluster.wait_status("here", "Ready", is_ready).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let elsewhere = Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
         .get("elsewhere")
@@ -792,12 +684,8 @@ async fn a_namespace_named_twice_is_watched_once() {
     s.start_controller_with(settings);
     let cluster = &s.cluster;
     cluster
-        .create_invitation(
-            "team",
-            user_spec(json!([user("a@example.com", &[], &[])]), json!({})),
-        )
+        .create_ready("team", team(&["a@example.com"], json!({})))
         .await;
-    cluster.wait_status("team", "Ready", is_ready).await;
     let watches: Vec<_> = server
         .requests()
         .into_iter()

@@ -1,9 +1,7 @@
 //! Bad input is refused at admission by the CRDs' schema and CEL rules, exactly as a real API
 //! server applies them (the in-process server evaluates the same schema and CEL).
 
-mod common;
-
-use common::TestCluster;
+use crate::common::TestCluster;
 use invite_operator::api::{InvitationEndpoint, UserInvitation};
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
@@ -139,31 +137,26 @@ async fn only_plain_addresses_are_admitted() {
     .into_iter()
     .enumerate()
     {
-        let message = create(
-            &cluster,
-            &format!("u{i}"),
-            json!({"users": users(&[address])}),
-        )
-        .await
-        .unwrap_err();
-        // A real API server checks `format: email` first, and then skips the CEL rules.
-        let by_format = message.contains("must be of type email");
-        assert!(
-            (message.contains(plain) || by_format) && message.contains("emailAddress"),
-            "{address}: {message}"
-        );
-        let message = create(
-            &cluster,
-            &format!("o{i}"),
-            json!({"orgInvitation": {"usernames": [address]}}),
-        )
-        .await
-        .unwrap_err();
-        let by_format = message.contains("must be of type email");
-        assert!(
-            (message.contains(plain) || by_format) && message.contains("usernames"),
-            "{address}: {message}"
-        );
+        for (name, spec, field) in [
+            (
+                format!("u{i}"),
+                json!({"users": users(&[address])}),
+                "emailAddress",
+            ),
+            (
+                format!("o{i}"),
+                json!({"orgInvitation": {"usernames": [address]}}),
+                "usernames",
+            ),
+        ] {
+            let message = create(&cluster, &name, spec).await.unwrap_err();
+            // A real API server checks `format: email` first, and then skips the CEL rules.
+            let by_format = message.contains("must be of type email");
+            assert!(
+                (message.contains(plain) || by_format) && message.contains(field),
+                "{address}: {message}"
+            );
+        }
     }
     // Case and plus-addressing are plain (the controller folds case; `+ops` is another person).
     create(
@@ -244,7 +237,7 @@ async fn examples_are_stored_exactly_as_written() {
         return;
     }
     let cluster = TestCluster::start().await;
-    let dir = common::package_path("examples");
+    let dir = crate::common::package_path("examples");
     let mut checked = 0;
     for file in std::fs::read_dir(&dir).unwrap() {
         let path = file.unwrap().path();

@@ -16,21 +16,16 @@
 //! changes at once after every one of many watch expiries in a row.
 //!
 //! Size: `FAULTS_RESOURCES` resources (default 60, which CI runs); the full size is one
-//! command away: `FAULTS_RESOURCES=200 cargo test --test e2e_faults -- --nocapture`.
+//! command away: `FAULTS_RESOURCES=200 cargo test --test e2e faults:: -- --nocapture`.
 //! On a real API server the Kubernetes faults cannot be injected: the test says so and runs
 //! with the API faults only.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{flavor::*, *};
+use crate::common::{flavor::*, *};
 use invite_mock::{FaultMix, MockConfig};
 use invite_operator::api::UserState;
-use kube::{
-    Api,
-    api::{ListParams, PostParams},
-};
+use kube::{Api, api::PostParams};
 use kube_test_apiserver::Fault;
 
 /// The most API requests (lookups, invitations, token exchanges, retries) per user invited.
@@ -50,7 +45,112 @@ fn resources() -> usize {
 #[tokio::test]
 async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     let n = resources();
-    let mut h = Harness::with_mock(MockConfig {
+    let mut h = faulty_harness().await;
+    h.start_controller();
+    let users = create_resources(&h, n).await;
+    let started = tokio::time::Instant::now();
+    let (mut injected, mut tick) = (0usize, 0u64);
+    let within = Duration::from_secs(90 + n as u64);
+    let what = format!("{n} resources Ready");
+    eventually_every(Duration::from_millis(250), within, &what, async || {
+        if let Some(server) = h.cluster.server.as_ref().filter(|_| tick.is_multiple_of(4)) {
+            injected += inject_kubernetes_faults(server, tick);
+        }
+        tick += 1;
+        let list = h.cluster.list_invitations().await;
+        let not_ready: Vec<_> = list
+            .iter()
+            .filter(|inv| !inv.status.as_ref().is_some_and(is_ready))
+            .map(|inv| (inv.metadata.name.clone(), inv.status.clone()))
+            .collect();
+        if not_ready.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} Ready after {:?}; not ready: {not_ready:#?}",
+                n - not_ready.len(),
+                started.elapsed()
+            ))
+        }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    if let Some(server) = &h.cluster.server {
+        server.clear_faults();
+    }
+    h.mock.api.set_fault_mix(FaultMix::default()).unwrap();
+    // Held (timed-out) requests are let go when the mock stops; everything else was answered.
+    let list = h.cluster.list_invitations().await;
+    for inv in &list {
+        let status = status_of(inv);
+        assert_eq!(status.users.len(), USERS_PER_RESOURCE, "{status:#?}");
+        assert!(
+            status.users.iter().all(|u| u.state == UserState::Invited),
+            "{status:#?}"
+        );
+    }
+    let emails = h.mock.api.emails_sent();
+    for u in &users {
+        assert_eq!(emails.get(u).copied(), Some(1), "one email to {u}");
+    }
+    assert_eq!(emails.len(), users.len(), "nobody else got an email");
+    // A request that arrived within REACTION of the throttled answer leaving the mock was
+    // already on its way (the controller had not read the answer yet); any later one is a
+    // violation.
+    let violations: Vec<_> = h
+        .mock
+        .retry_after_violations()
+        .into_iter()
+        .filter(|v| {
+            v.throttled
+                .answered
+                .is_none_or(|left| v.request.offset > left + REACTION)
+        })
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "Retry-After honoured: {violations:#?}"
+    );
+    assert_invite_requests_once(&h.mock.api, &users, "under faults");
+    let (journal, kinds) = faults_met(&h);
+    let faulted = journal.iter().filter(|e| e.fault).count();
+    println!("faults met: {}", kinds.join(", "));
+    let per_user = journal.len() as f64 / users.len() as f64;
+    println!(
+        "{n} resources, {} users in {elapsed:?}: {} API requests ({faulted} faulted), {per_user:.2} per user; {injected} Kubernetes faults injected",
+        users.len(),
+        journal.len()
+    );
+    assert!(faulted > 0, "faults were injected");
+    assert!(
+        per_user <= CALLS_PER_USER,
+        "{per_user:.2} API requests per user (bound {CALLS_PER_USER})"
+    );
+    h.finish().await;
+}
+
+/// `n` resources of 3 users each, alternately UserInvite and OrgInvitation; their users.
+async fn create_resources(h: &Harness, n: usize) -> Vec<String> {
+    let mut users = Vec::new();
+    for i in 0..n {
+        let (flavor, endpoint) = if i % 2 == 0 {
+            (Flavor::UserInvite, "wavefront")
+        } else {
+            (Flavor::OrgInvitation, "csp")
+        };
+        let emails = addresses(&format!("r{i}"), USERS_PER_RESOURCE);
+        let mut spec = flavor.spec(&emails);
+        spec["endpointRef"]["name"] = endpoint.into();
+        users.extend(emails);
+        h.cluster.create_invitation(&format!("r{i}"), spec).await;
+    }
+    users
+}
+
+/// A harness whose invite API fails about half its requests (both flavours' endpoints, with
+/// 1 s timeouts: an unknown outcome settles within about 3 s).
+async fn faulty_harness() -> Harness {
+    let h = Harness::with_mock(MockConfig {
         seed: 11,
         ..MockConfig::default()
     })
@@ -82,129 +182,46 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
             "real API server: Kubernetes faults cannot be injected there; running with the invite API faults only"
         );
     }
-    h.start_controller();
-    let mut names = Vec::new();
-    let mut users = Vec::new();
-    for i in 0..n {
-        let (flavor, endpoint) = if i % 2 == 0 {
-            (Flavor::UserInvite, "wavefront")
-        } else {
-            (Flavor::OrgInvitation, "csp")
-        };
-        let emails = addresses(&format!("r{i}"), USERS_PER_RESOURCE);
-        let mut spec = flavor.spec(&emails);
-        spec["endpointRef"]["name"] = endpoint.into();
-        names.push(format!("r{i}"));
-        users.extend(emails);
-        h.cluster.create_invitation(&format!("r{i}"), spec).await;
+    h
+}
+
+/// About once a second: a conflict, a failed guard and a server error on status writes; every
+/// few seconds a failed list and expired watches (they list again). Returns how many.
+fn inject_kubernetes_faults(server: &kube_test_apiserver::TestApiServer, tick: u64) -> usize {
+    let mut injected = 0;
+    // Faults of the controller's own requests only (its User-Agent).
+    let ua = "invite-operator";
+    let status_write = |code| {
+        Fault::new(code)
+            .verb("patch")
+            .resource("userinvitations")
+            .subresource(Some("status"))
+            .user_agent(ua)
+    };
+    // About once a second: a conflict, a failed guard and a server error on status
+    // writes; every few seconds a failed list and expired watches (they list again).
+    // Faults nobody met
+    // are dropped first: piled up while most resources are done, they would all fall
+    // on the last resource's writes and starve it (a fault of the test, not of the
+    // controller).
+    server.clear_faults();
+    server.inject_fault(status_write(409).times(1));
+    server.inject_fault(status_write(422).times(1));
+    server.inject_fault(status_write(500).times(1));
+    injected += 3;
+    if tick.is_multiple_of(12) {
+        server.inject_fault(Fault::new(500).verb("list").user_agent(ua).times(1));
+        server.compact_history();
+        server.close_watches();
+        injected += 2;
     }
-    let started = tokio::time::Instant::now();
-    let deadline = started + Duration::from_secs(90 + n as u64);
-    let mut injected = 0usize;
-    let mut tick = 0u64;
-    loop {
-        if let Some(server) = h.cluster.server.as_ref().filter(|_| tick.is_multiple_of(4)) {
-            // Faults of the controller's own requests only (its User-Agent).
-            let ua = "invite-operator";
-            let status_write = |code| {
-                Fault::new(code)
-                    .verb("patch")
-                    .resource("userinvitations")
-                    .subresource(Some("status"))
-                    .user_agent(ua)
-            };
-            // About once a second: a conflict, a failed guard and a server error on status
-            // writes; every few seconds a failed list and expired watches (they list again).
-            // Faults nobody met
-            // are dropped first: piled up while most resources are done, they would all fall
-            // on the last resource's writes and starve it (a fault of the test, not of the
-            // controller).
-            server.clear_faults();
-            server.inject_fault(status_write(409).times(1));
-            server.inject_fault(status_write(422).times(1));
-            server.inject_fault(status_write(500).times(1));
-            injected += 3;
-            if tick.is_multiple_of(12) {
-                server.inject_fault(Fault::new(500).verb("list").user_agent(ua).times(1));
-                server.compact_history();
-                server.close_watches();
-                injected += 2;
-            }
-        }
-        tick += 1;
-        let list = h
-            .cluster
-            .invitations()
-            .list(&ListParams::default())
-            .await
-            .unwrap();
-        let ready = list
-            .items
-            .iter()
-            .filter(|inv| inv.status.as_ref().is_some_and(is_ready))
-            .count();
-        if ready == n {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            let stuck: Vec<_> = list
-                .items
-                .iter()
-                .filter(|inv| !inv.status.as_ref().is_some_and(is_ready))
-                .map(|inv| (inv.metadata.name.clone(), inv.status.clone()))
-                .collect();
-            panic!(
-                "{ready} of {n} Ready after {:?}; not ready: {stuck:#?}",
-                started.elapsed()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let elapsed = started.elapsed();
-    if let Some(server) = &h.cluster.server {
-        server.clear_faults();
-    }
-    h.mock.api.set_fault_mix(FaultMix::default()).unwrap();
-    // Held (timed-out) requests are let go when the mock stops; everything else was answered.
-    let list = h
-        .cluster
-        .invitations()
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    for inv in &list.items {
-        let status = status_of(inv);
-        assert_eq!(status.users.len(), USERS_PER_RESOURCE, "{status:#?}");
-        assert!(
-            status.users.iter().all(|u| u.state == UserState::Invited),
-            "{status:#?}"
-        );
-    }
-    let emails = h.mock.api.emails_sent();
-    for u in &users {
-        assert_eq!(emails.get(u).copied(), Some(1), "one email to {u}");
-    }
-    assert_eq!(emails.len(), users.len(), "nobody else got an email");
-    // A request that arrived within REACTION of the throttled answer leaving the mock was
-    // already on its way (the controller had not read the answer yet); any later one is a
-    // violation.
-    let violations: Vec<_> = h
-        .mock
-        .retry_after_violations()
-        .into_iter()
-        .filter(|v| {
-            v.throttled
-                .answered
-                .is_none_or(|left| v.request.offset > left + REACTION)
-        })
-        .collect();
-    assert!(
-        violations.is_empty(),
-        "Retry-After honoured: {violations:#?}"
-    );
-    assert_invite_requests_once(&h.mock.api, &users, "under faults");
+    injected
+}
+
+/// Every kind of API fault met by the controller's requests, and of Kubernetes fault answered
+/// to it (in-process only); the journal and the counts by kind.
+fn faults_met(h: &Harness) -> (Vec<invite_mock::JournalEntry>, Vec<String>) {
     let journal = h.mock.api.journal();
-    let faulted = journal.iter().filter(|e| e.fault).count();
     // Each kind of API fault was met by the controller's requests.
     let met = |what: &str, check: &dyn Fn(&invite_mock::JournalEntry) -> bool| {
         let n = journal.iter().filter(|e| e.fault && check(e)).count();
@@ -250,20 +267,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
         assert!(lists > 0, "the controller never got a failed list");
         kinds.push(format!("{lists} failed list"));
     }
-    println!("faults met: {}", kinds.join(", "));
-    let per_user = journal.len() as f64 / users.len() as f64;
-    println!(
-        "{n} resources, {} users in {elapsed:?}: {} API requests ({faulted} faulted), {per_user:.2} per user; {injected} Kubernetes faults injected",
-        users.len(),
-        journal.len()
-    );
-    assert!(faulted > 0, "faults were injected");
-    assert!(
-        per_user <= CALLS_PER_USER,
-        "{per_user:.2} API requests per user (bound {CALLS_PER_USER})"
-    );
-    drop(names);
-    h.finish().await;
+    (journal, kinds)
 }
 
 /// Watches that expire again and again (`410 Expired` after a compaction of the history, each
@@ -311,14 +315,9 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
         let requests = &requests;
         async move {
             // Seconds with the watch's own backoff; stalled, the pause grew past a minute.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while requests(verb) <= than {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "stalled: no new {verb} of UserInvitations within a minute of a watch expiry"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let (poll, within) = (Duration::from_millis(10), Duration::from_secs(60));
+            let what = format!("a new {verb} of UserInvitations after a watch expiry");
+            eventually_every(poll, within, &what, async || requests(verb) > than).await;
         }
     };
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =

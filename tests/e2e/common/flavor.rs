@@ -1,8 +1,6 @@
 //! Both API flavours behind one interface, for tests that run a scenario on each: the
 //! endpoint, a resource's spec, and how to read the mock's journal (invite requests, lookups).
 
-use std::time::Duration;
-
 use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::api::{UserInvitation, UserInvitationStatus, UserState, UserStatus};
 use serde_json::{Value, json};
@@ -73,6 +71,16 @@ impl Flavor {
                 .collect(),
         };
         list.into_iter().map(str::to_ascii_lowercase).collect()
+    }
+
+    /// The addresses of each invite request in `journal` whose answer had `status` (0: not
+    /// answered yet).
+    pub fn invites_answered(self, journal: &[JournalEntry], status: u16) -> Vec<Vec<String>> {
+        journal
+            .iter()
+            .filter(|e| self.is_invite_post(e) && e.status == status)
+            .map(|e| self.invited_in(e))
+            .collect()
     }
 
     /// The spec of a resource inviting `emails` through the flavour's endpoint.
@@ -163,16 +171,18 @@ pub fn status_of(inv: &UserInvitation) -> &UserInvitationStatus {
     inv.status.as_ref().expect("a status")
 }
 
-/// Polls `check` every 10 ms until it holds or `within` passes; returns whether it held.
-pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check() {
-            return true;
+/// Two tests, `$user` and `$org`, each running `$scenario(flavor, $args…)` on one API flavour.
+macro_rules! per_flavor {
+    ($scenario:ident($($arg:expr),*) => $user:ident, $org:ident) => {
+        #[tokio::test]
+        async fn $user() {
+            $scenario($crate::common::flavor::Flavor::UserInvite $(, $arg)*).await;
         }
-        if tokio::time::Instant::now() > deadline {
-            return false;
+
+        #[tokio::test]
+        async fn $org() {
+            $scenario($crate::common::flavor::Flavor::OrgInvitation $(, $arg)*).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
 }
+pub(crate) use per_flavor;

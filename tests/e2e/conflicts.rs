@@ -4,18 +4,15 @@
 //! not `409` — and the controller treats it as the conflict it is: no failure, its new version
 //! is reconciled. Both tests run against the in-process server and a real cluster alike.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_operator::{
     api::{UserInvitation, UserState},
     controller::is_guard_failure,
 };
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::time::Instant;
 
 fn json_patch(ops: serde_json::Value) -> Patch<()> {
     Patch::Json(serde_json::from_value(ops).unwrap())
@@ -125,8 +122,7 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
 /// failure: the controller reconciles the new version and invites everyone once.
 #[tokio::test]
 async fn a_status_write_that_loses_a_race_is_no_failure() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller();
+    let h = Harness::user_invite_running().await;
     h.mock.api.set_latency(Duration::from_millis(1500));
     let users = ["a@example.com", "b@example.com"];
     h.cluster
@@ -141,11 +137,8 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
     // The lookup is in flight: the controller has read the resource, and writes the intent
     // when the answer comes.
     let lookup = |e: &invite_mock::JournalEntry| e.path == "/api/v2/user/validateUsers";
-    let deadline = Instant::now() + WAIT;
-    while !h.mock.api.journal().iter().any(lookup) {
-        assert!(Instant::now() < deadline, "no lookup");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let in_flight = async || h.mock.api.journal().iter().any(lookup);
+    eventually_every(Duration::from_millis(5), WAIT, "a lookup", in_flight).await;
     let changed: UserInvitation = h
         .cluster
         .invitations()

@@ -1,6 +1,6 @@
 //! The final check of an e2e run against a real cluster: nothing the suite created is left.
 //!
-//! Every object the suite creates carries the label `invite-e2e=true` (see `tests/common`),
+//! Every object the suite creates carries the label `invite-e2e=true` (see `tests/e2e/common`),
 //! and every test removes what it created, whether it passes, fails or panics. This test fails
 //! when anything labelled by the suite is still there: namespaces (Terminating ones are given a
 //! bounded time to go away), ClusterInvitationEndpoints, cluster RBAC, admission policies, and
@@ -9,13 +9,11 @@
 //! labels).
 //!
 //! It runs after the suite, on purpose only: `tests/e2e-realkube.sh` runs it as
-//! `cargo test --test leftovers -- --ignored`.
-
-mod common;
+//! `cargo test --test e2e -- --ignored leftovers::`.
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
 use k8s_openapi::api::{
     coordination::v1::Lease,
@@ -73,9 +71,58 @@ async fn nothing_the_suite_created_is_left() {
         .expect("kubeconfig is usable");
     let client = Client::try_from(config).expect("client");
 
-    // Namespaces: the tests delete theirs; the cluster removes them (and what they hold)
-    // asynchronously. Wait, boundedly, for the Terminating ones; an Active one was never
-    // deleted.
+    let mut problems = namespaces_left(&client).await;
+    problems
+        .extend(labelled::<ClusterInvitationEndpoint>(&client, "ClusterInvitationEndpoint").await);
+    problems.extend(labelled::<ClusterRole>(&client, "ClusterRole").await);
+    problems.extend(labelled::<ClusterRoleBinding>(&client, "ClusterRoleBinding").await);
+    problems.extend(labelled::<UserInvitation>(&client, "UserInvitation").await);
+    problems.extend(labelled::<InvitationEndpoint>(&client, "InvitationEndpoint").await);
+    problems.extend(labelled::<Secret>(&client, "Secret").await);
+    problems.extend(labelled::<ServiceAccount>(&client, "ServiceAccount").await);
+    problems.extend(labelled::<Role>(&client, "Role").await);
+    problems.extend(labelled::<RoleBinding>(&client, "RoleBinding").await);
+    problems.extend(labelled::<Lease>(&client, "Lease").await);
+    // Admission policies (cluster-scoped), in whichever version the server serves.
+    if let Some(api_version) = served_admission_policy_version(&client).await {
+        for kind in ADMISSION_POLICY_KINDS {
+            let resource = admission_policy_resource(api_version, kind);
+            let selector = ListParams::default().labels(&format!("{SUITE_LABEL}=true"));
+            problems.extend(
+                admission_policies(&client, &resource, &selector)
+                    .await
+                    .unwrap_or_else(|e| panic!("list {kind}: {e}"))
+                    .into_iter()
+                    .map(|name| format!("{kind} {name}")),
+            );
+        }
+    }
+    // The controllers' Leases carry no labels: find them by the test namespace in their name
+    // or their namespace.
+    let leases = Api::<Lease>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list leases");
+    for lease in leases.items {
+        let in_test_namespace = lease
+            .namespace()
+            .is_some_and(|ns| ns.starts_with("invite-e2e-"));
+        if in_test_namespace || lease.name_any().contains("invite-e2e-") {
+            problems.push(describe("Lease", &lease.metadata));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the e2e suite left {} object(s) behind:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// The suite's namespaces: the tests delete theirs; the cluster removes them (and what they
+/// hold) asynchronously. Waits, boundedly, for the Terminating ones; an Active one was never
+/// deleted. Each one left, described.
+async fn namespaces_left(client: &Client) -> Vec<String> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let suite = ListParams::default().labels(&format!("{SUITE_LABEL}=true"));
     let deadline = tokio::time::Instant::now() + NAMESPACE_DELETION;
@@ -122,50 +169,5 @@ async fn nothing_the_suite_created_is_left() {
             describe("Namespace", &ns.metadata)
         ));
     }
-
     problems
-        .extend(labelled::<ClusterInvitationEndpoint>(&client, "ClusterInvitationEndpoint").await);
-    problems.extend(labelled::<ClusterRole>(&client, "ClusterRole").await);
-    problems.extend(labelled::<ClusterRoleBinding>(&client, "ClusterRoleBinding").await);
-    problems.extend(labelled::<UserInvitation>(&client, "UserInvitation").await);
-    problems.extend(labelled::<InvitationEndpoint>(&client, "InvitationEndpoint").await);
-    problems.extend(labelled::<Secret>(&client, "Secret").await);
-    problems.extend(labelled::<ServiceAccount>(&client, "ServiceAccount").await);
-    problems.extend(labelled::<Role>(&client, "Role").await);
-    problems.extend(labelled::<RoleBinding>(&client, "RoleBinding").await);
-    problems.extend(labelled::<Lease>(&client, "Lease").await);
-    // Admission policies (cluster-scoped), in whichever version the server serves.
-    if let Some(api_version) = served_admission_policy_version(&client).await {
-        for kind in ADMISSION_POLICY_KINDS {
-            let resource = admission_policy_resource(api_version, kind);
-            let selector = ListParams::default().labels(&format!("{SUITE_LABEL}=true"));
-            problems.extend(
-                admission_policies(&client, &resource, &selector)
-                    .await
-                    .unwrap_or_else(|e| panic!("list {kind}: {e}"))
-                    .into_iter()
-                    .map(|name| format!("{kind} {name}")),
-            );
-        }
-    }
-    // The controllers' Leases carry no labels: find them by the test namespace in their name
-    // or their namespace.
-    let leases = Api::<Lease>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list leases");
-    for lease in leases.items {
-        let in_test_namespace = lease
-            .namespace()
-            .is_some_and(|ns| ns.starts_with("invite-e2e-"));
-        if in_test_namespace || lease.name_any().contains("invite-e2e-") {
-            problems.push(describe("Lease", &lease.metadata));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "the e2e suite left {} object(s) behind:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
 }

@@ -5,14 +5,12 @@
 //! This test drives one resource into each state, normalizes what varies between runs (times,
 //! the test's namespace, the mock's port) and compares the result with the committed fixture,
 //! so a change to what the controller writes cannot leave the fixtures (and the health check
-//! tested on them) behind. `UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e_health` rewrites
+//! tested on them) behind. `UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e health::` rewrites
 //! them.
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{MockApi, MockConfig};
 use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
 use k8s_openapi::api::core::v1::Secret;
@@ -89,19 +87,15 @@ async fn wait_json<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&Valu
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + serde::Serialize,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(&format!("{name} to reach {what}"), async || {
         let object = serde_json::to_value(api.get(name).await.expect("get")).unwrap();
         if check(&object) {
-            return object;
+            Ok(object)
+        } else {
+            Err(format!("{:#}", object["status"]))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never reached {what}: {:#}",
-            object["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// A URL on loopback where nothing listens (a port the system gave and took back).
@@ -153,19 +147,46 @@ async fn every_state_matches_its_health_fixture() {
     .expect("start mock");
     let closed = closed_url();
     h.start_controller();
+    let shared = endpoints_in_every_state(&h, &slow.url, &closed).await;
+    invitations_in_every_state(&h.cluster, &shared.0).await;
+    let normalize = Normalize(vec![
+        (slow.url.clone(), SLOW_URL),
+        (closed.clone(), CLOSED_URL),
+        (h.mock.url.clone(), MOCK_URL),
+        (h.cluster.namespace.clone(), NAMESPACE),
+    ]);
+    let fixtures = objects_in_every_state(&h.cluster, &shared).await;
+    let differences: Vec<String> = fixtures
+        .iter()
+        .filter_map(|(name, object)| check_fixture(name, &normalize.fixture(object)))
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "the health fixtures are stale; check the changes and rewrite them with \
+         UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e health::\n{}",
+        differences.join("\n")
+    );
+    // Every fixture in the folder comes from this test.
+    let stored = std::fs::read_dir(package_path(FIXTURES)).unwrap().count();
+    assert_eq!(stored, fixtures.len(), "a fixture no state produces");
+    slow.shutdown().await;
+    h.finish().await;
+}
+
+/// Endpoints in each state; returns the names of the two cluster endpoints (Ready, and
+/// without its Secret).
+async fn endpoints_in_every_state(h: &Harness, slow: &str, closed: &str) -> (String, String) {
     let cluster = &h.cluster;
     let ns = cluster.namespace.clone();
-
-    // Endpoints in each state.
     cluster
-        .user_invite_endpoint("slow", &slow.url, "api-token")
+        .user_invite_endpoint("slow", slow, "api-token")
         .await;
     // A UserInvite token is checked on first use, an OrgInvitation token right away.
     cluster
-        .user_invite_endpoint("down", &closed, "api-token")
+        .user_invite_endpoint("down", closed, "api-token")
         .await;
     cluster
-        .org_endpoint("unreachable", &closed, "api-token", ORG)
+        .org_endpoint("unreachable", closed, "api-token", ORG)
         .await;
     cluster
         .user_invite_endpoint("no-secret", &h.mock.url, "not-written-yet")
@@ -212,59 +233,46 @@ async fn every_state_matches_its_health_fixture() {
         .cluster_endpoint(&shared_no_secret, cluster_spec("not-written-yet"))
         .await;
 
-    // UserInvitations in each state.
-    let create = |name: &'static str, spec: Value| async move {
-        cluster.create_invitation(name, spec).await;
-    };
-    create(
-        "all-invited",
-        spec("wavefront", users(&["a@example.com"], &[])),
-    )
-    .await;
+    (shared, shared_no_secret)
+}
+
+/// UserInvitations in each state; `shared` is a cluster endpoint they are not allowed on.
+async fn invitations_in_every_state(cluster: &TestCluster, shared: &str) {
     let refused = |emails: &[&str]| users(emails, &["no-such-group"]);
     let mut partly = refused(&["bad@example.com"]);
     partly
         .as_array_mut()
         .unwrap()
         .extend(users(&["b@example.com"], &[]).as_array().unwrap().clone());
-    create("partially-failed", spec("wavefront", partly)).await;
-    create("failed", spec("wavefront", refused(&["f@example.com"]))).await;
-    create(
-        "invalid-spec",
-        spec(
-            "wavefront",
-            users(&["Case@example.com", "case@example.com"], &[]),
+    let one = |endpoint: &str, email: &str| spec(endpoint, users(&[email], &[]));
+    for (name, body) in [
+        ("all-invited", one("wavefront", "a@example.com")),
+        ("partially-failed", spec("wavefront", partly)),
+        ("failed", spec("wavefront", refused(&["f@example.com"]))),
+        (
+            "invalid-spec",
+            spec(
+                "wavefront",
+                users(&["Case@example.com", "case@example.com"], &[]),
+            ),
         ),
-    )
-    .await;
-    create(
-        "endpoint-mismatch",
-        json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-               "orgInvitation": {"usernames": ["o@example.com"]}}),
-    )
-    .await;
-    create(
-        "endpoint-not-found",
-        spec("nowhere", users(&["n@example.com"], &[])),
-    )
-    .await;
-    create(
-        "endpoint-not-ready",
-        spec("rejected", users(&["r@example.com"], &[])),
-    )
-    .await;
-    create(
-        "waiting-for-secret",
-        spec("no-secret", users(&["w@example.com"], &[])),
-    )
-    .await;
-    create("pending", spec("down", users(&["p@example.com"], &[]))).await;
-    create(
-        "not-allowed",
-        json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
-               "users": users(&["x@example.com", "y@example.com"], &[])}),
-    )
-    .await;
+        (
+            "endpoint-mismatch",
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                   "orgInvitation": {"usernames": ["o@example.com"]}}),
+        ),
+        ("endpoint-not-found", one("nowhere", "n@example.com")),
+        ("endpoint-not-ready", one("rejected", "r@example.com")),
+        ("waiting-for-secret", one("no-secret", "w@example.com")),
+        ("pending", one("down", "p@example.com")),
+        (
+            "not-allowed",
+            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                   "users": users(&["x@example.com", "y@example.com"], &[])}),
+        ),
+    ] {
+        cluster.create_invitation(name, body).await;
+    }
     let mut paused: UserInvitation = serde_json::from_value(json!({
         "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
         "metadata": cluster.metadata("paused"),
@@ -281,23 +289,26 @@ async fn every_state_matches_its_health_fixture() {
         .create(&PostParams::default(), &paused)
         .await
         .unwrap();
+}
 
-    let normalize = Normalize(vec![
-        (slow.url.clone(), SLOW_URL),
-        (closed.clone(), CLOSED_URL),
-        (h.mock.url.clone(), MOCK_URL),
-        (ns.clone(), NAMESPACE),
-    ]);
-    let mut fixtures = Vec::new();
+/// Every object in the state its fixture shows, by fixture name.
+async fn objects_in_every_state(
+    cluster: &TestCluster,
+    shared: &(String, String),
+) -> Vec<(String, Value)> {
+    let (shared, shared_no_secret) = shared;
+    let ns = &cluster.namespace;
     let invitations = cluster.invitations();
     // Seen while its invitation is in flight (the slow API holds the call for 3 s).
-    create("inviting", spec("slow", users(&["i@example.com"], &[]))).await;
+    cluster
+        .create_invitation("inviting", spec("slow", users(&["i@example.com"], &[])))
+        .await;
     let inviting = wait_json(&invitations, "inviting", "Inviting", |o| {
         o["status"]["users"][0]["state"] == "Inviting"
     })
     .await;
-    fixtures.push(("userinvitation-inviting".to_string(), inviting));
-    for (name, reason) in [
+    let mut fixtures = vec![("userinvitation-inviting".to_string(), inviting)];
+    let invitation_states = [
         ("all-invited", "AllInvited"),
         ("partially-failed", "PartiallyFailed"),
         ("failed", "Failed"),
@@ -309,32 +320,22 @@ async fn every_state_matches_its_health_fixture() {
         ("pending", "Pending"),
         ("not-allowed", "NotAllowed"),
         ("paused", "Paused"),
-    ] {
-        let object = wait_json(&invitations, name, reason, |o| {
-            ready_reason(o) == Some(reason)
-        })
-        .await;
-        fixtures.push((format!("userinvitation-{name}"), object));
-    }
-    let endpoints: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &ns);
-    for (name, reason) in [
+    ];
+    fixtures.extend(in_states(&invitations, "userinvitation", invitation_states).await);
+    let endpoints: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), ns);
+    let endpoint_states = [
         ("wavefront", "CredentialsResolved"),
         ("no-secret", "CredentialsNotFound"),
         ("unreachable", "Unreachable"),
         ("rejected-org", "CredentialsRejected"),
         ("not-labelled", "SecretNotLabelled"),
         ("plain-http", "InvalidConfiguration"),
-    ] {
-        let object = wait_json(&endpoints, name, reason, |o| {
-            ready_reason(o) == Some(reason)
-        })
-        .await;
-        fixtures.push((format!("invitationendpoint-{name}"), object));
-    }
+    ];
+    fixtures.extend(in_states(&endpoints, "invitationendpoint", endpoint_states).await);
     let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
     for (name, fixture, reason) in [
-        (&shared, "ready", "CredentialsResolved"),
-        (&shared_no_secret, "no-secret", "CredentialsNotFound"),
+        (shared, "ready", "CredentialsResolved"),
+        (shared_no_secret, "no-secret", "CredentialsNotFound"),
     ] {
         let object = wait_json(&cluster_endpoints, name, reason, |o| {
             ready_reason(o) == Some(reason)
@@ -342,20 +343,22 @@ async fn every_state_matches_its_health_fixture() {
         .await;
         fixtures.push((format!("clusterinvitationendpoint-{fixture}"), object));
     }
+    fixtures
+}
 
-    let differences: Vec<String> = fixtures
-        .iter()
-        .filter_map(|(name, object)| check_fixture(name, &normalize.fixture(object)))
-        .collect();
-    assert!(
-        differences.is_empty(),
-        "the health fixtures are stale; check the changes and rewrite them with \
-         UPDATE_HEALTH_FIXTURES=1 cargo test --test e2e_health:\n{}",
-        differences.join("\n")
-    );
-    // Every fixture in the folder comes from this test.
-    let stored = std::fs::read_dir(package_path(FIXTURES)).unwrap().count();
-    assert_eq!(stored, fixtures.len(), "a fixture no state produces");
-    slow.shutdown().await;
-    h.finish().await;
+/// Each object `name` once its Ready reason is `reason`, as the fixture `<kind>-<name>`.
+async fn in_states<K>(
+    api: &Api<K>,
+    kind: &str,
+    states: impl IntoIterator<Item = (&str, &str)>,
+) -> Vec<(String, Value)>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let mut fixtures = Vec::new();
+    for (name, reason) in states {
+        let object = wait_json(api, name, reason, |o| ready_reason(o) == Some(reason)).await;
+        fixtures.push((format!("{kind}-{name}"), object));
+    }
+    fixtures
 }

@@ -1,38 +1,28 @@
 //! Calls coalesced per endpoint: the lookups and invitations of many resources sharing an
 //! endpoint go out as a few batched calls; a refused user fails no other resource's users;
 //! OrgInvitation reads the organization once per window; the controller's own status writes
-//! cause no call at all. (Crash tests with batches in flight are in `e2e_exactly_once.rs`.)
-
-mod common;
+//! cause no call at all. (Crash tests with batches in flight are in `exactly_once.rs`.)
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{JournalEntry, MockConfig};
 use invite_operator::api::UserState;
 use serde_json::{Value, json};
 
 /// A controller whose collection window surely spans resources created together.
+/// `h` with its controller started, batching with [`batching`]'s settings.
+fn batched(mut h: Harness) -> Harness {
+    h.start_controller_with(batching(&h));
+    h
+}
+
 fn batching(h: &Harness) -> invite_operator::controller::Settings {
     let mut settings = h.cluster.settings();
     settings.batch.window = Duration::from_millis(300);
     // The first job of a quiet queue waits the whole window too.
     settings.batch.linger = settings.batch.window;
     settings
-}
-
-fn users_spec(emails: &[String], groups: &[&str]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": groups, "userGroups": []})).collect::<Vec<_>>(),
-    })
-}
-
-fn org_spec(emails: &[String]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-        "orgInvitation": {"usernames": emails, "organizationRoles": [{"name": "org_member"}]},
-    })
 }
 
 fn count(journal: &[JournalEntry], method: &str, path: &str) -> usize {
@@ -76,13 +66,12 @@ fn spans(batch: &[String], resources: &[(String, Vec<String>)]) -> bool {
 
 #[tokio::test]
 async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller_with(batching(&h));
+    let h = batched(Harness::user_invite().await);
     let all = resources(20, 2);
-    futures::future::join_all(
-        all.iter()
-            .map(|(name, users)| h.cluster.create_invitation(name, users_spec(users, &[]))),
-    )
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        h.cluster
+            .create_invitation(name, users_spec("wavefront", users, &[]))
+    }))
     .await;
     for (name, _) in &all {
         h.cluster.wait_status(name, "Ready", is_ready).await;
@@ -114,8 +103,7 @@ async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
 
 #[tokio::test]
 async fn a_refused_user_fails_no_other_resources_users() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller_with(batching(&h));
+    let h = batched(Harness::user_invite().await);
     let all = resources(6, 2);
     futures::future::join_all(all.iter().map(|(name, users)| {
         // r03's first user asks for a permission the API does not know.
@@ -128,7 +116,7 @@ async fn a_refused_user_fails_no_other_resources_users() {
                 ],
             })
         } else {
-            users_spec(users, &[])
+            users_spec("wavefront", users, &[])
         };
         h.cluster.create_invitation(name, spec)
     }))
@@ -157,25 +145,8 @@ async fn a_refused_user_fails_no_other_resources_users() {
 
 #[tokio::test]
 async fn the_organization_is_read_once_per_window_not_once_per_resource() {
-    let mut h = Harness::org_invitation(MockConfig {
-        organization_id: ORG.into(),
-        ..Default::default()
-    })
-    .await;
     // Members over several pages of the listing.
-    h.mock
-        .api
-        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
-    h.start_controller_with(batching(&h));
-    let all = resources(12, 2);
-    futures::future::join_all(
-        all.iter()
-            .map(|(name, users)| h.cluster.create_invitation(name, org_spec(users))),
-    )
-    .await;
-    for (name, _) in &all {
-        h.cluster.wait_status(name, "Ready", is_ready).await;
-    }
+    let (h, _) = organization_rollout(12).await;
     let journal = h.mock.api.journal();
     let invitations = format!("/csp/gateway/am/api/orgs/{ORG}/invitations");
     let member_pages = journal
@@ -202,16 +173,14 @@ async fn the_organization_is_read_once_per_window_not_once_per_resource() {
 
 #[tokio::test]
 async fn the_operators_own_status_writes_cause_no_api_calls() {
-    let mut h = Harness::user_invite().await;
-    h.start_controller();
+    let h = Harness::user_invite_running().await;
     // Started and synced first, so that the endpoint watch's initial listing cannot race the
     // creation: the creation is then the only reason for a pass.
     h.controller.as_ref().expect("running").wait_ready().await;
     let users: Vec<String> = (0..3).map(|u| format!("own{u}@example.com")).collect();
     h.cluster
-        .create_invitation("team", users_spec(&users, &[]))
+        .create_ready("team", users_spec("wavefront", &users, &[]))
         .await;
-    h.cluster.wait_status("team", "Ready", is_ready).await;
     let calls = h.mock.api.journal().len();
     // The pass wrote the intent and the outcome (deletionPolicy Retain: no finalizer either).
     // Neither write is a reason for another pass, so no pass may look the users up again.
@@ -233,24 +202,7 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
 /// operator's own invitations; every address gets one invitation.
 #[tokio::test]
 async fn a_rollout_reads_the_members_once_whatever_it_invites() {
-    let mut h = Harness::org_invitation(MockConfig {
-        organization_id: ORG.into(),
-        ..Default::default()
-    })
-    .await;
-    h.mock
-        .api
-        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
-    h.start_controller_with(batching(&h));
-    let all = resources(50, 2);
-    futures::future::join_all(
-        all.iter()
-            .map(|(name, users)| h.cluster.create_invitation(name, org_spec(users))),
-    )
-    .await;
-    for (name, _) in &all {
-        h.cluster.wait_status(name, "Ready", is_ready).await;
-    }
+    let (h, all) = organization_rollout(50).await;
     let calls = h.mock.api.calls_by_operation();
     let of = |op: &str| calls.get(op).copied().unwrap_or(0);
     assert!(of("invite users") >= 1, "{calls:?}");
@@ -264,4 +216,28 @@ async fn a_rollout_reads_the_members_once_whatever_it_invites() {
         }
     }
     h.finish().await;
+}
+
+/// An organization of 450 members (three pages of the listing) and `n` resources of two
+/// usernames each, created at once and Ready; the harness and the resources.
+async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>) {
+    let h = Harness::org_invitation(MockConfig {
+        organization_id: ORG.into(),
+        ..Default::default()
+    })
+    .await;
+    h.mock
+        .api
+        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
+    let h = batched(h);
+    let all = resources(n, 2);
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        h.cluster
+            .create_invitation(name, org_spec("csp", users, "org_member"))
+    }))
+    .await;
+    for (name, _) in &all {
+        h.cluster.wait_status(name, "Ready", is_ready).await;
+    }
+    (h, all)
 }

@@ -1,11 +1,9 @@
 //! End-to-end tests of the OrgInvitation flow (seed 002): the real controller, the in-process
 //! Kubernetes API server (or a real cluster) and the mock of the organization API.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::{MockConfig, ScriptedFault};
 use invite_operator::api::UserState;
 use serde_json::{Value, json};
@@ -27,25 +25,22 @@ fn token_exchanges(mock: &invite_mock::RunningMock) -> usize {
         .count()
 }
 
-fn org_spec(usernames: &[&str]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-        "orgInvitation": {
-            "usernames": usernames,
-            "organizationRoles": [{"name": "org_member"}],
-            "invitedBy": "platform@example.com"
-        }
-    })
+/// The team's OrgInvitation spec: `usernames` as organization members, invited by the platform.
+fn spec(usernames: &[&str]) -> Value {
+    with(
+        org_spec("csp", usernames, "org_member"),
+        json!({"orgInvitation": {"invitedBy": "platform@example.com"}}),
+    )
 }
 
 #[tokio::test]
 async fn create_invites_with_one_call_and_records_invitation_references() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.start_controller();
-    s.cluster
-        .create_invitation("org", org_spec(&["dana@example.com", "eve@example.com"]))
+    let inv = s
+        .cluster
+        .create_ready("org", spec(&["dana@example.com", "eve@example.com"]))
         .await;
-    let inv = s.cluster.wait_status("org", "Ready", is_ready).await;
     let status = inv.status.clone().unwrap();
     assert_eq!(status.invited, 2);
     for user in &status.users {
@@ -87,10 +82,10 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
 async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.start_controller();
-    s.cluster
-        .create_invitation("org", org_spec(&["dana@example.com"]))
+    let before = s
+        .cluster
+        .create_ready("org", spec(&["dana@example.com"]))
         .await;
-    let before = s.cluster.wait_status("org", "Ready", is_ready).await;
     s.controller.take().unwrap().stop().await;
 
     s.start_controller();
@@ -132,16 +127,15 @@ async fn members_and_pending_invitations_are_not_invited_again() {
     s.start_controller();
     // Another resource already invited pending@example.com.
     s.cluster
-        .create_invitation("first", org_spec(&["pending@example.com"]))
+        .create_ready("first", spec(&["pending@example.com"]))
         .await;
-    s.cluster.wait_status("first", "Ready", is_ready).await;
-    s.cluster
-        .create_invitation(
+    let inv = s
+        .cluster
+        .create_ready(
             "second",
-            org_spec(&["member@example.com", "pending@example.com"]),
+            spec(&["member@example.com", "pending@example.com"]),
         )
         .await;
-    let inv = s.cluster.wait_status("second", "Ready", is_ready).await;
     assert_eq!(
         state_of(&inv, "member@example.com"),
         UserState::AlreadyMember
@@ -208,7 +202,7 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
         .await;
     s.start_controller();
     s.cluster
-        .create_invitation("org", org_spec(&["dana@example.com"]))
+        .create_invitation("org", spec(&["dana@example.com"]))
         .await;
     let inv = s
         .cluster
@@ -228,9 +222,8 @@ async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.start_controller();
     s.cluster
-        .create_invitation("org", org_spec(&["dana@example.com"]))
+        .create_ready("org", spec(&["dana@example.com"]))
         .await;
-    s.cluster.wait_status("org", "Ready", is_ready).await;
     assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
     // Every access token expires; the next call gets a 401, exchanges again and goes on.
     s.mock.api.expire_access_tokens();
@@ -263,15 +256,9 @@ async fn short_lived_access_tokens_are_refreshed_before_they_expire() {
     })
     .await;
     s.start_controller();
-    s.cluster
-        .create_invitation("a", org_spec(&["a@example.com"]))
-        .await;
-    s.cluster.wait_status("a", "Ready", is_ready).await;
+    s.cluster.create_ready("a", spec(&["a@example.com"])).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    s.cluster
-        .create_invitation("b", org_spec(&["b@example.com"]))
-        .await;
-    s.cluster.wait_status("b", "Ready", is_ready).await;
+    s.cluster.create_ready("b", spec(&["b@example.com"])).await;
     assert!(token_exchanges(&s.mock) >= 2);
     assert!(
         !s.mock.api.journal().iter().any(|e| e.status == 401),
@@ -287,9 +274,8 @@ async fn acceptance_is_observed_on_resync() {
     settings.resync_interval = Duration::from_millis(200);
     s.start_controller_with(settings);
     s.cluster
-        .create_invitation("org", org_spec(&["dana@example.com", "eve@example.com"]))
+        .create_ready("org", spec(&["dana@example.com", "eve@example.com"]))
         .await;
-    s.cluster.wait_status("org", "Ready", is_ready).await;
     assert!(s.mock.api.redeem_invitation("dana@example.com"));
     let inv = s
         .cluster
@@ -362,8 +348,7 @@ async fn a_refused_batch_that_invited_anyway_is_not_posted_again() {
     s.mock.api.add_fault(refused);
     s.start_controller();
     let people = ["dana@example.com", "eve@example.com", "fay@example.com"];
-    s.cluster.create_invitation("org", org_spec(&people)).await;
-    let inv = s.cluster.wait_status("org", "Ready", is_ready).await;
+    let inv = s.cluster.create_ready("org", spec(&people)).await;
     let status = inv.status.unwrap();
     for user in &status.users {
         assert_eq!(user.state, UserState::Invited, "{status:?}");
@@ -396,7 +381,7 @@ async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
     let people = ["bad-1@example.com", "good@example.com", "bad-2@example.com"];
     for (i, person) in people.iter().enumerate() {
         s.cluster
-            .create_invitation(&format!("r{i}"), org_spec(&[person]))
+            .create_invitation(&format!("r{i}"), spec(&[person]))
             .await;
     }
     for i in 0..people.len() {
@@ -442,10 +427,10 @@ async fn member_paging_follows_the_page_size_the_server_returns() {
         .api
         .seed_org_members(members.iter().map(String::as_str));
     s.start_controller();
-    s.cluster
-        .create_invitation("org", org_spec(&["m120@example.com", "new@example.com"]))
+    let inv = s
+        .cluster
+        .create_ready("org", spec(&["m120@example.com", "new@example.com"]))
         .await;
-    let inv = s.cluster.wait_status("org", "Ready", is_ready).await;
     assert_eq!(
         state_of(&inv, "m120@example.com"),
         UserState::AlreadyMember,

@@ -1,43 +1,12 @@
 //! Endpoints report whether they can be used: `Ready` with a reason, updated when the Secret
 //! changes, written only on change.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use invite_operator::api::{ClusterInvitationEndpoint, EndpointStatus, InvitationEndpoint};
+use crate::common::*;
+use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
 use kube::Api;
 use serde_json::json;
-
-fn ready(status: &Option<EndpointStatus>) -> (String, String) {
-    status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| (c.status.clone(), c.reason.clone()))
-        .unwrap_or_default()
-}
-
-async fn wait_endpoint(
-    cluster: &TestCluster,
-    name: &str,
-    want: (&str, &str),
-) -> InvitationEndpoint {
-    let api: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let ep = api.get(name).await.unwrap();
-        if ready(&ep.status) == (want.0.to_string(), want.1.to_string()) {
-            return ep;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "endpoint {name} never became {want:?}: {:?}",
-            ep.status
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn endpoints_report_their_credentials() {
@@ -48,24 +17,32 @@ async fn endpoints_report_their_credentials() {
     cluster
         .user_invite_endpoint("wavefront", &mock.url, "wf-token")
         .await;
-    let ep = wait_endpoint(cluster, "wavefront", ("False", "CredentialsNotFound")).await;
+    let ep = cluster
+        .wait_endpoint("wavefront", "False", "CredentialsNotFound")
+        .await;
     let message = &ep.status.unwrap().conditions[0].message;
     assert!(message.contains("wf-token"), "{message}");
     cluster.put_secret("wf-token", TOKEN).await;
-    wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    cluster
+        .wait_endpoint("wavefront", "True", "CredentialsResolved")
+        .await;
 
     // OrgInvitation: the token exchange is tried; a wrong token is reported, then fixed.
     cluster.put_secret("csp-token", "wrong").await;
     cluster
         .org_endpoint("csp", &mock.url, "csp-token", "mock-org")
         .await;
-    let ep = wait_endpoint(cluster, "csp", ("False", "CredentialsRejected")).await;
+    let ep = cluster
+        .wait_endpoint("csp", "False", "CredentialsRejected")
+        .await;
     assert!(
         !serde_json::to_string(&ep.status).unwrap().contains("wrong"),
         "no token in status"
     );
     cluster.put_secret("csp-token", TOKEN).await;
-    wait_endpoint(cluster, "csp", ("True", "CredentialsResolved")).await;
+    cluster
+        .wait_endpoint("csp", "True", "CredentialsResolved")
+        .await;
 
     // A cluster endpoint reads its Secret from the namespace its secretRef names.
     let name = cluster.unique("shared");
@@ -76,20 +53,16 @@ async fn endpoints_report_their_credentials() {
                    "credentials": {"secretRef": {"name": "wf-token", "namespace": cluster.namespace}}}),
         )
         .await;
-    let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while ready(&api.get(&name).await.unwrap().status).0 != "True" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "cluster endpoint never Ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.wait_cluster_endpoint_ready(&name).await;
 
     // Nothing changed: no further status writes.
-    let before = wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    let before = cluster
+        .wait_endpoint("wavefront", "True", "CredentialsResolved")
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = wait_endpoint(cluster, "wavefront", ("True", "CredentialsResolved")).await;
+    let after = cluster
+        .wait_endpoint("wavefront", "True", "CredentialsResolved")
+        .await;
     assert_eq!(
         before.metadata.resource_version,
         after.metadata.resource_version
@@ -166,15 +139,10 @@ async fn only_the_selected_endpoints_are_served() {
     cluster.wait_status("selected", "Ready", is_ready).await;
     cluster.wait_status("ns-selected", "Ready", is_ready).await;
     let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while ready(&api.get(&selected).await.unwrap().status).0 != "True" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the selected endpoint never Ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    wait_endpoint(cluster, "ns-selected", ("True", "CredentialsResolved")).await;
+    cluster.wait_cluster_endpoint_ready(&selected).await;
+    cluster
+        .wait_endpoint("ns-selected", "True", "CredentialsResolved")
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         api.get(&ignored).await.unwrap().status,

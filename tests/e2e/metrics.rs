@@ -3,11 +3,9 @@
 //! the chart's alerts (`files/prometheus-rules.yaml`) and dashboard (`dashboards/*.json`) name,
 //! and the pod named in events as `reportingInstance`.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use invite_operator::api::InvitationEndpoint;
 use kube::{Api, api::DeleteParams};
 use serde_json::json;
@@ -105,7 +103,7 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
             "invite_operator_endpoint_ready{{kind=\"InvitationEndpoint\",namespace=\"{ns}\",name=\"{name}\"}} {value}"
         )
     };
-    eventually("both endpoints checked", || {
+    eventually("both endpoints checked", async || {
         let text = metrics.encode();
         has_line(&text, &ready("wavefront", 1)) && has_line(&text, &ready("no-secret", 0))
     })
@@ -121,45 +119,8 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
             .unwrap_or("unknown")
     );
     assert!(has_line(&text, &build), "{text}");
-    // Label values that name a kind of thing are snake_case.
-    for label in ["operation", "state", "result", "code", "share"] {
-        for value in label_values(&text, label) {
-            assert!(
-                !value.is_empty()
-                    && value
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-                "{label}={value:?} is not snake_case:\n{text}"
-            );
-        }
-    }
-    assert!(
-        label_values(&text, "operation").contains("invite_users"),
-        "{text}"
-    );
-    let states = label_values(&text, "state");
-    assert!(
-        states.contains("invited") && states.contains("failed"),
-        "{text}"
-    );
-
-    // Every metric the chart's alerts and dashboard name is exported.
-    let exported = exported_names(&text);
-    let chart = package_path("deploy/charts/invite-operator");
-    for file in [
-        chart.join("files/prometheus-rules.yaml"),
-        chart.join("dashboards/invite-operator.json"),
-    ] {
-        let referenced = referenced_names(&std::fs::read_to_string(&file).unwrap());
-        assert!(referenced.len() >= 3, "{}: {referenced:?}", file.display());
-        let unknown: Vec<_> = referenced.difference(&exported).collect();
-        assert!(
-            unknown.is_empty(),
-            "{} names metrics the operator does not export: {unknown:?}\nexported: {exported:?}",
-            file.display()
-        );
-    }
-
+    assert_labels_are_snake_case(&text);
+    assert_the_chart_names_only_exported_metrics(&text);
     // Events name the pod that reported them.
     let events = cluster.events_of("team").await;
     assert!(!events.is_empty());
@@ -176,7 +137,7 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
         .delete("no-secret", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the deleted endpoint's series is gone", || {
+    eventually("the deleted endpoint's series is gone", async || {
         !metrics.encode().contains("name=\"no-secret\"")
     })
     .await;
@@ -189,14 +150,45 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     h.finish().await;
 }
 
-/// Polls `check` until it holds; panics after [`WAIT`].
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
+/// Label values that name a kind of thing are snake_case.
+fn assert_labels_are_snake_case(text: &str) {
+    for label in ["operation", "state", "result", "code", "share"] {
+        for value in label_values(text, label) {
+            assert!(
+                !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{label}={value:?} is not snake_case:\n{text}"
+            );
+        }
+    }
+    assert!(
+        label_values(text, "operation").contains("invite_users"),
+        "{text}"
+    );
+    let states = label_values(text, "state");
+    assert!(
+        states.contains("invited") && states.contains("failed"),
+        "{text}"
+    );
+}
+
+/// Every metric the chart's alerts and dashboard name is exported.
+fn assert_the_chart_names_only_exported_metrics(text: &str) {
+    let exported = exported_names(text);
+    let chart = package_path("deploy/charts/invite-operator");
+    for file in [
+        chart.join("files/prometheus-rules.yaml"),
+        chart.join("dashboards/invite-operator.json"),
+    ] {
+        let referenced = referenced_names(&std::fs::read_to_string(&file).unwrap());
+        assert!(referenced.len() >= 3, "{}: {referenced:?}", file.display());
+        let unknown: Vec<_> = referenced.difference(&exported).collect();
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
+            unknown.is_empty(),
+            "{} names metrics the operator does not export: {unknown:?}\nexported: {exported:?}",
+            file.display()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

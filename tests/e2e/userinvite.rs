@@ -1,11 +1,9 @@
 //! End-to-end tests of the UserInvite flow: the real controller against the in-process
 //! Kubernetes API server (or a real cluster) and the stateful mock API over real HTTP.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use invite_mock::ScriptedFault;
 use invite_operator::api::{UserInvitation, UserState};
 use kube::ResourceExt;
@@ -28,24 +26,21 @@ fn invited_in(body: &Value) -> Vec<String> {
         .collect()
 }
 
-fn users_spec(emails: &[&str]) -> Value {
-    json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "users": emails.iter().map(|e| json!({"emailAddress": e, "groups": ["dashboard_management"], "userGroups": []})).collect::<Vec<_>>(),
-    })
+/// The team's spec: `emails`, each with the `dashboard_management` permission.
+fn spec(emails: &[&str]) -> Value {
+    users_spec("wavefront", emails, &["dashboard_management"])
 }
 
 #[tokio::test]
 async fn create_invites_every_user_with_one_call_and_reports_ready() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
-    s.cluster
-        .create_invitation(
+    let s = Harness::user_invite_running().await;
+    let inv = s
+        .cluster
+        .create_ready(
             "team",
-            users_spec(&["alice@example.com", "Bob@Example.com", "carol@example.com"]),
+            spec(&["alice@example.com", "Bob@Example.com", "carol@example.com"]),
         )
         .await;
-    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
     let status = inv.status.clone().unwrap();
     assert_eq!(
         ready(&status),
@@ -76,15 +71,11 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
 
 #[tokio::test]
 async fn restart_sends_nothing_again_and_writes_nothing() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
-    s.cluster
-        .create_invitation(
-            "team",
-            users_spec(&["alice@example.com", "bob@example.com"]),
-        )
+    let mut s = Harness::user_invite_running().await;
+    let before = s
+        .cluster
+        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
         .await;
-    let before = s.cluster.wait_status("team", "Ready", is_ready).await;
     s.controller.take().unwrap().stop().await;
     let journal_before = s.mock.api.journal().len();
 
@@ -109,19 +100,14 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_added_user_is_invited_alone() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     s.cluster
-        .create_invitation(
-            "team",
-            users_spec(&["alice@example.com", "bob@example.com"]),
-        )
+        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
         .await;
-    s.cluster.wait_status("team", "Ready", is_ready).await;
     s.cluster
         .patch_spec(
             "team",
-            users_spec(&["alice@example.com", "bob@example.com", "dave@example.com"]),
+            spec(&["alice@example.com", "bob@example.com", "dave@example.com"]),
         )
         .await;
     let inv = s
@@ -138,8 +124,7 @@ async fn an_added_user_is_invited_alone() {
 
 #[tokio::test]
 async fn a_rejected_user_fails_alone_with_the_api_message() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
         "users": [
@@ -175,18 +160,13 @@ async fn a_rejected_user_fails_alone_with_the_api_message() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_without_duplicates() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     s.mock
         .api
         .add_fault(ScriptedFault::new(429).path("/api/v2/user/invite").times(2));
     s.cluster
-        .create_invitation(
-            "team",
-            users_spec(&["alice@example.com", "bob@example.com"]),
-        )
+        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
         .await;
-    s.cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(invite_calls(&s.mock).len(), 3, "two 429s, then success");
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("bob@example.com"), 1);
@@ -195,8 +175,7 @@ async fn transient_failures_are_retried_without_duplicates() {
 
 #[tokio::test]
 async fn a_lost_response_does_not_send_a_second_invitation() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     // The API invites, then the answer is lost (a 503 after the fact).
     s.mock.api.add_fault(
         ScriptedFault::new(503)
@@ -204,10 +183,10 @@ async fn a_lost_response_does_not_send_a_second_invitation() {
             .times(1)
             .after_effect(true),
     );
-    s.cluster
-        .create_invitation("team", users_spec(&["alice@example.com"]))
+    let inv = s
+        .cluster
+        .create_ready("team", spec(&["alice@example.com"]))
         .await;
-    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
     assert_eq!(invite_calls(&s.mock).len(), 1, "looked up, not re-posted");
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
@@ -216,18 +195,17 @@ async fn a_lost_response_does_not_send_a_second_invitation() {
 
 #[tokio::test]
 async fn an_existing_user_is_already_a_member_and_gets_no_email() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     s.mock.api.seed_user(json!({
         "identifier": "old@example.com",
         "groups": ["dashboard_management"],
         "userGroups": [],
         "lastSuccessfulLogin": 1_700_000_000_000_i64
     }));
-    s.cluster
-        .create_invitation("team", users_spec(&["old@example.com", "new@example.com"]))
+    let inv = s
+        .cluster
+        .create_ready("team", spec(&["old@example.com", "new@example.com"]))
         .await;
-    let inv = s.cluster.wait_status("team", "Ready", is_ready).await;
     assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
     assert_eq!(state_of(&inv, "new@example.com"), UserState::Invited);
     assert_eq!(s.mock.api.invitations_sent_to("old@example.com"), 0);
@@ -243,7 +221,7 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation("team", users_spec(&["alice@example.com"]))
+        .create_invitation("team", spec(&["alice@example.com"]))
         .await;
     let inv = cluster
         .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
@@ -284,7 +262,7 @@ async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_invitation("team", users_spec(&["alice@example.com"]))
+        .create_invitation("team", spec(&["alice@example.com"]))
         .await;
     let inv = cluster
         .wait_status("team", "EndpointNotReady", reason_is("EndpointNotReady"))
@@ -345,17 +323,15 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
             .contains("user_management")
     );
     cluster
-        .create_invitation("fine", spec(json!(["dashboard_management"])))
+        .create_ready("fine", spec(json!(["dashboard_management"])))
         .await;
-    cluster.wait_status("fine", "Ready", is_ready).await;
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
     s.finish().await;
 }
 
 #[tokio::test]
 async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller();
+    let s = Harness::user_invite_running().await;
     let org_spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
         "orgInvitation": {"usernames": ["bob@example.com"], "organizationRoles": [{"name": "org_member"}]}
@@ -377,7 +353,7 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
         "metadata": {"name": "paused", "namespace": s.cluster.namespace,
                      "labels": s.cluster.labels(),
                      "annotations": {"invite.operators.dev/paused": "true"}},
-        "spec": users_spec(&["paula@example.com"]),
+        "spec": spec(&["paula@example.com"]),
     }))
     .unwrap();
     s.cluster
@@ -402,8 +378,11 @@ async fn the_controller_waits_for_its_crds_instead_of_exiting() {
     // suite runs against a real cluster.
     let server = kube_test_apiserver::TestApiServer::start().await;
     let controller = RunningController::start(
-        invite_operator::controller::kube_client(server.config(), common::KUBERNETES_REQUESTS)
-            .unwrap(),
+        invite_operator::controller::kube_client(
+            server.config(),
+            crate::common::KUBERNETES_REQUESTS,
+        )
+        .unwrap(),
         base_settings("default"),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -15,11 +15,18 @@
 //! Every test removes what it created on a real cluster, whether it passes, fails or panics:
 //! [`TestCluster`] holds a drop guard that stops the test's controllers, strips the finalizers
 //! they left on UserInvitations and deletes the test's namespaces and cluster-scoped objects
-//! (found by the test id label). `tests/leftovers.rs` checks that nothing labelled by the suite
+//! (found by the test id label). `tests/e2e/leftovers.rs` checks that nothing labelled by the suite
 //! is left after a run.
 #![allow(dead_code)]
 
+pub mod endpoints;
 pub mod flavor;
+pub mod logs;
+pub mod spec;
+pub mod wait;
+
+pub use spec::{org_spec, users_spec, with};
+pub use wait::{eventually, eventually_every, expect_eq};
 
 use std::{
     collections::BTreeMap,
@@ -96,13 +103,7 @@ pub fn real_cluster_kubeconfig() -> Option<String> {
 }
 
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
+    logs::init();
 }
 
 /// A Kubernetes API to test against, with a fresh namespace; cleans up after the test (see
@@ -454,22 +455,109 @@ impl TestCluster {
         what: &str,
         check: impl Fn(&UserInvitationStatus) -> bool,
     ) -> UserInvitation {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(what, async || {
             let inv = self.invitations().get(name).await.expect("get invitation");
-            if let Some(status) = &inv.status
-                && check(status)
-            {
-                return inv;
+            match &inv.status {
+                Some(status) if check(status) => Ok(inv),
+                _ => Err(serde_json::to_string_pretty(&inv.status).unwrap()),
             }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; last status: {}",
-                    serde_json::to_string_pretty(&inv.status).unwrap()
-                );
+        })
+        .await
+    }
+
+    /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns the message.
+    pub async fn wait_reason(&self, name: &str, reason: &'static str) -> String {
+        let inv = self.wait_status(name, reason, reason_is(reason)).await;
+        ready_message(inv.status.as_ref().expect("a status"))
+    }
+
+    /// The UserInvitations of the test's namespace.
+    pub async fn list_invitations(&self) -> Vec<UserInvitation> {
+        self.invitations()
+            .list(&ListParams::default())
+            .await
+            .expect("list invitations")
+            .items
+    }
+
+    /// Waits until the UserInvitation `name` is gone (its finalizer released).
+    pub async fn wait_gone(&self, name: &str) {
+        eventually(&format!("{name} to be deleted"), async || {
+            self.invitations().get_opt(name).await.unwrap().is_none()
+        })
+        .await
+    }
+
+    /// Deletes the UserInvitation `name` and waits until it is gone.
+    pub async fn remove(&self, name: &str) {
+        self.delete(name).await;
+        self.wait_gone(name).await;
+    }
+
+    /// Sets (or, with `null`, removes) the annotation `key` of the UserInvitation `name`.
+    pub async fn annotate(&self, name: &str, key: &str, value: Value) {
+        self.invitations()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .expect("annotate invitation");
+    }
+
+    /// Creates the UserInvitation `name` and waits until it is Ready.
+    pub async fn create_ready(&self, name: &str, spec: Value) -> UserInvitation {
+        self.create_invitation(name, spec).await;
+        self.wait_status(name, "Ready", is_ready).await
+    }
+
+    /// Deletes the UserInvitation `name` (it may stay until its finalizer is released).
+    pub async fn delete(&self, name: &str) {
+        self.invitations()
+            .delete(name, &Default::default())
+            .await
+            .expect("delete invitation");
+    }
+
+    /// The reasons of the events about `name`.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events_of(name)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// The notes of the `reason` events about `name`.
+    pub async fn event_notes(&self, name: &str, reason: &str) -> Vec<String> {
+        self.events_of(name)
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect()
+    }
+
+    /// Waits for a `reason` event about `name`; returns the notes of those events.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Vec<String> {
+        eventually(&format!("a {reason} event for {name}"), async || {
+            let events = self.events_of(name).await;
+            let notes: Vec<String> = events
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .map(|e| e.note.clone().unwrap_or_default())
+                .collect();
+            if notes.is_empty() {
+                Err(format!(
+                    "{:?}",
+                    events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+                ))
+            } else {
+                Ok(notes)
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// The end of a passing test: stops its controllers and removes what it created (a
@@ -544,7 +632,7 @@ impl Drop for CleanupGuard {
 /// of its namespaces lose their finalizers (first marked deleted, so that nobody can add one
 /// again), then its namespaces, ClusterInvitationEndpoints, cluster RBAC and admission policies
 /// are deleted.
-/// Namespaces are deleted asynchronously by the cluster (`tests/leftovers.rs` waits for them).
+/// Namespaces are deleted asynchronously by the cluster (`tests/e2e/leftovers.rs` waits for them).
 async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
     let selector = ListParams::default().labels(&format!("{TEST_ID_LABEL}={id}"));
     let gone = |r: Result<(), kube::Error>| match r {
@@ -611,7 +699,7 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
         .delete_collection(&dp, &selector)
         .await
         .map_err(|e| format!("delete ClusterRoles: {e}"))?;
-    // Admission policies (tests/rbac.rs), in whichever version the server serves (404: none).
+    // Admission policies (tests/e2e/rbac.rs), in whichever version the server serves (404: none).
     for api_version in ADMISSION_POLICY_VERSIONS {
         for kind in ADMISSION_POLICY_KINDS {
             let resource = admission_policy_resource(api_version, kind);
@@ -771,6 +859,13 @@ impl Harness {
     }
 
     /// [`Harness::user_invite`] on a mock with this configuration.
+    /// [`Harness::user_invite`] with the controller started.
+    pub async fn user_invite_running() -> Harness {
+        let mut h = Harness::user_invite().await;
+        h.start_controller();
+        h
+    }
+
     pub async fn user_invite_on(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("api-token", TOKEN).await;
@@ -889,38 +984,25 @@ impl OperatorProcess {
             .status()
             .expect("kill -TERM");
         assert!(status.success());
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{} exited with {status}", self.name);
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} did not exit",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let status = eventually(&format!("{} to exit", self.name), async || {
+            self.child.try_wait().unwrap()
+        })
+        .await;
+        assert!(status.success(), "{} exited with {status}", self.name);
     }
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.metrics_addr);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} never ready",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("{} to be ready", self.name),
+            async || match reqwest::get(&url).await {
+                Ok(response) if response.status() == 200 => Ok(()),
+                Ok(response) => Err(response.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+        .await
     }
 }
 
@@ -989,6 +1071,16 @@ pub fn ready(status: &UserInvitationStatus) -> (String, String) {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+/// The message of the Ready condition (empty without one).
+pub fn ready_message(status: &UserInvitationStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
         .unwrap_or_default()
 }
 
@@ -1091,15 +1183,13 @@ impl RunningController {
 
     /// Waits until at least `n` reconciles finished.
     pub async fn wait_reconciles(&self, n: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.reconciles() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "controller made {} reconciles, expected {n}",
-                self.reconciles()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("{n} reconciles"), async || {
+            let made = self.reconciles();
+            (made >= n)
+                .then_some(())
+                .ok_or(format!("{made} reconciles"))
+        })
+        .await
     }
 
     /// Graceful stop (as on SIGTERM); fails the test when the controller task panicked.
