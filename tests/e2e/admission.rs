@@ -40,7 +40,7 @@ fn users(emails: &[&str]) -> Value {
 
 #[tokio::test]
 async fn user_invitations_are_validated_at_admission() {
-    if common::real_cluster_kubeconfig().is_none() {
+    if crate::common::real_cluster_kubeconfig().is_none() {
         eprintln!(
             "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
         );
@@ -113,7 +113,7 @@ async fn user_invitations_are_validated_at_admission() {
 
 #[tokio::test]
 async fn only_plain_addresses_are_admitted() {
-    if common::real_cluster_kubeconfig().is_none() {
+    if crate::common::real_cluster_kubeconfig().is_none() {
         eprintln!(
             "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
         );
@@ -178,7 +178,7 @@ async fn only_plain_addresses_are_admitted() {
 
 #[tokio::test]
 async fn endpoints_are_validated_at_admission() {
-    if common::real_cluster_kubeconfig().is_none() {
+    if crate::common::real_cluster_kubeconfig().is_none() {
         eprintln!(
             "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
         );
@@ -230,7 +230,7 @@ async fn endpoints_are_validated_at_admission() {
 /// manifest's.
 #[tokio::test]
 async fn examples_are_stored_exactly_as_written() {
-    if common::real_cluster_kubeconfig().is_none() {
+    if crate::common::real_cluster_kubeconfig().is_none() {
         eprintln!(
             "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
         );

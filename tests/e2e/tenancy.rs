@@ -1080,7 +1080,7 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
 /// unanswered invite request blocks its users for two timeouts).
 #[tokio::test]
 async fn timeout_seconds_above_120_is_refused_at_admission() {
-    if common::real_cluster_kubeconfig().is_none() {
+    if crate::common::real_cluster_kubeconfig().is_none() {
         eprintln!(
             "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
         );
