@@ -15,7 +15,12 @@ use kube::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Shard, invitation, kubernetes};
+use super::{
+    context::{Context, Shard},
+    error::resource_key,
+    invitation,
+    kubernetes::writes as kubernetes,
+};
 use crate::api::{ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint, UserInvitation};
 
 /// Copies one stream of ClusterInvitationEndpoint changes to every shard: returns the future
@@ -115,7 +120,8 @@ pub(super) async fn run_shard(
     let (namespaced_endpoints, ns_writer) = reflector::store::<InvitationEndpoint>();
     let ns_stream = watcher(
         kubernetes::scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
-        super::endpoint_watch(&ctx.settings, EndpointKind::InvitationEndpoint),
+        ctx.settings
+            .endpoint_watch(EndpointKind::InvitationEndpoint),
     )
     .default_backoff()
     .modify(kubernetes::trim_for_cache)
@@ -257,7 +263,7 @@ impl Observer {
         match event {
             watcher::Event::Init => holders.relist_started(&self.scope),
             watcher::Event::InitApply(object) => {
-                let key = invitation::resource_key(object);
+                let key = resource_key(object);
                 holders.update(&key, object.status.as_ref());
                 holders.relisted(&self.scope, &key);
             }
@@ -273,10 +279,10 @@ impl Observer {
                 }
             }
             watcher::Event::Apply(object) => {
-                holders.update(&invitation::resource_key(object), object.status.as_ref());
+                holders.update(&resource_key(object), object.status.as_ref());
             }
             watcher::Event::Delete(object) => {
-                let key = invitation::resource_key(object);
+                let key = resource_key(object);
                 holders.remove(&key);
                 memory.forget(&key);
             }

@@ -10,6 +10,7 @@
 //! Adding a flavour: a module implementing [`InviteApi`] with a `connect` function, a variant of
 //! [`ApiFlavor`], and its line in [`connect`].
 
+pub mod client;
 pub mod coalesce;
 pub mod decode;
 mod error;

@@ -6,6 +6,7 @@
 //! they differ only in where the status is written ([`StatusWriter`]) and in the API client
 //! (the controller coalesces calls across resources).
 
+pub mod pass;
 pub mod plan;
 pub mod resolve;
 mod sync;
@@ -57,6 +58,12 @@ pub enum WriteError {
     /// The write failed otherwise.
     #[error("writing the status failed: {0}")]
     Failed(String),
+}
+
+impl From<std::convert::Infallible> for WriteError {
+    fn from(never: std::convert::Infallible) -> WriteError {
+        match never {}
+    }
 }
 
 /// What a pass did, for events, logs and the next pass.
