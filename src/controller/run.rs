@@ -69,6 +69,24 @@ impl Drop for Leading {
     }
 }
 
+/// The watch of the ClusterInvitationEndpoints this controller serves, feeding the one cache
+/// of them; yields the endpoints whose spec changed.
+fn cluster_endpoint_changes(
+    ctx: &Context,
+    cache: reflector::store::Writer<ClusterInvitationEndpoint>,
+) -> impl futures::Stream<Item = Result<ClusterInvitationEndpoint, watcher::Error>> + Send + 'static
+{
+    watcher(
+        Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
+        ctx.settings
+            .endpoint_watch(EndpointKind::ClusterInvitationEndpoint),
+    )
+    .default_backoff()
+    .modify(kubernetes::trim_for_cache)
+    .reflect(cache)
+    .flat_map(kubernetes::spec_changes())
+}
+
 /// Runs the controller until `shutdown` is cancelled. `leadership` is asked before every call
 /// that changes data in an invite API.
 pub async fn run(
@@ -93,15 +111,7 @@ pub async fn run(
         leadership,
         cluster_endpoints,
     ));
-    let cluster_stream = watcher(
-        Api::<ClusterInvitationEndpoint>::all(client.clone()),
-        ctx.settings
-            .endpoint_watch(EndpointKind::ClusterInvitationEndpoint),
-    )
-    .default_backoff()
-    .modify(kubernetes::trim_for_cache)
-    .reflect(cluster_writer)
-    .flat_map(kubernetes::spec_changes());
+    let cluster_stream = cluster_endpoint_changes(&ctx, cluster_writer);
     // Every shard's reconciles start once every shard listed its resources (the holder index
     // spans them all) and its endpoint caches are complete.
     let (listed, _) = watch::channel(0usize);

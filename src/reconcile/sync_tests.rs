@@ -289,8 +289,9 @@ async fn a_failed_lookup_shows_pending_users_and_invites_nobody() {
     assert!(report.problem.is_some());
 }
 
-#[tokio::test]
-async fn enforce_and_remove_failures_keep_what_is_owed() {
+/// A resource owning a@x.com (in its spec, accessPolicy Enforce) and gone@x.com (removed from
+/// it, deletionPolicy Delete), and what the API says of a@x.com: a member without grants.
+fn owed() -> (UserInvitationStatus, UserInvitationSpec, Observed) {
     let owned = |email: &str, state| UserStatus {
         ownership: Some(Ownership::Created),
         identifier: Some(email.into()),
@@ -312,6 +313,12 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
         accepted: true,
         grants: Some(UserGrants::default()),
     };
+    (previous, spec, member)
+}
+
+#[tokio::test]
+async fn enforce_and_remove_failures_keep_what_is_owed() {
+    let (previous, spec, member) = owed();
     // A permanent refusal of the correction is shown on the user; the removal still runs.
     let api = ScriptedApi {
         observe: Some(Ok([("a@x.com".to_string(), member.clone())].into())),

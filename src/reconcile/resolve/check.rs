@@ -253,6 +253,35 @@ mod tests {
             assert!(err.message.contains(field), "{field}: {}", err.message);
             assert!(err.message.contains("spec.allowed."), "{}", err.message);
         }
+        // Opening is explicit: `allowed` lists, or "*" for anything in a field.
+        let mut open = base();
+        open["allowed"] = json!({"groups": ["*"]});
+        let admin = users(&["admin"]);
+        assert_eq!(
+            reason(check_endpoint(
+                &admin,
+                Some(&cluster(open)),
+                ctx(&labels, 1)
+            )),
+            None
+        );
+        // A namespaced endpoint carries the team's own token: unrestricted.
+        let namespaced = AnyEndpoint::Namespaced(
+            serde_json::from_value(json!({
+                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
+                "metadata": {"name": "e", "namespace": "team"}, "spec": base()
+            }))
+            .unwrap(),
+        );
+        assert_eq!(
+            reason(check_endpoint(&admin, Some(&namespaced), ctx(&labels, 1))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_cluster_org_invitation_endpoint_without_allowed_grants_plain_membership_only() {
+        let labels = BTreeMap::new();
         let mut org_spec = base();
         org_spec["api"] = json!("OrgInvitation");
         org_spec["organizationId"] = json!("o");
@@ -288,30 +317,6 @@ mod tests {
                 "{extra}"
             );
         }
-        // Opening is explicit: `allowed` lists, or "*" for anything in a field.
-        let mut open = base();
-        open["allowed"] = json!({"groups": ["*"]});
-        let admin = users(&["admin"]);
-        assert_eq!(
-            reason(check_endpoint(
-                &admin,
-                Some(&cluster(open)),
-                ctx(&labels, 1)
-            )),
-            None
-        );
-        // A namespaced endpoint carries the team's own token: unrestricted.
-        let namespaced = AnyEndpoint::Namespaced(
-            serde_json::from_value(json!({
-                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
-                "metadata": {"name": "e", "namespace": "team"}, "spec": base()
-            }))
-            .unwrap(),
-        );
-        assert_eq!(
-            reason(check_endpoint(&admin, Some(&namespaced), ctx(&labels, 1))),
-            None
-        );
     }
 
     #[test]
