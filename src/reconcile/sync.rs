@@ -93,7 +93,7 @@ async fn record_intent<W: StatusWriter>(
     let stamped = Instant::now();
     // Rounded up to the second it is stored at, so it is never earlier than the real intent.
     let invited_at = plan::to_seconds(jiff::Timestamp::now()) + jiff::SignedDuration::from_secs(1);
-    let settles_at = pass.ctx.settle.settles_at(invited_at);
+    let settles_at = pass.ctx.facts.settle.settles_at(invited_at);
     for user in pass
         .users
         .iter_mut()

@@ -266,18 +266,8 @@ pub struct PlanContext<'a> {
     pub now: Timestamp,
     /// Whether this pass also checks invited users for acceptance and expiry.
     pub check_invited: bool,
-    /// The API the endpoint reaches.
-    pub api: ApiIdentity,
-    /// The endpoint object.
-    pub endpoint: EndpointBinding,
-    /// Lifetime of an invitation of the endpoint's API.
-    pub invitation_lifetime: SignedDuration,
-    /// The settle window of new intents.
-    pub settle: SettleWindow,
-    /// Whether the endpoint allows adopting users that existed before.
-    pub adoption: bool,
-    /// The endpoint's `allowed` grants (`None`: unrestricted).
-    pub allowed: Option<&'a AllowedGrants>,
+    /// What the pass knows of the endpoint.
+    pub facts: EndpointFacts<'a>,
     /// Persons other resources hold on the same API, by address.
     pub others: BTreeMap<String, OtherHolder>,
 }
@@ -358,7 +348,7 @@ impl<'a> PlanContext<'a> {
         previous: &'a UserInvitationStatus,
         generation: i64,
         check_invited: bool,
-        endpoint: EndpointFacts<'a>,
+        facts: EndpointFacts<'a>,
     ) -> PlanContext<'a> {
         PlanContext {
             requested,
@@ -367,12 +357,7 @@ impl<'a> PlanContext<'a> {
             generation,
             now: now(),
             check_invited,
-            api: endpoint.api,
-            endpoint: endpoint.endpoint,
-            invitation_lifetime: endpoint.invitation_lifetime,
-            settle: endpoint.settle,
-            adoption: endpoint.adoption,
-            allowed: endpoint.allowed,
+            facts,
             others: BTreeMap::new(),
         }
     }
@@ -400,7 +385,7 @@ impl<'a> PlanContext<'a> {
 
     /// … and the ownership an existing user gets here.
     fn ownership_of_existing(&self) -> Option<Ownership> {
-        (self.wants_adoption() && self.adoption).then_some(Ownership::Adopted)
+        (self.wants_adoption() && self.facts.adoption).then_some(Ownership::Adopted)
     }
 }
 

@@ -101,7 +101,7 @@ fn counts(ctx: &PlanContext<'_>, requested: &[&UserStatus]) -> Counts {
                 && u.ownership.is_none()
                 && !elsewhere(u)
                 && ctx.wants_adoption()
-                && !ctx.adoption
+                && !ctx.facts.adoption
         }),
         elsewhere: count(&elsewhere),
     }
@@ -146,8 +146,8 @@ pub fn summarize(
             ctx.generation,
             ctx.now,
         ),
-        api: Some(ctx.api.clone()),
-        endpoint: Some(ctx.endpoint.clone()),
+        api: Some(ctx.facts.api.clone()),
+        endpoint: Some(ctx.facts.endpoint.clone()),
         invited: c.done as u32,
         failed: c.failed as u32,
         invited_users,

@@ -115,18 +115,20 @@ fn existing_users_are_adopted_only_where_the_endpoint_allows_it_and_the_policy_w
         "{}",
         summary.conditions[0].message
     );
-    let adopting = PlanContext {
-        adoption: true,
-        ..s.ctx()
+    let adopting = {
+        let mut c = s.ctx();
+        c.facts.adoption = true;
+        c
     };
     let p = plan(&adopting, &found);
     assert_eq!(p.users[0].ownership, Some(Ownership::Adopted));
     assert_eq!(p.users[0].message, None);
     // InviteOnly never adopts, even where allowed.
     s.spec.access_policy = AccessPolicy::InviteOnly;
-    let invite_only = PlanContext {
-        adoption: true,
-        ..s.ctx()
+    let invite_only = {
+        let mut c = s.ctx();
+        c.facts.adoption = true;
+        c
     };
     assert_eq!(plan(&invite_only, &found).users[0].ownership, None);
 }
@@ -140,9 +142,10 @@ fn a_person_held_by_another_resource_is_shown_with_the_holder_and_never_invited_
         state: UserState::Invited,
         settles_at: None,
     };
-    let mut c = PlanContext {
-        adoption: true,
-        ..s.ctx()
+    let mut c = {
+        let mut c = s.ctx();
+        c.facts.adoption = true;
+        c
     };
     c.others.insert("x@example.com".into(), holder.clone());
     let p = plan(
@@ -223,9 +226,10 @@ fn enforce_corrects_only_owned_users_and_only_within_allowed() {
         serde_json::json!({"groups": ["dashboard_management", "alerts_management"]}),
     )
     .unwrap();
-    let c = PlanContext {
-        allowed: Some(&allowed),
-        ..s.ctx()
+    let c = {
+        let mut c = s.ctx();
+        c.facts.allowed = Some(&allowed);
+        c
     };
     let users = s.previous.users.clone();
     let drift = grant_drift(&c, &users, &observed);

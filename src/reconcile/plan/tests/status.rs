@@ -23,7 +23,7 @@ fn summary_counts_and_ready_reasons() {
     );
     assert_eq!(all.invited, 2);
     assert_eq!(all.invited_users, vec!["a+x@example.com", "b@example.com"]);
-    assert_eq!(all.api, Some(c.api.clone()));
+    assert_eq!(all.api, Some(c.facts.api.clone()));
     let cond = &all.conditions[0];
     assert_eq!(
         (cond.status.as_str(), cond.reason.as_str()),
@@ -279,10 +279,11 @@ fn the_recorded_window_holds_whatever_the_endpoint_and_the_clocks_say_now() {
         clock_skew: Duration::ZERO,
     };
     for now in ["2026-11-22T10:00:03Z", "2026-11-22T10:01:14Z"] {
-        let c = PlanContext {
-            now: t(now),
-            settle: now_window,
-            ..s.ctx()
+        let c = {
+            let mut c = s.ctx();
+            c.now = t(now);
+            c.facts.settle = now_window;
+            c
         };
         assert!(addresses_to_observe(&c).is_empty(), "{now}");
         let p = plan(&c, &BTreeMap::new());
@@ -305,10 +306,11 @@ fn the_recorded_window_holds_whatever_the_endpoint_and_the_clocks_say_now() {
             settles_at: inviting.settles_at,
         };
         let s2 = Setup::new(&["a@example.com"], Default::default());
-        let mut c2 = PlanContext {
-            now: t(now),
-            settle: now_window,
-            ..s2.ctx()
+        let mut c2 = {
+            let mut c = s2.ctx();
+            c.now = t(now);
+            c.facts.settle = now_window;
+            c
         };
         c2.others.insert("a@example.com".into(), other);
         let p2 = plan(&c2, &obs(&[("a@example.com", Observed::Absent)]));
@@ -326,10 +328,11 @@ fn the_recorded_window_holds_whatever_the_endpoint_and_the_clocks_say_now() {
     }
     // Once settled (on the reading replica's clock) the person is looked up again.
     s.previous.users[0].message = None;
-    let c = PlanContext {
-        now: t("2026-11-22T10:01:15Z"),
-        settle: now_window,
-        ..s.ctx()
+    let c = {
+        let mut c = s.ctx();
+        c.now = t("2026-11-22T10:01:15Z");
+        c.facts.settle = now_window;
+        c
     };
     assert_eq!(addresses_to_observe(&c), lookups(&["a@example.com"]));
 }
