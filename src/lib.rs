@@ -19,6 +19,6 @@ pub mod controller;
 pub mod health;
 pub mod invite;
 pub mod leader;
-pub mod oneshot;
+mod oneshot;
 pub mod reconcile;
 pub mod telemetry;

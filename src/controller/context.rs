@@ -229,8 +229,6 @@ impl Context {
 pub struct Shard {
     /// The shared context.
     pub ctx: Arc<Context>,
-    /// The namespace watched (`None`: all).
-    pub scope: Option<String>,
     /// InvitationEndpoints of the shard's namespace(s).
     pub namespaced_endpoints: Store<InvitationEndpoint>,
     /// Set once the endpoint caches and the holder index are complete.

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use super::{
     context::Context,
     endpoints::Endpoints,
-    kubernetes::writes::{SteadyTriggerBackoff, endpoint_conditions, guarded_status_write, scoped},
+    kubernetes::writes::{SteadyTriggerBackoff, guarded_status_write, scoped},
 };
 use crate::{
     api::{
@@ -141,12 +141,13 @@ pub fn next_status(
     check: &EndpointCheck,
 ) -> EndpointStatus {
     EndpointStatus {
-        conditions: endpoint_conditions(
+        conditions: plan::conditions(
             &previous.conditions,
             progress(check.ready, check.reason),
             check.reason,
             check.message.clone(),
             generation,
+            plan::now(),
         ),
         observed_generation: Some(generation),
     }

@@ -25,12 +25,10 @@ mod run;
 mod shard;
 mod state;
 
-pub use context::{CONTROLLER_NAME, Context, EndpointKey, Settings, Shard};
-pub use endpoint_status::{EndpointCheck, next_status};
-pub use error::ReconcileError;
+pub use context::{CONTROLLER_NAME, Settings};
 pub use invitation::cleanup::FINALIZER;
 pub use kubernetes::{
     client::{USER_AGENT, kube_client},
     writes::{KubeStatusWriter, is_guard_failure},
 };
-pub use run::{run, wait_for_crds};
+pub use run::run;

@@ -132,7 +132,6 @@ pub(super) async fn run_shard(
     let (caches_ready_tx, caches_ready) = watch::channel(false);
     let shard = Arc::new(Shard {
         ctx: ctx.clone(),
-        scope: scope.clone(),
         namespaced_endpoints: namespaced_endpoints.clone(),
         caches_ready,
     });

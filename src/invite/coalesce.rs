@@ -126,11 +126,6 @@ impl CoalescedApi {
             _queues: Mutex::new(queues),
         }
     }
-
-    /// The client calls go to.
-    pub fn inner(&self) -> &SharedApi {
-        &self.inner
-    }
 }
 
 /// Collects jobs into batches and runs each batch (at most `max_in_flight` at once).

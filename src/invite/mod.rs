@@ -12,14 +12,14 @@
 
 pub mod client;
 pub mod coalesce;
-pub mod decode;
+pub(crate) mod decode;
 mod error;
-pub mod identity;
+pub(crate) mod identity;
 #[cfg(test)]
 mod json_strategy;
-pub mod orginvitation;
-pub mod transport;
-pub mod userinvite;
+pub(crate) mod orginvitation;
+pub(crate) mod transport;
+pub(crate) mod userinvite;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

@@ -6,8 +6,8 @@
 //! they differ only in where the status is written ([`StatusWriter`]) and in the API client
 //! (the controller coalesces calls across resources).
 
-pub mod pass;
-pub mod plan;
+pub(crate) mod pass;
+pub(crate) mod plan;
 pub mod resolve;
 mod sync;
 #[cfg(test)]

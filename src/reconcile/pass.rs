@@ -82,8 +82,6 @@ pub struct Synced {
     /// The entries were made through another endpoint or API and were dropped: where, and
     /// how many.
     pub started_over: Option<(String, usize)>,
-    /// Whether invited users were checked.
-    pub checked_invited: bool,
 }
 
 /// Runs one pass over `invitation`, writing its status through `writer`.
@@ -157,7 +155,6 @@ pub async fn run<D: Driver>(
         report,
         resolved,
         started_over,
-        checked_invited: check_invited,
     })))
 }
 

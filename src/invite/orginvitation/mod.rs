@@ -31,9 +31,7 @@ mod members;
 mod snapshot;
 
 use members::MemberCache;
-pub use members::{MEMBER_TTL, SEARCH_LIMIT};
 use snapshot::InvitationCache;
-pub use snapshot::{OrgInvitation, observe_one};
 
 use super::{
     ApiError, ApiToken, ConnectError, ErrorCategory, InviteApi, InviteOutcome, InviteRequest,

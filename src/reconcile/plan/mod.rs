@@ -26,13 +26,14 @@ use jiff::{SignedDuration, Timestamp};
 
 pub use binding::{Binding, bind_to_endpoint};
 pub use decide::{InvitePlan, addresses_to_claim, addresses_to_observe, plan};
-pub use outcome::{apply_outcomes, lookup_failed, revert_inviting};
+pub use outcome::{apply_outcomes, lookup_failed};
+#[cfg(test)]
+use summary::{MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, to_time, truncate_condition};
 pub use summary::{
-    MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, Progress, READY, RECONCILING, STALLED, blocked_status,
-    conditions, conditions_for, settle_wait, summarize, to_time, truncate_condition,
+    Progress, READY, blocked_status, conditions, conditions_for, settle_wait, summarize,
     truncate_message,
 };
-pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target};
+pub use tenancy::{grant_drift, kept_entries, removals};
 
 use crate::api::{
     AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, EndpointBinding, FailureReason,

@@ -77,16 +77,6 @@ fn apply(ctx: &PlanContext<'_>, user: &mut UserStatus, outcome: &InviteOutcome) 
     }
 }
 
-/// Puts addresses that were about to be invited back to `Pending` (nothing was sent), with
-/// the reason.
-pub fn revert_inviting(users: &mut [UserStatus], message: &str) {
-    for user in users.iter_mut().filter(|u| u.state == UserState::Inviting) {
-        let email = user.email_address.clone();
-        *user = super::entry(&email, UserState::Pending);
-        user.message = Some(truncate_message(message));
-    }
-}
-
 /// The status to show when a lookup failed, if it should be shown: when some looked-up user
 /// is undecided (new, `Pending`, `Inviting`), or when the endpoint refuses us. A failed
 /// acceptance check of settled users changes nothing.

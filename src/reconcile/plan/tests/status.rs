@@ -221,19 +221,6 @@ fn a_blocked_status_keeps_every_entry_and_the_removals_still_owed() {
 }
 
 #[test]
-fn configuration_refusals_put_inviting_users_back_to_pending() {
-    let mut users = vec![
-        owned("a@example.com", UserState::Inviting),
-        owned("b@example.com", UserState::Invited),
-    ];
-    revert_inviting(&mut users, "401 unauthorized");
-    assert_eq!(users[0].state, UserState::Pending);
-    assert_eq!(users[0].ownership, None);
-    assert_eq!(users[0].message.as_deref(), Some("401 unauthorized"));
-    assert_eq!(users[1].state, UserState::Invited);
-}
-
-#[test]
 fn a_failed_lookup_is_shown_only_when_it_matters() {
     let s = Setup::new(&["new@example.com"], Default::default());
     let c = s.ctx();
