@@ -256,8 +256,10 @@ impl Source for Manifest<'_> {
 
     async fn secret(&self, location: &SecretLocation) -> Result<Option<Secret>, Self::Error> {
         if let Some(token) = &self.options.token_override {
-            let mut secret = Secret::default();
-            secret.string_data = Some(BTreeMap::from([(location.key.clone(), token.clone())]));
+            let secret = Secret {
+                string_data: Some(BTreeMap::from([(location.key.clone(), token.clone())])),
+                ..Secret::default()
+            };
             return Ok(Some(secret));
         }
         Ok(self

@@ -55,7 +55,7 @@ pub enum Outcome {
     /// The resource's endpoint is not served here: nothing was written.
     NotServed,
     /// The resource cannot be worked on now; its status says why.
-    Stopped(Stopped),
+    Stopped(Box<Stopped>),
     /// The planned phases ran.
     Synced(Box<Synced>),
 }
@@ -215,11 +215,11 @@ impl Stop<'_> {
             .iter()
             .find(|c| c.type_ == plan::READY)
             .map(|c| c.reason.clone());
-        Ok(Outcome::Stopped(Stopped {
+        Ok(Outcome::Stopped(Box::new(Stopped {
             blocked,
             retry_in: self.retry_in,
             written,
             was,
-        }))
+        })))
     }
 }

@@ -127,7 +127,7 @@ pub(super) async fn run(
     };
     let result = match pass::run(&driver, invitation, &mut writer).await {
         Ok(Outcome::NotServed) => Ok(Action::await_change()),
-        Ok(Outcome::Stopped(stopped)) => driver.stopped(stopped).await,
+        Ok(Outcome::Stopped(stopped)) => driver.stopped(*stopped).await,
         Ok(Outcome::Synced(synced)) => driver.synced(*synced).await,
         Err(error) => Err(error),
     };
