@@ -9,7 +9,6 @@ use kube::{
 use tokio::sync::watch;
 
 use super::{
-    endpoints::Endpoints,
     fair_share::FairShare,
     kubernetes::events::Events,
     state::{
@@ -233,14 +232,4 @@ pub struct Shard {
     pub namespaced_endpoints: Store<InvitationEndpoint>,
     /// Set once the endpoint caches and the holder index are complete.
     pub caches_ready: watch::Receiver<bool>,
-}
-
-impl Shard {
-    /// The endpoints, namespaces and Secrets the shard's resources are resolved against.
-    pub fn endpoints(&self) -> Endpoints<'_> {
-        Endpoints {
-            ctx: &self.ctx,
-            namespaced: Some(&self.namespaced_endpoints),
-        }
-    }
 }

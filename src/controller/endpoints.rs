@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::{context::Context, kubernetes::writes::namespace_labels};
+use super::{
+    context::{Context, Shard},
+    kubernetes::writes::namespace_labels,
+};
 use crate::{
     api::{AnyEndpoint, EndpointKind, InvitationEndpoint, UserInvitation},
     invite::{ApiToken, ConnectError, SharedApi},
@@ -25,6 +28,14 @@ pub struct Endpoints<'a> {
 }
 
 impl<'a> Endpoints<'a> {
+    /// The endpoints, namespaces and Secrets a shard's resources are resolved against.
+    pub fn of(shard: &'a Shard) -> Endpoints<'a> {
+        Endpoints {
+            ctx: &shard.ctx,
+            namespaced: Some(&shard.namespaced_endpoints),
+        }
+    }
+
     /// The rules of the controller's settings.
     pub fn rules(&self) -> Rules<'a> {
         let settings = &self.ctx.settings;

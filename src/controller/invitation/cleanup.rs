@@ -13,6 +13,7 @@ use crate::{
     api::{DeletionPolicy, UserInvitation, UserStatus},
     controller::{
         context::{Context, Shard},
+        endpoints::Endpoints,
         error::{ReconcileError, resource_key},
         kubernetes::{
             events::{removal_reason, summarize_list},
@@ -137,7 +138,7 @@ async fn remove_owned(
     // The endpoint must still serve the resource, as for any pass: found, of the right API,
     // allowed for its namespace and grants, with its token. Otherwise nothing is removed
     // (and the event says what was left behind).
-    let endpoints = shard.endpoints();
+    let endpoints = Endpoints::of(shard);
     if !endpoints.serves(invitation) {
         return Ok(Cleanup::NotServed);
     }

@@ -14,6 +14,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{
     context::Shard,
+    endpoints::Endpoints,
     error::{ReconcileError, resource_key},
 };
 use crate::{
@@ -52,7 +53,7 @@ pub async fn reconcile(
     let _ = shard.caches_ready.clone().wait_for(|ready| *ready).await;
     let ctx = &shard.ctx;
     let key = resource_key(&invitation);
-    if !shard.endpoints().serves(&invitation) {
+    if !Endpoints::of(&shard).serves(&invitation) {
         // Another controller's resource (endpoint selectors), or nobody's: no status, no
         // finalizer, no cleanup, no event, no metric. Its endpoint entering this controller's
         // selection (or a change of the resource) brings it back.

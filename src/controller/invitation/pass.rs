@@ -120,7 +120,7 @@ pub(super) async fn run(
     let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation, version);
     let driver = ControllerDriver {
         shard,
-        endpoints: shard.endpoints(),
+        endpoints: Endpoints::of(shard),
         invitation,
         key,
         checks_invited: AtomicBool::new(false),
