@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::time::Instant;
 
 use super::{
-    Holders, StatusWriter, SyncReport, WriteError,
+    Change, Holders, StatusWriter, SyncReport, WriteError,
     plan::{self, PlanContext, ReadyReason},
 };
 use crate::{
@@ -131,12 +131,21 @@ async fn invite(
         .collect();
     let outcomes = api.invite(&requests, send_by).await;
     plan::apply_outcomes(pass.ctx, &mut pass.users, &outcomes);
+    let invited: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, outcome)| matches!(outcome, InviteOutcome::Invited { .. }))
+        .map(|(email, _)| email.clone())
+        .collect();
+    if !invited.is_empty() {
+        pass.report.changes.push(Change::Invited(invited));
+    }
     for (email, outcome) in &outcomes {
         match outcome {
-            InviteOutcome::Invited { .. } => pass.report.invited.push(email.clone()),
-            InviteOutcome::Rejected { message } => {
-                pass.report.failed.push((email.clone(), message.clone()))
-            }
+            InviteOutcome::Invited { .. } => {}
+            InviteOutcome::Rejected { message } => pass.report.changes.push(Change::InviteFailed {
+                email: email.clone(),
+                message: message.clone(),
+            }),
             InviteOutcome::NotDone(error) => {
                 if error.category() == ErrorCategory::Configuration {
                     pass.blocked = Some(ReadyReason::EndpointNotReady);
@@ -168,9 +177,10 @@ async fn enforce(
             .await
         {
             Ok(changes) if !changes.is_empty() => {
-                pass.report
-                    .updated
-                    .push((drift.email.clone(), changes.join(", ")));
+                pass.report.changes.push(Change::Updated {
+                    email: drift.email.clone(),
+                    changes: changes.join(", "),
+                });
             }
             Ok(_) => {}
             Err(error) => {
@@ -201,9 +211,10 @@ async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi, holders: &dyn Hold
         }
         if let Some(holder) = holders.other_holder(&entry.email_address) {
             pass.kept.retain(|k| k.email_address != entry.email_address);
-            pass.report
-                .left_alone
-                .push((entry.email_address.clone(), holder));
+            pass.report.changes.push(Change::LeftAlone {
+                email: entry.email_address.clone(),
+                holder,
+            });
             continue;
         }
         match api
@@ -212,9 +223,10 @@ async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi, holders: &dyn Hold
         {
             Ok(done) => {
                 pass.kept.retain(|k| k.email_address != entry.email_address);
-                pass.report
-                    .removed
-                    .push((entry.email_address.clone(), done));
+                pass.report.changes.push(Change::Removed {
+                    email: entry.email_address.clone(),
+                    done,
+                });
             }
             Err(error) => {
                 if let Some(kept) = pass
@@ -240,7 +252,10 @@ fn leave_alone(pass: &mut Pass<'_, '_>, email: &str, holder: String) {
             "managed by UserInvitation {holder}; left alone here"
         )));
     }
-    pass.report.left_alone.push((email.to_string(), holder));
+    pass.report.changes.push(Change::LeftAlone {
+        email: email.to_string(),
+        holder,
+    });
 }
 
 /// Phase 7: the outcome, written if it changed.
@@ -280,9 +295,10 @@ fn record_transitions(
             .find(|u| u.email_address == user.email_address)
             .map(|u| u.state);
         if before != Some(user.state) {
-            report
-                .transitions
-                .push((user.email_address.clone(), before, user.state));
+            report.changes.push(Change::Reached {
+                email: user.email_address.clone(),
+                state: user.state,
+            });
         }
     }
 }

@@ -8,7 +8,7 @@ use jiff::SignedDuration;
 use tokio::time::Instant;
 
 use super::{
-    StatusWriter, WriteError,
+    Change, StatusWriter, WriteError,
     plan::{self, EndpointFacts, PlanContext},
     sync,
 };
@@ -226,8 +226,12 @@ async fn each_invite_outcome_leads_to_its_state_and_the_intent_is_written_first(
     // 504, and no outcome at all: the API may have acted, so they settle first.
     assert_eq!(state(status, "lost@x.com"), UserState::Inviting);
     assert_eq!(state(status, "none@x.com"), UserState::Inviting);
-    assert_eq!(report.invited, vec!["ok@x.com".to_string()]);
-    assert_eq!(report.failed.len(), 1);
+    assert_eq!(
+        report.changes[0],
+        Change::Invited(vec!["ok@x.com".to_string()])
+    );
+    let failed = |c: &&Change| matches!(c, Change::InviteFailed { .. });
+    assert_eq!(report.changes.iter().filter(failed).count(), 1);
     assert!(
         report.problem.is_some(),
         "the retryable ones make the pass retry"
@@ -340,7 +344,8 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
             .contains("could not apply")
     );
     assert_eq!(status.users.len(), 1, "the removed user's entry is gone");
-    assert_eq!(report.removed.len(), 1);
+    let removed = |c: &&Change| matches!(c, Change::Removed { .. });
+    assert_eq!(report.changes.iter().filter(removed).count(), 1);
     // A transient failure stops the pass before the removal, which stays owed.
     let api = ScriptedApi {
         observe: Some(Ok([("a@x.com".to_string(), member)].into())),
@@ -429,7 +434,12 @@ async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed()
     let mut writes = Writes::default();
     let report = sync(&api, &ctx, &HeldByOther, &mut writes).await.unwrap();
     assert_eq!(api.calls(), vec!["observe a@x.com"], "no change was made");
-    assert_eq!(report.left_alone.len(), 2, "{report:?}");
+    let left_alone = |c: &&Change| matches!(c, Change::LeftAlone { .. });
+    assert_eq!(
+        report.changes.iter().filter(left_alone).count(),
+        2,
+        "{report:?}"
+    );
     let status = writes.written.last().unwrap();
     assert_eq!(status.users.len(), 1, "the removal is no longer owed");
     assert_eq!(status.users[0].ownership, None);
