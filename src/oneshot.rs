@@ -383,12 +383,12 @@ async fn one(
 }
 
 async fn dry_run(api: &dyn InviteApi, ctx: &PlanContext<'_>, id: &str) -> Vec<String> {
-    let to_observe = plan::addresses_to_observe(ctx);
-    let observed = match api.observe(&to_observe).await {
+    let to_look_up = plan::addresses_to_look_up(ctx);
+    let observed = match api.look_up(&to_look_up).await {
         Ok(o) => o,
         Err(e) => return vec![format!("{id}: cannot look users up: {e}")],
     };
-    let decided = plan::plan(ctx, &observed);
+    let decided = plan::decide(ctx, &observed);
     let mut lines = Vec::new();
     if decided.to_invite.is_empty() {
         lines.push(format!("{id}: nothing to invite"));

@@ -58,7 +58,7 @@ pub struct RunArgs {
     /// are read from it.
     #[arg(long, env = "POD_NAMESPACE", default_value = "invite-operator")]
     pub namespace: String,
-    /// Interval of the slow resync that observes acceptance and expiry (jittered by 10%).
+    /// Interval of the slow resync that checks acceptance and expiry (jittered by 10%).
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// First delay before retrying after a transient failure (doubles per failure, jittered).

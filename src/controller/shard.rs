@@ -87,7 +87,7 @@ fn invitation_watch(
     impl futures::Stream<Item = Result<UserInvitation, watcher::Error>> + Send + 'static,
 ) {
     let (invitations, writer) = reflector::store::<UserInvitation>();
-    let observer = Observer::new(ctx.clone(), scope.clone(), listed);
+    let feed = HolderFeed::new(ctx.clone(), scope.clone(), listed);
     let stream = watcher(
         kubernetes::scoped::<UserInvitation>(&ctx.client, scope.as_deref()),
         watcher::Config::default(),
@@ -95,7 +95,7 @@ fn invitation_watch(
     .default_backoff()
     .modify(kubernetes::trim_for_cache)
     .map_ok(move |event| {
-        observer.observe(&event);
+        feed.event(&event);
         event
     })
     .reflect(writer)
@@ -240,16 +240,16 @@ fn referencing(
 
 /// Keeps the holder index and the per-resource memory in step with the UserInvitation watch:
 /// complete after each (re)list, pruned on deletion.
-struct Observer {
+struct HolderFeed {
     ctx: Arc<Context>,
     scope: Option<String>,
     listed: watch::Sender<usize>,
     listed_once: std::sync::atomic::AtomicBool,
 }
 
-impl Observer {
-    fn new(ctx: Arc<Context>, scope: Option<String>, listed: watch::Sender<usize>) -> Observer {
-        Observer {
+impl HolderFeed {
+    fn new(ctx: Arc<Context>, scope: Option<String>, listed: watch::Sender<usize>) -> HolderFeed {
+        HolderFeed {
             ctx,
             scope,
             listed,
@@ -257,7 +257,7 @@ impl Observer {
         }
     }
 
-    fn observe(&self, event: &watcher::Event<UserInvitation>) {
+    fn event(&self, event: &watcher::Event<UserInvitation>) {
         let (holders, memory) = (&self.ctx.holders, &self.ctx.memory);
         match event {
             watcher::Event::Init => holders.relist_started(&self.scope),

@@ -225,7 +225,7 @@ async fn lookup_batch(api: SharedApi, jobs: Vec<LookupJob>) {
         .collect();
     all.sort();
     all.dedup();
-    let answer = api.observe(&all).await;
+    let answer = api.look_up(&all).await;
     for job in jobs {
         let reply = match &answer {
             Ok(found) => Ok(job
@@ -311,7 +311,7 @@ impl InviteApi for CoalescedApi {
         self.inner.limit_exceeded()
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         if lookups.is_empty() {
             return Ok(BTreeMap::new());
         }

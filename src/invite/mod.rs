@@ -227,7 +227,7 @@ pub trait InviteApi: Send + Sync + std::fmt::Debug {
 
     /// Looks the addresses up, in as few calls as the API allows. Every address asked for is
     /// in the answer (keyed by its email).
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError>;
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError>;
 
     /// Invites the addresses, in as few calls as the API allows, isolating the ones the API
     /// refuses. Every address gets an outcome. No request leaves after `send_by`.

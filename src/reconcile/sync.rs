@@ -1,4 +1,4 @@
-//! One pass over a resource whose endpoint and credentials resolved, in phases: observe →
+//! One pass over a resource whose endpoint and credentials resolved, in phases: look up →
 //! decide (pure) → record the intent → invite → enforce → remove → finish. The status is
 //! written only when it changes, and `Inviting` always before any invite call.
 
@@ -45,10 +45,10 @@ pub async fn sync<W: StatusWriter>(
         blocked: None,
         report: SyncReport::default(),
     };
-    let Some(observed) = observe(&mut pass, api, writer).await? else {
+    let Some(observed) = look_up(&mut pass, api, writer).await? else {
         return Ok(pass.report);
     };
-    let decided = plan::plan(ctx, &observed);
+    let decided = plan::decide(ctx, &observed);
     pass.users = decided.users.clone();
     if !decided.to_invite.is_empty() {
         let send_by = record_intent(&mut pass, api, writer).await?;
@@ -61,16 +61,16 @@ pub async fn sync<W: StatusWriter>(
 
 /// Phase 1: looks up what must be known. A failed lookup ends the pass (showing the problem
 /// when it matters).
-async fn observe<W: StatusWriter>(
+async fn look_up<W: StatusWriter>(
     pass: &mut Pass<'_, '_>,
     api: &dyn InviteApi,
     writer: &mut W,
 ) -> Result<Option<BTreeMap<String, Observed>>, WriteError> {
-    let lookups = plan::addresses_to_observe(pass.ctx);
+    let lookups = plan::addresses_to_look_up(pass.ctx);
     if lookups.is_empty() {
         return Ok(Some(BTreeMap::new()));
     }
-    match api.observe(&lookups).await {
+    match api.look_up(&lookups).await {
         Ok(observed) => Ok(Some(observed)),
         Err(error) => {
             if let Some(status) = plan::lookup_failed(pass.ctx, &lookups, &error) {

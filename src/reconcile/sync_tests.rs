@@ -26,7 +26,7 @@ use crate::{
 /// What the scripted API answers, and the calls it got.
 #[derive(Debug, Default)]
 struct ScriptedApi {
-    observe: Option<Result<BTreeMap<String, Observed>, ApiError>>,
+    look_up: Option<Result<BTreeMap<String, Observed>, ApiError>>,
     invite: BTreeMap<String, InviteOutcome>,
     enforce: Option<ApiError>,
     remove: Option<ApiError>,
@@ -61,10 +61,10 @@ impl InviteApi for ScriptedApi {
         Ok(())
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         let emails: Vec<&str> = lookups.iter().map(|l| l.email.as_str()).collect();
-        self.record(format!("observe {}", emails.join(",")));
-        match &self.observe {
+        self.record(format!("look up {}", emails.join(",")));
+        match &self.look_up {
             Some(answer) => answer.clone(),
             None => Ok(lookups
                 .iter()
@@ -207,7 +207,7 @@ async fn each_invite_outcome_leads_to_its_state_and_the_intent_is_written_first(
     assert_eq!(
         api.calls(),
         vec![
-            format!("observe {}", all.join(",")),
+            format!("look up {}", all.join(",")),
             format!("invite {}", all.join(","))
         ]
     );
@@ -274,20 +274,20 @@ async fn a_failed_intent_write_sends_no_invitation() {
     };
     let result = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes).await;
     assert!(matches!(result, Err(WriteError::Conflict)));
-    assert_eq!(api.calls(), vec!["observe a@x.com".to_string()]);
+    assert_eq!(api.calls(), vec!["look up a@x.com".to_string()]);
 }
 
 #[tokio::test]
 async fn a_failed_lookup_shows_pending_users_and_invites_nobody() {
     let api = ScriptedApi {
-        observe: Some(Err(error(503))),
+        look_up: Some(Err(error(503))),
         ..Default::default()
     };
     let mut writes = Writes::default();
     let report = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes)
         .await
         .unwrap();
-    assert_eq!(api.calls(), vec!["observe a@x.com".to_string()]);
+    assert_eq!(api.calls(), vec!["look up a@x.com".to_string()]);
     assert_eq!(writes.written.len(), 1);
     assert_eq!(writes.written[0].conditions[0].reason, "Pending");
     assert!(report.problem.is_some());
@@ -325,7 +325,7 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     let (previous, spec, member) = owed();
     // A permanent refusal of the correction is shown on the user; the removal still runs.
     let api = ScriptedApi {
-        observe: Some(Ok([("a@x.com".to_string(), member.clone())].into())),
+        look_up: Some(Ok([("a@x.com".to_string(), member.clone())].into())),
         enforce: Some(error(400)),
         ..Default::default()
     };
@@ -333,7 +333,7 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     let report = pass(&api, &spec, &previous, &mut writes).await.unwrap();
     assert_eq!(
         api.calls(),
-        vec!["observe a@x.com", "enforce a@x.com", "remove gone@x.com"]
+        vec!["look up a@x.com", "enforce a@x.com", "remove gone@x.com"]
     );
     let status = writes.written.last().unwrap();
     assert!(
@@ -348,13 +348,13 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     assert_eq!(report.changes.iter().filter(removed).count(), 1);
     // A transient failure stops the pass before the removal, which stays owed.
     let api = ScriptedApi {
-        observe: Some(Ok([("a@x.com".to_string(), member)].into())),
+        look_up: Some(Ok([("a@x.com".to_string(), member)].into())),
         enforce: Some(error(502)),
         ..Default::default()
     };
     let mut writes = Writes::default();
     let report = pass(&api, &spec, &previous, &mut writes).await.unwrap();
-    assert_eq!(api.calls(), vec!["observe a@x.com", "enforce a@x.com"]);
+    assert_eq!(api.calls(), vec!["look up a@x.com", "enforce a@x.com"]);
     let status = writes.written.last().unwrap();
     assert_eq!(
         status
@@ -367,7 +367,7 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     assert!(report.problem.is_some());
     // A failed removal keeps the entry, with why.
     let api = ScriptedApi {
-        observe: Some(Ok(BTreeMap::new())),
+        look_up: Some(Ok(BTreeMap::new())),
         remove: Some(error(500)),
         ..Default::default()
     };
@@ -418,7 +418,7 @@ async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed()
         grants: Some(UserGrants::default()),
     };
     let api = ScriptedApi {
-        observe: Some(Ok([("a@x.com".to_string(), member)].into())),
+        look_up: Some(Ok([("a@x.com".to_string(), member)].into())),
         ..Default::default()
     };
     let requested = plan::requested_addresses(&spec).unwrap();
@@ -433,7 +433,7 @@ async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed()
     // Planned with nobody else holding them; held elsewhere by the time of the calls.
     let mut writes = Writes::default();
     let report = sync(&api, &ctx, &HeldByOther, &mut writes).await.unwrap();
-    assert_eq!(api.calls(), vec!["observe a@x.com"], "no change was made");
+    assert_eq!(api.calls(), vec!["look up a@x.com"], "no change was made");
     let left_alone = |c: &&Change| matches!(c, Change::LeftAlone { .. });
     assert_eq!(
         report.changes.iter().filter(left_alone).count(),

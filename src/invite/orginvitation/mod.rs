@@ -267,7 +267,7 @@ impl InviteApi for OrgInvitationClient {
         self.over_budget.lock().expect("lock").clone()
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         if lookups.is_empty() {
             return Ok(BTreeMap::new());
         }

@@ -205,7 +205,7 @@ impl InviteApi for UserInviteClient {
         Ok(())
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         let mut found = BTreeMap::new();
         if lookups.is_empty() {
             return Ok(found);

@@ -13,7 +13,7 @@ use crate::{
 
 /// Phase 1: the addresses whose state in the API must be known before deciding, with the
 /// identifiers already known.
-pub fn addresses_to_observe(ctx: &PlanContext<'_>) -> Vec<Lookup> {
+pub fn addresses_to_look_up(ctx: &PlanContext<'_>) -> Vec<Lookup> {
     ctx.requested
         .addresses
         .iter()
@@ -30,7 +30,7 @@ pub fn addresses_to_observe(ctx: &PlanContext<'_>) -> Vec<Lookup> {
 /// The addresses a pass works on and must hold meanwhile: those it looks up (it may invite
 /// them) and those whose removal it owes.
 pub fn addresses_to_claim(ctx: &PlanContext<'_>) -> Vec<String> {
-    addresses_to_observe(ctx)
+    addresses_to_look_up(ctx)
         .into_iter()
         .map(|l| l.email)
         .chain(super::removals(ctx).into_iter().map(|u| u.email_address))
@@ -73,7 +73,7 @@ pub struct InvitePlan {
 
 /// Phase 2: decides every requested address from its previous entry, what the API reports
 /// (where looked up) and who else holds the person.
-pub fn plan(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> InvitePlan {
+pub fn decide(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> InvitePlan {
     let mut to_invite = Vec::new();
     let mut resends = Vec::new();
     let mut users: Vec<UserStatus> = ctx
@@ -82,7 +82,7 @@ pub fn plan(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> Inv
         .iter()
         .map(|email| {
             let previous = ctx.previous_entry(email);
-            match decide(ctx, email, previous, observed.get(email)) {
+            match decide_one(ctx, email, previous, observed.get(email)) {
                 Decision::Keep(entry) => entry,
                 Decision::Invite { resend } => {
                     to_invite.push(email.clone());
@@ -128,7 +128,7 @@ enum Decision {
     },
 }
 
-fn decide(
+fn decide_one(
     ctx: &PlanContext<'_>,
     email: &str,
     previous: Option<&UserStatus>,

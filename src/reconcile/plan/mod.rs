@@ -25,7 +25,7 @@ use std::{collections::BTreeMap, time::Duration};
 use jiff::{SignedDuration, Timestamp};
 
 pub use binding::{Binding, bind_to_endpoint};
-pub use decide::{InvitePlan, addresses_to_claim, addresses_to_observe, plan};
+pub use decide::{InvitePlan, addresses_to_claim, addresses_to_look_up, decide};
 pub use outcome::{apply_outcomes, lookup_failed};
 #[cfg(test)]
 use summary::{MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, to_time, truncate_condition};
