@@ -28,9 +28,10 @@ use tokio::{
 };
 
 use super::{
-    ApiError, InviteApi, InviteOutcome, InviteRequest, Lookup, Observed, SharedApi, UserGrants,
+    ApiError, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Lookup, Observed, SharedApi,
+    UserGrants,
 };
-use crate::api::{ApiFlavor, UserInvitationSpec};
+use crate::api::ApiFlavor;
 
 /// How calls are coalesced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,7 +247,7 @@ async fn invite_batch(api: SharedApi, jobs: Vec<InviteJob>) {
     for (index, job) in jobs.iter().enumerate() {
         for request in &job.requests {
             groups
-                .entry(api.batch_key(&request.spec))
+                .entry(api.batch_key(&request.payload))
                 .or_default()
                 .push((index, request.clone()));
         }
@@ -295,8 +296,8 @@ impl InviteApi for CoalescedApi {
         self.inner.request_timeout()
     }
 
-    fn batch_key(&self, spec: &UserInvitationSpec) -> String {
-        self.inner.batch_key(spec)
+    fn batch_key(&self, payload: &InvitePayload) -> String {
+        self.inner.batch_key(payload)
     }
 
     fn max_batch(&self) -> usize {

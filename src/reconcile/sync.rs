@@ -11,8 +11,10 @@ use super::{
     plan::{self, PlanContext, ReadyReason},
 };
 use crate::{
-    api::{UserInvitationStatus, UserStatus},
-    invite::{ApiError, ErrorCategory, InviteApi, InviteOutcome, InviteRequest, Observed},
+    api::{ApiFlavor, UserInvitationStatus, UserStatus},
+    invite::{
+        ApiError, ErrorCategory, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Observed,
+    },
 };
 
 /// The state of one pass.
@@ -57,6 +59,38 @@ pub async fn sync<W: StatusWriter>(
     enforce(&mut pass, api, holders, &observed).await;
     remove(&mut pass, api, holders).await;
     finish(pass, writer).await
+}
+
+/// What each address to invite is granted, as the endpoint's flavour takes it; an address
+/// the spec gives nothing for is refused here.
+fn invite_requests(
+    ctx: &PlanContext<'_>,
+    decided: &plan::InvitePlan,
+) -> (Vec<InviteRequest>, BTreeMap<String, InviteOutcome>) {
+    let org = ctx.spec.org_invitation.clone().map(Arc::new);
+    let mut requests = Vec::new();
+    let mut refused = BTreeMap::new();
+    for email in &decided.to_invite {
+        let payload = match ctx.facts.endpoint.api {
+            ApiFlavor::UserInvite => ctx.spec.user(email).cloned().map(InvitePayload::User),
+            ApiFlavor::OrgInvitation => org.clone().map(InvitePayload::Org),
+        };
+        let Some(payload) = payload else {
+            let message = match ctx.facts.endpoint.api {
+                ApiFlavor::UserInvite => "the spec lists no such user",
+                ApiFlavor::OrgInvitation => "spec.orgInvitation is not set",
+            };
+            let message = message.to_string();
+            refused.insert(email.clone(), InviteOutcome::Rejected { message });
+            continue;
+        };
+        requests.push(InviteRequest {
+            email: email.clone(),
+            payload,
+            resend: decided.resends.contains(email),
+        });
+    }
+    (requests, refused)
 }
 
 /// Phase 1: looks up what must be known. A failed lookup ends the pass (showing the problem
@@ -119,17 +153,10 @@ async fn invite(
     decided: &plan::InvitePlan,
     send_by: Instant,
 ) {
-    let spec = Arc::new(pass.ctx.spec.clone());
-    let requests: Vec<InviteRequest> = decided
-        .to_invite
-        .iter()
-        .map(|email| InviteRequest {
-            email: email.clone(),
-            spec: spec.clone(),
-            resend: decided.resends.contains(email),
-        })
-        .collect();
-    let outcomes = api.invite(&requests, send_by).await;
+    let (requests, mut outcomes) = invite_requests(pass.ctx, decided);
+    if !requests.is_empty() {
+        outcomes.extend(api.invite(&requests, send_by).await);
+    }
     plan::apply_outcomes(pass.ctx, &mut pass.users, &outcomes);
     let invited: Vec<String> = outcomes
         .iter()

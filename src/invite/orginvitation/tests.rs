@@ -177,8 +177,8 @@ mod reads {
     use crate::{
         api::UserInvitationSpec,
         invite::{
-            ApiToken, InviteApi, InviteRequest, Lookup, LookupLimits, Observed, Transport,
-            TransportSettings,
+            ApiToken, InviteApi, InvitePayload, InviteRequest, Lookup, LookupLimits, Observed,
+            Transport, TransportSettings,
             orginvitation::{OrgInvitationClient, connect},
         },
         telemetry::ApiCallRecorder,
@@ -243,12 +243,12 @@ mod reads {
             "orgInvitation": {"usernames": emails, "organizationRoles": [{"name": "org_member"}]},
         }))
         .unwrap();
-        let spec = Arc::new(spec);
+        let payload = Arc::new(spec.org_invitation.unwrap());
         let requests: Vec<InviteRequest> = emails
             .iter()
             .map(|e| InviteRequest {
                 email: e.to_string(),
-                spec: spec.clone(),
+                payload: InvitePayload::Org(payload.clone()),
                 resend: false,
             })
             .collect();
