@@ -396,27 +396,7 @@ impl super::Holders for HeldByOther {
 
 #[tokio::test]
 async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed() {
-    let owned = |email: &str, state| UserStatus {
-        ownership: Some(Ownership::Created),
-        identifier: Some(email.into()),
-        ..plan::entry(email, state)
-    };
-    let previous = UserInvitationStatus {
-        observed_generation: Some(0),
-        users: vec![
-            owned("a@x.com", UserState::Invited),
-            owned("gone@x.com", UserState::Invited),
-        ],
-        ..Default::default()
-    };
-    let mut spec = spec(&["a@x.com"]);
-    spec.access_policy = AccessPolicy::Enforce;
-    spec.deletion_policy = DeletionPolicy::Delete;
-    let member = Observed::Member {
-        identifier: "a@x.com".into(),
-        accepted: true,
-        grants: Some(UserGrants::default()),
-    };
+    let (previous, spec, member) = owed();
     let api = ScriptedApi {
         look_up: Some(Ok([("a@x.com".to_string(), member)].into())),
         ..Default::default()

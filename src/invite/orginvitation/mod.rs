@@ -291,11 +291,10 @@ impl InviteApi for OrgInvitationClient {
         requests: &[InviteRequest],
         send_by: Instant,
     ) -> BTreeMap<String, InviteOutcome> {
-        let mut outcomes = BTreeMap::new();
         // The requests of one resource share its payload: that is how a batch's usernames are
         // told apart by resource (a refusal is only ever inferred within one resource).
         let mut resources: Vec<&std::sync::Arc<OrgInvitationRequest>> = Vec::new();
-        let mut usernames = Vec::new();
+        let (mut usernames, mut outcomes) = (Vec::new(), BTreeMap::new());
         for r in requests {
             let InvitePayload::Org(payload) = &r.payload else {
                 let message = "not an OrgInvitation request".to_string();

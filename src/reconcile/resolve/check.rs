@@ -120,7 +120,7 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -132,7 +132,7 @@ mod tests {
         .unwrap()
     }
 
-    fn cluster(spec: serde_json::Value) -> AnyEndpoint {
+    pub(in crate::reconcile::resolve) fn cluster(spec: serde_json::Value) -> AnyEndpoint {
         AnyEndpoint::Cluster(
             serde_json::from_value(json!({
                 "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
@@ -148,7 +148,7 @@ mod tests {
         )
     }
 
-    fn base() -> serde_json::Value {
+    pub(in crate::reconcile::resolve) fn base() -> serde_json::Value {
         json!({"api": "UserInvite", "url": "https://api.example.com",
                "credentials": {"secretRef": {"name": "tok"}}})
     }

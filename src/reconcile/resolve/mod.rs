@@ -237,22 +237,10 @@ pub fn read_token(secret: Option<&Secret>, location: &SecretLocation) -> Result<
 mod tests {
     use serde_json::json;
 
-    use super::*;
-
-    fn base() -> serde_json::Value {
-        json!({"api": "UserInvite", "url": "https://api.example.com",
-               "credentials": {"secretRef": {"name": "tok"}}})
-    }
-
-    fn cluster(spec: serde_json::Value) -> AnyEndpoint {
-        AnyEndpoint::Cluster(
-            serde_json::from_value(json!({
-                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
-                "metadata": {"name": "default"}, "spec": spec
-            }))
-            .unwrap(),
-        )
-    }
+    use super::{
+        check::tests::{base, cluster},
+        *,
+    };
 
     #[test]
     fn secrets_are_found_where_the_endpoint_kind_says() {
