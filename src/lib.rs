@@ -10,7 +10,7 @@
 //! | [`leader`] | leader election on a Lease |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`telemetry`] | logging and metrics |
-//! | [`oneshot`] | the `reconcile -f` mode, without a cluster |
+//! | `oneshot` | the `reconcile -f` mode, without a cluster |
 //! | [`cli`] | the command line |
 
 pub mod api;
@@ -19,6 +19,6 @@ pub mod controller;
 pub mod health;
 pub mod invite;
 pub mod leader;
-pub mod oneshot;
+mod oneshot;
 pub mod reconcile;
 pub mod telemetry;

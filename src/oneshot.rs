@@ -2,7 +2,7 @@
 //! once over manifests read from files, with no cluster, and prints the resources with their
 //! resulting status.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
@@ -10,15 +10,18 @@ use serde::Deserialize;
 
 use crate::{
     api::{
-        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint,
-        PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
+        AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint, UserInvitation,
+        UserInvitationStatus,
     },
-    controller::{ClientSettings, build_client},
-    invite::{ApiToken, InviteApi, SharedApi},
+    invite::{
+        ApiToken, ConnectError, InviteApi, SharedApi,
+        client::{ClientSettings, build_client},
+    },
     reconcile::{
-        self, StatusWriter, WriteError,
-        plan::{self, Blocked, EndpointFacts, PlanContext},
-        resolve,
+        self, StatusWriter, SyncReport, WriteError,
+        pass::{self, Outcome},
+        plan::{self, PlanContext},
+        resolve::{EndpointPolicy, Resolved, Rules, SecretLocation, Source},
     },
     telemetry::ApiCallRecorder,
 };
@@ -124,7 +127,7 @@ fn add_document(
 }
 
 /// Options of a one-shot run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct OneShotOptions {
     /// Plan and print, without inviting anyone.
     pub dry_run: bool,
@@ -134,6 +137,25 @@ pub struct OneShotOptions {
     pub url_override: Option<String>,
     /// Replace every endpoint's token (e.g. by the embedded mock's).
     pub token_override: Option<String>,
+    /// What endpoints may reach, as the controller's flags say. One shot runs on the machine of
+    /// the person running it, against the files they give: by default loopback (the embedded
+    /// mock) is allowed for namespaced endpoints too.
+    pub endpoint_policy: EndpointPolicy,
+}
+
+impl Default for OneShotOptions {
+    fn default() -> Self {
+        OneShotOptions {
+            dry_run: false,
+            operator_namespace: String::new(),
+            url_override: None,
+            token_override: None,
+            endpoint_policy: EndpointPolicy {
+                namespaced_loopback_http: true,
+                ..EndpointPolicy::default()
+            },
+        }
+    }
 }
 
 /// Holds the status of one resource in memory.
@@ -185,7 +207,141 @@ pub async fn run(manifests: Manifests, options: &OneShotOptions) -> OneShotResul
     }
 }
 
-/// One resource: its next status (unchanged in a dry run).
+/// The manifests as a [`Source`]: endpoints, namespaces and Secrets from the files, with the
+/// overrides of the options.
+struct Manifest<'a> {
+    manifests: &'a Manifests,
+    options: &'a OneShotOptions,
+}
+
+impl Source for Manifest<'_> {
+    type Error = std::convert::Infallible;
+
+    fn endpoint(&self, invitation: &UserInvitation) -> Option<AnyEndpoint> {
+        let namespace = invitation.namespace().unwrap_or_default();
+        let r = &invitation.spec.endpoint_ref;
+        let manifests = self.manifests;
+        let mut endpoint = match r.kind {
+            EndpointKind::InvitationEndpoint => manifests
+                .endpoints
+                .iter()
+                .find(|e| {
+                    e.name_any() == r.name && e.namespace().as_deref() == Some(namespace.as_str())
+                })
+                .map(|e| AnyEndpoint::Namespaced(Box::new(e.clone()))),
+            EndpointKind::ClusterInvitationEndpoint => manifests
+                .cluster_endpoints
+                .iter()
+                .find(|e| e.name_any() == r.name)
+                .map(|e| AnyEndpoint::Cluster(Box::new(e.clone()))),
+        };
+        if let (Some(endpoint), Some(url)) = (endpoint.as_mut(), &self.options.url_override) {
+            endpoint.connection_mut().url = url.clone();
+        }
+        endpoint
+    }
+
+    async fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> Result<BTreeMap<String, String>, Self::Error> {
+        Ok(self
+            .manifests
+            .namespaces
+            .iter()
+            .find(|n| n.name_any() == namespace)
+            .map(|n| n.labels().clone())
+            .unwrap_or_default())
+    }
+
+    async fn secret(&self, location: &SecretLocation) -> Result<Option<Secret>, Self::Error> {
+        if let Some(token) = &self.options.token_override {
+            let secret = Secret {
+                string_data: Some(BTreeMap::from([(location.key.clone(), token.clone())])),
+                ..Secret::default()
+            };
+            return Ok(Some(secret));
+        }
+        Ok(self
+            .manifests
+            .secrets
+            .iter()
+            .find(|s| {
+                s.name_any() == location.name
+                    && s.namespace().as_deref() == Some(location.namespace.as_str())
+            })
+            .cloned())
+    }
+
+    fn client(&self, endpoint: &AnyEndpoint, token: ApiToken) -> Result<SharedApi, ConnectError> {
+        let settings = ClientSettings {
+            recorder: ApiCallRecorder::default(),
+            read_attempts: 3,
+            limits: Default::default(),
+            batch: Default::default(),
+            may_act: std::sync::Arc::new(|| true),
+        };
+        build_client(endpoint, token, &settings)
+    }
+}
+
+/// The one-shot side of a pass: every invited user is checked, nobody else holds anyone,
+/// and a dry run only plans.
+struct OneShot<'a> {
+    source: Manifest<'a>,
+    id: &'a str,
+    /// Lines of the plan (dry run) or of problems met.
+    lines: Mutex<Vec<String>>,
+}
+
+impl<'a> pass::Driver for OneShot<'a> {
+    type Source = Manifest<'a>;
+    type Writer = MemoryStatus<'a>;
+    type Error = WriteError;
+
+    fn source(&self) -> &Manifest<'a> {
+        &self.source
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        // Secrets need no label: there is no tenant to keep from the operator's own pod.
+        Rules {
+            policy: &self.source.options.endpoint_policy,
+            operator_namespace: &self.source.options.operator_namespace,
+            require_credentials_label: false,
+        }
+    }
+
+    fn check_invited(&self) -> bool {
+        true
+    }
+
+    fn max_clock_skew(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    async fn sync(
+        &self,
+        resolved: &Resolved,
+        ctx: &mut PlanContext<'_>,
+        writer: &mut MemoryStatus<'a>,
+    ) -> Result<SyncReport, WriteError> {
+        if self.source.options.dry_run {
+            let lines = dry_run(resolved.api.as_ref(), ctx, self.id).await;
+            self.lines.lock().expect("lock").extend(lines);
+            return Ok(SyncReport::default());
+        }
+        reconcile::sync(
+            resolved.api.as_ref(),
+            ctx,
+            &reconcile::NoOtherHolders,
+            writer,
+        )
+        .await
+    }
+}
+
+/// One resource: its next status (unchanged in a dry run, unless it is blocked).
 async fn one(
     manifests: &Manifests,
     invitation: &UserInvitation,
@@ -193,169 +349,46 @@ async fn one(
     id: &str,
     lines: &mut Vec<String>,
 ) -> UserInvitationStatus {
-    let previous = invitation.status.clone().unwrap_or_default();
-    let generation = invitation.metadata.generation.unwrap_or(1);
-    let blocked = |requested: &plan::Requested, blocked: Blocked, lines: &mut Vec<String>| {
-        lines.push(format!(
-            "{id}: blocked ({}): {}",
-            blocked.reason.as_str(),
-            blocked.message
-        ));
-        plan::blocked_status(
-            requested,
-            &invitation.spec,
-            &previous,
-            generation,
-            plan::now(),
-            &blocked,
-        )
+    let mut status = invitation.status.clone().unwrap_or_default();
+    let driver = OneShot {
+        source: Manifest { manifests, options },
+        id,
+        lines: Mutex::new(Vec::new()),
     };
-    let requested = match plan::requested_addresses(&invitation.spec) {
-        Ok(requested) => requested,
-        Err(b) => return blocked(&plan::Requested::default(), b, lines),
-    };
-    if invitation.is_paused() {
-        let message =
-            format!("paused by the {PAUSED_ANNOTATION} annotation; no API calls are made");
-        return blocked(
-            &requested,
-            Blocked::new(plan::ReadyReason::Paused, message),
-            lines,
-        );
-    }
-    let (endpoint, api, identity) = match prepare(manifests, invitation, &requested, options) {
-        Ok(prepared) => prepared,
-        Err(b) => return blocked(&requested, b, lines),
-    };
-    let facts = EndpointFacts::of(&endpoint, api.as_ref(), identity, std::time::Duration::ZERO);
-    let binding = plan::bind_to_endpoint(&previous, &facts.api, &facts.endpoint, plan::now());
-    let bound = match &binding {
-        plan::Binding::Settling { until, previous } => {
-            let message = format!(
-                "the resource now uses {} ({}); an invite request sent through {previous} may still act until {until}",
-                facts.endpoint, facts.api
-            );
-            return blocked(
-                &requested,
-                Blocked::new(plan::ReadyReason::Pending, message),
-                lines,
-            );
-        }
-        plan::Binding::StartOver {
-            dropped, entries, ..
-        } => {
-            lines.push(format!(
-                "{id}: {entries} users were invited or adopted through {dropped}; ownership there is dropped and the users are looked up on {}",
-                facts.endpoint
-            ));
-            binding
-                .status()
-                .expect("a status to plan from")
-                .into_owned()
-        }
-        plan::Binding::Same(_) => previous.clone(),
-    };
-    let ctx = PlanContext::new(
-        &requested,
-        &invitation.spec,
-        &bound,
-        generation,
-        true,
-        facts,
-    );
-    if options.dry_run {
-        lines.extend(dry_run(api.as_ref(), &ctx, id).await);
-        return previous;
-    }
-    let mut status = previous.clone();
     let mut writer = MemoryStatus {
         status: &mut status,
     };
-    match reconcile::sync(api.as_ref(), &ctx, &reconcile::NoOtherHolders, &mut writer).await {
-        Ok(report) => lines.extend(report.problem.map(|p| format!("{id}: {p}"))),
+    let outcome = pass::run(&driver, invitation, &mut writer).await;
+    let planned = driver.lines.into_inner().expect("lock");
+    match outcome {
+        Ok(Outcome::Stopped(stopped)) => lines.push(format!(
+            "{id}: blocked ({}): {}",
+            stopped.blocked.reason.as_str(),
+            stopped.blocked.message
+        )),
+        Ok(Outcome::Synced(synced)) => {
+            if let Some((dropped, entries)) = &synced.started_over {
+                lines.push(format!(
+                    "{id}: {entries} users were invited or adopted through {dropped}; ownership there is dropped and the users are looked up on {}",
+                    synced.resolved.endpoint.binding()
+                ));
+            }
+            lines.extend(planned);
+            lines.extend(synced.report.problem.map(|p| format!("{id}: {p}")));
+        }
+        Ok(Outcome::NotServed) => {}
         Err(error) => lines.push(format!("{id}: {error}")),
     }
     status
 }
 
-/// The endpoint of a resource (checked as the controller checks it), its client and its API.
-fn prepare(
-    manifests: &Manifests,
-    invitation: &UserInvitation,
-    requested: &plan::Requested,
-    options: &OneShotOptions,
-) -> Result<(AnyEndpoint, SharedApi, crate::api::ApiIdentity), Blocked> {
-    let namespace = invitation.namespace().unwrap_or_default();
-    let r = &invitation.spec.endpoint_ref;
-    let mut endpoint = match r.kind {
-        EndpointKind::InvitationEndpoint => manifests
-            .endpoints
-            .iter()
-            .find(|e| {
-                e.name_any() == r.name && e.namespace().as_deref() == Some(namespace.as_str())
-            })
-            .map(|e| AnyEndpoint::Namespaced(Box::new(e.clone()))),
-        EndpointKind::ClusterInvitationEndpoint => manifests
-            .cluster_endpoints
-            .iter()
-            .find(|e| e.name_any() == r.name)
-            .map(|e| AnyEndpoint::Cluster(Box::new(e.clone()))),
-    };
-    if let (Some(endpoint), Some(url)) = (endpoint.as_mut(), &options.url_override) {
-        endpoint.connection_mut().url = url.clone();
-    }
-    let labels: BTreeMap<String, String> = manifests
-        .namespaces
-        .iter()
-        .find(|n| n.name_any() == namespace)
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
-    // One shot runs on the machine of the person running it, against the files they give:
-    // there is no tenant to keep from the operator's own pod, so loopback (the embedded mock)
-    // is allowed for namespaced endpoints too, and Secrets need no label.
-    let policy = resolve::EndpointPolicy {
-        namespaced_loopback_http: true,
-        ..resolve::EndpointPolicy::default()
-    };
-    let check = resolve::CheckContext {
-        namespace_labels: &labels,
-        requested_users: requested.addresses.len(),
-        policy: &policy,
-    };
-    resolve::check_endpoint(invitation, endpoint.as_ref(), check)?;
-    let endpoint = endpoint.expect("checked");
-    let token = match &options.token_override {
-        Some(token) => ApiToken::new(token),
-        None => {
-            let location = resolve::secret_location(&endpoint, &options.operator_namespace);
-            let secret = manifests.secrets.iter().find(|s| {
-                s.name_any() == location.name
-                    && s.namespace().as_deref() == Some(location.namespace.as_str())
-            });
-            resolve::read_token(secret, &location)?
-        }
-    };
-    let settings = ClientSettings {
-        recorder: ApiCallRecorder::default(),
-        read_attempts: 3,
-        limits: Default::default(),
-        batch: Default::default(),
-        may_act: std::sync::Arc::new(|| true),
-    };
-    let not_ready = |m: String| Blocked::new(plan::ReadyReason::EndpointNotReady, m);
-    let api = build_client(&endpoint, token, &settings).map_err(|e| not_ready(e.to_string()))?;
-    let identity =
-        crate::invite::api_identity(endpoint.connection()).map_err(|e| not_ready(e.to_string()))?;
-    Ok((endpoint, api, identity))
-}
-
 async fn dry_run(api: &dyn InviteApi, ctx: &PlanContext<'_>, id: &str) -> Vec<String> {
-    let to_observe = plan::addresses_to_observe(ctx);
-    let observed = match api.observe(&to_observe).await {
+    let to_look_up = plan::addresses_to_look_up(ctx);
+    let observed = match api.look_up(&to_look_up).await {
         Ok(o) => o,
         Err(e) => return vec![format!("{id}: cannot look users up: {e}")],
     };
-    let decided = plan::plan(ctx, &observed);
+    let decided = plan::decide(ctx, &observed);
     let mut lines = Vec::new();
     if decided.to_invite.is_empty() {
         lines.push(format!("{id}: nothing to invite"));
@@ -422,6 +455,7 @@ spec:
             operator_namespace: "invite-operator".into(),
             url_override: None,
             token_override: None,
+            ..Default::default()
         };
         let result = run(manifests, &options).await;
         let reason = |name: &str| {
@@ -455,5 +489,45 @@ spec:
             "{:?}",
             result.plan
         );
+    }
+
+    /// The namespaced endpoint of [`MANIFESTS`] (plain http to loopback) under `policy`: the
+    /// Ready reason and message of the resource that is not paused.
+    async fn working_under(policy: EndpointPolicy) -> (String, String) {
+        let mut manifests = Manifests::default();
+        parse_manifests(MANIFESTS, "test", "default", &mut manifests).unwrap();
+        let options = OneShotOptions {
+            operator_namespace: "invite-operator".into(),
+            endpoint_policy: policy,
+            ..Default::default()
+        };
+        let result = run(manifests, &options).await;
+        let invitation = result
+            .invitations
+            .iter()
+            .find(|i| i.name_any() == "working")
+            .unwrap();
+        let status = invitation.status.as_ref().unwrap();
+        let ready = status.conditions.iter().find(|c| c.type_ == plan::READY);
+        let ready = ready.unwrap();
+        (ready.reason.clone(), ready.message.clone())
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_policy_of_the_options_is_honoured() {
+        // Allowed (the default of the one-shot mode): the API is called, and unreachable.
+        let (allowed, _) = working_under(OneShotOptions::default().endpoint_policy).await;
+        assert_ne!(allowed, "NotAllowed");
+        // Plain http to loopback refused for namespaced endpoints, as `run` refuses it.
+        let (reason, message) = working_under(EndpointPolicy::default()).await;
+        assert_eq!(reason, "NotAllowed", "{message}");
+        // Namespaced endpoints turned off.
+        let off = EndpointPolicy {
+            namespaced_endpoints: false,
+            namespaced_loopback_http: true,
+            ..EndpointPolicy::default()
+        };
+        let (reason, message) = working_under(off).await;
+        assert_eq!(reason, "NotAllowed", "{message}");
     }
 }

@@ -148,6 +148,49 @@ impl Default for Metrics {
     }
 }
 
+/// The reconcile counters, every result from the start (at 0): a rate or an increase over a
+/// series that appears with its first error would miss that error.
+fn zeroed_reconciles() -> Family<ReconcileLabels, Counter> {
+    let reconciles = Family::<ReconcileLabels, Counter>::default();
+    for result in ["ok", "transient", "configuration", "permanent"] {
+        let result = result.to_string();
+        reconciles
+            .get_or_create(&ReconcileLabels { result })
+            .inc_by(0);
+    }
+    reconciles
+}
+
+/// The deferral counters, both series from the start (at 0), so that a rate over them exists
+/// before the first.
+fn zeroed_deferrals() -> Family<DeferLabels, Counter> {
+    let deferred = Family::<DeferLabels, Counter>::default();
+    for share in ["namespace", "endpoint"] {
+        let share = share.to_string();
+        deferred.get_or_create(&DeferLabels { share }).inc_by(0);
+    }
+    deferred
+}
+
+/// Registers `build_info`: always 1, labelled with the version and revision.
+fn register_build_info(registry: &mut Registry) {
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    build_info
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            revision: option_env!("GIT_SHA")
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown")
+                .to_string(),
+        })
+        .set(1);
+    registry.register(
+        "build_info",
+        "Always 1; the labels say which build of the operator runs",
+        build_info,
+    );
+}
+
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
@@ -156,27 +199,10 @@ impl Metrics {
         let api_call_duration = Family::<ApiCallLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
         );
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        // Every result from the start (at 0): a rate or an increase over a series that appears
-        // with its first error would miss that error.
-        for result in ["ok", "transient", "configuration", "permanent"] {
-            reconciles
-                .get_or_create(&ReconcileLabels {
-                    result: result.to_string(),
-                })
-                .inc_by(0);
-        }
+        let reconciles = zeroed_reconciles();
         let reconcile_duration = Histogram::new(latency_buckets());
         let users = Family::<UserStateLabels, Gauge>::default();
-        let deferred = Family::<DeferLabels, Counter>::default();
-        // Both series from the start (at 0), so that a rate over them exists before the first.
-        for share in ["namespace", "endpoint"] {
-            deferred
-                .get_or_create(&DeferLabels {
-                    share: share.to_string(),
-                })
-                .inc_by(0);
-        }
+        let deferred = zeroed_deferrals();
         registry.register(
             "reconciles_deferred",
             "UserInvitation reconciles put off because their namespace or endpoint held its share of the reconcile slots",
@@ -225,21 +251,7 @@ impl Metrics {
             "Events not published because the event queue was full (events never delay a status write)",
             events_dropped.clone(),
         );
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        build_info
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                revision: option_env!("GIT_SHA")
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("unknown")
-                    .to_string(),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "Always 1; the labels say which build of the operator runs",
-            build_info,
-        );
+        register_build_info(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             leader,

@@ -231,15 +231,23 @@ fn read_manifests(args: &ReconcileArgs) -> Result<oneshot::Manifests, CliError> 
     Ok(manifests)
 }
 
+/// The options of a one-shot run from the flags of `reconcile`.
+pub(super) fn oneshot_options(args: &ReconcileArgs) -> oneshot::OneShotOptions {
+    oneshot::OneShotOptions {
+        dry_run: args.dry_run,
+        operator_namespace: args.operator_namespace.clone(),
+        endpoint_policy: args
+            .endpoint_policy
+            .policy(args.namespaced_endpoints_loopback_http),
+        ..Default::default()
+    }
+}
+
 /// `reconcile`: one pass over the resources of the files, printed with their status.
 async fn reconcile_files(args: ReconcileArgs) -> Result<ExitCode, CliError> {
     let manifests = read_manifests(&args)?;
     #[cfg_attr(not(feature = "mock-api"), allow(unused_mut))]
-    let mut options = oneshot::OneShotOptions {
-        dry_run: args.dry_run,
-        operator_namespace: args.operator_namespace.clone(),
-        ..Default::default()
-    };
+    let mut options = oneshot_options(&args);
     #[cfg(feature = "mock-api")]
     let mock = match args.mock_api {
         true => Some(start_embedded_mock(&mut options).await?),

@@ -58,7 +58,7 @@ pub struct RunArgs {
     /// are read from it.
     #[arg(long, env = "POD_NAMESPACE", default_value = "invite-operator")]
     pub namespace: String,
-    /// Interval of the slow resync that observes acceptance and expiry (jittered by 10%).
+    /// Interval of the slow resync that checks acceptance and expiry (jittered by 10%).
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// First delay before retrying after a transient failure (doubles per failure, jittered).
@@ -92,10 +92,9 @@ pub struct RunArgs {
     /// also read again after the API refuses it). Secrets are read by name, never listed.
     #[arg(long, env = "SECRET_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub secret_cache_ttl: Duration,
-    /// Allow endpoints with plain http:// URLs to any host (default: https:// only, plain
-    /// http:// only to loopback addresses).
-    #[arg(long, env = "ALLOW_INSECURE_HTTP")]
-    pub allow_insecure_http: bool,
+    /// What endpoints may reach.
+    #[command(flatten)]
+    pub endpoint_policy: EndpointPolicyArgs,
     /// Let namespaced InvitationEndpoints call plain http:// on loopback addresses (off: only
     /// ClusterInvitationEndpoints may; a tenant must not reach sidecars in the operator's pod).
     #[arg(long, env = "NAMESPACED_ENDPOINTS_LOOPBACK_HTTP")]
@@ -105,19 +104,6 @@ pub struct RunArgs {
     /// the check off). ClusterInvitationEndpoints are not affected.
     #[arg(long, env = "REQUIRE_CREDENTIALS_LABEL", default_value_t = true, action = clap::ArgAction::Set)]
     pub require_credentials_label: bool,
-    /// Whether namespaced InvitationEndpoints may be used (`--namespaced-endpoints=false`
-    /// leaves only the platform's ClusterInvitationEndpoints).
-    #[arg(long, env = "NAMESPACED_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub namespaced_endpoints: bool,
-    /// Hosts namespaced InvitationEndpoints may call, comma-separated (`*.example.com` matches
-    /// subdomains); empty means any.
-    #[arg(
-        long,
-        env = "NAMESPACED_ENDPOINT_HOSTS",
-        value_delimiter = ',',
-        default_value = ""
-    )]
-    pub namespaced_endpoint_hosts: Vec<String>,
     /// The largest difference between two replicas' clocks exactly-once must survive (at least
     /// the lease duration).
     #[arg(long, env = "MAX_CLOCK_SKEW", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -181,6 +167,48 @@ pub struct RunArgs {
     pub identity: Option<String>,
 }
 
+/// The platform's endpoint policy, for the controller and the one-shot mode alike.
+#[derive(Args, Debug)]
+pub struct EndpointPolicyArgs {
+    /// Allow endpoints with plain http:// URLs to any host (default: https:// only, plain
+    /// http:// only to loopback addresses).
+    #[arg(long, env = "ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+    /// Whether namespaced InvitationEndpoints may be used (`--namespaced-endpoints=false`
+    /// leaves only the platform's ClusterInvitationEndpoints).
+    #[arg(long, env = "NAMESPACED_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub namespaced_endpoints: bool,
+    /// Hosts namespaced InvitationEndpoints may call, comma-separated (`*.example.com` matches
+    /// subdomains); empty means any.
+    #[arg(
+        long,
+        env = "NAMESPACED_ENDPOINT_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub namespaced_endpoint_hosts: Vec<String>,
+}
+
+impl EndpointPolicyArgs {
+    /// The policy, with or without plain http:// to loopback for namespaced endpoints.
+    pub fn policy(
+        &self,
+        namespaced_loopback_http: bool,
+    ) -> crate::reconcile::resolve::EndpointPolicy {
+        crate::reconcile::resolve::EndpointPolicy {
+            allow_insecure_http: self.allow_insecure_http,
+            namespaced_loopback_http,
+            namespaced_endpoints: self.namespaced_endpoints,
+            namespaced_endpoint_hosts: self
+                .namespaced_endpoint_hosts
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        }
+    }
+}
+
 /// Flags of `crd`.
 #[derive(Args, Debug)]
 pub struct CrdArgs {
@@ -210,6 +238,13 @@ pub struct ReconcileArgs {
     /// Namespace of ClusterInvitationEndpoint Secrets that name none.
     #[arg(long, env = "POD_NAMESPACE", default_value = "invite-operator")]
     pub operator_namespace: String,
+    /// What endpoints may reach, as for `run`.
+    #[command(flatten)]
+    pub endpoint_policy: EndpointPolicyArgs,
+    /// Let namespaced InvitationEndpoints call plain http:// on loopback addresses (default
+    /// here: on, for the embedded mock and local test servers; `=false` checks as `run` does).
+    #[arg(long, env = "NAMESPACED_ENDPOINTS_LOOPBACK_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub namespaced_endpoints_loopback_http: bool,
 }
 
 fn parse_batch_window(text: &str) -> Result<Duration, String> {
@@ -250,12 +285,9 @@ pub fn settings(args: &RunArgs) -> crate::controller::Settings {
             ..Default::default()
         },
         secret_cache_ttl: args.secret_cache_ttl,
-        endpoint_policy: crate::reconcile::resolve::EndpointPolicy {
-            allow_insecure_http: args.allow_insecure_http,
-            namespaced_loopback_http: args.namespaced_endpoints_loopback_http,
-            namespaced_endpoints: args.namespaced_endpoints,
-            namespaced_endpoint_hosts: list(&args.namespaced_endpoint_hosts),
-        },
+        endpoint_policy: args
+            .endpoint_policy
+            .policy(args.namespaced_endpoints_loopback_http),
         require_credentials_label: args.require_credentials_label,
         fair_share: args.fair_share,
         lookup_limits: crate::invite::LookupLimits {
@@ -349,6 +381,38 @@ mod tests {
         // Under leader election the tolerated skew is at least the lease duration.
         let elected = run_settings(&["--leader-election", "--lease-duration", "30s"]);
         assert_eq!(elected.max_clock_skew, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_endpoint_policy_flags_reach_the_one_shot_mode() {
+        let options = |args: &[&str]| {
+            let base = ["invite-operator", "reconcile", "-f", "x.yaml"];
+            let cli = Cli::try_parse_from(base.iter().chain(args)).unwrap();
+            let Command::Reconcile(reconcile) = cli.command else {
+                panic!("not reconcile")
+            };
+            commands::oneshot_options(&reconcile)
+        };
+        // By default, as before: loopback allowed for namespaced endpoints (the embedded mock).
+        let default = options(&[]).endpoint_policy;
+        assert!(default.namespaced_loopback_http);
+        assert!(default.namespaced_endpoints);
+        assert!(!default.allow_insecure_http);
+        let set = options(&[
+            "--allow-insecure-http",
+            "--namespaced-endpoints=false",
+            "--namespaced-endpoint-hosts",
+            "a.example.com, b.example.com",
+            "--namespaced-endpoints-loopback-http=false",
+        ])
+        .endpoint_policy;
+        assert!(set.allow_insecure_http);
+        assert!(!set.namespaced_endpoints);
+        assert!(!set.namespaced_loopback_http);
+        assert_eq!(
+            set.namespaced_endpoint_hosts,
+            ["a.example.com", "b.example.com"]
+        );
     }
 
     #[test]

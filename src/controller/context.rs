@@ -2,24 +2,30 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{Client, runtime::reflector::Store};
+use kube::{
+    Client,
+    runtime::{reflector::Store, watcher},
+};
 use tokio::sync::watch;
 
 use super::{
-    CONTROLLER_NAME,
-    clients::{AddressClaims, EndpointClients},
-    events::Events,
     fair_share::FairShare,
-    holders::HolderIndex,
-    memory::ResourceMemory,
+    kubernetes::events::Events,
+    state::{
+        claims::AddressClaims, clients::EndpointClients, holders::HolderIndex,
+        memory::ResourceMemory,
+    },
 };
 use crate::{
     api::{ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint},
-    invite::{LookupLimits, coalesce::BatchSettings},
+    invite::{LookupLimits, client::ClientSettings, coalesce::BatchSettings},
     leader::Leadership,
     reconcile::resolve::EndpointPolicy,
     telemetry::Metrics,
 };
+
+/// Field manager and event reporter name.
+pub const CONTROLLER_NAME: &str = "invite-operator";
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -122,6 +128,17 @@ impl Settings {
         };
         selector.as_deref().map(str::trim).filter(|s| !s.is_empty())
     }
+
+    /// The watch of the endpoints of `kind` this controller serves: those its selector
+    /// selects, or all. Everything that reads endpoints (the caches resources are resolved
+    /// from, the endpoint-status controllers) watches through it, so an endpoint it does not
+    /// select is never checked, written or used.
+    pub fn endpoint_watch(&self, kind: EndpointKind) -> watcher::Config {
+        match self.endpoint_selector(kind) {
+            Some(selector) => watcher::Config::default().labels(selector),
+            None => watcher::Config::default(),
+        }
+    }
 }
 
 /// State shared by every reconciler of the controller (all shards).
@@ -193,14 +210,24 @@ impl Context {
             cluster_endpoints,
         }
     }
+
+    /// How clients of the controller's endpoints are built.
+    pub fn client_settings(&self) -> ClientSettings {
+        let leadership = self.leadership.clone();
+        ClientSettings {
+            recorder: self.metrics.api_call_recorder(),
+            read_attempts: self.settings.read_attempts,
+            limits: self.settings.lookup_limits,
+            batch: self.settings.batch,
+            may_act: Arc::new(move || leadership.is_valid()),
+        }
+    }
 }
 
 /// What one shard (one watched namespace, or all) adds to the shared context.
 pub struct Shard {
     /// The shared context.
     pub ctx: Arc<Context>,
-    /// The namespace watched (`None`: all).
-    pub scope: Option<String>,
     /// InvitationEndpoints of the shard's namespace(s).
     pub namespaced_endpoints: Store<InvitationEndpoint>,
     /// Set once the endpoint caches and the holder index are complete.

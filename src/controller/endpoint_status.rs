@@ -17,16 +17,19 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use super::{
-    clients::Credentials,
     context::Context,
-    kubernetes::{endpoint_conditions, guarded_status_write, scoped},
+    endpoints::Endpoints,
+    kubernetes::writes::{SteadyTriggerBackoff, guarded_status_write, scoped},
 };
 use crate::{
     api::{
         AnyEndpoint, ClusterInvitationEndpoint, EndpointKind, EndpointStatus, InvitationEndpoint,
     },
     invite::ErrorCategory,
-    reconcile::{WriteError, plan, resolve},
+    reconcile::{
+        WriteError, plan,
+        resolve::{self, Credentials, Source},
+    },
     telemetry::EndpointLabels,
 };
 
@@ -77,18 +80,12 @@ pub async fn check(ctx: &Context, endpoint: &AnyEndpoint) -> Result<EndpointChec
         };
         return Ok(EndpointCheck::not_ready(reason, blocked.message));
     }
-    let location = resolve::secret_location(endpoint, &ctx.settings.operator_namespace);
-    let require_label = endpoint.is_namespaced() && ctx.settings.require_credentials_label;
-    let token = match ctx
-        .clients
-        .token(
-            &ctx.client,
-            &location,
-            ctx.settings.secret_cache_ttl,
-            require_label,
-        )
-        .await?
-    {
+    let source = Endpoints {
+        ctx,
+        namespaced: None,
+    };
+    let (location, credentials) = resolve::credentials(&source, source.rules(), endpoint).await?;
+    let token = match credentials {
         Credentials::Token(token) => token,
         Credentials::Missing(blocked) => {
             return Ok(EndpointCheck::not_ready(
@@ -103,10 +100,7 @@ pub async fn check(ctx: &Context, endpoint: &AnyEndpoint) -> Result<EndpointChec
             ));
         }
     };
-    let api = match ctx
-        .clients
-        .client_for(endpoint, token, &super::client_settings(ctx))
-    {
+    let api = match source.client(endpoint, token) {
         Ok(api) => api,
         Err(error) => {
             return Ok(EndpointCheck::not_ready(
@@ -131,7 +125,7 @@ pub async fn check(ctx: &Context, endpoint: &AnyEndpoint) -> Result<EndpointChec
             let reason = match error.category() {
                 ErrorCategory::Transient => "Unreachable",
                 _ => {
-                    ctx.clients.forget_token(&location);
+                    ctx.clients.forget_secret(&location);
                     "CredentialsRejected"
                 }
             };
@@ -147,12 +141,13 @@ pub fn next_status(
     check: &EndpointCheck,
 ) -> EndpointStatus {
     EndpointStatus {
-        conditions: endpoint_conditions(
+        conditions: plan::conditions(
             &previous.conditions,
             progress(check.ready, check.reason),
             check.reason,
             check.message.clone(),
             generation,
+            plan::now(),
         ),
         observed_generation: Some(generation),
     }
@@ -318,9 +313,10 @@ pub async fn run(
 ) {
     let namespaced = Controller::new(
         scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
-        super::endpoint_watch(&ctx.settings, EndpointKind::InvitationEndpoint),
+        ctx.settings
+            .endpoint_watch(EndpointKind::InvitationEndpoint),
     )
-    .trigger_backoff(super::kubernetes::SteadyTriggerBackoff)
+    .trigger_backoff(SteadyTriggerBackoff)
     .reconcile_on(rechecks(
         &ctx,
         EndpointKind::InvitationEndpoint,
@@ -336,12 +332,14 @@ pub async fn run(
         namespaced.await;
         return;
     }
-    let config = super::endpoint_watch(&ctx.settings, EndpointKind::ClusterInvitationEndpoint);
+    let config = ctx
+        .settings
+        .endpoint_watch(EndpointKind::ClusterInvitationEndpoint);
     let cluster_controller = Controller::new(
         Api::<ClusterInvitationEndpoint>::all(ctx.client.clone()),
         config,
     )
-    .trigger_backoff(super::kubernetes::SteadyTriggerBackoff)
+    .trigger_backoff(SteadyTriggerBackoff)
     .reconcile_on(rechecks(
         &ctx,
         EndpointKind::ClusterInvitationEndpoint,

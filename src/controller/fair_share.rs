@@ -49,11 +49,6 @@ impl FairShare {
         }
     }
 
-    /// The most reconciles one namespace or one endpoint may have in flight.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// A slot for a reconcile of `namespace` through `endpoint`, unless either holds its share.
     pub fn enter(&self, namespace: &str, endpoint: &str) -> Result<Slot<'_>, Over> {
         let keys: [Arc<str>; 2] = [
@@ -94,7 +89,7 @@ mod tests {
     #[test]
     fn a_namespace_or_an_endpoint_holds_at_most_its_share() {
         let share = FairShare::new(8, 0.5);
-        assert_eq!(share.limit(), 4);
+        assert_eq!(share.limit, 4);
         let held: Vec<_> = (0..4).map(|_| share.enter("a", "slow").unwrap()).collect();
         assert_eq!(share.enter("a", "fast").err(), Some(Over::Namespace));
         assert_eq!(share.enter("b", "slow").err(), Some(Over::Endpoint));
@@ -106,7 +101,7 @@ mod tests {
         drop(other);
         assert!(share.in_flight.lock().unwrap().is_empty());
         // Never less than one slot, whatever the share.
-        assert_eq!(FairShare::new(1, 0.5).limit(), 1);
-        assert_eq!(FairShare::new(10, 1.0).limit(), 10);
+        assert_eq!(FairShare::new(1, 0.5).limit, 1);
+        assert_eq!(FairShare::new(10, 1.0).limit, 10);
     }
 }

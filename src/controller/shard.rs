@@ -15,7 +15,12 @@ use kube::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Shard, invitation, kubernetes};
+use super::{
+    context::{Context, Shard},
+    error::resource_key,
+    invitation,
+    kubernetes::writes as kubernetes,
+};
 use crate::api::{ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint, UserInvitation};
 
 /// Copies one stream of ClusterInvitationEndpoint changes to every shard: returns the future
@@ -82,7 +87,7 @@ fn invitation_watch(
     impl futures::Stream<Item = Result<UserInvitation, watcher::Error>> + Send + 'static,
 ) {
     let (invitations, writer) = reflector::store::<UserInvitation>();
-    let observer = Observer::new(ctx.clone(), scope.clone(), listed);
+    let feed = HolderFeed::new(ctx.clone(), scope.clone(), listed);
     let stream = watcher(
         kubernetes::scoped::<UserInvitation>(&ctx.client, scope.as_deref()),
         watcher::Config::default(),
@@ -90,7 +95,7 @@ fn invitation_watch(
     .default_backoff()
     .modify(kubernetes::trim_for_cache)
     .map_ok(move |event| {
-        observer.observe(&event);
+        feed.event(&event);
         event
     })
     .reflect(writer)
@@ -115,7 +120,8 @@ pub(super) async fn run_shard(
     let (namespaced_endpoints, ns_writer) = reflector::store::<InvitationEndpoint>();
     let ns_stream = watcher(
         kubernetes::scoped::<InvitationEndpoint>(&ctx.client, scope.as_deref()),
-        super::endpoint_watch(&ctx.settings, EndpointKind::InvitationEndpoint),
+        ctx.settings
+            .endpoint_watch(EndpointKind::InvitationEndpoint),
     )
     .default_backoff()
     .modify(kubernetes::trim_for_cache)
@@ -126,7 +132,6 @@ pub(super) async fn run_shard(
     let (caches_ready_tx, caches_ready) = watch::channel(false);
     let shard = Arc::new(Shard {
         ctx: ctx.clone(),
-        scope: scope.clone(),
         namespaced_endpoints: namespaced_endpoints.clone(),
         caches_ready,
     });
@@ -235,16 +240,16 @@ fn referencing(
 
 /// Keeps the holder index and the per-resource memory in step with the UserInvitation watch:
 /// complete after each (re)list, pruned on deletion.
-struct Observer {
+struct HolderFeed {
     ctx: Arc<Context>,
     scope: Option<String>,
     listed: watch::Sender<usize>,
     listed_once: std::sync::atomic::AtomicBool,
 }
 
-impl Observer {
-    fn new(ctx: Arc<Context>, scope: Option<String>, listed: watch::Sender<usize>) -> Observer {
-        Observer {
+impl HolderFeed {
+    fn new(ctx: Arc<Context>, scope: Option<String>, listed: watch::Sender<usize>) -> HolderFeed {
+        HolderFeed {
             ctx,
             scope,
             listed,
@@ -252,12 +257,12 @@ impl Observer {
         }
     }
 
-    fn observe(&self, event: &watcher::Event<UserInvitation>) {
+    fn event(&self, event: &watcher::Event<UserInvitation>) {
         let (holders, memory) = (&self.ctx.holders, &self.ctx.memory);
         match event {
             watcher::Event::Init => holders.relist_started(&self.scope),
             watcher::Event::InitApply(object) => {
-                let key = invitation::resource_key(object);
+                let key = resource_key(object);
                 holders.update(&key, object.status.as_ref());
                 holders.relisted(&self.scope, &key);
             }
@@ -273,10 +278,10 @@ impl Observer {
                 }
             }
             watcher::Event::Apply(object) => {
-                holders.update(&invitation::resource_key(object), object.status.as_ref());
+                holders.update(&resource_key(object), object.status.as_ref());
             }
             watcher::Event::Delete(object) => {
-                let key = invitation::resource_key(object);
+                let key = resource_key(object);
                 holders.remove(&key);
                 memory.forget(&key);
             }

@@ -28,9 +28,10 @@ use tokio::{
 };
 
 use super::{
-    ApiError, InviteApi, InviteOutcome, InviteRequest, Lookup, Observed, SharedApi, UserGrants,
+    ApiError, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Lookup, Observed, SharedApi,
+    UserGrants,
 };
-use crate::api::{ApiFlavor, UserInvitationSpec};
+use crate::api::ApiFlavor;
 
 /// How calls are coalesced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,11 +126,6 @@ impl CoalescedApi {
             invites,
             _queues: Mutex::new(queues),
         }
-    }
-
-    /// The client calls go to.
-    pub fn inner(&self) -> &SharedApi {
-        &self.inner
     }
 }
 
@@ -230,7 +226,7 @@ async fn lookup_batch(api: SharedApi, jobs: Vec<LookupJob>) {
         .collect();
     all.sort();
     all.dedup();
-    let answer = api.observe(&all).await;
+    let answer = api.look_up(&all).await;
     for job in jobs {
         let reply = match &answer {
             Ok(found) => Ok(job
@@ -251,7 +247,7 @@ async fn invite_batch(api: SharedApi, jobs: Vec<InviteJob>) {
     for (index, job) in jobs.iter().enumerate() {
         for request in &job.requests {
             groups
-                .entry(api.batch_key(&request.spec))
+                .entry(api.batch_key(&request.payload))
                 .or_default()
                 .push((index, request.clone()));
         }
@@ -300,8 +296,8 @@ impl InviteApi for CoalescedApi {
         self.inner.request_timeout()
     }
 
-    fn batch_key(&self, spec: &UserInvitationSpec) -> String {
-        self.inner.batch_key(spec)
+    fn batch_key(&self, payload: &InvitePayload) -> String {
+        self.inner.batch_key(payload)
     }
 
     fn max_batch(&self) -> usize {
@@ -316,7 +312,7 @@ impl InviteApi for CoalescedApi {
         self.inner.limit_exceeded()
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         if lookups.is_empty() {
             return Ok(BTreeMap::new());
         }

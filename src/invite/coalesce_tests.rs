@@ -25,7 +25,7 @@ impl InviteApi for TimedApi {
     async fn verify_credentials(&self) -> Result<(), ApiError> {
         Ok(())
     }
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         let emails = lookups.iter().map(|l| l.email.clone()).collect();
         let at = self.started.elapsed();
         self.calls.lock().unwrap().push((at, emails));
@@ -79,7 +79,7 @@ fn look_up(
     let (api, timed, email) = (api.clone(), timed.clone(), email.to_string());
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        api.observe(&[Lookup::email(email)]).await.unwrap();
+        api.look_up(&[Lookup::email(email)]).await.unwrap();
         timed.started.elapsed()
     })
 }

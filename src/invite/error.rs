@@ -167,19 +167,6 @@ impl ApiError {
         }
     }
 
-    /// The API's own message (the refusal reason), without the operation and status.
-    pub fn api_message(&self) -> String {
-        match self {
-            ApiError::Unavailable { message, .. }
-            | ApiError::NoAnswer { message, .. }
-            | ApiError::Configuration { message, .. }
-            | ApiError::Rejected { message, .. }
-            | ApiError::LimitExceeded { message, .. }
-            | ApiError::Decode { message, .. } => message.clone(),
-            ApiError::NotSent { reason, .. } => reason.to_string(),
-        }
-    }
-
     /// Classifies an HTTP error answer.
     pub fn from_status(
         operation: &'static str,

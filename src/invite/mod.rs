@@ -10,15 +10,16 @@
 //! Adding a flavour: a module implementing [`InviteApi`] with a `connect` function, a variant of
 //! [`ApiFlavor`], and its line in [`connect`].
 
+pub mod client;
 pub mod coalesce;
-pub mod decode;
+pub(crate) mod decode;
 mod error;
-pub mod identity;
+pub(crate) mod identity;
 #[cfg(test)]
 mod json_strategy;
-pub mod orginvitation;
-pub mod transport;
-pub mod userinvite;
+pub(crate) mod orginvitation;
+pub(crate) mod transport;
+pub(crate) mod userinvite;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -29,7 +30,7 @@ pub use error::{ApiError, ErrorCategory, NotSentReason};
 pub use identity::api_identity;
 pub use transport::{LookupLimits, Transport, TransportError, TransportSettings};
 
-use crate::api::{ApiFlavor, EndpointConnection, UserInvitationSpec, address};
+use crate::api::{ApiFlavor, EndpointConnection, OrgInvitationRequest, UserToCreate, address};
 
 /// An API token read from a Secret. Its `Debug` output never shows the value.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -140,13 +141,23 @@ pub enum Observed {
     },
 }
 
-/// One address to invite, with the resource's spec that says what to grant.
+/// What an invitation grants, as the API flavour takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InvitePayload {
+    /// UserInvite: the spec's entry of the user (permissions, user groups, roles).
+    User(UserToCreate),
+    /// OrgInvitation: the spec's `orgInvitation`, one `Arc` shared by every address of one
+    /// resource (which is how a batch's addresses are told apart by resource).
+    Org(Arc<OrgInvitationRequest>),
+}
+
+/// One address to invite, with what to grant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InviteRequest {
     /// The requested address, as the person it names ([`address::person`]).
     pub email: String,
-    /// The spec of the resource asking (shared by its addresses).
-    pub spec: Arc<UserInvitationSpec>,
+    /// What the invitation grants.
+    pub payload: InvitePayload,
     /// Whether the person is invited again (`reinviteExpired`): the API already shows them
     /// (or their expired invitation), so finding them after a refused call proves nothing.
     pub resend: bool,
@@ -207,7 +218,7 @@ pub trait InviteApi: Send + Sync + std::fmt::Debug {
 
     /// Invite requests with equal keys may go out in one call (OrgInvitation: one request
     /// carries one set of roles for all its usernames).
-    fn batch_key(&self, _spec: &UserInvitationSpec) -> String {
+    fn batch_key(&self, _payload: &InvitePayload) -> String {
         String::new()
     }
 
@@ -226,7 +237,7 @@ pub trait InviteApi: Send + Sync + std::fmt::Debug {
 
     /// Looks the addresses up, in as few calls as the API allows. Every address asked for is
     /// in the answer (keyed by its email).
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError>;
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError>;
 
     /// Invites the addresses, in as few calls as the API allows, isolating the ones the API
     /// refuses. Every address gets an outcome. No request leaves after `send_by`.

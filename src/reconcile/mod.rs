@@ -1,12 +1,15 @@
 //! Reconciling one UserInvitation against its invite API.
 //!
-//! [`plan`] holds the pure decisions; [`sync`] executes them in phases (observe, record the
-//! intent, invite, enforce, remove, finish); [`resolve`] checks, without I/O, that an endpoint
-//! may serve a resource. Both the controller and the one-shot `reconcile` command use them;
-//! they differ only in where the status is written ([`StatusWriter`]) and in the API client
-//! (the controller coalesces calls across resources).
+//! [`pass`] is the one driver of a pass over a resource, for the controller and the one-shot
+//! `reconcile` command alike: requested addresses → paused → [`resolve`] (the endpoint, its
+//! policy and its token, from a [`resolve::Source`]) → plan context → [`sync`]. [`plan`] holds
+//! the pure decisions; [`sync`] executes them in phases (look up, record the intent, invite,
+//! enforce, remove, finish). The two modes differ only in their [`pass::Driver`]: where the
+//! objects come from, where the status is written ([`StatusWriter`]) and the API client (the
+//! controller coalesces calls across resources).
 
-pub mod plan;
+pub(crate) mod pass;
+pub(crate) mod plan;
 pub mod resolve;
 mod sync;
 #[cfg(test)]
@@ -59,25 +62,63 @@ pub enum WriteError {
     Failed(String),
 }
 
+impl From<std::convert::Infallible> for WriteError {
+    fn from(never: std::convert::Infallible) -> WriteError {
+        match never {}
+    }
+}
+
+/// One change a pass made in the API, or one state a user reached: each is one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Addresses invited (in one call).
+    Invited(Vec<String>),
+    /// An address the API refused, with its message.
+    InviteFailed {
+        /// The address.
+        email: String,
+        /// The API's message.
+        message: String,
+    },
+    /// A user whose grants were corrected (accessPolicy Enforce), with what changed.
+    Updated {
+        /// The address.
+        email: String,
+        /// What changed.
+        changes: String,
+    },
+    /// A user removed from the spec whose external state was removed (deletionPolicy
+    /// Delete), with what was done.
+    Removed {
+        /// The address.
+        email: String,
+        /// What was done (`None`: nothing was left to remove).
+        done: Option<String>,
+    },
+    /// A user this resource owned but left alone because another resource holds them now
+    /// (no removal, no correction).
+    LeftAlone {
+        /// The address.
+        email: String,
+        /// The resource holding them (`namespace/name`).
+        holder: String,
+    },
+    /// A user whose state changed.
+    Reached {
+        /// The address.
+        email: String,
+        /// The new state.
+        state: UserState,
+    },
+}
+
 /// What a pass did, for events, logs and the next pass.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SyncReport {
     /// The status after the pass.
     pub status: UserInvitationStatus,
-    /// Addresses invited by this pass.
-    pub invited: Vec<String>,
-    /// Addresses the API refused, with its message.
-    pub failed: Vec<(String, String)>,
-    /// Users whose grants were corrected (accessPolicy Enforce), with what changed.
-    pub updated: Vec<(String, String)>,
-    /// Users removed from the spec whose external state was removed (deletionPolicy
-    /// Delete), with what was done.
-    pub removed: Vec<(String, Option<String>)>,
-    /// Users this resource owned but left alone because another resource holds them now,
-    /// with that resource (no removal, no correction).
-    pub left_alone: Vec<(String, String)>,
-    /// Users whose state changed, as (address, old state, new state).
-    pub transitions: Vec<(String, Option<UserState>, UserState)>,
+    /// What changed, in the order it happened.
+    pub changes: Vec<Change>,
     /// Number of status writes made.
     pub writes: usize,
     /// Why the pass could not finish its work (retried with backoff), if it could not.

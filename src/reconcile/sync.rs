@@ -1,4 +1,4 @@
-//! One pass over a resource whose endpoint and credentials resolved, in phases: observe →
+//! One pass over a resource whose endpoint and credentials resolved, in phases: look up →
 //! decide (pure) → record the intent → invite → enforce → remove → finish. The status is
 //! written only when it changes, and `Inviting` always before any invite call.
 
@@ -7,12 +7,14 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::time::Instant;
 
 use super::{
-    Holders, StatusWriter, SyncReport, WriteError,
+    Change, Holders, StatusWriter, SyncReport, WriteError,
     plan::{self, PlanContext, ReadyReason},
 };
 use crate::{
-    api::{UserInvitationStatus, UserStatus},
-    invite::{ApiError, ErrorCategory, InviteApi, InviteOutcome, InviteRequest, Observed},
+    api::{ApiFlavor, UserInvitationStatus, UserStatus},
+    invite::{
+        ApiError, ErrorCategory, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Observed,
+    },
 };
 
 /// The state of one pass.
@@ -45,10 +47,10 @@ pub async fn sync<W: StatusWriter>(
         blocked: None,
         report: SyncReport::default(),
     };
-    let Some(observed) = observe(&mut pass, api, writer).await? else {
+    let Some(observed) = look_up(&mut pass, api, writer).await? else {
         return Ok(pass.report);
     };
-    let decided = plan::plan(ctx, &observed);
+    let decided = plan::decide(ctx, &observed);
     pass.users = decided.users.clone();
     if !decided.to_invite.is_empty() {
         let send_by = record_intent(&mut pass, api, writer).await?;
@@ -59,18 +61,50 @@ pub async fn sync<W: StatusWriter>(
     finish(pass, writer).await
 }
 
+/// What each address to invite is granted, as the endpoint's flavour takes it; an address
+/// the spec gives nothing for is refused here.
+fn invite_requests(
+    ctx: &PlanContext<'_>,
+    decided: &plan::InvitePlan,
+) -> (Vec<InviteRequest>, BTreeMap<String, InviteOutcome>) {
+    let org = ctx.spec.org_invitation.clone().map(Arc::new);
+    let mut requests = Vec::new();
+    let mut refused = BTreeMap::new();
+    for email in &decided.to_invite {
+        let payload = match ctx.facts.endpoint.api {
+            ApiFlavor::UserInvite => ctx.spec.user(email).cloned().map(InvitePayload::User),
+            ApiFlavor::OrgInvitation => org.clone().map(InvitePayload::Org),
+        };
+        let Some(payload) = payload else {
+            let message = match ctx.facts.endpoint.api {
+                ApiFlavor::UserInvite => "the spec lists no such user",
+                ApiFlavor::OrgInvitation => "spec.orgInvitation is not set",
+            };
+            let message = message.to_string();
+            refused.insert(email.clone(), InviteOutcome::Rejected { message });
+            continue;
+        };
+        requests.push(InviteRequest {
+            email: email.clone(),
+            payload,
+            resend: decided.resends.contains(email),
+        });
+    }
+    (requests, refused)
+}
+
 /// Phase 1: looks up what must be known. A failed lookup ends the pass (showing the problem
 /// when it matters).
-async fn observe<W: StatusWriter>(
+async fn look_up<W: StatusWriter>(
     pass: &mut Pass<'_, '_>,
     api: &dyn InviteApi,
     writer: &mut W,
 ) -> Result<Option<BTreeMap<String, Observed>>, WriteError> {
-    let lookups = plan::addresses_to_observe(pass.ctx);
+    let lookups = plan::addresses_to_look_up(pass.ctx);
     if lookups.is_empty() {
         return Ok(Some(BTreeMap::new()));
     }
-    match api.observe(&lookups).await {
+    match api.look_up(&lookups).await {
         Ok(observed) => Ok(Some(observed)),
         Err(error) => {
             if let Some(status) = plan::lookup_failed(pass.ctx, &lookups, &error) {
@@ -93,7 +127,7 @@ async fn record_intent<W: StatusWriter>(
     let stamped = Instant::now();
     // Rounded up to the second it is stored at, so it is never earlier than the real intent.
     let invited_at = plan::to_seconds(jiff::Timestamp::now()) + jiff::SignedDuration::from_secs(1);
-    let settles_at = pass.ctx.settle.settles_at(invited_at);
+    let settles_at = pass.ctx.facts.settle.settles_at(invited_at);
     for user in pass
         .users
         .iter_mut()
@@ -119,24 +153,26 @@ async fn invite(
     decided: &plan::InvitePlan,
     send_by: Instant,
 ) {
-    let spec = Arc::new(pass.ctx.spec.clone());
-    let requests: Vec<InviteRequest> = decided
-        .to_invite
-        .iter()
-        .map(|email| InviteRequest {
-            email: email.clone(),
-            spec: spec.clone(),
-            resend: decided.resends.contains(email),
-        })
-        .collect();
-    let outcomes = api.invite(&requests, send_by).await;
+    let (requests, mut outcomes) = invite_requests(pass.ctx, decided);
+    if !requests.is_empty() {
+        outcomes.extend(api.invite(&requests, send_by).await);
+    }
     plan::apply_outcomes(pass.ctx, &mut pass.users, &outcomes);
+    let invited: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, outcome)| matches!(outcome, InviteOutcome::Invited { .. }))
+        .map(|(email, _)| email.clone())
+        .collect();
+    if !invited.is_empty() {
+        pass.report.changes.push(Change::Invited(invited));
+    }
     for (email, outcome) in &outcomes {
         match outcome {
-            InviteOutcome::Invited { .. } => pass.report.invited.push(email.clone()),
-            InviteOutcome::Rejected { message } => {
-                pass.report.failed.push((email.clone(), message.clone()))
-            }
+            InviteOutcome::Invited { .. } => {}
+            InviteOutcome::Rejected { message } => pass.report.changes.push(Change::InviteFailed {
+                email: email.clone(),
+                message: message.clone(),
+            }),
             InviteOutcome::NotDone(error) => {
                 if error.category() == ErrorCategory::Configuration {
                     pass.blocked = Some(ReadyReason::EndpointNotReady);
@@ -168,9 +204,10 @@ async fn enforce(
             .await
         {
             Ok(changes) if !changes.is_empty() => {
-                pass.report
-                    .updated
-                    .push((drift.email.clone(), changes.join(", ")));
+                pass.report.changes.push(Change::Updated {
+                    email: drift.email.clone(),
+                    changes: changes.join(", "),
+                });
             }
             Ok(_) => {}
             Err(error) => {
@@ -201,9 +238,10 @@ async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi, holders: &dyn Hold
         }
         if let Some(holder) = holders.other_holder(&entry.email_address) {
             pass.kept.retain(|k| k.email_address != entry.email_address);
-            pass.report
-                .left_alone
-                .push((entry.email_address.clone(), holder));
+            pass.report.changes.push(Change::LeftAlone {
+                email: entry.email_address.clone(),
+                holder,
+            });
             continue;
         }
         match api
@@ -212,9 +250,10 @@ async fn remove(pass: &mut Pass<'_, '_>, api: &dyn InviteApi, holders: &dyn Hold
         {
             Ok(done) => {
                 pass.kept.retain(|k| k.email_address != entry.email_address);
-                pass.report
-                    .removed
-                    .push((entry.email_address.clone(), done));
+                pass.report.changes.push(Change::Removed {
+                    email: entry.email_address.clone(),
+                    done,
+                });
             }
             Err(error) => {
                 if let Some(kept) = pass
@@ -240,7 +279,10 @@ fn leave_alone(pass: &mut Pass<'_, '_>, email: &str, holder: String) {
             "managed by UserInvitation {holder}; left alone here"
         )));
     }
-    pass.report.left_alone.push((email.to_string(), holder));
+    pass.report.changes.push(Change::LeftAlone {
+        email: email.to_string(),
+        holder,
+    });
 }
 
 /// Phase 7: the outcome, written if it changed.
@@ -280,9 +322,10 @@ fn record_transitions(
             .find(|u| u.email_address == user.email_address)
             .map(|u| u.state);
         if before != Some(user.state) {
-            report
-                .transitions
-                .push((user.email_address.clone(), before, user.state));
+            report.changes.push(Change::Reached {
+                email: user.email_address.clone(),
+                state: user.state,
+            });
         }
     }
 }

@@ -8,7 +8,7 @@ use jiff::SignedDuration;
 use tokio::time::Instant;
 
 use super::{
-    StatusWriter, WriteError,
+    Change, StatusWriter, WriteError,
     plan::{self, EndpointFacts, PlanContext},
     sync,
 };
@@ -26,7 +26,7 @@ use crate::{
 /// What the scripted API answers, and the calls it got.
 #[derive(Debug, Default)]
 struct ScriptedApi {
-    observe: Option<Result<BTreeMap<String, Observed>, ApiError>>,
+    look_up: Option<Result<BTreeMap<String, Observed>, ApiError>>,
     invite: BTreeMap<String, InviteOutcome>,
     enforce: Option<ApiError>,
     remove: Option<ApiError>,
@@ -61,10 +61,10 @@ impl InviteApi for ScriptedApi {
         Ok(())
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         let emails: Vec<&str> = lookups.iter().map(|l| l.email.as_str()).collect();
-        self.record(format!("observe {}", emails.join(",")));
-        match &self.observe {
+        self.record(format!("look up {}", emails.join(",")));
+        match &self.look_up {
             Some(answer) => answer.clone(),
             None => Ok(lookups
                 .iter()
@@ -207,7 +207,7 @@ async fn each_invite_outcome_leads_to_its_state_and_the_intent_is_written_first(
     assert_eq!(
         api.calls(),
         vec![
-            format!("observe {}", all.join(",")),
+            format!("look up {}", all.join(",")),
             format!("invite {}", all.join(","))
         ]
     );
@@ -226,8 +226,12 @@ async fn each_invite_outcome_leads_to_its_state_and_the_intent_is_written_first(
     // 504, and no outcome at all: the API may have acted, so they settle first.
     assert_eq!(state(status, "lost@x.com"), UserState::Inviting);
     assert_eq!(state(status, "none@x.com"), UserState::Inviting);
-    assert_eq!(report.invited, vec!["ok@x.com".to_string()]);
-    assert_eq!(report.failed.len(), 1);
+    assert_eq!(
+        report.changes[0],
+        Change::Invited(vec!["ok@x.com".to_string()])
+    );
+    let failed = |c: &&Change| matches!(c, Change::InviteFailed { .. });
+    assert_eq!(report.changes.iter().filter(failed).count(), 1);
     assert!(
         report.problem.is_some(),
         "the retryable ones make the pass retry"
@@ -270,27 +274,28 @@ async fn a_failed_intent_write_sends_no_invitation() {
     };
     let result = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes).await;
     assert!(matches!(result, Err(WriteError::Conflict)));
-    assert_eq!(api.calls(), vec!["observe a@x.com".to_string()]);
+    assert_eq!(api.calls(), vec!["look up a@x.com".to_string()]);
 }
 
 #[tokio::test]
 async fn a_failed_lookup_shows_pending_users_and_invites_nobody() {
     let api = ScriptedApi {
-        observe: Some(Err(error(503))),
+        look_up: Some(Err(error(503))),
         ..Default::default()
     };
     let mut writes = Writes::default();
     let report = pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes)
         .await
         .unwrap();
-    assert_eq!(api.calls(), vec!["observe a@x.com".to_string()]);
+    assert_eq!(api.calls(), vec!["look up a@x.com".to_string()]);
     assert_eq!(writes.written.len(), 1);
     assert_eq!(writes.written[0].conditions[0].reason, "Pending");
     assert!(report.problem.is_some());
 }
 
-#[tokio::test]
-async fn enforce_and_remove_failures_keep_what_is_owed() {
+/// A resource owning a@x.com (in its spec, accessPolicy Enforce) and gone@x.com (removed from
+/// it, deletionPolicy Delete), and what the API says of a@x.com: a member without grants.
+fn owed() -> (UserInvitationStatus, UserInvitationSpec, Observed) {
     let owned = |email: &str, state| UserStatus {
         ownership: Some(Ownership::Created),
         identifier: Some(email.into()),
@@ -312,9 +317,15 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
         accepted: true,
         grants: Some(UserGrants::default()),
     };
+    (previous, spec, member)
+}
+
+#[tokio::test]
+async fn enforce_and_remove_failures_keep_what_is_owed() {
+    let (previous, spec, member) = owed();
     // A permanent refusal of the correction is shown on the user; the removal still runs.
     let api = ScriptedApi {
-        observe: Some(Ok([("a@x.com".to_string(), member.clone())].into())),
+        look_up: Some(Ok([("a@x.com".to_string(), member.clone())].into())),
         enforce: Some(error(400)),
         ..Default::default()
     };
@@ -322,7 +333,7 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     let report = pass(&api, &spec, &previous, &mut writes).await.unwrap();
     assert_eq!(
         api.calls(),
-        vec!["observe a@x.com", "enforce a@x.com", "remove gone@x.com"]
+        vec!["look up a@x.com", "enforce a@x.com", "remove gone@x.com"]
     );
     let status = writes.written.last().unwrap();
     assert!(
@@ -333,16 +344,17 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
             .contains("could not apply")
     );
     assert_eq!(status.users.len(), 1, "the removed user's entry is gone");
-    assert_eq!(report.removed.len(), 1);
+    let removed = |c: &&Change| matches!(c, Change::Removed { .. });
+    assert_eq!(report.changes.iter().filter(removed).count(), 1);
     // A transient failure stops the pass before the removal, which stays owed.
     let api = ScriptedApi {
-        observe: Some(Ok([("a@x.com".to_string(), member)].into())),
+        look_up: Some(Ok([("a@x.com".to_string(), member)].into())),
         enforce: Some(error(502)),
         ..Default::default()
     };
     let mut writes = Writes::default();
     let report = pass(&api, &spec, &previous, &mut writes).await.unwrap();
-    assert_eq!(api.calls(), vec!["observe a@x.com", "enforce a@x.com"]);
+    assert_eq!(api.calls(), vec!["look up a@x.com", "enforce a@x.com"]);
     let status = writes.written.last().unwrap();
     assert_eq!(
         status
@@ -355,7 +367,7 @@ async fn enforce_and_remove_failures_keep_what_is_owed() {
     assert!(report.problem.is_some());
     // A failed removal keeps the entry, with why.
     let api = ScriptedApi {
-        observe: Some(Ok(BTreeMap::new())),
+        look_up: Some(Ok(BTreeMap::new())),
         remove: Some(error(500)),
         ..Default::default()
     };
@@ -384,29 +396,9 @@ impl super::Holders for HeldByOther {
 
 #[tokio::test]
 async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed() {
-    let owned = |email: &str, state| UserStatus {
-        ownership: Some(Ownership::Created),
-        identifier: Some(email.into()),
-        ..plan::entry(email, state)
-    };
-    let previous = UserInvitationStatus {
-        observed_generation: Some(0),
-        users: vec![
-            owned("a@x.com", UserState::Invited),
-            owned("gone@x.com", UserState::Invited),
-        ],
-        ..Default::default()
-    };
-    let mut spec = spec(&["a@x.com"]);
-    spec.access_policy = AccessPolicy::Enforce;
-    spec.deletion_policy = DeletionPolicy::Delete;
-    let member = Observed::Member {
-        identifier: "a@x.com".into(),
-        accepted: true,
-        grants: Some(UserGrants::default()),
-    };
+    let (previous, spec, member) = owed();
     let api = ScriptedApi {
-        observe: Some(Ok([("a@x.com".to_string(), member)].into())),
+        look_up: Some(Ok([("a@x.com".to_string(), member)].into())),
         ..Default::default()
     };
     let requested = plan::requested_addresses(&spec).unwrap();
@@ -421,8 +413,13 @@ async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed()
     // Planned with nobody else holding them; held elsewhere by the time of the calls.
     let mut writes = Writes::default();
     let report = sync(&api, &ctx, &HeldByOther, &mut writes).await.unwrap();
-    assert_eq!(api.calls(), vec!["observe a@x.com"], "no change was made");
-    assert_eq!(report.left_alone.len(), 2, "{report:?}");
+    assert_eq!(api.calls(), vec!["look up a@x.com"], "no change was made");
+    let left_alone = |c: &&Change| matches!(c, Change::LeftAlone { .. });
+    assert_eq!(
+        report.changes.iter().filter(left_alone).count(),
+        2,
+        "{report:?}"
+    );
     let status = writes.written.last().unwrap();
     assert_eq!(status.users.len(), 1, "the removal is no longer owed");
     assert_eq!(status.users[0].ownership, None);

@@ -13,8 +13,11 @@ use std::{sync::Arc, time::Duration};
 use crate::common::{logs::Captured, *};
 use invite_operator::{
     api::{AnyEndpoint, ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation},
-    controller::{ClientSettings, build_client},
-    invite::{ApiToken, coalesce::BatchSettings},
+    invite::{
+        ApiToken,
+        client::{ClientSettings, build_client},
+        coalesce::BatchSettings,
+    },
     telemetry::Metrics,
 };
 use k8s_openapi::{ByteString, api::events::v1::Event};

@@ -31,17 +31,15 @@ mod members;
 mod snapshot;
 
 use members::MemberCache;
-pub use members::{MEMBER_TTL, SEARCH_LIMIT};
 use snapshot::InvitationCache;
-pub use snapshot::{OrgInvitation, observe_one};
 
 use super::{
-    ApiError, ApiToken, ConnectError, ErrorCategory, InviteApi, InviteOutcome, InviteRequest,
-    Lookup, Observed, Transport,
+    ApiError, ApiToken, ConnectError, ErrorCategory, InviteApi, InviteOutcome, InvitePayload,
+    InviteRequest, Lookup, Observed, Transport,
     decode::{self, as_i64},
     transport::{Answer, error_from_answer},
 };
-use crate::api::{ApiFlavor, EndpointConnection, UserInvitationSpec};
+use crate::api::{ApiFlavor, EndpointConnection, OrgInvitationRequest};
 
 /// How long an organization invitation stays valid.
 pub const INVITATION_LIFETIME_DAYS: i64 = 7;
@@ -253,12 +251,13 @@ impl InviteApi for OrgInvitationClient {
         self.transport.timeout()
     }
 
-    fn batch_key(&self, spec: &UserInvitationSpec) -> String {
-        let mut payload = spec.org_invitation.clone();
-        if let Some(p) = payload.as_mut() {
-            p.usernames.clear();
-        }
-        serde_json::to_string(&payload).unwrap_or_default()
+    fn batch_key(&self, payload: &InvitePayload) -> String {
+        let InvitePayload::Org(payload) = payload else {
+            return String::new();
+        };
+        let mut payload = (**payload).clone();
+        payload.usernames.clear();
+        serde_json::to_string(&Some(payload)).unwrap_or_default()
     }
 
     async fn verify_credentials(&self) -> Result<(), ApiError> {
@@ -269,7 +268,7 @@ impl InviteApi for OrgInvitationClient {
         self.over_budget.lock().expect("lock").clone()
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         if lookups.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -292,35 +291,34 @@ impl InviteApi for OrgInvitationClient {
         requests: &[InviteRequest],
         send_by: Instant,
     ) -> BTreeMap<String, InviteOutcome> {
-        let Some(payload) = requests.first().and_then(|r| r.spec.org_invitation.clone()) else {
-            return requests
-                .iter()
-                .map(|r| {
-                    let message = "spec.orgInvitation is not set".to_string();
-                    (r.email.clone(), InviteOutcome::Rejected { message })
-                })
-                .collect();
-        };
-        // The requests of one resource share its spec: that is how a batch's usernames are
+        // The requests of one resource share its payload: that is how a batch's usernames are
         // told apart by resource (a refusal is only ever inferred within one resource).
-        let mut resources: Vec<&std::sync::Arc<UserInvitationSpec>> = Vec::new();
-        let usernames = requests
-            .iter()
-            .map(|r| {
-                let resource = match resources
-                    .iter()
-                    .position(|s| std::sync::Arc::ptr_eq(s, &r.spec))
-                {
-                    Some(i) => i,
-                    None => {
-                        resources.push(&r.spec);
-                        resources.len() - 1
-                    }
-                };
-                (r.email.clone(), resource)
-            })
-            .collect();
-        self.invite_isolating(&payload, usernames, send_by).await
+        let mut resources: Vec<&std::sync::Arc<OrgInvitationRequest>> = Vec::new();
+        let (mut usernames, mut outcomes) = (Vec::new(), BTreeMap::new());
+        for r in requests {
+            let InvitePayload::Org(payload) = &r.payload else {
+                let message = "not an OrgInvitation request".to_string();
+                outcomes.insert(r.email.clone(), InviteOutcome::Rejected { message });
+                continue;
+            };
+            let resource = match resources
+                .iter()
+                .position(|s| std::sync::Arc::ptr_eq(s, payload))
+            {
+                Some(i) => i,
+                None => {
+                    resources.push(payload);
+                    resources.len() - 1
+                }
+            };
+            usernames.push((r.email.clone(), resource));
+        }
+        let Some(payload) = resources.first() else {
+            return outcomes;
+        };
+        let sent = self.invite_isolating(payload, usernames, send_by).await;
+        outcomes.extend(sent);
+        outcomes
     }
 
     async fn enforce(

@@ -177,8 +177,8 @@ mod reads {
     use crate::{
         api::UserInvitationSpec,
         invite::{
-            ApiToken, InviteApi, InviteRequest, Lookup, LookupLimits, Observed, Transport,
-            TransportSettings,
+            ApiToken, InviteApi, InvitePayload, InviteRequest, Lookup, LookupLimits, Observed,
+            Transport, TransportSettings,
             orginvitation::{OrgInvitationClient, connect},
         },
         telemetry::ApiCallRecorder,
@@ -243,12 +243,12 @@ mod reads {
             "orgInvitation": {"usernames": emails, "organizationRoles": [{"name": "org_member"}]},
         }))
         .unwrap();
-        let spec = Arc::new(spec);
+        let payload = Arc::new(spec.org_invitation.unwrap());
         let requests: Vec<InviteRequest> = emails
             .iter()
             .map(|e| InviteRequest {
                 email: e.to_string(),
-                spec: spec.clone(),
+                payload: InvitePayload::Org(payload.clone()),
                 resend: false,
             })
             .collect();
@@ -262,7 +262,7 @@ mod reads {
         let mock = mock(members(450)).await;
         let client = client(&mock);
         let asked = ["a@x.com", "b@x.com", "m00400@corp.example.com"];
-        let first = client.observe(&lookups(&asked)).await.unwrap();
+        let first = client.look_up(&lookups(&asked)).await.unwrap();
         assert!(matches!(
             first["m00400@corp.example.com"],
             Observed::Member { .. }
@@ -272,7 +272,7 @@ mod reads {
         assert_eq!(calls(&mock, "list members"), 3);
         assert_eq!(calls(&mock, "search members"), 0);
         invite(&client, &["a@x.com", "b@x.com"]).await;
-        let after = client.observe(&lookups(&asked)).await.unwrap();
+        let after = client.look_up(&lookups(&asked)).await.unwrap();
         let Observed::PendingInvitation { reference, .. } = &after["a@x.com"] else {
             panic!("{after:?}");
         };
@@ -283,7 +283,7 @@ mod reads {
                 .unwrap()
                 .is_some()
         );
-        let revoked = client.observe(&lookups(&asked)).await.unwrap();
+        let revoked = client.look_up(&lookups(&asked)).await.unwrap();
         assert!(matches!(
             revoked["a@x.com"],
             Observed::RevokedInvitation { .. }
@@ -303,7 +303,7 @@ mod reads {
         let mock = mock(members(2_000)).await;
         let client = client(&mock);
         let asked = ["m01999@corp.example.com", "new@x.com"];
-        let found = client.observe(&lookups(&asked)).await.unwrap();
+        let found = client.look_up(&lookups(&asked)).await.unwrap();
         assert!(
             matches!(found["m01999@corp.example.com"], Observed::Member { ref identifier, .. } if !identifier.is_empty())
         );
@@ -312,7 +312,7 @@ mod reads {
         assert_eq!(calls(&mock, "list members"), 1);
         assert_eq!(calls(&mock, "search members"), 2);
         // Known now: asked again, only the invitations are read.
-        client.observe(&lookups(&asked)).await.unwrap();
+        client.look_up(&lookups(&asked)).await.unwrap();
         assert_eq!(
             calls(&mock, "list members") + calls(&mock, "search members"),
             3
@@ -321,7 +321,7 @@ mod reads {
         // As many new addresses as the listing has pages: the listing is cheaper.
         let many: Vec<String> = (0..10).map(|i| format!("n{i}@x.com")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        client.observe(&lookups(&many)).await.unwrap();
+        client.look_up(&lookups(&many)).await.unwrap();
         assert_eq!(calls(&mock, "list members"), 1 + 10);
         assert_eq!(calls(&mock, "search members"), 2);
     }
@@ -332,16 +332,16 @@ mod reads {
         let decoys = (0..25).map(|i| format!("j{i}ann@x.com"));
         let mock = mock(decoys.chain(members(1_000))).await;
         let client = client(&mock);
-        let found = client.observe(&lookups(&["ann@x.com"])).await.unwrap();
+        let found = client.look_up(&lookups(&["ann@x.com"])).await.unwrap();
         assert_eq!(found["ann@x.com"], Observed::Absent);
         assert_eq!(calls(&mock, "search members"), 1);
         // 1,025 members: six pages, the first one read once.
         assert_eq!(calls(&mock, "list members"), 6);
         // A full page that names the address exactly decides it.
-        let found = client.observe(&lookups(&["j3ann@x.com"])).await.unwrap();
+        let found = client.look_up(&lookups(&["j3ann@x.com"])).await.unwrap();
         assert!(matches!(found["j3ann@x.com"], Observed::Member { .. }));
         let fresh = self::client(&mock);
-        let found = fresh.observe(&lookups(&["j3ann@x.com"])).await.unwrap();
+        let found = fresh.look_up(&lookups(&["j3ann@x.com"])).await.unwrap();
         assert!(matches!(found["j3ann@x.com"], Observed::Member { .. }));
         assert_eq!(calls(&mock, "search members"), 2);
         assert_eq!(calls(&mock, "list members"), 7);
@@ -352,11 +352,11 @@ mod reads {
         let mock = mock(members(450)).await;
         let client = client(&mock);
         let asked = ["dana@x.com", "eve@x.com", "fay@x.com"];
-        client.observe(&lookups(&asked)).await.unwrap();
+        client.look_up(&lookups(&asked)).await.unwrap();
         // Invited by someone else, and accepted: membership as read does not show it yet.
         invite(&self::client(&mock), &["dana@x.com"]).await;
         assert!(mock.api.redeem_invitation("dana@x.com"));
-        let now = client.observe(&lookups(&asked)).await.unwrap();
+        let now = client.look_up(&lookups(&asked)).await.unwrap();
         assert!(
             matches!(now["dana@x.com"], Observed::RedeemedInvitation { .. }),
             "{now:?}"
@@ -376,7 +376,7 @@ mod reads {
             ..LookupLimits::default()
         };
         let client = client_with(&mock, limits);
-        let error = client.observe(&lookups(&["a@x.com"])).await.unwrap_err();
+        let error = client.look_up(&lookups(&["a@x.com"])).await.unwrap_err();
         assert!(
             error.to_string().contains("more than 300 members"),
             "{error}"

@@ -124,7 +124,7 @@ impl UserInviteClient {
             .iter()
             .map(|u| Lookup::email(normalized(&u.email_address)))
             .collect();
-        let now = self.observe(&lookups).await?;
+        let now = self.look_up(&lookups).await?;
         let mut rest = Vec::new();
         for user in batch {
             let email = normalized(&user.email_address);
@@ -154,7 +154,7 @@ impl UserInviteClient {
         outcomes: &mut BTreeMap<String, InviteOutcome>,
     ) {
         let lookups: Vec<Lookup> = emails.iter().map(Lookup::email).collect();
-        let confirmed = self.observe(&lookups).await.unwrap_or_default();
+        let confirmed = self.look_up(&lookups).await.unwrap_or_default();
         for email in emails {
             let identifier = match confirmed.get(email) {
                 Some(Observed::Member { identifier, .. }) => identifier.clone(),

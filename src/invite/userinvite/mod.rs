@@ -20,8 +20,8 @@ use tokio::time::Instant;
 mod isolate;
 
 use super::{
-    ApiError, ApiToken, InviteApi, InviteOutcome, InviteRequest, Lookup, Observed, Transport,
-    UserGrants,
+    ApiError, ApiToken, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Lookup, Observed,
+    Transport, UserGrants,
     decode::{self, ApiUser},
 };
 use crate::api::{ApiFlavor, UserToCreate, address};
@@ -205,7 +205,7 @@ impl InviteApi for UserInviteClient {
         Ok(())
     }
 
-    async fn observe(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
+    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         let mut found = BTreeMap::new();
         if lookups.is_empty() {
             return Ok(found);
@@ -252,13 +252,13 @@ impl InviteApi for UserInviteClient {
             .map(|r| r.email.clone())
             .collect();
         for request in requests {
-            match request.spec.user(&request.email) {
-                Some(user) => users.push(user),
-                None => {
+            match &request.payload {
+                InvitePayload::User(user) => users.push(user),
+                InvitePayload::Org(_) => {
                     outcomes.insert(
                         request.email.clone(),
                         InviteOutcome::Rejected {
-                            message: "the spec lists no such user".into(),
+                            message: "not a UserInvite request".into(),
                         },
                     );
                 }

@@ -13,7 +13,7 @@ use crate::{
 
 /// Phase 1: the addresses whose state in the API must be known before deciding, with the
 /// identifiers already known.
-pub fn addresses_to_observe(ctx: &PlanContext<'_>) -> Vec<Lookup> {
+pub fn addresses_to_look_up(ctx: &PlanContext<'_>) -> Vec<Lookup> {
     ctx.requested
         .addresses
         .iter()
@@ -30,7 +30,7 @@ pub fn addresses_to_observe(ctx: &PlanContext<'_>) -> Vec<Lookup> {
 /// The addresses a pass works on and must hold meanwhile: those it looks up (it may invite
 /// them) and those whose removal it owes.
 pub fn addresses_to_claim(ctx: &PlanContext<'_>) -> Vec<String> {
-    addresses_to_observe(ctx)
+    addresses_to_look_up(ctx)
         .into_iter()
         .map(|l| l.email)
         .chain(super::removals(ctx).into_iter().map(|u| u.email_address))
@@ -73,7 +73,7 @@ pub struct InvitePlan {
 
 /// Phase 2: decides every requested address from its previous entry, what the API reports
 /// (where looked up) and who else holds the person.
-pub fn plan(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> InvitePlan {
+pub fn decide(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> InvitePlan {
     let mut to_invite = Vec::new();
     let mut resends = Vec::new();
     let mut users: Vec<UserStatus> = ctx
@@ -82,7 +82,7 @@ pub fn plan(ctx: &PlanContext<'_>, observed: &BTreeMap<String, Observed>) -> Inv
         .iter()
         .map(|email| {
             let previous = ctx.previous_entry(email);
-            match decide(ctx, email, previous, observed.get(email)) {
+            match decide_one(ctx, email, previous, observed.get(email)) {
                 Decision::Keep(entry) => entry,
                 Decision::Invite { resend } => {
                     to_invite.push(email.clone());
@@ -128,7 +128,7 @@ enum Decision {
     },
 }
 
-fn decide(
+fn decide_one(
     ctx: &PlanContext<'_>,
     email: &str,
     previous: Option<&UserStatus>,
@@ -224,12 +224,11 @@ fn found_member(
             } else if next.state == Inviting {
                 next.state = Invited;
                 next.message = None;
-                next.expires_at = next.invited_at.map(|t| t + ctx.invitation_lifetime);
-            } else if expired(ctx, next.expires_at) {
-                if ctx.spec.reinvite_expired {
-                    return Decision::Invite { resend: true };
-                }
-                next.state = Expired;
+                next.expires_at = next.invited_at.map(|t| t + ctx.facts.invitation_lifetime);
+            } else if expired(ctx, next.expires_at)
+                && let Some(again) = expire(ctx, &mut next, true)
+            {
+                return again;
             }
         }
         AlreadyMember | Accepted | Revoked | Deleted => {}
@@ -274,11 +273,7 @@ fn found_invitation(
         }
         Invited | Expired if another => {
             // Someone else's invitation, expired too; this resource's own is gone.
-            if ctx.spec.reinvite_expired {
-                return Decision::Invite { resend: true };
-            }
-            next.state = Expired;
-            return Decision::Keep(next);
+            return expire(ctx, &mut next, true).unwrap_or(Decision::Keep(next));
         }
         Inviting => {
             next.state = Invited;
@@ -286,11 +281,8 @@ fn found_invitation(
             next.message = None;
         }
         Invited | Expired => {
-            if !live {
-                if ctx.spec.reinvite_expired {
-                    return Decision::Invite { resend: true };
-                }
-                next.state = Expired;
+            if !live && let Some(again) = expire(ctx, &mut next, true) {
+                return again;
             }
         }
         AlreadyMember | Accepted | Revoked | Deleted => return Decision::Keep(next),
@@ -319,10 +311,10 @@ fn invitation_of_another(
             (Some(ours), Some(sent)) => {
                 // The API's clock is not ours, and `invitedAt` is rounded up to the second:
                 // only an invitation sent well outside this resource's request is another's.
-                let slack = jiff::SignedDuration::try_from(ctx.settle.clock_skew)
+                let slack = jiff::SignedDuration::try_from(ctx.facts.settle.clock_skew)
                     .unwrap_or(jiff::SignedDuration::ZERO)
                     + API_CLOCK_SLACK;
-                sent < ours - slack || sent > ctx.settle.settles_at(ours) + slack
+                sent < ours - slack || sent > ctx.facts.settle.settles_at(ours) + slack
             }
             _ => false,
         },
@@ -336,6 +328,16 @@ const API_CLOCK_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(60
 /// Whether an identifier is an invitation's reference link (OrgInvitation), not a user id.
 pub(super) fn is_reference(identifier: &str) -> bool {
     identifier.starts_with('/')
+}
+
+/// An invitation that expired: invited again (`resend`: a new invitation replaces the old
+/// one) when the spec asks for it (`reinviteExpired`); otherwise the entry is `Expired`.
+fn expire(ctx: &PlanContext<'_>, next: &mut UserStatus, resend: bool) -> Option<Decision> {
+    if ctx.spec.reinvite_expired {
+        return Some(Decision::Invite { resend });
+    }
+    next.state = UserState::Expired;
+    None
 }
 
 /// The entry of a person whose invitation or membership this resource did not make: reported
@@ -370,11 +372,7 @@ fn found_nothing(ctx: &PlanContext<'_>, mut next: UserStatus) -> Decision {
         Pending | Inviting | Failed => Decision::Invite { resend: false },
         Expired if ctx.spec.reinvite_expired => Decision::Invite { resend: false },
         Invited if expired(ctx, next.expires_at) => {
-            if ctx.spec.reinvite_expired {
-                return Decision::Invite { resend: false };
-            }
-            next.state = Expired;
-            Decision::Keep(next)
+            expire(ctx, &mut next, false).unwrap_or(Decision::Keep(next))
         }
         Invited => {
             next.state = Revoked;

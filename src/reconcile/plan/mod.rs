@@ -25,14 +25,15 @@ use std::{collections::BTreeMap, time::Duration};
 use jiff::{SignedDuration, Timestamp};
 
 pub use binding::{Binding, bind_to_endpoint};
-pub use decide::{InvitePlan, addresses_to_claim, addresses_to_observe, plan};
-pub use outcome::{apply_outcomes, lookup_failed, revert_inviting};
+pub use decide::{InvitePlan, addresses_to_claim, addresses_to_look_up, decide};
+pub use outcome::{apply_outcomes, lookup_failed};
+#[cfg(test)]
+use summary::{MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, to_time, truncate_condition};
 pub use summary::{
-    MAX_CONDITION_BYTES, MAX_MESSAGE_BYTES, Progress, READY, RECONCILING, STALLED, blocked_status,
-    conditions, conditions_for, settle_wait, summarize, to_time, truncate_condition,
+    Progress, READY, blocked_status, conditions, conditions_for, settle_wait, summarize,
     truncate_message,
 };
-pub use tenancy::{GrantDrift, grant_drift, kept_entries, removals, scoped_target};
+pub use tenancy::{grant_drift, kept_entries, removals};
 
 use crate::api::{
     AccessPolicy, AllowedGrants, ApiIdentity, DeletionPolicy, EndpointBinding, FailureReason,
@@ -266,18 +267,8 @@ pub struct PlanContext<'a> {
     pub now: Timestamp,
     /// Whether this pass also checks invited users for acceptance and expiry.
     pub check_invited: bool,
-    /// The API the endpoint reaches.
-    pub api: ApiIdentity,
-    /// The endpoint object.
-    pub endpoint: EndpointBinding,
-    /// Lifetime of an invitation of the endpoint's API.
-    pub invitation_lifetime: SignedDuration,
-    /// The settle window of new intents.
-    pub settle: SettleWindow,
-    /// Whether the endpoint allows adopting users that existed before.
-    pub adoption: bool,
-    /// The endpoint's `allowed` grants (`None`: unrestricted).
-    pub allowed: Option<&'a AllowedGrants>,
+    /// What the pass knows of the endpoint.
+    pub facts: EndpointFacts<'a>,
     /// Persons other resources hold on the same API, by address.
     pub others: BTreeMap<String, OtherHolder>,
 }
@@ -358,7 +349,7 @@ impl<'a> PlanContext<'a> {
         previous: &'a UserInvitationStatus,
         generation: i64,
         check_invited: bool,
-        endpoint: EndpointFacts<'a>,
+        facts: EndpointFacts<'a>,
     ) -> PlanContext<'a> {
         PlanContext {
             requested,
@@ -367,12 +358,7 @@ impl<'a> PlanContext<'a> {
             generation,
             now: now(),
             check_invited,
-            api: endpoint.api,
-            endpoint: endpoint.endpoint,
-            invitation_lifetime: endpoint.invitation_lifetime,
-            settle: endpoint.settle,
-            adoption: endpoint.adoption,
-            allowed: endpoint.allowed,
+            facts,
             others: BTreeMap::new(),
         }
     }
@@ -400,7 +386,7 @@ impl<'a> PlanContext<'a> {
 
     /// … and the ownership an existing user gets here.
     fn ownership_of_existing(&self) -> Option<Ownership> {
-        (self.wants_adoption() && self.adoption).then_some(Ownership::Adopted)
+        (self.wants_adoption() && self.facts.adoption).then_some(Ownership::Adopted)
     }
 }
 

@@ -46,7 +46,8 @@ fn apply(ctx: &PlanContext<'_>, user: &mut UserStatus, outcome: &InviteOutcome) 
             user.identifier = Some(identifier.clone());
             user.invited_at = Some(invited_at);
             user.settles_at = None;
-            user.expires_at = Some(expires_at.unwrap_or(invited_at + ctx.invitation_lifetime));
+            user.expires_at =
+                Some(expires_at.unwrap_or(invited_at + ctx.facts.invitation_lifetime));
             user.message = warning.as_deref().map(truncate_message);
         }
         InviteOutcome::AlreadyMember { identifier } => {
@@ -76,16 +77,6 @@ fn apply(ctx: &PlanContext<'_>, user: &mut UserStatus, outcome: &InviteOutcome) 
     }
 }
 
-/// Puts addresses that were about to be invited back to `Pending` (nothing was sent), with
-/// the reason.
-pub fn revert_inviting(users: &mut [UserStatus], message: &str) {
-    for user in users.iter_mut().filter(|u| u.state == UserState::Inviting) {
-        let email = user.email_address.clone();
-        *user = super::entry(&email, UserState::Pending);
-        user.message = Some(truncate_message(message));
-    }
-}
-
 /// The status to show when a lookup failed, if it should be shown: when some looked-up user
 /// is undecided (new, `Pending`, `Inviting`), or when the endpoint refuses us. A failed
 /// acceptance check of settled users changes nothing.
@@ -111,15 +102,15 @@ pub fn lookup_failed(
         ctx.now,
         &Blocked::new(reason, error.to_string()),
     );
-    status.api = Some(ctx.api.clone());
-    status.endpoint = Some(ctx.endpoint.clone());
+    status.api = Some(ctx.facts.api.clone());
+    status.endpoint = Some(ctx.facts.endpoint.clone());
     Some(status)
 }
 
 impl PlanContext<'_> {
     /// The message of an existing user this resource may not manage although it wants to.
     pub(super) fn left_alone_message(&self) -> Option<String> {
-        (self.wants_adoption() && !self.adoption).then(|| {
+        (self.wants_adoption() && !self.facts.adoption).then(|| {
             "existed before; left alone: the endpoint does not allow adopting existing users".into()
         })
     }

@@ -210,14 +210,14 @@ proptest! {
         let requested = requested_addresses(&case.spec).unwrap();
         let ctx = context(&case, &requested);
         // What a pass looks up is what it observes; the rest is not reported.
-        let looked_up: BTreeMap<String, Observed> = addresses_to_observe(&ctx)
+        let looked_up: BTreeMap<String, Observed> = addresses_to_look_up(&ctx)
             .into_iter()
             .map(|l| {
                 let o = case.observed.get(&l.email).cloned().unwrap_or(Observed::Absent);
                 (l.email, o)
             })
             .collect();
-        let p = plan(&ctx, &looked_up);
+        let p = decide(&ctx, &looked_up);
         // One entry per requested address, in order, then one per invalid entry.
         let emails: Vec<&str> = p.users.iter().map(|u| u.email_address.as_str()).collect();
         let mut expected: Vec<&str> = requested.addresses.iter().map(String::as_str).collect();

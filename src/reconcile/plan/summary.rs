@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::{Blocked, PlanContext, ReadyReason, Requested, decide::invalid_entries_of, entry};
-use crate::api::{UserInvitationSpec, UserInvitationStatus, UserState, UserStatus};
+use crate::api::{ApiFlavor, UserInvitationSpec, UserInvitationStatus, UserState, UserStatus};
 
 /// Type of the readiness condition.
 pub const READY: &str = "Ready";
@@ -101,7 +101,7 @@ fn counts(ctx: &PlanContext<'_>, requested: &[&UserStatus]) -> Counts {
                 && u.ownership.is_none()
                 && !elsewhere(u)
                 && ctx.wants_adoption()
-                && !ctx.adoption
+                && !ctx.facts.adoption
         }),
         elsewhere: count(&elsewhere),
     }
@@ -130,9 +130,11 @@ pub fn summarize(
     let invited_users = listed
         .iter()
         .filter(|u| u.state.is_invited())
-        .map(|u| match &u.identifier {
-            // OrgInvitation identifiers are invitation references; list the person instead.
-            Some(id) if id.contains('@') && !id.contains('/') => id.clone(),
+        .map(|u| match (ctx.facts.endpoint.api, &u.identifier) {
+            // A UserInvite user's identifier is the address the API knows them by; an
+            // OrgInvitation identifier is an invitation reference or a user id, so the person
+            // is listed by address.
+            (ApiFlavor::UserInvite, Some(id)) => id.clone(),
             _ => u.email_address.clone(),
         })
         .collect();
@@ -146,8 +148,8 @@ pub fn summarize(
             ctx.generation,
             ctx.now,
         ),
-        api: Some(ctx.api.clone()),
-        endpoint: Some(ctx.endpoint.clone()),
+        api: Some(ctx.facts.api.clone()),
+        endpoint: Some(ctx.facts.endpoint.clone()),
         invited: c.done as u32,
         failed: c.failed as u32,
         invited_users,

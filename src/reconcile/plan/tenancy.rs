@@ -56,7 +56,7 @@ pub fn grant_drift(
             else {
                 return None;
             };
-            let target = scoped_target(desired.get(&u.email_address)?, actual, ctx.allowed);
+            let target = scoped_target(desired.get(&u.email_address)?, actual, ctx.facts.allowed);
             (&target != actual).then(|| GrantDrift {
                 email: u.email_address.clone(),
                 identifier: identifier.clone(),

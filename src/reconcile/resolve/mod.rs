@@ -1,23 +1,80 @@
-//! Pure checks of a UserInvitation against its endpoint: existence, API flavour, the
-//! platform's endpoint policy (URL scheme and hosts), namespace selector, size limit, allowed
-//! grants, and where the credentials live.
+//! Resolving a UserInvitation's endpoint: the one place an endpoint, the platform's policy
+//! and its token are put together. Where the objects come from is a [`Source`]: the
+//! controller's caches (and a `get` of the Secret), or the manifests of the one-shot mode.
+//!
+//! How the token is read: [`secret_location`] says which Secret and key, [`Source::secret`]
+//! fetches it, [`credentials`] reads the token ([`read_token`]) and checks the Secret's
+//! [`CREDENTIALS_LABEL`] where the rules require it; [`resolve`] then builds the client.
 
 mod allowed;
+mod check;
 mod url_policy;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::LabelSelector,
-};
+use k8s_openapi::{ByteString, api::core::v1::Secret};
 
+pub use check::{
+    CheckContext, check_endpoint, endpoint_display, required_flavor, selector_matches,
+};
 pub use url_policy::{EndpointPolicy, check_urls};
 
 use super::plan::{Blocked, ReadyReason};
 use crate::{
-    api::{AnyEndpoint, ApiFlavor, MEMBERSHIP_ONLY, UserInvitation},
-    invite::ApiToken,
+    api::{AnyEndpoint, ApiIdentity, UserInvitation},
+    invite::{ApiToken, ConnectError, SharedApi, api_identity},
 };
+
+/// The label a Secret must carry before a namespaced InvitationEndpoint may use it.
+pub const CREDENTIALS_LABEL: &str = "invite.operators.dev/credentials";
+
+/// Where the objects a resource is resolved against come from.
+pub trait Source: Sync {
+    /// Why an object could not be read (not: that it does not exist).
+    type Error: Send;
+
+    /// The endpoint a resource references, if there is one.
+    fn endpoint(&self, invitation: &UserInvitation) -> Option<AnyEndpoint>;
+
+    /// The labels of a namespace (for a ClusterInvitationEndpoint's namespaceSelector).
+    fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, Self::Error>> + Send;
+
+    /// The Secret at `location`, if it exists.
+    fn secret(
+        &self,
+        location: &SecretLocation,
+    ) -> impl Future<Output = Result<Option<Secret>, Self::Error>> + Send;
+
+    /// The client of an endpoint that passed its checks, with its token.
+    fn client(&self, endpoint: &AnyEndpoint, token: ApiToken) -> Result<SharedApi, ConnectError>;
+}
+
+/// What an endpoint is held to besides its own spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    /// What the platform allows endpoints to reach.
+    pub policy: &'a EndpointPolicy,
+    /// Namespace of ClusterInvitationEndpoint Secrets that name none.
+    pub operator_namespace: &'a str,
+    /// Whether a namespaced InvitationEndpoint may only use Secrets labelled
+    /// [`CREDENTIALS_LABEL`]`=true`.
+    pub require_credentials_label: bool,
+}
+
+/// An endpoint ready to serve a resource.
+pub struct Resolved {
+    /// The endpoint.
+    pub endpoint: AnyEndpoint,
+    /// Its client.
+    pub api: SharedApi,
+    /// The API it reaches.
+    pub identity: ApiIdentity,
+    /// Where its token is.
+    pub location: SecretLocation,
+}
 
 /// Where an endpoint's token is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,111 +87,96 @@ pub struct SecretLocation {
     pub key: String,
 }
 
-/// A human name of the endpoint a UserInvitation references, e.g.
-/// `ClusterInvitationEndpoint "default"`.
-pub fn endpoint_display(invitation: &UserInvitation) -> String {
-    let r = &invitation.spec.endpoint_ref;
-    format!("{} {:?}", r.kind, r.name)
+/// An endpoint's token, or why there is none.
+pub enum Credentials {
+    /// The token.
+    Token(ApiToken),
+    /// The Secret or its key is missing.
+    Missing(Blocked),
+    /// The Secret is not labelled for use by namespaced endpoints ([`CREDENTIALS_LABEL`]):
+    /// its value is never sent anywhere.
+    NotLabelled(Blocked),
 }
 
-/// The API flavour a spec needs: `users` → UserInvite, `orgInvitation` → OrgInvitation.
-pub fn required_flavor(invitation: &UserInvitation) -> Option<ApiFlavor> {
-    match (&invitation.spec.users, &invitation.spec.org_invitation) {
-        (Some(_), None) => Some(ApiFlavor::UserInvite),
-        (None, Some(_)) => Some(ApiFlavor::OrgInvitation),
-        _ => None,
-    }
-}
-
-/// What a resource is checked against besides its endpoint.
-#[derive(Clone, Copy, Debug)]
-pub struct CheckContext<'a> {
-    /// Labels of the resource's namespace (for a ClusterInvitationEndpoint's namespaceSelector).
-    pub namespace_labels: &'a BTreeMap<String, String>,
-    /// How many users the resource requests.
-    pub requested_users: usize,
-    /// What the platform allows endpoints to reach.
-    pub policy: &'a EndpointPolicy,
-}
-
-/// Checks that `endpoint` may serve `invitation`: it exists and speaks the right API, the
-/// platform allows its URLs, and (cluster endpoints) it admits the namespace, the number of
-/// users and every grant the spec asks for.
-pub fn check_endpoint(
+/// Finds the endpoint of `invitation`, checks it may serve the resource (`requested_users`
+/// of them), reads its token and builds its client.
+pub async fn resolve<S: Source>(
+    source: &S,
+    rules: Rules<'_>,
     invitation: &UserInvitation,
-    endpoint: Option<&AnyEndpoint>,
-    check: CheckContext<'_>,
-) -> Result<(), Blocked> {
-    let name = endpoint_display(invitation);
-    let Some(endpoint) = endpoint else {
-        return Err(Blocked::new(
-            ReadyReason::EndpointNotFound,
-            format!("{name} not found"),
-        ));
+    requested_users: usize,
+) -> Result<Result<Resolved, Blocked>, S::Error> {
+    let endpoint = source.endpoint(invitation);
+    let labels = match &endpoint {
+        Some(AnyEndpoint::Cluster(c)) if c.spec.namespace_selector.is_some() => {
+            let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
+            source.namespace_labels(namespace).await?
+        }
+        _ => BTreeMap::new(),
     };
-    let flavor = endpoint.connection().api;
-    if let Some(required) = required_flavor(invitation)
-        && required != flavor
-    {
-        let field = match required {
-            ApiFlavor::UserInvite => "spec.users",
-            ApiFlavor::OrgInvitation => "spec.orgInvitation",
-        };
-        return Err(Blocked::new(
-            ReadyReason::EndpointMismatch,
-            format!("{field} needs an endpoint with api {required}, but {name} has api {flavor}"),
-        ));
-    }
-    check_urls(endpoint, check.policy)?;
-    let AnyEndpoint::Cluster(cluster) = endpoint else {
-        return Ok(());
+    let check = CheckContext {
+        namespace_labels: &labels,
+        requested_users,
+        policy: rules.policy,
     };
-    let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
-    if let Some(selector) = &cluster.spec.namespace_selector
-        && !selector_matches(selector, check.namespace_labels)
-    {
-        return Err(Blocked::new(
-            ReadyReason::NotAllowed,
-            format!("{name} does not allow namespace {namespace:?} (namespaceSelector)"),
-        ));
+    if let Err(blocked) = check_endpoint(invitation, endpoint.as_ref(), check) {
+        return Ok(Err(blocked));
     }
-    let max = cluster.spec.max_users_per_invitation as usize;
-    if check.requested_users > max {
-        return Err(Blocked::new(
-            ReadyReason::NotAllowed,
-            format!(
-                "{} users requested; {name} allows at most {max} per UserInvitation",
-                check.requested_users
-            ),
-        ));
-    }
-    let permitted = allowed::Permitted {
-        allowed: endpoint.allowed().unwrap_or(&MEMBERSHIP_ONLY),
-        explicit: cluster.spec.allowed.is_some(),
+    let endpoint = endpoint.expect("checked above");
+    let not_ready = |message: String| Ok(Err(Blocked::new(ReadyReason::EndpointNotReady, message)));
+    let identity = match api_identity(endpoint.connection()) {
+        Ok(identity) => identity,
+        Err(invalid) => return not_ready(invalid.to_string()),
     };
-    allowed::check(&invitation.spec, permitted, &name)
+    let (location, credentials) = credentials(source, rules, &endpoint).await?;
+    let token = match credentials {
+        Credentials::Token(token) => token,
+        Credentials::Missing(blocked) | Credentials::NotLabelled(blocked) => {
+            return Ok(Err(blocked));
+        }
+    };
+    match source.client(&endpoint, token) {
+        Ok(api) => Ok(Ok(Resolved {
+            endpoint,
+            api,
+            identity,
+            location,
+        })),
+        Err(error) => not_ready(error.to_string()),
+    }
 }
 
-/// Whether a label selector selects an object with these labels. An empty selector selects
-/// everything; an unknown operator selects nothing.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && expressions_ok
+/// The token of an endpoint and where it is read from. With the rules' label requirement (a
+/// namespaced endpoint), only from a Secret labelled [`CREDENTIALS_LABEL`]`=true`: someone who
+/// may create endpoints but not read Secrets cannot have the operator send an unlabelled
+/// Secret to a host of their choice.
+pub async fn credentials<S: Source>(
+    source: &S,
+    rules: Rules<'_>,
+    endpoint: &AnyEndpoint,
+) -> Result<(SecretLocation, Credentials), S::Error> {
+    let location = secret_location(endpoint, rules.operator_namespace);
+    let secret = source.secret(&location).await?;
+    let token = match read_token(secret.as_ref(), &location) {
+        Ok(token) => token,
+        Err(blocked) => return Ok((location, Credentials::Missing(blocked))),
+    };
+    let labelled = secret
+        .as_ref()
+        .and_then(|s| s.metadata.labels.as_ref())
+        .and_then(|l| l.get(CREDENTIALS_LABEL))
+        .is_some_and(|v| v == "true");
+    if endpoint.is_namespaced() && rules.require_credentials_label && !labelled {
+        let blocked = Blocked::new(
+            ReadyReason::EndpointNotReady,
+            format!(
+                "Secret {}/{} is not labelled {CREDENTIALS_LABEL}=true: a namespaced InvitationEndpoint may only use Secrets labelled for it (SecretNotLabelled)",
+                location.namespace, location.name
+            ),
+        );
+        return Ok((location, Credentials::NotLabelled(blocked)));
+    }
+    Ok((location, Credentials::Token(token)))
 }
 
 /// Where the endpoint's token lives. A namespaced endpoint reads its own namespace; a cluster
@@ -193,229 +235,12 @@ pub fn read_token(secret: Option<&Secret>, location: &SecretLocation) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use serde_json::json;
 
-    fn invitation(spec: serde_json::Value) -> UserInvitation {
-        serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-            "metadata": {"name": "x", "namespace": "team"}, "spec": spec
-        }))
-        .unwrap()
-    }
-
-    fn cluster(spec: serde_json::Value) -> AnyEndpoint {
-        AnyEndpoint::Cluster(
-            serde_json::from_value(json!({
-                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
-                "metadata": {"name": "default"}, "spec": spec
-            }))
-            .unwrap(),
-        )
-    }
-
-    fn users(groups: &[&str]) -> UserInvitation {
-        invitation(
-            json!({"users": [{"emailAddress": "a@example.com", "groups": groups, "userGroups": []}]}),
-        )
-    }
-
-    fn base() -> serde_json::Value {
-        json!({"api": "UserInvite", "url": "https://api.example.com",
-               "credentials": {"secretRef": {"name": "tok"}}})
-    }
-
-    fn ctx(labels: &BTreeMap<String, String>, requested_users: usize) -> CheckContext<'_> {
-        static POLICY: std::sync::LazyLock<EndpointPolicy> =
-            std::sync::LazyLock::new(EndpointPolicy::default);
-        CheckContext {
-            namespace_labels: labels,
-            requested_users,
-            policy: &POLICY,
-        }
-    }
-
-    fn reason(r: Result<(), Blocked>) -> Option<ReadyReason> {
-        r.err().map(|b| b.reason)
-    }
-
-    #[test]
-    fn missing_and_mismatched_endpoints() {
-        let inv = users(&[]);
-        let labels = BTreeMap::new();
-        assert_eq!(
-            reason(check_endpoint(&inv, None, ctx(&labels, 1))),
-            Some(ReadyReason::EndpointNotFound)
-        );
-        let mut org = base();
-        org["api"] = json!("OrgInvitation");
-        org["organizationId"] = json!("o");
-        let err = check_endpoint(&inv, Some(&cluster(org)), ctx(&labels, 1)).unwrap_err();
-        assert_eq!(err.reason, ReadyReason::EndpointMismatch);
-        assert!(
-            err.message
-                .contains("spec.users needs an endpoint with api UserInvite"),
-            "{}",
-            err.message
-        );
-        assert_eq!(
-            reason(check_endpoint(
-                &inv,
-                Some(&cluster(base())),
-                ctx(&labels, 1)
-            )),
-            None
-        );
-    }
-
-    #[test]
-    fn namespace_selector_allowed_grants_and_size() {
-        let mut spec = base();
-        spec["namespaceSelector"] =
-            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["prod"]}]});
-        spec["allowed"] = json!({"groups": ["dashboard_management"]});
-        spec["maxUsersPerInvitation"] = json!(2);
-        let ep = cluster(spec);
-        let prod = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
-        let dev = BTreeMap::from([("tier".to_string(), "dev".to_string())]);
-        let ok = users(&["dashboard_management"]);
-        assert_eq!(reason(check_endpoint(&ok, Some(&ep), ctx(&prod, 1))), None);
-        assert_eq!(
-            reason(check_endpoint(&ok, Some(&ep), ctx(&dev, 1))),
-            Some(ReadyReason::NotAllowed)
-        );
-        let greedy = users(&["user_management"]);
-        let err = check_endpoint(&greedy, Some(&ep), ctx(&prod, 1)).unwrap_err();
-        assert!(
-            err.message.contains("\"user_management\""),
-            "{}",
-            err.message
-        );
-        assert_eq!(
-            reason(check_endpoint(&ok, Some(&ep), ctx(&prod, 3))),
-            Some(ReadyReason::NotAllowed)
-        );
-    }
-
-    #[test]
-    fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
-        let labels = BTreeMap::new();
-        let ep = cluster(base());
-        let plain = users(&[]);
-        assert_eq!(
-            reason(check_endpoint(&plain, Some(&ep), ctx(&labels, 1))),
-            None
-        );
-        for (field, user) in [
-            ("spec.users[].groups", json!({"groups": ["admin"]})),
-            ("spec.users[].userGroups", json!({"userGroups": ["admins"]})),
-            ("spec.users[].roles", json!({"roles": ["admin-role"]})),
-        ] {
-            let mut u = json!({"emailAddress": "a@example.com"});
-            for (k, v) in user.as_object().unwrap() {
-                u[k] = v.clone();
-            }
-            let err = check_endpoint(
-                &invitation(json!({"users": [u]})),
-                Some(&ep),
-                ctx(&labels, 1),
-            )
-            .unwrap_err();
-            assert_eq!(err.reason, ReadyReason::NotAllowed, "{field}");
-            assert!(err.message.contains(field), "{field}: {}", err.message);
-            assert!(err.message.contains("spec.allowed."), "{}", err.message);
-        }
-        let mut org_spec = base();
-        org_spec["api"] = json!("OrgInvitation");
-        org_spec["organizationId"] = json!("o");
-        let org_ep = cluster(org_spec);
-        let org = |extra: serde_json::Value| {
-            let mut o = json!({"usernames": ["a@example.com"]});
-            for (k, v) in extra.as_object().unwrap() {
-                o[k] = v.clone();
-            }
-            invitation(json!({"orgInvitation": o}))
-        };
-        let member = org(json!({"organizationRoles": [{"name": "org_member"}]}));
-        assert_eq!(
-            reason(check_endpoint(&member, Some(&org_ep), ctx(&labels, 1))),
-            None
-        );
-        for extra in [
-            json!({"organizationRoles": [{"name": "org_owner"}]}),
-            json!({"orgRoleNames": ["org_owner"]}),
-            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/x"}]}),
-            json!({"customRoles": [{"name": "admin"}]}),
-            json!({"customGroupsIds": ["admins"]}),
-            json!({"invitedBy": "ceo@example.com"}),
-            json!({"organizationRoles": [{"name": "org_member", "resource": "/orgs/other"}]}),
-        ] {
-            assert_eq!(
-                reason(check_endpoint(
-                    &org(extra.clone()),
-                    Some(&org_ep),
-                    ctx(&labels, 1)
-                )),
-                Some(ReadyReason::NotAllowed),
-                "{extra}"
-            );
-        }
-        // Opening is explicit: `allowed` lists, or "*" for anything in a field.
-        let mut open = base();
-        open["allowed"] = json!({"groups": ["*"]});
-        let admin = users(&["admin"]);
-        assert_eq!(
-            reason(check_endpoint(
-                &admin,
-                Some(&cluster(open)),
-                ctx(&labels, 1)
-            )),
-            None
-        );
-        // A namespaced endpoint carries the team's own token: unrestricted.
-        let namespaced = AnyEndpoint::Namespaced(
-            serde_json::from_value(json!({
-                "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
-                "metadata": {"name": "e", "namespace": "team"}, "spec": base()
-            }))
-            .unwrap(),
-        );
-        assert_eq!(
-            reason(check_endpoint(&admin, Some(&namespaced), ctx(&labels, 1))),
-            None
-        );
-    }
-
-    #[test]
-    fn label_selector_operators() {
-        let labels = BTreeMap::from([("a".to_string(), "1".to_string())]);
-        let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
-        assert!(selector_matches(&sel(json!({})), &labels));
-        assert!(selector_matches(
-            &sel(json!({"matchLabels": {"a": "1"}})),
-            &labels
-        ));
-        assert!(!selector_matches(
-            &sel(json!({"matchLabels": {"a": "2"}})),
-            &labels
-        ));
-        assert!(selector_matches(
-            &sel(json!({"matchExpressions": [{"key": "a", "operator": "Exists"}]})),
-            &labels
-        ));
-        assert!(selector_matches(
-            &sel(json!({"matchExpressions": [{"key": "b", "operator": "DoesNotExist"}]})),
-            &labels
-        ));
-        assert!(selector_matches(
-            &sel(json!({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["2"]}]})),
-            &labels
-        ));
-        assert!(!selector_matches(
-            &sel(json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]})),
-            &labels
-        ));
-    }
+    use super::{
+        check::tests::{base, cluster},
+        *,
+    };
 
     #[test]
     fn secrets_are_found_where_the_endpoint_kind_says() {

@@ -80,12 +80,12 @@ fn every_other_spelling_of_a_mailbox_fails_alone_with_invalid_spec_and_a_clear_m
                 "{written:?}: {why}"
             );
             let plain: Vec<&str> = list[..list.len() - 1].to_vec();
-            assert_eq!(addresses_to_observe(&c), lookups(&plain), "{written:?}");
+            assert_eq!(addresses_to_look_up(&c), lookups(&plain), "{written:?}");
             let observed = plain
                 .iter()
                 .map(|e| (*e, Observed::Absent))
                 .collect::<Vec<_>>();
-            let p = plan(&c, &obs(&observed));
+            let p = decide(&c, &obs(&observed));
             assert_eq!(p.to_invite, emails(&plain), "{written:?}");
             let failed = p.users.last().unwrap();
             assert_eq!(failed.email_address, *written);
@@ -147,7 +147,7 @@ fn an_address_refused_now_that_was_invited_before_is_kept_and_never_removed() {
     assert_eq!(addresses_to_claim(&c), emails(&["frank@example.com"]));
     let kept = kept_entries(&s.requested, &s.spec, &s.previous, t(NOW));
     assert!(kept.contains(&erin), "{kept:?}");
-    let p = plan(&c, &BTreeMap::new());
+    let p = decide(&c, &BTreeMap::new());
     assert!(p.to_invite.is_empty());
     assert_eq!(p.users.len(), 1);
     assert_eq!(p.users[0].email_address, "Erin@Example.com.");
@@ -211,8 +211,8 @@ fn a_case_duplicate_fails_alone_and_keeps_every_other_entry() {
         status(vec![carol.clone()], 1),
     );
     let c = s.ctx();
-    assert_eq!(addresses_to_observe(&c), lookups(&["dave@example.com"]));
-    let p = plan(&c, &obs(&[("dave@example.com", Observed::Absent)]));
+    assert_eq!(addresses_to_look_up(&c), lookups(&["dave@example.com"]));
+    let p = decide(&c, &obs(&[("dave@example.com", Observed::Absent)]));
     assert_eq!(p.to_invite, emails(&["dave@example.com"]));
     assert_eq!(p.users[0], carol);
     assert_eq!(p.users[2].email_address, "Dave@example.com");
@@ -240,10 +240,10 @@ fn new_users_are_observed_and_absent_ones_invited_as_this_resources_own() {
     );
     let c = s.ctx();
     assert_eq!(
-        addresses_to_observe(&c),
+        addresses_to_look_up(&c),
         lookups(&["a@example.com", "b@example.com", "c@example.com"])
     );
-    let p = plan(
+    let p = decide(
         &c,
         &obs(&[
             ("a@example.com", Observed::Absent),
@@ -281,10 +281,10 @@ fn inviting_after_a_crash_is_looked_up_never_reposted_blindly() {
     );
     let c = s.ctx();
     assert_eq!(
-        addresses_to_observe(&c),
+        addresses_to_look_up(&c),
         lookups(&["sent@example.com", "unsent@example.com"])
     );
-    let p = plan(
+    let p = decide(
         &c,
         &obs(&[
             ("sent@example.com", member("sent@example.com", false)),
@@ -307,17 +307,17 @@ fn an_unanswered_invite_is_not_looked_up_or_repeated_before_it_settles() {
     let s = Setup::new(&["a@example.com"], status(vec![crashed], 1));
     let c = s.ctx();
     // Its request may still be in flight: not even looked up, and looked at again once settled.
-    assert!(addresses_to_observe(&c).is_empty());
-    let p = plan(&c, &BTreeMap::new());
+    assert!(addresses_to_look_up(&c).is_empty());
+    let p = decide(&c, &BTreeMap::new());
     assert!(p.to_invite.is_empty());
     assert_eq!(settle_wait(&c, &p.users), Some(Duration::from_secs(65)));
     let later = PlanContext {
         now: t("2026-11-22T10:01:06Z"),
         ..s.ctx()
     };
-    assert_eq!(addresses_to_observe(&later), lookups(&["a@example.com"]));
+    assert_eq!(addresses_to_look_up(&later), lookups(&["a@example.com"]));
     assert_eq!(
-        plan(&later, &obs(&[("a@example.com", Observed::Absent)])).to_invite,
+        decide(&later, &obs(&[("a@example.com", Observed::Absent)])).to_invite,
         emails(&["a@example.com"])
     );
 }
@@ -353,8 +353,8 @@ fn settled_users_are_not_looked_up_on_an_ordinary_pass() {
         ),
     );
     let c = s.ctx();
-    assert!(addresses_to_observe(&c).is_empty());
-    let p = plan(&c, &BTreeMap::new());
+    assert!(addresses_to_look_up(&c).is_empty());
+    let p = decide(&c, &BTreeMap::new());
     assert!(p.to_invite.is_empty());
     assert_eq!(p.users, s.previous.users);
 }
@@ -365,13 +365,13 @@ fn failed_users_are_retried_only_when_the_spec_changes() {
         &["f@example.com"],
         status(vec![user("f@example.com", UserState::Failed)], 1),
     );
-    assert!(addresses_to_observe(&s.ctx()).is_empty());
+    assert!(addresses_to_look_up(&s.ctx()).is_empty());
     let changed = PlanContext {
         generation: 2,
         ..s.ctx()
     };
-    assert_eq!(addresses_to_observe(&changed), lookups(&["f@example.com"]));
-    let p = plan(&changed, &obs(&[("f@example.com", Observed::Absent)]));
+    assert_eq!(addresses_to_look_up(&changed), lookups(&["f@example.com"]));
+    let p = decide(&changed, &obs(&[("f@example.com", Observed::Absent)]));
     assert_eq!(p.to_invite, emails(&["f@example.com"]));
 }
 
@@ -387,7 +387,7 @@ fn resync_observes_acceptance_and_expiry() {
     );
     // An expired invitation is looked at even without a resync.
     assert_eq!(
-        addresses_to_observe(&s.ctx()),
+        addresses_to_look_up(&s.ctx()),
         lookups(&["late@example.com"])
     );
     let c = PlanContext {
@@ -395,14 +395,14 @@ fn resync_observes_acceptance_and_expiry() {
         ..s.ctx()
     };
     assert_eq!(
-        addresses_to_observe(&c),
+        addresses_to_look_up(&c),
         lookups(&["ok@example.com", "late@example.com"])
     );
     let observed = obs(&[
         ("ok@example.com", member("ok@example.com", true)),
         ("late@example.com", member("late@example.com", false)),
     ]);
-    let p = plan(&c, &observed);
+    let p = decide(&c, &observed);
     assert!(p.to_invite.is_empty());
     assert_eq!(p.users[0].state, UserState::Accepted);
     assert_eq!(p.users[1].state, UserState::Expired);
@@ -412,7 +412,7 @@ fn resync_observes_acceptance_and_expiry() {
         ..s.ctx()
     };
     assert_eq!(
-        plan(&reinvite, &observed).to_invite,
+        decide(&reinvite, &observed).to_invite,
         emails(&["late@example.com"])
     );
 }
@@ -436,7 +436,7 @@ fn org_invitations_pending_redeemed_and_revoked() {
         check_invited: true,
         ..s.ctx()
     };
-    let p = plan(
+    let p = decide(
         &c,
         &obs(&[
             (
@@ -500,8 +500,8 @@ fn a_vanished_member_is_deleted_not_reinvited() {
         check_invited: true,
         ..s.ctx()
     };
-    assert_eq!(addresses_to_observe(&c), lookups(&["m@example.com"]));
-    let p = plan(&c, &obs(&[("m@example.com", Observed::Absent)]));
+    assert_eq!(addresses_to_look_up(&c), lookups(&["m@example.com"]));
+    let p = decide(&c, &obs(&[("m@example.com", Observed::Absent)]));
     assert!(p.to_invite.is_empty());
     assert_eq!(p.users[0].state, UserState::Deleted);
 }

@@ -97,7 +97,7 @@ fn existing_users_are_adopted_only_where_the_endpoint_allows_it_and_the_policy_w
     let mut s = Setup::new(&["admin@example.com"], Default::default());
     s.spec.access_policy = AccessPolicy::Enforce;
     let found = obs(&[("admin@example.com", member("admin@example.com", true))]);
-    let p = plan(&s.ctx(), &found);
+    let p = decide(&s.ctx(), &found);
     assert_eq!(p.users[0].state, UserState::AlreadyMember);
     assert_eq!(p.users[0].ownership, None);
     assert!(
@@ -115,20 +115,22 @@ fn existing_users_are_adopted_only_where_the_endpoint_allows_it_and_the_policy_w
         "{}",
         summary.conditions[0].message
     );
-    let adopting = PlanContext {
-        adoption: true,
-        ..s.ctx()
+    let adopting = {
+        let mut c = s.ctx();
+        c.facts.adoption = true;
+        c
     };
-    let p = plan(&adopting, &found);
+    let p = decide(&adopting, &found);
     assert_eq!(p.users[0].ownership, Some(Ownership::Adopted));
     assert_eq!(p.users[0].message, None);
     // InviteOnly never adopts, even where allowed.
     s.spec.access_policy = AccessPolicy::InviteOnly;
-    let invite_only = PlanContext {
-        adoption: true,
-        ..s.ctx()
+    let invite_only = {
+        let mut c = s.ctx();
+        c.facts.adoption = true;
+        c
     };
-    assert_eq!(plan(&invite_only, &found).users[0].ownership, None);
+    assert_eq!(decide(&invite_only, &found).users[0].ownership, None);
 }
 
 #[test]
@@ -140,12 +142,13 @@ fn a_person_held_by_another_resource_is_shown_with_the_holder_and_never_invited_
         state: UserState::Invited,
         settles_at: None,
     };
-    let mut c = PlanContext {
-        adoption: true,
-        ..s.ctx()
+    let mut c = {
+        let mut c = s.ctx();
+        c.facts.adoption = true;
+        c
     };
     c.others.insert("x@example.com".into(), holder.clone());
-    let p = plan(
+    let p = decide(
         &c,
         &obs(&[("x@example.com", member("x@example.com", false))]),
     );
@@ -169,7 +172,7 @@ fn a_person_held_by_another_resource_is_shown_with_the_holder_and_never_invited_
             ..holder
         },
     );
-    let p = plan(&c, &obs(&[("x@example.com", Observed::Absent)]));
+    let p = decide(&c, &obs(&[("x@example.com", Observed::Absent)]));
     assert!(p.to_invite.is_empty());
     assert_eq!(p.users[0].state, UserState::Pending);
     assert_eq!(settle_wait(&c, &p.users), Some(Duration::from_secs(60)));
@@ -223,9 +226,10 @@ fn enforce_corrects_only_owned_users_and_only_within_allowed() {
         serde_json::json!({"groups": ["dashboard_management", "alerts_management"]}),
     )
     .unwrap();
-    let c = PlanContext {
-        allowed: Some(&allowed),
-        ..s.ctx()
+    let c = {
+        let mut c = s.ctx();
+        c.facts.allowed = Some(&allowed);
+        c
     };
     let users = s.previous.users.clone();
     let drift = grant_drift(&c, &users, &observed);
@@ -328,8 +332,8 @@ fn a_readded_person_waits_for_their_earlier_request_to_settle() {
     settling.settles_at = Some(t("2026-11-22T10:01:00Z"));
     let s = Setup::new(&["back@example.com"], status(vec![settling], 1));
     let c = s.ctx();
-    assert!(addresses_to_observe(&c).is_empty());
-    assert!(plan(&c, &BTreeMap::new()).to_invite.is_empty());
+    assert!(addresses_to_look_up(&c).is_empty());
+    assert!(decide(&c, &BTreeMap::new()).to_invite.is_empty());
 }
 
 /// An OrgInvitation entry this resource created, with the reference of its invitation.
@@ -360,7 +364,7 @@ fn an_expired_invitation_owns_nothing_once_someone_else_invited_or_admitted_the_
     c.check_invited = true;
     // Someone else invited the person again: reported, owned no more.
     let again = pending(theirs, "2026-11-21T10:00:00Z", "2026-11-28T10:00:00Z");
-    let decided = plan(&c, &obs(&[("a@x.com", again)]));
+    let decided = decide(&c, &obs(&[("a@x.com", again)]));
     let a = &decided.users[0];
     assert_eq!((a.state, a.ownership), (UserState::Invited, None), "{a:?}");
     assert_eq!(a.identifier.as_deref(), Some(theirs));
@@ -372,7 +376,7 @@ fn an_expired_invitation_owns_nothing_once_someone_else_invited_or_admitted_the_
             reference: theirs.into(),
         },
     ] {
-        let decided = plan(&c, &obs(&[("a@x.com", observed.clone())]));
+        let decided = decide(&c, &obs(&[("a@x.com", observed.clone())]));
         let a = &decided.users[0];
         assert_eq!(
             (a.state, a.ownership),
@@ -382,10 +386,10 @@ fn an_expired_invitation_owns_nothing_once_someone_else_invited_or_admitted_the_
     }
     // Our own expired invitation, still listed: still ours, still Expired.
     let own = pending(ours, "2026-11-10T10:00:00Z", "2026-11-17T10:00:00Z");
-    let decided = plan(&c, &obs(&[("a@x.com", own)]));
+    let decided = decide(&c, &obs(&[("a@x.com", own)]));
     assert_eq!(decided.users[0], expired);
     // A user who exists but never logged in (UserInvite): still ours.
-    let decided = plan(&c, &obs(&[("a@x.com", member("a@x.com", false))]));
+    let decided = decide(&c, &obs(&[("a@x.com", member("a@x.com", false))]));
     assert_eq!(
         (decided.users[0].state, decided.users[0].ownership),
         (UserState::Expired, Some(Ownership::Created))
@@ -400,7 +404,7 @@ fn an_expired_invitation_owns_nothing_once_someone_else_invited_or_admitted_the_
         },
     );
     let again = pending(theirs, "2026-11-21T10:00:00Z", "2026-11-28T10:00:00Z");
-    let decided = plan(&c, &obs(&[("a@x.com", again)]));
+    let decided = decide(&c, &obs(&[("a@x.com", again)]));
     let a = &decided.users[0];
     assert_eq!(a.ownership, None, "{a:?}");
     assert!(
@@ -419,7 +423,7 @@ fn an_invited_entry_never_takes_over_another_invitations_reference() {
     c.check_invited = true;
     c.now = t("2026-11-12T10:00:00Z");
     let other = pending(theirs, "2026-11-11T10:00:00Z", "2026-11-18T10:00:00Z");
-    let a = plan(&c, &obs(&[("a@x.com", other)])).users.remove(0);
+    let a = decide(&c, &obs(&[("a@x.com", other)])).users.remove(0);
     assert_eq!((a.state, a.ownership), (UserState::Invited, None), "{a:?}");
     assert_eq!(a.identifier.as_deref(), Some(theirs));
 
@@ -431,13 +435,13 @@ fn an_invited_entry_never_takes_over_another_invitations_reference() {
     let mut c = s.ctx();
     c.now = t("2026-11-10T11:00:00Z");
     let own = pending(ours, "2026-11-10T10:00:03Z", "2026-11-17T10:00:00Z");
-    let a = plan(&c, &obs(&[("a@x.com", own)])).users.remove(0);
+    let a = decide(&c, &obs(&[("a@x.com", own)])).users.remove(0);
     assert_eq!(
         (a.state, a.ownership),
         (UserState::Invited, Some(Ownership::Created))
     );
     assert_eq!(a.identifier.as_deref(), Some(ours));
     let old = pending(theirs, "2026-11-09T10:00:00Z", "2026-11-16T10:00:00Z");
-    let a = plan(&c, &obs(&[("a@x.com", old)])).users.remove(0);
+    let a = decide(&c, &obs(&[("a@x.com", old)])).users.remove(0);
     assert_eq!((a.state, a.ownership), (UserState::Invited, None), "{a:?}");
 }

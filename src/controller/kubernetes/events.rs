@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     api::{ApiFlavor, UserInvitation},
-    reconcile::{SyncReport, plan::truncate_message},
+    reconcile::{Change, SyncReport, plan::truncate_message},
 };
 
 /// How long a repeat joins the series of the first event (client-go's and kube-runtime's).
@@ -263,64 +263,55 @@ impl Publisher {
 }
 
 impl Events {
-    /// The events of a pass: every change made in the API and every state reached.
+    /// The events of a pass: one per change made in the API and per state reached that has
+    /// an event, in the order they happened.
     pub async fn pass(&self, invitation: &UserInvitation, flavor: ApiFlavor, report: &SyncReport) {
-        for (email, changes) in &report.updated {
-            let note = format!("Brought {email} to the spec: {changes}");
-            self.publish(invitation, EventType::Normal, "Updated", "Enforce", note)
-                .await;
+        for change in &report.changes {
+            if let Some((type_, reason, action, note)) = event_of(change, flavor) {
+                self.publish(invitation, type_, reason, action, note).await;
+            }
         }
-        for (email, done) in &report.removed {
+    }
+}
+
+/// The event of a change: type, reason, action and note (`None`: a state without an event).
+fn event_of(
+    change: &Change,
+    flavor: ApiFlavor,
+) -> Option<(EventType, &'static str, &'static str, String)> {
+    use EventType::{Normal, Warning};
+    Some(match change {
+        Change::Updated { email, changes } => {
+            let note = format!("Brought {email} to the spec: {changes}");
+            (Normal, "Updated", "Enforce", note)
+        }
+        Change::Removed { email, done } => {
             let note = match done {
                 Some(done) => format!("{email} was removed from the spec: {done}"),
                 None => format!("{email} was removed from the spec; nothing was left to remove"),
             };
-            self.publish(
-                invitation,
-                EventType::Normal,
-                removal_reason(flavor),
-                "Delete",
-                note,
-            )
-            .await;
+            (Normal, removal_reason(flavor), "Delete", note)
         }
-        for (email, holder) in &report.left_alone {
+        Change::LeftAlone { email, holder } => {
             let note = format!(
                 "{email} is held by UserInvitation {holder} now: this resource changes and removes nothing of theirs"
             );
-            self.publish(
-                invitation,
-                EventType::Normal,
-                "LeftAlone",
-                "Reconcile",
-                note,
-            )
-            .await;
+            (Normal, "LeftAlone", "Reconcile", note)
         }
-        if !report.invited.is_empty() {
-            let note = format!("Invited {}", summarize_list(&report.invited));
-            self.publish(invitation, EventType::Normal, "Invited", "Invite", note)
-                .await;
+        Change::Invited(emails) => {
+            let note = format!("Invited {}", summarize_list(emails));
+            (Normal, "Invited", "Invite", note)
         }
-        for (email, message) in &report.failed {
+        Change::InviteFailed { email, message } => {
             let note = format!("Inviting {email} failed: {message}");
-            self.publish(
-                invitation,
-                EventType::Warning,
-                "InviteFailed",
-                "Invite",
-                note,
-            )
-            .await;
+            (Warning, "InviteFailed", "Invite", note)
         }
-        for (email, _, state) in &report.transitions {
-            if let Some(reason) = state.observed_event() {
-                let note = format!("The invitation of {email} is now {state}");
-                self.publish(invitation, EventType::Normal, reason, "Observe", note)
-                    .await;
-            }
+        Change::Reached { email, state } => {
+            let reason = state.observed_event()?;
+            let note = format!("The invitation of {email} is now {state}");
+            (Normal, reason, "Observe", note)
         }
-    }
+    })
 }
 
 /// The event reason of a removal in this API.

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    NamespaceResourceScope, api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Condition,
-};
+use k8s_openapi::{NamespaceResourceScope, api::core::v1::Namespace};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -16,7 +14,7 @@ use serde_json::json;
 
 use crate::{
     api::{UserInvitation, UserInvitationStatus},
-    reconcile::{StatusWriter, WriteError, plan},
+    reconcile::{StatusWriter, WriteError},
 };
 
 /// The annotation `kubectl apply` keeps the whole last manifest in; never needed here.
@@ -260,15 +258,4 @@ pub async fn namespace_labels(
         .get_opt(namespace)
         .await?;
     Ok(ns.and_then(|n| n.metadata.labels).unwrap_or_default())
-}
-
-/// The conditions of an endpoint ([`plan::conditions`]).
-pub fn endpoint_conditions(
-    previous: &[Condition],
-    progress: plan::Progress,
-    reason: &str,
-    message: String,
-    generation: i64,
-) -> Vec<Condition> {
-    plan::conditions(previous, progress, reason, message, generation, plan::now())
 }

@@ -137,16 +137,6 @@ impl ResourceMemory {
             self.adjust_gauge(namespace, &r.counted, &[0; UserState::ALL.len()]);
         }
     }
-
-    /// How many resources are remembered.
-    pub fn len(&self) -> usize {
-        self.entries.lock().expect("lock").len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -172,7 +162,7 @@ mod tests {
                 .contains(r#"invite_operator_users{namespace="ns",state="invited"} 1"#)
         );
         memory.forget("ns/x");
-        assert!(memory.is_empty());
+        assert!(memory.entries.lock().unwrap().is_empty());
         assert!(
             !metrics
                 .encode()

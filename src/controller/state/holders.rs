@@ -225,6 +225,25 @@ impl Index {
     }
 }
 
+/// The holder index, asked for one resource on one API.
+pub struct HolderLookup<'a> {
+    /// The index.
+    pub index: &'a HolderIndex,
+    /// The API.
+    pub api: &'a ApiIdentity,
+    /// The resource asking (`namespace/name`).
+    pub me: &'a str,
+}
+
+impl crate::reconcile::Holders for HolderLookup<'_> {
+    fn other_holder(&self, email: &str) -> Option<String> {
+        self.index
+            .others(self.api, self.me, &[email.to_string()])
+            .remove(email)
+            .map(|h| h.owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,17 +9,21 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::{
-    context::{Context, Shard},
-    events::{removal_reason, summarize_list},
-    invitation::{HolderLookup, ReconcileError, resource_key},
-    kubernetes::set_finalizer,
-    resolution::{self, Resolution},
-};
 use crate::{
     api::{DeletionPolicy, UserInvitation, UserStatus},
+    controller::{
+        context::{Context, Shard},
+        endpoints::Endpoints,
+        error::{ReconcileError, resource_key},
+        kubernetes::{
+            events::{removal_reason, summarize_list},
+            writes::set_finalizer,
+        },
+        state::holders::HolderLookup,
+    },
     reconcile::Holders,
     reconcile::plan::{self, Blocked, ReadyReason, unsettled},
+    reconcile::resolve,
 };
 
 /// Finalizer held while deletionPolicy Delete has cleanup to do.
@@ -134,10 +138,13 @@ async fn remove_owned(
     // The endpoint must still serve the resource, as for any pass: found, of the right API,
     // allowed for its namespace and grants, with its token. Otherwise nothing is removed
     // (and the event says what was left behind).
-    let resolved = match resolution::resolve(shard, invitation, 0).await? {
-        Resolution::Ready(resolved) => resolved,
-        Resolution::Blocked(blocked) => return Ok(Cleanup::Skipped(blocked)),
-        Resolution::NotServed => return Ok(Cleanup::NotServed),
+    let endpoints = Endpoints::of(shard);
+    if !endpoints.serves(invitation) {
+        return Ok(Cleanup::NotServed);
+    }
+    let resolved = match resolve::resolve(&endpoints, endpoints.rules(), invitation, 0).await? {
+        Ok(resolved) => resolved,
+        Err(blocked) => return Ok(Cleanup::Skipped(blocked)),
     };
     let now = plan::now();
     // Only on the endpoint and API the entries were made on.

@@ -1,0 +1,150 @@
+//! The UserInvitation reconciler: one pass resolves the endpoint, holds the addresses it works
+//! on, runs the planner's phases against the (coalescing) client, and publishes the outcome
+//! (status, holder index, events, metrics). A resource that cannot be worked on is blocked with
+//! a condition, keeping every status entry it has. A resource whose endpoint this controller
+//! does not serve (endpoint selectors: several operators in one cluster) is left alone before
+//! anything else: another controller serves it, or nobody.
+
+pub mod cleanup;
+mod pass;
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{ResourceExt, runtime::controller::Action};
+
+use super::{
+    context::Shard,
+    endpoints::Endpoints,
+    error::{ReconcileError, resource_key},
+};
+use crate::{
+    api::UserInvitation,
+    invite::{ErrorCategory, transport::backoff_delay},
+    reconcile,
+    telemetry::ReconcileLabels,
+};
+
+/// How soon a pass that met a newer version of its resource (a conflict, or a cache that has
+/// not caught up with the controller's own write) runs again.
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
+
+/// The endpoint a resource names, as the fair share counts it.
+fn endpoint_of(invitation: &UserInvitation) -> String {
+    let r = &invitation.spec.endpoint_ref;
+    match r.kind {
+        crate::api::EndpointKind::InvitationEndpoint => format!(
+            "InvitationEndpoint/{}/{}",
+            invitation.metadata.namespace.as_deref().unwrap_or_default(),
+            r.name
+        ),
+        crate::api::EndpointKind::ClusterInvitationEndpoint => {
+            format!("ClusterInvitationEndpoint/{}", r.name)
+        }
+    }
+}
+
+/// Reconciles one UserInvitation.
+pub async fn reconcile(
+    invitation: Arc<UserInvitation>,
+    shard: Arc<Shard>,
+) -> Result<Action, ReconcileError> {
+    // Caches must be complete before deciding: an endpoint that merely was not listed yet
+    // would be reported missing, and a holder not indexed yet would be missed.
+    let _ = shard.caches_ready.clone().wait_for(|ready| *ready).await;
+    let ctx = &shard.ctx;
+    let key = resource_key(&invitation);
+    if !Endpoints::of(&shard).serves(&invitation) {
+        // Another controller's resource (endpoint selectors), or nobody's: no status, no
+        // finalizer, no cleanup, no event, no metric. Its endpoint entering this controller's
+        // selection (or a change of the resource) brings it back.
+        tracing::trace!(resource = %key, "left alone: its endpoint is not served here");
+        ctx.memory.forget(&key);
+        return Ok(Action::await_change());
+    }
+    let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
+    let _slot = match ctx.fair_share.enter(namespace, &endpoint_of(&invitation)) {
+        Ok(slot) => slot,
+        Err(over) => {
+            // The slot goes back to the controller for another namespace or endpoint.
+            ctx.metrics
+                .deferred
+                .get_or_create(&crate::telemetry::DeferLabels {
+                    share: over.label().to_string(),
+                })
+                .inc();
+            return Ok(Action::requeue(Duration::from_millis(rand::random_range(
+                100..=300,
+            ))));
+        }
+    };
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
+        name = %invitation.name_any(),
+        endpoint = %reconcile::resolve::endpoint_display(&invitation),
+    );
+    let result =
+        match tracing::Instrument::instrument(pass::run(&invitation, &shard, &key), span).await {
+            // The resource changed since it was read: its new version is worked on instead.
+            Err(error) if error.is_conflict() => {
+                tracing::debug!(%error, "the resource changed meanwhile; looking again");
+                Ok(Action::requeue(LOOK_AGAIN))
+            }
+            other => other,
+        };
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let result_label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            result: result_label.to_string(),
+        })
+        .inc();
+    if result.is_ok() {
+        ctx.memory.succeeded(&key);
+    }
+    result
+}
+
+fn jittered(interval: Duration) -> Duration {
+    let spread = interval.as_millis() as u64 / 10;
+    interval + Duration::from_millis(rand::random_range(0..=spread.max(1)))
+}
+
+/// How long to wait after a failed pass: exponential backoff per failure in a row, slower
+/// for problems a person must fix, never before the API's `Retry-After`.
+pub fn error_policy(
+    invitation: Arc<UserInvitation>,
+    error: &ReconcileError,
+    shard: Arc<Shard>,
+) -> Action {
+    let ctx = &shard.ctx;
+    let failures = ctx.memory.failed(&resource_key(&invitation));
+    let base = match error.category() {
+        ErrorCategory::Transient => ctx.settings.retry_base_delay,
+        // Configuration problems are re-checked slowly; endpoint changes trigger a pass at once.
+        ErrorCategory::Configuration | ErrorCategory::Permanent => {
+            ctx.settings.retry_base_delay * 8
+        }
+    };
+    let mut delay = backoff_delay(base, failures).min(ctx.settings.retry_max_delay);
+    if let ReconcileError::Api(api) = error
+        && let Some(after) = api.retry_after()
+    {
+        delay = delay.max(after.min(ctx.settings.retry_max_delay));
+    }
+    tracing::info!(
+        namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
+        name = %invitation.name_any(),
+        %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}

@@ -1,0 +1,6 @@
+//! The Kubernetes layer: the client, status and finalizer writes, events.
+
+pub mod client;
+pub mod events;
+mod request_limit;
+pub mod writes;

@@ -1,0 +1,225 @@
+//! One pass over one resource, as both the controller and the one-shot mode run it:
+//! requested addresses → paused → resolve → plan context → sync. A [`Driver`] supplies what
+//! differs: where the endpoint, namespace and Secret come from, whether invited users are
+//! checked this time, and how the planned phases run (the controller holds the addresses and
+//! updates its holder index around them; a dry run only plans).
+
+use std::time::Duration;
+
+use super::{
+    StatusWriter, SyncReport, WriteError,
+    plan::{self, Binding, Blocked, EndpointFacts, PlanContext, ReadyReason, Requested},
+    resolve::{self, Resolved, Rules, Source},
+};
+use crate::api::{PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus};
+
+/// What a pass needs from whoever runs it.
+pub trait Driver: Sync {
+    /// Where endpoints, namespaces and Secrets come from.
+    type Source: Source;
+    /// Where the status is written.
+    type Writer: StatusWriter;
+    /// Why a pass failed.
+    type Error: From<WriteError> + From<<Self::Source as Source>::Error> + Send;
+
+    /// Where endpoints, namespaces and Secrets come from.
+    fn source(&self) -> &Self::Source;
+
+    /// What endpoints are held to.
+    fn rules(&self) -> Rules<'_>;
+
+    /// Whether the resource's endpoint is served here at all (endpoint selectors). A resource
+    /// that is not is left as it is: nothing is written.
+    fn serves(&self, _invitation: &UserInvitation) -> bool {
+        true
+    }
+
+    /// Whether this pass also checks invited users for acceptance and expiry (asked once the
+    /// endpoint is resolved).
+    fn check_invited(&self) -> bool;
+
+    /// The largest difference between two replicas' clocks that exactly-once tolerates.
+    fn max_clock_skew(&self) -> Duration;
+
+    /// Runs the planned phases ([`super::sync`], or less).
+    fn sync(
+        &self,
+        resolved: &Resolved,
+        ctx: &mut PlanContext<'_>,
+        writer: &mut Self::Writer,
+    ) -> impl Future<Output = Result<SyncReport, Self::Error>> + Send;
+}
+
+/// How a pass ended.
+pub enum Outcome {
+    /// The resource's endpoint is not served here: nothing was written.
+    NotServed,
+    /// The resource cannot be worked on now; its status says why.
+    Stopped(Box<Stopped>),
+    /// The planned phases ran.
+    Synced(Box<Synced>),
+}
+
+/// A pass that could not proceed.
+pub struct Stopped {
+    /// Why.
+    pub blocked: Blocked,
+    /// When to look again, when it is known (otherwise: paused waits for a change, anything
+    /// else backs off).
+    pub retry_in: Option<Duration>,
+    /// The status written, when it changed.
+    pub written: Option<UserInvitationStatus>,
+    /// The reason of the Ready condition before the pass.
+    pub was: Option<String>,
+}
+
+/// A pass that ran its phases.
+pub struct Synced {
+    /// What it did.
+    pub report: SyncReport,
+    /// The endpoint it ran against.
+    pub resolved: Resolved,
+    /// The entries were made through another endpoint or API and were dropped: where, and
+    /// how many.
+    pub started_over: Option<(String, usize)>,
+}
+
+/// Runs one pass over `invitation`, writing its status through `writer`.
+pub async fn run<D: Driver>(
+    driver: &D,
+    invitation: &UserInvitation,
+    writer: &mut D::Writer,
+) -> Result<Outcome, D::Error> {
+    let stop = Stop {
+        invitation,
+        retry_in: None,
+    };
+    let requested = match plan::requested_addresses(&invitation.spec) {
+        Ok(requested) => requested,
+        Err(blocked) => {
+            // Nothing usable is requested: every entry stays as it is until the spec is fixed.
+            let previous = invitation.status.clone().unwrap_or_default();
+            let kept = plan::unusable_spec_keeps(&previous);
+            return Ok(stop.write(&kept, blocked, writer).await?);
+        }
+    };
+    if invitation.is_paused() {
+        let message =
+            format!("paused by the {PAUSED_ANNOTATION} annotation; no API calls are made");
+        let blocked = Blocked::new(ReadyReason::Paused, message);
+        return Ok(stop.write(&requested, blocked, writer).await?);
+    }
+    if !driver.serves(invitation) {
+        // It left the driver's selection since the pass began (relabelled or deleted).
+        return Ok(Outcome::NotServed);
+    }
+    let source = driver.source();
+    let users = requested.addresses.len();
+    let resolved = match resolve::resolve(source, driver.rules(), invitation, users).await? {
+        Ok(resolved) => resolved,
+        Err(blocked) => return Ok(stop.write(&requested, blocked, writer).await?),
+    };
+    let check_invited = driver.check_invited();
+    let facts = EndpointFacts::of(
+        &resolved.endpoint,
+        resolved.api.as_ref(),
+        resolved.identity.clone(),
+        driver.max_clock_skew(),
+    );
+    let written = invitation.status.clone().unwrap_or_default();
+    let binding = plan::bind_to_endpoint(&written, &facts.api, &facts.endpoint, plan::now());
+    let Some(previous) = binding.status() else {
+        let Binding::Settling { until, previous } = &binding else {
+            unreachable!("only a settling binding has no status to plan from");
+        };
+        return Ok(
+            wait_for_previous_endpoint(stop, &requested, &facts, until, previous, writer).await?,
+        );
+    };
+    let mut ctx = PlanContext::new(
+        &requested,
+        &invitation.spec,
+        &previous,
+        invitation.metadata.generation.unwrap_or(0),
+        check_invited,
+        facts,
+    );
+    let report = driver.sync(&resolved, &mut ctx, writer).await?;
+    let started_over = match binding {
+        Binding::StartOver {
+            dropped, entries, ..
+        } => Some((dropped, entries)),
+        _ => None,
+    };
+    Ok(Outcome::Synced(Box::new(Synced {
+        report,
+        resolved,
+        started_over,
+    })))
+}
+
+/// The resource's endpoint changed while an invite request sent through the previous one
+/// may still act: it keeps its entries (holding those people on the previous API) and starts
+/// over on the new endpoint once the request has settled.
+async fn wait_for_previous_endpoint<W: StatusWriter>(
+    mut stop: Stop<'_>,
+    requested: &Requested,
+    facts: &EndpointFacts<'_>,
+    until: &jiff::Timestamp,
+    previous: &str,
+    writer: &mut W,
+) -> Result<Outcome, WriteError> {
+    let message = format!(
+        "the resource now uses {} ({}); an invite request sent through {previous} may still act until {until}, so the users are looked up on the new endpoint after that",
+        facts.endpoint, facts.api
+    );
+    let wait = Duration::try_from(until.duration_since(plan::now())).unwrap_or_default();
+    stop.retry_in = Some(wait + Duration::from_millis(100));
+    let blocked = Blocked::new(ReadyReason::Pending, message);
+    stop.write(requested, blocked, writer).await
+}
+
+/// A pass that cannot proceed.
+struct Stop<'a> {
+    invitation: &'a UserInvitation,
+    retry_in: Option<Duration>,
+}
+
+impl Stop<'_> {
+    /// Shows why the resource cannot be worked on, keeping every status entry it has; writes
+    /// only when that changes the status.
+    async fn write<W: StatusWriter>(
+        self,
+        requested: &Requested,
+        blocked: Blocked,
+        writer: &mut W,
+    ) -> Result<Outcome, WriteError> {
+        let invitation = self.invitation;
+        let previous = invitation.status.clone().unwrap_or_default();
+        let status = plan::blocked_status(
+            requested,
+            &invitation.spec,
+            &previous,
+            invitation.metadata.generation.unwrap_or(0),
+            plan::now(),
+            &blocked,
+        );
+        let written = if status != previous {
+            writer.write(&status).await?;
+            Some(status)
+        } else {
+            None
+        };
+        let was = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == plan::READY)
+            .map(|c| c.reason.clone());
+        Ok(Outcome::Stopped(Box::new(Stopped {
+            blocked,
+            retry_in: self.retry_in,
+            written,
+            was,
+        })))
+    }
+}
