@@ -75,8 +75,16 @@ fn users(emails: &[&str]) -> Value {
            "users": emails.iter().map(|e| user(e)).collect::<Vec<_>>()})
 }
 
+/// `spec` with `value` at `path` (`/users/0/groups`; missing object fields are added).
 fn with(mut spec: Value, path: &str, value: Value) -> Value {
-    *spec.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = value;
+    let mut at = &mut spec;
+    for key in path.split('/').skip(1) {
+        at = match key.parse::<usize>() {
+            Ok(i) if at.is_array() => &mut at[i],
+            _ => &mut at[key],
+        };
+    }
+    *at = value;
     spec
 }
 
@@ -174,20 +182,16 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
         ),
         (
             "bad-access-policy",
-            {
-                let mut s = users(&["p@example.com"]);
-                s["accessPolicy"] = json!("Sometimes");
-                s
-            },
+            with(
+                users(&["p@example.com"]),
+                "/accessPolicy",
+                json!("Sometimes"),
+            ),
             Refused("accessPolicy"),
         ),
         (
             "bad-deletion-policy",
-            {
-                let mut s = users(&["p@example.com"]);
-                s["deletionPolicy"] = json!("Never");
-                s
-            },
+            with(users(&["p@example.com"]), "/deletionPolicy", json!("Never")),
             Refused("deletionPolicy"),
         ),
         (
@@ -224,21 +228,16 @@ fn refused_org_and_type_cases() -> Vec<(&'static str, Value, Expect)> {
         ("org-no-usernames", org(json!([])), Refused("usernames")),
         (
             "org-too-many-groups",
-            {
-                let mut s = org(json!(["o@example.com"]));
-                s["orgInvitation"]["customGroupsIds"] =
-                    json!((0..16).map(|i| format!("g{i}")).collect::<Vec<_>>());
-                s
-            },
+            with(
+                org(json!(["o@example.com"])),
+                "/orgInvitation/customGroupsIds",
+                json!((0..16).map(|i| format!("g{i}")).collect::<Vec<_>>()),
+            ),
             Refused("customGroupsIds"),
         ),
         (
             "wrong-type-bool",
-            {
-                let mut s = users(&["t@example.com"]);
-                s["reinviteExpired"] = json!("yes");
-                s
-            },
+            with(users(&["t@example.com"]), "/reinviteExpired", json!("yes")),
             Refused("reinviteExpired"),
         ),
         (
@@ -903,7 +902,7 @@ async fn hostile_api_answers_end_invited_once() {
         mocks.insert(&case.name, mock);
     }
     for case in &cases {
-        let inv = h.cluster.wait_status(&case.name, "Ready", is_ready).await;
+        let inv = h.cluster.wait_ready(&case.name).await;
         let status = status_of(&inv);
         let mock = &mocks[case.name.as_str()];
         assert_eq!(

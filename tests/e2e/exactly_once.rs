@@ -147,7 +147,7 @@ impl Env {
     /// After the restart: Ready, every user Invited, one email each, and one invite request
     /// each at the wire (the mock's journal).
     async fn assert_invited_once(&self, name: &str, users: &[String]) {
-        let inv = self.cluster.wait_status(name, "Ready", is_ready).await;
+        let inv = self.cluster.wait_ready(name).await;
         let status = inv.status.unwrap();
         assert!(
             all_in(&status, users, UserState::Invited),

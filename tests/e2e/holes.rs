@@ -94,10 +94,7 @@ async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
     h.cluster
         .create_invitation("many", org_spec(ENDPOINT, &usernames, "no_such_role"))
         .await;
-    let inv = h
-        .cluster
-        .wait_status("many", "Failed", reason_is("Failed"))
-        .await;
+    let inv = h.cluster.wait_for_reason("many", "Failed").await;
     let status = status_of(&inv);
     assert_eq!(status.failed, 500);
     for u in &usernames {
@@ -229,9 +226,7 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
 
     // Paused, and b removed: nothing is dropped, b's removal stays owed.
     set_paused(&h.cluster, "team", true).await;
-    h.cluster
-        .wait_status("team", "Paused", reason_is("Paused"))
-        .await;
+    h.cluster.wait_for_reason("team", "Paused").await;
     let without_b = spec(&["a@example.com", "c@example.com", "d@example.com"]);
     h.cluster.patch_spec("team", without_b).await;
     let inv = h
@@ -283,10 +278,7 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     h.cluster
         .patch_spec("team", with(spec(&["a@example.com"]), closed))
         .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "NotAllowed", reason_is("NotAllowed"))
-        .await;
+    let inv = h.cluster.wait_for_reason("team", "NotAllowed").await;
     assert!(
         kept(status_of(&inv), &["b@example.com"]),
         "{:#?}",
@@ -307,7 +299,7 @@ async fn back_on_the_endpoint_only_a_stays(h: &Harness) {
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT}}),
         )
         .await;
-    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let inv = h.cluster.wait_ready("team").await;
     let emails: Vec<_> = status_of(&inv)
         .users
         .iter()
@@ -342,9 +334,7 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
         h.cluster.create_ready(name, spec).await;
     }
     set_paused(&h.cluster, "paused", true).await;
-    h.cluster
-        .wait_status("paused", "Paused", reason_is("Paused"))
-        .await;
+    h.cluster.wait_for_reason("paused", "Paused").await;
     h.cluster
         .patch_spec(
             "invalid",
@@ -354,14 +344,10 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
             ),
         )
         .await;
-    h.cluster
-        .wait_status("invalid", "InvalidSpec", reason_is("InvalidSpec"))
-        .await;
+    h.cluster.wait_for_reason("invalid", "InvalidSpec").await;
     spec["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
     h.cluster.cluster_endpoint(&closed, spec).await;
-    h.cluster
-        .wait_status("closed", "NotAllowed", reason_is("NotAllowed"))
-        .await;
+    h.cluster.wait_for_reason("closed", "NotAllowed").await;
     // The invalid one's endpoint goes too.
     let mut invalid = with(
         users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]),
@@ -370,7 +356,7 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     invalid["endpointRef"]["name"] = json!("gone");
     h.cluster.patch_spec("invalid", invalid).await;
     h.cluster
-        .wait_status("invalid", "EndpointNotFound", reason_is("EndpointNotFound"))
+        .wait_for_reason("invalid", "EndpointNotFound")
         .await;
     for (name, email) in [
         ("paused", "p@example.com"),
@@ -556,9 +542,7 @@ async fn deleted_resources_leave_no_metric_series() {
         .unwrap();
     drop(kept);
     for i in 0..3 {
-        h.cluster
-            .wait_status(&format!("r{i}"), "Ready", is_ready)
-            .await;
+        h.cluster.wait_ready(&format!("r{i}")).await;
     }
     let metrics = h.controller.as_ref().unwrap().metrics.clone();
     let one = |ns: &str, n: u32| {

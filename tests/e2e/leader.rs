@@ -538,7 +538,7 @@ async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashe
     // lease duration after the last renewal it saw (plus its polling).
     assert!(after >= LEASE / 3, "took over too early: {after:?}");
     assert!(after <= LEASE + LEASE / 2, "took over too late: {after:?}");
-    s.cluster.wait_status("second", "Ready", is_ready).await;
+    s.cluster.wait_ready("second").await;
     assert!(standby.reconciles() >= 1);
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
     s.assert_invited_once(&["alice@example.com", "bob@example.com"]);

@@ -167,10 +167,7 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
         }
     });
     s.cluster.create_invitation("ops", spec).await;
-    let inv = s
-        .cluster
-        .wait_status("ops", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    let inv = s.cluster.wait_for_reason("ops", "PartiallyFailed").await;
     assert_eq!(state_of(&inv, "ops@vmware.com"), UserState::Invited);
     assert_eq!(state_of(&inv, "outsider@example.com"), UserState::Failed);
     let outsider = inv
@@ -204,11 +201,7 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
     s.cluster
         .create_invitation("org", spec(&["dana@example.com"]))
         .await;
-    let inv = s
-        .cluster
-        .wait_status("org", "EndpointNotReady", reason_is("EndpointNotReady"))
-        .await;
-    let message = inv.status.unwrap().conditions[0].message.clone();
+    let message = s.cluster.wait_reason("org", "EndpointNotReady").await;
     assert!(
         message.contains("no-such-org") || message.contains("not found"),
         "{message}"
@@ -300,15 +293,8 @@ async fn users_on_an_org_endpoint_is_a_mismatch() {
         "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]
     });
     s.cluster.create_invitation("wrong", spec).await;
-    let inv = s
-        .cluster
-        .wait_status("wrong", "EndpointMismatch", reason_is("EndpointMismatch"))
-        .await;
-    assert!(
-        inv.status.unwrap().conditions[0]
-            .message
-            .contains("UserInvite")
-    );
+    let message = s.cluster.wait_reason("wrong", "EndpointMismatch").await;
+    assert!(message.contains("UserInvite"), "{message}");
     // Only the endpoint's own credential check (the token exchange) reaches the API.
     let calls: Vec<_> = s
         .mock

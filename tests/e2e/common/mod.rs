@@ -102,6 +102,18 @@ pub fn real_cluster_kubeconfig() -> Option<String> {
     std::env::var(KUBECONFIG_ENV).ok().filter(|p| !p.is_empty())
 }
 
+/// Whether the API server checks admission (only a real one evaluates the CRDs' schema and
+/// CEL, see tests/support/README.md); prints that the test is skipped when it does not.
+pub fn admission_checked() -> bool {
+    let real = real_cluster_kubeconfig().is_some();
+    if !real {
+        eprintln!(
+            "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
+        );
+    }
+    real
+}
+
 fn init_tracing() {
     logs::init();
 }
@@ -467,8 +479,13 @@ impl TestCluster {
 
     /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns the message.
     pub async fn wait_reason(&self, name: &str, reason: &'static str) -> String {
-        let inv = self.wait_status(name, reason, reason_is(reason)).await;
+        let inv = self.wait_for_reason(name, reason).await;
         ready_message(inv.status.as_ref().expect("a status"))
+    }
+
+    /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns it.
+    pub async fn wait_for_reason(&self, name: &str, reason: &'static str) -> UserInvitation {
+        self.wait_status(name, reason, reason_is(reason)).await
     }
 
     /// The UserInvitations of the test's namespace.
@@ -509,6 +526,11 @@ impl TestCluster {
     /// Creates the UserInvitation `name` and waits until it is Ready.
     pub async fn create_ready(&self, name: &str, spec: Value) -> UserInvitation {
         self.create_invitation(name, spec).await;
+        self.wait_ready(name).await
+    }
+
+    /// Waits until the UserInvitation `name` is Ready.
+    pub async fn wait_ready(&self, name: &str) -> UserInvitation {
         self.wait_status(name, "Ready", is_ready).await
     }
 
@@ -1276,6 +1298,30 @@ pub fn changes_since(mock: &RunningMock, from: usize) -> Vec<String> {
         .filter(|e| is_changing(e))
         .map(|e| format!("{} {}", e.method, e.path))
         .collect()
+}
+
+/// The mock's API requests but the token exchanges, as `METHOD path`.
+pub fn api_calls(mock: &RunningMock) -> Vec<String> {
+    let journal = mock.api.journal();
+    let calls = journal.iter().filter(|e| !e.is_token_exchange());
+    calls.map(|e| format!("{} {}", e.method, e.path)).collect()
+}
+
+/// The strings of the JSON array `values`, sorted.
+pub fn sorted(values: &Value) -> Vec<String> {
+    let strings = values
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    let mut v: Vec<String> = strings.map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// The groups of the mock's UserInvite user `id`, sorted.
+pub fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
+    sorted(&mock.api.user(id).expect("the user exists")["groups"])
 }
 
 /// `config` for an API that sends again: re-inviting an invited user who never logged in
