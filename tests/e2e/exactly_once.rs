@@ -39,19 +39,7 @@ struct Env {
     harness: Harness,
 }
 
-impl std::ops::Deref for Env {
-    type Target = Harness;
-
-    fn deref(&self) -> &Harness {
-        &self.harness
-    }
-}
-
-impl std::ops::DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut Harness {
-        &mut self.harness
-    }
-}
+deref_to_harness!(Env);
 
 impl Env {
     async fn new(flavor: Flavor, rps: u32, config: MockConfig) -> Env {

@@ -244,13 +244,7 @@ struct Election {
     lease_name: String,
 }
 
-impl std::ops::Deref for Election {
-    type Target = Harness;
-
-    fn deref(&self) -> &Harness {
-        &self.harness
-    }
-}
+deref_to_harness!(Election);
 
 impl Election {
     async fn new() -> Election {

@@ -65,6 +65,25 @@ use tokio::{
     task::{AbortHandle, JoinHandle},
 };
 
+/// `Deref` and `DerefMut` of a test's environment (a struct with a field `harness`) to its
+/// [`Harness`].
+macro_rules! deref_to_harness {
+    ($env:ty) => {
+        impl std::ops::Deref for $env {
+            type Target = $crate::common::Harness;
+            fn deref(&self) -> &Self::Target {
+                &self.harness
+            }
+        }
+        impl std::ops::DerefMut for $env {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.harness
+            }
+        }
+    };
+}
+pub(crate) use deref_to_harness;
+
 /// How long a test waits for the controller to reach a state.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -958,23 +977,10 @@ impl OperatorProcess {
         command
             .args(["run", "--kubeconfig"])
             .arg(cluster.kubeconfig_file());
-        for var in [
-            "KUBECONFIG",
-            "POD_NAMESPACE",
-            "RESYNC_INTERVAL",
-            "RETRY_BASE_DELAY",
-            "RETRY_MAX_DELAY",
-            "CONCURRENCY",
-            "WATCH_NAMESPACES",
-            "CLUSTER_ENDPOINT_SELECTOR",
-            "NAMESPACED_ENDPOINT_SELECTOR",
-            "LEADER_ELECTION",
-            "LEASE_NAME",
-            "LEASE_NAMESPACE",
-            "LEASE_DURATION",
-            "POD_NAME",
-            "LOG_FORMAT",
-        ] {
+        let operator_env = "KUBECONFIG POD_NAMESPACE RESYNC_INTERVAL RETRY_BASE_DELAY RETRY_MAX_DELAY \
+            CONCURRENCY WATCH_NAMESPACES CLUSTER_ENDPOINT_SELECTOR NAMESPACED_ENDPOINT_SELECTOR \
+            LEADER_ELECTION LEASE_NAME LEASE_NAMESPACE LEASE_DURATION POD_NAME LOG_FORMAT";
+        for var in operator_env.split_whitespace() {
             command.env_remove(var);
         }
         command
