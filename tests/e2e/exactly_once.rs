@@ -83,12 +83,7 @@ impl Env {
     }
 
     fn invite_posts(&self) -> Vec<JournalEntry> {
-        self.mock
-            .api
-            .journal()
-            .into_iter()
-            .filter(|e| self.flavor.is_invite_post(e))
-            .collect()
+        self.flavor.invite_posts(&self.mock)
     }
 
     fn emails(&self, users: &[String]) -> Vec<usize> {

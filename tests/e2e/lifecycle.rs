@@ -622,16 +622,10 @@ async fn only_the_watched_namespaces_are_reconciled() {
     settings.watch_namespaces = vec![s.cluster.namespace.clone()];
     s.start_controller_with(settings);
     let (cluster, mock) = (&s.cluster, &s.mock);
-    let ignored: UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": {"name": "elsewhere", "namespace": other, "labels": cluster.labels()},
-        "spec": team(&["x@example.com"], json!({}))
-    }))
-    .unwrap();
-    Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
-        .create(&Default::default(), &ignored)
-        .await
-        .unwrap();
+    let elsewhere = json!({"name": "elsewhere", "namespace": other});
+    cluster
+        .create_invitation_with(elsewhere, team(&["x@example.com"], json!({})))
+        .await;
     cluster
         .create_ready("here", team(&["y@example.com"], json!({})))
         .await;

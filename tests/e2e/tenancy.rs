@@ -136,9 +136,7 @@ async fn let_resync(h: &Harness, n: u64) {
         .await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Ownership and adoption
-// ---------------------------------------------------------------------------------------
+// -- Ownership and adoption ----------------------------------------------------------------------
 
 /// The first attack: a team lists an existing administrator with no permissions,
 /// Enforce and Delete, through a cluster endpoint restricted to `dashboard_management`.
@@ -412,9 +410,7 @@ async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// `allowed` covers everything that grants access
-// ---------------------------------------------------------------------------------------
+// -- `allowed` covers everything that grants access ----------------------------------------------
 
 /// `allowed: {organizationRoles: [org_member]}` used to be checked for organization roles
 /// only: customRoles, customGroupsIds and service roles went through. Every field that grants
@@ -586,9 +582,7 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// One person, several resources
-// ---------------------------------------------------------------------------------------
+// -- One person, several resources ---------------------------------------------------------------
 
 /// Two Enforce resources in two namespaces list one person with different grants: the first
 /// owns the person, the second names the owner, and resyncs make no changing call.
@@ -622,18 +616,12 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
         entry(first.status.as_ref().unwrap(), "p@example.com").ownership,
         Some(Ownership::Created)
     );
-    let second: invite_operator::api::UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": {"name": "second", "namespace": other_ns, "labels": h.cluster.labels()},
-        "spec": spec(&["alerts_management"]),
-    }))
-    .unwrap();
+    let second = json!({"name": "second", "namespace": other_ns});
+    h.cluster
+        .create_invitation_with(second, spec(&["alerts_management"]))
+        .await;
     let second_api: Api<invite_operator::api::UserInvitation> =
         Api::namespaced(h.cluster.client.clone(), &other_ns);
-    second_api
-        .create(&PostParams::default(), &second)
-        .await
-        .unwrap();
     let owner = format!("{}/first", h.cluster.namespace);
     let p = eventually("second to name the owner", async || {
         let status = second_api.get("second").await.unwrap().status;
@@ -658,9 +646,7 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Secrets: rotation
-// ---------------------------------------------------------------------------------------
+// -- Secrets: rotation ---------------------------------------------------------------------------
 
 /// The credential labels (opaque) of the requests in the journal, with their statuses.
 fn credentials(mock: &RunningMock) -> Vec<(Option<String>, u16)> {
@@ -733,9 +719,7 @@ async fn a_rotated_token_is_picked_up_within_the_cache_time() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Endpoints: URL policy, redirects, body and message caps, timeout bound
-// ---------------------------------------------------------------------------------------
+// -- Endpoints: URL policy, redirects, body and message caps, timeout bound ----------------------
 
 /// A local address that is not loopback (routing only, no packet is sent), if the host has one.
 fn non_loopback_address() -> Option<IpAddr> {
@@ -1103,9 +1087,7 @@ async fn timeout_seconds_above_120_is_refused_at_admission() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Leadership
-// ---------------------------------------------------------------------------------------
+// -- Leadership ----------------------------------------------------------------------------------
 
 /// A replica whose lease runs out while a reconcile waits for its lookup sends no invite
 /// POST: the users go back to Pending, saying the replica no longer holds the lease.
@@ -1165,9 +1147,7 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Secure by default: a cluster endpoint without `allowed` grants plain membership only
-// ---------------------------------------------------------------------------------------
+// -- Secure by default: a cluster endpoint without `allowed` grants plain membership only --------
 
 /// A tenant asks for an admin permission, user group and role (UserInvite) and for the owner
 /// role, a custom group and a service role (OrgInvitation) through cluster endpoints that have
@@ -1364,9 +1344,7 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Ownership is bound to the API and endpoint it was established on
-// ---------------------------------------------------------------------------------------
+// -- Ownership is bound to the API and endpoint it was established on ----------------------------
 
 /// A second mock API: the one a tenant runs itself.
 async fn tenant_api() -> RunningMock {
@@ -1622,9 +1600,7 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Credentials a tenant cannot borrow
-// ---------------------------------------------------------------------------------------
+// -- Credentials a tenant cannot borrow ----------------------------------------------------------
 
 /// Someone who may create InvitationEndpoints but not read Secrets points an endpoint at a
 /// host of their own and at a Secret of the namespace that is not labelled for endpoints:
@@ -1748,9 +1724,7 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// One tenant cannot take the operator down
-// ---------------------------------------------------------------------------------------
+// -- One tenant cannot take the operator down ----------------------------------------------------
 
 /// Creates, in `namespace`, the labelled token Secret `token` and an OrgInvitation endpoint
 /// `name` at `url` with a 1 s request timeout.
@@ -1776,27 +1750,6 @@ async fn org_endpoint_in(cluster: &TestCluster, namespace: &str, name: &str, url
     .unwrap();
     Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), namespace)
         .create(&PostParams::default(), &endpoint)
-        .await
-        .unwrap();
-}
-
-/// A UserInvitation of `username` through the InvitationEndpoint `endpoint` of `namespace`.
-async fn org_invitation_in(
-    cluster: &TestCluster,
-    namespace: &str,
-    name: &str,
-    endpoint: &str,
-    username: &str,
-) {
-    let invitation: invite_operator::api::UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": {"name": name, "namespace": namespace, "labels": cluster.labels()},
-        "spec": {"endpointRef": {"kind": "InvitationEndpoint", "name": endpoint},
-                 "orgInvitation": {"usernames": [username], "organizationRoles": [{"name": "org_member"}]}},
-    }))
-    .unwrap();
-    Api::<invite_operator::api::UserInvitation>::namespaced(cluster.client.clone(), namespace)
-        .create(&PostParams::default(), &invitation)
         .await
         .unwrap();
 }
@@ -1827,14 +1780,9 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     settings.watch_namespaces.clear(); // one controller, one set of slots, for all
     h.start_controller_with(settings);
     for i in 0..200 {
-        org_invitation_in(
-            &h.cluster,
-            &tenant,
-            &format!("t{i}"),
-            "tarpit",
-            &format!("t{i}@example.com"),
-        )
-        .await;
+        let spec = org_spec("tarpit", &[format!("t{i}@example.com")], "org_member");
+        let metadata = json!({"name": format!("t{i}"), "namespace": tenant});
+        h.cluster.create_invitation_with(metadata, spec).await;
     }
     // The tarpit holds its share of the slots.
     let controller = h.controller.as_ref().unwrap();
@@ -1942,9 +1890,7 @@ async fn a_lookup_past_its_deadline_is_stopped() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Several operators in one cluster
-// ---------------------------------------------------------------------------------------
+// -- Several operators in one cluster ------------------------------------------------------------
 
 /// The label that splits the endpoints of a test between controllers.
 const SHARD: &str = "invite-e2e/shard";
@@ -2386,19 +2332,8 @@ async fn resources_on_other_endpoints(
 /// One that shard b's controller serves, holding its finalizer, being deleted.
 async fn held_by_b_being_deleted(h: &Harness) {
     let held = through("InvitationEndpoint", "ns-b", "x6@example.com", "Delete");
-    let mut object = json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": h.cluster.metadata("held-by-b"), "spec": held,
-    });
-    object["metadata"]["finalizers"] = json!([controller::FINALIZER]);
-    h.cluster
-        .invitations()
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(object).unwrap(),
-        )
-        .await
-        .unwrap();
+    let metadata = json!({"name": "held-by-b", "finalizers": [controller::FINALIZER]});
+    h.cluster.create_invitation_with(metadata, held).await;
     h.cluster
         .invitations()
         .delete("held-by-b", &DeleteParams::default())

@@ -38,15 +38,6 @@ async fn intent_settles_at(h: &Harness, name: &str, users: &[String]) -> Timesta
         .expect("settlesAt")
 }
 
-fn invite_posts(h: &Harness, flavor: Flavor) -> Vec<JournalEntry> {
-    h.mock
-        .api
-        .journal()
-        .into_iter()
-        .filter(|e| flavor.is_invite_post(e))
-        .collect()
-}
-
 /// Asserts that no lookup arrived after `first_post` and before `settles_at`.
 fn assert_no_lookup_before(h: &Harness, flavor: Flavor, first_post: u64, settles_at: Timestamp) {
     let early: Vec<String> = h
@@ -89,7 +80,7 @@ async fn acted_then(flavor: Flavor, fault: ScriptedFault) {
     let settles_at = intent_settles_at(&h, "team", &users).await;
     let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &users);
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     assert_eq!(posts.len(), 1, "found, never posted again: {posts:#?}");
     assert!(posts[0].performed, "the fault acted");
     assert_no_lookup_before(&h, flavor, posts[0].seq, settles_at);
@@ -239,7 +230,8 @@ async fn an_unknown_half_keeps_only_its_own_users_inviting() {
     let status = status_of(&inv);
     assert_owned_and_invited_once(&h, status, &[a.into(), b.into(), c.into()]);
     assert_eq!(state(status, bad), Some(UserState::Failed));
-    let unknown = invite_posts(&h, flavor)
+    let unknown = flavor
+        .invite_posts(&h.mock)
         .into_iter()
         .find(|e| e.status == 502)
         .expect("the 502");
@@ -359,7 +351,7 @@ async fn an_unsettled_person_waits_for_every_other_resource() {
     let second = h.cluster.wait_ready("second").await;
     let shown = entry(status_of(&second), &person).unwrap();
     assert_eq!(shown.ownership, None, "{shown:?}");
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     let for_person: Vec<&JournalEntry> = posts
         .iter()
         .filter(|e| flavor.invited_in(e).contains(&person))
@@ -413,7 +405,7 @@ async fn a_removed_and_readded_person_waits_for_the_settle_window() {
         .await;
     let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &[p.clone(), q.clone()]);
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     assert_eq!(posts.len(), 1, "never posted again: {posts:#?}");
     assert!(
         h.mock
@@ -464,7 +456,7 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
     }
     let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &x);
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     assert_eq!(
         posts.len(),
         2,
@@ -506,7 +498,8 @@ async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
         "{message:?}"
     );
     h.cluster.wait_ready("team").await;
-    let posts: Vec<JournalEntry> = invite_posts(&h, flavor)
+    let posts: Vec<JournalEntry> = flavor
+        .invite_posts(&h.mock)
         .into_iter()
         .filter(|e| flavor.invited_in(e).contains(&person))
         .collect();
@@ -564,7 +557,8 @@ async fn switched_while_unsettled(flavor: Flavor) {
         status.endpoint.as_ref().map(|e| e.name.as_str()),
         Some("other")
     );
-    let posts: Vec<JournalEntry> = invite_posts(&h, flavor)
+    let posts: Vec<JournalEntry> = flavor
+        .invite_posts(&h.mock)
         .into_iter()
         .filter(|e| flavor.invited_in(e).contains(&person))
         .collect();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use invite_mock::ScriptedFault;
-use invite_operator::api::{UserInvitation, UserState};
+use invite_operator::api::UserState;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
@@ -320,20 +320,10 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
     let message = s.cluster.wait_reason("org", "EndpointMismatch").await;
     assert!(message.contains("OrgInvitation"), "{message}");
 
-    let paused: UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1",
-        "kind": "UserInvitation",
-        "metadata": {"name": "paused", "namespace": s.cluster.namespace,
-                     "labels": s.cluster.labels(),
-                     "annotations": {"invite.operators.dev/paused": "true"}},
-        "spec": spec(&["paula@example.com"]),
-    }))
-    .unwrap();
+    let paused = json!({"name": "paused", "annotations": {"invite.operators.dev/paused": "true"}});
     s.cluster
-        .invitations()
-        .create(&Default::default(), &paused)
-        .await
-        .unwrap();
+        .create_invitation_with(paused, spec(&["paula@example.com"]))
+        .await;
     s.cluster.wait_for_reason("paused", "Paused").await;
     assert!(
         s.mock.api.journal().is_empty(),

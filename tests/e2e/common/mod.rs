@@ -425,14 +425,23 @@ impl TestCluster {
 
     /// Creates a UserInvitation from its spec.
     pub async fn create_invitation(&self, name: &str, spec: Value) -> UserInvitation {
+        self.create_invitation_with(json!({"name": name}), spec)
+            .await
+    }
+
+    /// Creates a UserInvitation from its spec and `metadata` (its name; another namespace,
+    /// annotations, finalizers), merged over the test's namespace and labels.
+    pub async fn create_invitation_with(&self, metadata: Value, spec: Value) -> UserInvitation {
+        let metadata = with(self.metadata(""), metadata);
+        let namespace = metadata["namespace"].as_str().expect("a namespace");
         let invitation: UserInvitation = serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1",
             "kind": "UserInvitation",
-            "metadata": self.metadata(name),
+            "metadata": metadata,
             "spec": spec,
         }))
         .unwrap();
-        self.invitations()
+        Api::namespaced(self.client.clone(), namespace)
             .create(&PostParams::default(), &invitation)
             .await
             .expect("create invitation")
