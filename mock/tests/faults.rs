@@ -1,7 +1,10 @@
 //! Fault kinds, the seeded fault mix and the `Retry-After` bookkeeping, over real HTTP.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{control, json_of};
 use invite_mock::{
     ApiFamily, FaultKind, FaultMix, JournalEntry, MockApi, MockConfig, RunningMock, ScriptedFault,
 };
@@ -19,22 +22,6 @@ fn client() -> Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
-}
-
-/// The JSON the mock's control endpoint `/mock/<path>` answers to a GET.
-async fn control(m: &RunningMock, path: &str) -> Value {
-    json_of(
-        Client::new()
-            .get(format!("{}/mock/{path}", m.url))
-            .send()
-            .await,
-    )
-    .await
-}
-
-/// The JSON body of an answer.
-async fn json_of(answer: reqwest::Result<reqwest::Response>) -> Value {
-    answer.expect("answer").json().await.expect("JSON")
 }
 
 async fn start() -> RunningMock {

@@ -1,9 +1,12 @@
 //! OrgInvitation membership at scale: seeding tens of thousands of members, the paged member
 //! list, the user search (first 20 "contains" matches) and redeemed invitations.
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::{control, json_of};
 use invite_mock::{MockApi, MockConfig, RunningMock};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -63,22 +66,6 @@ impl Csp {
         assert_eq!(status, 200, "{v}");
         v["results"].as_array().cloned().unwrap_or_default()
     }
-}
-
-/// The JSON the mock's control endpoint `/mock/<path>` answers to a GET.
-async fn control(m: &RunningMock, path: &str) -> Value {
-    json_of(
-        Client::new()
-            .get(format!("{}/mock/{path}", m.url))
-            .send()
-            .await,
-    )
-    .await
-}
-
-/// The JSON body of an answer.
-async fn json_of(answer: reqwest::Result<reqwest::Response>) -> Value {
-    answer.expect("answer").json().await.expect("JSON")
 }
 
 fn username(entry: &Value) -> String {
