@@ -14,7 +14,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::common::{flavor::*, *};
-use invite_mock::{MockApi, MockConfig, RunningMock, ScriptedFault};
+use invite_mock::{MockConfig, RunningMock, ScriptedFault};
 use invite_operator::api::{
     FailureReason, InvitationEndpoint, UserInvitation, UserInvitationStatus, UserState,
 };
@@ -877,14 +877,11 @@ async fn hostile_api_answers_end_invited_once() {
     let cases = api_cases();
     let mut mocks: BTreeMap<&str, RunningMock> = BTreeMap::new();
     for case in &cases {
-        let mock = MockApi::start(MockConfig {
-            token: TOKEN.into(),
-            organization_id: ORG.into(),
+        let mock = start_mock(MockConfig {
             resend_to_invited: case.resend,
             ..MockConfig::default()
         })
-        .await
-        .unwrap();
+        .await;
         for fault in &case.faults {
             mock.api.add_fault(fault.clone());
         }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use invite_mock::{MockApi, MockConfig};
+use invite_mock::MockConfig;
 use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::PostParams};
@@ -138,13 +138,11 @@ async fn every_state_matches_its_health_fixture() {
     let mut h = Harness::user_invite().await;
     // A second API that answers slowly, so that a resource is seen while its invitations are
     // in flight, and a URL where nothing answers.
-    let slow = MockApi::start(MockConfig {
-        token: TOKEN.into(),
+    let slow = start_mock(MockConfig {
         latency: Duration::from_secs(3),
         ..Default::default()
     })
-    .await
-    .expect("start mock");
+    .await;
     let closed = closed_url();
     h.start_controller();
     let shared = endpoints_in_every_state(&h, &slow.url, &closed).await;

@@ -872,12 +872,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
 #[tokio::test]
 async fn redirects_are_never_followed() {
     let mut h = Harness::user_invite().await;
-    let elsewhere = MockApi::start(MockConfig {
-        token: TOKEN.into(),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let elsewhere = start_mock(MockConfig::default()).await;
     h.mock.api.add_fault(
         ScriptedFault::redirect(307, &format!("{}/api/v2/user/invite", elsewhere.url))
             .method("POST")
@@ -1346,17 +1341,6 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
 
 // -- Ownership is bound to the API and endpoint it was established on ----------------------------
 
-/// A second mock API: the one a tenant runs itself.
-async fn tenant_api() -> RunningMock {
-    MockApi::start(MockConfig {
-        token: TOKEN.into(),
-        organization_id: ORG.into(),
-        ..MockConfig::default()
-    })
-    .await
-    .expect("start the tenant's mock")
-}
-
 /// The review's attack: a tenant adopts the organization's admin on an API it runs itself
 /// (a namespaced endpoint always adopts), switches `spec.endpointRef` to the platform's
 /// endpoint (adoption off) and deletes the resource. The platform's API sees no changing call:
@@ -1364,7 +1348,7 @@ async fn tenant_api() -> RunningMock {
 #[tokio::test]
 async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_endpoints() {
     let mut h = Harness::start().await;
-    let tenant = tenant_api().await;
+    let tenant = start_mock(MockConfig::default()).await;
     h.cluster.put_secret("api-token", TOKEN).await;
     let admin_groups = ["dashboard_management", "user_management"];
     for mock in [&h.mock, &tenant] {
@@ -1435,7 +1419,7 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
 #[tokio::test]
 async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     let mut h = Harness::start().await;
-    let other = tenant_api().await;
+    let other = start_mock(MockConfig::default()).await;
     h.cluster.put_secret("api-token", TOKEN).await;
     let groups = ["dashboard_management", "user_management"];
     const ROOT: &str = "root@example.com";
@@ -1610,7 +1594,7 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
 #[tokio::test]
 async fn a_secret_without_the_credentials_label_is_never_sent() {
     let mut h = Harness::start().await;
-    let theirs = tenant_api().await;
+    let theirs = start_mock(MockConfig::default()).await;
     // A Secret of the namespace, created without the label (e.g. another app's token).
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": h.cluster.metadata("someone-elses-token"),
@@ -1765,15 +1749,12 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
         eprintln!("skipped on a real cluster: one controller must watch every namespace");
         return h.finish().await;
     }
-    let tarpit = MockApi::start(MockConfig {
-        token: TOKEN.into(),
-        organization_id: ORG.into(),
+    let tarpit = start_mock(MockConfig {
         latency: Duration::from_millis(900),
         endless_members: true,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let tenant = h.cluster.create_namespace("tarpit").await;
     org_endpoint_in(&h.cluster, &tenant, "tarpit", &tarpit.url).await;
     let mut settings = h.cluster.settings();

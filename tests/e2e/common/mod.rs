@@ -889,13 +889,7 @@ impl Harness {
     /// Like [`Harness::start`], with this mock configuration (its token is [`TOKEN`]).
     pub async fn with_mock(config: MockConfig) -> Harness {
         let cluster = TestCluster::start().await;
-        let mock = MockApi::start(MockConfig {
-            token: TOKEN.into(),
-            organization_id: ORG.into(),
-            ..config
-        })
-        .await
-        .expect("start mock");
+        let mock = start_mock(config).await;
         Harness {
             cluster,
             mock,
@@ -1337,6 +1331,17 @@ pub fn sorted(values: &Value) -> Vec<String> {
 /// The groups of the mock's UserInvite user `id`, sorted.
 pub fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
     sorted(&mock.api.user(id).expect("the user exists")["groups"])
+}
+
+/// A mock invite API with the suite's token and organization, configured by the rest of
+/// `config`.
+pub async fn start_mock(config: MockConfig) -> RunningMock {
+    let config = MockConfig {
+        token: TOKEN.into(),
+        organization_id: ORG.into(),
+        ..config
+    };
+    MockApi::start(config).await.expect("start mock")
 }
 
 /// `config` for an API that sends again: re-inviting an invited user who never logged in
