@@ -45,32 +45,18 @@ async fn user_invitations_are_validated_at_admission() {
     }
     let cluster = TestCluster::start().await;
 
-    let ok = create(&cluster, "ok", json!({"users": users(&["a@example.com"])}))
-        .await
-        .unwrap();
-    assert_eq!(
-        ok.spec.endpoint_ref.name, "default",
-        "endpointRef is defaulted"
-    );
+    let ok = create(&cluster, "ok", json!({"users": users(&["a@example.com"])})).await.unwrap();
+    assert_eq!(ok.spec.endpoint_ref.name, "default", "endpointRef is defaulted");
     assert_eq!(
         ok.spec.endpoint_ref.kind,
         invite_operator::api::EndpointKind::ClusterInvitationEndpoint
     );
 
-    let bad_email = create(
-        &cluster,
-        "bad-email",
-        json!({"users": users(&["not an email"])}),
-    )
-    .await;
+    let bad_email = create(&cluster, "bad-email", json!({"users": users(&["not an email"])})).await;
     assert!(bad_email.unwrap_err().contains("emailAddress"));
 
-    let duplicate = create(
-        &cluster,
-        "dup",
-        json!({"users": users(&["a@example.com", "a@example.com"])}),
-    )
-    .await;
+    let duplicate =
+        create(&cluster, "dup", json!({"users": users(&["a@example.com", "a@example.com"])})).await;
     assert!(duplicate.unwrap_err().contains("Duplicate value"));
 
     let both = create(
@@ -132,16 +118,8 @@ async fn only_plain_addresses_are_admitted() {
     .enumerate()
     {
         for (name, spec, field) in [
-            (
-                format!("u{i}"),
-                json!({"users": users(&[address])}),
-                "emailAddress",
-            ),
-            (
-                format!("o{i}"),
-                json!({"orgInvitation": {"usernames": [address]}}),
-                "usernames",
-            ),
+            (format!("u{i}"), json!({"users": users(&[address])}), "emailAddress"),
+            (format!("o{i}"), json!({"orgInvitation": {"usernames": [address]}}), "usernames"),
         ] {
             let message = create(&cluster, &name, spec).await.unwrap_err();
             // A real API server checks `format: email` first, and then skips the CEL rules.
@@ -235,10 +213,9 @@ async fn examples_are_stored_exactly_as_written() {
             let kind = document["kind"].as_str().unwrap_or_default().to_string();
             let (resource, namespaced) = match kind.as_str() {
                 "UserInvitation" => (kube::core::ApiResource::erase::<UserInvitation>(&()), true),
-                "InvitationEndpoint" => (
-                    kube::core::ApiResource::erase::<InvitationEndpoint>(&()),
-                    true,
-                ),
+                "InvitationEndpoint" => {
+                    (kube::core::ApiResource::erase::<InvitationEndpoint>(&()), true)
+                }
                 "ClusterInvitationEndpoint" => (
                     kube::core::ApiResource::erase::<invite_operator::api::ClusterInvitationEndpoint>(
                         &(),
@@ -247,10 +224,7 @@ async fn examples_are_stored_exactly_as_written() {
                 ),
                 _ => continue,
             };
-            let name = format!(
-                "{}-{checked}",
-                document["metadata"]["name"].as_str().unwrap()
-            );
+            let name = format!("{}-{checked}", document["metadata"]["name"].as_str().unwrap());
             document["metadata"] = if namespaced {
                 cluster.metadata(&name)
             } else {

@@ -104,13 +104,8 @@ fn long_address(i: usize) -> String {
 const PLAIN: &str = "must be a plain email address";
 
 fn resource_cases() -> Vec<(&'static str, Value, Expect)> {
-    [
-        refused_user_cases(),
-        refused_org_and_type_cases(),
-        admitted_cases(),
-        spelling_cases(),
-    ]
-    .concat()
+    [refused_user_cases(), refused_org_and_type_cases(), admitted_cases(), spelling_cases()]
+        .concat()
 }
 
 /// UserInvite specs the CRD's schema and CEL refuse, with words of the refusal.
@@ -123,32 +118,16 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
         .map(|i| json!({"emailAddress": format!("k{i}@example.com"), "groups": [kib], "userGroups": []}))
         .collect();
     vec![
-        (
-            "bad-email",
-            users(&["not an email"]),
-            Refused("emailAddress"),
-        ),
+        ("bad-email", users(&["not an email"]), Refused("emailAddress")),
         ("no-at", users(&["example.com"]), Refused("emailAddress")),
-        (
-            "space-in-email",
-            users(&["a b@example.com"]),
-            Refused("emailAddress"),
-        ),
-        (
-            "exact-duplicate",
-            users(&["d@example.com", "d@example.com"]),
-            Refused("Duplicate"),
-        ),
+        ("space-in-email", users(&["a b@example.com"]), Refused("emailAddress")),
+        ("exact-duplicate", users(&["d@example.com", "d@example.com"]), Refused("Duplicate")),
         (
             "both-apis",
             json!({"users": [user("a@example.com")], "orgInvitation": {"usernames": ["b@example.com"]}}),
             Refused("exactly one"),
         ),
-        (
-            "neither-api",
-            json!({"accessPolicy": "InviteOnly"}),
-            Refused("exactly one"),
-        ),
+        ("neither-api", json!({"accessPolicy": "InviteOnly"}), Refused("exactly one")),
         ("no-users", json!({"users": []}), Refused("users")),
         ("too-many-users", users(&many), Refused("1000")),
         (
@@ -175,18 +154,10 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
             with(users(&["g@example.com"]), "/users/0/groups", json!([kib])),
             Refused("groups"),
         ),
-        (
-            "thousand-users-kib-strings",
-            json!({"users": thousand_kib}),
-            Refused("groups"),
-        ),
+        ("thousand-users-kib-strings", json!({"users": thousand_kib}), Refused("groups")),
         (
             "bad-access-policy",
-            with(
-                users(&["p@example.com"]),
-                "/accessPolicy",
-                json!("Sometimes"),
-            ),
+            with(users(&["p@example.com"]), "/accessPolicy", json!("Sometimes")),
             Refused("accessPolicy"),
         ),
         (
@@ -196,11 +167,7 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
         ),
         (
             "bad-endpoint-kind",
-            with(
-                users(&["p@example.com"]),
-                "/endpointRef/kind",
-                json!("Secret"),
-            ),
+            with(users(&["p@example.com"]), "/endpointRef/kind", json!("Secret")),
             Refused("kind"),
         ),
         (
@@ -215,11 +182,7 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
 fn refused_org_and_type_cases() -> Vec<(&'static str, Value, Expect)> {
     use Expect::*;
     vec![
-        (
-            "org-bad-username",
-            org(json!(["not-an-email"])),
-            Refused("usernames"),
-        ),
+        ("org-bad-username", org(json!(["not-an-email"])), Refused("usernames")),
         (
             "org-duplicate-username",
             org(json!(["o@example.com", "o@example.com"])),
@@ -240,16 +203,8 @@ fn refused_org_and_type_cases() -> Vec<(&'static str, Value, Expect)> {
             with(users(&["t@example.com"]), "/reinviteExpired", json!("yes")),
             Refused("reinviteExpired"),
         ),
-        (
-            "users-not-a-list",
-            json!({"users": {"emailAddress": "a@example.com"}}),
-            Refused("users"),
-        ),
-        (
-            "email-not-a-string",
-            json!({"users": [{"emailAddress": 42}]}),
-            Refused("emailAddress"),
-        ),
+        ("users-not-a-list", json!({"users": {"emailAddress": "a@example.com"}}), Refused("users")),
+        ("email-not-a-string", json!({"users": [{"emailAddress": 42}]}), Refused("emailAddress")),
     ]
 }
 
@@ -257,49 +212,27 @@ fn refused_org_and_type_cases() -> Vec<(&'static str, Value, Expect)> {
 fn admitted_cases() -> Vec<(&'static str, Value, Expect)> {
     use Expect::*;
     let long: Vec<String> = (0..1000).map(long_address).collect();
-    let long: Vec<Value> = long
-        .iter()
-        .map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []}))
-        .collect();
+    let long: Vec<Value> =
+        long.iter().map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []})).collect();
     let mut unknown_fields = users(&["extra@example.com"]);
     unknown_fields["nickname"] = json!("hostile");
     unknown_fields["users"][0]["isAdmin"] = json!(true);
     vec![
         // Admitted, and ending in a clear condition.
         ("unknown-fields", unknown_fields, Reason("AllInvited")),
-        (
-            "case-duplicate",
-            users(&["Case@example.com", "case@example.com"]),
-            Reason("InvalidSpec"),
-        ),
-        (
-            "paused-not-true",
-            users(&["notpaused@example.com"]),
-            Reason("AllInvited"),
-        ),
+        ("case-duplicate", users(&["Case@example.com", "case@example.com"]), Reason("InvalidSpec")),
+        ("paused-not-true", users(&["notpaused@example.com"]), Reason("AllInvited")),
         (
             "wrong-api",
-            with(
-                org(json!(["w@example.com"])),
-                "/endpointRef/name",
-                json!(ENDPOINT),
-            ),
+            with(org(json!(["w@example.com"])), "/endpointRef/name", json!(ENDPOINT)),
             Reason("EndpointMismatch"),
         ),
         (
             "missing-endpoint",
-            with(
-                users(&["m@example.com"]),
-                "/endpointRef/name",
-                json!("nowhere"),
-            ),
+            with(users(&["m@example.com"]), "/endpointRef/name", json!("nowhere")),
             Reason("EndpointNotFound"),
         ),
-        (
-            "default-cluster-endpoint",
-            json!({"users": [user("c@example.com")]}),
-            LeftAlone,
-        ),
+        ("default-cluster-endpoint", json!({"users": [user("c@example.com")]}), LeftAlone),
         (
             "thousand-long-users",
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT}, "users": long}),
@@ -357,11 +290,7 @@ fn spelling_cases() -> Vec<(&'static str, Value, Expect)> {
             Refused(PLAIN),
         ),
         // Case is folded and plus-addressing is another person: both admitted.
-        (
-            "upper-case-is-plain",
-            users(&["Plain.Upper@Example.COM"]),
-            Reason("AllInvited"),
-        ),
+        ("upper-case-is-plain", users(&["Plain.Upper@Example.COM"]), Reason("AllInvited")),
         (
             "plus-address-is-another-person",
             users(&["plus@example.com", "plus+ops@example.com"]),
@@ -382,23 +311,11 @@ fn endpoint_cases(mock: &str) -> Vec<(&'static str, Value, Expect)> {
     };
     let with_credentials = mock.replace("http://", "http://admin:hunter2@");
     vec![
-        (
-            "url-credentials",
-            base(&with_credentials),
-            Reason("EndpointNotReady"),
-        ),
+        ("url-credentials", base(&with_credentials), Reason("EndpointNotReady")),
         ("url-ftp", base("ftp://127.0.0.1/"), Refused("url")),
         ("url-not-a-url", base("not a url"), Refused("url")),
-        (
-            "url-plain-http-remote",
-            base("http://example.com"),
-            Reason("EndpointNotReady"),
-        ),
-        (
-            "timeout-zero",
-            with(base(mock), "/timeoutSeconds", json!(0)),
-            Refused("timeoutSeconds"),
-        ),
+        ("url-plain-http-remote", base("http://example.com"), Reason("EndpointNotReady")),
+        ("timeout-zero", with(base(mock), "/timeoutSeconds", json!(0)), Refused("timeoutSeconds")),
         (
             "timeout-too-long",
             with(base(mock), "/timeoutSeconds", json!(121)),
@@ -409,11 +326,7 @@ fn endpoint_cases(mock: &str) -> Vec<(&'static str, Value, Expect)> {
             with(base(mock), "/requestsPerSecond", json!(0)),
             Refused("requestsPerSecond"),
         ),
-        (
-            "api-unknown",
-            with(base(mock), "/api", json!("Foo")),
-            Refused("api"),
-        ),
+        ("api-unknown", with(base(mock), "/api", json!("Foo")), Refused("api")),
         (
             "secret-missing",
             with(base(mock), "/credentials/secretRef/name", json!("nope")),
@@ -421,11 +334,7 @@ fn endpoint_cases(mock: &str) -> Vec<(&'static str, Value, Expect)> {
         ),
         (
             "secret-empty",
-            with(
-                base(mock),
-                "/credentials/secretRef/name",
-                json!("empty-token"),
-            ),
+            with(base(mock), "/credentials/secretRef/name", json!("empty-token")),
             Reason("EndpointNotReady"),
         ),
         (
@@ -449,10 +358,7 @@ fn clear(status: &UserInvitationStatus, spec: &Value, want: &str, name: &str) ->
         return false;
     }
     // No lost status: an entry per requested address, and a bounded size.
-    assert!(
-        status.users.len() >= requested(spec),
-        "{name}: entries missing: {status:#?}"
-    );
+    assert!(status.users.len() >= requested(spec), "{name}: entries missing: {status:#?}");
     let size = serde_json::to_vec(status).unwrap().len();
     assert!(size < 1024 * 1024, "{name}: status of {size} bytes");
     true
@@ -461,9 +367,7 @@ fn clear(status: &UserInvitationStatus, spec: &Value, want: &str, name: &str) ->
 #[tokio::test]
 async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
     let mut h = Flavor::UserInvite.harness(5, 100).await;
-    Flavor::OrgInvitation
-        .apply_endpoint(&h.cluster, "org", &h.mock.url, 5, 100)
-        .await;
+    Flavor::OrgInvitation.apply_endpoint(&h.cluster, "org", &h.mock.url, 5, 100).await;
     h.cluster.put_secret("empty-token", "  ").await;
     h.start_controller();
     let mut outcomes = Outcomes::default();
@@ -471,24 +375,15 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
     create_hostile_endpoints(&h, &mut outcomes).await;
     // A paused annotation that is not "true" pauses nothing.
     let paused = "invite.operators.dev/paused";
-    h.cluster
-        .annotate("paused-not-true", paused, json!("yes"))
-        .await;
-    let Outcomes {
-        admitted,
-        left_alone,
-        refused,
-        not_created,
-    } = outcomes;
+    h.cluster.annotate("paused-not-true", paused, json!("yes")).await;
+    let Outcomes { admitted, left_alone, refused, not_created } = outcomes;
     println!(
         "{refused} refused at admission, {} admitted, {not_created} left to a real API server",
         admitted.len()
     );
     assert!(refused + not_created + admitted.len() + left_alone.len() >= 40);
     for (name, spec, reason) in &admitted {
-        h.cluster
-            .wait_status(name, reason, |s| clear(s, spec, reason, name))
-            .await;
+        h.cluster.wait_status(name, reason, |s| clear(s, spec, reason, name)).await;
     }
     // Created before the others ended: the controller has seen them, and wrote nothing.
     for name in left_alone {
@@ -508,10 +403,7 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = controller.reconciles() - before;
     println!("{during} reconciles in 3 s for {blocked} blocked resources");
-    assert!(
-        during <= 15 * blocked + 5,
-        "{during} reconciles in 3 s: a hot loop"
-    );
+    assert!(during <= 15 * blocked + 5, "{during} reconciles in 3 s: a hot loop");
     assert!(!controller.is_finished(), "the controller is still running");
     h.finish().await;
 }
@@ -605,10 +497,7 @@ async fn assert_specific_promises(h: &Harness) {
     };
     let unknown = get("unknown-fields").await;
     let raw = serde_json::to_value(&unknown).unwrap();
-    assert!(
-        raw["spec"].get("nickname").is_none(),
-        "unknown fields are pruned"
-    );
+    assert!(raw["spec"].get("nickname").is_none(), "unknown fields are pruned");
     let dup = get("case-duplicate").await;
     assert_eq!(h.mock.api.invitations_sent_to("case@example.com"), 1);
     assert_eq!(status_of(&dup).users.len(), 2);
@@ -626,10 +515,7 @@ async fn assert_specific_promises(h: &Harness) {
     assert_invite_requests_once(&h.mock.api, &once, "one person, one request");
     let credentials = get("use-url-credentials").await;
     let message = &status_of(&credentials).conditions[0].message;
-    assert!(
-        message.contains("credentials") && !message.contains("hunter2"),
-        "{message}"
-    );
+    assert!(message.contains("credentials") && !message.contains("hunter2"), "{message}");
     let long = get("thousand-long-users").await;
     assert_eq!(status_of(&long).invited, 1000);
 }
@@ -640,18 +526,14 @@ async fn assert_specific_promises(h: &Harness) {
 fn crd_before_the_address_rule() -> CustomResourceDefinition {
     let mut crd = serde_json::to_value(UserInvitation::crd()).unwrap();
     let spec = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties";
-    for field in [
-        "/users/items/properties/emailAddress",
-        "/orgInvitation/properties/usernames/items",
-    ] {
+    for field in
+        ["/users/items/properties/emailAddress", "/orgInvitation/properties/usernames/items"]
+    {
         let schema = crd
             .pointer_mut(&format!("{spec}{field}"))
             .and_then(Value::as_object_mut)
             .unwrap_or_else(|| panic!("{field}"));
-        assert!(
-            schema.remove("x-kubernetes-validations").is_some(),
-            "{field}"
-        );
+        assert!(schema.remove("x-kubernetes-validations").is_some(), "{field}");
         schema.remove("format");
     }
     serde_json::from_value(crd).unwrap()
@@ -659,9 +541,7 @@ fn crd_before_the_address_rule() -> CustomResourceDefinition {
 
 async fn apply_crd(cluster: &TestCluster, crd: &CustomResourceDefinition) {
     let crds = Api::<CustomResourceDefinition>::all(cluster.client.clone());
-    kube_test_apiserver::create_or_replace(&crds, crd)
-        .await
-        .unwrap();
+    kube_test_apiserver::create_or_replace(&crds, crd).await.unwrap();
 }
 
 /// Objects admitted before the address rule (or by a server that does not evaluate CEL) still
@@ -676,9 +556,7 @@ async fn objects_admitted_before_the_address_rule_fail_alone_in_the_planner() {
         h.finish().await;
         return;
     }
-    Flavor::OrgInvitation
-        .apply_endpoint(&h.cluster, "org", &h.mock.url, 5, 100)
-        .await;
+    Flavor::OrgInvitation.apply_endpoint(&h.cluster, "org", &h.mock.url, 5, 100).await;
     apply_crd(&h.cluster, &crd_before_the_address_rule()).await;
     // Each resource lists one person, then the same mailbox in other spellings.
     let other_spellings = |p: &str| {
@@ -701,12 +579,7 @@ async fn objects_admitted_before_the_address_rule_fail_alone_in_the_planner() {
         (
             "old-users",
             "alpha",
-            users(
-                &listed("alpha")
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-            ),
+            users(&listed("alpha").iter().map(String::as_str).collect::<Vec<_>>()),
         ),
         (
             "old-org",
@@ -733,20 +606,13 @@ async fn objects_admitted_before_the_address_rule_fail_alone_in_the_planner() {
             })
             .await;
         let status = status_of(&inv);
-        assert_eq!(
-            status.users.len(),
-            listed(person).len(),
-            "{name}: {status:#?}"
-        );
+        assert_eq!(status.users.len(), listed(person).len(), "{name}: {status:#?}");
         for written in other_spellings(person) {
             let entry = entry(status, &written).unwrap_or_else(|| panic!("{name}: {written:?}"));
             assert_eq!(entry.state, UserState::Failed, "{name}: {entry:?}");
             assert_eq!(entry.reason, Some(FailureReason::InvalidSpec));
             let message = entry.message.as_deref().unwrap_or_default();
-            assert!(
-                message.starts_with("not a plain email address"),
-                "{name}: {message}"
-            );
+            assert!(message.starts_with("not a plain email address"), "{name}: {message}");
             assert_eq!(h.mock.api.invitations_sent_to(&written), 0, "{written:?}");
         }
         // One person, one invitation; no other spelling reached the API.
@@ -808,15 +674,9 @@ fn userinvite_answers() -> Vec<(&'static str, ScriptedFault)> {
         ("lookup-huge", lookup(F::huge_body(9 * 1024 * 1024))),
         ("lookup-error-200", lookup(F::error_body_200()).times(2)),
         ("lookup-unknown-users", lookup(F::unknown_users()).times(2)),
-        (
-            "lookup-wrong-shape",
-            lookup(F::body(200, r#"{"validUsers": 42}"#)).times(2),
-        ),
+        ("lookup-wrong-shape", lookup(F::body(200, r#"{"validUsers": 42}"#)).times(2)),
         ("lookup-a-list", lookup(F::body(200, "[1, 2, 3]")).times(2)),
-        (
-            "lookup-redirect",
-            lookup(F::redirect(302, "http://127.0.0.1:1/")).times(2),
-        ),
+        ("lookup-redirect", lookup(F::redirect(302, "http://127.0.0.1:1/")).times(2)),
         ("lookup-500s", lookup(F::new(500)).times(3)),
         ("invite-non-json", invite(F::non_json())),
         ("invite-non-json-acted", acted(F::non_json())),
@@ -836,36 +696,18 @@ fn org_answers() -> Vec<(&'static str, ScriptedFault)> {
     let members = |f: F| f.path("/csp/gateway/am/api/v2/orgs/");
     let invite = |f: F| Flavor::OrgInvitation.on_invite(f);
     vec![
-        (
-            "token-non-json",
-            F::non_json().path("/csp/gateway/am/api/auth"),
-        ),
+        ("token-non-json", F::non_json().path("/csp/gateway/am/api/auth")),
         ("list-error-200", list(F::error_body_200()).times(2)),
-        (
-            "list-wrong-shape",
-            list(F::body(200, r#"{"unexpected": true}"#)).times(2),
-        ),
+        ("list-wrong-shape", list(F::body(200, r#"{"unexpected": true}"#)).times(2)),
         ("list-unknown-users", list(F::unknown_users()).times(2)),
         ("members-truncated", members(F::truncated())),
-        (
-            "members-wrong-shape",
-            members(F::body(200, r#"{"results": "nope"}"#)).times(2),
-        ),
+        ("members-wrong-shape", members(F::body(200, r#"{"results": "nope"}"#)).times(2)),
         // The member listing is read once and kept (the operator's own invitations never
         // make it read the members again).
-        (
-            "members-unknown-users",
-            members(F::unknown_users()).times(1),
-        ),
-        (
-            "org-invite-error-200-acted",
-            invite(F::error_body_200().after_effect(true)),
-        ),
+        ("members-unknown-users", members(F::unknown_users()).times(1)),
+        ("org-invite-error-200-acted", invite(F::error_body_200().after_effect(true))),
         ("org-invite-non-json", invite(F::non_json())),
-        (
-            "org-invite-huge-acted",
-            invite(F::huge_body(9 * 1024 * 1024).after_effect(true)),
-        ),
+        ("org-invite-huge-acted", invite(F::huge_body(9 * 1024 * 1024).after_effect(true))),
     ]
 }
 
@@ -877,22 +719,16 @@ async fn hostile_api_answers_end_invited_once() {
     let cases = api_cases();
     let mut mocks: BTreeMap<&str, RunningMock> = BTreeMap::new();
     for case in &cases {
-        let mock = start_mock(MockConfig {
-            resend_to_invited: case.resend,
-            ..MockConfig::default()
-        })
-        .await;
+        let mock =
+            start_mock(MockConfig { resend_to_invited: case.resend, ..MockConfig::default() })
+                .await;
         for fault in &case.faults {
             mock.api.add_fault(fault.clone());
         }
         // Short timeouts: an unknown outcome settles within about 3 s.
-        case.flavor
-            .apply_endpoint(&h.cluster, &case.name, &mock.url, 1, 100)
-            .await;
-        let emails = vec![
-            format!("{}-1@example.com", case.name),
-            format!("{}-2@example.com", case.name),
-        ];
+        case.flavor.apply_endpoint(&h.cluster, &case.name, &mock.url, 1, 100).await;
+        let emails =
+            vec![format!("{}-1@example.com", case.name), format!("{}-2@example.com", case.name)];
         let mut spec = case.flavor.spec(&emails);
         spec["endpointRef"]["name"] = json!(case.name);
         h.cluster.create_invitation(&case.name, spec).await;
@@ -909,34 +745,14 @@ async fn hostile_api_answers_end_invited_once() {
             case.name
         );
         for u in &status.users {
-            assert!(
-                u.email_address.starts_with(&case.name),
-                "{}: {u:?}",
-                case.name
-            );
-            assert_eq!(
-                mock.api.invitations_sent_to(&u.email_address),
-                1,
-                "{}: {u:?}",
-                case.name
-            );
+            assert!(u.email_address.starts_with(&case.name), "{}: {u:?}", case.name);
+            assert_eq!(mock.api.invitations_sent_to(&u.email_address), 1, "{}: {u:?}", case.name);
         }
-        let emails: Vec<String> = status
-            .users
-            .iter()
-            .map(|u| u.email_address.clone())
-            .collect();
+        let emails: Vec<String> = status.users.iter().map(|u| u.email_address.clone()).collect();
         assert_invite_requests_once(&mock.api, &emails, &case.name);
-        assert!(
-            mock.api.pending_faults().is_empty(),
-            "{}: every fault was met",
-            case.name
-        );
+        assert!(mock.api.pending_faults().is_empty(), "{}: every fault was met", case.name);
     }
-    println!(
-        "{} hostile API answers, each ended invited once",
-        cases.len()
-    );
+    println!("{} hostile API answers, each ended invited once", cases.len());
     for (_, mock) in mocks {
         mock.shutdown().await;
     }

@@ -26,18 +26,14 @@ fn batching(h: &Harness) -> invite_operator::controller::Settings {
 }
 
 fn count(journal: &[JournalEntry], method: &str, path: &str) -> usize {
-    journal
-        .iter()
-        .filter(|e| e.method == method && e.path == path)
-        .count()
+    journal.iter().filter(|e| e.method == method && e.path == path).count()
 }
 
 fn invited_in(entry: &JournalEntry) -> Vec<String> {
     match &entry.body {
-        Value::Array(users) => users
-            .iter()
-            .filter_map(|u| u["emailAddress"].as_str().map(str::to_string))
-            .collect(),
+        Value::Array(users) => {
+            users.iter().filter_map(|u| u["emailAddress"].as_str().map(str::to_string)).collect()
+        }
         body => body["usernames"]
             .as_array()
             .into_iter()
@@ -59,9 +55,7 @@ fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
 
 /// Whether an invite request carries users of more than one resource.
 fn spans(batch: &[String], resources: &[(String, Vec<String>)]) -> bool {
-    !resources
-        .iter()
-        .any(|(_, users)| batch.iter().all(|u| users.contains(u)))
+    !resources.iter().any(|(_, users)| batch.iter().all(|u| users.contains(u)))
 }
 
 #[tokio::test]
@@ -69,23 +63,16 @@ async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
     let h = batched(Harness::user_invite().await);
     let all = resources(20, 2);
     futures::future::join_all(all.iter().map(|(name, users)| {
-        h.cluster
-            .create_invitation(name, users_spec("wavefront", users, &[]))
+        h.cluster.create_invitation(name, users_spec("wavefront", users, &[]))
     }))
     .await;
     for (name, _) in &all {
         h.cluster.wait_ready(name).await;
     }
     let journal = h.mock.api.journal();
-    let posts: Vec<&JournalEntry> = journal
-        .iter()
-        .filter(|e| e.method == "POST" && e.path == "/api/v2/user/invite")
-        .collect();
-    assert!(
-        posts.len() < 5,
-        "{} invite calls for 20 resources",
-        posts.len()
-    );
+    let posts: Vec<&JournalEntry> =
+        journal.iter().filter(|e| e.method == "POST" && e.path == "/api/v2/user/invite").collect();
+    assert!(posts.len() < 5, "{} invite calls for 20 resources", posts.len());
     assert!(
         posts.iter().any(|p| spans(&invited_in(p), &all)),
         "no invite call carried users of several resources"
@@ -157,14 +144,8 @@ async fn the_organization_is_read_once_per_window_not_once_per_resource() {
     // A snapshot = 3 member pages + 1 invitation listing; one before the invitations and one
     // after each invite call, not one per resource.
     assert!(posts < 4, "{posts} invite calls for 12 resources");
-    assert!(
-        listings <= posts + 2,
-        "{listings} invitation listings for {posts} invite calls"
-    );
-    assert!(
-        member_pages <= 3 * (posts + 2),
-        "{member_pages} member pages"
-    );
+    assert!(listings <= posts + 2, "{listings} invitation listings for {posts} invite calls");
+    assert!(member_pages <= 3 * (posts + 2), "{member_pages} member pages");
     h.finish().await;
 }
 
@@ -175,9 +156,7 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
     // creation: the creation is then the only reason for a pass.
     h.controller.as_ref().expect("running").wait_ready().await;
     let users: Vec<String> = (0..3).map(|u| format!("own{u}@example.com")).collect();
-    h.cluster
-        .create_ready("team", users_spec("wavefront", &users, &[]))
-        .await;
+    h.cluster.create_ready("team", users_spec("wavefront", &users, &[])).await;
     let calls = h.mock.api.journal().len();
     // The pass wrote the intent and the outcome (deletionPolicy Retain: no finalizer either).
     // Neither write is a reason for another pass, so no pass may look the users up again.
@@ -185,11 +164,7 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
     // write itself, and a pass caused by a write would come within milliseconds.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let controller = h.controller.as_ref().expect("running");
-    assert_eq!(
-        h.mock.api.journal().len(),
-        calls,
-        "API calls after the last write"
-    );
+    assert_eq!(h.mock.api.journal().len(), calls, "API calls after the last write");
     assert_eq!(controller.reconciles(), 1, "passes for one creation");
     h.finish().await;
 }
@@ -218,19 +193,14 @@ async fn a_rollout_reads_the_members_once_whatever_it_invites() {
 /// An organization of 450 members (three pages of the listing) and `n` resources of two
 /// usernames each, created at once and Ready; the harness and the resources.
 async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>) {
-    let h = Harness::org_invitation(MockConfig {
-        organization_id: ORG.into(),
-        ..Default::default()
-    })
-    .await;
-    h.mock
-        .api
-        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
+    let h =
+        Harness::org_invitation(MockConfig { organization_id: ORG.into(), ..Default::default() })
+            .await;
+    h.mock.api.seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
     let h = batched(h);
     let all = resources(n, 2);
     futures::future::join_all(all.iter().map(|(name, users)| {
-        h.cluster
-            .create_invitation(name, org_spec("csp", users, "org_member"))
+        h.cluster.create_invitation(name, org_spec("csp", users, "org_member"))
     }))
     .await;
     for (name, _) in &all {

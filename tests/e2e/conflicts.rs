@@ -52,17 +52,10 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
     };
     assert_eq!(
         (status.code, status.reason.as_str(), status.message.as_str()),
-        (
-            422,
-            "Invalid",
-            "the server rejected our request due to an error in our request"
-        ),
+        (422, "Invalid", "the server rejected our request due to an error in our request"),
         "{status:?}"
     );
-    assert!(
-        status.details.as_ref().is_none_or(|d| d.causes.is_empty()),
-        "{status:?}"
-    );
+    assert!(status.details.as_ref().is_none_or(|d| d.causes.is_empty()), "{status:?}");
     assert!(is_guard_failure(&status_write), "{status_write:?}");
 
     let finalizer_removal = api
@@ -76,27 +69,18 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
         )
         .await
         .expect_err("there is no finalizer");
-    assert!(
-        is_guard_failure(&finalizer_removal),
-        "{finalizer_removal:?}"
-    );
+    assert!(is_guard_failure(&finalizer_removal), "{finalizer_removal:?}");
 
     let mut old = created.clone();
     old.metadata.resource_version = Some(stale.into());
-    let replace = api
-        .replace("guarded", &PostParams::default(), &old)
-        .await
-        .expect_err("a stale replace");
+    let replace =
+        api.replace("guarded", &PostParams::default(), &old).await.expect_err("a stale replace");
     assert!(is_guard_failure(&replace), "a 409 Conflict: {replace:?}");
 
     // The in-process server evaluates no CRD schema (tests/support/README.md): there the
     // refusal is injected, worded as the API server's (422 Invalid, with its causes).
     if let Some(server) = &cluster.server {
-        server.inject_fault(
-            kube_test_apiserver::Fault::new(422)
-                .verb("patch")
-                .name("guarded"),
-        );
+        server.inject_fault(kube_test_apiserver::Fault::new(422).verb("patch").name("guarded"));
     }
     let refused = api
         .patch(
@@ -109,10 +93,7 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
         )
         .await
         .expect_err("the schema refuses the address");
-    assert!(
-        matches!(&refused, kube::Error::Api(s) if s.code == 422),
-        "{refused:?}"
-    );
+    assert!(matches!(&refused, kube::Error::Api(s) if s.code == 422), "{refused:?}");
     assert!(!is_guard_failure(&refused), "{refused:?}");
     cluster.cleanup().await;
 }
@@ -174,17 +155,9 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
             })
             .filter(|r| r.status == 422)
             .collect();
-        assert_eq!(
-            refused.len(),
-            1,
-            "the intent write lost the race: {refused:?}"
-        );
+        assert_eq!(refused.len(), 1, "the intent write lost the race: {refused:?}");
     }
     let controller = h.controller.as_ref().unwrap();
-    assert_eq!(
-        controller.reconciles_with("transient"),
-        0,
-        "a lost race is not a failure"
-    );
+    assert_eq!(controller.reconciles_with("transient"), 0, "a lost race is not a failure");
     h.finish().await;
 }

@@ -14,35 +14,20 @@ async fn endpoints_report_their_credentials() {
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
 
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "wf-token")
-        .await;
-    let ep = cluster
-        .wait_endpoint("wavefront", "False", "CredentialsNotFound")
-        .await;
+    cluster.user_invite_endpoint("wavefront", &mock.url, "wf-token").await;
+    let ep = cluster.wait_endpoint("wavefront", "False", "CredentialsNotFound").await;
     let message = &ep.status.unwrap().conditions[0].message;
     assert!(message.contains("wf-token"), "{message}");
     cluster.put_secret("wf-token", TOKEN).await;
-    cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
+    cluster.wait_endpoint("wavefront", "True", "CredentialsResolved").await;
 
     // OrgInvitation: the token exchange is tried; a wrong token is reported, then fixed.
     cluster.put_secret("csp-token", "wrong").await;
-    cluster
-        .org_endpoint("csp", &mock.url, "csp-token", "mock-org")
-        .await;
-    let ep = cluster
-        .wait_endpoint("csp", "False", "CredentialsRejected")
-        .await;
-    assert!(
-        !serde_json::to_string(&ep.status).unwrap().contains("wrong"),
-        "no token in status"
-    );
+    cluster.org_endpoint("csp", &mock.url, "csp-token", "mock-org").await;
+    let ep = cluster.wait_endpoint("csp", "False", "CredentialsRejected").await;
+    assert!(!serde_json::to_string(&ep.status).unwrap().contains("wrong"), "no token in status");
     cluster.put_secret("csp-token", TOKEN).await;
-    cluster
-        .wait_endpoint("csp", "True", "CredentialsResolved")
-        .await;
+    cluster.wait_endpoint("csp", "True", "CredentialsResolved").await;
 
     // A cluster endpoint reads its Secret from the namespace its secretRef names.
     let name = cluster.unique("shared");
@@ -56,17 +41,10 @@ async fn endpoints_report_their_credentials() {
     cluster.wait_cluster_endpoint_ready(&name).await;
 
     // Nothing changed: no further status writes.
-    let before = cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
+    let before = cluster.wait_endpoint("wavefront", "True", "CredentialsResolved").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
-    assert_eq!(
-        before.metadata.resource_version,
-        after.metadata.resource_version
-    );
+    let after = cluster.wait_endpoint("wavefront", "True", "CredentialsResolved").await;
+    assert_eq!(before.metadata.resource_version, after.metadata.resource_version);
     s.finish().await;
 }
 
@@ -87,15 +65,11 @@ async fn only_the_selected_endpoints_are_served() {
     let (selected, ignored) = (cluster.unique("selected"), cluster.unique("ignored"));
     let mut labels = cluster.labels();
     labels["invite-e2e/served"] = json!("yes");
-    cluster
-        .cluster_endpoint_labelled(&selected, spec.clone(), labels.clone())
-        .await;
+    cluster.cluster_endpoint_labelled(&selected, spec.clone(), labels.clone()).await;
     cluster.cluster_endpoint(&ignored, spec).await;
     let ns_spec = json!({"api": "UserInvite", "url": mock.url,
                          "credentials": {"secretRef": {"name": "api-token"}}});
-    cluster
-        .apply_endpoint_labelled("ns-selected", ns_spec.clone(), labels)
-        .await;
+    cluster.apply_endpoint_labelled("ns-selected", ns_spec.clone(), labels).await;
     cluster.apply_endpoint("ns-ignored", ns_spec).await;
     let selector = format!("{},invite-e2e/served=yes", cluster.selector());
     let operator = OperatorProcess::start(
@@ -112,37 +86,18 @@ async fn only_the_selected_endpoints_are_served() {
                "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
     };
     let (cluster_kind, ns_kind) = ("ClusterInvitationEndpoint", "InvitationEndpoint");
+    cluster.create_invitation("ignored", through(cluster_kind, &ignored, "b@example.com")).await;
+    cluster.create_invitation("ns-ignored", through(ns_kind, "ns-ignored", "d@example.com")).await;
+    cluster.create_invitation("missing", through(ns_kind, "missing", "e@example.com")).await;
+    cluster.create_invitation("selected", through(cluster_kind, &selected, "a@example.com")).await;
     cluster
-        .create_invitation("ignored", through(cluster_kind, &ignored, "b@example.com"))
-        .await;
-    cluster
-        .create_invitation(
-            "ns-ignored",
-            through(ns_kind, "ns-ignored", "d@example.com"),
-        )
-        .await;
-    cluster
-        .create_invitation("missing", through(ns_kind, "missing", "e@example.com"))
-        .await;
-    cluster
-        .create_invitation(
-            "selected",
-            through(cluster_kind, &selected, "a@example.com"),
-        )
-        .await;
-    cluster
-        .create_invitation(
-            "ns-selected",
-            through(ns_kind, "ns-selected", "c@example.com"),
-        )
+        .create_invitation("ns-selected", through(ns_kind, "ns-selected", "c@example.com"))
         .await;
     cluster.wait_ready("selected").await;
     cluster.wait_ready("ns-selected").await;
     let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
     cluster.wait_cluster_endpoint_ready(&selected).await;
-    cluster
-        .wait_endpoint("ns-selected", "True", "CredentialsResolved")
-        .await;
+    cluster.wait_endpoint("ns-selected", "True", "CredentialsResolved").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         api.get(&ignored).await.unwrap().status,

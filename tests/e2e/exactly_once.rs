@@ -62,23 +62,13 @@ impl Env {
     }
 
     async fn kill(&mut self) {
-        self.controller
-            .take()
-            .expect("a running controller")
-            .kill()
-            .await;
+        self.controller.take().expect("a running controller").kill().await;
     }
 
     /// Raises the endpoint's rate limit (for a quick convergence after the window was hit).
     async fn unthrottle(&self) {
         self.flavor
-            .apply_endpoint(
-                &self.cluster,
-                ENDPOINT,
-                &self.mock.url,
-                REQUEST_TIMEOUT.as_secs(),
-                100,
-            )
+            .apply_endpoint(&self.cluster, ENDPOINT, &self.mock.url, REQUEST_TIMEOUT.as_secs(), 100)
             .await;
     }
 
@@ -87,10 +77,7 @@ impl Env {
     }
 
     fn emails(&self, users: &[String]) -> Vec<usize> {
-        users
-            .iter()
-            .map(|u| self.mock.api.invitations_sent_to(u))
-            .collect()
+        users.iter().map(|u| self.mock.api.invitations_sent_to(u)).collect()
     }
 
     /// Polls the resource's status (every 10 ms) until `check` holds.
@@ -121,10 +108,7 @@ impl Env {
 
     /// Waits until the mock has answered every request it received (held ones included).
     async fn wait_mock_idle(&self) {
-        self.wait_journal("every mock request answered", |j| {
-            j.iter().all(|e| e.status != 0)
-        })
-        .await;
+        self.wait_journal("every mock request answered", |j| j.iter().all(|e| e.status != 0)).await;
     }
 
     /// After the restart: Ready, every user Invited, one email each, and one invite request
@@ -132,21 +116,12 @@ impl Env {
     async fn assert_invited_once(&self, name: &str, users: &[String]) {
         let inv = self.cluster.wait_ready(name).await;
         let status = inv.status.unwrap();
-        assert!(
-            all_in(&status, users, UserState::Invited),
-            "every user Invited: {status:#?}"
-        );
+        assert!(all_in(&status, users, UserState::Invited), "every user Invited: {status:#?}");
         self.wait_mock_idle().await;
         let posts: Vec<_> = self
             .invite_posts()
             .iter()
-            .map(|e| {
-                (
-                    e.at.strftime("%T%.3f").to_string(),
-                    e.status,
-                    self.flavor.invited_in(e),
-                )
-            })
+            .map(|e| (e.at.strftime("%T%.3f").to_string(), e.status, self.flavor.invited_in(e)))
             .collect();
         assert_eq!(
             self.emails(users),
@@ -173,14 +148,8 @@ async fn kill_before_the_call(flavor: Flavor) {
     let mut e = Env::new(flavor, 1, MockConfig::default()).await;
     let users = addresses("before", 2);
     e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
-    let inv = e
-        .wait_state("team", "the intent", |s| {
-            all_in(s, &users, UserState::Inviting)
-        })
-        .await;
+    e.cluster.create_invitation("team", flavor.spec(&users)).await;
+    let inv = e.wait_state("team", "the intent", |s| all_in(s, &users, UserState::Inviting)).await;
     assert!(
         e.invite_posts().is_empty(),
         "the invite request was sent before the intent could be observed: {:?}",
@@ -231,9 +200,7 @@ async fn kill_during_the_call_after_the_api_acted(flavor: Flavor, config: MockCo
     );
     let users = addresses("during", 2);
     e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
+    e.cluster.create_invitation("team", flavor.spec(&users)).await;
     let path = flavor.invite_path();
     e.wait_journal("the invite request in flight", |j| {
         j.iter().any(|x| x.method == "POST" && x.path == path)
@@ -242,16 +209,11 @@ async fn kill_during_the_call_after_the_api_acted(flavor: Flavor, config: MockCo
     let users_ref = &users;
     let mock = &e.mock;
     e.wait_journal("the API acted on it", |_| {
-        users_ref
-            .iter()
-            .all(|u| mock.api.invitations_sent_to(u) == 1)
+        users_ref.iter().all(|u| mock.api.invitations_sent_to(u) == 1)
     })
     .await;
     let posts = e.invite_posts();
-    assert!(
-        posts.len() == 1 && posts[0].status == 0,
-        "the invite request is held: {posts:?}"
-    );
+    assert!(posts.len() == 1 && posts[0].status == 0, "the invite request is held: {posts:?}");
     let inv = e.cluster.invitations().get("team").await.unwrap();
     assert!(
         all_in(inv.status.as_ref().unwrap(), &users, UserState::Inviting),
@@ -302,31 +264,18 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
     let mut e = Env::new(flavor, 1, MockConfig::default()).await;
     let users = addresses("slow", 2);
     e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
-    let intent = e
-        .wait_state("team", "the intent", |s| {
-            all_in(s, &users, UserState::Inviting)
-        })
-        .await;
-    eprintln!(
-        "intent recorded, invitedAt {:?}",
-        intent.status.unwrap().users[0].invited_at
-    );
+    e.cluster.create_invitation("team", flavor.spec(&users)).await;
+    let intent =
+        e.wait_state("team", "the intent", |s| all_in(s, &users, UserState::Inviting)).await;
+    eprintln!("intent recorded, invitedAt {:?}", intent.status.unwrap().users[0].invited_at);
     assert!(e.invite_posts().is_empty(), "{:?}", e.invite_posts());
     e.mock.api.set_latency(HOLD);
-    e.wait_journal("the invite request in flight", |j| {
-        j.iter().any(|x| flavor.is_invite_post(x))
-    })
-    .await;
+    e.wait_journal("the invite request in flight", |j| j.iter().any(|x| flavor.is_invite_post(x)))
+        .await;
     e.mock.api.set_latency(Duration::ZERO);
     assert_eq!(e.emails(&users), vec![0, 0], "the API has not acted yet");
     let journal = e.mock.api.journal();
-    let held = journal
-        .iter()
-        .position(|x| flavor.is_invite_post(x))
-        .unwrap();
+    let held = journal.iter().position(|x| flavor.is_invite_post(x)).unwrap();
     assert_eq!(journal[held].status, 0, "{:?}", journal[held]);
     e.kill().await;
 
@@ -338,8 +287,7 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
         Flavor::UserInvite => x.path == "/api/v2/user/validateUsers",
         Flavor::OrgInvitation => x.method == "GET" && x.path == flavor.invite_path(),
     };
-    e.wait_journal("the held request answered", |j| j[held].status != 0)
-        .await;
+    e.wait_journal("the held request answered", |j| j[held].status != 0).await;
     let meanwhile: Vec<_> = e.mock.api.journal()[held + 1..]
         .iter()
         .filter(|x| lookup(x) || flavor.is_invite_post(x))
@@ -380,23 +328,17 @@ async fn kill_while_a_batch_spanning_resources_is_in_flight(flavor: Flavor, conf
     settings.batch.window = Duration::from_millis(300);
     settings.batch.linger = settings.batch.window;
     e.harness.start_controller_with(settings);
-    let resources: Vec<(String, Vec<String>)> = (0..4)
-        .map(|r| (format!("batch{r}"), addresses(&format!("b{r}"), 2)))
-        .collect();
+    let resources: Vec<(String, Vec<String>)> =
+        (0..4).map(|r| (format!("batch{r}"), addresses(&format!("b{r}"), 2))).collect();
     futures::future::join_all(
-        resources
-            .iter()
-            .map(|(name, users)| e.cluster.create_invitation(name, flavor.spec(users))),
+        resources.iter().map(|(name, users)| e.cluster.create_invitation(name, flavor.spec(users))),
     )
     .await;
     let spans = |batch: &[String]| {
-        !resources
-            .iter()
-            .any(|(_, users)| batch.iter().all(|u| users.contains(u)))
+        !resources.iter().any(|(_, users)| batch.iter().all(|u| users.contains(u)))
     };
     e.wait_journal("an invite request spanning resources in flight", |j| {
-        j.iter()
-            .any(|x| flavor.is_invite_post(x) && x.status == 0 && spans(&flavor.invited_in(x)))
+        j.iter().any(|x| flavor.is_invite_post(x) && x.status == 0 && spans(&flavor.invited_in(x)))
     })
     .await;
     e.kill().await;
@@ -446,13 +388,8 @@ async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
     };
     let users = addresses("after", 2);
     e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
-    e.wait_state("team", "the intent", |s| {
-        all_in(s, &users, UserState::Inviting)
-    })
-    .await;
+    e.cluster.create_invitation("team", flavor.spec(&users)).await;
+    e.wait_state("team", "the intent", |s| all_in(s, &users, UserState::Inviting)).await;
     assert!(e.invite_posts().is_empty(), "{:?}", e.invite_posts());
     server.inject_fault(
         Fault::new(500)
@@ -463,8 +400,7 @@ async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
     );
     let path = flavor.invite_path();
     e.wait_journal("the invite request answered", |j| {
-        j.iter()
-            .any(|x| x.method == "POST" && x.path == path && (200..300).contains(&x.status))
+        j.iter().any(|x| x.method == "POST" && x.path == path && (200..300).contains(&x.status))
     })
     .await;
     assert_eq!(e.emails(&users), vec![1, 1]);
@@ -574,10 +510,7 @@ impl Plan {
 
     /// Records that `name` lists `users`; returns them.
     fn list(&mut self, name: &str, users: Vec<String>) -> Vec<String> {
-        self.ever
-            .entry(name.to_string())
-            .or_default()
-            .extend(users.iter().cloned());
+        self.ever.entry(name.to_string()).or_default().extend(users.iter().cloned());
         self.last.insert(name.to_string(), users.clone());
         users
     }
@@ -604,10 +537,7 @@ async fn chaos(env: &Env, plan: &Plan, start: Instant) -> (RunningController, Ki
         record.during_call += usize::from(!in_flight.is_empty());
         // A batch no single resource's users cover spans resources.
         let spans = |batch: &Vec<String>| {
-            !plan
-                .ever
-                .values()
-                .any(|users| batch.iter().all(|u| users.contains(u)))
+            !plan.ever.values().any(|users| batch.iter().all(|u| users.contains(u)))
         };
         record.during_spanning_batch += usize::from(in_flight.iter().any(spans));
         controller.kill().await;
@@ -634,9 +564,7 @@ async fn workload(env: &Env, plan: &Plan, start: Instant) {
         tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
         match op {
             Op::Create(name, users) => {
-                env.cluster
-                    .create_invitation(name, env.flavor.spec(users))
-                    .await;
+                env.cluster.create_invitation(name, env.flavor.spec(users)).await;
             }
             Op::Update(name, users) => env.cluster.patch_spec(name, env.flavor.spec(users)).await,
         }
@@ -658,10 +586,7 @@ async fn converge(env: &Env, plan: &Plan, controller: &RunningController, ctx: &
             && status.observed_generation == inv.metadata.generation
             && status.users.len() == wanted.len()
             && wanted.iter().all(|u| {
-                matches!(
-                    state(status, u),
-                    Some(UserState::Invited | UserState::AlreadyMember)
-                )
+                matches!(state(status, u), Some(UserState::Invited | UserState::AlreadyMember))
             })
     };
     let what = format!("{ctx}: resources to converge");
@@ -707,14 +632,11 @@ fn exactly_once_problems(env: &Env, plan: &Plan, pool: &[String]) -> Vec<String>
         let asked = requests.get(address).copied().unwrap_or(0);
         let listed_by = plan.ever.values().filter(|s| s.contains(address)).count();
         if final_listed.contains(address) && sent == 0 {
-            problems.push(format!(
-                "{address}: listed, but no invitation was sent (lost)"
-            ));
+            problems.push(format!("{address}: listed, but no invitation was sent (lost)"));
         }
         if !ever_listed.contains(address) && (sent != 0 || asked != 0) {
-            problems.push(format!(
-                "{address}: never listed, {sent} emails, {asked} invite requests"
-            ));
+            problems
+                .push(format!("{address}: never listed, {sent} emails, {asked} invite requests"));
         }
         // The first resource to invite a person owns them: one request and one email, however
         // many list them.

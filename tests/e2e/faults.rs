@@ -36,10 +36,7 @@ const USERS_PER_RESOURCE: usize = 3;
 const REACTION: Duration = Duration::from_millis(100);
 
 fn resources() -> usize {
-    std::env::var("FAULTS_RESOURCES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60)
+    std::env::var("FAULTS_RESOURCES").ok().and_then(|v| v.parse().ok()).unwrap_or(60)
 }
 
 #[tokio::test]
@@ -84,10 +81,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     for inv in &list {
         let status = status_of(inv);
         assert_eq!(status.users.len(), USERS_PER_RESOURCE, "{status:#?}");
-        assert!(
-            status.users.iter().all(|u| u.state == UserState::Invited),
-            "{status:#?}"
-        );
+        assert!(status.users.iter().all(|u| u.state == UserState::Invited), "{status:#?}");
     }
     let emails = h.mock.api.emails_sent();
     for u in &users {
@@ -101,16 +95,9 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
         .mock
         .retry_after_violations()
         .into_iter()
-        .filter(|v| {
-            v.throttled
-                .answered
-                .is_none_or(|left| v.request.offset > left + REACTION)
-        })
+        .filter(|v| v.throttled.answered.is_none_or(|left| v.request.offset > left + REACTION))
         .collect();
-    assert!(
-        violations.is_empty(),
-        "Retry-After honoured: {violations:#?}"
-    );
+    assert!(violations.is_empty(), "Retry-After honoured: {violations:#?}");
     assert_invite_requests_once(&h.mock.api, &users, "under faults");
     let (journal, kinds) = faults_met(&h);
     let faulted = journal.iter().filter(|e| e.fault).count();
@@ -150,18 +137,10 @@ async fn create_resources(h: &Harness, n: usize) -> Vec<String> {
 /// A harness whose invite API fails about half its requests (both flavours' endpoints, with
 /// 1 s timeouts: an unknown outcome settles within about 3 s).
 async fn faulty_harness() -> Harness {
-    let h = Harness::with_mock(MockConfig {
-        seed: 11,
-        ..MockConfig::default()
-    })
-    .await;
+    let h = Harness::with_mock(MockConfig { seed: 11, ..MockConfig::default() }).await;
     h.cluster.put_secret(SECRET, TOKEN).await;
-    Flavor::UserInvite
-        .apply_endpoint(&h.cluster, "wavefront", &h.mock.url, 1, 100)
-        .await;
-    Flavor::OrgInvitation
-        .apply_endpoint(&h.cluster, "csp", &h.mock.url, 1, 100)
-        .await;
+    Flavor::UserInvite.apply_endpoint(&h.cluster, "wavefront", &h.mock.url, 1, 100).await;
+    Flavor::OrgInvitation.apply_endpoint(&h.cluster, "csp", &h.mock.url, 1, 100).await;
     h.mock
         .api
         .set_fault_mix(FaultMix {
@@ -254,10 +233,7 @@ fn faults_met(h: &Harness) -> (Vec<invite_mock::JournalEntry>, Vec<String>) {
             answered("status write 500", "patch", Some("status"), 500),
         ]);
         // The expired watches list again, and some of those lists fail.
-        let lists = requests
-            .iter()
-            .filter(|r| r.verb == "list" && r.status == 500)
-            .count();
+        let lists = requests.iter().filter(|r| r.verb == "list" && r.status == 500).count();
         assert!(lists > 0, "the controller never got a failed list");
         kinds.push(format!("{lists} failed list"));
     }
@@ -285,12 +261,8 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
     };
     h.start_controller();
     let mut users = addresses("first", 2);
-    h.cluster
-        .create_invitation("first", Flavor::UserInvite.spec(&users))
-        .await;
-    h.cluster
-        .wait_status("first", "first Ready", is_ready)
-        .await;
+    h.cluster.create_invitation("first", Flavor::UserInvite.spec(&users)).await;
+    h.cluster.wait_status("first", "first Ready", is_ready).await;
     // The controller's lists and watches of UserInvitations.
     let requests = |verb: &str| {
         server
@@ -322,10 +294,7 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
         let mut lease = k8s_openapi::api::coordination::v1::Lease::default();
         lease.metadata.name = Some(format!("round-{round}"));
         lease.metadata.labels = serde_json::from_value(h.cluster.labels()).unwrap();
-        leases
-            .create(&PostParams::default(), &lease)
-            .await
-            .expect("create a Lease");
+        leases.create(&PostParams::default(), &lease).await.expect("create a Lease");
         let (lists, watches) = (requests("list"), requests("watch"));
         server.compact_history();
         server.close_watches();
@@ -339,9 +308,7 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
     }
     let started = tokio::time::Instant::now();
     let emails = addresses("after", 2);
-    h.cluster
-        .create_invitation("after", Flavor::UserInvite.spec(&emails))
-        .await;
+    h.cluster.create_invitation("after", Flavor::UserInvite.spec(&emails)).await;
     users.extend(emails);
     let ready = loop {
         let inv = h.cluster.invitations().get("after").await.unwrap();

@@ -75,10 +75,7 @@ impl Normalize {
 
 /// The Ready condition's reason in an object's status.
 fn ready_reason(object: &Value) -> Option<&str> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?["reason"]
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?["reason"]
         .as_str()
 }
 
@@ -89,11 +86,7 @@ where
 {
     eventually(&format!("{name} to reach {what}"), async || {
         let object = serde_json::to_value(api.get(name).await.expect("get")).unwrap();
-        if check(&object) {
-            Ok(object)
-        } else {
-            Err(format!("{:#}", object["status"]))
-        }
+        if check(&object) { Ok(object) } else { Err(format!("{:#}", object["status"])) }
     })
     .await
 }
@@ -107,10 +100,7 @@ fn closed_url() -> String {
 }
 
 fn users(emails: &[&str], groups: &[&str]) -> Value {
-    emails
-        .iter()
-        .map(|e| json!({"emailAddress": e, "groups": groups}))
-        .collect()
+    emails.iter().map(|e| json!({"emailAddress": e, "groups": groups})).collect()
 }
 
 fn spec(endpoint: &str, users: Value) -> Value {
@@ -127,9 +117,8 @@ fn check_fixture(name: &str, actual: &Value) -> Option<String> {
         std::fs::write(&path, text).unwrap();
         return None;
     }
-    let stored: Option<Value> = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let stored: Option<Value> =
+        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
     (stored.as_ref() != Some(actual)).then(|| format!("{name}: the controller now writes\n{text}"))
 }
 
@@ -138,11 +127,8 @@ async fn every_state_matches_its_health_fixture() {
     let mut h = Harness::user_invite().await;
     // A second API that answers slowly, so that a resource is seen while its invitations are
     // in flight, and a URL where nothing answers.
-    let slow = start_mock(MockConfig {
-        latency: Duration::from_secs(3),
-        ..Default::default()
-    })
-    .await;
+    let slow =
+        start_mock(MockConfig { latency: Duration::from_secs(3), ..Default::default() }).await;
     let closed = closed_url();
     h.start_controller();
     let shared = endpoints_in_every_state(&h, &slow.url, &closed).await;
@@ -176,26 +162,14 @@ async fn every_state_matches_its_health_fixture() {
 async fn endpoints_in_every_state(h: &Harness, slow: &str, closed: &str) -> (String, String) {
     let cluster = &h.cluster;
     let ns = cluster.namespace.clone();
-    cluster
-        .user_invite_endpoint("slow", slow, "api-token")
-        .await;
+    cluster.user_invite_endpoint("slow", slow, "api-token").await;
     // A UserInvite token is checked on first use, an OrgInvitation token right away.
-    cluster
-        .user_invite_endpoint("down", closed, "api-token")
-        .await;
-    cluster
-        .org_endpoint("unreachable", closed, "api-token", ORG)
-        .await;
-    cluster
-        .user_invite_endpoint("no-secret", &h.mock.url, "not-written-yet")
-        .await;
+    cluster.user_invite_endpoint("down", closed, "api-token").await;
+    cluster.org_endpoint("unreachable", closed, "api-token", ORG).await;
+    cluster.user_invite_endpoint("no-secret", &h.mock.url, "not-written-yet").await;
     cluster.put_secret("wrong-token", "not-the-token").await;
-    cluster
-        .user_invite_endpoint("rejected", &h.mock.url, "wrong-token")
-        .await;
-    cluster
-        .org_endpoint("rejected-org", &h.mock.url, "wrong-token", ORG)
-        .await;
+    cluster.user_invite_endpoint("rejected", &h.mock.url, "wrong-token").await;
+    cluster.org_endpoint("rejected-org", &h.mock.url, "wrong-token", ORG).await;
     let unlabelled = Secret {
         metadata: serde_json::from_value(cluster.metadata("unlabelled")).unwrap(),
         string_data: Some([("token".to_string(), TOKEN.to_string())].into()),
@@ -205,9 +179,7 @@ async fn endpoints_in_every_state(h: &Harness, slow: &str, closed: &str) -> (Str
         .create(&PostParams::default(), &unlabelled)
         .await
         .unwrap();
-    cluster
-        .user_invite_endpoint("not-labelled", &h.mock.url, "unlabelled")
-        .await;
+    cluster.user_invite_endpoint("not-labelled", &h.mock.url, "unlabelled").await;
     cluster
         .apply_endpoint(
             "plain-http",
@@ -223,13 +195,9 @@ async fn endpoints_in_every_state(h: &Harness, slow: &str, closed: &str) -> (Str
             "maxUsersPerInvitation": 1,
         })
     };
-    cluster
-        .cluster_endpoint(&shared, cluster_spec("api-token"))
-        .await;
+    cluster.cluster_endpoint(&shared, cluster_spec("api-token")).await;
     let shared_no_secret = cluster.unique("shared-no-secret");
-    cluster
-        .cluster_endpoint(&shared_no_secret, cluster_spec("not-written-yet"))
-        .await;
+    cluster.cluster_endpoint(&shared_no_secret, cluster_spec("not-written-yet")).await;
 
     (shared, shared_no_secret)
 }
@@ -247,13 +215,7 @@ async fn invitations_in_every_state(cluster: &TestCluster, shared: &str) {
         ("all-invited", one("wavefront", "a@example.com")),
         ("partially-failed", spec("wavefront", partly)),
         ("failed", spec("wavefront", refused(&["f@example.com"]))),
-        (
-            "invalid-spec",
-            spec(
-                "wavefront",
-                users(&["Case@example.com", "case@example.com"], &[]),
-            ),
-        ),
+        ("invalid-spec", spec("wavefront", users(&["Case@example.com", "case@example.com"], &[]))),
         (
             "endpoint-mismatch",
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
@@ -285,9 +247,7 @@ async fn objects_in_every_state(
     let ns = &cluster.namespace;
     let invitations = cluster.invitations();
     // Seen while its invitation is in flight (the slow API holds the call for 3 s).
-    cluster
-        .create_invitation("inviting", spec("slow", users(&["i@example.com"], &[])))
-        .await;
+    cluster.create_invitation("inviting", spec("slow", users(&["i@example.com"], &[]))).await;
     let inviting = wait_json(&invitations, "inviting", "Inviting", |o| {
         o["status"]["users"][0]["state"] == "Inviting"
     })
@@ -322,10 +282,8 @@ async fn objects_in_every_state(
         (shared, "ready", "CredentialsResolved"),
         (shared_no_secret, "no-secret", "CredentialsNotFound"),
     ] {
-        let object = wait_json(&cluster_endpoints, name, reason, |o| {
-            ready_reason(o) == Some(reason)
-        })
-        .await;
+        let object =
+            wait_json(&cluster_endpoints, name, reason, |o| ready_reason(o) == Some(reason)).await;
         fixtures.push((format!("clusterinvitationendpoint-{fixture}"), object));
     }
     fixtures

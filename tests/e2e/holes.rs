@@ -22,9 +22,7 @@ use serde_json::{Value, json};
 
 async fn set_paused(cluster: &TestCluster, name: &str, paused: bool) {
     let value = if paused { json!("true") } else { Value::Null };
-    cluster
-        .annotate(name, "invite.operators.dev/paused", value)
-        .await;
+    cluster.annotate(name, "invite.operators.dev/paused", value).await;
 }
 
 // ------------------------------------------------------------------ point 2: the split path
@@ -42,9 +40,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
     h.start_controller_with(settings);
     let mut usernames: Vec<String> = (0..11).map(|i| format!("ops{i}@vmware.com")).collect();
     usernames.insert(5, "outsider@example.com".to_string());
-    h.cluster
-        .create_invitation("ops", org_spec(ENDPOINT, &usernames, "platform_operator"))
-        .await;
+    h.cluster.create_invitation("ops", org_spec(ENDPOINT, &usernames, "platform_operator")).await;
     let mut stopped_by_the_deadline = false;
     let (poll, within) = (Duration::from_millis(20), Duration::from_secs(60));
     let final_status = eventually_every(poll, within, "PartiallyFailed", async || {
@@ -53,11 +49,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
         let Some(status) = h.cluster.invitations().get("ops").await.unwrap().status else {
             return Err("no status".to_string());
         };
-        for u in status
-            .users
-            .iter()
-            .filter(|u| u.state == UserState::Pending)
-        {
+        for u in status.users.iter().filter(|u| u.state == UserState::Pending) {
             assert!(
                 !answered_202.contains(&u.email_address),
                 "{} was answered 202 but is Pending: {status:#?}",
@@ -67,9 +59,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
             stopped_by_the_deadline |= message.contains("not sent in time");
         }
         let reason = ready(&status).1;
-        (reason == "PartiallyFailed")
-            .then_some(status)
-            .ok_or(reason)
+        (reason == "PartiallyFailed").then_some(status).ok_or(reason)
     })
     .await;
     assert!(stopped_by_the_deadline, "the send deadline stopped a split");
@@ -91,9 +81,7 @@ async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
     let mut h = flavor.harness(5, 100).await;
     h.start_controller();
     let usernames: Vec<String> = (0..500).map(|i| format!("u{i}@example.com")).collect();
-    h.cluster
-        .create_invitation("many", org_spec(ENDPOINT, &usernames, "no_such_role"))
-        .await;
+    h.cluster.create_invitation("many", org_spec(ENDPOINT, &usernames, "no_such_role")).await;
     let inv = h.cluster.wait_for_reason("many", "Failed").await;
     let status = status_of(&inv);
     assert_eq!(status.failed, 500);
@@ -101,13 +89,7 @@ async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
         let e = entry(status, u).unwrap();
         assert_eq!(e.state, UserState::Failed, "{e:?}");
         assert_eq!(e.reason, Some(FailureReason::Rejected));
-        assert!(
-            e.message
-                .as_deref()
-                .unwrap_or_default()
-                .contains("no_such_role"),
-            "{e:?}"
-        );
+        assert!(e.message.as_deref().unwrap_or_default().contains("no_such_role"), "{e:?}");
     }
     let posts = || flavor.invite_posts(&h.mock).len();
     let calls = posts();
@@ -132,21 +114,14 @@ async fn a_case_duplicate_never_costs_the_other_entries() {
     let mut h = flavor.harness(5, 100).await;
     h.start_controller();
     let carol = "carol@example.com";
-    let inv = h
-        .cluster
-        .create_ready("team", users_spec(ENDPOINT, &[carol], &[]))
-        .await;
+    let inv = h.cluster.create_ready("team", users_spec(ENDPOINT, &[carol], &[])).await;
     let before = entry(status_of(&inv), carol).unwrap().clone();
     assert_eq!(before.ownership, Some(Ownership::Created));
     // The reported case: Dave added twice, in two spellings.
     h.cluster
         .patch_spec(
             "team",
-            users_spec(
-                ENDPOINT,
-                &[carol, "Dave@example.com", "dave@example.com"],
-                &[],
-            ),
+            users_spec(ENDPOINT, &[carol, "Dave@example.com", "dave@example.com"], &[]),
         )
         .await;
     let inv = h
@@ -157,35 +132,19 @@ async fn a_case_duplicate_never_costs_the_other_entries() {
         })
         .await;
     let status = status_of(&inv);
-    assert_eq!(
-        entry(status, carol),
-        Some(&before),
-        "Carol's entry is kept as it was"
-    );
-    let invalid: Vec<_> = status
-        .users
-        .iter()
-        .filter(|u| u.reason == Some(FailureReason::InvalidSpec))
-        .collect();
+    assert_eq!(entry(status, carol), Some(&before), "Carol's entry is kept as it was");
+    let invalid: Vec<_> =
+        status.users.iter().filter(|u| u.reason == Some(FailureReason::InvalidSpec)).collect();
     assert_eq!(invalid.len(), 1, "{status:#?}");
     assert_eq!(invalid[0].state, UserState::Failed);
     assert_eq!(ready(status).1, "InvalidSpec");
     assert_eq!(h.mock.api.invitations_sent_to("dave@example.com"), 1);
     assert_eq!(h.mock.api.invitations_sent_to(carol), 1);
     // Carol's guard holds: another resource naming her leaves her to this one.
-    let other = h
-        .cluster
-        .create_ready("other", users_spec(ENDPOINT, &[carol], &[]))
-        .await;
+    let other = h.cluster.create_ready("other", users_spec(ENDPOINT, &[carol], &[])).await;
     let shown = entry(status_of(&other), carol).unwrap();
     assert_eq!(shown.ownership, None);
-    assert!(
-        shown
-            .message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("team")
-    );
+    assert!(shown.message.as_deref().unwrap_or_default().contains("team"));
     assert_eq!(h.mock.api.invitations_sent_to(carol), 1);
     h.finish().await;
 }
@@ -196,17 +155,9 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     let mut h = flavor.harness(5, 100).await;
     h.start_controller();
     let spec = |emails: &[&str]| {
-        with(
-            users_spec(ENDPOINT, emails, &[]),
-            json!({"deletionPolicy": "Delete"}),
-        )
+        with(users_spec(ENDPOINT, emails, &[]), json!({"deletionPolicy": "Delete"}))
     };
-    let all = [
-        "a@example.com",
-        "b@example.com",
-        "c@example.com",
-        "d@example.com",
-    ];
+    let all = ["a@example.com", "b@example.com", "c@example.com", "d@example.com"];
     let inv = h.cluster.create_ready("team", spec(&all)).await;
     let invited = status_of(&inv).users.clone();
     let kept = |s: &UserInvitationStatus, dropped: &[&str]| {
@@ -224,22 +175,15 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     h.cluster.patch_spec("team", without_b).await;
     let inv = h
         .cluster
-        .wait_status("team", "the change seen while paused", |s| {
-            s.observed_generation == Some(2)
-        })
+        .wait_status("team", "the change seen while paused", |s| s.observed_generation == Some(2))
         .await;
     assert!(kept(status_of(&inv), &[]), "{:#?}", inv.status);
     assert!(h.mock.api.user("b@example.com").is_some());
 
     // The endpoint gone, and c removed too: still nothing dropped.
     set_paused(&h.cluster, "team", false).await;
-    h.cluster
-        .wait_status("team", "b removed", |s| entry(s, "b@example.com").is_none())
-        .await;
-    assert!(
-        h.mock.api.user("b@example.com").is_none(),
-        "removed once unblocked"
-    );
+    h.cluster.wait_status("team", "b removed", |s| entry(s, "b@example.com").is_none()).await;
+    assert!(h.mock.api.user("b@example.com").is_none(), "removed once unblocked");
     // (The spec names an endpoint that does not exist: an endpoint deleted and created
     // again would be another endpoint, on which nothing owned before is removed; see
     // tenancy.rs.)
@@ -252,31 +196,19 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
             s.observed_generation == Some(3) && ready(s).1 == "EndpointNotFound"
         })
         .await;
-    assert!(
-        kept(status_of(&inv), &["b@example.com"]),
-        "{:#?}",
-        inv.status
-    );
+    assert!(kept(status_of(&inv), &["b@example.com"]), "{:#?}", inv.status);
 
     // Not allowed (a cluster endpoint that does not admit the namespace): still nothing dropped.
     let cluster_endpoint = h.cluster.unique("closed");
     let mut endpoint = flavor.endpoint(&h.mock.url, 5, 100);
     endpoint["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
     endpoint["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
-    h.cluster
-        .cluster_endpoint(&cluster_endpoint, endpoint)
-        .await;
+    h.cluster.cluster_endpoint(&cluster_endpoint, endpoint).await;
     let closed =
         json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": cluster_endpoint}});
-    h.cluster
-        .patch_spec("team", with(spec(&["a@example.com"]), closed))
-        .await;
+    h.cluster.patch_spec("team", with(spec(&["a@example.com"]), closed)).await;
     let inv = h.cluster.wait_for_reason("team", "NotAllowed").await;
-    assert!(
-        kept(status_of(&inv), &["b@example.com"]),
-        "{:#?}",
-        inv.status
-    );
+    assert!(kept(status_of(&inv), &["b@example.com"]), "{:#?}", inv.status);
     assert!(h.mock.api.user("c@example.com").is_some());
     assert!(h.mock.api.user("d@example.com").is_some());
 
@@ -293,11 +225,7 @@ async fn back_on_the_endpoint_only_a_stays(h: &Harness) {
         )
         .await;
     let inv = h.cluster.wait_ready("team").await;
-    let emails: Vec<_> = status_of(&inv)
-        .users
-        .iter()
-        .map(|u| u.email_address.as_str())
-        .collect();
+    let emails: Vec<_> = status_of(&inv).users.iter().map(|u| u.email_address.as_str()).collect();
     assert_eq!(emails, vec!["a@example.com"]);
     assert!(h.mock.api.user("c@example.com").is_none());
     assert!(h.mock.api.user("d@example.com").is_none());
@@ -315,11 +243,9 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     let mut spec = flavor.endpoint(&h.mock.url, 5, 100);
     spec["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
     h.cluster.cluster_endpoint(&closed, spec.clone()).await;
-    for (name, email) in [
-        ("paused", "p@example.com"),
-        ("invalid", "i@example.com"),
-        ("closed", "c@example.com"),
-    ] {
+    for (name, email) in
+        [("paused", "p@example.com"), ("invalid", "i@example.com"), ("closed", "c@example.com")]
+    {
         let mut spec = with(users_spec(ENDPOINT, &[email], &[]), delete.clone());
         if name == "closed" {
             spec["endpointRef"] = json!({"kind": "ClusterInvitationEndpoint", "name": closed});
@@ -331,10 +257,7 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     h.cluster
         .patch_spec(
             "invalid",
-            with(
-                users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]),
-                delete.clone(),
-            ),
+            with(users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]), delete.clone()),
         )
         .await;
     h.cluster.wait_for_reason("invalid", "InvalidSpec").await;
@@ -342,32 +265,17 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     h.cluster.cluster_endpoint(&closed, spec).await;
     h.cluster.wait_for_reason("closed", "NotAllowed").await;
     // The invalid one's endpoint goes too.
-    let mut invalid = with(
-        users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]),
-        delete.clone(),
-    );
+    let mut invalid =
+        with(users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]), delete.clone());
     invalid["endpointRef"]["name"] = json!("gone");
     h.cluster.patch_spec("invalid", invalid).await;
-    h.cluster
-        .wait_for_reason("invalid", "EndpointNotFound")
-        .await;
-    for (name, email) in [
-        ("paused", "p@example.com"),
-        ("invalid", "i@example.com"),
-        ("closed", "c@example.com"),
-    ] {
-        h.cluster
-            .invitations()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
+    h.cluster.wait_for_reason("invalid", "EndpointNotFound").await;
+    for (name, email) in
+        [("paused", "p@example.com"), ("invalid", "i@example.com"), ("closed", "c@example.com")]
+    {
+        h.cluster.invitations().delete(name, &DeleteParams::default()).await.unwrap();
         h.cluster.wait_gone(name).await;
-        let note = h
-            .cluster
-            .wait_event(name, "CleanupSkipped")
-            .await
-            .pop()
-            .unwrap();
+        let note = h.cluster.wait_event(name, "CleanupSkipped").await.pop().unwrap();
         assert!(note.contains(email), "{name}: {note}");
         assert!(h.mock.api.user(email).is_some(), "{email} left behind");
     }
@@ -379,16 +287,11 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
 /// `alice+ops@x.com` existing does not make `alice@x.com` a member; `Bob@X.com` is `bob@x.com`.
 async fn a_plus_address_is_another_person(flavor: Flavor) {
     let mut h = flavor.harness(5, 100).await;
-    let (existing, people) = (
-        ["alice+ops@x.com", "Bob@X.com"],
-        ["alice@x.com", "bob@x.com"],
-    );
+    let (existing, people) = (["alice+ops@x.com", "Bob@X.com"], ["alice@x.com", "bob@x.com"]);
     let spec = match flavor {
         Flavor::UserInvite => {
             for id in existing {
-                h.mock
-                    .api
-                    .seed_user(json!({"identifier": id, "groups": [], "userGroups": []}));
+                h.mock.api.seed_user(json!({"identifier": id, "groups": [], "userGroups": []}));
             }
             users_spec(ENDPOINT, &people, &[])
         }
@@ -403,10 +306,7 @@ async fn a_plus_address_is_another_person(flavor: Flavor) {
     let inv = h.cluster.create_ready("team", spec).await;
     let status = status_of(&inv);
     let alice = entry(status, "alice@x.com").unwrap();
-    assert_eq!(
-        (alice.state, alice.ownership),
-        (UserState::Invited, Some(Ownership::Created))
-    );
+    assert_eq!((alice.state, alice.ownership), (UserState::Invited, Some(Ownership::Created)));
     assert_eq!(h.mock.api.invitations_sent_to("alice@x.com"), 1);
     // Matched ignoring case only.
     assert_eq!(state(status, "bob@x.com"), Some(UserState::AlreadyMember));
@@ -428,9 +328,7 @@ async fn a_redeemed_invitation_is_accepted_even_before_membership_shows() {
     let mut h = flavor.harness(5, 100).await;
     h.start_controller_resyncing(Duration::from_secs(1));
     let (shown, not_yet) = ("shown@example.com", "notyet@example.com");
-    h.cluster
-        .create_ready("team", org_spec(ENDPOINT, &[shown, not_yet], "org_member"))
-        .await;
+    h.cluster.create_ready("team", org_spec(ENDPOINT, &[shown, not_yet], "org_member")).await;
     assert!(h.mock.api.redeem_invitation(shown));
     assert!(h.mock.api.redeem_invitation(not_yet));
     // The second person redeemed, but the organization does not list them (yet).
@@ -452,18 +350,13 @@ async fn a_redeemed_invitation_is_accepted_even_before_membership_shows() {
 async fn membership_is_found_in_an_organization_of_25000() {
     let flavor = Flavor::OrgInvitation;
     let mut h = flavor.harness(30, 100).await;
-    let members: Vec<String> = (0..25_000)
-        .map(|i| format!("m{i}@big.example.com"))
-        .collect();
+    let members: Vec<String> = (0..25_000).map(|i| format!("m{i}@big.example.com")).collect();
     assert_eq!(h.mock.api.seed_org_members(&members), 25_000);
     h.start_controller();
     let last = members.last().unwrap().clone();
     let inv = h
         .cluster
-        .create_ready(
-            "team",
-            org_spec(ENDPOINT, &[last.as_str(), "new@example.com"], "org_member"),
-        )
+        .create_ready("team", org_spec(ENDPOINT, &[last.as_str(), "new@example.com"], "org_member"))
         .await;
     let status = status_of(&inv);
     assert_eq!(state(status, &last), Some(UserState::AlreadyMember));
@@ -494,11 +387,7 @@ async fn deleted_resources_leave_no_metric_series() {
     h.start_controller_with(settings);
     let ns = h.cluster.namespace.clone();
     for i in 0..3 {
-        let policy = if i == 0 {
-            json!({"deletionPolicy": "Delete"})
-        } else {
-            json!({})
-        };
+        let policy = if i == 0 { json!({"deletionPolicy": "Delete"}) } else { json!({}) };
         h.cluster
             .create_invitation(
                 &format!("r{i}"),
@@ -521,9 +410,7 @@ async fn deleted_resources_leave_no_metric_series() {
     }
     let metrics = h.controller.as_ref().unwrap().metrics.clone();
     let one = |ns: &str, n: u32| {
-        vec![format!(
-            "invite_operator_users{{namespace=\"{ns}\",state=\"invited\"}} {n}"
-        )]
+        vec![format!("invite_operator_users{{namespace=\"{ns}\",state=\"invited\"}} {n}")]
     };
     eventually("one series per namespace and state", async || {
         (users_series(&metrics, &ns) == one(&ns, 6)
@@ -539,10 +426,7 @@ async fn deleted_resources_leave_no_metric_series() {
         h.cluster.wait_gone(&format!("r{i}")).await;
     }
     eventually("the deleted resources' series are gone", async || {
-        users_series(&metrics, &ns)
-            .is_empty()
-            .then_some(())
-            .ok_or_else(|| metrics.encode())
+        users_series(&metrics, &ns).is_empty().then_some(()).ok_or_else(|| metrics.encode())
     })
     .await;
     assert_eq!(users_series(&metrics, &other), one(&other, 1));

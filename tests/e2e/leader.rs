@@ -60,15 +60,8 @@ impl Drop for ActiveGuard {
 impl Activity {
     fn begin(&self, replica: &str) -> ActiveGuard {
         let mut log = self.0.lock().unwrap();
-        log.push(Interval {
-            replica: replica.to_string(),
-            start: Instant::now(),
-            end: None,
-        });
-        ActiveGuard {
-            activity: self.clone(),
-            index: log.len() - 1,
-        }
+        log.push(Interval { replica: replica.to_string(), start: Instant::now(), end: None });
+        ActiveGuard { activity: self.clone(), index: log.len() - 1 }
     }
 
     fn intervals(&self) -> Vec<Interval> {
@@ -78,27 +71,19 @@ impl Activity {
     }
 
     fn of(&self, replica: &str) -> Vec<Interval> {
-        self.intervals()
-            .into_iter()
-            .filter(|i| i.replica == replica)
-            .collect()
+        self.intervals().into_iter().filter(|i| i.replica == replica).collect()
     }
 
     /// The replica active right now, if any.
     fn active(&self) -> Option<String> {
-        self.intervals()
-            .into_iter()
-            .find(|i| i.end.is_none())
-            .map(|i| i.replica)
+        self.intervals().into_iter().find(|i| i.end.is_none()).map(|i| i.replica)
     }
 
     /// Panics if two controllers ever existed at the same time.
     fn assert_never_overlapping(&self) {
         let all = self.intervals();
         for pair in all.windows(2) {
-            let end = pair[0]
-                .end
-                .unwrap_or_else(|| panic!("two replicas active at once: {all:?}"));
+            let end = pair[0].end.unwrap_or_else(|| panic!("two replicas active at once: {all:?}"));
             assert!(
                 end <= pair[1].start,
                 "{} was still active when {} started ({:?} overlap): {all:?}",
@@ -169,12 +154,8 @@ impl Replica {
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
         let run = {
-            let (client, metrics, activity, name) = (
-                client.clone(),
-                metrics.clone(),
-                activity.clone(),
-                name.to_string(),
-            );
+            let (client, metrics, activity, name) =
+                (client.clone(), metrics.clone(), activity.clone(), name.to_string());
             let settings = cluster.settings();
             move |term: Term| {
                 let guard = activity.begin(&name);
@@ -192,21 +173,9 @@ impl Replica {
                 }
             }
         };
-        let handle = tokio::spawn(run_while_leader(
-            client,
-            election,
-            readiness_tx,
-            shutdown,
-            run,
-        ));
+        let handle = tokio::spawn(run_while_leader(client, election, readiness_tx, shutdown, run));
         cluster.abort_on_drop(handle.abort_handle());
-        Replica {
-            name: name.to_string(),
-            metrics,
-            readiness,
-            stop,
-            handle,
-        }
+        Replica { name: name.to_string(), metrics, readiness, stop, handle }
     }
 
     fn reconciles(&self) -> u64 {
@@ -220,9 +189,7 @@ impl Replica {
     /// Graceful stop (SIGTERM): the controller stops, then the Lease is released.
     async fn stop(self) {
         self.stop.cancel();
-        let result = tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("replica stops");
+        let result = tokio::time::timeout(WAIT, self.handle).await.expect("replica stops");
         result.expect("no panic").expect("no election error");
     }
 
@@ -250,11 +217,7 @@ impl Election {
     async fn new() -> Election {
         let harness = Harness::user_invite().await;
         let lease_name = harness.cluster.unique("invite-operator");
-        Election {
-            harness,
-            activity: Activity::default(),
-            lease_name,
-        }
+        Election { harness, activity: Activity::default(), lease_name }
     }
 
     fn replica(&self, name: &str, lease: Duration) -> Replica {
@@ -297,10 +260,7 @@ impl Election {
     /// Two replicas with `lease`; once one leads, `first` (alice@) is Ready. The replicas and
     /// the leader's name.
     async fn two_replicas_serving_first(&self, lease: Duration) -> (Vec<Replica>, String) {
-        let replicas = vec![
-            self.replica("replica-a", lease),
-            self.replica("replica-b", lease),
-        ];
+        let replicas = vec![self.replica("replica-a", lease), self.replica("replica-b", lease)];
         let leader = self.wait_leader().await;
         let spec = users_spec("wavefront", &["alice@example.com"], &[]);
         self.cluster.create_ready("first", spec).await;
@@ -309,11 +269,7 @@ impl Election {
 
     /// Waits until `replica` leads; its interval.
     async fn wait_leading(&self, replica: &str, what: &str) -> Interval {
-        self.activity
-            .wait_for(what, |all| {
-                all.iter().find(|i| i.replica == replica).cloned()
-            })
-            .await
+        self.activity.wait_for(what, |all| all.iter().find(|i| i.replica == replica).cloned()).await
     }
 
     /// Waits until `replica` stopped leading; when.
@@ -321,9 +277,7 @@ impl Election {
         let interval = self
             .activity
             .wait_for("the leader to stop", |all| {
-                all.iter()
-                    .find(|i| i.replica == replica && i.end.is_some())
-                    .cloned()
+                all.iter().find(|i| i.replica == replica && i.end.is_some()).cloned()
             })
             .await;
         interval.end.unwrap()
@@ -331,15 +285,12 @@ impl Election {
 
     /// Waits until some replica leads (holds the Lease and runs its controller); its name.
     async fn wait_leader(&self) -> String {
-        eventually_every(
-            Duration::from_millis(20),
-            WAIT,
-            "a leader",
-            async || match (self.holder().await, self.activity.active()) {
+        eventually_every(Duration::from_millis(20), WAIT, "a leader", async || {
+            match (self.holder().await, self.activity.active()) {
                 (Some(holder), Some(active)) if holder == active => Ok(holder),
                 seen => Err(format!("holder and active: {seen:?}")),
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -398,10 +349,7 @@ impl Election {
         let path = package_path("deploy/charts/invite-operator/files/rbac-rules.yaml");
         let rules: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let mut granted = BTreeSet::new();
-        for rule in rules["leaderElection"]
-            .as_array()
-            .expect("leaderElection rules")
-        {
+        for rule in rules["leaderElection"].as_array().expect("leaderElection rules") {
             assert_eq!(rule["apiGroups"], json!(["coordination.k8s.io"]));
             assert_eq!(rule["resources"], json!(["leases"]));
             for verb in rule["verbs"].as_array().unwrap() {
@@ -415,10 +363,7 @@ impl Election {
                 continue;
             }
             assert_eq!(r.api_group, "coordination.k8s.io");
-            assert_eq!(
-                r.namespace.as_deref(),
-                Some(self.cluster.namespace.as_str())
-            );
+            assert_eq!(r.namespace.as_deref(), Some(self.cluster.namespace.as_str()));
             assert!(
                 r.name.is_none() && r.verb == "create"
                     || r.name.as_deref() == Some(self.lease_name.as_str()),
@@ -427,10 +372,7 @@ impl Election {
             used.insert(r.verb);
         }
         let missing: Vec<_> = used.difference(&granted).collect();
-        assert!(
-            missing.is_empty(),
-            "Lease calls the chart does not grant: {missing:?}"
-        );
+        assert!(missing.is_empty(), "Lease calls the chart does not grant: {missing:?}");
         for verb in ["get", "create", "update"] {
             assert!(used.contains(verb), "no Lease {verb} seen: {used:?}");
         }
@@ -472,35 +414,18 @@ async fn only_the_leader_reconciles_and_invites_once() {
     // Both start at once and race for the Lease.
     let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
     let leader = s.wait_leader().await;
-    let standby = if leader == "replica-a" {
-        "replica-b"
-    } else {
-        "replica-a"
-    };
+    let standby = if leader == "replica-a" { "replica-b" } else { "replica-a" };
 
     let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
-    s.cluster
-        .create_ready("team", users_spec("wavefront", &emails, &[]))
-        .await;
+    s.cluster.create_ready("team", users_spec("wavefront", &emails, &[])).await;
     // Let several renewals pass: leadership is stable, the standby stays idle.
     tokio::time::sleep(LEASE * 2).await;
 
     assert!(pick(&replicas, &leader).reconciles() >= 1);
     assert!(pick(&replicas, &leader).api_calls() >= 1);
-    assert_eq!(
-        pick(&replicas, standby).reconciles(),
-        0,
-        "the standby reconciled"
-    );
-    assert_eq!(
-        pick(&replicas, standby).api_calls(),
-        0,
-        "the standby called the API"
-    );
-    assert!(
-        s.activity.of(standby).is_empty(),
-        "the standby ran a controller"
-    );
+    assert_eq!(pick(&replicas, standby).reconciles(), 0, "the standby reconciled");
+    assert_eq!(pick(&replicas, standby).api_calls(), 0, "the standby called the API");
+    assert!(s.activity.of(standby).is_empty(), "the standby ran a controller");
     assert_eq!(s.activity.of(&leader).len(), 1, "leadership changed hands");
     s.assert_invited_once(&emails);
     // /readyz: the leader once its caches synced, the standby while waiting.
@@ -531,13 +456,9 @@ async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashe
     let standby_name = standby.name.clone();
     let killed_at = Instant::now();
     leader.kill().await;
-    s.cluster
-        .create_invitation("second", users_spec("wavefront", &["bob@example.com"], &[]))
-        .await;
+    s.cluster.create_invitation("second", users_spec("wavefront", &["bob@example.com"], &[])).await;
 
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name, "the standby to take over").await;
     let after = took_over.start - killed_at;
     // The crashed leader renewed at most a renew deadline (2/3 of the lease) before the crash,
     // so the standby cannot take over earlier than a third of the lease after it; it waits one
@@ -562,14 +483,9 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     let standby_name = standby.name.clone();
     let stopping_at = Instant::now();
     leader.stop().await;
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name, "the standby to take over").await;
     let after = took_over.start - stopping_at;
-    assert!(
-        after < lease / 3,
-        "the released lease was taken after {after:?}"
-    );
+    assert!(after < lease / 3, "the released lease was taken after {after:?}");
     s.invite_second().await;
     s.assert_both_invited_once();
     standby.stop().await;
@@ -609,13 +525,8 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let requests_at_stop = server.requests().len();
     let reconciles_at_stop = leader.reconciles();
 
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
-    assert!(
-        took_over.start > stopped,
-        "the standby started before the leader stopped"
-    );
+    let took_over = s.wait_leading(&standby_name, "the standby to take over").await;
+    assert!(took_over.start > stopped, "the standby started before the leader stopped");
     s.invite_second().await;
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
 
@@ -658,17 +569,11 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
 
     let stopped = s.wait_stopped(&leader).await;
     // It notices at its next renewal (every 1/6 of the lease).
-    assert!(
-        stopped - stolen_at <= LEASE / 2,
-        "the leader noticed after {:?}",
-        stopped - stolen_at
-    );
+    assert!(stopped - stolen_at <= LEASE / 2, "the leader noticed after {:?}", stopped - stolen_at);
     // The intruder's lease must expire before anyone leads again.
     let next = s
         .activity
-        .wait_for("a new leader", |all| {
-            all.iter().find(|i| i.start > stopped).cloned()
-        })
+        .wait_for("a new leader", |all| all.iter().find(|i| i.start > stopped).cloned())
         .await;
     assert!(
         next.start - stolen_at >= LEASE,
@@ -695,11 +600,7 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
             OperatorProcess::start(
                 &cluster,
                 name,
-                &[
-                    ("LEADER_ELECTION", "true"),
-                    ("POD_NAME", name),
-                    ("LEASE_DURATION", "2s"),
-                ],
+                &[("LEADER_ELECTION", "true"), ("POD_NAME", name), ("LEASE_DURATION", "2s")],
             )
         })
         .collect();
@@ -723,13 +624,7 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     first.terminate().await;
     let released_at = Instant::now();
     let takes_over = async || expect_eq(holder().await, Some(second.name.clone()));
-    eventually_every(
-        Duration::from_millis(20),
-        WAIT,
-        "the standby to take over",
-        takes_over,
-    )
-    .await;
+    eventually_every(Duration::from_millis(20), WAIT, "the standby to take over", takes_over).await;
     // Released on SIGTERM: no waiting for the 2s lease to expire.
     assert!(
         released_at.elapsed() < Duration::from_secs(1),

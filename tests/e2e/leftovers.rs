@@ -99,14 +99,10 @@ async fn nothing_the_suite_created_is_left() {
     }
     // The controllers' Leases carry no labels: find them by the test namespace in their name
     // or their namespace.
-    let leases = Api::<Lease>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list leases");
+    let leases =
+        Api::<Lease>::all(client.clone()).list(&ListParams::default()).await.expect("list leases");
     for lease in leases.items {
-        let in_test_namespace = lease
-            .namespace()
-            .is_some_and(|ns| ns.starts_with("invite-e2e-"));
+        let in_test_namespace = lease.namespace().is_some_and(|ns| ns.starts_with("invite-e2e-"));
         if in_test_namespace || lease.name_any().contains("invite-e2e-") {
             problems.push(describe("Lease", &lease.metadata));
         }
@@ -127,15 +123,8 @@ async fn namespaces_left(client: &Client) -> Vec<String> {
     let suite = ListParams::default().labels(&format!("{SUITE_LABEL}=true"));
     let deadline = tokio::time::Instant::now() + NAMESPACE_DELETION;
     let left = loop {
-        let left = namespaces
-            .list(&suite)
-            .await
-            .expect("list namespaces")
-            .items;
-        let terminating = left
-            .iter()
-            .filter(|ns| ns.metadata.deletion_timestamp.is_some())
-            .count();
+        let left = namespaces.list(&suite).await.expect("list namespaces").items;
+        let terminating = left.iter().filter(|ns| ns.metadata.deletion_timestamp.is_some()).count();
         if terminating == 0 || tokio::time::Instant::now() >= deadline {
             break left;
         }
@@ -143,11 +132,7 @@ async fn namespaces_left(client: &Client) -> Vec<String> {
     };
     let mut problems: Vec<String> = Vec::new();
     for ns in &left {
-        let test = ns
-            .annotations()
-            .get(TEST_NAME_ANNOTATION)
-            .cloned()
-            .unwrap_or_default();
+        let test = ns.annotations().get(TEST_NAME_ANNOTATION).cloned().unwrap_or_default();
         let state = if ns.metadata.deletion_timestamp.is_some() {
             let stuck: Vec<String> =
                 Api::<UserInvitation>::namespaced(client.clone(), &ns.name_any())
@@ -164,10 +149,7 @@ async fn namespaces_left(client: &Client) -> Vec<String> {
         } else {
             "never deleted".to_string()
         };
-        problems.push(format!(
-            "{} of test {test}: {state}",
-            describe("Namespace", &ns.metadata)
-        ));
+        problems.push(format!("{} of test {test}: {state}", describe("Namespace", &ns.metadata)));
     }
     problems
 }

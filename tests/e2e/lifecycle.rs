@@ -18,11 +18,7 @@ fn has_state(
     email: &'static str,
     state: UserState,
 ) -> impl Fn(&invite_operator::api::UserInvitationStatus) -> bool {
-    move |s| {
-        s.users
-            .iter()
-            .any(|u| u.email_address == email && u.state == state)
-    }
+    move |s| s.users.iter().any(|u| u.email_address == email && u.state == state)
 }
 
 fn user_spec(users: Value, extra: Value) -> Value {
@@ -60,29 +56,18 @@ async fn invite_only_never_touches_an_invited_user() {
     cluster
         .create_ready(
             "team",
-            user_spec(
-                json!([user("a@example.com", &["dashboard_management"], &[])]),
-                json!({}),
-            ),
+            user_spec(json!([user("a@example.com", &["dashboard_management"], &[])]), json!({})),
         )
         .await;
     let ready = mock.api.journal().len();
     cluster
-        .patch_spec(
-            "team",
-            json!({"users": [user("a@example.com", &["alerts_management"], &[])]}),
-        )
+        .patch_spec("team", json!({"users": [user("a@example.com", &["alerts_management"], &[])]}))
         .await;
     cluster
-        .wait_status("team", "new generation observed", |s| {
-            s.observed_generation == Some(2)
-        })
+        .wait_status("team", "new generation observed", |s| s.observed_generation == Some(2))
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        groups_of(mock, "a@example.com"),
-        vec!["dashboard_management"]
-    );
+    assert_eq!(groups_of(mock, "a@example.com"), vec!["dashboard_management"]);
     assert_eq!(changes_since(mock, ready), Vec::<String>::new());
     s.finish().await;
 }
@@ -112,31 +97,19 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
         .await;
     let both = ["alerts_management", "dashboard_management"];
     eventually("a's new permission", async || {
-        expect_eq(
-            groups_of(mock, "a@example.com"),
-            both.map(String::from).to_vec(),
-        )
+        expect_eq(groups_of(mock, "a@example.com"), both.map(String::from).to_vec())
     })
     .await;
     eventually("a's new user group", async || {
-        expect_eq(
-            user_groups_of(mock, "a@example.com"),
-            vec!["ug-2".to_string()],
-        )
+        expect_eq(user_groups_of(mock, "a@example.com"), vec!["ug-2".to_string()])
     })
     .await;
     cluster.wait_event("team", "Updated").await;
     // Someone revokes a permission in the product: the next resync grants it again.
     revoke_in_product(mock, "a@example.com", "alerts_management").await;
-    assert_eq!(
-        groups_of(mock, "a@example.com"),
-        vec!["dashboard_management"]
-    );
+    assert_eq!(groups_of(mock, "a@example.com"), vec!["dashboard_management"]);
     eventually("the revoked permission granted again", async || {
-        expect_eq(
-            groups_of(mock, "a@example.com"),
-            both.map(String::from).to_vec(),
-        )
+        expect_eq(groups_of(mock, "a@example.com"), both.map(String::from).to_vec())
     })
     .await;
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
@@ -175,10 +148,7 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
         .await;
     assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
     eventually("the adopted user's permissions enforced", async || {
-        expect_eq(
-            groups_of(mock, "old@example.com"),
-            vec!["dashboard_management".to_string()],
-        )
+        expect_eq(groups_of(mock, "old@example.com"), vec!["dashboard_management".to_string()])
     })
     .await;
     assert_eq!(mock.api.invitations_sent_to("old@example.com"), 0);
@@ -189,25 +159,11 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
 async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_finalizer() {
     let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready("team", team(&["a@example.com", "b@example.com"], json!({})))
-        .await;
+    cluster.create_ready("team", team(&["a@example.com", "b@example.com"], json!({}))).await;
     let ready = mock.api.journal().len();
-    assert!(
-        cluster
-            .invitations()
-            .get("team")
-            .await
-            .unwrap()
-            .finalizers()
-            .is_empty()
-    );
-    cluster
-        .patch_spec("team", json!({"users": [user("a@example.com", &[], &[])]}))
-        .await;
-    cluster
-        .wait_status("team", "b dropped", |s| s.users.len() == 1)
-        .await;
+    assert!(cluster.invitations().get("team").await.unwrap().finalizers().is_empty());
+    cluster.patch_spec("team", json!({"users": [user("a@example.com", &[], &[])]})).await;
+    cluster.wait_status("team", "b dropped", |s| s.users.len() == 1).await;
     cluster.remove("team").await;
     assert!(mock.api.user("a@example.com").is_some() && mock.api.user("b@example.com").is_some());
     assert_eq!(changes_since(mock, ready), Vec::<String>::new());
@@ -218,8 +174,7 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
 async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
     let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    mock.api
-        .seed_user(json!({"identifier": "old@example.com", "groups": [], "userGroups": []}));
+    mock.api.seed_user(json!({"identifier": "old@example.com", "groups": [], "userGroups": []}));
     let inv = cluster
         .create_ready(
             "team",
@@ -229,10 +184,7 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
             ),
         )
         .await;
-    assert_eq!(
-        inv.finalizers(),
-        &["invite.operators.dev/cleanup".to_string()]
-    );
+    assert_eq!(inv.finalizers(), &["invite.operators.dev/cleanup".to_string()]);
     // On the team's own (namespaced) endpoint, Delete adopts the user who existed before.
     let old = inv
         .status
@@ -244,10 +196,7 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         .unwrap();
     assert_eq!(
         (old.state, old.ownership),
-        (
-            UserState::AlreadyMember,
-            Some(invite_operator::api::Ownership::Adopted)
-        )
+        (UserState::AlreadyMember, Some(invite_operator::api::Ownership::Adopted))
     );
 
     cluster
@@ -256,17 +205,12 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
             json!({"users": [user("a@example.com", &[], &[]), user("old@example.com", &[], &[])]}),
         )
         .await;
-    cluster
-        .wait_status("team", "b removed", |s| s.users.len() == 2)
-        .await;
+    cluster.wait_status("team", "b removed", |s| s.users.len() == 2).await;
     assert!(mock.api.user("b@example.com").is_none(), "b was deleted");
     cluster.wait_event("team", "Deleted").await;
 
     cluster.remove("team").await;
-    assert!(
-        mock.api.user("a@example.com").is_none(),
-        "a was deleted with the resource"
-    );
+    assert!(mock.api.user("a@example.com").is_none(), "a was deleted with the resource");
     assert!(
         mock.api.user("old@example.com").is_none(),
         "the adopted user was deleted with the resource"
@@ -279,10 +223,7 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     let s = Harness::user_invite_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
-        .create_ready(
-            "team",
-            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-        )
+        .create_ready("team", team(&["a@example.com"], json!({"deletionPolicy": "Delete"})))
         .await;
     Api::<invite_operator::api::InvitationEndpoint>::namespaced(
         cluster.client.clone(),
@@ -294,10 +235,7 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     cluster.wait_for_reason("team", "EndpointNotFound").await;
     cluster.remove("team").await;
     cluster.wait_event("team", "CleanupSkipped").await;
-    assert!(
-        mock.api.user("a@example.com").is_some(),
-        "left behind, and said so"
-    );
+    assert!(mock.api.user("a@example.com").is_some(), "left behind, and said so");
     s.finish().await;
 }
 
@@ -306,14 +244,9 @@ async fn switching_to_retain_releases_the_finalizer() {
     let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
     cluster
-        .create_ready(
-            "team",
-            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-        )
+        .create_ready("team", team(&["a@example.com"], json!({"deletionPolicy": "Delete"})))
         .await;
-    cluster
-        .patch_spec("team", json!({"deletionPolicy": "Retain"}))
-        .await;
+    cluster.patch_spec("team", json!({"deletionPolicy": "Retain"})).await;
     eventually("the finalizer released", async || {
         let team = cluster.invitations().get("team").await.unwrap();
         expect_eq(team.finalizers().to_vec(), Vec::<String>::new())
@@ -330,19 +263,12 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
     cluster
         .create_ready(
             "team",
-            team(
-                &["yes@example.com", "late@example.com"],
-                json!({"reinviteExpired": true}),
-            ),
+            team(&["yes@example.com", "late@example.com"], json!({"reinviteExpired": true})),
         )
         .await;
     mock.api.login("yes@example.com");
     cluster
-        .wait_status(
-            "team",
-            "accepted",
-            has_state("yes@example.com", UserState::Accepted),
-        )
+        .wait_status("team", "accepted", has_state("yes@example.com", UserState::Accepted))
         .await;
     cluster.wait_event("team", "Accepted").await;
 
@@ -350,20 +276,12 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
     mock.api.expire_invitations();
     let inv = cluster.invitations().get("team").await.unwrap();
     let mut status = inv.status.clone().unwrap();
-    for u in status
-        .users
-        .iter_mut()
-        .filter(|u| u.email_address == "late@example.com")
-    {
+    for u in status.users.iter_mut().filter(|u| u.email_address == "late@example.com") {
         u.expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
     }
     cluster
         .invitations()
-        .patch_status(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
+        .patch_status("team", &PatchParams::default(), &Patch::Merge(json!({"status": status})))
         .await
         .unwrap();
     cluster
@@ -376,11 +294,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
         })
         .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        mock.api.invitations_sent_to("late@example.com"),
-        2,
-        "re-sent once for one expiry"
-    );
+    assert_eq!(mock.api.invitations_sent_to("late@example.com"), 2, "re-sent once for one expiry");
     assert_eq!(mock.api.invitations_sent_to("yes@example.com"), 1);
     s.finish().await;
 }
@@ -394,9 +308,7 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
     s.start_controller_resyncing(Duration::from_millis(200));
     let (cluster, mock) = (&s.cluster, &s.mock);
     let late = "late@example.com";
-    cluster
-        .create_ready("team", team(&[late], json!({"reinviteExpired": true})))
-        .await;
+    cluster.create_ready("team", team(&[late], json!({"reinviteExpired": true}))).await;
     // The invitation expires; the same edit adds a new person, so one call carries both.
     mock.api.expire_invitations();
     mock.api.add_fault(
@@ -411,11 +323,7 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
     status.users[0].expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
     cluster
         .invitations()
-        .patch_status(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
+        .patch_status("team", &PatchParams::default(), &Patch::Merge(json!({"status": status})))
         .await
         .unwrap();
     cluster
@@ -433,11 +341,7 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
                 })
         })
         .await;
-    assert_eq!(
-        mock.api.invitations_sent_to(late),
-        2,
-        "re-sent, for real, once"
-    );
+    assert_eq!(mock.api.invitations_sent_to(late), 2, "re-sent, for real, once");
     let refused = mock
         .api
         .journal()
@@ -462,13 +366,7 @@ async fn an_expired_org_invitation_is_reported_expired_without_reinvite() {
         )
         .await;
     mock.api.expire_invitations();
-    cluster
-        .wait_status(
-            "org",
-            "expired",
-            has_state("x@example.com", UserState::Expired),
-        )
-        .await;
+    cluster.wait_status("org", "expired", has_state("x@example.com", UserState::Expired)).await;
     cluster.wait_event("org", "Expired").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.api.invitations_sent_to("x@example.com"), 1);
@@ -499,10 +397,7 @@ async fn two_resources_naming_one_person(config: MockConfig) {
     let _ = (a, b);
     let first = cluster.wait_ready("first").await;
     let second = cluster.wait_ready("second").await;
-    let states = [
-        state_of(&first, "shared@example.com"),
-        state_of(&second, "shared@example.com"),
-    ];
+    let states = [state_of(&first, "shared@example.com"), state_of(&second, "shared@example.com")];
     assert!(states.contains(&UserState::Invited), "{states:?}");
     assert!(states.contains(&UserState::AlreadyMember), "{states:?}");
     assert_eq!(mock.api.invitations_sent_to("shared@example.com"), 1);
@@ -514,21 +409,13 @@ async fn two_resources_naming_one_person(config: MockConfig) {
 async fn a_repeated_event_is_counted_into_one_series() {
     let s = Harness::user_invite_running().await;
     let cluster = &s.cluster;
-    let users = |extra: &str| {
-        json!([
-            user("bad@example.com", &["nope"], &[]),
-            user(extra, &[], &[]),
-        ])
-    };
-    cluster
-        .create_invitation("team", user_spec(users("a@example.com"), json!({})))
-        .await;
+    let users =
+        |extra: &str| json!([user("bad@example.com", &["nope"], &[]), user(extra, &[], &[]),]);
+    cluster.create_invitation("team", user_spec(users("a@example.com"), json!({}))).await;
     cluster.wait_for_reason("team", "PartiallyFailed").await;
     cluster.wait_event("team", "InviteFailed").await;
     // A new spec retries the refused user, and the API refuses it again with the same words.
-    cluster
-        .patch_spec("team", json!({"users": users("b@example.com")}))
-        .await;
+    cluster.patch_spec("team", json!({"users": users("b@example.com")})).await;
     cluster
         .wait_status("team", "b invited", |st| {
             st.observed_generation == Some(2) && st.invited == 1 && st.users.len() == 2
@@ -536,15 +423,10 @@ async fn a_repeated_event_is_counted_into_one_series() {
         .await;
     eventually("the repeat counted into the event's series", async || {
         let events = cluster.events_of("team").await;
-        let failed: Vec<&Event> = events
-            .iter()
-            .filter(|e| e.reason.as_deref() == Some("InviteFailed"))
-            .collect();
+        let failed: Vec<&Event> =
+            events.iter().filter(|e| e.reason.as_deref() == Some("InviteFailed")).collect();
         assert_eq!(failed.len(), 1, "one InviteFailed event: {failed:#?}");
-        expect_eq(
-            failed[0].series.as_ref().map(|series| series.count),
-            Some(2),
-        )
+        expect_eq(failed[0].series.as_ref().map(|series| series.count), Some(2))
     })
     .await;
     s.finish().await;
@@ -558,10 +440,7 @@ async fn events_name_what_was_done_in_the_api() {
         .create_invitation(
             "team",
             user_spec(
-                json!([
-                    user("a@example.com", &[], &[]),
-                    user("bad@example.com", &["nope"], &[])
-                ]),
+                json!([user("a@example.com", &[], &[]), user("bad@example.com", &["nope"], &[])]),
                 json!({}),
             ),
         )
@@ -587,18 +466,9 @@ async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                "orgInvitation": {"usernames": names}, "deletionPolicy": "Delete"})
     };
-    cluster
-        .create_ready("org", spec(&["stay@example.com", "go@example.com"]))
-        .await;
-    cluster
-        .patch_spec(
-            "org",
-            json!({"orgInvitation": {"usernames": ["stay@example.com"]}}),
-        )
-        .await;
-    cluster
-        .wait_status("org", "go removed", |s| s.users.len() == 1)
-        .await;
+    cluster.create_ready("org", spec(&["stay@example.com", "go@example.com"])).await;
+    cluster.patch_spec("org", json!({"orgInvitation": {"usernames": ["stay@example.com"]}})).await;
+    cluster.wait_status("org", "go removed", |s| s.users.len() == 1).await;
     let status_of = |name: &str| {
         mock.api
             .org_invitations()
@@ -623,12 +493,8 @@ async fn only_the_watched_namespaces_are_reconciled() {
     s.start_controller_with(settings);
     let (cluster, mock) = (&s.cluster, &s.mock);
     let elsewhere = json!({"name": "elsewhere", "namespace": other});
-    cluster
-        .create_invitation_with(elsewhere, team(&["x@example.com"], json!({})))
-        .await;
-    cluster
-        .create_ready("here", team(&["y@example.com"], json!({})))
-        .await;
+    cluster.create_invitation_with(elsewhere, team(&["x@example.com"], json!({}))).await;
+    cluster.create_ready("here", team(&["y@example.com"], json!({}))).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let elsewhere = Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
         .get("elsewhere")
@@ -652,9 +518,7 @@ async fn a_namespace_named_twice_is_watched_once() {
     settings.watch_namespaces = vec![s.cluster.namespace.clone(), s.cluster.namespace.clone()];
     s.start_controller_with(settings);
     let cluster = &s.cluster;
-    cluster
-        .create_ready("team", team(&["a@example.com"], json!({})))
-        .await;
+    cluster.create_ready("team", team(&["a@example.com"], json!({}))).await;
     let watches: Vec<_> = server
         .requests()
         .into_iter()

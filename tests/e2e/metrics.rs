@@ -45,9 +45,8 @@ fn referenced_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(at) = rest.find("invite_operator_") {
         let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
+        let end =
+            tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
         names.insert(tail[..end].to_string());
         rest = &tail[end..];
     }
@@ -83,9 +82,7 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     h.start_controller_with(settings);
     let cluster = &h.cluster;
     let ns = cluster.namespace.clone();
-    cluster
-        .user_invite_endpoint("no-secret", &h.mock.url, "not-written")
-        .await;
+    cluster.user_invite_endpoint("no-secret", &h.mock.url, "not-written").await;
     cluster
         .create_invitation(
             "team",
@@ -112,9 +109,7 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     let build = format!(
         "invite_operator_build_info{{version=\"{}\",revision=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION"),
-        option_env!("GIT_SHA")
-            .filter(|s| !s.is_empty())
-            .unwrap_or("unknown")
+        option_env!("GIT_SHA").filter(|s| !s.is_empty()).unwrap_or("unknown")
     );
     assert!(has_line(&text, &build), "{text}");
     assert_labels_are_snake_case(&text);
@@ -161,25 +156,18 @@ fn assert_labels_are_snake_case(text: &str) {
             );
         }
     }
-    assert!(
-        label_values(text, "operation").contains("invite_users"),
-        "{text}"
-    );
+    assert!(label_values(text, "operation").contains("invite_users"), "{text}");
     let states = label_values(text, "state");
-    assert!(
-        states.contains("invited") && states.contains("failed"),
-        "{text}"
-    );
+    assert!(states.contains("invited") && states.contains("failed"), "{text}");
 }
 
 /// Every metric the chart's alerts and dashboard name is exported.
 fn assert_the_chart_names_only_exported_metrics(text: &str) {
     let exported = exported_names(text);
     let chart = package_path("deploy/charts/invite-operator");
-    for file in [
-        chart.join("files/prometheus-rules.yaml"),
-        chart.join("dashboards/invite-operator.json"),
-    ] {
+    for file in
+        [chart.join("files/prometheus-rules.yaml"), chart.join("dashboards/invite-operator.json")]
+    {
         let referenced = referenced_names(&std::fs::read_to_string(&file).unwrap());
         assert!(referenced.len() >= 3, "{}: {referenced:?}", file.display());
         let unknown: Vec<_> = referenced.difference(&exported).collect();

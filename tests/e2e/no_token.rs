@@ -25,11 +25,7 @@ use kube::{
 use serde_json::json;
 
 fn random_token(prefix: &str) -> String {
-    format!(
-        "{prefix}-{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
+    format!("{prefix}-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
 /// The base64 of `token` as it appears in a Secret's `data`.
@@ -77,9 +73,7 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     // Both APIs, each with the token and with the refused one.
     for (suffix, secret) in [("", "api-token"), ("-refused", "wrong-token")] {
         let (wavefront, csp) = (format!("wavefront{suffix}"), format!("csp{suffix}"));
-        cluster
-            .user_invite_endpoint(&wavefront, &mock.url, secret)
-            .await;
+        cluster.user_invite_endpoint(&wavefront, &mock.url, secret).await;
         cluster.org_endpoint(&csp, &mock.url, secret, ORG).await;
     }
     let mut settings = cluster.settings();
@@ -98,10 +92,7 @@ async fn no_token_in_a_full_flow(logs: Captured) {
         .await
         .unwrap();
     assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Revoked")),
+        events.items.iter().any(|e| e.reason.as_deref() == Some("Revoked")),
         "the flow produced events"
     );
     outputs.push(("Events", serde_json::to_string(&events).unwrap()));
@@ -120,17 +111,11 @@ async fn no_token_in_a_full_flow(logs: Captured) {
         .unwrap(),
     ));
     let metrics = metrics.encode();
-    assert!(
-        metrics.contains("invite_operator_api_calls_total"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("invite_operator_api_calls_total"), "{metrics}");
     outputs.push(("metrics", metrics));
     outputs.push(("Debug", debug));
     let logged = logs.text();
-    assert!(
-        logged.lines().count() > 100 && logged.contains("TRACE"),
-        "TRACE logs were captured"
-    );
+    assert!(logged.lines().count() > 100 && logged.contains("TRACE"), "TRACE logs were captured");
     outputs.push(("logs", logged));
 
     let mut secrets = vec![
@@ -194,18 +179,11 @@ async fn full_flow(cluster: &TestCluster, mock: &RunningMock) {
         .await;
     cluster.wait_ready("users").await;
     cluster.wait_ready("org").await;
-    cluster
-        .wait_status("refused", "refused", reason_is("EndpointNotReady"))
-        .await;
-    cluster
-        .wait_status("org-refused", "refused", |s| ready(s).0 == "False")
-        .await;
+    cluster.wait_status("refused", "refused", reason_is("EndpointNotReady")).await;
+    cluster.wait_status("org-refused", "refused", |s| ready(s).0 == "False").await;
 
     cluster
-        .patch_spec(
-            "users",
-            json!({"users": [user("a@example.com", &["alerts_management"])]}),
-        )
+        .patch_spec("users", json!({"users": [user("a@example.com", &["alerts_management"])]}))
         .await;
     eventually("enforced and removed", async || {
         mock.api.user("b@example.com").is_none()
@@ -244,10 +222,7 @@ async fn statuses_and_deletion(
         serde_json::to_string(&invitations.list(&ListParams::default()).await.unwrap()).unwrap(),
     ));
     for name in ["users", "org"] {
-        invitations
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
+        invitations.delete(name, &DeleteParams::default()).await.unwrap();
     }
     for name in ["users", "org"] {
         cluster.wait_gone(name).await;
@@ -277,10 +252,7 @@ async fn debug_output(
         batch: BatchSettings::default(),
         may_act: Arc::new(|| true),
     };
-    let mut debug = vec![
-        format!("{settings:?}"),
-        format!("{:?}", ApiToken::new(token)),
-    ];
+    let mut debug = vec![format!("{settings:?}"), format!("{:?}", ApiToken::new(token))];
     for name in ["wavefront", "csp"] {
         let endpoint = AnyEndpoint::Namespaced(Box::new(namespaced.get(name).await.unwrap()));
         let api = build_client(&endpoint, ApiToken::new(token), &client_settings).unwrap();

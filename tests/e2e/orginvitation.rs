@@ -37,42 +37,24 @@ fn spec(usernames: &[&str]) -> Value {
 async fn create_invites_with_one_call_and_records_invitation_references() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.start_controller();
-    let inv = s
-        .cluster
-        .create_ready("org", spec(&["dana@example.com", "eve@example.com"]))
-        .await;
+    let inv = s.cluster.create_ready("org", spec(&["dana@example.com", "eve@example.com"])).await;
     let status = inv.status.clone().unwrap();
     assert_eq!(status.invited, 2);
     for user in &status.users {
         assert_eq!(user.state, UserState::Invited);
         let reference = user.identifier.as_deref().unwrap();
         assert!(reference.contains("/invitations/"), "{reference}");
-        let expires = user
-            .expires_at
-            .unwrap()
-            .duration_since(user.invited_at.unwrap());
+        let expires = user.expires_at.unwrap().duration_since(user.invited_at.unwrap());
         assert!(
-            (expires - jiff::SignedDuration::from_hours(24 * 7))
-                .as_secs()
-                .abs()
-                <= 2,
+            (expires - jiff::SignedDuration::from_hours(24 * 7)).as_secs().abs() <= 2,
             "{expires}"
         );
     }
-    assert_eq!(
-        status.invited_users,
-        vec!["dana@example.com", "eve@example.com"]
-    );
+    assert_eq!(status.invited_users, vec!["dana@example.com", "eve@example.com"]);
     let posts = invite_posts(&s.mock);
     assert_eq!(posts.len(), 1, "{posts:?}");
-    assert_eq!(
-        posts[0]["usernames"],
-        json!(["dana@example.com", "eve@example.com"])
-    );
-    assert_eq!(
-        posts[0]["organizationRoles"],
-        json!([{"name": "org_member"}])
-    );
+    assert_eq!(posts[0]["usernames"], json!(["dana@example.com", "eve@example.com"]));
+    assert_eq!(posts[0]["organizationRoles"], json!([{"name": "org_member"}]));
     assert_eq!(posts[0]["invitedBy"], json!("platform@example.com"));
     assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
     s.finish().await;
@@ -82,25 +64,15 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
 async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.start_controller();
-    let before = s
-        .cluster
-        .create_ready("org", spec(&["dana@example.com"]))
-        .await;
+    let before = s.cluster.create_ready("org", spec(&["dana@example.com"])).await;
     s.controller.take().unwrap().stop().await;
 
     s.start_controller();
     s.controller.as_ref().unwrap().wait_reconciles(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = s.cluster.invitations().get("org").await.unwrap();
-    assert_eq!(
-        after.metadata.resource_version,
-        before.metadata.resource_version
-    );
-    assert_eq!(
-        invite_posts(&s.mock).len(),
-        1,
-        "no new invitation after a restart"
-    );
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
+    assert_eq!(invite_posts(&s.mock).len(), 1, "no new invitation after a restart");
 
     s.cluster
         .patch_spec(
@@ -108,10 +80,8 @@ async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
             json!({"orgInvitation": {"usernames": ["dana@example.com", "frank@example.com"]}}),
         )
         .await;
-    let inv = s
-        .cluster
-        .wait_status("org", "frank invited", |st| st.invited == 2 && is_ready(st))
-        .await;
+    let inv =
+        s.cluster.wait_status("org", "frank invited", |st| st.invited == 2 && is_ready(st)).await;
     assert_eq!(state_of(&inv, "frank@example.com"), UserState::Invited);
     let posts = invite_posts(&s.mock);
     assert_eq!(posts.len(), 2);
@@ -126,20 +96,12 @@ async fn members_and_pending_invitations_are_not_invited_again() {
     s.mock.api.seed_org_member("member@example.com");
     s.start_controller();
     // Another resource already invited pending@example.com.
-    s.cluster
-        .create_ready("first", spec(&["pending@example.com"]))
-        .await;
+    s.cluster.create_ready("first", spec(&["pending@example.com"])).await;
     let inv = s
         .cluster
-        .create_ready(
-            "second",
-            spec(&["member@example.com", "pending@example.com"]),
-        )
+        .create_ready("second", spec(&["member@example.com", "pending@example.com"]))
         .await;
-    assert_eq!(
-        state_of(&inv, "member@example.com"),
-        UserState::AlreadyMember
-    );
+    assert_eq!(state_of(&inv, "member@example.com"), UserState::AlreadyMember);
     assert_eq!(state_of(&inv, "pending@example.com"), UserState::Invited);
     assert_eq!(s.mock.api.invitations_sent_to("pending@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("member@example.com"), 0);
@@ -179,13 +141,7 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
         .find(|u| u.email_address == "outsider@example.com")
         .unwrap()
         .clone();
-    assert!(
-        outsider
-            .message
-            .unwrap_or_default()
-            .to_lowercase()
-            .contains("operator")
-    );
+    assert!(outsider.message.unwrap_or_default().to_lowercase().contains("operator"));
     assert_eq!(s.mock.api.invitations_sent_to("ops@vmware.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("outsider@example.com"), 0);
     s.finish().await;
@@ -194,18 +150,11 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
 #[tokio::test]
 async fn an_unknown_organization_is_an_endpoint_problem() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.cluster
-        .org_endpoint("csp", &s.mock.url, "csp-token", "no-such-org")
-        .await;
+    s.cluster.org_endpoint("csp", &s.mock.url, "csp-token", "no-such-org").await;
     s.start_controller();
-    s.cluster
-        .create_invitation("org", spec(&["dana@example.com"]))
-        .await;
+    s.cluster.create_invitation("org", spec(&["dana@example.com"])).await;
     let message = s.cluster.wait_reason("org", "EndpointNotReady").await;
-    assert!(
-        message.contains("no-such-org") || message.contains("not found"),
-        "{message}"
-    );
+    assert!(message.contains("no-such-org") || message.contains("not found"), "{message}");
     assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 0);
     s.finish().await;
 }
@@ -214,9 +163,7 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
 async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     s.start_controller();
-    s.cluster
-        .create_ready("org", spec(&["dana@example.com"]))
-        .await;
+    s.cluster.create_ready("org", spec(&["dana@example.com"])).await;
     assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
     // Every access token expires; the next call gets a 401, exchanges again and goes on.
     s.mock.api.expire_access_tokens();
@@ -226,16 +173,11 @@ async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
             json!({"orgInvitation": {"usernames": ["dana@example.com", "gus@example.com"]}}),
         )
         .await;
-    let inv = s
-        .cluster
-        .wait_status("org", "gus invited", |st| st.invited == 2 && is_ready(st))
-        .await;
+    let inv =
+        s.cluster.wait_status("org", "gus invited", |st| st.invited == 2 && is_ready(st)).await;
     assert_eq!(state_of(&inv, "gus@example.com"), UserState::Invited);
     assert_eq!(token_exchanges(&s.mock), 2);
-    assert!(
-        s.mock.api.journal().iter().any(|e| e.status == 401),
-        "a 401 was seen and handled"
-    );
+    assert!(s.mock.api.journal().iter().any(|e| e.status == 401), "a 401 was seen and handled");
     assert_eq!(s.mock.api.invitations_sent_to("gus@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("dana@example.com"), 1);
     s.finish().await;
@@ -266,9 +208,7 @@ async fn acceptance_is_observed_on_resync() {
     let mut settings = s.cluster.settings();
     settings.resync_interval = Duration::from_millis(200);
     s.start_controller_with(settings);
-    s.cluster
-        .create_ready("org", spec(&["dana@example.com", "eve@example.com"]))
-        .await;
+    s.cluster.create_ready("org", spec(&["dana@example.com", "eve@example.com"])).await;
     assert!(s.mock.api.redeem_invitation("dana@example.com"));
     let inv = s
         .cluster
@@ -313,9 +253,7 @@ fn posts_carrying(mock: &invite_mock::RunningMock, username: &str) -> usize {
     invite_posts(mock)
         .iter()
         .filter(|body| {
-            body["usernames"]
-                .as_array()
-                .is_some_and(|u| u.iter().any(|n| n == username))
+            body["usernames"].as_array().is_some_and(|u| u.iter().any(|n| n == username))
         })
         .count()
 }
@@ -366,9 +304,7 @@ async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
     s.start_controller_with(settings);
     let people = ["bad-1@example.com", "good@example.com", "bad-2@example.com"];
     for (i, person) in people.iter().enumerate() {
-        s.cluster
-            .create_invitation(&format!("r{i}"), spec(&[person]))
-            .await;
+        s.cluster.create_invitation(&format!("r{i}"), spec(&[person])).await;
     }
     for i in 0..people.len() {
         s.cluster
@@ -380,11 +316,7 @@ async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
     let shared = invite_posts(&s.mock)
         .iter()
         .any(|body| body["usernames"].as_array().is_some_and(|u| u.len() == 3));
-    assert!(
-        shared,
-        "one call carried all three: {:?}",
-        invite_posts(&s.mock)
-    );
+    assert!(shared, "one call carried all three: {:?}", invite_posts(&s.mock));
     let mut states = Vec::new();
     for (i, person) in people.iter().enumerate() {
         let inv = s.cluster.invitations().get(&format!("r{i}")).await.unwrap();
@@ -403,26 +335,13 @@ async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
 /// its end: a member on the third page is found, not invited.
 #[tokio::test]
 async fn member_paging_follows_the_page_size_the_server_returns() {
-    let mut s = Harness::org_invitation(MockConfig {
-        max_member_page: 50,
-        ..MockConfig::default()
-    })
-    .await;
+    let mut s =
+        Harness::org_invitation(MockConfig { max_member_page: 50, ..MockConfig::default() }).await;
     let members: Vec<String> = (0..130).map(|i| format!("m{i:03}@example.com")).collect();
-    s.mock
-        .api
-        .seed_org_members(members.iter().map(String::as_str));
+    s.mock.api.seed_org_members(members.iter().map(String::as_str));
     s.start_controller();
-    let inv = s
-        .cluster
-        .create_ready("org", spec(&["m120@example.com", "new@example.com"]))
-        .await;
-    assert_eq!(
-        state_of(&inv, "m120@example.com"),
-        UserState::AlreadyMember,
-        "{:?}",
-        inv.status
-    );
+    let inv = s.cluster.create_ready("org", spec(&["m120@example.com", "new@example.com"])).await;
+    assert_eq!(state_of(&inv, "m120@example.com"), UserState::AlreadyMember, "{:?}", inv.status);
     assert_eq!(posts_carrying(&s.mock, "m120@example.com"), 0);
     assert_eq!(posts_carrying(&s.mock, "new@example.com"), 1);
     s.finish().await;

@@ -26,10 +26,7 @@ fn granted(lists: &[&str]) -> BTreeSet<Grant> {
     let rules = rules_file();
     let mut out = BTreeSet::new();
     for list in lists {
-        for rule in rules[*list]
-            .as_array()
-            .unwrap_or_else(|| panic!("no list {list}"))
-        {
+        for rule in rules[*list].as_array().unwrap_or_else(|| panic!("no list {list}")) {
             for group in rule["apiGroups"].as_array().unwrap() {
                 for resource in rule["resources"].as_array().unwrap() {
                     for verb in rule["verbs"].as_array().unwrap() {
@@ -89,9 +86,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         )
         .await;
     cluster.wait_for_reason("team", "PartiallyFailed").await;
-    cluster
-        .patch_spec("team", json!({"users": users("d@example.com")}))
-        .await;
+    cluster.patch_spec("team", json!({"users": users("d@example.com")})).await;
     cluster
         .wait_status("team", "d invited", |s| {
             s.invited == 2 && s.users.len() == 3 && s.observed_generation == Some(2)
@@ -105,11 +100,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
                    "users": [{"emailAddress": "e@example.com", "groups": [], "userGroups": []}]}),
         )
         .await;
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
+    cluster.invitations().delete("team", &DeleteParams::default()).await.unwrap();
     cluster.wait_gone("team").await;
     // Long enough for a few renewals.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -131,14 +122,8 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     let granted = granted(&["namespaced", "cluster", "leaderElection"]);
     let missing: Vec<_> = used.difference(&granted).collect();
     let unused: Vec<_> = granted.difference(&used).collect();
-    assert!(
-        missing.is_empty(),
-        "calls the chart does not grant: {missing:?}"
-    );
-    assert!(
-        unused.is_empty(),
-        "grants the controller never used: {unused:?}"
-    );
+    assert!(missing.is_empty(), "calls the chart does not grant: {missing:?}");
+    assert!(unused.is_empty(), "grants the controller never used: {unused:?}");
     h.finish().await;
 }
 
@@ -193,11 +178,7 @@ fn chart_rbac(
             );
         }
     }
-    role(
-        format!("{fullname}-leader-election"),
-        Some(release_ns),
-        &rules["leaderElection"],
-    );
+    role(format!("{fullname}-leader-election"), Some(release_ns), &rules["leaderElection"]);
     objects
 }
 
@@ -220,12 +201,9 @@ async fn create(client: &kube::Client, object: &Value) {
         Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
         None => kube::Api::all_with(client.clone(), &resource),
     };
-    api.create(
-        &Default::default(),
-        &serde_json::from_value(object.clone()).unwrap(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("create {object}: {e}"));
+    api.create(&Default::default(), &serde_json::from_value(object.clone()).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("create {object}: {e}"));
 }
 
 /// The chart's `kubeVersion` floor, e.g. (1, 28) for `>=1.28.0-0`.
@@ -238,9 +216,8 @@ fn chart_kube_version_floor() -> (u32, u32) {
         .expect("kubeVersion in Chart.yaml")
         .trim()
         .trim_matches('"');
-    let version = constraint
-        .strip_prefix(">=")
-        .unwrap_or_else(|| panic!("a lower bound: {constraint}"));
+    let version =
+        constraint.strip_prefix(">=").unwrap_or_else(|| panic!("a lower bound: {constraint}"));
     let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap());
     (parts.next().unwrap(), parts.next().unwrap())
 }
@@ -312,9 +289,7 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
     assert_eq!(mock.api.invitations_sent_to("b@example.com"), 1);
 
-    cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
+    cluster.wait_endpoint("wavefront", "True", "CredentialsResolved").await;
     cluster.wait_cluster_endpoint_ready(&csp).await;
     for name in ["users", "org"] {
         cluster.wait_event(name, "Invited").await;
@@ -364,13 +339,7 @@ async fn install_chart_rbac(
         Watch::TestNamespace => vec![cluster.namespace.clone()],
         Watch::AllNamespaces => vec![],
     };
-    for object in chart_rbac(
-        &rules_file(),
-        &fullname,
-        &release_ns,
-        &watched,
-        &cluster.labels(),
-    ) {
+    for object in chart_rbac(&rules_file(), &fullname, &release_ns, &watched, &cluster.labels()) {
         create(&cluster.client, &object).await;
     }
     if let Some(version) = policy_version {
@@ -383,13 +352,9 @@ async fn install_chart_rbac(
             .unwrap();
     // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
     // on.
-    let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403),
-        "{forbidden:?}"
-    );
+    let forbidden =
+        Api::<ConfigMap>::namespaced(client.clone(), "default").list(&ListParams::default()).await;
+    assert!(matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403), "{forbidden:?}");
     (release_ns, client)
 }
 
@@ -404,9 +369,7 @@ async fn endpoints_for_the_chart(
     use k8s_openapi::api::core::v1::Secret;
     use kube::Api;
     cluster.put_secret("api-token", TOKEN).await;
-    cluster
-        .user_invite_endpoint("wavefront", mock_url, "api-token")
-        .await;
+    cluster.user_invite_endpoint("wavefront", mock_url, "api-token").await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "csp-token", "namespace": release_ns, "labels": cluster.labels()},
         "stringData": {"token": TOKEN},
@@ -507,16 +470,15 @@ async fn status_writer_policy_holds(
     fullname: &str,
 ) {
     let (mallory, break_glass) = (cluster.unique("mallory"), cluster.unique("break-glass"));
-    let fixture = std::fs::read_to_string(package_path(
-        "tests/chart/rendered/status-writer-policy.yaml",
-    ))
-    .unwrap()
-    .replace("admissionregistration.k8s.io/v1", version)
-    .replace("release-namespace", release_ns)
-    .replace("release-invite-operator", fullname)
-    .replace("watched-namespace", &cluster.namespace)
-    .replace("break-glass-user", &break_glass)
-    .replace("break-glass-group", &cluster.unique("no-such-group"));
+    let fixture =
+        std::fs::read_to_string(package_path("tests/chart/rendered/status-writer-policy.yaml"))
+            .unwrap()
+            .replace("admissionregistration.k8s.io/v1", version)
+            .replace("release-namespace", release_ns)
+            .replace("release-invite-operator", fullname)
+            .replace("watched-namespace", &cluster.namespace)
+            .replace("break-glass-user", &break_glass)
+            .replace("break-glass-group", &cluster.unique("no-such-group"));
     let documents: Vec<Value> = serde_saphyr::from_multiple(&fixture).unwrap();
     assert_eq!(documents.len(), 2, "a policy and its binding");
     for mut document in documents {
@@ -526,12 +488,9 @@ async fn status_writer_policy_holds(
             cluster.client.clone(),
             &admission_policy_resource(version, &kind),
         );
-        api.create(
-            &Default::default(),
-            &serde_json::from_value(document).unwrap(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create the {kind}: {e}"));
+        api.create(&Default::default(), &serde_json::from_value(document).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("create the {kind}: {e}"));
     }
     // RBAC lets both users write the status: only the policy stands in the way.
     let role = cluster.unique("status-writer");
@@ -572,18 +531,10 @@ async fn status_writer_policy_holds(
         }
     })
     .await;
-    forge_status(
-        &client_as(cluster, &break_glass),
-        &cluster.namespace,
-        "forged",
-    )
-    .await
-    .expect("the break-glass user may write the status");
-    cluster
-        .invitations()
-        .delete("forged", &DeleteParams::default())
+    forge_status(&client_as(cluster, &break_glass), &cluster.namespace, "forged")
         .await
-        .unwrap();
+        .expect("the break-glass user may write the status");
+    cluster.invitations().delete("forged", &DeleteParams::default()).await.unwrap();
 }
 
 /// Secrets are read by name only: no list of the chart's RBAC lets the controller list or
@@ -615,13 +566,7 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
     let cluster = &h.cluster;
     let release_ns = cluster.create_namespace("operator").await;
     let fullname = cluster.unique("invite-operator");
-    for object in chart_rbac(
-        &rules_file(),
-        &fullname,
-        &release_ns,
-        &[],
-        &cluster.labels(),
-    ) {
+    for object in chart_rbac(&rules_file(), &fullname, &release_ns, &[], &cluster.labels()) {
         create(&cluster.client, &object).await;
     }
     let user = format!("system:serviceaccount:{release_ns}:{fullname}");
@@ -637,25 +582,11 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         }))
         .unwrap();
         let api = Api::<SubjectAccessReview>::all(cluster.client.clone());
-        async move {
-            api.create(&Default::default(), &review)
-                .await
-                .unwrap()
-                .status
-                .unwrap()
-                .allowed
-        }
+        async move { api.create(&Default::default(), &review).await.unwrap().status.unwrap().allowed }
     };
-    for namespace in [
-        None,
-        Some(cluster.namespace.as_str()),
-        Some(release_ns.as_str()),
-    ] {
+    for namespace in [None, Some(cluster.namespace.as_str()), Some(release_ns.as_str())] {
         for verb in ["list", "watch"] {
-            assert!(
-                !allowed(verb, namespace).await,
-                "{verb} secrets in {namespace:?} is allowed"
-            );
+            assert!(!allowed(verb, namespace).await, "{verb} secrets in {namespace:?} is allowed");
         }
         // The review is real: reading a Secret by name is granted.
         if namespace.is_some() {
@@ -665,20 +596,11 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
     let mut config = cluster.config.clone();
     config.auth_info.impersonate = Some(user.clone());
     let client = kube::Client::try_from(config).unwrap();
-    let everywhere = Api::<Secret>::all(client.clone())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&everywhere, Err(kube::Error::Api(s)) if s.code == 403),
-        "{everywhere:?}"
-    );
-    let here = Api::<Secret>::namespaced(client, &cluster.namespace)
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&here, Err(kube::Error::Api(s)) if s.code == 403),
-        "{here:?}"
-    );
+    let everywhere = Api::<Secret>::all(client.clone()).list(&ListParams::default()).await;
+    assert!(matches!(&everywhere, Err(kube::Error::Api(s)) if s.code == 403), "{everywhere:?}");
+    let here =
+        Api::<Secret>::namespaced(client, &cluster.namespace).list(&ListParams::default()).await;
+    assert!(matches!(&here, Err(kube::Error::Api(s)) if s.code == 403), "{here:?}");
     h.finish().await;
 }
 
@@ -760,16 +682,13 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     let alices = Api::<UserInvitation>::namespaced(as_alice.clone(), &cluster.namespace);
     // The aggregation controller copies the rules into `edit` shortly after they appear.
     let what = "the app-team rules to reach the edit role";
-    eventually_every(
-        Duration::from_millis(200),
-        WAIT,
-        what,
-        async || match alices.create(&Default::default(), &invitation).await {
+    eventually_every(Duration::from_millis(200), WAIT, what, async || {
+        match alices.create(&Default::default(), &invitation).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 403 => Err(s.message),
             Err(e) => panic!("create as a user bound to edit: {e}"),
-        },
-    )
+        }
+    })
     .await;
     // edit: the spec is theirs to change, and the resource theirs to delete …
     alices
@@ -793,13 +712,9 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     // … never its status, nor the platform's endpoints.
     let status = forge_status(&as_alice, &cluster.namespace, "team-invite").await;
     assert!(forbidden(&status), "edit wrote a status: {status:?}");
-    let platform = Api::<ClusterInvitationEndpoint>::all(as_alice.clone())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        forbidden(&platform),
-        "edit lists cluster endpoints: {platform:?}"
-    );
+    let platform =
+        Api::<ClusterInvitationEndpoint>::all(as_alice.clone()).list(&ListParams::default()).await;
+    assert!(forbidden(&platform), "edit lists cluster endpoints: {platform:?}");
     // view: read only.
     let bobs = Api::<UserInvitation>::namespaced(as_bob.clone(), &cluster.namespace);
     assert_eq!(
@@ -827,10 +742,7 @@ async fn roles_are_aggregated(cluster: &TestCluster) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut aggregated = false;
     while !aggregated && tokio::time::Instant::now() < deadline {
-        let edit = kube::Api::<ClusterRole>::all(cluster.client.clone())
-            .get("edit")
-            .await
-            .unwrap();
+        let edit = kube::Api::<ClusterRole>::all(cluster.client.clone()).get("edit").await.unwrap();
         aggregated = !edit.rules.unwrap_or_default().is_empty();
         if !aggregated {
             tokio::time::sleep(Duration::from_millis(500)).await;

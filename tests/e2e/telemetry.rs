@@ -16,9 +16,7 @@ async fn metrics_health_and_readiness_are_served() {
     );
     metrics
         .reconciles
-        .get_or_create(&invite_operator::telemetry::ReconcileLabels {
-            result: "ok".into(),
-        })
+        .get_or_create(&invite_operator::telemetry::ReconcileLabels { result: "ok".into() })
         .inc();
     metrics.reconcile_duration.observe(0.02);
     metrics
@@ -32,12 +30,8 @@ async fn metrics_health_and_readiness_are_served() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(invite_operator::health::serve(
-        listener,
-        metrics,
-        ready_rx,
-        stop.clone(),
-    ));
+    let server =
+        tokio::spawn(invite_operator::health::serve(listener, metrics, ready_rx, stop.clone()));
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
 

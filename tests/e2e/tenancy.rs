@@ -65,11 +65,7 @@ fn entry<'a>(status: &'a UserInvitationStatus, email: &str) -> &'a UserStatus {
 /// of the test's namespace; `OrgInvitation`: in `csp-token`), restricted by `allowed` (`null`:
 /// no `allowed`).
 fn cluster_endpoint_spec(h: &Harness, api: &str, allowed: Value) -> Value {
-    let secret = if api == "UserInvite" {
-        "api-token"
-    } else {
-        "csp-token"
-    };
+    let secret = if api == "UserInvite" { "api-token" } else { "csp-token" };
     let mut spec = json!({
         "api": api, "url": h.mock.url, "organizationId": ORG,
         "credentials": {"secretRef": {"name": secret, "namespace": h.cluster.namespace}},
@@ -114,9 +110,7 @@ fn via(name: &str) -> Value {
 /// `name`: Enforce and Delete for the admin, asking for no groups, through the cluster endpoint
 /// `shared`.
 async fn claim_admin(h: &mut Harness, name: &str, shared: &str, groups: &[&str]) {
-    h.mock
-        .api
-        .seed_user(json!({"identifier": ADMIN, "groups": groups, "userGroups": []}));
+    h.mock.api.seed_user(json!({"identifier": ADMIN, "groups": groups, "userGroups": []}));
     h.start_controller_resyncing(Duration::from_millis(200));
     h.cluster
         .create_invitation(
@@ -131,9 +125,7 @@ async fn claim_admin(h: &mut Harness, name: &str, shared: &str, groups: &[&str])
 /// Lets the controller run `n` more reconciles (resyncs, with a short resync interval).
 async fn let_resync(h: &Harness, n: u64) {
     let controller = h.controller.as_ref().expect("a running controller");
-    controller
-        .wait_reconciles(controller.reconciles() + n)
-        .await;
+    controller.wait_reconciles(controller.reconciles() + n).await;
 }
 
 // -- Ownership and adoption ----------------------------------------------------------------------
@@ -146,11 +138,7 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
     h.cluster.put_secret("api-token", TOKEN).await;
     let shared = h.cluster.unique("shared");
     cluster_user_invite_endpoint(&h, &shared, json!({"groups": ["dashboard_management"]})).await;
-    let admin_groups = [
-        "dashboard_management",
-        "token_management",
-        "user_management",
-    ];
+    let admin_groups = ["dashboard_management", "token_management", "user_management"];
     claim_admin(&mut h, "takeover", &shared, &admin_groups).await;
     let inv = h
         .cluster
@@ -161,13 +149,7 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
     let status = inv.status.unwrap();
     let admin = entry(&status, ADMIN);
     assert_eq!(admin.ownership, None, "not adopted: {admin:?}");
-    assert!(
-        admin
-            .message
-            .as_deref()
-            .is_some_and(|m| m.contains("left alone")),
-        "{admin:?}"
-    );
+    assert!(admin.message.as_deref().is_some_and(|m| m.contains("left alone")), "{admin:?}");
     let message = ready_message(&status);
     assert!(
         message.contains("existing users left alone"),
@@ -181,11 +163,7 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
     // Admin deleted: deleting the resource deletes nothing it did not create.
     h.cluster.remove("takeover").await;
     assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new());
-    assert_eq!(
-        groups_of(&h.mock, ADMIN),
-        admin_groups,
-        "the admin still exists"
-    );
+    assert_eq!(groups_of(&h.mock, ADMIN), admin_groups, "the admin still exists");
     h.finish().await;
 }
 
@@ -202,58 +180,33 @@ async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
         json!({"groups": ["dashboard_management"], "adoptExistingUsers": true}),
     )
     .await;
-    let admin_groups = [
-        "dashboard_management",
-        "token_management",
-        "user_management",
-    ];
+    let admin_groups = ["dashboard_management", "token_management", "user_management"];
     claim_admin(&mut h, "adopter", &shared, &admin_groups).await;
     let inv = h
         .cluster
         .wait_status("adopter", "the admin adopted", |s| {
-            s.users
-                .iter()
-                .any(|u| u.ownership == Some(Ownership::Adopted))
+            s.users.iter().any(|u| u.ownership == Some(Ownership::Adopted))
         })
         .await;
-    assert_eq!(
-        entry(inv.status.as_ref().unwrap(), ADMIN).state,
-        UserState::AlreadyMember
-    );
+    assert_eq!(entry(inv.status.as_ref().unwrap(), ADMIN).state, UserState::AlreadyMember);
     // Only the covered permission is revoked; those outside `allowed` stay.
     eventually("dashboard_management revoked", async || {
         groups_of(&h.mock, ADMIN) == ["token_management", "user_management"]
     })
     .await;
     let_resync(&h, 5).await;
-    assert_eq!(
-        groups_of(&h.mock, ADMIN),
-        ["token_management", "user_management"]
-    );
+    assert_eq!(groups_of(&h.mock, ADMIN), ["token_management", "user_management"]);
     let changes = changes_since(&h.mock, 0);
     assert_eq!(
         changes,
         ["POST /api/v2/user/admin%40example.com/revoke"],
         "one revoke, of the covered permission only"
     );
-    let revoked = h
-        .mock
-        .api
-        .journal()
-        .into_iter()
-        .find(|e| e.path.ends_with("/revoke"))
-        .unwrap();
-    assert!(
-        revoked.body.to_string().contains("dashboard_management"),
-        "{:?}",
-        revoked.body
-    );
+    let revoked = h.mock.api.journal().into_iter().find(|e| e.path.ends_with("/revoke")).unwrap();
+    assert!(revoked.body.to_string().contains("dashboard_management"), "{:?}", revoked.body);
     // Delete reaches the adopted user.
     h.cluster.remove("adopter").await;
-    assert!(
-        h.mock.api.user(ADMIN).is_none(),
-        "the adopted user is deleted"
-    );
+    assert!(h.mock.api.user(ADMIN).is_none(), "the adopted user is deleted");
     h.finish().await;
 }
 
@@ -277,10 +230,7 @@ async fn a_namespaced_endpoint_always_adopts() {
         .await;
     let status = inv.status.unwrap();
     let old = entry(&status, "old@example.com");
-    assert_eq!(
-        (old.state, old.ownership),
-        (UserState::AlreadyMember, Some(Ownership::Adopted))
-    );
+    assert_eq!((old.state, old.ownership), (UserState::AlreadyMember, Some(Ownership::Adopted)));
     assert!(!ready_message(&status).contains("left alone"));
     eventually("the spec's grants applied", async || {
         groups_of(&h.mock, "old@example.com") == ["dashboard_management"]
@@ -295,10 +245,7 @@ async fn a_namespaced_endpoint_always_adopts() {
 async fn invite_by_hand(mock: &RunningMock, username: &str) {
     let http = reqwest::Client::new();
     let token: Value = http
-        .post(format!(
-            "{}/csp/gateway/am/api/auth/api-tokens/authorize",
-            mock.url
-        ))
+        .post(format!("{}/csp/gateway/am/api/auth/api-tokens/authorize", mock.url))
         .form(&[("api_token", TOKEN)])
         .send()
         .await
@@ -307,10 +254,7 @@ async fn invite_by_hand(mock: &RunningMock, username: &str) {
         .await
         .unwrap();
     let response = http
-        .post(format!(
-            "{}/csp/gateway/am/api/orgs/{ORG}/invitations",
-            mock.url
-        ))
+        .post(format!("{}/csp/gateway/am/api/orgs/{ORG}/invitations", mock.url))
         .header("csp-auth-token", token["access_token"].as_str().unwrap())
         .json(&json!({"usernames": [username], "organizationRoles": [{"name": "org_member"}]}))
         .send()
@@ -341,26 +285,19 @@ async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
                "orgInvitation": {"usernames": names}})
     };
     invite_by_hand(&h.mock, "hand@example.com").await;
-    h.cluster
-        .create_ready("first", spec(&["other@example.com"], false))
-        .await;
+    h.cluster.create_ready("first", spec(&["other@example.com"], false)).await;
     let inv = h
         .cluster
         .create_ready(
             "taker",
-            spec(
-                &["hand@example.com", "other@example.com", "own@example.com"],
-                true,
-            ),
+            spec(&["hand@example.com", "other@example.com", "own@example.com"], true),
         )
         .await;
     let status = inv.status.unwrap();
     let hand = entry(&status, "hand@example.com");
     assert_eq!((hand.state, hand.ownership), (UserState::Invited, None));
     assert!(
-        hand.message
-            .as_deref()
-            .is_some_and(|m| m.contains("not sent by this resource")),
+        hand.message.as_deref().is_some_and(|m| m.contains("not sent by this resource")),
         "{hand:?}"
     );
     let other = entry(&status, "other@example.com");
@@ -370,17 +307,11 @@ async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
         other.message.as_deref().is_some_and(|m| m.contains(&owner)),
         "the owner is named: {other:?}"
     );
-    assert_eq!(
-        entry(&status, "own@example.com").ownership,
-        Some(Ownership::Created)
-    );
+    assert_eq!(entry(&status, "own@example.com").ownership, Some(Ownership::Created));
 
     // Dropping both from the spec revokes nothing.
     h.cluster
-        .patch_spec(
-            "taker",
-            json!({"orgInvitation": {"usernames": ["own@example.com"]}}),
-        )
+        .patch_spec("taker", json!({"orgInvitation": {"usernames": ["own@example.com"]}}))
         .await;
     h.cluster
         .wait_status("taker", "the foreign entries dropped", |s| {
@@ -389,22 +320,10 @@ async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
         .await;
     // And deleting the resource revokes only its own invitation.
     h.cluster.remove("taker").await;
-    assert_eq!(
-        invitation_status(&h.mock, "own@example.com").as_deref(),
-        Some("REVOKED")
-    );
-    assert_eq!(
-        org_revocations(&h.mock).len(),
-        1,
-        "{:?}",
-        org_revocations(&h.mock)
-    );
+    assert_eq!(invitation_status(&h.mock, "own@example.com").as_deref(), Some("REVOKED"));
+    assert_eq!(org_revocations(&h.mock).len(), 1, "{:?}", org_revocations(&h.mock));
     for foreign in ["hand@example.com", "other@example.com"] {
-        assert_eq!(
-            invitation_status(&h.mock, foreign).as_deref(),
-            Some("AVAILABLE"),
-            "{foreign}"
-        );
+        assert_eq!(invitation_status(&h.mock, foreign).as_deref(), Some("AVAILABLE"), "{foreign}");
         assert_eq!(h.mock.api.invitations_sent_to(foreign), 1, "{foreign}");
     }
     h.finish().await;
@@ -431,18 +350,8 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
     h.start_controller();
     let member = json!([{"name": "org_member"}]);
     let cases = [
-        (
-            &members,
-            "custom-roles",
-            json!({"customRoles": [{"name": "org_owner"}]}),
-            "customRoles",
-        ),
-        (
-            &members,
-            "custom-groups",
-            json!({"customGroupsIds": ["admins"]}),
-            "customGroupsIds",
-        ),
+        (&members, "custom-roles", json!({"customRoles": [{"name": "org_owner"}]}), "customRoles"),
+        (&members, "custom-groups", json!({"customGroupsIds": ["admins"]}), "customGroupsIds"),
         (
             &members,
             "service-link",
@@ -475,12 +384,7 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
             json!({"organizationRoles": [{"name": "org_owner"}]}),
             "\"org_owner\"",
         ),
-        (
-            &members,
-            "org-role-names",
-            json!({"orgRoleNames": ["org_owner"]}),
-            "orgRoleNames",
-        ),
+        (&members, "org-role-names", json!({"orgRoleNames": ["org_owner"]}), "orgRoleNames"),
     ];
     for (endpoint, name, extra, _) in &cases {
         let org =
@@ -537,10 +441,7 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     let before = api_calls(&h.mock);
 
     h.cluster
-        .patch_spec(
-            "users",
-            json!({"users": user(&["dashboard_management", "user_management"])}),
-        )
+        .patch_spec("users", json!({"users": user(&["dashboard_management", "user_management"])}))
         .await;
     h.cluster
         .patch_spec(
@@ -560,24 +461,13 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
         let status = inv.status.unwrap();
         assert!(ready_message(&status).contains(field), "{status:?}");
         let kept = &status.users[0];
-        assert_eq!(
-            kept.state,
-            UserState::Invited,
-            "entries are kept: {status:?}"
-        );
+        assert_eq!(kept.state, UserState::Invited, "entries are kept: {status:?}");
         assert_eq!(kept.ownership, Some(Ownership::Created));
     }
     let_resync(&h, 5).await;
     let after = api_calls(&h.mock);
-    assert_eq!(
-        after[before.len()..],
-        [] as [String; 0],
-        "no API call after the edit"
-    );
-    assert_eq!(
-        groups_of(&h.mock, "a@example.com"),
-        ["dashboard_management"]
-    );
+    assert_eq!(after[before.len()..], [] as [String; 0], "no API call after the edit");
+    assert_eq!(groups_of(&h.mock, "a@example.com"), ["dashboard_management"]);
     assert_eq!(h.mock.api.invitations_sent_to("c@example.com"), 0);
     h.finish().await;
 }
@@ -608,18 +498,13 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
                "accessPolicy": "Enforce",
                "users": [{"emailAddress": "p@example.com", "groups": groups, "userGroups": []}]})
     };
-    let first = h
-        .cluster
-        .create_ready("first", spec(&["dashboard_management"]))
-        .await;
+    let first = h.cluster.create_ready("first", spec(&["dashboard_management"])).await;
     assert_eq!(
         entry(first.status.as_ref().unwrap(), "p@example.com").ownership,
         Some(Ownership::Created)
     );
     let second = json!({"name": "second", "namespace": other_ns});
-    h.cluster
-        .create_invitation_with(second, spec(&["alerts_management"]))
-        .await;
+    h.cluster.create_invitation_with(second, spec(&["alerts_management"])).await;
     let second_api: Api<invite_operator::api::UserInvitation> =
         Api::namespaced(h.cluster.client.clone(), &other_ns);
     let owner = format!("{}/first", h.cluster.namespace);
@@ -638,10 +523,7 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
     let converged = h.mock.api.journal().len();
     let_resync(&h, 10).await;
     assert_eq!(changes_since(&h.mock, converged), Vec::<String>::new());
-    assert_eq!(
-        groups_of(&h.mock, "p@example.com"),
-        ["dashboard_management"]
-    );
+    assert_eq!(groups_of(&h.mock, "p@example.com"), ["dashboard_management"]);
     assert_eq!(h.mock.api.invitations_sent_to("p@example.com"), 1);
     h.finish().await;
 }
@@ -650,11 +532,7 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
 
 /// The credential labels (opaque) of the requests in the journal, with their statuses.
 fn credentials(mock: &RunningMock) -> Vec<(Option<String>, u16)> {
-    mock.api
-        .journal()
-        .into_iter()
-        .map(|e| (e.credential, e.status))
-        .collect()
+    mock.api.journal().into_iter().map(|e| (e.credential, e.status)).collect()
 }
 
 fn user(email: &str) -> Value {
@@ -670,9 +548,7 @@ async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
     let mut settings = h.cluster.settings();
     settings.secret_cache_ttl = Duration::from_secs(3600);
     h.start_controller_with(settings);
-    h.cluster
-        .create_ready("before", user("a@example.com"))
-        .await;
+    h.cluster.create_ready("before", user("a@example.com")).await;
     let old = credentials(&h.mock)[0].0.clone();
 
     h.mock.api.set_token("rotated-token");
@@ -683,10 +559,7 @@ async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
     assert_eq!(refused.len(), 1, "one refusal of the old token: {seen:?}");
     assert_eq!(seen[refused[0]].0, old);
     for (credential, status) in &seen[refused[0] + 1..] {
-        assert_ne!(
-            credential, &old,
-            "the old token is not used again: {seen:?}"
-        );
+        assert_ne!(credential, &old, "the old token is not used again: {seen:?}");
         assert!(*status < 300, "{seen:?}");
     }
     assert_eq!(h.mock.api.invitations_sent_to("b@example.com"), 1);
@@ -700,18 +573,13 @@ async fn a_rotated_token_is_picked_up_within_the_cache_time() {
     let mut settings = h.cluster.settings();
     settings.secret_cache_ttl = Duration::from_millis(200);
     h.start_controller_with(settings);
-    h.cluster
-        .create_ready("before", user("a@example.com"))
-        .await;
+    h.cluster.create_ready("before", user("a@example.com")).await;
     h.mock.api.set_token("rotated-token");
     h.cluster.put_secret("api-token", "rotated-token").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let from = h.mock.api.journal().len();
     h.cluster.create_ready("after", user("b@example.com")).await;
-    let statuses: Vec<u16> = h.mock.api.journal()[from..]
-        .iter()
-        .map(|e| e.status)
-        .collect();
+    let statuses: Vec<u16> = h.mock.api.journal()[from..].iter().map(|e| e.status).collect();
     assert!(
         statuses.iter().all(|s| *s < 300),
         "no refusal: the new token was read within the cache time: {statuses:?}"
@@ -733,10 +601,8 @@ fn non_loopback_address() -> Option<IpAddr> {
 async fn mock_on(ip: IpAddr) -> (String, invite_mock::MockApi, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let api = invite_mock::MockApi::new(MockConfig {
-        token: TOKEN.into(),
-        ..MockConfig::default()
-    });
+    let api =
+        invite_mock::MockApi::new(MockConfig { token: TOKEN.into(), ..MockConfig::default() });
     let task = tokio::spawn({
         let api = api.clone();
         async move {
@@ -759,12 +625,8 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
             None
         }
     };
-    let url = remote
-        .as_ref()
-        .map_or("http://10.255.255.1".to_string(), |(url, _, _)| url.clone());
-    h.cluster
-        .user_invite_endpoint("insecure", &url, "api-token")
-        .await;
+    let url = remote.as_ref().map_or("http://10.255.255.1".to_string(), |(url, _, _)| url.clone());
+    h.cluster.user_invite_endpoint("insecure", &url, "api-token").await;
     h.start_controller();
     h.cluster
         .create_invitation(
@@ -773,15 +635,10 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
                    "users": [{"emailAddress": "r@example.com", "groups": [], "userGroups": []}]}),
         )
         .await;
-    h.cluster
-        .create_invitation("local", user("l@example.com"))
-        .await;
+    h.cluster.create_invitation("local", user("l@example.com")).await;
     let message = h.cluster.wait_reason("remote", "EndpointNotReady").await;
     assert!(message.contains("https://"), "{message}");
-    let message = h
-        .cluster
-        .endpoint_message("insecure", "False", "InvalidConfiguration")
-        .await;
+    let message = h.cluster.endpoint_message("insecure", "False", "InvalidConfiguration").await;
     assert!(message.contains("https://"), "{message}");
     h.cluster.wait_ready("local").await;
     let controller = h.controller.take().unwrap();
@@ -804,9 +661,7 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
     settings.endpoint_policy.allow_insecure_http = true;
     h.start_controller_with(settings);
     h.cluster.wait_ready("remote").await;
-    h.cluster
-        .wait_endpoint("insecure", "True", "CredentialsResolved")
-        .await;
+    h.cluster.wait_endpoint("insecure", "True", "CredentialsResolved").await;
     assert_eq!(remote.invitations_sent_to("r@example.com"), 1);
     task.abort();
     h.finish().await;
@@ -822,19 +677,11 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     let mut settings = h.cluster.settings();
     settings.endpoint_policy.namespaced_endpoint_hosts = vec!["*.wavefront.example.com".into()];
     h.start_controller_with(settings);
-    h.cluster
-        .create_invitation("local", user("local@example.com"))
-        .await;
+    h.cluster.create_invitation("local", user("local@example.com")).await;
     let message = h.cluster.wait_reason("local", "NotAllowed").await;
     assert!(message.contains("127.0.0.1"), "names the host: {message}");
-    h.cluster
-        .wait_endpoint("wavefront", "False", "NotAllowed")
-        .await;
-    assert!(
-        h.mock.api.journal().is_empty(),
-        "{:?}",
-        h.mock.api.journal()
-    );
+    h.cluster.wait_endpoint("wavefront", "False", "NotAllowed").await;
+    assert!(h.mock.api.journal().is_empty(), "{:?}", h.mock.api.journal());
     h.cluster
         .create_ready(
             "platform",
@@ -854,9 +701,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
         })
         .await;
     assert_eq!(state_of(&inv, "local@example.com"), UserState::Pending);
-    h.cluster
-        .wait_endpoint("wavefront", "False", "NotAllowed")
-        .await;
+    h.cluster.wait_endpoint("wavefront", "False", "NotAllowed").await;
     let mentions_local = h
         .mock
         .api
@@ -880,9 +725,7 @@ async fn redirects_are_never_followed() {
             .times(1000),
     );
     h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
+    h.cluster.create_invitation("team", user("a@example.com")).await;
     let inv = h
         .cluster
         .wait_status("team", "the redirect reported", |s| {
@@ -890,11 +733,7 @@ async fn redirects_are_never_followed() {
         })
         .await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
-    assert!(
-        elsewhere.api.journal().is_empty(),
-        "{:?}",
-        elsewhere.api.journal()
-    );
+    assert!(elsewhere.api.journal().is_empty(), "{:?}", elsewhere.api.journal());
     assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
     assert_eq!(elsewhere.api.invitations_sent_to("a@example.com"), 0);
     elsewhere.shutdown().await;
@@ -907,14 +746,10 @@ async fn redirects_are_never_followed() {
 async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
     let mut h = Harness::user_invite().await;
     h.mock.api.add_fault(
-        ScriptedFault::huge_body(20 * 1024 * 1024)
-            .path("/api/v2/user/validateUsers")
-            .times(1000),
+        ScriptedFault::huge_body(20 * 1024 * 1024).path("/api/v2/user/validateUsers").times(1000),
     );
     h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
+    h.cluster.create_invitation("team", user("a@example.com")).await;
     let inv = h
         .cluster
         .wait_status("team", "the huge answer reported", |s| {
@@ -994,15 +829,10 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
     let mut h = Harness::user_invite().await;
     let huge = format!("go away {}", "x".repeat(2 * 1024 * 1024));
     h.mock.api.add_fault(
-        ScriptedFault::new(401)
-            .path("/api/v2/user/invite")
-            .message(huge.clone())
-            .times(1000),
+        ScriptedFault::new(401).path("/api/v2/user/invite").message(huge.clone()).times(1000),
     );
     h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
+    h.cluster.create_invitation("team", user("a@example.com")).await;
     let inv = h
         .cluster
         .wait_status("team", "the refusal reported", |s| {
@@ -1022,14 +852,9 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
             .message(huge)
             .times(1000),
     );
-    h.cluster
-        .org_endpoint("csp", &h.mock.url, "csp-token", ORG)
-        .await;
+    h.cluster.org_endpoint("csp", &h.mock.url, "csp-token", ORG).await;
     h.start_controller();
-    let message = h
-        .cluster
-        .endpoint_message("csp", "False", "CredentialsRejected")
-        .await;
+    let message = h.cluster.endpoint_message("csp", "False", "CredentialsRejected").await;
     assert!(message.contains("go away"), "{message}");
     assert!(message.len() <= 2048, "{} bytes", message.len());
     h.finish().await;
@@ -1056,16 +881,12 @@ async fn timeout_seconds_above_120_is_refused_at_admission() {
     };
     let api: Api<InvitationEndpoint> =
         Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
-    let refused = api
-        .create(&PostParams::default(), &endpoint("slow", 121))
-        .await;
+    let refused = api.create(&PostParams::default(), &endpoint("slow", 121)).await;
     assert!(
         matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("timeoutSeconds")),
         "{refused:?}"
     );
-    api.create(&PostParams::default(), &endpoint("ok", 120))
-        .await
-        .expect("120 s is allowed");
+    api.create(&PostParams::default(), &endpoint("ok", 120)).await.expect("120 s is allowed");
     let cluster: ClusterInvitationEndpoint = serde_json::from_value(json!({
         "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
         "metadata": {"name": h.cluster.unique("slow"), "labels": h.cluster.labels()},
@@ -1075,10 +896,7 @@ async fn timeout_seconds_above_120_is_refused_at_admission() {
     let refused = Api::<ClusterInvitationEndpoint>::all(h.cluster.client.clone())
         .create(&PostParams::default(), &cluster)
         .await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
-        "{refused:?}"
-    );
+    assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422), "{refused:?}");
     h.finish().await;
 }
 
@@ -1127,9 +945,7 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
     assert!(!leadership.is_valid());
     let journal = h.mock.api.journal();
     assert!(
-        journal
-            .iter()
-            .any(|e| e.path == "/api/v2/user/validateUsers"),
+        journal.iter().any(|e| e.path == "/api/v2/user/validateUsers"),
         "the lookup went out: {journal:?}"
     );
     assert!(
@@ -1190,14 +1006,9 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
         .collect();
     assert_eq!(invites.len(), 2, "{invites:#?}");
     assert!(
-        invites
-            .iter()
-            .all(|i| i.contains("plain@example.com") || i.contains("member@example.com"))
+        invites.iter().all(|i| i.contains("plain@example.com") || i.contains("member@example.com"))
     );
-    assert_eq!(
-        h.mock.api.user("plain@example.com").unwrap()["groups"],
-        json!([])
-    );
+    assert_eq!(h.mock.api.user("plain@example.com").unwrap()["groups"], json!([]));
     h.finish().await;
 }
 
@@ -1209,18 +1020,9 @@ async fn ask_for_more_than_membership(
     org: &str,
 ) -> Vec<(String, &'static str)> {
     let refused_users = [
-        (
-            "groups",
-            json!({"emailAddress": "g@example.com", "groups": ["user_management"]}),
-        ),
-        (
-            "userGroups",
-            json!({"emailAddress": "ug@example.com", "userGroups": ["admins"]}),
-        ),
-        (
-            "roles",
-            json!({"emailAddress": "r@example.com", "roles": ["admin-role"]}),
-        ),
+        ("groups", json!({"emailAddress": "g@example.com", "groups": ["user_management"]})),
+        ("userGroups", json!({"emailAddress": "ug@example.com", "userGroups": ["admins"]})),
+        ("roles", json!({"emailAddress": "r@example.com", "roles": ["admin-role"]})),
     ];
     for (field, user) in &refused_users {
         let name = format!("ask-{}", field.to_ascii_lowercase());
@@ -1230,11 +1032,7 @@ async fn ask_for_more_than_membership(
     }
     let member = json!([{"name": "org_member"}]);
     let refused_org = [
-        (
-            "owner",
-            json!({"organizationRoles": [{"name": "org_owner"}]}),
-            "organizationRoles",
-        ),
+        ("owner", json!({"organizationRoles": [{"name": "org_owner"}]}), "organizationRoles"),
         (
             "groups",
             json!({"organizationRoles": member, "customGroupsIds": ["admins"]}),
@@ -1248,10 +1046,8 @@ async fn ask_for_more_than_membership(
         ),
     ];
     for (name, extra, _) in &refused_org {
-        let request = with(
-            json!({"usernames": [format!("org-{name}@example.com")]}),
-            extra.clone(),
-        );
+        let request =
+            with(json!({"usernames": [format!("org-{name}@example.com")]}), extra.clone());
         h.cluster
             .create_invitation(
                 &format!("org-{name}"),
@@ -1262,11 +1058,7 @@ async fn ask_for_more_than_membership(
     refused_users
         .iter()
         .map(|(field, _)| (format!("ask-{}", field.to_ascii_lowercase()), *field))
-        .chain(
-            refused_org
-                .iter()
-                .map(|(n, _, list)| (format!("org-{n}"), *list)),
-        )
+        .chain(refused_org.iter().map(|(n, _, list)| (format!("org-{n}"), *list)))
         .collect()
 }
 
@@ -1314,27 +1106,16 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
         let inv = h.cluster.wait_for_reason(name, "NotAllowed").await;
         let status = inv.status.unwrap();
         assert!(ready_message(&status).contains(field), "{status:?}");
-        assert_eq!(
-            status.users[0].state,
-            UserState::Invited,
-            "kept: {status:?}"
-        );
+        assert_eq!(status.users[0].state, UserState::Invited, "kept: {status:?}");
         assert_eq!(status.users[0].ownership, Some(Ownership::Created));
     }
     let_resync(&h, 5).await;
     h.cluster.remove("users").await;
     h.cluster.remove("org").await;
     let changes = changes_since(&h.mock, before);
-    assert_eq!(
-        changes,
-        Vec::<String>::new(),
-        "nothing changed in either API"
-    );
+    assert_eq!(changes, Vec::<String>::new(), "nothing changed in either API");
     assert_eq!(groups_of(&h.mock, "ops@example.com"), ["user_management"]);
-    assert_eq!(
-        invitation_status(&h.mock, "owner@example.com").as_deref(),
-        Some("AVAILABLE")
-    );
+    assert_eq!(invitation_status(&h.mock, "owner@example.com").as_deref(), Some("AVAILABLE"));
     h.cluster.wait_event("users", "CleanupSkipped").await;
     h.finish().await;
 }
@@ -1352,14 +1133,11 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
     h.cluster.put_secret("api-token", TOKEN).await;
     let admin_groups = ["dashboard_management", "user_management"];
     for mock in [&h.mock, &tenant] {
-        mock.api
-            .seed_user(json!({"identifier": ADMIN, "groups": admin_groups, "userGroups": []}));
+        mock.api.seed_user(json!({"identifier": ADMIN, "groups": admin_groups, "userGroups": []}));
     }
     let platform = h.cluster.unique("platform");
     cluster_user_invite_endpoint(&h, &platform, json!({})).await;
-    h.cluster
-        .user_invite_endpoint("mine", &tenant.url, "api-token")
-        .await;
+    h.cluster.user_invite_endpoint("mine", &tenant.url, "api-token").await;
     h.start_controller_resyncing(Duration::from_millis(200));
     h.cluster
         .create_invitation(
@@ -1375,40 +1153,22 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
             s.users.first().and_then(|u| u.ownership) == Some(Ownership::Adopted)
         })
         .await;
-    assert_eq!(
-        adopted.status.unwrap().users[0].state,
-        UserState::AlreadyMember
-    );
+    assert_eq!(adopted.status.unwrap().users[0].state, UserState::AlreadyMember);
 
-    h.cluster
-        .patch_spec("takeover", json!({"endpointRef": via(&platform)}))
-        .await;
+    h.cluster.patch_spec("takeover", json!({"endpointRef": via(&platform)})).await;
     let moved = h
         .cluster
-        .wait_status(
-            "takeover",
-            "the entries re-established on the platform",
-            |s| {
-                s.endpoint.as_ref().is_some_and(|e| e.name == platform)
-                    && s.users
-                        .first()
-                        .is_some_and(|u| u.state == UserState::AlreadyMember)
-            },
-        )
+        .wait_status("takeover", "the entries re-established on the platform", |s| {
+            s.endpoint.as_ref().is_some_and(|e| e.name == platform)
+                && s.users.first().is_some_and(|u| u.state == UserState::AlreadyMember)
+        })
         .await;
     let status = moved.status.unwrap();
-    assert_eq!(
-        status.users[0].ownership, None,
-        "not owned on the platform's API: {status:?}"
-    );
+    assert_eq!(status.users[0].ownership, None, "not owned on the platform's API: {status:?}");
     h.cluster.wait_event("takeover", "EndpointChanged").await;
     let_resync(&h, 5).await;
     h.cluster.remove("takeover").await;
-    assert_eq!(
-        changes_since(&h.mock, 0),
-        Vec::<String>::new(),
-        "the platform's API"
-    );
+    assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new(), "the platform's API");
     assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
     h.finish().await;
 }
@@ -1425,8 +1185,7 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     const ROOT: &str = "root@example.com";
     for mock in [&h.mock, &other] {
         for admin in [ADMIN, ROOT] {
-            mock.api
-                .seed_user(json!({"identifier": admin, "groups": groups, "userGroups": []}));
+            mock.api.seed_user(json!({"identifier": admin, "groups": groups, "userGroups": []}));
         }
     }
     let moved = h.cluster.unique("moved");
@@ -1439,47 +1198,27 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
                "allowed": {"adoptExistingUsers": adopt, "groups": ["*"]}})
     };
     for name in [&moved, &recreated] {
-        h.cluster
-            .cluster_endpoint(name, spec(&other.url, true))
-            .await;
+        h.cluster.cluster_endpoint(name, spec(&other.url, true)).await;
     }
     h.start_controller_resyncing(Duration::from_millis(200));
-    adopt_admins(
-        &h,
-        [("moved", &moved, ADMIN), ("recreated", &recreated, ROOT)],
-    )
-    .await;
+    adopt_admins(&h, [("moved", &moved, ADMIN), ("recreated", &recreated, ROOT)]).await;
     // Enforce reached the adopted admin on the first API only.
-    let revoked_there = other
-        .api
-        .journal()
-        .iter()
-        .any(|e| e.method != "GET" && e.path.contains("/revoke"));
+    let revoked_there =
+        other.api.journal().iter().any(|e| e.method != "GET" && e.path.contains("/revoke"));
     assert!(revoked_there, "adoption worked on the first API");
     let before = h.mock.api.journal().len();
 
     // The platform points `moved` at its own API, and deletes and recreates `recreated`.
     // (Neither adopts any more: otherwise each would adopt the user again, rightly, as a new
     // adoption on the API it now reaches.)
-    h.cluster
-        .cluster_endpoint(&moved, spec(&h.mock.url, false))
-        .await;
+    h.cluster.cluster_endpoint(&moved, spec(&h.mock.url, false)).await;
     let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(h.cluster.client.clone());
-    cluster_endpoints
-        .delete(&recreated, &DeleteParams::default())
-        .await
-        .unwrap();
+    cluster_endpoints.delete(&recreated, &DeleteParams::default()).await.unwrap();
     eventually("the cluster endpoint deleted", async || {
-        cluster_endpoints
-            .get_opt(&recreated)
-            .await
-            .unwrap()
-            .is_none()
+        cluster_endpoints.get_opt(&recreated).await.unwrap().is_none()
     })
     .await;
-    h.cluster
-        .cluster_endpoint(&recreated, spec(&other.url, false))
-        .await;
+    h.cluster.cluster_endpoint(&recreated, spec(&other.url, false)).await;
     let other_before = other.api.journal().len();
     for resource in ["moved", "recreated"] {
         h.cluster
@@ -1494,21 +1233,14 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     let_resync(&h, 5).await;
     h.cluster.remove("moved").await;
     h.cluster.remove("recreated").await;
-    assert_eq!(
-        changes_since(&h.mock, before),
-        Vec::<String>::new(),
-        "the new API"
-    );
+    assert_eq!(changes_since(&h.mock, before), Vec::<String>::new(), "the new API");
     assert_eq!(
         changes_since(&other, other_before),
         Vec::<String>::new(),
         "the recreated endpoint's API"
     );
     assert_eq!(groups_of(&h.mock, ADMIN), groups);
-    assert!(
-        other.api.user(ADMIN).is_some(),
-        "not deleted through the recreated endpoint"
-    );
+    assert!(other.api.user(ADMIN).is_some(), "not deleted through the recreated endpoint");
     h.finish().await;
 }
 
@@ -1550,9 +1282,7 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
     h.mock.api.expire_invitations();
     h.cluster
         .wait_status("first", "expired", |s| {
-            s.users
-                .first()
-                .is_some_and(|u| u.state == UserState::Expired)
+            s.users.first().is_some_and(|u| u.state == UserState::Expired)
         })
         .await;
     // Another team invites the person again.
@@ -1572,15 +1302,10 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
     h.cluster.remove("first").await;
     let revoked: Vec<String> = org_revocations(&h.mock);
     assert!(
-        revoked
-            .iter()
-            .all(|r| !r.contains(&second_reference) && !r.contains("revoke")),
+        revoked.iter().all(|r| !r.contains(&second_reference) && !r.contains("revoke")),
         "the other team's invitation was revoked: {revoked:?}"
     );
-    assert_eq!(
-        invitation_status(&h.mock, person).as_deref(),
-        Some("AVAILABLE")
-    );
+    assert_eq!(invitation_status(&h.mock, person).as_deref(), Some("AVAILABLE"));
     h.finish().await;
 }
 
@@ -1603,13 +1328,8 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
     .unwrap();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    h.cluster
-        .user_invite_endpoint("borrowed", &theirs.url, "someone-elses-token")
-        .await;
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    h.cluster.user_invite_endpoint("borrowed", &theirs.url, "someone-elses-token").await;
     h.start_controller();
     h.cluster
         .create_invitation(
@@ -1618,22 +1338,12 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
                    "users": [{"emailAddress": "x@example.com"}]}),
         )
         .await;
-    let message = h
-        .cluster
-        .endpoint_message("borrowed", "False", "SecretNotLabelled")
-        .await;
-    assert!(
-        message.contains("invite.operators.dev/credentials"),
-        "{message}"
-    );
+    let message = h.cluster.endpoint_message("borrowed", "False", "SecretNotLabelled").await;
+    assert!(message.contains("invite.operators.dev/credentials"), "{message}");
     let message = h.cluster.wait_reason("borrow", "EndpointNotReady").await;
     assert!(message.contains("not labelled"));
     let_resync(&h, 3).await;
-    assert!(
-        theirs.api.journal().is_empty(),
-        "{:?}",
-        theirs.api.journal()
-    );
+    assert!(theirs.api.journal().is_empty(), "{:?}", theirs.api.journal());
 
     // The Secret's owner labels it: now it may be used.
     secrets
@@ -1684,9 +1394,7 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
     let mut strict = h.cluster.settings();
     strict.endpoint_policy.namespaced_loopback_http = false;
     h.start_controller_with(strict);
-    h.cluster
-        .create_invitation("sidecar", user("s@example.com"))
-        .await;
+    h.cluster.create_invitation("sidecar", user("s@example.com")).await;
     h.cluster
         .create_invitation(
             "platform",
@@ -1695,10 +1403,7 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
         )
         .await;
     let message = h.cluster.wait_reason("sidecar", "NotAllowed").await;
-    assert!(
-        message.contains("--namespaced-endpoints-loopback-http"),
-        "{message}"
-    );
+    assert!(message.contains("--namespaced-endpoints-loopback-http"), "{message}");
     h.cluster.wait_ready("platform").await;
     assert_eq!(h.mock.api.invitations_sent_to("s@example.com"), 0);
 
@@ -1767,30 +1472,19 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     }
     // The tarpit holds its share of the slots.
     let controller = h.controller.as_ref().unwrap();
-    eventually(
-        "the tarpit's resources are held to their share",
-        async || {
-            sum_metric(
-                &controller.metrics,
-                "invite_operator_reconciles_deferred_total",
-            ) > 0
-        },
-    )
+    eventually("the tarpit's resources are held to their share", async || {
+        sum_metric(&controller.metrics, "invite_operator_reconciles_deferred_total") > 0
+    })
     .await;
     let started = std::time::Instant::now();
     for i in 0..5 {
-        h.cluster
-            .create_invitation(&format!("n{i}"), user(&format!("n{i}@example.com")))
-            .await;
+        h.cluster.create_invitation(&format!("n{i}"), user(&format!("n{i}@example.com"))).await;
     }
     for i in 0..5 {
         h.cluster.wait_ready(&format!("n{i}")).await;
     }
     let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(15),
-        "the other namespace waited {took:?}"
-    );
+    assert!(took < Duration::from_secs(15), "the other namespace waited {took:?}");
     drop(tarpit);
     h.finish().await;
 }
@@ -1800,11 +1494,9 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
 /// The listing is never read past the budget (so memory stays flat), whatever the API does.
 #[tokio::test]
 async fn an_endless_member_listing_stops_at_the_budget() {
-    let mut h = Harness::org_invitation(MockConfig {
-        endless_members: true,
-        ..MockConfig::default()
-    })
-    .await;
+    let mut h =
+        Harness::org_invitation(MockConfig { endless_members: true, ..MockConfig::default() })
+            .await;
     let mut settings = h.cluster.settings();
     settings.lookup_limits.max_members = 2_000;
     h.start_controller_with(settings);
@@ -1818,21 +1510,13 @@ async fn an_endless_member_listing_stops_at_the_budget() {
     let message = h.cluster.wait_reason("big", "EndpointNotReady").await;
     assert!(message.contains("more than 2000 members"), "{message}");
     assert!(message.contains("--org-snapshot-max-members"), "{message}");
-    let endpoint = h
-        .cluster
-        .endpoint_message("csp", "False", "LimitExceeded")
-        .await;
+    let endpoint = h.cluster.endpoint_message("csp", "False", "LimitExceeded").await;
     assert!(endpoint.contains("2000"), "{endpoint}");
     // Every read stops after the budget's pages (2000 / 200 + 1), and nothing is invited.
     let journal = h.mock.api.journal();
-    let pages = journal
-        .iter()
-        .filter(|e| e.path.ends_with("/users"))
-        .count();
-    let lookups = journal
-        .iter()
-        .filter(|e| e.path.ends_with("/invitations") && e.method == "GET")
-        .count();
+    let pages = journal.iter().filter(|e| e.path.ends_with("/users")).count();
+    let lookups =
+        journal.iter().filter(|e| e.path.ends_with("/invitations") && e.method == "GET").count();
     let reads = pages.div_ceil(11).max(1);
     assert!(pages <= reads * 11, "{pages} pages");
     assert_eq!(lookups, 0, "the read never got past the members");
@@ -1865,9 +1549,7 @@ async fn a_lookup_past_its_deadline_is_stopped() {
         .await;
     let message = h.cluster.wait_reason("slow", "EndpointNotReady").await;
     assert!(message.contains("took longer than 1s"), "{message}");
-    h.cluster
-        .wait_endpoint("csp", "False", "LimitExceeded")
-        .await;
+    h.cluster.wait_endpoint("csp", "False", "LimitExceeded").await;
     h.finish().await;
 }
 
@@ -1905,9 +1587,7 @@ fn namespaced_user_invite_spec(h: &Harness) -> Value {
 async fn shard_endpoints(h: &Harness, shard: &str) -> String {
     let name = h.cluster.unique(&format!("shard-{shard}"));
     let spec = cluster_endpoint_spec(h, "UserInvite", Value::Null);
-    h.cluster
-        .cluster_endpoint_labelled(&name, spec, shard_labels(&h.cluster, shard))
-        .await;
+    h.cluster.cluster_endpoint_labelled(&name, spec, shard_labels(&h.cluster, shard)).await;
     h.cluster
         .apply_endpoint_labelled(
             &format!("ns-{shard}"),
@@ -1953,16 +1633,10 @@ async fn namespace_events(cluster: &TestCluster) -> Vec<(String, String)> {
 async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource() {
     let h = Harness::start().await;
     h.cluster.put_secret("api-token", TOKEN).await;
-    let cluster_endpoints = [
-        ("a", shard_endpoints(&h, "a").await),
-        ("b", shard_endpoints(&h, "b").await),
-    ];
-    let (a, log_a) = h
-        .cluster
-        .start_recorded_controller(shard_settings(&h.cluster, "a"));
-    let (b, log_b) = h
-        .cluster
-        .start_recorded_controller(shard_settings(&h.cluster, "b"));
+    let cluster_endpoints =
+        [("a", shard_endpoints(&h, "a").await), ("b", shard_endpoints(&h, "b").await)];
+    let (a, log_a) = h.cluster.start_recorded_controller(shard_settings(&h.cluster, "a"));
+    let (b, log_b) = h.cluster.start_recorded_controller(shard_settings(&h.cluster, "b"));
     a.wait_ready().await;
     b.wait_ready().await;
     let logs = [("a", &log_a), ("b", &log_b)];
@@ -1976,11 +1650,7 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
     // Nobody's first (both controllers see them before anything else is Ready).
     let missing_cluster = h.cluster.unique("missing");
     let nobodys = [
-        (
-            "nowhere-cluster",
-            "ClusterInvitationEndpoint",
-            missing_cluster.as_str(),
-        ),
+        ("nowhere-cluster", "ClusterInvitationEndpoint", missing_cluster.as_str()),
         ("nowhere-ns", "InvitationEndpoint", "missing"),
     ];
     for (name, kind, endpoint) in nobodys {
@@ -1992,12 +1662,8 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
         h.cluster.wait_ready(name).await;
     }
     for (shard, cluster_endpoint) in &cluster_endpoints {
-        h.cluster
-            .wait_cluster_endpoint_ready(cluster_endpoint)
-            .await;
-        h.cluster
-            .wait_endpoint(&format!("ns-{shard}"), "True", "CredentialsResolved")
-            .await;
+        h.cluster.wait_cluster_endpoint_ready(cluster_endpoint).await;
+        h.cluster.wait_endpoint(&format!("ns-{shard}"), "True", "CredentialsResolved").await;
     }
     // Time for any pass of the wrong controller (a resource it leaves alone costs no call).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -2017,22 +1683,12 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
     for (name, ..) in nobodys {
         let inv = h.cluster.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name} is nobody's");
-        assert!(
-            inv.finalizers().is_empty(),
-            "{name}: {:?}",
-            inv.finalizers()
-        );
+        assert!(inv.finalizers().is_empty(), "{name}: {:?}", inv.finalizers());
         assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
     }
     for (shard, cluster_endpoint) in &cluster_endpoints {
-        assert_eq!(
-            writers("clusterinvitationendpoints", cluster_endpoint),
-            vec![*shard]
-        );
-        assert_eq!(
-            writers("invitationendpoints", &format!("ns-{shard}")),
-            vec![*shard]
-        );
+        assert_eq!(writers("clusterinvitationendpoints", cluster_endpoint), vec![*shard]);
+        assert_eq!(writers("invitationendpoints", &format!("ns-{shard}")), vec![*shard]);
     }
 
     let (before, identifiers) = delete_all(&h, &served, &nobodys).await;
@@ -2064,19 +1720,13 @@ async fn one_resource_per_shard_kind_and_policy(
     for (shard, cluster_endpoint) in cluster_endpoints {
         let namespaced = format!("ns-{shard}");
         for (kind, endpoint, short) in [
-            (
-                "ClusterInvitationEndpoint",
-                cluster_endpoint.as_str(),
-                "cluster",
-            ),
+            ("ClusterInvitationEndpoint", cluster_endpoint.as_str(), "cluster"),
             ("InvitationEndpoint", namespaced.as_str(), "ns"),
         ] {
             for policy in ["Retain", "Delete"] {
                 let name = format!("{short}-{}-{shard}", policy.to_lowercase());
                 let email = format!("{name}@example.com");
-                h.cluster
-                    .create_invitation(&name, through(kind, endpoint, &email, policy))
-                    .await;
+                h.cluster.create_invitation(&name, through(kind, endpoint, &email, policy)).await;
                 served.push((name, email, shard, policy));
             }
         }
@@ -2097,27 +1747,13 @@ async fn delete_all(
     for (name, email, _, policy) in served {
         if *policy == "Delete" {
             let inv = h.cluster.invitations().get(name).await.unwrap();
-            identifiers.push(
-                entry(inv.status.as_ref().unwrap(), email)
-                    .identifier
-                    .clone(),
-            );
-            h.cluster
-                .invitations()
-                .delete(name, &DeleteParams::default())
-                .await
-                .unwrap();
+            identifiers.push(entry(inv.status.as_ref().unwrap(), email).identifier.clone());
+            h.cluster.invitations().delete(name, &DeleteParams::default()).await.unwrap();
         }
     }
     for (name, ..) in nobodys {
         h.cluster.delete(name).await;
-        let gone = h
-            .cluster
-            .invitations()
-            .get_opt(name)
-            .await
-            .unwrap()
-            .is_none();
+        let gone = h.cluster.invitations().get_opt(name).await.unwrap().is_none();
         assert!(gone, "{name} had no finalizer");
     }
     for (name, _, _, policy) in served {
@@ -2138,10 +1774,7 @@ fn assert_removed_once(h: &Harness, before: usize, identifiers: Vec<Option<Strin
     assert_eq!(deletes.len(), 4, "{deletes:?}");
     for id in identifiers {
         let id = id.expect("the user's identifier");
-        let removed = deletes
-            .iter()
-            .filter(|p| p.ends_with(&format!("/{id}")))
-            .count();
+        let removed = deletes.iter().filter(|p| p.ends_with(&format!("/{id}"))).count();
         assert_eq!(removed, 1, "{id}: {deletes:?}");
         assert!(h.mock.api.user(&id).is_none(), "{id} removed");
     }
@@ -2156,12 +1789,7 @@ async fn assert_events_by_shard(
 ) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = namespace_events(&h.cluster).await;
-    assert!(
-        events
-            .iter()
-            .all(|(_, reason)| reason != "EndpointNotFound"),
-        "{events:?}"
-    );
+    assert!(events.iter().all(|(_, reason)| reason != "EndpointNotFound"), "{events:?}");
     for (shard, log) in logs {
         let about_its_own = events
             .iter()
@@ -2197,33 +1825,22 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
         versions.insert(name, inv.metadata.resource_version.clone());
     }
 
-    let (a, log) = h
-        .cluster
-        .start_recorded_controller(shard_settings(&h.cluster, "a"));
+    let (a, log) = h.cluster.start_recorded_controller(shard_settings(&h.cluster, "a"));
     a.wait_ready().await;
     for (name, kind, endpoint) in [
-        (
-            "on-cluster-a",
-            "ClusterInvitationEndpoint",
-            cluster_a.as_str(),
-        ),
+        ("on-cluster-a", "ClusterInvitationEndpoint", cluster_a.as_str()),
         ("on-ns-a", "InvitationEndpoint", "ns-a"),
     ] {
         let spec = through(kind, endpoint, &format!("{name}@example.com"), "Delete");
         h.cluster.create_ready(name, spec).await;
     }
-    h.cluster
-        .wait_endpoint("ns-a", "True", "CredentialsResolved")
-        .await;
+    h.cluster.wait_endpoint("ns-a", "True", "CredentialsResolved").await;
     h.cluster.wait_cluster_endpoint_ready(&cluster_a).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     for (name, version) in &versions {
         let inv = h.cluster.invitations().get(name).await.unwrap();
-        assert_eq!(
-            &inv.metadata.resource_version, version,
-            "{name} was written"
-        );
+        assert_eq!(&inv.metadata.resource_version, version, "{name} was written");
         assert_eq!(inv.status, None, "{name}");
         assert_eq!(log.writes_to("userinvitations", name), Vec::<String>::new());
         assert_eq!(h.cluster.events_of(name).await.len(), 0, "{name}");
@@ -2236,12 +1853,7 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.finalizers(), [controller::FINALIZER], "no cleanup");
     for email in ["x1", "x2", "x3", "x4", "x5", "x6"] {
-        assert_eq!(
-            h.mock
-                .api
-                .invitations_sent_to(&format!("{email}@example.com")),
-            0
-        );
+        assert_eq!(h.mock.api.invitations_sent_to(&format!("{email}@example.com")), 0);
     }
     shard_b_endpoints_untouched(&h, &log, &cluster_b).await;
     // The platform hands shard b's namespaced endpoint to this controller: it serves its
@@ -2257,12 +1869,7 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
     assert_eq!(inv.finalizers(), [controller::FINALIZER]);
     h.cluster.wait_gone("held-by-b").await;
     assert_eq!(h.mock.api.invitations_sent_to("x2@example.com"), 1);
-    for name in [
-        "on-cluster-b",
-        "on-missing-cluster",
-        "on-missing-ns",
-        "on-default",
-    ] {
+    for name in ["on-cluster-b", "on-missing-cluster", "on-missing-ns", "on-default"] {
         let inv = h.cluster.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name}");
     }
@@ -2278,24 +1885,13 @@ async fn resources_on_other_endpoints(
     missing: &str,
 ) -> Vec<(&'static str, Value)> {
     let others: Vec<(&str, Value)> = [
-        (
-            "on-cluster-b",
-            ("ClusterInvitationEndpoint", cluster_b),
-            "x1",
-        ),
+        ("on-cluster-b", ("ClusterInvitationEndpoint", cluster_b), "x1"),
         ("on-ns-b", ("InvitationEndpoint", "ns-b"), "x2"),
-        (
-            "on-missing-cluster",
-            ("ClusterInvitationEndpoint", missing),
-            "x3",
-        ),
+        ("on-missing-cluster", ("ClusterInvitationEndpoint", missing), "x3"),
         ("on-missing-ns", ("InvitationEndpoint", "missing"), "x4"),
     ]
     .map(|(name, (kind, endpoint), who)| {
-        (
-            name,
-            through(kind, endpoint, &format!("{who}@example.com"), "Delete"),
-        )
+        (name, through(kind, endpoint, &format!("{who}@example.com"), "Delete"))
     })
     .into_iter()
     .chain([(
@@ -2315,11 +1911,7 @@ async fn held_by_b_being_deleted(h: &Harness) {
     let held = through("InvitationEndpoint", "ns-b", "x6@example.com", "Delete");
     let metadata = json!({"name": "held-by-b", "finalizers": [controller::FINALIZER]});
     h.cluster.create_invitation_with(metadata, held).await;
-    h.cluster
-        .invitations()
-        .delete("held-by-b", &DeleteParams::default())
-        .await
-        .unwrap();
+    h.cluster.invitations().delete("held-by-b", &DeleteParams::default()).await.unwrap();
 }
 
 /// Shard b's endpoints are neither checked nor written.
@@ -2335,12 +1927,6 @@ async fn shard_b_endpoints_untouched(h: &Harness, log: &RequestLog, cluster_b: &
         .await
         .unwrap();
     assert_eq!(cluster_b_now.status, None);
-    assert_eq!(
-        log.writes_to("invitationendpoints", "ns-b"),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        log.writes_to("clusterinvitationendpoints", cluster_b),
-        Vec::<String>::new()
-    );
+    assert_eq!(log.writes_to("invitationendpoints", "ns-b"), Vec::<String>::new());
+    assert_eq!(log.writes_to("clusterinvitationendpoints", cluster_b), Vec::<String>::new());
 }

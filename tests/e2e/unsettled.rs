@@ -31,11 +31,7 @@ async fn intent_settles_at(h: &Harness, name: &str, users: &[String]) -> Timesta
             })
         })
         .await;
-    users
-        .iter()
-        .filter_map(|u| entry(status_of(&inv), u)?.settles_at)
-        .max()
-        .expect("settlesAt")
+    users.iter().filter_map(|u| entry(status_of(&inv), u)?.settles_at).max().expect("settlesAt")
 }
 
 /// Asserts that no lookup arrived after `first_post` and before `settles_at`.
@@ -48,10 +44,7 @@ fn assert_no_lookup_before(h: &Harness, flavor: Flavor, first_post: u64, settles
         .filter(|e| e.seq > first_post && flavor.is_lookup(e) && e.at < settles_at)
         .map(|e| format!("{} {} at {}", e.method, e.path, e.at))
         .collect();
-    assert!(
-        early.is_empty(),
-        "looked up before the request settled at {settles_at}: {early:?}"
-    );
+    assert!(early.is_empty(), "looked up before the request settled at {settles_at}: {early:?}");
 }
 
 /// Asserts that the users are `Invited`, owned (`Created`) and got one email each.
@@ -69,14 +62,10 @@ fn assert_owned_and_invited_once(h: &Harness, status: &UserInvitationStatus, use
 /// request settled, are then found, and end invited once, owned by the resource.
 async fn acted_then(flavor: Flavor, fault: ScriptedFault) {
     let mut h = flavor.harness(1, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(fault.after_effect(true)));
+    h.mock.api.add_fault(flavor.on_invite(fault.after_effect(true)));
     h.start_controller();
     let users = addresses("acted", 2);
-    h.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
+    h.cluster.create_invitation("team", flavor.spec(&users)).await;
     let settles_at = intent_settles_at(&h, "team", &users).await;
     let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &users);
@@ -121,12 +110,9 @@ const BAD: &str = "bad@example.com";
 /// A, B and C, and BAD with a permission the API refuses.
 fn split_spec() -> serde_json::Value {
     let mut spec = users_spec(ENDPOINT, &[A, B, C], &[]);
-    spec["users"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "emailAddress": BAD, "groups": ["no_such_permission"], "userGroups": []
-        }));
+    spec["users"].as_array_mut().unwrap().push(serde_json::json!({
+        "emailAddress": BAD, "groups": ["no_such_permission"], "userGroups": []
+    }));
     spec
 }
 
@@ -134,16 +120,12 @@ fn split_spec() -> serde_json::Value {
 async fn split_team(h: &Harness, then: UserState) -> UserInvitation {
     h.cluster.create_invitation("team", split_spec()).await;
     h.cluster
-        .wait_status(
-            "team",
-            &format!("a and b invited, c and bad {then:?}"),
-            |s| {
-                state(s, A) == Some(UserState::Invited)
-                    && state(s, B) == Some(UserState::Invited)
-                    && state(s, C) == Some(then)
-                    && state(s, BAD) == Some(then)
-            },
-        )
+        .wait_status("team", &format!("a and b invited, c and bad {then:?}"), |s| {
+            state(s, A) == Some(UserState::Invited)
+                && state(s, B) == Some(UserState::Invited)
+                && state(s, C) == Some(then)
+                && state(s, BAD) == Some(then)
+        })
         .await
 }
 
@@ -163,40 +145,22 @@ async fn settled_answers_mark_only_their_own_users() {
     let mut h = flavor.harness(5, 100).await;
     h.mock.api.add_fault(first_batch_refused(flavor));
     h.mock.api.add_fault(
-        flavor.on_invite(
-            ScriptedFault::new(429)
-                .retry_after(1)
-                .body_contains("\"c@example.com\""),
-        ),
+        flavor.on_invite(ScriptedFault::new(429).retry_after(1).body_contains("\"c@example.com\"")),
     );
     h.start_controller();
     let (a, b, c, bad) = (A, B, C, BAD);
     let inv = split_team(&h, UserState::Pending).await;
     let throttled = entry(status_of(&inv), c).unwrap();
-    assert!(
-        throttled
-            .message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("429"),
-        "{throttled:?}"
-    );
+    assert!(throttled.message.as_deref().unwrap_or_default().contains("429"), "{throttled:?}");
     assert_eq!(throttled.ownership, None, "nothing was done for c");
     let inv = h.cluster.wait_for_reason("team", "PartiallyFailed").await;
     let status = status_of(&inv);
     assert_owned_and_invited_once(&h, status, &[a.into(), b.into(), c.into()]);
     let refused = entry(status, bad).unwrap();
     assert_eq!(refused.state, UserState::Failed);
-    assert_eq!(
-        refused.reason,
-        Some(invite_operator::api::FailureReason::Rejected)
-    );
+    assert_eq!(refused.reason, Some(invite_operator::api::FailureReason::Rejected));
     assert!(
-        refused
-            .message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("no_such_permission"),
+        refused.message.as_deref().unwrap_or_default().contains("no_such_permission"),
         "{refused:?}"
     );
     assert_eq!(h.mock.api.invitations_sent_to(bad), 0);
@@ -217,9 +181,7 @@ async fn an_unknown_half_keeps_only_its_own_users_inviting() {
     h.mock.api.add_fault(first_batch_refused(flavor));
     h.mock.api.add_fault(
         flavor.on_invite(
-            ScriptedFault::new(502)
-                .after_effect(true)
-                .body_contains("\"c@example.com\""),
+            ScriptedFault::new(502).after_effect(true).body_contains("\"c@example.com\""),
         ),
     );
     h.start_controller();
@@ -230,11 +192,8 @@ async fn an_unknown_half_keeps_only_its_own_users_inviting() {
     let status = status_of(&inv);
     assert_owned_and_invited_once(&h, status, &[a.into(), b.into(), c.into()]);
     assert_eq!(state(status, bad), Some(UserState::Failed));
-    let unknown = flavor
-        .invite_posts(&h.mock)
-        .into_iter()
-        .find(|e| e.status == 502)
-        .expect("the 502");
+    let unknown =
+        flavor.invite_posts(&h.mock).into_iter().find(|e| e.status == 502).expect("the 502");
     // After the 502 nothing about c or bad is asked before their window ends.
     let early: Vec<String> = h
         .mock
@@ -255,9 +214,7 @@ async fn two_spellings_of_one_url_are_one_api() {
     // the two resources would show as two emails. A slow API widens the race window.
     let flavor = Flavor::OrgInvitation;
     let mut h = flavor.harness(5, 100).await;
-    flavor
-        .apply_endpoint(&h.cluster, "api-slash", &format!("{}/", h.mock.url), 5, 100)
-        .await;
+    flavor.apply_endpoint(&h.cluster, "api-slash", &format!("{}/", h.mock.url), 5, 100).await;
     h.mock.api.set_latency(Duration::from_millis(300));
     h.start_controller();
     let shared = "shared@example.com".to_string();
@@ -272,16 +229,8 @@ async fn two_spellings_of_one_url_are_one_api() {
     drop((a, b));
     let first = h.cluster.wait_ready("first").await;
     let second = h.cluster.wait_ready("second").await;
-    assert_eq!(
-        status_of(&first).api,
-        status_of(&second).api,
-        "one API identity"
-    );
-    assert_eq!(
-        h.mock.api.invitations_sent_to(&shared),
-        1,
-        "one email for the shared person"
-    );
+    assert_eq!(status_of(&first).api, status_of(&second).api, "one API identity");
+    assert_eq!(h.mock.api.invitations_sent_to(&shared), 1, "one email for the shared person");
     let owners: Vec<_> = [&first, &second]
         .iter()
         .filter(|inv| entry(status_of(inv), &shared).unwrap().ownership.is_some())
@@ -309,59 +258,34 @@ async fn an_unsettled_person_waits_for_every_other_resource() {
     // email).
     let flavor = Flavor::OrgInvitation;
     let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
+    h.mock.api.add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
     h.start_controller();
     let person = "held@example.com".to_string();
-    h.cluster
-        .create_invitation("first", flavor.spec(std::slice::from_ref(&person)))
-        .await;
+    h.cluster.create_invitation("first", flavor.spec(std::slice::from_ref(&person))).await;
     let settles_at = intent_settles_at(&h, "first", std::slice::from_ref(&person)).await;
     h.cluster
-        .create_invitation(
-            "second",
-            flavor.spec(&[person.clone(), "other@example.com".into()]),
-        )
+        .create_invitation("second", flavor.spec(&[person.clone(), "other@example.com".into()]))
         .await;
     let second = h
         .cluster
-        .wait_status(
-            "second",
-            "the other user invited, the person left to first",
-            |s| {
-                entry(s, &person).is_some_and(|e| {
-                    e.ownership.is_none()
-                        && matches!(e.state, UserState::Pending | UserState::Invited)
-                }) && state(s, "other@example.com") == Some(UserState::Invited)
-            },
-        )
+        .wait_status("second", "the other user invited, the person left to first", |s| {
+            entry(s, &person).is_some_and(|e| {
+                e.ownership.is_none() && matches!(e.state, UserState::Pending | UserState::Invited)
+            }) && state(s, "other@example.com") == Some(UserState::Invited)
+        })
         .await;
     let waiting = entry(status_of(&second), &person).unwrap();
-    assert!(
-        waiting
-            .message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("first"),
-        "{waiting:?}"
-    );
+    assert!(waiting.message.as_deref().unwrap_or_default().contains("first"), "{waiting:?}");
     let first = h.cluster.wait_ready("first").await;
     assert_owned_and_invited_once(&h, status_of(&first), std::slice::from_ref(&person));
     let second = h.cluster.wait_ready("second").await;
     let shown = entry(status_of(&second), &person).unwrap();
     assert_eq!(shown.ownership, None, "{shown:?}");
     let posts = flavor.invite_posts(&h.mock);
-    let for_person: Vec<&JournalEntry> = posts
-        .iter()
-        .filter(|e| flavor.invited_in(e).contains(&person))
-        .collect();
+    let for_person: Vec<&JournalEntry> =
+        posts.iter().filter(|e| flavor.invited_in(e).contains(&person)).collect();
     assert_eq!(for_person.len(), 1, "one invite request: {for_person:#?}");
-    assert!(
-        posts
-            .iter()
-            .all(|e| e.at < settles_at || !flavor.invited_in(e).contains(&person))
-    );
+    assert!(posts.iter().all(|e| e.at < settles_at || !flavor.invited_in(e).contains(&person)));
     h.finish().await;
 }
 
@@ -372,37 +296,21 @@ async fn a_removed_and_readded_person_waits_for_the_settle_window() {
     // at 5 s. Removing and re-adding p meanwhile must not invite p again (the late request
     // would make that a second email).
     let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
+    h.mock.api.add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
     h.start_controller();
     let (p, q) = ("p@example.com".to_string(), "q@example.com".to_string());
-    h.cluster
-        .create_invitation("team", flavor.spec(&[p.clone(), q.clone()]))
-        .await;
+    h.cluster.create_invitation("team", flavor.spec(&[p.clone(), q.clone()])).await;
     let settles_at = intent_settles_at(&h, "team", &[p.clone(), q.clone()]).await;
     // Removed while its request is unsettled: the entry stays.
-    h.cluster
-        .patch_spec(
-            "team",
-            serde_json::json!({"orgInvitation": {"usernames": [q]}}),
-        )
-        .await;
+    h.cluster.patch_spec("team", serde_json::json!({"orgInvitation": {"usernames": [q]}})).await;
     let inv = h
         .cluster
-        .wait_status("team", "the removal seen", |s| {
-            s.observed_generation == Some(2)
-        })
+        .wait_status("team", "the removal seen", |s| s.observed_generation == Some(2))
         .await;
     let kept = entry(status_of(&inv), &p).expect("the unsettled entry is kept");
     assert_eq!(kept.state, UserState::Inviting);
     assert_eq!(kept.settles_at, Some(settles_at));
-    h.cluster
-        .patch_spec(
-            "team",
-            serde_json::json!({"orgInvitation": {"usernames": [p, q]}}),
-        )
-        .await;
+    h.cluster.patch_spec("team", serde_json::json!({"orgInvitation": {"usernames": [p, q]}})).await;
     let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &[p.clone(), q.clone()]);
     let posts = flavor.invite_posts(&h.mock);
@@ -426,9 +334,7 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
     // bring the next look forward.
     let flavor = Flavor::UserInvite;
     let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::timeout()));
+    h.mock.api.add_fault(flavor.on_invite(ScriptedFault::timeout()));
     h.start_controller();
     let x = vec!["x@example.com".to_string()];
     h.cluster.create_invitation("team", flavor.spec(&x)).await;
@@ -437,14 +343,8 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
         let inv = h.cluster.invitations().get("team").await.unwrap();
         entry(status_of(&inv), &x[0]).unwrap().invited_at.unwrap()
     };
-    assert_eq!(
-        settles_at,
-        invited_at + jiff::SignedDuration::from_secs(6),
-        "two timeouts of 3 s"
-    );
-    flavor
-        .apply_endpoint(&h.cluster, ENDPOINT, &h.mock.url, 1, 100)
-        .await;
+    assert_eq!(settles_at, invited_at + jiff::SignedDuration::from_secs(6), "two timeouts of 3 s");
+    flavor.apply_endpoint(&h.cluster, ENDPOINT, &h.mock.url, 1, 100).await;
     // Until the window ends the entry keeps its recorded settlesAt.
     while Timestamp::now() < settles_at {
         let inv = h.cluster.invitations().get("team").await.unwrap();
@@ -457,11 +357,7 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
     let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &x);
     let posts = flavor.invite_posts(&h.mock);
-    assert_eq!(
-        posts.len(),
-        2,
-        "the unanswered request, then one after the window"
-    );
+    assert_eq!(posts.len(), 2, "the unanswered request, then one after the window");
     assert!(posts[1].at >= settles_at, "{} < {settles_at}", posts[1].at);
     assert_no_lookup_before(&h, flavor, posts[0].seq, settles_at);
     h.finish().await;
@@ -472,9 +368,7 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
 /// request settled instead of inviting the person a second time. Both flavours.
 async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
     let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
+    h.mock.api.add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
     h.start_controller();
     let person = "held@example.com".to_string();
     let spec = flavor.spec(std::slice::from_ref(&person));
@@ -493,10 +387,7 @@ async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
         })
         .await;
     let message = entry(status_of(&waiting), &person).unwrap().message.clone();
-    assert!(
-        message.as_deref().unwrap_or_default().contains("(deleted)"),
-        "{message:?}"
-    );
+    assert!(message.as_deref().unwrap_or_default().contains("(deleted)"), "{message:?}");
     h.cluster.wait_ready("team").await;
     let posts: Vec<JournalEntry> = flavor
         .invite_posts(&h.mock)
@@ -521,12 +412,8 @@ per_flavor!(
 /// `EndpointChanged`) and finds the person instead of inviting them again. Both flavours.
 async fn switched_while_unsettled(flavor: Flavor) {
     let mut h = flavor.harness(3, 100).await;
-    flavor
-        .apply_endpoint(&h.cluster, "other", &h.mock.url, 3, 100)
-        .await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
+    flavor.apply_endpoint(&h.cluster, "other", &h.mock.url, 3, 100).await;
+    h.mock.api.add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
     h.start_controller();
     let person = "moved@example.com".to_string();
     let spec = flavor.spec(std::slice::from_ref(&person));
@@ -537,15 +424,10 @@ async fn switched_while_unsettled(flavor: Flavor) {
     h.cluster.patch_spec("team", moved).await;
     let waiting = h
         .cluster
-        .wait_status("team", "waiting for the old request", |s| {
-            s.observed_generation == Some(2)
-        })
+        .wait_status("team", "waiting for the old request", |s| s.observed_generation == Some(2))
         .await;
     let status = status_of(&waiting);
-    assert!(
-        ready(status).1 == "Pending" && ready(status).0 == "False",
-        "{status:#?}"
-    );
+    assert!(ready(status).1 == "Pending" && ready(status).0 == "False", "{status:#?}");
     assert_eq!(
         entry(status, &person).map(|e| e.state),
         Some(UserState::Inviting),
@@ -553,10 +435,7 @@ async fn switched_while_unsettled(flavor: Flavor) {
     );
     let done = h.cluster.wait_ready("team").await;
     let status = status_of(&done);
-    assert_eq!(
-        status.endpoint.as_ref().map(|e| e.name.as_str()),
-        Some("other")
-    );
+    assert_eq!(status.endpoint.as_ref().map(|e| e.name.as_str()), Some("other"));
     let posts: Vec<JournalEntry> = flavor
         .invite_posts(&h.mock)
         .into_iter()

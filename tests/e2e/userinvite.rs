@@ -36,16 +36,10 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
     let s = Harness::user_invite_running().await;
     let inv = s
         .cluster
-        .create_ready(
-            "team",
-            spec(&["alice@example.com", "Bob@Example.com", "carol@example.com"]),
-        )
+        .create_ready("team", spec(&["alice@example.com", "Bob@Example.com", "carol@example.com"]))
         .await;
     let status = inv.status.clone().unwrap();
-    assert_eq!(
-        ready(&status),
-        ("True".to_string(), "AllInvited".to_string())
-    );
+    assert_eq!(ready(&status), ("True".to_string(), "AllInvited".to_string()));
     assert_eq!(status.invited, 3);
     assert_eq!(status.failed, 0);
     assert_eq!(status.observed_generation, inv.metadata.generation);
@@ -54,9 +48,7 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
         assert_eq!(user.state, UserState::Invited, "{user:?}");
         assert!(user.invited_at.is_some() && user.expires_at.is_some());
         assert_eq!(
-            user.expires_at
-                .unwrap()
-                .duration_since(user.invited_at.unwrap()),
+            user.expires_at.unwrap().duration_since(user.invited_at.unwrap()),
             jiff::SignedDuration::from_hours(24)
         );
     }
@@ -72,10 +64,8 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
 #[tokio::test]
 async fn restart_sends_nothing_again_and_writes_nothing() {
     let mut s = Harness::user_invite_running().await;
-    let before = s
-        .cluster
-        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
-        .await;
+    let before =
+        s.cluster.create_ready("team", spec(&["alice@example.com", "bob@example.com"])).await;
     s.controller.take().unwrap().stop().await;
     let journal_before = s.mock.api.journal().len();
 
@@ -89,10 +79,7 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
         "no Kubernetes write on a no-op restart"
     );
     let changes = changes_since(&s.mock, journal_before);
-    assert!(
-        changes.is_empty(),
-        "no API call that changes anything: {changes:?}"
-    );
+    assert!(changes.is_empty(), "no API call that changes anything: {changes:?}");
     assert_eq!(invite_calls(&s.mock).len(), 1);
     s.controller = Some(restarted);
     s.finish().await;
@@ -101,19 +88,12 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
 #[tokio::test]
 async fn an_added_user_is_invited_alone() {
     let s = Harness::user_invite_running().await;
+    s.cluster.create_ready("team", spec(&["alice@example.com", "bob@example.com"])).await;
     s.cluster
-        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
+        .patch_spec("team", spec(&["alice@example.com", "bob@example.com", "dave@example.com"]))
         .await;
-    s.cluster
-        .patch_spec(
-            "team",
-            spec(&["alice@example.com", "bob@example.com", "dave@example.com"]),
-        )
-        .await;
-    let inv = s
-        .cluster
-        .wait_status("team", "dave invited", |st| st.invited == 3 && is_ready(st))
-        .await;
+    let inv =
+        s.cluster.wait_status("team", "dave invited", |st| st.invited == 3 && is_ready(st)).await;
     assert_eq!(state_of(&inv, "dave@example.com"), UserState::Invited);
     let calls = invite_calls(&s.mock);
     assert_eq!(calls.len(), 2, "{calls:?}");
@@ -139,16 +119,9 @@ async fn a_rejected_user_fails_alone_with_the_api_message() {
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
     assert_eq!(state_of(&inv, "carol@example.com"), UserState::Invited);
     assert_eq!(state_of(&inv, "mallory@example.com"), UserState::Failed);
-    let mallory = status
-        .users
-        .iter()
-        .find(|u| u.email_address == "mallory@example.com")
-        .unwrap();
+    let mallory = status.users.iter().find(|u| u.email_address == "mallory@example.com").unwrap();
     let message = mallory.message.as_deref().unwrap_or_default();
-    assert!(
-        message.contains("no_such_permission"),
-        "the API's message is kept: {message}"
-    );
+    assert!(message.contains("no_such_permission"), "the API's message is kept: {message}");
     assert_eq!((status.invited, status.failed), (2, 1));
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("mallory@example.com"), 0);
@@ -158,12 +131,8 @@ async fn a_rejected_user_fails_alone_with_the_api_message() {
 #[tokio::test]
 async fn transient_failures_are_retried_without_duplicates() {
     let s = Harness::user_invite_running().await;
-    s.mock
-        .api
-        .add_fault(ScriptedFault::new(429).path("/api/v2/user/invite").times(2));
-    s.cluster
-        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
-        .await;
+    s.mock.api.add_fault(ScriptedFault::new(429).path("/api/v2/user/invite").times(2));
+    s.cluster.create_ready("team", spec(&["alice@example.com", "bob@example.com"])).await;
     assert_eq!(invite_calls(&s.mock).len(), 3, "two 429s, then success");
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
     assert_eq!(s.mock.api.invitations_sent_to("bob@example.com"), 1);
@@ -174,16 +143,10 @@ async fn transient_failures_are_retried_without_duplicates() {
 async fn a_lost_response_does_not_send_a_second_invitation() {
     let s = Harness::user_invite_running().await;
     // The API invites, then the answer is lost (a 503 after the fact).
-    s.mock.api.add_fault(
-        ScriptedFault::new(503)
-            .path("/api/v2/user/invite")
-            .times(1)
-            .after_effect(true),
-    );
-    let inv = s
-        .cluster
-        .create_ready("team", spec(&["alice@example.com"]))
-        .await;
+    s.mock
+        .api
+        .add_fault(ScriptedFault::new(503).path("/api/v2/user/invite").times(1).after_effect(true));
+    let inv = s.cluster.create_ready("team", spec(&["alice@example.com"])).await;
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
     assert_eq!(invite_calls(&s.mock).len(), 1, "looked up, not re-posted");
     assert_eq!(s.mock.api.invitations_sent_to("alice@example.com"), 1);
@@ -199,10 +162,7 @@ async fn an_existing_user_is_already_a_member_and_gets_no_email() {
         "userGroups": [],
         "lastSuccessfulLogin": 1_700_000_000_000_i64
     }));
-    let inv = s
-        .cluster
-        .create_ready("team", spec(&["old@example.com", "new@example.com"]))
-        .await;
+    let inv = s.cluster.create_ready("team", spec(&["old@example.com", "new@example.com"])).await;
     assert_eq!(state_of(&inv, "old@example.com"), UserState::AlreadyMember);
     assert_eq!(state_of(&inv, "new@example.com"), UserState::Invited);
     assert_eq!(s.mock.api.invitations_sent_to("old@example.com"), 0);
@@ -217,25 +177,15 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     let mut s = Harness::start().await;
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_invitation("team", spec(&["alice@example.com"]))
-        .await;
+    cluster.create_invitation("team", spec(&["alice@example.com"])).await;
     let inv = cluster.wait_for_reason("team", "EndpointNotFound").await;
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Pending);
-    assert!(
-        mock.api.journal().is_empty(),
-        "no API call without an endpoint"
-    );
+    assert!(mock.api.journal().is_empty(), "no API call without an endpoint");
 
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "api-token")
-        .await;
+    cluster.user_invite_endpoint("wavefront", &mock.url, "api-token").await;
     let message = cluster.wait_reason("team", "EndpointNotReady").await;
     assert!(message.contains("api-token"), "{message}");
-    assert!(
-        mock.api.journal().is_empty(),
-        "no API call without credentials"
-    );
+    assert!(mock.api.journal().is_empty(), "no API call without credentials");
 
     cluster.put_secret("api-token", "e2e-token").await;
     let inv = cluster.wait_ready("team").await;
@@ -248,21 +198,15 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
 async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
     let mut s = Harness::start().await;
     s.cluster.put_secret("api-token", "wrong-token").await;
-    s.cluster
-        .user_invite_endpoint("wavefront", &s.mock.url, "api-token")
-        .await;
+    s.cluster.user_invite_endpoint("wavefront", &s.mock.url, "api-token").await;
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_invitation("team", spec(&["alice@example.com"]))
-        .await;
+    cluster.create_invitation("team", spec(&["alice@example.com"])).await;
     let inv = cluster.wait_for_reason("team", "EndpointNotReady").await;
     let status = inv.status.unwrap();
     assert!(ready_message(&status).contains("401"), "{status:?}");
     assert!(
-        !serde_json::to_string(&status)
-            .unwrap()
-            .contains("wrong-token"),
+        !serde_json::to_string(&status).unwrap().contains("wrong-token"),
         "no secret in status"
     );
     cluster.put_secret("api-token", "e2e-token").await;
@@ -297,14 +241,10 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
             "users": [{"emailAddress": "alice@example.com", "groups": groups, "userGroups": []}]
         })
     };
-    cluster
-        .create_invitation("too-much", spec(json!(["user_management"])))
-        .await;
+    cluster.create_invitation("too-much", spec(json!(["user_management"]))).await;
     let message = cluster.wait_reason("too-much", "NotAllowed").await;
     assert!(message.contains("user_management"), "{message}");
-    cluster
-        .create_ready("fine", spec(json!(["dashboard_management"])))
-        .await;
+    cluster.create_ready("fine", spec(json!(["dashboard_management"]))).await;
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
     s.finish().await;
 }
@@ -321,15 +261,9 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
     assert!(message.contains("OrgInvitation"), "{message}");
 
     let paused = json!({"name": "paused", "annotations": {"invite.operators.dev/paused": "true"}});
-    s.cluster
-        .create_invitation_with(paused, spec(&["paula@example.com"]))
-        .await;
+    s.cluster.create_invitation_with(paused, spec(&["paula@example.com"])).await;
     s.cluster.wait_for_reason("paused", "Paused").await;
-    assert!(
-        s.mock.api.journal().is_empty(),
-        "{:?}",
-        s.mock.api.journal()
-    );
+    assert!(s.mock.api.journal().is_empty(), "{:?}", s.mock.api.journal());
     s.finish().await;
 }
 
@@ -347,14 +281,8 @@ async fn the_controller_waits_for_its_crds_instead_of_exiting() {
         base_settings("default"),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        *controller.readiness.borrow(),
-        invite_operator::health::Readiness::WaitingForCrds
-    );
-    assert!(
-        !controller.is_finished(),
-        "still running while the CRDs are missing"
-    );
+    assert_eq!(*controller.readiness.borrow(), invite_operator::health::Readiness::WaitingForCrds);
+    assert!(!controller.is_finished(), "still running while the CRDs are missing");
     let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         kube::Api::all(server.client());
     for crd in invite_operator::api::all_crds() {

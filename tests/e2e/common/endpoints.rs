@@ -17,11 +17,7 @@ pub fn endpoint_ready(status: &Option<EndpointStatus>) -> (String, String, Strin
 /// Whether a `Ready` condition is `status`/`reason`; `Err` names what it is.
 fn is(status: &Option<EndpointStatus>, want: (&str, &str)) -> Result<(), String> {
     let (s, r, m) = endpoint_ready(status);
-    if (s.as_str(), r.as_str()) == want {
-        Ok(())
-    } else {
-        Err(format!("{s}/{r}: {m}"))
-    }
+    if (s.as_str(), r.as_str()) == want { Ok(()) } else { Err(format!("{s}/{r}: {m}")) }
 }
 
 impl TestCluster {
@@ -53,13 +49,10 @@ impl TestCluster {
         reason: &str,
     ) -> ClusterInvitationEndpoint {
         let api: Api<ClusterInvitationEndpoint> = Api::all(self.client.clone());
-        eventually(
-            &format!("cluster endpoint {name} {status}/{reason}"),
-            async || {
-                let ep = api.get(name).await.unwrap();
-                is(&ep.status, (status, reason)).map(|()| ep)
-            },
-        )
+        eventually(&format!("cluster endpoint {name} {status}/{reason}"), async || {
+            let ep = api.get(name).await.unwrap();
+            is(&ep.status, (status, reason)).map(|()| ep)
+        })
         .await
     }
 

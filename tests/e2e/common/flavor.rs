@@ -76,10 +76,7 @@ impl Flavor {
     /// The invite requests of the mock's journal (answered or not).
     pub fn invite_posts(self, mock: &RunningMock) -> Vec<JournalEntry> {
         let journal = mock.api.journal();
-        journal
-            .into_iter()
-            .filter(|e| self.is_invite_post(e))
-            .collect()
+        journal.into_iter().filter(|e| self.is_invite_post(e)).collect()
     }
 
     /// The addresses of each invite request in `journal` whose answer had `status` (0: not
@@ -133,8 +130,7 @@ impl Flavor {
     pub async fn harness(self, timeout_seconds: u64, rps: u32) -> Harness {
         let h = Harness::start().await;
         h.cluster.put_secret(SECRET, TOKEN).await;
-        self.apply_endpoint(&h.cluster, ENDPOINT, &h.mock.url, timeout_seconds, rps)
-            .await;
+        self.apply_endpoint(&h.cluster, ENDPOINT, &h.mock.url, timeout_seconds, rps).await;
         h
     }
 
@@ -147,17 +143,13 @@ impl Flavor {
         timeout_seconds: u64,
         rps: u32,
     ) {
-        cluster
-            .apply_endpoint(name, self.endpoint(url, timeout_seconds, rps))
-            .await;
+        cluster.apply_endpoint(name, self.endpoint(url, timeout_seconds, rps)).await;
     }
 }
 
 /// `n` addresses `prefix-i@example.com`.
 pub fn addresses(prefix: &str, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("{prefix}-{i}@example.com"))
-        .collect()
+    (0..n).map(|i| format!("{prefix}-{i}@example.com")).collect()
 }
 
 /// The status entry of `email`.

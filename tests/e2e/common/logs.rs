@@ -26,13 +26,9 @@ fn capture_of_this_thread() -> Option<Captured> {
 pub fn init() {
     let captured = || filter_fn(|_| capture_of_this_thread().is_some());
     let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_test_writer()
-                .with_filter(
-                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-                ),
-        )
+        .with(tracing_subscriber::fmt::layer().with_test_writer().with_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        ))
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)

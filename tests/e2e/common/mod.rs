@@ -212,10 +212,7 @@ impl TestCluster {
     }
 
     async fn create_namespace_named(&self, name: &str) {
-        let test = std::thread::current()
-            .name()
-            .unwrap_or("unknown")
-            .to_string();
+        let test = std::thread::current().name().unwrap_or("unknown").to_string();
         Api::<Namespace>::all(self.client.clone())
             .create(
                 &PostParams::default(),
@@ -357,8 +354,7 @@ impl TestCluster {
     /// Creates a namespaced UserInvite endpoint pointing at `url`, reading the token from
     /// Secret `secret`.
     pub async fn user_invite_endpoint(&self, name: &str, url: &str, secret: &str) {
-        self.namespaced_endpoint(name, json!({"api": "UserInvite", "url": url}), secret)
-            .await;
+        self.namespaced_endpoint(name, json!({"api": "UserInvite", "url": url}), secret).await;
     }
 
     /// Creates a namespaced OrgInvitation endpoint for organization `org` at `url`.
@@ -378,8 +374,7 @@ impl TestCluster {
 
     /// Creates or updates the InvitationEndpoint `name` with exactly this spec.
     pub async fn apply_endpoint(&self, name: &str, spec: Value) {
-        self.apply_endpoint_labelled(name, spec, self.labels())
-            .await;
+        self.apply_endpoint_labelled(name, spec, self.labels()).await;
     }
 
     /// Creates or updates the InvitationEndpoint `name` with exactly this spec and these
@@ -403,8 +398,7 @@ impl TestCluster {
     /// Creates a cluster endpoint (name it with [`TestCluster::unique`]) from a JSON spec,
     /// labelled with the test's id, so this test's controllers serve it (and no other's).
     pub async fn cluster_endpoint(&self, name: &str, spec: Value) {
-        self.cluster_endpoint_labelled(name, spec, self.labels())
-            .await;
+        self.cluster_endpoint_labelled(name, spec, self.labels()).await;
     }
 
     /// Creates a cluster endpoint with exactly these labels (include [`TestCluster::labels`]'s
@@ -425,8 +419,7 @@ impl TestCluster {
 
     /// Creates a UserInvitation from its spec.
     pub async fn create_invitation(&self, name: &str, spec: Value) -> UserInvitation {
-        self.create_invitation_with(json!({"name": name}), spec)
-            .await
+        self.create_invitation_with(json!({"name": name}), spec).await
     }
 
     /// Creates a UserInvitation from its spec and `metadata` (its name; another namespace,
@@ -466,11 +459,7 @@ impl TestCluster {
         while same < 2 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let again = read().await;
-            same = if again.len() == events.len() {
-                same + 1
-            } else {
-                0
-            };
+            same = if again.len() == events.len() { same + 1 } else { 0 };
             events = again;
         }
         events
@@ -479,11 +468,7 @@ impl TestCluster {
     /// Merge-patches a UserInvitation's spec.
     pub async fn patch_spec(&self, name: &str, spec: Value) {
         self.invitations()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": spec})),
-            )
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
             .await
             .expect("patch spec");
     }
@@ -518,11 +503,7 @@ impl TestCluster {
 
     /// The UserInvitations of the test's namespace.
     pub async fn list_invitations(&self) -> Vec<UserInvitation> {
-        self.invitations()
-            .list(&ListParams::default())
-            .await
-            .expect("list invitations")
-            .items
+        self.invitations().list(&ListParams::default()).await.expect("list invitations").items
     }
 
     /// Waits until the UserInvitation `name` is gone (its finalizer released).
@@ -564,19 +545,12 @@ impl TestCluster {
 
     /// Deletes the UserInvitation `name` (it may stay until its finalizer is released).
     pub async fn delete(&self, name: &str) {
-        self.invitations()
-            .delete(name, &Default::default())
-            .await
-            .expect("delete invitation");
+        self.invitations().delete(name, &Default::default()).await.expect("delete invitation");
     }
 
     /// The reasons of the events about `name`.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        self.events_of(name)
-            .await
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect()
+        self.events_of(name).await.into_iter().filter_map(|e| e.reason).collect()
     }
 
     /// The notes of the `reason` events about `name`.
@@ -599,10 +573,7 @@ impl TestCluster {
                 .map(|e| e.note.clone().unwrap_or_default())
                 .collect();
             if notes.is_empty() {
-                Err(format!(
-                    "{:?}",
-                    events.iter().map(|e| &e.reason).collect::<Vec<_>>()
-                ))
+                Err(format!("{:?}", events.iter().map(|e| &e.reason).collect::<Vec<_>>()))
             } else {
                 Ok(notes)
             }
@@ -639,12 +610,7 @@ struct CleanupGuard {
 
 impl CleanupGuard {
     fn abort_tasks(&self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             task.abort();
         }
     }
@@ -721,12 +687,7 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
                     .await
                     .map(|_| ()),
             )
-            .map_err(|e| {
-                format!(
-                    "remove the finalizers of {ns}/{}: {e}",
-                    invitation.name_any()
-                )
-            })?;
+            .map_err(|e| format!("remove the finalizers of {ns}/{}: {e}", invitation.name_any()))?;
         }
         gone(
             Api::<Namespace>::all(client.clone())
@@ -754,11 +715,8 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
         for kind in ADMISSION_POLICY_KINDS {
             let resource = admission_policy_resource(api_version, kind);
             let api: Api<kube::core::DynamicObject> = Api::all_with(client.clone(), &resource);
-            let names = gone_or(
-                admission_policies(client, &resource, &selector).await,
-                Vec::new,
-            )
-            .map_err(|e| format!("list {kind}s ({api_version}): {e}"))?;
+            let names = gone_or(admission_policies(client, &resource, &selector).await, Vec::new)
+                .map_err(|e| format!("list {kind}s ({api_version}): {e}"))?;
             for name in names {
                 gone(api.delete(&name, &dp).await.map(|_| ()))
                     .map_err(|e| format!("delete {kind} {name}: {e}"))?;
@@ -777,9 +735,8 @@ pub async fn admission_policies(
     selector: &ListParams,
 ) -> Result<Vec<String>, kube::Error> {
     let url = format!("/apis/{}/{}", resource.api_version, resource.plural);
-    let request = kube::core::Request::new(url)
-        .list(selector)
-        .map_err(kube::Error::BuildRequest)?;
+    let request =
+        kube::core::Request::new(url).list(selector).map_err(kube::Error::BuildRequest)?;
     let list: Value = client.request(request).await?;
     Ok(list["items"]
         .as_array()
@@ -804,22 +761,17 @@ fn gone_or<T>(
 /// `admissionregistration.k8s.io/v1` from Kubernetes 1.30, `v1beta1` on 1.28 and 1.29 when
 /// turned on (`--feature-gates=ValidatingAdmissionPolicy=true
 /// --runtime-config=admissionregistration.k8s.io/v1beta1=true`).
-pub const ADMISSION_POLICY_VERSIONS: [&str; 2] = [
-    "admissionregistration.k8s.io/v1",
-    "admissionregistration.k8s.io/v1beta1",
-];
+pub const ADMISSION_POLICY_VERSIONS: [&str; 2] =
+    ["admissionregistration.k8s.io/v1", "admissionregistration.k8s.io/v1beta1"];
 
 /// The kinds of an admission policy: bindings first (the order to delete them in).
-pub const ADMISSION_POLICY_KINDS: [&str; 2] = [
-    "ValidatingAdmissionPolicyBinding",
-    "ValidatingAdmissionPolicy",
-];
+pub const ADMISSION_POLICY_KINDS: [&str; 2] =
+    ["ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"];
 
 /// The API resource of `kind` (one of [`ADMISSION_POLICY_KINDS`]) in `api_version`.
 pub fn admission_policy_resource(api_version: &str, kind: &str) -> kube::core::ApiResource {
-    let (group, version) = api_version
-        .split_once('/')
-        .unwrap_or_else(|| panic!("not a group/version: {api_version}"));
+    let (group, version) =
+        api_version.split_once('/').unwrap_or_else(|| panic!("not a group/version: {api_version}"));
     let plural = match kind {
         "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
         "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
@@ -839,10 +791,7 @@ pub fn admission_policy_resource(api_version: &str, kind: &str) -> kube::core::A
 pub async fn served_admission_policy_version(client: &Client) -> Option<&'static str> {
     for api_version in ADMISSION_POLICY_VERSIONS {
         if let Ok(resources) = client.list_api_group_resources(api_version).await
-            && resources
-                .resources
-                .iter()
-                .any(|r| r.name == "validatingadmissionpolicies")
+            && resources.resources.iter().any(|r| r.name == "validatingadmissionpolicies")
         {
             return Some(api_version);
         }
@@ -854,9 +803,7 @@ pub async fn served_admission_policy_version(client: &Client) -> Option<&'static
 async fn install_crds(client: &Client) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in all_crds() {
-        kube_test_apiserver::create_or_replace(&crds, &crd)
-            .await
-            .expect("create or replace CRD");
+        kube_test_apiserver::create_or_replace(&crds, &crd).await.expect("create or replace CRD");
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while Api::<UserInvitation>::all(client.clone())
@@ -864,10 +811,7 @@ async fn install_crds(client: &Client) {
         .await
         .is_err()
     {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "CRDs never became served"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "CRDs never became served");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -890,11 +834,7 @@ impl Harness {
     pub async fn with_mock(config: MockConfig) -> Harness {
         let cluster = TestCluster::start().await;
         let mock = start_mock(config).await;
-        Harness {
-            cluster,
-            mock,
-            controller: None,
-        }
+        Harness { cluster, mock, controller: None }
     }
 
     /// The UserInvite world: Secret `api-token` and InvitationEndpoint `wavefront` on the mock.
@@ -913,9 +853,7 @@ impl Harness {
     pub async fn user_invite_on(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("api-token", TOKEN).await;
-        h.cluster
-            .user_invite_endpoint("wavefront", &h.mock.url, "api-token")
-            .await;
+        h.cluster.user_invite_endpoint("wavefront", &h.mock.url, "api-token").await;
         h
     }
 
@@ -924,9 +862,7 @@ impl Harness {
     pub async fn org_invitation(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("csp-token", TOKEN).await;
-        h.cluster
-            .org_endpoint("csp", &h.mock.url, "csp-token", ORG)
-            .await;
+        h.cluster.org_endpoint("csp", &h.mock.url, "csp-token", ORG).await;
         h
     }
 
@@ -972,14 +908,10 @@ impl OperatorProcess {
     /// `METRICS_ADDR` on a free loopback port, `LOG_LEVEL=warn`, then `env` on top. The
     /// operator's other variables are removed from the inherited environment.
     pub fn start(cluster: &TestCluster, name: &str, env: &[(&str, &str)]) -> OperatorProcess {
-        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let metrics_addr =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invite-operator"));
-        command
-            .args(["run", "--kubeconfig"])
-            .arg(cluster.kubeconfig_file());
+        command.args(["run", "--kubeconfig"]).arg(cluster.kubeconfig_file());
         let operator_env = "KUBECONFIG POD_NAMESPACE RESYNC_INTERVAL RETRY_BASE_DELAY RETRY_MAX_DELAY \
             CONCURRENCY WATCH_NAMESPACES CLUSTER_ENDPOINT_SELECTOR NAMESPACED_ENDPOINT_SELECTOR \
             LEADER_ELECTION LEASE_NAME LEASE_NAMESPACE LEASE_DURATION POD_NAME LOG_FORMAT";
@@ -1001,11 +933,7 @@ impl OperatorProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start the operator");
-        OperatorProcess {
-            name: name.to_string(),
-            child,
-            metrics_addr,
-        }
+        OperatorProcess { name: name.to_string(), child, metrics_addr }
     }
 
     /// Sends SIGTERM and waits for a successful exit.
@@ -1015,24 +943,20 @@ impl OperatorProcess {
             .status()
             .expect("kill -TERM");
         assert!(status.success());
-        let status = eventually(&format!("{} to exit", self.name), async || {
-            self.child.try_wait().unwrap()
-        })
-        .await;
+        let status =
+            eventually(&format!("{} to exit", self.name), async || self.child.try_wait().unwrap())
+                .await;
         assert!(status.success(), "{} exited with {status}", self.name);
     }
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.metrics_addr);
-        eventually(
-            &format!("{} to be ready", self.name),
-            async || match reqwest::get(&url).await {
-                Ok(response) if response.status() == 200 => Ok(()),
-                Ok(response) => Err(response.status().to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        )
+        eventually(&format!("{} to be ready", self.name), async || match reqwest::get(&url).await {
+            Ok(response) if response.status() == 200 => Ok(()),
+            Ok(response) => Err(response.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        })
         .await
     }
 }
@@ -1052,10 +976,7 @@ pub struct RequestLog(Arc<Mutex<Vec<(String, String)>>>);
 
 impl RequestLog {
     fn record(&self, method: &str, path: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((method.to_string(), path.to_string()));
+        self.0.lock().unwrap().push((method.to_string(), path.to_string()));
     }
 
     /// The writes (anything but GET) to the object `name` of `resource` (plural, e.g.
@@ -1181,12 +1102,7 @@ impl RunningController {
             Leadership::unconditional(),
             stop.clone(),
         ));
-        RunningController {
-            metrics,
-            readiness,
-            stop,
-            handle: Some(handle),
-        }
+        RunningController { metrics, readiness, stop, handle: Some(handle) }
     }
 
     /// Number of reconciles finished so far.
@@ -1216,9 +1132,7 @@ impl RunningController {
     pub async fn wait_reconciles(&self, n: u64) {
         eventually(&format!("{n} reconciles"), async || {
             let made = self.reconciles();
-            (made >= n)
-                .then_some(())
-                .ok_or(format!("{made} reconciles"))
+            (made >= n).then_some(()).ok_or(format!("{made} reconciles"))
         })
         .await
     }
@@ -1318,11 +1232,7 @@ pub fn api_calls(mock: &RunningMock) -> Vec<String> {
 
 /// The strings of the JSON array `values`, sorted.
 pub fn sorted(values: &Value) -> Vec<String> {
-    let strings = values
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str);
+    let strings = values.as_array().into_iter().flatten().filter_map(Value::as_str);
     let mut v: Vec<String> = strings.map(str::to_string).collect();
     v.sort();
     v
@@ -1336,21 +1246,14 @@ pub fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
 /// A mock invite API with the suite's token and organization, configured by the rest of
 /// `config`.
 pub async fn start_mock(config: MockConfig) -> RunningMock {
-    let config = MockConfig {
-        token: TOKEN.into(),
-        organization_id: ORG.into(),
-        ..config
-    };
+    let config = MockConfig { token: TOKEN.into(), organization_id: ORG.into(), ..config };
     MockApi::start(config).await.expect("start mock")
 }
 
 /// `config` for an API that sends again: re-inviting an invited user who never logged in
 /// answers 200 and emails again (a second request is not refused, so only the wire shows it).
 pub fn resending(config: MockConfig) -> MockConfig {
-    MockConfig {
-        resend_to_invited: true,
-        ..config
-    }
+    MockConfig { resend_to_invited: true, ..config }
 }
 
 impl Drop for RunningController {
