@@ -93,6 +93,11 @@ fn org(usernames: Value) -> Value {
            "orgInvitation": {"usernames": usernames}})
 }
 
+/// One user, `p@example.com`, with `value` at `path`.
+fn one_with(path: &str, value: Value) -> Value {
+    with(users(&["p@example.com"]), path, value)
+}
+
 /// A long but valid address (120 characters): a local part of 40, two 37-character labels.
 fn long_address(i: usize) -> String {
     let local = format!("{i:0>40}");
@@ -135,46 +140,29 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
             users(&[&format!("{}@example.com", "x".repeat(250))]),
             Refused("emailAddress"),
         ),
-        (
-            "empty-group",
-            with(users(&["g@example.com"]), "/users/0/groups", json!([""])),
-            Refused("groups"),
-        ),
+        ("empty-group", one_with("/users/0/groups", json!([""])), Refused("groups")),
         (
             "too-many-groups",
-            with(
-                users(&["g@example.com"]),
+            one_with(
                 "/users/0/groups",
                 json!((0..65).map(|i| format!("g{i}")).collect::<Vec<_>>()),
             ),
             Refused("groups"),
         ),
-        (
-            "kib-group",
-            with(users(&["g@example.com"]), "/users/0/groups", json!([kib])),
-            Refused("groups"),
-        ),
+        ("kib-group", one_with("/users/0/groups", json!([kib])), Refused("groups")),
         ("thousand-users-kib-strings", json!({"users": thousand_kib}), Refused("groups")),
         (
             "bad-access-policy",
-            with(users(&["p@example.com"]), "/accessPolicy", json!("Sometimes")),
+            one_with("/accessPolicy", json!("Sometimes")),
             Refused("accessPolicy"),
         ),
         (
             "bad-deletion-policy",
-            with(users(&["p@example.com"]), "/deletionPolicy", json!("Never")),
+            one_with("/deletionPolicy", json!("Never")),
             Refused("deletionPolicy"),
         ),
-        (
-            "bad-endpoint-kind",
-            with(users(&["p@example.com"]), "/endpointRef/kind", json!("Secret")),
-            Refused("kind"),
-        ),
-        (
-            "empty-endpoint-name",
-            with(users(&["p@example.com"]), "/endpointRef/name", json!("")),
-            Refused("name"),
-        ),
+        ("bad-endpoint-kind", one_with("/endpointRef/kind", json!("Secret")), Refused("kind")),
+        ("empty-endpoint-name", one_with("/endpointRef/name", json!("")), Refused("name")),
     ]
 }
 
@@ -198,11 +186,7 @@ fn refused_org_and_type_cases() -> Vec<(&'static str, Value, Expect)> {
             ),
             Refused("customGroupsIds"),
         ),
-        (
-            "wrong-type-bool",
-            with(users(&["t@example.com"]), "/reinviteExpired", json!("yes")),
-            Refused("reinviteExpired"),
-        ),
+        ("wrong-type-bool", one_with("/reinviteExpired", json!("yes")), Refused("reinviteExpired")),
         ("users-not-a-list", json!({"users": {"emailAddress": "a@example.com"}}), Refused("users")),
         ("email-not-a-string", json!({"users": [{"emailAddress": 42}]}), Refused("emailAddress")),
     ]

@@ -186,14 +186,8 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         .await;
     assert_eq!(inv.finalizers(), &["invite.operators.dev/cleanup".to_string()]);
     // On the team's own (namespaced) endpoint, Delete adopts the user who existed before.
-    let old = inv
-        .status
-        .as_ref()
-        .unwrap()
-        .users
-        .iter()
-        .find(|u| u.email_address == "old@example.com")
-        .unwrap();
+    let old =
+        crate::common::flavor::entry(inv.status.as_ref().unwrap(), "old@example.com").unwrap();
     assert_eq!(
         (old.state, old.ownership),
         (UserState::AlreadyMember, Some(invite_operator::api::Ownership::Adopted))

@@ -33,6 +33,14 @@ fn spec(usernames: &[&str]) -> Value {
     )
 }
 
+/// Adds `username` to the resource `org` of dana; waits until it is invited.
+async fn add_to_dana(s: &Harness, username: &str) {
+    let usernames = json!({"orgInvitation": {"usernames": ["dana@example.com", username]}});
+    s.cluster.patch_spec("org", usernames).await;
+    let inv = s.cluster.wait_status("org", username, |st| st.invited == 2 && is_ready(st)).await;
+    assert_eq!(state_of(&inv, username), UserState::Invited);
+}
+
 #[tokio::test]
 async fn create_invites_with_one_call_and_records_invitation_references() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
@@ -74,15 +82,7 @@ async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
     assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
     assert_eq!(invite_posts(&s.mock).len(), 1, "no new invitation after a restart");
 
-    s.cluster
-        .patch_spec(
-            "org",
-            json!({"orgInvitation": {"usernames": ["dana@example.com", "frank@example.com"]}}),
-        )
-        .await;
-    let inv =
-        s.cluster.wait_status("org", "frank invited", |st| st.invited == 2 && is_ready(st)).await;
-    assert_eq!(state_of(&inv, "frank@example.com"), UserState::Invited);
+    add_to_dana(&s, "frank@example.com").await;
     let posts = invite_posts(&s.mock);
     assert_eq!(posts.len(), 2);
     assert_eq!(posts[1]["usernames"], json!(["frank@example.com"]));
@@ -167,15 +167,7 @@ async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
     assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
     // Every access token expires; the next call gets a 401, exchanges again and goes on.
     s.mock.api.expire_access_tokens();
-    s.cluster
-        .patch_spec(
-            "org",
-            json!({"orgInvitation": {"usernames": ["dana@example.com", "gus@example.com"]}}),
-        )
-        .await;
-    let inv =
-        s.cluster.wait_status("org", "gus invited", |st| st.invited == 2 && is_ready(st)).await;
-    assert_eq!(state_of(&inv, "gus@example.com"), UserState::Invited);
+    add_to_dana(&s, "gus@example.com").await;
     assert_eq!(token_exchanges(&s.mock), 2);
     assert!(s.mock.api.journal().iter().any(|e| e.status == 401), "a 401 was seen and handled");
     assert_eq!(s.mock.api.invitations_sent_to("gus@example.com"), 1);

@@ -115,7 +115,7 @@ async fn claim_admin(h: &mut Harness, name: &str, shared: &str, groups: &[&str])
     h.cluster
         .create_invitation(
             name,
-            json!({"endpointRef": via(&shared),
+            json!({"endpointRef": via(shared),
                    "accessPolicy": "Enforce", "deletionPolicy": "Delete",
                    "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
         )
