@@ -174,13 +174,7 @@ impl Cluster {
             ns,
             &ApiResource::erase::<InvitationEndpoint>(&()),
         );
-        let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1",
-            "kind": "InvitationEndpoint",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": spec,
-        }))
-        .map_err(|e| format!("endpoint: {e}"))?;
+        let object: DynamicObject = ours("InvitationEndpoint", ns, name, spec)?;
         let created = api
             .create(&PostParams::default(), &object)
             .await
@@ -264,19 +258,29 @@ impl Cluster {
     }
 }
 
+/// One of the operator's objects: a `kind` named `name` in `ns`, with `spec`.
+fn ours<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    spec: Value,
+) -> BenchResult<T> {
+    let object = json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    });
+    serde_json::from_value(object).map_err(|e| format!("{kind} {ns}/{name}: {e}"))
+}
+
 async fn create_with_retries(
     api: &Api<UserInvitation>,
     ns: &str,
     name: &str,
     spec: Value,
 ) -> BenchResult<()> {
-    let invitation: UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1",
-        "kind": "UserInvitation",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }))
-    .map_err(|e| format!("UserInvitation spec: {e}"))?;
+    let invitation: UserInvitation = ours("UserInvitation", ns, name, spec)?;
     let mut attempt = 0;
     loop {
         attempt += 1;

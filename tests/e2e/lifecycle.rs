@@ -453,8 +453,7 @@ async fn events_name_what_was_done_in_the_api() {
 
 #[tokio::test]
 async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     let spec = |names: &[&str]| {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},

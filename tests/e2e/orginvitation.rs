@@ -43,8 +43,7 @@ async fn add_to_dana(s: &Harness, username: &str) {
 
 #[tokio::test]
 async fn create_invites_with_one_call_and_records_invitation_references() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     let inv = s.cluster.create_ready("org", spec(&["dana@example.com", "eve@example.com"])).await;
     let status = inv.status.clone().unwrap();
     assert_eq!(status.invited, 2);
@@ -70,8 +69,7 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
 
 #[tokio::test]
 async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let mut s = Harness::org_invitation_running().await;
     let before = s.cluster.create_ready("org", spec(&["dana@example.com"])).await;
     s.controller.take().unwrap().stop().await;
 
@@ -161,8 +159,7 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
 
 #[tokio::test]
 async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     s.cluster.create_ready("org", spec(&["dana@example.com"])).await;
     assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
     // Every access token expires; the next call gets a 401, exchanges again and goes on.
@@ -218,8 +215,7 @@ async fn acceptance_is_observed_on_resync() {
 
 #[tokio::test]
 async fn users_on_an_org_endpoint_is_a_mismatch() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
         "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]

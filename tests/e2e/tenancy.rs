@@ -277,8 +277,7 @@ fn invitation_status(mock: &RunningMock, username: &str) -> Option<String> {
 /// deleted; it revokes only its own.
 #[tokio::test]
 async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
-    let mut h = Harness::org_invitation(MockConfig::default()).await;
-    h.start_controller();
+    let h = Harness::org_invitation_running().await;
     let spec = |names: &[&str], delete: bool| {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                "deletionPolicy": if delete { "Delete" } else { "Retain" },

@@ -842,10 +842,16 @@ impl Harness {
         Harness::user_invite_on(MockConfig::default()).await
     }
 
-    /// [`Harness::user_invite`] on a mock with this configuration.
     /// [`Harness::user_invite`] with the controller started.
     pub async fn user_invite_running() -> Harness {
         let mut h = Harness::user_invite().await;
+        h.start_controller();
+        h
+    }
+
+    /// [`Harness::org_invitation`] on the default mock, with the controller started.
+    pub async fn org_invitation_running() -> Harness {
+        let mut h = Harness::org_invitation(MockConfig::default()).await;
         h.start_controller();
         h
     }
