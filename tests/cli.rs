@@ -20,6 +20,21 @@ fn root(path: &str) -> String {
     package_path(path).display().to_string()
 }
 
+/// Runs `reconcile -f <manifest, in a file of its own> <args>`.
+fn reconcile_manifest(name: &str, manifest: &str, args: &[&str]) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("invite-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, manifest).unwrap();
+    let out = operator()
+        .args(["reconcile", "-f"])
+        .arg(&file)
+        .args(args)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    out.unwrap()
+}
+
 fn documents(stdout: &[u8]) -> Vec<serde_json::Value> {
     let text = String::from_utf8_lossy(stdout);
     serde_saphyr::from_multiple::<serde_json::Value>(&text)
@@ -68,14 +83,7 @@ fn the_quick_start_invites_everyone_through_the_embedded_mock() {
 /// endpoint names.
 #[test]
 fn the_examples_hold_no_secret_and_their_endpoints_name_the_secret_files() {
-    let read = |path: &str| {
-        let text = std::fs::read_to_string(root(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_saphyr::from_multiple::<serde_json::Value>(&text)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-            .into_iter()
-            .filter(|v| !v.is_null())
-            .collect::<Vec<_>>()
-    };
+    let read = |path: &str| documents(&std::fs::read(root(path)).expect(path));
     for example in ["userinvite", "orginvitation", "cluster-endpoint"] {
         let docs = read(&format!("examples/{example}.yaml"));
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
@@ -126,16 +134,8 @@ fn dry_run_prints_the_plan_and_invites_nobody() {
     let example = std::fs::read_to_string(root("examples/userinvite.yaml")).unwrap();
     let pointed = example.replace("https://example.wavefront.com", &mock.url);
     assert_ne!(pointed, example, "the example's endpoint URL was replaced");
-    let dir = std::env::temp_dir().join(format!("invite-cli-dry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("userinvite.yaml");
-    std::fs::write(&file, pointed).unwrap();
-    let out = operator()
-        .args(["reconcile", "--dry-run", "-f", file.to_str().unwrap(), "-f"])
-        .arg(root("examples/userinvite-secret.yaml"))
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let secret = root("examples/userinvite-secret.yaml");
+    let out = reconcile_manifest("userinvite", &pointed, &["--dry-run", "-f", &secret]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -161,25 +161,14 @@ fn dry_run_prints_the_plan_and_invites_nobody() {
 
 #[test]
 fn a_resource_that_is_not_ready_exits_non_zero_with_the_reason() {
-    let dir = std::env::temp_dir().join(format!("invite-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("lonely.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: invite.operators.dev/v1alpha1\nkind: UserInvitation\nmetadata: {name: lonely}\nspec:\n  users: [{emailAddress: a@example.com, groups: [], userGroups: []}]\n",
-    )
-    .unwrap();
-    let out = operator()
-        .args(["reconcile", "-f", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let lonely = "apiVersion: invite.operators.dev/v1alpha1\nkind: UserInvitation\nmetadata: {name: lonely}\nspec:\n  users: [{emailAddress: a@example.com, groups: [], userGroups: []}]\n";
+    let out = reconcile_manifest("lonely", lonely, &[]);
     assert_eq!(out.status.code(), Some(1));
     let docs = documents(&out.stdout);
     assert_eq!(
         docs[0]["status"]["conditions"][0]["reason"],
         "EndpointNotFound"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[cfg(feature = "mock-api")]
@@ -202,15 +191,7 @@ fn reconcile_refuses_other_spellings_of_a_mailbox_without_any_admission() {
         .map(|e| format!("    - {{emailAddress: {e}, groups: [], userGroups: []}}\n"))
         .collect::<String>()
     );
-    let dir = std::env::temp_dir().join(format!("invite-cli-spellings-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("spellings.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    let out = operator()
-        .args(["reconcile", "--mock-api", "-f", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    let out = reconcile_manifest("spellings", &manifest, &["--mock-api"]);
     assert_eq!(
         out.status.code(),
         Some(1),

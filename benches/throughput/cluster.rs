@@ -174,13 +174,7 @@ impl Cluster {
             ns,
             &ApiResource::erase::<InvitationEndpoint>(&()),
         );
-        let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1",
-            "kind": "InvitationEndpoint",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": spec,
-        }))
-        .map_err(|e| format!("endpoint: {e}"))?;
+        let object: DynamicObject = ours("InvitationEndpoint", ns, name, spec)?;
         let created = api
             .create(&PostParams::default(), &object)
             .await
@@ -264,19 +258,29 @@ impl Cluster {
     }
 }
 
+/// One of the operator's objects: a `kind` named `name` in `ns`, with `spec`.
+fn ours<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    spec: Value,
+) -> BenchResult<T> {
+    let object = json!({
+        "apiVersion": "invite.operators.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    });
+    serde_json::from_value(object).map_err(|e| format!("{kind} {ns}/{name}: {e}"))
+}
+
 async fn create_with_retries(
     api: &Api<UserInvitation>,
     ns: &str,
     name: &str,
     spec: Value,
 ) -> BenchResult<()> {
-    let invitation: UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1",
-        "kind": "UserInvitation",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }))
-    .map_err(|e| format!("UserInvitation spec: {e}"))?;
+    let invitation: UserInvitation = ours("UserInvitation", ns, name, spec)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -408,6 +412,38 @@ fn ready_condition(invitation: &UserInvitation) -> Option<(&str, &str)> {
         .map(|c| (c.status.as_str(), c.reason.as_str()))
 }
 
+/// Watches the `K`s of `ns` (with the watcher's backoff, errors skipped) and calls `on_event`
+/// with each event and whether the first listing was done by then; counts `listed` up once it is.
+fn spawn_watch<K>(
+    client: &Client,
+    ns: &str,
+    listed: watch::Sender<u8>,
+    mut on_event: impl FnMut(watcher::Event<K>, bool) + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut listed_once = false;
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { continue };
+            if matches!(event, watcher::Event::InitDone) && !listed_once {
+                listed_once = true;
+                listed.send_modify(|n| *n += 1);
+            }
+            on_event(event, listed_once);
+        }
+    })
+}
+
 impl Tracker {
     /// Starts watching namespace `ns`; waits until both watches listed.
     pub async fn start(client: &Client, ns: &str, done: DonePredicate) -> BenchResult<Tracker> {
@@ -416,67 +452,35 @@ impl Tracker {
         let (listed_tx, mut listed) = watch::channel(0u8);
         let invitations = {
             let state = state.clone();
-            let listed_tx = listed_tx.clone();
-            let stream = watcher(
-                Api::<UserInvitation>::namespaced(client.clone(), ns),
-                watcher::Config::default(),
-            )
-            .default_backoff();
-            tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                let mut listed_once = false;
-                while let Some(event) = stream.next().await {
-                    let Ok(event) = event else { continue };
-                    let mut s = state.lock().expect("lock");
-                    match event {
-                        watcher::Event::Init if listed_once => s.relists += 1,
-                        watcher::Event::InitDone if !listed_once => {
-                            listed_once = true;
-                            listed_tx.send_modify(|n| *n += 1);
-                        }
-                        watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
-                            s.observe(&object, done)
-                        }
-                        _ => {}
+            spawn_watch::<UserInvitation>(client, ns, listed_tx.clone(), move |event, listed| {
+                let mut s = state.lock().expect("lock");
+                match event {
+                    watcher::Event::Init if listed => s.relists += 1,
+                    watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
+                        s.observe(&object, done)
                     }
-                    let seen = s.objects.len();
-                    let finished = s.objects.values().filter(|o| o.done).count();
-                    drop(s);
-                    counts_tx.send_if_modified(|c| {
-                        let changed = *c != (seen, finished);
-                        *c = (seen, finished);
-                        changed
-                    });
+                    _ => {}
                 }
+                let seen = s.objects.len();
+                let finished = s.objects.values().filter(|o| o.done).count();
+                drop(s);
+                counts_tx.send_if_modified(|c| {
+                    let changed = *c != (seen, finished);
+                    *c = (seen, finished);
+                    changed
+                });
             })
         };
         let events = {
             let state = state.clone();
-            let stream = watcher(
-                Api::<Event>::namespaced(client.clone(), ns),
-                watcher::Config::default(),
-            )
-            .default_backoff();
-            tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                let mut listed_once = false;
-                while let Some(event) = stream.next().await {
-                    let Ok(event) = event else { continue };
-                    match event {
-                        watcher::Event::InitDone if !listed_once => {
-                            listed_once = true;
-                            listed_tx.send_modify(|n| *n += 1);
-                        }
-                        watcher::Event::InitApply(event) | watcher::Event::Apply(event) => {
-                            let mut s = state.lock().expect("lock");
-                            let version = event.resource_version().unwrap_or_default();
-                            let name = event.name_any();
-                            if s.event_versions.get(&name) != Some(&version) {
-                                s.event_versions.insert(name, version);
-                                s.event_writes += 1;
-                            }
-                        }
-                        _ => {}
+            spawn_watch::<Event>(client, ns, listed_tx, move |event, _| {
+                if let watcher::Event::InitApply(event) | watcher::Event::Apply(event) = event {
+                    let mut s = state.lock().expect("lock");
+                    let version = event.resource_version().unwrap_or_default();
+                    let name = event.name_any();
+                    if s.event_versions.get(&name) != Some(&version) {
+                        s.event_versions.insert(name, version);
+                        s.event_writes += 1;
                     }
                 }
             })

@@ -173,42 +173,45 @@ impl ControllerProcess {
     /// Waits until `/readyz` answers 200 (CRDs found, caches synced).
     pub async fn wait_ready(&mut self, timeout: Duration) -> BenchResult<Duration> {
         let url = self.metrics_url.replace("/metrics", "/readyz");
-        loop {
-            if let Ok(answer) = self.http.get(&url).send().await
-                && answer.status().is_success()
-            {
-                return Ok(self.started.elapsed());
-            }
-            self.alive()?;
-            if self.started.elapsed() > timeout {
-                return Err(format!(
-                    "the controller was not ready within {} s (log: {})",
-                    timeout.as_secs(),
-                    self.log_file.display()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let ready = async |c: &Self| {
+            let answer = c.http.get(&url).send().await;
+            answer.is_ok_and(|a| a.status().is_success())
+        };
+        self.poll(Duration::from_millis(10), timeout, "was not ready", ready)
+            .await
     }
 
     /// Waits until `/metrics` counts `n` reconciles; returns the time since the process
     /// started. Polls every 5 ms.
     pub async fn wait_reconciles(&mut self, n: f64, timeout: Duration) -> BenchResult<Duration> {
+        let counted = async |c: &Self| c.metrics().await.is_ok_and(|m| m.reconciles() >= n);
+        let failed = format!("counted fewer than {n} reconciles");
+        self.poll(Duration::from_millis(5), timeout, &failed, counted)
+            .await
+    }
+
+    /// Checks `done` every `every` until it holds; returns the time since the process started.
+    /// Fails when the process has exited, or after `timeout` (the controller `failed` then).
+    async fn poll(
+        &mut self,
+        every: Duration,
+        timeout: Duration,
+        failed: &str,
+        done: impl AsyncFn(&Self) -> bool,
+    ) -> BenchResult<Duration> {
         loop {
-            if let Ok(metrics) = self.metrics().await
-                && metrics.reconciles() >= n
-            {
+            if done(self).await {
                 return Ok(self.started.elapsed());
             }
             self.alive()?;
             if self.started.elapsed() > timeout {
                 return Err(format!(
-                    "the controller counted fewer than {n} reconciles within {} s (log: {})",
+                    "the controller {failed} within {} s (log: {})",
                     timeout.as_secs(),
                     self.log_file.display()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(every).await;
         }
     }
 

@@ -279,12 +279,15 @@ fn invite(state: &mut State, req: &ApiRequest) -> Outcome {
         state.send_email(&u.email, EmailApi::UserInvite);
         last = id;
     }
-    let user = state
+    Ok(maybe_ignored(user_or_null(state, &last), &ignored, false))
+}
+
+/// The user `id` as the API shows it, or `null`.
+fn user_or_null(state: &State, id: &str) -> Value {
+    state
         .users
-        .get(&last)
-        .map(|u| state.user_json(u))
-        .unwrap_or(Value::Null);
-    Ok(maybe_ignored(user, &ignored, false))
+        .get(id)
+        .map_or(Value::Null, |u| state.user_json(u))
 }
 
 fn create_user(state: &mut State, req: &ApiRequest) -> Outcome {
@@ -333,12 +336,7 @@ fn create_user(state: &mut State, req: &ApiRequest) -> Outcome {
     if send_email {
         state.send_email(&u.email, EmailApi::UserInvite);
     }
-    let user = state
-        .users
-        .get(&id)
-        .map(|u| state.user_json(u))
-        .unwrap_or(Value::Null);
-    Ok(maybe_ignored(user, &unknown, true))
+    Ok(maybe_ignored(user_or_null(state, &id), &unknown, true))
 }
 
 fn update_user(state: &mut State, req: &ApiRequest, id: &str) -> Outcome {

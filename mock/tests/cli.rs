@@ -26,18 +26,13 @@ async fn the_binary_serves_both_apis_with_the_given_token() {
         .unwrap_or_else(|| panic!("no URL in {line:?}"))
         .to_string();
     let http = reqwest::Client::new();
-    let users = http
-        .get(format!("{url}/api/v2/user"))
-        .bearer_auth("cli-token")
-        .send()
-        .await
-        .expect("request");
-    let refused = http
-        .get(format!("{url}/api/v2/user"))
-        .bearer_auth("mock-token")
-        .send()
-        .await
-        .expect("request");
+    let list_users = |token: &str| {
+        http.get(format!("{url}/api/v2/user"))
+            .bearer_auth(token)
+            .send()
+    };
+    let users = list_users("cli-token").await.expect("request");
+    let refused = list_users("mock-token").await.expect("request");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(users.status().as_u16(), 200);

@@ -1,7 +1,10 @@
 //! Fault kinds, the seeded fault mix and the `Retry-After` bookkeeping, over real HTTP.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{control, json_of};
 use invite_mock::{
     ApiFamily, FaultKind, FaultMix, JournalEntry, MockApi, MockConfig, RunningMock, ScriptedFault,
 };
@@ -118,7 +121,6 @@ async fn reset_closes_the_connection_without_an_answer() {
     assert_eq!(m.api.invitations_sent_to("never@example.com"), 0);
     // The connection pool recovers.
     assert_eq!(get(&m, "/api/v2/user").await.expect("answer").status(), 200);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -148,7 +150,6 @@ async fn truncated_bodies_announce_more_than_they_send() {
         .expect("headers arrive");
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.is_err());
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -171,14 +172,8 @@ async fn huge_bodies_are_valid_json_of_the_asked_size() {
 
     // A size smaller than the JSON frame still gives valid JSON.
     m.api.add_fault(ScriptedFault::huge_body(1));
-    let v: Value = get(&m, "/api/v2/user")
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let v = json_of(get(&m, "/api/v2/user").await).await;
     assert!(v.is_object());
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -238,7 +233,6 @@ async fn redirects_non_json_and_error_bodies_in_a_200() {
     let v: Value = r.json().await.expect("JSON");
     assert_eq!(v["statusCode"], 400);
     assert_eq!(m.api.invitations_sent_to("csp@example.com"), 1);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -248,16 +242,15 @@ async fn unknown_users_appear_in_answers() {
         .seed_user(json!({"emailAddress": "alice@example.com"}));
     m.api
         .add_fault(ScriptedFault::unknown_users().path("/api/v2/user/validateUsers"));
-    let v: Value = client()
-        .post(format!("{}/api/v2/user/validateUsers", m.url))
-        .bearer_auth(TOKEN)
-        .json(&json!(["alice@example.com", "bob@example.com"]))
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let v = json_of(
+        client()
+            .post(format!("{}/api/v2/user/validateUsers", m.url))
+            .bearer_auth(TOKEN)
+            .json(&json!(["alice@example.com", "bob@example.com"]))
+            .send()
+            .await,
+    )
+    .await;
     let valid: Vec<&str> = v["response"]["validUsers"]
         .as_array()
         .expect("validUsers")
@@ -276,12 +269,7 @@ async fn unknown_users_appear_in_answers() {
 
     // An invite without afterEffect: nothing happens, and the answer names someone else.
     m.api.add_fault(ScriptedFault::unknown_users().path(INVITE));
-    let v: Value = invite(&m, "carol@example.com")
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let v = json_of(invite(&m, "carol@example.com").await).await;
     assert_ne!(v["identifier"], "carol@example.com");
     assert_eq!(m.api.invitations_sent_to("carol@example.com"), 0);
     assert!(m.api.user("carol@example.com").is_none());
@@ -297,12 +285,7 @@ async fn unknown_users_appear_in_answers() {
     // Lists: users, invitations, org members.
     m.api
         .add_fault(ScriptedFault::unknown_users().method("GET"));
-    let users: Value = get(&m, "/api/v2/user")
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let users = json_of(get(&m, "/api/v2/user").await).await;
     assert_eq!(users.as_array().map(Vec::len), Some(3));
     let token = csp_token(&m).await;
     m.api
@@ -311,15 +294,14 @@ async fn unknown_users_appear_in_answers() {
         ("/orgs/mock-org/invitations", ""),
         ("/v2/orgs/mock-org/users", "/results"),
     ] {
-        let v: Value = client()
-            .get(format!("{}{CSP}{path}", m.url))
-            .header("csp-auth-token", &token)
-            .send()
-            .await
-            .expect("answer")
-            .json()
-            .await
-            .expect("JSON");
+        let v = json_of(
+            client()
+                .get(format!("{}{CSP}{path}", m.url))
+                .header("csp-auth-token", &token)
+                .send()
+                .await,
+        )
+        .await;
         let items = v
             .pointer(pointer)
             .and_then(Value::as_array)
@@ -327,7 +309,6 @@ async fn unknown_users_appear_in_answers() {
         assert_eq!(items.len(), 1, "{path}: {v}");
     }
     assert!(m.api.org_invitations().is_empty() && m.api.org_members().is_empty());
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -373,7 +354,6 @@ async fn new_fault_kinds_over_the_control_endpoint() {
         let r = http.post(&url).json(&bad).send().await.expect("answer");
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
-    m.shutdown().await;
 }
 
 fn mix() -> FaultMix {
@@ -453,7 +433,6 @@ async fn the_fault_mix_is_seeded_and_spares_control_and_token_requests() {
         assert_eq!(st.status(), StatusCode::OK);
     }
     a.shutdown().await;
-    b.shutdown().await;
 }
 
 #[tokio::test]
@@ -484,7 +463,6 @@ async fn mixed_faults_on_mutating_requests_may_take_effect_first() {
         assert_eq!((sent, e.performed), (expect, expect == 1), "{e:?}");
     }
     assert!(j.iter().any(|e| e.status == 503) && j.iter().any(|e| e.status != 503));
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -492,15 +470,13 @@ async fn the_fault_mix_over_the_settings_endpoint() {
     let m = start().await;
     let http = Client::new();
     let url = format!("{}/mock/settings", m.url);
-    let v: Value = http
-        .put(&url)
-        .json(&json!({"latencyMs": 0, "faultMix": {"serverError": 1.0, "tokenExchange": true}}))
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let v = json_of(
+        http.put(&url)
+            .json(&json!({"latencyMs": 0, "faultMix": {"serverError": 1.0, "tokenExchange": true}}))
+            .send()
+            .await,
+    )
+    .await;
     assert_eq!(v["faultMix"]["serverError"], 1.0);
     assert_eq!(m.api.fault_mix().server_error, 1.0);
     assert!(
@@ -537,7 +513,6 @@ async fn the_fault_mix_over_the_settings_endpoint() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(m.api.fault_mix().is_off());
     assert_eq!(get(&m, "/api/v2/user").await.expect("answer").status(), 200);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -589,14 +564,7 @@ async fn retry_after_violations_are_listed_per_family_and_credential() {
     assert_eq!(v[0].family, ApiFamily::UserInvite);
     assert_eq!((v[0].throttled.seq, v[0].request.seq), (j[0].seq, j[1].seq));
     assert!(v[0].early_by > Duration::from_secs(29));
-    let over_http: Value = Client::new()
-        .get(format!("{}/mock/retry-after-violations", m.url))
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let over_http = control(&m, "retry-after-violations").await;
     assert_eq!(over_http[0]["request"]["seq"], j[1].seq);
     assert_eq!(over_http[0]["family"], "UserInvite");
 
@@ -612,7 +580,6 @@ async fn retry_after_violations_are_listed_per_family_and_credential() {
     assert_eq!(a.expect("answer").status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(b.expect("answer").status(), StatusCode::OK);
     assert!(m.api.retry_after_violations().is_empty());
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -663,7 +630,6 @@ async fn body_faults_late_faults_and_body_matchers() {
         .kind,
         FaultKind::Body { status: 200, .. }
     ));
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -702,7 +668,6 @@ async fn an_unknown_organization_role_is_refused_for_everyone_alike() {
     m.api.seed_org_member("gone@example.com");
     assert!(m.api.remove_org_member("gone@example.com"));
     assert!(!m.api.remove_org_member("gone@example.com"));
-    m.shutdown().await;
 }
 
 #[tokio::test]

@@ -123,7 +123,6 @@ async fn userinvite_requires_the_token() {
     assert_eq!(ok.body, json!([]));
     let ok = send(http.get(&url).header("X-AUTH-TOKEN", TOKEN)).await;
     assert_eq!(ok.status, 200);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -165,7 +164,6 @@ async fn invite_creates_users_and_sends_one_email_each() {
     );
     assert_eq!(m.api.invitations_sent_to("alice@example.com"), 1);
     assert_wf_error(&wf.get("/api/v2/user/nobody@example.com").await, 404);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -215,7 +213,6 @@ async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_requ
     assert_eq!(counts.get("seeded@example.com"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("bob@example.com"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("not-an-email"), None, "{counts:?}");
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -258,7 +255,6 @@ async fn invite_batches_are_atomic() {
     assert_eq!(m.api.invitations_sent_to("ok1@example.com"), 0);
     assert_wf_error(&wf.invite(json!([])).await, 400);
     assert_wf_error(&wf.invite(json!(user("x@example.com"))).await, 400);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -288,7 +284,6 @@ async fn unknown_user_groups_are_ignored_with_a_202_wrapper() {
     let listed = wf.get("/api/v2/usergroup").await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.body["response"]["totalItems"], 2);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -312,7 +307,6 @@ async fn expired_unaccepted_invitations_can_be_resent() {
     let u = m.api.user("DAN@example.com").expect("user exists");
     assert!(u["lastSuccessfulLogin"].is_i64());
     assert_eq!(m.api.invitations_sent_to("dan@example.com"), 2);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -465,7 +459,6 @@ async fn user_operations() {
     assert_eq!(dm.status, 200);
     assert_eq!(dm.body["response"], json!(["fay@example.com"]));
     assert_eq!(wf.get("/api/v2/user").await.body, json!([]));
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -487,7 +480,6 @@ async fn create_user_sends_email_only_when_asked() {
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(m.api.invitations_sent_to("loud@example.com"), 1);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -511,7 +503,6 @@ async fn multi_tenant_identifiers() {
     );
     assert_eq!(wf.get("/api/v2/user/gus@example.com").await.status, 404);
     assert_eq!(m.api.invitations_sent_to("gus@example.com"), 1);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -538,7 +529,6 @@ async fn malformed_bodies_get_the_api_error_shape() {
     )
     .await;
     assert_csp_error(&bad_csp, 400);
-    m.shutdown().await;
 }
 
 // ------------------------------------------------------------------------ OrgInvitation
@@ -637,7 +627,6 @@ async fn csp_token_exchange_and_expiry() {
     // The deprecated refresh_token form field still works.
     let old = send(http.post(&url).form(&[("refresh_token", TOKEN)])).await;
     assert_eq!(old.status, 200);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -742,7 +731,6 @@ async fn csp_invitation_lifecycle() {
         &send(csp.req(Method::DELETE, "/orgs/mock-org/invitations/unknown")).await,
         404,
     );
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -789,7 +777,6 @@ async fn csp_invitation_validation() {
             < jiff::Timestamp::now().as_millisecond()
     );
     assert!(!m.api.redeem_invitation("late@example.com"));
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -854,7 +841,6 @@ async fn csp_org_members() {
         .get("/orgs/mock-org/users/search?userSearchTerm=MEMBER")
         .await;
     assert_eq!(search.body["results"].as_array().map(Vec::len), Some(4));
-    m.shutdown().await;
 }
 
 // ------------------------------------------------------------------------ faults, journal
@@ -896,7 +882,6 @@ async fn scripted_faults_with_retry_after() {
     assert_csp_error(&a, 503);
     let journal = m.api.journal();
     assert_eq!(journal.iter().filter(|e| e.fault).count(), 3);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -927,7 +912,6 @@ async fn after_effect_faults_lose_the_response_but_keep_the_effect() {
     let a = csp.invite(json!({"usernames": ["lost@example.com"]})).await;
     assert_csp_error(&a, 500);
     assert_eq!(m.api.org_invitations().len(), 1);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -955,7 +939,6 @@ async fn delayed_faults_provoke_client_timeouts() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let j = m.api.journal();
     assert_eq!(j.last().map(|e| e.status), Some(504));
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -1032,7 +1015,6 @@ async fn journal_records_requests_but_never_credentials() {
     );
     assert!(m.api.journal().is_empty());
     m.api.clear_journal();
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -1120,7 +1102,6 @@ async fn control_endpoints_over_http() {
         Some(2)
     );
     assert_eq!(state.body["users"][0]["identifier"], "old@example.com");
-    m.shutdown().await;
 }
 
 // ------------------------------------------------------------------------ spec conformance
@@ -1384,7 +1365,6 @@ async fn userinvite_bodies_conform_to_the_official_spec() {
         .post("/api/v2/user/deleteUsers", json!(["v1@example.com"]))
         .await;
     spec.assert_conforms("ResponseContainerListString", &d.body);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -1457,5 +1437,4 @@ async fn orginvitation_bodies_conform_to_the_spec() {
     )
     .await;
     spec.assert_conforms("PartialSuccessResponseString", &rm.body);
-    m.shutdown().await;
 }

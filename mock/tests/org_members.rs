@@ -1,9 +1,12 @@
 //! OrgInvitation membership at scale: seeding tens of thousands of members, the paged member
 //! list, the user search (first 20 "contains" matches) and redeemed invitations.
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::{control, json_of};
 use invite_mock::{MockApi, MockConfig, RunningMock};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -48,6 +51,14 @@ impl Csp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Invites `username`; returns the answer's status.
+    async fn invite(&self, username: &str) -> StatusCode {
+        let url = format!("{}/orgs/{ORG}/invitations", self.base);
+        let request = self.http.post(url).header("csp-auth-token", &self.token);
+        let answer = request.json(&json!({"usernames": [username]})).send().await;
+        answer.expect("answer").status()
+    }
+
     async fn search(&self, term: &str) -> Vec<Value> {
         let (status, v) = self
             .get(&format!("/orgs/{ORG}/users/search?userSearchTerm={term}"))
@@ -87,15 +98,14 @@ async fn an_organization_of_25000_members_pages_and_searches() {
             }
         })
         .collect();
-    let r: Value = Client::new()
-        .post(format!("{}/mock/org/members", m.url))
-        .json(&list)
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let r = json_of(
+        Client::new()
+            .post(format!("{}/mock/org/members", m.url))
+            .json(&list)
+            .send()
+            .await,
+    )
+    .await;
     assert_eq!(r, json!({"added": 500, "total": 25_500}));
 
     // Page through everything by following nextLink.
@@ -138,7 +148,6 @@ async fn an_organization_of_25000_members_pages_and_searches() {
     assert!(csp.search("nobody-by-that-name").await.is_empty());
     let (status, _) = csp.get(&format!("/orgs/{ORG}/users/search")).await;
     assert_eq!(status, 400, "userSearchTerm is required");
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -154,15 +163,7 @@ async fn search_matches_first_and_last_names_and_redeemed_people() {
     assert_eq!(csp.search("alan").await.len(), 1);
 
     // An invitation that is redeemed shows REDEEMED, and the person is a member.
-    let r = csp
-        .http
-        .post(format!("{}/orgs/{ORG}/invitations", csp.base))
-        .header("csp-auth-token", &csp.token)
-        .json(&json!({"usernames": ["grace.hopper@example.com"]}))
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(r.status(), 202);
+    assert_eq!(csp.invite("grace.hopper@example.com").await, 202);
     assert!(
         csp.search("hopper").await.is_empty(),
         "invited, not a member yet"
@@ -183,7 +184,6 @@ async fn search_matches_first_and_last_names_and_redeemed_people() {
     assert_eq!(username(&found[0]), "grace.hopper@example.com");
     let (_, page) = csp.get(&format!("/v2/orgs/{ORG}/users")).await;
     assert_eq!(page["totalResults"], 3);
-    m.shutdown().await;
 }
 
 #[tokio::test]
@@ -200,15 +200,7 @@ async fn calls_are_counted_per_operation() {
     assert_eq!(csp.search("p1%40example.com").await.len(), 1);
     assert_eq!(csp.search("p").await.len(), 20, "the first 20 only");
     csp.get(&format!("/orgs/{ORG}/invitations")).await;
-    let posted = csp
-        .http
-        .post(format!("{}/orgs/{ORG}/invitations", csp.base))
-        .header("csp-auth-token", &csp.token)
-        .json(&json!({"usernames": ["new@example.com"]}))
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(posted.status(), 202);
+    assert_eq!(csp.invite("new@example.com").await, 202);
     let expected = [
         ("exchange token", 1),
         ("invite users", 1),
@@ -225,17 +217,9 @@ async fn calls_are_counted_per_operation() {
             .collect::<std::collections::BTreeMap<_, _>>()
     );
     // The same over the control endpoint; clearing the journal starts again.
-    let over_http: Value = Client::new()
-        .get(format!("{}/mock/calls", m.url))
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let over_http = control(&m, "calls").await;
     assert_eq!(over_http["list members"], 2);
     assert_eq!(over_http["search members"], 2);
     m.api.clear_journal();
     assert!(m.api.calls_by_operation().is_empty());
-    m.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! Bad input is refused at admission by the CRDs' schema and CEL rules, exactly as a real API
 //! server applies them (the in-process server evaluates the same schema and CEL).
 
-use crate::common::TestCluster;
+use crate::common::{TestCluster, admission_checked};
 use invite_operator::api::{InvitationEndpoint, UserInvitation};
 use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
@@ -40,10 +40,7 @@ fn users(emails: &[&str]) -> Value {
 
 #[tokio::test]
 async fn user_invitations_are_validated_at_admission() {
-    if crate::common::real_cluster_kubeconfig().is_none() {
-        eprintln!(
-            "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
-        );
+    if !admission_checked() {
         return;
     }
     let cluster = TestCluster::start().await;
@@ -113,10 +110,7 @@ async fn user_invitations_are_validated_at_admission() {
 
 #[tokio::test]
 async fn only_plain_addresses_are_admitted() {
-    if crate::common::real_cluster_kubeconfig().is_none() {
-        eprintln!(
-            "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
-        );
+    if !admission_checked() {
         return;
     }
     // One mailbox in two spellings is refused by the CRD's CEL rule on both address fields
@@ -178,10 +172,7 @@ async fn only_plain_addresses_are_admitted() {
 
 #[tokio::test]
 async fn endpoints_are_validated_at_admission() {
-    if crate::common::real_cluster_kubeconfig().is_none() {
-        eprintln!(
-            "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
-        );
+    if !admission_checked() {
         return;
     }
     let cluster = TestCluster::start().await;
@@ -230,10 +221,7 @@ async fn endpoints_are_validated_at_admission() {
 /// manifest's.
 #[tokio::test]
 async fn examples_are_stored_exactly_as_written() {
-    if crate::common::real_cluster_kubeconfig().is_none() {
-        eprintln!(
-            "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
-        );
+    if !admission_checked() {
         return;
     }
     let cluster = TestCluster::start().await;

@@ -14,7 +14,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::common::{flavor::*, *};
-use invite_mock::{MockApi, MockConfig, RunningMock, ScriptedFault};
+use invite_mock::{MockConfig, RunningMock, ScriptedFault};
 use invite_operator::api::{
     FailureReason, InvitationEndpoint, UserInvitation, UserInvitationStatus, UserState,
 };
@@ -75,14 +75,27 @@ fn users(emails: &[&str]) -> Value {
            "users": emails.iter().map(|e| user(e)).collect::<Vec<_>>()})
 }
 
+/// `spec` with `value` at `path` (`/users/0/groups`; missing object fields are added).
 fn with(mut spec: Value, path: &str, value: Value) -> Value {
-    *spec.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = value;
+    let mut at = &mut spec;
+    for key in path.split('/').skip(1) {
+        at = match key.parse::<usize>() {
+            Ok(i) if at.is_array() => &mut at[i],
+            _ => &mut at[key],
+        };
+    }
+    *at = value;
     spec
 }
 
 fn org(usernames: Value) -> Value {
     json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "org"},
            "orgInvitation": {"usernames": usernames}})
+}
+
+/// One user, `p@example.com`, with `value` at `path`.
+fn one_with(path: &str, value: Value) -> Value {
+    with(users(&["p@example.com"]), path, value)
 }
 
 /// A long but valid address (120 characters): a local part of 40, two 37-character labels.
@@ -150,13 +163,12 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
         ),
         (
             "empty-group",
-            with(users(&["g@example.com"]), "/users/0/groups", json!([""])),
+            one_with("/users/0/groups", json!([""])),
             Refused("groups"),
         ),
         (
             "too-many-groups",
-            with(
-                users(&["g@example.com"]),
+            one_with(
                 "/users/0/groups",
                 json!((0..65).map(|i| format!("g{i}")).collect::<Vec<_>>()),
             ),
@@ -164,7 +176,7 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
         ),
         (
             "kib-group",
-            with(users(&["g@example.com"]), "/users/0/groups", json!([kib])),
+            one_with("/users/0/groups", json!([kib])),
             Refused("groups"),
         ),
         (
@@ -174,34 +186,22 @@ fn refused_user_cases() -> Vec<(&'static str, Value, Expect)> {
         ),
         (
             "bad-access-policy",
-            {
-                let mut s = users(&["p@example.com"]);
-                s["accessPolicy"] = json!("Sometimes");
-                s
-            },
+            one_with("/accessPolicy", json!("Sometimes")),
             Refused("accessPolicy"),
         ),
         (
             "bad-deletion-policy",
-            {
-                let mut s = users(&["p@example.com"]);
-                s["deletionPolicy"] = json!("Never");
-                s
-            },
+            one_with("/deletionPolicy", json!("Never")),
             Refused("deletionPolicy"),
         ),
         (
             "bad-endpoint-kind",
-            with(
-                users(&["p@example.com"]),
-                "/endpointRef/kind",
-                json!("Secret"),
-            ),
+            one_with("/endpointRef/kind", json!("Secret")),
             Refused("kind"),
         ),
         (
             "empty-endpoint-name",
-            with(users(&["p@example.com"]), "/endpointRef/name", json!("")),
+            one_with("/endpointRef/name", json!("")),
             Refused("name"),
         ),
     ]
@@ -224,21 +224,16 @@ fn refused_org_and_type_cases() -> Vec<(&'static str, Value, Expect)> {
         ("org-no-usernames", org(json!([])), Refused("usernames")),
         (
             "org-too-many-groups",
-            {
-                let mut s = org(json!(["o@example.com"]));
-                s["orgInvitation"]["customGroupsIds"] =
-                    json!((0..16).map(|i| format!("g{i}")).collect::<Vec<_>>());
-                s
-            },
+            with(
+                org(json!(["o@example.com"])),
+                "/orgInvitation/customGroupsIds",
+                json!((0..16).map(|i| format!("g{i}")).collect::<Vec<_>>()),
+            ),
             Refused("customGroupsIds"),
         ),
         (
             "wrong-type-bool",
-            {
-                let mut s = users(&["t@example.com"]);
-                s["reinviteExpired"] = json!("yes");
-                s
-            },
+            one_with("/reinviteExpired", json!("yes")),
             Refused("reinviteExpired"),
         ),
         (
@@ -878,14 +873,11 @@ async fn hostile_api_answers_end_invited_once() {
     let cases = api_cases();
     let mut mocks: BTreeMap<&str, RunningMock> = BTreeMap::new();
     for case in &cases {
-        let mock = MockApi::start(MockConfig {
-            token: TOKEN.into(),
-            organization_id: ORG.into(),
+        let mock = start_mock(MockConfig {
             resend_to_invited: case.resend,
             ..MockConfig::default()
         })
-        .await
-        .unwrap();
+        .await;
         for fault in &case.faults {
             mock.api.add_fault(fault.clone());
         }
@@ -903,7 +895,7 @@ async fn hostile_api_answers_end_invited_once() {
         mocks.insert(&case.name, mock);
     }
     for case in &cases {
-        let inv = h.cluster.wait_status(&case.name, "Ready", is_ready).await;
+        let inv = h.cluster.wait_ready(&case.name).await;
         let status = status_of(&inv);
         let mock = &mocks[case.name.as_str()];
         assert_eq!(

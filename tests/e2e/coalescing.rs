@@ -74,7 +74,7 @@ async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
     }))
     .await;
     for (name, _) in &all {
-        h.cluster.wait_status(name, "Ready", is_ready).await;
+        h.cluster.wait_ready(name).await;
     }
     let journal = h.mock.api.journal();
     let posts: Vec<&JournalEntry> = journal
@@ -123,14 +123,11 @@ async fn a_refused_user_fails_no_other_resources_users() {
     .await;
     for (name, users) in &all {
         if name == "r03" {
-            let inv = h
-                .cluster
-                .wait_status(name, "PartiallyFailed", reason_is("PartiallyFailed"))
-                .await;
+            let inv = h.cluster.wait_for_reason(name, "PartiallyFailed").await;
             assert_eq!(state_of(&inv, &users[0]), UserState::Failed);
             assert_eq!(state_of(&inv, &users[1]), UserState::Invited);
         } else {
-            let inv = h.cluster.wait_status(name, "Ready", is_ready).await;
+            let inv = h.cluster.wait_ready(name).await;
             for u in users {
                 assert_eq!(state_of(&inv, u), UserState::Invited, "{name}: {u}");
             }
@@ -237,7 +234,7 @@ async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>)
     }))
     .await;
     for (name, _) in &all {
-        h.cluster.wait_status(name, "Ready", is_ready).await;
+        h.cluster.wait_ready(name).await;
     }
     (h, all)
 }

@@ -160,7 +160,7 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
     );
     h.mock.api.set_latency(Duration::ZERO);
 
-    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let inv = h.cluster.wait_ready("team").await;
     for user in users {
         assert_eq!(state_of(&inv, user), UserState::Invited);
         assert_eq!(h.mock.api.invitations_sent_to(user), 1, "{user}");

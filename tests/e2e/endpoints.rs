@@ -136,8 +136,8 @@ async fn only_the_selected_endpoints_are_served() {
             through(ns_kind, "ns-selected", "c@example.com"),
         )
         .await;
-    cluster.wait_status("selected", "Ready", is_ready).await;
-    cluster.wait_status("ns-selected", "Ready", is_ready).await;
+    cluster.wait_ready("selected").await;
+    cluster.wait_ready("ns-selected").await;
     let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
     cluster.wait_cluster_endpoint_ready(&selected).await;
     cluster

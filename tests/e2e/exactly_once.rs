@@ -39,19 +39,7 @@ struct Env {
     harness: Harness,
 }
 
-impl std::ops::Deref for Env {
-    type Target = Harness;
-
-    fn deref(&self) -> &Harness {
-        &self.harness
-    }
-}
-
-impl std::ops::DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut Harness {
-        &mut self.harness
-    }
-}
+deref_to_harness!(Env);
 
 impl Env {
     async fn new(flavor: Flavor, rps: u32, config: MockConfig) -> Env {
@@ -95,12 +83,7 @@ impl Env {
     }
 
     fn invite_posts(&self) -> Vec<JournalEntry> {
-        self.mock
-            .api
-            .journal()
-            .into_iter()
-            .filter(|e| self.flavor.is_invite_post(e))
-            .collect()
+        self.flavor.invite_posts(&self.mock)
     }
 
     fn emails(&self, users: &[String]) -> Vec<usize> {
@@ -147,7 +130,7 @@ impl Env {
     /// After the restart: Ready, every user Invited, one email each, and one invite request
     /// each at the wire (the mock's journal).
     async fn assert_invited_once(&self, name: &str, users: &[String]) {
-        let inv = self.cluster.wait_status(name, "Ready", is_ready).await;
+        let inv = self.cluster.wait_ready(name).await;
         let status = inv.status.unwrap();
         assert!(
             all_in(&status, users, UserState::Invited),

@@ -156,7 +156,6 @@ async fn faulty_harness() -> Harness {
     })
     .await;
     h.cluster.put_secret(SECRET, TOKEN).await;
-    // 1 s timeouts: an unknown outcome settles within about 3 s.
     Flavor::UserInvite
         .apply_endpoint(&h.cluster, "wavefront", &h.mock.url, 1, 100)
         .await;
@@ -176,8 +175,7 @@ async fn faulty_harness() -> Harness {
             token_exchange: false,
         })
         .unwrap();
-    let kubernetes_faults = h.cluster.server.is_some();
-    if !kubernetes_faults {
+    if h.cluster.server.is_none() {
         println!(
             "real API server: Kubernetes faults cannot be injected there; running with the invite API faults only"
         );
@@ -198,12 +196,8 @@ fn inject_kubernetes_faults(server: &kube_test_apiserver::TestApiServer, tick: u
             .subresource(Some("status"))
             .user_agent(ua)
     };
-    // About once a second: a conflict, a failed guard and a server error on status
-    // writes; every few seconds a failed list and expired watches (they list again).
-    // Faults nobody met
-    // are dropped first: piled up while most resources are done, they would all fall
-    // on the last resource's writes and starve it (a fault of the test, not of the
-    // controller).
+    // Faults nobody met are dropped first: piled up while most resources are done, they would
+    // all fall on the last resource's writes and starve it (a fault of the test, not of it).
     server.clear_faults();
     server.inject_fault(status_write(409).times(1));
     server.inject_fault(status_write(422).times(1));

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use crate::common::*;
-use invite_mock::{MockApi, MockConfig};
-use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
+use invite_mock::MockConfig;
+use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::PostParams};
 use serde::de::DeserializeOwned;
@@ -138,13 +138,11 @@ async fn every_state_matches_its_health_fixture() {
     let mut h = Harness::user_invite().await;
     // A second API that answers slowly, so that a resource is seen while its invitations are
     // in flight, and a URL where nothing answers.
-    let slow = MockApi::start(MockConfig {
-        token: TOKEN.into(),
+    let slow = start_mock(MockConfig {
         latency: Duration::from_secs(3),
         ..Default::default()
     })
-    .await
-    .expect("start mock");
+    .await;
     let closed = closed_url();
     h.start_controller();
     let shared = endpoints_in_every_state(&h, &slow.url, &closed).await;
@@ -273,22 +271,9 @@ async fn invitations_in_every_state(cluster: &TestCluster, shared: &str) {
     ] {
         cluster.create_invitation(name, body).await;
     }
-    let mut paused: UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": cluster.metadata("paused"),
-        "spec": spec("wavefront", users(&["z@example.com"], &[])),
-    }))
-    .unwrap();
-    paused
-        .metadata
-        .annotations
-        .get_or_insert_default()
-        .insert("invite.operators.dev/paused".into(), "true".into());
-    cluster
-        .invitations()
-        .create(&PostParams::default(), &paused)
-        .await
-        .unwrap();
+    let paused = json!({"name": "paused", "annotations": {"invite.operators.dev/paused": "true"}});
+    let spec = spec("wavefront", users(&["z@example.com"], &[]));
+    cluster.create_invitation_with(paused, spec).await;
 }
 
 /// Every object in the state its fixture shows, by fixture name.

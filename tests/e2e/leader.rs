@@ -244,13 +244,7 @@ struct Election {
     lease_name: String,
 }
 
-impl std::ops::Deref for Election {
-    type Target = Harness;
-
-    fn deref(&self) -> &Harness {
-        &self.harness
-    }
-}
+deref_to_harness!(Election);
 
 impl Election {
     async fn new() -> Election {
@@ -265,6 +259,18 @@ impl Election {
 
     fn replica(&self, name: &str, lease: Duration) -> Replica {
         Replica::start(&self.cluster, &self.lease_name, name, lease, &self.activity)
+    }
+
+    /// Bob, in the resource `second`, invited by whoever leads now.
+    async fn invite_second(&self) {
+        let bob = users_spec("wavefront", &["bob@example.com"], &[]);
+        self.cluster.create_ready("second", bob).await;
+    }
+
+    /// Alice and Bob were invited once each, and the replicas' requests followed their terms.
+    fn assert_both_invited_once(&self) {
+        self.assert_invited_once(&["alice@example.com", "bob@example.com"]);
+        self.assert_requests_follow_terms(&["replica-a", "replica-b"]);
     }
 
     async fn finish(self, replicas: Vec<Replica>) {
@@ -538,11 +544,10 @@ async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashe
     // lease duration after the last renewal it saw (plus its polling).
     assert!(after >= LEASE / 3, "took over too early: {after:?}");
     assert!(after <= LEASE + LEASE / 2, "took over too late: {after:?}");
-    s.cluster.wait_status("second", "Ready", is_ready).await;
+    s.cluster.wait_ready("second").await;
     assert!(standby.reconciles() >= 1);
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
-    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
-    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.assert_both_invited_once();
     s.finish(vec![standby]).await;
 }
 
@@ -565,11 +570,8 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
         after < lease / 3,
         "the released lease was taken after {after:?}"
     );
-    s.cluster
-        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
-        .await;
-    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
-    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.invite_second().await;
+    s.assert_both_invited_once();
     standby.stop().await;
     assert_eq!(s.holder().await, None, "released on shutdown");
     s.assert_lease_calls_are_granted(&["replica-a", "replica-b"]);
@@ -614,9 +616,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
         took_over.start > stopped,
         "the standby started before the leader stopped"
     );
-    s.cluster
-        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
-        .await;
+    s.invite_second().await;
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
 
     // Nothing but Lease requests from the old leader since it stopped.
@@ -631,8 +631,7 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     assert!(standby.reconciles() >= 1);
     // It stays a standby while its writes fail.
     assert_eq!(s.activity.of(&leader_name).len(), 1);
-    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
-    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.assert_both_invited_once();
     server.clear_faults();
     s.finish(vec![leader, standby]).await;
 }
@@ -677,11 +676,8 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
         next.replica,
         next.start - stolen_at
     );
-    s.cluster
-        .create_ready("second", users_spec("wavefront", &["bob@example.com"], &[]))
-        .await;
-    s.assert_invited_once(&["alice@example.com", "bob@example.com"]);
-    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.invite_second().await;
+    s.assert_both_invited_once();
     s.finish(replicas).await;
 }
 

@@ -26,12 +26,9 @@ fn has_state(
 }
 
 fn user_spec(users: Value, extra: Value) -> Value {
-    let mut spec =
+    let spec =
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"}, "users": users});
-    for (k, v) in extra.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    spec
+    with(spec, extra)
 }
 
 /// The team's spec: `emails` without permissions, and the fields of `extra`.
@@ -53,18 +50,6 @@ async fn revoke_in_product(mock: &RunningMock, id: &str, permission: &str) {
         .await
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-}
-
-fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
-    let user = mock.api.user(id).expect("user exists");
-    let mut groups: Vec<String> = user["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g.as_str().unwrap().to_string())
-        .collect();
-    groups.sort();
-    groups
 }
 
 #[tokio::test]
@@ -223,8 +208,7 @@ async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_final
     cluster
         .wait_status("team", "b dropped", |s| s.users.len() == 1)
         .await;
-    cluster.delete("team").await;
-    cluster.wait_gone("team").await;
+    cluster.remove("team").await;
     assert!(mock.api.user("a@example.com").is_some() && mock.api.user("b@example.com").is_some());
     assert_eq!(changes_since(mock, ready), Vec::<String>::new());
     s.finish().await;
@@ -250,14 +234,8 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
         &["invite.operators.dev/cleanup".to_string()]
     );
     // On the team's own (namespaced) endpoint, Delete adopts the user who existed before.
-    let old = inv
-        .status
-        .as_ref()
-        .unwrap()
-        .users
-        .iter()
-        .find(|u| u.email_address == "old@example.com")
-        .unwrap();
+    let old =
+        crate::common::flavor::entry(inv.status.as_ref().unwrap(), "old@example.com").unwrap();
     assert_eq!(
         (old.state, old.ownership),
         (
@@ -278,8 +256,7 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
     assert!(mock.api.user("b@example.com").is_none(), "b was deleted");
     cluster.wait_event("team", "Deleted").await;
 
-    cluster.delete("team").await;
-    cluster.wait_gone("team").await;
+    cluster.remove("team").await;
     assert!(
         mock.api.user("a@example.com").is_none(),
         "a was deleted with the resource"
@@ -308,11 +285,8 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     .delete("wavefront", &DeleteParams::default())
     .await
     .unwrap();
-    cluster
-        .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
-        .await;
-    cluster.delete("team").await;
-    cluster.wait_gone("team").await;
+    cluster.wait_for_reason("team", "EndpointNotFound").await;
+    cluster.remove("team").await;
     cluster.wait_event("team", "CleanupSkipped").await;
     assert!(
         mock.api.user("a@example.com").is_some(),
@@ -517,8 +491,8 @@ async fn two_resources_naming_one_person(config: MockConfig) {
         cluster.create_invitation("second", team(&["shared@example.com"], json!({}))),
     );
     let _ = (a, b);
-    let first = cluster.wait_status("first", "Ready", is_ready).await;
-    let second = cluster.wait_status("second", "Ready", is_ready).await;
+    let first = cluster.wait_ready("first").await;
+    let second = cluster.wait_ready("second").await;
     let states = [
         state_of(&first, "shared@example.com"),
         state_of(&second, "shared@example.com"),
@@ -543,9 +517,7 @@ async fn a_repeated_event_is_counted_into_one_series() {
     cluster
         .create_invitation("team", user_spec(users("a@example.com"), json!({})))
         .await;
-    cluster
-        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    cluster.wait_for_reason("team", "PartiallyFailed").await;
     cluster.wait_event("team", "InviteFailed").await;
     // A new spec retries the refused user, and the API refuses it again with the same words.
     cluster
@@ -588,9 +560,7 @@ async fn events_name_what_was_done_in_the_api() {
             ),
         )
         .await;
-    cluster
-        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    cluster.wait_for_reason("team", "PartiallyFailed").await;
     cluster.wait_event("team", "Invited").await;
     cluster.wait_event("team", "InviteFailed").await;
     let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
@@ -604,8 +574,7 @@ async fn events_name_what_was_done_in_the_api() {
 
 #[tokio::test]
 async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     let spec = |names: &[&str]| {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
@@ -633,8 +602,7 @@ async fn delete_revokes_the_pending_org_invitation_of_a_removed_user() {
     assert_eq!(status_of("go@example.com").as_deref(), Some("REVOKED"));
     assert_eq!(status_of("stay@example.com").as_deref(), Some("AVAILABLE"));
     cluster.wait_event("org", "Revoked").await;
-    cluster.delete("org").await;
-    cluster.wait_gone("org").await;
+    cluster.remove("org").await;
     assert_eq!(status_of("stay@example.com").as_deref(), Some("REVOKED"));
     s.finish().await;
 }
@@ -647,16 +615,10 @@ async fn only_the_watched_namespaces_are_reconciled() {
     settings.watch_namespaces = vec![s.cluster.namespace.clone()];
     s.start_controller_with(settings);
     let (cluster, mock) = (&s.cluster, &s.mock);
-    let ignored: UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": {"name": "elsewhere", "namespace": other, "labels": cluster.labels()},
-        "spec": team(&["x@example.com"], json!({}))
-    }))
-    .unwrap();
-    Api::<UserInvitation>::namespaced(cluster.client.clone(), &other)
-        .create(&Default::default(), &ignored)
-        .await
-        .unwrap();
+    let elsewhere = json!({"name": "elsewhere", "namespace": other});
+    cluster
+        .create_invitation_with(elsewhere, team(&["x@example.com"], json!({})))
+        .await;
     cluster
         .create_ready("here", team(&["y@example.com"], json!({})))
         .await;
@@ -716,7 +678,7 @@ async fn two_resources_naming_one_person_send_one_org_invitation() {
     s.start_controller();
     let (cluster, mock) = (&s.cluster, &s.mock);
     for name in ["first", "second", "third"] {
-        cluster.wait_status(name, "Ready", is_ready).await;
+        cluster.wait_ready(name).await;
     }
     assert_eq!(mock.api.invitations_sent_to("shared@example.com"), 1);
     assert_invite_requests_once(&mock.api, &["shared@example.com".into()], "shared");

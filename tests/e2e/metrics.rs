@@ -94,9 +94,7 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
                              {"emailAddress": "b@example.com", "groups": ["no-such-group"]}]}),
         )
         .await;
-    cluster
-        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    cluster.wait_for_reason("team", "PartiallyFailed").await;
     let metrics = h.controller.as_ref().unwrap().metrics.clone();
     let ready = |name: &str, value: u8| {
         format!(

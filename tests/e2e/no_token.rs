@@ -195,8 +195,8 @@ async fn full_flow(cluster: &TestCluster, mock: &RunningMock) {
                    "orgInvitation": {"usernames": ["f@example.com"]}}),
         )
         .await;
-    cluster.wait_status("users", "Ready", is_ready).await;
-    cluster.wait_status("org", "Ready", is_ready).await;
+    cluster.wait_ready("users").await;
+    cluster.wait_ready("org").await;
     cluster
         .wait_status("refused", "refused", reason_is("EndpointNotReady"))
         .await;

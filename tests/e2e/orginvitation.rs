@@ -33,10 +33,20 @@ fn spec(usernames: &[&str]) -> Value {
     )
 }
 
+/// Adds `username` to the resource `org` of dana; waits until it is invited.
+async fn add_to_dana(s: &Harness, username: &str) {
+    let usernames = json!({"orgInvitation": {"usernames": ["dana@example.com", username]}});
+    s.cluster.patch_spec("org", usernames).await;
+    let inv = s
+        .cluster
+        .wait_status("org", username, |st| st.invited == 2 && is_ready(st))
+        .await;
+    assert_eq!(state_of(&inv, username), UserState::Invited);
+}
+
 #[tokio::test]
 async fn create_invites_with_one_call_and_records_invitation_references() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     let inv = s
         .cluster
         .create_ready("org", spec(&["dana@example.com", "eve@example.com"]))
@@ -80,8 +90,7 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
 
 #[tokio::test]
 async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let mut s = Harness::org_invitation_running().await;
     let before = s
         .cluster
         .create_ready("org", spec(&["dana@example.com"]))
@@ -102,17 +111,7 @@ async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
         "no new invitation after a restart"
     );
 
-    s.cluster
-        .patch_spec(
-            "org",
-            json!({"orgInvitation": {"usernames": ["dana@example.com", "frank@example.com"]}}),
-        )
-        .await;
-    let inv = s
-        .cluster
-        .wait_status("org", "frank invited", |st| st.invited == 2 && is_ready(st))
-        .await;
-    assert_eq!(state_of(&inv, "frank@example.com"), UserState::Invited);
+    add_to_dana(&s, "frank@example.com").await;
     let posts = invite_posts(&s.mock);
     assert_eq!(posts.len(), 2);
     assert_eq!(posts[1]["usernames"], json!(["frank@example.com"]));
@@ -167,10 +166,7 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
         }
     });
     s.cluster.create_invitation("ops", spec).await;
-    let inv = s
-        .cluster
-        .wait_status("ops", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    let inv = s.cluster.wait_for_reason("ops", "PartiallyFailed").await;
     assert_eq!(state_of(&inv, "ops@vmware.com"), UserState::Invited);
     assert_eq!(state_of(&inv, "outsider@example.com"), UserState::Failed);
     let outsider = inv
@@ -204,11 +200,7 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
     s.cluster
         .create_invitation("org", spec(&["dana@example.com"]))
         .await;
-    let inv = s
-        .cluster
-        .wait_status("org", "EndpointNotReady", reason_is("EndpointNotReady"))
-        .await;
-    let message = inv.status.unwrap().conditions[0].message.clone();
+    let message = s.cluster.wait_reason("org", "EndpointNotReady").await;
     assert!(
         message.contains("no-such-org") || message.contains("not found"),
         "{message}"
@@ -219,25 +211,14 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
 
 #[tokio::test]
 async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     s.cluster
         .create_ready("org", spec(&["dana@example.com"]))
         .await;
     assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
     // Every access token expires; the next call gets a 401, exchanges again and goes on.
     s.mock.api.expire_access_tokens();
-    s.cluster
-        .patch_spec(
-            "org",
-            json!({"orgInvitation": {"usernames": ["dana@example.com", "gus@example.com"]}}),
-        )
-        .await;
-    let inv = s
-        .cluster
-        .wait_status("org", "gus invited", |st| st.invited == 2 && is_ready(st))
-        .await;
-    assert_eq!(state_of(&inv, "gus@example.com"), UserState::Invited);
+    add_to_dana(&s, "gus@example.com").await;
     assert_eq!(token_exchanges(&s.mock), 2);
     assert!(
         s.mock.api.journal().iter().any(|e| e.status == 401),
@@ -293,22 +274,14 @@ async fn acceptance_is_observed_on_resync() {
 
 #[tokio::test]
 async fn users_on_an_org_endpoint_is_a_mismatch() {
-    let mut s = Harness::org_invitation(MockConfig::default()).await;
-    s.start_controller();
+    let s = Harness::org_invitation_running().await;
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
         "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]
     });
     s.cluster.create_invitation("wrong", spec).await;
-    let inv = s
-        .cluster
-        .wait_status("wrong", "EndpointMismatch", reason_is("EndpointMismatch"))
-        .await;
-    assert!(
-        inv.status.unwrap().conditions[0]
-            .message
-            .contains("UserInvite")
-    );
+    let message = s.cluster.wait_reason("wrong", "EndpointMismatch").await;
+    assert!(message.contains("UserInvite"), "{message}");
     // Only the endpoint's own credential check (the token exchange) reaches the API.
     let calls: Vec<_> = s
         .mock

@@ -88,9 +88,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
                    "deletionPolicy": "Delete", "users": users("c@example.com")}),
         )
         .await;
-    cluster
-        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    cluster.wait_for_reason("team", "PartiallyFailed").await;
     cluster
         .patch_spec("team", json!({"users": users("d@example.com")}))
         .await;
@@ -309,8 +307,8 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
                    "orgInvitation": {"usernames": ["b@example.com"]}}),
         )
         .await;
-    cluster.wait_status("users", "Ready", is_ready).await;
-    cluster.wait_status("org", "Ready", is_ready).await;
+    cluster.wait_ready("users").await;
+    cluster.wait_ready("org").await;
     assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
     assert_eq!(mock.api.invitations_sent_to("b@example.com"), 1);
 

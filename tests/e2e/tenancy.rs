@@ -24,7 +24,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use crate::common::*;
-use invite_mock::{JournalEntry, ScriptedFault};
+use invite_mock::ScriptedFault;
 use invite_operator::{
     api::{
         ClusterInvitationEndpoint, InvitationEndpoint, Ownership, UserInvitationStatus, UserState,
@@ -56,51 +56,58 @@ fn org_revocations(mock: &RunningMock) -> Vec<String> {
         .collect()
 }
 
-/// Every OrgInvitation API request but the token exchange.
-fn org_calls(mock: &RunningMock) -> Vec<String> {
-    mock.api
-        .journal()
-        .iter()
-        .filter(|e| !e.is_token_exchange())
-        .map(|e| format!("{} {}", e.method, e.path))
-        .collect()
-}
-
-fn sorted(values: &Value) -> Vec<String> {
-    let mut v: Vec<String> = values
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|g| g.as_str().map(str::to_string))
-        .collect();
-    v.sort();
-    v
-}
-
-fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
-    sorted(&mock.api.user(id).expect("the user exists")["groups"])
-}
-
 fn entry<'a>(status: &'a UserInvitationStatus, email: &str) -> &'a UserStatus {
-    status
-        .users
-        .iter()
-        .find(|u| u.email_address == email)
-        .unwrap_or_else(|| panic!("no status entry for {email}: {status:?}"))
+    let found = status.users.iter().find(|u| u.email_address == email);
+    found.unwrap_or_else(|| panic!("no status entry for {email}: {status:?}"))
 }
 
-/// A ClusterInvitationEndpoint for the UserInvite API of the mock, its token in Secret
-/// `api-token` of the test's namespace, restricted by `allowed` (`null`: unrestricted).
-async fn cluster_user_invite_endpoint(h: &Harness, name: &str, allowed: Value) {
+/// A ClusterInvitationEndpoint for the mock's `api` (`UserInvite`: token in Secret `api-token`
+/// of the test's namespace; `OrgInvitation`: in `csp-token`), restricted by `allowed` (`null`:
+/// no `allowed`).
+fn cluster_endpoint_spec(h: &Harness, api: &str, allowed: Value) -> Value {
+    let secret = if api == "UserInvite" {
+        "api-token"
+    } else {
+        "csp-token"
+    };
     let mut spec = json!({
-        "api": "UserInvite", "url": h.mock.url,
-        "credentials": {"secretRef": {"name": "api-token", "namespace": h.cluster.namespace}},
+        "api": api, "url": h.mock.url, "organizationId": ORG,
+        "credentials": {"secretRef": {"name": secret, "namespace": h.cluster.namespace}},
         "requestsPerSecond": 100, "timeoutSeconds": 5,
     });
+    if api == "UserInvite" {
+        spec.as_object_mut().unwrap().remove("organizationId");
+    }
     if !allowed.is_null() {
         spec["allowed"] = allowed;
     }
+    spec
+}
+
+async fn cluster_user_invite_endpoint(h: &Harness, name: &str, allowed: Value) {
+    let spec = cluster_endpoint_spec(h, "UserInvite", allowed);
     h.cluster.cluster_endpoint(name, spec).await;
+}
+
+async fn cluster_org_endpoint(h: &Harness, name: &str, allowed: Value) {
+    let spec = cluster_endpoint_spec(h, "OrgInvitation", allowed);
+    h.cluster.cluster_endpoint(name, spec).await;
+}
+
+/// Puts both tokens and creates a UserInvite and an OrgInvitation cluster endpoint without
+/// `allowed`; returns their names.
+async fn users_and_org_endpoints(h: &Harness) -> (String, String) {
+    h.cluster.put_secret("api-token", TOKEN).await;
+    h.cluster.put_secret("csp-token", TOKEN).await;
+    let (users, org) = (h.cluster.unique("users"), h.cluster.unique("org"));
+    cluster_user_invite_endpoint(h, &users, Value::Null).await;
+    cluster_org_endpoint(h, &org, Value::Null).await;
+    (users, org)
+}
+
+/// A reference to the ClusterInvitationEndpoint `name`.
+fn via(name: &str) -> Value {
+    json!({"kind": "ClusterInvitationEndpoint", "name": name})
 }
 
 /// Seeds the admin with `groups`, starts the controller (resyncing every 200 ms) and creates
@@ -114,7 +121,7 @@ async fn claim_admin(h: &mut Harness, name: &str, shared: &str, groups: &[&str])
     h.cluster
         .create_invitation(
             name,
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+            json!({"endpointRef": via(shared),
                    "accessPolicy": "Enforce", "deletionPolicy": "Delete",
                    "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
         )
@@ -129,9 +136,7 @@ async fn let_resync(h: &Harness, n: u64) {
         .await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Ownership and adoption
-// ---------------------------------------------------------------------------------------
+// -- Ownership and adoption ----------------------------------------------------------------------
 
 /// The first attack: a team lists an existing administrator with no permissions,
 /// Enforce and Delete, through a cluster endpoint restricted to `dashboard_management`.
@@ -328,8 +333,7 @@ fn invitation_status(mock: &RunningMock, username: &str) -> Option<String> {
 /// deleted; it revokes only its own.
 #[tokio::test]
 async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
-    let mut h = Harness::org_invitation(MockConfig::default()).await;
-    h.start_controller();
+    let h = Harness::org_invitation_running().await;
     let spec = |names: &[&str], delete: bool| {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                "deletionPolicy": if delete { "Delete" } else { "Retain" },
@@ -405,22 +409,7 @@ async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// `allowed` covers everything that grants access
-// ---------------------------------------------------------------------------------------
-
-/// An OrgInvitation cluster endpoint restricted to `allowed` (token in Secret `csp-token` of
-/// the test's namespace).
-async fn cluster_org_endpoint(h: &Harness, name: &str, allowed: Value) {
-    h.cluster
-        .cluster_endpoint(
-            name,
-            json!({"api": "OrgInvitation", "url": h.mock.url, "organizationId": ORG,
-                   "credentials": {"secretRef": {"name": "csp-token", "namespace": h.cluster.namespace}},
-                   "requestsPerSecond": 100, "timeoutSeconds": 5, "allowed": allowed}),
-        )
-        .await;
-}
+// -- `allowed` covers everything that grants access ----------------------------------------------
 
 /// `allowed: {organizationRoles: [org_member]}` used to be checked for organization roles
 /// only: customRoles, customGroupsIds and service roles went through. Every field that grants
@@ -493,15 +482,13 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
         ),
     ];
     for (endpoint, name, extra, _) in &cases {
-        let mut org =
+        let org =
             json!({"usernames": [format!("{name}@example.com")], "organizationRoles": member});
-        for (k, v) in extra.as_object().unwrap() {
-            org[k] = v.clone();
-        }
+        let org = with(org, extra.clone());
         h.cluster
             .create_invitation(
                 name,
-                json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": endpoint},
+                json!({"endpointRef": via(endpoint),
                        "orgInvitation": org}),
             )
             .await;
@@ -511,7 +498,7 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
         assert!(message.contains(field), "{name}: {message}");
     }
     // The endpoints' status checks exchange the token; nothing else reached the API.
-    assert_eq!(org_calls(&h.mock), Vec::<String>::new());
+    assert_eq!(api_calls(&h.mock), Vec::<String>::new());
     assert!(h.mock.api.org_invitations().is_empty());
     h.finish().await;
 }
@@ -532,27 +519,21 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     h.cluster
         .create_invitation(
             "users",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": users},
+            json!({"endpointRef": via(&users),
                    "accessPolicy": "Enforce", "users": user(&["dashboard_management"])}),
         )
         .await;
     h.cluster
         .create_invitation(
             "org",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": org},
+            json!({"endpointRef": via(&org),
                    "orgInvitation": {"usernames": ["b@example.com"],
                                      "organizationRoles": [{"name": "org_member"}]}}),
         )
         .await;
-    h.cluster.wait_status("users", "Ready", is_ready).await;
-    h.cluster.wait_status("org", "Ready", is_ready).await;
-    let before: Vec<JournalEntry> = h
-        .mock
-        .api
-        .journal()
-        .into_iter()
-        .filter(|e| !e.is_token_exchange())
-        .collect();
+    h.cluster.wait_ready("users").await;
+    h.cluster.wait_ready("org").await;
+    let before = api_calls(&h.mock);
 
     h.cluster
         .patch_spec(
@@ -586,18 +567,12 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
         assert_eq!(kept.ownership, Some(Ownership::Created));
     }
     let_resync(&h, 5).await;
-    let after: Vec<JournalEntry> = h
-        .mock
-        .api
-        .journal()
-        .into_iter()
-        .filter(|e| !e.is_token_exchange())
-        .collect();
-    let new: Vec<String> = after[before.len()..]
-        .iter()
-        .map(|e| format!("{} {}", e.method, e.path))
-        .collect();
-    assert_eq!(new, Vec::<String>::new(), "no API call after the edit");
+    let after = api_calls(&h.mock);
+    assert_eq!(
+        after[before.len()..],
+        [] as [String; 0],
+        "no API call after the edit"
+    );
     assert_eq!(
         groups_of(&h.mock, "a@example.com"),
         ["dashboard_management"]
@@ -606,9 +581,7 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// One person, several resources
-// ---------------------------------------------------------------------------------------
+// -- One person, several resources ---------------------------------------------------------------
 
 /// Two Enforce resources in two namespaces list one person with different grants: the first
 /// owns the person, the second names the owner, and resyncs make no changing call.
@@ -630,7 +603,7 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
     settings.resync_interval = Duration::from_millis(200);
     h.start_controller_with(settings);
     let spec = |groups: &[&str]| {
-        json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+        json!({"endpointRef": via(&shared),
                "accessPolicy": "Enforce",
                "users": [{"emailAddress": "p@example.com", "groups": groups, "userGroups": []}]})
     };
@@ -642,18 +615,12 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
         entry(first.status.as_ref().unwrap(), "p@example.com").ownership,
         Some(Ownership::Created)
     );
-    let second: invite_operator::api::UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": {"name": "second", "namespace": other_ns, "labels": h.cluster.labels()},
-        "spec": spec(&["alerts_management"]),
-    }))
-    .unwrap();
+    let second = json!({"name": "second", "namespace": other_ns});
+    h.cluster
+        .create_invitation_with(second, spec(&["alerts_management"]))
+        .await;
     let second_api: Api<invite_operator::api::UserInvitation> =
         Api::namespaced(h.cluster.client.clone(), &other_ns);
-    second_api
-        .create(&PostParams::default(), &second)
-        .await
-        .unwrap();
     let owner = format!("{}/first", h.cluster.namespace);
     let p = eventually("second to name the owner", async || {
         let status = second_api.get("second").await.unwrap().status;
@@ -678,9 +645,7 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Secrets: rotation
-// ---------------------------------------------------------------------------------------
+// -- Secrets: rotation ---------------------------------------------------------------------------
 
 /// The credential labels (opaque) of the requests in the journal, with their statuses.
 fn credentials(mock: &RunningMock) -> Vec<(Option<String>, u16)> {
@@ -753,9 +718,7 @@ async fn a_rotated_token_is_picked_up_within_the_cache_time() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Endpoints: URL policy, redirects, body and message caps, timeout bound
-// ---------------------------------------------------------------------------------------
+// -- Endpoints: URL policy, redirects, body and message caps, timeout bound ----------------------
 
 /// A local address that is not loopback (routing only, no packet is sent), if the host has one.
 fn non_loopback_address() -> Option<IpAddr> {
@@ -819,7 +782,7 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
         .endpoint_message("insecure", "False", "InvalidConfiguration")
         .await;
     assert!(message.contains("https://"), "{message}");
-    h.cluster.wait_status("local", "Ready", is_ready).await;
+    h.cluster.wait_ready("local").await;
     let controller = h.controller.take().unwrap();
     let calls = sum_metric(
         &controller.metrics,
@@ -839,7 +802,7 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
     let mut settings = h.cluster.settings();
     settings.endpoint_policy.allow_insecure_http = true;
     h.start_controller_with(settings);
-    h.cluster.wait_status("remote", "Ready", is_ready).await;
+    h.cluster.wait_ready("remote").await;
     h.cluster
         .wait_endpoint("insecure", "True", "CredentialsResolved")
         .await;
@@ -874,7 +837,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     h.cluster
         .create_ready(
             "platform",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+            json!({"endpointRef": via(&shared),
                    "users": [{"emailAddress": "p@example.com", "groups": [], "userGroups": []}]}),
         )
         .await;
@@ -908,12 +871,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
 #[tokio::test]
 async fn redirects_are_never_followed() {
     let mut h = Harness::user_invite().await;
-    let elsewhere = MockApi::start(MockConfig {
-        token: TOKEN.into(),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let elsewhere = start_mock(MockConfig::default()).await;
     h.mock.api.add_fault(
         ScriptedFault::redirect(307, &format!("{}/api/v2/user/invite", elsewhere.url))
             .method("POST")
@@ -966,7 +924,7 @@ async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
     assert!(!h.controller.as_ref().unwrap().is_finished());
     assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
     h.mock.api.clear_faults();
-    h.cluster.wait_status("team", "Ready", is_ready).await;
+    h.cluster.wait_ready("team").await;
     assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 1);
     h.finish().await;
 }
@@ -1080,10 +1038,7 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
 /// unanswered invite request blocks its users for two timeouts).
 #[tokio::test]
 async fn timeout_seconds_above_120_is_refused_at_admission() {
-    if crate::common::real_cluster_kubeconfig().is_none() {
-        eprintln!(
-            "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
-        );
+    if !admission_checked() {
         return;
     }
     let h = Harness::start().await;
@@ -1126,9 +1081,7 @@ async fn timeout_seconds_above_120_is_refused_at_admission() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Leadership
-// ---------------------------------------------------------------------------------------
+// -- Leadership ----------------------------------------------------------------------------------
 
 /// A replica whose lease runs out while a reconcile waits for its lookup sends no invite
 /// POST: the users go back to Pending, saying the replica no longer holds the lease.
@@ -1188,9 +1141,7 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Secure by default: a cluster endpoint without `allowed` grants plain membership only
-// ---------------------------------------------------------------------------------------
+// -- Secure by default: a cluster endpoint without `allowed` grants plain membership only --------
 
 /// A tenant asks for an admin permission, user group and role (UserInvite) and for the owner
 /// role, a custom group and a service role (OrgInvitation) through cluster endpoints that have
@@ -1199,22 +1150,9 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
 #[tokio::test]
 async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
     let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    h.cluster.put_secret("csp-token", TOKEN).await;
-    let users = h.cluster.unique("users");
-    let org = h.cluster.unique("org");
-    cluster_user_invite_endpoint(&h, &users, Value::Null).await;
-    h.cluster
-        .cluster_endpoint(
-            &org,
-            json!({"api": "OrgInvitation", "url": h.mock.url, "organizationId": ORG,
-                   "credentials": {"secretRef": {"name": "csp-token", "namespace": h.cluster.namespace}},
-                   "requestsPerSecond": 100, "timeoutSeconds": 5}),
-        )
-        .await;
+    let (users, org) = users_and_org_endpoints(&h).await;
     h.start_controller();
     let refused = ask_for_more_than_membership(&h, &users, &org).await;
-    let via = |endpoint: &str| json!({"kind": "ClusterInvitationEndpoint", "name": endpoint});
     let member = json!([{"name": "org_member"}]);
     h.cluster
         .create_invitation(
@@ -1237,10 +1175,8 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
             "{name}: the message says how the platform opens the field: {message}"
         );
     }
-    h.cluster.wait_status("plain-user", "Ready", is_ready).await;
-    h.cluster
-        .wait_status("plain-member", "Ready", is_ready)
-        .await;
+    h.cluster.wait_ready("plain-user").await;
+    h.cluster.wait_ready("plain-member").await;
     // Only the plain memberships were sent.
     let invites: Vec<String> = h
         .mock
@@ -1271,7 +1207,6 @@ async fn ask_for_more_than_membership(
     users: &str,
     org: &str,
 ) -> Vec<(String, &'static str)> {
-    let via = |endpoint: &str| json!({"kind": "ClusterInvitationEndpoint", "name": endpoint});
     let refused_users = [
         (
             "groups",
@@ -1312,10 +1247,10 @@ async fn ask_for_more_than_membership(
         ),
     ];
     for (name, extra, _) in &refused_org {
-        let mut request = json!({"usernames": [format!("org-{name}@example.com")]});
-        for (k, v) in extra.as_object().unwrap() {
-            request[k] = v.clone();
-        }
+        let request = with(
+            json!({"usernames": [format!("org-{name}@example.com")]}),
+            extra.clone(),
+        );
         h.cluster
             .create_invitation(
                 &format!("org-{name}"),
@@ -1345,27 +1280,15 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     h.cluster.put_secret("csp-token", TOKEN).await;
     let users = h.cluster.unique("users");
     let org = h.cluster.unique("org");
-    let (url, namespace) = (h.mock.url.clone(), h.cluster.namespace.clone());
-    let org_spec = move |allowed: Value| {
-        let mut spec = json!({"api": "OrgInvitation", "url": url, "organizationId": ORG,
-               "credentials": {"secretRef": {"name": "csp-token", "namespace": namespace}},
-               "requestsPerSecond": 100, "timeoutSeconds": 5});
-        if !allowed.is_null() {
-            spec["allowed"] = allowed;
-        }
-        spec
-    };
     // What "no allowed" permitted before: anything.
     let anything = json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"]});
     cluster_user_invite_endpoint(&h, &users, anything).await;
-    h.cluster
-        .cluster_endpoint(&org, org_spec(json!({"organizationRoles": ["*"]})))
-        .await;
+    cluster_org_endpoint(&h, &org, json!({"organizationRoles": ["*"]})).await;
     h.start_controller_resyncing(Duration::from_millis(200));
     h.cluster
         .create_invitation(
             "users",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": users},
+            json!({"endpointRef": via(&users),
                    "accessPolicy": "Enforce", "deletionPolicy": "Delete",
                    "users": [{"emailAddress": "ops@example.com", "groups": ["user_management"]}]}),
         )
@@ -1373,26 +1296,21 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     h.cluster
         .create_invitation(
             "org",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": org},
+            json!({"endpointRef": via(&org),
                    "deletionPolicy": "Delete",
                    "orgInvitation": {"usernames": ["owner@example.com"],
                                      "organizationRoles": [{"name": "org_owner"}]}}),
         )
         .await;
-    h.cluster.wait_status("users", "Ready", is_ready).await;
-    h.cluster.wait_status("org", "Ready", is_ready).await;
+    h.cluster.wait_ready("users").await;
+    h.cluster.wait_ready("org").await;
     let before = h.mock.api.journal().len();
 
     // The upgrade: the same endpoints, without `allowed`.
     cluster_user_invite_endpoint(&h, &users, Value::Null).await;
-    h.cluster
-        .cluster_endpoint(&org, org_spec(Value::Null))
-        .await;
+    cluster_org_endpoint(&h, &org, Value::Null).await;
     for (name, field) in [("users", "groups"), ("org", "organizationRoles")] {
-        let inv = h
-            .cluster
-            .wait_status(name, "NotAllowed", reason_is("NotAllowed"))
-            .await;
+        let inv = h.cluster.wait_for_reason(name, "NotAllowed").await;
         let status = inv.status.unwrap();
         assert!(ready_message(&status).contains(field), "{status:?}");
         assert_eq!(
@@ -1420,20 +1338,7 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Ownership is bound to the API and endpoint it was established on
-// ---------------------------------------------------------------------------------------
-
-/// A second mock API: the one a tenant runs itself.
-async fn tenant_api() -> RunningMock {
-    MockApi::start(MockConfig {
-        token: TOKEN.into(),
-        organization_id: ORG.into(),
-        ..MockConfig::default()
-    })
-    .await
-    .expect("start the tenant's mock")
-}
+// -- Ownership is bound to the API and endpoint it was established on ----------------------------
 
 /// The review's attack: a tenant adopts the organization's admin on an API it runs itself
 /// (a namespaced endpoint always adopts), switches `spec.endpointRef` to the platform's
@@ -1442,7 +1347,7 @@ async fn tenant_api() -> RunningMock {
 #[tokio::test]
 async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_endpoints() {
     let mut h = Harness::start().await;
-    let tenant = tenant_api().await;
+    let tenant = start_mock(MockConfig::default()).await;
     h.cluster.put_secret("api-token", TOKEN).await;
     let admin_groups = ["dashboard_management", "user_management"];
     for mock in [&h.mock, &tenant] {
@@ -1475,10 +1380,7 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
     );
 
     h.cluster
-        .patch_spec(
-            "takeover",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": platform}}),
-        )
+        .patch_spec("takeover", json!({"endpointRef": via(&platform)}))
         .await;
     let moved = h
         .cluster
@@ -1516,7 +1418,7 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
 #[tokio::test]
 async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     let mut h = Harness::start().await;
-    let other = tenant_api().await;
+    let other = start_mock(MockConfig::default()).await;
     h.cluster.put_secret("api-token", TOKEN).await;
     let groups = ["dashboard_management", "user_management"];
     const ROOT: &str = "root@example.com";
@@ -1616,7 +1518,7 @@ async fn adopt_admins(h: &Harness, resources: [(&str, &String, &str); 2]) {
         h.cluster
             .create_invitation(
                 resource,
-                json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": endpoint},
+                json!({"endpointRef": via(endpoint),
                        "accessPolicy": "Enforce", "deletionPolicy": "Delete",
                        "users": [{"emailAddress": admin, "groups": ["dashboard_management"]}]}),
             )
@@ -1681,9 +1583,7 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Credentials a tenant cannot borrow
-// ---------------------------------------------------------------------------------------
+// -- Credentials a tenant cannot borrow ----------------------------------------------------------
 
 /// Someone who may create InvitationEndpoints but not read Secrets points an endpoint at a
 /// host of their own and at a Secret of the namespace that is not labelled for endpoints:
@@ -1693,7 +1593,7 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
 #[tokio::test]
 async fn a_secret_without_the_credentials_label_is_never_sent() {
     let mut h = Harness::start().await;
-    let theirs = tenant_api().await;
+    let theirs = start_mock(MockConfig::default()).await;
     // A Secret of the namespace, created without the label (e.g. another app's token).
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": h.cluster.metadata("someone-elses-token"),
@@ -1745,7 +1645,7 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
         )
         .await
         .unwrap();
-    h.cluster.wait_status("borrow", "Ready", is_ready).await;
+    h.cluster.wait_ready("borrow").await;
     assert_eq!(theirs.api.invitations_sent_to("x@example.com"), 1);
 
     // The platform turns the check off: an unlabelled Secret works too.
@@ -1789,7 +1689,7 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
     h.cluster
         .create_invitation(
             "platform",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+            json!({"endpointRef": via(&shared),
                    "users": [{"emailAddress": "p@example.com"}]}),
         )
         .await;
@@ -1798,18 +1698,16 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
         message.contains("--namespaced-endpoints-loopback-http"),
         "{message}"
     );
-    h.cluster.wait_status("platform", "Ready", is_ready).await;
+    h.cluster.wait_ready("platform").await;
     assert_eq!(h.mock.api.invitations_sent_to("s@example.com"), 0);
 
     h.controller.take().unwrap().stop().await;
     h.start_controller(); // the suite's settings opt in
-    h.cluster.wait_status("sidecar", "Ready", is_ready).await;
+    h.cluster.wait_ready("sidecar").await;
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// One tenant cannot take the operator down
-// ---------------------------------------------------------------------------------------
+// -- One tenant cannot take the operator down ----------------------------------------------------
 
 /// Creates, in `namespace`, the labelled token Secret `token` and an OrgInvitation endpoint
 /// `name` at `url` with a 1 s request timeout.
@@ -1839,27 +1737,6 @@ async fn org_endpoint_in(cluster: &TestCluster, namespace: &str, name: &str, url
         .unwrap();
 }
 
-/// A UserInvitation of `username` through the InvitationEndpoint `endpoint` of `namespace`.
-async fn org_invitation_in(
-    cluster: &TestCluster,
-    namespace: &str,
-    name: &str,
-    endpoint: &str,
-    username: &str,
-) {
-    let invitation: invite_operator::api::UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": {"name": name, "namespace": namespace, "labels": cluster.labels()},
-        "spec": {"endpointRef": {"kind": "InvitationEndpoint", "name": endpoint},
-                 "orgInvitation": {"usernames": [username], "organizationRoles": [{"name": "org_member"}]}},
-    }))
-    .unwrap();
-    Api::<invite_operator::api::UserInvitation>::namespaced(cluster.client.clone(), namespace)
-        .create(&PostParams::default(), &invitation)
-        .await
-        .unwrap();
-}
-
 /// A tenant's tarpit: an API that answers every request just under the 1 s timeout and
 /// whose member listing never ends, with 200 resources in the tenant's namespace. Another
 /// namespace's resources still converge in their normal time: neither the tarpit's namespace
@@ -1871,29 +1748,21 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
         eprintln!("skipped on a real cluster: one controller must watch every namespace");
         return h.finish().await;
     }
-    let tarpit = MockApi::start(MockConfig {
-        token: TOKEN.into(),
-        organization_id: ORG.into(),
+    let tarpit = start_mock(MockConfig {
         latency: Duration::from_millis(900),
         endless_members: true,
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let tenant = h.cluster.create_namespace("tarpit").await;
     org_endpoint_in(&h.cluster, &tenant, "tarpit", &tarpit.url).await;
     let mut settings = h.cluster.settings();
     settings.watch_namespaces.clear(); // one controller, one set of slots, for all
     h.start_controller_with(settings);
     for i in 0..200 {
-        org_invitation_in(
-            &h.cluster,
-            &tenant,
-            &format!("t{i}"),
-            "tarpit",
-            &format!("t{i}@example.com"),
-        )
-        .await;
+        let spec = org_spec("tarpit", &[format!("t{i}@example.com")], "org_member");
+        let metadata = json!({"name": format!("t{i}"), "namespace": tenant});
+        h.cluster.create_invitation_with(metadata, spec).await;
     }
     // The tarpit holds its share of the slots.
     let controller = h.controller.as_ref().unwrap();
@@ -1914,9 +1783,7 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
             .await;
     }
     for i in 0..5 {
-        h.cluster
-            .wait_status(&format!("n{i}"), "Ready", is_ready)
-            .await;
+        h.cluster.wait_ready(&format!("n{i}")).await;
     }
     let took = started.elapsed();
     assert!(
@@ -2003,9 +1870,7 @@ async fn a_lookup_past_its_deadline_is_stopped() {
     h.finish().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Several operators in one cluster
-// ---------------------------------------------------------------------------------------
+// -- Several operators in one cluster ------------------------------------------------------------
 
 /// The label that splits the endpoints of a test between controllers.
 const SHARD: &str = "invite-e2e/shard";
@@ -2038,11 +1903,7 @@ fn namespaced_user_invite_spec(h: &Harness) -> Value {
 /// returned) and the InvitationEndpoint `ns-<shard>`.
 async fn shard_endpoints(h: &Harness, shard: &str) -> String {
     let name = h.cluster.unique(&format!("shard-{shard}"));
-    let spec = json!({
-        "api": "UserInvite", "url": h.mock.url,
-        "credentials": {"secretRef": {"name": "api-token", "namespace": h.cluster.namespace}},
-        "requestsPerSecond": 100, "timeoutSeconds": 5,
-    });
+    let spec = cluster_endpoint_spec(h, "UserInvite", Value::Null);
     h.cluster
         .cluster_endpoint_labelled(&name, spec, shard_labels(&h.cluster, shard))
         .await;
@@ -2127,7 +1988,7 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
     }
     let served = one_resource_per_shard_kind_and_policy(&h, &cluster_endpoints).await;
     for (name, ..) in &served {
-        h.cluster.wait_status(name, "Ready", is_ready).await;
+        h.cluster.wait_ready(name).await;
     }
     for (shard, cluster_endpoint) in &cluster_endpoints {
         h.cluster
@@ -2391,7 +2252,7 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
             shard_labels(&h.cluster, "a"),
         )
         .await;
-    let inv = h.cluster.wait_status("on-ns-b", "Ready", is_ready).await;
+    let inv = h.cluster.wait_ready("on-ns-b").await;
     assert_eq!(inv.finalizers(), [controller::FINALIZER]);
     h.cluster.wait_gone("held-by-b").await;
     assert_eq!(h.mock.api.invitations_sent_to("x2@example.com"), 1);
@@ -2451,19 +2312,8 @@ async fn resources_on_other_endpoints(
 /// One that shard b's controller serves, holding its finalizer, being deleted.
 async fn held_by_b_being_deleted(h: &Harness) {
     let held = through("InvitationEndpoint", "ns-b", "x6@example.com", "Delete");
-    let mut object = json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
-        "metadata": h.cluster.metadata("held-by-b"), "spec": held,
-    });
-    object["metadata"]["finalizers"] = json!([controller::FINALIZER]);
-    h.cluster
-        .invitations()
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(object).unwrap(),
-        )
-        .await
-        .unwrap();
+    let metadata = json!({"name": "held-by-b", "finalizers": [controller::FINALIZER]});
+    h.cluster.create_invitation_with(metadata, held).await;
     h.cluster
         .invitations()
         .delete("held-by-b", &DeleteParams::default())

@@ -38,15 +38,6 @@ async fn intent_settles_at(h: &Harness, name: &str, users: &[String]) -> Timesta
         .expect("settlesAt")
 }
 
-fn invite_posts(h: &Harness, flavor: Flavor) -> Vec<JournalEntry> {
-    h.mock
-        .api
-        .journal()
-        .into_iter()
-        .filter(|e| flavor.is_invite_post(e))
-        .collect()
-}
-
 /// Asserts that no lookup arrived after `first_post` and before `settles_at`.
 fn assert_no_lookup_before(h: &Harness, flavor: Flavor, first_post: u64, settles_at: Timestamp) {
     let early: Vec<String> = h
@@ -87,9 +78,9 @@ async fn acted_then(flavor: Flavor, fault: ScriptedFault) {
         .create_invitation("team", flavor.spec(&users))
         .await;
     let settles_at = intent_settles_at(&h, "team", &users).await;
-    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &users);
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     assert_eq!(posts.len(), 1, "found, never posted again: {posts:#?}");
     assert!(posts[0].performed, "the fault acted");
     assert_no_lookup_before(&h, flavor, posts[0].seq, settles_at);
@@ -191,10 +182,7 @@ async fn settled_answers_mark_only_their_own_users() {
         "{throttled:?}"
     );
     assert_eq!(throttled.ownership, None, "nothing was done for c");
-    let inv = h
-        .cluster
-        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    let inv = h.cluster.wait_for_reason("team", "PartiallyFailed").await;
     let status = status_of(&inv);
     assert_owned_and_invited_once(&h, status, &[a.into(), b.into(), c.into()]);
     let refused = entry(status, bad).unwrap();
@@ -238,14 +226,12 @@ async fn an_unknown_half_keeps_only_its_own_users_inviting() {
     let (a, b, c, bad) = (A, B, C, BAD);
     let inv = split_team(&h, UserState::Inviting).await;
     let settles_at = entry(status_of(&inv), c).unwrap().settles_at.unwrap();
-    let inv = h
-        .cluster
-        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    let inv = h.cluster.wait_for_reason("team", "PartiallyFailed").await;
     let status = status_of(&inv);
     assert_owned_and_invited_once(&h, status, &[a.into(), b.into(), c.into()]);
     assert_eq!(state(status, bad), Some(UserState::Failed));
-    let unknown = invite_posts(&h, flavor)
+    let unknown = flavor
+        .invite_posts(&h.mock)
         .into_iter()
         .find(|e| e.status == 502)
         .expect("the 502");
@@ -284,8 +270,8 @@ async fn two_spellings_of_one_url_are_one_api() {
         h.cluster.create_invitation("second", second)
     );
     drop((a, b));
-    let first = h.cluster.wait_status("first", "Ready", is_ready).await;
-    let second = h.cluster.wait_status("second", "Ready", is_ready).await;
+    let first = h.cluster.wait_ready("first").await;
+    let second = h.cluster.wait_ready("second").await;
     assert_eq!(
         status_of(&first).api,
         status_of(&second).api,
@@ -360,12 +346,12 @@ async fn an_unsettled_person_waits_for_every_other_resource() {
             .contains("first"),
         "{waiting:?}"
     );
-    let first = h.cluster.wait_status("first", "Ready", is_ready).await;
+    let first = h.cluster.wait_ready("first").await;
     assert_owned_and_invited_once(&h, status_of(&first), std::slice::from_ref(&person));
-    let second = h.cluster.wait_status("second", "Ready", is_ready).await;
+    let second = h.cluster.wait_ready("second").await;
     let shown = entry(status_of(&second), &person).unwrap();
     assert_eq!(shown.ownership, None, "{shown:?}");
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     let for_person: Vec<&JournalEntry> = posts
         .iter()
         .filter(|e| flavor.invited_in(e).contains(&person))
@@ -417,9 +403,9 @@ async fn a_removed_and_readded_person_waits_for_the_settle_window() {
             serde_json::json!({"orgInvitation": {"usernames": [p, q]}}),
         )
         .await;
-    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &[p.clone(), q.clone()]);
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     assert_eq!(posts.len(), 1, "never posted again: {posts:#?}");
     assert!(
         h.mock
@@ -468,9 +454,9 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let inv = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &x);
-    let posts = invite_posts(&h, flavor);
+    let posts = flavor.invite_posts(&h.mock);
     assert_eq!(
         posts.len(),
         2,
@@ -511,8 +497,9 @@ async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
         message.as_deref().unwrap_or_default().contains("(deleted)"),
         "{message:?}"
     );
-    h.cluster.wait_status("team", "Ready", is_ready).await;
-    let posts: Vec<JournalEntry> = invite_posts(&h, flavor)
+    h.cluster.wait_ready("team").await;
+    let posts: Vec<JournalEntry> = flavor
+        .invite_posts(&h.mock)
         .into_iter()
         .filter(|e| flavor.invited_in(e).contains(&person))
         .collect();
@@ -564,13 +551,14 @@ async fn switched_while_unsettled(flavor: Flavor) {
         Some(UserState::Inviting),
         "the entry is kept while its request may act"
     );
-    let done = h.cluster.wait_status("team", "Ready", is_ready).await;
+    let done = h.cluster.wait_ready("team").await;
     let status = status_of(&done);
     assert_eq!(
         status.endpoint.as_ref().map(|e| e.name.as_str()),
         Some("other")
     );
-    let posts: Vec<JournalEntry> = invite_posts(&h, flavor)
+    let posts: Vec<JournalEntry> = flavor
+        .invite_posts(&h.mock)
         .into_iter()
         .filter(|e| flavor.invited_in(e).contains(&person))
         .collect();

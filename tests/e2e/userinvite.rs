@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use invite_mock::ScriptedFault;
-use invite_operator::api::{UserInvitation, UserState};
+use invite_operator::api::UserState;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
@@ -134,10 +134,7 @@ async fn a_rejected_user_fails_alone_with_the_api_message() {
         ]
     });
     s.cluster.create_invitation("team", spec).await;
-    let inv = s
-        .cluster
-        .wait_status("team", "PartiallyFailed", reason_is("PartiallyFailed"))
-        .await;
+    let inv = s.cluster.wait_for_reason("team", "PartiallyFailed").await;
     let status = inv.status.clone().unwrap();
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
     assert_eq!(state_of(&inv, "carol@example.com"), UserState::Invited);
@@ -223,9 +220,7 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     cluster
         .create_invitation("team", spec(&["alice@example.com"]))
         .await;
-    let inv = cluster
-        .wait_status("team", "EndpointNotFound", reason_is("EndpointNotFound"))
-        .await;
+    let inv = cluster.wait_for_reason("team", "EndpointNotFound").await;
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Pending);
     assert!(
         mock.api.journal().is_empty(),
@@ -235,10 +230,7 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     cluster
         .user_invite_endpoint("wavefront", &mock.url, "api-token")
         .await;
-    let inv = cluster
-        .wait_status("team", "EndpointNotReady", reason_is("EndpointNotReady"))
-        .await;
-    let message = &inv.status.as_ref().unwrap().conditions[0].message;
+    let message = cluster.wait_reason("team", "EndpointNotReady").await;
     assert!(message.contains("api-token"), "{message}");
     assert!(
         mock.api.journal().is_empty(),
@@ -246,7 +238,7 @@ async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
     );
 
     cluster.put_secret("api-token", "e2e-token").await;
-    let inv = cluster.wait_status("team", "Ready", is_ready).await;
+    let inv = cluster.wait_ready("team").await;
     assert_eq!(state_of(&inv, "alice@example.com"), UserState::Invited);
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
     s.finish().await;
@@ -264,15 +256,9 @@ async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
     cluster
         .create_invitation("team", spec(&["alice@example.com"]))
         .await;
-    let inv = cluster
-        .wait_status("team", "EndpointNotReady", reason_is("EndpointNotReady"))
-        .await;
+    let inv = cluster.wait_for_reason("team", "EndpointNotReady").await;
     let status = inv.status.unwrap();
-    assert!(
-        status.conditions[0].message.contains("401"),
-        "{}",
-        status.conditions[0].message
-    );
+    assert!(ready_message(&status).contains("401"), "{status:?}");
     assert!(
         !serde_json::to_string(&status)
             .unwrap()
@@ -280,7 +266,7 @@ async fn a_wrong_token_is_a_configuration_problem_until_fixed() {
         "no secret in status"
     );
     cluster.put_secret("api-token", "e2e-token").await;
-    cluster.wait_status("team", "Ready", is_ready).await;
+    cluster.wait_ready("team").await;
     assert_eq!(mock.api.invitations_sent_to("alice@example.com"), 1);
     s.finish().await;
 }
@@ -314,14 +300,8 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
     cluster
         .create_invitation("too-much", spec(json!(["user_management"])))
         .await;
-    let inv = cluster
-        .wait_status("too-much", "NotAllowed", reason_is("NotAllowed"))
-        .await;
-    assert!(
-        inv.status.unwrap().conditions[0]
-            .message
-            .contains("user_management")
-    );
+    let message = cluster.wait_reason("too-much", "NotAllowed").await;
+    assert!(message.contains("user_management"), "{message}");
     cluster
         .create_ready("fine", spec(json!(["dashboard_management"])))
         .await;
@@ -337,33 +317,14 @@ async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
         "orgInvitation": {"usernames": ["bob@example.com"], "organizationRoles": [{"name": "org_member"}]}
     });
     s.cluster.create_invitation("org", org_spec).await;
-    let inv = s
-        .cluster
-        .wait_status("org", "EndpointMismatch", reason_is("EndpointMismatch"))
-        .await;
-    assert!(
-        inv.status.unwrap().conditions[0]
-            .message
-            .contains("OrgInvitation")
-    );
+    let message = s.cluster.wait_reason("org", "EndpointMismatch").await;
+    assert!(message.contains("OrgInvitation"), "{message}");
 
-    let paused: UserInvitation = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1",
-        "kind": "UserInvitation",
-        "metadata": {"name": "paused", "namespace": s.cluster.namespace,
-                     "labels": s.cluster.labels(),
-                     "annotations": {"invite.operators.dev/paused": "true"}},
-        "spec": spec(&["paula@example.com"]),
-    }))
-    .unwrap();
+    let paused = json!({"name": "paused", "annotations": {"invite.operators.dev/paused": "true"}});
     s.cluster
-        .invitations()
-        .create(&Default::default(), &paused)
-        .await
-        .unwrap();
-    s.cluster
-        .wait_status("paused", "Paused", reason_is("Paused"))
+        .create_invitation_with(paused, spec(&["paula@example.com"]))
         .await;
+    s.cluster.wait_for_reason("paused", "Paused").await;
     assert!(
         s.mock.api.journal().is_empty(),
         "{:?}",

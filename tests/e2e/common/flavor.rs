@@ -5,7 +5,7 @@ use invite_mock::{JournalEntry, ScriptedFault};
 use invite_operator::api::{UserInvitation, UserInvitationStatus, UserState, UserStatus};
 use serde_json::{Value, json};
 
-use super::{Harness, ORG, TOKEN, TestCluster};
+use super::{Harness, ORG, RunningMock, TOKEN, TestCluster};
 
 /// The name of the flavour's InvitationEndpoint in [`Flavor::harness`].
 pub const ENDPOINT: &str = "api";
@@ -71,6 +71,15 @@ impl Flavor {
                 .collect(),
         };
         list.into_iter().map(str::to_ascii_lowercase).collect()
+    }
+
+    /// The invite requests of the mock's journal (answered or not).
+    pub fn invite_posts(self, mock: &RunningMock) -> Vec<JournalEntry> {
+        let journal = mock.api.journal();
+        journal
+            .into_iter()
+            .filter(|e| self.is_invite_post(e))
+            .collect()
     }
 
     /// The addresses of each invite request in `journal` whose answer had `status` (0: not

@@ -65,6 +65,25 @@ use tokio::{
     task::{AbortHandle, JoinHandle},
 };
 
+/// `Deref` and `DerefMut` of a test's environment (a struct with a field `harness`) to its
+/// [`Harness`].
+macro_rules! deref_to_harness {
+    ($env:ty) => {
+        impl std::ops::Deref for $env {
+            type Target = $crate::common::Harness;
+            fn deref(&self) -> &Self::Target {
+                &self.harness
+            }
+        }
+        impl std::ops::DerefMut for $env {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.harness
+            }
+        }
+    };
+}
+pub(crate) use deref_to_harness;
+
 /// How long a test waits for the controller to reach a state.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -100,6 +119,18 @@ pub fn package_path(rel: &str) -> std::path::PathBuf {
 /// The kubeconfig of the real cluster to run against, if any.
 pub fn real_cluster_kubeconfig() -> Option<String> {
     std::env::var(KUBECONFIG_ENV).ok().filter(|p| !p.is_empty())
+}
+
+/// Whether the API server checks admission (only a real one evaluates the CRDs' schema and
+/// CEL, see tests/support/README.md); prints that the test is skipped when it does not.
+pub fn admission_checked() -> bool {
+    let real = real_cluster_kubeconfig().is_some();
+    if !real {
+        eprintln!(
+            "skipped: needs a real API server (admission: the in-process one evaluates no CRD schema or CEL, see tests/support/README.md)"
+        );
+    }
+    real
 }
 
 fn init_tracing() {
@@ -394,14 +425,23 @@ impl TestCluster {
 
     /// Creates a UserInvitation from its spec.
     pub async fn create_invitation(&self, name: &str, spec: Value) -> UserInvitation {
+        self.create_invitation_with(json!({"name": name}), spec)
+            .await
+    }
+
+    /// Creates a UserInvitation from its spec and `metadata` (its name; another namespace,
+    /// annotations, finalizers), merged over the test's namespace and labels.
+    pub async fn create_invitation_with(&self, metadata: Value, spec: Value) -> UserInvitation {
+        let metadata = with(self.metadata(""), metadata);
+        let namespace = metadata["namespace"].as_str().expect("a namespace");
         let invitation: UserInvitation = serde_json::from_value(json!({
             "apiVersion": "invite.operators.dev/v1alpha1",
             "kind": "UserInvitation",
-            "metadata": self.metadata(name),
+            "metadata": metadata,
             "spec": spec,
         }))
         .unwrap();
-        self.invitations()
+        Api::namespaced(self.client.clone(), namespace)
             .create(&PostParams::default(), &invitation)
             .await
             .expect("create invitation")
@@ -467,8 +507,13 @@ impl TestCluster {
 
     /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns the message.
     pub async fn wait_reason(&self, name: &str, reason: &'static str) -> String {
-        let inv = self.wait_status(name, reason, reason_is(reason)).await;
+        let inv = self.wait_for_reason(name, reason).await;
         ready_message(inv.status.as_ref().expect("a status"))
+    }
+
+    /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns it.
+    pub async fn wait_for_reason(&self, name: &str, reason: &'static str) -> UserInvitation {
+        self.wait_status(name, reason, reason_is(reason)).await
     }
 
     /// The UserInvitations of the test's namespace.
@@ -509,6 +554,11 @@ impl TestCluster {
     /// Creates the UserInvitation `name` and waits until it is Ready.
     pub async fn create_ready(&self, name: &str, spec: Value) -> UserInvitation {
         self.create_invitation(name, spec).await;
+        self.wait_ready(name).await
+    }
+
+    /// Waits until the UserInvitation `name` is Ready.
+    pub async fn wait_ready(&self, name: &str) -> UserInvitation {
         self.wait_status(name, "Ready", is_ready).await
     }
 
@@ -839,13 +889,7 @@ impl Harness {
     /// Like [`Harness::start`], with this mock configuration (its token is [`TOKEN`]).
     pub async fn with_mock(config: MockConfig) -> Harness {
         let cluster = TestCluster::start().await;
-        let mock = MockApi::start(MockConfig {
-            token: TOKEN.into(),
-            organization_id: ORG.into(),
-            ..config
-        })
-        .await
-        .expect("start mock");
+        let mock = start_mock(config).await;
         Harness {
             cluster,
             mock,
@@ -858,10 +902,16 @@ impl Harness {
         Harness::user_invite_on(MockConfig::default()).await
     }
 
-    /// [`Harness::user_invite`] on a mock with this configuration.
     /// [`Harness::user_invite`] with the controller started.
     pub async fn user_invite_running() -> Harness {
         let mut h = Harness::user_invite().await;
+        h.start_controller();
+        h
+    }
+
+    /// [`Harness::org_invitation`] on the default mock, with the controller started.
+    pub async fn org_invitation_running() -> Harness {
+        let mut h = Harness::org_invitation(MockConfig::default()).await;
         h.start_controller();
         h
     }
@@ -936,23 +986,10 @@ impl OperatorProcess {
         command
             .args(["run", "--kubeconfig"])
             .arg(cluster.kubeconfig_file());
-        for var in [
-            "KUBECONFIG",
-            "POD_NAMESPACE",
-            "RESYNC_INTERVAL",
-            "RETRY_BASE_DELAY",
-            "RETRY_MAX_DELAY",
-            "CONCURRENCY",
-            "WATCH_NAMESPACES",
-            "CLUSTER_ENDPOINT_SELECTOR",
-            "NAMESPACED_ENDPOINT_SELECTOR",
-            "LEADER_ELECTION",
-            "LEASE_NAME",
-            "LEASE_NAMESPACE",
-            "LEASE_DURATION",
-            "POD_NAME",
-            "LOG_FORMAT",
-        ] {
+        let operator_env = "KUBECONFIG POD_NAMESPACE RESYNC_INTERVAL RETRY_BASE_DELAY RETRY_MAX_DELAY \
+            CONCURRENCY WATCH_NAMESPACES CLUSTER_ENDPOINT_SELECTOR NAMESPACED_ENDPOINT_SELECTOR \
+            LEADER_ELECTION LEASE_NAME LEASE_NAMESPACE LEASE_DURATION POD_NAME LOG_FORMAT";
+        for var in operator_env.split_whitespace() {
             command.env_remove(var);
         }
         command
@@ -1276,6 +1313,41 @@ pub fn changes_since(mock: &RunningMock, from: usize) -> Vec<String> {
         .filter(|e| is_changing(e))
         .map(|e| format!("{} {}", e.method, e.path))
         .collect()
+}
+
+/// The mock's API requests but the token exchanges, as `METHOD path`.
+pub fn api_calls(mock: &RunningMock) -> Vec<String> {
+    let journal = mock.api.journal();
+    let calls = journal.iter().filter(|e| !e.is_token_exchange());
+    calls.map(|e| format!("{} {}", e.method, e.path)).collect()
+}
+
+/// The strings of the JSON array `values`, sorted.
+pub fn sorted(values: &Value) -> Vec<String> {
+    let strings = values
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    let mut v: Vec<String> = strings.map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// The groups of the mock's UserInvite user `id`, sorted.
+pub fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
+    sorted(&mock.api.user(id).expect("the user exists")["groups"])
+}
+
+/// A mock invite API with the suite's token and organization, configured by the rest of
+/// `config`.
+pub async fn start_mock(config: MockConfig) -> RunningMock {
+    let config = MockConfig {
+        token: TOKEN.into(),
+        organization_id: ORG.into(),
+        ..config
+    };
+    MockApi::start(config).await.expect("start mock")
 }
 
 /// `config` for an API that sends again: re-inviting an invited user who never logged in
