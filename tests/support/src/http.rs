@@ -455,6 +455,18 @@ fn start_watch(
         }
     }
     drop(st);
+    Ok(watch_stream(shared, query, timeout, ctx, id, rx))
+}
+
+/// The response of a watch: its queued lines, bookmarks when asked for, until `timeout`.
+fn watch_stream(
+    shared: &Arc<Shared>,
+    query: &HashMap<String, String>,
+    timeout: Duration,
+    ctx: Ctx,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+) -> Response {
     let period = *shared
         .bookmark_interval
         .lock()
@@ -494,10 +506,10 @@ fn start_watch(
         };
         Some((Ok::<Bytes, Infallible>(line), s))
     });
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(axum::body::Body::from_stream(stream))
-        .expect("a valid response"))
+        .expect("a valid response")
 }
 
 impl Fault {

@@ -396,26 +396,7 @@ impl Store {
             old["metadata"]["resourceVersion"].clone(),
         );
         normalize_meta(&mut new);
-        if deleting(&old) {
-            let added: Vec<String> = finalizers(&new)
-                .into_iter()
-                .filter(|f| !finalizers(&old).contains(f))
-                .map(|f| format!("{f:?}"))
-                .collect();
-            if !added.is_empty() {
-                let body = format!(
-                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
-                    added.join(", ")
-                );
-                return Err(ApiError::invalid(
-                    res,
-                    name,
-                    "metadata.finalizers",
-                    "FieldValueForbidden",
-                    &body,
-                ));
-            }
-        }
+        no_finalizer_added_while_deleting(res, name, &old, &new)?;
         self.mutate(res, &mut new, false)?;
         if res.custom && spec_part(&new) != spec_part(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
@@ -622,4 +603,35 @@ pub(crate) fn watch_line(typ: &str, obj: &Value) -> Bytes {
 pub(crate) fn bookmark(res: &ResourceDef, version: &str, rv: u64) -> Value {
     json!({"kind": res.kind, "apiVersion": res.api_version(version),
            "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}})
+}
+
+/// kube-apiserver refuses an update that adds a finalizer to an object being deleted.
+fn no_finalizer_added_while_deleting(
+    res: &ResourceDef,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    if !deleting(old) {
+        return Ok(());
+    }
+    let added: Vec<String> = finalizers(new)
+        .into_iter()
+        .filter(|f| !finalizers(old).contains(f))
+        .map(|f| format!("{f:?}"))
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let body = format!(
+        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+        added.join(", ")
+    );
+    Err(ApiError::invalid(
+        res,
+        name,
+        "metadata.finalizers",
+        "FieldValueForbidden",
+        &body,
+    ))
 }

@@ -352,7 +352,7 @@ async fn watches_resume_expire_and_bookmark() {
 }
 
 #[tokio::test]
-async fn faults_records_and_built_ins() {
+async fn faults_and_request_records() {
     let (server, widgets) = setup().await;
     let pp = PostParams::default();
     widgets.create(&pp, &widget("w", 1)).await.unwrap();
@@ -422,7 +422,13 @@ async fn faults_records_and_built_ins() {
             .iter()
             .any(|r| r.subresource.as_deref() == Some("status") && r.status == 500)
     );
-    // Built-ins: Secrets fold stringData; PUT creates a missing Lease.
+}
+
+/// Built-ins: Secrets fold stringData; PUT creates a missing Lease, and conflicts on a stale one.
+#[tokio::test]
+async fn secrets_and_leases() {
+    let (server, _) = setup().await;
+    let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let secret: Secret =
         serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"token": "t"}}))
