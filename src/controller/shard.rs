@@ -87,13 +87,14 @@ fn invitation_watch(
     impl futures::Stream<Item = Result<UserInvitation, watcher::Error>> + Send + 'static,
 ) {
     let (invitations, writer) = reflector::store::<UserInvitation>();
-    let feed = HolderFeed::new(ctx.clone(), scope.clone(), listed);
+    let triggers = Arc::new(Triggers::default());
+    let feed = HolderFeed::new(ctx.clone(), scope.clone(), listed, triggers.clone());
     let stream = watcher(
         kubernetes::scoped::<UserInvitation>(&ctx.client, scope.as_deref()),
         watcher::Config::default(),
     )
     .default_backoff()
-    .modify(kubernetes::trim_for_cache)
+    .modify(kubernetes::trim_invitation_for_cache)
     .map_ok(move |event| {
         feed.event(&event);
         event
@@ -101,7 +102,7 @@ fn invitation_watch(
     .reflect(writer)
     .applied_objects()
     // The controller's own status writes change none of these: they trigger no pass.
-    .predicate_filter(pass_trigger, Default::default());
+    .try_filter(move |invitation| std::future::ready(triggers.changed(invitation)));
     (
         invitations,
         kubernetes::without_errors(stream, "UserInvitations"),
@@ -206,16 +207,75 @@ async fn open_gate(
 }
 
 /// What makes a change of a UserInvitation worth a pass: its spec (generation), annotations
-/// (pause), finalizers and deletion. The controller's own status writes change none of them.
-fn pass_trigger(invitation: &UserInvitation) -> Option<u64> {
+/// (pause), finalizers and deletion; its uid, so that a resource deleted and created again
+/// under the same name (unseen between two lists) is new. The controller's own status writes
+/// change none of them.
+fn pass_trigger(invitation: &UserInvitation) -> u64 {
     use std::hash::{Hash, Hasher};
     let meta = &invitation.metadata;
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut h);
     meta.generation.hash(&mut h);
     meta.annotations.hash(&mut h);
     meta.finalizers.hash(&mut h);
     meta.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
+    h.finish()
+}
+
+/// The [`pass_trigger`] each resource of a shard was last seen with, by `namespace/name`: a
+/// watch event whose trigger is unchanged starts no pass. (kube-runtime's `predicate_filter`
+/// does the same, but keeps three strings and a timestamp per resource.) Deleted resources
+/// are forgotten, and so are those a relist no longer lists.
+#[derive(Default)]
+struct Triggers {
+    seen: std::sync::Mutex<TriggerMap>,
+}
+
+#[derive(Default)]
+struct TriggerMap {
+    /// Per resource: its trigger, and the relist it was last listed or changed in.
+    entries: std::collections::HashMap<Box<str>, (u64, u32)>,
+    /// Relists begun.
+    relist: u32,
+}
+
+impl Triggers {
+    /// Whether `invitation` changed in a way worth a pass since it was last seen (or is new).
+    fn changed(&self, invitation: &UserInvitation) -> bool {
+        let trigger = pass_trigger(invitation);
+        let key = resource_key(invitation);
+        let mut seen = self.seen.lock().expect("lock");
+        let relist = seen.relist;
+        match seen.entries.get_mut(key.as_str()) {
+            Some(last) => {
+                let changed = last.0 != trigger;
+                *last = (trigger, relist);
+                changed
+            }
+            None => {
+                seen.entries.insert(key.into_boxed_str(), (trigger, relist));
+                true
+            }
+        }
+    }
+
+    /// A relist began: what it does not list is forgotten when it ends.
+    fn relist_started(&self) {
+        let mut seen = self.seen.lock().expect("lock");
+        seen.relist = seen.relist.wrapping_add(1);
+    }
+
+    /// A relist ended (every object it listed went through [`Triggers::changed`]).
+    fn relist_done(&self) {
+        let mut seen = self.seen.lock().expect("lock");
+        let relist = seen.relist;
+        seen.entries.retain(|_, (_, listed)| *listed == relist);
+    }
+
+    /// Forgets a resource that is gone.
+    fn forget(&self, key: &str) {
+        self.seen.lock().expect("lock").entries.remove(key);
+    }
 }
 
 /// The UserInvitations that reference an endpoint.
@@ -245,22 +305,32 @@ struct HolderFeed {
     scope: Option<String>,
     listed: watch::Sender<usize>,
     listed_once: std::sync::atomic::AtomicBool,
+    triggers: Arc<Triggers>,
 }
 
 impl HolderFeed {
-    fn new(ctx: Arc<Context>, scope: Option<String>, listed: watch::Sender<usize>) -> HolderFeed {
+    fn new(
+        ctx: Arc<Context>,
+        scope: Option<String>,
+        listed: watch::Sender<usize>,
+        triggers: Arc<Triggers>,
+    ) -> HolderFeed {
         HolderFeed {
             ctx,
             scope,
             listed,
             listed_once: Default::default(),
+            triggers,
         }
     }
 
     fn event(&self, event: &watcher::Event<UserInvitation>) {
         let (holders, memory) = (&self.ctx.holders, &self.ctx.memory);
         match event {
-            watcher::Event::Init => holders.relist_started(&self.scope),
+            watcher::Event::Init => {
+                holders.relist_started(&self.scope);
+                self.triggers.relist_started();
+            }
             watcher::Event::InitApply(object) => {
                 let key = resource_key(object);
                 holders.update(&key, object.status.as_ref());
@@ -270,6 +340,7 @@ impl HolderFeed {
                 for gone in holders.relist_done(&self.scope) {
                     memory.forget(&gone);
                 }
+                self.triggers.relist_done();
                 if !self
                     .listed_once
                     .swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -284,7 +355,64 @@ impl HolderFeed {
                 let key = resource_key(object);
                 holders.remove(&key);
                 memory.forget(&key);
+                self.triggers.forget(&key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invitation(name: &str, uid: &str, generation: i64, paused: bool) -> UserInvitation {
+        let mut annotations = serde_json::Map::new();
+        if paused {
+            annotations.insert(crate::api::PAUSED_ANNOTATION.into(), "true".into());
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+            "metadata": {
+                "name": name, "namespace": "team", "uid": uid, "generation": generation,
+                "annotations": annotations,
+            },
+            "spec": {"endpointRef": {"kind": "InvitationEndpoint", "name": "ep"}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_changes_worth_a_pass_trigger_one() {
+        let triggers = Triggers::default();
+        let first = invitation("a", "u-1", 1, false);
+        assert!(triggers.changed(&first), "a new resource");
+        assert!(!triggers.changed(&first), "the same again");
+        let mut status_written = first.clone();
+        status_written.status = Some(Default::default());
+        status_written.metadata.resource_version = Some("2".into());
+        assert!(!triggers.changed(&status_written), "a status write");
+        assert!(
+            triggers.changed(&invitation("a", "u-1", 2, false)),
+            "a new spec"
+        );
+        assert!(triggers.changed(&invitation("a", "u-1", 2, true)), "paused");
+        assert!(
+            triggers.changed(&invitation("a", "u-2", 2, true)),
+            "recreated under the same name"
+        );
+        assert!(triggers.changed(&invitation("b", "u-3", 1, false)));
+
+        // A deleted resource is forgotten; so is one a relist no longer lists.
+        triggers.forget("team/b");
+        assert_eq!(triggers.seen.lock().unwrap().entries.len(), 1);
+        triggers.changed(&invitation("c", "u-4", 1, false));
+        triggers.relist_started();
+        assert!(!triggers.changed(&invitation("a", "u-2", 2, true)));
+        triggers.relist_done();
+        let seen = triggers.seen.lock().unwrap();
+        assert_eq!(
+            seen.entries.keys().map(|k| k.as_ref()).collect::<Vec<_>>(),
+            ["team/a"]
+        );
     }
 }

@@ -41,6 +41,27 @@ pub fn trim_for_cache<K: Resource>(object: &mut K) {
     }
 }
 
+/// Trims a cached UserInvitation further than [`trim_for_cache`]: of its metadata the
+/// controller reads only its name, namespace, uid, resourceVersion, generation, finalizers,
+/// deletion timestamp and the pause annotation, so labels, every other annotation, owner
+/// references and the like are dropped before the object is stored (with 10,000 resources
+/// cached, every byte per object is 10 kB). Spec and status are kept whole: the status write
+/// is computed from the cached status.
+pub fn trim_invitation_for_cache(invitation: &mut UserInvitation) {
+    trim_for_cache(invitation);
+    let meta = &mut invitation.metadata;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    meta.self_link = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key == crate::api::PAUSED_ANNOTATION);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// One watch event, or its error.
 type WatchItem<K> = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>;
 
@@ -258,4 +279,70 @@ pub async fn namespace_labels(
         .get_opt(namespace)
         .await?;
     Ok(ns.and_then(|n| n.metadata.labels).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_invitation_keeps_what_the_controller_reads() {
+        let full = json!({
+            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "UserInvitation",
+            "metadata": {
+                "name": "x", "namespace": "team", "uid": "u-1", "resourceVersion": "7",
+                "generation": 3, "finalizers": ["invite.operators.dev/cleanup"],
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "labels": {"app": "web"},
+                "annotations": {
+                    crate::api::PAUSED_ANNOTATION: "true",
+                    LAST_APPLIED: "{\"a\":1}",
+                    "note": "long text",
+                },
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "o-1"}],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "generateName": "x-",
+            },
+            "spec": {
+                "endpointRef": {"kind": "InvitationEndpoint", "name": "ep"},
+                "users": [{"emailAddress": "a@example.com"}],
+            },
+            "status": {"observedGeneration": 3, "invited": 1},
+        });
+        let mut invitation: UserInvitation = serde_json::from_value(full).unwrap();
+        let untouched = invitation.clone();
+        trim_invitation_for_cache(&mut invitation);
+        let meta = &invitation.metadata;
+        assert!(invitation.is_paused(), "the pause annotation is kept");
+        assert_eq!(meta.annotations.as_ref().map(|a| a.len()), Some(1));
+        assert_eq!(meta.labels, None);
+        assert_eq!(meta.owner_references, None);
+        assert_eq!(meta.managed_fields, None);
+        assert_eq!(meta.generate_name, None);
+        // Everything the controller reads is as it was.
+        assert_eq!(meta.name, untouched.metadata.name);
+        assert_eq!(meta.namespace, untouched.metadata.namespace);
+        assert_eq!(meta.uid, untouched.metadata.uid);
+        assert_eq!(meta.resource_version, untouched.metadata.resource_version);
+        assert_eq!(meta.generation, untouched.metadata.generation);
+        assert_eq!(meta.finalizers, untouched.metadata.finalizers);
+        assert_eq!(
+            meta.deletion_timestamp,
+            untouched.metadata.deletion_timestamp
+        );
+        assert_eq!(invitation.spec, untouched.spec);
+        assert_eq!(invitation.status, untouched.status);
+
+        // Without the pause annotation, no annotations are left at all.
+        let mut other = untouched;
+        other
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(crate::api::PAUSED_ANNOTATION);
+        trim_invitation_for_cache(&mut other);
+        assert_eq!(other.metadata.annotations, None);
+        assert!(!other.is_paused());
+    }
 }
