@@ -11,7 +11,13 @@ use super::{
     plan::{self, Binding, Blocked, EndpointFacts, PlanContext, ReadyReason, Requested},
     resolve::{self, Resolved, Rules, Source},
 };
-use crate::api::{PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus};
+use crate::{
+    api::{
+        IntentResource, Ownership, PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
+        UserState,
+    },
+    invite::intent::BatchIntent,
+};
 
 /// What a pass needs from whoever runs it.
 pub trait Driver: Sync {
@@ -40,6 +46,12 @@ pub trait Driver: Sync {
 
     /// The largest difference between two replicas' clocks that exactly-once tolerates.
     fn max_clock_skew(&self) -> Duration;
+
+    /// The addresses the intent journal holds for this resource (by uid) whose outcome may
+    /// not be in its status yet: each with the intent of its batch.
+    fn journaled(&self, _invitation: &UserInvitation) -> Vec<(String, BatchIntent)> {
+        Vec::new()
+    }
 
     /// Runs the planned phases ([`super::sync`], or less).
     fn sync(
@@ -126,7 +138,8 @@ pub async fn run<D: Driver>(
         resolved.identity.clone(),
         driver.max_clock_skew(),
     );
-    let written = invitation.status.clone().unwrap_or_default();
+    let mut written = invitation.status.clone().unwrap_or_default();
+    let journaled = overlay_journal(&mut written, &driver.journaled(invitation), &facts);
     let binding = plan::bind_to_endpoint(&written, &facts.api, &facts.endpoint, plan::now());
     let Some(previous) = binding.status() else {
         let Binding::Settling { until, previous } = &binding else {
@@ -144,6 +157,12 @@ pub async fn run<D: Driver>(
         check_invited,
         facts,
     );
+    ctx.resource = IntentResource {
+        namespace: invitation.metadata.namespace.clone().unwrap_or_default(),
+        name: invitation.metadata.name.clone().unwrap_or_default(),
+        uid: invitation.metadata.uid.clone().unwrap_or_default(),
+    };
+    ctx.journaled = journaled;
     let report = driver.sync(&resolved, &mut ctx, writer).await?;
     let started_over = match binding {
         Binding::StartOver {
@@ -156,6 +175,48 @@ pub async fn run<D: Driver>(
         resolved,
         started_over,
     })))
+}
+
+/// Treats each address the intent journal holds for the resource exactly like `Inviting` with
+/// the journal's `settlesAt`, unless the status already records an outcome of that request
+/// (an entry past `Pending` invited at or after the journal's intent) or it was made on
+/// another API. Returns the addresses it made `Inviting`.
+fn overlay_journal(
+    status: &mut UserInvitationStatus,
+    journaled: &[(String, BatchIntent)],
+    facts: &EndpointFacts<'_>,
+) -> Vec<String> {
+    let mut overlaid = Vec::new();
+    for (email, intent) in journaled {
+        if intent.api != facts.api || status.api.as_ref().is_some_and(|api| *api != intent.api) {
+            continue;
+        }
+        let entry = status.users.iter_mut().find(|u| u.email_address == *email);
+        let recorded = entry.as_ref().is_some_and(|u| {
+            u.state != UserState::Pending && u.invited_at.is_some_and(|t| t >= intent.invited_at)
+        });
+        if recorded {
+            continue;
+        }
+        let mut next = plan::entry(email, UserState::Inviting);
+        next.ownership = Some(Ownership::Created);
+        next.invited_at = Some(intent.invited_at);
+        next.settles_at = Some(intent.settles_at);
+        next.message = Some(
+            "an invite request of the intent journal may still act; looked up once it has settled"
+                .into(),
+        );
+        match entry {
+            Some(entry) => *entry = next,
+            None => status.users.push(next),
+        }
+        if status.api.is_none() {
+            status.api = Some(intent.api.clone());
+            status.endpoint = Some(intent.endpoint.clone());
+        }
+        overlaid.push(email.clone());
+    }
+    overlaid
 }
 
 /// The resource's endpoint changed while an invite request sent through the previous one

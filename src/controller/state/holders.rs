@@ -41,6 +41,9 @@ struct Index {
     /// (by `<namespace>/<name> (deleted)`) until the request settles, so neither another
     /// resource nor one recreated with the same name invites them meanwhile.
     tombstones: HashMap<Slot, (ResourceKey, Timestamp)>,
+    /// People of intent journal entries whose outcome is not recorded yet, per holding
+    /// resource (with the entry's `settlesAt`): held like `Inviting`.
+    journaled: HashMap<Slot, HashMap<ResourceKey, Timestamp>>,
 }
 
 /// The index of held persons.
@@ -91,6 +94,31 @@ impl HolderIndex {
         index.by_resource.insert(key, (api, people));
     }
 
+    /// Holds the person of `email` on `api` for `resource` (`namespace/name`): an intent
+    /// journal entry whose outcome is not recorded yet.
+    pub fn hold_journaled(&self, api: &ApiIdentity, resource: &str, email: &str, until: Timestamp) {
+        let slot = (Arc::new(api.clone()), address::person(email).into());
+        self.index
+            .lock()
+            .expect("lock")
+            .journaled
+            .entry(slot)
+            .or_default()
+            .insert(Arc::from(resource), until);
+    }
+
+    /// Releases a journal hold: its outcome is recorded in the resource's status.
+    pub fn release_journaled(&self, resource: &str, email: &str) {
+        let person: Box<str> = address::person(email).into();
+        let mut index = self.index.lock().expect("lock");
+        index.journaled.retain(|(_, p), holders| {
+            if *p == person {
+                holders.remove(resource);
+            }
+            !holders.is_empty()
+        });
+    }
+
     /// Forgets a deleted resource; the people of its unsettled invite requests stay held
     /// until those settle.
     pub fn remove(&self, resource: &str) {
@@ -123,6 +151,19 @@ impl HolderIndex {
                             settles_at: held.settles_at,
                         })
                 });
+                let journaled = || {
+                    index.journaled.get(&slot).and_then(|holders| {
+                        holders
+                            .iter()
+                            .filter(|(owner, _)| owner.as_ref() != me)
+                            .min_by_key(|(owner, _)| owner.to_string())
+                            .map(|(owner, until)| OtherHolder {
+                                owner: owner.to_string(),
+                                state: UserState::Inviting,
+                                settles_at: Some(*until),
+                            })
+                    })
+                };
                 let gone = || {
                     index
                         .tombstones
@@ -133,7 +174,7 @@ impl HolderIndex {
                             settles_at: Some(*until),
                         })
                 };
-                Some((requested.clone(), live.or_else(gone)?))
+                Some((requested.clone(), live.or_else(journaled).or_else(gone)?))
             })
             .collect()
     }
