@@ -117,6 +117,7 @@ impl Journal {
                 .iter()
                 .any(|s| s.as_deref().is_none_or(|scope| scope == ns))
         };
+        let mut uids = HashMap::new();
         for object in list.items {
             let name = object.name_any();
             let spec = &object.spec;
@@ -129,7 +130,7 @@ impl Journal {
             }
             let mut open = Vec::new();
             for address in &spec.addresses {
-                if self.resource_exists(&address.resource).await {
+                if self.resource_exists(&mut uids, &address.resource).await {
                     let intent = BatchIntent {
                         resource: address.resource.clone(),
                         api: spec.api.clone(),
@@ -150,13 +151,27 @@ impl Journal {
         true
     }
 
-    /// Whether the resource still exists (a lookup that fails counts as existing).
-    async fn resource_exists(&self, resource: &IntentResource) -> bool {
-        let api: Api<UserInvitation> = Api::namespaced(self.client.clone(), &resource.namespace);
-        match api.get_opt(&resource.name).await {
-            Ok(Some(found)) => found.metadata.uid.as_deref() == Some(resource.uid.as_str()),
-            Ok(None) => false,
-            Err(_) => true,
+    /// Whether the resource still exists, from one list of its namespace's UserInvitations
+    /// (the controller's own `list` permission; a failed list counts as existing).
+    async fn resource_exists(
+        &self,
+        uids: &mut HashMap<String, Option<HashSet<String>>>,
+        resource: &IntentResource,
+    ) -> bool {
+        if !uids.contains_key(&resource.namespace) {
+            let api: Api<UserInvitation> =
+                Api::namespaced(self.client.clone(), &resource.namespace);
+            let listed = api.list(&ListParams::default()).await.ok().map(|list| {
+                list.items
+                    .into_iter()
+                    .filter_map(|inv| inv.metadata.uid)
+                    .collect()
+            });
+            uids.insert(resource.namespace.clone(), listed);
+        }
+        match &uids[&resource.namespace] {
+            Some(listed) => listed.contains(&resource.uid),
+            None => true,
         }
     }
 
