@@ -284,6 +284,10 @@ impl HolderFeed {
                 let key = resource_key(object);
                 holders.remove(&key);
                 memory.forget(&key);
+                if let Some(uid) = object.metadata.uid.clone() {
+                    let journal = self.ctx.journal.clone();
+                    tokio::spawn(async move { journal.gone(&uid).await });
+                }
             }
         }
     }

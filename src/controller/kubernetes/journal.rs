@@ -202,6 +202,16 @@ impl Journal {
     /// A pass of the resource with `uid` ended with its status written: every address the
     /// journal held for it is recorded there. Objects with nothing open left are deleted.
     pub async fn recorded(&self, uid: &str) {
+        self.close(uid, false).await;
+    }
+
+    /// The resource with `uid` is gone: its addresses need no outcome any more, but their
+    /// people stay held (by the deleted resource) until their requests settle.
+    pub async fn gone(&self, uid: &str) {
+        self.close(uid, true).await;
+    }
+
+    async fn close(&self, uid: &str, deleted: bool) {
         let done: Vec<String> = {
             let mut state = self.state.lock().expect("lock");
             let Some(open) = state.by_resource.remove(uid) else {
@@ -209,8 +219,12 @@ impl Journal {
             };
             let mut done = Vec::new();
             for o in open {
-                self.holders
-                    .release_journaled(&key_of(&o.intent.resource), &o.email);
+                let key = key_of(&o.intent.resource);
+                self.holders.release_journaled(&key, &o.email);
+                if deleted {
+                    self.holders
+                        .hold_deleted(&o.intent.api, &key, &o.email, o.intent.settles_at);
+                }
                 if let Some(left) = state.objects.get_mut(&o.object) {
                     left.remove(&(uid.to_string(), o.email.clone()));
                     if left.is_empty() {

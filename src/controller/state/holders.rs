@@ -119,6 +119,21 @@ impl HolderIndex {
         });
     }
 
+    /// Holds the person of `email` on `api` for the deleted `resource` until `until` (an
+    /// unsettled request of the intent journal whose resource is gone).
+    pub fn hold_deleted(&self, api: &ApiIdentity, resource: &str, email: &str, until: Timestamp) {
+        if until <= Timestamp::now() {
+            return;
+        }
+        let slot = (Arc::new(api.clone()), address::person(email).into());
+        let owner: ResourceKey = Arc::from(format!("{resource} (deleted)"));
+        let mut index = self.index.lock().expect("lock");
+        let kept = index.tombstones.entry(slot).or_insert((owner, until));
+        if kept.1 < until {
+            kept.1 = until;
+        }
+    }
+
     /// Forgets a deleted resource; the people of its unsettled invite requests stay held
     /// until those settle.
     pub fn remove(&self, resource: &str) {
