@@ -31,9 +31,9 @@ use tokio::{
 };
 
 use super::{
-    intent::{self, Ask, BatchIntent, IntentJournal},
     ApiError, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Lookup, Observed, SharedApi,
     UserGrants,
+    intent::{self, Ask, BatchIntent, IntentJournal},
 };
 use crate::api::ApiFlavor;
 

@@ -35,7 +35,11 @@ impl InviteApi for TimedApi {
             .map(|l| (l.email.clone(), Observed::Absent))
             .collect())
     }
-    async fn invite(&self, requests: &[InviteRequest], _: Instant) -> BTreeMap<String, InviteOutcome> {
+    async fn invite(
+        &self,
+        requests: &[InviteRequest],
+        _: Instant,
+    ) -> BTreeMap<String, InviteOutcome> {
         let emails: Vec<String> = requests.iter().map(|r| r.email.clone()).collect();
         let at = self.started.elapsed();
         self.calls.lock().unwrap().push((at, emails.clone()));
@@ -167,13 +171,16 @@ async fn lookups_that_arrive_together_go_out_as_one_call() {
 
 // ------------------------------------------------------------------------- the intent journal
 
+/// A batch as the fake journal saw it: each resource's name and addresses.
+type Opened = Vec<(String, Vec<String>)>;
+
 /// A journal that records each batch it is asked to open (virtual time, the resources'
 /// names and addresses) and takes `latency` to do it, failing when `fails`.
 struct FakeJournal {
     started: Instant,
     latency: Duration,
     fails: bool,
-    opened: Mutex<Vec<(Duration, Vec<(String, Vec<String>)>)>>,
+    opened: Mutex<Vec<(Duration, Opened)>>,
 }
 
 #[async_trait::async_trait]
@@ -297,7 +304,10 @@ async fn a_batch_of_several_resources_is_one_journal_object_written_before_its_c
         vec![(
             LINGER,
             vec![
-                ("a".to_string(), vec!["a1@x.com".to_string(), "a2@x.com".to_string()]),
+                (
+                    "a".to_string(),
+                    vec!["a1@x.com".to_string(), "a2@x.com".to_string()]
+                ),
                 ("b".to_string(), vec!["b1@x.com".to_string()]),
             ]
         )]
@@ -317,9 +327,15 @@ async fn a_batch_of_one_resource_asks_its_caller_and_sends_only_once_it_recorded
     let (asked, outcomes) = invite_with_intent(&api, "a", &["a1@x.com"], true)
         .await
         .unwrap();
-    assert!(asked, "the caller records its own intent (Inviting in its status)");
+    assert!(
+        asked,
+        "the caller records its own intent (Inviting in its status)"
+    );
     assert!(all_invited(&outcomes), "{outcomes:?}");
-    assert!(journal.opened.lock().unwrap().is_empty(), "no journal object");
+    assert!(
+        journal.opened.lock().unwrap().is_empty(),
+        "no journal object"
+    );
     assert_eq!(timed.calls.lock().unwrap().len(), 1);
 
     let (asked, outcomes) = invite_with_intent(&api, "b", &["b1@x.com"], false)

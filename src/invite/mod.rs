@@ -14,8 +14,8 @@ pub mod client;
 pub mod coalesce;
 pub(crate) mod decode;
 mod error;
-pub mod intent;
 pub(crate) mod identity;
+pub mod intent;
 #[cfg(test)]
 mod json_strategy;
 pub(crate) mod orginvitation;

@@ -43,10 +43,10 @@ fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
 }
 
 async fn create_all(h: &Harness, all: &[(String, Vec<String>)]) {
-    futures::future::join_all(
-        all.iter()
-            .map(|(name, users)| h.cluster.create_invitation(name, Flavor::UserInvite.spec(users))),
-    )
+    futures::future::join_all(all.iter().map(|(name, users)| {
+        h.cluster
+            .create_invitation(name, Flavor::UserInvite.spec(users))
+    }))
     .await;
 }
 
@@ -104,7 +104,11 @@ async fn journaled_batch_in_flight(h: &mut Harness, all: &[(String, Vec<String>)
     })
     .await;
     let objects = journal_objects(h).await;
-    assert_eq!(objects.len(), 1, "one journal object per batch: {objects:#?}");
+    assert_eq!(
+        objects.len(),
+        1,
+        "one journal object per batch: {objects:#?}"
+    );
     assert_eq!(
         objects[0].spec.addresses.len(),
         all.len() * all[0].1.len(),
@@ -117,7 +121,10 @@ async fn journaled_batch_in_flight(h: &mut Harness, all: &[(String, Vec<String>)
             .iter()
             .flat_map(|s| &s.users)
             .any(|u| u.state == UserState::Inviting);
-        assert!(!inviting, "{name}: no Inviting status write for a journaled batch");
+        assert!(
+            !inviting,
+            "{name}: no Inviting status write for a journaled batch"
+        );
     }
 }
 

@@ -829,7 +829,8 @@ async fn a_new_leader_reads_the_intent_journal_and_never_sends_its_batch_again()
         }
     })
     .await;
-    let intents: Api<InviteIntent> = Api::namespaced(e.cluster.client.clone(), &e.cluster.namespace);
+    let intents: Api<InviteIntent> =
+        Api::namespaced(e.cluster.client.clone(), &e.cluster.namespace);
     let objects = intents.list(&Default::default()).await.unwrap().items;
     assert_eq!(objects.len(), 1, "one journal object: {objects:#?}");
     first.kill().await;

@@ -827,10 +827,8 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
         "edit lists cluster endpoints: {platform:?}"
     );
     // … nor the operator's intent journal, even in a namespace where it is `edit`.
-    let journal = Api::<invite_operator::api::InviteIntent>::namespaced(
-        as_alice.clone(),
-        &cluster.namespace,
-    );
+    let journal =
+        Api::<invite_operator::api::InviteIntent>::namespaced(as_alice.clone(), &cluster.namespace);
     let read = journal.list(&ListParams::default()).await;
     assert!(forbidden(&read), "edit reads the intent journal: {read:?}");
     let intent: invite_operator::api::InviteIntent = serde_json::from_value(json!({

@@ -1051,8 +1051,7 @@ impl RequestLog {
             .unwrap()
             .iter()
             .filter(|(m, p)| {
-                m != "GET"
-                    && (p.ends_with(&segment) || p.contains(&format!("{segment}/")))
+                m != "GET" && (p.ends_with(&segment) || p.contains(&format!("{segment}/")))
             })
             .map(|(m, p)| format!("{m} {p}"))
             .collect()
