@@ -13,7 +13,7 @@ use kube::{Api, api::ListParams};
 
 /// The endpoint's request timeout: a journaled request settles after two of them (plus the
 /// tolerated clock skew).
-const TIMEOUT_SECONDS: u64 = 2;
+pub(crate) const TIMEOUT_SECONDS: u64 = 2;
 
 /// Settings whose collection window spans resources created together.
 fn batching(h: &Harness) -> invite_operator::controller::Settings {
@@ -36,7 +36,7 @@ async fn journal_objects(h: &Harness) -> Vec<InviteIntent> {
 }
 
 /// `n` resources of `per` users each: (name, addresses).
-fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
+pub(crate) fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
     (0..n)
         .map(|r| (format!("r{r:02}"), addresses(&format!("j{r}"), per)))
         .collect()
@@ -52,7 +52,7 @@ async fn create_all(h: &Harness, all: &[(String, Vec<String>)]) {
 
 /// Every resource Ready with its users Invited, one invite request per address at the wire,
 /// and no journal object left.
-async fn assert_converged_once(h: &Harness, all: &[(String, Vec<String>)]) {
+pub(crate) async fn assert_converged_once(h: &Harness, all: &[(String, Vec<String>)]) {
     for (name, users) in all {
         let inv = h.cluster.wait_status(name, "Ready", is_ready).await;
         assert!(
@@ -74,20 +74,22 @@ async fn assert_converged_once(h: &Harness, all: &[(String, Vec<String>)]) {
     .await;
 }
 
-/// Starts a batch of several resources whose invite request the API performs and then holds
-/// (no answer for 30 s); returns once the request is in flight, after checking that its
-/// intent is one journal object and no `Inviting` status write.
-async fn journaled_batch_in_flight(h: &mut Harness, all: &[(String, Vec<String>)]) {
-    let flavor = Flavor::UserInvite;
+/// The API performs invite requests and then holds their answers (for 30 s).
+pub(crate) fn hold_invite_answers(h: &Harness) {
     h.mock.api.add_fault(
         ScriptedFault::new(503)
             .method("POST")
-            .path(&flavor.invite_path())
+            .path(&Flavor::UserInvite.invite_path())
             .delay(Duration::from_secs(30))
             .after_effect(true),
     );
-    let settings = batching(h);
-    h.start_controller_with(settings);
+}
+
+/// Creates the resources (UserInvite) together and waits until their one invite request is in
+/// flight (the API holds its answer: [`hold_invite_answers`]); checks that its intent is one
+/// journal object and no `Inviting` status write.
+pub(crate) async fn journaled_batch_in_flight(h: &Harness, all: &[(String, Vec<String>)]) {
+    let flavor = Flavor::UserInvite;
     create_all(h, all).await;
     let mock = &h.mock;
     eventually("the batched invite request in flight", async || {
@@ -132,7 +134,10 @@ async fn journaled_batch_in_flight(h: &mut Harness, all: &[(String, Vec<String>)
 async fn a_controller_killed_with_a_journaled_batch_in_flight_never_sends_it_again() {
     let mut h = Flavor::UserInvite.harness(TIMEOUT_SECONDS, 100).await;
     let all = resources(4, 2);
-    journaled_batch_in_flight(&mut h, &all).await;
+    hold_invite_answers(&h);
+    let settings = batching(&h);
+    h.start_controller_with(settings);
+    journaled_batch_in_flight(&h, &all).await;
     h.controller.take().expect("running").kill().await;
     h.mock.api.clear_faults();
     let settings = batching(&h);

@@ -786,75 +786,31 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
 /// journal object is gone once the outcomes are recorded.
 #[tokio::test]
 async fn a_new_leader_reads_the_intent_journal_and_never_sends_its_batch_again() {
-    use crate::common::flavor::{Flavor, addresses, all_in, status_of};
-    use invite_mock::ScriptedFault;
-    use invite_operator::api::{InviteIntent, UserState};
+    use crate::{
+        common::flavor::{ENDPOINT, Flavor},
+        journal,
+    };
 
     let e = Election::new().await;
     // A short request timeout: the crashed leader's request settles in seconds.
-    let flavor = Flavor::UserInvite;
-    flavor
-        .apply_endpoint(&e.cluster, "wavefront", &e.mock.url, 2, 100)
+    Flavor::UserInvite
+        .apply_endpoint(
+            &e.cluster,
+            ENDPOINT,
+            &e.mock.url,
+            journal::TIMEOUT_SECONDS,
+            100,
+        )
         .await;
-    e.mock.api.add_fault(
-        ScriptedFault::new(503)
-            .method("POST")
-            .path(&flavor.invite_path())
-            .delay(Duration::from_secs(30))
-            .after_effect(true),
-    );
+    journal::hold_invite_answers(&e);
     let first = e.batching_replica("replica-a", LEASE);
-    let leader = e.wait_leader().await;
-    assert_eq!(leader, "replica-a");
+    assert_eq!(e.wait_leader().await, "replica-a");
     let second = e.batching_replica("replica-b", LEASE);
-    let all: Vec<(String, Vec<String>)> = (0..3)
-        .map(|r| (format!("r{r}"), addresses(&format!("t{r}"), 2)))
-        .collect();
-    futures::future::join_all(all.iter().map(|(name, users)| {
-        e.cluster
-            .create_invitation(name, users_spec("wavefront", users, &[]))
-    }))
-    .await;
-    let mock = &e.mock;
-    eventually("the batched invite request in flight", async || {
-        let posts: Vec<_> = mock
-            .api
-            .journal()
-            .into_iter()
-            .filter(|x| flavor.is_invite_post(x))
-            .collect();
-        match posts.as_slice() {
-            [one] if flavor.invited_in(one).len() == 6 => Ok(()),
-            _ => Err(format!("{posts:#?}")),
-        }
-    })
-    .await;
-    let intents: Api<InviteIntent> =
-        Api::namespaced(e.cluster.client.clone(), &e.cluster.namespace);
-    let objects = intents.list(&Default::default()).await.unwrap().items;
-    assert_eq!(objects.len(), 1, "one journal object: {objects:#?}");
+    let all = journal::resources(3, 2);
+    journal::journaled_batch_in_flight(&e, &all).await;
     first.kill().await;
     e.mock.api.clear_faults();
-
-    for (name, users) in &all {
-        let inv = e.cluster.wait_status(name, "Ready", is_ready).await;
-        assert!(
-            all_in(status_of(&inv), users, UserState::Invited),
-            "{name}: {:#?}",
-            inv.status
-        );
-    }
+    journal::assert_converged_once(&e, &all).await;
     assert_eq!(e.wait_leader().await, "replica-b");
-    let everyone: Vec<String> = all.iter().flat_map(|(_, u)| u.clone()).collect();
-    assert_invite_requests_once(&e.mock.api, &everyone, "takeover");
-    eventually("no journal object left", async || {
-        let left = intents.list(&Default::default()).await.unwrap().items;
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:#?}"))
-        }
-    })
-    .await;
     e.finish(vec![second]).await;
 }
