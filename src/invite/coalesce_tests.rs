@@ -72,7 +72,8 @@ impl InviteApi for TimedApi {
 const WINDOW: Duration = Duration::from_millis(200);
 const LINGER: Duration = Duration::from_millis(20);
 
-fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
+/// An API answering after `latency`, and the settings the tests coalesce it with.
+fn timed(latency: Duration) -> (Arc<TimedApi>, BatchSettings) {
     let api = Arc::new(TimedApi {
         started: Instant::now(),
         latency,
@@ -83,6 +84,11 @@ fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
         linger: LINGER,
         ..BatchSettings::default()
     };
+    (api, settings)
+}
+
+fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
+    let (api, settings) = timed(latency);
     (api.clone(), Arc::new(CoalescedApi::new(api, settings)))
 }
 
@@ -202,22 +208,13 @@ impl IntentJournal for FakeJournal {
 }
 
 fn journaled(fails: bool) -> (Arc<TimedApi>, Arc<FakeJournal>, Arc<CoalescedApi>) {
-    let api = Arc::new(TimedApi {
-        started: Instant::now(),
-        latency: Duration::from_millis(50),
-        calls: Mutex::default(),
-    });
+    let (api, settings) = timed(Duration::from_millis(50));
     let journal = Arc::new(FakeJournal {
         started: api.started,
         latency: Duration::from_millis(10),
         fails,
         opened: Mutex::default(),
     });
-    let settings = BatchSettings {
-        window: WINDOW,
-        linger: LINGER,
-        ..BatchSettings::default()
-    };
     let coalesced = CoalescedApi::with_journal(api.clone(), settings, Some(journal.clone()));
     (api, journal, Arc::new(coalesced))
 }
