@@ -20,7 +20,10 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{IntentAddress, IntentResource, InviteIntent, InviteIntentSpec, UserInvitation},
+    api::{
+        IntentAddress, IntentApi, IntentEndpoint, IntentResource, InviteIntent, InviteIntentSpec,
+        MAX_INTENT_ADDRESSES, UserInvitation,
+    },
     controller::state::holders::HolderIndex,
     invite::intent::{BatchIntent, IntentJournal},
 };
@@ -133,8 +136,8 @@ impl Journal {
                 if self.resource_exists(&mut uids, &address.resource).await {
                     let intent = BatchIntent {
                         resource: address.resource.clone(),
-                        api: spec.api.clone(),
-                        endpoint: spec.endpoint.clone(),
+                        api: (&spec.api).into(),
+                        endpoint: (&spec.endpoint).into(),
                         invited_at: address.invited_at,
                         settles_at: address.settles_at,
                     };
@@ -249,44 +252,46 @@ impl Journal {
 
 #[async_trait::async_trait]
 impl IntentJournal for Journal {
+    /// One object for the batch (or one per [`MAX_INTENT_ADDRESSES`] addresses of a larger
+    /// one), all created before the call.
     async fn open(&self, batch: Vec<(BatchIntent, Vec<String>)>) -> Result<(), String> {
         let Some((first, _)) = batch.first() else {
             return Ok(());
         };
-        let name = self.object_name();
-        let addresses = batch
+        let (endpoint, api) = ((&first.endpoint).into(), (&first.api).into());
+        let entries: Vec<(String, BatchIntent)> = batch
             .iter()
-            .flat_map(|(intent, emails)| {
-                emails.iter().map(|email| IntentAddress {
+            .flat_map(|(intent, emails)| emails.iter().map(|e| (e.clone(), intent.clone())))
+            .collect();
+        for chunk in entries.chunks(MAX_INTENT_ADDRESSES) {
+            let name = self.object_name();
+            let addresses = chunk
+                .iter()
+                .map(|(email, intent)| IntentAddress {
                     email_address: email.clone(),
                     resource: intent.resource.clone(),
                     invited_at: intent.invited_at,
                     settles_at: intent.settles_at,
                 })
-            })
-            .collect();
-        let object = InviteIntent {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            spec: InviteIntentSpec {
-                endpoint: first.endpoint.clone(),
-                api: first.api.clone(),
-                addresses,
-            },
-        };
-        self.api()
-            .create(&PostParams::default(), &object)
-            .await
-            .map_err(|e| format!("cannot create the intent journal object {name}: {e}"))?;
-        self.add(
-            &name,
-            batch.into_iter().flat_map(|(intent, emails)| {
-                emails.into_iter().map(move |email| (email, intent.clone()))
-            }),
-        );
+                .collect();
+            let object = InviteIntent {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: InviteIntentSpec {
+                    endpoint: IntentEndpoint::clone(&endpoint),
+                    api: IntentApi::clone(&api),
+                    addresses,
+                },
+            };
+            self.api()
+                .create(&PostParams::default(), &object)
+                .await
+                .map_err(|e| format!("cannot create the intent journal object {name}: {e}"))?;
+            self.add(&name, chunk.iter().cloned());
+        }
         Ok(())
     }
 }
