@@ -284,3 +284,85 @@ impl Stop<'_> {
         })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::*;
+    use crate::api::{ApiIdentity, UserStatus};
+
+    fn intent(facts: &EndpointFacts<'_>, invited_at: Timestamp) -> BatchIntent {
+        BatchIntent {
+            resource: IntentResource::default(),
+            api: facts.api.clone(),
+            endpoint: facts.endpoint.clone(),
+            invited_at,
+            settles_at: invited_at + SignedDuration::from_secs(75),
+        }
+    }
+
+    fn with(email: &str, state: UserState, invited_at: Option<Timestamp>) -> UserStatus {
+        UserStatus {
+            invited_at,
+            ..plan::entry(email, state)
+        }
+    }
+
+    #[test]
+    fn a_journaled_address_without_a_recorded_outcome_is_inviting_until_it_settles() {
+        let facts = EndpointFacts::for_tests(false);
+        let at: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let earlier = at - SignedDuration::from_hours(1);
+        let mut status = UserInvitationStatus {
+            users: vec![
+                with("pending@x.com", UserState::Pending, None),
+                with("invited@x.com", UserState::Invited, Some(at)),
+                with("stale@x.com", UserState::Invited, Some(earlier)),
+            ],
+            ..Default::default()
+        };
+        let journaled: Vec<_> = ["new@x.com", "pending@x.com", "invited@x.com", "stale@x.com"]
+            .iter()
+            .map(|e| (e.to_string(), intent(&facts, at)))
+            .collect();
+        let overlaid = overlay_journal(&mut status, &journaled, &facts);
+        assert_eq!(
+            overlaid,
+            ["new@x.com", "pending@x.com", "stale@x.com"],
+            "an outcome recorded since the intent is kept"
+        );
+        for email in &overlaid {
+            let entry = status
+                .users
+                .iter()
+                .find(|u| u.email_address == *email)
+                .unwrap();
+            assert_eq!(entry.state, UserState::Inviting, "{email}");
+            assert_eq!(entry.ownership, Some(Ownership::Created), "{email}");
+            assert_eq!(entry.invited_at, Some(at));
+            assert_eq!(entry.settles_at, Some(at + SignedDuration::from_secs(75)));
+        }
+        assert_eq!(
+            status.api.as_ref(),
+            Some(&facts.api),
+            "bound to the journal's API"
+        );
+        assert_eq!(status.endpoint.as_ref(), Some(&facts.endpoint));
+    }
+
+    #[test]
+    fn a_journaled_address_of_another_api_is_left_to_the_binding() {
+        let facts = EndpointFacts::for_tests(false);
+        let at: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let mut other = intent(&facts, at);
+        other.api = ApiIdentity {
+            url: "https://other.example.com".into(),
+            organization_id: None,
+        };
+        let mut status = UserInvitationStatus::default();
+        let overlaid = overlay_journal(&mut status, &[("a@x.com".into(), other)], &facts);
+        assert!(overlaid.is_empty());
+        assert!(status.users.is_empty());
+    }
+}

@@ -440,4 +440,37 @@ mod tests {
         let others = index.others(&api("https://wf"), "c/three", &["x@y.z".into()]);
         assert_eq!(others["x@y.z"].owner, "b/two");
     }
+
+    #[test]
+    fn journal_entries_hold_their_people_until_recorded_then_deleted_ones_until_they_settle() {
+        let index = HolderIndex::default();
+        let wf = api("https://wf");
+        let until = Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        index.hold_journaled(&wf, "a/one", "X@y.z", until);
+        let others = index.others(&wf, "b/two", &["x@y.z".into()]);
+        assert_eq!(others["x@y.z"].owner, "a/one");
+        assert_eq!(others["x@y.z"].state, UserState::Inviting);
+        assert_eq!(others["x@y.z"].settles_at, Some(until));
+        assert!(
+            index.others(&wf, "a/one", &["x@y.z".into()]).is_empty(),
+            "not a holder other than itself"
+        );
+        assert!(
+            index
+                .others(&api("https://other"), "b/two", &["x@y.z".into()])
+                .is_empty(),
+            "only on the same API"
+        );
+        index.release_journaled("a/one", "x@y.z");
+        assert!(index.others(&wf, "b/two", &["x@y.z".into()]).is_empty());
+        // A resource gone with its request unsettled: held until it settles.
+        index.hold_deleted(&wf, "a/one", "x@y.z", until);
+        let others = index.others(&wf, "b/two", &["x@y.z".into()]);
+        assert_eq!(others["x@y.z"].owner, "a/one (deleted)");
+        index.hold_deleted(&wf, "a/one", "w@y.z", Timestamp::now());
+        assert!(
+            index.others(&wf, "b/two", &["w@y.z".into()]).is_empty(),
+            "a settled request holds nobody"
+        );
+    }
 }
