@@ -155,28 +155,14 @@ impl HolderIndex {
             .iter()
             .filter_map(|requested| {
                 let slot = (api.clone(), Box::<str>::from(address::person(requested)));
-                let live = index.by_person.get(&slot).and_then(|holders| {
-                    holders
-                        .iter()
-                        .filter(|(owner, _)| owner.as_ref() != me)
-                        .min_by_key(|(owner, _)| owner.to_string())
-                        .map(|(owner, held)| OtherHolder {
-                            owner: owner.to_string(),
-                            state: held.state,
-                            settles_at: held.settles_at,
-                        })
+                let live = first_other(index.by_person.get(&slot), me, |held| Held {
+                    state: held.state,
+                    settles_at: held.settles_at,
                 });
                 let journaled = || {
-                    index.journaled.get(&slot).and_then(|holders| {
-                        holders
-                            .iter()
-                            .filter(|(owner, _)| owner.as_ref() != me)
-                            .min_by_key(|(owner, _)| owner.to_string())
-                            .map(|(owner, until)| OtherHolder {
-                                owner: owner.to_string(),
-                                state: UserState::Inviting,
-                                settles_at: Some(*until),
-                            })
+                    first_other(index.journaled.get(&slot), me, |until| Held {
+                        state: UserState::Inviting,
+                        settles_at: Some(*until),
                     })
                 };
                 let gone = || {
@@ -227,6 +213,26 @@ impl HolderIndex {
         }
         gone
     }
+}
+
+/// The first holder (by name) other than `me`, as `held` describes it.
+fn first_other<V>(
+    holders: Option<&HashMap<ResourceKey, V>>,
+    me: &str,
+    held: impl Fn(&V) -> Held,
+) -> Option<OtherHolder> {
+    holders?
+        .iter()
+        .filter(|(owner, _)| owner.as_ref() != me)
+        .min_by_key(|(owner, _)| owner.to_string())
+        .map(|(owner, value)| {
+            let Held { state, settles_at } = held(value);
+            OtherHolder {
+                owner: owner.to_string(),
+                state,
+                settles_at,
+            }
+        })
 }
 
 fn in_scope(resource: &str, scope: &Option<String>) -> bool {
