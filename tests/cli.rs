@@ -233,7 +233,8 @@ fn crd_prints_every_crd_and_survives_a_closed_pipe() {
         vec![
             "userinvitations.invite.operators.dev",
             "invitationendpoints.invite.operators.dev",
-            "clusterinvitationendpoints.invite.operators.dev"
+            "clusterinvitationendpoints.invite.operators.dev",
+            "inviteintents.invite.operators.dev"
         ]
     );
     // `crd | head -1` must not panic.

@@ -5,9 +5,11 @@
 
 pub mod address;
 mod endpoint;
+mod journal;
 mod userinvitation;
 
 pub use endpoint::*;
+pub use journal::*;
 pub use userinvitation::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -30,6 +32,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         UserInvitation::crd(),
         InvitationEndpoint::crd(),
         ClusterInvitationEndpoint::crd(),
+        InviteIntent::crd(),
     ]
     .into_iter()
     .map(without_spec_defaults)

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{
     fair_share::FairShare,
-    kubernetes::events::Events,
+    kubernetes::{events::Events, journal::Journal},
     state::{
         claims::AddressClaims, clients::EndpointClients, holders::HolderIndex,
         memory::ResourceMemory,
@@ -157,8 +157,10 @@ pub struct Context {
     pub clients: EndpointClients,
     /// Addresses being worked on, per API.
     pub claims: AddressClaims,
-    /// Who holds which person, per API, as the statuses say.
-    pub holders: HolderIndex,
+    /// Who holds which person, per API, as the statuses (and the intent journal) say.
+    pub holders: Arc<HolderIndex>,
+    /// The intent journal of coalesced invite batches.
+    pub journal: Arc<Journal>,
     /// What the controller remembers per resource.
     pub memory: ResourceMemory,
     /// ClusterInvitationEndpoints (one cache for all shards).
@@ -190,6 +192,12 @@ impl Context {
         leadership: Leadership,
         cluster_endpoints: Store<ClusterInvitationEndpoint>,
     ) -> Context {
+        let holders = Arc::new(HolderIndex::default());
+        let journal = Arc::new(Journal::new(
+            client.clone(),
+            settings.operator_namespace.clone(),
+            holders.clone(),
+        ));
         Context {
             fair_share: FairShare::new(usize::from(settings.concurrency), settings.fair_share),
             endpoint_rechecks: tokio::sync::broadcast::channel(64).0,
@@ -204,9 +212,10 @@ impl Context {
             settings,
             metrics,
             leadership,
-            clients: EndpointClients::default(),
+            clients: EndpointClients::with_journal(journal.clone()),
             claims: AddressClaims::default(),
-            holders: HolderIndex::default(),
+            holders,
+            journal,
             cluster_endpoints,
         }
     }

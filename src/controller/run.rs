@@ -111,6 +111,10 @@ pub async fn run(
         leadership,
         cluster_endpoints,
     ));
+    // The intent journal first: its open addresses are held before any pass plans.
+    if !ctx.journal.load(&scopes, &shutdown).await {
+        return;
+    }
     let cluster_stream = cluster_endpoint_changes(&ctx, cluster_writer);
     // Every shard's reconciles start once every shard listed its resources (the holder index
     // spans them all) and its endpoint caches are complete.

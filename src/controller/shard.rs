@@ -356,6 +356,10 @@ impl HolderFeed {
                 holders.remove(&key);
                 memory.forget(&key);
                 self.triggers.forget(&key);
+                if let Some(uid) = object.metadata.uid.clone() {
+                    let journal = self.ctx.journal.clone();
+                    tokio::spawn(async move { journal.gone(&uid).await });
+                }
             }
         }
     }

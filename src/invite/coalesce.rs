@@ -11,8 +11,11 @@
 //! address is isolated by the client, so it fails no other resource's users. At most
 //! [`BatchSettings::max_in_flight`] batches of a queue run at once.
 //!
-//! Exactly-once is unchanged by batching: a resource records its `Inviting` intent before its
-//! users join an invite batch, and a job's send deadline bounds the whole batch's.
+//! Exactly-once: nothing of a batch is sent before its intent is durable. A batch of several
+//! resources' jobs is recorded as one object of the intent journal ([`IntentJournal`]); a
+//! batch of one resource's job (or a client without a journal) asks each caller to record its
+//! own `Inviting` intent and sends only the jobs whose callers did. A job's send deadline
+//! bounds the whole batch's.
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +33,7 @@ use tokio::{
 use super::{
     ApiError, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Lookup, Observed, SharedApi,
     UserGrants,
+    intent::{self, Ask, BatchIntent, IntentJournal},
 };
 use crate::api::ApiFlavor;
 
@@ -69,6 +73,8 @@ struct LookupJob {
 struct InviteJob {
     requests: Vec<InviteRequest>,
     send_by: Instant,
+    /// The intent to record before the call, when the caller has not recorded it.
+    intent: Option<(BatchIntent, Ask)>,
     reply: oneshot::Sender<BTreeMap<String, InviteOutcome>>,
 }
 
@@ -108,7 +114,17 @@ impl std::fmt::Debug for CoalescedApi {
 
 impl CoalescedApi {
     /// Wraps `inner`; its queues run on the current tokio runtime until this is dropped.
+    /// Every caller records its own intent.
     pub fn new(inner: SharedApi, settings: BatchSettings) -> CoalescedApi {
+        CoalescedApi::with_journal(inner, settings, None)
+    }
+
+    /// Wraps `inner`, recording the intents of batches of several resources in `journal`.
+    pub fn with_journal(
+        inner: SharedApi,
+        settings: BatchSettings,
+        journal: Option<Arc<dyn IntentJournal>>,
+    ) -> CoalescedApi {
         let (lookups, lookup_rx) = mpsc::unbounded_channel();
         let (invites, invite_rx) = mpsc::unbounded_channel();
         let mut queues = JoinSet::new();
@@ -118,7 +134,7 @@ impl CoalescedApi {
         }));
         let api = inner.clone();
         queues.spawn(run_queue(invite_rx, settings, move |jobs| {
-            invite_batch(api.clone(), jobs)
+            invite_batch(api.clone(), journal.clone(), jobs)
         }));
         CoalescedApi {
             inner,
@@ -126,6 +142,50 @@ impl CoalescedApi {
             invites,
             _queues: Mutex::new(queues),
         }
+    }
+
+    /// Queues an invite job; its answer once its batch went out.
+    async fn queue_invite(
+        &self,
+        requests: &[InviteRequest],
+        send_by: Instant,
+        intent: Option<(BatchIntent, Ask)>,
+    ) -> BTreeMap<String, InviteOutcome> {
+        let not_sent = || {
+            requests
+                .iter()
+                .map(|r| (r.email.clone(), InviteOutcome::NotDone(queue_gone())))
+                .collect()
+        };
+        if requests.is_empty() {
+            return BTreeMap::new();
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = InviteJob {
+            requests: requests.to_vec(),
+            send_by,
+            intent,
+            reply,
+        };
+        if self.invites.send(job).is_err() {
+            return not_sent();
+        }
+        // A dropped reply means the batch task died (it was aborted): whether its call went
+        // out is unknown.
+        answer.await.unwrap_or_else(|_| {
+            requests
+                .iter()
+                .map(|r| {
+                    let error = ApiError::NoAnswer {
+                        operation: "invite users",
+                        status: None,
+                        message: "the batch was interrupted".into(),
+                        retry_after: None,
+                    };
+                    (r.email.clone(), InviteOutcome::Unknown(error))
+                })
+                .collect()
+        })
     }
 }
 
@@ -240,9 +300,69 @@ async fn lookup_batch(api: SharedApi, jobs: Vec<LookupJob>) {
     }
 }
 
-/// Invite calls for the batch: grouped by batch key, split at the client's largest batch, with
-/// the earliest send deadline of the jobs in each call.
-async fn invite_batch(api: SharedApi, jobs: Vec<InviteJob>) {
+/// Records the intents of the batch's jobs that carry one: in the journal when several do
+/// (one object for the batch), else by asking each caller. Returns the jobs that may be sent;
+/// the others are answered `NotDone` (nothing was sent).
+async fn record_intents(
+    journal: Option<&dyn IntentJournal>,
+    mut jobs: Vec<InviteJob>,
+) -> Vec<InviteJob> {
+    let with_intent = jobs.iter().filter(|j| j.intent.is_some()).count();
+    if let Some(journal) = journal
+        && with_intent >= 2
+    {
+        // The callers' asks are dropped unanswered: they record nothing themselves.
+        let batch: Vec<_> = jobs
+            .iter_mut()
+            .filter_map(|job| {
+                let (intent, _ask) = job.intent.take()?;
+                let emails = job.requests.iter().map(|r| r.email.clone()).collect();
+                Some((intent, emails))
+            })
+            .collect();
+        return match journal.open(batch).await {
+            Ok(()) => jobs,
+            Err(error) => {
+                tracing::warn!(%error, "the intent journal could not be written; the invite batch is not sent");
+                for job in jobs {
+                    let _ = job.reply.send(intent::not_sent(&job.requests));
+                }
+                Vec::new()
+            }
+        };
+    }
+    let recorded = futures::future::join_all(jobs.iter_mut().map(|job| {
+        let ask = job.intent.take().map(|(_, ask)| ask);
+        async move {
+            match ask {
+                Some(ask) => intent::ask_caller(ask).await,
+                None => true,
+            }
+        }
+    }))
+    .await;
+    let mut ready = Vec::with_capacity(jobs.len());
+    for (job, recorded) in jobs.into_iter().zip(recorded) {
+        if recorded {
+            ready.push(job);
+        } else {
+            let _ = job.reply.send(intent::not_sent(&job.requests));
+        }
+    }
+    ready
+}
+
+/// Invite calls for the batch, once its intents are recorded: grouped by batch key, split at
+/// the client's largest batch, with the earliest send deadline of the jobs in each call.
+async fn invite_batch(
+    api: SharedApi,
+    journal: Option<Arc<dyn IntentJournal>>,
+    jobs: Vec<InviteJob>,
+) {
+    let jobs = record_intents(journal.as_deref(), jobs).await;
+    if jobs.is_empty() {
+        return;
+    }
     let mut groups: BTreeMap<String, Vec<(usize, InviteRequest)>> = BTreeMap::new();
     for (index, job) in jobs.iter().enumerate() {
         for request in &job.requests {
@@ -332,40 +452,18 @@ impl InviteApi for CoalescedApi {
         requests: &[InviteRequest],
         send_by: Instant,
     ) -> BTreeMap<String, InviteOutcome> {
-        let not_sent = || {
-            requests
-                .iter()
-                .map(|r| (r.email.clone(), InviteOutcome::NotDone(queue_gone())))
-                .collect()
-        };
-        if requests.is_empty() {
-            return BTreeMap::new();
-        }
-        let (reply, answer) = oneshot::channel();
-        let job = InviteJob {
-            requests: requests.to_vec(),
-            send_by,
-            reply,
-        };
-        if self.invites.send(job).is_err() {
-            return not_sent();
-        }
-        // A dropped reply means the batch task died (it was aborted): whether its call went
-        // out is unknown.
-        answer.await.unwrap_or_else(|_| {
-            requests
-                .iter()
-                .map(|r| {
-                    let error = ApiError::NoAnswer {
-                        operation: "invite users",
-                        status: None,
-                        message: "the batch was interrupted".into(),
-                        retry_after: None,
-                    };
-                    (r.email.clone(), InviteOutcome::Unknown(error))
-                })
-                .collect()
-        })
+        self.queue_invite(requests, send_by, None).await
+    }
+
+    async fn invite_with_intent(
+        &self,
+        requests: &[InviteRequest],
+        send_by: Instant,
+        intent: BatchIntent,
+        ask: Ask,
+    ) -> BTreeMap<String, InviteOutcome> {
+        self.queue_invite(requests, send_by, Some((intent, ask)))
+            .await
     }
 
     async fn enforce(

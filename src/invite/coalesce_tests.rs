@@ -35,8 +35,26 @@ impl InviteApi for TimedApi {
             .map(|l| (l.email.clone(), Observed::Absent))
             .collect())
     }
-    async fn invite(&self, _: &[InviteRequest], _: Instant) -> BTreeMap<String, InviteOutcome> {
-        unreachable!("lookups only")
+    async fn invite(
+        &self,
+        requests: &[InviteRequest],
+        _: Instant,
+    ) -> BTreeMap<String, InviteOutcome> {
+        let emails: Vec<String> = requests.iter().map(|r| r.email.clone()).collect();
+        let at = self.started.elapsed();
+        self.calls.lock().unwrap().push((at, emails.clone()));
+        tokio::time::sleep(self.latency).await;
+        emails
+            .into_iter()
+            .map(|email| {
+                let outcome = InviteOutcome::Invited {
+                    identifier: email.clone(),
+                    expires_at: None,
+                    warning: None,
+                };
+                (email, outcome)
+            })
+            .collect()
     }
     async fn enforce(
         &self,
@@ -54,7 +72,8 @@ impl InviteApi for TimedApi {
 const WINDOW: Duration = Duration::from_millis(200);
 const LINGER: Duration = Duration::from_millis(20);
 
-fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
+/// An API answering after `latency`, and the settings the tests coalesce it with.
+fn timed(latency: Duration) -> (Arc<TimedApi>, BatchSettings) {
     let api = Arc::new(TimedApi {
         started: Instant::now(),
         latency,
@@ -65,6 +84,11 @@ fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
         linger: LINGER,
         ..BatchSettings::default()
     };
+    (api, settings)
+}
+
+fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
+    let (api, settings) = timed(latency);
     (api.clone(), Arc::new(CoalescedApi::new(api, settings)))
 }
 
@@ -149,4 +173,193 @@ async fn lookups_that_arrive_together_go_out_as_one_call() {
     // All arrived within the linger.
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].1.len(), 20);
+}
+
+// ------------------------------------------------------------------------- the intent journal
+
+/// A batch as the fake journal saw it: each resource's name and addresses.
+type Opened = Vec<(String, Vec<String>)>;
+
+/// A journal that records each batch it is asked to open (virtual time, the resources'
+/// names and addresses) and takes `latency` to do it, failing when `fails`.
+struct FakeJournal {
+    started: Instant,
+    latency: Duration,
+    fails: bool,
+    opened: Mutex<Vec<(Duration, Opened)>>,
+}
+
+#[async_trait::async_trait]
+impl IntentJournal for FakeJournal {
+    async fn open(&self, batch: Vec<(BatchIntent, Vec<String>)>) -> Result<(), String> {
+        let at = self.started.elapsed();
+        tokio::time::sleep(self.latency).await;
+        let batch = batch
+            .into_iter()
+            .map(|(intent, emails)| (intent.resource.name, emails))
+            .collect();
+        self.opened.lock().unwrap().push((at, batch));
+        if self.fails {
+            Err("refused".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn journaled(fails: bool) -> (Arc<TimedApi>, Arc<FakeJournal>, Arc<CoalescedApi>) {
+    let (api, settings) = timed(Duration::from_millis(50));
+    let journal = Arc::new(FakeJournal {
+        started: api.started,
+        latency: Duration::from_millis(10),
+        fails,
+        opened: Mutex::default(),
+    });
+    let coalesced = CoalescedApi::with_journal(api.clone(), settings, Some(journal.clone()));
+    (api, journal, Arc::new(coalesced))
+}
+
+fn intent_of(resource: &str) -> BatchIntent {
+    let now = jiff::Timestamp::now();
+    BatchIntent {
+        resource: crate::api::IntentResource {
+            namespace: "team".into(),
+            name: resource.into(),
+            uid: format!("uid-{resource}"),
+        },
+        api: crate::api::ApiIdentity {
+            url: "https://api.example.com".into(),
+            organization_id: None,
+        },
+        endpoint: crate::api::EndpointBinding {
+            api: ApiFlavor::UserInvite,
+            kind: crate::api::EndpointKind::InvitationEndpoint,
+            name: "api".into(),
+            uid: None,
+        },
+        invited_at: now,
+        settles_at: now + SignedDuration::from_secs(60),
+    }
+}
+
+fn request(email: &str) -> InviteRequest {
+    InviteRequest {
+        email: email.into(),
+        payload: InvitePayload::User(
+            serde_json::from_value(serde_json::json!({"emailAddress": email})).unwrap(),
+        ),
+        resend: false,
+    }
+}
+
+/// One resource's invitation with its intent not recorded: whether its caller was asked to
+/// record it (answering `records`), and the outcomes.
+fn invite_with_intent(
+    api: &Arc<CoalescedApi>,
+    resource: &str,
+    emails: &[&str],
+    records: bool,
+) -> tokio::task::JoinHandle<(bool, BTreeMap<String, InviteOutcome>)> {
+    let api = api.clone();
+    let intent = intent_of(resource);
+    let requests: Vec<InviteRequest> = emails.iter().map(|e| request(e)).collect();
+    tokio::spawn(async move {
+        let (ask, asked) = tokio::sync::oneshot::channel();
+        let send_by = Instant::now() + Duration::from_secs(30);
+        let call = api.invite_with_intent(&requests, send_by, intent, ask);
+        let caller = async move {
+            match asked.await {
+                Ok(ack) => {
+                    let _ = ack.send(records);
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        let (outcomes, asked) = tokio::join!(call, caller);
+        (asked, outcomes)
+    })
+}
+
+fn all_invited(outcomes: &BTreeMap<String, InviteOutcome>) -> bool {
+    outcomes
+        .values()
+        .all(|o| matches!(o, InviteOutcome::Invited { .. }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_several_resources_is_one_journal_object_written_before_its_call() {
+    let (timed, journal, api) = journaled(false);
+    let a = invite_with_intent(&api, "a", &["a1@x.com", "a2@x.com"], true);
+    let b = invite_with_intent(&api, "b", &["b1@x.com"], true);
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(!a.0 && !b.0, "no caller is asked to write its own intent");
+    assert!(all_invited(&a.1) && all_invited(&b.1), "{a:?} {b:?}");
+    let opened = journal.opened.lock().unwrap().clone();
+    assert_eq!(
+        opened,
+        vec![(
+            LINGER,
+            vec![
+                (
+                    "a".to_string(),
+                    vec!["a1@x.com".to_string(), "a2@x.com".to_string()]
+                ),
+                ("b".to_string(), vec!["b1@x.com".to_string()]),
+            ]
+        )]
+    );
+    let calls = timed.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].0,
+        LINGER + journal.latency,
+        "the call leaves once the journal object is written"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_one_resource_asks_its_caller_and_sends_only_once_it_recorded() {
+    let (timed, journal, api) = journaled(false);
+    let (asked, outcomes) = invite_with_intent(&api, "a", &["a1@x.com"], true)
+        .await
+        .unwrap();
+    assert!(
+        asked,
+        "the caller records its own intent (Inviting in its status)"
+    );
+    assert!(all_invited(&outcomes), "{outcomes:?}");
+    assert!(
+        journal.opened.lock().unwrap().is_empty(),
+        "no journal object"
+    );
+    assert_eq!(timed.calls.lock().unwrap().len(), 1);
+
+    let (asked, outcomes) = invite_with_intent(&api, "b", &["b1@x.com"], false)
+        .await
+        .unwrap();
+    assert!(asked);
+    assert!(
+        matches!(outcomes["b1@x.com"], InviteOutcome::NotDone(_)),
+        "not recorded, not sent: {outcomes:?}"
+    );
+    assert_eq!(timed.calls.lock().unwrap().len(), 1, "nothing sent for b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_whose_journal_object_cannot_be_written_is_not_sent() {
+    let (timed, journal, api) = journaled(true);
+    let a = invite_with_intent(&api, "a", &["a1@x.com"], true);
+    let b = invite_with_intent(&api, "b", &["b1@x.com"], true);
+    for (asked, outcomes) in [a.await.unwrap(), b.await.unwrap()] {
+        assert!(!asked);
+        assert!(
+            outcomes
+                .values()
+                .all(|o| matches!(o, InviteOutcome::NotDone(_))),
+            "{outcomes:?}"
+        );
+    }
+    assert_eq!(journal.opened.lock().unwrap().len(), 1);
+    assert!(timed.calls.lock().unwrap().is_empty(), "nothing sent");
 }

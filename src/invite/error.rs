@@ -22,6 +22,8 @@ pub enum NotSentReason {
     Deadline,
     /// This replica no longer holds the leader lease.
     NotLeader,
+    /// Its intent could not be recorded (the intent journal or the status write failed).
+    NoIntent,
 }
 
 impl std::fmt::Display for NotSentReason {
@@ -29,6 +31,7 @@ impl std::fmt::Display for NotSentReason {
         f.write_str(match self {
             NotSentReason::Deadline => "not sent in time; retrying",
             NotSentReason::NotLeader => "not sent: this replica no longer holds the leader lease",
+            NotSentReason::NoIntent => "not sent: its intent could not be recorded; retrying",
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod coalesce;
 pub(crate) mod decode;
 mod error;
 pub(crate) mod identity;
+pub mod intent;
 #[cfg(test)]
 mod json_strategy;
 pub(crate) mod orginvitation;
@@ -246,6 +247,25 @@ pub trait InviteApi: Send + Sync + std::fmt::Debug {
         requests: &[InviteRequest],
         send_by: Instant,
     ) -> BTreeMap<String, InviteOutcome>;
+
+    /// Invites like [`InviteApi::invite`] for a resource whose intent is not recorded yet.
+    /// The client either records it in the intent journal (a coalesced batch of several
+    /// resources), or asks the caller through `ask` to record it itself (as `Inviting` in
+    /// its status) and sends only once the caller answered `true`. Nothing is sent before the
+    /// intent is durable; an address whose intent could not be recorded is `NotDone`.
+    async fn invite_with_intent(
+        &self,
+        requests: &[InviteRequest],
+        send_by: Instant,
+        _intent: intent::BatchIntent,
+        ask: intent::Ask,
+    ) -> BTreeMap<String, InviteOutcome> {
+        if intent::ask_caller(ask).await {
+            self.invite(requests, send_by).await
+        } else {
+            intent::not_sent(requests)
+        }
+    }
 
     /// Brings an existing user's grants from `actual` to `target` (accessPolicy Enforce).
     /// Returns a description of each change made; APIs without such operations make none.

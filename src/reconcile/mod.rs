@@ -126,4 +126,7 @@ pub struct SyncReport {
     /// When to look again at users waiting for an earlier request to settle or for another
     /// resource.
     pub next_look: Option<Duration>,
+    /// Whether the pass ended with its status written (or unchanged and already stored):
+    /// every intent of the pass (journaled ones included) is then in the status.
+    pub finished: bool,
 }

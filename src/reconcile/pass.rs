@@ -11,7 +11,13 @@ use super::{
     plan::{self, Binding, Blocked, EndpointFacts, PlanContext, ReadyReason, Requested},
     resolve::{self, Resolved, Rules, Source},
 };
-use crate::api::{PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus};
+use crate::{
+    api::{
+        IntentResource, Ownership, PAUSED_ANNOTATION, UserInvitation, UserInvitationStatus,
+        UserState,
+    },
+    invite::intent::BatchIntent,
+};
 
 /// What a pass needs from whoever runs it.
 pub trait Driver: Sync {
@@ -40,6 +46,12 @@ pub trait Driver: Sync {
 
     /// The largest difference between two replicas' clocks that exactly-once tolerates.
     fn max_clock_skew(&self) -> Duration;
+
+    /// The addresses the intent journal holds for this resource (by uid) whose outcome may
+    /// not be in its status yet: each with the intent of its batch.
+    fn journaled(&self, _invitation: &UserInvitation) -> Vec<(String, BatchIntent)> {
+        Vec::new()
+    }
 
     /// Runs the planned phases ([`super::sync`], or less).
     fn sync(
@@ -126,7 +138,8 @@ pub async fn run<D: Driver>(
         resolved.identity.clone(),
         driver.max_clock_skew(),
     );
-    let written = invitation.status.clone().unwrap_or_default();
+    let mut written = invitation.status.clone().unwrap_or_default();
+    let journaled = overlay_journal(&mut written, &driver.journaled(invitation), &facts);
     let binding = plan::bind_to_endpoint(&written, &facts.api, &facts.endpoint, plan::now());
     let Some(previous) = binding.status() else {
         let Binding::Settling { until, previous } = &binding else {
@@ -144,6 +157,12 @@ pub async fn run<D: Driver>(
         check_invited,
         facts,
     );
+    ctx.resource = IntentResource {
+        namespace: invitation.metadata.namespace.clone().unwrap_or_default(),
+        name: invitation.metadata.name.clone().unwrap_or_default(),
+        uid: invitation.metadata.uid.clone().unwrap_or_default(),
+    };
+    ctx.journaled = journaled;
     let report = driver.sync(&resolved, &mut ctx, writer).await?;
     let started_over = match binding {
         Binding::StartOver {
@@ -156,6 +175,48 @@ pub async fn run<D: Driver>(
         resolved,
         started_over,
     })))
+}
+
+/// Treats each address the intent journal holds for the resource exactly like `Inviting` with
+/// the journal's `settlesAt`, unless the status already records an outcome of that request
+/// (an entry past `Pending` invited at or after the journal's intent) or it was made on
+/// another API. Returns the addresses it made `Inviting`.
+fn overlay_journal(
+    status: &mut UserInvitationStatus,
+    journaled: &[(String, BatchIntent)],
+    facts: &EndpointFacts<'_>,
+) -> Vec<String> {
+    let mut overlaid = Vec::new();
+    for (email, intent) in journaled {
+        if intent.api != facts.api || status.api.as_ref().is_some_and(|api| *api != intent.api) {
+            continue;
+        }
+        let entry = status.users.iter_mut().find(|u| u.email_address == *email);
+        let recorded = entry.as_ref().is_some_and(|u| {
+            u.state != UserState::Pending && u.invited_at.is_some_and(|t| t >= intent.invited_at)
+        });
+        if recorded {
+            continue;
+        }
+        let mut next = plan::entry(email, UserState::Inviting);
+        next.ownership = Some(Ownership::Created);
+        next.invited_at = Some(intent.invited_at);
+        next.settles_at = Some(intent.settles_at);
+        next.message = Some(
+            "an invite request of the intent journal may still act; looked up once it has settled"
+                .into(),
+        );
+        match entry {
+            Some(entry) => *entry = next,
+            None => status.users.push(next),
+        }
+        if status.api.is_none() {
+            status.api = Some(intent.api.clone());
+            status.endpoint = Some(intent.endpoint.clone());
+        }
+        overlaid.push(email.clone());
+    }
+    overlaid
 }
 
 /// The resource's endpoint changed while an invite request sent through the previous one
@@ -221,5 +282,87 @@ impl Stop<'_> {
             written,
             was,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::*;
+    use crate::api::{ApiIdentity, UserStatus};
+
+    fn intent(facts: &EndpointFacts<'_>, invited_at: Timestamp) -> BatchIntent {
+        BatchIntent {
+            resource: IntentResource::default(),
+            api: facts.api.clone(),
+            endpoint: facts.endpoint.clone(),
+            invited_at,
+            settles_at: invited_at + SignedDuration::from_secs(75),
+        }
+    }
+
+    fn with(email: &str, state: UserState, invited_at: Option<Timestamp>) -> UserStatus {
+        UserStatus {
+            invited_at,
+            ..plan::entry(email, state)
+        }
+    }
+
+    #[test]
+    fn a_journaled_address_without_a_recorded_outcome_is_inviting_until_it_settles() {
+        let facts = EndpointFacts::for_tests(false);
+        let at: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let earlier = at - SignedDuration::from_hours(1);
+        let mut status = UserInvitationStatus {
+            users: vec![
+                with("pending@x.com", UserState::Pending, None),
+                with("invited@x.com", UserState::Invited, Some(at)),
+                with("stale@x.com", UserState::Invited, Some(earlier)),
+            ],
+            ..Default::default()
+        };
+        let journaled: Vec<_> = ["new@x.com", "pending@x.com", "invited@x.com", "stale@x.com"]
+            .iter()
+            .map(|e| (e.to_string(), intent(&facts, at)))
+            .collect();
+        let overlaid = overlay_journal(&mut status, &journaled, &facts);
+        assert_eq!(
+            overlaid,
+            ["new@x.com", "pending@x.com", "stale@x.com"],
+            "an outcome recorded since the intent is kept"
+        );
+        for email in &overlaid {
+            let entry = status
+                .users
+                .iter()
+                .find(|u| u.email_address == *email)
+                .unwrap();
+            assert_eq!(entry.state, UserState::Inviting, "{email}");
+            assert_eq!(entry.ownership, Some(Ownership::Created), "{email}");
+            assert_eq!(entry.invited_at, Some(at));
+            assert_eq!(entry.settles_at, Some(at + SignedDuration::from_secs(75)));
+        }
+        assert_eq!(
+            status.api.as_ref(),
+            Some(&facts.api),
+            "bound to the journal's API"
+        );
+        assert_eq!(status.endpoint.as_ref(), Some(&facts.endpoint));
+    }
+
+    #[test]
+    fn a_journaled_address_of_another_api_is_left_to_the_binding() {
+        let facts = EndpointFacts::for_tests(false);
+        let at: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let mut other = intent(&facts, at);
+        other.api = ApiIdentity {
+            url: "https://other.example.com".into(),
+            organization_id: None,
+        };
+        let mut status = UserInvitationStatus::default();
+        let overlaid = overlay_journal(&mut status, &[("a@x.com".into(), other)], &facts);
+        assert!(overlaid.is_empty());
+        assert!(status.users.is_empty());
     }
 }

@@ -1,10 +1,12 @@
 //! One pass over a resource whose endpoint and credentials resolved, in phases: look up →
-//! decide (pure) → record the intent → invite → enforce → remove → finish. The status is
-//! written only when it changes, and `Inviting` always before any invite call.
+//! decide (pure) → invite, its intent recorded first → enforce → remove → finish. The status
+//! is written only when it changes. No invite call leaves before its intent is durable: in
+//! the intent journal (the client records a coalesced batch of several resources there), or
+//! as `Inviting` in the status, written when the client asks for it.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     Change, Holders, StatusWriter, SyncReport, WriteError,
@@ -14,6 +16,7 @@ use crate::{
     api::{ApiFlavor, UserInvitationStatus, UserStatus},
     invite::{
         ApiError, ErrorCategory, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Observed,
+        intent::{Asked, BatchIntent},
     },
 };
 
@@ -28,6 +31,9 @@ struct Pass<'c, 'a> {
     written: UserInvitationStatus,
     /// A blocker found on the way (the endpoint refused us).
     blocked: Option<ReadyReason>,
+    /// The planned status holds intents from the intent journal that the stored status may
+    /// lack: the next status write is due even when nothing else changed.
+    overlay_unwritten: bool,
     report: SyncReport,
 }
 
@@ -45,6 +51,7 @@ pub async fn sync<W: StatusWriter>(
         kept: plan::kept_entries(ctx.requested, ctx.spec, ctx.previous, ctx.now),
         written: ctx.previous.clone(),
         blocked: None,
+        overlay_unwritten: !ctx.journaled.is_empty(),
         report: SyncReport::default(),
     };
     let Some(observed) = look_up(&mut pass, api, writer).await? else {
@@ -53,8 +60,7 @@ pub async fn sync<W: StatusWriter>(
     let decided = plan::decide(ctx, &observed);
     pass.users = decided.users.clone();
     if !decided.to_invite.is_empty() {
-        let send_by = record_intent(&mut pass, api, writer).await?;
-        invite(&mut pass, api, &decided, send_by).await;
+        invite(&mut pass, api, writer, &decided).await?;
     }
     enforce(&mut pass, api, holders, &observed).await;
     remove(&mut pass, api, holders).await;
@@ -117,13 +123,10 @@ async fn look_up<W: StatusWriter>(
     }
 }
 
-/// Phase 3: records `Inviting` (with `invitedAt` and `settlesAt`) before the call. Returns
-/// the send deadline: the requests must leave within one request timeout of the intent.
-async fn record_intent<W: StatusWriter>(
-    pass: &mut Pass<'_, '_>,
-    api: &dyn InviteApi,
-    writer: &mut W,
-) -> Result<Instant, WriteError> {
+/// Stamps the users about to be invited with `invitedAt` and `settlesAt` (in the planned
+/// status only). Returns the send deadline (the requests must leave within one request
+/// timeout of the intent) and the intent as the journal records it.
+fn stamp_intent(pass: &mut Pass<'_, '_>, api: &dyn InviteApi) -> (Instant, BatchIntent) {
     let stamped = Instant::now();
     // Rounded up to the second it is stored at, so it is never earlier than the real intent.
     let invited_at = plan::to_seconds(jiff::Timestamp::now()) + jiff::SignedDuration::from_secs(1);
@@ -136,26 +139,76 @@ async fn record_intent<W: StatusWriter>(
         user.invited_at = Some(invited_at);
         user.settles_at = Some(settles_at);
     }
+    let intent = BatchIntent {
+        resource: pass.ctx.resource.clone(),
+        api: pass.ctx.facts.api.clone(),
+        endpoint: pass.ctx.facts.endpoint.clone(),
+        invited_at,
+        settles_at,
+    };
+    (stamped + api.request_timeout(), intent)
+}
+
+/// Records `Inviting` (with `invitedAt` and `settlesAt`) in the status, when the client asks
+/// for it before the call.
+async fn write_intent<W: StatusWriter>(
+    pass: &mut Pass<'_, '_>,
+    writer: &mut W,
+) -> Result<(), WriteError> {
     let mut users = pass.users.clone();
     users.extend(pass.kept.iter().cloned());
     let intent = plan::summarize(pass.ctx, users, Some("sending invitations"));
     writer.write(&intent).await?;
     pass.report.writes += 1;
     pass.written = intent;
-    Ok(stamped + api.request_timeout())
+    pass.overlay_unwritten = false;
+    Ok(())
 }
 
-/// Phase 4: one invite call for the resource's new users (coalesced with other resources'
-/// by the controller's client); each user's outcome decides its state.
-async fn invite(
+/// Runs the invite call, writing the `Inviting` intent to the status if the client asks for
+/// it (it does unless it records the intent in the journal). A failed intent write is
+/// returned after the call's answer (every request is then `NotDone`: nothing was sent).
+async fn call_with_intent<W: StatusWriter>(
+    pass: &mut Pass<'_, '_>,
+    writer: &mut W,
+    call: impl Future<Output = BTreeMap<String, InviteOutcome>>,
+    mut asked: Asked,
+) -> (BTreeMap<String, InviteOutcome>, Result<(), WriteError>) {
+    let mut call = std::pin::pin!(call);
+    let mut written = Ok(());
+    let mut answered = false;
+    loop {
+        tokio::select! {
+            outcomes = &mut call => return (outcomes, written),
+            ack = &mut asked, if !answered => {
+                answered = true;
+                if let Ok(ack) = ack {
+                    written = write_intent(pass, writer).await;
+                    let _ = ack.send(written.is_ok());
+                }
+            }
+        }
+    }
+}
+
+/// Phase 3: one invite call for the resource's new users (coalesced with other resources'
+/// by the controller's client), its intent recorded first; each user's outcome decides its
+/// state.
+async fn invite<W: StatusWriter>(
     pass: &mut Pass<'_, '_>,
     api: &dyn InviteApi,
+    writer: &mut W,
     decided: &plan::InvitePlan,
-    send_by: Instant,
-) {
+) -> Result<(), WriteError> {
+    let (send_by, intent) = stamp_intent(pass, api);
     let (requests, mut outcomes) = invite_requests(pass.ctx, decided);
+    let mut written = Ok(());
     if !requests.is_empty() {
-        outcomes.extend(api.invite(&requests, send_by).await);
+        let (ask, asked) = oneshot::channel();
+        let call = api.invite_with_intent(&requests, send_by, intent, ask);
+        let (answered, intent_written) = call_with_intent(pass, writer, call, asked).await;
+        outcomes.extend(answered);
+        written = intent_written;
     }
     plan::apply_outcomes(pass.ctx, &mut pass.users, &outcomes);
     let invited: Vec<String> = outcomes
@@ -182,6 +235,7 @@ async fn invite(
             InviteOutcome::AlreadyMember { .. } | InviteOutcome::Unknown(_) => {}
         }
     }
+    written
 }
 
 /// Phase 5 (accessPolicy Enforce): brings owned users' grants to the spec, within `allowed`.
@@ -307,6 +361,7 @@ async fn finish<W: StatusWriter>(
     record_transitions(&mut pass.report, pass.ctx.previous, &status);
     write_if_changed(&mut pass, writer, status).await?;
     pass.report.status = pass.written.clone();
+    pass.report.finished = true;
     Ok(pass.report)
 }
 
@@ -335,10 +390,11 @@ async fn write_if_changed<W: StatusWriter>(
     writer: &mut W,
     next: UserInvitationStatus,
 ) -> Result<(), WriteError> {
-    if next != pass.written {
+    if next != pass.written || pass.overlay_unwritten {
         writer.write(&next).await?;
         pass.report.writes += 1;
         pass.written = next;
+        pass.overlay_unwritten = false;
     }
     Ok(())
 }

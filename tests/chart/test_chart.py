@@ -330,7 +330,7 @@ def test_rendered_crds_equal_generated_plus_keep_annotation(keep: bool) -> None:
         assert d.pop("__template__").endswith("templates/crds.yaml")
     expected = expected_crds(keep)
     assert sorted(rendered) == sorted(expected)
-    assert len(expected) == 3
+    assert len(expected) == 4  # three for people, and the operator's intent journal
     for name, crd in expected.items():
         assert rendered[name] == crd, f"rendered CRD {name} differs from crds/"
         annotations = rendered[name]["metadata"].get("annotations") or {}
@@ -340,7 +340,7 @@ def test_rendered_crds_equal_generated_plus_keep_annotation(keep: bool) -> None:
 def test_kept_crds_carry_the_helm_and_argocd_keep_annotations() -> None:
     for values in ({}, {"crds": {"install": True, "keep": True}}):
         crds = of_kind(render(values), "CustomResourceDefinition")
-        assert len(crds) == 3
+        assert len(crds) == 4
         for crd in crds:
             annotations = crd["metadata"]["annotations"]
             assert annotations["helm.sh/resource-policy"] == "keep", crd["metadata"]["name"]
@@ -383,7 +383,7 @@ def operator_rbac_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_rbac_rules_file_shape() -> None:
     rules = rules_file()
-    assert set(rules) == {"namespaced", "cluster", "leaderElection", "endpointSecrets"}
+    assert set(rules) == {"namespaced", "cluster", "leaderElection", "journal", "endpointSecrets"}
     for section, items in rules.items():
         assert items, section
         for rule in items:
@@ -397,6 +397,8 @@ def test_rbac_rules_file_shape() -> None:
     assert resources["leaderElection"] == {"leases"}
     assert all("leases" not in resources[s] for s in ("namespaced", "cluster", "endpointSecrets"))
     assert resources["endpointSecrets"] == {"secrets"}
+    assert resources["journal"] == {"inviteintents"}
+    assert all("inviteintents" not in resources[s] for s in ("namespaced", "cluster", "leaderElection", "endpointSecrets"))
     # Secrets are read by name only: never written, never listed or watched (a list returns
     # every token in the namespace, or the cluster).
     for section in ("namespaced", "endpointSecrets"):
@@ -435,6 +437,26 @@ def test_leases_only_in_a_role_in_the_release_namespace(rendered) -> None:
         assert lease_holders == [], name
 
 
+def test_the_journal_only_in_a_role_in_the_release_namespace(rendered) -> None:
+    name, values, docs = rendered
+    holders = [
+        o for o in rbac_objects(docs) if any("inviteintents" in r.get("resources", []) for r in o.get("rules") or [])
+    ]
+    if not values.get("rbac", {}).get("create", True):
+        assert holders == [], name
+        return
+    assert len(holders) == 1, name
+    role = holders[0]
+    assert role["kind"] == "Role"
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["metadata"]["name"] == f"{FULLNAME}-journal"
+    assert normalize_rules(role["rules"]) == normalize_rules(rules_file()["journal"])
+    # App teams (view, edit, admin) get nothing of the journal.
+    for obj in rbac_objects(docs):
+        if is_aggregated(obj):
+            assert all("inviteintents" not in r.get("resources", []) for r in obj.get("rules") or []), name
+
+
 def test_bindings_bind_the_service_account_to_rendered_roles(rendered) -> None:
     name, _values, docs = rendered
     sa = one(docs, "ServiceAccount")
@@ -464,7 +486,7 @@ def test_rbac_all_namespaces_uses_cluster_roles() -> None:
     assert len([c for c in of_kind(docs, "ClusterRole") if not is_aggregated(c)]) == 2
     assert len(of_kind(docs, "ClusterRoleBinding")) == 2
     roles = of_kind(docs, "Role")
-    assert [r["metadata"]["name"] for r in roles] == [f"{FULLNAME}-leader-election"]
+    assert sorted(r["metadata"]["name"] for r in roles) == [f"{FULLNAME}-journal", f"{FULLNAME}-leader-election"]
     env = env_of(controller_container(docs))
     assert env["WATCH_NAMESPACES"] == ""
 
@@ -481,6 +503,7 @@ def test_rbac_watch_namespaces_uses_one_role_per_namespace() -> None:
         ("team-b", FULLNAME),
         (NAMESPACE, f"{FULLNAME}-endpoint-secrets"),
         (NAMESPACE, f"{FULLNAME}-leader-election"),
+        (NAMESPACE, f"{FULLNAME}-journal"),
     }
     for ns in ("team-a", "team-b"):
         assert normalize_rules(roles[(ns, FULLNAME)]["rules"]) == normalize_rules(rules["namespaced"])
@@ -500,6 +523,7 @@ def test_rbac_watching_the_release_namespace_needs_no_extra_secret_role() -> Non
         (NAMESPACE, FULLNAME),
         ("secrets-ns", f"{FULLNAME}-endpoint-secrets"),
         (NAMESPACE, f"{FULLNAME}-leader-election"),
+        (NAMESPACE, f"{FULLNAME}-journal"),
     }
 
 

@@ -157,6 +157,25 @@ impl Replica {
         lease: Duration,
         activity: &Activity,
     ) -> Replica {
+        Replica::start_with(
+            cluster,
+            lease_name,
+            name,
+            lease,
+            activity,
+            cluster.settings(),
+        )
+    }
+
+    /// [`Replica::start`] with these controller settings.
+    fn start_with(
+        cluster: &TestCluster,
+        lease_name: &str,
+        name: &str,
+        lease: Duration,
+        activity: &Activity,
+        settings: controller::Settings,
+    ) -> Replica {
         let client = replica_client(cluster, name);
         let election = LeaderElection {
             lease_name: lease_name.into(),
@@ -175,7 +194,6 @@ impl Replica {
                 activity.clone(),
                 name.to_string(),
             );
-            let settings = cluster.settings();
             move |term: Term| {
                 let guard = activity.begin(&name);
                 let controller = controller::run(
@@ -271,6 +289,21 @@ impl Election {
     fn assert_both_invited_once(&self) {
         self.assert_invited_once(&["alice@example.com", "bob@example.com"]);
         self.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    }
+
+    /// A replica whose collection window surely spans resources created together.
+    fn batching_replica(&self, name: &str, lease: Duration) -> Replica {
+        let mut settings = self.cluster.settings();
+        settings.batch.window = Duration::from_millis(300);
+        settings.batch.linger = settings.batch.window;
+        Replica::start_with(
+            &self.cluster,
+            &self.lease_name,
+            name,
+            lease,
+            &self.activity,
+            settings,
+        )
     }
 
     async fn finish(self, replicas: Vec<Replica>) {
@@ -740,4 +773,40 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     second.terminate().await;
     assert_eq!(holder().await, None);
     cluster.cleanup().await;
+}
+
+/// Takeover with a journaled batch in flight (issue 19, item 2): the leader sends one invite
+/// batch of several resources, recorded as one InviteIntent, and crashes while the API holds
+/// the answer (it acted). The new leader reads the journal first: the addresses stay
+/// `Inviting` until the request settles, are looked up then, and are never sent again; the
+/// journal object is gone once the outcomes are recorded.
+#[tokio::test]
+async fn a_new_leader_reads_the_intent_journal_and_never_sends_its_batch_again() {
+    use crate::{
+        common::flavor::{ENDPOINT, Flavor},
+        journal,
+    };
+
+    let e = Election::new().await;
+    // A short request timeout: the crashed leader's request settles in seconds.
+    Flavor::UserInvite
+        .apply_endpoint(
+            &e.cluster,
+            ENDPOINT,
+            &e.mock.url,
+            journal::TIMEOUT_SECONDS,
+            100,
+        )
+        .await;
+    journal::hold_invite_answers(&e);
+    let first = e.batching_replica("replica-a", LEASE);
+    assert_eq!(e.wait_leader().await, "replica-a");
+    let second = e.batching_replica("replica-b", LEASE);
+    let all = journal::resources(3, 2);
+    journal::journaled_batch_in_flight(&e, &all).await;
+    first.kill().await;
+    e.mock.api.clear_faults();
+    journal::assert_converged_once(&e, &all).await;
+    assert_eq!(e.wait_leader().await, "replica-b");
+    e.finish(vec![second]).await;
 }

@@ -20,6 +20,7 @@ mod exactly_once;
 mod faults;
 mod health;
 mod holes;
+mod journal;
 mod leader;
 mod leftovers;
 mod lifecycle;

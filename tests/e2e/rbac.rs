@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 type Grant = (String, String, String); // (apiGroup, resource[/subresource], verb)
 
-/// The chart's rule lists (`namespaced`, `cluster`, `leaderElection`, `endpointSecrets`).
+/// The chart's rule lists (`namespaced`, `cluster`, `leaderElection`, `journal`,
+/// `endpointSecrets`).
 fn rules_file() -> Value {
     let path = package_path("deploy/charts/invite-operator/files/rbac-rules.yaml");
     serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -66,8 +67,11 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
                    "allowed": {"groups": ["*"]}}),
         )
         .await;
-    // As the chart runs it: under leader election.
-    let (client, settings) = (cluster.controller_client(), cluster.settings());
+    // As the chart runs it: under leader election; a collection window that surely spans two
+    // resources created together (their batch is recorded in the intent journal).
+    let (client, mut settings) = (cluster.controller_client(), cluster.settings());
+    settings.batch.window = Duration::from_millis(300);
+    settings.batch.linger = settings.batch.window;
     let (elected, stop, _readiness) =
         run_elected(cluster, client, settings, &cluster.namespace, "rbac-test");
 
@@ -105,6 +109,20 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
                    "users": [{"emailAddress": "e@example.com", "groups": [], "userGroups": []}]}),
         )
         .await;
+    // Two resources in one invite batch: the intent journal (an InviteIntent created, then
+    // deleted once both outcomes are recorded).
+    let pair = ["pair-a", "pair-b"].map(|name| {
+        let user = format!("{name}@example.com");
+        cluster.create_invitation(
+            name,
+            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                   "users": [{"emailAddress": user, "groups": [], "userGroups": []}]}),
+        )
+    });
+    futures::future::join_all(pair).await;
+    for name in ["pair-a", "pair-b"] {
+        cluster.wait_status(name, "Ready", is_ready).await;
+    }
     cluster
         .invitations()
         .delete("team", &DeleteParams::default())
@@ -128,7 +146,7 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
             (r.api_group, resource, r.verb)
         })
         .collect();
-    let granted = granted(&["namespaced", "cluster", "leaderElection"]);
+    let granted = granted(&["namespaced", "cluster", "leaderElection", "journal"]);
     let missing: Vec<_> = used.difference(&granted).collect();
     let unused: Vec<_> = granted.difference(&used).collect();
     assert!(
@@ -197,6 +215,11 @@ fn chart_rbac(
         format!("{fullname}-leader-election"),
         Some(release_ns),
         &rules["leaderElection"],
+    );
+    role(
+        format!("{fullname}-journal"),
+        Some(release_ns),
+        &rules["journal"],
     );
     objects
 }
@@ -728,7 +751,8 @@ async fn forge_status(
 /// app-team rules (files/aggregate-rules.yaml, installed as the chart renders them, labelled
 /// aggregate-to-view/edit/admin) reach the built-in roles. A user bound to `edit` in a
 /// namespace creates, updates and deletes UserInvitations and InvitationEndpoints there, and
-/// can neither write a UserInvitation's status nor read ClusterInvitationEndpoints; a user
+/// can neither write a UserInvitation's status, nor read ClusterInvitationEndpoints, nor read
+/// or write the intent journal (InviteIntents); a user
 /// bound to `view` reads them and cannot create one.
 #[tokio::test]
 async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
@@ -799,6 +823,22 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     assert!(
         forbidden(&platform),
         "edit lists cluster endpoints: {platform:?}"
+    );
+    // … nor the operator's intent journal, even in a namespace where it is `edit`.
+    let journal =
+        Api::<invite_operator::api::InviteIntent>::namespaced(as_alice.clone(), &cluster.namespace);
+    let read = journal.list(&ListParams::default()).await;
+    assert!(forbidden(&read), "edit reads the intent journal: {read:?}");
+    let intent: invite_operator::api::InviteIntent = serde_json::from_value(json!({
+        "metadata": {"name": "forged", "labels": cluster.labels()},
+        "spec": {"endpoint": {"api": "UserInvite", "kind": "InvitationEndpoint", "name": "team"},
+                 "api": {"url": "https://api.example.com"}, "addresses": []},
+    }))
+    .unwrap();
+    let written = journal.create(&Default::default(), &intent).await;
+    assert!(
+        forbidden(&written),
+        "edit writes the intent journal: {written:?}"
     );
     // view: read only.
     let bobs = Api::<UserInvitation>::namespaced(as_bob.clone(), &cluster.namespace);

@@ -23,7 +23,7 @@ use crate::{
         kubernetes::writes::KubeStatusWriter,
         state::holders::HolderLookup,
     },
-    invite::{ApiError, ErrorCategory},
+    invite::{ApiError, ErrorCategory, intent::BatchIntent},
     reconcile::{
         self, SyncReport,
         pass::{self, Outcome, Stopped, Synced},
@@ -70,6 +70,11 @@ impl<'a> pass::Driver for ControllerDriver<'a> {
         self.shard.ctx.settings.max_clock_skew
     }
 
+    fn journaled(&self, invitation: &UserInvitation) -> Vec<(String, BatchIntent)> {
+        let uid = invitation.metadata.uid.as_deref().unwrap_or_default();
+        self.shard.ctx.journal.open_for(uid)
+    }
+
     async fn sync(
         &self,
         resolved: &Resolved,
@@ -94,6 +99,12 @@ impl<'a> pass::Driver for ControllerDriver<'a> {
         // `Inviting` intent holds its people until it settles).
         if let Some(written) = writer.last_written.take() {
             ctx.holders.update(self.key, Some(&written));
+        }
+        if result.as_ref().is_ok_and(|report| report.finished) {
+            // The status holds the outcome (or the `Inviting` intent) of every address the
+            // journal held for this resource.
+            let uid = self.invitation.metadata.uid.as_deref().unwrap_or_default();
+            ctx.journal.recorded(uid).await;
         }
         drop(claim);
         Ok(result?)

@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod events;
+pub mod journal;
 mod request_limit;
 pub mod writes;

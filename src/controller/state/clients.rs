@@ -19,6 +19,7 @@ use crate::{
         ApiToken, ConnectError, SharedApi,
         client::{ClientSettings, build_client},
         coalesce::CoalescedApi,
+        intent::IntentJournal,
     },
     reconcile::resolve::{SecretLocation, read_token},
 };
@@ -28,9 +29,19 @@ use crate::{
 pub struct EndpointClients {
     clients: Mutex<HashMap<String, (u64, SharedApi)>>,
     secrets: Mutex<HashMap<SecretLocation, (Secret, Instant)>>,
+    /// Where the clients record the intents of coalesced batches.
+    journal: Option<Arc<dyn IntentJournal>>,
 }
 
 impl EndpointClients {
+    /// Clients recording the intents of coalesced batches of several resources in `journal`.
+    pub fn with_journal(journal: Arc<dyn IntentJournal>) -> EndpointClients {
+        EndpointClients {
+            journal: Some(journal),
+            ..EndpointClients::default()
+        }
+    }
+
     /// The Secret holding an endpoint's token: read with `get` (never a list or watch of
     /// Secrets), then reused for `ttl` or until [`EndpointClients::forget_secret`]. Only a
     /// Secret that holds the token is kept: a missing one is read again at the next use.
@@ -85,9 +96,10 @@ impl EndpointClients {
         {
             return Ok(api.clone());
         }
-        let api: SharedApi = Arc::new(CoalescedApi::new(
+        let api: SharedApi = Arc::new(CoalescedApi::with_journal(
             build_client(endpoint, token, settings)?,
             settings.batch,
+            self.journal.clone(),
         ));
         clients.insert(key, (fingerprint, api.clone()));
         Ok(api)

@@ -41,6 +41,9 @@ struct Index {
     /// (by `<namespace>/<name> (deleted)`) until the request settles, so neither another
     /// resource nor one recreated with the same name invites them meanwhile.
     tombstones: HashMap<Slot, (ResourceKey, Timestamp)>,
+    /// People of intent journal entries whose outcome is not recorded yet, per holding
+    /// resource (with the entry's `settlesAt`): held like `Inviting`.
+    journaled: HashMap<Slot, HashMap<ResourceKey, Timestamp>>,
 }
 
 /// The index of held persons.
@@ -91,6 +94,46 @@ impl HolderIndex {
         index.by_resource.insert(key, (api, people));
     }
 
+    /// Holds the person of `email` on `api` for `resource` (`namespace/name`): an intent
+    /// journal entry whose outcome is not recorded yet.
+    pub fn hold_journaled(&self, api: &ApiIdentity, resource: &str, email: &str, until: Timestamp) {
+        let slot = (Arc::new(api.clone()), address::person(email).into());
+        self.index
+            .lock()
+            .expect("lock")
+            .journaled
+            .entry(slot)
+            .or_default()
+            .insert(Arc::from(resource), until);
+    }
+
+    /// Releases a journal hold: its outcome is recorded in the resource's status.
+    pub fn release_journaled(&self, resource: &str, email: &str) {
+        let person: Box<str> = address::person(email).into();
+        let mut index = self.index.lock().expect("lock");
+        index.journaled.retain(|(_, p), holders| {
+            if *p == person {
+                holders.remove(resource);
+            }
+            !holders.is_empty()
+        });
+    }
+
+    /// Holds the person of `email` on `api` for the deleted `resource` until `until` (an
+    /// unsettled request of the intent journal whose resource is gone).
+    pub fn hold_deleted(&self, api: &ApiIdentity, resource: &str, email: &str, until: Timestamp) {
+        if until <= Timestamp::now() {
+            return;
+        }
+        let slot = (Arc::new(api.clone()), address::person(email).into());
+        let owner: ResourceKey = Arc::from(format!("{resource} (deleted)"));
+        let mut index = self.index.lock().expect("lock");
+        let kept = index.tombstones.entry(slot).or_insert((owner, until));
+        if kept.1 < until {
+            kept.1 = until;
+        }
+    }
+
     /// Forgets a deleted resource; the people of its unsettled invite requests stay held
     /// until those settle.
     pub fn remove(&self, resource: &str) {
@@ -112,17 +155,16 @@ impl HolderIndex {
             .iter()
             .filter_map(|requested| {
                 let slot = (api.clone(), Box::<str>::from(address::person(requested)));
-                let live = index.by_person.get(&slot).and_then(|holders| {
-                    holders
-                        .iter()
-                        .filter(|(owner, _)| owner.as_ref() != me)
-                        .min_by_key(|(owner, _)| owner.to_string())
-                        .map(|(owner, held)| OtherHolder {
-                            owner: owner.to_string(),
-                            state: held.state,
-                            settles_at: held.settles_at,
-                        })
+                let live = first_other(index.by_person.get(&slot), me, |held| Held {
+                    state: held.state,
+                    settles_at: held.settles_at,
                 });
+                let journaled = || {
+                    first_other(index.journaled.get(&slot), me, |until| Held {
+                        state: UserState::Inviting,
+                        settles_at: Some(*until),
+                    })
+                };
                 let gone = || {
                     index
                         .tombstones
@@ -133,7 +175,7 @@ impl HolderIndex {
                             settles_at: Some(*until),
                         })
                 };
-                Some((requested.clone(), live.or_else(gone)?))
+                Some((requested.clone(), live.or_else(journaled).or_else(gone)?))
             })
             .collect()
     }
@@ -171,6 +213,26 @@ impl HolderIndex {
         }
         gone
     }
+}
+
+/// The first holder (by name) other than `me`, as `held` describes it.
+fn first_other<V>(
+    holders: Option<&HashMap<ResourceKey, V>>,
+    me: &str,
+    held: impl Fn(&V) -> Held,
+) -> Option<OtherHolder> {
+    holders?
+        .iter()
+        .filter(|(owner, _)| owner.as_ref() != me)
+        .min_by_key(|(owner, _)| owner.to_string())
+        .map(|(owner, value)| {
+            let Held { state, settles_at } = held(value);
+            OtherHolder {
+                owner: owner.to_string(),
+                state,
+                settles_at,
+            }
+        })
 }
 
 fn in_scope(resource: &str, scope: &Option<String>) -> bool {
@@ -383,5 +445,38 @@ mod tests {
         assert_eq!(index.relist_done(&scope), vec!["a/one".to_string()]);
         let others = index.others(&api("https://wf"), "c/three", &["x@y.z".into()]);
         assert_eq!(others["x@y.z"].owner, "b/two");
+    }
+
+    #[test]
+    fn journal_entries_hold_their_people_until_recorded_then_deleted_ones_until_they_settle() {
+        let index = HolderIndex::default();
+        let wf = api("https://wf");
+        let until = Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        index.hold_journaled(&wf, "a/one", "X@y.z", until);
+        let others = index.others(&wf, "b/two", &["x@y.z".into()]);
+        assert_eq!(others["x@y.z"].owner, "a/one");
+        assert_eq!(others["x@y.z"].state, UserState::Inviting);
+        assert_eq!(others["x@y.z"].settles_at, Some(until));
+        assert!(
+            index.others(&wf, "a/one", &["x@y.z".into()]).is_empty(),
+            "not a holder other than itself"
+        );
+        assert!(
+            index
+                .others(&api("https://other"), "b/two", &["x@y.z".into()])
+                .is_empty(),
+            "only on the same API"
+        );
+        index.release_journaled("a/one", "x@y.z");
+        assert!(index.others(&wf, "b/two", &["x@y.z".into()]).is_empty());
+        // A resource gone with its request unsettled: held until it settles.
+        index.hold_deleted(&wf, "a/one", "x@y.z", until);
+        let others = index.others(&wf, "b/two", &["x@y.z".into()]);
+        assert_eq!(others["x@y.z"].owner, "a/one (deleted)");
+        index.hold_deleted(&wf, "a/one", "w@y.z", Timestamp::now());
+        assert!(
+            index.others(&wf, "b/two", &["w@y.z".into()]).is_empty(),
+            "a settled request holds nobody"
+        );
     }
 }

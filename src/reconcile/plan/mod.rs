@@ -271,6 +271,12 @@ pub struct PlanContext<'a> {
     pub facts: EndpointFacts<'a>,
     /// Persons other resources hold on the same API, by address.
     pub others: BTreeMap<String, OtherHolder>,
+    /// The resource (namespace, name, uid), as an intent journal records it.
+    pub resource: crate::api::IntentResource,
+    /// Addresses whose `Inviting` entry in `previous` comes from the intent journal, not
+    /// from the stored status: the pass writes the status even when it plans no change, so
+    /// the intent is in the status before the journal lets it go.
+    pub journaled: Vec<String>,
 }
 
 /// The inputs of [`PlanContext::new`] that depend on the endpoint.
@@ -360,6 +366,8 @@ impl<'a> PlanContext<'a> {
             check_invited,
             facts,
             others: BTreeMap::new(),
+            resource: crate::api::IntentResource::default(),
+            journaled: Vec::new(),
         }
     }
 

@@ -1079,6 +1079,21 @@ impl RequestLog {
             .collect()
     }
 
+    /// The writes (anything but GET) to any object of `resource` (plural, e.g.
+    /// `inviteintents`), its subresources included, as `METHOD path`.
+    pub fn writes_to_all(&self, resource: &str) -> Vec<String> {
+        let segment = format!("/{resource}");
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| {
+                m != "GET" && (p.ends_with(&segment) || p.contains(&format!("{segment}/")))
+            })
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect()
+    }
+
     /// How many Events (events.k8s.io) it created.
     pub fn events_created(&self) -> usize {
         self.0
