@@ -832,15 +832,17 @@ fn report(
             [
                 "—".into(),
                 format!(
-                    "{}: {} status writes + {} events, {} resources at once",
+                    "{}: {} status writes + {} journal writes + {} events, {} resources at once",
                     secs(floor.took),
                     count(floor.status_writes),
+                    count(floor.journal_writes),
                     count(floor.events),
                     floor.concurrency
                 ),
             ],
             "the benchmark alone, controller stopped, makes the writes the exactly-once rules need \
-             (intent and outcome status, one event) for each converged backlog resource",
+             (per batch of that many resources a journal object created and deleted; per resource \
+             its outcome status and one event) for each converged backlog resource",
         );
     }
     row(
@@ -961,6 +963,21 @@ fn report(
             applied.writes_source
         ),
     );
+    if applied.writes_source.starts_with("request") {
+        row(
+            &mut t,
+            "  intent journal writes",
+            both(&|c| {
+                format!(
+                    "{} ({})",
+                    ratio(c.writes.journal as f64, n as f64),
+                    c.writes.journal
+                )
+            }),
+            "creates and deletes of InviteIntent objects (one per coalesced batch of several \
+             resources), per resource; request records only",
+        );
+    }
     row(
         &mut t,
         "  status patches",

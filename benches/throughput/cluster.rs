@@ -239,7 +239,8 @@ impl Cluster {
             if !by_controller || request.namespace.as_deref() != Some(ns) {
                 continue;
             }
-            let write = matches!(request.verb.as_str(), "create" | "update" | "patch");
+            let write = matches!(request.verb.as_str(), "create" | "update" | "patch")
+                || (request.verb == "delete" && request.resource == "inviteintents");
             if !write {
                 continue;
             }
@@ -250,6 +251,7 @@ impl Cluster {
                 ("userinvitations", None) if failed => writes.finalizer_failed += 1,
                 ("userinvitations", None) => writes.finalizer += 1,
                 ("events", _) if !failed => writes.events += 1,
+                ("inviteintents", _) => writes.journal += 1,
                 ("invitationendpoints", Some("status")) => writes.endpoint_status += 1,
                 _ => writes.other += 1,
             }
@@ -325,6 +327,8 @@ pub struct Writes {
     pub finalizer_failed: u64,
     /// Event creations and series updates.
     pub events: u64,
+    /// Creates and deletes of the intent journal (`InviteIntent`s), request records only.
+    pub journal: u64,
     /// Status writes of InvitationEndpoints (the endpoint check), request records only.
     pub endpoint_status: u64,
     /// Any other write (none expected), request records only.
@@ -344,6 +348,7 @@ impl Writes {
             + self.finalizer
             + self.finalizer_failed
             + self.events
+            + self.journal
             + self.endpoint_status
             + self.other
     }

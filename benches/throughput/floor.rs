@@ -1,11 +1,14 @@
 //! The Kubernetes floor: how long the API server alone takes for the writes a rollout needs.
 //!
-//! The exactly-once rules make every resource take two status writes (the `Inviting` intent
-//! before any invitation, then the outcome) and one event. Over the converged resources of the
-//! backlog run, with the controller stopped, the benchmark itself makes exactly those writes:
-//! for each resource, its intent status, its converged status (through the controller's own
-//! writer: JSON patches guarded by the resourceVersion) and one event, `concurrency` resources
-//! at once. No invite API, no batching, no controller: the time it takes is the least any
+//! The exactly-once rules make a rollout write its intent durably before any invitation. With
+//! the intent journal that is one `InviteIntent` object per coalesced batch (created before
+//! the call, deleted once the outcomes are recorded), then one status write (the outcome) and
+//! one event per resource. Over the converged resources of the backlog run, with the
+//! controller stopped, the benchmark itself makes exactly those writes, `concurrency`
+//! resources at once: per group of `concurrency` resources one journal object naming their
+//! addresses is created, then each resource's converged status is written (through the
+//! controller's own writer: JSON patches guarded by the resourceVersion) with one event, then
+//! the object is deleted. No invite API, no controller: the time it takes is the least any
 //! controller honouring the rules needs on this API server, beside which the convergence time
 //! is read.
 
@@ -13,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use invite_operator::{
-    api::{UserInvitation, UserInvitationStatus, UserState},
+    api::{
+        ApiFlavor, EndpointKind, IntentAddress, IntentApi, IntentEndpoint, IntentResource,
+        InviteIntent, InviteIntentSpec, UserInvitation,
+    },
     controller::KubeStatusWriter,
     reconcile::StatusWriter,
 };
@@ -24,15 +30,17 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 
 use crate::BenchResult;
 
 /// What the floor run did and how long it took.
 pub struct Floor {
-    /// Status writes made (two per resource).
+    /// Status writes made (one per resource).
     pub status_writes: usize,
+    /// Journal writes made (a create and a delete per group of `concurrency` resources).
+    pub journal_writes: usize,
     /// Events created (one per resource).
     pub events: usize,
     /// Resources written at once.
@@ -52,22 +60,80 @@ pub async fn measure(client: &Client, ns: &str, concurrency: usize) -> BenchResu
         .map_err(|e| format!("list UserInvitations in {ns}: {e}"))?
         .items;
     let resources = invitations.len();
+    let group = concurrency.max(1);
+    let journal: Api<InviteIntent> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
-    futures::stream::iter(invitations)
-        .map(|invitation| write_one(client, &events, invitation))
-        .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    let mut journal_writes = 0;
+    for (index, batch) in invitations.chunks(group).enumerate() {
+        let intent = journal
+            .create(&PostParams::default(), &intent_for(ns, index, batch))
+            .await
+            .map_err(|e| format!("create the journal object of batch {index}: {e}"))?;
+        futures::stream::iter(batch.iter().cloned())
+            .map(|invitation| write_one(client, &events, invitation))
+            .buffer_unordered(group)
+            .try_collect::<Vec<()>>()
+            .await?;
+        journal
+            .delete(&intent.name_any(), &DeleteParams::default())
+            .await
+            .map_err(|e| format!("delete the journal object of batch {index}: {e}"))?;
+        journal_writes += 2;
+    }
     Ok(Floor {
-        status_writes: 2 * resources,
+        status_writes: resources,
+        journal_writes,
         events: resources,
         concurrency: concurrency.clamp(1, resources.max(1)),
         took: started.elapsed(),
     })
 }
 
-/// The intent write, the outcome write (through the controller's own guarded status writer)
-/// and the event of one resource.
+/// The journal object of one batch: every address of its resources.
+fn intent_for(ns: &str, index: usize, batch: &[UserInvitation]) -> InviteIntent {
+    let now = Timestamp::now();
+    let addresses = batch
+        .iter()
+        .flat_map(|invitation| {
+            let resource = IntentResource {
+                namespace: ns.to_string(),
+                name: invitation.name_any(),
+                uid: invitation.uid().unwrap_or_default(),
+            };
+            let users = invitation.status.as_ref().map(|s| s.users.clone());
+            users
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |user| IntentAddress {
+                    email_address: user.email_address,
+                    resource: resource.clone(),
+                    invited_at: now,
+                    settles_at: now,
+                })
+        })
+        .collect();
+    let mut intent = InviteIntent::new(
+        &format!("floor-{index:05}-{:08x}", rand::random::<u32>()),
+        InviteIntentSpec {
+            endpoint: IntentEndpoint {
+                api: ApiFlavor::UserInvite,
+                kind: EndpointKind::InvitationEndpoint,
+                name: "floor".into(),
+                uid: None,
+            },
+            api: IntentApi {
+                url: "http://127.0.0.1/".into(),
+                organization_id: None,
+            },
+            addresses,
+        },
+    );
+    intent.metadata.namespace = Some(ns.to_string());
+    intent
+}
+
+/// The outcome write (through the controller's own guarded status writer) and the event of
+/// one resource.
 async fn write_one(
     client: &Client,
     events: &Api<Event>,
@@ -77,32 +143,15 @@ async fn write_one(
     let converged = invitation.status.clone().unwrap_or_default();
     let version = invitation.resource_version().unwrap_or_default();
     let mut writer = KubeStatusWriter::new(client.clone(), &invitation, version);
-    for status in [intent(&converged), converged] {
-        writer
-            .write(&status)
-            .await
-            .map_err(|e| format!("status of {name}: {e}"))?;
-    }
+    writer
+        .write(&converged)
+        .await
+        .map_err(|e| format!("status of {name}: {e}"))?;
     events
         .create(&PostParams::default(), &event_about(&invitation))
         .await
         .map_err(|e| format!("event about {name}: {e}"))?;
     Ok(())
-}
-
-/// The status a pass writes before inviting: every user `Inviting`, not Ready yet.
-fn intent(converged: &UserInvitationStatus) -> UserInvitationStatus {
-    let mut status = converged.clone();
-    for user in &mut status.users {
-        user.state = UserState::Inviting;
-        user.identifier = None;
-        user.expires_at = None;
-    }
-    for condition in &mut status.conditions {
-        condition.status = "False".into();
-        condition.reason = "Inviting".into();
-    }
-    status
 }
 
 /// An `Invited` event about `invitation`, as the controller publishes one.

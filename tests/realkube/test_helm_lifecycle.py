@@ -129,8 +129,8 @@ class Watcher(threading.Thread):
 def adopt_existing_crds(release: str, namespace: str) -> None:
     """CRDs installed before (by the Rust suite, or an earlier release) become this release's,
     the way Helm documents adopting existing objects."""
-    for crd in ("userinvitations", "invitationendpoints", "clusterinvitationendpoints"):
-        name = f"{crd}.invite.operators.dev"
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        name = path.stem  # every CRD the chart ships, e.g. userinvitations.invite.operators.dev
         if kubectl("get", "crd", name, check=False).returncode != 0:
             continue
         kubectl("label", "crd", name, "--overwrite", "app.kubernetes.io/managed-by=Helm")
