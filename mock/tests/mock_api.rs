@@ -71,6 +71,13 @@ impl Wf {
     async fn invite(&self, users: Value) -> Answer {
         self.post("/api/v2/user/invite", users).await
     }
+    async fn invite_one(&self, email: &str) -> Answer {
+        self.invite(json!([user(email)])).await
+    }
+    /// A form-encoded `group`, as grant and revoke for one user take it.
+    async fn form(&self, path: &str, group: &str) -> Answer {
+        send(self.req(Method::POST, path).form(&[("group", group)])).await
+    }
 }
 
 fn user(email: &str) -> Value {
@@ -154,7 +161,7 @@ async fn invite_creates_users_and_sends_one_email_each() {
     assert_eq!(m.api.invitations_sent_to("BOB@example.com"), 1);
 
     // Inviting again: "already created", no second email.
-    let again = wf.invite(json!([user("alice@example.com")])).await;
+    let again = wf.invite_one("alice@example.com").await;
     assert_wf_error(&again, 400);
     assert!(
         message(&again)
@@ -175,20 +182,14 @@ async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_requ
     .await;
     let wf = Wf::new(&m);
     m.api.seed_user(json!({"identifier": "seeded@example.com"}));
-    assert_eq!(
-        wf.invite(json!([user("ann@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("ann@example.com").await.status, 200);
     // Invited, never logged in: invited again, with a second email.
-    assert_eq!(
-        wf.invite(json!([user("ANN@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("ANN@example.com").await.status, 200);
     assert_eq!(m.api.invitations_sent_to("ann@example.com"), 2);
     // Logged in, or never invited by email: "already created" as without the setting.
     m.api.login("ann@example.com");
-    assert_wf_error(&wf.invite(json!([user("ann@example.com")])).await, 400);
-    assert_wf_error(&wf.invite(json!([user("seeded@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("ann@example.com").await, 400);
+    assert_wf_error(&wf.invite_one("seeded@example.com").await, 400);
     assert_eq!(m.api.invitations_sent_to("ann@example.com"), 2);
     assert_eq!(m.api.invitations_sent_to("seeded@example.com"), 0);
     // A batch refused for someone else before bob was invited does not count for bob; a
@@ -200,14 +201,8 @@ async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_requ
     );
     m.api
         .add_fault(ScriptedFault::new(503).path("/api/v2/user/invite"));
-    assert_eq!(
-        wf.invite(json!([user("bob@example.com")])).await.status,
-        503
-    );
-    assert_eq!(
-        wf.invite(json!([user("bob@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("bob@example.com").await.status, 503);
+    assert_eq!(wf.invite_one("bob@example.com").await.status, 200);
     let counts = m.api.invite_requests();
     assert_eq!(counts.get("ann@example.com"), Some(&3), "{counts:?}");
     assert_eq!(counts.get("seeded@example.com"), Some(&1), "{counts:?}");
@@ -219,7 +214,7 @@ async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_requ
 async fn invite_batches_are_atomic() {
     let m = start().await;
     let wf = Wf::new(&m);
-    wf.invite(json!([user("existing@example.com")])).await;
+    wf.invite_one("existing@example.com").await;
     let cases = [
         (
             json!([user("ok1@example.com"), user("not-an-email")]),
@@ -290,20 +285,17 @@ async fn unknown_user_groups_are_ignored_with_a_202_wrapper() {
 async fn expired_unaccepted_invitations_can_be_resent() {
     let m = start().await;
     let wf = Wf::new(&m);
-    assert_eq!(
-        wf.invite(json!([user("dan@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("dan@example.com").await.status, 200);
     m.api.expire_invitations();
-    let again = wf.invite(json!([user("dan@example.com")])).await;
+    let again = wf.invite_one("dan@example.com").await;
     assert_eq!(again.status, 200, "{:?}", again.body);
     assert_eq!(m.api.invitations_sent_to("dan@example.com"), 2);
     // Still pending: refused again.
-    assert_wf_error(&wf.invite(json!([user("dan@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("dan@example.com").await, 400);
     // Accepted users are never re-invited, even after expiry.
     m.api.login("dan@example.com");
     m.api.expire_invitations();
-    assert_wf_error(&wf.invite(json!([user("dan@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("dan@example.com").await, 400);
     let u = m.api.user("DAN@example.com").expect("user exists");
     assert!(u["lastSuccessfulLogin"].is_i64());
     assert_eq!(m.api.invitations_sent_to("dan@example.com"), 2);
@@ -377,11 +369,9 @@ async fn user_operations() {
     assert_eq!(r.body["userGroups"].as_array().map(Vec::len), Some(1));
 
     // grant / revoke one user: form-encoded `group`.
-    let g = send(
-        wf.req(Method::POST, "/api/v2/user/eve@example.com/grant")
-            .form(&[("group", "user_management")]),
-    )
-    .await;
+    let g = wf
+        .form("/api/v2/user/eve@example.com/grant", "user_management")
+        .await;
     assert_eq!(g.status, 200, "{:?}", g.body);
     assert!(
         g.body["groups"]
@@ -395,17 +385,13 @@ async fn user_operations() {
         )
         .await;
     assert_wf_error(&wrong_type, 415);
-    let bad_perm = send(
-        wf.req(Method::POST, "/api/v2/user/eve@example.com/grant")
-            .form(&[("group", "superpowers")]),
-    )
-    .await;
+    let bad_perm = wf
+        .form("/api/v2/user/eve@example.com/grant", "superpowers")
+        .await;
     assert_wf_error(&bad_perm, 400);
-    let rv = send(
-        wf.req(Method::POST, "/api/v2/user/eve@example.com/revoke")
-            .form(&[("group", "user_management")]),
-    )
-    .await;
+    let rv = wf
+        .form("/api/v2/user/eve@example.com/revoke", "user_management")
+        .await;
     assert_eq!(rv.body["groups"], json!(["alerts_management"]));
 
     // grant / revoke a permission to many users.
@@ -491,7 +477,7 @@ async fn multi_tenant_identifiers() {
     })
     .await;
     let wf = Wf::new(&m);
-    let a = wf.invite(json!([user("Gus@Example.com")])).await;
+    let a = wf.invite_one("Gus@Example.com").await;
     assert_eq!(a.body["identifier"], "gus+acme@example.com");
     assert_eq!(
         wf.get("/api/v2/user/gus%2Bacme%40example.com").await.status,
@@ -857,7 +843,7 @@ async fn scripted_faults_with_retry_after() {
     );
     let wf = Wf::new(&m);
     for _ in 0..2 {
-        let a = wf.invite(json!([user("kim@example.com")])).await;
+        let a = wf.invite_one("kim@example.com").await;
         assert_wf_error(&a, 429);
         assert_eq!(
             a.headers.get("retry-after").and_then(|v| v.to_str().ok()),
@@ -865,10 +851,7 @@ async fn scripted_faults_with_retry_after() {
         );
     }
     assert_eq!(m.api.invitations_sent_to("kim@example.com"), 0);
-    assert_eq!(
-        wf.invite(json!([user("kim@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("kim@example.com").await.status, 200);
     assert_eq!(m.api.invitations_sent_to("kim@example.com"), 1);
 
     // CSP paths answer in the CSP error shape.
@@ -893,12 +876,12 @@ async fn after_effect_faults_lose_the_response_but_keep_the_effect() {
             .after_effect(true),
     );
     let wf = Wf::new(&m);
-    let lost = wf.invite(json!([user("lee@example.com")])).await;
+    let lost = wf.invite_one("lee@example.com").await;
     assert_wf_error(&lost, 503);
     assert_eq!(m.api.invitations_sent_to("lee@example.com"), 1);
     assert!(m.api.user("lee@example.com").is_some());
     // A naive retry finds the user already created.
-    assert_wf_error(&wf.invite(json!([user("lee@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("lee@example.com").await, 400);
     assert_eq!(m.api.invitations_sent_to("lee@example.com"), 1);
 
     // CSP: the invitation is created although the client saw a 500.
@@ -987,7 +970,7 @@ async fn random_faults_and_latency() {
 async fn journal_records_requests_but_never_credentials() {
     let m = start().await;
     let wf = Wf::new(&m);
-    wf.invite(json!([user("ned@example.com")])).await;
+    wf.invite_one("ned@example.com").await;
     wf.get("/api/v2/user?x=1").await;
     let token = csp_token(&m).await;
     let j = m.api.journal();

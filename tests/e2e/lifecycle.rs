@@ -52,10 +52,27 @@ async fn revoke_in_product(mock: &RunningMock, id: &str, permission: &str) {
     assert!(response.status().is_success(), "{}", response.status());
 }
 
+/// Makes `email`'s invitation in the status of "team" a minute past its expiry.
+async fn expire_in_status(cluster: &TestCluster, email: &str) {
+    let inv = cluster.invitations().get("team").await.unwrap();
+    let mut status = inv.status.unwrap();
+    for u in status.users.iter_mut().filter(|u| u.email_address == email) {
+        u.expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
+    }
+    cluster
+        .invitations()
+        .patch_status(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn invite_only_never_touches_an_invited_user() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_ready(
@@ -89,8 +106,7 @@ async fn invite_only_never_touches_an_invited_user() {
 
 #[tokio::test]
 async fn enforce_applies_spec_changes_and_corrects_drift() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api.seed_user_group("ug-1", "Data");
     mock.api.seed_user_group("ug-2", "Ops");
@@ -158,8 +174,7 @@ fn user_groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn existing_users_are_adopted_and_managed_under_enforce() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api.seed_user(
         json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
@@ -318,8 +333,7 @@ async fn switching_to_retain_releases_the_finalizer() {
 
 #[tokio::test]
 async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_ready(
@@ -342,24 +356,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
 
     // 24 hours pass without late@ accepting (the mock's link expires; so does the status').
     mock.api.expire_invitations();
-    let inv = cluster.invitations().get("team").await.unwrap();
-    let mut status = inv.status.clone().unwrap();
-    for u in status
-        .users
-        .iter_mut()
-        .filter(|u| u.email_address == "late@example.com")
-    {
-        u.expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
-    }
-    cluster
-        .invitations()
-        .patch_status(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .unwrap();
+    expire_in_status(cluster, "late@example.com").await;
     cluster
         .wait_status("team", "re-invited", |s| {
             s.users.iter().any(|u| {
@@ -384,8 +381,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
 /// without being sent. It is posted again (alone) and sent once.
 #[tokio::test]
 async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     let late = "late@example.com";
     cluster
@@ -400,18 +396,7 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
             .body_contains("fresh@example.com")
             .message("Request could not be processed"),
     );
-    let inv = cluster.invitations().get("team").await.unwrap();
-    let mut status = inv.status.clone().unwrap();
-    status.users[0].expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
-    cluster
-        .invitations()
-        .patch_status(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .unwrap();
+    expire_in_status(cluster, late).await;
     cluster
         .patch_spec(
             "team",

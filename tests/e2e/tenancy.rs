@@ -27,8 +27,8 @@ use crate::common::*;
 use invite_mock::ScriptedFault;
 use invite_operator::{
     api::{
-        ClusterInvitationEndpoint, InvitationEndpoint, Ownership, UserInvitationStatus, UserState,
-        UserStatus,
+        ClusterInvitationEndpoint, InvitationEndpoint, Ownership, UserInvitation,
+        UserInvitationStatus, UserState, UserStatus,
     },
     controller,
     health::Readiness,
@@ -661,21 +661,27 @@ fn user(email: &str) -> Value {
            "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
 }
 
-/// With a token cache far longer than the test, a rotated token is still used right after
-/// the API refuses the old one (401): one refusal, then the new token.
-#[tokio::test]
-async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
+/// A controller caching Secrets for `ttl`; "before" (a@) ready, then the token rotated in the
+/// API and the Secret.
+async fn ready_then_rotated(ttl: Duration) -> Harness {
     let mut h = Harness::user_invite().await;
     let mut settings = h.cluster.settings();
-    settings.secret_cache_ttl = Duration::from_secs(3600);
+    settings.secret_cache_ttl = ttl;
     h.start_controller_with(settings);
     h.cluster
         .create_ready("before", user("a@example.com"))
         .await;
-    let old = credentials(&h.mock)[0].0.clone();
-
     h.mock.api.set_token("rotated-token");
     h.cluster.put_secret("api-token", "rotated-token").await;
+    h
+}
+
+/// With a token cache far longer than the test, a rotated token is still used right after
+/// the API refuses the old one (401): one refusal, then the new token.
+#[tokio::test]
+async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
+    let h = ready_then_rotated(Duration::from_secs(3600)).await;
+    let old = credentials(&h.mock)[0].0.clone();
     h.cluster.create_ready("after", user("b@example.com")).await;
     let seen = credentials(&h.mock);
     let refused: Vec<usize> = (0..seen.len()).filter(|i| seen[*i].1 == 401).collect();
@@ -695,15 +701,7 @@ async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
 /// Within the cache time a rotated token is picked up without waiting for a refusal.
 #[tokio::test]
 async fn a_rotated_token_is_picked_up_within_the_cache_time() {
-    let mut h = Harness::user_invite().await;
-    let mut settings = h.cluster.settings();
-    settings.secret_cache_ttl = Duration::from_millis(200);
-    h.start_controller_with(settings);
-    h.cluster
-        .create_ready("before", user("a@example.com"))
-        .await;
-    h.mock.api.set_token("rotated-token");
-    h.cluster.put_secret("api-token", "rotated-token").await;
+    let h = ready_then_rotated(Duration::from_millis(200)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let from = h.mock.api.journal().len();
     h.cluster.create_ready("after", user("b@example.com")).await;
@@ -867,27 +865,39 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     h.finish().await;
 }
 
+const INVITE: &str = "/api/v2/user/invite";
+
+/// Starts the controller with `fault` scripted 1000 times, creates "team" inviting
+/// a@example.com and waits until its status shows `what`.
+async fn team_against(
+    h: &mut Harness,
+    fault: ScriptedFault,
+    what: &str,
+    shows: impl Fn(&UserInvitationStatus) -> bool,
+) -> UserInvitation {
+    h.mock.api.add_fault(fault.times(1000));
+    h.start_controller();
+    h.cluster
+        .create_invitation("team", user("a@example.com"))
+        .await;
+    h.cluster
+        .wait_status("team", &format!("{what} reported"), shows)
+        .await
+}
+
 /// A redirect is a configuration problem, never followed: nothing reaches its Location.
 #[tokio::test]
 async fn redirects_are_never_followed() {
     let mut h = Harness::user_invite().await;
     let elsewhere = start_mock(MockConfig::default()).await;
-    h.mock.api.add_fault(
-        ScriptedFault::redirect(307, &format!("{}/api/v2/user/invite", elsewhere.url))
-            .method("POST")
-            .path("/api/v2/user/invite")
-            .times(1000),
-    );
-    h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the redirect reported", |s| {
-            ready(s).1 == "EndpointNotReady" && ready_message(s).contains("never followed")
-        })
-        .await;
+    let redirect = ScriptedFault::redirect(307, &format!("{}{INVITE}", elsewhere.url));
+    let inv = team_against(
+        &mut h,
+        redirect.method("POST").path(INVITE),
+        "the redirect",
+        |s| ready(s).1 == "EndpointNotReady" && ready_message(s).contains("never followed"),
+    )
+    .await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
     assert!(
         elsewhere.api.journal().is_empty(),
@@ -905,21 +915,11 @@ async fn redirects_are_never_followed() {
 #[tokio::test]
 async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
     let mut h = Harness::user_invite().await;
-    h.mock.api.add_fault(
-        ScriptedFault::huge_body(20 * 1024 * 1024)
-            .path("/api/v2/user/validateUsers")
-            .times(1000),
-    );
-    h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the huge answer reported", |s| {
-            ready_message(s).contains("larger than 8 MiB")
-        })
-        .await;
+    let huge = ScriptedFault::huge_body(20 * 1024 * 1024).path("/api/v2/user/validateUsers");
+    let inv = team_against(&mut h, huge, "the huge answer", |s| {
+        ready_message(s).contains("larger than 8 MiB")
+    })
+    .await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
     assert!(!h.controller.as_ref().unwrap().is_finished());
     assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
@@ -946,7 +946,7 @@ async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
     h.mock.api.add_fault(
         ScriptedFault::new(400)
             .method("POST")
-            .path("/api/v2/user/invite")
+            .path(INVITE)
             .message(long)
             .times(1_000_000),
     );
@@ -992,22 +992,11 @@ async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
 async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
     let mut h = Harness::user_invite().await;
     let huge = format!("go away {}", "x".repeat(2 * 1024 * 1024));
-    h.mock.api.add_fault(
-        ScriptedFault::new(401)
-            .path("/api/v2/user/invite")
-            .message(huge.clone())
-            .times(1000),
-    );
-    h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the refusal reported", |s| {
-            ready(s).1 == "EndpointNotReady" && ready_message(s).contains("go away")
-        })
-        .await;
+    let refusal = ScriptedFault::new(401).path(INVITE).message(huge.clone());
+    let inv = team_against(&mut h, refusal, "the refusal", |s| {
+        ready(s).1 == "EndpointNotReady" && ready_message(s).contains("go away")
+    })
+    .await;
     let status = inv.status.unwrap();
     assert!(ready_message(&status).len() <= 2048);
     assert!(serde_json::to_vec(&status).unwrap().len() < 16 * 1024);
@@ -1794,27 +1783,35 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     h.finish().await;
 }
 
+/// An organization whose member listing never ends, each answer `latency` late; starts the
+/// controller with `limits` applied to its settings and returns the EndpointNotReady message of a
+/// resource inviting x@example.com.
+async fn endless_listing(
+    latency: Duration,
+    limits: impl FnOnce(&mut controller::Settings),
+) -> (Harness, String) {
+    let mut h = Harness::org_invitation(MockConfig {
+        endless_members: true,
+        latency,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = h.cluster.settings();
+    limits(&mut settings);
+    h.start_controller_with(settings);
+    let spec = org_spec("csp", &["x@example.com"], "org_member");
+    h.cluster.create_invitation("team", spec).await;
+    let message = h.cluster.wait_reason("team", "EndpointNotReady").await;
+    (h, message)
+}
+
 /// An organization whose member listing never ends: the read stops at the member budget, the
 /// endpoint is `Ready=False` with reason `LimitExceeded` naming it, and the resource says so.
 /// The listing is never read past the budget (so memory stays flat), whatever the API does.
 #[tokio::test]
 async fn an_endless_member_listing_stops_at_the_budget() {
-    let mut h = Harness::org_invitation(MockConfig {
-        endless_members: true,
-        ..MockConfig::default()
-    })
-    .await;
-    let mut settings = h.cluster.settings();
-    settings.lookup_limits.max_members = 2_000;
-    h.start_controller_with(settings);
-    h.cluster
-        .create_invitation(
-            "big",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-                   "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
-        )
-        .await;
-    let message = h.cluster.wait_reason("big", "EndpointNotReady").await;
+    let (h, message) =
+        endless_listing(Duration::ZERO, |s| s.lookup_limits.max_members = 2_000).await;
     assert!(message.contains("more than 2000 members"), "{message}");
     assert!(message.contains("--org-snapshot-max-members"), "{message}");
     let endpoint = h
@@ -1845,24 +1842,11 @@ async fn an_endless_member_listing_stops_at_the_budget() {
 /// larger than it, before the deadline.)
 #[tokio::test]
 async fn a_lookup_past_its_deadline_is_stopped() {
-    let mut h = Harness::org_invitation(MockConfig {
-        endless_members: true,
-        latency: Duration::from_millis(800),
-        ..MockConfig::default()
+    let (h, message) = endless_listing(Duration::from_millis(800), |s| {
+        s.lookup_limits.max_members = usize::MAX;
+        s.lookup_limits.deadline = Duration::from_secs(1);
     })
     .await;
-    let mut settings = h.cluster.settings();
-    settings.lookup_limits.max_members = usize::MAX;
-    settings.lookup_limits.deadline = Duration::from_secs(1);
-    h.start_controller_with(settings);
-    h.cluster
-        .create_invitation(
-            "slow",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-                   "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
-        )
-        .await;
-    let message = h.cluster.wait_reason("slow", "EndpointNotReady").await;
     assert!(message.contains("took longer than 1s"), "{message}");
     h.cluster
         .wait_endpoint("csp", "False", "LimitExceeded")

@@ -82,6 +82,13 @@ impl Flavor {
             .collect()
     }
 
+    /// The invite requests of the mock's journal that name `person`.
+    pub fn invite_posts_for(self, mock: &RunningMock, person: &str) -> Vec<JournalEntry> {
+        let mut posts = self.invite_posts(mock);
+        posts.retain(|e| self.invited_in(e).iter().any(|p| p == person));
+        posts
+    }
+
     /// The addresses of each invite request in `journal` whose answer had `status` (0: not
     /// answered yet).
     pub fn invites_answered(self, journal: &[JournalEntry], status: u16) -> Vec<Vec<String>> {

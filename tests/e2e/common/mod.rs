@@ -909,6 +909,13 @@ impl Harness {
         h
     }
 
+    /// [`Harness::user_invite`] with the controller started, resyncing every 200 ms.
+    pub async fn user_invite_resyncing() -> Harness {
+        let mut h = Harness::user_invite().await;
+        h.start_controller_resyncing(Duration::from_millis(200));
+        h
+    }
+
     /// [`Harness::org_invitation`] on the default mock, with the controller started.
     pub async fn org_invitation_running() -> Harness {
         let mut h = Harness::org_invitation(MockConfig::default()).await;

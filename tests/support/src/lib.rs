@@ -97,7 +97,7 @@ pub struct RecordedRequest {
 /// let f = Fault::new(409).verb("patch").resource("userinvitations").times(1);
 /// assert_eq!(f.status, 409);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fault {
     /// RBAC verb to match (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, …).
     pub verb: Option<String>,
@@ -127,16 +127,9 @@ impl Fault {
     /// A fault answering `status` once for any request.
     pub fn new(status: u16) -> Self {
         Fault {
-            verb: None,
-            resource: None,
-            subresource: None,
-            name: None,
-            namespace: None,
-            user_agent: None,
             status,
             times: 1,
-            retry_after: None,
-            message: None,
+            ..Fault::default()
         }
     }
 
