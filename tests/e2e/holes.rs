@@ -88,8 +88,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
 #[tokio::test]
 async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
     let flavor = Flavor::OrgInvitation;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
+    let h = flavor.running(5, 100).await;
     let usernames: Vec<String> = (0..500).map(|i| format!("u{i}@example.com")).collect();
     h.cluster
         .create_invitation("many", org_spec(ENDPOINT, &usernames, "no_such_role"))
@@ -129,8 +128,7 @@ async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
 #[tokio::test]
 async fn a_case_duplicate_never_costs_the_other_entries() {
     let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
+    let h = flavor.running(5, 100).await;
     let carol = "carol@example.com";
     let inv = h
         .cluster
@@ -193,8 +191,7 @@ async fn a_case_duplicate_never_costs_the_other_entries() {
 #[tokio::test]
 async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
+    let h = flavor.running(5, 100).await;
     let spec = |emails: &[&str]| {
         with(
             users_spec(ENDPOINT, emails, &[]),
@@ -307,8 +304,7 @@ async fn back_on_the_endpoint_only_a_stays(h: &Harness) {
 #[tokio::test]
 async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
+    let h = flavor.running(5, 100).await;
     let delete = json!({"deletionPolicy": "Delete"});
     // One resource per way of being blocked.
     let closed = h.cluster.unique("closed");

@@ -70,19 +70,28 @@ async fn expire_in_status(cluster: &TestCluster, email: &str) {
         .unwrap();
 }
 
+/// A running controller (`resync`: resyncing every 200 ms) and "team" Ready with `spec`.
+async fn team_ready(resync: bool, spec: Value) -> Harness {
+    let s = if resync {
+        Harness::user_invite_resyncing().await
+    } else {
+        Harness::user_invite_running().await
+    };
+    s.cluster.create_ready("team", spec).await;
+    s
+}
+
 #[tokio::test]
 async fn invite_only_never_touches_an_invited_user() {
-    let s = Harness::user_invite_resyncing().await;
+    let s = team_ready(
+        true,
+        user_spec(
+            json!([user("a@example.com", &["dashboard_management"], &[])]),
+            json!({}),
+        ),
+    )
+    .await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready(
-            "team",
-            user_spec(
-                json!([user("a@example.com", &["dashboard_management"], &[])]),
-                json!({}),
-            ),
-        )
-        .await;
     let ready = mock.api.journal().len();
     cluster
         .patch_spec(
@@ -202,11 +211,8 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
 
 #[tokio::test]
 async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_finalizer() {
-    let s = Harness::user_invite_running().await;
+    let s = team_ready(false, team(&["a@example.com", "b@example.com"], json!({}))).await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready("team", team(&["a@example.com", "b@example.com"], json!({})))
-        .await;
     let ready = mock.api.journal().len();
     assert!(
         cluster
@@ -285,14 +291,12 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
 
 #[tokio::test]
 async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
-    let s = Harness::user_invite_running().await;
+    let s = team_ready(
+        false,
+        team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
+    )
+    .await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready(
-            "team",
-            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-        )
-        .await;
     Api::<invite_operator::api::InvitationEndpoint>::namespaced(
         cluster.client.clone(),
         &cluster.namespace,
@@ -312,14 +316,12 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
 
 #[tokio::test]
 async fn switching_to_retain_releases_the_finalizer() {
-    let s = Harness::user_invite_running().await;
+    let s = team_ready(
+        false,
+        team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
+    )
+    .await;
     let cluster = &s.cluster;
-    cluster
-        .create_ready(
-            "team",
-            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-        )
-        .await;
     cluster
         .patch_spec("team", json!({"deletionPolicy": "Retain"}))
         .await;
@@ -333,17 +335,15 @@ async fn switching_to_retain_releases_the_finalizer() {
 
 #[tokio::test]
 async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once() {
-    let s = Harness::user_invite_resyncing().await;
+    let s = team_ready(
+        true,
+        team(
+            &["yes@example.com", "late@example.com"],
+            json!({"reinviteExpired": true}),
+        ),
+    )
+    .await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready(
-            "team",
-            team(
-                &["yes@example.com", "late@example.com"],
-                json!({"reinviteExpired": true}),
-            ),
-        )
-        .await;
     mock.api.login("yes@example.com");
     cluster
         .wait_status(

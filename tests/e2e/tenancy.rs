@@ -94,15 +94,29 @@ async fn cluster_org_endpoint(h: &Harness, name: &str, allowed: Value) {
     h.cluster.cluster_endpoint(name, spec).await;
 }
 
-/// Puts both tokens and creates a UserInvite and an OrgInvitation cluster endpoint without
-/// `allowed`; returns their names.
-async fn users_and_org_endpoints(h: &Harness) -> (String, String) {
+/// Puts both tokens and creates a UserInvite and an OrgInvitation cluster endpoint with these
+/// `allowed` (`null`: none); returns their names.
+async fn users_and_org_endpoints(
+    h: &Harness,
+    users_allowed: Value,
+    org_allowed: Value,
+) -> (String, String) {
     h.cluster.put_secret("api-token", TOKEN).await;
     h.cluster.put_secret("csp-token", TOKEN).await;
     let (users, org) = (h.cluster.unique("users"), h.cluster.unique("org"));
-    cluster_user_invite_endpoint(h, &users, Value::Null).await;
-    cluster_org_endpoint(h, &org, Value::Null).await;
+    cluster_user_invite_endpoint(h, &users, users_allowed).await;
+    cluster_org_endpoint(h, &org, org_allowed).await;
     (users, org)
+}
+
+/// Creates both resources, then waits until both are Ready.
+async fn both_ready(h: &Harness, resources: [(&str, Value); 2]) {
+    for (name, spec) in &resources {
+        h.cluster.create_invitation(name, spec.clone()).await;
+    }
+    for (name, _) in resources {
+        h.cluster.wait_ready(name).await;
+    }
 }
 
 /// A reference to the ClusterInvitationEndpoint `name`.
@@ -508,31 +522,20 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
 #[tokio::test]
 async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    h.cluster.put_secret("csp-token", TOKEN).await;
-    let users = h.cluster.unique("users");
-    let org = h.cluster.unique("org");
-    cluster_user_invite_endpoint(&h, &users, json!({"groups": ["dashboard_management"]})).await;
-    cluster_org_endpoint(&h, &org, json!({"organizationRoles": ["org_member"]})).await;
+    let (users, org) = users_and_org_endpoints(
+        &h,
+        json!({"groups": ["dashboard_management"]}),
+        json!({"organizationRoles": ["org_member"]}),
+    )
+    .await;
     h.start_controller_resyncing(Duration::from_millis(200));
     let user = |groups: &[&str]| json!([{"emailAddress": "a@example.com", "groups": groups, "userGroups": []}]);
-    h.cluster
-        .create_invitation(
-            "users",
-            json!({"endpointRef": via(&users),
-                   "accessPolicy": "Enforce", "users": user(&["dashboard_management"])}),
-        )
-        .await;
-    h.cluster
-        .create_invitation(
-            "org",
-            json!({"endpointRef": via(&org),
-                   "orgInvitation": {"usernames": ["b@example.com"],
-                                     "organizationRoles": [{"name": "org_member"}]}}),
-        )
-        .await;
-    h.cluster.wait_ready("users").await;
-    h.cluster.wait_ready("org").await;
+    let for_users = json!({"endpointRef": via(&users),
+                            "accessPolicy": "Enforce", "users": user(&["dashboard_management"])});
+    let for_org = json!({"endpointRef": via(&org),
+                          "orgInvitation": {"usernames": ["b@example.com"],
+                                            "organizationRoles": [{"name": "org_member"}]}});
+    both_ready(&h, [("users", for_users), ("org", for_org)]).await;
     let before = api_calls(&h.mock);
 
     h.cluster
@@ -657,8 +660,26 @@ fn credentials(mock: &RunningMock) -> Vec<(Option<String>, u16)> {
 }
 
 fn user(email: &str) -> Value {
-    json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-           "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
+    users_spec("wavefront", &[email], &[])
+}
+
+/// A spec inviting `email` through the ClusterInvitationEndpoint `endpoint`.
+fn user_via(endpoint: &str, email: &str) -> Value {
+    with(user(email), json!({"endpointRef": via(endpoint)}))
+}
+
+/// The UserInvite world plus a ClusterInvitationEndpoint without `allowed` (its name
+/// returned), and the controller started with `tweak` applied to its settings.
+async fn with_a_cluster_endpoint(
+    tweak: impl FnOnce(&mut controller::Settings),
+) -> (Harness, String) {
+    let mut h = Harness::user_invite().await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
+    let mut settings = h.cluster.settings();
+    tweak(&mut settings);
+    h.start_controller_with(settings);
+    (h, shared)
 }
 
 /// A controller caching Secrets for `ttl`; "before" (a@) ready, then the token rotated in the
@@ -813,12 +834,10 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
 /// endpoints are the platform's own), and `--namespaced-endpoints=false` turns them off.
 #[tokio::test]
 async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
-    let mut h = Harness::user_invite().await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
-    let mut settings = h.cluster.settings();
-    settings.endpoint_policy.namespaced_endpoint_hosts = vec!["*.wavefront.example.com".into()];
-    h.start_controller_with(settings);
+    let (mut h, shared) = with_a_cluster_endpoint(|s| {
+        s.endpoint_policy.namespaced_endpoint_hosts = vec!["*.wavefront.example.com".into()];
+    })
+    .await;
     h.cluster
         .create_invitation("local", user("local@example.com"))
         .await;
@@ -833,11 +852,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
         h.mock.api.journal()
     );
     h.cluster
-        .create_ready(
-            "platform",
-            json!({"endpointRef": via(&shared),
-                   "users": [{"emailAddress": "p@example.com", "groups": [], "userGroups": []}]}),
-        )
+        .create_ready("platform", user_via(&shared, "p@example.com"))
         .await;
     h.controller.take().unwrap().stop().await;
 
@@ -1139,23 +1154,18 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
 #[tokio::test]
 async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
     let mut h = Harness::start().await;
-    let (users, org) = users_and_org_endpoints(&h).await;
+    let (users, org) = users_and_org_endpoints(&h, Value::Null, Value::Null).await;
     h.start_controller();
     let refused = ask_for_more_than_membership(&h, &users, &org).await;
     let member = json!([{"name": "org_member"}]);
-    h.cluster
-        .create_invitation(
-            "plain-user",
-            json!({"endpointRef": via(&users), "users": [{"emailAddress": "plain@example.com"}]}),
-        )
-        .await;
-    h.cluster
-        .create_invitation(
-            "plain-member",
-            json!({"endpointRef": via(&org),
-                   "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}}),
-        )
-        .await;
+    let plain_user = user_via(&users, "plain@example.com");
+    let plain_member = json!({"endpointRef": via(&org),
+                              "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}});
+    both_ready(
+        &h,
+        [("plain-user", plain_user), ("plain-member", plain_member)],
+    )
+    .await;
     for (name, field) in refused {
         let message = h.cluster.wait_reason(&name, "NotAllowed").await;
         assert!(message.contains(field), "{name}: {message}");
@@ -1164,8 +1174,6 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
             "{name}: the message says how the platform opens the field: {message}"
         );
     }
-    h.cluster.wait_ready("plain-user").await;
-    h.cluster.wait_ready("plain-member").await;
     // Only the plain memberships were sent.
     let invites: Vec<String> = h
         .mock
@@ -1265,34 +1273,18 @@ async fn ask_for_more_than_membership(
 #[tokio::test]
 async fn resources_converged_before_deny_by_default_keep_their_users() {
     let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    h.cluster.put_secret("csp-token", TOKEN).await;
-    let users = h.cluster.unique("users");
-    let org = h.cluster.unique("org");
     // What "no allowed" permitted before: anything.
     let anything = json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"]});
-    cluster_user_invite_endpoint(&h, &users, anything).await;
-    cluster_org_endpoint(&h, &org, json!({"organizationRoles": ["*"]})).await;
+    let (users, org) =
+        users_and_org_endpoints(&h, anything, json!({"organizationRoles": ["*"]})).await;
     h.start_controller_resyncing(Duration::from_millis(200));
-    h.cluster
-        .create_invitation(
-            "users",
-            json!({"endpointRef": via(&users),
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": "ops@example.com", "groups": ["user_management"]}]}),
-        )
-        .await;
-    h.cluster
-        .create_invitation(
-            "org",
-            json!({"endpointRef": via(&org),
-                   "deletionPolicy": "Delete",
-                   "orgInvitation": {"usernames": ["owner@example.com"],
-                                     "organizationRoles": [{"name": "org_owner"}]}}),
-        )
-        .await;
-    h.cluster.wait_ready("users").await;
-    h.cluster.wait_ready("org").await;
+    let for_users = json!({"endpointRef": via(&users),
+                            "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                            "users": [{"emailAddress": "ops@example.com", "groups": ["user_management"]}]});
+    let for_org = json!({"endpointRef": via(&org), "deletionPolicy": "Delete",
+                          "orgInvitation": {"usernames": ["owner@example.com"],
+                                            "organizationRoles": [{"name": "org_owner"}]}});
+    both_ready(&h, [("users", for_users), ("org", for_org)]).await;
     let before = h.mock.api.journal().len();
 
     // The upgrade: the same endpoints, without `allowed`.
@@ -1309,15 +1301,7 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
         );
         assert_eq!(status.users[0].ownership, Some(Ownership::Created));
     }
-    let_resync(&h, 5).await;
-    h.cluster.remove("users").await;
-    h.cluster.remove("org").await;
-    let changes = changes_since(&h.mock, before);
-    assert_eq!(
-        changes,
-        Vec::<String>::new(),
-        "nothing changed in either API"
-    );
+    resync_and_remove_changing_nothing(&h, &["users", "org"], before, "either API").await;
     assert_eq!(groups_of(&h.mock, "ops@example.com"), ["user_management"]);
     assert_eq!(
         invitation_status(&h.mock, "owner@example.com").as_deref(),
@@ -1325,6 +1309,20 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     );
     h.cluster.wait_event("users", "CleanupSkipped").await;
     h.finish().await;
+}
+
+/// Five resyncs, then `resources` removed: `h.mock` saw no changing call from `from` on.
+async fn resync_and_remove_changing_nothing(
+    h: &Harness,
+    resources: &[&str],
+    from: usize,
+    api: &str,
+) {
+    let_resync(h, 5).await;
+    for resource in resources {
+        h.cluster.remove(resource).await;
+    }
+    assert_eq!(changes_since(&h.mock, from), Vec::<String>::new(), "{api}");
 }
 
 // -- Ownership is bound to the API and endpoint it was established on ----------------------------
@@ -1390,13 +1388,7 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
         "not owned on the platform's API: {status:?}"
     );
     h.cluster.wait_event("takeover", "EndpointChanged").await;
-    let_resync(&h, 5).await;
-    h.cluster.remove("takeover").await;
-    assert_eq!(
-        changes_since(&h.mock, 0),
-        Vec::<String>::new(),
-        "the platform's API"
-    );
+    resync_and_remove_changing_nothing(&h, &["takeover"], 0, "the platform's API").await;
     assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
     h.finish().await;
 }
@@ -1479,14 +1471,7 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
             .await;
         h.cluster.wait_event(resource, "EndpointChanged").await;
     }
-    let_resync(&h, 5).await;
-    h.cluster.remove("moved").await;
-    h.cluster.remove("recreated").await;
-    assert_eq!(
-        changes_since(&h.mock, before),
-        Vec::<String>::new(),
-        "the new API"
-    );
+    resync_and_remove_changing_nothing(&h, &["moved", "recreated"], before, "the new API").await;
     assert_eq!(
         changes_since(&other, other_before),
         Vec::<String>::new(),
@@ -1666,21 +1651,15 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
 /// endpoints only, unless the platform opts in with `--namespaced-endpoints-loopback-http`.
 #[tokio::test]
 async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
-    let mut h = Harness::user_invite().await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
-    let mut strict = h.cluster.settings();
-    strict.endpoint_policy.namespaced_loopback_http = false;
-    h.start_controller_with(strict);
+    let (mut h, shared) = with_a_cluster_endpoint(|strict| {
+        strict.endpoint_policy.namespaced_loopback_http = false;
+    })
+    .await;
     h.cluster
         .create_invitation("sidecar", user("s@example.com"))
         .await;
     h.cluster
-        .create_invitation(
-            "platform",
-            json!({"endpointRef": via(&shared),
-                   "users": [{"emailAddress": "p@example.com"}]}),
-        )
+        .create_invitation("platform", user_via(&shared, "p@example.com"))
         .await;
     let message = h.cluster.wait_reason("sidecar", "NotAllowed").await;
     assert!(

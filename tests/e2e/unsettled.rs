@@ -163,10 +163,26 @@ fn split_spec() -> serde_json::Value {
     spec
 }
 
-/// Creates the split resource `team`; waits until A and B are Invited, C and BAD in `then`.
-async fn split_team(h: &Harness, then: UserState) -> UserInvitation {
+/// A UserInvite harness with this timeout whose first invite call (the whole batch) is refused
+/// as the API itself would (bad's permission), and whose call for the half carrying c meets
+/// `c_half`. Creates the split resource `team`; waits until A and B are Invited, C and BAD in
+/// `then`.
+async fn split_team(
+    timeout_seconds: u64,
+    c_half: ScriptedFault,
+    then: UserState,
+) -> (Harness, UserInvitation) {
+    let flavor = Flavor::UserInvite;
+    let mut h = flavor.harness(timeout_seconds, 100).await;
+    let first_batch = ScriptedFault::new(400).body_contains("\"a@example.com\"");
+    h.mock.api.add_fault(flavor.on_invite(first_batch));
+    h.mock
+        .api
+        .add_fault(flavor.on_invite(c_half.body_contains("\"c@example.com\"")));
+    h.start_controller();
     h.cluster.create_invitation("team", split_spec()).await;
-    h.cluster
+    let inv = h
+        .cluster
         .wait_status(
             "team",
             &format!("a and b invited, c and bad {then:?}"),
@@ -177,13 +193,8 @@ async fn split_team(h: &Harness, then: UserState) -> UserInvitation {
                     && state(s, BAD) == Some(then)
             },
         )
-        .await
-}
-
-/// The first invite call (the whole batch, with a@) is refused as the API itself would (bad's
-/// permission), so that the next fault reaches only the half that carries c.
-fn first_batch_refused(flavor: Flavor) -> ScriptedFault {
-    flavor.on_invite(ScriptedFault::new(400).body_contains("\"a@example.com\""))
+        .await;
+    (h, inv)
 }
 
 #[tokio::test]
@@ -192,19 +203,9 @@ async fn settled_answers_mark_only_their_own_users() {
     // [a, b] is invited; [c, bad] gets a 429 with Retry-After: c and bad go back to Pending,
     // a and b stay Invited. On the retry [c, bad] is refused again and halved: c is invited,
     // bad alone fails with the API's message.
-    let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.mock.api.add_fault(first_batch_refused(flavor));
-    h.mock.api.add_fault(
-        flavor.on_invite(
-            ScriptedFault::new(429)
-                .retry_after(1)
-                .body_contains("\"c@example.com\""),
-        ),
-    );
-    h.start_controller();
     let (a, b, c, bad) = (A, B, C, BAD);
-    let inv = split_team(&h, UserState::Pending).await;
+    let throttle = ScriptedFault::new(429).retry_after(1);
+    let (h, inv) = split_team(5, throttle, UserState::Pending).await;
     let throttled = entry(status_of(&inv), c).unwrap();
     assert!(
         throttled
@@ -245,19 +246,10 @@ async fn settled_answers_mark_only_their_own_users() {
 async fn an_unknown_half_keeps_only_its_own_users_inviting() {
     // As above, but [c, bad] gets a 502 after the API handled it: c and bad wait for their
     // settle window (looked up only after it) while a and b are Invited at once.
-    let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(1, 100).await;
-    h.mock.api.add_fault(first_batch_refused(flavor));
-    h.mock.api.add_fault(
-        flavor.on_invite(
-            ScriptedFault::new(502)
-                .after_effect(true)
-                .body_contains("\"c@example.com\""),
-        ),
-    );
-    h.start_controller();
     let (a, b, c, bad) = (A, B, C, BAD);
-    let inv = split_team(&h, UserState::Inviting).await;
+    let handled = ScriptedFault::new(502).after_effect(true);
+    let (h, inv) = split_team(1, handled, UserState::Inviting).await;
+    let flavor = Flavor::UserInvite;
     let settles_at = entry(status_of(&inv), c).unwrap().settles_at.unwrap();
     let inv = h.cluster.wait_for_reason("team", "PartiallyFailed").await;
     let status = status_of(&inv);

@@ -72,8 +72,7 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
 /// A restarted controller finds everything done: no Kubernetes write, no changing API call,
 /// still one invite request. Both flavours.
 async fn restart_sends_nothing_again_and_writes_nothing(flavor: Flavor) {
-    let mut s = flavor.harness(5, 100).await;
-    s.start_controller();
+    let mut s = flavor.running(5, 100).await;
     let people = addresses("p", 2);
     let before = s.cluster.create_ready("team", flavor.spec(&people)).await;
     s.controller.take().unwrap().stop().await;

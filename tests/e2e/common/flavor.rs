@@ -145,6 +145,13 @@ impl Flavor {
         h
     }
 
+    /// [`Flavor::harness`] with the controller started.
+    pub async fn running(self, timeout_seconds: u64, rps: u32) -> Harness {
+        let mut h = self.harness(timeout_seconds, rps).await;
+        h.start_controller();
+        h
+    }
+
     /// Creates or updates an endpoint of the flavour.
     pub async fn apply_endpoint(
         self,
