@@ -99,11 +99,7 @@ async fn invite_only_never_touches_an_invited_user() {
             json!({"users": [user("a@example.com", &["alerts_management"], &[])]}),
         )
         .await;
-    cluster
-        .wait_status("team", "new generation observed", |s| {
-            s.observed_generation == Some(2)
-        })
-        .await;
+    cluster.wait_generation("team", 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         groups_of(mock, "a@example.com"),

@@ -389,12 +389,7 @@ async fn a_removed_and_readded_person_waits_for_the_settle_window() {
             serde_json::json!({"orgInvitation": {"usernames": [q]}}),
         )
         .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the removal seen", |s| {
-            s.observed_generation == Some(2)
-        })
-        .await;
+    let inv = h.cluster.wait_generation("team", 2).await;
     let kept = entry(status_of(&inv), &p).expect("the unsettled entry is kept");
     assert_eq!(kept.state, UserState::Inviting);
     assert_eq!(kept.settles_at, Some(settles_at));
@@ -517,12 +512,7 @@ async fn switched_while_unsettled(flavor: Flavor) {
     let mut moved = spec;
     moved["endpointRef"] = serde_json::json!({"kind": "InvitationEndpoint", "name": "other"});
     h.cluster.patch_spec("team", moved).await;
-    let waiting = h
-        .cluster
-        .wait_status("team", "waiting for the old request", |s| {
-            s.observed_generation == Some(2)
-        })
-        .await;
+    let waiting = h.cluster.wait_generation("team", 2).await;
     let status = status_of(&waiting);
     assert!(
         ready(status).1 == "Pending" && ready(status).0 == "False",

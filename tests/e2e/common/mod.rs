@@ -505,6 +505,13 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until the UserInvitation's status is of the spec's `generation`.
+    pub async fn wait_generation(&self, name: &str, generation: i64) -> UserInvitation {
+        let what = format!("generation {generation} observed");
+        self.wait_status(name, &what, |s| s.observed_generation == Some(generation))
+            .await
+    }
+
     /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns the message.
     pub async fn wait_reason(&self, name: &str, reason: &'static str) -> String {
         let inv = self.wait_for_reason(name, reason).await;
