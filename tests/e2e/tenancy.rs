@@ -1568,18 +1568,18 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
 async fn a_secret_without_the_credentials_label_is_never_sent() {
     let mut h = Harness::start().await;
     let theirs = start_mock(MockConfig::default()).await;
-    // A Secret of the namespace, created without the label (e.g. another app's token).
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": h.cluster.metadata("someone-elses-token"),
-        "stringData": {"token": TOKEN},
-    }))
-    .unwrap();
+    h.cluster
+        .put_unlabelled_secret("someone-elses-token", TOKEN)
+        .await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let label = async |value: Value| {
+        let labels = json!({"metadata": {"labels": {"invite.operators.dev/credentials": value}}});
+        let patch = kube::api::Patch::Merge(labels);
+        let params = kube::api::PatchParams::default();
+        let patched = secrets.patch("someone-elses-token", &params, &patch).await;
+        patched.unwrap();
+    };
     h.cluster
         .user_invite_endpoint("borrowed", &theirs.url, "someone-elses-token")
         .await;
@@ -1609,31 +1609,13 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
     );
 
     // The Secret's owner labels it: now it may be used.
-    secrets
-        .patch(
-            "someone-elses-token",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"labels": {"invite.operators.dev/credentials": "true"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    label(json!("true")).await;
     h.cluster.wait_ready("borrow").await;
     assert_eq!(theirs.api.invitations_sent_to("x@example.com"), 1);
 
     // The platform turns the check off: an unlabelled Secret works too.
     h.controller.take().unwrap().stop().await;
-    secrets
-        .patch(
-            "someone-elses-token",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"labels": {"invite.operators.dev/credentials": null}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    label(json!(null)).await;
     let mut settings = h.cluster.settings();
     settings.require_credentials_label = false;
     h.start_controller_with(settings);

@@ -338,8 +338,19 @@ impl TestCluster {
 
     /// Creates (or replaces) the Secret holding the token.
     pub async fn put_secret(&self, name: &str, token: &str) {
+        self.put_token_secret(name, token, true).await;
+    }
+
+    /// [`TestCluster::put_secret`] without the credentials label (e.g. another app's token).
+    pub async fn put_unlabelled_secret(&self, name: &str, token: &str) {
+        self.put_token_secret(name, token, false).await;
+    }
+
+    async fn put_token_secret(&self, name: &str, token: &str, labelled: bool) {
         let mut metadata = self.metadata(name);
-        metadata["labels"]["invite.operators.dev/credentials"] = json!("true");
+        if labelled {
+            metadata["labels"]["invite.operators.dev/credentials"] = json!("true");
+        }
         let secret = Secret {
             metadata: serde_json::from_value(metadata).unwrap(),
             data: Some(BTreeMap::from([(
