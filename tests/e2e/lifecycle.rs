@@ -285,13 +285,15 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
     s.finish().await;
 }
 
+/// The controller running and "team" Ready, a@ with `deletionPolicy: Delete`.
+async fn a_to_delete() -> Harness {
+    let delete = json!({"deletionPolicy": "Delete"});
+    team_ready(false, team(&["a@example.com"], delete)).await
+}
+
 #[tokio::test]
 async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
-    let s = team_ready(
-        false,
-        team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-    )
-    .await;
+    let s = a_to_delete().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     Api::<invite_operator::api::InvitationEndpoint>::namespaced(
         cluster.client.clone(),
@@ -312,11 +314,7 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
 
 #[tokio::test]
 async fn switching_to_retain_releases_the_finalizer() {
-    let s = team_ready(
-        false,
-        team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-    )
-    .await;
+    let s = a_to_delete().await;
     let cluster = &s.cluster;
     cluster
         .patch_spec("team", json!({"deletionPolicy": "Retain"}))

@@ -94,6 +94,16 @@ async fn cluster_org_endpoint(h: &Harness, name: &str, allowed: Value) {
     h.cluster.cluster_endpoint(name, spec).await;
 }
 
+/// A harness with the Secret `api-token` and a UserInvite cluster endpoint restricted by
+/// `allowed`, whose name is returned.
+async fn shared_endpoint(allowed: Value) -> (Harness, String) {
+    let h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, allowed).await;
+    (h, shared)
+}
+
 /// Puts both tokens and creates a UserInvite and an OrgInvitation cluster endpoint with these
 /// `allowed` (`null`: none); returns their names.
 async fn users_and_org_endpoints(
@@ -156,10 +166,7 @@ async fn let_resync(h: &Harness, n: u64) {
 /// Enforce and Delete, through a cluster endpoint restricted to `dashboard_management`.
 #[tokio::test]
 async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_cluster_endpoint() {
-    let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, json!({"groups": ["dashboard_management"]})).await;
+    let (mut h, shared) = shared_endpoint(json!({"groups": ["dashboard_management"]})).await;
     let admin_groups = [
         "dashboard_management",
         "token_management",
@@ -207,15 +214,8 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
 /// only what `allowed` covers, and Delete deletes the adopted user.
 #[tokio::test]
 async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
-    let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(
-        &h,
-        &shared,
-        json!({"groups": ["dashboard_management"], "adoptExistingUsers": true}),
-    )
-    .await;
+    let allowed = json!({"groups": ["dashboard_management"], "adoptExistingUsers": true});
+    let (mut h, shared) = shared_endpoint(allowed).await;
     let admin_groups = [
         "dashboard_management",
         "token_management",
@@ -590,17 +590,11 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
 /// owns the person, the second names the owner, and resyncs make no changing call.
 #[tokio::test]
 async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
-    let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    let other_ns = h.cluster.create_namespace("b").await;
-    let shared = h.cluster.unique("shared");
     // Both may grant anything and adopt existing users: only ownership keeps them apart.
-    cluster_user_invite_endpoint(
-        &h,
-        &shared,
-        json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"], "adoptExistingUsers": true}),
-    )
-    .await;
+    let anything =
+        json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"], "adoptExistingUsers": true});
+    let (mut h, shared) = shared_endpoint(anything).await;
+    let other_ns = h.cluster.create_namespace("b").await;
     let mut settings = h.cluster.settings();
     settings.watch_namespaces.push(other_ns.clone());
     settings.resync_interval = Duration::from_millis(200);

@@ -219,8 +219,7 @@ async fn an_existing_user_is_already_a_member_and_gets_no_email() {
 
 #[tokio::test]
 async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
-    let mut s = Harness::start().await;
-    s.start_controller();
+    let s = Harness::running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation("team", spec(&["alice@example.com"]))
@@ -317,11 +316,8 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
 #[tokio::test]
 async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
     let s = Harness::user_invite_running().await;
-    let org_spec = json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "orgInvitation": {"usernames": ["bob@example.com"], "organizationRoles": [{"name": "org_member"}]}
-    });
-    s.cluster.create_invitation("org", org_spec).await;
+    let mismatch = org_spec("wavefront", &["bob@example.com"], "org_member");
+    s.cluster.create_invitation("org", mismatch).await;
     let message = s.cluster.wait_reason("org", "EndpointMismatch").await;
     assert!(message.contains("OrgInvitation"), "{message}");
 

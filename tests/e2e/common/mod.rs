@@ -920,6 +920,13 @@ impl Harness {
         Harness::user_invite_on(MockConfig::default()).await
     }
 
+    /// [`Harness::start`] with the controller started.
+    pub async fn running() -> Harness {
+        let mut h = Harness::start().await;
+        h.start_controller();
+        h
+    }
+
     /// [`Harness::user_invite`] with the controller started.
     pub async fn user_invite_running() -> Harness {
         let mut h = Harness::user_invite().await;
