@@ -252,12 +252,7 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
 
     // Not allowed (a cluster endpoint that does not admit the namespace): still nothing dropped.
     let cluster_endpoint = h.cluster.unique("closed");
-    let mut endpoint = flavor.endpoint(&h.mock.url, 5, 100);
-    endpoint["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
-    endpoint["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
-    h.cluster
-        .cluster_endpoint(&cluster_endpoint, endpoint)
-        .await;
+    cluster_endpoint_on_mock(&h, &cluster_endpoint, true).await;
     let closed =
         json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": cluster_endpoint}});
     h.cluster
@@ -274,6 +269,17 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
 
     back_on_the_endpoint_only_a_stays(&h).await;
     h.finish().await;
+}
+
+/// Creates or updates the UserInvite cluster endpoint `name` on the mock, with the test's
+/// Secret; `closed`: admitting no namespace.
+async fn cluster_endpoint_on_mock(h: &Harness, name: &str, closed: bool) {
+    let mut spec = Flavor::UserInvite.endpoint(&h.mock.url, 5, 100);
+    spec["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
+    if closed {
+        spec["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
+    }
+    h.cluster.cluster_endpoint(name, spec).await;
 }
 
 /// Back on the usable endpoint: c and d, no longer listed, are removed.
@@ -300,18 +306,22 @@ async fn back_on_the_endpoint_only_a_stays(h: &Harness) {
 async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     let flavor = Flavor::UserInvite;
     let h = flavor.running(5, 100).await;
-    let delete = json!({"deletionPolicy": "Delete"});
+    let deleting = |emails: &[&str]| {
+        with(
+            users_spec(ENDPOINT, emails, &[]),
+            json!({"deletionPolicy": "Delete"}),
+        )
+    };
     // One resource per way of being blocked.
-    let closed = h.cluster.unique("closed");
-    let mut spec = flavor.endpoint(&h.mock.url, 5, 100);
-    spec["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
-    h.cluster.cluster_endpoint(&closed, spec.clone()).await;
-    for (name, email) in [
+    let blocked = [
         ("paused", "p@example.com"),
         ("invalid", "i@example.com"),
         ("closed", "c@example.com"),
-    ] {
-        let mut spec = with(users_spec(ENDPOINT, &[email], &[]), delete.clone());
+    ];
+    let closed = h.cluster.unique("closed");
+    cluster_endpoint_on_mock(&h, &closed, false).await;
+    for (name, email) in blocked {
+        let mut spec = deleting(&[email]);
         if name == "closed" {
             spec["endpointRef"] = json!({"kind": "ClusterInvitationEndpoint", "name": closed});
         }
@@ -319,34 +329,19 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     }
     set_paused(&h.cluster, "paused", true).await;
     h.cluster.wait_for_reason("paused", "Paused").await;
-    h.cluster
-        .patch_spec(
-            "invalid",
-            with(
-                users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]),
-                delete.clone(),
-            ),
-        )
-        .await;
+    let twice = ["i@example.com", "I@example.com"];
+    h.cluster.patch_spec("invalid", deleting(&twice)).await;
     h.cluster.wait_for_reason("invalid", "InvalidSpec").await;
-    spec["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
-    h.cluster.cluster_endpoint(&closed, spec).await;
+    cluster_endpoint_on_mock(&h, &closed, true).await;
     h.cluster.wait_for_reason("closed", "NotAllowed").await;
     // The invalid one's endpoint goes too.
-    let mut invalid = with(
-        users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]),
-        delete.clone(),
-    );
+    let mut invalid = deleting(&twice);
     invalid["endpointRef"]["name"] = json!("gone");
     h.cluster.patch_spec("invalid", invalid).await;
     h.cluster
         .wait_for_reason("invalid", "EndpointNotFound")
         .await;
-    for (name, email) in [
-        ("paused", "p@example.com"),
-        ("invalid", "i@example.com"),
-        ("closed", "c@example.com"),
-    ] {
+    for (name, email) in blocked {
         h.cluster
             .invitations()
             .delete(name, &DeleteParams::default())
