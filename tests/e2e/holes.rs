@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::common::{flavor::*, *};
 use invite_operator::api::{FailureReason, Ownership, UserInvitationStatus, UserState};
-use kube::{Api, api::DeleteParams};
+use kube::Api;
 use serde_json::{Value, json};
 
 async fn set_paused(cluster: &TestCluster, name: &str, paused: bool) {
@@ -342,12 +342,7 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
         .wait_for_reason("invalid", "EndpointNotFound")
         .await;
     for (name, email) in blocked {
-        h.cluster
-            .invitations()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        h.cluster.wait_gone(name).await;
+        h.cluster.remove(name).await;
         let note = h
             .cluster
             .wait_event(name, "CleanupSkipped")

@@ -2040,11 +2040,7 @@ async fn delete_all(
                     .identifier
                     .clone(),
             );
-            h.cluster
-                .invitations()
-                .delete(name, &DeleteParams::default())
-                .await
-                .unwrap();
+            h.cluster.delete(name).await;
         }
     }
     for (name, ..) in nobodys {
@@ -2253,11 +2249,7 @@ async fn held_by_b_being_deleted(h: &Harness) {
     let held = through("InvitationEndpoint", "ns-b", "x6@example.com", "Delete");
     let metadata = json!({"name": "held-by-b", "finalizers": [controller::FINALIZER]});
     h.cluster.create_invitation_with(metadata, held).await;
-    h.cluster
-        .invitations()
-        .delete("held-by-b", &DeleteParams::default())
-        .await
-        .unwrap();
+    h.cluster.delete("held-by-b").await;
 }
 
 /// Shard b's endpoints are neither checked nor written.
