@@ -519,13 +519,14 @@ async fn malformed_bodies_get_the_api_error_shape() {
 
 // ------------------------------------------------------------------------ OrgInvitation
 
+/// The token exchange's answer to the right API token.
+async fn exchange(m: &RunningMock) -> Answer {
+    let url = format!("{}{CSP}/auth/api-tokens/authorize", m.url);
+    send(Client::new().post(url).form(&[("api_token", TOKEN)])).await
+}
+
 async fn csp_token(m: &RunningMock) -> String {
-    let a = send(
-        Client::new()
-            .post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-            .form(&[("api_token", TOKEN)]),
-    )
-    .await;
+    let a = exchange(m).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     a.body["access_token"]
         .as_str()
@@ -561,6 +562,12 @@ impl Csp {
     }
     async fn invite(&self, body: Value) -> Answer {
         self.post("/orgs/mock-org/invitations", body).await
+    }
+    /// Removes these member ids from the organization.
+    async fn remove_members(&self, ids: Value) -> Answer {
+        let body = json!({"ids": ids});
+        let request = self.req(Method::DELETE, "/v2/orgs/mock-org/users");
+        send(request.json(&body)).await
     }
     async fn invitations(&self) -> Vec<Value> {
         let a = self.get("/orgs/mock-org/invitations?expand").await;
@@ -803,25 +810,13 @@ async fn csp_org_members() {
     assert_eq!(roles[0]["name"], "org_owner");
 
     // Remove: partial success; the last owner cannot be removed.
-    let rm = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&json!({"ids": [ids[1], "nobody:1"]})),
-    )
-    .await;
+    let rm = csp.remove_members(json!([ids[1], "nobody:1"])).await;
     assert_eq!(rm.status, 200);
     assert_eq!(rm.body["succeeded"], json!([ids[1]]));
     assert_eq!(rm.body["failed"], json!(["nobody:1"]));
-    let last_owner = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&json!({"ids": [ids[0]]})),
-    )
-    .await;
+    let last_owner = csp.remove_members(json!([ids[0]])).await;
     assert_csp_error(&last_owner, 400);
-    let none = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&json!({"ids": ["nobody:1"]})),
-    )
-    .await;
+    let none = csp.remove_members(json!(["nobody:1"])).await;
     assert_csp_error(&none, 404);
     let search = csp
         .get("/orgs/mock-org/users/search?userSearchTerm=MEMBER")
@@ -856,13 +851,7 @@ async fn scripted_faults_with_retry_after() {
 
     // CSP paths answer in the CSP error shape.
     m.api.add_fault(ScriptedFault::new(503).path("/csp/"));
-    let http = Client::new();
-    let a = send(
-        http.post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-            .form(&[("api_token", TOKEN)]),
-    )
-    .await;
-    assert_csp_error(&a, 503);
+    assert_csp_error(&exchange(&m).await, 503);
     let journal = m.api.journal();
     assert_eq!(journal.iter().filter(|e| e.fault).count(), 3);
 }
@@ -1397,12 +1386,7 @@ async fn orginvitation_bodies_conform_to_the_spec() {
     for inv in csp.invitations().await {
         spec.assert_conforms("UserOrganizationInvitationResponse", &inv);
     }
-    let tok = send(
-        Client::new()
-            .post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-            .form(&[("api_token", TOKEN)]),
-    )
-    .await;
+    let tok = exchange(&m).await;
     spec.assert_conforms("AccessTokenDto", &tok.body);
     // CspErrorResponse, except moduleCode which real servers also send as a string.
     let mut err = csp.get("/orgs/nope/invitations").await.body;
@@ -1414,10 +1398,6 @@ async fn orginvitation_bodies_conform_to_the_spec() {
     let id = m.api.org_members()[0]["user"]["userId"].clone();
     let body = json!({"ids": [id]});
     spec.assert_conforms("RemoveUsersFromOrganizationRequestV2", &body);
-    let rm = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&body),
-    )
-    .await;
+    let rm = csp.remove_members(body["ids"].clone()).await;
     spec.assert_conforms("PartialSuccessResponseString", &rm.body);
 }
