@@ -994,16 +994,13 @@ async fn control_endpoints_over_http() {
     let m = start().await;
     let http = Client::new();
     let url = |p: &str| format!("{}/mock/{p}", m.url);
-    let g = send(
-        http.post(url("usergroups"))
-            .json(&json!({"id": "g9", "name": "Nine"})),
-    )
-    .await;
+    let post = async |p: &str, body: Value| send(http.post(url(p)).json(&body)).await;
+    let put = async |p: &str, body: Value| send(http.put(url(p)).json(&body)).await;
+    let g = post("usergroups", json!({"id": "g9", "name": "Nine"})).await;
     assert_eq!(g.status, 201);
-    let u = send(http.post(url("users")).json(&json!({
+    let u = post("users", json!({
         "identifier": "old@example.com", "groups": ["ingestion"], "userGroups": [{"id": "g9"}], "lastSuccessfulLogin": 1
-    })))
-    .await;
+    })).await;
     assert_eq!(u.status, 201, "{:?}", u.body);
     assert_eq!(u.body["userGroups"][1]["id"], "g9");
     assert_eq!(m.api.invitations_sent_to("old@example.com"), 0);
@@ -1016,35 +1013,25 @@ async fn control_endpoints_over_http() {
             .status,
         404
     );
-    let mem = send(
-        http.post(url("org/members"))
-            .json(&json!({"username": "boss@example.com", "organizationRoles": ["org_owner"]})),
+    let mem = post(
+        "org/members",
+        json!({"username": "boss@example.com", "organizationRoles": ["org_owner"]}),
     )
     .await;
     assert_eq!(mem.status, 201);
     assert_eq!(mem.body["organizationRoles"][0]["name"], "org_owner");
 
-    let f = send(http.post(url("faults")).json(&json!({
+    let f = post("faults", json!({
         "method": "GET", "pathPrefix": "/api/v2/user", "status": 429, "retryAfter": 1, "times": 1
-    })))
-    .await;
+    })).await;
     assert_eq!(f.status, 201, "{:?}", f.body);
     let wf = Wf::new(&m);
     let faulted = wf.get("/api/v2/user").await;
     assert_wf_error(&faulted, 429);
     assert_eq!(wf.get("/api/v2/user").await.status, 200);
-    let s = send(
-        http.put(url("settings"))
-            .json(&json!({"latencyMs": 0, "faultRate": 0.0})),
-    )
-    .await;
+    let s = put("settings", json!({"latencyMs": 0, "faultRate": 0.0})).await;
     assert_eq!(s.status, 200);
-    assert_eq!(
-        send(http.put(url("settings")).json(&json!({"faultRate": 2.0})))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(put("settings", json!({"faultRate": 2.0})).await.status, 400);
 
     let csp = Csp::new(&m).await;
     csp.invite(json!({"usernames": ["pat@example.com"]})).await;
