@@ -996,6 +996,7 @@ async fn control_endpoints_over_http() {
     let url = |p: &str| format!("{}/mock/{p}", m.url);
     let post = async |p: &str, body: Value| send(http.post(url(p)).json(&body)).await;
     let put = async |p: &str, body: Value| send(http.put(url(p)).json(&body)).await;
+    let status_of_post = async |p: &str| send(http.post(url(p))).await.status;
     let g = post("usergroups", json!({"id": "g9", "name": "Nine"})).await;
     assert_eq!(g.status, 201);
     let u = post("users", json!({
@@ -1007,12 +1008,7 @@ async fn control_endpoints_over_http() {
     let login = send(http.post(url("users/old@example.com/login"))).await;
     assert_eq!(login.status, 200);
     assert!(login.body["lastSuccessfulLogin"].as_i64().unwrap_or(0) > 1);
-    assert_eq!(
-        send(http.post(url("users/ghost@example.com/login")))
-            .await
-            .status,
-        404
-    );
+    assert_eq!(status_of_post("users/ghost@example.com/login").await, 404);
     let mem = post(
         "org/members",
         json!({"username": "boss@example.com", "organizationRoles": ["org_owner"]}),
@@ -1036,20 +1032,16 @@ async fn control_endpoints_over_http() {
     let csp = Csp::new(&m).await;
     csp.invite(json!({"usernames": ["pat@example.com"]})).await;
     assert_eq!(
-        send(http.post(url("org/invitations/pat@example.com/redeem")))
-            .await
-            .status,
+        status_of_post("org/invitations/pat@example.com/redeem").await,
         200
     );
     assert_eq!(
-        send(http.post(url("org/invitations/pat@example.com/redeem")))
-            .await
-            .status,
+        status_of_post("org/invitations/pat@example.com/redeem").await,
         404
     );
     csp.invite(json!({"usernames": ["quinn@example.com"]}))
         .await;
-    assert_eq!(send(http.post(url("expire"))).await.status, 204);
+    assert_eq!(status_of_post("expire").await, 204);
     assert!(!m.api.redeem_invitation("quinn@example.com"));
 
     let state = send(http.get(url("state"))).await;
