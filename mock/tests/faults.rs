@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{control, json_of};
+use common::{access_token, control, exchange, json_of};
 use invite_mock::{
     ApiFamily, FaultKind, FaultMix, JournalEntry, MockApi, MockConfig, RunningMock, ScriptedFault,
 };
@@ -46,16 +46,7 @@ async fn get(m: &RunningMock, path: &str) -> reqwest::Result<Response> {
 }
 
 async fn csp_token(m: &RunningMock) -> String {
-    let r: Value = client()
-        .post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-        .form(&[("api_token", TOKEN)])
-        .send()
-        .await
-        .expect("exchange")
-        .json()
-        .await
-        .expect("token JSON");
-    r["access_token"].as_str().unwrap_or_default().to_string()
+    access_token(&client(), m, TOKEN).await
 }
 
 fn last(m: &RunningMock) -> JournalEntry {
@@ -486,12 +477,7 @@ async fn the_fault_mix_over_the_settings_endpoint() {
             .status()
             .is_server_error()
     );
-    let r = client()
-        .post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-        .form(&[("api_token", TOKEN)])
-        .send()
-        .await
-        .expect("answer");
+    let r = exchange(&client(), &m, TOKEN).await.expect("answer");
     assert!(
         r.status().is_server_error(),
         "tokenExchange: true faults the exchange"

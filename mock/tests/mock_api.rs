@@ -71,6 +71,13 @@ impl Wf {
     async fn invite(&self, users: Value) -> Answer {
         self.post("/api/v2/user/invite", users).await
     }
+    async fn invite_one(&self, email: &str) -> Answer {
+        self.invite(json!([user(email)])).await
+    }
+    /// A form-encoded `group`, as grant and revoke for one user take it.
+    async fn form(&self, path: &str, group: &str) -> Answer {
+        send(self.req(Method::POST, path).form(&[("group", group)])).await
+    }
 }
 
 fn user(email: &str) -> Value {
@@ -154,7 +161,7 @@ async fn invite_creates_users_and_sends_one_email_each() {
     assert_eq!(m.api.invitations_sent_to("BOB@example.com"), 1);
 
     // Inviting again: "already created", no second email.
-    let again = wf.invite(json!([user("alice@example.com")])).await;
+    let again = wf.invite_one("alice@example.com").await;
     assert_wf_error(&again, 400);
     assert!(
         message(&again)
@@ -175,20 +182,14 @@ async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_requ
     .await;
     let wf = Wf::new(&m);
     m.api.seed_user(json!({"identifier": "seeded@example.com"}));
-    assert_eq!(
-        wf.invite(json!([user("ann@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("ann@example.com").await.status, 200);
     // Invited, never logged in: invited again, with a second email.
-    assert_eq!(
-        wf.invite(json!([user("ANN@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("ANN@example.com").await.status, 200);
     assert_eq!(m.api.invitations_sent_to("ann@example.com"), 2);
     // Logged in, or never invited by email: "already created" as without the setting.
     m.api.login("ann@example.com");
-    assert_wf_error(&wf.invite(json!([user("ann@example.com")])).await, 400);
-    assert_wf_error(&wf.invite(json!([user("seeded@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("ann@example.com").await, 400);
+    assert_wf_error(&wf.invite_one("seeded@example.com").await, 400);
     assert_eq!(m.api.invitations_sent_to("ann@example.com"), 2);
     assert_eq!(m.api.invitations_sent_to("seeded@example.com"), 0);
     // A batch refused for someone else before bob was invited does not count for bob; a
@@ -200,14 +201,8 @@ async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_requ
     );
     m.api
         .add_fault(ScriptedFault::new(503).path("/api/v2/user/invite"));
-    assert_eq!(
-        wf.invite(json!([user("bob@example.com")])).await.status,
-        503
-    );
-    assert_eq!(
-        wf.invite(json!([user("bob@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("bob@example.com").await.status, 503);
+    assert_eq!(wf.invite_one("bob@example.com").await.status, 200);
     let counts = m.api.invite_requests();
     assert_eq!(counts.get("ann@example.com"), Some(&3), "{counts:?}");
     assert_eq!(counts.get("seeded@example.com"), Some(&1), "{counts:?}");
@@ -219,7 +214,7 @@ async fn resend_to_invited_sends_again_and_the_wire_count_sees_every_second_requ
 async fn invite_batches_are_atomic() {
     let m = start().await;
     let wf = Wf::new(&m);
-    wf.invite(json!([user("existing@example.com")])).await;
+    wf.invite_one("existing@example.com").await;
     let cases = [
         (
             json!([user("ok1@example.com"), user("not-an-email")]),
@@ -290,20 +285,17 @@ async fn unknown_user_groups_are_ignored_with_a_202_wrapper() {
 async fn expired_unaccepted_invitations_can_be_resent() {
     let m = start().await;
     let wf = Wf::new(&m);
-    assert_eq!(
-        wf.invite(json!([user("dan@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("dan@example.com").await.status, 200);
     m.api.expire_invitations();
-    let again = wf.invite(json!([user("dan@example.com")])).await;
+    let again = wf.invite_one("dan@example.com").await;
     assert_eq!(again.status, 200, "{:?}", again.body);
     assert_eq!(m.api.invitations_sent_to("dan@example.com"), 2);
     // Still pending: refused again.
-    assert_wf_error(&wf.invite(json!([user("dan@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("dan@example.com").await, 400);
     // Accepted users are never re-invited, even after expiry.
     m.api.login("dan@example.com");
     m.api.expire_invitations();
-    assert_wf_error(&wf.invite(json!([user("dan@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("dan@example.com").await, 400);
     let u = m.api.user("DAN@example.com").expect("user exists");
     assert!(u["lastSuccessfulLogin"].is_i64());
     assert_eq!(m.api.invitations_sent_to("dan@example.com"), 2);
@@ -377,11 +369,9 @@ async fn user_operations() {
     assert_eq!(r.body["userGroups"].as_array().map(Vec::len), Some(1));
 
     // grant / revoke one user: form-encoded `group`.
-    let g = send(
-        wf.req(Method::POST, "/api/v2/user/eve@example.com/grant")
-            .form(&[("group", "user_management")]),
-    )
-    .await;
+    let g = wf
+        .form("/api/v2/user/eve@example.com/grant", "user_management")
+        .await;
     assert_eq!(g.status, 200, "{:?}", g.body);
     assert!(
         g.body["groups"]
@@ -395,17 +385,13 @@ async fn user_operations() {
         )
         .await;
     assert_wf_error(&wrong_type, 415);
-    let bad_perm = send(
-        wf.req(Method::POST, "/api/v2/user/eve@example.com/grant")
-            .form(&[("group", "superpowers")]),
-    )
-    .await;
+    let bad_perm = wf
+        .form("/api/v2/user/eve@example.com/grant", "superpowers")
+        .await;
     assert_wf_error(&bad_perm, 400);
-    let rv = send(
-        wf.req(Method::POST, "/api/v2/user/eve@example.com/revoke")
-            .form(&[("group", "user_management")]),
-    )
-    .await;
+    let rv = wf
+        .form("/api/v2/user/eve@example.com/revoke", "user_management")
+        .await;
     assert_eq!(rv.body["groups"], json!(["alerts_management"]));
 
     // grant / revoke a permission to many users.
@@ -491,7 +477,7 @@ async fn multi_tenant_identifiers() {
     })
     .await;
     let wf = Wf::new(&m);
-    let a = wf.invite(json!([user("Gus@Example.com")])).await;
+    let a = wf.invite_one("Gus@Example.com").await;
     assert_eq!(a.body["identifier"], "gus+acme@example.com");
     assert_eq!(
         wf.get("/api/v2/user/gus%2Bacme%40example.com").await.status,
@@ -533,13 +519,14 @@ async fn malformed_bodies_get_the_api_error_shape() {
 
 // ------------------------------------------------------------------------ OrgInvitation
 
+/// The token exchange's answer to the right API token.
+async fn exchange(m: &RunningMock) -> Answer {
+    let url = format!("{}{CSP}/auth/api-tokens/authorize", m.url);
+    send(Client::new().post(url).form(&[("api_token", TOKEN)])).await
+}
+
 async fn csp_token(m: &RunningMock) -> String {
-    let a = send(
-        Client::new()
-            .post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-            .form(&[("api_token", TOKEN)]),
-    )
-    .await;
+    let a = exchange(m).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     a.body["access_token"]
         .as_str()
@@ -575,6 +562,12 @@ impl Csp {
     }
     async fn invite(&self, body: Value) -> Answer {
         self.post("/orgs/mock-org/invitations", body).await
+    }
+    /// Removes these member ids from the organization.
+    async fn remove_members(&self, ids: Value) -> Answer {
+        let body = json!({"ids": ids});
+        let request = self.req(Method::DELETE, "/v2/orgs/mock-org/users");
+        send(request.json(&body)).await
     }
     async fn invitations(&self) -> Vec<Value> {
         let a = self.get("/orgs/mock-org/invitations?expand").await;
@@ -817,25 +810,13 @@ async fn csp_org_members() {
     assert_eq!(roles[0]["name"], "org_owner");
 
     // Remove: partial success; the last owner cannot be removed.
-    let rm = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&json!({"ids": [ids[1], "nobody:1"]})),
-    )
-    .await;
+    let rm = csp.remove_members(json!([ids[1], "nobody:1"])).await;
     assert_eq!(rm.status, 200);
     assert_eq!(rm.body["succeeded"], json!([ids[1]]));
     assert_eq!(rm.body["failed"], json!(["nobody:1"]));
-    let last_owner = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&json!({"ids": [ids[0]]})),
-    )
-    .await;
+    let last_owner = csp.remove_members(json!([ids[0]])).await;
     assert_csp_error(&last_owner, 400);
-    let none = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&json!({"ids": ["nobody:1"]})),
-    )
-    .await;
+    let none = csp.remove_members(json!(["nobody:1"])).await;
     assert_csp_error(&none, 404);
     let search = csp
         .get("/orgs/mock-org/users/search?userSearchTerm=MEMBER")
@@ -857,7 +838,7 @@ async fn scripted_faults_with_retry_after() {
     );
     let wf = Wf::new(&m);
     for _ in 0..2 {
-        let a = wf.invite(json!([user("kim@example.com")])).await;
+        let a = wf.invite_one("kim@example.com").await;
         assert_wf_error(&a, 429);
         assert_eq!(
             a.headers.get("retry-after").and_then(|v| v.to_str().ok()),
@@ -865,21 +846,12 @@ async fn scripted_faults_with_retry_after() {
         );
     }
     assert_eq!(m.api.invitations_sent_to("kim@example.com"), 0);
-    assert_eq!(
-        wf.invite(json!([user("kim@example.com")])).await.status,
-        200
-    );
+    assert_eq!(wf.invite_one("kim@example.com").await.status, 200);
     assert_eq!(m.api.invitations_sent_to("kim@example.com"), 1);
 
     // CSP paths answer in the CSP error shape.
     m.api.add_fault(ScriptedFault::new(503).path("/csp/"));
-    let http = Client::new();
-    let a = send(
-        http.post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-            .form(&[("api_token", TOKEN)]),
-    )
-    .await;
-    assert_csp_error(&a, 503);
+    assert_csp_error(&exchange(&m).await, 503);
     let journal = m.api.journal();
     assert_eq!(journal.iter().filter(|e| e.fault).count(), 3);
 }
@@ -893,12 +865,12 @@ async fn after_effect_faults_lose_the_response_but_keep_the_effect() {
             .after_effect(true),
     );
     let wf = Wf::new(&m);
-    let lost = wf.invite(json!([user("lee@example.com")])).await;
+    let lost = wf.invite_one("lee@example.com").await;
     assert_wf_error(&lost, 503);
     assert_eq!(m.api.invitations_sent_to("lee@example.com"), 1);
     assert!(m.api.user("lee@example.com").is_some());
     // A naive retry finds the user already created.
-    assert_wf_error(&wf.invite(json!([user("lee@example.com")])).await, 400);
+    assert_wf_error(&wf.invite_one("lee@example.com").await, 400);
     assert_eq!(m.api.invitations_sent_to("lee@example.com"), 1);
 
     // CSP: the invitation is created although the client saw a 500.
@@ -987,7 +959,7 @@ async fn random_faults_and_latency() {
 async fn journal_records_requests_but_never_credentials() {
     let m = start().await;
     let wf = Wf::new(&m);
-    wf.invite(json!([user("ned@example.com")])).await;
+    wf.invite_one("ned@example.com").await;
     wf.get("/api/v2/user?x=1").await;
     let token = csp_token(&m).await;
     let j = m.api.journal();
@@ -1022,75 +994,54 @@ async fn control_endpoints_over_http() {
     let m = start().await;
     let http = Client::new();
     let url = |p: &str| format!("{}/mock/{p}", m.url);
-    let g = send(
-        http.post(url("usergroups"))
-            .json(&json!({"id": "g9", "name": "Nine"})),
-    )
-    .await;
+    let post = async |p: &str, body: Value| send(http.post(url(p)).json(&body)).await;
+    let put = async |p: &str, body: Value| send(http.put(url(p)).json(&body)).await;
+    let status_of_post = async |p: &str| send(http.post(url(p))).await.status;
+    let g = post("usergroups", json!({"id": "g9", "name": "Nine"})).await;
     assert_eq!(g.status, 201);
-    let u = send(http.post(url("users")).json(&json!({
+    let u = post("users", json!({
         "identifier": "old@example.com", "groups": ["ingestion"], "userGroups": [{"id": "g9"}], "lastSuccessfulLogin": 1
-    })))
-    .await;
+    })).await;
     assert_eq!(u.status, 201, "{:?}", u.body);
     assert_eq!(u.body["userGroups"][1]["id"], "g9");
     assert_eq!(m.api.invitations_sent_to("old@example.com"), 0);
     let login = send(http.post(url("users/old@example.com/login"))).await;
     assert_eq!(login.status, 200);
     assert!(login.body["lastSuccessfulLogin"].as_i64().unwrap_or(0) > 1);
-    assert_eq!(
-        send(http.post(url("users/ghost@example.com/login")))
-            .await
-            .status,
-        404
-    );
-    let mem = send(
-        http.post(url("org/members"))
-            .json(&json!({"username": "boss@example.com", "organizationRoles": ["org_owner"]})),
+    assert_eq!(status_of_post("users/ghost@example.com/login").await, 404);
+    let mem = post(
+        "org/members",
+        json!({"username": "boss@example.com", "organizationRoles": ["org_owner"]}),
     )
     .await;
     assert_eq!(mem.status, 201);
     assert_eq!(mem.body["organizationRoles"][0]["name"], "org_owner");
 
-    let f = send(http.post(url("faults")).json(&json!({
+    let f = post("faults", json!({
         "method": "GET", "pathPrefix": "/api/v2/user", "status": 429, "retryAfter": 1, "times": 1
-    })))
-    .await;
+    })).await;
     assert_eq!(f.status, 201, "{:?}", f.body);
     let wf = Wf::new(&m);
     let faulted = wf.get("/api/v2/user").await;
     assert_wf_error(&faulted, 429);
     assert_eq!(wf.get("/api/v2/user").await.status, 200);
-    let s = send(
-        http.put(url("settings"))
-            .json(&json!({"latencyMs": 0, "faultRate": 0.0})),
-    )
-    .await;
+    let s = put("settings", json!({"latencyMs": 0, "faultRate": 0.0})).await;
     assert_eq!(s.status, 200);
-    assert_eq!(
-        send(http.put(url("settings")).json(&json!({"faultRate": 2.0})))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(put("settings", json!({"faultRate": 2.0})).await.status, 400);
 
     let csp = Csp::new(&m).await;
     csp.invite(json!({"usernames": ["pat@example.com"]})).await;
     assert_eq!(
-        send(http.post(url("org/invitations/pat@example.com/redeem")))
-            .await
-            .status,
+        status_of_post("org/invitations/pat@example.com/redeem").await,
         200
     );
     assert_eq!(
-        send(http.post(url("org/invitations/pat@example.com/redeem")))
-            .await
-            .status,
+        status_of_post("org/invitations/pat@example.com/redeem").await,
         404
     );
     csp.invite(json!({"usernames": ["quinn@example.com"]}))
         .await;
-    assert_eq!(send(http.post(url("expire"))).await.status, 204);
+    assert_eq!(status_of_post("expire").await, 204);
     assert!(!m.api.redeem_invitation("quinn@example.com"));
 
     let state = send(http.get(url("state"))).await;
@@ -1414,12 +1365,7 @@ async fn orginvitation_bodies_conform_to_the_spec() {
     for inv in csp.invitations().await {
         spec.assert_conforms("UserOrganizationInvitationResponse", &inv);
     }
-    let tok = send(
-        Client::new()
-            .post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-            .form(&[("api_token", TOKEN)]),
-    )
-    .await;
+    let tok = exchange(&m).await;
     spec.assert_conforms("AccessTokenDto", &tok.body);
     // CspErrorResponse, except moduleCode which real servers also send as a string.
     let mut err = csp.get("/orgs/nope/invitations").await.body;
@@ -1431,10 +1377,6 @@ async fn orginvitation_bodies_conform_to_the_spec() {
     let id = m.api.org_members()[0]["user"]["userId"].clone();
     let body = json!({"ids": [id]});
     spec.assert_conforms("RemoveUsersFromOrganizationRequestV2", &body);
-    let rm = send(
-        csp.req(Method::DELETE, "/v2/orgs/mock-org/users")
-            .json(&body),
-    )
-    .await;
+    let rm = csp.remove_members(body["ids"].clone()).await;
     spec.assert_conforms("PartialSuccessResponseString", &rm.body);
 }

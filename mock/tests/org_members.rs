@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{control, json_of};
+use common::{access_token, control, json_of};
 use invite_mock::{MockApi, MockConfig, RunningMock};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -23,19 +23,11 @@ struct Csp {
 impl Csp {
     async fn new(m: &RunningMock) -> Csp {
         let http = Client::new();
-        let r: Value = http
-            .post(format!("{}{CSP}/auth/api-tokens/authorize", m.url))
-            .form(&[("api_token", "mock-token")])
-            .send()
-            .await
-            .expect("exchange")
-            .json()
-            .await
-            .expect("JSON");
+        let token = access_token(&http, m, "mock-token").await;
         Csp {
             base: format!("{}{CSP}", m.url),
             http,
-            token: r["access_token"].as_str().unwrap_or_default().to_string(),
+            token,
         }
     }
 

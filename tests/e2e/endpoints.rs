@@ -10,8 +10,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn endpoints_report_their_credentials() {
-    let mut s = Harness::start().await;
-    s.start_controller();
+    let s = Harness::running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
 
     cluster

@@ -13,8 +13,7 @@ use std::time::Duration;
 use crate::common::*;
 use invite_mock::MockConfig;
 use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, api::PostParams};
+use kube::Api;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -196,15 +195,7 @@ async fn endpoints_in_every_state(h: &Harness, slow: &str, closed: &str) -> (Str
     cluster
         .org_endpoint("rejected-org", &h.mock.url, "wrong-token", ORG)
         .await;
-    let unlabelled = Secret {
-        metadata: serde_json::from_value(cluster.metadata("unlabelled")).unwrap(),
-        string_data: Some([("token".to_string(), TOKEN.to_string())].into()),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(cluster.client.clone(), &ns)
-        .create(&PostParams::default(), &unlabelled)
-        .await
-        .unwrap();
+    cluster.put_unlabelled_secret("unlabelled", TOKEN).await;
     cluster
         .user_invite_endpoint("not-labelled", &h.mock.url, "unlabelled")
         .await;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::common::{flavor::*, *};
 use invite_operator::api::{FailureReason, Ownership, UserInvitationStatus, UserState};
-use kube::{Api, api::DeleteParams};
+use kube::Api;
 use serde_json::{Value, json};
 
 async fn set_paused(cluster: &TestCluster, name: &str, paused: bool) {
@@ -88,8 +88,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
 #[tokio::test]
 async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
     let flavor = Flavor::OrgInvitation;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
+    let h = flavor.running(5, 100).await;
     let usernames: Vec<String> = (0..500).map(|i| format!("u{i}@example.com")).collect();
     h.cluster
         .create_invitation("many", org_spec(ENDPOINT, &usernames, "no_such_role"))
@@ -129,8 +128,7 @@ async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
 #[tokio::test]
 async fn a_case_duplicate_never_costs_the_other_entries() {
     let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
+    let h = flavor.running(5, 100).await;
     let carol = "carol@example.com";
     let inv = h
         .cluster
@@ -193,8 +191,7 @@ async fn a_case_duplicate_never_costs_the_other_entries() {
 #[tokio::test]
 async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
+    let h = flavor.running(5, 100).await;
     let spec = |emails: &[&str]| {
         with(
             users_spec(ENDPOINT, emails, &[]),
@@ -222,12 +219,7 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     h.cluster.wait_for_reason("team", "Paused").await;
     let without_b = spec(&["a@example.com", "c@example.com", "d@example.com"]);
     h.cluster.patch_spec("team", without_b).await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the change seen while paused", |s| {
-            s.observed_generation == Some(2)
-        })
-        .await;
+    let inv = h.cluster.wait_generation("team", 2).await;
     assert!(kept(status_of(&inv), &[]), "{:#?}", inv.status);
     assert!(h.mock.api.user("b@example.com").is_some());
 
@@ -260,12 +252,7 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
 
     // Not allowed (a cluster endpoint that does not admit the namespace): still nothing dropped.
     let cluster_endpoint = h.cluster.unique("closed");
-    let mut endpoint = flavor.endpoint(&h.mock.url, 5, 100);
-    endpoint["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
-    endpoint["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
-    h.cluster
-        .cluster_endpoint(&cluster_endpoint, endpoint)
-        .await;
+    cluster_endpoint_on_mock(&h, &cluster_endpoint, true).await;
     let closed =
         json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": cluster_endpoint}});
     h.cluster
@@ -282,6 +269,17 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
 
     back_on_the_endpoint_only_a_stays(&h).await;
     h.finish().await;
+}
+
+/// Creates or updates the UserInvite cluster endpoint `name` on the mock, with the test's
+/// Secret; `closed`: admitting no namespace.
+async fn cluster_endpoint_on_mock(h: &Harness, name: &str, closed: bool) {
+    let mut spec = Flavor::UserInvite.endpoint(&h.mock.url, 5, 100);
+    spec["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
+    if closed {
+        spec["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
+    }
+    h.cluster.cluster_endpoint(name, spec).await;
 }
 
 /// Back on the usable endpoint: c and d, no longer listed, are removed.
@@ -307,20 +305,23 @@ async fn back_on_the_endpoint_only_a_stays(h: &Harness) {
 #[tokio::test]
 async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.start_controller();
-    let delete = json!({"deletionPolicy": "Delete"});
+    let h = flavor.running(5, 100).await;
+    let deleting = |emails: &[&str]| {
+        with(
+            users_spec(ENDPOINT, emails, &[]),
+            json!({"deletionPolicy": "Delete"}),
+        )
+    };
     // One resource per way of being blocked.
-    let closed = h.cluster.unique("closed");
-    let mut spec = flavor.endpoint(&h.mock.url, 5, 100);
-    spec["credentials"]["secretRef"]["namespace"] = json!(h.cluster.namespace);
-    h.cluster.cluster_endpoint(&closed, spec.clone()).await;
-    for (name, email) in [
+    let blocked = [
         ("paused", "p@example.com"),
         ("invalid", "i@example.com"),
         ("closed", "c@example.com"),
-    ] {
-        let mut spec = with(users_spec(ENDPOINT, &[email], &[]), delete.clone());
+    ];
+    let closed = h.cluster.unique("closed");
+    cluster_endpoint_on_mock(&h, &closed, false).await;
+    for (name, email) in blocked {
+        let mut spec = deleting(&[email]);
         if name == "closed" {
             spec["endpointRef"] = json!({"kind": "ClusterInvitationEndpoint", "name": closed});
         }
@@ -328,40 +329,20 @@ async fn deleting_a_blocked_resource_says_what_was_left_behind() {
     }
     set_paused(&h.cluster, "paused", true).await;
     h.cluster.wait_for_reason("paused", "Paused").await;
-    h.cluster
-        .patch_spec(
-            "invalid",
-            with(
-                users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]),
-                delete.clone(),
-            ),
-        )
-        .await;
+    let twice = ["i@example.com", "I@example.com"];
+    h.cluster.patch_spec("invalid", deleting(&twice)).await;
     h.cluster.wait_for_reason("invalid", "InvalidSpec").await;
-    spec["namespaceSelector"] = json!({"matchLabels": {"invite-e2e/never": "true"}});
-    h.cluster.cluster_endpoint(&closed, spec).await;
+    cluster_endpoint_on_mock(&h, &closed, true).await;
     h.cluster.wait_for_reason("closed", "NotAllowed").await;
     // The invalid one's endpoint goes too.
-    let mut invalid = with(
-        users_spec(ENDPOINT, &["i@example.com", "I@example.com"], &[]),
-        delete.clone(),
-    );
+    let mut invalid = deleting(&twice);
     invalid["endpointRef"]["name"] = json!("gone");
     h.cluster.patch_spec("invalid", invalid).await;
     h.cluster
         .wait_for_reason("invalid", "EndpointNotFound")
         .await;
-    for (name, email) in [
-        ("paused", "p@example.com"),
-        ("invalid", "i@example.com"),
-        ("closed", "c@example.com"),
-    ] {
-        h.cluster
-            .invitations()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        h.cluster.wait_gone(name).await;
+    for (name, email) in blocked {
+        h.cluster.remove(name).await;
         let note = h
             .cluster
             .wait_event(name, "CleanupSkipped")

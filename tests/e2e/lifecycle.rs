@@ -52,20 +52,46 @@ async fn revoke_in_product(mock: &RunningMock, id: &str, permission: &str) {
     assert!(response.status().is_success(), "{}", response.status());
 }
 
+/// Makes `email`'s invitation in the status of "team" a minute past its expiry.
+async fn expire_in_status(cluster: &TestCluster, email: &str) {
+    let inv = cluster.invitations().get("team").await.unwrap();
+    let mut status = inv.status.unwrap();
+    for u in status.users.iter_mut().filter(|u| u.email_address == email) {
+        u.expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
+    }
+    cluster
+        .invitations()
+        .patch_status(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+}
+
+/// A running controller (`resync`: resyncing every 200 ms) and "team" Ready with `spec`.
+async fn team_ready(resync: bool, spec: Value) -> Harness {
+    let s = if resync {
+        Harness::user_invite_resyncing().await
+    } else {
+        Harness::user_invite_running().await
+    };
+    s.cluster.create_ready("team", spec).await;
+    s
+}
+
 #[tokio::test]
 async fn invite_only_never_touches_an_invited_user() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = team_ready(
+        true,
+        user_spec(
+            json!([user("a@example.com", &["dashboard_management"], &[])]),
+            json!({}),
+        ),
+    )
+    .await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready(
-            "team",
-            user_spec(
-                json!([user("a@example.com", &["dashboard_management"], &[])]),
-                json!({}),
-            ),
-        )
-        .await;
     let ready = mock.api.journal().len();
     cluster
         .patch_spec(
@@ -73,11 +99,7 @@ async fn invite_only_never_touches_an_invited_user() {
             json!({"users": [user("a@example.com", &["alerts_management"], &[])]}),
         )
         .await;
-    cluster
-        .wait_status("team", "new generation observed", |s| {
-            s.observed_generation == Some(2)
-        })
-        .await;
+    cluster.wait_generation("team", 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         groups_of(mock, "a@example.com"),
@@ -89,8 +111,7 @@ async fn invite_only_never_touches_an_invited_user() {
 
 #[tokio::test]
 async fn enforce_applies_spec_changes_and_corrects_drift() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api.seed_user_group("ug-1", "Data");
     mock.api.seed_user_group("ug-2", "Ops");
@@ -158,8 +179,7 @@ fn user_groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn existing_users_are_adopted_and_managed_under_enforce() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     mock.api.seed_user(
         json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
@@ -187,11 +207,8 @@ async fn existing_users_are_adopted_and_managed_under_enforce() {
 
 #[tokio::test]
 async fn retain_leaves_removed_users_and_deleted_resources_alone_without_a_finalizer() {
-    let s = Harness::user_invite_running().await;
+    let s = team_ready(false, team(&["a@example.com", "b@example.com"], json!({}))).await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready("team", team(&["a@example.com", "b@example.com"], json!({})))
-        .await;
     let ready = mock.api.journal().len();
     assert!(
         cluster
@@ -268,16 +285,16 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
     s.finish().await;
 }
 
+/// The controller running and "team" Ready, a@ with `deletionPolicy: Delete`.
+async fn a_to_delete() -> Harness {
+    let delete = json!({"deletionPolicy": "Delete"});
+    team_ready(false, team(&["a@example.com"], delete)).await
+}
+
 #[tokio::test]
 async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
-    let s = Harness::user_invite_running().await;
+    let s = a_to_delete().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready(
-            "team",
-            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-        )
-        .await;
     Api::<invite_operator::api::InvitationEndpoint>::namespaced(
         cluster.client.clone(),
         &cluster.namespace,
@@ -297,14 +314,8 @@ async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
 
 #[tokio::test]
 async fn switching_to_retain_releases_the_finalizer() {
-    let s = Harness::user_invite_running().await;
+    let s = a_to_delete().await;
     let cluster = &s.cluster;
-    cluster
-        .create_ready(
-            "team",
-            team(&["a@example.com"], json!({"deletionPolicy": "Delete"})),
-        )
-        .await;
     cluster
         .patch_spec("team", json!({"deletionPolicy": "Retain"}))
         .await;
@@ -318,18 +329,15 @@ async fn switching_to_retain_releases_the_finalizer() {
 
 #[tokio::test]
 async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = team_ready(
+        true,
+        team(
+            &["yes@example.com", "late@example.com"],
+            json!({"reinviteExpired": true}),
+        ),
+    )
+    .await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    cluster
-        .create_ready(
-            "team",
-            team(
-                &["yes@example.com", "late@example.com"],
-                json!({"reinviteExpired": true}),
-            ),
-        )
-        .await;
     mock.api.login("yes@example.com");
     cluster
         .wait_status(
@@ -342,24 +350,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
 
     // 24 hours pass without late@ accepting (the mock's link expires; so does the status').
     mock.api.expire_invitations();
-    let inv = cluster.invitations().get("team").await.unwrap();
-    let mut status = inv.status.clone().unwrap();
-    for u in status
-        .users
-        .iter_mut()
-        .filter(|u| u.email_address == "late@example.com")
-    {
-        u.expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
-    }
-    cluster
-        .invitations()
-        .patch_status(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .unwrap();
+    expire_in_status(cluster, "late@example.com").await;
     cluster
         .wait_status("team", "re-invited", |s| {
             s.users.iter().any(|u| {
@@ -384,8 +375,7 @@ async fn acceptance_and_expiry_are_observed_and_expired_invitations_resent_once(
 /// without being sent. It is posted again (alone) and sent once.
 #[tokio::test]
 async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
-    let mut s = Harness::user_invite().await;
-    s.start_controller_resyncing(Duration::from_millis(200));
+    let s = Harness::user_invite_resyncing().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     let late = "late@example.com";
     cluster
@@ -400,18 +390,7 @@ async fn a_resend_in_a_refused_batch_is_recorded_sent_only_when_it_was() {
             .body_contains("fresh@example.com")
             .message("Request could not be processed"),
     );
-    let inv = cluster.invitations().get("team").await.unwrap();
-    let mut status = inv.status.clone().unwrap();
-    status.users[0].expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
-    cluster
-        .invitations()
-        .patch_status(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .unwrap();
+    expire_in_status(cluster, late).await;
     cluster
         .patch_spec(
             "team",

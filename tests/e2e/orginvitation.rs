@@ -33,6 +33,15 @@ fn spec(usernames: &[&str]) -> Value {
     )
 }
 
+/// The controller running and the resource `org` of dana Ready.
+async fn dana_ready() -> Harness {
+    let s = Harness::org_invitation_running().await;
+    s.cluster
+        .create_ready("org", spec(&["dana@example.com"]))
+        .await;
+    s
+}
+
 /// Adds `username` to the resource `org` of dana; waits until it is invited.
 async fn add_to_dana(s: &Harness, username: &str) {
     let usernames = json!({"orgInvitation": {"usernames": ["dana@example.com", username]}});
@@ -88,29 +97,10 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
     s.finish().await;
 }
 
+/// (The restart: `restart_sends_nothing_again_and_writes_nothing_orginvitation`.)
 #[tokio::test]
-async fn restart_does_not_invite_again_and_an_added_user_is_invited_alone() {
-    let mut s = Harness::org_invitation_running().await;
-    let before = s
-        .cluster
-        .create_ready("org", spec(&["dana@example.com"]))
-        .await;
-    s.controller.take().unwrap().stop().await;
-
-    s.start_controller();
-    s.controller.as_ref().unwrap().wait_reconciles(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = s.cluster.invitations().get("org").await.unwrap();
-    assert_eq!(
-        after.metadata.resource_version,
-        before.metadata.resource_version
-    );
-    assert_eq!(
-        invite_posts(&s.mock).len(),
-        1,
-        "no new invitation after a restart"
-    );
-
+async fn an_added_username_is_invited_alone() {
+    let s = dana_ready().await;
     add_to_dana(&s, "frank@example.com").await;
     let posts = invite_posts(&s.mock);
     assert_eq!(posts.len(), 2);
@@ -211,10 +201,7 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
 
 #[tokio::test]
 async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
-    let s = Harness::org_invitation_running().await;
-    s.cluster
-        .create_ready("org", spec(&["dana@example.com"]))
-        .await;
+    let s = dana_ready().await;
     assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
     // Every access token expires; the next call gets a 401, exchanges again and goes on.
     s.mock.api.expire_access_tokens();
@@ -275,23 +262,12 @@ async fn acceptance_is_observed_on_resync() {
 #[tokio::test]
 async fn users_on_an_org_endpoint_is_a_mismatch() {
     let s = Harness::org_invitation_running().await;
-    let spec = json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-        "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]
-    });
+    let spec = users_spec("csp", &["a@example.com"], &[]);
     s.cluster.create_invitation("wrong", spec).await;
     let message = s.cluster.wait_reason("wrong", "EndpointMismatch").await;
     assert!(message.contains("UserInvite"), "{message}");
     // Only the endpoint's own credential check (the token exchange) reaches the API.
-    let calls: Vec<_> = s
-        .mock
-        .api
-        .journal()
-        .into_iter()
-        .filter(|e| !e.path.ends_with("/auth/api-tokens/authorize"))
-        .map(|e| format!("{} {}", e.method, e.path))
-        .collect();
-    assert!(calls.is_empty(), "{calls:?}");
+    assert_eq!(api_calls(&s.mock), Vec::<String>::new());
     s.finish().await;
 }
 

@@ -27,8 +27,8 @@ use crate::common::*;
 use invite_mock::ScriptedFault;
 use invite_operator::{
     api::{
-        ClusterInvitationEndpoint, InvitationEndpoint, Ownership, UserInvitationStatus, UserState,
-        UserStatus,
+        ClusterInvitationEndpoint, InvitationEndpoint, Ownership, UserInvitation,
+        UserInvitationStatus, UserState, UserStatus,
     },
     controller,
     health::Readiness,
@@ -94,15 +94,39 @@ async fn cluster_org_endpoint(h: &Harness, name: &str, allowed: Value) {
     h.cluster.cluster_endpoint(name, spec).await;
 }
 
-/// Puts both tokens and creates a UserInvite and an OrgInvitation cluster endpoint without
-/// `allowed`; returns their names.
-async fn users_and_org_endpoints(h: &Harness) -> (String, String) {
+/// A harness with the Secret `api-token` and a UserInvite cluster endpoint restricted by
+/// `allowed`, whose name is returned.
+async fn shared_endpoint(allowed: Value) -> (Harness, String) {
+    let h = Harness::start().await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, allowed).await;
+    (h, shared)
+}
+
+/// Puts both tokens and creates a UserInvite and an OrgInvitation cluster endpoint with these
+/// `allowed` (`null`: none); returns their names.
+async fn users_and_org_endpoints(
+    h: &Harness,
+    users_allowed: Value,
+    org_allowed: Value,
+) -> (String, String) {
     h.cluster.put_secret("api-token", TOKEN).await;
     h.cluster.put_secret("csp-token", TOKEN).await;
     let (users, org) = (h.cluster.unique("users"), h.cluster.unique("org"));
-    cluster_user_invite_endpoint(h, &users, Value::Null).await;
-    cluster_org_endpoint(h, &org, Value::Null).await;
+    cluster_user_invite_endpoint(h, &users, users_allowed).await;
+    cluster_org_endpoint(h, &org, org_allowed).await;
     (users, org)
+}
+
+/// Creates both resources, then waits until both are Ready.
+async fn both_ready(h: &Harness, resources: [(&str, Value); 2]) {
+    for (name, spec) in &resources {
+        h.cluster.create_invitation(name, spec.clone()).await;
+    }
+    for (name, _) in resources {
+        h.cluster.wait_ready(name).await;
+    }
 }
 
 /// A reference to the ClusterInvitationEndpoint `name`.
@@ -142,10 +166,7 @@ async fn let_resync(h: &Harness, n: u64) {
 /// Enforce and Delete, through a cluster endpoint restricted to `dashboard_management`.
 #[tokio::test]
 async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_cluster_endpoint() {
-    let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, json!({"groups": ["dashboard_management"]})).await;
+    let (mut h, shared) = shared_endpoint(json!({"groups": ["dashboard_management"]})).await;
     let admin_groups = [
         "dashboard_management",
         "token_management",
@@ -193,15 +214,8 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
 /// only what `allowed` covers, and Delete deletes the adopted user.
 #[tokio::test]
 async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
-    let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(
-        &h,
-        &shared,
-        json!({"groups": ["dashboard_management"], "adoptExistingUsers": true}),
-    )
-    .await;
+    let allowed = json!({"groups": ["dashboard_management"], "adoptExistingUsers": true});
+    let (mut h, shared) = shared_endpoint(allowed).await;
     let admin_groups = [
         "dashboard_management",
         "token_management",
@@ -508,31 +522,20 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
 #[tokio::test]
 async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    h.cluster.put_secret("csp-token", TOKEN).await;
-    let users = h.cluster.unique("users");
-    let org = h.cluster.unique("org");
-    cluster_user_invite_endpoint(&h, &users, json!({"groups": ["dashboard_management"]})).await;
-    cluster_org_endpoint(&h, &org, json!({"organizationRoles": ["org_member"]})).await;
+    let (users, org) = users_and_org_endpoints(
+        &h,
+        json!({"groups": ["dashboard_management"]}),
+        json!({"organizationRoles": ["org_member"]}),
+    )
+    .await;
     h.start_controller_resyncing(Duration::from_millis(200));
     let user = |groups: &[&str]| json!([{"emailAddress": "a@example.com", "groups": groups, "userGroups": []}]);
-    h.cluster
-        .create_invitation(
-            "users",
-            json!({"endpointRef": via(&users),
-                   "accessPolicy": "Enforce", "users": user(&["dashboard_management"])}),
-        )
-        .await;
-    h.cluster
-        .create_invitation(
-            "org",
-            json!({"endpointRef": via(&org),
-                   "orgInvitation": {"usernames": ["b@example.com"],
-                                     "organizationRoles": [{"name": "org_member"}]}}),
-        )
-        .await;
-    h.cluster.wait_ready("users").await;
-    h.cluster.wait_ready("org").await;
+    let for_users = json!({"endpointRef": via(&users),
+                            "accessPolicy": "Enforce", "users": user(&["dashboard_management"])});
+    let for_org = json!({"endpointRef": via(&org),
+                          "orgInvitation": {"usernames": ["b@example.com"],
+                                            "organizationRoles": [{"name": "org_member"}]}});
+    both_ready(&h, [("users", for_users), ("org", for_org)]).await;
     let before = api_calls(&h.mock);
 
     h.cluster
@@ -587,17 +590,11 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
 /// owns the person, the second names the owner, and resyncs make no changing call.
 #[tokio::test]
 async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
-    let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    let other_ns = h.cluster.create_namespace("b").await;
-    let shared = h.cluster.unique("shared");
     // Both may grant anything and adopt existing users: only ownership keeps them apart.
-    cluster_user_invite_endpoint(
-        &h,
-        &shared,
-        json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"], "adoptExistingUsers": true}),
-    )
-    .await;
+    let anything =
+        json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"], "adoptExistingUsers": true});
+    let (mut h, shared) = shared_endpoint(anything).await;
+    let other_ns = h.cluster.create_namespace("b").await;
     let mut settings = h.cluster.settings();
     settings.watch_namespaces.push(other_ns.clone());
     settings.resync_interval = Duration::from_millis(200);
@@ -657,25 +654,49 @@ fn credentials(mock: &RunningMock) -> Vec<(Option<String>, u16)> {
 }
 
 fn user(email: &str) -> Value {
-    json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-           "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
+    users_spec("wavefront", &[email], &[])
+}
+
+/// A spec inviting `email` through the ClusterInvitationEndpoint `endpoint`.
+fn user_via(endpoint: &str, email: &str) -> Value {
+    with(user(email), json!({"endpointRef": via(endpoint)}))
+}
+
+/// The UserInvite world plus a ClusterInvitationEndpoint without `allowed` (its name
+/// returned), and the controller started with `tweak` applied to its settings.
+async fn with_a_cluster_endpoint(
+    tweak: impl FnOnce(&mut controller::Settings),
+) -> (Harness, String) {
+    let mut h = Harness::user_invite().await;
+    let shared = h.cluster.unique("shared");
+    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
+    let mut settings = h.cluster.settings();
+    tweak(&mut settings);
+    h.start_controller_with(settings);
+    (h, shared)
+}
+
+/// A controller caching Secrets for `ttl`; "before" (a@) ready, then the token rotated in the
+/// API and the Secret.
+async fn ready_then_rotated(ttl: Duration) -> Harness {
+    let mut h = Harness::user_invite().await;
+    let mut settings = h.cluster.settings();
+    settings.secret_cache_ttl = ttl;
+    h.start_controller_with(settings);
+    h.cluster
+        .create_ready("before", user("a@example.com"))
+        .await;
+    h.mock.api.set_token("rotated-token");
+    h.cluster.put_secret("api-token", "rotated-token").await;
+    h
 }
 
 /// With a token cache far longer than the test, a rotated token is still used right after
 /// the API refuses the old one (401): one refusal, then the new token.
 #[tokio::test]
 async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
-    let mut h = Harness::user_invite().await;
-    let mut settings = h.cluster.settings();
-    settings.secret_cache_ttl = Duration::from_secs(3600);
-    h.start_controller_with(settings);
-    h.cluster
-        .create_ready("before", user("a@example.com"))
-        .await;
+    let h = ready_then_rotated(Duration::from_secs(3600)).await;
     let old = credentials(&h.mock)[0].0.clone();
-
-    h.mock.api.set_token("rotated-token");
-    h.cluster.put_secret("api-token", "rotated-token").await;
     h.cluster.create_ready("after", user("b@example.com")).await;
     let seen = credentials(&h.mock);
     let refused: Vec<usize> = (0..seen.len()).filter(|i| seen[*i].1 == 401).collect();
@@ -695,15 +716,7 @@ async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
 /// Within the cache time a rotated token is picked up without waiting for a refusal.
 #[tokio::test]
 async fn a_rotated_token_is_picked_up_within_the_cache_time() {
-    let mut h = Harness::user_invite().await;
-    let mut settings = h.cluster.settings();
-    settings.secret_cache_ttl = Duration::from_millis(200);
-    h.start_controller_with(settings);
-    h.cluster
-        .create_ready("before", user("a@example.com"))
-        .await;
-    h.mock.api.set_token("rotated-token");
-    h.cluster.put_secret("api-token", "rotated-token").await;
+    let h = ready_then_rotated(Duration::from_millis(200)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let from = h.mock.api.journal().len();
     h.cluster.create_ready("after", user("b@example.com")).await;
@@ -815,12 +828,10 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
 /// endpoints are the platform's own), and `--namespaced-endpoints=false` turns them off.
 #[tokio::test]
 async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
-    let mut h = Harness::user_invite().await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
-    let mut settings = h.cluster.settings();
-    settings.endpoint_policy.namespaced_endpoint_hosts = vec!["*.wavefront.example.com".into()];
-    h.start_controller_with(settings);
+    let (mut h, shared) = with_a_cluster_endpoint(|s| {
+        s.endpoint_policy.namespaced_endpoint_hosts = vec!["*.wavefront.example.com".into()];
+    })
+    .await;
     h.cluster
         .create_invitation("local", user("local@example.com"))
         .await;
@@ -835,11 +846,7 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
         h.mock.api.journal()
     );
     h.cluster
-        .create_ready(
-            "platform",
-            json!({"endpointRef": via(&shared),
-                   "users": [{"emailAddress": "p@example.com", "groups": [], "userGroups": []}]}),
-        )
+        .create_ready("platform", user_via(&shared, "p@example.com"))
         .await;
     h.controller.take().unwrap().stop().await;
 
@@ -867,27 +874,39 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     h.finish().await;
 }
 
+const INVITE: &str = "/api/v2/user/invite";
+
+/// Starts the controller with `fault` scripted 1000 times, creates "team" inviting
+/// a@example.com and waits until its status shows `what`.
+async fn team_against(
+    h: &mut Harness,
+    fault: ScriptedFault,
+    what: &str,
+    shows: impl Fn(&UserInvitationStatus) -> bool,
+) -> UserInvitation {
+    h.mock.api.add_fault(fault.times(1000));
+    h.start_controller();
+    h.cluster
+        .create_invitation("team", user("a@example.com"))
+        .await;
+    h.cluster
+        .wait_status("team", &format!("{what} reported"), shows)
+        .await
+}
+
 /// A redirect is a configuration problem, never followed: nothing reaches its Location.
 #[tokio::test]
 async fn redirects_are_never_followed() {
     let mut h = Harness::user_invite().await;
     let elsewhere = start_mock(MockConfig::default()).await;
-    h.mock.api.add_fault(
-        ScriptedFault::redirect(307, &format!("{}/api/v2/user/invite", elsewhere.url))
-            .method("POST")
-            .path("/api/v2/user/invite")
-            .times(1000),
-    );
-    h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the redirect reported", |s| {
-            ready(s).1 == "EndpointNotReady" && ready_message(s).contains("never followed")
-        })
-        .await;
+    let redirect = ScriptedFault::redirect(307, &format!("{}{INVITE}", elsewhere.url));
+    let inv = team_against(
+        &mut h,
+        redirect.method("POST").path(INVITE),
+        "the redirect",
+        |s| ready(s).1 == "EndpointNotReady" && ready_message(s).contains("never followed"),
+    )
+    .await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
     assert!(
         elsewhere.api.journal().is_empty(),
@@ -905,21 +924,11 @@ async fn redirects_are_never_followed() {
 #[tokio::test]
 async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
     let mut h = Harness::user_invite().await;
-    h.mock.api.add_fault(
-        ScriptedFault::huge_body(20 * 1024 * 1024)
-            .path("/api/v2/user/validateUsers")
-            .times(1000),
-    );
-    h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the huge answer reported", |s| {
-            ready_message(s).contains("larger than 8 MiB")
-        })
-        .await;
+    let huge = ScriptedFault::huge_body(20 * 1024 * 1024).path("/api/v2/user/validateUsers");
+    let inv = team_against(&mut h, huge, "the huge answer", |s| {
+        ready_message(s).contains("larger than 8 MiB")
+    })
+    .await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
     assert!(!h.controller.as_ref().unwrap().is_finished());
     assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
@@ -946,7 +955,7 @@ async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
     h.mock.api.add_fault(
         ScriptedFault::new(400)
             .method("POST")
-            .path("/api/v2/user/invite")
+            .path(INVITE)
             .message(long)
             .times(1_000_000),
     );
@@ -992,22 +1001,11 @@ async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
 async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
     let mut h = Harness::user_invite().await;
     let huge = format!("go away {}", "x".repeat(2 * 1024 * 1024));
-    h.mock.api.add_fault(
-        ScriptedFault::new(401)
-            .path("/api/v2/user/invite")
-            .message(huge.clone())
-            .times(1000),
-    );
-    h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the refusal reported", |s| {
-            ready(s).1 == "EndpointNotReady" && ready_message(s).contains("go away")
-        })
-        .await;
+    let refusal = ScriptedFault::new(401).path(INVITE).message(huge.clone());
+    let inv = team_against(&mut h, refusal, "the refusal", |s| {
+        ready(s).1 == "EndpointNotReady" && ready_message(s).contains("go away")
+    })
+    .await;
     let status = inv.status.unwrap();
     assert!(ready_message(&status).len() <= 2048);
     assert!(serde_json::to_vec(&status).unwrap().len() < 16 * 1024);
@@ -1150,23 +1148,18 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
 #[tokio::test]
 async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
     let mut h = Harness::start().await;
-    let (users, org) = users_and_org_endpoints(&h).await;
+    let (users, org) = users_and_org_endpoints(&h, Value::Null, Value::Null).await;
     h.start_controller();
     let refused = ask_for_more_than_membership(&h, &users, &org).await;
     let member = json!([{"name": "org_member"}]);
-    h.cluster
-        .create_invitation(
-            "plain-user",
-            json!({"endpointRef": via(&users), "users": [{"emailAddress": "plain@example.com"}]}),
-        )
-        .await;
-    h.cluster
-        .create_invitation(
-            "plain-member",
-            json!({"endpointRef": via(&org),
-                   "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}}),
-        )
-        .await;
+    let plain_user = user_via(&users, "plain@example.com");
+    let plain_member = json!({"endpointRef": via(&org),
+                              "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}});
+    both_ready(
+        &h,
+        [("plain-user", plain_user), ("plain-member", plain_member)],
+    )
+    .await;
     for (name, field) in refused {
         let message = h.cluster.wait_reason(&name, "NotAllowed").await;
         assert!(message.contains(field), "{name}: {message}");
@@ -1175,8 +1168,6 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
             "{name}: the message says how the platform opens the field: {message}"
         );
     }
-    h.cluster.wait_ready("plain-user").await;
-    h.cluster.wait_ready("plain-member").await;
     // Only the plain memberships were sent.
     let invites: Vec<String> = h
         .mock
@@ -1276,34 +1267,18 @@ async fn ask_for_more_than_membership(
 #[tokio::test]
 async fn resources_converged_before_deny_by_default_keep_their_users() {
     let mut h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
-    h.cluster.put_secret("csp-token", TOKEN).await;
-    let users = h.cluster.unique("users");
-    let org = h.cluster.unique("org");
     // What "no allowed" permitted before: anything.
     let anything = json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"]});
-    cluster_user_invite_endpoint(&h, &users, anything).await;
-    cluster_org_endpoint(&h, &org, json!({"organizationRoles": ["*"]})).await;
+    let (users, org) =
+        users_and_org_endpoints(&h, anything, json!({"organizationRoles": ["*"]})).await;
     h.start_controller_resyncing(Duration::from_millis(200));
-    h.cluster
-        .create_invitation(
-            "users",
-            json!({"endpointRef": via(&users),
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": "ops@example.com", "groups": ["user_management"]}]}),
-        )
-        .await;
-    h.cluster
-        .create_invitation(
-            "org",
-            json!({"endpointRef": via(&org),
-                   "deletionPolicy": "Delete",
-                   "orgInvitation": {"usernames": ["owner@example.com"],
-                                     "organizationRoles": [{"name": "org_owner"}]}}),
-        )
-        .await;
-    h.cluster.wait_ready("users").await;
-    h.cluster.wait_ready("org").await;
+    let for_users = json!({"endpointRef": via(&users),
+                            "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+                            "users": [{"emailAddress": "ops@example.com", "groups": ["user_management"]}]});
+    let for_org = json!({"endpointRef": via(&org), "deletionPolicy": "Delete",
+                          "orgInvitation": {"usernames": ["owner@example.com"],
+                                            "organizationRoles": [{"name": "org_owner"}]}});
+    both_ready(&h, [("users", for_users), ("org", for_org)]).await;
     let before = h.mock.api.journal().len();
 
     // The upgrade: the same endpoints, without `allowed`.
@@ -1320,15 +1295,7 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
         );
         assert_eq!(status.users[0].ownership, Some(Ownership::Created));
     }
-    let_resync(&h, 5).await;
-    h.cluster.remove("users").await;
-    h.cluster.remove("org").await;
-    let changes = changes_since(&h.mock, before);
-    assert_eq!(
-        changes,
-        Vec::<String>::new(),
-        "nothing changed in either API"
-    );
+    resync_and_remove_changing_nothing(&h, &["users", "org"], before, "either API").await;
     assert_eq!(groups_of(&h.mock, "ops@example.com"), ["user_management"]);
     assert_eq!(
         invitation_status(&h.mock, "owner@example.com").as_deref(),
@@ -1336,6 +1303,20 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     );
     h.cluster.wait_event("users", "CleanupSkipped").await;
     h.finish().await;
+}
+
+/// Five resyncs, then `resources` removed: `h.mock` saw no changing call from `from` on.
+async fn resync_and_remove_changing_nothing(
+    h: &Harness,
+    resources: &[&str],
+    from: usize,
+    api: &str,
+) {
+    let_resync(h, 5).await;
+    for resource in resources {
+        h.cluster.remove(resource).await;
+    }
+    assert_eq!(changes_since(&h.mock, from), Vec::<String>::new(), "{api}");
 }
 
 // -- Ownership is bound to the API and endpoint it was established on ----------------------------
@@ -1401,13 +1382,7 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
         "not owned on the platform's API: {status:?}"
     );
     h.cluster.wait_event("takeover", "EndpointChanged").await;
-    let_resync(&h, 5).await;
-    h.cluster.remove("takeover").await;
-    assert_eq!(
-        changes_since(&h.mock, 0),
-        Vec::<String>::new(),
-        "the platform's API"
-    );
+    resync_and_remove_changing_nothing(&h, &["takeover"], 0, "the platform's API").await;
     assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
     h.finish().await;
 }
@@ -1490,14 +1465,7 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
             .await;
         h.cluster.wait_event(resource, "EndpointChanged").await;
     }
-    let_resync(&h, 5).await;
-    h.cluster.remove("moved").await;
-    h.cluster.remove("recreated").await;
-    assert_eq!(
-        changes_since(&h.mock, before),
-        Vec::<String>::new(),
-        "the new API"
-    );
+    resync_and_remove_changing_nothing(&h, &["moved", "recreated"], before, "the new API").await;
     assert_eq!(
         changes_since(&other, other_before),
         Vec::<String>::new(),
@@ -1594,18 +1562,18 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
 async fn a_secret_without_the_credentials_label_is_never_sent() {
     let mut h = Harness::start().await;
     let theirs = start_mock(MockConfig::default()).await;
-    // A Secret of the namespace, created without the label (e.g. another app's token).
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": h.cluster.metadata("someone-elses-token"),
-        "stringData": {"token": TOKEN},
-    }))
-    .unwrap();
+    h.cluster
+        .put_unlabelled_secret("someone-elses-token", TOKEN)
+        .await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let label = async |value: Value| {
+        let labels = json!({"metadata": {"labels": {"invite.operators.dev/credentials": value}}});
+        let patch = kube::api::Patch::Merge(labels);
+        let params = kube::api::PatchParams::default();
+        let patched = secrets.patch("someone-elses-token", &params, &patch).await;
+        patched.unwrap();
+    };
     h.cluster
         .user_invite_endpoint("borrowed", &theirs.url, "someone-elses-token")
         .await;
@@ -1635,31 +1603,13 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
     );
 
     // The Secret's owner labels it: now it may be used.
-    secrets
-        .patch(
-            "someone-elses-token",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"labels": {"invite.operators.dev/credentials": "true"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    label(json!("true")).await;
     h.cluster.wait_ready("borrow").await;
     assert_eq!(theirs.api.invitations_sent_to("x@example.com"), 1);
 
     // The platform turns the check off: an unlabelled Secret works too.
     h.controller.take().unwrap().stop().await;
-    secrets
-        .patch(
-            "someone-elses-token",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"labels": {"invite.operators.dev/credentials": null}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    label(json!(null)).await;
     let mut settings = h.cluster.settings();
     settings.require_credentials_label = false;
     h.start_controller_with(settings);
@@ -1677,21 +1627,15 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
 /// endpoints only, unless the platform opts in with `--namespaced-endpoints-loopback-http`.
 #[tokio::test]
 async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
-    let mut h = Harness::user_invite().await;
-    let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
-    let mut strict = h.cluster.settings();
-    strict.endpoint_policy.namespaced_loopback_http = false;
-    h.start_controller_with(strict);
+    let (mut h, shared) = with_a_cluster_endpoint(|strict| {
+        strict.endpoint_policy.namespaced_loopback_http = false;
+    })
+    .await;
     h.cluster
         .create_invitation("sidecar", user("s@example.com"))
         .await;
     h.cluster
-        .create_invitation(
-            "platform",
-            json!({"endpointRef": via(&shared),
-                   "users": [{"emailAddress": "p@example.com"}]}),
-        )
+        .create_invitation("platform", user_via(&shared, "p@example.com"))
         .await;
     let message = h.cluster.wait_reason("sidecar", "NotAllowed").await;
     assert!(
@@ -1794,27 +1738,35 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     h.finish().await;
 }
 
+/// An organization whose member listing never ends, each answer `latency` late; starts the
+/// controller with `limits` applied to its settings and returns the EndpointNotReady message of a
+/// resource inviting x@example.com.
+async fn endless_listing(
+    latency: Duration,
+    limits: impl FnOnce(&mut controller::Settings),
+) -> (Harness, String) {
+    let mut h = Harness::org_invitation(MockConfig {
+        endless_members: true,
+        latency,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = h.cluster.settings();
+    limits(&mut settings);
+    h.start_controller_with(settings);
+    let spec = org_spec("csp", &["x@example.com"], "org_member");
+    h.cluster.create_invitation("team", spec).await;
+    let message = h.cluster.wait_reason("team", "EndpointNotReady").await;
+    (h, message)
+}
+
 /// An organization whose member listing never ends: the read stops at the member budget, the
 /// endpoint is `Ready=False` with reason `LimitExceeded` naming it, and the resource says so.
 /// The listing is never read past the budget (so memory stays flat), whatever the API does.
 #[tokio::test]
 async fn an_endless_member_listing_stops_at_the_budget() {
-    let mut h = Harness::org_invitation(MockConfig {
-        endless_members: true,
-        ..MockConfig::default()
-    })
-    .await;
-    let mut settings = h.cluster.settings();
-    settings.lookup_limits.max_members = 2_000;
-    h.start_controller_with(settings);
-    h.cluster
-        .create_invitation(
-            "big",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-                   "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
-        )
-        .await;
-    let message = h.cluster.wait_reason("big", "EndpointNotReady").await;
+    let (h, message) =
+        endless_listing(Duration::ZERO, |s| s.lookup_limits.max_members = 2_000).await;
     assert!(message.contains("more than 2000 members"), "{message}");
     assert!(message.contains("--org-snapshot-max-members"), "{message}");
     let endpoint = h
@@ -1845,24 +1797,11 @@ async fn an_endless_member_listing_stops_at_the_budget() {
 /// larger than it, before the deadline.)
 #[tokio::test]
 async fn a_lookup_past_its_deadline_is_stopped() {
-    let mut h = Harness::org_invitation(MockConfig {
-        endless_members: true,
-        latency: Duration::from_millis(800),
-        ..MockConfig::default()
+    let (h, message) = endless_listing(Duration::from_millis(800), |s| {
+        s.lookup_limits.max_members = usize::MAX;
+        s.lookup_limits.deadline = Duration::from_secs(1);
     })
     .await;
-    let mut settings = h.cluster.settings();
-    settings.lookup_limits.max_members = usize::MAX;
-    settings.lookup_limits.deadline = Duration::from_secs(1);
-    h.start_controller_with(settings);
-    h.cluster
-        .create_invitation(
-            "slow",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-                   "orgInvitation": {"usernames": ["x@example.com"], "organizationRoles": [{"name": "org_member"}]}}),
-        )
-        .await;
-    let message = h.cluster.wait_reason("slow", "EndpointNotReady").await;
     assert!(message.contains("took longer than 1s"), "{message}");
     h.cluster
         .wait_endpoint("csp", "False", "LimitExceeded")
@@ -2101,11 +2040,7 @@ async fn delete_all(
                     .identifier
                     .clone(),
             );
-            h.cluster
-                .invitations()
-                .delete(name, &DeleteParams::default())
-                .await
-                .unwrap();
+            h.cluster.delete(name).await;
         }
     }
     for (name, ..) in nobodys {
@@ -2314,11 +2249,7 @@ async fn held_by_b_being_deleted(h: &Harness) {
     let held = through("InvitationEndpoint", "ns-b", "x6@example.com", "Delete");
     let metadata = json!({"name": "held-by-b", "finalizers": [controller::FINALIZER]});
     h.cluster.create_invitation_with(metadata, held).await;
-    h.cluster
-        .invitations()
-        .delete("held-by-b", &DeleteParams::default())
-        .await
-        .unwrap();
+    h.cluster.delete("held-by-b").await;
 }
 
 /// Shard b's endpoints are neither checked nor written.

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use crate::common::{flavor::*, *};
-use invite_mock::{JournalEntry, ScriptedFault};
+use invite_mock::ScriptedFault;
 use invite_operator::api::{Ownership, UserInvitation, UserInvitationStatus, UserState};
 use jiff::Timestamp;
 
@@ -36,6 +36,39 @@ async fn intent_settles_at(h: &Harness, name: &str, users: &[String]) -> Timesta
         .filter_map(|u| entry(status_of(&inv), u)?.settles_at)
         .max()
         .expect("settlesAt")
+}
+
+/// An invite request the API acts on 5 s after it arrived, past the 3 s timeout.
+fn late() -> ScriptedFault {
+    ScriptedFault::late(Duration::from_secs(5))
+}
+
+/// A harness with a 3 s timeout whose invite requests meet `fault`, the controller started
+/// and `name` created for `people`; returns it with the moment their request settles.
+async fn unsettled(
+    flavor: Flavor,
+    fault: ScriptedFault,
+    name: &str,
+    people: &[String],
+) -> (Harness, Timestamp) {
+    unsettled_after(flavor, async |_: &Harness| {}, fault, name, people).await
+}
+
+/// [`unsettled`], with `prepare` run before the controller starts.
+async fn unsettled_after(
+    flavor: Flavor,
+    prepare: impl AsyncFnOnce(&Harness),
+    fault: ScriptedFault,
+    name: &str,
+    people: &[String],
+) -> (Harness, Timestamp) {
+    let mut h = flavor.harness(3, 100).await;
+    prepare(&h).await;
+    h.mock.api.add_fault(flavor.on_invite(fault));
+    h.start_controller();
+    h.cluster.create_invitation(name, flavor.spec(people)).await;
+    let settles_at = intent_settles_at(&h, name, people).await;
+    (h, settles_at)
 }
 
 /// Asserts that no lookup arrived after `first_post` and before `settles_at`.
@@ -130,10 +163,26 @@ fn split_spec() -> serde_json::Value {
     spec
 }
 
-/// Creates the split resource `team`; waits until A and B are Invited, C and BAD in `then`.
-async fn split_team(h: &Harness, then: UserState) -> UserInvitation {
+/// A UserInvite harness with this timeout whose first invite call (the whole batch) is refused
+/// as the API itself would (bad's permission), and whose call for the half carrying c meets
+/// `c_half`. Creates the split resource `team`; waits until A and B are Invited, C and BAD in
+/// `then`.
+async fn split_team(
+    timeout_seconds: u64,
+    c_half: ScriptedFault,
+    then: UserState,
+) -> (Harness, UserInvitation) {
+    let flavor = Flavor::UserInvite;
+    let mut h = flavor.harness(timeout_seconds, 100).await;
+    let first_batch = ScriptedFault::new(400).body_contains("\"a@example.com\"");
+    h.mock.api.add_fault(flavor.on_invite(first_batch));
+    h.mock
+        .api
+        .add_fault(flavor.on_invite(c_half.body_contains("\"c@example.com\"")));
+    h.start_controller();
     h.cluster.create_invitation("team", split_spec()).await;
-    h.cluster
+    let inv = h
+        .cluster
         .wait_status(
             "team",
             &format!("a and b invited, c and bad {then:?}"),
@@ -144,13 +193,8 @@ async fn split_team(h: &Harness, then: UserState) -> UserInvitation {
                     && state(s, BAD) == Some(then)
             },
         )
-        .await
-}
-
-/// The first invite call (the whole batch, with a@) is refused as the API itself would (bad's
-/// permission), so that the next fault reaches only the half that carries c.
-fn first_batch_refused(flavor: Flavor) -> ScriptedFault {
-    flavor.on_invite(ScriptedFault::new(400).body_contains("\"a@example.com\""))
+        .await;
+    (h, inv)
 }
 
 #[tokio::test]
@@ -159,19 +203,9 @@ async fn settled_answers_mark_only_their_own_users() {
     // [a, b] is invited; [c, bad] gets a 429 with Retry-After: c and bad go back to Pending,
     // a and b stay Invited. On the retry [c, bad] is refused again and halved: c is invited,
     // bad alone fails with the API's message.
-    let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(5, 100).await;
-    h.mock.api.add_fault(first_batch_refused(flavor));
-    h.mock.api.add_fault(
-        flavor.on_invite(
-            ScriptedFault::new(429)
-                .retry_after(1)
-                .body_contains("\"c@example.com\""),
-        ),
-    );
-    h.start_controller();
     let (a, b, c, bad) = (A, B, C, BAD);
-    let inv = split_team(&h, UserState::Pending).await;
+    let throttle = ScriptedFault::new(429).retry_after(1);
+    let (h, inv) = split_team(5, throttle, UserState::Pending).await;
     let throttled = entry(status_of(&inv), c).unwrap();
     assert!(
         throttled
@@ -212,19 +246,10 @@ async fn settled_answers_mark_only_their_own_users() {
 async fn an_unknown_half_keeps_only_its_own_users_inviting() {
     // As above, but [c, bad] gets a 502 after the API handled it: c and bad wait for their
     // settle window (looked up only after it) while a and b are Invited at once.
-    let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(1, 100).await;
-    h.mock.api.add_fault(first_batch_refused(flavor));
-    h.mock.api.add_fault(
-        flavor.on_invite(
-            ScriptedFault::new(502)
-                .after_effect(true)
-                .body_contains("\"c@example.com\""),
-        ),
-    );
-    h.start_controller();
     let (a, b, c, bad) = (A, B, C, BAD);
-    let inv = split_team(&h, UserState::Inviting).await;
+    let handled = ScriptedFault::new(502).after_effect(true);
+    let (h, inv) = split_team(1, handled, UserState::Inviting).await;
+    let flavor = Flavor::UserInvite;
     let settles_at = entry(status_of(&inv), c).unwrap().settles_at.unwrap();
     let inv = h.cluster.wait_for_reason("team", "PartiallyFailed").await;
     let status = status_of(&inv);
@@ -308,16 +333,8 @@ async fn an_unsettled_person_waits_for_every_other_resource() {
     // before the first one's request settled (if it did, the late request would send a second
     // email).
     let flavor = Flavor::OrgInvitation;
-    let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
-    h.start_controller();
     let person = "held@example.com".to_string();
-    h.cluster
-        .create_invitation("first", flavor.spec(std::slice::from_ref(&person)))
-        .await;
-    let settles_at = intent_settles_at(&h, "first", std::slice::from_ref(&person)).await;
+    let (h, settles_at) = unsettled(flavor, late(), "first", std::slice::from_ref(&person)).await;
     h.cluster
         .create_invitation(
             "second",
@@ -351,17 +368,9 @@ async fn an_unsettled_person_waits_for_every_other_resource() {
     let second = h.cluster.wait_ready("second").await;
     let shown = entry(status_of(&second), &person).unwrap();
     assert_eq!(shown.ownership, None, "{shown:?}");
-    let posts = flavor.invite_posts(&h.mock);
-    let for_person: Vec<&JournalEntry> = posts
-        .iter()
-        .filter(|e| flavor.invited_in(e).contains(&person))
-        .collect();
-    assert_eq!(for_person.len(), 1, "one invite request: {for_person:#?}");
-    assert!(
-        posts
-            .iter()
-            .all(|e| e.at < settles_at || !flavor.invited_in(e).contains(&person))
-    );
+    let posts = flavor.invite_posts_for(&h.mock, &person);
+    assert_eq!(posts.len(), 1, "one invite request: {posts:#?}");
+    assert!(posts[0].at < settles_at, "sent before the window ended");
     h.finish().await;
 }
 
@@ -371,16 +380,8 @@ async fn a_removed_and_readded_person_waits_for_the_settle_window() {
     // The invite request is slow: the controller gives up after its 3 s timeout, the API acts
     // at 5 s. Removing and re-adding p meanwhile must not invite p again (the late request
     // would make that a second email).
-    let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
-    h.start_controller();
     let (p, q) = ("p@example.com".to_string(), "q@example.com".to_string());
-    h.cluster
-        .create_invitation("team", flavor.spec(&[p.clone(), q.clone()]))
-        .await;
-    let settles_at = intent_settles_at(&h, "team", &[p.clone(), q.clone()]).await;
+    let (h, settles_at) = unsettled(flavor, late(), "team", &[p.clone(), q.clone()]).await;
     // Removed while its request is unsettled: the entry stays.
     h.cluster
         .patch_spec(
@@ -388,12 +389,7 @@ async fn a_removed_and_readded_person_waits_for_the_settle_window() {
             serde_json::json!({"orgInvitation": {"usernames": [q]}}),
         )
         .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "the removal seen", |s| {
-            s.observed_generation == Some(2)
-        })
-        .await;
+    let inv = h.cluster.wait_generation("team", 2).await;
     let kept = entry(status_of(&inv), &p).expect("the unsettled entry is kept");
     assert_eq!(kept.state, UserState::Inviting);
     assert_eq!(kept.settles_at, Some(settles_at));
@@ -425,14 +421,8 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
     // (settlesAt = invitedAt + 6 s). Lowering the endpoint's timeout to 1 s afterwards must not
     // bring the next look forward.
     let flavor = Flavor::UserInvite;
-    let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::timeout()));
-    h.start_controller();
     let x = vec!["x@example.com".to_string()];
-    h.cluster.create_invitation("team", flavor.spec(&x)).await;
-    let settles_at = intent_settles_at(&h, "team", &x).await;
+    let (h, settles_at) = unsettled(flavor, ScriptedFault::timeout(), "team", &x).await;
     let invited_at = {
         let inv = h.cluster.invitations().get("team").await.unwrap();
         entry(status_of(&inv), &x[0]).unwrap().invited_at.unwrap()
@@ -471,15 +461,9 @@ async fn a_shorter_endpoint_timeout_does_not_shorten_a_recorded_window() {
 /// the 3 s timeout), then created again with the same name: the new one waits until the
 /// request settled instead of inviting the person a second time. Both flavours.
 async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
-    let mut h = flavor.harness(3, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
-    h.start_controller();
     let person = "held@example.com".to_string();
     let spec = flavor.spec(std::slice::from_ref(&person));
-    h.cluster.create_invitation("team", spec.clone()).await;
-    let settles_at = intent_settles_at(&h, "team", std::slice::from_ref(&person)).await;
+    let (h, settles_at) = unsettled(flavor, late(), "team", std::slice::from_ref(&person)).await;
     let api = h.cluster.invitations();
     api.delete("team", &Default::default()).await.unwrap();
     while api.get_opt("team").await.unwrap().is_some() {
@@ -498,11 +482,7 @@ async fn deleted_and_recreated_while_unsettled(flavor: Flavor) {
         "{message:?}"
     );
     h.cluster.wait_ready("team").await;
-    let posts: Vec<JournalEntry> = flavor
-        .invite_posts(&h.mock)
-        .into_iter()
-        .filter(|e| flavor.invited_in(e).contains(&person))
-        .collect();
+    let posts = flavor.invite_posts_for(&h.mock, &person);
     assert_eq!(posts.len(), 1, "one invite request: {posts:#?}");
     assert_eq!(h.mock.api.invitations_sent_to(&person), 1);
     assert!(posts[0].at < settles_at);
@@ -520,27 +500,19 @@ per_flavor!(
 /// entries and waits for the request to settle, then starts over on the new endpoint (event
 /// `EndpointChanged`) and finds the person instead of inviting them again. Both flavours.
 async fn switched_while_unsettled(flavor: Flavor) {
-    let mut h = flavor.harness(3, 100).await;
-    flavor
-        .apply_endpoint(&h.cluster, "other", &h.mock.url, 3, 100)
-        .await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(ScriptedFault::late(Duration::from_secs(5))));
-    h.start_controller();
     let person = "moved@example.com".to_string();
     let spec = flavor.spec(std::slice::from_ref(&person));
-    h.cluster.create_invitation("team", spec.clone()).await;
-    let settles_at = intent_settles_at(&h, "team", std::slice::from_ref(&person)).await;
+    let other = async |h: &Harness| {
+        flavor
+            .apply_endpoint(&h.cluster, "other", &h.mock.url, 3, 100)
+            .await
+    };
+    let (h, settles_at) =
+        unsettled_after(flavor, other, late(), "team", std::slice::from_ref(&person)).await;
     let mut moved = spec;
     moved["endpointRef"] = serde_json::json!({"kind": "InvitationEndpoint", "name": "other"});
     h.cluster.patch_spec("team", moved).await;
-    let waiting = h
-        .cluster
-        .wait_status("team", "waiting for the old request", |s| {
-            s.observed_generation == Some(2)
-        })
-        .await;
+    let waiting = h.cluster.wait_generation("team", 2).await;
     let status = status_of(&waiting);
     assert!(
         ready(status).1 == "Pending" && ready(status).0 == "False",
@@ -557,11 +529,7 @@ async fn switched_while_unsettled(flavor: Flavor) {
         status.endpoint.as_ref().map(|e| e.name.as_str()),
         Some("other")
     );
-    let posts: Vec<JournalEntry> = flavor
-        .invite_posts(&h.mock)
-        .into_iter()
-        .filter(|e| flavor.invited_in(e).contains(&person))
-        .collect();
+    let posts = flavor.invite_posts_for(&h.mock, &person);
     assert_eq!(posts.len(), 1, "one invite request: {posts:#?}");
     assert_eq!(h.mock.api.invitations_sent_to(&person), 1);
     assert_no_lookup_before(&h, flavor, posts[0].seq, settles_at);

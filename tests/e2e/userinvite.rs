@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use crate::common::{flavor::*, *};
 use invite_mock::ScriptedFault;
 use invite_operator::api::UserState;
 use kube::ResourceExt;
@@ -69,13 +69,12 @@ async fn create_invites_every_user_with_one_call_and_reports_ready() {
     s.finish().await;
 }
 
-#[tokio::test]
-async fn restart_sends_nothing_again_and_writes_nothing() {
-    let mut s = Harness::user_invite_running().await;
-    let before = s
-        .cluster
-        .create_ready("team", spec(&["alice@example.com", "bob@example.com"]))
-        .await;
+/// A restarted controller finds everything done: no Kubernetes write, no changing API call,
+/// still one invite request. Both flavours.
+async fn restart_sends_nothing_again_and_writes_nothing(flavor: Flavor) {
+    let mut s = flavor.running(5, 100).await;
+    let people = addresses("p", 2);
+    let before = s.cluster.create_ready("team", flavor.spec(&people)).await;
     s.controller.take().unwrap().stop().await;
     let journal_before = s.mock.api.journal().len();
 
@@ -93,10 +92,16 @@ async fn restart_sends_nothing_again_and_writes_nothing() {
         changes.is_empty(),
         "no API call that changes anything: {changes:?}"
     );
-    assert_eq!(invite_calls(&s.mock).len(), 1);
+    assert_eq!(flavor.invite_posts(&s.mock).len(), 1);
     s.controller = Some(restarted);
     s.finish().await;
 }
+
+per_flavor!(
+    restart_sends_nothing_again_and_writes_nothing() =>
+    restart_sends_nothing_again_and_writes_nothing_userinvite,
+    restart_sends_nothing_again_and_writes_nothing_orginvitation
+);
 
 #[tokio::test]
 async fn an_added_user_is_invited_alone() {
@@ -214,8 +219,7 @@ async fn an_existing_user_is_already_a_member_and_gets_no_email() {
 
 #[tokio::test]
 async fn a_missing_endpoint_then_secret_are_reported_and_recovered_from() {
-    let mut s = Harness::start().await;
-    s.start_controller();
+    let s = Harness::running().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     cluster
         .create_invitation("team", spec(&["alice@example.com"]))
@@ -312,11 +316,8 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
 #[tokio::test]
 async fn an_api_mismatch_and_a_pause_make_no_api_calls() {
     let s = Harness::user_invite_running().await;
-    let org_spec = json!({
-        "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-        "orgInvitation": {"usernames": ["bob@example.com"], "organizationRoles": [{"name": "org_member"}]}
-    });
-    s.cluster.create_invitation("org", org_spec).await;
+    let mismatch = org_spec("wavefront", &["bob@example.com"], "org_member");
+    s.cluster.create_invitation("org", mismatch).await;
     let message = s.cluster.wait_reason("org", "EndpointMismatch").await;
     assert!(message.contains("OrgInvitation"), "{message}");
 

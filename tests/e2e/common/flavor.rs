@@ -82,6 +82,13 @@ impl Flavor {
             .collect()
     }
 
+    /// The invite requests of the mock's journal that name `person`.
+    pub fn invite_posts_for(self, mock: &RunningMock, person: &str) -> Vec<JournalEntry> {
+        let mut posts = self.invite_posts(mock);
+        posts.retain(|e| self.invited_in(e).iter().any(|p| p == person));
+        posts
+    }
+
     /// The addresses of each invite request in `journal` whose answer had `status` (0: not
     /// answered yet).
     pub fn invites_answered(self, journal: &[JournalEntry], status: u16) -> Vec<Vec<String>> {
@@ -135,6 +142,13 @@ impl Flavor {
         h.cluster.put_secret(SECRET, TOKEN).await;
         self.apply_endpoint(&h.cluster, ENDPOINT, &h.mock.url, timeout_seconds, rps)
             .await;
+        h
+    }
+
+    /// [`Flavor::harness`] with the controller started.
+    pub async fn running(self, timeout_seconds: u64, rps: u32) -> Harness {
+        let mut h = self.harness(timeout_seconds, rps).await;
+        h.start_controller();
         h
     }
 

@@ -338,8 +338,19 @@ impl TestCluster {
 
     /// Creates (or replaces) the Secret holding the token.
     pub async fn put_secret(&self, name: &str, token: &str) {
+        self.put_token_secret(name, token, true).await;
+    }
+
+    /// [`TestCluster::put_secret`] without the credentials label (e.g. another app's token).
+    pub async fn put_unlabelled_secret(&self, name: &str, token: &str) {
+        self.put_token_secret(name, token, false).await;
+    }
+
+    async fn put_token_secret(&self, name: &str, token: &str, labelled: bool) {
         let mut metadata = self.metadata(name);
-        metadata["labels"]["invite.operators.dev/credentials"] = json!("true");
+        if labelled {
+            metadata["labels"]["invite.operators.dev/credentials"] = json!("true");
+        }
         let secret = Secret {
             metadata: serde_json::from_value(metadata).unwrap(),
             data: Some(BTreeMap::from([(
@@ -503,6 +514,13 @@ impl TestCluster {
             }
         })
         .await
+    }
+
+    /// Waits until the UserInvitation's status is of the spec's `generation`.
+    pub async fn wait_generation(&self, name: &str, generation: i64) -> UserInvitation {
+        let what = format!("generation {generation} observed");
+        self.wait_status(name, &what, |s| s.observed_generation == Some(generation))
+            .await
     }
 
     /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns the message.
@@ -902,10 +920,24 @@ impl Harness {
         Harness::user_invite_on(MockConfig::default()).await
     }
 
+    /// [`Harness::start`] with the controller started.
+    pub async fn running() -> Harness {
+        let mut h = Harness::start().await;
+        h.start_controller();
+        h
+    }
+
     /// [`Harness::user_invite`] with the controller started.
     pub async fn user_invite_running() -> Harness {
         let mut h = Harness::user_invite().await;
         h.start_controller();
+        h
+    }
+
+    /// [`Harness::user_invite`] with the controller started, resyncing every 200 ms.
+    pub async fn user_invite_resyncing() -> Harness {
+        let mut h = Harness::user_invite().await;
+        h.start_controller_resyncing(Duration::from_millis(200));
         h
     }
 

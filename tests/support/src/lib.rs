@@ -97,7 +97,7 @@ pub struct RecordedRequest {
 /// let f = Fault::new(409).verb("patch").resource("userinvitations").times(1);
 /// assert_eq!(f.status, 409);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fault {
     /// RBAC verb to match (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, …).
     pub verb: Option<String>,
@@ -123,56 +123,47 @@ pub struct Fault {
     pub message: Option<String>,
 }
 
+/// Builder methods `field(value)` setting `Some(value.into())`.
+macro_rules! string_setters {
+    ($($(#[$doc:meta])* $field:ident,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: impl Into<String>) -> Self {
+                self.$field = Some($field.into());
+                self
+            }
+        )*
+    };
+}
+
 impl Fault {
     /// A fault answering `status` once for any request.
     pub fn new(status: u16) -> Self {
         Fault {
-            verb: None,
-            resource: None,
-            subresource: None,
-            name: None,
-            namespace: None,
-            user_agent: None,
             status,
             times: 1,
-            retry_after: None,
-            message: None,
+            ..Fault::default()
         }
     }
 
-    /// Only match this RBAC verb.
-    pub fn verb(mut self, verb: impl Into<String>) -> Self {
-        self.verb = Some(verb.into());
-        self
-    }
-
-    /// Only match this resource (plural).
-    pub fn resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = Some(resource.into());
-        self
+    string_setters! {
+        /// Only match this RBAC verb.
+        verb,
+        /// Only match this resource (plural).
+        resource,
+        /// Only match this object name.
+        name,
+        /// Only match this namespace.
+        namespace,
+        /// Only match requests whose `User-Agent` contains this string.
+        user_agent,
+        /// Override the `Status` message.
+        message,
     }
 
     /// Only match this subresource (`None`: only the main resource).
     pub fn subresource(mut self, subresource: Option<&str>) -> Self {
         self.subresource = Some(subresource.map(String::from));
-        self
-    }
-
-    /// Only match this object name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Only match this namespace.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// Only match requests whose `User-Agent` contains this string.
-    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = Some(user_agent.into());
         self
     }
 
@@ -186,12 +177,6 @@ impl Fault {
     /// Send a `Retry-After` header.
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
-        self
-    }
-
-    /// Override the `Status` message.
-    pub fn message(mut self, message: impl Into<String>) -> Self {
-        self.message = Some(message.into());
         self
     }
 }
