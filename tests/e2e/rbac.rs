@@ -74,7 +74,19 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     settings.batch.linger = settings.batch.window;
     let (elected, stop, _readiness) =
         run_elected(cluster, client, settings, &cluster.namespace, "rbac-test");
+    every_kind_of_work(cluster, &shared).await;
+    // Long enough for a few renewals.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop.cancel();
+    elected.await.unwrap().unwrap();
+    assert_grants_match(&server.requests());
+    h.finish().await;
+}
 
+/// Work that makes every call the controller can make: through the cluster endpoint (namespace
+/// labels) and the namespaced one, a refused user, a spec change, a journaled batch of two
+/// resources, and a deletion with cleanup.
+async fn every_kind_of_work(cluster: &TestCluster, shared: &str) {
     // Through the cluster endpoint (namespace labels), with a finalizer, a refused user
     // (an InviteFailed event) that is retried with the same answer (the event's series is
     // patched), then deleted (cleanup, finalizer removed).
@@ -129,14 +141,13 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         .await
         .unwrap();
     cluster.wait_gone("team").await;
-    // Long enough for a few renewals.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    stop.cancel();
-    elected.await.unwrap().unwrap();
+}
 
-    let used: BTreeSet<Grant> = server
-        .requests()
-        .into_iter()
+/// The operator's calls in `requests` are exactly what the chart grants.
+fn assert_grants_match(requests: &[kube_test_apiserver::RecordedRequest]) {
+    let used: BTreeSet<Grant> = requests
+        .iter()
+        .cloned()
         .filter(|r| r.user_agent.as_deref() == Some(USER_AGENT) && !r.resource.is_empty())
         .map(|r| {
             let resource = match &r.subresource {
@@ -157,7 +168,6 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
         unused.is_empty(),
         "grants the controller never used: {unused:?}"
     );
-    h.finish().await;
 }
 
 /// The ServiceAccount and RBAC objects `templates/rbac.yaml` renders from `rules` for a release
@@ -825,21 +835,7 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
         "edit lists cluster endpoints: {platform:?}"
     );
     // … nor the operator's intent journal, even in a namespace where it is `edit`.
-    let journal =
-        Api::<invite_operator::api::InviteIntent>::namespaced(as_alice.clone(), &cluster.namespace);
-    let read = journal.list(&ListParams::default()).await;
-    assert!(forbidden(&read), "edit reads the intent journal: {read:?}");
-    let intent: invite_operator::api::InviteIntent = serde_json::from_value(json!({
-        "metadata": {"name": "forged", "labels": cluster.labels()},
-        "spec": {"endpoint": {"api": "UserInvite", "kind": "InvitationEndpoint", "name": "team"},
-                 "api": {"url": "https://api.example.com"}, "addresses": []},
-    }))
-    .unwrap();
-    let written = journal.create(&Default::default(), &intent).await;
-    assert!(
-        forbidden(&written),
-        "edit writes the intent journal: {written:?}"
-    );
+    journal_is_out_of_reach(cluster, &as_alice).await;
     // view: read only.
     let bobs = Api::<UserInvitation>::namespaced(as_bob.clone(), &cluster.namespace);
     assert_eq!(
@@ -858,6 +854,26 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
         .await
         .expect("edit may delete a UserInvitation");
     h.finish().await;
+}
+
+/// A user bound to `edit` in the test namespace neither reads nor writes InviteIntents there.
+async fn journal_is_out_of_reach(cluster: &TestCluster, client: &kube::Client) {
+    use invite_operator::api::InviteIntent;
+    use kube::{Api, api::ListParams};
+    let journal = Api::<InviteIntent>::namespaced(client.clone(), &cluster.namespace);
+    let read = journal.list(&ListParams::default()).await;
+    assert!(forbidden(&read), "edit reads the intent journal: {read:?}");
+    let intent: InviteIntent = serde_json::from_value(json!({
+        "metadata": {"name": "forged", "labels": cluster.labels()},
+        "spec": {"endpoint": {"api": "UserInvite", "kind": "InvitationEndpoint", "name": "team"},
+                 "api": {"url": "https://api.example.com"}, "addresses": []},
+    }))
+    .unwrap();
+    let written = journal.create(&Default::default(), &intent).await;
+    assert!(
+        forbidden(&written),
+        "edit writes the intent journal: {written:?}"
+    );
 }
 
 /// Whether the controller manager fills the built-in roles (it does shortly after the server
