@@ -147,14 +147,13 @@ async fn every_kind_of_work(cluster: &TestCluster, shared: &str) {
 fn assert_grants_match(requests: &[kube_test_apiserver::RecordedRequest]) {
     let used: BTreeSet<Grant> = requests
         .iter()
-        .cloned()
         .filter(|r| r.user_agent.as_deref() == Some(USER_AGENT) && !r.resource.is_empty())
         .map(|r| {
             let resource = match &r.subresource {
                 Some(sub) => format!("{}/{sub}", r.resource),
                 None => r.resource.clone(),
             };
-            (r.api_group, resource, r.verb)
+            (r.api_group.clone(), resource, r.verb.clone())
         })
         .collect();
     let granted = granted(&["namespaced", "cluster", "leaderElection", "journal"]);
