@@ -362,9 +362,10 @@ per_flavor!(
 
 /// Window: one invite request carries the users of several resources (their calls are
 /// coalesced), the API holds it (it acts later, then answers 502), and the controller is killed
-/// meanwhile. Each resource recorded its own intent before its users joined the batch, so after
-/// the restart each finds `Inviting`, waits until the request has settled, looks its users up
-/// and finds them invited: one email each.
+/// meanwhile. The batch's intent was recorded before the call in the intent journal (one
+/// `InviteIntent` naming every address and its resource), so after the restart each resource's
+/// addresses count as `Inviting` until the request has settled; then they are looked up and
+/// found invited: one email each.
 async fn kill_while_a_batch_spanning_resources_is_in_flight(flavor: Flavor, config: MockConfig) {
     let mut e = Env::new(flavor, 100, config).await;
     e.mock.api.add_fault(
