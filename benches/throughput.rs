@@ -116,6 +116,14 @@ struct Args {
     /// (repeatable).
     #[arg(long = "controller-arg", allow_hyphen_values = true)]
     controller_args: Vec<String>,
+    /// Measure another operator on the same CRD instead of invite-operator, e.g.
+    /// `--operator-command "python3 benches/kopf/kopf_operator.py"` (the kopf baseline, see
+    /// benches/kopf/README.md). The command gets `KUBECONFIG`, `WATCH_NAMESPACE` and
+    /// `METRICS_ADDR` and must serve `/readyz` and `/metrics` with invite-operator's reconcile
+    /// and API-call counters there. The idle-resync run is skipped for it (what a restart does
+    /// differs by design); controller flags do not apply.
+    #[arg(long)]
+    operator_command: Option<String>,
     /// Resources of the latency run: applied one at a time to an idle controller, each timed
     /// from its create to Ready (0 skips it) [default: 20; --quick: 5].
     #[arg(long)]
@@ -237,6 +245,7 @@ impl Plan {
             extra_args,
             log_level: self.args.controller_log_level.clone(),
             log_file: self.work_dir.join(format!("{log}.log")),
+            operator_command: self.args.operator_command.clone(),
         }
     }
 }
@@ -766,7 +775,7 @@ fn report(
     plan: &Plan,
     applied: &Converged,
     backlog: &Converged,
-    idle: &Idle,
+    idle: Option<&Idle>,
     floor: Option<&floor::Floor>,
     memory: Option<&Memory>,
     latency: Option<&Latency>,
@@ -1029,49 +1038,51 @@ fn report(
         ["—".into(), backlog.first_reconcile.map_or("—".into(), secs)],
         "process start → first reconcile counted in /metrics (polled every 5 ms)",
     );
-    row(
-        &mut t,
-        "idle resync: Kubernetes writes",
-        [
-            format!(
-                "{} (status {}, finalizer {}, events {})",
-                idle.writes.all(),
-                idle.writes.status + idle.writes.status_failed,
-                idle.writes.finalizer + idle.writes.finalizer_failed,
-                idle.writes.events
-            ),
-            "—".into(),
-        ],
-        "controller restarted over the converged resources: its first pass looks every invited user up again",
-    );
-    row(
-        &mut t,
-        "idle resync: API calls per resource",
-        [
-            format!(
-                "{} ({} calls, {} changing)",
-                ratio(idle.calls.total() as f64, n as f64),
-                idle.calls.total(),
-                idle.calls.mutating(),
-            ),
-            "—".into(),
-        ],
-        "the mock's journal",
-    );
-    row(
-        &mut t,
-        "idle resync: duration",
-        [
-            format!(
-                "{} ({} reconciles: {})",
-                secs(idle.pass),
-                idle.reconciles.reconciles(),
-                results(&idle.reconciles)
-            ),
-            "—".into(),
-        ],
-        "process start → last reconcile of the restart pass (none for 2 s after it)",
-    );
+    if let Some(idle) = idle {
+        row(
+            &mut t,
+            "idle resync: Kubernetes writes",
+            [
+                format!(
+                    "{} (status {}, finalizer {}, events {})",
+                    idle.writes.all(),
+                    idle.writes.status + idle.writes.status_failed,
+                    idle.writes.finalizer + idle.writes.finalizer_failed,
+                    idle.writes.events
+                ),
+                "—".into(),
+            ],
+            "controller restarted over the converged resources: its first pass looks every invited user up again",
+        );
+        row(
+            &mut t,
+            "idle resync: API calls per resource",
+            [
+                format!(
+                    "{} ({} calls, {} changing)",
+                    ratio(idle.calls.total() as f64, n as f64),
+                    idle.calls.total(),
+                    idle.calls.mutating(),
+                ),
+                "—".into(),
+            ],
+            "the mock's journal",
+        );
+        row(
+            &mut t,
+            "idle resync: duration",
+            [
+                format!(
+                    "{} ({} reconciles: {})",
+                    secs(idle.pass),
+                    idle.reconciles.reconciles(),
+                    results(&idle.reconciles)
+                ),
+                "—".into(),
+            ],
+            "process start → last reconcile of the restart pass (none for 2 s after it)",
+        );
+    }
     if let Some(m) = memory {
         let k = count(m.resources);
         row(
@@ -1130,7 +1141,15 @@ async fn run(bench: &mut Bench) -> BenchResult<(String, Vec<String>)> {
         None
     };
     let (applied, kept) = bench.converge(Start::AppliedAtOnce).await?;
-    let idle = bench.idle(kept).await?;
+    let idle = if bench.plan.args.operator_command.is_none() {
+        Some(bench.idle(kept).await?)
+    } else {
+        kept.controller.stop().await?;
+        drop(kept.tracker);
+        kept.mock.shutdown().await;
+        bench.drop_namespace(&kept.ns).await?;
+        None
+    };
     let (backlog, kept) = bench.converge(Start::Backlog).await?;
     kept.controller.stop().await?;
     let floor = if bench.plan.args.floor_concurrency > 0 {
@@ -1176,25 +1195,27 @@ async fn run(bench: &mut Bench) -> BenchResult<(String, Vec<String>)> {
             ));
         }
     }
-    if idle.writes.all() > 0 {
-        failures.push(format!(
-            "the idle resync wrote to Kubernetes: {:?}",
-            idle.writes
-        ));
-    }
-    if idle.calls.mutating() > 0 {
-        failures.push(format!(
-            "the idle resync made {} API calls that change something: {:?}",
-            idle.calls.mutating(),
-            idle.calls.by_operation
-        ));
+    if let Some(idle) = &idle {
+        if idle.writes.all() > 0 {
+            failures.push(format!(
+                "the idle resync wrote to Kubernetes: {:?}",
+                idle.writes
+            ));
+        }
+        if idle.calls.mutating() > 0 {
+            failures.push(format!(
+                "the idle resync made {} API calls that change something: {:?}",
+                idle.calls.mutating(),
+                idle.calls.by_operation
+            ));
+        }
     }
     Ok((
         report(
             &bench.plan,
             &applied,
             &backlog,
-            &idle,
+            idle.as_ref(),
             floor.as_ref(),
             memory.as_ref(),
             latency.as_ref(),

@@ -56,6 +56,8 @@ pub struct Launch {
     pub log_level: String,
     /// Where its standard output and error go.
     pub log_file: PathBuf,
+    /// Another operator to start instead (`--operator-command`), run by `sh -c`.
+    pub operator_command: Option<String>,
 }
 
 /// A running controller process; killed when dropped.
@@ -78,6 +80,32 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// `invite-operator run` as `launch` says, its metrics on `metrics_addr`.
+fn invite_operator(launch: &Launch, metrics_addr: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_invite-operator"));
+    for var in CONTROLLER_ENV {
+        command.env_remove(var);
+    }
+    // Plain log lines in the file.
+    command.env("NO_COLOR", "1");
+    command
+        .arg("--log-level")
+        .arg(&launch.log_level)
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&launch.kubeconfig)
+        .arg("--metrics-addr")
+        .arg(metrics_addr)
+        .arg("--namespace")
+        .arg(&launch.namespace)
+        // The mock API listens on loopback and the benchmark's endpoints are namespaced.
+        .arg("--namespaced-endpoints-loopback-http")
+        .arg("--watch-namespaces")
+        .arg(&launch.namespace)
+        .args(&launch.extra_args);
+    command
+}
+
 /// A free loopback port: bound to port 0, read back, released.
 fn free_port() -> BenchResult<u16> {
     let listener =
@@ -97,38 +125,29 @@ impl ControllerProcess {
         let log_err = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", launch.log_file.display()))?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_invite-operator"));
-        for var in CONTROLLER_ENV {
-            command.env_remove(var);
-        }
-        // Plain log lines in the file.
-        command.env("NO_COLOR", "1");
-        command
-            .arg("--log-level")
-            .arg(&launch.log_level)
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(&launch.kubeconfig)
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--namespace")
-            .arg(&launch.namespace)
-            // The mock API listens on loopback and the benchmark's endpoints are namespaced.
-            .arg("--namespaced-endpoints-loopback-http")
-            .arg("--watch-namespaces")
-            .arg(&launch.namespace)
-            .args(&launch.extra_args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let mut command = match &launch.operator_command {
+            Some(other) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("exec {other}"))
+                    .env("KUBECONFIG", &launch.kubeconfig)
+                    .env("WATCH_NAMESPACE", &launch.namespace)
+                    .env("METRICS_ADDR", &metrics_addr);
+                command
+            }
+            None => invite_operator(launch, &metrics_addr),
+        };
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
         let started = Instant::now();
         let child = command
             .spawn()
-            .map_err(|e| format!("cannot start invite-operator: {e}"))?;
+            .map_err(|e| format!("cannot start the operator: {e}"))?;
         Ok(ControllerProcess {
             child,
             started,
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            metrics_url: format!("http://{metrics_addr}/metrics"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()

@@ -82,8 +82,9 @@ pub struct RunArgs {
     #[arg(long, env = "BATCH_WINDOW", default_value = "200ms", value_parser = parse_batch_window)]
     pub batch_window: Duration,
     /// How long the first lookup or invitation on a quiet endpoint (no call within the batch
-    /// window) waits for others to join it; at most the batch window.
-    #[arg(long, env = "BATCH_LINGER", default_value = "20ms", value_parser = humantime::parse_duration)]
+    /// window) waits for others to join it; at most the batch window. The default, 0s, sends
+    /// it at once: one `kubectl apply` pays no wait.
+    #[arg(long, env = "BATCH_LINGER", default_value = "0s", value_parser = humantime::parse_duration)]
     pub batch_linger: Duration,
     /// Most addresses one coalesced lookup or invitation batch carries.
     #[arg(long, env = "BATCH_MAX_USERS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]

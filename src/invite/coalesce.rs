@@ -48,7 +48,8 @@ pub struct BatchSettings {
     /// Most batches of one queue in flight at once.
     pub max_in_flight: usize,
     /// How long the first job on a quiet queue (no batch went out within the window) waits
-    /// for company: the resources of one `kubectl apply` arrive a few milliseconds apart.
+    /// for company (the resources of one `kubectl apply` arrive a few milliseconds apart); by
+    /// default none: a lone resource's call goes out at once.
     pub linger: Duration,
 }
 
@@ -58,7 +59,7 @@ impl Default for BatchSettings {
             window: Duration::from_millis(200),
             max_users: 500,
             max_in_flight: 4,
-            linger: Duration::from_millis(20),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -422,6 +423,10 @@ impl InviteApi for CoalescedApi {
 
     fn max_batch(&self) -> usize {
         self.inner.max_batch()
+    }
+
+    fn reads_back_identifiers(&self) -> bool {
+        self.inner.reads_back_identifiers()
     }
 
     async fn verify_credentials(&self) -> Result<(), ApiError> {

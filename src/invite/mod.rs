@@ -228,6 +228,13 @@ pub trait InviteApi: Send + Sync + std::fmt::Debug {
         200
     }
 
+    /// Whether an invited user's identifier is read back after the outcome is written: the
+    /// invite answer does not say it, so the address stands in until a lookup does (it may
+    /// differ, as `local+customer@domain` on multi-tenant UserInvite clusters).
+    fn reads_back_identifiers(&self) -> bool {
+        false
+    }
+
     /// Checks that the credentials work without changing anything.
     async fn verify_credentials(&self) -> Result<(), ApiError>;
 

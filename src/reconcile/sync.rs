@@ -15,7 +15,8 @@ use super::{
 use crate::{
     api::{ApiFlavor, UserInvitationStatus, UserStatus},
     invite::{
-        ApiError, ErrorCategory, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Observed,
+        ApiError, ErrorCategory, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Lookup,
+        Observed,
         intent::{Asked, BatchIntent},
     },
 };
@@ -34,6 +35,8 @@ struct Pass<'c, 'a> {
     /// The planned status holds intents from the intent journal that the stored status may
     /// lack: the next status write is due even when nothing else changed.
     overlay_unwritten: bool,
+    /// The addresses this pass invited.
+    invited: Vec<String>,
     report: SyncReport,
 }
 
@@ -52,6 +55,7 @@ pub async fn sync<W: StatusWriter>(
         written: ctx.previous.clone(),
         blocked: None,
         overlay_unwritten: !ctx.journaled.is_empty(),
+        invited: Vec::new(),
         report: SyncReport::default(),
     };
     let Some(observed) = look_up(&mut pass, api, writer).await? else {
@@ -64,7 +68,7 @@ pub async fn sync<W: StatusWriter>(
     }
     enforce(&mut pass, api, holders, &observed).await;
     remove(&mut pass, api, holders).await;
-    finish(pass, writer).await
+    finish(pass, api, writer).await
 }
 
 /// What each address to invite is granted, as the endpoint's flavour takes it; an address
@@ -217,6 +221,7 @@ async fn invite<W: StatusWriter>(
         .map(|(email, _)| email.clone())
         .collect();
     if !invited.is_empty() {
+        pass.invited.clone_from(&invited);
         pass.report.changes.push(Change::Invited(invited));
     }
     for (email, outcome) in &outcomes {
@@ -339,30 +344,73 @@ fn leave_alone(pass: &mut Pass<'_, '_>, email: &str, holder: String) {
     });
 }
 
-/// Phase 7: the outcome, written if it changed.
+/// Phase 7: the outcome, written if it changed; then the identifiers of the users invited
+/// in this pass, read back when the client asks for it, written only if one differs.
 async fn finish<W: StatusWriter>(
     mut pass: Pass<'_, '_>,
+    api: &dyn InviteApi,
     writer: &mut W,
 ) -> Result<SyncReport, WriteError> {
-    let problem_text = pass.report.problem.as_ref().map(ApiError::to_string);
     let mut users = std::mem::take(&mut pass.users);
     users.extend(std::mem::take(&mut pass.kept));
+    let status = outcome_status(&pass, users);
+    pass.report.next_look = plan::settle_wait(pass.ctx, &status.users);
+    record_transitions(&mut pass.report, pass.ctx.previous, &status);
+    let users = status.users.clone();
+    write_if_changed(&mut pass, writer, status).await?;
+    if let Some(users) = read_back_identifiers(&pass, api, users).await {
+        let status = outcome_status(&pass, users);
+        write_if_changed(&mut pass, writer, status).await?;
+    }
+    pass.report.status = pass.written.clone();
+    pass.report.finished = true;
+    Ok(pass.report)
+}
+
+/// The status the pass ends with, for these entries.
+fn outcome_status(pass: &Pass<'_, '_>, users: Vec<UserStatus>) -> UserInvitationStatus {
+    let problem_text = pass.report.problem.as_ref().map(ApiError::to_string);
     let mut status = plan::summarize(pass.ctx, users, problem_text.as_deref());
-    if let (Some(reason), Some(text)) = (pass.blocked, &problem_text) {
+    if let (Some(reason), Some(text)) = (pass.blocked, problem_text) {
         status.conditions = plan::conditions_for(
             pass.ctx.previous,
             reason,
-            text.clone(),
+            text,
             pass.ctx.generation,
             pass.ctx.now,
         );
     }
-    pass.report.next_look = plan::settle_wait(pass.ctx, &status.users);
-    record_transitions(&mut pass.report, pass.ctx.previous, &status);
-    write_if_changed(&mut pass, writer, status).await?;
-    pass.report.status = pass.written.clone();
-    pass.report.finished = true;
-    Ok(pass.report)
+    status
+}
+
+/// Phase 8: the identifiers the API gave the users this pass invited, when the client does
+/// not know them from the invite answer (UserInvite). Read after the outcome is written, so
+/// Ready does not wait for this lookup; `users` with each identifier the lookup found, or
+/// `None` when there is nothing to change (or the lookup failed: the addresses stay, and the
+/// next check of invited users reads the identifiers again).
+async fn read_back_identifiers(
+    pass: &Pass<'_, '_>,
+    api: &dyn InviteApi,
+    mut users: Vec<UserStatus>,
+) -> Option<Vec<UserStatus>> {
+    if pass.invited.is_empty() || !api.reads_back_identifiers() {
+        return None;
+    }
+    let lookups: Vec<Lookup> = pass.invited.iter().map(Lookup::email).collect();
+    let found = api.look_up(&lookups).await.ok()?;
+    let mut changed = false;
+    let invited = |u: &&mut UserStatus| {
+        u.state == crate::api::UserState::Invited && pass.invited.contains(&u.email_address)
+    };
+    for user in users.iter_mut().filter(invited) {
+        if let Some(Observed::Member { identifier, .. }) = found.get(&user.email_address)
+            && user.identifier.as_ref() != Some(identifier)
+        {
+            user.identifier = Some(identifier.clone());
+            changed = true;
+        }
+    }
+    changed.then_some(users)
 }
 
 fn record_transitions(

@@ -30,6 +30,9 @@ struct ScriptedApi {
     invite: BTreeMap<String, InviteOutcome>,
     enforce: Option<ApiError>,
     remove: Option<ApiError>,
+    /// Set: the client reads identifiers back after the outcome (as UserInvite does), and
+    /// every lookup after the first answers this.
+    read_back: Option<BTreeMap<String, Observed>>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -61,9 +64,17 @@ impl InviteApi for ScriptedApi {
         Ok(())
     }
 
+    fn reads_back_identifiers(&self) -> bool {
+        self.read_back.is_some()
+    }
+
     async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
         let emails: Vec<&str> = lookups.iter().map(|l| l.email.as_str()).collect();
+        let earlier = self.calls().iter().any(|c| c.starts_with("look up"));
         self.record(format!("look up {}", emails.join(",")));
+        if let (true, Some(answer)) = (earlier, &self.read_back) {
+            return Ok(answer.clone());
+        }
         match &self.look_up {
             Some(answer) => answer.clone(),
             None => Ok(lookups
@@ -459,4 +470,38 @@ async fn an_invalid_entry_fails_alone_and_the_others_are_invited() {
         (UserState::Failed, Some(FailureReason::InvalidSpec))
     );
     assert_eq!(status.conditions[0].reason, "InvalidSpec");
+}
+
+#[tokio::test]
+async fn identifiers_are_read_back_after_the_outcome_is_written_and_written_only_if_they_differ() {
+    let member = |id: &str| Observed::Member {
+        identifier: id.into(),
+        accepted: false,
+        grants: None,
+    };
+    for (tenant_id, writes_expected) in [("a+tenant@x.com", 3), ("a@x.com", 2)] {
+        let api = ScriptedApi {
+            invite: [("a@x.com".to_string(), invited("a@x.com"))].into(),
+            read_back: Some([("a@x.com".to_string(), member(tenant_id))].into()),
+            ..Default::default()
+        };
+        let mut writes = Writes::default();
+        pass(&api, &spec(&["a@x.com"]), &Default::default(), &mut writes)
+            .await
+            .unwrap();
+        assert_eq!(
+            api.calls(),
+            ["look up a@x.com", "invite a@x.com", "look up a@x.com"],
+            "{tenant_id}"
+        );
+        // The intent, then the outcome (Ready, the address standing in for the identifier)
+        // before the read-back, then the identifier the API knows the person by if it differs.
+        assert_eq!(writes.written.len(), writes_expected, "{tenant_id}");
+        let outcome = &writes.written[1];
+        assert_eq!(outcome.conditions[0].status, "True", "{tenant_id}");
+        assert_eq!(outcome.users[0].identifier.as_deref(), Some("a@x.com"));
+        let last = writes.written.last().unwrap();
+        assert_eq!(last.users[0].identifier.as_deref(), Some(tenant_id));
+        assert_eq!(last.users[0].state, UserState::Invited);
+    }
 }

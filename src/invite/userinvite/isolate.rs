@@ -81,7 +81,7 @@ impl UserInviteClient {
         while let Some(batch) = pending.pop() {
             let emails: Vec<String> = batch.iter().map(|u| normalized(&u.email_address)).collect();
             match self.post_invite(&batch, send_by).await {
-                Ok(Posted::Sent(warning)) => self.record_invited(&emails, warning, outcomes).await,
+                Ok(Posted::Sent(warning)) => record_invited(&emails, warning, outcomes),
                 Ok(Posted::Refused(message)) if batch.len() == 1 => {
                     outcomes.insert(emails[0].clone(), self.refused(&emails[0], message).await);
                 }
@@ -145,32 +145,6 @@ impl UserInviteClient {
         Ok(rest)
     }
 
-    /// After a successful invite call, reads the identifiers back (the invite answer names at
-    /// most one user). If that read fails, the addresses stand in for the identifiers.
-    async fn record_invited(
-        &self,
-        emails: &[String],
-        warning: Option<String>,
-        outcomes: &mut BTreeMap<String, InviteOutcome>,
-    ) {
-        let lookups: Vec<Lookup> = emails.iter().map(Lookup::email).collect();
-        let confirmed = self.look_up(&lookups).await.unwrap_or_default();
-        for email in emails {
-            let identifier = match confirmed.get(email) {
-                Some(Observed::Member { identifier, .. }) => identifier.clone(),
-                _ => email.clone(),
-            };
-            outcomes.insert(
-                email.clone(),
-                InviteOutcome::Invited {
-                    identifier,
-                    expires_at: None,
-                    warning: warning.clone(),
-                },
-            );
-        }
-    }
-
     /// The verdict for one refused user: `AlreadyMember` when the user turns out to exist,
     /// otherwise `Rejected` with the API's message.
     async fn refused(&self, email: &str, message: String) -> InviteOutcome {
@@ -183,5 +157,26 @@ impl UserInviteClient {
             };
         }
         InviteOutcome::Rejected { message }
+    }
+}
+
+/// After a successful invite call, each address stands in for its identifier: the invite
+/// answer names at most one user, and the pass reads the identifiers back once the outcome is
+/// written ([`crate::invite::InviteApi::reads_back_identifiers`]), so that the person waiting
+/// on Ready does not wait for that lookup too.
+fn record_invited(
+    emails: &[String],
+    warning: Option<String>,
+    outcomes: &mut BTreeMap<String, InviteOutcome>,
+) {
+    for email in emails {
+        outcomes.insert(
+            email.clone(),
+            InviteOutcome::Invited {
+                identifier: email.clone(),
+                expires_at: None,
+                warning: warning.clone(),
+            },
+        );
     }
 }

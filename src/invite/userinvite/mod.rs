@@ -200,6 +200,10 @@ impl InviteApi for UserInviteClient {
         self.transport.timeout()
     }
 
+    fn reads_back_identifiers(&self) -> bool {
+        true
+    }
+
     async fn verify_credentials(&self) -> Result<(), ApiError> {
         // The API has no side-effect-free check of a token.
         Ok(())
