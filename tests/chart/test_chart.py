@@ -219,21 +219,41 @@ def rendered(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], list[
 # lint and schema
 
 
-@pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_helm_lint_strict_has_no_warning_or_error(name: str) -> None:
-    report = helm.lint(str(CHART), VALUE_SETS[name], strict=True, namespace=NAMESPACE)
+def assert_lints_clean(chart: Path, values: dict[str, Any]) -> None:
+    """`helm lint --strict` of `chart` with `values` finds no error and no warning."""
+    report = helm.lint(str(chart), values, strict=True, namespace=NAMESPACE)
     assert report["total_charts_linted"] == 1
     assert report["errors"] == [], report
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert problems == [], problems
 
 
-def test_values_yaml_passes_the_schema() -> None:
-    with load_chart() as chart:
+def assert_schema_accepts(chart_path: Path, value_sets: dict[str, dict[str, Any]]) -> None:
+    """`chart_path` has a values.schema.json, and it accepts no values and each value set."""
+    with load_chart(chart_path) as chart:
         assert chart.schema is not None, "values.schema.json missing"
         chart.validate_schema({})
-        for values in VALUE_SETS.values():
+        for values in value_sets.values():
             chart.validate_schema(values)
+
+
+def assert_schema_rejects(chart_path: Path, values: dict[str, Any], release: str) -> None:
+    """The values schema of `chart_path` rejects `values`, and so does rendering with them."""
+    with load_chart(chart_path) as chart:
+        with pytest.raises(helm.HelmValuesError):
+            chart.validate_schema(values)
+        # install/template validate against the schema too
+        with pytest.raises(helm.HelmError):
+            chart.render(values, name=release, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_strict_has_no_warning_or_error(name: str) -> None:
+    assert_lints_clean(CHART, VALUE_SETS[name])
+
+
+def test_values_yaml_passes_the_schema() -> None:
+    assert_schema_accepts(CHART, VALUE_SETS)
 
 
 @pytest.mark.parametrize(
@@ -265,12 +285,7 @@ def test_values_yaml_passes_the_schema() -> None:
     ],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
-    with load_chart() as chart:
-        with pytest.raises(helm.HelmValuesError):
-            chart.validate_schema(bad)
-        # install/template validate against the schema too
-        with pytest.raises(helm.HelmError):
-            chart.render(bad, name=RELEASE, namespace=NAMESPACE)
+    assert_schema_rejects(CHART, bad, RELEASE)
 
 
 def test_schema_rejects_xml_log_format_with_a_clear_message() -> None:
@@ -1091,11 +1106,7 @@ def without_template(obj: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", sorted(ENDPOINT_VALUE_SETS))
 def test_endpoint_chart_lint_strict_has_no_warning_or_error(name: str) -> None:
-    report = helm.lint(str(ENDPOINT_CHART), ENDPOINT_VALUE_SETS[name], strict=True, namespace=NAMESPACE)
-    assert report["total_charts_linted"] == 1
-    assert report["errors"] == [], report
-    problems = [m for m in report["messages"] if m["severity"] >= 2]
-    assert problems == [], problems
+    assert_lints_clean(ENDPOINT_CHART, ENDPOINT_VALUE_SETS[name])
 
 
 def test_endpoint_chart_metadata_matches_the_operator_chart() -> None:
@@ -1230,11 +1241,7 @@ def test_values_never_ship_a_token() -> None:
 
 
 def test_endpoint_values_yaml_passes_the_schema() -> None:
-    with load_chart(ENDPOINT_CHART) as c:
-        assert c.schema is not None, "values.schema.json missing"
-        c.validate_schema({})
-        for values in ENDPOINT_VALUE_SETS.values():
-            c.validate_schema(values)
+    assert_schema_accepts(ENDPOINT_CHART, ENDPOINT_VALUE_SETS)
 
 
 @pytest.mark.parametrize(
@@ -1259,11 +1266,7 @@ def test_endpoint_values_yaml_passes_the_schema() -> None:
     ],
 )
 def test_endpoint_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
-    with load_chart(ENDPOINT_CHART) as c:
-        with pytest.raises(helm.HelmValuesError):
-            c.validate_schema({"url": URL, **bad})
-        with pytest.raises(helm.HelmError):
-            c.render({"url": URL, **bad}, name=ENDPOINT_RELEASE, namespace=NAMESPACE)
+    assert_schema_rejects(ENDPOINT_CHART, {"url": URL, **bad}, ENDPOINT_RELEASE)
 
 
 # --------------------------------------------------------------------------------------------
