@@ -132,17 +132,11 @@ def render_raw(
         return json.loads(_native.call_string("helm_render", c._raw(), json.dumps(values or {}), json.dumps(opts)))
 
 
-def render(
-    values: dict[str, Any] | None = None,
-    namespace: str = NAMESPACE,
-    chart: Path = CHART,
-    release: str = RELEASE,
-    api_versions: list[str] | None = None,
-    kube_version: str | None = None,
-) -> list[dict[str, Any]]:
-    """Render and parse every manifest (NOTES.txt excluded), each tagged with its template."""
+def render(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Render (the arguments of `render_raw`) and parse every manifest (NOTES.txt excluded),
+    each tagged with its template."""
     docs: list[dict[str, Any]] = []
-    rendered = render_raw(values, namespace, chart, release, api_versions, kube_version)
+    rendered = render_raw(*args, **kwargs)
     for template, text in sorted(rendered.items()):
         if template.endswith("NOTES.txt"):
             continue
