@@ -902,20 +902,7 @@ fn report(
                 &mut t,
                 &format!("  {op}"),
                 both(&|c| {
-                    let k = c
-                        .calls
-                        .by_operation
-                        .get(family)
-                        .and_then(|ops| ops.get(&op))
-                        .copied()
-                        .unwrap_or(0);
-                    let carried = c
-                        .calls
-                        .addresses
-                        .get(family)
-                        .and_then(|ops| ops.get(&op))
-                        .copied()
-                        .unwrap_or(0);
+                    let (k, carried) = c.calls.operation(*family, &op);
                     let per = format!(
                         "{} per resource, {} per address ({k}",
                         ratio(k as f64, of),

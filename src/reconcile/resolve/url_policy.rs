@@ -203,12 +203,12 @@ mod tests {
 
     #[test]
     fn namespaced_endpoints_reach_loopback_over_http_only_when_the_platform_opts_in() {
-        let strict = EndpointPolicy::default();
         let loopback = [
             "http://127.0.0.1:8090",
             "http://localhost:9090",
             "http://[::1]:1",
         ];
+        let strict = EndpointPolicy::default();
         assert_verdict(&strict, NAMESPACED, NOT_ALLOWED, &loopback);
         assert_verdict(&strict, CLUSTER, OK, &loopback);
         let opted_in = EndpointPolicy {
