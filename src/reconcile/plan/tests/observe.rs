@@ -330,7 +330,6 @@ fn the_settle_window_is_two_timeouts_plus_the_clock_skew_recorded_with_the_inten
 
 #[test]
 fn settled_users_are_not_looked_up_on_an_ordinary_pass() {
-    let invited = invited_until("a@example.com", "2026-11-23T00:00:00Z");
     let s = Setup::new(
         &[
             "a@example.com",
@@ -340,7 +339,7 @@ fn settled_users_are_not_looked_up_on_an_ordinary_pass() {
         ],
         status(
             vec![
-                invited,
+                invited_until("a@example.com", "2026-11-23T00:00:00Z"),
                 user("b@example.com", UserState::AlreadyMember),
                 owned("c@example.com", UserState::Accepted),
                 user("d@example.com", UserState::Failed),

@@ -187,16 +187,14 @@ fn removed_users_leave_the_status_and_new_ones_are_added_in_spec_order() {
 
 #[test]
 fn a_blocked_status_keeps_every_entry_and_the_removals_still_owed() {
-    let mut s = Setup::new(
-        &["a@example.com", "b@example.com"],
-        status(
-            vec![
-                owned("a@example.com", UserState::Invited),
-                owned("dropped@example.com", UserState::Invited),
-            ],
-            1,
-        ),
+    let previous = status(
+        vec![
+            owned("a@example.com", UserState::Invited),
+            owned("dropped@example.com", UserState::Invited),
+        ],
+        1,
     );
+    let mut s = Setup::new(&["a@example.com", "b@example.com"], previous);
     s.spec.deletion_policy = crate::api::DeletionPolicy::Delete;
     let blocked = Blocked::new(
         ReadyReason::EndpointNotFound,
