@@ -233,11 +233,11 @@ mod tests {
             "https://acme.wavefront.com",
             "https://console.cloud.vmware.com",
         ];
-        assert_verdict(&hosts, NAMESPACED, OK, &listed);
         let unlisted = [
             "https://internal.svc.cluster.local",
             "https://wavefront.com.evil.io",
         ];
+        assert_verdict(&hosts, NAMESPACED, OK, &listed);
         assert_verdict(&hosts, NAMESPACED, NOT_ALLOWED, &unlisted);
         // Cluster endpoints are the platform's own: the host list does not apply.
         assert_verdict(&hosts, CLUSTER, OK, &unlisted[..1]);
