@@ -464,12 +464,10 @@ impl Bench {
         let all_ready = tracker
             .wait_done(label, n, t0, timeout, || controller.alive())
             .await?;
-        progress(format_args!(
-            "[{label}] all Ready after {}",
-            secs(all_ready)
-        ));
-        settle(&self.cluster, &ns, mark, Some(&mock), &tracker).await;
-        let metrics = controller.metrics().await?;
+        let done = format!("[{label}] all Ready after {}", secs(all_ready));
+        let metrics = self
+            .settled_metrics(&done, &ns, mark, Some(&mock), &tracker, &controller)
+            .await?;
         let calls = invites::Calls::of(&mock.api.journal());
         let controller_calls = metrics.api_calls.values().sum();
         let (writes, writes_source) = self.writes(&ns, mark, &tracker, Writes::default());
@@ -562,12 +560,13 @@ impl Bench {
         let (reconciled, pass) = controller
             .wait_quiet(Duration::from_secs(2), timeout)
             .await?;
-        progress(format_args!(
+        let done = format!(
             "[idle] restart pass: {reconciled} reconciles in {}",
             secs(pass)
-        ));
-        settle(&self.cluster, &ns, mark, Some(&mock), &tracker).await;
-        let reconciles = controller.metrics().await?;
+        );
+        let reconciles = self
+            .settled_metrics(&done, &ns, mark, Some(&mock), &tracker, &controller)
+            .await?;
         let (writes, _) = self.writes(&ns, mark, &tracker, before);
         let calls = invites::Calls::of(&mock.api.journal()[journal_mark..]);
         controller.stop().await?;
@@ -664,12 +663,10 @@ impl Bench {
         let all_blocked = tracker
             .wait_done("memory", n, t0, timeout, || controller.alive())
             .await?;
-        progress(format_args!(
-            "[memory] every status written after {}",
-            secs(all_blocked)
-        ));
-        settle(&self.cluster, &ns, mark, None, &tracker).await;
-        let metrics = controller.metrics().await?;
+        let done = format!("[memory] every status written after {}", secs(all_blocked));
+        let metrics = self
+            .settled_metrics(&done, &ns, mark, None, &tracker, &controller)
+            .await?;
         let (writes, writes_source) = self.writes(&ns, mark, &tracker, Writes::default());
         let memory = Memory {
             resources: n,
@@ -685,6 +682,22 @@ impl Bench {
         drop(tracker);
         self.drop_namespace(&ns).await?;
         Ok(memory)
+    }
+
+    /// Reports `done`, then reads the controller's metrics once nothing changes any more
+    /// ([`settle`]).
+    async fn settled_metrics(
+        &self,
+        done: &str,
+        ns: &str,
+        mark: usize,
+        mock: Option<&RunningMock>,
+        tracker: &Tracker,
+        controller: &ControllerProcess,
+    ) -> BenchResult<Metrics> {
+        progress(format_args!("{done}"));
+        settle(&self.cluster, ns, mark, mock, tracker).await;
+        controller.metrics().await
     }
 
     /// Deletes what is left (after a failure).
@@ -898,20 +911,7 @@ fn report(
                 &mut t,
                 &format!("  {op}"),
                 both(&|c| {
-                    let k = c
-                        .calls
-                        .by_operation
-                        .get(family)
-                        .and_then(|ops| ops.get(&op))
-                        .copied()
-                        .unwrap_or(0);
-                    let carried = c
-                        .calls
-                        .addresses
-                        .get(family)
-                        .and_then(|ops| ops.get(&op))
-                        .copied()
-                        .unwrap_or(0);
+                    let (k, carried) = c.calls.operation(*family, &op);
                     let per = format!(
                         "{} per resource, {} per address ({k}",
                         ratio(k as f64, of),

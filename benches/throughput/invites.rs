@@ -149,6 +149,17 @@ impl Calls {
         calls
     }
 
+    /// Calls of one operation of one API, and the addresses they carried.
+    pub fn operation(&self, family: ApiFamily, op: &str) -> (u64, u64) {
+        let count = |map: &BTreeMap<ApiFamily, BTreeMap<String, u64>>| {
+            map.get(&family)
+                .and_then(|ops| ops.get(op))
+                .copied()
+                .unwrap_or(0)
+        };
+        (count(&self.by_operation), count(&self.addresses))
+    }
+
     /// Calls to one API.
     pub fn to(&self, family: ApiFamily) -> u64 {
         self.by_operation

@@ -116,7 +116,34 @@ pub struct ScriptedFault {
     pub message: Option<String>,
 }
 
+/// Constructors of the faults that take no parameters: `name => Kind`, each with its doc.
+macro_rules! faults_without_parameters {
+    ($($(#[$doc:meta])* $name:ident => $kind:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name() -> ScriptedFault {
+                ScriptedFault::of(FaultKind::$kind)
+            }
+        )*
+    };
+}
+
 impl ScriptedFault {
+    faults_without_parameters! {
+        /// Never answers ([`FaultKind::Timeout`]).
+        timeout => Timeout;
+        /// Closes the connection without an answer ([`FaultKind::Reset`]).
+        reset => Reset;
+        /// A 200 cut short ([`FaultKind::Truncated`]).
+        truncated => Truncated;
+        /// A 200 with an HTML page ([`FaultKind::NonJson`]).
+        non_json => NonJson;
+        /// A 200 with an error body ([`FaultKind::ErrorBody200`]).
+        error_body_200 => ErrorBody200;
+        /// The real answer plus users nobody asked for ([`FaultKind::UnknownUsers`]).
+        unknown_users => UnknownUsers;
+    }
+
     /// A fault answering `status` once, to any request.
     pub fn new(status: u16) -> ScriptedFault {
         ScriptedFault::of(FaultKind::Status(status))
@@ -150,21 +177,6 @@ impl ScriptedFault {
         ScriptedFault::of(FaultKind::Late).delay(delay)
     }
 
-    /// Never answers ([`FaultKind::Timeout`]).
-    pub fn timeout() -> ScriptedFault {
-        ScriptedFault::of(FaultKind::Timeout)
-    }
-
-    /// Closes the connection without an answer ([`FaultKind::Reset`]).
-    pub fn reset() -> ScriptedFault {
-        ScriptedFault::of(FaultKind::Reset)
-    }
-
-    /// A 200 cut short ([`FaultKind::Truncated`]).
-    pub fn truncated() -> ScriptedFault {
-        ScriptedFault::of(FaultKind::Truncated)
-    }
-
     /// A 200 with a JSON body of `bytes` bytes ([`FaultKind::HugeBody`]).
     pub fn huge_body(bytes: usize) -> ScriptedFault {
         ScriptedFault::of(FaultKind::HugeBody { bytes })
@@ -176,21 +188,6 @@ impl ScriptedFault {
             status,
             location: location.to_string(),
         })
-    }
-
-    /// A 200 with an HTML page ([`FaultKind::NonJson`]).
-    pub fn non_json() -> ScriptedFault {
-        ScriptedFault::of(FaultKind::NonJson)
-    }
-
-    /// A 200 with an error body ([`FaultKind::ErrorBody200`]).
-    pub fn error_body_200() -> ScriptedFault {
-        ScriptedFault::of(FaultKind::ErrorBody200)
-    }
-
-    /// The real answer plus users nobody asked for ([`FaultKind::UnknownUsers`]).
-    pub fn unknown_users() -> ScriptedFault {
-        ScriptedFault::of(FaultKind::UnknownUsers)
     }
 
     /// The status answered, for status and redirect faults.

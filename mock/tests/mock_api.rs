@@ -303,36 +303,29 @@ async fn expired_unaccepted_invitations_can_be_resent() {
 
 #[tokio::test]
 async fn user_operations() {
+    const EVE: &str = "eve@example.com";
+    const FAY: &str = "fay@example.com";
+    const GHOST: &str = "ghost@example.com";
     let m = start().await;
     m.api.seed_user_group("g1", "One");
     m.api.seed_user_group("g2", "Two");
     let wf = Wf::new(&m);
-    wf.invite(json!([user("eve@example.com"), user("fay@example.com")]))
-        .await;
+    wf.invite(json!([user(EVE), user(FAY)])).await;
 
     // validateUsers
     let v = wf
-        .post(
-            "/api/v2/user/validateUsers",
-            json!(["eve@example.com", "ghost@example.com"]),
-        )
+        .post("/api/v2/user/validateUsers", json!([EVE, GHOST]))
         .await;
     assert_eq!(v.status, 200);
     assert_eq!(v.body["status"]["result"], "OK");
-    assert_eq!(
-        v.body["response"]["validUsers"][0]["identifier"],
-        "eve@example.com"
-    );
-    assert_eq!(
-        v.body["response"]["invalidIdentifiers"],
-        json!(["ghost@example.com"])
-    );
+    assert_eq!(v.body["response"]["validUsers"][0]["identifier"], EVE);
+    assert_eq!(v.body["response"]["invalidIdentifiers"], json!([GHOST]));
 
     // PUT: full replacement, wrapped answer.
     let p = wf
         .put(
             "/api/v2/user/eve@example.com",
-            json!({"identifier": "eve@example.com", "groups": ["alerts_management"], "userGroups": ["g1"], "roles": []}),
+            json!({"identifier": EVE, "groups": ["alerts_management"], "userGroups": ["g1"], "roles": []}),
         )
         .await;
     assert_eq!(p.status, 200, "{:?}", p.body);
@@ -396,23 +389,18 @@ async fn user_operations() {
 
     // grant / revoke a permission to many users.
     let gm = wf
-        .post(
-            "/api/v2/user/grant/ingestion",
-            json!(["eve@example.com", "fay@example.com"]),
-        )
+        .post("/api/v2/user/grant/ingestion", json!([EVE, FAY]))
         .await;
     assert_eq!(gm.status, 200);
-    assert_eq!(gm.body["identifier"], "fay@example.com");
+    assert_eq!(gm.body["identifier"], FAY);
     assert_eq!(
-        m.api.user("eve@example.com").map(|u| u["groups"].clone()),
+        m.api.user(EVE).map(|u| u["groups"].clone()),
         Some(json!(["alerts_management", "ingestion"]))
     );
-    let rm = wf
-        .post("/api/v2/user/revoke/ingestion", json!(["fay@example.com"]))
-        .await;
+    let rm = wf.post("/api/v2/user/revoke/ingestion", json!([FAY])).await;
     assert_eq!(rm.body["groups"], json!([]));
     assert_wf_error(
-        &wf.post("/api/v2/user/grant/ingestion", json!(["ghost@example.com"]))
+        &wf.post("/api/v2/user/grant/ingestion", json!([GHOST]))
             .await,
         404,
     );
@@ -437,13 +425,10 @@ async fn user_operations() {
         404,
     );
     let dm = wf
-        .post(
-            "/api/v2/user/deleteUsers",
-            json!(["fay@example.com", "ghost@example.com"]),
-        )
+        .post("/api/v2/user/deleteUsers", json!([FAY, GHOST]))
         .await;
     assert_eq!(dm.status, 200);
-    assert_eq!(dm.body["response"], json!(["fay@example.com"]));
+    assert_eq!(dm.body["response"], json!([FAY]));
     assert_eq!(wf.get("/api/v2/user").await.body, json!([]));
 }
 

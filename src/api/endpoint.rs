@@ -111,81 +111,81 @@ fn default_timeout_seconds() -> u32 {
     30
 }
 
-/// `InvitationEndpoint` is a namespaced place to send invitations: which API, its URL and the
-/// Secret (in the same namespace) holding the credentials.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[kube(
-    group = "invite.operators.dev",
-    version = "v1alpha1",
-    kind = "InvitationEndpoint",
-    doc = "InvitationEndpoint is a namespace's own place to send invitations: which invite API, its URL, and the Secret in the same namespace holding the team's token.",
-    derive = "PartialEq",
-    namespaced,
-    status = "EndpointStatus",
-    shortname = "iep",
-    category = "invitations",
-    printcolumn(name = "API", type_ = "string", json_path = ".spec.api"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.credentials.secretRef.__namespace__)").message("a namespaced InvitationEndpoint reads its Secret from its own namespace; remove credentials.secretRef.namespace"))]
-pub struct InvitationEndpointSpec {
-    /// Connection settings.
-    #[serde(flatten)]
-    pub connection: EndpointConnection,
+/// Declares an endpoint kind: the `#[kube]` arguments both kinds share (group, version, status,
+/// category and the printer columns API, URL, Ready and Age) with the kind's own (in braces),
+/// on the spec struct that follows.
+macro_rules! endpoint_kind {
+    ({ $($own:tt)* } $spec:item) => {
+        #[derive(CustomResource)]
+        #[kube(
+            group = "invite.operators.dev",
+            version = "v1alpha1",
+            $($own)*
+            derive = "PartialEq",
+            status = "EndpointStatus",
+            category = "invitations",
+            printcolumn(name = "API", type_ = "string", json_path = ".spec.api"),
+            printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+            printcolumn(
+                name = "Ready",
+                type_ = "string",
+                json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+            ),
+            printcolumn(
+                name = "Age",
+                type_ = "date",
+                json_path = ".metadata.creationTimestamp"
+            )
+        )]
+        $spec
+    };
 }
 
-/// `ClusterInvitationEndpoint` is a cluster-wide place to send invitations, usable from the
-/// namespaces its `namespaceSelector` selects and limited to what `allowed` lists.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[kube(
-    group = "invite.operators.dev",
-    version = "v1alpha1",
-    kind = "ClusterInvitationEndpoint",
-    doc = "ClusterInvitationEndpoint is the platform's shared place to send invitations: which invite API, its URL and token Secret, which namespaces may use it and what they may grant through it.",
-    derive = "PartialEq",
-    status = "EndpointStatus",
-    shortname = "ciep",
-    category = "invitations",
-    printcolumn(name = "API", type_ = "string", json_path = ".spec.api"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterInvitationEndpointSpec {
-    /// Connection settings.
-    #[serde(flatten)]
-    pub connection: EndpointConnection,
-    /// Namespaces whose UserInvitations may use this endpoint; empty or absent selects all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_selector: Option<LabelSelector>,
-    /// What invitations through this endpoint may grant and whether they may adopt existing
-    /// users: deny by default (see AllowedGrants). Absent: plain membership only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed: Option<AllowedGrants>,
-    /// Most users a single UserInvitation may list when it uses this endpoint.
-    #[serde(default = "default_max_users")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub max_users_per_invitation: u32,
+endpoint_kind! {
+    {
+        kind = "InvitationEndpoint",
+        doc = "InvitationEndpoint is a namespace's own place to send invitations: which invite API, its URL, and the Secret in the same namespace holding the team's token.",
+        namespaced,
+        shortname = "iep",
+    }
+    /// `InvitationEndpoint` is a namespaced place to send invitations: which API, its URL and the
+    /// Secret (in the same namespace) holding the credentials.
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+    #[serde(rename_all = "camelCase")]
+    #[x_kube(validation = Rule::new("!has(self.credentials.secretRef.__namespace__)").message("a namespaced InvitationEndpoint reads its Secret from its own namespace; remove credentials.secretRef.namespace"))]
+    pub struct InvitationEndpointSpec {
+        /// Connection settings.
+        #[serde(flatten)]
+        pub connection: EndpointConnection,
+    }
+}
+
+endpoint_kind! {
+    {
+        kind = "ClusterInvitationEndpoint",
+        doc = "ClusterInvitationEndpoint is the platform's shared place to send invitations: which invite API, its URL and token Secret, which namespaces may use it and what they may grant through it.",
+        shortname = "ciep",
+    }
+    /// `ClusterInvitationEndpoint` is a cluster-wide place to send invitations, usable from the
+    /// namespaces its `namespaceSelector` selects and limited to what `allowed` lists.
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ClusterInvitationEndpointSpec {
+        /// Connection settings.
+        #[serde(flatten)]
+        pub connection: EndpointConnection,
+        /// Namespaces whose UserInvitations may use this endpoint; empty or absent selects all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub namespace_selector: Option<LabelSelector>,
+        /// What invitations through this endpoint may grant and whether they may adopt existing
+        /// users: deny by default (see AllowedGrants). Absent: plain membership only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub allowed: Option<AllowedGrants>,
+        /// Most users a single UserInvitation may list when it uses this endpoint.
+        #[serde(default = "default_max_users")]
+        #[schemars(range(min = 1, max = 1000))]
+        pub max_users_per_invitation: u32,
+    }
 }
 
 fn default_max_users() -> u32 {

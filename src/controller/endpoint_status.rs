@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use super::{
     context::Context,
     endpoints::Endpoints,
+    error::ReconcileError,
     kubernetes::writes::{SteadyTriggerBackoff, guarded_status_write, scoped},
 };
 use crate::{
@@ -153,17 +154,6 @@ pub fn next_status(
     }
 }
 
-/// An error of the endpoint status controller (only Kubernetes calls can fail it).
-#[derive(thiserror::Error, Debug)]
-pub enum EndpointStatusError {
-    /// Reading the Secret or the namespace failed.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// Writing the status failed.
-    #[error(transparent)]
-    Write(#[from] WriteError),
-}
-
 /// Checks one endpoint and writes its status if it changed.
 async fn reconcile_endpoint<K>(
     object: &K,
@@ -171,7 +161,7 @@ async fn reconcile_endpoint<K>(
     previous: Option<EndpointStatus>,
     api: Api<K>,
     ctx: &Context,
-) -> Result<Action, EndpointStatusError>
+) -> Result<Action, ReconcileError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -200,7 +190,7 @@ where
 async fn reconcile_namespaced(
     endpoint: Arc<InvitationEndpoint>,
     ctx: Arc<Context>,
-) -> Result<Action, EndpointStatusError> {
+) -> Result<Action, ReconcileError> {
     let api = Api::namespaced(
         ctx.client.clone(),
         &endpoint.namespace().unwrap_or_default(),
@@ -212,13 +202,13 @@ async fn reconcile_namespaced(
 async fn reconcile_cluster(
     endpoint: Arc<ClusterInvitationEndpoint>,
     ctx: Arc<Context>,
-) -> Result<Action, EndpointStatusError> {
+) -> Result<Action, ReconcileError> {
     let api = Api::all(ctx.client.clone());
     let any = AnyEndpoint::Cluster(Box::new((*endpoint).clone()));
     reconcile_endpoint(endpoint.as_ref(), any, endpoint.status.clone(), api, &ctx).await
 }
 
-fn retry<K>(_: Arc<K>, error: &EndpointStatusError, _: Arc<Context>) -> Action {
+fn retry<K>(_: Arc<K>, error: &ReconcileError, _: Arc<Context>) -> Action {
     tracing::warn!(%error, "checking an endpoint failed");
     Action::requeue(Duration::from_secs(5))
 }

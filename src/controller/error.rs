@@ -9,7 +9,8 @@ use crate::{
     reconcile::{WriteError, plan::Blocked},
 };
 
-/// Errors of one reconcile.
+/// Errors of one reconcile: of a UserInvitation, or of an endpoint's status (only `Kube` and
+/// `Write`: checking an endpoint reports what it finds in the status).
 #[derive(thiserror::Error, Debug)]
 pub enum ReconcileError {
     /// A Kubernetes call failed.

@@ -2,82 +2,21 @@
 
 use super::*;
 
-/// An API whose lookups take `latency` and which records when each call started (virtual
-/// time since the test began) and for which addresses.
-#[derive(Debug)]
-struct TimedApi {
-    started: Instant,
-    latency: Duration,
-    calls: Mutex<Vec<(Duration, Vec<String>)>>,
-}
-
-#[async_trait::async_trait]
-impl InviteApi for TimedApi {
-    fn flavor(&self) -> ApiFlavor {
-        ApiFlavor::UserInvite
-    }
-    fn invitation_lifetime(&self) -> SignedDuration {
-        SignedDuration::from_hours(24)
-    }
-    fn request_timeout(&self) -> Duration {
-        Duration::from_secs(30)
-    }
-    async fn verify_credentials(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
-    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
-        let emails = lookups.iter().map(|l| l.email.clone()).collect();
-        let at = self.started.elapsed();
-        self.calls.lock().unwrap().push((at, emails));
-        tokio::time::sleep(self.latency).await;
-        Ok(lookups
-            .iter()
-            .map(|l| (l.email.clone(), Observed::Absent))
-            .collect())
-    }
-    async fn invite(
-        &self,
-        requests: &[InviteRequest],
-        _: Instant,
-    ) -> BTreeMap<String, InviteOutcome> {
-        let emails: Vec<String> = requests.iter().map(|r| r.email.clone()).collect();
-        let at = self.started.elapsed();
-        self.calls.lock().unwrap().push((at, emails.clone()));
-        tokio::time::sleep(self.latency).await;
-        emails
-            .into_iter()
-            .map(|email| {
-                let outcome = InviteOutcome::Invited {
-                    identifier: email.clone(),
-                    expires_at: None,
-                    warning: None,
-                };
-                (email, outcome)
-            })
-            .collect()
-    }
-    async fn enforce(
-        &self,
-        _: &str,
-        _: &UserGrants,
-        _: &UserGrants,
-    ) -> Result<Vec<String>, ApiError> {
-        unreachable!("lookups only")
-    }
-    async fn remove(&self, _: &str, _: Option<&str>) -> Result<Option<String>, ApiError> {
-        unreachable!("lookups only")
-    }
-}
+use crate::invite::scripted::{ScriptedApi, invited};
 
 const WINDOW: Duration = Duration::from_millis(200);
 const LINGER: Duration = Duration::from_millis(20);
 
-/// An API answering after `latency`, and the settings the tests coalesce it with.
-fn timed(latency: Duration) -> (Arc<TimedApi>, BatchSettings) {
-    let api = Arc::new(TimedApi {
-        started: Instant::now(),
+/// An API answering after `latency` (inviting the addresses of the journal tests), and the
+/// settings the tests coalesce it with.
+fn timed(latency: Duration) -> (Arc<ScriptedApi>, BatchSettings) {
+    let invite = ["a1@x.com", "a2@x.com", "b1@x.com"]
+        .map(|e| (e.to_string(), invited(e)))
+        .into();
+    let api = Arc::new(ScriptedApi {
+        invite,
         latency,
-        calls: Mutex::default(),
+        ..ScriptedApi::default()
     });
     let settings = BatchSettings {
         window: WINDOW,
@@ -87,7 +26,7 @@ fn timed(latency: Duration) -> (Arc<TimedApi>, BatchSettings) {
     (api, settings)
 }
 
-fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
+fn coalesced(latency: Duration) -> (Arc<ScriptedApi>, Arc<CoalescedApi>) {
     let (api, settings) = timed(latency);
     (api.clone(), Arc::new(CoalescedApi::new(api, settings)))
 }
@@ -96,7 +35,7 @@ fn coalesced(latency: Duration) -> (Arc<TimedApi>, Arc<CoalescedApi>) {
 /// time since `api`'s test began).
 fn look_up(
     api: &Arc<CoalescedApi>,
-    timed: &Arc<TimedApi>,
+    timed: &Arc<ScriptedApi>,
     email: &str,
     delay: Duration,
 ) -> tokio::task::JoinHandle<Duration> {
@@ -126,7 +65,7 @@ async fn a_lookup_on_a_quiet_endpoint_waits_for_no_window() {
         again.await.unwrap(),
         answered + Duration::from_millis(400) + LINGER + latency
     );
-    let starts: Vec<Duration> = timed.calls.lock().unwrap().iter().map(|c| c.0).collect();
+    let starts: Vec<Duration> = timed.timed_calls().iter().map(|c| c.0).collect();
     assert_eq!(
         starts,
         [LINGER, answered + Duration::from_millis(400) + LINGER]
@@ -154,7 +93,7 @@ async fn lookups_that_follow_a_call_share_the_next_one_a_window_after_it() {
         let answered = follower.await.unwrap();
         assert_eq!(answered, LINGER + WINDOW + Duration::from_millis(50));
     }
-    let calls = timed.calls.lock().unwrap().clone();
+    let calls = timed.timed_calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(calls[1].0, LINGER + WINDOW);
     assert_eq!(calls[1].1.len(), 5);
@@ -169,7 +108,7 @@ async fn lookups_that_arrive_together_go_out_as_one_call() {
     for one in all {
         one.await.unwrap();
     }
-    let calls = timed.calls.lock().unwrap().clone();
+    let calls = timed.timed_calls();
     // All arrived within the linger.
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].1.len(), 20);
@@ -207,7 +146,7 @@ impl IntentJournal for FakeJournal {
     }
 }
 
-fn journaled(fails: bool) -> (Arc<TimedApi>, Arc<FakeJournal>, Arc<CoalescedApi>) {
+fn journaled(fails: bool) -> (Arc<ScriptedApi>, Arc<FakeJournal>, Arc<CoalescedApi>) {
     let (api, settings) = timed(Duration::from_millis(50));
     let journal = Arc::new(FakeJournal {
         started: api.started,
@@ -309,7 +248,7 @@ async fn a_batch_of_several_resources_is_one_journal_object_written_before_its_c
             ]
         )]
     );
-    let calls = timed.calls.lock().unwrap().clone();
+    let calls = timed.timed_calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(
         calls[0].0,
@@ -333,7 +272,7 @@ async fn a_batch_of_one_resource_asks_its_caller_and_sends_only_once_it_recorded
         journal.opened.lock().unwrap().is_empty(),
         "no journal object"
     );
-    assert_eq!(timed.calls.lock().unwrap().len(), 1);
+    assert_eq!(timed.timed_calls().len(), 1);
 
     let (asked, outcomes) = invite_with_intent(&api, "b", &["b1@x.com"], false)
         .await
@@ -343,7 +282,7 @@ async fn a_batch_of_one_resource_asks_its_caller_and_sends_only_once_it_recorded
         matches!(outcomes["b1@x.com"], InviteOutcome::NotDone(_)),
         "not recorded, not sent: {outcomes:?}"
     );
-    assert_eq!(timed.calls.lock().unwrap().len(), 1, "nothing sent for b");
+    assert_eq!(timed.timed_calls().len(), 1, "nothing sent for b");
 }
 
 #[tokio::test(start_paused = true)]
@@ -361,5 +300,5 @@ async fn a_batch_whose_journal_object_cannot_be_written_is_not_sent() {
         );
     }
     assert_eq!(journal.opened.lock().unwrap().len(), 1);
-    assert!(timed.calls.lock().unwrap().is_empty(), "nothing sent");
+    assert!(timed.timed_calls().is_empty(), "nothing sent");
 }

@@ -19,6 +19,8 @@ pub mod intent;
 #[cfg(test)]
 mod json_strategy;
 pub(crate) mod orginvitation;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub(crate) mod transport;
 pub(crate) mod userinvite;
 

@@ -2,10 +2,7 @@
 //! take (not sent, transient and settled, transient and unknown, configuration, permanent,
 //! partial), and what is written when.
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
-
-use jiff::SignedDuration;
-use tokio::time::Instant;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     Change, StatusWriter, WriteError,
@@ -14,110 +11,14 @@ use super::{
 };
 use crate::{
     api::{
-        AccessPolicy, ApiFlavor, DeletionPolicy, FailureReason, Ownership, UserInvitationSpec,
+        AccessPolicy, DeletionPolicy, FailureReason, Ownership, UserInvitationSpec,
         UserInvitationStatus, UserState, UserStatus,
     },
     invite::{
-        ApiError, InviteApi, InviteOutcome, InviteRequest, Lookup, NotSentReason, Observed,
-        UserGrants,
+        ApiError, InviteOutcome, NotSentReason, Observed, UserGrants,
+        scripted::{ScriptedApi, invited},
     },
 };
-
-/// What the scripted API answers, and the calls it got.
-#[derive(Debug, Default)]
-struct ScriptedApi {
-    look_up: Option<Result<BTreeMap<String, Observed>, ApiError>>,
-    invite: BTreeMap<String, InviteOutcome>,
-    enforce: Option<ApiError>,
-    remove: Option<ApiError>,
-    /// Set: the client reads identifiers back after the outcome (as UserInvite does), and
-    /// every lookup after the first answers this.
-    read_back: Option<BTreeMap<String, Observed>>,
-    calls: Mutex<Vec<String>>,
-}
-
-impl ScriptedApi {
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    fn record(&self, call: String) {
-        self.calls.lock().unwrap().push(call);
-    }
-}
-
-#[async_trait::async_trait]
-impl InviteApi for ScriptedApi {
-    fn flavor(&self) -> ApiFlavor {
-        ApiFlavor::UserInvite
-    }
-
-    fn invitation_lifetime(&self) -> SignedDuration {
-        SignedDuration::from_hours(24)
-    }
-
-    fn request_timeout(&self) -> Duration {
-        Duration::from_secs(30)
-    }
-
-    async fn verify_credentials(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
-
-    fn reads_back_identifiers(&self) -> bool {
-        self.read_back.is_some()
-    }
-
-    async fn look_up(&self, lookups: &[Lookup]) -> Result<BTreeMap<String, Observed>, ApiError> {
-        let emails: Vec<&str> = lookups.iter().map(|l| l.email.as_str()).collect();
-        let earlier = self.calls().iter().any(|c| c.starts_with("look up"));
-        self.record(format!("look up {}", emails.join(",")));
-        if let (true, Some(answer)) = (earlier, &self.read_back) {
-            return Ok(answer.clone());
-        }
-        match &self.look_up {
-            Some(answer) => answer.clone(),
-            None => Ok(lookups
-                .iter()
-                .map(|l| (l.email.clone(), Observed::Absent))
-                .collect()),
-        }
-    }
-
-    async fn invite(
-        &self,
-        requests: &[InviteRequest],
-        _: Instant,
-    ) -> BTreeMap<String, InviteOutcome> {
-        let emails: Vec<&str> = requests.iter().map(|r| r.email.as_str()).collect();
-        self.record(format!("invite {}", emails.join(",")));
-        requests
-            .iter()
-            .filter_map(|r| Some((r.email.clone(), self.invite.get(&r.email)?.clone())))
-            .collect()
-    }
-
-    async fn enforce(
-        &self,
-        id: &str,
-        _: &UserGrants,
-        _: &UserGrants,
-    ) -> Result<Vec<String>, ApiError> {
-        self.record(format!("enforce {id}"));
-        match &self.enforce {
-            Some(e) => Err(e.clone()),
-            None => Ok(vec!["granted x".into()]),
-        }
-    }
-
-    async fn remove(&self, email: &str, _: Option<&str>) -> Result<Option<String>, ApiError> {
-        self.record(format!("remove {email}"));
-        match &self.remove {
-            Some(e) => Err(e.clone()),
-            None => Ok(Some(format!("deleted user {email}"))),
-        }
-    }
-}
 
 /// Records the statuses written; the `fail_write`th write (1-based) fails with a conflict.
 #[derive(Default)]
@@ -133,14 +34,6 @@ impl StatusWriter for Writes {
         }
         self.written.push(status.clone());
         Ok(())
-    }
-}
-
-fn invited(id: &str) -> InviteOutcome {
-    InviteOutcome::Invited {
-        identifier: id.into(),
-        expires_at: None,
-        warning: None,
     }
 }
 
@@ -434,13 +327,8 @@ async fn a_person_held_elsewhere_at_call_time_is_neither_corrected_nor_removed()
     let status = writes.written.last().unwrap();
     assert_eq!(status.users.len(), 1, "the removal is no longer owed");
     assert_eq!(status.users[0].ownership, None);
-    assert!(
-        status.users[0]
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("team-b/other")
-    );
+    let message = status.users[0].message.as_deref().unwrap_or_default();
+    assert!(message.contains("team-b/other"), "{message}");
 }
 
 #[tokio::test]

@@ -132,17 +132,11 @@ def render_raw(
         return json.loads(_native.call_string("helm_render", c._raw(), json.dumps(values or {}), json.dumps(opts)))
 
 
-def render(
-    values: dict[str, Any] | None = None,
-    namespace: str = NAMESPACE,
-    chart: Path = CHART,
-    release: str = RELEASE,
-    api_versions: list[str] | None = None,
-    kube_version: str | None = None,
-) -> list[dict[str, Any]]:
-    """Render and parse every manifest (NOTES.txt excluded), each tagged with its template."""
+def render(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Render (the arguments of `render_raw`) and parse every manifest (NOTES.txt excluded),
+    each tagged with its template."""
     docs: list[dict[str, Any]] = []
-    rendered = render_raw(values, namespace, chart, release, api_versions, kube_version)
+    rendered = render_raw(*args, **kwargs)
     for template, text in sorted(rendered.items()):
         if template.endswith("NOTES.txt"):
             continue
@@ -219,21 +213,41 @@ def rendered(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], list[
 # lint and schema
 
 
-@pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_helm_lint_strict_has_no_warning_or_error(name: str) -> None:
-    report = helm.lint(str(CHART), VALUE_SETS[name], strict=True, namespace=NAMESPACE)
+def assert_lints_clean(chart: Path, values: dict[str, Any]) -> None:
+    """`helm lint --strict` of `chart` with `values` finds no error and no warning."""
+    report = helm.lint(str(chart), values, strict=True, namespace=NAMESPACE)
     assert report["total_charts_linted"] == 1
     assert report["errors"] == [], report
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert problems == [], problems
 
 
-def test_values_yaml_passes_the_schema() -> None:
-    with load_chart() as chart:
+def assert_schema_accepts(chart_path: Path, value_sets: dict[str, dict[str, Any]]) -> None:
+    """`chart_path` has a values.schema.json, and it accepts no values and each value set."""
+    with load_chart(chart_path) as chart:
         assert chart.schema is not None, "values.schema.json missing"
         chart.validate_schema({})
-        for values in VALUE_SETS.values():
+        for values in value_sets.values():
             chart.validate_schema(values)
+
+
+def assert_schema_rejects(chart_path: Path, values: dict[str, Any], release: str) -> None:
+    """The values schema of `chart_path` rejects `values`, and so does rendering with them."""
+    with load_chart(chart_path) as chart:
+        with pytest.raises(helm.HelmValuesError):
+            chart.validate_schema(values)
+        # install/template validate against the schema too
+        with pytest.raises(helm.HelmError):
+            chart.render(values, name=release, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_strict_has_no_warning_or_error(name: str) -> None:
+    assert_lints_clean(CHART, VALUE_SETS[name])
+
+
+def test_values_yaml_passes_the_schema() -> None:
+    assert_schema_accepts(CHART, VALUE_SETS)
 
 
 @pytest.mark.parametrize(
@@ -265,12 +279,7 @@ def test_values_yaml_passes_the_schema() -> None:
     ],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
-    with load_chart() as chart:
-        with pytest.raises(helm.HelmValuesError):
-            chart.validate_schema(bad)
-        # install/template validate against the schema too
-        with pytest.raises(helm.HelmError):
-            chart.render(bad, name=RELEASE, namespace=NAMESPACE)
+    assert_schema_rejects(CHART, bad, RELEASE)
 
 
 def test_schema_rejects_xml_log_format_with_a_clear_message() -> None:
@@ -381,15 +390,22 @@ def operator_rbac_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in rbac_objects(docs) if not is_aggregated(d)]
 
 
-def test_rbac_rules_file_shape() -> None:
-    rules = rules_file()
-    assert set(rules) == {"namespaced", "cluster", "leaderElection", "journal", "endpointSecrets"}
+def assert_rule_lists(rules: dict[str, list[dict[str, Any]]], wildcards: bool = True) -> None:
+    """Each section of a rules file is a non-empty list of rules, each with non-empty lists of
+    apiGroups, resources and verbs (none of them "*" unless `wildcards`)."""
     for section, items in rules.items():
         assert items, section
         for rule in items:
             assert set(rule) == {"apiGroups", "resources", "verbs"}, (section, rule)
             for key in ("apiGroups", "resources", "verbs"):
                 assert isinstance(rule[key], list) and rule[key], (section, rule)
+                assert wildcards or all("*" not in item for item in rule[key]), (section, rule)
+
+
+def test_rbac_rules_file_shape() -> None:
+    rules = rules_file()
+    assert set(rules) == {"namespaced", "cluster", "leaderElection", "journal", "endpointSecrets"}
+    assert_rule_lists(rules)
     resources = {s: {r for rule in items for r in rule["resources"]} for s, items in rules.items()}
     cluster_scoped = {"clusterinvitationendpoints", "clusterinvitationendpoints/status", "namespaces"}
     assert resources["cluster"] == cluster_scoped
@@ -564,13 +580,7 @@ def aggregated_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_aggregate_rules_file_shape() -> None:
     rules = aggregate_rules()
     assert set(rules) == {"view", "edit", "admin"}
-    for role, items in rules.items():
-        assert items, role
-        for rule in items:
-            assert set(rule) == {"apiGroups", "resources", "verbs"}, (role, rule)
-            for key in ("apiGroups", "resources", "verbs"):
-                assert isinstance(rule[key], list) and rule[key], (role, rule)
-                assert all("*" not in item for item in rule[key]), (role, rule)
+    assert_rule_lists(rules, wildcards=False)
 
 
 def test_view_reads_edit_and_admin_also_write_userinvitations_and_invitationendpoints() -> None:
@@ -1091,11 +1101,7 @@ def without_template(obj: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", sorted(ENDPOINT_VALUE_SETS))
 def test_endpoint_chart_lint_strict_has_no_warning_or_error(name: str) -> None:
-    report = helm.lint(str(ENDPOINT_CHART), ENDPOINT_VALUE_SETS[name], strict=True, namespace=NAMESPACE)
-    assert report["total_charts_linted"] == 1
-    assert report["errors"] == [], report
-    problems = [m for m in report["messages"] if m["severity"] >= 2]
-    assert problems == [], problems
+    assert_lints_clean(ENDPOINT_CHART, ENDPOINT_VALUE_SETS[name])
 
 
 def test_endpoint_chart_metadata_matches_the_operator_chart() -> None:
@@ -1230,11 +1236,7 @@ def test_values_never_ship_a_token() -> None:
 
 
 def test_endpoint_values_yaml_passes_the_schema() -> None:
-    with load_chart(ENDPOINT_CHART) as c:
-        assert c.schema is not None, "values.schema.json missing"
-        c.validate_schema({})
-        for values in ENDPOINT_VALUE_SETS.values():
-            c.validate_schema(values)
+    assert_schema_accepts(ENDPOINT_CHART, ENDPOINT_VALUE_SETS)
 
 
 @pytest.mark.parametrize(
@@ -1259,11 +1261,7 @@ def test_endpoint_values_yaml_passes_the_schema() -> None:
     ],
 )
 def test_endpoint_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
-    with load_chart(ENDPOINT_CHART) as c:
-        with pytest.raises(helm.HelmValuesError):
-            c.validate_schema({"url": URL, **bad})
-        with pytest.raises(helm.HelmError):
-            c.render({"url": URL, **bad}, name=ENDPOINT_RELEASE, namespace=NAMESPACE)
+    assert_schema_rejects(ENDPOINT_CHART, {"url": URL, **bad}, ENDPOINT_RELEASE)
 
 
 # --------------------------------------------------------------------------------------------

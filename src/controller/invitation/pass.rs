@@ -15,7 +15,7 @@ use kube::{
 
 use super::{LOOK_AGAIN, cleanup};
 use crate::{
-    api::UserInvitation,
+    api::{UserInvitation, UserInvitationStatus},
     controller::{
         context::{EndpointKey, Shard},
         endpoints::Endpoints,
@@ -155,7 +155,6 @@ impl ControllerDriver<'_> {
     /// else is retried slowly.
     async fn stopped(&self, stopped: Stopped) -> Result<Action, ReconcileError> {
         let ctx = &self.shard.ctx;
-        let invitation = self.invitation;
         let Stopped {
             blocked,
             retry_in,
@@ -163,8 +162,7 @@ impl ControllerDriver<'_> {
             was,
         } = stopped;
         if let Some(status) = written {
-            let namespace = invitation.namespace().unwrap_or_default();
-            ctx.memory.count_users(self.key, &namespace, &status);
+            self.count_users(&status);
             if was.as_deref() != Some(blocked.reason.as_str()) {
                 let type_ = match blocked.reason {
                     ReadyReason::Paused => EventType::Normal,
@@ -172,7 +170,7 @@ impl ControllerDriver<'_> {
                 };
                 let (reason, message) = (blocked.reason.as_str(), blocked.message.clone());
                 ctx.events
-                    .publish(invitation, type_, reason, "Reconcile", message)
+                    .publish(self.invitation, type_, reason, "Reconcile", message)
                     .await;
             }
         }
@@ -193,8 +191,7 @@ impl ControllerDriver<'_> {
             started_over,
             ..
         } = synced;
-        let namespace = invitation.namespace().unwrap_or_default();
-        ctx.memory.count_users(self.key, &namespace, &report.status);
+        self.count_users(&report.status);
         ctx.events
             .pass(invitation, resolved.api.flavor(), &report)
             .await;
@@ -221,6 +218,15 @@ impl ControllerDriver<'_> {
             Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
             None => Action::requeue(super::jittered(ctx.settings.resync_interval)),
         })
+    }
+
+    /// Counts the users of a status the pass wrote.
+    fn count_users(&self, status: &UserInvitationStatus) {
+        let namespace = self.invitation.namespace().unwrap_or_default();
+        self.shard
+            .ctx
+            .memory
+            .count_users(self.key, &namespace, status);
     }
 
     /// A problem the pass met: a budget the endpoint's Ready condition reports now, a token

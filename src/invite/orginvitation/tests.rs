@@ -190,6 +190,13 @@ mod reads {
         mock
     }
 
+    /// A mock API with these members, and a client of it.
+    async fn org(members: impl IntoIterator<Item = String>) -> (RunningMock, OrgInvitationClient) {
+        let mock = mock(members).await;
+        let client = client(&mock);
+        (mock, client)
+    }
+
     fn client(mock: &RunningMock) -> OrgInvitationClient {
         client_with(mock, LookupLimits::default())
     }
@@ -233,6 +240,11 @@ mod reads {
             .unwrap_or(0)
     }
 
+    /// How often the members were read so far: pages listed, searches.
+    fn member_reads(mock: &RunningMock) -> (usize, usize) {
+        (calls(mock, "list members"), calls(mock, "search members"))
+    }
+
     fn members(n: usize) -> impl Iterator<Item = String> {
         (0..n).map(|i| format!("m{i:05}@corp.example.com"))
     }
@@ -259,8 +271,7 @@ mod reads {
 
     #[tokio::test]
     async fn own_invitations_and_revocations_never_read_the_members_again() {
-        let mock = mock(members(450)).await;
-        let client = client(&mock);
+        let (mock, client) = org(members(450)).await;
         let asked = ["a@x.com", "b@x.com", "m00400@corp.example.com"];
         let first = client.look_up(&lookups(&asked)).await.unwrap();
         assert!(matches!(
@@ -269,8 +280,7 @@ mod reads {
         ));
         assert_eq!(first["a@x.com"], Observed::Absent);
         // Three addresses cost more searches than the two pages left: the listing is read.
-        assert_eq!(calls(&mock, "list members"), 3);
-        assert_eq!(calls(&mock, "search members"), 0);
+        assert_eq!(member_reads(&mock), (3, 0));
         invite(&client, &["a@x.com", "b@x.com"]).await;
         let after = client.look_up(&lookups(&asked)).await.unwrap();
         let Observed::PendingInvitation { reference, .. } = &after["a@x.com"] else {
@@ -293,15 +303,13 @@ mod reads {
             Observed::PendingInvitation { .. }
         ));
         // The members were read once; the invitations once per lookup, read-back and revoke.
-        assert_eq!(calls(&mock, "list members"), 3);
-        assert_eq!(calls(&mock, "search members"), 0);
+        assert_eq!(member_reads(&mock), (3, 0));
         assert_eq!(calls(&mock, "list invitations"), 5);
     }
 
     #[tokio::test]
     async fn a_few_addresses_in_a_large_organization_are_searched_and_kept() {
-        let mock = mock(members(2_000)).await;
-        let client = client(&mock);
+        let (mock, client) = org(members(2_000)).await;
         let asked = ["m01999@corp.example.com", "new@x.com"];
         let found = client.look_up(&lookups(&asked)).await.unwrap();
         assert!(
@@ -309,48 +317,40 @@ mod reads {
         );
         assert_eq!(found["new@x.com"], Observed::Absent);
         // The first page (for the member count), then one search per address.
-        assert_eq!(calls(&mock, "list members"), 1);
-        assert_eq!(calls(&mock, "search members"), 2);
+        assert_eq!(member_reads(&mock), (1, 2));
         // Known now: asked again, only the invitations are read.
         client.look_up(&lookups(&asked)).await.unwrap();
-        assert_eq!(
-            calls(&mock, "list members") + calls(&mock, "search members"),
-            3
-        );
+        let (listed, searched) = member_reads(&mock);
+        assert_eq!(listed + searched, 3);
         assert_eq!(calls(&mock, "list invitations"), 2);
         // As many new addresses as the listing has pages: the listing is cheaper.
         let many: Vec<String> = (0..10).map(|i| format!("n{i}@x.com")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         client.look_up(&lookups(&many)).await.unwrap();
-        assert_eq!(calls(&mock, "list members"), 1 + 10);
-        assert_eq!(calls(&mock, "search members"), 2);
+        assert_eq!(member_reads(&mock), (1 + 10, 2));
     }
 
     #[tokio::test]
     async fn a_search_that_fills_its_page_falls_back_to_the_listing() {
         // 25 members whose usernames contain "ann@x.com", none of them that address.
         let decoys = (0..25).map(|i| format!("j{i}ann@x.com"));
-        let mock = mock(decoys.chain(members(1_000))).await;
-        let client = client(&mock);
+        let (mock, client) = org(decoys.chain(members(1_000))).await;
         let found = client.look_up(&lookups(&["ann@x.com"])).await.unwrap();
         assert_eq!(found["ann@x.com"], Observed::Absent);
-        assert_eq!(calls(&mock, "search members"), 1);
-        // 1,025 members: six pages, the first one read once.
-        assert_eq!(calls(&mock, "list members"), 6);
+        // One search; 1,025 members: six pages, the first one read once.
+        assert_eq!(member_reads(&mock), (6, 1));
         // A full page that names the address exactly decides it.
         let found = client.look_up(&lookups(&["j3ann@x.com"])).await.unwrap();
         assert!(matches!(found["j3ann@x.com"], Observed::Member { .. }));
         let fresh = self::client(&mock);
         let found = fresh.look_up(&lookups(&["j3ann@x.com"])).await.unwrap();
         assert!(matches!(found["j3ann@x.com"], Observed::Member { .. }));
-        assert_eq!(calls(&mock, "search members"), 2);
-        assert_eq!(calls(&mock, "list members"), 7);
+        assert_eq!(member_reads(&mock), (7, 2));
     }
 
     #[tokio::test]
     async fn a_person_who_accepted_after_membership_was_read_is_seen_at_once() {
-        let mock = mock(members(450)).await;
-        let client = client(&mock);
+        let (mock, client) = org(members(450)).await;
         let asked = ["dana@x.com", "eve@x.com", "fay@x.com"];
         client.look_up(&lookups(&asked)).await.unwrap();
         // Invited by someone else, and accepted: membership as read does not show it yet.

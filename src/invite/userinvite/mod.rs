@@ -283,45 +283,38 @@ impl InviteApi for UserInviteClient {
     ) -> Result<Vec<String>, ApiError> {
         let id = encode_segment(identifier);
         let mut changes = Vec::new();
-        let add: Vec<&String> = target.user_groups.difference(&actual.user_groups).collect();
-        if !add.is_empty() {
-            let path = format!("/api/v2/user/{id}/addUserGroups");
-            self.user_operation(
-                "add user groups",
-                self.request(Method::POST, &path).json(&add),
-            )
-            .await?;
-            changes.push(format!("added user groups {add:?}"));
-        }
-        let remove: Vec<&String> = actual.user_groups.difference(&target.user_groups).collect();
-        if !remove.is_empty() {
-            let path = format!("/api/v2/user/{id}/removeUserGroups");
-            self.user_operation(
+        // What `target` has and `actual` lacks is added, the other way round removed.
+        let user_groups = [
+            ("addUserGroups", "add user groups", "added", target, actual),
+            (
+                "removeUserGroups",
                 "remove user groups",
-                self.request(Method::POST, &path).json(&remove),
-            )
-            .await?;
-            changes.push(format!("removed user groups {remove:?}"));
+                "removed",
+                actual,
+                target,
+            ),
+        ];
+        for (op, operation, done, from, without) in user_groups {
+            let ids: Vec<&String> = from.user_groups.difference(&without.user_groups).collect();
+            if !ids.is_empty() {
+                let path = format!("/api/v2/user/{id}/{op}");
+                let request = self.request(Method::POST, &path).json(&ids);
+                self.user_operation(operation, request).await?;
+                changes.push(format!("{done} user groups {ids:?}"));
+            }
         }
-        for permission in target.groups.difference(&actual.groups) {
-            let path = format!("/api/v2/user/{id}/grant");
-            self.user_operation(
-                "grant permission",
-                self.request(Method::POST, &path)
-                    .form(&[("group", permission)]),
-            )
-            .await?;
-            changes.push(format!("granted {permission}"));
-        }
-        for permission in actual.groups.difference(&target.groups) {
-            let path = format!("/api/v2/user/{id}/revoke");
-            self.user_operation(
-                "revoke permission",
-                self.request(Method::POST, &path)
-                    .form(&[("group", permission)]),
-            )
-            .await?;
-            changes.push(format!("revoked {permission}"));
+        let permissions = [
+            ("grant", "grant permission", "granted", target, actual),
+            ("revoke", "revoke permission", "revoked", actual, target),
+        ];
+        for (op, operation, done, from, without) in permissions {
+            for permission in from.groups.difference(&without.groups) {
+                let path = format!("/api/v2/user/{id}/{op}");
+                let request = self.request(Method::POST, &path);
+                self.user_operation(operation, request.form(&[("group", permission)]))
+                    .await?;
+                changes.push(format!("{done} {permission}"));
+            }
         }
         if target.roles != actual.roles {
             // Roles have no per-user add/remove operation: Update User replaces the lists, so

@@ -49,6 +49,14 @@ fn owned(email: &str, state: UserState) -> UserStatus {
     }
 }
 
+/// An owned Invited entry whose invitation expires at `expires_at`.
+fn invited_until(email: &str, expires_at: &str) -> UserStatus {
+    UserStatus {
+        expires_at: Some(t(expires_at)),
+        ..owned(email, UserState::Invited)
+    }
+}
+
 fn status(users: Vec<UserStatus>, generation: i64) -> UserInvitationStatus {
     UserInvitationStatus {
         observed_generation: Some(generation),
@@ -59,6 +67,11 @@ fn status(users: Vec<UserStatus>, generation: i64) -> UserInvitationStatus {
 
 fn emails(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The addresses of status entries, in order.
+fn addresses_of(entries: Vec<UserStatus>) -> Vec<String> {
+    entries.into_iter().map(|u| u.email_address).collect()
 }
 
 fn lookups(list: &[&str]) -> Vec<Lookup> {
@@ -95,6 +108,11 @@ impl Setup {
             spec,
             previous,
         }
+    }
+
+    /// The entries kept beside the requested addresses, now.
+    fn kept(&self) -> Vec<UserStatus> {
+        kept_entries(&self.requested, &self.spec, &self.previous, t(NOW))
     }
 
     fn ctx(&self) -> PlanContext<'_> {

@@ -154,80 +154,70 @@ mod tests {
         }
     }
 
-    fn verdict(e: &AnyEndpoint, p: &EndpointPolicy) -> Option<ReadyReason> {
-        check_urls(e, p).err().map(|b| b.reason)
+    const CLUSTER: bool = false;
+    const NAMESPACED: bool = true;
+    const OK: Option<ReadyReason> = None;
+    const NOT_READY: Option<ReadyReason> = Some(ReadyReason::EndpointNotReady);
+    const NOT_ALLOWED: Option<ReadyReason> = Some(ReadyReason::NotAllowed);
+
+    /// Checks that each of `urls`, in a namespaced or a cluster endpoint, gets `expected`
+    /// under `policy`.
+    fn assert_verdict(
+        policy: &EndpointPolicy,
+        namespaced: bool,
+        expected: Option<ReadyReason>,
+        urls: &[&str],
+    ) {
+        for url in urls {
+            let got = check_urls(&endpoint(namespaced, url), policy)
+                .err()
+                .map(|b| b.reason);
+            assert_eq!(got, expected, "{url} (namespaced: {namespaced})");
+        }
     }
 
     #[test]
     fn https_only_but_loopback_http_and_an_explicit_opt_in() {
         let strict = EndpointPolicy::default();
-        assert_eq!(
-            verdict(&endpoint(false, "https://wf.example.com"), &strict),
-            None
-        );
-        assert_eq!(
-            verdict(&endpoint(false, "http://127.0.0.1:8090"), &strict),
-            None
-        );
-        assert_eq!(
-            verdict(&endpoint(false, "http://[::1]:8090"), &strict),
-            None
-        );
-        assert_eq!(
-            verdict(&endpoint(false, "http://localhost:8090"), &strict),
-            None
-        );
-        for url in [
+        let https_or_loopback = [
+            "https://wf.example.com",
+            "http://127.0.0.1:8090",
+            "http://[::1]:8090",
+            "http://localhost:8090",
+        ];
+        assert_verdict(&strict, CLUSTER, OK, &https_or_loopback);
+        let refused = [
             "http://wf.example.com",
             "http://10.0.0.7:8080",
             "http://kubernetes.default.svc",
             "ftp://wf.example.com",
             "https://user:secret@wf.example.com",
-        ] {
-            assert_eq!(
-                verdict(&endpoint(true, url), &strict),
-                Some(ReadyReason::EndpointNotReady),
-                "{url}"
-            );
-        }
+        ];
+        assert_verdict(&strict, NAMESPACED, NOT_READY, &refused);
         let lax = EndpointPolicy {
             allow_insecure_http: true,
             ..Default::default()
         };
-        assert_eq!(
-            verdict(&endpoint(true, "http://wf.example.com"), &lax),
-            None
-        );
+        assert_verdict(&lax, NAMESPACED, OK, &["http://wf.example.com"]);
     }
 
     #[test]
     fn namespaced_endpoints_reach_loopback_over_http_only_when_the_platform_opts_in() {
-        let strict = EndpointPolicy::default();
-        for url in [
+        let loopback = [
             "http://127.0.0.1:8090",
             "http://localhost:9090",
             "http://[::1]:1",
-        ] {
-            assert_eq!(
-                verdict(&endpoint(true, url), &strict),
-                Some(ReadyReason::NotAllowed),
-                "{url}"
-            );
-            assert_eq!(verdict(&endpoint(false, url), &strict), None, "{url}");
-        }
+        ];
+        let strict = EndpointPolicy::default();
+        assert_verdict(&strict, NAMESPACED, NOT_ALLOWED, &loopback);
+        assert_verdict(&strict, CLUSTER, OK, &loopback);
         let opted_in = EndpointPolicy {
             namespaced_loopback_http: true,
             ..Default::default()
         };
-        assert_eq!(
-            verdict(&endpoint(true, "http://127.0.0.1:8090"), &opted_in),
-            None
-        );
+        assert_verdict(&opted_in, NAMESPACED, OK, &["http://127.0.0.1:8090"]);
         // Opting in to loopback opens nothing else.
-        assert_eq!(
-            verdict(&endpoint(true, "http://10.0.0.7:8090"), &opted_in),
-            Some(ReadyReason::EndpointNotReady)
-        );
+        assert_verdict(&opted_in, NAMESPACED, NOT_READY, &["http://10.0.0.7:8090"]);
     }
 
     #[test]
@@ -239,44 +229,23 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(
-            verdict(&endpoint(true, "https://acme.wavefront.com"), &hosts),
-            None
-        );
-        assert_eq!(
-            verdict(&endpoint(true, "https://console.cloud.vmware.com"), &hosts),
-            None
-        );
-        assert_eq!(
-            verdict(
-                &endpoint(true, "https://internal.svc.cluster.local"),
-                &hosts
-            ),
-            Some(ReadyReason::NotAllowed)
-        );
-        assert_eq!(
-            verdict(&endpoint(true, "https://wavefront.com.evil.io"), &hosts),
-            Some(ReadyReason::NotAllowed)
-        );
+        let listed = [
+            "https://acme.wavefront.com",
+            "https://console.cloud.vmware.com",
+        ];
+        let unlisted = [
+            "https://internal.svc.cluster.local",
+            "https://wavefront.com.evil.io",
+        ];
+        assert_verdict(&hosts, NAMESPACED, OK, &listed);
+        assert_verdict(&hosts, NAMESPACED, NOT_ALLOWED, &unlisted);
         // Cluster endpoints are the platform's own: the host list does not apply.
-        assert_eq!(
-            verdict(
-                &endpoint(false, "https://internal.svc.cluster.local"),
-                &hosts
-            ),
-            None
-        );
+        assert_verdict(&hosts, CLUSTER, OK, &unlisted[..1]);
         let off = EndpointPolicy {
             namespaced_endpoints: false,
             ..Default::default()
         };
-        assert_eq!(
-            verdict(&endpoint(true, "https://acme.wavefront.com"), &off),
-            Some(ReadyReason::NotAllowed)
-        );
-        assert_eq!(
-            verdict(&endpoint(false, "https://acme.wavefront.com"), &off),
-            None
-        );
+        assert_verdict(&off, NAMESPACED, NOT_ALLOWED, &listed[..1]);
+        assert_verdict(&off, CLUSTER, OK, &listed[..1]);
     }
 }

@@ -142,10 +142,10 @@ fn an_address_refused_now_that_was_invited_before_is_kept_and_never_removed() {
     s.spec.deletion_policy = crate::api::DeletionPolicy::Delete;
     let c = s.ctx();
     assert!(s.requested.names_invalidly("erin@example.com."));
-    let removed: Vec<_> = removals(&c).into_iter().map(|u| u.email_address).collect();
+    let removed = addresses_of(removals(&c));
     assert_eq!(removed, emails(&["frank@example.com"]));
     assert_eq!(addresses_to_claim(&c), emails(&["frank@example.com"]));
-    let kept = kept_entries(&s.requested, &s.spec, &s.previous, t(NOW));
+    let kept = s.kept();
     assert!(kept.contains(&erin), "{kept:?}");
     let p = decide(&c, &BTreeMap::new());
     assert!(p.to_invite.is_empty());
@@ -160,10 +160,7 @@ fn an_address_refused_now_that_was_invited_before_is_kept_and_never_removed() {
         },
         ..Setup::new(&["grace@example.com"], status(vec![erin], 1))
     };
-    let removed: Vec<_> = removals(&s.ctx())
-        .into_iter()
-        .map(|u| u.email_address)
-        .collect();
+    let removed = addresses_of(removals(&s.ctx()));
     assert_eq!(removed, emails(&["erin@example.com."]));
 }
 
@@ -333,8 +330,6 @@ fn the_settle_window_is_two_timeouts_plus_the_clock_skew_recorded_with_the_inten
 
 #[test]
 fn settled_users_are_not_looked_up_on_an_ordinary_pass() {
-    let mut invited = owned("a@example.com", UserState::Invited);
-    invited.expires_at = Some(t("2026-11-23T00:00:00Z"));
     let s = Setup::new(
         &[
             "a@example.com",
@@ -344,7 +339,7 @@ fn settled_users_are_not_looked_up_on_an_ordinary_pass() {
         ],
         status(
             vec![
-                invited,
+                invited_until("a@example.com", "2026-11-23T00:00:00Z"),
                 user("b@example.com", UserState::AlreadyMember),
                 owned("c@example.com", UserState::Accepted),
                 user("d@example.com", UserState::Failed),
@@ -377,10 +372,8 @@ fn failed_users_are_retried_only_when_the_spec_changes() {
 
 #[test]
 fn resync_observes_acceptance_and_expiry() {
-    let mut ok = owned("ok@example.com", UserState::Invited);
-    ok.expires_at = Some(t("2026-11-23T00:00:00Z"));
-    let mut late = owned("late@example.com", UserState::Invited);
-    late.expires_at = Some(t("2026-11-22T09:00:00Z"));
+    let ok = invited_until("ok@example.com", "2026-11-23T00:00:00Z");
+    let late = invited_until("late@example.com", "2026-11-22T09:00:00Z");
     let mut s = Setup::new(
         &["ok@example.com", "late@example.com"],
         status(vec![ok, late], 1),
@@ -419,10 +412,8 @@ fn resync_observes_acceptance_and_expiry() {
 
 #[test]
 fn org_invitations_pending_redeemed_and_revoked() {
-    let mut r = owned("r@example.com", UserState::Invited);
-    r.expires_at = Some(t("2026-11-29T00:00:00Z"));
-    let mut acc = owned("acc@example.com", UserState::Invited);
-    acc.expires_at = Some(t("2026-11-29T00:00:00Z"));
+    let r = invited_until("r@example.com", "2026-11-29T00:00:00Z");
+    let acc = invited_until("acc@example.com", "2026-11-29T00:00:00Z");
     let s = Setup::new(
         &[
             "p@example.com",

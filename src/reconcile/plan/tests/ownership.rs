@@ -100,13 +100,8 @@ fn existing_users_are_adopted_only_where_the_endpoint_allows_it_and_the_policy_w
     let p = decide(&s.ctx(), &found);
     assert_eq!(p.users[0].state, UserState::AlreadyMember);
     assert_eq!(p.users[0].ownership, None);
-    assert!(
-        p.users[0]
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("left alone")
-    );
+    let message = p.users[0].message.as_deref().unwrap_or_default();
+    assert!(message.contains("left alone"), "{message}");
     let summary = summarize(&s.ctx(), p.users, None);
     assert!(
         summary.conditions[0]
@@ -298,15 +293,12 @@ fn removals_reach_only_owned_users_and_wait_for_a_settling_request() {
     );
     s.spec.deletion_policy = crate::api::DeletionPolicy::Delete;
     let c = s.ctx();
-    let removed: Vec<_> = removals(&c).into_iter().map(|u| u.email_address).collect();
+    let removed = addresses_of(removals(&c));
     assert_eq!(
         removed,
         emails(&["gone@example.com", "adopted@example.com"])
     );
-    let kept: Vec<_> = kept_entries(&s.requested, &s.spec, &s.previous, t(NOW))
-        .into_iter()
-        .map(|u| u.email_address)
-        .collect();
+    let kept = addresses_of(s.kept());
     assert_eq!(
         kept,
         emails(&[
@@ -319,10 +311,7 @@ fn removals_reach_only_owned_users_and_wait_for_a_settling_request() {
     // does not invite them again before it settles).
     s.spec.deletion_policy = crate::api::DeletionPolicy::Retain;
     assert!(removals(&s.ctx()).is_empty());
-    let kept: Vec<_> = kept_entries(&s.requested, &s.spec, &s.previous, t(NOW))
-        .into_iter()
-        .map(|u| u.email_address)
-        .collect();
+    let kept = addresses_of(s.kept());
     assert_eq!(kept, emails(&["settling@example.com"]));
 }
 

@@ -93,35 +93,36 @@ fn a_huge_api_message_never_lands_whole_in_the_condition() {
     assert_eq!(truncate_condition("short"), "short");
 }
 
+/// Passes over the one address `A`, each `(time on the day of NOW, its entry, the problem)`
+/// planned with the status the one before it wrote: the status of each.
+fn passes_over_a<const N: usize>(
+    passes: [(&str, UserStatus, Option<&str>); N],
+) -> [UserInvitationStatus; N] {
+    let mut previous = UserInvitationStatus::default();
+    passes.map(|(time, entry, problem)| {
+        let s = Setup::new(&[A], previous.clone());
+        let ctx = PlanContext {
+            now: t(&format!("2026-11-22T{time}:00Z")),
+            ..s.ctx()
+        };
+        previous = summarize(&ctx, vec![entry], problem);
+        previous.clone()
+    })
+}
+
+const A: &str = "a@example.com";
+
 #[test]
 fn transition_time_changes_only_with_the_condition_status() {
-    let s = Setup::new(&["a@example.com"], Default::default());
-    let first = summarize(
-        &PlanContext {
-            now: t("2026-11-22T09:00:00Z"),
-            ..s.ctx()
-        },
-        vec![user("a@example.com", UserState::Inviting)],
-        None,
-    );
-    let s2 = Setup::new(&["a@example.com"], first.clone());
-    let still_pending = summarize(
-        &PlanContext {
-            now: t("2026-11-22T09:30:00Z"),
-            ..s2.ctx()
-        },
-        vec![user("a@example.com", UserState::Pending)],
-        Some("retrying"),
-    );
+    use UserState::{Invited, Inviting, Pending};
+    let [first, still_pending, ready] = passes_over_a([
+        ("09:00", user(A, Inviting), None),
+        ("09:30", user(A, Pending), Some("retrying")),
+        ("10:00", owned(A, Invited), None),
+    ]);
     assert_eq!(
         still_pending.conditions[0].last_transition_time,
         first.conditions[0].last_transition_time
-    );
-    let s3 = Setup::new(&["a@example.com"], still_pending);
-    let ready = summarize(
-        &s3.ctx(),
-        vec![owned("a@example.com", UserState::Invited)],
-        None,
     );
     assert_eq!(ready.conditions[0].last_transition_time, to_time(t(NOW)));
 }
@@ -181,21 +182,19 @@ fn removed_users_leave_the_status_and_new_ones_are_added_in_spec_order() {
     let p = decide(&c, &obs(&[("new@example.com", Observed::Absent)]));
     let order: Vec<_> = p.users.iter().map(|u| u.email_address.as_str()).collect();
     assert_eq!(order, vec!["new@example.com", "kept@example.com"]);
-    assert!(kept_entries(&s.requested, &s.spec, &s.previous, t(NOW)).is_empty());
+    assert!(s.kept().is_empty());
 }
 
 #[test]
 fn a_blocked_status_keeps_every_entry_and_the_removals_still_owed() {
-    let mut s = Setup::new(
-        &["a@example.com", "b@example.com"],
-        status(
-            vec![
-                owned("a@example.com", UserState::Invited),
-                owned("dropped@example.com", UserState::Invited),
-            ],
-            1,
-        ),
+    let previous = status(
+        vec![
+            owned("a@example.com", UserState::Invited),
+            owned("dropped@example.com", UserState::Invited),
+        ],
+        1,
     );
+    let mut s = Setup::new(&["a@example.com", "b@example.com"], previous);
     s.spec.deletion_policy = crate::api::DeletionPolicy::Delete;
     let blocked = Blocked::new(
         ReadyReason::EndpointNotFound,
@@ -381,8 +380,7 @@ fn an_invalid_entry_spelled_like_a_requested_address_is_never_taken_for_it() {
         reason: Some(FailureReason::InvalidSpec),
         ..user("dave@example.com", UserState::Failed)
     };
-    let mut dave = owned("dave@example.com", UserState::Invited);
-    dave.expires_at = Some(t("2026-11-23T00:00:00Z"));
+    let dave = invited_until("dave@example.com", "2026-11-23T00:00:00Z");
     let s = Setup::new(
         &["Dave@example.com", "dave@example.com"],
         status(vec![invalid, dave.clone()], 1),
@@ -413,6 +411,23 @@ fn kstatus(status: &UserInvitationStatus) -> Vec<(&str, &str, &str, Option<i64>)
         .collect()
 }
 
+/// The conditions of a status whose Ready reason is `reason` ([`kstatus`]): Ready, True only
+/// when AllInvited, and beside it `second` (Reconciling or Stalled) True, if any.
+fn conditions<'a>(
+    reason: &'a str,
+    second: Option<&'a str>,
+    generation: Option<i64>,
+) -> Vec<(&'a str, &'a str, &'a str, Option<i64>)> {
+    let ready = if reason == "AllInvited" {
+        "True"
+    } else {
+        "False"
+    };
+    let mut expected = vec![("Ready", ready, reason, generation)];
+    expected.extend(second.map(|type_| (type_, "True", reason, generation)));
+    expected
+}
+
 #[test]
 fn kstatus_reconciling_while_work_is_pending_stalled_when_a_person_must_act() {
     let s = Setup::new(&["a@example.com", "b@example.com"], Default::default());
@@ -427,45 +442,14 @@ fn kstatus_reconciling_while_work_is_pending_stalled_when_a_person_must_act() {
     };
     use UserState::*;
     let cases = [
-        (
-            Invited,
-            AlreadyMember,
-            vec![("Ready", "True", "AllInvited", g)],
-        ),
-        (
-            Invited,
-            Pending,
-            vec![
-                ("Ready", "False", "Pending", g),
-                ("Reconciling", "True", "Pending", g),
-            ],
-        ),
-        (
-            Invited,
-            Inviting,
-            vec![
-                ("Ready", "False", "Pending", g),
-                ("Reconciling", "True", "Pending", g),
-            ],
-        ),
-        (
-            Invited,
-            Failed,
-            vec![
-                ("Ready", "False", "PartiallyFailed", g),
-                ("Stalled", "True", "PartiallyFailed", g),
-            ],
-        ),
-        (
-            Failed,
-            Failed,
-            vec![
-                ("Ready", "False", "Failed", g),
-                ("Stalled", "True", "Failed", g),
-            ],
-        ),
+        (Invited, AlreadyMember, "AllInvited", None),
+        (Invited, Pending, "Pending", Some("Reconciling")),
+        (Invited, Inviting, "Pending", Some("Reconciling")),
+        (Invited, Failed, "PartiallyFailed", Some("Stalled")),
+        (Failed, Failed, "Failed", Some("Stalled")),
     ];
-    for (a, b, expected) in cases {
+    for (a, b, reason, second) in cases {
+        let expected = conditions(reason, second, g);
         assert_eq!(kstatus(&summary(a, b)), expected, "{a:?}, {b:?}");
     }
 }
@@ -499,37 +483,20 @@ fn kstatus_of_blocked_resources_follows_whether_they_resolve_by_themselves() {
         ),
     ];
     for (b, second) in cases {
-        let reason = b.reason.as_str();
-        let mut expected = vec![("Ready", "False", reason, Some(3))];
-        expected.extend(second.map(|type_| (type_, "True", reason, Some(3))));
+        let expected = conditions(b.reason.as_str(), second, Some(3));
         assert_eq!(kstatus(&blocked(b.clone())), expected, "{b:?}");
     }
 }
 
 #[test]
 fn stalled_keeps_its_transition_time_and_goes_away_when_ready() {
-    let s = Setup::new(&["a@example.com"], Default::default());
-    let failed = summarize(
-        &PlanContext {
-            now: t("2026-11-22T09:00:00Z"),
-            ..s.ctx()
-        },
-        vec![owned("a@example.com", UserState::Failed)],
-        None,
-    );
-    let s2 = Setup::new(&["a@example.com"], failed.clone());
-    let again = summarize(
-        &s2.ctx(),
-        vec![owned("a@example.com", UserState::Failed)],
-        None,
-    );
+    use UserState::{Failed, Invited};
+    let [failed, again, ready] = passes_over_a([
+        ("09:00", owned(A, Failed), None),
+        ("10:00", owned(A, Failed), None),
+        ("10:00", owned(A, Invited), None),
+    ]);
     assert_eq!(again, failed, "nothing changed: nothing to write");
-    let s3 = Setup::new(&["a@example.com"], again);
-    let ready = summarize(
-        &s3.ctx(),
-        vec![owned("a@example.com", UserState::Invited)],
-        None,
-    );
     assert_eq!(
         kstatus(&ready),
         vec![("Ready", "True", "AllInvited", Some(1))]
