@@ -173,78 +173,61 @@ async fn every_state_matches_its_health_fixture() {
 /// Endpoints in each state; returns the names of the two cluster endpoints (Ready, and
 /// without its Secret).
 async fn endpoints_in_every_state(h: &Harness, slow: &str, closed: &str) -> (String, String) {
-    let cluster = &h.cluster;
-    let ns = cluster.namespace.clone();
-    cluster
-        .user_invite_endpoint("slow", slow, "api-token")
-        .await;
-    // A UserInvite token is checked on first use, an OrgInvitation token right away.
-    cluster
-        .user_invite_endpoint("down", closed, "api-token")
-        .await;
-    cluster
-        .org_endpoint("unreachable", closed, "api-token", ORG)
-        .await;
-    cluster
-        .user_invite_endpoint("no-secret", &h.mock.url, "not-written-yet")
-        .await;
+    let (cluster, mock) = (&h.cluster, h.mock.url.as_str());
     cluster.put_secret("wrong-token", "not-the-token").await;
-    cluster
-        .user_invite_endpoint("rejected", &h.mock.url, "wrong-token")
-        .await;
-    cluster
-        .org_endpoint("rejected-org", &h.mock.url, "wrong-token", ORG)
-        .await;
     cluster.put_unlabelled_secret("unlabelled", TOKEN).await;
-    cluster
-        .user_invite_endpoint("not-labelled", &h.mock.url, "unlabelled")
-        .await;
-    cluster
-        .apply_endpoint(
-            "plain-http",
-            json!({"api": "UserInvite", "url": "http://invite.example.com",
-                   "credentials": {"secretRef": {"name": "api-token"}}}),
-        )
-        .await;
-    let shared = cluster.unique("shared");
+    // (name, API, URL, Secret); a UserInvite token is checked on first use, an OrgInvitation
+    // token right away.
+    for (name, api, url, secret) in [
+        ("slow", "UserInvite", slow, "api-token"),
+        ("down", "UserInvite", closed, "api-token"),
+        ("unreachable", "OrgInvitation", closed, "api-token"),
+        ("no-secret", "UserInvite", mock, "not-written-yet"),
+        ("rejected", "UserInvite", mock, "wrong-token"),
+        ("rejected-org", "OrgInvitation", mock, "wrong-token"),
+        ("not-labelled", "UserInvite", mock, "unlabelled"),
+    ] {
+        match api {
+            "UserInvite" => cluster.user_invite_endpoint(name, url, secret).await,
+            _ => cluster.org_endpoint(name, url, secret, ORG).await,
+        }
+    }
+    let plain_http = json!({"api": "UserInvite", "url": "http://invite.example.com",
+                            "credentials": {"secretRef": {"name": "api-token"}}});
+    cluster.apply_endpoint("plain-http", plain_http).await;
+    let ns = &cluster.namespace;
     let cluster_spec = |secret: &str| {
         json!({
-            "api": "UserInvite", "url": h.mock.url,
+            "api": "UserInvite", "url": mock,
             "credentials": {"secretRef": {"name": secret, "namespace": ns}},
             "maxUsersPerInvitation": 1,
         })
     };
+    let (shared, no_secret) = (cluster.unique("shared"), cluster.unique("shared-no-secret"));
     cluster
         .cluster_endpoint(&shared, cluster_spec("api-token"))
         .await;
-    let shared_no_secret = cluster.unique("shared-no-secret");
     cluster
-        .cluster_endpoint(&shared_no_secret, cluster_spec("not-written-yet"))
+        .cluster_endpoint(&no_secret, cluster_spec("not-written-yet"))
         .await;
-
-    (shared, shared_no_secret)
+    (shared, no_secret)
 }
 
 /// UserInvitations in each state; `shared` is a cluster endpoint they are not allowed on.
 async fn invitations_in_every_state(cluster: &TestCluster, shared: &str) {
     let refused = |emails: &[&str]| users(emails, &["no-such-group"]);
-    let mut partly = refused(&["bad@example.com"]);
-    partly
-        .as_array_mut()
-        .unwrap()
-        .extend(users(&["b@example.com"], &[]).as_array().unwrap().clone());
+    let (bad, b) = (
+        refused(&["bad@example.com"]),
+        users(&["b@example.com"], &[]),
+    );
+    let partly = json!([bad[0], b[0]]);
     let one = |endpoint: &str, email: &str| spec(endpoint, users(&[email], &[]));
+    let twice = users(&["Case@example.com", "case@example.com"], &[]);
     for (name, body) in [
         ("all-invited", one("wavefront", "a@example.com")),
         ("partially-failed", spec("wavefront", partly)),
         ("failed", spec("wavefront", refused(&["f@example.com"]))),
-        (
-            "invalid-spec",
-            spec(
-                "wavefront",
-                users(&["Case@example.com", "case@example.com"], &[]),
-            ),
-        ),
+        ("invalid-spec", spec("wavefront", twice)),
         (
             "endpoint-mismatch",
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},

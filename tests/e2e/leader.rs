@@ -60,14 +60,16 @@ impl Drop for ActiveGuard {
 impl Activity {
     fn begin(&self, replica: &str) -> ActiveGuard {
         let mut log = self.0.lock().unwrap();
+        let (replica, start) = (replica.to_string(), Instant::now());
         log.push(Interval {
-            replica: replica.to_string(),
-            start: Instant::now(),
+            replica,
+            start,
             end: None,
         });
+        let index = log.len() - 1;
         ActiveGuard {
             activity: self.clone(),
-            index: log.len() - 1,
+            index,
         }
     }
 
@@ -78,33 +80,30 @@ impl Activity {
     }
 
     fn of(&self, replica: &str) -> Vec<Interval> {
-        self.intervals()
-            .into_iter()
-            .filter(|i| i.replica == replica)
-            .collect()
+        let mut all = self.intervals();
+        all.retain(|i| i.replica == replica);
+        all
     }
 
     /// The replica active right now, if any.
     fn active(&self) -> Option<String> {
-        self.intervals()
-            .into_iter()
-            .find(|i| i.end.is_none())
-            .map(|i| i.replica)
+        let active = self.intervals().into_iter().find(|i| i.end.is_none());
+        active.map(|i| i.replica)
     }
 
     /// Panics if two controllers ever existed at the same time.
     fn assert_never_overlapping(&self) {
         let all = self.intervals();
         for pair in all.windows(2) {
-            let end = pair[0]
-                .end
-                .unwrap_or_else(|| panic!("two replicas active at once: {all:?}"));
+            let (first, second) = (&pair[0], &pair[1]);
+            let end = first.end;
+            let end = end.unwrap_or_else(|| panic!("two replicas active at once: {all:?}"));
+            let overlap = end - second.start;
             assert!(
-                end <= pair[1].start,
-                "{} was still active when {} started ({:?} overlap): {all:?}",
-                pair[0].replica,
-                pair[1].replica,
-                end - pair[1].start
+                end <= second.start,
+                "{} was still active when {} started ({overlap:?} overlap): {all:?}",
+                first.replica,
+                second.replica,
             );
         }
     }
@@ -150,35 +149,17 @@ struct Replica {
 }
 
 impl Replica {
+    /// The replica `name` of `election`'s Lease, with `lease` and these controller settings.
     fn start(
-        cluster: &TestCluster,
-        lease_name: &str,
+        election: &Election,
         name: &str,
         lease: Duration,
-        activity: &Activity,
-    ) -> Replica {
-        Replica::start_with(
-            cluster,
-            lease_name,
-            name,
-            lease,
-            activity,
-            cluster.settings(),
-        )
-    }
-
-    /// [`Replica::start`] with these controller settings.
-    fn start_with(
-        cluster: &TestCluster,
-        lease_name: &str,
-        name: &str,
-        lease: Duration,
-        activity: &Activity,
         settings: controller::Settings,
     ) -> Replica {
+        let cluster = &election.cluster;
         let client = replica_client(cluster, name);
-        let election = LeaderElection {
-            lease_name: lease_name.into(),
+        let lease = LeaderElection {
+            lease_name: election.lease_name.clone(),
             namespace: cluster.namespace.clone(),
             identity: name.into(),
             lease_duration: lease,
@@ -188,12 +169,8 @@ impl Replica {
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
         let run = {
-            let (client, metrics, activity, name) = (
-                client.clone(),
-                metrics.clone(),
-                activity.clone(),
-                name.to_string(),
-            );
+            let (client, metrics) = (client.clone(), metrics.clone());
+            let (activity, name) = (election.activity.clone(), name.to_string());
             move |term: Term| {
                 let guard = activity.begin(&name);
                 let controller = controller::run(
@@ -210,13 +187,7 @@ impl Replica {
                 }
             }
         };
-        let handle = tokio::spawn(run_while_leader(
-            client,
-            election,
-            readiness_tx,
-            shutdown,
-            run,
-        ));
+        let handle = tokio::spawn(run_while_leader(client, lease, readiness_tx, shutdown, run));
         cluster.abort_on_drop(handle.abort_handle());
         Replica {
             name: name.to_string(),
@@ -276,7 +247,7 @@ impl Election {
     }
 
     fn replica(&self, name: &str, lease: Duration) -> Replica {
-        Replica::start(&self.cluster, &self.lease_name, name, lease, &self.activity)
+        Replica::start(self, name, lease, self.cluster.settings())
     }
 
     /// Bob, in the resource `second`, invited by whoever leads now.
@@ -293,17 +264,7 @@ impl Election {
 
     /// A replica whose collection window surely spans resources created together.
     fn batching_replica(&self, name: &str, lease: Duration) -> Replica {
-        let mut settings = self.cluster.settings();
-        settings.batch.window = Duration::from_millis(300);
-        settings.batch.linger = settings.batch.window;
-        Replica::start_with(
-            &self.cluster,
-            &self.lease_name,
-            name,
-            lease,
-            &self.activity,
-            settings,
-        )
+        Replica::start(self, name, lease, self.cluster.batching_settings())
     }
 
     async fn finish(self, replicas: Vec<Replica>) {
@@ -319,12 +280,7 @@ impl Election {
     }
 
     async fn holder(&self) -> Option<String> {
-        self.leases()
-            .get_opt(&self.lease_name)
-            .await
-            .expect("read the lease")
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty())
+        holder(&self.leases(), &self.lease_name).await
     }
 
     /// Two replicas with `lease`; once one leads, `first` (alice@) is Ready. The replicas and
@@ -340,25 +296,20 @@ impl Election {
         (replicas, leader)
     }
 
-    /// Waits until `replica` leads; its interval.
-    async fn wait_leading(&self, replica: &str, what: &str) -> Interval {
-        self.activity
-            .wait_for(what, |all| {
-                all.iter().find(|i| i.replica == replica).cloned()
-            })
-            .await
+    /// Waits until the standby `replica` leads; its interval.
+    async fn wait_leading(&self, replica: &str) -> Interval {
+        let leading = |all: &[Interval]| all.iter().find(|i| i.replica == replica).cloned();
+        let what = "the standby to take over";
+        self.activity.wait_for(what, leading).await
     }
 
     /// Waits until `replica` stopped leading; when.
     async fn wait_stopped(&self, replica: &str) -> Instant {
-        let interval = self
-            .activity
-            .wait_for("the leader to stop", |all| {
-                all.iter()
-                    .find(|i| i.replica == replica && i.end.is_some())
-                    .cloned()
-            })
-            .await;
+        let stopped = |all: &[Interval]| {
+            let stopped = all.iter().find(|i| i.replica == replica && i.end.is_some());
+            stopped.cloned()
+        };
+        let interval = self.activity.wait_for("the leader to stop", stopped).await;
         interval.end.unwrap()
     }
 
@@ -379,16 +330,16 @@ impl Election {
     /// The replicas' Kubernetes requests other than on the Lease, in the order served.
     fn controller_requests(&self, replicas: &[&str]) -> Vec<(String, String)> {
         let server = self.cluster.server.as_ref().expect("test server");
-        server
+        let requests = server
             .requests()
             .into_iter()
-            .filter(|r| r.resource != "leases")
-            .filter_map(|r| {
-                let agent = r.user_agent.unwrap_or_default();
-                let replica = replicas.iter().find(|n| agent == user_agent(n))?;
-                Some((replica.to_string(), format!("{} {}", r.verb, r.path)))
-            })
-            .collect()
+            .filter(|r| r.resource != "leases");
+        let by_replica = |r: kube_test_apiserver::RecordedRequest| {
+            let agent = r.user_agent.unwrap_or_default();
+            let replica = replicas.iter().find(|n| agent == user_agent(n))?;
+            Some((replica.to_string(), format!("{} {}", r.verb, r.path)))
+        };
+        requests.filter_map(by_replica).collect()
     }
 
     /// On the test server: the replicas' requests (other than on the Lease) come in one block
@@ -400,22 +351,14 @@ impl Election {
             );
             return;
         }
-        let mut blocks: Vec<String> = Vec::new();
-        for (replica, _) in self.controller_requests(replicas) {
-            if blocks.last() != Some(&replica) {
-                blocks.push(replica);
-            }
-        }
-        let mut terms: Vec<String> = Vec::new();
-        for interval in self.activity.intervals() {
-            if terms.last() != Some(&interval.replica) {
-                terms.push(interval.replica);
-            }
-        }
-        assert_eq!(
-            blocks, terms,
-            "requests of the replicas interleave or come outside their terms"
-        );
+        let requests = self.controller_requests(replicas).into_iter();
+        let mut blocks: Vec<String> = requests.map(|(replica, _)| replica).collect();
+        blocks.dedup();
+        let intervals = self.activity.intervals().into_iter();
+        let mut terms: Vec<String> = intervals.map(|interval| interval.replica).collect();
+        terms.dedup();
+        let follow = "requests of the replicas interleave or come outside their terms";
+        assert_eq!(blocks, terms, "{follow}");
     }
 
     /// On the test server: the replicas' Lease requests stay within the chart's
@@ -452,11 +395,8 @@ impl Election {
                 r.namespace.as_deref(),
                 Some(self.cluster.namespace.as_str())
             );
-            assert!(
-                r.name.is_none() && r.verb == "create"
-                    || r.name.as_deref() == Some(self.lease_name.as_str()),
-                "{r:?}"
-            );
+            let the_lease = r.name.as_deref() == Some(self.lease_name.as_str());
+            assert!(r.name.is_none() && r.verb == "create" || the_lease, "{r:?}");
             used.insert(r.verb);
         }
         let missing: Vec<_> = used.difference(&granted).collect();
@@ -477,6 +417,14 @@ impl Election {
     }
 }
 
+/// The holder of the Lease `name`, if anyone holds it.
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    let lease = leases.get_opt(name).await.expect("read the lease");
+    lease
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
 fn pick<'a>(replicas: &'a [Replica], name: &str) -> &'a Replica {
     replicas.iter().find(|r| r.name == name).expect("replica")
 }
@@ -490,8 +438,8 @@ fn split(mut replicas: Vec<Replica>, leader: &str) -> (Replica, Replica) {
 
 async fn wait_ready(replica: &Replica) {
     let mut rx = replica.readiness.clone();
-    tokio::time::timeout(WAIT, rx.wait_for(|r| *r == Readiness::Ready))
-        .await
+    let ready = tokio::time::timeout(WAIT, rx.wait_for(|r| *r == Readiness::Ready)).await;
+    ready
         .unwrap_or_else(|_| panic!("{} never became ready", replica.name))
         .unwrap();
 }
@@ -505,35 +453,24 @@ async fn only_the_leader_reconciles_and_invites_once() {
     // Both start at once and race for the Lease.
     let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
     let leader = s.wait_leader().await;
-    let standby = if leader == "replica-a" {
-        "replica-b"
-    } else {
-        "replica-a"
-    };
+    let standby = ["replica-a", "replica-b"]
+        .into_iter()
+        .find(|r| *r != leader)
+        .unwrap();
 
     let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
-    s.cluster
-        .create_ready("team", users_spec("wavefront", &emails, &[]))
-        .await;
+    let spec = users_spec("wavefront", &emails, &[]);
+    s.cluster.create_ready("team", spec).await;
     // Let several renewals pass: leadership is stable, the standby stays idle.
     tokio::time::sleep(LEASE * 2).await;
 
-    assert!(pick(&replicas, &leader).reconciles() >= 1);
-    assert!(pick(&replicas, &leader).api_calls() >= 1);
-    assert_eq!(
-        pick(&replicas, standby).reconciles(),
-        0,
-        "the standby reconciled"
-    );
-    assert_eq!(
-        pick(&replicas, standby).api_calls(),
-        0,
-        "the standby called the API"
-    );
-    assert!(
-        s.activity.of(standby).is_empty(),
-        "the standby ran a controller"
-    );
+    let (leading, standing_by) = (pick(&replicas, &leader), pick(&replicas, standby));
+    assert!(leading.reconciles() >= 1);
+    assert!(leading.api_calls() >= 1);
+    assert_eq!(standing_by.reconciles(), 0, "the standby reconciled");
+    assert_eq!(standing_by.api_calls(), 0, "the standby called the API");
+    let ran = s.activity.of(standby);
+    assert!(ran.is_empty(), "the standby ran a controller");
     assert_eq!(s.activity.of(&leader).len(), 1, "leadership changed hands");
     s.assert_invited_once(&emails);
     // /readyz: the leader once its caches synced, the standby while waiting.
@@ -541,10 +478,10 @@ async fn only_the_leader_reconciles_and_invites_once() {
         wait_ready(r).await;
     }
     if s.cluster.is_test_server() {
-        let standby_requests = s.controller_requests(&[standby]);
+        let touched = s.controller_requests(&[standby]);
         assert!(
-            standby_requests.is_empty(),
-            "the standby touched more than its Lease: {standby_requests:?}"
+            touched.is_empty(),
+            "the standby touched more than its Lease: {touched:?}"
         );
     } else {
         eprintln!(
@@ -564,13 +501,10 @@ async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashe
     let standby_name = standby.name.clone();
     let killed_at = Instant::now();
     leader.kill().await;
-    s.cluster
-        .create_invitation("second", users_spec("wavefront", &["bob@example.com"], &[]))
-        .await;
+    let bob = users_spec("wavefront", &["bob@example.com"], &[]);
+    s.cluster.create_invitation("second", bob).await;
 
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name).await;
     let after = took_over.start - killed_at;
     // The crashed leader renewed at most a renew deadline (2/3 of the lease) before the crash,
     // so the standby cannot take over earlier than a third of the lease after it; it waits one
@@ -595,9 +529,7 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     let standby_name = standby.name.clone();
     let stopping_at = Instant::now();
     leader.stop().await;
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name).await;
     let after = took_over.start - stopping_at;
     assert!(
         after < lease / 3,
@@ -623,10 +555,9 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let (leader_name, standby_name) = (leader.name.clone(), standby.name.clone());
 
     // From now on every Lease write of the leader fails (as in a partition from the API).
+    let renewals = Fault::new(500).resource("leases").verb("update");
     server.inject_fault(
-        Fault::new(500)
-            .resource("leases")
-            .verb("update")
+        renewals
             .user_agent(user_agent(&leader_name))
             .times(usize::MAX),
     );
@@ -634,31 +565,27 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let stopped = s.wait_stopped(&leader_name).await;
     // Its last successful renewal was before the faults: it must be gone by 5/6 of the lease
     // after that (plus scheduling slack).
-    let stopped_after = stopped - failing_since;
-    assert!(
-        stopped_after <= LEASE,
-        "the leader kept acting {stopped_after:?} after its renewals started failing"
-    );
+    let after = stopped - failing_since;
+    let kept_acting =
+        format!("the leader kept acting {after:?} after its renewals started failing");
+    assert!(after <= LEASE, "{kept_acting}");
     let requests_at_stop = server.requests().len();
     let reconciles_at_stop = leader.reconciles();
 
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name).await;
+    let after_the_leader = took_over.start > stopped;
     assert!(
-        took_over.start > stopped,
+        after_the_leader,
         "the standby started before the leader stopped"
     );
     s.invite_second().await;
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
 
     // Nothing but Lease requests from the old leader since it stopped.
-    let late: Vec<_> = server.requests()[requests_at_stop..]
-        .iter()
-        .filter(|r| r.user_agent.as_deref() == Some(user_agent(&leader_name).as_str()))
-        .filter(|r| r.resource != "leases")
-        .map(|r| format!("{} {}", r.verb, r.path))
-        .collect();
+    let (requests, agent) = (server.requests(), Some(user_agent(&leader_name)));
+    let late = requests[requests_at_stop..].iter();
+    let late = late.filter(|r| r.user_agent == agent && r.resource != "leases");
+    let late: Vec<_> = late.map(|r| format!("{} {}", r.verb, r.path)).collect();
     assert!(late.is_empty(), "the old leader still acted: {late:?}");
     assert_eq!(leader.reconciles(), reconciles_at_stop);
     assert!(standby.reconciles() >= 1);
@@ -677,37 +604,32 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
     // Someone else writes itself into the Lease (and then never renews it).
     let stolen_at = Instant::now();
     let mut lease = s.leases().get(&s.lease_name).await.unwrap();
+    let now = || Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
     lease.spec = Some(LeaseSpec {
         holder_identity: Some("intruder".into()),
-        acquire_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-        renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        acquire_time: now(),
+        renew_time: now(),
         lease_duration_seconds: Some(LEASE.as_secs() as i32),
         ..lease.spec.unwrap_or_default()
     });
-    s.leases()
+    let stolen = s
+        .leases()
         .replace(&s.lease_name, &PostParams::default(), &lease)
-        .await
-        .expect("steal the lease");
+        .await;
+    stolen.expect("steal the lease");
 
     let stopped = s.wait_stopped(&leader).await;
     // It notices at its next renewal (every 1/6 of the lease).
-    assert!(
-        stopped - stolen_at <= LEASE / 2,
-        "the leader noticed after {:?}",
-        stopped - stolen_at
-    );
+    let noticed = stopped - stolen_at;
+    assert!(noticed <= LEASE / 2, "the leader noticed after {noticed:?}");
     // The intruder's lease must expire before anyone leads again.
-    let next = s
-        .activity
-        .wait_for("a new leader", |all| {
-            all.iter().find(|i| i.start > stopped).cloned()
-        })
-        .await;
+    let after_the_stop = |all: &[Interval]| all.iter().find(|i| i.start > stopped).cloned();
+    let next = s.activity.wait_for("a new leader", after_the_stop).await;
+    let taken = next.start - stolen_at;
+    let who = &next.replica;
     assert!(
-        next.start - stolen_at >= LEASE,
-        "{} took the intruder's lease after {:?}",
-        next.replica,
-        next.start - stolen_at
+        taken >= LEASE,
+        "{who} took the intruder's lease after {taken:?}"
     );
     s.invite_second().await;
     s.assert_both_invited_once();
@@ -722,29 +644,17 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
 #[tokio::test]
 async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     let cluster = TestCluster::start().await;
-    let mut processes: Vec<OperatorProcess> = ["pod-1", "pod-2"]
-        .into_iter()
-        .map(|name| {
-            OperatorProcess::start(
-                &cluster,
-                name,
-                &[
-                    ("LEADER_ELECTION", "true"),
-                    ("POD_NAME", name),
-                    ("LEASE_DURATION", "2s"),
-                ],
-            )
-        })
-        .collect();
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let holder = || async {
-        leases
-            .get_opt("invite-operator")
-            .await
-            .unwrap()
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty())
+    let process = |name| {
+        let env = [
+            ("LEADER_ELECTION", "true"),
+            ("POD_NAME", name),
+            ("LEASE_DURATION", "2s"),
+        ];
+        OperatorProcess::start(&cluster, name, &env)
     };
+    let mut processes: Vec<OperatorProcess> = ["pod-1", "pod-2"].map(process).into();
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let holder = || holder(&leases, "invite-operator");
     let leader = eventually("a process to take the lease", holder).await;
     // Both ready: the leader once its caches synced, the other as a standby.
     for p in &processes {
@@ -756,19 +666,11 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     first.terminate().await;
     let released_at = Instant::now();
     let takes_over = async || expect_eq(holder().await, Some(second.name.clone()));
-    eventually_every(
-        Duration::from_millis(20),
-        WAIT,
-        "the standby to take over",
-        takes_over,
-    )
-    .await;
+    let (poll, what) = (Duration::from_millis(20), "the standby to take over");
+    eventually_every(poll, WAIT, what, takes_over).await;
     // Released on SIGTERM: no waiting for the 2s lease to expire.
-    assert!(
-        released_at.elapsed() < Duration::from_secs(1),
-        "took over after {:?}",
-        released_at.elapsed()
-    );
+    let after = released_at.elapsed();
+    assert!(after < Duration::from_secs(1), "took over after {after:?}");
     second.wait_ready().await;
     second.terminate().await;
     assert_eq!(holder().await, None);
@@ -782,27 +684,19 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
 /// journal object is gone once the outcomes are recorded.
 #[tokio::test]
 async fn a_new_leader_reads_the_intent_journal_and_never_sends_its_batch_again() {
-    use crate::{
-        common::flavor::{ENDPOINT, Flavor},
-        journal,
-    };
+    use crate::{common::flavor::*, journal};
 
     let e = Election::new().await;
     // A short request timeout: the crashed leader's request settles in seconds.
+    let (url, timeout) = (&e.mock.url, journal::TIMEOUT_SECONDS);
     Flavor::UserInvite
-        .apply_endpoint(
-            &e.cluster,
-            ENDPOINT,
-            &e.mock.url,
-            journal::TIMEOUT_SECONDS,
-            100,
-        )
+        .apply_endpoint(&e.cluster, ENDPOINT, url, timeout, 100)
         .await;
     journal::hold_invite_answers(&e);
     let first = e.batching_replica("replica-a", LEASE);
     assert_eq!(e.wait_leader().await, "replica-a");
     let second = e.batching_replica("replica-b", LEASE);
-    let all = journal::resources(3, 2);
+    let all = resources(3, 2);
     journal::journaled_batch_in_flight(&e, &all).await;
     first.kill().await;
     e.mock.api.clear_faults();

@@ -19,7 +19,12 @@ type Grant = (String, String, String); // (apiGroup, resource[/subresource], ver
 /// The chart's rule lists (`namespaced`, `cluster`, `leaderElection`, `journal`,
 /// `endpointSecrets`).
 fn rules_file() -> Value {
-    let path = package_path("deploy/charts/invite-operator/files/rbac-rules.yaml");
+    chart_file("files/rbac-rules.yaml")
+}
+
+/// The chart's YAML file `rel`, as JSON.
+fn chart_file(rel: &str) -> Value {
+    let path = package_path("deploy/charts/invite-operator").join(rel);
     serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -58,20 +63,14 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     };
     let (cluster, mock) = (&h.cluster, &h.mock);
     let shared = cluster.unique("shared");
-    cluster
-        .cluster_endpoint(
-            &shared,
-            json!({"api": "UserInvite", "url": mock.url,
-                   "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}},
-                   "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}},
-                   "allowed": {"groups": ["*"]}}),
-        )
-        .await;
+    let endpoint = json!({"api": "UserInvite", "url": mock.url,
+        "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}},
+        "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}},
+        "allowed": {"groups": ["*"]}});
+    cluster.cluster_endpoint(&shared, endpoint).await;
     // As the chart runs it: under leader election; a collection window that surely spans two
     // resources created together (their batch is recorded in the intent journal).
-    let (client, mut settings) = (cluster.controller_client(), cluster.settings());
-    settings.batch.window = Duration::from_millis(300);
-    settings.batch.linger = settings.batch.window;
+    let (client, settings) = (cluster.controller_client(), cluster.batching_settings());
     let (elected, stop, _readiness) =
         run_elected(cluster, client, settings, &cluster.namespace, "rbac-test");
     every_kind_of_work(cluster, &shared).await;
@@ -97,49 +96,30 @@ async fn every_kind_of_work(cluster: &TestCluster, shared: &str) {
             {"emailAddress": extra, "groups": [], "userGroups": []},
         ])
     };
-    cluster
-        .create_invitation(
-            "team",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
-                   "deletionPolicy": "Delete", "users": users("c@example.com")}),
-        )
-        .await;
+    let team = json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                      "deletionPolicy": "Delete", "users": users("c@example.com")});
+    cluster.create_invitation("team", team).await;
     cluster.wait_for_reason("team", "PartiallyFailed").await;
-    cluster
-        .patch_spec("team", json!({"users": users("d@example.com")}))
-        .await;
-    cluster
-        .wait_status("team", "d invited", |s| {
-            s.invited == 2 && s.users.len() == 3 && s.observed_generation == Some(2)
-        })
-        .await;
+    let retried = json!({"users": users("d@example.com")});
+    cluster.patch_spec("team", retried).await;
+    let d_invited = |s: &invite_operator::api::UserInvitationStatus| {
+        s.invited == 2 && s.users.len() == 3 && s.observed_generation == Some(2)
+    };
+    cluster.wait_status("team", "d invited", d_invited).await;
     // Through the namespaced endpoint too.
-    cluster
-        .create_ready(
-            "local",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "users": [{"emailAddress": "e@example.com", "groups": [], "userGroups": []}]}),
-        )
-        .await;
+    let local = users_spec("wavefront", &["e@example.com"], &[]);
+    cluster.create_ready("local", local).await;
     // Two resources in one invite batch: the intent journal (an InviteIntent created, then
     // deleted once both outcomes are recorded).
     let pair = ["pair-a", "pair-b"].map(|name| {
         let user = format!("{name}@example.com");
-        cluster.create_invitation(
-            name,
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "users": [{"emailAddress": user, "groups": [], "userGroups": []}]}),
-        )
+        cluster.create_invitation(name, users_spec("wavefront", &[user], &[]))
     });
     futures::future::join_all(pair).await;
     for name in ["pair-a", "pair-b"] {
         cluster.wait_status(name, "Ready", is_ready).await;
     }
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
+    cluster.delete("team").await;
     cluster.wait_gone("team").await;
 }
 
@@ -181,6 +161,7 @@ fn chart_rbac(
     watched: &[String],
     labels: &Value,
 ) -> Vec<Value> {
+    let rbac = "rbac.authorization.k8s.io";
     let mut objects = vec![json!({
         "apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": fullname, "namespace": release_ns, "labels": labels},
@@ -196,16 +177,16 @@ fn chart_rbac(
             metadata["namespace"] = json!(ns);
         }
         objects.push(json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": role,
-            "metadata": metadata, "rules": rules,
+            "apiVersion": format!("{rbac}/v1"), "kind": role, "metadata": metadata, "rules": rules,
         }));
         objects.push(json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding, "metadata": metadata,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role, "name": name},
+            "apiVersion": format!("{rbac}/v1"), "kind": binding, "metadata": metadata,
+            "roleRef": {"apiGroup": rbac, "kind": role, "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": fullname, "namespace": release_ns}],
         }));
     };
     role(format!("{fullname}-cluster"), None, &rules["cluster"]);
+    let in_release = Some(release_ns);
     if watched.is_empty() {
         role(format!("{fullname}-namespaced"), None, &rules["namespaced"]);
     } else {
@@ -213,24 +194,26 @@ fn chart_rbac(
             role(fullname.to_string(), Some(ns), &rules["namespaced"]);
         }
         if !watched.iter().any(|ns| ns == release_ns) {
-            role(
-                format!("{fullname}-endpoint-secrets"),
-                Some(release_ns),
-                &rules["endpointSecrets"],
-            );
+            let name = format!("{fullname}-endpoint-secrets");
+            role(name, in_release, &rules["endpointSecrets"]);
         }
     }
-    role(
-        format!("{fullname}-leader-election"),
-        Some(release_ns),
-        &rules["leaderElection"],
-    );
-    role(
-        format!("{fullname}-journal"),
-        Some(release_ns),
-        &rules["journal"],
-    );
+    let name = format!("{fullname}-leader-election");
+    role(name, in_release, &rules["leaderElection"]);
+    role(format!("{fullname}-journal"), in_release, &rules["journal"]);
     objects
+}
+
+/// The chart's ServiceAccount and RBAC ([`chart_rbac`]) for `watched`, created in a new
+/// release namespace of the test; the namespace and the release's full name.
+async fn install_rendered_rbac(cluster: &TestCluster, watched: &[String]) -> (String, String) {
+    let release_ns = cluster.create_namespace("operator").await;
+    let fullname = cluster.unique("invite-operator");
+    let labels = cluster.labels();
+    for object in chart_rbac(&rules_file(), &fullname, &release_ns, watched, &labels) {
+        create(&cluster.client, &object).await;
+    }
+    (release_ns, fullname)
 }
 
 /// Creates one rendered object.
@@ -323,29 +306,24 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     let (elected, stop, _readiness) =
         run_elected(cluster, client, settings, &release_ns, "rbac-e2e");
 
+    let delete = json!({"deletionPolicy": "Delete"});
+    let users = with(
+        users_spec("wavefront", &["a@example.com"], &[]),
+        delete.clone(),
+    );
+    let org = json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": csp},
+                     "orgInvitation": {"usernames": ["b@example.com"]}});
+    let resources = [("users", users), ("org", with(org, delete))];
+    for (name, spec) in resources {
+        cluster.create_invitation(name, spec).await;
+    }
+    for (name, email) in [("users", "a@example.com"), ("org", "b@example.com")] {
+        cluster.wait_ready(name).await;
+        assert_eq!(mock.api.invitations_sent_to(email), 1, "{email}");
+    }
+    let resolved = ("True", "CredentialsResolved");
     cluster
-        .create_invitation(
-            "users",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]}),
-        )
-        .await;
-    cluster
-        .create_invitation(
-            "org",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": csp},
-                   "deletionPolicy": "Delete",
-                   "orgInvitation": {"usernames": ["b@example.com"]}}),
-        )
-        .await;
-    cluster.wait_ready("users").await;
-    cluster.wait_ready("org").await;
-    assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
-    assert_eq!(mock.api.invitations_sent_to("b@example.com"), 1);
-
-    cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
+        .wait_endpoint("wavefront", resolved.0, resolved.1)
         .await;
     cluster.wait_cluster_endpoint_ready(&csp).await;
     for name in ["users", "org"] {
@@ -390,21 +368,11 @@ async fn install_chart_rbac(
 ) -> (String, kube::Client) {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::{Api, api::ListParams};
-    let release_ns = cluster.create_namespace("operator").await;
-    let fullname = cluster.unique("invite-operator");
     let watched = match watch {
         Watch::TestNamespace => vec![cluster.namespace.clone()],
         Watch::AllNamespaces => vec![],
     };
-    for object in chart_rbac(
-        &rules_file(),
-        &fullname,
-        &release_ns,
-        &watched,
-        &cluster.labels(),
-    ) {
-        create(&cluster.client, &object).await;
-    }
+    let (release_ns, fullname) = install_rendered_rbac(cluster, &watched).await;
     if let Some(version) = policy_version {
         status_writer_policy_holds(cluster, version, &release_ns, &fullname).await;
     }
@@ -415,13 +383,9 @@ async fn install_chart_rbac(
             .unwrap();
     // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
     // on.
-    let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403),
-        "{forbidden:?}"
-    );
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    let refused = configmaps.list(&ListParams::default()).await;
+    assert!(forbidden(&refused), "{refused:?}");
     (release_ns, client)
 }
 
@@ -604,18 +568,10 @@ async fn status_writer_policy_holds(
         }
     })
     .await;
-    forge_status(
-        &client_as(cluster, &break_glass),
-        &cluster.namespace,
-        "forged",
-    )
-    .await
-    .expect("the break-glass user may write the status");
-    cluster
-        .invitations()
-        .delete("forged", &DeleteParams::default())
-        .await
-        .unwrap();
+    let as_break_glass = client_as(cluster, &break_glass);
+    let forged = forge_status(&as_break_glass, &cluster.namespace, "forged").await;
+    forged.expect("the break-glass user may write the status");
+    cluster.delete("forged").await;
 }
 
 /// Secrets are read by name only: no list of the chart's RBAC lets the controller list or
@@ -645,17 +601,7 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         return;
     };
     let cluster = &h.cluster;
-    let release_ns = cluster.create_namespace("operator").await;
-    let fullname = cluster.unique("invite-operator");
-    for object in chart_rbac(
-        &rules_file(),
-        &fullname,
-        &release_ns,
-        &[],
-        &cluster.labels(),
-    ) {
-        create(&cluster.client, &object).await;
-    }
+    let (release_ns, fullname) = install_rendered_rbac(cluster, &[]).await;
     let user = format!("system:serviceaccount:{release_ns}:{fullname}");
     let allowed = |verb: &str, namespace: Option<&str>| {
         let review: SubjectAccessReview = serde_json::from_value(json!({
@@ -670,12 +616,8 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         .unwrap();
         let api = Api::<SubjectAccessReview>::all(cluster.client.clone());
         async move {
-            api.create(&Default::default(), &review)
-                .await
-                .unwrap()
-                .status
-                .unwrap()
-                .allowed
+            let review = api.create(&Default::default(), &review).await.unwrap();
+            review.status.unwrap().allowed
         }
     };
     for namespace in [
@@ -694,23 +636,14 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
             assert!(allowed("get", namespace).await, "get in {namespace:?}");
         }
     }
-    let mut config = cluster.config.clone();
-    config.auth_info.impersonate = Some(user.clone());
-    let client = kube::Client::try_from(config).unwrap();
-    let everywhere = Api::<Secret>::all(client.clone())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&everywhere, Err(kube::Error::Api(s)) if s.code == 403),
-        "{everywhere:?}"
-    );
+    let client = client_as(cluster, &user);
+    let lp = ListParams::default();
+    let everywhere = Api::<Secret>::all(client.clone()).list(&lp).await;
+    assert!(forbidden(&everywhere), "{everywhere:?}");
     let here = Api::<Secret>::namespaced(client, &cluster.namespace)
-        .list(&ListParams::default())
+        .list(&lp)
         .await;
-    assert!(
-        matches!(&here, Err(kube::Error::Api(s)) if s.code == 403),
-        "{here:?}"
-    );
+    assert!(forbidden(&here), "{here:?}");
     h.finish().await;
 }
 
@@ -793,42 +726,35 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     let alices = Api::<UserInvitation>::namespaced(as_alice.clone(), &cluster.namespace);
     // The aggregation controller copies the rules into `edit` shortly after they appear.
     let what = "the app-team rules to reach the edit role";
-    eventually_every(
-        Duration::from_millis(200),
-        WAIT,
-        what,
-        async || match alices.create(&Default::default(), &invitation).await {
+    let poll = Duration::from_millis(200);
+    eventually_every(poll, WAIT, what, async || {
+        match alices.create(&Default::default(), &invitation).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 403 => Err(s.message),
             Err(e) => panic!("create as a user bound to edit: {e}"),
-        },
-    )
+        }
+    })
     .await;
     // edit: the spec is theirs to change, and the resource theirs to delete …
-    alices
-        .patch(
-            "team-invite",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})),
-        )
-        .await
-        .expect("edit may update a UserInvitation");
+    let patch = kube::api::Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}));
+    let patched = alices
+        .patch("team-invite", &Default::default(), &patch)
+        .await;
+    patched.expect("edit may update a UserInvitation");
     let endpoint: InvitationEndpoint = serde_json::from_value(json!({
         "metadata": {"name": "team", "labels": cluster.labels()},
         "spec": {"api": "UserInvite", "url": "https://api.example.com",
                  "credentials": {"secretRef": {"name": "team-token"}}},
     }))
     .unwrap();
-    Api::<InvitationEndpoint>::namespaced(as_alice.clone(), &cluster.namespace)
-        .create(&Default::default(), &endpoint)
-        .await
-        .expect("edit may create an InvitationEndpoint");
+    let endpoints = Api::<InvitationEndpoint>::namespaced(as_alice.clone(), &cluster.namespace);
+    let created = endpoints.create(&Default::default(), &endpoint).await;
+    created.expect("edit may create an InvitationEndpoint");
     // … never its status, nor the platform's endpoints.
     let status = forge_status(&as_alice, &cluster.namespace, "team-invite").await;
     assert!(forbidden(&status), "edit wrote a status: {status:?}");
-    let platform = Api::<ClusterInvitationEndpoint>::all(as_alice.clone())
-        .list(&ListParams::default())
-        .await;
+    let platform = Api::<ClusterInvitationEndpoint>::all(as_alice.clone());
+    let platform = platform.list(&ListParams::default()).await;
     assert!(
         forbidden(&platform),
         "edit lists cluster endpoints: {platform:?}"
@@ -837,21 +763,16 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     journal_is_out_of_reach(cluster, &as_alice).await;
     // view: read only.
     let bobs = Api::<UserInvitation>::namespaced(as_bob.clone(), &cluster.namespace);
-    assert_eq!(
-        bobs.list(&ListParams::default()).await.unwrap().items.len(),
-        1,
-        "view reads UserInvitations"
-    );
+    let read = bobs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(read.len(), 1, "view reads UserInvitations");
     let mut other = invitation.clone();
     other.metadata.name = Some("bobs".into());
     let created = bobs.create(&Default::default(), &other).await;
     assert!(forbidden(&created), "view created one: {created:?}");
     let status = forge_status(&as_bob, &cluster.namespace, "team-invite").await;
     assert!(forbidden(&status), "view wrote a status: {status:?}");
-    alices
-        .delete("team-invite", &DeleteParams::default())
-        .await
-        .expect("edit may delete a UserInvitation");
+    let deleted = alices.delete("team-invite", &DeleteParams::default()).await;
+    deleted.expect("edit may delete a UserInvitation");
     h.finish().await;
 }
 
@@ -881,11 +802,9 @@ async fn roles_are_aggregated(cluster: &TestCluster) -> bool {
     use k8s_openapi::api::rbac::v1::ClusterRole;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut aggregated = false;
+    let roles = kube::Api::<ClusterRole>::all(cluster.client.clone());
     while !aggregated && tokio::time::Instant::now() < deadline {
-        let edit = kube::Api::<ClusterRole>::all(cluster.client.clone())
-            .get("edit")
-            .await
-            .unwrap();
+        let edit = roles.get("edit").await.unwrap();
         aggregated = !edit.rules.unwrap_or_default().is_empty();
         if !aggregated {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -897,13 +816,7 @@ async fn roles_are_aggregated(cluster: &TestCluster) -> bool {
 /// The chart's rules for the built-in view, edit and admin roles, as ClusterRoles that
 /// aggregate into them.
 async fn install_aggregated_rules(cluster: &TestCluster) {
-    let rules: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(package_path(
-            "deploy/charts/invite-operator/files/aggregate-rules.yaml",
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let rules = chart_file("files/aggregate-rules.yaml");
     for role in ["view", "edit", "admin"] {
         let mut labels = cluster.labels();
         labels[format!("rbac.authorization.k8s.io/aggregate-to-{role}")] = json!("true");

@@ -174,6 +174,18 @@ pub fn addresses(prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `n` resources `r00`, `r01`, … of `per` addresses each: (name, addresses).
+pub fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
+    let resource = |r| (format!("r{r:02}"), addresses(&format!("r{r}"), per));
+    (0..n).map(resource).collect()
+}
+
+/// Whether the addresses of one invite request span resources: no one resource has them all.
+pub fn spans(batch: &[String], resources: &[(String, Vec<String>)]) -> bool {
+    let within = |users: &Vec<String>| batch.iter().all(|u| users.contains(u));
+    !resources.iter().any(|(_, users)| within(users))
+}
+
 /// The status entry of `email`.
 pub fn entry<'a>(status: &'a UserInvitationStatus, email: &str) -> Option<&'a UserStatus> {
     status.users.iter().find(|u| u.email_address == email)
@@ -194,7 +206,8 @@ pub fn status_of(inv: &UserInvitation) -> &UserInvitationStatus {
     inv.status.as_ref().expect("a status")
 }
 
-/// Two tests, `$user` and `$org`, each running `$scenario(flavor, $args…)` on one API flavour.
+/// Two tests, `$user` and `$org`, each running `$scenario(flavor, $args…)` on one API flavour
+/// (or three, with an API that sends again: see the second arm).
 macro_rules! per_flavor {
     ($scenario:ident($($arg:expr),*) => $user:ident, $org:ident) => {
         #[tokio::test]
@@ -205,6 +218,24 @@ macro_rules! per_flavor {
         #[tokio::test]
         async fn $org() {
             $scenario($crate::common::flavor::Flavor::OrgInvitation $(, $arg)*).await;
+        }
+    };
+    // Three tests: `$user` and `$org` running `$scenario(flavor, false)`, and `$resending`
+    // running `$scenario(Flavor::UserInvite, true)` against an API that sends again.
+    (#[$test:meta] $scenario:ident => $user:ident, $resending:ident, $org:ident) => {
+        #[$test]
+        async fn $user() {
+            $scenario($crate::common::flavor::Flavor::UserInvite, false).await;
+        }
+
+        #[$test]
+        async fn $resending() {
+            $scenario($crate::common::flavor::Flavor::UserInvite, true).await;
+        }
+
+        #[$test]
+        async fn $org() {
+            $scenario($crate::common::flavor::Flavor::OrgInvitation, false).await;
         }
     };
 }
