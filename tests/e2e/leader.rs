@@ -391,19 +391,15 @@ impl Election {
                 continue;
             }
             assert_eq!(r.api_group, "coordination.k8s.io");
-            assert_eq!(
-                r.namespace.as_deref(),
-                Some(self.cluster.namespace.as_str())
-            );
+            let namespace = Some(self.cluster.namespace.as_str());
+            assert_eq!(r.namespace.as_deref(), namespace);
             let the_lease = r.name.as_deref() == Some(self.lease_name.as_str());
             assert!(r.name.is_none() && r.verb == "create" || the_lease, "{r:?}");
             used.insert(r.verb);
         }
         let missing: Vec<_> = used.difference(&granted).collect();
-        assert!(
-            missing.is_empty(),
-            "Lease calls the chart does not grant: {missing:?}"
-        );
+        let granted = missing.is_empty();
+        assert!(granted, "Lease calls the chart does not grant: {missing:?}");
         for verb in ["get", "create", "update"] {
             assert!(used.contains(verb), "no Lease {verb} seen: {used:?}");
         }
@@ -479,10 +475,8 @@ async fn only_the_leader_reconciles_and_invites_once() {
     }
     if s.cluster.is_test_server() {
         let touched = s.controller_requests(&[standby]);
-        assert!(
-            touched.is_empty(),
-            "the standby touched more than its Lease: {touched:?}"
-        );
+        let idle = touched.is_empty();
+        assert!(idle, "the standby touched more than its Lease: {touched:?}");
     } else {
         eprintln!(
             "skipped the check that the standby touched only its Lease: needs the in-process API server (request records)"
@@ -531,10 +525,8 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     leader.stop().await;
     let took_over = s.wait_leading(&standby_name).await;
     let after = took_over.start - stopping_at;
-    assert!(
-        after < lease / 3,
-        "the released lease was taken after {after:?}"
-    );
+    let at_once = after < lease / 3;
+    assert!(at_once, "the released lease was taken after {after:?}");
     s.invite_second().await;
     s.assert_both_invited_once();
     standby.stop().await;
@@ -627,10 +619,8 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
     let next = s.activity.wait_for("a new leader", after_the_stop).await;
     let taken = next.start - stolen_at;
     let who = &next.replica;
-    assert!(
-        taken >= LEASE,
-        "{who} took the intruder's lease after {taken:?}"
-    );
+    let expired = taken >= LEASE;
+    assert!(expired, "{who} took the intruder's lease after {taken:?}");
     s.invite_second().await;
     s.assert_both_invited_once();
     s.finish(replicas).await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::{flavor::*, *};
 use invite_mock::{MockConfig, RunningMock, ScriptedFault};
-use invite_operator::api::UserState;
+use invite_operator::api::{UserInvitationStatus, UserState};
 use serde_json::{Value, json};
 
 /// The bodies of the answered invite calls.
@@ -47,22 +47,20 @@ fn assert_sent(mock: &RunningMock, usernames: &[&str], n: usize) {
     }
 }
 
-/// The controller running and the resource `org` of dana Ready.
-async fn dana_ready() -> Harness {
-    let s = Harness::org_invitation_running().await;
-    s.cluster.create_ready("org", spec(&[DANA])).await;
-    s
-}
-
 const DANA: &str = "dana@example.com";
 
-/// Adds `username` to the resource `org` of dana; waits until it is invited.
-async fn add_to_dana(s: &Harness, username: &str) {
-    let usernames = json!({"orgInvitation": {"usernames": [DANA, username]}});
-    s.cluster.patch_spec("org", usernames).await;
-    let invited = |st: &invite_operator::api::UserInvitationStatus| st.invited == 2 && is_ready(st);
-    let inv = s.cluster.wait_status("org", username, invited).await;
-    assert_eq!(state_of(&inv, username), UserState::Invited);
+/// Sets the usernames of the resource `org`; waits until they are all invited.
+async fn set_usernames(s: &Harness, usernames: &[&str]) {
+    let spec = json!({"orgInvitation": {"usernames": usernames}});
+    s.cluster.patch_spec("org", spec).await;
+    let all = |st: &UserInvitationStatus| st.invited as usize == usernames.len() && is_ready(st);
+    let inv = s
+        .cluster
+        .wait_status("org", "the usernames invited", all)
+        .await;
+    for username in usernames {
+        assert_eq!(state_of(&inv, username), UserState::Invited, "{username}");
+    }
 }
 
 #[tokio::test]
@@ -94,15 +92,26 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
     s.finish().await;
 }
 
-/// (The restart: `restart_sends_nothing_again_and_writes_nothing_orginvitation`.)
+/// A username added to a resource is invited alone, with the cached access token; once every
+/// access token expired, the next call gets a 401, exchanges again and goes on: nothing is
+/// lost. (The restart: `restart_sends_nothing_again_and_writes_nothing_orginvitation`.)
 #[tokio::test]
-async fn an_added_username_is_invited_alone() {
-    let s = dana_ready().await;
-    add_to_dana(&s, "frank@example.com").await;
+async fn an_added_username_is_invited_alone_and_an_expired_access_token_is_replaced() {
+    let s = Harness::org_invitation_running().await;
+    s.cluster.create_ready("org", spec(&[DANA])).await;
+    assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
+    let frank = "frank@example.com";
+    set_usernames(&s, &[DANA, frank]).await;
     let posts = invite_posts(&s.mock);
     assert_eq!(posts.len(), 2);
-    assert_eq!(posts[1]["usernames"], json!(["frank@example.com"]));
-    assert_sent(&s.mock, &[DANA], 1);
+    assert_eq!(posts[1]["usernames"], json!([frank]));
+    assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
+
+    s.mock.api.expire_access_tokens();
+    set_usernames(&s, &[DANA, frank, "gus@example.com"]).await;
+    assert_eq!(token_exchanges(&s.mock), 2);
+    assert!(saw_401(&s.mock), "a 401 was seen and handled");
+    assert_sent(&s.mock, &["gus@example.com", frank, DANA], 1);
     s.finish().await;
 }
 
@@ -163,19 +172,6 @@ async fn an_unknown_organization_is_an_endpoint_problem() {
     let named = message.contains("no-such-org") || message.contains("not found");
     assert!(named, "{message}");
     assert_sent(&s.mock, &[DANA], 0);
-    s.finish().await;
-}
-
-#[tokio::test]
-async fn an_expired_access_token_is_replaced_and_nothing_is_lost() {
-    let s = dana_ready().await;
-    assert_eq!(token_exchanges(&s.mock), 1, "the access token is cached");
-    // Every access token expires; the next call gets a 401, exchanges again and goes on.
-    s.mock.api.expire_access_tokens();
-    add_to_dana(&s, "gus@example.com").await;
-    assert_eq!(token_exchanges(&s.mock), 2);
-    assert!(saw_401(&s.mock), "a 401 was seen and handled");
-    assert_sent(&s.mock, &["gus@example.com", DANA], 1);
     s.finish().await;
 }
 
@@ -280,9 +276,7 @@ async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
     }
     let mut states = Vec::new();
     for (i, person) in people.iter().enumerate() {
-        let settled = |st: &invite_operator::api::UserInvitationStatus| {
-            st.users.iter().all(|u| !u.state.is_waiting())
-        };
+        let settled = |st: &UserInvitationStatus| st.users.iter().all(|u| !u.state.is_waiting());
         let inv = s
             .cluster
             .wait_status(&format!("r{i}"), "settled", settled)

@@ -31,21 +31,18 @@ fn chart_file(rel: &str) -> Value {
 fn granted(lists: &[&str]) -> BTreeSet<Grant> {
     let rules = rules_file();
     let mut out = BTreeSet::new();
+    let strings = |v: &Value| -> Vec<String> {
+        let items = v.as_array().unwrap().iter();
+        items.map(|s| s.as_str().unwrap().to_string()).collect()
+    };
     for list in lists {
-        for rule in rules[*list]
-            .as_array()
-            .unwrap_or_else(|| panic!("no list {list}"))
-        {
-            for group in rule["apiGroups"].as_array().unwrap() {
-                for resource in rule["resources"].as_array().unwrap() {
-                    for verb in rule["verbs"].as_array().unwrap() {
-                        let (g, r, v) = (
-                            group.as_str().unwrap(),
-                            resource.as_str().unwrap(),
-                            verb.as_str().unwrap(),
-                        );
+        let rules = rules[*list].as_array();
+        for rule in rules.unwrap_or_else(|| panic!("no list {list}")) {
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
                         assert!(g != "*" && r != "*" && v != "*", "wildcard in {rule:?}");
-                        out.insert((g.to_string(), r.to_string(), v.to_string()));
+                        out.insert((g.clone(), r.clone(), v));
                     }
                 }
             }
@@ -139,14 +136,9 @@ fn assert_grants_match(requests: &[kube_test_apiserver::RecordedRequest]) {
     let granted = granted(&["namespaced", "cluster", "leaderElection", "journal"]);
     let missing: Vec<_> = used.difference(&granted).collect();
     let unused: Vec<_> = granted.difference(&used).collect();
-    assert!(
-        missing.is_empty(),
-        "calls the chart does not grant: {missing:?}"
-    );
-    assert!(
-        unused.is_empty(),
-        "grants the controller never used: {unused:?}"
-    );
+    let (all_granted, all_used) = (missing.is_empty(), unused.is_empty());
+    assert!(all_granted, "calls the chart does not grant: {missing:?}");
+    assert!(all_used, "grants the controller never used: {unused:?}");
 }
 
 /// The ServiceAccount and RBAC objects `templates/rbac.yaml` renders from `rules` for a release
@@ -235,27 +227,17 @@ async fn create(client: &kube::Client, object: &Value) {
         Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
         None => kube::Api::all_with(client.clone(), &resource),
     };
-    api.create(
-        &Default::default(),
-        &serde_json::from_value(object.clone()).unwrap(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("create {object}: {e}"));
+    let dynamic = serde_json::from_value(object.clone()).unwrap();
+    let created = api.create(&Default::default(), &dynamic).await;
+    created.unwrap_or_else(|e| panic!("create {object}: {e}"));
 }
 
 /// The chart's `kubeVersion` floor, e.g. (1, 28) for `>=1.28.0-0`.
 fn chart_kube_version_floor() -> (u32, u32) {
-    let chart =
-        std::fs::read_to_string(package_path("deploy/charts/invite-operator/Chart.yaml")).unwrap();
-    let constraint = chart
-        .lines()
-        .find_map(|l| l.strip_prefix("kubeVersion:"))
-        .expect("kubeVersion in Chart.yaml")
-        .trim()
-        .trim_matches('"');
-    let version = constraint
-        .strip_prefix(">=")
-        .unwrap_or_else(|| panic!("a lower bound: {constraint}"));
+    let constraint = chart_file("Chart.yaml")["kubeVersion"].clone();
+    let constraint = constraint.as_str().expect("kubeVersion in Chart.yaml");
+    let version = constraint.strip_prefix(">=");
+    let version = version.unwrap_or_else(|| panic!("a lower bound: {constraint}"));
     let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap());
     (parts.next().unwrap(), parts.next().unwrap())
 }
@@ -351,11 +333,11 @@ async fn assert_the_chart_accepts_the_server(client: &kube::Client) {
         info.major.parse::<u32>().unwrap(),
         info.minor.trim_end_matches('+').parse::<u32>().unwrap(),
     );
+    let (major, minor) = server;
+    let accepted = server >= chart_kube_version_floor();
     assert!(
-        server >= chart_kube_version_floor(),
-        "the chart's kubeVersion refuses this server ({}.{}), which the suite tests",
-        server.0,
-        server.1
+        accepted,
+        "the chart's kubeVersion refuses this server ({major}.{minor}), which the suite tests"
     );
 }
 
@@ -558,10 +540,8 @@ async fn status_writer_policy_holds(
             // Not loaded yet (policies take effect shortly after they are created).
             Ok(_) => Err("the status was written".to_string()),
             Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
-                assert!(
-                    s.message.contains("only the operator's ServiceAccount"),
-                    "refused for another reason: {s:?}"
-                );
+                let by_the_policy = s.message.contains("only the operator's ServiceAccount");
+                assert!(by_the_policy, "refused for another reason: {s:?}");
                 Ok(())
             }
             Err(e) => panic!("forging the status: {e}"),
@@ -626,10 +606,8 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         Some(release_ns.as_str()),
     ] {
         for verb in ["list", "watch"] {
-            assert!(
-                !allowed(verb, namespace).await,
-                "{verb} secrets in {namespace:?} is allowed"
-            );
+            let allowed = allowed(verb, namespace).await;
+            assert!(!allowed, "{verb} secrets in {namespace:?} is allowed");
         }
         // The review is real: reading a Secret by name is granted.
         if namespace.is_some() {
@@ -755,10 +733,8 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     assert!(forbidden(&status), "edit wrote a status: {status:?}");
     let platform = Api::<ClusterInvitationEndpoint>::all(as_alice.clone());
     let platform = platform.list(&ListParams::default()).await;
-    assert!(
-        forbidden(&platform),
-        "edit lists cluster endpoints: {platform:?}"
-    );
+    let refused = forbidden(&platform);
+    assert!(refused, "edit lists cluster endpoints: {platform:?}");
     // … nor the operator's intent journal, even in a namespace where it is `edit`.
     journal_is_out_of_reach(cluster, &as_alice).await;
     // view: read only.
@@ -790,10 +766,8 @@ async fn journal_is_out_of_reach(cluster: &TestCluster, client: &kube::Client) {
     }))
     .unwrap();
     let written = journal.create(&Default::default(), &intent).await;
-    assert!(
-        forbidden(&written),
-        "edit writes the intent journal: {written:?}"
-    );
+    let refused = forbidden(&written);
+    assert!(refused, "edit writes the intent journal: {written:?}");
 }
 
 /// Whether the controller manager fills the built-in roles (it does shortly after the server

@@ -154,10 +154,9 @@ impl TestCluster {
         let (config, server) = match real_cluster_kubeconfig() {
             Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
-                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                    .await
-                    .expect("kubeconfig is usable");
-                (config, None)
+                let options = Default::default();
+                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await;
+                (config.expect("kubeconfig is usable"), None)
             }
             None => {
                 let server = TestApiServer::start().await;
@@ -387,8 +386,8 @@ impl TestCluster {
 
     /// Creates or updates the InvitationEndpoint `name` with exactly this spec.
     pub async fn apply_endpoint(&self, name: &str, spec: Value) {
-        self.apply_endpoint_labelled(name, spec, self.labels())
-            .await;
+        let labels = self.labels();
+        self.apply_endpoint_labelled(name, spec, labels).await;
     }
 
     /// Creates or updates the InvitationEndpoint `name` with exactly this spec and these
@@ -405,8 +404,8 @@ impl TestCluster {
     /// Creates a cluster endpoint (name it with [`TestCluster::unique`]) from a JSON spec,
     /// labelled with the test's id, so this test's controllers serve it (and no other's).
     pub async fn cluster_endpoint(&self, name: &str, spec: Value) {
-        self.cluster_endpoint_labelled(name, spec, self.labels())
-            .await;
+        let labels = self.labels();
+        self.cluster_endpoint_labelled(name, spec, labels).await;
     }
 
     /// Creates a cluster endpoint with exactly these labels (include [`TestCluster::labels`]'s
@@ -421,20 +420,17 @@ impl TestCluster {
 
     /// Creates a UserInvitation from its spec.
     pub async fn create_invitation(&self, name: &str, spec: Value) -> UserInvitation {
-        self.create_invitation_with(json!({"name": name}), spec)
-            .await
+        let metadata = json!({"name": name});
+        self.create_invitation_with(metadata, spec).await
     }
 
     /// Creates a UserInvitation from its spec and `metadata` (its name; another namespace,
     /// annotations, finalizers), merged over the test's namespace and labels.
     pub async fn create_invitation_with(&self, metadata: Value, spec: Value) -> UserInvitation {
         let metadata = with(self.metadata(""), metadata);
-        let namespace = metadata["namespace"]
-            .as_str()
-            .expect("a namespace")
-            .to_string();
-        let invitation: UserInvitation = object("UserInvitation", metadata, spec);
-        let invitations = Api::namespaced(self.client.clone(), &namespace);
+        let namespace = metadata["namespace"].as_str().expect("a namespace");
+        let invitations = Api::namespaced(self.client.clone(), namespace);
+        let invitation: UserInvitation = object("UserInvitation", metadata.clone(), spec);
         let created = invitations
             .create(&PostParams::default(), &invitation)
             .await;
@@ -522,10 +518,8 @@ impl TestCluster {
 
     /// Waits until the UserInvitation `name` is gone (its finalizer released).
     pub async fn wait_gone(&self, name: &str) {
-        eventually(&format!("{name} to be deleted"), async || {
-            self.invitations().get_opt(name).await.unwrap().is_none()
-        })
-        .await
+        let gone = async || self.invitations().get_opt(name).await.unwrap().is_none();
+        eventually(&format!("{name} to be deleted"), gone).await
     }
 
     /// Deletes the UserInvitation `name` and waits until it is gone.
@@ -561,12 +555,11 @@ impl TestCluster {
     pub async fn wait_event(&self, name: &str, reason: &str) -> Vec<String> {
         eventually(&format!("a {reason} event for {name}"), async || {
             let events = self.events_of(name).await;
+            let note = |e: &Event| e.note.clone().unwrap_or_default();
             let of_reason = events
                 .iter()
                 .filter(|e| e.reason.as_deref() == Some(reason));
-            let notes: Vec<String> = of_reason
-                .map(|e| e.note.clone().unwrap_or_default())
-                .collect();
+            let notes: Vec<String> = of_reason.map(note).collect();
             let reasons: Vec<_> = events.iter().map(|e| &e.reason).collect();
             let seen = (!notes.is_empty()).then_some(notes);
             seen.ok_or(format!("{reasons:?}"))
@@ -696,10 +689,8 @@ async fn delete_all<K>(client: &Client, selector: &ListParams) -> Result<(), Str
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let api = Api::<K>::all(client.clone());
-    let deleted = api
-        .delete_collection(&DeleteParams::default(), selector)
-        .await;
+    let (api, dp) = (Api::<K>::all(client.clone()), DeleteParams::default());
+    let deleted = api.delete_collection(&dp, selector).await;
     deleted
         .map(|_| ())
         .map_err(|e| format!("delete {}s: {e}", K::kind(&())))
@@ -799,22 +790,21 @@ fn object<K: serde::de::DeserializeOwned>(kind: &str, metadata: Value, spec: Val
 async fn install_crds(client: &Client) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in all_crds() {
-        kube_test_apiserver::create_or_replace(&crds, &crd)
-            .await
-            .expect("create or replace CRD");
+        let put = kube_test_apiserver::create_or_replace(&crds, &crd).await;
+        put.expect("create or replace CRD");
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while Api::<UserInvitation>::all(client.clone())
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "CRDs never became served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (invitations, one) = (
+        Api::<UserInvitation>::all(client.clone()),
+        ListParams::default().limit(1),
+    );
+    let served = async || invitations.list(&one).await.is_ok();
+    eventually_every(
+        Duration::from_millis(100),
+        WAIT,
+        "the CRDs to be served",
+        served,
+    )
+    .await;
 }
 
 /// A test's world: its cluster, the mock invite API and, once started, the controller.
@@ -872,16 +862,15 @@ impl Harness {
 
     /// [`Harness::org_invitation`] on the default mock, with the controller started.
     pub async fn org_invitation_running() -> Harness {
-        Harness::org_invitation(MockConfig::default())
-            .await
-            .started()
+        let h = Harness::org_invitation(MockConfig::default()).await;
+        h.started()
     }
 
     pub async fn user_invite_on(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("api-token", TOKEN).await;
-        let url = &h.mock.url;
-        h.cluster
+        let (url, cluster) = (&h.mock.url, &h.cluster);
+        cluster
             .user_invite_endpoint("wavefront", url, "api-token")
             .await;
         h
@@ -1164,18 +1153,16 @@ impl RunningController {
         let mut readiness = self.readiness.clone();
         let ready = readiness.wait_for(|r| *r == Readiness::Ready);
         let in_time = tokio::time::timeout(WAIT, ready).await;
-        in_time
-            .expect("the controller became ready in time")
-            .expect("the controller is running");
+        let running = in_time.expect("the controller became ready in time");
+        running.expect("the controller is running");
     }
 
     /// Waits until at least `n` reconciles finished.
     pub async fn wait_reconciles(&self, n: u64) {
         eventually(&format!("{n} reconciles"), async || {
             let made = self.reconciles();
-            (made >= n)
-                .then_some(())
-                .ok_or(format!("{made} reconciles"))
+            let enough = (made >= n).then_some(());
+            enough.ok_or(format!("{made} reconciles"))
         })
         .await
     }
