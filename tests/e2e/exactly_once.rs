@@ -44,9 +44,10 @@ deref_to_harness!(Env);
 impl Env {
     /// The endpoint at `rps` requests/s on a mock that sends again when `resend`.
     async fn new(flavor: Flavor, rps: u32, resend: bool) -> Env {
-        let config = MockConfig {
-            resend_to_invited: resend,
-            ..MockConfig::default()
+        let config = if resend {
+            resending(MockConfig::default())
+        } else {
+            MockConfig::default()
         };
         Env::with_mock(flavor, rps, config).await
     }
@@ -61,11 +62,9 @@ impl Env {
 
     /// Sets the endpoint's rate limit (raised for a quick convergence after the window was hit).
     async fn set_rate(&self, rps: u32) {
-        let (url, timeout) = (&self.mock.url, REQUEST_TIMEOUT.as_secs());
-        let flavor = self.flavor;
-        flavor
-            .apply_endpoint(&self.cluster, ENDPOINT, url, timeout, rps)
-            .await;
+        let (url, timeout, cluster) = (&self.mock.url, REQUEST_TIMEOUT.as_secs(), &self.cluster);
+        let endpoint = self.flavor.endpoint(url, timeout, rps);
+        cluster.apply_endpoint(ENDPOINT, endpoint).await;
     }
 
     fn start(&mut self) {
@@ -82,10 +81,8 @@ impl Env {
     }
 
     fn emails(&self, users: &[String]) -> Vec<usize> {
-        users
-            .iter()
-            .map(|u| self.mock.api.invitations_sent_to(u))
-            .collect()
+        let api = &self.mock.api;
+        users.iter().map(|u| api.invitations_sent_to(u)).collect()
     }
 
     /// The status of "team" (every 10 ms) until each of `users` is `Inviting`: the intent.
@@ -114,8 +111,8 @@ impl Env {
     /// Waits until the mock has answered every request it received (held ones included).
     async fn wait_mock_idle(&self) {
         let answered = |j: &[JournalEntry]| j.iter().all(|e| e.status != 0);
-        self.wait_journal("every mock request answered", answered)
-            .await;
+        let what = "every mock request answered";
+        self.wait_journal(what, answered).await;
     }
 
     /// After the restart: Ready, every user Invited, one email each, and one invite request
@@ -125,14 +122,11 @@ impl Env {
         let invited = all_in(&status, users, UserState::Invited);
         assert!(invited, "every user Invited: {status:#?}");
         self.wait_mock_idle().await;
-        let posts = self.invite_posts();
-        let posts: Vec<_> = posts
-            .iter()
-            .map(|e| {
-                let at = e.at.strftime("%T%.3f").to_string();
-                (at, e.status, self.flavor.invited_in(e))
-            })
-            .collect();
+        let describe = |e: &JournalEntry| {
+            let at = e.at.strftime("%T%.3f").to_string();
+            (at, e.status, self.flavor.invited_in(e))
+        };
+        let posts: Vec<_> = self.invite_posts().iter().map(describe).collect();
         assert_eq!(
             self.emails(users),
             vec![1; users.len()],
@@ -168,9 +162,8 @@ async fn intent_recorded(flavor: Flavor, prefix: &str) -> (Env, Vec<String>, Use
     let mut e = Env::new(flavor, 1, false).await;
     let users = addresses(prefix, 2);
     e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
+    let spec = flavor.spec(&users);
+    e.cluster.create_invitation("team", spec).await;
     let inv = e.wait_intent(&users).await;
     let posts = e.invite_posts();
     let not_sent = posts.is_empty();
@@ -218,15 +211,14 @@ per_flavor!(kill_before_the_call() =>
 /// invitations: no second request, no second email.
 async fn kill_during_the_call_after_the_api_acted(flavor: Flavor, resend: bool) {
     let mut e = Env::new(flavor, 100, resend).await;
-    let held = ScriptedFault::new(503)
-        .delay(Duration::from_secs(2))
-        .after_effect(true);
-    e.mock.api.add_fault(flavor.on_invite(held));
+    let held = ScriptedFault::new(503).delay(Duration::from_secs(2));
+    e.mock
+        .api
+        .add_fault(flavor.on_invite(held.after_effect(true)));
     let users = addresses("during", 2);
     e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
+    let spec = flavor.spec(&users);
+    e.cluster.create_invitation("team", spec).await;
     let path = flavor.invite_path();
     e.wait_journal("the invite request in flight", |j| {
         j.iter().any(|x| x.method == "POST" && x.path == path)

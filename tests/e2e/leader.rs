@@ -132,10 +132,8 @@ fn user_agent(replica: &str) -> String {
 /// A client of its own per replica, so the test server tells their requests apart.
 fn replica_client(cluster: &TestCluster, replica: &str) -> Client {
     let mut config = cluster.config.clone();
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_str(&user_agent(replica)).unwrap(),
-    ));
+    let agent = http::HeaderValue::from_str(&user_agent(replica)).unwrap();
+    config.headers.push((http::header::USER_AGENT, agent));
     Client::try_from(config).expect("client")
 }
 
@@ -173,14 +171,11 @@ impl Replica {
             let (activity, name) = (election.activity.clone(), name.to_string());
             move |term: Term| {
                 let guard = activity.begin(&name);
-                let controller = controller::run(
-                    client.clone(),
-                    settings.clone(),
-                    metrics.clone(),
-                    term.readiness,
-                    term.leadership,
-                    term.stop,
-                );
+                let (client, settings, metrics) =
+                    (client.clone(), settings.clone(), metrics.clone());
+                let (readiness, leadership) = (term.readiness, term.leadership);
+                let controller =
+                    controller::run(client, settings, metrics, readiness, leadership, term.stop);
                 async move {
                     let _guard = guard;
                     controller.await
@@ -189,8 +184,9 @@ impl Replica {
         };
         let handle = tokio::spawn(run_while_leader(client, lease, readiness_tx, shutdown, run));
         cluster.abort_on_drop(handle.abort_handle());
+        let name = name.to_string();
         Replica {
-            name: name.to_string(),
+            name,
             metrics,
             readiness,
             stop,
@@ -209,9 +205,8 @@ impl Replica {
     /// Graceful stop (SIGTERM): the controller stops, then the Lease is released.
     async fn stop(self) {
         self.stop.cancel();
-        let result = tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("replica stops");
+        let result = tokio::time::timeout(WAIT, self.handle).await;
+        let result = result.expect("replica stops");
         result.expect("no panic").expect("no election error");
     }
 
@@ -239,9 +234,10 @@ impl Election {
     async fn new() -> Election {
         let harness = Harness::user_invite().await;
         let lease_name = harness.cluster.unique("invite-operator");
+        let activity = Activity::default();
         Election {
             harness,
-            activity: Activity::default(),
+            activity,
             lease_name,
         }
     }
@@ -286,10 +282,8 @@ impl Election {
     /// Two replicas with `lease`; once one leads, `first` (alice@) is Ready. The replicas and
     /// the leader's name.
     async fn two_replicas_serving_first(&self, lease: Duration) -> (Vec<Replica>, String) {
-        let replicas = vec![
-            self.replica("replica-a", lease),
-            self.replica("replica-b", lease),
-        ];
+        let replicas = ["replica-a", "replica-b"].map(|name| self.replica(name, lease));
+        let replicas = Vec::from(replicas);
         let leader = self.wait_leader().await;
         let spec = users_spec("wavefront", &["alice@example.com"], &[]);
         self.cluster.create_ready("first", spec).await;
@@ -315,16 +309,11 @@ impl Election {
 
     /// Waits until some replica leads (holds the Lease and runs its controller); its name.
     async fn wait_leader(&self) -> String {
-        eventually_every(
-            Duration::from_millis(20),
-            WAIT,
-            "a leader",
-            async || match (self.holder().await, self.activity.active()) {
-                (Some(holder), Some(active)) if holder == active => Ok(holder),
-                seen => Err(format!("holder and active: {seen:?}")),
-            },
-        )
-        .await
+        let leading = async || match (self.holder().await, self.activity.active()) {
+            (Some(holder), Some(active)) if holder == active => Ok(holder),
+            seen => Err(format!("holder and active: {seen:?}")),
+        };
+        eventually_every(Duration::from_millis(20), WAIT, "a leader", leading).await
     }
 
     /// The replicas' Kubernetes requests other than on the Lease, in the order served.
@@ -447,7 +436,7 @@ async fn wait_ready(replica: &Replica) {
 async fn only_the_leader_reconciles_and_invites_once() {
     let s = Election::new().await;
     // Both start at once and race for the Lease.
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
+    let replicas = Vec::from(["replica-a", "replica-b"].map(|name| s.replica(name, LEASE)));
     let leader = s.wait_leader().await;
     let standby = ["replica-a", "replica-b"]
         .into_iter()

@@ -289,10 +289,8 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
         run_elected(cluster, client, settings, &release_ns, "rbac-e2e");
 
     let delete = json!({"deletionPolicy": "Delete"});
-    let users = with(
-        users_spec("wavefront", &["a@example.com"], &[]),
-        delete.clone(),
-    );
+    let users = users_spec("wavefront", &["a@example.com"], &[]);
+    let users = with(users, delete.clone());
     let org = json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": csp},
                      "orgInvitation": {"usernames": ["b@example.com"]}});
     let resources = [("users", users), ("org", with(org, delete))];
@@ -303,10 +301,8 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
         cluster.wait_ready(name).await;
         assert_eq!(mock.api.invitations_sent_to(email), 1, "{email}");
     }
-    let resolved = ("True", "CredentialsResolved");
-    cluster
-        .wait_endpoint("wavefront", resolved.0, resolved.1)
-        .await;
+    let (ready, resolved) = ("True", "CredentialsResolved");
+    cluster.wait_endpoint("wavefront", ready, resolved).await;
     cluster.wait_cluster_endpoint_ready(&csp).await;
     for name in ["users", "org"] {
         cluster.wait_event(name, "Invited").await;
@@ -320,7 +316,8 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     for name in ["users", "org"] {
         cluster.wait_gone(name).await;
     }
-    assert!(mock.api.user("a@example.com").is_none(), "a was deleted");
+    let deleted = mock.api.user("a@example.com").is_none();
+    assert!(deleted, "a was deleted");
     stop.cancel();
     elected.await.unwrap().unwrap();
     h.finish().await;
@@ -329,12 +326,9 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
 /// The chart's kubeVersion admits the server, which the suite tests.
 async fn assert_the_chart_accepts_the_server(client: &kube::Client) {
     let info = client.apiserver_version().await.unwrap();
-    let server = (
-        info.major.parse::<u32>().unwrap(),
-        info.minor.trim_end_matches('+').parse::<u32>().unwrap(),
-    );
-    let (major, minor) = server;
-    let accepted = server >= chart_kube_version_floor();
+    let major = info.major.parse::<u32>().unwrap();
+    let minor = info.minor.trim_end_matches('+').parse::<u32>().unwrap();
+    let accepted = (major, minor) >= chart_kube_version_floor();
     assert!(
         accepted,
         "the chart's kubeVersion refuses this server ({major}.{minor}), which the suite tests"
@@ -360,9 +354,8 @@ async fn install_chart_rbac(
     }
     let mut config = cluster.config.clone();
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
-    let client =
-        invite_operator::controller::kube_client(config, crate::common::KUBERNETES_REQUESTS)
-            .unwrap();
+    let client = invite_operator::controller::kube_client(config, KUBERNETES_REQUESTS);
+    let client = client.unwrap();
     // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
     // on.
     let configmaps = Api::<ConfigMap>::namespaced(client.clone(), "default");
@@ -390,19 +383,13 @@ async fn endpoints_for_the_chart(
         "stringData": {"token": TOKEN},
     }))
     .unwrap();
-    Api::<Secret>::namespaced(cluster.client.clone(), release_ns)
-        .create(&Default::default(), &secret)
-        .await
-        .unwrap();
+    let secrets = Api::<Secret>::namespaced(cluster.client.clone(), release_ns);
+    secrets.create(&Default::default(), &secret).await.unwrap();
     let csp = cluster.unique("csp");
-    cluster
-        .cluster_endpoint(
-            &csp,
-            json!({"api": "OrgInvitation", "url": mock_url, "organizationId": ORG,
-                   "credentials": {"secretRef": {"name": "csp-token"}},
-                   "namespaceSelector": {"matchLabels": {TEST_ID_LABEL: cluster.id}}}),
-        )
-        .await;
+    let endpoint = json!({"api": "OrgInvitation", "url": mock_url, "organizationId": ORG,
+                          "credentials": {"secretRef": {"name": "csp-token"}},
+                          "namespaceSelector": {"matchLabels": {TEST_ID_LABEL: cluster.id}}});
+    cluster.cluster_endpoint(&csp, endpoint).await;
     csp
 }
 
@@ -424,25 +411,24 @@ fn run_elected(
         identity: identity.into(),
         lease_duration: Duration::from_secs(3),
     };
-    let (ready_tx, ready_rx) =
-        tokio::sync::watch::channel(invite_operator::health::Readiness::default());
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(Default::default());
     let stop = tokio_util::sync::CancellationToken::new();
-    let elected = tokio::spawn(invite_operator::leader::run_while_leader(
-        client.clone(),
-        election,
-        ready_tx,
-        stop.clone(),
-        move |term: invite_operator::leader::Term| {
-            invite_operator::controller::run(
-                client.clone(),
-                settings.clone(),
-                invite_operator::telemetry::Metrics::new(),
-                term.readiness,
-                term.leadership,
-                term.stop,
-            )
-        },
-    ));
+    let (run_on, metrics) = (client.clone(), invite_operator::telemetry::Metrics::new);
+    let run = move |term: invite_operator::leader::Term| {
+        let (readiness, leadership) = (term.readiness, term.leadership);
+        let (client, settings) = (run_on.clone(), settings.clone());
+        invite_operator::controller::run(
+            client,
+            settings,
+            metrics(),
+            readiness,
+            leadership,
+            term.stop,
+        )
+    };
+    let elected =
+        invite_operator::leader::run_while_leader(client, election, ready_tx, stop.clone(), run);
+    let elected = tokio::spawn(elected);
     cluster.abort_on_drop(elected.abort_handle());
     (elected, stop, ready_rx)
 }
