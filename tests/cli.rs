@@ -125,19 +125,14 @@ fn dry_run_prints_the_plan_and_invites_nobody() {
     assert_ne!(pointed, example, "the example's endpoint URL was replaced");
     let secret = root("examples/userinvite-secret.yaml");
     let out = reconcile_manifest("userinvite", &pointed, &["--dry-run", "-f", &secret]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("would invite 3 in one call"), "{stdout}");
     let journal = mock.api.journal();
     let lookup = |e: &&invite_mock::JournalEntry| e.path == "/api/v2/user/validateUsers";
     let looked_up = journal.iter().any(|e| lookup(&e));
-    assert!(
-        looked_up,
-        "the dry run looked the users up in this mock: {journal:#?}"
-    );
+    assert!(looked_up, "the dry run looked the users up: {journal:#?}");
     let changing = journal.iter().filter(|e| e.method != "GET" && !lookup(e));
     let changing: Vec<_> = changing.collect();
     assert!(changing.is_empty(), "no changing request: {changing:#?}");

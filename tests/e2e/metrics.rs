@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::common::*;
-use invite_operator::api::InvitationEndpoint;
+use invite_operator::{api::InvitationEndpoint, controller::CONTROLLER_NAME};
 use kube::{Api, api::DeleteParams};
 use serde_json::json;
 
@@ -72,10 +72,8 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     h.start_controller_with(settings);
     let cluster = &h.cluster;
     let ns = cluster.namespace.clone();
-    let url = &h.mock.url;
-    cluster
-        .user_invite_endpoint("no-secret", url, "not-written")
-        .await;
+    let (url, secret) = (&h.mock.url, "not-written");
+    cluster.user_invite_endpoint("no-secret", url, secret).await;
     let team = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
                       "users": [{"emailAddress": "a@example.com"},
                                 {"emailAddress": "b@example.com", "groups": ["no-such-group"]}]});
@@ -109,11 +107,8 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     assert!(!events.is_empty());
     for event in &events {
         assert_eq!(event.reporting_instance.as_deref(), Some(POD), "{event:?}");
-        let controller = event.reporting_controller.as_deref();
-        assert_eq!(
-            controller,
-            Some(invite_operator::controller::CONTROLLER_NAME)
-        );
+        let (controller, name) = (event.reporting_controller.as_deref(), CONTROLLER_NAME);
+        assert_eq!(controller, Some(name));
     }
 
     // A deleted endpoint leaves the readiness gauge.
@@ -122,10 +117,8 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
         .delete("no-secret", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the deleted endpoint's series is gone", async || {
-        !metrics.encode().contains("name=\"no-secret\"")
-    })
-    .await;
+    let gone = async || !metrics.encode().contains("name=\"no-secret\"");
+    eventually("the deleted endpoint's series is gone", gone).await;
 
     // A controller that stops (lost leadership, shutdown) leads no more and reports no endpoint.
     h.controller.take().unwrap().stop().await;

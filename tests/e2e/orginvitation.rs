@@ -54,10 +54,8 @@ async fn set_usernames(s: &Harness, usernames: &[&str]) {
     let spec = json!({"orgInvitation": {"usernames": usernames}});
     s.cluster.patch_spec("org", spec).await;
     let all = |st: &UserInvitationStatus| st.invited as usize == usernames.len() && is_ready(st);
-    let inv = s
-        .cluster
-        .wait_status("org", "the usernames invited", all)
-        .await;
+    let what = "the usernames invited";
+    let inv = s.cluster.wait_status("org", what, all).await;
     for username in usernames {
         assert_eq!(state_of(&inv, username), UserState::Invited, "{username}");
     }
@@ -123,10 +121,8 @@ async fn members_and_pending_invitations_are_not_invited_again() {
     s.start_controller();
     // Another resource already invited pending@example.com.
     s.cluster.create_ready("first", spec(&[pending])).await;
-    let inv = s
-        .cluster
-        .create_ready("second", spec(&[member, pending]))
-        .await;
+    let both = spec(&[member, pending]);
+    let inv = s.cluster.create_ready("second", both).await;
     assert_eq!(state_of(&inv, member), UserState::AlreadyMember);
     assert_eq!(state_of(&inv, pending), UserState::Invited);
     assert_sent(&s.mock, &[pending], 1);
@@ -162,9 +158,9 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
 #[tokio::test]
 async fn an_unknown_organization_is_an_endpoint_problem() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
-    let url = s.mock.url.clone();
-    s.cluster
-        .org_endpoint("csp", &url, "csp-token", "no-such-org")
+    let (url, cluster) = (&s.mock.url, &s.cluster);
+    cluster
+        .org_endpoint("csp", url, "csp-token", "no-such-org")
         .await;
     s.start_controller();
     s.cluster.create_invitation("org", spec(&[DANA])).await;
@@ -201,10 +197,8 @@ async fn acceptance_is_observed_on_resync() {
     s.cluster.create_ready("org", spec(&[DANA, eve])).await;
     assert!(s.mock.api.redeem_invitation(DANA));
     let accepted = |st: &_| state(st, DANA) == Some(UserState::Accepted);
-    let inv = s
-        .cluster
-        .wait_status("org", "dana accepted", accepted)
-        .await;
+    let (cluster, what) = (&s.cluster, "dana accepted");
+    let inv = cluster.wait_status("org", what, accepted).await;
     assert_eq!(state_of(&inv, eve), UserState::Invited);
     assert!(is_ready(status_of(&inv)));
     assert_eq!(invite_posts(&s.mock).len(), 1);
@@ -270,17 +264,14 @@ async fn a_refusal_that_names_nobody_fails_no_other_resources_usernames() {
     s.start_controller_with(settings);
     let people = ["bad-1@example.com", "good@example.com", "bad-2@example.com"];
     for (i, person) in people.iter().enumerate() {
-        s.cluster
-            .create_invitation(&format!("r{i}"), spec(&[person]))
-            .await;
+        let name = format!("r{i}");
+        s.cluster.create_invitation(&name, spec(&[person])).await;
     }
     let mut states = Vec::new();
     for (i, person) in people.iter().enumerate() {
         let settled = |st: &UserInvitationStatus| st.users.iter().all(|u| !u.state.is_waiting());
-        let inv = s
-            .cluster
-            .wait_status(&format!("r{i}"), "settled", settled)
-            .await;
+        let name = format!("r{i}");
+        let inv = s.cluster.wait_status(&name, "settled", settled).await;
         states.push(state_of(&inv, person));
     }
     let posts = invite_posts(&s.mock);

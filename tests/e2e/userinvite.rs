@@ -72,16 +72,11 @@ async fn restart_sends_nothing_again_and_writes_nothing(flavor: Flavor) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = s.cluster.invitations().get("team").await.unwrap();
     let rv = after.resource_version();
-    assert_eq!(
-        rv,
-        before.resource_version(),
-        "no Kubernetes write on a no-op restart"
-    );
+    let unchanged = rv == before.resource_version();
+    assert!(unchanged, "no Kubernetes write on a no-op restart");
     let changes = changes_since(&s.mock, journal_before);
-    assert!(
-        changes.is_empty(),
-        "no API call that changes anything: {changes:?}"
-    );
+    let none = changes.is_empty();
+    assert!(none, "no API call that changes anything: {changes:?}");
     assert_eq!(flavor.invite_posts(&s.mock).len(), 1);
     s.controller = Some(restarted);
     s.finish().await;
@@ -96,13 +91,10 @@ async fn an_added_user_is_invited_alone() {
     let s = Harness::user_invite_running().await;
     let (alice, bob, dave) = ("alice@example.com", "bob@example.com", "dave@example.com");
     s.cluster.create_ready("team", spec(&[alice, bob])).await;
-    s.cluster
-        .patch_spec("team", spec(&[alice, bob, dave]))
-        .await;
-    let inv = s
-        .cluster
-        .wait_status("team", "dave invited", |st| st.invited == 3 && is_ready(st))
-        .await;
+    let cluster = &s.cluster;
+    cluster.patch_spec("team", spec(&[alice, bob, dave])).await;
+    let invited = |st: &UserInvitationStatus| st.invited == 3 && is_ready(st);
+    let inv = cluster.wait_status("team", "dave invited", invited).await;
     assert_eq!(state_of(&inv, dave), UserState::Invited);
     let calls = invite_calls(&s.mock);
     assert_eq!(calls.len(), 2, "{calls:?}");
@@ -114,11 +106,8 @@ async fn an_added_user_is_invited_alone() {
 #[tokio::test]
 async fn a_rejected_user_fails_alone_with_the_api_message() {
     let s = Harness::user_invite_running().await;
-    let (alice, mallory, carol) = (
-        "alice@example.com",
-        "mallory@example.com",
-        "carol@example.com",
-    );
+    let (alice, carol) = ("alice@example.com", "carol@example.com");
+    let mallory = "mallory@example.com";
     let spec = json!({
         "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
         "users": [

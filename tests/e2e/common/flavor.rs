@@ -55,31 +55,13 @@ impl Flavor {
 
     /// The addresses an invite request asked for (lowercased).
     pub fn invited_in(self, e: &JournalEntry) -> Vec<String> {
-        let list = match self {
-            Flavor::UserInvite => e
-                .body
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| u["emailAddress"].as_str())
-                .collect::<Vec<_>>(),
-            Flavor::OrgInvitation => e.body["usernames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect(),
-        };
-        list.into_iter().map(str::to_ascii_lowercase).collect()
+        e.invited_addresses().unwrap_or_default()
     }
 
     /// The invite requests of the mock's journal (answered or not).
     pub fn invite_posts(self, mock: &RunningMock) -> Vec<JournalEntry> {
-        let journal = mock.api.journal();
-        journal
-            .into_iter()
-            .filter(|e| self.is_invite_post(e))
-            .collect()
+        let journal = mock.api.journal().into_iter();
+        journal.filter(|e| self.is_invite_post(e)).collect()
     }
 
     /// The invite requests of the mock's journal that name `person`.
@@ -92,11 +74,10 @@ impl Flavor {
     /// The addresses of each invite request in `journal` whose answer had `status` (0: not
     /// answered yet).
     pub fn invites_answered(self, journal: &[JournalEntry], status: u16) -> Vec<Vec<String>> {
-        journal
+        let answered = journal
             .iter()
-            .filter(|e| self.is_invite_post(e) && e.status == status)
-            .map(|e| self.invited_in(e))
-            .collect()
+            .filter(|e| self.is_invite_post(e) && e.status == status);
+        answered.map(|e| self.invited_in(e)).collect()
     }
 
     /// The spec of a resource inviting `emails` through the flavour's endpoint.
@@ -161,9 +142,8 @@ impl Flavor {
         timeout_seconds: u64,
         rps: u32,
     ) {
-        cluster
-            .apply_endpoint(name, self.endpoint(url, timeout_seconds, rps))
-            .await;
+        let endpoint = self.endpoint(url, timeout_seconds, rps);
+        cluster.apply_endpoint(name, endpoint).await;
     }
 }
 

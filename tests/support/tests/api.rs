@@ -67,8 +67,8 @@ async fn merge<K>(api: &Api<K>, name: &str, patch: Value) -> kube::Result<K>
 where
     K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(patch));
+    api.patch(name, &pp, &patch).await
 }
 
 /// The next item of a stream (within [`T`]).
@@ -114,10 +114,8 @@ async fn writes_conflicts_and_patches() {
         panic!("{failed:?}")
     };
     let rejected = "the server rejected our request due to an error in our request";
-    assert_eq!(
-        (s.reason.as_str(), s.message.as_str()),
-        ("Invalid", rejected)
-    );
+    assert_eq!(s.reason, "Invalid");
+    assert_eq!(s.message, rejected);
     assert!(s.details.is_none_or(|d| d.causes.is_empty()));
     let now = widgets.get("w").await.unwrap();
     assert_eq!((now.spec.size, now.metadata.generation), (2, Some(2)));
@@ -139,19 +137,15 @@ async fn status_subresource_and_generation() {
     let patch = Patch::Merge(json!({"status": {"ready": true}, "spec": {"size": 7}}));
     let s = widgets.patch_status("s", &p, &patch).await.unwrap();
     let ready = s.status.clone().unwrap().ready;
-    assert_eq!(
-        (s.spec.size, ready, s.metadata.generation),
-        (1, true, Some(1))
-    );
+    let (size, generation) = (s.spec.size, s.metadata.generation);
+    assert_eq!((size, ready, generation), (1, true, Some(1)));
     let mut replaced = s.clone();
     replaced.spec.size = 3;
     replaced.status = Some(WidgetStatus { ready: false });
     let r = widgets.replace("s", &pp, &replaced).await.unwrap();
     let ready = r.status.unwrap().ready;
-    assert_eq!(
-        (r.spec.size, ready, r.metadata.generation),
-        (3, true, Some(2))
-    );
+    let (size, generation) = (r.spec.size, r.metadata.generation);
+    assert_eq!((size, ready, generation), (3, true, Some(2)));
     let labels = json!({"metadata": {"labels": {"a": "b"}}});
     let labelled = merge(&widgets, "s", labels).await.unwrap();
     let generation = labelled.metadata.generation;
@@ -227,9 +221,8 @@ async fn lists_selectors_and_pages() {
     let page = widgets.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page.items.len(), 2);
     let token = page.metadata.continue_.as_deref().unwrap();
-    let rest = widgets
-        .list(&ListParams::default().limit(2).continue_token(token))
-        .await;
+    let next_page = ListParams::default().limit(2).continue_token(token);
+    let rest = widgets.list(&next_page).await;
     let rest = rest.unwrap();
     let names: Vec<_> = rest.items.iter().map(|w| w.name_any()).collect();
     assert_eq!(names, ["c"]);
@@ -265,11 +258,8 @@ async fn watches_resume_expire_and_bookmark() {
     drop(events);
     // After a compaction, resuming is `410 Expired`; kube's watcher lists again.
     server.compact_history();
-    let mut expired = widgets
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let expired = widgets.watch(&WatchParams::default(), &rv).await;
+    let mut expired = expired.unwrap().boxed();
     match next(&mut expired).await.transpose().unwrap() {
         Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
         other => panic!("{other:?}"),
@@ -296,23 +286,17 @@ async fn faults_and_request_records() {
     let status = |ok| Patch::Merge(json!({"status": {"ready": ok}}));
     let status_patches = Fault::new(500).verb("patch").subresource(Some("status"));
     server.inject_fault(status_patches.times(2));
-    server.inject_fault(
-        Fault::new(429)
-            .verb("get")
-            .user_agent("nobody")
-            .retry_after(1),
-    );
+    let gets = Fault::new(429).verb("get").user_agent("nobody");
+    server.inject_fault(gets.retry_after(1));
     let update = Fault::new(422).resource("widgets").name("w");
     server.inject_fault(update.namespace("default").verb("update"));
     let p = PatchParams::default();
     let patch_status = async || code(widgets.patch_status("w", &p, &status(true)).await);
+    let patch_main = async || code(widgets.patch("w", &p, &Patch::Merge(json!({}))).await);
     // (what, result code): faults match by verb, subresource, user agent, name, and run out.
     let cases = [
         ("fault 1 of 2", patch_status().await),
-        (
-            "a patch of the main resource",
-            code(widgets.patch("w", &p, &Patch::Merge(json!({}))).await),
-        ),
+        ("a patch of the main resource", patch_main().await),
         ("fault 2 of 2", patch_status().await),
         ("faults ran out", patch_status().await),
         ("another user agent", code(widgets.get("w").await)),
