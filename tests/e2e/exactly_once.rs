@@ -260,15 +260,13 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
     eprintln!("intent recorded, invitedAt {invited_at:?}");
     e.mock.api.set_latency(HOLD);
     let in_flight = |j: &[JournalEntry]| j.iter().any(|x| flavor.is_invite_post(x));
-    e.wait_journal("the invite request in flight", in_flight)
-        .await;
+    let what = "the invite request in flight";
+    e.wait_journal(what, in_flight).await;
     e.mock.api.set_latency(Duration::ZERO);
     assert_eq!(e.emails(&users), vec![0, 0], "the API has not acted yet");
     let journal = e.mock.api.journal();
-    let held = journal
-        .iter()
-        .position(|x| flavor.is_invite_post(x))
-        .unwrap();
+    let held = journal.iter().position(|x| flavor.is_invite_post(x));
+    let held = held.unwrap();
     assert_eq!(journal[held].status, 0, "{:?}", journal[held]);
     e.kill().await;
 
@@ -509,9 +507,8 @@ async fn workload(env: &Env, plan: &Plan, start: Instant) {
         tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
         match op {
             Op::Create(name, users) => {
-                env.cluster
-                    .create_invitation(name, env.flavor.spec(users))
-                    .await;
+                let spec = env.flavor.spec(users);
+                env.cluster.create_invitation(name, spec).await;
             }
             Op::Update(name, users) => env.cluster.patch_spec(name, env.flavor.spec(users)).await,
         }

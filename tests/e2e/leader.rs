@@ -424,9 +424,8 @@ fn split(mut replicas: Vec<Replica>, leader: &str) -> (Replica, Replica) {
 async fn wait_ready(replica: &Replica) {
     let mut rx = replica.readiness.clone();
     let ready = tokio::time::timeout(WAIT, rx.wait_for(|r| *r == Readiness::Ready)).await;
-    ready
-        .unwrap_or_else(|_| panic!("{} never became ready", replica.name))
-        .unwrap();
+    let ready = ready.unwrap_or_else(|_| panic!("{} never became ready", replica.name));
+    ready.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,10 +437,11 @@ async fn only_the_leader_reconciles_and_invites_once() {
     // Both start at once and race for the Lease.
     let replicas = Vec::from(["replica-a", "replica-b"].map(|name| s.replica(name, LEASE)));
     let leader = s.wait_leader().await;
-    let standby = ["replica-a", "replica-b"]
-        .into_iter()
-        .find(|r| *r != leader)
-        .unwrap();
+    let standby = if leader == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
 
     let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
     let spec = users_spec("wavefront", &emails, &[]);
@@ -537,11 +537,8 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
 
     // From now on every Lease write of the leader fails (as in a partition from the API).
     let renewals = Fault::new(500).resource("leases").verb("update");
-    server.inject_fault(
-        renewals
-            .user_agent(user_agent(&leader_name))
-            .times(usize::MAX),
-    );
+    let renewals = renewals.user_agent(user_agent(&leader_name));
+    server.inject_fault(renewals.times(usize::MAX));
     let failing_since = Instant::now();
     let stopped = s.wait_stopped(&leader_name).await;
     // Its last successful renewal was before the faults: it must be gone by 5/6 of the lease
@@ -593,10 +590,8 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
         lease_duration_seconds: Some(LEASE.as_secs() as i32),
         ..lease.spec.unwrap_or_default()
     });
-    let stolen = s
-        .leases()
-        .replace(&s.lease_name, &PostParams::default(), &lease)
-        .await;
+    let (leases, pp) = (s.leases(), PostParams::default());
+    let stolen = leases.replace(&s.lease_name, &pp, &lease).await;
     stolen.expect("steal the lease");
 
     let stopped = s.wait_stopped(&leader).await;
@@ -668,9 +663,8 @@ async fn a_new_leader_reads_the_intent_journal_and_never_sends_its_batch_again()
     let e = Election::new().await;
     // A short request timeout: the crashed leader's request settles in seconds.
     let (url, timeout) = (&e.mock.url, journal::TIMEOUT_SECONDS);
-    Flavor::UserInvite
-        .apply_endpoint(&e.cluster, ENDPOINT, url, timeout, 100)
-        .await;
+    let endpoint = Flavor::UserInvite.endpoint(url, timeout, 100);
+    e.cluster.apply_endpoint(ENDPOINT, endpoint).await;
     journal::hold_invite_answers(&e);
     let first = e.batching_replica("replica-a", LEASE);
     assert_eq!(e.wait_leader().await, "replica-a");

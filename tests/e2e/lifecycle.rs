@@ -68,10 +68,8 @@ async fn expire_in_status(cluster: &TestCluster, email: &str) {
     for u in status.users.iter_mut().filter(|u| u.email_address == email) {
         u.expires_at = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1));
     }
-    let (patch, pp) = (
-        Patch::Merge(json!({"status": status})),
-        PatchParams::default(),
-    );
+    let patch = Patch::Merge(json!({"status": status}));
+    let pp = PatchParams::default();
     invitations.patch_status("team", &pp, &patch).await.unwrap();
 }
 
@@ -88,18 +86,14 @@ async fn team_ready(resync: bool, spec: Value) -> Harness {
 
 /// The groups of the mock's user `id` (sorted), for [`eventually`].
 fn groups_are(mock: &RunningMock, id: &str, want: &[&str]) -> Result<(), String> {
-    expect_eq(
-        groups_of(mock, id),
-        want.iter().map(|g| g.to_string()).collect(),
-    )
+    let want = want.iter().map(|g| g.to_string()).collect();
+    expect_eq(groups_of(mock, id), want)
 }
 
 #[tokio::test]
 async fn invite_only_never_touches_an_invited_user() {
-    let spec = user_spec(
-        json!([user("a@example.com", &["dashboard_management"], &[])]),
-        json!({}),
-    );
+    let a = user("a@example.com", &["dashboard_management"], &[]);
+    let spec = user_spec(json!([a]), json!({}));
     let s = team_ready(true, spec).await;
     let (cluster, mock) = (&s.cluster, &s.mock);
     let ready = mock.api.journal().len();
@@ -211,15 +205,10 @@ async fn delete_removes_users_dropped_from_the_spec_and_on_deletion() {
     cluster.wait_event("team", "Deleted").await;
 
     cluster.remove("team").await;
-    assert!(
-        api.user("a@example.com").is_none(),
-        "a was deleted with the resource"
-    );
+    let a = api.user("a@example.com");
+    assert!(a.is_none(), "a was deleted with the resource");
     let old = api.user("old@example.com");
-    assert!(
-        old.is_none(),
-        "the adopted user was deleted with the resource"
-    );
+    assert!(old.is_none(), "the adopted user was deleted too");
     s.finish().await;
 }
 
@@ -233,12 +222,10 @@ async fn a_to_delete() -> Harness {
 async fn a_resource_whose_endpoint_is_gone_can_still_be_deleted() {
     let s = a_to_delete().await;
     let (cluster, mock) = (&s.cluster, &s.mock);
-    let endpoints =
-        Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
-    endpoints
-        .delete("wavefront", &Default::default())
-        .await
-        .unwrap();
+    let (client, namespace) = (cluster.client.clone(), &cluster.namespace);
+    let endpoints = Api::<InvitationEndpoint>::namespaced(client, namespace);
+    let deleted = endpoints.delete("wavefront", &Default::default()).await;
+    deleted.unwrap();
     cluster.wait_for_reason("team", "EndpointNotFound").await;
     cluster.remove("team").await;
     cluster.wait_event("team", "CleanupSkipped").await;
@@ -443,10 +430,8 @@ async fn only_the_watched_namespaces_are_reconciled() {
     s.start_controller_with(settings);
     let (cluster, mock) = (&s.cluster, &s.mock);
     let elsewhere = json!({"name": "elsewhere", "namespace": other});
-    let (x, y) = (
-        team(&["x@example.com"], json!({})),
-        team(&["y@example.com"], json!({})),
-    );
+    let x = team(&["x@example.com"], json!({}));
+    let y = team(&["y@example.com"], json!({}));
     cluster.create_invitation_with(elsewhere, x).await;
     cluster.create_ready("here", y).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

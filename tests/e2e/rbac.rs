@@ -375,8 +375,9 @@ async fn endpoints_for_the_chart(
     use k8s_openapi::api::core::v1::Secret;
     use kube::Api;
     cluster.put_secret("api-token", TOKEN).await;
+    let secret = "api-token";
     cluster
-        .user_invite_endpoint("wavefront", mock_url, "api-token")
+        .user_invite_endpoint("wavefront", mock_url, secret)
         .await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "csp-token", "namespace": release_ns, "labels": cluster.labels()},
@@ -417,13 +418,9 @@ fn run_elected(
     let run = move |term: invite_operator::leader::Term| {
         let (readiness, leadership) = (term.readiness, term.leadership);
         let (client, settings) = (run_on.clone(), settings.clone());
+        let metrics = metrics();
         invite_operator::controller::run(
-            client,
-            settings,
-            metrics(),
-            readiness,
-            leadership,
-            term.stop,
+            client, settings, metrics, readiness, leadership, term.stop,
         )
     };
     let elected =
@@ -471,31 +468,27 @@ async fn status_writer_policy_holds(
     fullname: &str,
 ) {
     let (mallory, break_glass) = (cluster.unique("mallory"), cluster.unique("break-glass"));
-    let fixture = std::fs::read_to_string(package_path(
-        "tests/chart/rendered/status-writer-policy.yaml",
-    ))
-    .unwrap()
-    .replace("admissionregistration.k8s.io/v1", version)
-    .replace("release-namespace", release_ns)
-    .replace("release-invite-operator", fullname)
-    .replace("watched-namespace", &cluster.namespace)
-    .replace("break-glass-user", &break_glass)
-    .replace("break-glass-group", &cluster.unique("no-such-group"));
+    let path = package_path("tests/chart/rendered/status-writer-policy.yaml");
+    let fixture = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("admissionregistration.k8s.io/v1", version)
+        .replace("release-namespace", release_ns)
+        .replace("release-invite-operator", fullname)
+        .replace("watched-namespace", &cluster.namespace)
+        .replace("break-glass-user", &break_glass)
+        .replace("break-glass-group", &cluster.unique("no-such-group"));
     let documents: Vec<Value> = serde_saphyr::from_multiple(&fixture).unwrap();
     assert_eq!(documents.len(), 2, "a policy and its binding");
     for mut document in documents {
         document["metadata"]["labels"] = cluster.labels();
         let kind = document["kind"].as_str().unwrap().to_string();
-        let api = kube::Api::<kube::core::DynamicObject>::all_with(
-            cluster.client.clone(),
-            &admission_policy_resource(version, &kind),
-        );
-        api.create(
-            &Default::default(),
-            &serde_json::from_value(document).unwrap(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create the {kind}: {e}"));
+        let resource = admission_policy_resource(version, &kind);
+        let api =
+            kube::Api::<kube::core::DynamicObject>::all_with(cluster.client.clone(), &resource);
+        let object = serde_json::from_value(document).unwrap();
+        api.create(&Default::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("create the {kind}: {e}"));
     }
     // RBAC lets both users write the status: only the policy stands in the way.
     let role = cluster.unique("status-writer");
@@ -512,13 +505,9 @@ async fn status_writer_policy_holds(
     .await;
     bind_in_namespace(cluster, &mallory, &role).await;
     bind_in_namespace(cluster, &break_glass, &role).await;
-    cluster
-        .create_invitation(
-            "forged",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "none"},
-                   "users": [{"emailAddress": "admin@example.com"}]}),
-        )
-        .await;
+    let forged = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "none"},
+                        "users": [{"emailAddress": "admin@example.com"}]});
+    cluster.create_invitation("forged", forged).await;
     let as_mallory = client_as(cluster, &mallory);
     let what = "the status writer policy to take effect";
     eventually_every(Duration::from_millis(200), WAIT, what, async || {
@@ -604,9 +593,8 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
     let lp = ListParams::default();
     let everywhere = Api::<Secret>::all(client.clone()).list(&lp).await;
     assert!(forbidden(&everywhere), "{everywhere:?}");
-    let here = Api::<Secret>::namespaced(client, &cluster.namespace)
-        .list(&lp)
-        .await;
+    let here = Api::<Secret>::namespaced(client, &cluster.namespace);
+    let here = here.list(&lp).await;
     assert!(forbidden(&here), "{here:?}");
     h.finish().await;
 }
@@ -648,9 +636,10 @@ async fn forge_status(
     use kube::api::{Patch, PatchParams};
     let forged = json!({"status": {"users": [{
         "emailAddress": "admin@example.com", "state": "AlreadyMember", "ownership": "Adopted"}]}});
-    kube::Api::<invite_operator::api::UserInvitation>::namespaced(client.clone(), namespace)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&forged))
-        .await
+    let invitations =
+        kube::Api::<invite_operator::api::UserInvitation>::namespaced(client.clone(), namespace);
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(&forged));
+    invitations.patch_status(name, &pp, &patch).await
 }
 
 /// On a real API server with a controller manager (which fills aggregated roles): the chart's
@@ -701,9 +690,8 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     .await;
     // edit: the spec is theirs to change, and the resource theirs to delete …
     let patch = kube::api::Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}));
-    let patched = alices
-        .patch("team-invite", &Default::default(), &patch)
-        .await;
+    let pp = Default::default();
+    let patched = alices.patch("team-invite", &pp, &patch).await;
     patched.expect("edit may update a UserInvitation");
     let endpoint: InvitationEndpoint = serde_json::from_value(json!({
         "metadata": {"name": "team", "labels": cluster.labels()},

@@ -308,16 +308,13 @@ impl TestCluster {
         }
         let server = self.server.as_ref().expect("the in-process server");
         let path = self.kubeconfig_path();
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n\
-                 users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n\
-                 current-context: t\n",
-                server.url()
-            ),
-        )
-        .unwrap();
+        let url = server.url();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {url}\n\
+             users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n\
+             current-context: t\n"
+        );
+        std::fs::write(&path, kubeconfig).unwrap();
         path
     }
 
@@ -431,9 +428,8 @@ impl TestCluster {
         let namespace = metadata["namespace"].as_str().expect("a namespace");
         let invitations = Api::namespaced(self.client.clone(), namespace);
         let invitation: UserInvitation = object("UserInvitation", metadata.clone(), spec);
-        let created = invitations
-            .create(&PostParams::default(), &invitation)
-            .await;
+        let pp = PostParams::default();
+        let created = invitations.create(&pp, &invitation).await;
         created.expect("create invitation")
     }
 
@@ -647,10 +643,8 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
         gone(deleted, || format!("delete the UserInvitations of {ns}"))?;
         let left = invitations.list(&all).await;
         let left = left.map_err(|e| format!("list the UserInvitations of {ns}: {e}"))?;
-        let (pp, no_finalizers) = (
-            PatchParams::default(),
-            Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        );
+        let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+        let pp = PatchParams::default();
         for name in left
             .iter()
             .filter(|i| !i.finalizers().is_empty())
@@ -793,18 +787,10 @@ async fn install_crds(client: &Client) {
         let put = kube_test_apiserver::create_or_replace(&crds, &crd).await;
         put.expect("create or replace CRD");
     }
-    let (invitations, one) = (
-        Api::<UserInvitation>::all(client.clone()),
-        ListParams::default().limit(1),
-    );
+    let invitations = Api::<UserInvitation>::all(client.clone());
+    let (one, poll) = (ListParams::default().limit(1), Duration::from_millis(100));
     let served = async || invitations.list(&one).await.is_ok();
-    eventually_every(
-        Duration::from_millis(100),
-        WAIT,
-        "the CRDs to be served",
-        served,
-    )
-    .await;
+    eventually_every(poll, WAIT, "the CRDs to be served", served).await;
 }
 
 /// A test's world: its cluster, the mock invite API and, once started, the controller.
@@ -869,10 +855,8 @@ impl Harness {
     pub async fn user_invite_on(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("api-token", TOKEN).await;
-        let (url, cluster) = (&h.mock.url, &h.cluster);
-        cluster
-            .user_invite_endpoint("wavefront", url, "api-token")
-            .await;
+        let (url, cluster, secret) = (&h.mock.url, &h.cluster, "api-token");
+        cluster.user_invite_endpoint("wavefront", url, secret).await;
         h
     }
 
