@@ -57,10 +57,7 @@ async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
     let calls = posts.len();
     assert!(calls < 5, "{calls} invite calls for 20 resources");
     let spanning = posts.iter().any(|p| spans(p, &all));
-    assert!(
-        spanning,
-        "no invite call carried users of several resources"
-    );
+    assert!(spanning, "no invite call spans resources");
     let lookups = count(&journal, "POST", "/api/v2/user/validateUsers");
     // One lookup per batch before, one read-back per invite call after.
     assert!(lookups < 10, "{lookups} lookup calls for 20 resources");
@@ -162,11 +159,7 @@ async fn a_rollout_reads_the_members_once_whatever_it_invites() {
 /// An organization of 450 members (three pages of the listing) and `n` resources of two
 /// usernames each, created at once and Ready; the harness and the resources.
 async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>) {
-    let config = MockConfig {
-        organization_id: ORG.into(),
-        ..Default::default()
-    };
-    let h = Harness::org_invitation(config).await;
+    let h = Harness::org_invitation(MockConfig::default()).await;
     h.mock.api.seed_org_members(addresses("member", 450));
     let h = batched(h);
     let all = resources(n, 2);

@@ -38,9 +38,8 @@ fn referenced_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(at) = rest.find("invite_operator_") {
         let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
+        let in_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let end = tail.find(|c: char| !in_name(c)).unwrap_or(tail.len());
         names.insert(tail[..end].to_string());
         rest = &tail[end..];
     }
@@ -113,10 +112,10 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
 
     // A deleted endpoint leaves the readiness gauge.
     let endpoints = Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &ns);
-    endpoints
+    let deleted = endpoints
         .delete("no-secret", &DeleteParams::default())
-        .await
-        .unwrap();
+        .await;
+    deleted.unwrap();
     let gone = async || !metrics.encode().contains("name=\"no-secret\"");
     eventually("the deleted endpoint's series is gone", gone).await;
 

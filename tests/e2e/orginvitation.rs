@@ -72,10 +72,8 @@ async fn create_invites_with_one_call_and_records_invitation_references() {
         assert_eq!(user.state, UserState::Invited);
         let reference = user.identifier.as_deref().unwrap();
         assert!(reference.contains("/invitations/"), "{reference}");
-        let expires = user
-            .expires_at
-            .unwrap()
-            .duration_since(user.invited_at.unwrap());
+        let (invited, expires) = (user.invited_at.unwrap(), user.expires_at.unwrap());
+        let expires = expires.duration_since(invited);
         let week = jiff::SignedDuration::from_hours(24 * 7);
         assert!((expires - week).as_secs().abs() <= 2, "{expires}");
     }
@@ -159,9 +157,8 @@ async fn a_refused_user_fails_alone_and_whole_request_errors_are_retried() {
 async fn an_unknown_organization_is_an_endpoint_problem() {
     let mut s = Harness::org_invitation(MockConfig::default()).await;
     let (url, cluster) = (&s.mock.url, &s.cluster);
-    cluster
-        .org_endpoint("csp", url, "csp-token", "no-such-org")
-        .await;
+    let (secret, org) = ("csp-token", "no-such-org");
+    cluster.org_endpoint("csp", url, secret, org).await;
     s.start_controller();
     s.cluster.create_invitation("org", spec(&[DANA])).await;
     let message = s.cluster.wait_reason("org", "EndpointNotReady").await;

@@ -137,27 +137,19 @@ async fn a_rejected_user_fails_alone_with_the_api_message() {
 /// gets one email.
 #[tokio::test]
 async fn transient_failures_are_retried_without_duplicates() {
+    let throttled = ScriptedFault::new(429).times(2);
+    let lost = ScriptedFault::new(503).times(1).after_effect(true);
     for (fault, calls, what) in [
-        (
-            ScriptedFault::new(429).times(2),
-            3,
-            "two 429s, then success",
-        ),
-        (
-            ScriptedFault::new(503).times(1).after_effect(true),
-            1,
-            "a lost response: looked up, not re-posted",
-        ),
+        (throttled, 3, "two 429s, then success"),
+        (lost, 1, "a lost response: looked up, not re-posted"),
     ] {
         let s = Harness::user_invite_running().await;
         s.mock.api.add_fault(fault.path("/api/v2/user/invite"));
         let emails = ["alice@example.com", "bob@example.com"];
         let inv = s.cluster.create_ready("team", spec(&emails)).await;
         let status = status_of(&inv);
-        assert!(
-            all_in(status, &emails.map(String::from), UserState::Invited),
-            "{what}"
-        );
+        let invited = all_in(status, &emails.map(String::from), UserState::Invited);
+        assert!(invited, "{what}");
         assert_eq!(invite_calls(&s.mock).len(), calls, "{what}");
         assert_sent(&s.mock, &emails, 1);
         s.finish().await;
@@ -207,9 +199,8 @@ async fn a_missing_endpoint_secret_or_a_wrong_token_are_reported_and_recovered_f
     let rejected = |st: &UserInvitationStatus| {
         reason_is("EndpointNotReady")(st) && ready_message(st).contains("401")
     };
-    let inv = cluster
-        .wait_status("team", "the token rejected", rejected)
-        .await;
+    let what = "the token rejected";
+    let inv = cluster.wait_status("team", what, rejected).await;
     let text = serde_json::to_string(&inv.status).unwrap();
     assert!(!text.contains("wrong-token"), "no secret in status");
 
@@ -242,14 +233,11 @@ async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
             "users": [{"emailAddress": "alice@example.com", "groups": [group], "userGroups": []}]
         })
     };
-    cluster
-        .create_invitation("too-much", spec("user_management"))
-        .await;
+    let (too_much, fine) = (spec("user_management"), spec("dashboard_management"));
+    cluster.create_invitation("too-much", too_much).await;
     let message = cluster.wait_reason("too-much", "NotAllowed").await;
     assert!(message.contains("user_management"), "{message}");
-    cluster
-        .create_ready("fine", spec("dashboard_management"))
-        .await;
+    cluster.create_ready("fine", fine).await;
     assert_sent(mock, &["alice@example.com"], 1);
     s.finish().await;
 }
