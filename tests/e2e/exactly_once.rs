@@ -204,6 +204,11 @@ per_flavor!(kill_before_the_call() =>
 
 // ------------------------------------------------------------------------------ kill during
 
+per_flavor!(#[tokio::test] kill_during_the_call_after_the_api_acted =>
+    kill_during_the_call_after_the_api_acted_userinvite,
+    kill_during_the_call_after_the_api_acted_userinvite_resending,
+    kill_during_the_call_after_the_api_acted_orginvitation);
+
 /// Window: the API has received the invite request and acted on it (the emails are sent), its
 /// answer is still on the way (a lost response). A scripted fault with `after_effect` performs
 /// the operation, then holds the answer for 2 s (the journal shows the request in flight,
@@ -240,11 +245,6 @@ async fn kill_during_the_call_after_the_api_acted(flavor: Flavor, resend: bool) 
     assert_eq!(posts.len(), 1, "looked up, not sent again: {posts:?}");
     e.harness.finish().await;
 }
-
-per_flavor!(#[tokio::test] kill_during_the_call_after_the_api_acted =>
-    kill_during_the_call_after_the_api_acted_userinvite,
-    kill_during_the_call_after_the_api_acted_userinvite_resending,
-    kill_during_the_call_after_the_api_acted_orginvitation);
 
 /// Window: the API has received the invite request but not processed it yet (a slow API that
 /// answers within the endpoint's timeout), when the controller is killed and restarted. The

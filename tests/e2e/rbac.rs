@@ -10,7 +10,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::common::*;
-use invite_operator::controller::USER_AGENT;
+use invite_operator::{api::UserInvitation, controller::USER_AGENT};
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 
@@ -483,26 +483,22 @@ async fn status_writer_policy_holds(
         document["metadata"]["labels"] = cluster.labels();
         let kind = document["kind"].as_str().unwrap().to_string();
         let resource = admission_policy_resource(version, &kind);
-        let api =
-            kube::Api::<kube::core::DynamicObject>::all_with(cluster.client.clone(), &resource);
+        let client = cluster.client.clone();
+        let api = kube::Api::<kube::core::DynamicObject>::all_with(client, &resource);
         let object = serde_json::from_value(document).unwrap();
-        api.create(&Default::default(), &object)
-            .await
-            .unwrap_or_else(|e| panic!("create the {kind}: {e}"));
+        let created = api.create(&Default::default(), &object).await;
+        created.unwrap_or_else(|e| panic!("create the {kind}: {e}"));
     }
     // RBAC lets both users write the status: only the policy stands in the way.
     let role = cluster.unique("status-writer");
-    create(
-        &cluster.client,
-        &json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": role, "labels": cluster.labels()},
-            "rules": [{"apiGroups": ["invite.operators.dev"],
-                       "resources": ["userinvitations", "userinvitations/status"],
-                       "verbs": ["get", "patch", "update"]}],
-        }),
-    )
-    .await;
+    let object = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": role, "labels": cluster.labels()},
+        "rules": [{"apiGroups": ["invite.operators.dev"],
+                   "resources": ["userinvitations", "userinvitations/status"],
+                   "verbs": ["get", "patch", "update"]}],
+    });
+    create(&cluster.client, &object).await;
     bind_in_namespace(cluster, &mallory, &role).await;
     bind_in_namespace(cluster, &break_glass, &role).await;
     let forged = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "none"},
@@ -609,16 +605,13 @@ fn client_as(cluster: &TestCluster, user: &str) -> kube::Client {
 /// Binds `user` to the ClusterRole `role` in the test's namespace.
 async fn bind_in_namespace(cluster: &TestCluster, user: &str, role: &str) {
     let name = format!("{user}-as-{role}");
-    create(
-        &cluster.client,
-        &json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": name, "namespace": cluster.namespace, "labels": cluster.labels()},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        }),
-    )
-    .await;
+    let object = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": cluster.namespace, "labels": cluster.labels()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    });
+    create(&cluster.client, &object).await;
 }
 
 /// Whether `result` is the API server's 403.
@@ -632,12 +625,11 @@ async fn forge_status(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<invite_operator::api::UserInvitation, kube::Error> {
+) -> Result<UserInvitation, kube::Error> {
     use kube::api::{Patch, PatchParams};
     let forged = json!({"status": {"users": [{
         "emailAddress": "admin@example.com", "state": "AlreadyMember", "ownership": "Adopted"}]}});
-    let invitations =
-        kube::Api::<invite_operator::api::UserInvitation>::namespaced(client.clone(), namespace);
+    let invitations = kube::Api::<UserInvitation>::namespaced(client.clone(), namespace);
     let (pp, patch) = (PatchParams::default(), Patch::Merge(&forged));
     invitations.patch_status(name, &pp, &patch).await
 }
@@ -651,7 +643,7 @@ async fn forge_status(
 /// bound to `view` reads them and cannot create one.
 #[tokio::test]
 async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
-    use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
+    use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
     use kube::{Api, api::ListParams};
 
     let Some(h) = rbac_enforcing_harness().await else {
@@ -768,16 +760,13 @@ async fn install_aggregated_rules(cluster: &TestCluster) {
     for role in ["view", "edit", "admin"] {
         let mut labels = cluster.labels();
         labels[format!("rbac.authorization.k8s.io/aggregate-to-{role}")] = json!("true");
-        create(
-            &cluster.client,
-            &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": cluster.unique(&format!("invite-operator-{role}")),
-                             "labels": labels},
-                "rules": rules[role],
-            }),
-        )
-        .await;
+        let object = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": cluster.unique(&format!("invite-operator-{role}")),
+                         "labels": labels},
+            "rules": rules[role],
+        });
+        create(&cluster.client, &object).await;
     }
 }
 

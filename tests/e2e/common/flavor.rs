@@ -7,11 +7,6 @@ use serde_json::{Value, json};
 
 use super::{Harness, ORG, RunningMock, TOKEN, TestCluster};
 
-/// The name of the flavour's InvitationEndpoint in [`Flavor::harness`].
-pub const ENDPOINT: &str = "api";
-/// The Secret holding the token.
-pub const SECRET: &str = "api-token";
-
 /// An API flavour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -146,6 +141,11 @@ impl Flavor {
         cluster.apply_endpoint(name, endpoint).await;
     }
 }
+
+/// The name of the flavour's InvitationEndpoint in [`Flavor::harness`].
+pub const ENDPOINT: &str = "api";
+/// The Secret holding the token.
+pub const SECRET: &str = "api-token";
 
 /// `n` addresses `prefix-i@example.com`.
 pub fn addresses(prefix: &str, n: usize) -> Vec<String> {

@@ -1102,15 +1102,9 @@ impl RunningController {
         let metrics = Metrics::new();
         let (readiness_tx, readiness) = watch::channel(Readiness::default());
         let stop = tokio_util::sync::CancellationToken::new();
-        let (leadership, metrics_tx) = (Leadership::unconditional(), metrics.clone());
-        let run = controller::run(
-            client,
-            settings,
-            metrics_tx,
-            readiness_tx,
-            leadership,
-            stop.clone(),
-        );
+        let (leadership, shutdown, meter) =
+            (Leadership::unconditional(), stop.clone(), metrics.clone());
+        let run = controller::run(client, settings, meter, readiness_tx, leadership, shutdown);
         let handle = Some(tokio::spawn(run));
         RunningController {
             metrics,
