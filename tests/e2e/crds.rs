@@ -23,14 +23,10 @@ fn check_dir(dir: &str) {
         }
     }
     let expected: Vec<String> = all_crds().iter().map(crd_file_name).collect();
-    let extra: Vec<String> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|name| name.ends_with(".yaml") && !expected.contains(name))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = std::fs::read_dir(&dir).into_iter().flatten();
+    let names = names.filter_map(|e| e.ok()?.file_name().into_string().ok());
+    let unknown = |name: &String| name.ends_with(".yaml") && !expected.contains(name);
+    let extra: Vec<String> = names.filter(unknown).collect();
     assert!(
         stale.is_empty() && extra.is_empty(),
         "{} is stale (changed: {stale:?}, unknown: {extra:?}); run `cargo run -- crd --output-dir crds --output-dir deploy/charts/invite-operator/crd-files`",
