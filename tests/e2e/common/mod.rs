@@ -437,9 +437,9 @@ impl TestCluster {
     pub async fn events_of(&self, name: &str) -> Vec<Event> {
         // Events are published after the pass that caused them (best effort, from a queue):
         // read until the list has not changed for three reads in a row (at most 3 s).
-        let events = Api::<Event>::namespaced(self.client.clone(), &self.namespace);
+        let api = Api::<Event>::namespaced(self.client.clone(), &self.namespace);
         let read = || async {
-            let all = events.list(&ListParams::default()).await.unwrap().items;
+            let all = api.list(&ListParams::default()).await.unwrap().items;
             let about =
                 |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
             all.into_iter().filter(about).collect::<Vec<Event>>()
