@@ -37,11 +37,13 @@ fn reconcile_manifest(name: &str, manifest: &str, args: &[&str]) -> std::process
 
 fn documents(stdout: &[u8]) -> Vec<serde_json::Value> {
     let text = String::from_utf8_lossy(stdout);
-    serde_saphyr::from_multiple::<serde_json::Value>(&text)
-        .unwrap()
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
+    let documents = serde_saphyr::from_multiple::<serde_json::Value>(&text).unwrap();
+    documents.into_iter().filter(|v| !v.is_null()).collect()
+}
+
+/// The Ready condition's reason in the status of a resource `reconcile` printed.
+fn reason(document: &serde_json::Value) -> &serde_json::Value {
+    &document["status"]["conditions"][0]["reason"]
 }
 
 #[cfg(feature = "mock-api")]
@@ -52,23 +54,16 @@ fn the_quick_start_invites_everyone_through_the_embedded_mock() {
         ("examples/orginvitation.yaml", 2),
         ("examples/cluster-endpoint.yaml", 1),
     ] {
-        let out = operator()
-            .args(["reconcile", "--mock-api", "-f", &root(example)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{example}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = ["reconcile", "--mock-api", "-f", &root(example)];
+        let out = operator().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{example}: {stderr}");
         let docs = documents(&out.stdout);
         assert_eq!(docs.len(), 1, "{example}");
         let status = &docs[0]["status"];
-        assert_eq!(
-            status["conditions"][0]["status"], "True",
-            "{example}: {status:?}"
-        );
-        assert_eq!(status["conditions"][0]["reason"], "AllInvited");
+        let ready = &status["conditions"][0]["status"];
+        assert_eq!(ready, "True", "{example}: {status:?}");
+        assert_eq!(reason(&docs[0]), "AllInvited");
         assert_eq!(status["invited"].as_u64(), Some(users));
         for user in status["users"].as_array().unwrap() {
             assert_eq!(user["state"], "Invited");
@@ -87,35 +82,27 @@ fn the_examples_hold_no_secret_and_their_endpoints_name_the_secret_files() {
     for example in ["userinvite", "orginvitation", "cluster-endpoint"] {
         let docs = read(&format!("examples/{example}.yaml"));
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        assert!(
-            !kinds.contains(&"Secret"),
-            "{example}.yaml holds a Secret: {kinds:?}"
-        );
-        let endpoints: Vec<_> = docs
-            .iter()
-            .filter(|d| {
-                d["kind"]
-                    .as_str()
-                    .is_some_and(|k| k.ends_with("InvitationEndpoint"))
-            })
-            .collect();
+        let secret = kinds.contains(&"Secret");
+        assert!(!secret, "{example}.yaml holds a Secret: {kinds:?}");
+        let is_endpoint = |d: &&serde_json::Value| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("InvitationEndpoint"))
+        };
+        let endpoints: Vec<_> = docs.iter().filter(is_endpoint).collect();
         assert_eq!(endpoints.len(), 1, "{example}.yaml");
         let endpoint = endpoints[0];
         let secret_ref = &endpoint["spec"]["credentials"]["secretRef"];
-        let namespace = secret_ref["namespace"]
-            .as_str()
-            .or(endpoint["metadata"]["namespace"].as_str());
+        let namespace = secret_ref["namespace"].as_str();
+        let namespace = namespace.or(endpoint["metadata"]["namespace"].as_str());
 
         let secrets = read(&format!("examples/{example}-secret.yaml"));
         assert_eq!(secrets.len(), 1, "{example}-secret.yaml");
         let secret = &secrets[0];
         assert_eq!(secret["kind"], "Secret", "{example}-secret.yaml");
         assert_eq!(secret["metadata"]["name"], secret_ref["name"], "{example}");
-        assert_eq!(
-            secret["metadata"]["namespace"].as_str(),
-            namespace,
-            "{example}"
-        );
+        let secret_namespace = secret["metadata"]["namespace"].as_str();
+        assert_eq!(secret_namespace, namespace, "{example}");
     }
 }
 
@@ -125,11 +112,13 @@ fn the_examples_hold_no_secret_and_their_endpoints_name_the_secret_files() {
 #[test]
 fn dry_run_prints_the_plan_and_invites_nobody() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let token = "replace-with-your-api-token".into();
+    let config = invite_mock::MockConfig {
+        token,
+        ..Default::default()
+    };
     let mock = runtime
-        .block_on(invite_mock::MockApi::start(invite_mock::MockConfig {
-            token: "replace-with-your-api-token".into(),
-            ..Default::default()
-        }))
+        .block_on(invite_mock::MockApi::start(config))
         .unwrap();
     let example = std::fs::read_to_string(root("examples/userinvite.yaml")).unwrap();
     let pointed = example.replace("https://example.wavefront.com", &mock.url);
@@ -137,23 +126,15 @@ fn dry_run_prints_the_plan_and_invites_nobody() {
     let secret = root("examples/userinvite-secret.yaml");
     let out = reconcile_manifest("userinvite", &pointed, &["--dry-run", "-f", &secret]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("would invite 3 in one call"), "{stdout}");
     let journal = mock.api.journal();
-    assert!(
-        journal
-            .iter()
-            .any(|e| e.path == "/api/v2/user/validateUsers"),
-        "the dry run looked the users up in this mock: {journal:#?}"
-    );
-    let changing: Vec<_> = journal
-        .iter()
-        .filter(|e| e.method != "GET" && e.path != "/api/v2/user/validateUsers")
-        .collect();
+    let lookup = |e: &&invite_mock::JournalEntry| e.path == "/api/v2/user/validateUsers";
+    let looked_up = journal.iter().any(|e| lookup(&e));
+    assert!(looked_up, "the dry run looked the users up: {journal:#?}");
+    let changing = journal.iter().filter(|e| e.method != "GET" && !lookup(e));
+    let changing: Vec<_> = changing.collect();
     assert!(changing.is_empty(), "no changing request: {changing:#?}");
     assert!(mock.api.invite_requests().is_empty());
     assert!(mock.api.emails_sent().is_empty());
@@ -165,10 +146,7 @@ fn a_resource_that_is_not_ready_exits_non_zero_with_the_reason() {
     let out = reconcile_manifest("lonely", lonely, &[]);
     assert_eq!(out.status.code(), Some(1));
     let docs = documents(&out.stdout);
-    assert_eq!(
-        docs[0]["status"]["conditions"][0]["reason"],
-        "EndpointNotFound"
-    );
+    assert_eq!(reason(&docs[0]), "EndpointNotFound");
 }
 
 #[cfg(feature = "mock-api")]
@@ -178,32 +156,21 @@ fn reconcile_refuses_other_spellings_of_a_mailbox_without_any_admission() {
     // that is not plain, alone, and invites the person once.
     let example = std::fs::read_to_string(root("examples/userinvite.yaml")).unwrap();
     let users = example.find("  users:\n").unwrap();
-    let manifest = format!(
-        "{}  users:\n{}",
-        &example[..users],
-        [
-            "alice@example.com",
-            "'Alice <alice@example.com>'",
-            "alice@example.com.",
-            "'\"alice\"@example.com'"
-        ]
-        .iter()
-        .map(|e| format!("    - {{emailAddress: {e}, groups: [], userGroups: []}}\n"))
-        .collect::<String>()
-    );
+    let spellings = [
+        "alice@example.com",
+        "'Alice <alice@example.com>'",
+        "alice@example.com.",
+        "'\"alice\"@example.com'",
+    ];
+    let user = |e: &&str| format!("    - {{emailAddress: {e}, groups: [], userGroups: []}}\n");
+    let users_yaml: String = spellings.iter().map(user).collect();
+    let manifest = format!("{}  users:\n{users_yaml}", &example[..users]);
     let out = reconcile_manifest("spellings", &manifest, &["--mock-api"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     let docs = documents(&out.stdout);
     let status = &docs[0]["status"];
-    assert_eq!(
-        status["conditions"][0]["reason"], "InvalidSpec",
-        "{status:?}"
-    );
+    assert_eq!(reason(&docs[0]), "InvalidSpec", "{status:?}");
     let users = status["users"].as_array().unwrap();
     assert_eq!(users.len(), 4, "{status:?}");
     assert_eq!(users[0]["emailAddress"], "alice@example.com");
@@ -212,10 +179,8 @@ fn reconcile_refuses_other_spellings_of_a_mailbox_without_any_admission() {
         assert_eq!(user["state"], "Failed", "{user:?}");
         assert_eq!(user["reason"], "InvalidSpec", "{user:?}");
         let message = user["message"].as_str().unwrap();
-        assert!(
-            message.starts_with("not a plain email address"),
-            "{message}"
-        );
+        let refused = message.starts_with("not a plain email address");
+        assert!(refused, "{message}");
     }
 }
 
@@ -226,22 +191,25 @@ fn crd_prints_every_crd_and_survives_a_closed_pipe() {
     let docs = documents(&out.stdout);
     let names: Vec<_> = docs
         .iter()
-        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        vec![
-            "userinvitations.invite.operators.dev",
-            "invitationendpoints.invite.operators.dev",
-            "clusterinvitationendpoints.invite.operators.dev",
-            "inviteintents.invite.operators.dev"
-        ]
-    );
+    let kinds = [
+        "userinvitations",
+        "invitationendpoints",
+        "clusterinvitationendpoints",
+        "inviteintents",
+    ];
+    let want: Vec<_> = kinds
+        .iter()
+        .map(|k| format!("{k}.invite.operators.dev"))
+        .collect();
+    assert_eq!(names, want);
     // `crd | head -1` must not panic.
+    let (piped, also_piped) = (std::process::Stdio::piped(), std::process::Stdio::piped());
     let mut child = operator()
         .arg("crd")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(piped)
+        .stderr(also_piped)
         .spawn()
         .unwrap();
     drop(child.stdout.take());
@@ -253,22 +221,19 @@ fn crd_prints_every_crd_and_survives_a_closed_pipe() {
 #[test]
 fn mock_api_serves_until_stopped() {
     use std::io::{BufRead, BufReader};
-    let mut child = operator()
-        .args(["mock-api", "--listen", "127.0.0.1:0"])
+    let mut command = operator();
+    command.args(["mock-api", "--listen", "127.0.0.1:0"]);
+    command
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        line.contains("mock API listening on http://127.0.0.1:"),
-        "{line}"
-    );
+    let listening = line.contains("mock API listening on http://127.0.0.1:");
+    assert!(listening, "{line}");
 }
 
 #[cfg(not(feature = "mock-api"))]
@@ -276,14 +241,10 @@ fn mock_api_serves_until_stopped() {
 fn without_the_mock_feature_there_is_no_mock() {
     let out = operator().args(["mock-api", "--help"]).output().unwrap();
     assert!(!out.status.success());
+    let example = root("examples/userinvite.yaml");
     let out = operator()
-        .args([
-            "reconcile",
-            "--mock-api",
-            "-f",
-            &root("examples/userinvite.yaml"),
-        ])
-        .output()
-        .unwrap();
+        .args(["reconcile", "--mock-api", "-f", &example])
+        .output();
+    let out = out.unwrap();
     assert_eq!(out.status.code(), Some(2), "clap refuses the unknown flag");
 }

@@ -5,99 +5,63 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use crate::common::{flavor::*, *};
 use invite_mock::{JournalEntry, MockConfig};
 use invite_operator::api::UserState;
 use serde_json::{Value, json};
 
-/// A controller whose collection window surely spans resources created together.
-/// `h` with its controller started, batching with [`batching`]'s settings.
+/// `h` with its controller started, batching ([`TestCluster::batching_settings`]).
 fn batched(mut h: Harness) -> Harness {
-    h.start_controller_with(batching(&h));
+    h.start_controller_with(h.cluster.batching_settings());
     h
 }
 
-fn batching(h: &Harness) -> invite_operator::controller::Settings {
-    let mut settings = h.cluster.settings();
-    settings.batch.window = Duration::from_millis(300);
-    // The first job of a quiet queue waits the whole window too.
-    settings.batch.linger = settings.batch.window;
-    settings
-}
-
 fn count(journal: &[JournalEntry], method: &str, path: &str) -> usize {
-    journal
+    let matching = journal
         .iter()
-        .filter(|e| e.method == method && e.path == path)
-        .count()
+        .filter(|e| e.method == method && e.path == path);
+    matching.count()
 }
 
-fn invited_in(entry: &JournalEntry) -> Vec<String> {
-    match &entry.body {
-        Value::Array(users) => users
-            .iter()
-            .filter_map(|u| u["emailAddress"].as_str().map(str::to_string))
-            .collect(),
-        body => body["usernames"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|u| u.as_str().map(str::to_string))
-            .collect(),
+/// Creates the resources together, each with `spec(name, users)`.
+async fn create_all(
+    h: &Harness,
+    all: &[(String, Vec<String>)],
+    spec: impl Fn(&str, &[String]) -> Value,
+) {
+    let create = all
+        .iter()
+        .map(|(name, users)| h.cluster.create_invitation(name, spec(name, users)));
+    futures::future::join_all(create).await;
+}
+
+/// Each address of `all` got one invitation.
+fn assert_each_invited_once(h: &Harness, all: &[(String, Vec<String>)]) {
+    for u in all.iter().flat_map(|(_, users)| users) {
+        assert_eq!(h.mock.api.invitations_sent_to(u), 1, "{u}");
     }
-}
-
-/// `n` resources of `per` users each: (name, addresses).
-fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
-    (0..n)
-        .map(|r| {
-            let users = (0..per).map(|u| format!("u{u}-r{r}@example.com")).collect();
-            (format!("r{r:02}"), users)
-        })
-        .collect()
-}
-
-/// Whether an invite request carries users of more than one resource.
-fn spans(batch: &[String], resources: &[(String, Vec<String>)]) -> bool {
-    !resources
-        .iter()
-        .any(|(_, users)| batch.iter().all(|u| users.contains(u)))
 }
 
 #[tokio::test]
 async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
     let h = batched(Harness::user_invite().await);
     let all = resources(20, 2);
-    futures::future::join_all(all.iter().map(|(name, users)| {
-        h.cluster
-            .create_invitation(name, users_spec("wavefront", users, &[]))
-    }))
-    .await;
+    create_all(&h, &all, |_, users| users_spec("wavefront", users, &[])).await;
     for (name, _) in &all {
         h.cluster.wait_ready(name).await;
     }
     let journal = h.mock.api.journal();
-    let posts: Vec<&JournalEntry> = journal
-        .iter()
-        .filter(|e| e.method == "POST" && e.path == "/api/v2/user/invite")
-        .collect();
-    assert!(
-        posts.len() < 5,
-        "{} invite calls for 20 resources",
-        posts.len()
-    );
-    assert!(
-        posts.iter().any(|p| spans(&invited_in(p), &all)),
-        "no invite call carried users of several resources"
-    );
+    let flavor = Flavor::UserInvite;
+    let posts = journal.iter().filter(|e| flavor.is_invite_post(e));
+    let posts: Vec<Vec<String>> = posts.map(|e| flavor.invited_in(e)).collect();
+    let calls = posts.len();
+    assert!(calls < 5, "{calls} invite calls for 20 resources");
+    let spanning = posts.iter().any(|p| spans(p, &all));
+    assert!(spanning, "no invite call spans resources");
     let lookups = count(&journal, "POST", "/api/v2/user/validateUsers");
     // One lookup per batch before, one read-back per invite call after.
     assert!(lookups < 10, "{lookups} lookup calls for 20 resources");
-    for (_, users) in &all {
-        for u in users {
-            assert_eq!(h.mock.api.invitations_sent_to(u), 1, "{u}");
-        }
-    }
+    assert_each_invited_once(&h, &all);
     h.finish().await;
 }
 
@@ -105,21 +69,14 @@ async fn lookups_and_invitations_of_many_resources_go_out_as_few_calls() {
 async fn a_refused_user_fails_no_other_resources_users() {
     let h = batched(Harness::user_invite().await);
     let all = resources(6, 2);
-    futures::future::join_all(all.iter().map(|(name, users)| {
+    create_all(&h, &all, |name, users| {
+        let mut spec = users_spec("wavefront", users, &[]);
         // r03's first user asks for a permission the API does not know.
-        let spec = if name == "r03" {
-            json!({
-                "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                "users": [
-                    {"emailAddress": users[0], "groups": ["no_such_permission"], "userGroups": []},
-                    {"emailAddress": users[1], "groups": [], "userGroups": []},
-                ],
-            })
-        } else {
-            users_spec("wavefront", users, &[])
-        };
-        h.cluster.create_invitation(name, spec)
-    }))
+        if name == "r03" {
+            spec["users"][0]["groups"] = json!(["no_such_permission"]);
+        }
+        spec
+    })
     .await;
     for (name, users) in &all {
         if name == "r03" {
@@ -146,25 +103,17 @@ async fn the_organization_is_read_once_per_window_not_once_per_resource() {
     let (h, _) = organization_rollout(12).await;
     let journal = h.mock.api.journal();
     let invitations = format!("/csp/gateway/am/api/orgs/{ORG}/invitations");
-    let member_pages = journal
-        .iter()
-        .filter(|e| {
-            e.method == "GET" && e.path == format!("/csp/gateway/am/api/v2/orgs/{ORG}/users")
-        })
-        .count();
+    let users = format!("/csp/gateway/am/api/v2/orgs/{ORG}/users");
+    let member_pages = count(&journal, "GET", &users);
     let listings = count(&journal, "GET", &invitations);
     let posts = count(&journal, "POST", &invitations);
     // A snapshot = 3 member pages + 1 invitation listing; one before the invitations and one
     // after each invite call, not one per resource.
     assert!(posts < 4, "{posts} invite calls for 12 resources");
-    assert!(
-        listings <= posts + 2,
-        "{listings} invitation listings for {posts} invite calls"
-    );
-    assert!(
-        member_pages <= 3 * (posts + 2),
-        "{member_pages} member pages"
-    );
+    let per_call = format!("{listings} invitation listings for {posts} invite calls");
+    assert!(listings <= posts + 2, "{per_call}");
+    let few_pages = member_pages <= 3 * (posts + 2);
+    assert!(few_pages, "{member_pages} member pages");
     h.finish().await;
 }
 
@@ -174,10 +123,9 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
     // Started and synced first, so that the endpoint watch's initial listing cannot race the
     // creation: the creation is then the only reason for a pass.
     h.controller.as_ref().expect("running").wait_ready().await;
-    let users: Vec<String> = (0..3).map(|u| format!("own{u}@example.com")).collect();
-    h.cluster
-        .create_ready("team", users_spec("wavefront", &users, &[]))
-        .await;
+    let users = addresses("own", 3);
+    let spec = users_spec("wavefront", &users, &[]);
+    h.cluster.create_ready("team", spec).await;
     let calls = h.mock.api.journal().len();
     // The pass wrote the intent and the outcome (deletionPolicy Retain: no finalizer either).
     // Neither write is a reason for another pass, so no pass may look the users up again.
@@ -185,11 +133,8 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
     // write itself, and a pass caused by a write would come within milliseconds.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let controller = h.controller.as_ref().expect("running");
-    assert_eq!(
-        h.mock.api.journal().len(),
-        calls,
-        "API calls after the last write"
-    );
+    let after = h.mock.api.journal().len();
+    assert_eq!(after, calls, "API calls after the last write");
     assert_eq!(controller.reconciles(), 1, "passes for one creation");
     h.finish().await;
 }
@@ -207,32 +152,18 @@ async fn a_rollout_reads_the_members_once_whatever_it_invites() {
     // then the listing: never a listing per invite call.
     assert!(of("list members") <= 4, "{calls:?}");
     assert!(of("search members") <= 2, "{calls:?}");
-    for (_, users) in &all {
-        for user in users {
-            assert_eq!(h.mock.api.invitations_sent_to(user), 1, "{user}");
-        }
-    }
+    assert_each_invited_once(&h, &all);
     h.finish().await;
 }
 
 /// An organization of 450 members (three pages of the listing) and `n` resources of two
 /// usernames each, created at once and Ready; the harness and the resources.
 async fn organization_rollout(n: usize) -> (Harness, Vec<(String, Vec<String>)>) {
-    let h = Harness::org_invitation(MockConfig {
-        organization_id: ORG.into(),
-        ..Default::default()
-    })
-    .await;
-    h.mock
-        .api
-        .seed_org_members((0..450).map(|i| format!("member{i}@example.com")));
+    let h = Harness::org_invitation(MockConfig::default()).await;
+    h.mock.api.seed_org_members(addresses("member", 450));
     let h = batched(h);
     let all = resources(n, 2);
-    futures::future::join_all(all.iter().map(|(name, users)| {
-        h.cluster
-            .create_invitation(name, org_spec("csp", users, "org_member"))
-    }))
-    .await;
+    create_all(&h, &all, |_, users| org_spec("csp", users, "org_member")).await;
     for (name, _) in &all {
         h.cluster.wait_ready(name).await;
     }

@@ -2,6 +2,7 @@
 //! regenerate both with
 //! `cargo run -- crd --output-dir crds --output-dir deploy/charts/invite-operator/crd-files`.
 
+use crate::common::package_path;
 use invite_operator::api::{CRD_DIRS, all_crds, crd_file_name, crd_yaml};
 
 #[test]
@@ -9,16 +10,6 @@ fn crds_directories_are_up_to_date() {
     for dir in CRD_DIRS {
         check_dir(dir);
     }
-}
-
-/// `rel` in this package's folder, found at run time: `cargo test` sets `CARGO_MANIFEST_DIR` for
-/// the test process. Not `env!`: a test binary compiled in another copy of the repository that
-/// shares the target folder (CI's clean-copy run) would read that copy's files, and cargo does
-/// not rebuild it when only the folder differs.
-fn package_path(rel: &str) -> std::path::PathBuf {
-    let dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    std::path::Path::new(&dir).join(rel)
 }
 
 fn check_dir(dir: &str) {
@@ -32,14 +23,10 @@ fn check_dir(dir: &str) {
         }
     }
     let expected: Vec<String> = all_crds().iter().map(crd_file_name).collect();
-    let extra: Vec<String> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|name| name.ends_with(".yaml") && !expected.contains(name))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = std::fs::read_dir(&dir).into_iter().flatten();
+    let names = names.filter_map(|e| e.ok()?.file_name().into_string().ok());
+    let unknown = |name: &String| name.ends_with(".yaml") && !expected.contains(name);
+    let extra: Vec<String> = names.filter(unknown).collect();
     assert!(
         stale.is_empty() && extra.is_empty(),
         "{} is stale (changed: {stale:?}, unknown: {extra:?}); run `cargo run -- crd --output-dir crds --output-dir deploy/charts/invite-operator/crd-files`",

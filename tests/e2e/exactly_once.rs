@@ -25,7 +25,7 @@ use std::{
 use crate::common::{flavor::*, *};
 use invite_mock::{JournalEntry, MockConfig, ScriptedFault};
 use invite_operator::{
-    api::{UserInvitation, UserInvitationStatus, UserState},
+    api::{UserInvitation, UserState},
     health::Readiness,
 };
 use kube::api::ListParams;
@@ -42,19 +42,29 @@ struct Env {
 deref_to_harness!(Env);
 
 impl Env {
-    async fn new(flavor: Flavor, rps: u32, config: MockConfig) -> Env {
+    /// The endpoint at `rps` requests/s on a mock that sends again when `resend`.
+    async fn new(flavor: Flavor, rps: u32, resend: bool) -> Env {
+        let config = if resend {
+            resending(MockConfig::default())
+        } else {
+            MockConfig::default()
+        };
+        Env::with_mock(flavor, rps, config).await
+    }
+
+    async fn with_mock(flavor: Flavor, rps: u32, config: MockConfig) -> Env {
         let harness = Harness::with_mock(config).await;
         harness.cluster.put_secret(SECRET, TOKEN).await;
-        flavor
-            .apply_endpoint(
-                &harness.cluster,
-                ENDPOINT,
-                &harness.mock.url,
-                REQUEST_TIMEOUT.as_secs(),
-                rps,
-            )
-            .await;
-        Env { flavor, harness }
+        let env = Env { flavor, harness };
+        env.set_rate(rps).await;
+        env
+    }
+
+    /// Sets the endpoint's rate limit (raised for a quick convergence after the window was hit).
+    async fn set_rate(&self, rps: u32) {
+        let (url, timeout, cluster) = (&self.mock.url, REQUEST_TIMEOUT.as_secs(), &self.cluster);
+        let endpoint = self.flavor.endpoint(url, timeout, rps);
+        cluster.apply_endpoint(ENDPOINT, endpoint).await;
     }
 
     fn start(&mut self) {
@@ -62,24 +72,8 @@ impl Env {
     }
 
     async fn kill(&mut self) {
-        self.controller
-            .take()
-            .expect("a running controller")
-            .kill()
-            .await;
-    }
-
-    /// Raises the endpoint's rate limit (for a quick convergence after the window was hit).
-    async fn unthrottle(&self) {
-        self.flavor
-            .apply_endpoint(
-                &self.cluster,
-                ENDPOINT,
-                &self.mock.url,
-                REQUEST_TIMEOUT.as_secs(),
-                100,
-            )
-            .await;
+        let controller = self.controller.take();
+        controller.expect("a running controller").kill().await;
     }
 
     fn invite_posts(&self) -> Vec<JournalEntry> {
@@ -87,23 +81,18 @@ impl Env {
     }
 
     fn emails(&self, users: &[String]) -> Vec<usize> {
-        users
-            .iter()
-            .map(|u| self.mock.api.invitations_sent_to(u))
-            .collect()
+        let api = &self.mock.api;
+        users.iter().map(|u| api.invitations_sent_to(u)).collect()
     }
 
-    /// Polls the resource's status (every 10 ms) until `check` holds.
-    async fn wait_state(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&UserInvitationStatus) -> bool,
-    ) -> UserInvitation {
-        eventually_every(Duration::from_millis(10), WAIT, what, async || {
-            let inv = self.cluster.invitations().get(name).await.expect("get");
+    /// The status of "team" (every 10 ms) until each of `users` is `Inviting`: the intent.
+    async fn wait_intent(&self, users: &[String]) -> UserInvitation {
+        let invitations = self.cluster.invitations();
+        let poll = Duration::from_millis(10);
+        eventually_every(poll, WAIT, "the intent", async || {
+            let inv = invitations.get("team").await.expect("get");
             match &inv.status {
-                Some(status) if check(status) => Ok(inv),
+                Some(status) if all_in(status, users, UserState::Inviting) => Ok(inv),
                 status => Err(serde_json::to_string_pretty(status).unwrap()),
             }
         })
@@ -121,33 +110,23 @@ impl Env {
 
     /// Waits until the mock has answered every request it received (held ones included).
     async fn wait_mock_idle(&self) {
-        self.wait_journal("every mock request answered", |j| {
-            j.iter().all(|e| e.status != 0)
-        })
-        .await;
+        let answered = |j: &[JournalEntry]| j.iter().all(|e| e.status != 0);
+        let what = "every mock request answered";
+        self.wait_journal(what, answered).await;
     }
 
     /// After the restart: Ready, every user Invited, one email each, and one invite request
     /// each at the wire (the mock's journal).
     async fn assert_invited_once(&self, name: &str, users: &[String]) {
-        let inv = self.cluster.wait_ready(name).await;
-        let status = inv.status.unwrap();
-        assert!(
-            all_in(&status, users, UserState::Invited),
-            "every user Invited: {status:#?}"
-        );
+        let status = self.cluster.wait_ready(name).await.status.unwrap();
+        let invited = all_in(&status, users, UserState::Invited);
+        assert!(invited, "every user Invited: {status:#?}");
         self.wait_mock_idle().await;
-        let posts: Vec<_> = self
-            .invite_posts()
-            .iter()
-            .map(|e| {
-                (
-                    e.at.strftime("%T%.3f").to_string(),
-                    e.status,
-                    self.flavor.invited_in(e),
-                )
-            })
-            .collect();
+        let describe = |e: &JournalEntry| {
+            let at = e.at.strftime("%T%.3f").to_string();
+            (at, e.status, self.flavor.invited_in(e))
+        };
+        let posts: Vec<_> = self.invite_posts().iter().map(describe).collect();
         assert_eq!(
             self.emails(users),
             vec![1; users.len()],
@@ -157,9 +136,42 @@ impl Env {
         assert_invite_requests_once(&self.mock.api, users, name);
     }
 
-    async fn finish(self) {
+    /// Once the window was hit and the controller killed: a quick endpoint, a restarted
+    /// controller, one email and one invite request each.
+    async fn restart_and_assert_invited_once(mut self, users: &[String]) {
+        self.set_rate(100).await;
+        self.start();
+        self.assert_invited_once("team", users).await;
+        let posts = self.invite_posts();
+        assert_eq!(posts.len(), 1, "{posts:?}");
         self.harness.finish().await;
     }
+}
+
+/// The endpoint's request timeout (`timeoutSeconds` of the endpoint).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the slow API holds the invite request before acting on it: within the endpoint's
+/// request timeout, so the client would still have been waiting for the answer.
+const HOLD: Duration = Duration::from_millis(4500);
+
+/// A controller at 1 request/s, "team" of two `prefix` users created, and their intent
+/// recorded while the invite request is still waiting in the limiter (the lookup used the
+/// only permit): the environment, the users and the resource with its intent.
+async fn intent_recorded(flavor: Flavor, prefix: &str) -> (Env, Vec<String>, UserInvitation) {
+    let mut e = Env::new(flavor, 1, false).await;
+    let users = addresses(prefix, 2);
+    e.start();
+    let spec = flavor.spec(&users);
+    e.cluster.create_invitation("team", spec).await;
+    let inv = e.wait_intent(&users).await;
+    let posts = e.invite_posts();
+    let not_sent = posts.is_empty();
+    assert!(
+        not_sent,
+        "the invite request was sent before the intent could be observed: {posts:?}"
+    );
+    (e, users, inv)
 }
 
 // ------------------------------------------------------------------------------ kill before
@@ -170,125 +182,69 @@ impl Env {
 /// the controller is parked there when it is killed. The journal proves the POST never arrived,
 /// even after the limiter would have let it go.
 async fn kill_before_the_call(flavor: Flavor) {
-    let mut e = Env::new(flavor, 1, MockConfig::default()).await;
-    let users = addresses("before", 2);
-    e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
-    let inv = e
-        .wait_state("team", "the intent", |s| {
-            all_in(s, &users, UserState::Inviting)
-        })
-        .await;
-    assert!(
-        e.invite_posts().is_empty(),
-        "the invite request was sent before the intent could be observed: {:?}",
-        e.invite_posts()
-    );
+    let (mut e, users, inv) = intent_recorded(flavor, "before").await;
     e.kill().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let posts = e.invite_posts();
+    let never = posts.is_empty();
     assert!(
-        e.invite_posts().is_empty(),
-        "the killed controller never sends the invite request: {:?}",
-        e.invite_posts()
+        never,
+        "the killed controller never sends the invite request: {posts:?}"
     );
     assert_eq!(e.emails(&users), vec![0, 0]);
     let now = e.cluster.invitations().get("team").await.unwrap();
-    assert_eq!(
-        now.metadata.resource_version, inv.metadata.resource_version,
-        "the intent is the last status written"
-    );
-
-    e.unthrottle().await;
-    e.start();
-    e.assert_invited_once("team", &users).await;
-    assert_eq!(e.invite_posts().len(), 1, "{:?}", e.invite_posts());
-    e.finish().await;
+    let rv = now.metadata.resource_version;
+    let last = rv == inv.metadata.resource_version;
+    assert!(last, "the intent is the last status written");
+    e.restart_and_assert_invited_once(&users).await;
 }
 
-per_flavor!(
-    kill_before_the_call() =>
-    kill_before_the_call_userinvite,
-    kill_before_the_call_orginvitation
-);
+per_flavor!(kill_before_the_call() =>
+    kill_before_the_call_userinvite, kill_before_the_call_orginvitation);
 
 // ------------------------------------------------------------------------------ kill during
+
+per_flavor!(#[tokio::test] kill_during_the_call_after_the_api_acted =>
+    kill_during_the_call_after_the_api_acted_userinvite,
+    kill_during_the_call_after_the_api_acted_userinvite_resending,
+    kill_during_the_call_after_the_api_acted_orginvitation);
 
 /// Window: the API has received the invite request and acted on it (the emails are sent), its
 /// answer is still on the way (a lost response). A scripted fault with `after_effect` performs
 /// the operation, then holds the answer for 2 s (the journal shows the request in flight,
 /// status 0); the controller is killed meanwhile. After the restart the lookup finds the
 /// invitations: no second request, no second email.
-async fn kill_during_the_call_after_the_api_acted(flavor: Flavor, config: MockConfig) {
-    let mut e = Env::new(flavor, 100, config).await;
-    e.mock.api.add_fault(
-        ScriptedFault::new(503)
-            .method("POST")
-            .path(&flavor.invite_path())
-            .delay(Duration::from_secs(2))
-            .after_effect(true),
-    );
+async fn kill_during_the_call_after_the_api_acted(flavor: Flavor, resend: bool) {
+    let mut e = Env::new(flavor, 100, resend).await;
+    let held = ScriptedFault::new(503).delay(Duration::from_secs(2));
+    e.mock
+        .api
+        .add_fault(flavor.on_invite(held.after_effect(true)));
     let users = addresses("during", 2);
     e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
+    let spec = flavor.spec(&users);
+    e.cluster.create_invitation("team", spec).await;
     let path = flavor.invite_path();
     e.wait_journal("the invite request in flight", |j| {
         j.iter().any(|x| x.method == "POST" && x.path == path)
     })
     .await;
-    let users_ref = &users;
-    let mock = &e.mock;
-    e.wait_journal("the API acted on it", |_| {
-        users_ref
-            .iter()
-            .all(|u| mock.api.invitations_sent_to(u) == 1)
-    })
-    .await;
+    let emailed = |_: &[JournalEntry]| e.emails(&users) == [1, 1];
+    e.wait_journal("the API acted on it", emailed).await;
     let posts = e.invite_posts();
-    assert!(
-        posts.len() == 1 && posts[0].status == 0,
-        "the invite request is held: {posts:?}"
-    );
-    let inv = e.cluster.invitations().get("team").await.unwrap();
-    assert!(
-        all_in(inv.status.as_ref().unwrap(), &users, UserState::Inviting),
-        "only the intent is recorded: {:?}",
-        inv.status
-    );
+    let held = posts.len() == 1 && posts[0].status == 0;
+    assert!(held, "the invite request is held: {posts:?}");
+    let status = e.cluster.invitations().get("team").await.unwrap().status;
+    let intent_only = all_in(status.as_ref().unwrap(), &users, UserState::Inviting);
+    assert!(intent_only, "only the intent is recorded: {status:?}");
     e.kill().await;
 
     e.start();
     e.assert_invited_once("team", &users).await;
     let posts = e.invite_posts();
     assert_eq!(posts.len(), 1, "looked up, not sent again: {posts:?}");
-    e.finish().await;
+    e.harness.finish().await;
 }
-
-#[tokio::test]
-async fn kill_during_the_call_after_the_api_acted_userinvite() {
-    kill_during_the_call_after_the_api_acted(Flavor::UserInvite, MockConfig::default()).await;
-}
-
-#[tokio::test]
-async fn kill_during_the_call_after_the_api_acted_userinvite_resending() {
-    kill_during_the_call_after_the_api_acted(Flavor::UserInvite, resending(MockConfig::default()))
-        .await;
-}
-
-#[tokio::test]
-async fn kill_during_the_call_after_the_api_acted_orginvitation() {
-    kill_during_the_call_after_the_api_acted(Flavor::OrgInvitation, MockConfig::default()).await;
-}
-
-/// The endpoint's request timeout (`timeoutSeconds` in [`set_endpoint`]).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long the slow API holds the invite request before acting on it: within the endpoint's
-/// request timeout, so the client would still have been waiting for the answer.
-const HOLD: Duration = Duration::from_millis(4500);
 
 /// Window: the API has received the invite request but not processed it yet (a slow API that
 /// answers within the endpoint's timeout), when the controller is killed and restarted. The
@@ -299,38 +255,22 @@ const HOLD: Duration = Duration::from_millis(4500);
 /// settled: it neither looks the users up nor invites them while the first request is held;
 /// once the request has settled it looks them up, and each user has exactly one email.
 async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
-    let mut e = Env::new(flavor, 1, MockConfig::default()).await;
-    let users = addresses("slow", 2);
-    e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
-    let intent = e
-        .wait_state("team", "the intent", |s| {
-            all_in(s, &users, UserState::Inviting)
-        })
-        .await;
-    eprintln!(
-        "intent recorded, invitedAt {:?}",
-        intent.status.unwrap().users[0].invited_at
-    );
-    assert!(e.invite_posts().is_empty(), "{:?}", e.invite_posts());
+    let (mut e, users, intent) = intent_recorded(flavor, "slow").await;
+    let invited_at = intent.status.unwrap().users[0].invited_at;
+    eprintln!("intent recorded, invitedAt {invited_at:?}");
     e.mock.api.set_latency(HOLD);
-    e.wait_journal("the invite request in flight", |j| {
-        j.iter().any(|x| flavor.is_invite_post(x))
-    })
-    .await;
+    let in_flight = |j: &[JournalEntry]| j.iter().any(|x| flavor.is_invite_post(x));
+    let what = "the invite request in flight";
+    e.wait_journal(what, in_flight).await;
     e.mock.api.set_latency(Duration::ZERO);
     assert_eq!(e.emails(&users), vec![0, 0], "the API has not acted yet");
     let journal = e.mock.api.journal();
-    let held = journal
-        .iter()
-        .position(|x| flavor.is_invite_post(x))
-        .unwrap();
+    let held = journal.iter().position(|x| flavor.is_invite_post(x));
+    let held = held.unwrap();
     assert_eq!(journal[held].status, 0, "{:?}", journal[held]);
     e.kill().await;
 
-    e.unthrottle().await;
+    e.set_rate(100).await;
     e.start();
     // While the first request is held, the restarted controller touches none of its users:
     // a lookup now would find nobody and invite again.
@@ -338,27 +278,26 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
         Flavor::UserInvite => x.path == "/api/v2/user/validateUsers",
         Flavor::OrgInvitation => x.method == "GET" && x.path == flavor.invite_path(),
     };
-    e.wait_journal("the held request answered", |j| j[held].status != 0)
-        .await;
-    let meanwhile: Vec<_> = e.mock.api.journal()[held + 1..]
-        .iter()
+    let answered = |j: &[JournalEntry]| j[held].status != 0;
+    e.wait_journal("the held request answered", answered).await;
+    let journal = e.mock.api.journal();
+    let meanwhile = journal[held + 1..].iter();
+    let meanwhile: Vec<_> = meanwhile
         .filter(|x| lookup(x) || flavor.is_invite_post(x))
-        .cloned()
         .collect();
+    let untouched = meanwhile.is_empty();
     assert!(
-        meanwhile.is_empty(),
+        untouched,
         "looked up or invited while an earlier request was unsettled: {meanwhile:?}"
     );
     // Once it has settled, the users are looked up, and each has exactly one email.
     e.assert_invited_once("team", &users).await;
-    e.finish().await;
+    e.harness.finish().await;
 }
 
-per_flavor!(
-    kill_during_the_call_before_the_api_acted() =>
+per_flavor!(kill_during_the_call_before_the_api_acted() =>
     kill_during_the_call_before_the_api_acted_userinvite,
-    kill_during_the_call_before_the_api_acted_orginvitation
-);
+    kill_during_the_call_before_the_api_acted_orginvitation);
 
 /// Window: one invite request carries the users of several resources (their calls are
 /// coalesced), the API holds it (it acts later, then answers 502), and the controller is killed
@@ -366,38 +305,24 @@ per_flavor!(
 /// `InviteIntent` naming every address and its resource), so after the restart each resource's
 /// addresses count as `Inviting` until the request has settled; then they are looked up and
 /// found invited: one email each.
-async fn kill_while_a_batch_spanning_resources_is_in_flight(flavor: Flavor, config: MockConfig) {
-    let mut e = Env::new(flavor, 100, config).await;
-    e.mock.api.add_fault(
-        ScriptedFault::new(502)
-            .method("POST")
-            .path(&flavor.invite_path())
-            .delay(HOLD)
-            .after_effect(true)
-            .times(1),
-    );
+async fn kill_while_a_batch_spanning_resources_is_in_flight(flavor: Flavor, resend: bool) {
+    let mut e = Env::new(flavor, 100, resend).await;
+    let held = ScriptedFault::new(502).delay(HOLD).after_effect(true);
+    e.mock.api.add_fault(flavor.on_invite(held.times(1)));
     // A long collection window, so the resources' invitations surely share one request.
-    let mut settings = e.cluster.settings();
-    settings.batch.window = Duration::from_millis(300);
-    settings.batch.linger = settings.batch.window;
+    let settings = e.cluster.batching_settings();
     e.harness.start_controller_with(settings);
-    let resources: Vec<(String, Vec<String>)> = (0..4)
-        .map(|r| (format!("batch{r}"), addresses(&format!("b{r}"), 2)))
-        .collect();
+    let resources = resources(4, 2);
     futures::future::join_all(
         resources
             .iter()
             .map(|(name, users)| e.cluster.create_invitation(name, flavor.spec(users))),
     )
     .await;
-    let spans = |batch: &[String]| {
-        !resources
-            .iter()
-            .any(|(_, users)| batch.iter().all(|u| users.contains(u)))
-    };
     e.wait_journal("an invite request spanning resources in flight", |j| {
-        j.iter()
-            .any(|x| flavor.is_invite_post(x) && x.status == 0 && spans(&flavor.invited_in(x)))
+        j.iter().any(|x| {
+            flavor.is_invite_post(x) && x.status == 0 && spans(&flavor.invited_in(x), &resources)
+        })
     })
     .await;
     e.kill().await;
@@ -405,32 +330,13 @@ async fn kill_while_a_batch_spanning_resources_is_in_flight(flavor: Flavor, conf
     for (name, users) in &resources {
         e.assert_invited_once(name, users).await;
     }
-    e.finish().await;
+    e.harness.finish().await;
 }
 
-#[tokio::test]
-async fn kill_while_a_batch_spanning_resources_is_in_flight_userinvite() {
-    kill_while_a_batch_spanning_resources_is_in_flight(Flavor::UserInvite, MockConfig::default())
-        .await;
-}
-
-#[tokio::test]
-async fn kill_while_a_batch_spanning_resources_is_in_flight_userinvite_resending() {
-    kill_while_a_batch_spanning_resources_is_in_flight(
-        Flavor::UserInvite,
-        resending(MockConfig::default()),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn kill_while_a_batch_spanning_resources_is_in_flight_orginvitation() {
-    kill_while_a_batch_spanning_resources_is_in_flight(
-        Flavor::OrgInvitation,
-        MockConfig::default(),
-    )
-    .await;
-}
+per_flavor!(#[tokio::test] kill_while_a_batch_spanning_resources_is_in_flight =>
+    kill_while_a_batch_spanning_resources_is_in_flight_userinvite,
+    kill_while_a_batch_spanning_resources_is_in_flight_userinvite_resending,
+    kill_while_a_batch_spanning_resources_is_in_flight_orginvitation);
 
 // ------------------------------------------------------------------------------ kill after
 
@@ -440,28 +346,14 @@ async fn kill_while_a_batch_spanning_resources_is_in_flight_orginvitation() {
 /// refused; the controller is killed after that refusal, the fault is lifted, and the restarted
 /// controller must look the users up instead of inviting them again.
 async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
-    let mut e = Env::new(flavor, 1, MockConfig::default()).await;
-    let Some(server) = e.cluster.server.clone() else {
+    if real_cluster_kubeconfig().is_some() {
         eprintln!("skipped: needs the in-process API server (fault injection)");
-        return e.finish().await;
-    };
-    let users = addresses("after", 2);
-    e.start();
-    e.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
-    e.wait_state("team", "the intent", |s| {
-        all_in(s, &users, UserState::Inviting)
-    })
-    .await;
-    assert!(e.invite_posts().is_empty(), "{:?}", e.invite_posts());
-    server.inject_fault(
-        Fault::new(500)
-            .verb("patch")
-            .resource("userinvitations")
-            .subresource(Some("status"))
-            .times(usize::MAX),
-    );
+        return;
+    }
+    let (mut e, users, _) = intent_recorded(flavor, "after").await;
+    let server = e.cluster.server.clone().expect("the in-process API server");
+    let status_patch = Fault::new(500).verb("patch").resource("userinvitations");
+    server.inject_fault(status_patch.subresource(Some("status")).times(usize::MAX));
     let path = flavor.invite_path();
     e.wait_journal("the invite request answered", |j| {
         j.iter()
@@ -479,27 +371,17 @@ async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
     };
     let (poll, what) = (Duration::from_millis(5), "an outcome write attempted");
     eventually_every(poll, WAIT, what, outcome_write_refused).await;
-    let inv = e.cluster.invitations().get("team").await.unwrap();
-    assert!(
-        all_in(inv.status.as_ref().unwrap(), &users, UserState::Inviting),
-        "the outcome is not recorded: {:?}",
-        inv.status
-    );
+    let status = e.cluster.invitations().get("team").await.unwrap().status;
+    let not_recorded = all_in(status.as_ref().unwrap(), &users, UserState::Inviting);
+    assert!(not_recorded, "the outcome is not recorded: {status:?}");
     e.kill().await;
     server.clear_faults();
-
-    e.unthrottle().await;
-    e.start();
-    e.assert_invited_once("team", &users).await;
-    assert_eq!(e.invite_posts().len(), 1, "{:?}", e.invite_posts());
-    e.finish().await;
+    e.restart_and_assert_invited_once(&users).await;
 }
 
-per_flavor!(
-    kill_after_the_call_before_the_outcome_is_written() =>
+per_flavor!(kill_after_the_call_before_the_outcome_is_written() =>
     kill_after_the_call_before_the_outcome_is_written_userinvite,
-    kill_after_the_call_before_the_outcome_is_written_orginvitation
-);
+    kill_after_the_call_before_the_outcome_is_written_orginvitation);
 
 // ------------------------------------------------------------------------------ randomized
 
@@ -521,6 +403,7 @@ enum Op {
 /// again. Set `EXACTLY_ONCE_SEED` to replay a seed's plan.
 /// What a randomized run does: resources created and updated at random moments, and the
 /// moments (with pauses) the controller is killed.
+#[derive(Default)]
 struct Plan {
     count: usize,
     ops: Vec<(u64, Op)>,
@@ -542,22 +425,17 @@ impl Plan {
         let count = rng.random_range(15..=30);
         let mut plan = Plan {
             count,
-            ops: Vec::new(),
-            last: BTreeMap::new(),
-            ever: BTreeMap::new(),
-            kills: Vec::new(),
+            ..Plan::default()
         };
         for i in 0..count {
             let name = format!("r{i:02}");
             let at = rng.random_range(0..2500);
-            let users = pick(rng);
-            let users = plan.list(&name, users);
+            let users = plan.list(&name, pick(rng));
             plan.ops.push((at, Op::Create(name.clone(), users)));
             let mut t = at;
             while rng.random_bool(0.5) && t < 3500 {
                 t += rng.random_range(50..800);
-                let users = pick(rng);
-                let users = plan.list(&name, users);
+                let users = plan.list(&name, pick(rng));
                 plan.ops.push((t, Op::Update(name.clone(), users)));
             }
         }
@@ -575,10 +453,8 @@ impl Plan {
 
     /// Records that `name` lists `users`; returns them.
     fn list(&mut self, name: &str, users: Vec<String>) -> Vec<String> {
-        self.ever
-            .entry(name.to_string())
-            .or_default()
-            .extend(users.iter().cloned());
+        let ever = self.ever.entry(name.to_string()).or_default();
+        ever.extend(users.iter().cloned());
         self.last.insert(name.to_string(), users.clone());
         users
     }
@@ -604,22 +480,18 @@ async fn chaos(env: &Env, plan: &Plan, start: Instant) -> (RunningController, Ki
         let in_flight = flavor.invites_answered(&env.mock.api.journal(), 0);
         record.during_call += usize::from(!in_flight.is_empty());
         // A batch no single resource's users cover spans resources.
-        let spans = |batch: &Vec<String>| {
-            !plan
-                .ever
-                .values()
-                .any(|users| batch.iter().all(|u| users.contains(u)))
-        };
+        let within =
+            |batch: &Vec<String>, users: &BTreeSet<String>| batch.iter().all(|u| users.contains(u));
+        let spans = |batch: &Vec<String>| !plan.ever.values().any(|users| within(batch, users));
         record.during_spanning_batch += usize::from(in_flight.iter().any(spans));
         controller.kill().await;
         let list = cluster.invitations().list(&ListParams::default()).await;
         let mut new = false;
         for inv in list.into_iter().flat_map(|l| l.items) {
-            for u in inv.status.map(|s| s.users).unwrap_or_default() {
-                if u.state == UserState::Inviting {
-                    new |=
-                        intents.insert((inv.metadata.name.clone(), u.email_address, u.invited_at));
-                }
+            let users = inv.status.map(|s| s.users).unwrap_or_default();
+            for u in users.into_iter().filter(|u| u.state == UserState::Inviting) {
+                let name = inv.metadata.name.clone();
+                new |= intents.insert((name, u.email_address, u.invited_at));
             }
         }
         record.new_intents += usize::from(new);
@@ -635,9 +507,8 @@ async fn workload(env: &Env, plan: &Plan, start: Instant) {
         tokio::time::sleep_until(start + Duration::from_millis(*at)).await;
         match op {
             Op::Create(name, users) => {
-                env.cluster
-                    .create_invitation(name, env.flavor.spec(users))
-                    .await;
+                let spec = env.flavor.spec(users);
+                env.cluster.create_invitation(name, spec).await;
             }
             Op::Update(name, users) => env.cluster.patch_spec(name, env.flavor.spec(users)).await,
         }
@@ -668,28 +539,22 @@ async fn converge(env: &Env, plan: &Plan, controller: &RunningController, ctx: &
     let what = format!("{ctx}: resources to converge");
     eventually_every(Duration::from_millis(100), 3 * WAIT, &what, async || {
         let list = env.cluster.invitations().list(&ListParams::default()).await.unwrap();
-        let pending: Vec<String> = list
-            .items
-            .iter()
-            .filter(|inv| !done(inv))
-            .map(|inv| {
-                let name = inv.metadata.name.clone().unwrap_or_default();
-                format!("{name}: {}", serde_json::to_string(&inv.status).unwrap())
-            })
-            .collect();
+        let describe = |inv: &UserInvitation| {
+            let name = inv.metadata.name.clone().unwrap_or_default();
+            format!("{name}: {}", serde_json::to_string(&inv.status).unwrap())
+        };
+        let pending = list.items.iter().filter(|inv| !done(inv));
+        let pending: Vec<String> = pending.map(describe).collect();
         if pending.is_empty() && list.items.len() == plan.count {
             return Ok(());
         }
         let readiness = *controller.readiness.borrow();
+        let task = if controller.is_finished() { "ended" } else { "is running" };
+        let stalled = " (stalled before its endpoint caches reported ready)";
+        let stalled = if readiness != Readiness::Ready { stalled } else { "" };
+        let reconciles = controller.reconciles();
         Err(format!(
-            "{pending:#?}\nthe last controller made {} reconciles, its task {}, readiness {readiness:?}{}",
-            controller.reconciles(),
-            if controller.is_finished() { "ended" } else { "is running" },
-            if readiness != Readiness::Ready {
-                " (stalled before its endpoint caches reported ready)"
-            } else {
-                ""
-            }
+            "{pending:#?}\nthe last controller made {reconciles} reconciles, its task {task}, readiness {readiness:?}{stalled}"
         ))
     })
     .await;
@@ -713,9 +578,8 @@ fn exactly_once_problems(env: &Env, plan: &Plan, pool: &[String]) -> Vec<String>
             ));
         }
         if !ever_listed.contains(address) && (sent != 0 || asked != 0) {
-            problems.push(format!(
-                "{address}: never listed, {sent} emails, {asked} invite requests"
-            ));
+            let what = format!("{address}: never listed, {sent} emails, {asked} invite requests");
+            problems.push(what);
         }
         // The first resource to invite a person owns them: one request and one email, however
         // many list them.
@@ -729,14 +593,12 @@ fn exactly_once_problems(env: &Env, plan: &Plan, pool: &[String]) -> Vec<String>
 }
 
 async fn randomized_kills(flavor: Flavor, resend: bool) {
-    let seed: u64 = std::env::var("EXACTLY_ONCE_SEED")
+    let seed = std::env::var("EXACTLY_ONCE_SEED")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let mut ctx = format!(
-        "{flavor:?}{}, seed {seed} (replay with EXACTLY_ONCE_SEED={seed})",
-        if resend { " (API sending again)" } else { "" }
-    );
+        .and_then(|s| s.parse().ok());
+    let seed: u64 = seed.unwrap_or_else(rand::random);
+    let again = if resend { " (API sending again)" } else { "" };
+    let mut ctx = format!("{flavor:?}{again}, seed {seed} (replay with EXACTLY_ONCE_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
 
     let latency = Duration::from_millis(rng.random_range(10..=40));
@@ -747,7 +609,7 @@ async fn randomized_kills(flavor: Flavor, resend: bool) {
         resend_to_invited: resend,
         ..MockConfig::default()
     };
-    let env = Env::new(flavor, 1000, config).await;
+    let env = Env::with_mock(flavor, 1000, config).await;
     ctx.push_str(&format!(", namespace {}", env.cluster.namespace));
     eprintln!("randomized exactly-once test: {ctx}");
     let pool = addresses("p", 40);
@@ -787,20 +649,9 @@ async fn randomized_kills(flavor: Flavor, resend: bool) {
         posts().filter(|e| e.fault).count()
     );
     controller.stop().await;
-    env.finish().await;
+    env.harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn randomized_kills_userinvite() {
-    randomized_kills(Flavor::UserInvite, false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn randomized_kills_userinvite_resending() {
-    randomized_kills(Flavor::UserInvite, true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn randomized_kills_orginvitation() {
-    randomized_kills(Flavor::OrgInvitation, false).await;
-}
+per_flavor!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    randomized_kills => randomized_kills_userinvite, randomized_kills_userinvite_resending,
+    randomized_kills_orginvitation);

@@ -106,10 +106,8 @@ fn closed_url() -> String {
 }
 
 fn users(emails: &[&str], groups: &[&str]) -> Value {
-    emails
-        .iter()
-        .map(|e| json!({"emailAddress": e, "groups": groups}))
-        .collect()
+    let user = |e: &&str| json!({"emailAddress": e, "groups": groups});
+    emails.iter().map(user).collect()
 }
 
 fn spec(endpoint: &str, users: Value) -> Value {
@@ -126,9 +124,8 @@ fn check_fixture(name: &str, actual: &Value) -> Option<String> {
         std::fs::write(&path, text).unwrap();
         return None;
     }
-    let stored: Option<Value> = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let stored = std::fs::read_to_string(&path).ok();
+    let stored: Option<Value> = stored.and_then(|t| serde_json::from_str(&t).ok());
     (stored.as_ref() != Some(actual)).then(|| format!("{name}: the controller now writes\n{text}"))
 }
 
@@ -137,11 +134,8 @@ async fn every_state_matches_its_health_fixture() {
     let mut h = Harness::user_invite().await;
     // A second API that answers slowly, so that a resource is seen while its invitations are
     // in flight, and a URL where nothing answers.
-    let slow = start_mock(MockConfig {
-        latency: Duration::from_secs(3),
-        ..Default::default()
-    })
-    .await;
+    let slow = start_mock(MockConfig::default()).await;
+    slow.api.set_latency(Duration::from_secs(3));
     let closed = closed_url();
     h.start_controller();
     let shared = endpoints_in_every_state(&h, &slow.url, &closed).await;
@@ -153,10 +147,8 @@ async fn every_state_matches_its_health_fixture() {
         (h.cluster.namespace.clone(), NAMESPACE),
     ]);
     let fixtures = objects_in_every_state(&h.cluster, &shared).await;
-    let differences: Vec<String> = fixtures
-        .iter()
-        .filter_map(|(name, object)| check_fixture(name, &normalize.fixture(object)))
-        .collect();
+    let check = |(name, object): &(String, Value)| check_fixture(name, &normalize.fixture(object));
+    let differences: Vec<String> = fixtures.iter().filter_map(check).collect();
     assert!(
         differences.is_empty(),
         "the health fixtures are stale; check the changes and rewrite them with \
@@ -173,78 +165,60 @@ async fn every_state_matches_its_health_fixture() {
 /// Endpoints in each state; returns the names of the two cluster endpoints (Ready, and
 /// without its Secret).
 async fn endpoints_in_every_state(h: &Harness, slow: &str, closed: &str) -> (String, String) {
-    let cluster = &h.cluster;
-    let ns = cluster.namespace.clone();
-    cluster
-        .user_invite_endpoint("slow", slow, "api-token")
-        .await;
-    // A UserInvite token is checked on first use, an OrgInvitation token right away.
-    cluster
-        .user_invite_endpoint("down", closed, "api-token")
-        .await;
-    cluster
-        .org_endpoint("unreachable", closed, "api-token", ORG)
-        .await;
-    cluster
-        .user_invite_endpoint("no-secret", &h.mock.url, "not-written-yet")
-        .await;
+    let (cluster, mock) = (&h.cluster, h.mock.url.as_str());
     cluster.put_secret("wrong-token", "not-the-token").await;
-    cluster
-        .user_invite_endpoint("rejected", &h.mock.url, "wrong-token")
-        .await;
-    cluster
-        .org_endpoint("rejected-org", &h.mock.url, "wrong-token", ORG)
-        .await;
     cluster.put_unlabelled_secret("unlabelled", TOKEN).await;
-    cluster
-        .user_invite_endpoint("not-labelled", &h.mock.url, "unlabelled")
-        .await;
-    cluster
-        .apply_endpoint(
-            "plain-http",
-            json!({"api": "UserInvite", "url": "http://invite.example.com",
-                   "credentials": {"secretRef": {"name": "api-token"}}}),
-        )
-        .await;
-    let shared = cluster.unique("shared");
+    // (name, URL, Secret); a UserInvite token is checked on first use, an OrgInvitation token
+    // right away.
+    for (name, url, secret) in [
+        ("slow", slow, "api-token"),
+        ("down", closed, "api-token"),
+        ("no-secret", mock, "not-written-yet"),
+        ("rejected", mock, "wrong-token"),
+        ("not-labelled", mock, "unlabelled"),
+    ] {
+        cluster.user_invite_endpoint(name, url, secret).await;
+    }
+    let org = [
+        ("unreachable", closed, "api-token"),
+        ("rejected-org", mock, "wrong-token"),
+    ];
+    for (name, url, secret) in org {
+        cluster.org_endpoint(name, url, secret, ORG).await;
+    }
+    let plain_http = json!({"api": "UserInvite", "url": "http://invite.example.com",
+                            "credentials": {"secretRef": {"name": "api-token"}}});
+    cluster.apply_endpoint("plain-http", plain_http).await;
+    let ns = &cluster.namespace;
     let cluster_spec = |secret: &str| {
         json!({
-            "api": "UserInvite", "url": h.mock.url,
+            "api": "UserInvite", "url": mock,
             "credentials": {"secretRef": {"name": secret, "namespace": ns}},
             "maxUsersPerInvitation": 1,
         })
     };
-    cluster
-        .cluster_endpoint(&shared, cluster_spec("api-token"))
-        .await;
-    let shared_no_secret = cluster.unique("shared-no-secret");
-    cluster
-        .cluster_endpoint(&shared_no_secret, cluster_spec("not-written-yet"))
-        .await;
-
-    (shared, shared_no_secret)
+    let (shared, no_secret) = (cluster.unique("shared"), cluster.unique("shared-no-secret"));
+    let (ready, missing) = (cluster_spec("api-token"), cluster_spec("not-written-yet"));
+    cluster.cluster_endpoint(&shared, ready).await;
+    cluster.cluster_endpoint(&no_secret, missing).await;
+    (shared, no_secret)
 }
 
 /// UserInvitations in each state; `shared` is a cluster endpoint they are not allowed on.
 async fn invitations_in_every_state(cluster: &TestCluster, shared: &str) {
     let refused = |emails: &[&str]| users(emails, &["no-such-group"]);
-    let mut partly = refused(&["bad@example.com"]);
-    partly
-        .as_array_mut()
-        .unwrap()
-        .extend(users(&["b@example.com"], &[]).as_array().unwrap().clone());
+    let (bad, b) = (
+        refused(&["bad@example.com"]),
+        users(&["b@example.com"], &[]),
+    );
+    let partly = json!([bad[0], b[0]]);
     let one = |endpoint: &str, email: &str| spec(endpoint, users(&[email], &[]));
+    let twice = users(&["Case@example.com", "case@example.com"], &[]);
     for (name, body) in [
         ("all-invited", one("wavefront", "a@example.com")),
         ("partially-failed", spec("wavefront", partly)),
         ("failed", spec("wavefront", refused(&["f@example.com"]))),
-        (
-            "invalid-spec",
-            spec(
-                "wavefront",
-                users(&["Case@example.com", "case@example.com"], &[]),
-            ),
-        ),
+        ("invalid-spec", spec("wavefront", twice)),
         (
             "endpoint-mismatch",
             json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
@@ -276,13 +250,10 @@ async fn objects_in_every_state(
     let ns = &cluster.namespace;
     let invitations = cluster.invitations();
     // Seen while its invitation is in flight (the slow API holds the call for 3 s).
-    cluster
-        .create_invitation("inviting", spec("slow", users(&["i@example.com"], &[])))
-        .await;
-    let inviting = wait_json(&invitations, "inviting", "Inviting", |o| {
-        o["status"]["users"][0]["state"] == "Inviting"
-    })
-    .await;
+    let spec = spec("slow", users(&["i@example.com"], &[]));
+    cluster.create_invitation("inviting", spec).await;
+    let inviting = |o: &Value| o["status"]["users"][0]["state"] == "Inviting";
+    let inviting = wait_json(&invitations, "inviting", "Inviting", inviting).await;
     let mut fixtures = vec![("userinvitation-inviting".to_string(), inviting)];
     let invitation_states = [
         ("all-invited", "AllInvited"),
@@ -313,10 +284,8 @@ async fn objects_in_every_state(
         (shared, "ready", "CredentialsResolved"),
         (shared_no_secret, "no-secret", "CredentialsNotFound"),
     ] {
-        let object = wait_json(&cluster_endpoints, name, reason, |o| {
-            ready_reason(o) == Some(reason)
-        })
-        .await;
+        let in_state = |o: &Value| ready_reason(o) == Some(reason);
+        let object = wait_json(&cluster_endpoints, name, reason, in_state).await;
         fixtures.push((format!("clusterinvitationendpoint-{fixture}"), object));
     }
     fixtures
@@ -333,8 +302,11 @@ where
 {
     let mut fixtures = Vec::new();
     for (name, reason) in states {
-        let object = wait_json(api, name, reason, |o| ready_reason(o) == Some(reason)).await;
-        fixtures.push((format!("{kind}-{name}"), object));
+        let in_state = |o: &Value| ready_reason(o) == Some(reason);
+        fixtures.push((
+            format!("{kind}-{name}"),
+            wait_json(api, name, reason, in_state).await,
+        ));
     }
     fixtures
 }

@@ -60,14 +60,16 @@ impl Drop for ActiveGuard {
 impl Activity {
     fn begin(&self, replica: &str) -> ActiveGuard {
         let mut log = self.0.lock().unwrap();
+        let (replica, start) = (replica.to_string(), Instant::now());
         log.push(Interval {
-            replica: replica.to_string(),
-            start: Instant::now(),
+            replica,
+            start,
             end: None,
         });
+        let index = log.len() - 1;
         ActiveGuard {
             activity: self.clone(),
-            index: log.len() - 1,
+            index,
         }
     }
 
@@ -78,33 +80,30 @@ impl Activity {
     }
 
     fn of(&self, replica: &str) -> Vec<Interval> {
-        self.intervals()
-            .into_iter()
-            .filter(|i| i.replica == replica)
-            .collect()
+        let mut all = self.intervals();
+        all.retain(|i| i.replica == replica);
+        all
     }
 
     /// The replica active right now, if any.
     fn active(&self) -> Option<String> {
-        self.intervals()
-            .into_iter()
-            .find(|i| i.end.is_none())
-            .map(|i| i.replica)
+        let active = self.intervals().into_iter().find(|i| i.end.is_none());
+        active.map(|i| i.replica)
     }
 
     /// Panics if two controllers ever existed at the same time.
     fn assert_never_overlapping(&self) {
         let all = self.intervals();
         for pair in all.windows(2) {
-            let end = pair[0]
-                .end
-                .unwrap_or_else(|| panic!("two replicas active at once: {all:?}"));
+            let (first, second) = (&pair[0], &pair[1]);
+            let end = first.end;
+            let end = end.unwrap_or_else(|| panic!("two replicas active at once: {all:?}"));
+            let overlap = end - second.start;
             assert!(
-                end <= pair[1].start,
-                "{} was still active when {} started ({:?} overlap): {all:?}",
-                pair[0].replica,
-                pair[1].replica,
-                end - pair[1].start
+                end <= second.start,
+                "{} was still active when {} started ({overlap:?} overlap): {all:?}",
+                first.replica,
+                second.replica,
             );
         }
     }
@@ -133,10 +132,8 @@ fn user_agent(replica: &str) -> String {
 /// A client of its own per replica, so the test server tells their requests apart.
 fn replica_client(cluster: &TestCluster, replica: &str) -> Client {
     let mut config = cluster.config.clone();
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_str(&user_agent(replica)).unwrap(),
-    ));
+    let agent = http::HeaderValue::from_str(&user_agent(replica)).unwrap();
+    config.headers.push((http::header::USER_AGENT, agent));
     Client::try_from(config).expect("client")
 }
 
@@ -150,35 +147,17 @@ struct Replica {
 }
 
 impl Replica {
+    /// The replica `name` of `election`'s Lease, with `lease` and these controller settings.
     fn start(
-        cluster: &TestCluster,
-        lease_name: &str,
+        election: &Election,
         name: &str,
         lease: Duration,
-        activity: &Activity,
-    ) -> Replica {
-        Replica::start_with(
-            cluster,
-            lease_name,
-            name,
-            lease,
-            activity,
-            cluster.settings(),
-        )
-    }
-
-    /// [`Replica::start`] with these controller settings.
-    fn start_with(
-        cluster: &TestCluster,
-        lease_name: &str,
-        name: &str,
-        lease: Duration,
-        activity: &Activity,
         settings: controller::Settings,
     ) -> Replica {
+        let cluster = &election.cluster;
         let client = replica_client(cluster, name);
-        let election = LeaderElection {
-            lease_name: lease_name.into(),
+        let lease = LeaderElection {
+            lease_name: election.lease_name.clone(),
             namespace: cluster.namespace.clone(),
             identity: name.into(),
             lease_duration: lease,
@@ -188,38 +167,26 @@ impl Replica {
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
         let run = {
-            let (client, metrics, activity, name) = (
-                client.clone(),
-                metrics.clone(),
-                activity.clone(),
-                name.to_string(),
-            );
+            let (client, metrics) = (client.clone(), metrics.clone());
+            let (activity, name) = (election.activity.clone(), name.to_string());
             move |term: Term| {
                 let guard = activity.begin(&name);
-                let controller = controller::run(
-                    client.clone(),
-                    settings.clone(),
-                    metrics.clone(),
-                    term.readiness,
-                    term.leadership,
-                    term.stop,
-                );
+                let (client, settings, metrics) =
+                    (client.clone(), settings.clone(), metrics.clone());
+                let (readiness, leadership) = (term.readiness, term.leadership);
+                let controller =
+                    controller::run(client, settings, metrics, readiness, leadership, term.stop);
                 async move {
                     let _guard = guard;
                     controller.await
                 }
             }
         };
-        let handle = tokio::spawn(run_while_leader(
-            client,
-            election,
-            readiness_tx,
-            shutdown,
-            run,
-        ));
+        let handle = tokio::spawn(run_while_leader(client, lease, readiness_tx, shutdown, run));
         cluster.abort_on_drop(handle.abort_handle());
+        let name = name.to_string();
         Replica {
-            name: name.to_string(),
+            name,
             metrics,
             readiness,
             stop,
@@ -238,9 +205,8 @@ impl Replica {
     /// Graceful stop (SIGTERM): the controller stops, then the Lease is released.
     async fn stop(self) {
         self.stop.cancel();
-        let result = tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("replica stops");
+        let result = tokio::time::timeout(WAIT, self.handle).await;
+        let result = result.expect("replica stops");
         result.expect("no panic").expect("no election error");
     }
 
@@ -268,15 +234,16 @@ impl Election {
     async fn new() -> Election {
         let harness = Harness::user_invite().await;
         let lease_name = harness.cluster.unique("invite-operator");
+        let activity = Activity::default();
         Election {
             harness,
-            activity: Activity::default(),
+            activity,
             lease_name,
         }
     }
 
     fn replica(&self, name: &str, lease: Duration) -> Replica {
-        Replica::start(&self.cluster, &self.lease_name, name, lease, &self.activity)
+        Replica::start(self, name, lease, self.cluster.settings())
     }
 
     /// Bob, in the resource `second`, invited by whoever leads now.
@@ -293,17 +260,7 @@ impl Election {
 
     /// A replica whose collection window surely spans resources created together.
     fn batching_replica(&self, name: &str, lease: Duration) -> Replica {
-        let mut settings = self.cluster.settings();
-        settings.batch.window = Duration::from_millis(300);
-        settings.batch.linger = settings.batch.window;
-        Replica::start_with(
-            &self.cluster,
-            &self.lease_name,
-            name,
-            lease,
-            &self.activity,
-            settings,
-        )
+        Replica::start(self, name, lease, self.cluster.batching_settings())
     }
 
     async fn finish(self, replicas: Vec<Replica>) {
@@ -319,76 +276,59 @@ impl Election {
     }
 
     async fn holder(&self) -> Option<String> {
-        self.leases()
-            .get_opt(&self.lease_name)
-            .await
-            .expect("read the lease")
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty())
+        holder(&self.leases(), &self.lease_name).await
     }
 
     /// Two replicas with `lease`; once one leads, `first` (alice@) is Ready. The replicas and
     /// the leader's name.
     async fn two_replicas_serving_first(&self, lease: Duration) -> (Vec<Replica>, String) {
-        let replicas = vec![
-            self.replica("replica-a", lease),
-            self.replica("replica-b", lease),
-        ];
+        let replicas = ["replica-a", "replica-b"].map(|name| self.replica(name, lease));
+        let replicas = Vec::from(replicas);
         let leader = self.wait_leader().await;
         let spec = users_spec("wavefront", &["alice@example.com"], &[]);
         self.cluster.create_ready("first", spec).await;
         (replicas, leader)
     }
 
-    /// Waits until `replica` leads; its interval.
-    async fn wait_leading(&self, replica: &str, what: &str) -> Interval {
-        self.activity
-            .wait_for(what, |all| {
-                all.iter().find(|i| i.replica == replica).cloned()
-            })
-            .await
+    /// Waits until the standby `replica` leads; its interval.
+    async fn wait_leading(&self, replica: &str) -> Interval {
+        let leading = |all: &[Interval]| all.iter().find(|i| i.replica == replica).cloned();
+        let what = "the standby to take over";
+        self.activity.wait_for(what, leading).await
     }
 
     /// Waits until `replica` stopped leading; when.
     async fn wait_stopped(&self, replica: &str) -> Instant {
-        let interval = self
-            .activity
-            .wait_for("the leader to stop", |all| {
-                all.iter()
-                    .find(|i| i.replica == replica && i.end.is_some())
-                    .cloned()
-            })
-            .await;
+        let stopped = |all: &[Interval]| {
+            let stopped = all.iter().find(|i| i.replica == replica && i.end.is_some());
+            stopped.cloned()
+        };
+        let interval = self.activity.wait_for("the leader to stop", stopped).await;
         interval.end.unwrap()
     }
 
     /// Waits until some replica leads (holds the Lease and runs its controller); its name.
     async fn wait_leader(&self) -> String {
-        eventually_every(
-            Duration::from_millis(20),
-            WAIT,
-            "a leader",
-            async || match (self.holder().await, self.activity.active()) {
-                (Some(holder), Some(active)) if holder == active => Ok(holder),
-                seen => Err(format!("holder and active: {seen:?}")),
-            },
-        )
-        .await
+        let leading = async || match (self.holder().await, self.activity.active()) {
+            (Some(holder), Some(active)) if holder == active => Ok(holder),
+            seen => Err(format!("holder and active: {seen:?}")),
+        };
+        eventually_every(Duration::from_millis(20), WAIT, "a leader", leading).await
     }
 
     /// The replicas' Kubernetes requests other than on the Lease, in the order served.
     fn controller_requests(&self, replicas: &[&str]) -> Vec<(String, String)> {
         let server = self.cluster.server.as_ref().expect("test server");
-        server
+        let requests = server
             .requests()
             .into_iter()
-            .filter(|r| r.resource != "leases")
-            .filter_map(|r| {
-                let agent = r.user_agent.unwrap_or_default();
-                let replica = replicas.iter().find(|n| agent == user_agent(n))?;
-                Some((replica.to_string(), format!("{} {}", r.verb, r.path)))
-            })
-            .collect()
+            .filter(|r| r.resource != "leases");
+        let by_replica = |r: kube_test_apiserver::RecordedRequest| {
+            let agent = r.user_agent.unwrap_or_default();
+            let replica = replicas.iter().find(|n| agent == user_agent(n))?;
+            Some((replica.to_string(), format!("{} {}", r.verb, r.path)))
+        };
+        requests.filter_map(by_replica).collect()
     }
 
     /// On the test server: the replicas' requests (other than on the Lease) come in one block
@@ -400,22 +340,14 @@ impl Election {
             );
             return;
         }
-        let mut blocks: Vec<String> = Vec::new();
-        for (replica, _) in self.controller_requests(replicas) {
-            if blocks.last() != Some(&replica) {
-                blocks.push(replica);
-            }
-        }
-        let mut terms: Vec<String> = Vec::new();
-        for interval in self.activity.intervals() {
-            if terms.last() != Some(&interval.replica) {
-                terms.push(interval.replica);
-            }
-        }
-        assert_eq!(
-            blocks, terms,
-            "requests of the replicas interleave or come outside their terms"
-        );
+        let requests = self.controller_requests(replicas).into_iter();
+        let mut blocks: Vec<String> = requests.map(|(replica, _)| replica).collect();
+        blocks.dedup();
+        let intervals = self.activity.intervals().into_iter();
+        let mut terms: Vec<String> = intervals.map(|interval| interval.replica).collect();
+        terms.dedup();
+        let follow = "requests of the replicas interleave or come outside their terms";
+        assert_eq!(blocks, terms, "{follow}");
     }
 
     /// On the test server: the replicas' Lease requests stay within the chart's
@@ -448,22 +380,15 @@ impl Election {
                 continue;
             }
             assert_eq!(r.api_group, "coordination.k8s.io");
-            assert_eq!(
-                r.namespace.as_deref(),
-                Some(self.cluster.namespace.as_str())
-            );
-            assert!(
-                r.name.is_none() && r.verb == "create"
-                    || r.name.as_deref() == Some(self.lease_name.as_str()),
-                "{r:?}"
-            );
+            let namespace = Some(self.cluster.namespace.as_str());
+            assert_eq!(r.namespace.as_deref(), namespace);
+            let the_lease = r.name.as_deref() == Some(self.lease_name.as_str());
+            assert!(r.name.is_none() && r.verb == "create" || the_lease, "{r:?}");
             used.insert(r.verb);
         }
         let missing: Vec<_> = used.difference(&granted).collect();
-        assert!(
-            missing.is_empty(),
-            "Lease calls the chart does not grant: {missing:?}"
-        );
+        let granted = missing.is_empty();
+        assert!(granted, "Lease calls the chart does not grant: {missing:?}");
         for verb in ["get", "create", "update"] {
             assert!(used.contains(verb), "no Lease {verb} seen: {used:?}");
         }
@@ -475,6 +400,14 @@ impl Election {
             assert_eq!(self.mock.api.invitations_sent_to(email), 1, "{email}");
         }
     }
+}
+
+/// The holder of the Lease `name`, if anyone holds it.
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    let lease = leases.get_opt(name).await.expect("read the lease");
+    lease
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
 }
 
 fn pick<'a>(replicas: &'a [Replica], name: &str) -> &'a Replica {
@@ -490,10 +423,9 @@ fn split(mut replicas: Vec<Replica>, leader: &str) -> (Replica, Replica) {
 
 async fn wait_ready(replica: &Replica) {
     let mut rx = replica.readiness.clone();
-    tokio::time::timeout(WAIT, rx.wait_for(|r| *r == Readiness::Ready))
-        .await
-        .unwrap_or_else(|_| panic!("{} never became ready", replica.name))
-        .unwrap();
+    let ready = tokio::time::timeout(WAIT, rx.wait_for(|r| *r == Readiness::Ready)).await;
+    let ready = ready.unwrap_or_else(|_| panic!("{} never became ready", replica.name));
+    ready.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,7 +435,7 @@ async fn wait_ready(replica: &Replica) {
 async fn only_the_leader_reconciles_and_invites_once() {
     let s = Election::new().await;
     // Both start at once and race for the Lease.
-    let replicas = vec![s.replica("replica-a", LEASE), s.replica("replica-b", LEASE)];
+    let replicas = Vec::from(["replica-a", "replica-b"].map(|name| s.replica(name, LEASE)));
     let leader = s.wait_leader().await;
     let standby = if leader == "replica-a" {
         "replica-b"
@@ -512,28 +444,18 @@ async fn only_the_leader_reconciles_and_invites_once() {
     };
 
     let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
-    s.cluster
-        .create_ready("team", users_spec("wavefront", &emails, &[]))
-        .await;
+    let spec = users_spec("wavefront", &emails, &[]);
+    s.cluster.create_ready("team", spec).await;
     // Let several renewals pass: leadership is stable, the standby stays idle.
     tokio::time::sleep(LEASE * 2).await;
 
-    assert!(pick(&replicas, &leader).reconciles() >= 1);
-    assert!(pick(&replicas, &leader).api_calls() >= 1);
-    assert_eq!(
-        pick(&replicas, standby).reconciles(),
-        0,
-        "the standby reconciled"
-    );
-    assert_eq!(
-        pick(&replicas, standby).api_calls(),
-        0,
-        "the standby called the API"
-    );
-    assert!(
-        s.activity.of(standby).is_empty(),
-        "the standby ran a controller"
-    );
+    let (leading, standing_by) = (pick(&replicas, &leader), pick(&replicas, standby));
+    assert!(leading.reconciles() >= 1);
+    assert!(leading.api_calls() >= 1);
+    assert_eq!(standing_by.reconciles(), 0, "the standby reconciled");
+    assert_eq!(standing_by.api_calls(), 0, "the standby called the API");
+    let ran = s.activity.of(standby);
+    assert!(ran.is_empty(), "the standby ran a controller");
     assert_eq!(s.activity.of(&leader).len(), 1, "leadership changed hands");
     s.assert_invited_once(&emails);
     // /readyz: the leader once its caches synced, the standby while waiting.
@@ -541,11 +463,9 @@ async fn only_the_leader_reconciles_and_invites_once() {
         wait_ready(r).await;
     }
     if s.cluster.is_test_server() {
-        let standby_requests = s.controller_requests(&[standby]);
-        assert!(
-            standby_requests.is_empty(),
-            "the standby touched more than its Lease: {standby_requests:?}"
-        );
+        let touched = s.controller_requests(&[standby]);
+        let idle = touched.is_empty();
+        assert!(idle, "the standby touched more than its Lease: {touched:?}");
     } else {
         eprintln!(
             "skipped the check that the standby touched only its Lease: needs the in-process API server (request records)"
@@ -564,13 +484,10 @@ async fn the_standby_takes_over_within_the_lease_duration_when_the_leader_crashe
     let standby_name = standby.name.clone();
     let killed_at = Instant::now();
     leader.kill().await;
-    s.cluster
-        .create_invitation("second", users_spec("wavefront", &["bob@example.com"], &[]))
-        .await;
+    let bob = users_spec("wavefront", &["bob@example.com"], &[]);
+    s.cluster.create_invitation("second", bob).await;
 
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name).await;
     let after = took_over.start - killed_at;
     // The crashed leader renewed at most a renew deadline (2/3 of the lease) before the crash,
     // so the standby cannot take over earlier than a third of the lease after it; it waits one
@@ -595,14 +512,10 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     let standby_name = standby.name.clone();
     let stopping_at = Instant::now();
     leader.stop().await;
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name).await;
     let after = took_over.start - stopping_at;
-    assert!(
-        after < lease / 3,
-        "the released lease was taken after {after:?}"
-    );
+    let at_once = after < lease / 3;
+    assert!(at_once, "the released lease was taken after {after:?}");
     s.invite_second().await;
     s.assert_both_invited_once();
     standby.stop().await;
@@ -623,42 +536,34 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let (leader_name, standby_name) = (leader.name.clone(), standby.name.clone());
 
     // From now on every Lease write of the leader fails (as in a partition from the API).
-    server.inject_fault(
-        Fault::new(500)
-            .resource("leases")
-            .verb("update")
-            .user_agent(user_agent(&leader_name))
-            .times(usize::MAX),
-    );
+    let renewals = Fault::new(500).resource("leases").verb("update");
+    let renewals = renewals.user_agent(user_agent(&leader_name));
+    server.inject_fault(renewals.times(usize::MAX));
     let failing_since = Instant::now();
     let stopped = s.wait_stopped(&leader_name).await;
     // Its last successful renewal was before the faults: it must be gone by 5/6 of the lease
     // after that (plus scheduling slack).
-    let stopped_after = stopped - failing_since;
-    assert!(
-        stopped_after <= LEASE,
-        "the leader kept acting {stopped_after:?} after its renewals started failing"
-    );
+    let after = stopped - failing_since;
+    let kept_acting =
+        format!("the leader kept acting {after:?} after its renewals started failing");
+    assert!(after <= LEASE, "{kept_acting}");
     let requests_at_stop = server.requests().len();
     let reconciles_at_stop = leader.reconciles();
 
-    let took_over = s
-        .wait_leading(&standby_name, "the standby to take over")
-        .await;
+    let took_over = s.wait_leading(&standby_name).await;
+    let after_the_leader = took_over.start > stopped;
     assert!(
-        took_over.start > stopped,
+        after_the_leader,
         "the standby started before the leader stopped"
     );
     s.invite_second().await;
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
 
     // Nothing but Lease requests from the old leader since it stopped.
-    let late: Vec<_> = server.requests()[requests_at_stop..]
-        .iter()
-        .filter(|r| r.user_agent.as_deref() == Some(user_agent(&leader_name).as_str()))
-        .filter(|r| r.resource != "leases")
-        .map(|r| format!("{} {}", r.verb, r.path))
-        .collect();
+    let (requests, agent) = (server.requests(), Some(user_agent(&leader_name)));
+    let late = requests[requests_at_stop..].iter();
+    let late = late.filter(|r| r.user_agent == agent && r.resource != "leases");
+    let late: Vec<_> = late.map(|r| format!("{} {}", r.verb, r.path)).collect();
     assert!(late.is_empty(), "the old leader still acted: {late:?}");
     assert_eq!(leader.reconciles(), reconciles_at_stop);
     assert!(standby.reconciles() >= 1);
@@ -677,38 +582,29 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
     // Someone else writes itself into the Lease (and then never renews it).
     let stolen_at = Instant::now();
     let mut lease = s.leases().get(&s.lease_name).await.unwrap();
+    let now = || Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
     lease.spec = Some(LeaseSpec {
         holder_identity: Some("intruder".into()),
-        acquire_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-        renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        acquire_time: now(),
+        renew_time: now(),
         lease_duration_seconds: Some(LEASE.as_secs() as i32),
         ..lease.spec.unwrap_or_default()
     });
-    s.leases()
-        .replace(&s.lease_name, &PostParams::default(), &lease)
-        .await
-        .expect("steal the lease");
+    let (leases, pp) = (s.leases(), PostParams::default());
+    let stolen = leases.replace(&s.lease_name, &pp, &lease).await;
+    stolen.expect("steal the lease");
 
     let stopped = s.wait_stopped(&leader).await;
     // It notices at its next renewal (every 1/6 of the lease).
-    assert!(
-        stopped - stolen_at <= LEASE / 2,
-        "the leader noticed after {:?}",
-        stopped - stolen_at
-    );
+    let noticed = stopped - stolen_at;
+    assert!(noticed <= LEASE / 2, "the leader noticed after {noticed:?}");
     // The intruder's lease must expire before anyone leads again.
-    let next = s
-        .activity
-        .wait_for("a new leader", |all| {
-            all.iter().find(|i| i.start > stopped).cloned()
-        })
-        .await;
-    assert!(
-        next.start - stolen_at >= LEASE,
-        "{} took the intruder's lease after {:?}",
-        next.replica,
-        next.start - stolen_at
-    );
+    let after_the_stop = |all: &[Interval]| all.iter().find(|i| i.start > stopped).cloned();
+    let next = s.activity.wait_for("a new leader", after_the_stop).await;
+    let taken = next.start - stolen_at;
+    let who = &next.replica;
+    let expired = taken >= LEASE;
+    assert!(expired, "{who} took the intruder's lease after {taken:?}");
     s.invite_second().await;
     s.assert_both_invited_once();
     s.finish(replicas).await;
@@ -722,29 +618,17 @@ async fn a_leader_whose_lease_is_taken_stops_at_once() {
 #[tokio::test]
 async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     let cluster = TestCluster::start().await;
-    let mut processes: Vec<OperatorProcess> = ["pod-1", "pod-2"]
-        .into_iter()
-        .map(|name| {
-            OperatorProcess::start(
-                &cluster,
-                name,
-                &[
-                    ("LEADER_ELECTION", "true"),
-                    ("POD_NAME", name),
-                    ("LEASE_DURATION", "2s"),
-                ],
-            )
-        })
-        .collect();
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let holder = || async {
-        leases
-            .get_opt("invite-operator")
-            .await
-            .unwrap()
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty())
+    let process = |name| {
+        let env = [
+            ("LEADER_ELECTION", "true"),
+            ("POD_NAME", name),
+            ("LEASE_DURATION", "2s"),
+        ];
+        OperatorProcess::start(&cluster, name, &env)
     };
+    let mut processes: Vec<OperatorProcess> = ["pod-1", "pod-2"].map(process).into();
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let holder = || holder(&leases, "invite-operator");
     let leader = eventually("a process to take the lease", holder).await;
     // Both ready: the leader once its caches synced, the other as a standby.
     for p in &processes {
@@ -756,19 +640,11 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
     first.terminate().await;
     let released_at = Instant::now();
     let takes_over = async || expect_eq(holder().await, Some(second.name.clone()));
-    eventually_every(
-        Duration::from_millis(20),
-        WAIT,
-        "the standby to take over",
-        takes_over,
-    )
-    .await;
+    let (poll, what) = (Duration::from_millis(20), "the standby to take over");
+    eventually_every(poll, WAIT, what, takes_over).await;
     // Released on SIGTERM: no waiting for the 2s lease to expire.
-    assert!(
-        released_at.elapsed() < Duration::from_secs(1),
-        "took over after {:?}",
-        released_at.elapsed()
-    );
+    let after = released_at.elapsed();
+    assert!(after < Duration::from_secs(1), "took over after {after:?}");
     second.wait_ready().await;
     second.terminate().await;
     assert_eq!(holder().await, None);
@@ -782,27 +658,18 @@ async fn the_binary_elects_from_its_environment_and_hands_over_on_sigterm() {
 /// journal object is gone once the outcomes are recorded.
 #[tokio::test]
 async fn a_new_leader_reads_the_intent_journal_and_never_sends_its_batch_again() {
-    use crate::{
-        common::flavor::{ENDPOINT, Flavor},
-        journal,
-    };
+    use crate::{common::flavor::*, journal};
 
     let e = Election::new().await;
     // A short request timeout: the crashed leader's request settles in seconds.
-    Flavor::UserInvite
-        .apply_endpoint(
-            &e.cluster,
-            ENDPOINT,
-            &e.mock.url,
-            journal::TIMEOUT_SECONDS,
-            100,
-        )
-        .await;
+    let (url, timeout) = (&e.mock.url, journal::TIMEOUT_SECONDS);
+    let endpoint = Flavor::UserInvite.endpoint(url, timeout, 100);
+    e.cluster.apply_endpoint(ENDPOINT, endpoint).await;
     journal::hold_invite_answers(&e);
     let first = e.batching_replica("replica-a", LEASE);
     assert_eq!(e.wait_leader().await, "replica-a");
     let second = e.batching_replica("replica-b", LEASE);
-    let all = journal::resources(3, 2);
+    let all = resources(3, 2);
     journal::journaled_batch_in_flight(&e, &all).await;
     first.kill().await;
     e.mock.api.clear_faults();

@@ -34,12 +34,8 @@ fn describe(kind: &str, meta: &ObjectMeta) -> String {
         Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
         None => meta.name.clone().unwrap_or_default(),
     };
-    let test = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(TEST_ID_LABEL))
-        .map(|id| format!(" (test id {id})"))
-        .unwrap_or_default();
+    let id = meta.labels.as_ref().and_then(|l| l.get(TEST_ID_LABEL));
+    let test = id.map(|id| format!(" (test id {id})")).unwrap_or_default();
     format!("{kind} {name}{test}")
 }
 
@@ -48,10 +44,10 @@ async fn labelled<K>(client: &Client, kind: &str) -> Vec<String>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    Api::<K>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("{SUITE_LABEL}=true")))
-        .await
-        .unwrap_or_else(|e| panic!("list {kind}: {e}"))
+    let suite = ListParams::default().labels(&format!("{SUITE_LABEL}=true"));
+    let listed = Api::<K>::all(client.clone()).list(&suite).await;
+    let listed = listed.unwrap_or_else(|e| panic!("list {kind}: {e}"));
+    listed
         .items
         .iter()
         .map(|o| describe(kind, o.meta()))
@@ -66,10 +62,8 @@ async fn nothing_the_suite_created_is_left() {
         return;
     };
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("kubeconfig is usable");
-    let client = Client::try_from(config).expect("client");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await;
+    let client = Client::try_from(config.expect("kubeconfig is usable")).expect("client");
 
     let mut problems = namespaces_left(&client).await;
     problems
@@ -88,22 +82,17 @@ async fn nothing_the_suite_created_is_left() {
         for kind in ADMISSION_POLICY_KINDS {
             let resource = admission_policy_resource(api_version, kind);
             let selector = ListParams::default().labels(&format!("{SUITE_LABEL}=true"));
-            problems.extend(
-                admission_policies(&client, &resource, &selector)
-                    .await
-                    .unwrap_or_else(|e| panic!("list {kind}: {e}"))
-                    .into_iter()
-                    .map(|name| format!("{kind} {name}")),
-            );
+            let names = admission_policies(&client, &resource, &selector).await;
+            let names = names.unwrap_or_else(|e| panic!("list {kind}: {e}"));
+            problems.extend(names.into_iter().map(|name| format!("{kind} {name}")));
         }
     }
     // The controllers' Leases carry no labels: find them by the test namespace in their name
     // or their namespace.
     let leases = Api::<Lease>::all(client.clone())
         .list(&ListParams::default())
-        .await
-        .expect("list leases");
-    for lease in leases.items {
+        .await;
+    for lease in leases.expect("list leases").items {
         let in_test_namespace = lease
             .namespace()
             .is_some_and(|ns| ns.starts_with("invite-e2e-"));
@@ -134,8 +123,8 @@ async fn namespaces_left(client: &Client) -> Vec<String> {
             .items;
         let terminating = left
             .iter()
-            .filter(|ns| ns.metadata.deletion_timestamp.is_some())
-            .count();
+            .filter(|ns| ns.metadata.deletion_timestamp.is_some());
+        let terminating = terminating.count();
         if terminating == 0 || tokio::time::Instant::now() >= deadline {
             break left;
         }
@@ -149,25 +138,17 @@ async fn namespaces_left(client: &Client) -> Vec<String> {
             .cloned()
             .unwrap_or_default();
         let state = if ns.metadata.deletion_timestamp.is_some() {
-            let stuck: Vec<String> =
-                Api::<UserInvitation>::namespaced(client.clone(), &ns.name_any())
-                    .list(&ListParams::default())
-                    .await
-                    .map(|l| {
-                        l.items
-                            .iter()
-                            .map(|i| format!("{} {:?}", i.name_any(), i.finalizers()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+            let invitations = Api::<UserInvitation>::namespaced(client.clone(), &ns.name_any());
+            let listed = invitations.list(&ListParams::default()).await;
+            let describe = |i: &UserInvitation| format!("{} {:?}", i.name_any(), i.finalizers());
+            let stuck = listed.map(|l| l.items.iter().map(describe).collect::<Vec<String>>());
+            let stuck = stuck.unwrap_or_default();
             format!("still Terminating after {NAMESPACE_DELETION:?}; UserInvitations: {stuck:?}")
         } else {
             "never deleted".to_string()
         };
-        problems.push(format!(
-            "{} of test {test}: {state}",
-            describe("Namespace", &ns.metadata)
-        ));
+        let namespace = describe("Namespace", &ns.metadata);
+        problems.push(format!("{namespace} of test {test}: {state}"));
     }
     problems
 }

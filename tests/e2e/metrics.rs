@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::common::*;
-use invite_operator::api::InvitationEndpoint;
+use invite_operator::{api::InvitationEndpoint, controller::CONTROLLER_NAME};
 use kube::{Api, api::DeleteParams};
 use serde_json::json;
 
@@ -22,19 +22,12 @@ fn exported_names(exposition: &str) -> BTreeSet<String> {
             continue;
         };
         let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
-        match kind {
-            "counter" => {
-                names.insert(format!("{name}_total"));
-            }
-            "histogram" => {
-                for suffix in ["bucket", "sum", "count"] {
-                    names.insert(format!("{name}_{suffix}"));
-                }
-            }
-            _ => {
-                names.insert(name.to_string());
-            }
-        }
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        names.extend(suffixes.iter().map(|suffix| format!("{name}{suffix}")));
     }
     names
 }
@@ -45,9 +38,8 @@ fn referenced_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(at) = rest.find("invite_operator_") {
         let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
+        let in_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let end = tail.find(|c: char| !in_name(c)).unwrap_or(tail.len());
         names.insert(tail[..end].to_string());
         rest = &tail[end..];
     }
@@ -57,18 +49,14 @@ fn referenced_names(text: &str) -> BTreeSet<String> {
 /// The label values of `label` in the exposition's samples.
 fn label_values(exposition: &str, label: &str) -> BTreeSet<String> {
     let key = format!("{label}=\"");
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let start = l
-                .find(&format!(",{key}"))
-                .map(|i| i + 1)
-                .or_else(|| l.find(&format!("{{{key}")).map(|i| i + 1))?;
-            let value = &l[start + key.len()..];
-            Some(value[..value.find('"')?].to_string())
-        })
-        .collect()
+    let (after_comma, first) = (format!(",{key}"), format!("{{{key}"));
+    let value = |l: &str| {
+        let start = l.find(&after_comma).or_else(|| l.find(&first))? + 1;
+        let value = &l[start + key.len()..];
+        Some(value[..value.find('"')?].to_string())
+    };
+    let samples = exposition.lines().filter(|l| !l.starts_with('#'));
+    samples.filter_map(value).collect()
 }
 
 fn has_line(exposition: &str, line: &str) -> bool {
@@ -83,17 +71,12 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     h.start_controller_with(settings);
     let cluster = &h.cluster;
     let ns = cluster.namespace.clone();
-    cluster
-        .user_invite_endpoint("no-secret", &h.mock.url, "not-written")
-        .await;
-    cluster
-        .create_invitation(
-            "team",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "users": [{"emailAddress": "a@example.com"},
-                             {"emailAddress": "b@example.com", "groups": ["no-such-group"]}]}),
-        )
-        .await;
+    let (url, secret) = (&h.mock.url, "not-written");
+    cluster.user_invite_endpoint("no-secret", url, secret).await;
+    let team = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
+                      "users": [{"emailAddress": "a@example.com"},
+                                {"emailAddress": "b@example.com", "groups": ["no-such-group"]}]});
+    cluster.create_invitation("team", team).await;
     cluster.wait_for_reason("team", "PartiallyFailed").await;
     let metrics = h.controller.as_ref().unwrap().metrics.clone();
     let ready = |name: &str, value: u8| {
@@ -109,13 +92,12 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
 
     let text = metrics.encode();
     assert!(has_line(&text, "invite_operator_leader 1"), "{text}");
-    let build = format!(
-        "invite_operator_build_info{{version=\"{}\",revision=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION"),
-        option_env!("GIT_SHA")
-            .filter(|s| !s.is_empty())
-            .unwrap_or("unknown")
-    );
+    let revision = option_env!("GIT_SHA")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown");
+    let version = env!("CARGO_PKG_VERSION");
+    let build =
+        format!("invite_operator_build_info{{version=\"{version}\",revision=\"{revision}\"}} 1");
     assert!(has_line(&text, &build), "{text}");
     assert_labels_are_snake_case(&text);
     assert_the_chart_names_only_exported_metrics(&text);
@@ -124,21 +106,18 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     assert!(!events.is_empty());
     for event in &events {
         assert_eq!(event.reporting_instance.as_deref(), Some(POD), "{event:?}");
-        assert_eq!(
-            event.reporting_controller.as_deref(),
-            Some(invite_operator::controller::CONTROLLER_NAME)
-        );
+        let (controller, name) = (event.reporting_controller.as_deref(), CONTROLLER_NAME);
+        assert_eq!(controller, Some(name));
     }
 
     // A deleted endpoint leaves the readiness gauge.
-    Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &ns)
+    let endpoints = Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &ns);
+    let deleted = endpoints
         .delete("no-secret", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the deleted endpoint's series is gone", async || {
-        !metrics.encode().contains("name=\"no-secret\"")
-    })
-    .await;
+        .await;
+    deleted.unwrap();
+    let gone = async || !metrics.encode().contains("name=\"no-secret\"");
+    eventually("the deleted endpoint's series is gone", gone).await;
 
     // A controller that stops (lost leadership, shutdown) leads no more and reports no endpoint.
     h.controller.take().unwrap().stop().await;
@@ -152,24 +131,16 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
 fn assert_labels_are_snake_case(text: &str) {
     for label in ["operation", "state", "result", "code", "share"] {
         for value in label_values(text, label) {
-            assert!(
-                !value.is_empty()
-                    && value
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-                "{label}={value:?} is not snake_case:\n{text}"
-            );
+            let snake = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+            let snake_case = !value.is_empty() && value.chars().all(snake);
+            assert!(snake_case, "{label}={value:?} is not snake_case:\n{text}");
         }
     }
-    assert!(
-        label_values(text, "operation").contains("invite_users"),
-        "{text}"
-    );
+    let operations = label_values(text, "operation");
+    assert!(operations.contains("invite_users"), "{text}");
     let states = label_values(text, "state");
-    assert!(
-        states.contains("invited") && states.contains("failed"),
-        "{text}"
-    );
+    let both = states.contains("invited") && states.contains("failed");
+    assert!(both, "{text}");
 }
 
 /// Every metric the chart's alerts and dashboard name is exported.
@@ -183,10 +154,10 @@ fn assert_the_chart_names_only_exported_metrics(text: &str) {
         let referenced = referenced_names(&std::fs::read_to_string(&file).unwrap());
         assert!(referenced.len() >= 3, "{}: {referenced:?}", file.display());
         let unknown: Vec<_> = referenced.difference(&exported).collect();
+        let file = file.display();
         assert!(
             unknown.is_empty(),
-            "{} names metrics the operator does not export: {unknown:?}\nexported: {exported:?}",
-            file.display()
+            "{file} names metrics the operator does not export: {unknown:?}\nexported: {exported:?}"
         );
     }
 }

@@ -10,7 +10,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::common::*;
-use invite_operator::controller::USER_AGENT;
+use invite_operator::{api::UserInvitation, controller::USER_AGENT};
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 
@@ -19,28 +19,30 @@ type Grant = (String, String, String); // (apiGroup, resource[/subresource], ver
 /// The chart's rule lists (`namespaced`, `cluster`, `leaderElection`, `journal`,
 /// `endpointSecrets`).
 fn rules_file() -> Value {
-    let path = package_path("deploy/charts/invite-operator/files/rbac-rules.yaml");
+    chart_file("files/rbac-rules.yaml")
+}
+
+/// The chart's YAML file `rel`, as JSON.
+fn chart_file(rel: &str) -> Value {
+    let path = package_path("deploy/charts/invite-operator").join(rel);
     serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn granted(lists: &[&str]) -> BTreeSet<Grant> {
     let rules = rules_file();
     let mut out = BTreeSet::new();
+    let strings = |v: &Value| -> Vec<String> {
+        let items = v.as_array().unwrap().iter();
+        items.map(|s| s.as_str().unwrap().to_string()).collect()
+    };
     for list in lists {
-        for rule in rules[*list]
-            .as_array()
-            .unwrap_or_else(|| panic!("no list {list}"))
-        {
-            for group in rule["apiGroups"].as_array().unwrap() {
-                for resource in rule["resources"].as_array().unwrap() {
-                    for verb in rule["verbs"].as_array().unwrap() {
-                        let (g, r, v) = (
-                            group.as_str().unwrap(),
-                            resource.as_str().unwrap(),
-                            verb.as_str().unwrap(),
-                        );
+        let rules = rules[*list].as_array();
+        for rule in rules.unwrap_or_else(|| panic!("no list {list}")) {
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
                         assert!(g != "*" && r != "*" && v != "*", "wildcard in {rule:?}");
-                        out.insert((g.to_string(), r.to_string(), v.to_string()));
+                        out.insert((g.clone(), r.clone(), v));
                     }
                 }
             }
@@ -58,20 +60,14 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     };
     let (cluster, mock) = (&h.cluster, &h.mock);
     let shared = cluster.unique("shared");
-    cluster
-        .cluster_endpoint(
-            &shared,
-            json!({"api": "UserInvite", "url": mock.url,
-                   "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}},
-                   "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}},
-                   "allowed": {"groups": ["*"]}}),
-        )
-        .await;
+    let endpoint = json!({"api": "UserInvite", "url": mock.url,
+        "credentials": {"secretRef": {"name": "api-token", "namespace": cluster.namespace}},
+        "namespaceSelector": {"matchLabels": {"invite-e2e": "true"}},
+        "allowed": {"groups": ["*"]}});
+    cluster.cluster_endpoint(&shared, endpoint).await;
     // As the chart runs it: under leader election; a collection window that surely spans two
     // resources created together (their batch is recorded in the intent journal).
-    let (client, mut settings) = (cluster.controller_client(), cluster.settings());
-    settings.batch.window = Duration::from_millis(300);
-    settings.batch.linger = settings.batch.window;
+    let (client, settings) = (cluster.controller_client(), cluster.batching_settings());
     let (elected, stop, _readiness) =
         run_elected(cluster, client, settings, &cluster.namespace, "rbac-test");
     every_kind_of_work(cluster, &shared).await;
@@ -97,49 +93,30 @@ async fn every_kind_of_work(cluster: &TestCluster, shared: &str) {
             {"emailAddress": extra, "groups": [], "userGroups": []},
         ])
     };
-    cluster
-        .create_invitation(
-            "team",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
-                   "deletionPolicy": "Delete", "users": users("c@example.com")}),
-        )
-        .await;
+    let team = json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": shared},
+                      "deletionPolicy": "Delete", "users": users("c@example.com")});
+    cluster.create_invitation("team", team).await;
     cluster.wait_for_reason("team", "PartiallyFailed").await;
-    cluster
-        .patch_spec("team", json!({"users": users("d@example.com")}))
-        .await;
-    cluster
-        .wait_status("team", "d invited", |s| {
-            s.invited == 2 && s.users.len() == 3 && s.observed_generation == Some(2)
-        })
-        .await;
+    let retried = json!({"users": users("d@example.com")});
+    cluster.patch_spec("team", retried).await;
+    let d_invited = |s: &invite_operator::api::UserInvitationStatus| {
+        s.invited == 2 && s.users.len() == 3 && s.observed_generation == Some(2)
+    };
+    cluster.wait_status("team", "d invited", d_invited).await;
     // Through the namespaced endpoint too.
-    cluster
-        .create_ready(
-            "local",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "users": [{"emailAddress": "e@example.com", "groups": [], "userGroups": []}]}),
-        )
-        .await;
+    let local = users_spec("wavefront", &["e@example.com"], &[]);
+    cluster.create_ready("local", local).await;
     // Two resources in one invite batch: the intent journal (an InviteIntent created, then
     // deleted once both outcomes are recorded).
     let pair = ["pair-a", "pair-b"].map(|name| {
         let user = format!("{name}@example.com");
-        cluster.create_invitation(
-            name,
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "users": [{"emailAddress": user, "groups": [], "userGroups": []}]}),
-        )
+        cluster.create_invitation(name, users_spec("wavefront", &[user], &[]))
     });
     futures::future::join_all(pair).await;
     for name in ["pair-a", "pair-b"] {
         cluster.wait_status(name, "Ready", is_ready).await;
     }
-    cluster
-        .invitations()
-        .delete("team", &DeleteParams::default())
-        .await
-        .unwrap();
+    cluster.delete("team").await;
     cluster.wait_gone("team").await;
 }
 
@@ -159,14 +136,9 @@ fn assert_grants_match(requests: &[kube_test_apiserver::RecordedRequest]) {
     let granted = granted(&["namespaced", "cluster", "leaderElection", "journal"]);
     let missing: Vec<_> = used.difference(&granted).collect();
     let unused: Vec<_> = granted.difference(&used).collect();
-    assert!(
-        missing.is_empty(),
-        "calls the chart does not grant: {missing:?}"
-    );
-    assert!(
-        unused.is_empty(),
-        "grants the controller never used: {unused:?}"
-    );
+    let (all_granted, all_used) = (missing.is_empty(), unused.is_empty());
+    assert!(all_granted, "calls the chart does not grant: {missing:?}");
+    assert!(all_used, "grants the controller never used: {unused:?}");
 }
 
 /// The ServiceAccount and RBAC objects `templates/rbac.yaml` renders from `rules` for a release
@@ -181,6 +153,7 @@ fn chart_rbac(
     watched: &[String],
     labels: &Value,
 ) -> Vec<Value> {
+    let rbac = "rbac.authorization.k8s.io";
     let mut objects = vec![json!({
         "apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": fullname, "namespace": release_ns, "labels": labels},
@@ -196,16 +169,16 @@ fn chart_rbac(
             metadata["namespace"] = json!(ns);
         }
         objects.push(json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": role,
-            "metadata": metadata, "rules": rules,
+            "apiVersion": format!("{rbac}/v1"), "kind": role, "metadata": metadata, "rules": rules,
         }));
         objects.push(json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding, "metadata": metadata,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role, "name": name},
+            "apiVersion": format!("{rbac}/v1"), "kind": binding, "metadata": metadata,
+            "roleRef": {"apiGroup": rbac, "kind": role, "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": fullname, "namespace": release_ns}],
         }));
     };
     role(format!("{fullname}-cluster"), None, &rules["cluster"]);
+    let in_release = Some(release_ns);
     if watched.is_empty() {
         role(format!("{fullname}-namespaced"), None, &rules["namespaced"]);
     } else {
@@ -213,24 +186,26 @@ fn chart_rbac(
             role(fullname.to_string(), Some(ns), &rules["namespaced"]);
         }
         if !watched.iter().any(|ns| ns == release_ns) {
-            role(
-                format!("{fullname}-endpoint-secrets"),
-                Some(release_ns),
-                &rules["endpointSecrets"],
-            );
+            let name = format!("{fullname}-endpoint-secrets");
+            role(name, in_release, &rules["endpointSecrets"]);
         }
     }
-    role(
-        format!("{fullname}-leader-election"),
-        Some(release_ns),
-        &rules["leaderElection"],
-    );
-    role(
-        format!("{fullname}-journal"),
-        Some(release_ns),
-        &rules["journal"],
-    );
+    let name = format!("{fullname}-leader-election");
+    role(name, in_release, &rules["leaderElection"]);
+    role(format!("{fullname}-journal"), in_release, &rules["journal"]);
     objects
+}
+
+/// The chart's ServiceAccount and RBAC ([`chart_rbac`]) for `watched`, created in a new
+/// release namespace of the test; the namespace and the release's full name.
+async fn install_rendered_rbac(cluster: &TestCluster, watched: &[String]) -> (String, String) {
+    let release_ns = cluster.create_namespace("operator").await;
+    let fullname = cluster.unique("invite-operator");
+    let labels = cluster.labels();
+    for object in chart_rbac(&rules_file(), &fullname, &release_ns, watched, &labels) {
+        create(&cluster.client, &object).await;
+    }
+    (release_ns, fullname)
 }
 
 /// Creates one rendered object.
@@ -252,27 +227,17 @@ async fn create(client: &kube::Client, object: &Value) {
         Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
         None => kube::Api::all_with(client.clone(), &resource),
     };
-    api.create(
-        &Default::default(),
-        &serde_json::from_value(object.clone()).unwrap(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("create {object}: {e}"));
+    let dynamic = serde_json::from_value(object.clone()).unwrap();
+    let created = api.create(&Default::default(), &dynamic).await;
+    created.unwrap_or_else(|e| panic!("create {object}: {e}"));
 }
 
 /// The chart's `kubeVersion` floor, e.g. (1, 28) for `>=1.28.0-0`.
 fn chart_kube_version_floor() -> (u32, u32) {
-    let chart =
-        std::fs::read_to_string(package_path("deploy/charts/invite-operator/Chart.yaml")).unwrap();
-    let constraint = chart
-        .lines()
-        .find_map(|l| l.strip_prefix("kubeVersion:"))
-        .expect("kubeVersion in Chart.yaml")
-        .trim()
-        .trim_matches('"');
-    let version = constraint
-        .strip_prefix(">=")
-        .unwrap_or_else(|| panic!("a lower bound: {constraint}"));
+    let constraint = chart_file("Chart.yaml")["kubeVersion"].clone();
+    let constraint = constraint.as_str().expect("kubeVersion in Chart.yaml");
+    let version = constraint.strip_prefix(">=");
+    let version = version.unwrap_or_else(|| panic!("a lower bound: {constraint}"));
     let mut parts = version.split(['.', '-']).map(|p| p.parse::<u32>().unwrap());
     (parts.next().unwrap(), parts.next().unwrap())
 }
@@ -323,30 +288,21 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     let (elected, stop, _readiness) =
         run_elected(cluster, client, settings, &release_ns, "rbac-e2e");
 
-    cluster
-        .create_invitation(
-            "users",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]}),
-        )
-        .await;
-    cluster
-        .create_invitation(
-            "org",
-            json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": csp},
-                   "deletionPolicy": "Delete",
-                   "orgInvitation": {"usernames": ["b@example.com"]}}),
-        )
-        .await;
-    cluster.wait_ready("users").await;
-    cluster.wait_ready("org").await;
-    assert_eq!(mock.api.invitations_sent_to("a@example.com"), 1);
-    assert_eq!(mock.api.invitations_sent_to("b@example.com"), 1);
-
-    cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
+    let delete = json!({"deletionPolicy": "Delete"});
+    let users = users_spec("wavefront", &["a@example.com"], &[]);
+    let users = with(users, delete.clone());
+    let org = json!({"endpointRef": {"kind": "ClusterInvitationEndpoint", "name": csp},
+                     "orgInvitation": {"usernames": ["b@example.com"]}});
+    let resources = [("users", users), ("org", with(org, delete))];
+    for (name, spec) in resources {
+        cluster.create_invitation(name, spec).await;
+    }
+    for (name, email) in [("users", "a@example.com"), ("org", "b@example.com")] {
+        cluster.wait_ready(name).await;
+        assert_eq!(mock.api.invitations_sent_to(email), 1, "{email}");
+    }
+    let (ready, resolved) = ("True", "CredentialsResolved");
+    cluster.wait_endpoint("wavefront", ready, resolved).await;
     cluster.wait_cluster_endpoint_ready(&csp).await;
     for name in ["users", "org"] {
         cluster.wait_event(name, "Invited").await;
@@ -360,7 +316,8 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
     for name in ["users", "org"] {
         cluster.wait_gone(name).await;
     }
-    assert!(mock.api.user("a@example.com").is_none(), "a was deleted");
+    let deleted = mock.api.user("a@example.com").is_none();
+    assert!(deleted, "a was deleted");
     stop.cancel();
     elected.await.unwrap().unwrap();
     h.finish().await;
@@ -369,15 +326,12 @@ async fn chart_rbac_is_enough(watch: Watch, policy: Policy) {
 /// The chart's kubeVersion admits the server, which the suite tests.
 async fn assert_the_chart_accepts_the_server(client: &kube::Client) {
     let info = client.apiserver_version().await.unwrap();
-    let server = (
-        info.major.parse::<u32>().unwrap(),
-        info.minor.trim_end_matches('+').parse::<u32>().unwrap(),
-    );
+    let major = info.major.parse::<u32>().unwrap();
+    let minor = info.minor.trim_end_matches('+').parse::<u32>().unwrap();
+    let accepted = (major, minor) >= chart_kube_version_floor();
     assert!(
-        server >= chart_kube_version_floor(),
-        "the chart's kubeVersion refuses this server ({}.{}), which the suite tests",
-        server.0,
-        server.1
+        accepted,
+        "the chart's kubeVersion refuses this server ({major}.{minor}), which the suite tests"
     );
 }
 
@@ -390,38 +344,23 @@ async fn install_chart_rbac(
 ) -> (String, kube::Client) {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::{Api, api::ListParams};
-    let release_ns = cluster.create_namespace("operator").await;
-    let fullname = cluster.unique("invite-operator");
     let watched = match watch {
         Watch::TestNamespace => vec![cluster.namespace.clone()],
         Watch::AllNamespaces => vec![],
     };
-    for object in chart_rbac(
-        &rules_file(),
-        &fullname,
-        &release_ns,
-        &watched,
-        &cluster.labels(),
-    ) {
-        create(&cluster.client, &object).await;
-    }
+    let (release_ns, fullname) = install_rendered_rbac(cluster, &watched).await;
     if let Some(version) = policy_version {
         status_writer_policy_holds(cluster, version, &release_ns, &fullname).await;
     }
     let mut config = cluster.config.clone();
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{release_ns}:{fullname}"));
-    let client =
-        invite_operator::controller::kube_client(config, crate::common::KUBERNETES_REQUESTS)
-            .unwrap();
+    let client = invite_operator::controller::kube_client(config, KUBERNETES_REQUESTS);
+    let client = client.unwrap();
     // The impersonation is real: the ServiceAccount may not read what the chart grants nothing
     // on.
-    let forbidden = Api::<ConfigMap>::namespaced(client.clone(), "default")
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&forbidden, Err(kube::Error::Api(s)) if s.code == 403),
-        "{forbidden:?}"
-    );
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    let refused = configmaps.list(&ListParams::default()).await;
+    assert!(forbidden(&refused), "{refused:?}");
     (release_ns, client)
 }
 
@@ -436,27 +375,22 @@ async fn endpoints_for_the_chart(
     use k8s_openapi::api::core::v1::Secret;
     use kube::Api;
     cluster.put_secret("api-token", TOKEN).await;
+    let secret = "api-token";
     cluster
-        .user_invite_endpoint("wavefront", mock_url, "api-token")
+        .user_invite_endpoint("wavefront", mock_url, secret)
         .await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "csp-token", "namespace": release_ns, "labels": cluster.labels()},
         "stringData": {"token": TOKEN},
     }))
     .unwrap();
-    Api::<Secret>::namespaced(cluster.client.clone(), release_ns)
-        .create(&Default::default(), &secret)
-        .await
-        .unwrap();
+    let secrets = Api::<Secret>::namespaced(cluster.client.clone(), release_ns);
+    secrets.create(&Default::default(), &secret).await.unwrap();
     let csp = cluster.unique("csp");
-    cluster
-        .cluster_endpoint(
-            &csp,
-            json!({"api": "OrgInvitation", "url": mock_url, "organizationId": ORG,
-                   "credentials": {"secretRef": {"name": "csp-token"}},
-                   "namespaceSelector": {"matchLabels": {TEST_ID_LABEL: cluster.id}}}),
-        )
-        .await;
+    let endpoint = json!({"api": "OrgInvitation", "url": mock_url, "organizationId": ORG,
+                          "credentials": {"secretRef": {"name": "csp-token"}},
+                          "namespaceSelector": {"matchLabels": {TEST_ID_LABEL: cluster.id}}});
+    cluster.cluster_endpoint(&csp, endpoint).await;
     csp
 }
 
@@ -478,25 +412,20 @@ fn run_elected(
         identity: identity.into(),
         lease_duration: Duration::from_secs(3),
     };
-    let (ready_tx, ready_rx) =
-        tokio::sync::watch::channel(invite_operator::health::Readiness::default());
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(Default::default());
     let stop = tokio_util::sync::CancellationToken::new();
-    let elected = tokio::spawn(invite_operator::leader::run_while_leader(
-        client.clone(),
-        election,
-        ready_tx,
-        stop.clone(),
-        move |term: invite_operator::leader::Term| {
-            invite_operator::controller::run(
-                client.clone(),
-                settings.clone(),
-                invite_operator::telemetry::Metrics::new(),
-                term.readiness,
-                term.leadership,
-                term.stop,
-            )
-        },
-    ));
+    let (run_on, metrics) = (client.clone(), invite_operator::telemetry::Metrics::new);
+    let run = move |term: invite_operator::leader::Term| {
+        let (readiness, leadership) = (term.readiness, term.leadership);
+        let (client, settings) = (run_on.clone(), settings.clone());
+        let metrics = metrics();
+        invite_operator::controller::run(
+            client, settings, metrics, readiness, leadership, term.stop,
+        )
+    };
+    let elected =
+        invite_operator::leader::run_while_leader(client, election, ready_tx, stop.clone(), run);
+    let elected = tokio::spawn(elected);
     cluster.abort_on_drop(elected.abort_handle());
     (elected, stop, ready_rx)
 }
@@ -539,54 +468,42 @@ async fn status_writer_policy_holds(
     fullname: &str,
 ) {
     let (mallory, break_glass) = (cluster.unique("mallory"), cluster.unique("break-glass"));
-    let fixture = std::fs::read_to_string(package_path(
-        "tests/chart/rendered/status-writer-policy.yaml",
-    ))
-    .unwrap()
-    .replace("admissionregistration.k8s.io/v1", version)
-    .replace("release-namespace", release_ns)
-    .replace("release-invite-operator", fullname)
-    .replace("watched-namespace", &cluster.namespace)
-    .replace("break-glass-user", &break_glass)
-    .replace("break-glass-group", &cluster.unique("no-such-group"));
+    let path = package_path("tests/chart/rendered/status-writer-policy.yaml");
+    let fixture = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("admissionregistration.k8s.io/v1", version)
+        .replace("release-namespace", release_ns)
+        .replace("release-invite-operator", fullname)
+        .replace("watched-namespace", &cluster.namespace)
+        .replace("break-glass-user", &break_glass)
+        .replace("break-glass-group", &cluster.unique("no-such-group"));
     let documents: Vec<Value> = serde_saphyr::from_multiple(&fixture).unwrap();
     assert_eq!(documents.len(), 2, "a policy and its binding");
     for mut document in documents {
         document["metadata"]["labels"] = cluster.labels();
         let kind = document["kind"].as_str().unwrap().to_string();
-        let api = kube::Api::<kube::core::DynamicObject>::all_with(
-            cluster.client.clone(),
-            &admission_policy_resource(version, &kind),
-        );
-        api.create(
-            &Default::default(),
-            &serde_json::from_value(document).unwrap(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create the {kind}: {e}"));
+        let resource = admission_policy_resource(version, &kind);
+        let client = cluster.client.clone();
+        let api = kube::Api::<kube::core::DynamicObject>::all_with(client, &resource);
+        let object = serde_json::from_value(document).unwrap();
+        let created = api.create(&Default::default(), &object).await;
+        created.unwrap_or_else(|e| panic!("create the {kind}: {e}"));
     }
     // RBAC lets both users write the status: only the policy stands in the way.
     let role = cluster.unique("status-writer");
-    create(
-        &cluster.client,
-        &json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": role, "labels": cluster.labels()},
-            "rules": [{"apiGroups": ["invite.operators.dev"],
-                       "resources": ["userinvitations", "userinvitations/status"],
-                       "verbs": ["get", "patch", "update"]}],
-        }),
-    )
-    .await;
+    let object = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": role, "labels": cluster.labels()},
+        "rules": [{"apiGroups": ["invite.operators.dev"],
+                   "resources": ["userinvitations", "userinvitations/status"],
+                   "verbs": ["get", "patch", "update"]}],
+    });
+    create(&cluster.client, &object).await;
     bind_in_namespace(cluster, &mallory, &role).await;
     bind_in_namespace(cluster, &break_glass, &role).await;
-    cluster
-        .create_invitation(
-            "forged",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "none"},
-                   "users": [{"emailAddress": "admin@example.com"}]}),
-        )
-        .await;
+    let forged = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "none"},
+                        "users": [{"emailAddress": "admin@example.com"}]});
+    cluster.create_invitation("forged", forged).await;
     let as_mallory = client_as(cluster, &mallory);
     let what = "the status writer policy to take effect";
     eventually_every(Duration::from_millis(200), WAIT, what, async || {
@@ -594,28 +511,18 @@ async fn status_writer_policy_holds(
             // Not loaded yet (policies take effect shortly after they are created).
             Ok(_) => Err("the status was written".to_string()),
             Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
-                assert!(
-                    s.message.contains("only the operator's ServiceAccount"),
-                    "refused for another reason: {s:?}"
-                );
+                let by_the_policy = s.message.contains("only the operator's ServiceAccount");
+                assert!(by_the_policy, "refused for another reason: {s:?}");
                 Ok(())
             }
             Err(e) => panic!("forging the status: {e}"),
         }
     })
     .await;
-    forge_status(
-        &client_as(cluster, &break_glass),
-        &cluster.namespace,
-        "forged",
-    )
-    .await
-    .expect("the break-glass user may write the status");
-    cluster
-        .invitations()
-        .delete("forged", &DeleteParams::default())
-        .await
-        .unwrap();
+    let as_break_glass = client_as(cluster, &break_glass);
+    let forged = forge_status(&as_break_glass, &cluster.namespace, "forged").await;
+    forged.expect("the break-glass user may write the status");
+    cluster.delete("forged").await;
 }
 
 /// Secrets are read by name only: no list of the chart's RBAC lets the controller list or
@@ -645,17 +552,7 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         return;
     };
     let cluster = &h.cluster;
-    let release_ns = cluster.create_namespace("operator").await;
-    let fullname = cluster.unique("invite-operator");
-    for object in chart_rbac(
-        &rules_file(),
-        &fullname,
-        &release_ns,
-        &[],
-        &cluster.labels(),
-    ) {
-        create(&cluster.client, &object).await;
-    }
+    let (release_ns, fullname) = install_rendered_rbac(cluster, &[]).await;
     let user = format!("system:serviceaccount:{release_ns}:{fullname}");
     let allowed = |verb: &str, namespace: Option<&str>| {
         let review: SubjectAccessReview = serde_json::from_value(json!({
@@ -670,12 +567,8 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         .unwrap();
         let api = Api::<SubjectAccessReview>::all(cluster.client.clone());
         async move {
-            api.create(&Default::default(), &review)
-                .await
-                .unwrap()
-                .status
-                .unwrap()
-                .allowed
+            let review = api.create(&Default::default(), &review).await.unwrap();
+            review.status.unwrap().allowed
         }
     };
     for namespace in [
@@ -684,33 +577,21 @@ async fn the_chart_service_account_cannot_list_or_watch_secrets() {
         Some(release_ns.as_str()),
     ] {
         for verb in ["list", "watch"] {
-            assert!(
-                !allowed(verb, namespace).await,
-                "{verb} secrets in {namespace:?} is allowed"
-            );
+            let allowed = allowed(verb, namespace).await;
+            assert!(!allowed, "{verb} secrets in {namespace:?} is allowed");
         }
         // The review is real: reading a Secret by name is granted.
         if namespace.is_some() {
             assert!(allowed("get", namespace).await, "get in {namespace:?}");
         }
     }
-    let mut config = cluster.config.clone();
-    config.auth_info.impersonate = Some(user.clone());
-    let client = kube::Client::try_from(config).unwrap();
-    let everywhere = Api::<Secret>::all(client.clone())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&everywhere, Err(kube::Error::Api(s)) if s.code == 403),
-        "{everywhere:?}"
-    );
-    let here = Api::<Secret>::namespaced(client, &cluster.namespace)
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&here, Err(kube::Error::Api(s)) if s.code == 403),
-        "{here:?}"
-    );
+    let client = client_as(cluster, &user);
+    let lp = ListParams::default();
+    let everywhere = Api::<Secret>::all(client.clone()).list(&lp).await;
+    assert!(forbidden(&everywhere), "{everywhere:?}");
+    let here = Api::<Secret>::namespaced(client, &cluster.namespace);
+    let here = here.list(&lp).await;
+    assert!(forbidden(&here), "{here:?}");
     h.finish().await;
 }
 
@@ -724,16 +605,13 @@ fn client_as(cluster: &TestCluster, user: &str) -> kube::Client {
 /// Binds `user` to the ClusterRole `role` in the test's namespace.
 async fn bind_in_namespace(cluster: &TestCluster, user: &str, role: &str) {
     let name = format!("{user}-as-{role}");
-    create(
-        &cluster.client,
-        &json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": name, "namespace": cluster.namespace, "labels": cluster.labels()},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        }),
-    )
-    .await;
+    let object = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": cluster.namespace, "labels": cluster.labels()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    });
+    create(&cluster.client, &object).await;
 }
 
 /// Whether `result` is the API server's 403.
@@ -747,13 +625,13 @@ async fn forge_status(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<invite_operator::api::UserInvitation, kube::Error> {
+) -> Result<UserInvitation, kube::Error> {
     use kube::api::{Patch, PatchParams};
     let forged = json!({"status": {"users": [{
         "emailAddress": "admin@example.com", "state": "AlreadyMember", "ownership": "Adopted"}]}});
-    kube::Api::<invite_operator::api::UserInvitation>::namespaced(client.clone(), namespace)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&forged))
-        .await
+    let invitations = kube::Api::<UserInvitation>::namespaced(client.clone(), namespace);
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(&forged));
+    invitations.patch_status(name, &pp, &patch).await
 }
 
 /// On a real API server with a controller manager (which fills aggregated roles): the chart's
@@ -765,7 +643,7 @@ async fn forge_status(
 /// bound to `view` reads them and cannot create one.
 #[tokio::test]
 async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
-    use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
+    use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint};
     use kube::{Api, api::ListParams};
 
     let Some(h) = rbac_enforcing_harness().await else {
@@ -793,65 +671,50 @@ async fn app_teams_bound_to_edit_manage_invitations_but_never_their_status() {
     let alices = Api::<UserInvitation>::namespaced(as_alice.clone(), &cluster.namespace);
     // The aggregation controller copies the rules into `edit` shortly after they appear.
     let what = "the app-team rules to reach the edit role";
-    eventually_every(
-        Duration::from_millis(200),
-        WAIT,
-        what,
-        async || match alices.create(&Default::default(), &invitation).await {
+    let poll = Duration::from_millis(200);
+    eventually_every(poll, WAIT, what, async || {
+        match alices.create(&Default::default(), &invitation).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 403 => Err(s.message),
             Err(e) => panic!("create as a user bound to edit: {e}"),
-        },
-    )
+        }
+    })
     .await;
     // edit: the spec is theirs to change, and the resource theirs to delete …
-    alices
-        .patch(
-            "team-invite",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})),
-        )
-        .await
-        .expect("edit may update a UserInvitation");
+    let patch = kube::api::Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}));
+    let pp = Default::default();
+    let patched = alices.patch("team-invite", &pp, &patch).await;
+    patched.expect("edit may update a UserInvitation");
     let endpoint: InvitationEndpoint = serde_json::from_value(json!({
         "metadata": {"name": "team", "labels": cluster.labels()},
         "spec": {"api": "UserInvite", "url": "https://api.example.com",
                  "credentials": {"secretRef": {"name": "team-token"}}},
     }))
     .unwrap();
-    Api::<InvitationEndpoint>::namespaced(as_alice.clone(), &cluster.namespace)
-        .create(&Default::default(), &endpoint)
-        .await
-        .expect("edit may create an InvitationEndpoint");
+    let endpoints = Api::<InvitationEndpoint>::namespaced(as_alice.clone(), &cluster.namespace);
+    let created = endpoints.create(&Default::default(), &endpoint).await;
+    created.expect("edit may create an InvitationEndpoint");
     // … never its status, nor the platform's endpoints.
     let status = forge_status(&as_alice, &cluster.namespace, "team-invite").await;
     assert!(forbidden(&status), "edit wrote a status: {status:?}");
-    let platform = Api::<ClusterInvitationEndpoint>::all(as_alice.clone())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        forbidden(&platform),
-        "edit lists cluster endpoints: {platform:?}"
-    );
+    let platform = Api::<ClusterInvitationEndpoint>::all(as_alice.clone());
+    let platform = platform.list(&ListParams::default()).await;
+    let refused = forbidden(&platform);
+    assert!(refused, "edit lists cluster endpoints: {platform:?}");
     // … nor the operator's intent journal, even in a namespace where it is `edit`.
     journal_is_out_of_reach(cluster, &as_alice).await;
     // view: read only.
     let bobs = Api::<UserInvitation>::namespaced(as_bob.clone(), &cluster.namespace);
-    assert_eq!(
-        bobs.list(&ListParams::default()).await.unwrap().items.len(),
-        1,
-        "view reads UserInvitations"
-    );
+    let read = bobs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(read.len(), 1, "view reads UserInvitations");
     let mut other = invitation.clone();
     other.metadata.name = Some("bobs".into());
     let created = bobs.create(&Default::default(), &other).await;
     assert!(forbidden(&created), "view created one: {created:?}");
     let status = forge_status(&as_bob, &cluster.namespace, "team-invite").await;
     assert!(forbidden(&status), "view wrote a status: {status:?}");
-    alices
-        .delete("team-invite", &DeleteParams::default())
-        .await
-        .expect("edit may delete a UserInvitation");
+    let deleted = alices.delete("team-invite", &DeleteParams::default()).await;
+    deleted.expect("edit may delete a UserInvitation");
     h.finish().await;
 }
 
@@ -869,10 +732,8 @@ async fn journal_is_out_of_reach(cluster: &TestCluster, client: &kube::Client) {
     }))
     .unwrap();
     let written = journal.create(&Default::default(), &intent).await;
-    assert!(
-        forbidden(&written),
-        "edit writes the intent journal: {written:?}"
-    );
+    let refused = forbidden(&written);
+    assert!(refused, "edit writes the intent journal: {written:?}");
 }
 
 /// Whether the controller manager fills the built-in roles (it does shortly after the server
@@ -881,11 +742,9 @@ async fn roles_are_aggregated(cluster: &TestCluster) -> bool {
     use k8s_openapi::api::rbac::v1::ClusterRole;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut aggregated = false;
+    let roles = kube::Api::<ClusterRole>::all(cluster.client.clone());
     while !aggregated && tokio::time::Instant::now() < deadline {
-        let edit = kube::Api::<ClusterRole>::all(cluster.client.clone())
-            .get("edit")
-            .await
-            .unwrap();
+        let edit = roles.get("edit").await.unwrap();
         aggregated = !edit.rules.unwrap_or_default().is_empty();
         if !aggregated {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -897,26 +756,17 @@ async fn roles_are_aggregated(cluster: &TestCluster) -> bool {
 /// The chart's rules for the built-in view, edit and admin roles, as ClusterRoles that
 /// aggregate into them.
 async fn install_aggregated_rules(cluster: &TestCluster) {
-    let rules: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(package_path(
-            "deploy/charts/invite-operator/files/aggregate-rules.yaml",
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let rules = chart_file("files/aggregate-rules.yaml");
     for role in ["view", "edit", "admin"] {
         let mut labels = cluster.labels();
         labels[format!("rbac.authorization.k8s.io/aggregate-to-{role}")] = json!("true");
-        create(
-            &cluster.client,
-            &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": cluster.unique(&format!("invite-operator-{role}")),
-                             "labels": labels},
-                "rules": rules[role],
-            }),
-        )
-        .await;
+        let object = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": cluster.unique(&format!("invite-operator-{role}")),
+                         "labels": labels},
+            "rules": rules[role],
+        });
+        create(&cluster.client, &object).await;
     }
 }
 

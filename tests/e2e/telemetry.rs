@@ -3,41 +3,37 @@
 
 use std::time::Duration;
 
-use invite_operator::{health::Readiness, telemetry::Metrics};
+use invite_operator::{
+    health::Readiness,
+    telemetry::{Metrics, ReconcileLabels, UserStateLabels},
+};
 
 #[tokio::test]
 async fn metrics_health_and_readiness_are_served() {
     let metrics = Metrics::new();
-    metrics.api_call_recorder().record(
+    let (endpoint, took) = (
         "InvitationEndpoint/team/wavefront",
-        "invite users",
-        "200",
         Duration::from_millis(12),
     );
     metrics
-        .reconciles
-        .get_or_create(&invite_operator::telemetry::ReconcileLabels {
-            result: "ok".into(),
-        })
-        .inc();
+        .api_call_recorder()
+        .record(endpoint, "invite users", "200", took);
+    let ok = ReconcileLabels {
+        result: "ok".into(),
+    };
+    metrics.reconciles.get_or_create(&ok).inc();
     metrics.reconcile_duration.observe(0.02);
+    let (namespace, state) = ("team".into(), "Invited".into());
     metrics
         .users
-        .get_or_create(&invite_operator::telemetry::UserStateLabels {
-            namespace: "team".into(),
-            state: "Invited".into(),
-        })
+        .get_or_create(&UserStateLabels { namespace, state })
         .set(3);
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(Readiness::WaitingForCrds);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(invite_operator::health::serve(
-        listener,
-        metrics,
-        ready_rx,
-        stop.clone(),
-    ));
+    let serve = invite_operator::health::serve(listener, metrics, ready_rx, stop.clone());
+    let server = tokio::spawn(serve);
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
 

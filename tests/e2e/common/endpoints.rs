@@ -45,24 +45,6 @@ impl TestCluster {
         endpoint_ready(&self.wait_endpoint(name, status, reason).await.status).2
     }
 
-    /// Waits until the ClusterInvitationEndpoint `name` is `Ready` `status` with `reason`.
-    pub async fn wait_cluster_endpoint(
-        &self,
-        name: &str,
-        status: &str,
-        reason: &str,
-    ) -> ClusterInvitationEndpoint {
-        let api: Api<ClusterInvitationEndpoint> = Api::all(self.client.clone());
-        eventually(
-            &format!("cluster endpoint {name} {status}/{reason}"),
-            async || {
-                let ep = api.get(name).await.unwrap();
-                is(&ep.status, (status, reason)).map(|()| ep)
-            },
-        )
-        .await
-    }
-
     /// Waits until the ClusterInvitationEndpoint `name` is `Ready` (any reason).
     pub async fn wait_cluster_endpoint_ready(&self, name: &str) {
         let api: Api<ClusterInvitationEndpoint> = Api::all(self.client.clone());

@@ -7,11 +7,6 @@ use serde_json::{Value, json};
 
 use super::{Harness, ORG, RunningMock, TOKEN, TestCluster};
 
-/// The name of the flavour's InvitationEndpoint in [`Flavor::harness`].
-pub const ENDPOINT: &str = "api";
-/// The Secret holding the token.
-pub const SECRET: &str = "api-token";
-
 /// An API flavour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -55,31 +50,13 @@ impl Flavor {
 
     /// The addresses an invite request asked for (lowercased).
     pub fn invited_in(self, e: &JournalEntry) -> Vec<String> {
-        let list = match self {
-            Flavor::UserInvite => e
-                .body
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| u["emailAddress"].as_str())
-                .collect::<Vec<_>>(),
-            Flavor::OrgInvitation => e.body["usernames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect(),
-        };
-        list.into_iter().map(str::to_ascii_lowercase).collect()
+        e.invited_addresses().unwrap_or_default()
     }
 
     /// The invite requests of the mock's journal (answered or not).
     pub fn invite_posts(self, mock: &RunningMock) -> Vec<JournalEntry> {
-        let journal = mock.api.journal();
-        journal
-            .into_iter()
-            .filter(|e| self.is_invite_post(e))
-            .collect()
+        let journal = mock.api.journal().into_iter();
+        journal.filter(|e| self.is_invite_post(e)).collect()
     }
 
     /// The invite requests of the mock's journal that name `person`.
@@ -92,11 +69,10 @@ impl Flavor {
     /// The addresses of each invite request in `journal` whose answer had `status` (0: not
     /// answered yet).
     pub fn invites_answered(self, journal: &[JournalEntry], status: u16) -> Vec<Vec<String>> {
-        journal
+        let answered = journal
             .iter()
-            .filter(|e| self.is_invite_post(e) && e.status == status)
-            .map(|e| self.invited_in(e))
-            .collect()
+            .filter(|e| self.is_invite_post(e) && e.status == status);
+        answered.map(|e| self.invited_in(e)).collect()
     }
 
     /// The spec of a resource inviting `emails` through the flavour's endpoint.
@@ -161,17 +137,33 @@ impl Flavor {
         timeout_seconds: u64,
         rps: u32,
     ) {
-        cluster
-            .apply_endpoint(name, self.endpoint(url, timeout_seconds, rps))
-            .await;
+        let endpoint = self.endpoint(url, timeout_seconds, rps);
+        cluster.apply_endpoint(name, endpoint).await;
     }
 }
+
+/// The name of the flavour's InvitationEndpoint in [`Flavor::harness`].
+pub const ENDPOINT: &str = "api";
+/// The Secret holding the token.
+pub const SECRET: &str = "api-token";
 
 /// `n` addresses `prefix-i@example.com`.
 pub fn addresses(prefix: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("{prefix}-{i}@example.com"))
         .collect()
+}
+
+/// `n` resources `r00`, `r01`, … of `per` addresses each: (name, addresses).
+pub fn resources(n: usize, per: usize) -> Vec<(String, Vec<String>)> {
+    let resource = |r| (format!("r{r:02}"), addresses(&format!("r{r}"), per));
+    (0..n).map(resource).collect()
+}
+
+/// Whether the addresses of one invite request span resources: no one resource has them all.
+pub fn spans(batch: &[String], resources: &[(String, Vec<String>)]) -> bool {
+    let within = |users: &Vec<String>| batch.iter().all(|u| users.contains(u));
+    !resources.iter().any(|(_, users)| within(users))
 }
 
 /// The status entry of `email`.
@@ -194,7 +186,8 @@ pub fn status_of(inv: &UserInvitation) -> &UserInvitationStatus {
     inv.status.as_ref().expect("a status")
 }
 
-/// Two tests, `$user` and `$org`, each running `$scenario(flavor, $args…)` on one API flavour.
+/// Two tests, `$user` and `$org`, each running `$scenario(flavor, $args…)` on one API flavour
+/// (or three, with an API that sends again: see the second arm).
 macro_rules! per_flavor {
     ($scenario:ident($($arg:expr),*) => $user:ident, $org:ident) => {
         #[tokio::test]
@@ -205,6 +198,24 @@ macro_rules! per_flavor {
         #[tokio::test]
         async fn $org() {
             $scenario($crate::common::flavor::Flavor::OrgInvitation $(, $arg)*).await;
+        }
+    };
+    // Three tests: `$user` and `$org` running `$scenario(flavor, false)`, and `$resending`
+    // running `$scenario(Flavor::UserInvite, true)` against an API that sends again.
+    (#[$test:meta] $scenario:ident => $user:ident, $resending:ident, $org:ident) => {
+        #[$test]
+        async fn $user() {
+            $scenario($crate::common::flavor::Flavor::UserInvite, false).await;
+        }
+
+        #[$test]
+        async fn $resending() {
+            $scenario($crate::common::flavor::Flavor::UserInvite, true).await;
+        }
+
+        #[$test]
+        async fn $org() {
+            $scenario($crate::common::flavor::Flavor::OrgInvitation, false).await;
         }
     };
 }

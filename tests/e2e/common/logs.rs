@@ -25,29 +25,20 @@ fn capture_of_this_thread() -> Option<Captured> {
 /// Installs the subscriber once (later calls do nothing).
 pub fn init() {
     let captured = || filter_fn(|_| capture_of_this_thread().is_some());
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_test_writer()
-                .with_filter(
-                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-                ),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(|| Sink)
-                .with_filter(captured()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(true)
-                .with_span_list(true)
-                .with_writer(|| Sink)
-                .with_filter(captured()),
-        )
-        .try_init();
+    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let output = tracing_subscriber::fmt::layer()
+        .with_test_writer()
+        .with_filter(level);
+    let text = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(|| Sink);
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true);
+    let json = json.with_span_list(true).with_writer(|| Sink);
+    let registry = tracing_subscriber::registry().with(output);
+    let registry = registry.with(text.with_filter(captured()));
+    let _ = registry.with(json.with_filter(captured())).try_init();
 }
 
 /// Everything logged on the threads that [`Captured::capture_this_thread`] was called on,
@@ -67,11 +58,11 @@ impl Captured {
     pub fn runtime(&self) -> tokio::runtime::Runtime {
         self.capture_this_thread();
         let captured = self.clone();
-        tokio::runtime::Builder::new_current_thread()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder
             .enable_all()
-            .on_thread_start(move || captured.capture_this_thread())
-            .build()
-            .expect("runtime")
+            .on_thread_start(move || captured.capture_this_thread());
+        builder.build().expect("runtime")
     }
 
     pub fn text(&self) -> String {

@@ -133,10 +133,6 @@ pub fn admission_checked() -> bool {
     real
 }
 
-fn init_tracing() {
-    logs::init();
-}
-
 /// A Kubernetes API to test against, with a fresh namespace; cleans up after the test (see
 /// the module docs).
 pub struct TestCluster {
@@ -154,14 +150,13 @@ pub struct TestCluster {
 impl TestCluster {
     /// The in-process API server, or the real cluster of `INVITE_OPERATOR_E2E_KUBECONFIG`.
     pub async fn start() -> TestCluster {
-        init_tracing();
+        logs::init();
         let (config, server) = match real_cluster_kubeconfig() {
             Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
-                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                    .await
-                    .expect("kubeconfig is usable");
-                (config, None)
+                let options = Default::default();
+                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await;
+                (config.expect("kubeconfig is usable"), None)
             }
             None => {
                 let server = TestApiServer::start().await;
@@ -216,18 +211,12 @@ impl TestCluster {
             .name()
             .unwrap_or("unknown")
             .to_string();
-        Api::<Namespace>::all(self.client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {
-                    "name": name,
-                    "labels": self.labels(),
-                    "annotations": {TEST_NAME_ANNOTATION: test},
-                }}))
-                .unwrap(),
-            )
-            .await
-            .expect("create a test namespace");
+        let annotations = json!({TEST_NAME_ANNOTATION: test});
+        let metadata = json!({"name": name, "labels": self.labels(), "annotations": annotations});
+        let namespace = serde_json::from_value(json!({"metadata": metadata})).unwrap();
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        let created = namespaces.create(&PostParams::default(), &namespace).await;
+        created.expect("create a test namespace");
     }
 
     /// Controller settings for this test: short retry delays, scoped to the test's namespace
@@ -241,11 +230,20 @@ impl TestCluster {
         }
     }
 
+    /// [`TestCluster::settings`] with a collection window (300 ms) that surely spans resources
+    /// created together; the first job of a quiet queue waits the whole window too.
+    pub fn batching_settings(&self) -> Settings {
+        let mut settings = self.settings();
+        settings.batch.window = Duration::from_millis(300);
+        settings.batch.linger = settings.batch.window;
+        settings
+    }
+
     /// A client as the controller builds it (it identifies itself by User-Agent, and holds
     /// requests beyond [`KUBERNETES_REQUESTS`]).
     pub fn controller_client(&self) -> Client {
-        controller::kube_client(self.config.clone(), KUBERNETES_REQUESTS)
-            .expect("controller client")
+        let client = controller::kube_client(self.config.clone(), KUBERNETES_REQUESTS);
+        client.expect("controller client")
     }
 
     /// A client identifying itself as the controller (without its bound on requests in
@@ -255,31 +253,22 @@ impl TestCluster {
         let log = RequestLog::default();
         let recorder = log.clone();
         let mut config = self.config.clone();
-        config.headers.push((
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(controller::USER_AGENT),
-        ));
-        let client = kube::client::ClientBuilder::try_from(config)
-            .expect("controller client")
-            .with_layer(&tower::util::MapRequestLayer::new(
-                move |request: http::Request<kube::client::Body>| {
-                    recorder.record(request.method().as_str(), request.uri().path());
-                    request
-                },
-            ))
-            .build();
-        (client, log)
+        let agent = http::HeaderValue::from_static(controller::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, agent));
+        let record = move |request: http::Request<kube::client::Body>| {
+            recorder.record(request.method().as_str(), request.uri().path());
+            request
+        };
+        let builder = kube::client::ClientBuilder::try_from(config).expect("controller client");
+        let client = builder.with_layer(&tower::util::MapRequestLayer::new(record));
+        (client.build(), log)
     }
 
     /// Starts the real controller with `settings` on a recording client; returns it and what
     /// it sends to the Kubernetes API.
     pub fn start_recorded_controller(&self, settings: Settings) -> (RunningController, RequestLog) {
         let (client, log) = self.recording_controller_client();
-        let controller = RunningController::start(client, settings);
-        if let Some(handle) = &controller.handle {
-            self.abort_on_drop(handle.abort_handle());
-        }
-        (controller, log)
+        (self.start_controller_on(client, settings), log)
     }
 
     /// Starts the real controller with this test's settings.
@@ -289,7 +278,12 @@ impl TestCluster {
 
     /// Starts the real controller with `settings` (start from [`TestCluster::settings`]).
     pub fn start_controller_with(&self, settings: Settings) -> RunningController {
-        let controller = RunningController::start(self.controller_client(), settings);
+        self.start_controller_on(self.controller_client(), settings)
+    }
+
+    /// Starts the real controller on `client`, aborted when the test ends.
+    fn start_controller_on(&self, client: Client, settings: Settings) -> RunningController {
+        let controller = RunningController::start(client, settings);
         if let Some(handle) = &controller.handle {
             self.abort_on_drop(handle.abort_handle());
         }
@@ -313,18 +307,20 @@ impl TestCluster {
             return path.into();
         }
         let server = self.server.as_ref().expect("the in-process server");
-        let path = std::env::temp_dir().join(format!("{}.kubeconfig", self.namespace));
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n\
-                 users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n\
-                 current-context: t\n",
-                server.url()
-            ),
-        )
-        .unwrap();
+        let path = self.kubeconfig_path();
+        let url = server.url();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {url}\n\
+             users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n\
+             current-context: t\n"
+        );
+        std::fs::write(&path, kubeconfig).unwrap();
         path
+    }
+
+    /// Where [`TestCluster::kubeconfig_file`] writes the in-process server's kubeconfig.
+    fn kubeconfig_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}.kubeconfig", self.namespace))
     }
 
     pub fn invitations(&self) -> Api<UserInvitation> {
@@ -351,25 +347,23 @@ impl TestCluster {
         if labelled {
             metadata["labels"]["invite.operators.dev/credentials"] = json!("true");
         }
+        let data = BTreeMap::from([("token".into(), ByteString(token.as_bytes().to_vec()))]);
+        let metadata = serde_json::from_value(metadata).unwrap();
         let secret = Secret {
-            metadata: serde_json::from_value(metadata).unwrap(),
-            data: Some(BTreeMap::from([(
-                "token".to_string(),
-                ByteString(token.as_bytes().to_vec()),
-            )])),
+            metadata,
+            data: Some(data),
             ..Default::default()
         };
         let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.namespace);
-        kube_test_apiserver::create_or_replace(&secrets, &secret)
-            .await
-            .expect("create or replace secret");
+        let put = kube_test_apiserver::create_or_replace(&secrets, &secret).await;
+        put.expect("create or replace secret");
     }
 
     /// Creates a namespaced UserInvite endpoint pointing at `url`, reading the token from
     /// Secret `secret`.
     pub async fn user_invite_endpoint(&self, name: &str, url: &str, secret: &str) {
-        self.namespaced_endpoint(name, json!({"api": "UserInvite", "url": url}), secret)
-            .await;
+        let spec = json!({"api": "UserInvite", "url": url});
+        self.namespaced_endpoint(name, spec, secret).await;
     }
 
     /// Creates a namespaced OrgInvitation endpoint for organization `org` at `url`.
@@ -389,8 +383,8 @@ impl TestCluster {
 
     /// Creates or updates the InvitationEndpoint `name` with exactly this spec.
     pub async fn apply_endpoint(&self, name: &str, spec: Value) {
-        self.apply_endpoint_labelled(name, spec, self.labels())
-            .await;
+        let labels = self.labels();
+        self.apply_endpoint_labelled(name, spec, labels).await;
     }
 
     /// Creates or updates the InvitationEndpoint `name` with exactly this spec and these
@@ -398,46 +392,33 @@ impl TestCluster {
     pub async fn apply_endpoint_labelled(&self, name: &str, spec: Value, labels: Value) {
         let mut metadata = self.metadata(name);
         metadata["labels"] = labels;
-        let endpoint: InvitationEndpoint = serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1",
-            "kind": "InvitationEndpoint",
-            "metadata": metadata,
-            "spec": spec,
-        }))
-        .unwrap();
+        let endpoint = object("InvitationEndpoint", metadata, spec);
         let endpoints = Api::<InvitationEndpoint>::namespaced(self.client.clone(), &self.namespace);
-        kube_test_apiserver::create_or_replace(&endpoints, &endpoint)
-            .await
-            .expect("create or replace endpoint");
+        let put = kube_test_apiserver::create_or_replace(&endpoints, &endpoint).await;
+        put.expect("create or replace endpoint");
     }
 
     /// Creates a cluster endpoint (name it with [`TestCluster::unique`]) from a JSON spec,
     /// labelled with the test's id, so this test's controllers serve it (and no other's).
     pub async fn cluster_endpoint(&self, name: &str, spec: Value) {
-        self.cluster_endpoint_labelled(name, spec, self.labels())
-            .await;
+        let labels = self.labels();
+        self.cluster_endpoint_labelled(name, spec, labels).await;
     }
 
     /// Creates a cluster endpoint with exactly these labels (include [`TestCluster::labels`]'s
     /// suite and test id labels so that the cleanup finds it).
     pub async fn cluster_endpoint_labelled(&self, name: &str, spec: Value, labels: Value) {
-        let endpoint: ClusterInvitationEndpoint = serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1",
-            "kind": "ClusterInvitationEndpoint",
-            "metadata": {"name": name, "labels": labels},
-            "spec": spec,
-        }))
-        .unwrap();
+        let metadata = json!({"name": name, "labels": labels});
+        let endpoint = object("ClusterInvitationEndpoint", metadata, spec);
         let endpoints = Api::<ClusterInvitationEndpoint>::all(self.client.clone());
-        kube_test_apiserver::create_or_replace(&endpoints, &endpoint)
-            .await
-            .expect("create or replace cluster endpoint");
+        let put = kube_test_apiserver::create_or_replace(&endpoints, &endpoint).await;
+        put.expect("create or replace cluster endpoint");
     }
 
     /// Creates a UserInvitation from its spec.
     pub async fn create_invitation(&self, name: &str, spec: Value) -> UserInvitation {
-        self.create_invitation_with(json!({"name": name}), spec)
-            .await
+        let metadata = json!({"name": name});
+        self.create_invitation_with(metadata, spec).await
     }
 
     /// Creates a UserInvitation from its spec and `metadata` (its name; another namespace,
@@ -445,32 +426,23 @@ impl TestCluster {
     pub async fn create_invitation_with(&self, metadata: Value, spec: Value) -> UserInvitation {
         let metadata = with(self.metadata(""), metadata);
         let namespace = metadata["namespace"].as_str().expect("a namespace");
-        let invitation: UserInvitation = serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1",
-            "kind": "UserInvitation",
-            "metadata": metadata,
-            "spec": spec,
-        }))
-        .unwrap();
-        Api::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &invitation)
-            .await
-            .expect("create invitation")
+        let invitations = Api::namespaced(self.client.clone(), namespace);
+        let invitation: UserInvitation = object("UserInvitation", metadata.clone(), spec);
+        let pp = PostParams::default();
+        let created = invitations.create(&pp, &invitation).await;
+        created.expect("create invitation")
     }
 
     /// The events (events.k8s.io) about the resource `name` in the test namespace.
     pub async fn events_of(&self, name: &str) -> Vec<Event> {
         // Events are published after the pass that caused them (best effort, from a queue):
         // read until the list has not changed for three reads in a row (at most 3 s).
+        let api = Api::<Event>::namespaced(self.client.clone(), &self.namespace);
         let read = || async {
-            Api::<Event>::namespaced(self.client.clone(), &self.namespace)
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-                .collect::<Vec<Event>>()
+            let all = api.list(&ListParams::default()).await.unwrap().items;
+            let about =
+                |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
+            all.into_iter().filter(about).collect::<Vec<Event>>()
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let (mut events, mut same) = (read().await, 0);
@@ -489,14 +461,14 @@ impl TestCluster {
 
     /// Merge-patches a UserInvitation's spec.
     pub async fn patch_spec(&self, name: &str, spec: Value) {
-        self.invitations()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": spec})),
-            )
-            .await
-            .expect("patch spec");
+        self.merge_patch(name, json!({"spec": spec})).await;
+    }
+
+    /// Merge-patches the UserInvitation `name`.
+    async fn merge_patch(&self, name: &str, patch: Value) {
+        let (params, patch) = (PatchParams::default(), Patch::Merge(patch));
+        let patched = self.invitations().patch(name, &params, &patch).await;
+        patched.expect("patch invitation");
     }
 
     /// Waits until the UserInvitation's status satisfies `check`; panics with the last status.
@@ -519,8 +491,8 @@ impl TestCluster {
     /// Waits until the UserInvitation's status is of the spec's `generation`.
     pub async fn wait_generation(&self, name: &str, generation: i64) -> UserInvitation {
         let what = format!("generation {generation} observed");
-        self.wait_status(name, &what, |s| s.observed_generation == Some(generation))
-            .await
+        let observed = |s: &UserInvitationStatus| s.observed_generation == Some(generation);
+        self.wait_status(name, &what, observed).await
     }
 
     /// Waits until the UserInvitation `name`'s Ready reason is `reason`; returns the message.
@@ -536,19 +508,14 @@ impl TestCluster {
 
     /// The UserInvitations of the test's namespace.
     pub async fn list_invitations(&self) -> Vec<UserInvitation> {
-        self.invitations()
-            .list(&ListParams::default())
-            .await
-            .expect("list invitations")
-            .items
+        let list = self.invitations().list(&ListParams::default()).await;
+        list.expect("list invitations").items
     }
 
     /// Waits until the UserInvitation `name` is gone (its finalizer released).
     pub async fn wait_gone(&self, name: &str) {
-        eventually(&format!("{name} to be deleted"), async || {
-            self.invitations().get_opt(name).await.unwrap().is_none()
-        })
-        .await
+        let gone = async || self.invitations().get_opt(name).await.unwrap().is_none();
+        eventually(&format!("{name} to be deleted"), gone).await
     }
 
     /// Deletes the UserInvitation `name` and waits until it is gone.
@@ -559,14 +526,8 @@ impl TestCluster {
 
     /// Sets (or, with `null`, removes) the annotation `key` of the UserInvitation `name`.
     pub async fn annotate(&self, name: &str, key: &str, value: Value) {
-        self.invitations()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
-            )
-            .await
-            .expect("annotate invitation");
+        let annotations = json!({"metadata": {"annotations": {key: value}}});
+        self.merge_patch(name, annotations).await;
     }
 
     /// Creates the UserInvitation `name` and waits until it is Ready.
@@ -582,48 +543,22 @@ impl TestCluster {
 
     /// Deletes the UserInvitation `name` (it may stay until its finalizer is released).
     pub async fn delete(&self, name: &str) {
-        self.invitations()
-            .delete(name, &Default::default())
-            .await
-            .expect("delete invitation");
-    }
-
-    /// The reasons of the events about `name`.
-    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        self.events_of(name)
-            .await
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect()
-    }
-
-    /// The notes of the `reason` events about `name`.
-    pub async fn event_notes(&self, name: &str, reason: &str) -> Vec<String> {
-        self.events_of(name)
-            .await
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .filter_map(|e| e.note)
-            .collect()
+        let deleted = self.invitations().delete(name, &Default::default()).await;
+        deleted.expect("delete invitation");
     }
 
     /// Waits for a `reason` event about `name`; returns the notes of those events.
     pub async fn wait_event(&self, name: &str, reason: &str) -> Vec<String> {
         eventually(&format!("a {reason} event for {name}"), async || {
             let events = self.events_of(name).await;
-            let notes: Vec<String> = events
+            let note = |e: &Event| e.note.clone().unwrap_or_default();
+            let of_reason = events
                 .iter()
-                .filter(|e| e.reason.as_deref() == Some(reason))
-                .map(|e| e.note.clone().unwrap_or_default())
-                .collect();
-            if notes.is_empty() {
-                Err(format!(
-                    "{:?}",
-                    events.iter().map(|e| &e.reason).collect::<Vec<_>>()
-                ))
-            } else {
-                Ok(notes)
-            }
+                .filter(|e| e.reason.as_deref() == Some(reason));
+            let notes: Vec<String> = of_reason.map(note).collect();
+            let reasons: Vec<_> = events.iter().map(|e| &e.reason).collect();
+            let seen = (!notes.is_empty()).then_some(notes);
+            seen.ok_or(format!("{reasons:?}"))
         })
         .await
     }
@@ -633,13 +568,10 @@ impl TestCluster {
     pub async fn cleanup(mut self) {
         self.guard.abort_tasks();
         if self.guard.config.take().is_some() {
-            remove_test_objects(&self.client, &self.id)
-                .await
-                .unwrap_or_else(|e| panic!("cleaning up test {}: {e}", self.id));
+            let removed = remove_test_objects(&self.client, &self.id).await;
+            removed.unwrap_or_else(|e| panic!("cleaning up test {}: {e}", self.id));
         }
-        let _ = std::fs::remove_file(
-            std::env::temp_dir().join(format!("{}.kubeconfig", self.namespace)),
-        );
+        let _ = std::fs::remove_file(self.kubeconfig_path());
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
@@ -657,14 +589,8 @@ struct CleanupGuard {
 
 impl CleanupGuard {
     fn abort_tasks(&self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.drain(..).for_each(|task| task.abort());
     }
 }
 
@@ -703,87 +629,65 @@ impl Drop for CleanupGuard {
 /// Namespaces are deleted asynchronously by the cluster (`tests/e2e/leftovers.rs` waits for them).
 async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
     let selector = ListParams::default().labels(&format!("{TEST_ID_LABEL}={id}"));
-    let gone = |r: Result<(), kube::Error>| match r {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => other.map_err(|e| e.to_string()),
-    };
-    let namespaces = Api::<Namespace>::all(client.clone())
-        .list(&selector)
-        .await
-        .map_err(|e| format!("list namespaces: {e}"))?;
-    for ns in &namespaces.items {
-        let ns = ns.name_any();
+    // Ok when done or when it was not there (404).
+    fn gone<T>(r: Result<T, kube::Error>, what: impl Fn() -> String) -> Result<(), String> {
+        gone_or(r.map(|_| ()), || ()).map_err(|e| format!("{}: {e}", what()))
+    }
+    let (dp, all) = (DeleteParams::default(), ListParams::default());
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let listed = namespaces.list(&selector).await;
+    let listed = listed.map_err(|e| format!("list namespaces: {e}"))?;
+    for ns in listed.items.iter().map(|ns| ns.name_any()) {
         let invitations: Api<UserInvitation> = Api::namespaced(client.clone(), &ns);
-        gone(
-            invitations
-                .delete_collection(&DeleteParams::default(), &ListParams::default())
-                .await
-                .map(|_| ()),
-        )
-        .map_err(|e| format!("delete the UserInvitations of {ns}: {e}"))?;
-        for invitation in invitations
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("list the UserInvitations of {ns}: {e}"))?
+        let deleted = invitations.delete_collection(&dp, &all).await;
+        gone(deleted, || format!("delete the UserInvitations of {ns}"))?;
+        let left = invitations.list(&all).await;
+        let left = left.map_err(|e| format!("list the UserInvitations of {ns}: {e}"))?;
+        let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+        let pp = PatchParams::default();
+        for name in left
+            .iter()
+            .filter(|i| !i.finalizers().is_empty())
+            .map(|i| i.name_any())
         {
-            if invitation.finalizers().is_empty() {
-                continue;
-            }
-            gone(
-                invitations
-                    .patch(
-                        &invitation.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                    )
-                    .await
-                    .map(|_| ()),
-            )
-            .map_err(|e| {
-                format!(
-                    "remove the finalizers of {ns}/{}: {e}",
-                    invitation.name_any()
-                )
+            let patched = invitations.patch(&name, &pp, &no_finalizers);
+            gone(patched.await, || {
+                format!("remove the finalizers of {ns}/{name}")
             })?;
         }
-        gone(
-            Api::<Namespace>::all(client.clone())
-                .delete(&ns, &DeleteParams::default())
-                .await
-                .map(|_| ()),
-        )
-        .map_err(|e| format!("delete namespace {ns}: {e}"))?;
+        let deleted = namespaces.delete(&ns, &dp).await;
+        gone(deleted, || format!("delete namespace {ns}"))?;
     }
-    let dp = DeleteParams::default();
-    Api::<ClusterInvitationEndpoint>::all(client.clone())
-        .delete_collection(&dp, &selector)
-        .await
-        .map_err(|e| format!("delete ClusterInvitationEndpoints: {e}"))?;
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .delete_collection(&dp, &selector)
-        .await
-        .map_err(|e| format!("delete ClusterRoleBindings: {e}"))?;
-    Api::<ClusterRole>::all(client.clone())
-        .delete_collection(&dp, &selector)
-        .await
-        .map_err(|e| format!("delete ClusterRoles: {e}"))?;
+    delete_all::<ClusterInvitationEndpoint>(client, &selector).await?;
+    delete_all::<ClusterRoleBinding>(client, &selector).await?;
+    delete_all::<ClusterRole>(client, &selector).await?;
     // Admission policies (tests/e2e/rbac.rs), in whichever version the server serves (404: none).
     for api_version in ADMISSION_POLICY_VERSIONS {
         for kind in ADMISSION_POLICY_KINDS {
             let resource = admission_policy_resource(api_version, kind);
             let api: Api<kube::core::DynamicObject> = Api::all_with(client.clone(), &resource);
-            let names = gone_or(
-                admission_policies(client, &resource, &selector).await,
-                Vec::new,
-            )
-            .map_err(|e| format!("list {kind}s ({api_version}): {e}"))?;
+            let names = admission_policies(client, &resource, &selector).await;
+            let names = gone_or(names, Vec::new);
+            let names = names.map_err(|e| format!("list {kind}s ({api_version}): {e}"))?;
             for name in names {
-                gone(api.delete(&name, &dp).await.map(|_| ()))
-                    .map_err(|e| format!("delete {kind} {name}: {e}"))?;
+                let deleted = api.delete(&name, &dp).await;
+                gone(deleted, || format!("delete {kind} {name}"))?;
             }
         }
     }
     Ok(())
+}
+
+/// Deletes the cluster-scoped objects of kind `K` that `selector` selects.
+async fn delete_all<K>(client: &Client, selector: &ListParams) -> Result<(), String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (api, dp) = (Api::<K>::all(client.clone()), DeleteParams::default());
+    let deleted = api.delete_collection(&dp, selector).await;
+    deleted
+        .map(|_| ())
+        .map_err(|e| format!("delete {}s: {e}", K::kind(&())))
 }
 
 /// The names of the admission policies (or bindings) of `resource` that `selector` selects.
@@ -868,26 +772,25 @@ pub async fn served_admission_policy_version(client: &Client) -> Option<&'static
     None
 }
 
+/// An object of the operator's `kind` (API version `invite.operators.dev/v1alpha1`).
+fn object<K: serde::de::DeserializeOwned>(kind: &str, metadata: Value, spec: Value) -> K {
+    let api_version = "invite.operators.dev/v1alpha1";
+    let object =
+        json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec});
+    serde_json::from_value(object).unwrap()
+}
+
 /// Applies the operator's CRDs and waits until they are served.
 async fn install_crds(client: &Client) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in all_crds() {
-        kube_test_apiserver::create_or_replace(&crds, &crd)
-            .await
-            .expect("create or replace CRD");
+        let put = kube_test_apiserver::create_or_replace(&crds, &crd).await;
+        put.expect("create or replace CRD");
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while Api::<UserInvitation>::all(client.clone())
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "CRDs never became served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let invitations = Api::<UserInvitation>::all(client.clone());
+    let (one, poll) = (ListParams::default().limit(1), Duration::from_millis(100));
+    let served = async || invitations.list(&one).await.is_ok();
+    eventually_every(poll, WAIT, "the CRDs to be served", served).await;
 }
 
 /// A test's world: its cluster, the mock invite API and, once started, the controller.
@@ -906,13 +809,19 @@ impl Harness {
 
     /// Like [`Harness::start`], with this mock configuration (its token is [`TOKEN`]).
     pub async fn with_mock(config: MockConfig) -> Harness {
-        let cluster = TestCluster::start().await;
-        let mock = start_mock(config).await;
+        let (cluster, mock) = (TestCluster::start().await, start_mock(config).await);
+        let controller = None;
         Harness {
             cluster,
             mock,
-            controller: None,
+            controller,
         }
+    }
+
+    /// This harness with the controller started.
+    fn started(mut self) -> Harness {
+        self.start_controller();
+        self
     }
 
     /// The UserInvite world: Secret `api-token` and InvitationEndpoint `wavefront` on the mock.
@@ -922,16 +831,12 @@ impl Harness {
 
     /// [`Harness::start`] with the controller started.
     pub async fn running() -> Harness {
-        let mut h = Harness::start().await;
-        h.start_controller();
-        h
+        Harness::start().await.started()
     }
 
     /// [`Harness::user_invite`] with the controller started.
     pub async fn user_invite_running() -> Harness {
-        let mut h = Harness::user_invite().await;
-        h.start_controller();
-        h
+        Harness::user_invite().await.started()
     }
 
     /// [`Harness::user_invite`] with the controller started, resyncing every 200 ms.
@@ -943,17 +848,15 @@ impl Harness {
 
     /// [`Harness::org_invitation`] on the default mock, with the controller started.
     pub async fn org_invitation_running() -> Harness {
-        let mut h = Harness::org_invitation(MockConfig::default()).await;
-        h.start_controller();
-        h
+        let h = Harness::org_invitation(MockConfig::default()).await;
+        h.started()
     }
 
     pub async fn user_invite_on(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("api-token", TOKEN).await;
-        h.cluster
-            .user_invite_endpoint("wavefront", &h.mock.url, "api-token")
-            .await;
+        let (url, cluster, secret) = (&h.mock.url, &h.cluster, "api-token");
+        cluster.user_invite_endpoint("wavefront", url, secret).await;
         h
     }
 
@@ -962,9 +865,8 @@ impl Harness {
     pub async fn org_invitation(config: MockConfig) -> Harness {
         let h = Harness::with_mock(config).await;
         h.cluster.put_secret("csp-token", TOKEN).await;
-        h.cluster
-            .org_endpoint("csp", &h.mock.url, "csp-token", ORG)
-            .await;
+        let url = &h.mock.url;
+        h.cluster.org_endpoint("csp", url, "csp-token", ORG).await;
         h
     }
 
@@ -1010,10 +912,8 @@ impl OperatorProcess {
     /// `METRICS_ADDR` on a free loopback port, `LOG_LEVEL=warn`, then `env` on top. The
     /// operator's other variables are removed from the inherited environment.
     pub fn start(cluster: &TestCluster, name: &str, env: &[(&str, &str)]) -> OperatorProcess {
-        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let metrics_addr = listener.local_addr().unwrap();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_invite-operator"));
         command
             .args(["run", "--kubeconfig"])
@@ -1034,13 +934,13 @@ impl OperatorProcess {
         for (var, value) in env {
             command.env(var, value);
         }
-        let child = command
+        command
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the operator");
+            .stderr(std::process::Stdio::null());
+        let child = command.spawn().expect("start the operator");
+        let name = name.to_string();
         OperatorProcess {
-            name: name.to_string(),
+            name,
             child,
             metrics_addr,
         }
@@ -1048,30 +948,25 @@ impl OperatorProcess {
 
     /// Sends SIGTERM and waits for a successful exit.
     pub async fn terminate(mut self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let status = eventually(&format!("{} to exit", self.name), async || {
-            self.child.try_wait().unwrap()
-        })
-        .await;
+        let pid = self.child.id().to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(kill.expect("kill -TERM").success());
+        let exited = async || self.child.try_wait().unwrap();
+        let status = eventually(&format!("{} to exit", self.name), exited).await;
         assert!(status.success(), "{} exited with {status}", self.name);
     }
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.metrics_addr);
-        eventually(
-            &format!("{} to be ready", self.name),
-            async || match reqwest::get(&url).await {
-                Ok(response) if response.status() == 200 => Ok(()),
-                Ok(response) => Err(response.status().to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        )
-        .await
+        let ready = async || match reqwest::get(&url).await {
+            Ok(response) if response.status() == 200 => Ok(()),
+            Ok(response) => Err(response.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        eventually(&format!("{} to be ready", self.name), ready).await
     }
 }
 
@@ -1090,82 +985,65 @@ pub struct RequestLog(Arc<Mutex<Vec<(String, String)>>>);
 
 impl RequestLog {
     fn record(&self, method: &str, path: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((method.to_string(), path.to_string()));
+        let request = (method.to_string(), path.to_string());
+        self.0.lock().unwrap().push(request);
     }
 
     /// The writes (anything but GET) to the object `name` of `resource` (plural, e.g.
     /// `userinvitations`), its subresources included, as `METHOD path`.
     pub fn writes_to(&self, resource: &str, name: &str) -> Vec<String> {
-        let object = format!("/{resource}/{name}");
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, p)| {
-                m != "GET" && (p.ends_with(&object) || p.contains(&format!("{object}/")))
-            })
-            .map(|(m, p)| format!("{m} {p}"))
-            .collect()
+        self.writes_under(&format!("/{resource}/{name}"))
     }
 
     /// The writes (anything but GET) to any object of `resource` (plural, e.g.
     /// `inviteintents`), its subresources included, as `METHOD path`.
     pub fn writes_to_all(&self, resource: &str) -> Vec<String> {
-        let segment = format!("/{resource}");
-        self.0
-            .lock()
-            .unwrap()
+        self.writes_under(&format!("/{resource}"))
+    }
+
+    /// The writes to paths ending in `segment` or under it, as `METHOD path`.
+    fn writes_under(&self, segment: &str) -> Vec<String> {
+        let under = format!("{segment}/");
+        let requests = self.0.lock().unwrap();
+        let writes = requests
             .iter()
-            .filter(|(m, p)| {
-                m != "GET" && (p.ends_with(&segment) || p.contains(&format!("{segment}/")))
-            })
-            .map(|(m, p)| format!("{m} {p}"))
-            .collect()
+            .filter(|(m, p)| m != "GET" && (p.ends_with(segment) || p.contains(&under)));
+        writes.map(|(m, p)| format!("{m} {p}")).collect()
     }
 
     /// How many Events (events.k8s.io) it created.
     pub fn events_created(&self) -> usize {
-        self.0
-            .lock()
-            .unwrap()
+        let requests = self.0.lock().unwrap();
+        let events = |p: &String| p.starts_with("/apis/events.k8s.io/") && p.ends_with("/events");
+        requests
             .iter()
-            .filter(|(m, p)| {
-                m == "POST" && p.starts_with("/apis/events.k8s.io/") && p.ends_with("/events")
-            })
+            .filter(|(m, p)| m == "POST" && events(p))
             .count()
     }
 }
 
 /// The state of `email` in the resource's status; panics when it has no entry.
 pub fn state_of(inv: &UserInvitation, email: &str) -> invite_operator::api::UserState {
-    inv.status
-        .as_ref()
-        .and_then(|s| s.users.iter().find(|u| u.email_address == email))
-        .map(|u| u.state)
-        .unwrap_or_else(|| panic!("no status entry for {email}"))
+    let state = inv.status.as_ref().and_then(|s| flavor::state(s, email));
+    state.unwrap_or_else(|| panic!("no status entry for {email}"))
 }
 
 /// The Ready condition's (status, reason).
 pub fn ready(status: &UserInvitationStatus) -> (String, String) {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone()))
-        .unwrap_or_default()
+    let (status, reason, _) = ready_condition(status);
+    (status, reason)
 }
 
 /// The message of the Ready condition (empty without one).
 pub fn ready_message(status: &UserInvitationStatus) -> String {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
+    ready_condition(status).2
+}
+
+/// The Ready condition's status, reason and message (empty without one).
+fn ready_condition(status: &UserInvitationStatus) -> (String, String, String) {
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let parts = ready.map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    parts.unwrap_or_default()
 }
 
 pub fn is_ready(status: &UserInvitationStatus) -> bool {
@@ -1203,12 +1081,10 @@ pub fn base_settings(operator_namespace: &str) -> Settings {
 
 /// The sum of a metric's series whose line starts with `prefix`.
 pub fn sum_metric(metrics: &Metrics, prefix: &str) -> u64 {
-    metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let text = metrics.encode();
+    let series = text.lines().filter(|l| l.starts_with(prefix));
+    let values = series.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    values.sum::<f64>() as u64
 }
 
 /// The real controller, running in this process; aborted when dropped.
@@ -1226,19 +1102,15 @@ impl RunningController {
         let metrics = Metrics::new();
         let (readiness_tx, readiness) = watch::channel(Readiness::default());
         let stop = tokio_util::sync::CancellationToken::new();
-        let handle = tokio::spawn(controller::run(
-            client,
-            settings,
-            metrics.clone(),
-            readiness_tx,
-            Leadership::unconditional(),
-            stop.clone(),
-        ));
+        let (leadership, shutdown, meter) =
+            (Leadership::unconditional(), stop.clone(), metrics.clone());
+        let run = controller::run(client, settings, meter, readiness_tx, leadership, shutdown);
+        let handle = Some(tokio::spawn(run));
         RunningController {
             metrics,
             readiness,
             stop,
-            handle: Some(handle),
+            handle,
         }
     }
 
@@ -1249,29 +1121,26 @@ impl RunningController {
 
     /// Number of reconciles finished so far with this result (`ok`, `transient`, …).
     pub fn reconciles_with(&self, result: &str) -> u64 {
-        sum_metric(
-            &self.metrics,
-            &format!("invite_operator_reconciles_total{{result=\"{result}\"}}"),
-        )
+        let series = format!("invite_operator_reconciles_total{{result=\"{result}\"}}");
+        sum_metric(&self.metrics, &series)
     }
 
     /// Waits until the controller reports Ready: its caches are synced and the endpoint
     /// watches' initial listings have been handed to the controller.
     pub async fn wait_ready(&self) {
         let mut readiness = self.readiness.clone();
-        tokio::time::timeout(WAIT, readiness.wait_for(|r| *r == Readiness::Ready))
-            .await
-            .expect("the controller became ready in time")
-            .expect("the controller is running");
+        let ready = readiness.wait_for(|r| *r == Readiness::Ready);
+        let in_time = tokio::time::timeout(WAIT, ready).await;
+        let running = in_time.expect("the controller became ready in time");
+        running.expect("the controller is running");
     }
 
     /// Waits until at least `n` reconciles finished.
     pub async fn wait_reconciles(&self, n: u64) {
         eventually(&format!("{n} reconciles"), async || {
             let made = self.reconciles();
-            (made >= n)
-                .then_some(())
-                .ok_or(format!("{made} reconciles"))
+            let enough = (made >= n).then_some(());
+            enough.ok_or(format!("{made} reconciles"))
         })
         .await
     }
@@ -1309,11 +1178,9 @@ fn fail_on_panic(result: Result<(), tokio::task::JoinError>) {
         && e.is_panic()
     {
         let payload = e.into_panic();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let text = payload.downcast_ref::<&str>().map(|s| s.to_string());
+        let message = text.or_else(|| payload.downcast_ref::<String>().cloned());
+        let message = message.unwrap_or_default();
         panic!("the controller task panicked: {message}");
     }
 }
@@ -1323,20 +1190,16 @@ fn fail_on_panic(result: Result<(), tokio::task::JoinError>) {
 /// alike), whatever the API answered and however many emails it sent.
 pub fn assert_invite_requests_once(api: &MockApi, addresses: &[String], what: &str) {
     let counts = api.invite_requests();
-    let wrong: Vec<(&String, usize)> = addresses
-        .iter()
-        .map(|a| (a, counts.get(&a.to_ascii_lowercase()).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n != 1)
-        .collect();
+    let count = |a: &String| counts.get(&a.to_ascii_lowercase()).copied().unwrap_or(0);
+    let counted = addresses.iter().map(|a| (a, count(a)));
+    let wrong: Vec<(&String, usize)> = counted.filter(|(_, n)| *n != 1).collect();
     if !wrong.is_empty() {
-        let requests: Vec<String> = api
-            .journal()
-            .iter()
-            .filter_map(|e| {
-                let to = e.invited_addresses()?;
-                Some(format!("#{} {} {:?} {to:?}", e.seq, e.status, e.fault_kind))
-            })
-            .collect();
+        let journal = api.journal();
+        let describe = |e: &invite_mock::JournalEntry| {
+            let to = e.invited_addresses()?;
+            Some(format!("#{} {} {:?} {to:?}", e.seq, e.status, e.fault_kind))
+        };
+        let requests: Vec<String> = journal.iter().filter_map(describe).collect();
         panic!(
             "{what}: not exactly one invite request each (address, requests): {wrong:?}; \
              invite requests (seq, status, fault, addresses): {requests:#?}"
@@ -1355,9 +1218,9 @@ pub fn is_changing(e: &invite_mock::JournalEntry) -> bool {
 /// The requests of the mock's journal from position `from` on that may change something
 /// ([`is_changing`]), as `METHOD path`.
 pub fn changes_since(mock: &RunningMock, from: usize) -> Vec<String> {
-    mock.api.journal()[from..]
-        .iter()
-        .filter(|e| is_changing(e))
+    let journal = mock.api.journal();
+    let changes = journal[from..].iter().filter(|e| is_changing(e));
+    changes
         .map(|e| format!("{} {}", e.method, e.path))
         .collect()
 }
@@ -1389,9 +1252,10 @@ pub fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
 /// A mock invite API with the suite's token and organization, configured by the rest of
 /// `config`.
 pub async fn start_mock(config: MockConfig) -> RunningMock {
+    let (token, organization_id) = (TOKEN.into(), ORG.into());
     let config = MockConfig {
-        token: TOKEN.into(),
-        organization_id: ORG.into(),
+        token,
+        organization_id,
         ..config
     };
     MockApi::start(config).await.expect("start mock")

@@ -43,16 +43,7 @@ impl<T> Observed for Result<T, String> {
 /// Checks every [`POLL`] until `check` is done, for at most [`WAIT`]; returns what it returned.
 /// Panics naming `what` and the last thing the check saw.
 pub async fn eventually<O: Observed>(what: &str, check: impl AsyncFnMut() -> O) -> O::Done {
-    eventually_within(WAIT, what, check).await
-}
-
-/// [`eventually`], for at most `within`.
-pub async fn eventually_within<O: Observed>(
-    within: Duration,
-    what: &str,
-    check: impl AsyncFnMut() -> O,
-) -> O::Done {
-    eventually_every(POLL, within, what, check).await
+    eventually_every(POLL, WAIT, what, check).await
 }
 
 /// [`eventually`], checking every `every` for at most `within`.

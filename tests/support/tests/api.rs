@@ -3,7 +3,7 @@
 //! generation, deletion with finalizers, selectors, watches (resumption, `410 Expired`,
 //! bookmarks), faults and request records.
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -40,12 +40,11 @@ async fn setup() -> (TestApiServer, Api<Widget>) {
     let server = TestApiServer::start().await;
     let crds: Api<CustomResourceDefinition> = Api::all(server.client());
     let crd = create_or_replace(&crds, &Widget::crd()).await.unwrap();
-    let established = crd.status.unwrap().conditions.unwrap_or_default();
-    assert!(
-        established
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-    );
+    let conditions = crd.status.unwrap().conditions.unwrap_or_default();
+    let established = conditions
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True");
+    assert!(established);
     let widgets = Api::namespaced(server.client(), "default");
     (server, widgets)
 }
@@ -68,8 +67,13 @@ async fn merge<K>(api: &Api<K>, name: &str, patch: Value) -> kube::Result<K>
 where
     K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(patch));
+    api.patch(name, &pp, &patch).await
+}
+
+/// The next item of a stream (within [`T`]).
+async fn next<S: futures::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    tokio::time::timeout(T, stream.next()).await.unwrap()
 }
 
 fn json_patch(ops: Value) -> Patch<()> {
@@ -104,23 +108,14 @@ async fn writes_conflicts_and_patches() {
         assert_eq!(*got, want, "{what}");
     }
     // A failed JSON patch is answered as kube-apiserver does: no causes.
-    let failed = widgets
-        .patch(
-            "w",
-            &p,
-            &json_patch(json!([{"op": "test", "path": "/spec/size", "value": 9}])),
-        )
-        .await;
+    let failed_test = json_patch(json!([{"op": "test", "path": "/spec/size", "value": 9}]));
+    let failed = widgets.patch("w", &p, &failed_test).await;
     let Err(kube::Error::Api(s)) = failed else {
         panic!("{failed:?}")
     };
-    assert_eq!(
-        (s.reason.as_str(), s.message.as_str()),
-        (
-            "Invalid",
-            "the server rejected our request due to an error in our request"
-        )
-    );
+    let rejected = "the server rejected our request due to an error in our request";
+    assert_eq!(s.reason, "Invalid");
+    assert_eq!(s.message, rejected);
     assert!(s.details.is_none_or(|d| d.causes.is_empty()));
     let now = widgets.get("w").await.unwrap();
     assert_eq!((now.spec.size, now.metadata.generation), (2, Some(2)));
@@ -139,38 +134,22 @@ async fn status_subresource_and_generation() {
     let created = widgets.create(&pp, &w).await.unwrap();
     assert_eq!(created.status, None, "create drops the status");
     let p = PatchParams::default();
-    let s = widgets
-        .patch_status(
-            "s",
-            &p,
-            &Patch::Merge(json!({"status": {"ready": true}, "spec": {"size": 7}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            s.spec.size,
-            s.status.clone().unwrap().ready,
-            s.metadata.generation
-        ),
-        (1, true, Some(1))
-    );
+    let patch = Patch::Merge(json!({"status": {"ready": true}, "spec": {"size": 7}}));
+    let s = widgets.patch_status("s", &p, &patch).await.unwrap();
+    let ready = s.status.clone().unwrap().ready;
+    let (size, generation) = (s.spec.size, s.metadata.generation);
+    assert_eq!((size, ready, generation), (1, true, Some(1)));
     let mut replaced = s.clone();
     replaced.spec.size = 3;
     replaced.status = Some(WidgetStatus { ready: false });
     let r = widgets.replace("s", &pp, &replaced).await.unwrap();
-    assert_eq!(
-        (r.spec.size, r.status.unwrap().ready, r.metadata.generation),
-        (3, true, Some(2))
-    );
-    let labelled = merge(&widgets, "s", json!({"metadata": {"labels": {"a": "b"}}}))
-        .await
-        .unwrap();
-    assert_eq!(
-        labelled.metadata.generation,
-        Some(2),
-        "metadata does not bump the generation"
-    );
+    let ready = r.status.unwrap().ready;
+    let (size, generation) = (r.spec.size, r.metadata.generation);
+    assert_eq!((size, ready, generation), (3, true, Some(2)));
+    let labels = json!({"metadata": {"labels": {"a": "b"}}});
+    let labelled = merge(&widgets, "s", labels).await.unwrap();
+    let generation = labelled.metadata.generation;
+    assert_eq!(generation, Some(2), "metadata does not bump the generation");
 }
 
 #[tokio::test]
@@ -184,16 +163,11 @@ async fn deletion_with_finalizers_and_namespaces() {
     let deleting = widgets.get("f").await.unwrap();
     assert!(deleting.metadata.deletion_timestamp.is_some());
     assert_eq!(deleting.metadata.generation, Some(2));
-    let add = merge(
-        &widgets,
-        "f",
-        json!({"metadata": {"finalizers": ["a.dev/f", "b.dev/g"]}}),
-    )
-    .await;
+    let finalizers = json!({"metadata": {"finalizers": ["a.dev/f", "b.dev/g"]}});
+    let add = merge(&widgets, "f", finalizers).await;
     assert_eq!(code(add), 422, "no finalizer can be added while deleting");
-    merge(&widgets, "f", json!({"metadata": {"finalizers": null}}))
-        .await
-        .unwrap();
+    let no_finalizers = json!({"metadata": {"finalizers": null}});
+    merge(&widgets, "f", no_finalizers.clone()).await.unwrap();
     assert_eq!(code(widgets.get("f").await), 404);
     // A namespace goes once its content is gone; nothing can be created in it meanwhile.
     let namespaces: Api<Namespace> = Api::all(widgets.clone().into_client());
@@ -203,15 +177,10 @@ async fn deletion_with_finalizers_and_namespaces() {
     let inside: Api<Widget> = Api::namespaced(widgets.clone().into_client(), "gone");
     inside.create(&pp, &w).await.unwrap();
     namespaces.delete("gone", &dp).await.unwrap();
-    let terminating = namespaces.get("gone").await.unwrap();
-    assert_eq!(
-        terminating.status.unwrap().phase.as_deref(),
-        Some("Terminating")
-    );
+    let terminating = namespaces.get("gone").await.unwrap().status.unwrap();
+    assert_eq!(terminating.phase.as_deref(), Some("Terminating"));
     assert_eq!(code(inside.create(&pp, &widget("late", 1)).await), 403);
-    merge(&inside, "f", json!({"metadata": {"finalizers": null}}))
-        .await
-        .unwrap();
+    merge(&inside, "f", no_finalizers).await.unwrap();
     assert_eq!(code(namespaces.get("gone").await), 404);
 }
 
@@ -238,37 +207,25 @@ async fn lists_selectors_and_pages() {
     ];
     for (labels, want) in cases {
         let lp = ListParams::default().labels(labels);
-        let names: Vec<String> = widgets
-            .list(&lp)
-            .await
-            .unwrap()
-            .iter()
-            .map(|w| w.name_any())
-            .collect();
+        let listed = widgets.list(&lp).await.unwrap();
+        let names: Vec<String> = listed.iter().map(|w| w.name_any()).collect();
         assert_eq!(names.join(" "), want, "{labels:?}");
     }
     for bad in ["app in x", "app=x,,tier"] {
         let refused = widgets.list(&ListParams::default().labels(bad)).await;
         assert_eq!(code(refused), 400, "{bad:?}");
     }
-    let fields = widgets
-        .list(&ListParams::default().fields("metadata.name=a"))
-        .await;
+    let fields = ListParams::default().fields("metadata.name=a");
+    let fields = widgets.list(&fields).await;
     assert_eq!(code(fields), 400, "field selectors are not emulated");
     let page = widgets.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page.items.len(), 2);
-    let rest = widgets
-        .list(
-            &ListParams::default()
-                .limit(2)
-                .continue_token(page.metadata.continue_.as_deref().unwrap()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        rest.items.iter().map(|w| w.name_any()).collect::<Vec<_>>(),
-        ["c"]
-    );
+    let token = page.metadata.continue_.as_deref().unwrap();
+    let next_page = ListParams::default().limit(2).continue_token(token);
+    let rest = widgets.list(&next_page).await;
+    let rest = rest.unwrap();
+    let names: Vec<_> = rest.items.iter().map(|w| w.name_any()).collect();
+    assert_eq!(names, ["c"]);
     assert!(rest.metadata.continue_.is_none());
 }
 
@@ -279,31 +236,17 @@ async fn watches_resume_expire_and_bookmark() {
     let pp = PostParams::default();
     let a = widgets.create(&pp, &widget("a", 1)).await.unwrap();
     widgets.create(&pp, &widget("b", 1)).await.unwrap();
-    merge(
-        &widgets,
-        "a",
-        json!({"metadata": {"labels": {"on": "yes"}}}),
-    )
-    .await
-    .unwrap();
-    merge(&widgets, "a", json!({"metadata": {"labels": {"on": "no"}}}))
-        .await
-        .unwrap();
+    for on in ["yes", "no"] {
+        let labels = json!({"metadata": {"labels": {"on": on}}});
+        merge(&widgets, "a", labels).await.unwrap();
+    }
     // Resumed from a's creation, selecting `on=yes`: b never matches, a enters and leaves.
     let wp = WatchParams::default().labels("on=yes");
-    let mut events = widgets
-        .watch(&wp, &a.resource_version().unwrap())
-        .await
-        .unwrap()
-        .boxed();
+    let rv = a.resource_version().unwrap();
+    let mut events = widgets.watch(&wp, &rv).await.unwrap().boxed();
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        match tokio::time::timeout(T, events.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match next(&mut events).await.unwrap().unwrap() {
             WatchEvent::Added(w) => seen.push(format!("ADDED {}", w.name_any())),
             WatchEvent::Deleted(w) => seen.push(format!("DELETED {}", w.name_any())),
             WatchEvent::Bookmark(_) => seen.push("BOOKMARK".into()),
@@ -315,36 +258,20 @@ async fn watches_resume_expire_and_bookmark() {
     drop(events);
     // After a compaction, resuming is `410 Expired`; kube's watcher lists again.
     server.compact_history();
-    let mut expired = widgets
-        .watch(&WatchParams::default(), &a.resource_version().unwrap())
-        .await
-        .unwrap()
-        .boxed();
-    match tokio::time::timeout(T, expired.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
+    let expired = widgets.watch(&WatchParams::default(), &rv).await;
+    let mut expired = expired.unwrap().boxed();
+    match next(&mut expired).await.transpose().unwrap() {
         Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
         other => panic!("{other:?}"),
     }
-    let mut objects = watcher(widgets.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
-    let first = tokio::time::timeout(T, objects.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let objects = watcher(widgets.clone(), watcher::Config::default());
+    let mut objects = objects.applied_objects().boxed();
+    let first = next(&mut objects).await.unwrap().unwrap();
     assert!(["a", "b"].contains(&first.name_any().as_str()));
     server.close_watches();
     widgets.create(&pp, &widget("c", 1)).await.unwrap();
     loop {
-        let w = tokio::time::timeout(T, objects.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let w = next(&mut objects).await.unwrap().unwrap();
         if w.name_any() == "c" {
             break;
         }
@@ -357,44 +284,21 @@ async fn faults_and_request_records() {
     let pp = PostParams::default();
     widgets.create(&pp, &widget("w", 1)).await.unwrap();
     let status = |ok| Patch::Merge(json!({"status": {"ready": ok}}));
-    server.inject_fault(
-        Fault::new(500)
-            .verb("patch")
-            .subresource(Some("status"))
-            .times(2),
-    );
-    server.inject_fault(
-        Fault::new(429)
-            .verb("get")
-            .user_agent("nobody")
-            .retry_after(1),
-    );
-    server.inject_fault(
-        Fault::new(422)
-            .resource("widgets")
-            .name("w")
-            .namespace("default")
-            .verb("update"),
-    );
+    let status_patches = Fault::new(500).verb("patch").subresource(Some("status"));
+    server.inject_fault(status_patches.times(2));
+    let gets = Fault::new(429).verb("get").user_agent("nobody");
+    server.inject_fault(gets.retry_after(1));
+    let update = Fault::new(422).resource("widgets").name("w");
+    server.inject_fault(update.namespace("default").verb("update"));
     let p = PatchParams::default();
+    let patch_status = async || code(widgets.patch_status("w", &p, &status(true)).await);
+    let patch_main = async || code(widgets.patch("w", &p, &Patch::Merge(json!({}))).await);
     // (what, result code): faults match by verb, subresource, user agent, name, and run out.
     let cases = [
-        (
-            "fault 1 of 2",
-            code(widgets.patch_status("w", &p, &status(true)).await),
-        ),
-        (
-            "a patch of the main resource",
-            code(widgets.patch("w", &p, &Patch::Merge(json!({}))).await),
-        ),
-        (
-            "fault 2 of 2",
-            code(widgets.patch_status("w", &p, &status(true)).await),
-        ),
-        (
-            "faults ran out",
-            code(widgets.patch_status("w", &p, &status(true)).await),
-        ),
+        ("fault 1 of 2", patch_status().await),
+        ("a patch of the main resource", patch_main().await),
+        ("fault 2 of 2", patch_status().await),
+        ("faults ran out", patch_status().await),
         ("another user agent", code(widgets.get("w").await)),
     ];
     for ((what, got), want) in cases.iter().zip([500, 200, 500, 200, 200]) {
@@ -406,22 +310,15 @@ async fn faults_and_request_records() {
         panic!("{refused:?}")
     };
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
-    assert!(
-        !s.details.unwrap().causes.is_empty(),
-        "an injected 422 is a refused value"
-    );
+    let causes = s.details.unwrap().causes;
+    assert!(!causes.is_empty(), "an injected 422 is a refused value");
     let records = server.requests();
     let last = records.last().unwrap();
-    assert_eq!(
-        (last.verb.as_str(), last.resource.as_str(), last.status),
-        ("update", "widgets", 422)
-    );
+    let last_call = (last.verb.as_str(), last.resource.as_str(), last.status);
+    assert_eq!(last_call, ("update", "widgets", 422));
     assert_eq!(last.api_group, "test.kube-apiserver.dev");
-    assert!(
-        records
-            .iter()
-            .any(|r| r.subresource.as_deref() == Some("status") && r.status == 500)
-    );
+    let mut failed = records.iter().filter(|r| r.status == 500);
+    assert!(failed.any(|r| r.subresource.as_deref() == Some("status")));
 }
 
 /// Built-ins: Secrets fold stringData; PUT creates a missing Lease, and conflicts on a stale one.
@@ -430,41 +327,22 @@ async fn secrets_and_leases() {
     let (server, _) = setup().await;
     let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"token": "t"}}))
-            .unwrap();
-    let secret = create_or_replace(&secrets, &secret).await.unwrap();
+    let metadata = json!({"name": "s"});
+    let secret = json!({"metadata": metadata, "stringData": {"token": "t"}});
+    let secret = create_or_replace(&secrets, &serde_json::from_value(secret).unwrap()).await;
+    let secret = secret.unwrap();
     assert_eq!(secret.data.unwrap()["token"].0, b"t");
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
-    let replaced: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "s"}, "data": {"token": "dQ=="}}))
-            .unwrap();
-    let replaced = create_or_replace(&secrets, &replaced).await.unwrap();
+    let replaced = json!({"metadata": metadata, "data": {"token": "dQ=="}});
+    let replaced = create_or_replace(&secrets, &serde_json::from_value(replaced).unwrap()).await;
+    let replaced = replaced.unwrap();
     assert_eq!(replaced.data.unwrap()["token"].0, b"u");
     let leases: Api<Lease> = Api::namespaced(server.client(), "default");
-    let lease: Lease = serde_json::from_value(
-        json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}),
-    )
-    .unwrap();
+    let lease = json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}});
+    let lease: Lease = serde_json::from_value(lease).unwrap();
     let lease = leases.replace("l", &pp, &lease).await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("me"));
-    assert_eq!(
-        code(
-            leases
-                .replace(
-                    "l",
-                    &pp,
-                    &Lease {
-                        metadata: kube::api::ObjectMeta {
-                            name: Some("l".into()),
-                            resource_version: Some("1".into()),
-                            ..Default::default()
-                        },
-                        spec: None
-                    }
-                )
-                .await
-        ),
-        409
-    );
+    let stale = json!({"metadata": {"name": "l", "resourceVersion": "1"}});
+    let stale: Lease = serde_json::from_value(stale).unwrap();
+    assert_eq!(code(leases.replace("l", &pp, &stale).await), 409);
 }
