@@ -149,7 +149,7 @@ fn refused_user_cases() -> Vec<Case> {
 fn refused_org_and_type_cases() -> Vec<Case> {
     let groups_16: Vec<String> = (0..16).map(|i| format!("g{i}")).collect();
     let one = org(json!(["o@example.com"]));
-    let twice = org(json!(["o@example.com"; 2]));
+    let twice = org(json!(["o@example.com", "o@example.com"]));
     let bad_username = org(json!(["not-an-email"]));
     let custom_groups = "/orgInvitation/customGroupsIds";
     let not_a_list = json!({"users": {"emailAddress": "a@example.com"}});

@@ -1191,8 +1191,8 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     // adoption on the API it now reaches.)
     c.cluster_endpoint(&moved, spec(&h.mock.url, false)).await;
     let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(c.client.clone());
-    let deleted = cluster_endpoints.delete(&recreated, &DeleteParams::default());
-    deleted.await.unwrap();
+    let params = DeleteParams::default();
+    cluster_endpoints.delete(&recreated, &params).await.unwrap();
     eventually("the cluster endpoint deleted", async || {
         cluster_endpoints
             .get_opt(&recreated)
