@@ -1,7 +1,10 @@
 //! Bad input is refused at admission by the CRDs' schema and CEL rules, exactly as a real API
 //! server applies them (the in-process server evaluates the same schema and CEL).
 
-use crate::common::{TestCluster, admission_checked, tenancy_kit::admit};
+use crate::common::{
+    TestCluster,
+    tenancy_kit::{admission_cluster, admit},
+};
 use invite_operator::api::{ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation};
 use kube::{
     Api,
@@ -25,10 +28,9 @@ fn users(emails: &[&str]) -> Value {
 
 #[tokio::test]
 async fn user_invitations_are_validated_at_admission() {
-    if !admission_checked() {
+    let Some(cluster) = admission_cluster().await else {
         return;
-    }
-    let cluster = TestCluster::start().await;
+    };
 
     let ok = create(&cluster, "ok", json!({"users": users(&["a@example.com"])}))
         .await
@@ -64,12 +66,11 @@ async fn user_invitations_are_validated_at_admission() {
 
 #[tokio::test]
 async fn only_plain_addresses_are_admitted() {
-    if !admission_checked() {
-        return;
-    }
     // One mailbox in two spellings is refused by the CRD's CEL rule on both address fields
     // (`format: email` alone admits most of these on kube-apiserver: Go's `net/mail`).
-    let cluster = TestCluster::start().await;
+    let Some(cluster) = admission_cluster().await else {
+        return;
+    };
     let plain = "must be a plain email address";
     let addresses = [
         "Alice <alice@example.com>",
@@ -107,10 +108,9 @@ async fn only_plain_addresses_are_admitted() {
 
 #[tokio::test]
 async fn endpoints_are_validated_at_admission() {
-    if !admission_checked() {
+    let Some(cluster) = admission_cluster().await else {
         return;
-    }
-    let cluster = TestCluster::start().await;
+    };
     let api: Api<InvitationEndpoint> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let endpoint = |name: &str, spec: Value| -> InvitationEndpoint {
         serde_json::from_value(json!({
@@ -151,10 +151,9 @@ async fn endpoints_are_validated_at_admission() {
 /// manifest's.
 #[tokio::test]
 async fn examples_are_stored_exactly_as_written() {
-    if !admission_checked() {
+    let Some(cluster) = admission_cluster().await else {
         return;
-    }
-    let cluster = TestCluster::start().await;
+    };
     let dir = crate::common::package_path("examples");
     let mut checked = 0;
     for file in std::fs::read_dir(&dir).unwrap() {

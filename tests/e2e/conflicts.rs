@@ -103,11 +103,8 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
     let in_flight = async || h.mock.api.journal().iter().any(lookup);
     eventually_every(Duration::from_millis(5), WAIT, "a lookup", in_flight).await;
     let touch = Patch::Merge(json!({"metadata": {"annotations": {"example.com/touched": "yes"}}}));
-    let changed = h
-        .cluster
-        .invitations()
-        .patch("team", &PatchParams::default(), &touch);
-    let changed: UserInvitation = changed.await.unwrap();
+    let (invitations, params) = (h.cluster.invitations(), PatchParams::default());
+    let changed: UserInvitation = invitations.patch("team", &params, &touch).await.unwrap();
     let journal = h.mock.api.journal();
     assert!(
         journal.iter().filter(|e| lookup(e)).all(|e| e.status == 0),

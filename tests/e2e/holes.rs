@@ -117,8 +117,7 @@ async fn a_shared_bad_role_fails_every_user_in_one_pass_without_looping() {
 
 #[tokio::test]
 async fn a_case_duplicate_never_costs_the_other_entries() {
-    let flavor = Flavor::UserInvite;
-    let h = flavor.running(5, 100).await;
+    let h = Flavor::UserInvite.running(5, 100).await;
     let c = &h.cluster;
     let carol = "carol@example.com";
     let inv = c
@@ -160,8 +159,7 @@ async fn a_case_duplicate_never_costs_the_other_entries() {
 
 #[tokio::test]
 async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
-    let flavor = Flavor::UserInvite;
-    let h = flavor.running(5, 100).await;
+    let h = Flavor::UserInvite.running(5, 100).await;
     let c = &h.cluster;
     let (a, b, cc, d) = (
         "a@example.com",
@@ -253,8 +251,7 @@ async fn cluster_endpoint_on_mock(h: &Harness, name: &str, closed: bool) {
 
 #[tokio::test]
 async fn deleting_a_blocked_resource_says_what_was_left_behind() {
-    let flavor = Flavor::UserInvite;
-    let h = flavor.running(5, 100).await;
+    let h = Flavor::UserInvite.running(5, 100).await;
     let c = &h.cluster;
     // One resource per way of being blocked.
     let blocked = [
@@ -337,8 +334,7 @@ per_flavor!(
 
 #[tokio::test]
 async fn a_redeemed_invitation_is_accepted_even_before_membership_shows() {
-    let flavor = Flavor::OrgInvitation;
-    let mut h = flavor.harness(5, 100).await;
+    let mut h = Flavor::OrgInvitation.harness(5, 100).await;
     h.start_controller_resyncing(Duration::from_secs(1));
     let c = &h.cluster;
     let (shown, not_yet) = ("shown@example.com", "notyet@example.com");
@@ -360,8 +356,7 @@ async fn a_redeemed_invitation_is_accepted_even_before_membership_shows() {
 
 #[tokio::test]
 async fn membership_is_found_in_an_organization_of_25000() {
-    let flavor = Flavor::OrgInvitation;
-    let mut h = flavor.harness(30, 100).await;
+    let mut h = Flavor::OrgInvitation.harness(30, 100).await;
     let members: Vec<String> = (0..25_000)
         .map(|i| format!("m{i}@big.example.com"))
         .collect();

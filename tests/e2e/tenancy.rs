@@ -705,11 +705,8 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     let message = c.wait_reason("local", "NotAllowed").await;
     assert!(message.contains("127.0.0.1"), "names the host: {message}");
     c.wait_endpoint("wavefront", "False", "NotAllowed").await;
-    assert!(
-        h.mock.api.journal().is_empty(),
-        "{:?}",
-        h.mock.api.journal()
-    );
+    let seen = h.mock.api.journal();
+    assert!(seen.is_empty(), "{seen:?}");
     c.create_ready("platform", user_via(&shared, "p@example.com"))
         .await;
     h.controller.take().unwrap().stop().await;
@@ -865,35 +862,31 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
 /// unanswered invite request blocks its users for two timeouts).
 #[tokio::test]
 async fn timeout_seconds_above_120_is_refused_at_admission() {
-    if !admission_checked() {
+    let Some(c) = admission_cluster().await else {
         return;
-    }
-    let h = Harness::start().await;
+    };
     let spec = |timeout: u32| {
         json!({"api": "UserInvite", "url": "https://wf.example.com",
                "credentials": {"secretRef": {"name": "t"}}, "timeoutSeconds": timeout})
     };
-    let refused = admit::<InvitationEndpoint>(&h.cluster, "slow", spec(121)).await;
-    assert!(
-        matches!(&refused, Err(message) if message.contains("timeoutSeconds")),
-        "{refused:?}"
-    );
-    let ok = admit::<InvitationEndpoint>(&h.cluster, "ok", spec(120)).await;
+    let refused = admit::<InvitationEndpoint>(&c, "slow", spec(121)).await;
+    let names_it = matches!(&refused, Err(message) if message.contains("timeoutSeconds"));
+    assert!(names_it, "{refused:?}");
+    let ok = admit::<InvitationEndpoint>(&c, "ok", spec(120)).await;
     ok.expect("120 s is allowed");
     let cluster: ClusterInvitationEndpoint = serde_json::from_value(json!({
         "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
-        "metadata": {"name": h.cluster.unique("slow"), "labels": h.cluster.labels()},
+        "metadata": {"name": c.unique("slow"), "labels": c.labels()},
         "spec": spec(3600),
     }))
     .unwrap();
-    let refused = Api::<ClusterInvitationEndpoint>::all(h.cluster.client.clone())
+    let cluster_scoped = Api::<ClusterInvitationEndpoint>::all(c.client.clone());
+    let refused = cluster_scoped
         .create(&PostParams::default(), &cluster)
         .await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
-        "{refused:?}"
-    );
-    h.finish().await;
+    let invalid = matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422);
+    assert!(invalid, "{refused:?}");
+    c.cleanup().await;
 }
 
 // -- Leadership ----------------------------------------------------------------------------------
@@ -1081,14 +1074,19 @@ async fn resync_and_remove_changing_nothing(
 
 // -- Ownership is bound to the API and endpoint it was established on ----------------------------
 
-/// Seeds each of `mocks` with each of `admins`, holding `groups`.
-fn seed_admins(mocks: &[&RunningMock], admins: &[&str], groups: &[&str]) {
-    for mock in mocks {
+/// A harness with the Secret `api-token` and a second mock API; each of `admins` exists on
+/// both, holding `groups`.
+async fn two_apis_with_admins(admins: &[&str], groups: &[&str]) -> (Harness, RunningMock) {
+    let h = Harness::start().await;
+    let other = start_mock(MockConfig::default()).await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    for mock in [&h.mock, &other] {
         for admin in admins {
             let user = json!({"identifier": admin, "groups": groups, "userGroups": []});
             mock.api.seed_user(user);
         }
     }
+    (h, other)
 }
 
 /// The review's attack: a tenant adopts the organization's admin on an API it runs itself
@@ -1097,11 +1095,8 @@ fn seed_admins(mocks: &[&RunningMock], admins: &[&str], groups: &[&str]) {
 /// ownership made on the tenant's API is worth nothing on the platform's.
 #[tokio::test]
 async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_endpoints() {
-    let mut h = Harness::start().await;
-    let tenant = start_mock(MockConfig::default()).await;
-    h.cluster.put_secret("api-token", TOKEN).await;
     let admin_groups = ["dashboard_management", "user_management"];
-    seed_admins(&[&h.mock, &tenant], &[ADMIN], &admin_groups);
+    let (mut h, tenant) = two_apis_with_admins(&[ADMIN], &admin_groups).await;
     let platform = h.cluster.unique("platform");
     cluster_endpoint_for(&h, "UserInvite", &platform, json!({})).await;
     let c = &h.cluster;
@@ -1151,12 +1146,9 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
 /// nor deleting the resource changes the user.
 #[tokio::test]
 async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
-    let mut h = Harness::start().await;
-    let other = start_mock(MockConfig::default()).await;
-    h.cluster.put_secret("api-token", TOKEN).await;
     let groups = ["dashboard_management", "user_management"];
     const ROOT: &str = "root@example.com";
-    seed_admins(&[&h.mock, &other], &[ADMIN, ROOT], &groups);
+    let (mut h, other) = two_apis_with_admins(&[ADMIN, ROOT], &groups).await;
     let moved = h.cluster.unique("moved");
     let recreated = h.cluster.unique("recreated");
     let base = cluster_endpoint_spec(&h, "UserInvite", Value::Null);
@@ -1311,11 +1303,8 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
     let message = c.wait_reason("borrow", "EndpointNotReady").await;
     assert!(message.contains("not labelled"));
     let_resync(&h, 3).await;
-    assert!(
-        theirs.api.journal().is_empty(),
-        "{:?}",
-        theirs.api.journal()
-    );
+    let seen = theirs.api.journal();
+    assert!(seen.is_empty(), "{seen:?}");
 
     // The Secret's owner labels it: now it may be used.
     label(json!("true")).await;

@@ -10,7 +10,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{TOKEN, TestCluster};
+use super::{TOKEN, TestCluster, admission_checked};
 
 /// Creates `kind` `name` (labelled as the test's) with `spec` in the test's namespace, as a
 /// client would send it (no typed struct in between). `Err`: admission refused it (a 422,
@@ -26,7 +26,11 @@ pub async fn admit<K: Resource<DynamicType = ()>>(
         "metadata": cluster.metadata(name), "spec": spec,
     }))
     .unwrap();
-    let api = Api::<DynamicObject>::namespaced_with(cluster.client.clone(), &cluster.namespace, &resource);
+    let api = Api::<DynamicObject>::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &resource,
+    );
     match api.create(&PostParams::default(), &object).await {
         Ok(created) => Ok(created),
         Err(kube::Error::Api(status)) => {
@@ -64,4 +68,14 @@ pub async fn endpoint_in(cluster: &TestCluster, namespace: &str, name: &str, spe
     .unwrap();
     let endpoints = Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), namespace);
     endpoints.create(&pp, &endpoint).await.unwrap();
+}
+
+/// A cluster whose API server checks admission ([`admission_checked`]); `None` (the test is
+/// skipped, saying why) with the in-process one.
+pub async fn admission_cluster() -> Option<TestCluster> {
+    if admission_checked() {
+        Some(TestCluster::start().await)
+    } else {
+        None
+    }
 }
