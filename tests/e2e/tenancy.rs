@@ -155,6 +155,17 @@ async fn claim_admin(h: &mut Harness, name: &str, shared: &str, groups: &[&str])
     h.cluster.create_invitation(name, spec).await;
 }
 
+/// Waits until `name`'s status passes `check` (`what`); returns it.
+async fn wait_for(
+    h: &Harness,
+    name: &str,
+    what: &str,
+    check: impl Fn(&UserInvitationStatus) -> bool,
+) -> UserInvitationStatus {
+    let inv = h.cluster.wait_status(name, what, check).await;
+    inv.status.expect("a status")
+}
+
 /// Lets the controller run `n` more reconciles (resyncs, with a short resync interval).
 async fn let_resync(h: &Harness, n: u64) {
     let controller = h.controller.as_ref().expect("a running controller");
@@ -180,19 +191,13 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
     claim_admin(&mut h, "takeover", &shared, &ADMIN_GROUPS).await;
     let observed =
         |s: &UserInvitationStatus| s.users.iter().any(|u| u.state == UserState::AlreadyMember);
-    let inv = h
-        .cluster
-        .wait_status("takeover", "the admin observed", observed)
-        .await;
-    let status = inv.status.unwrap();
+    let status = wait_for(&h, "takeover", "the admin observed", observed).await;
     let admin = entry(&status, ADMIN);
     assert_eq!(admin.ownership, None, "not adopted: {admin:?}");
     assert!(says(admin, "left alone"), "{admin:?}");
+    // The condition says why nothing was enforced.
     let message = ready_message(&status);
-    assert!(
-        message.contains("existing users left alone"),
-        "the condition says why nothing was enforced: {message}"
-    );
+    assert!(message.contains("existing users left alone"), "{message}");
     // Several resyncs: Enforce never reaches the admin.
     let_resync(&h, 5).await;
     assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new());
@@ -201,11 +206,7 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
     // Admin deleted: deleting the resource deletes nothing it did not create.
     h.cluster.remove("takeover").await;
     assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new());
-    assert_eq!(
-        groups_of(&h.mock, ADMIN),
-        ADMIN_GROUPS,
-        "the admin still exists"
-    );
+    assert_eq!(groups_of(&h.mock, ADMIN), ADMIN_GROUPS, "the admin exists");
     h.finish().await;
 }
 
@@ -217,12 +218,8 @@ async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
     let (mut h, shared) = shared_endpoint(allowed).await;
     claim_admin(&mut h, "adopter", &shared, &ADMIN_GROUPS).await;
     let adopted = first_owned(Some(Ownership::Adopted));
-    let inv = h
-        .cluster
-        .wait_status("adopter", "the admin adopted", adopted)
-        .await;
-    let admin = entry(inv.status.as_ref().unwrap(), ADMIN);
-    assert_eq!(admin.state, UserState::AlreadyMember);
+    let status = wait_for(&h, "adopter", "the admin adopted", adopted).await;
+    assert_eq!(entry(&status, ADMIN).state, UserState::AlreadyMember);
     // Only the covered permission is revoked; those outside `allowed` stay.
     let left = ["token_management", "user_management"];
     eventually("dashboard_management revoked", async || {
@@ -231,24 +228,16 @@ async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
     .await;
     let_resync(&h, 5).await;
     assert_eq!(groups_of(&h.mock, ADMIN), left);
-    assert_eq!(
-        changes_since(&h.mock, 0),
-        ["POST /api/v2/user/admin%40example.com/revoke"],
-        "one revoke, of the covered permission only"
-    );
+    // One revoke, of the covered permission only.
+    let revoke = "POST /api/v2/user/admin%40example.com/revoke";
+    assert_eq!(changes_since(&h.mock, 0), [revoke]);
     let journal = h.mock.api.journal();
-    let revoked = journal
-        .iter()
-        .find(|e| e.path.ends_with("/revoke"))
-        .unwrap();
-    let body = revoked.body.to_string();
+    let revoked = journal.iter().find(|e| e.path.ends_with("/revoke"));
+    let body = revoked.unwrap().body.to_string();
     assert!(body.contains("dashboard_management"), "{body}");
     // Delete reaches the adopted user.
     h.cluster.remove("adopter").await;
-    assert!(
-        h.mock.api.user(ADMIN).is_none(),
-        "the adopted user is deleted"
-    );
+    assert!(h.mock.api.user(ADMIN).is_none(), "deleted");
     h.finish().await;
 }
 
@@ -324,16 +313,11 @@ async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
         .await;
     let status = inv.status.unwrap();
     let by_hand = entry(&status, hand);
-    assert_eq!(
-        (by_hand.state, by_hand.ownership),
-        (UserState::Invited, None)
-    );
+    let not_owned = (UserState::Invited, None);
+    assert_eq!((by_hand.state, by_hand.ownership), not_owned);
     assert!(says(by_hand, "not sent by this resource"), "{by_hand:?}");
     let by_first = entry(&status, other);
-    assert_eq!(
-        (by_first.state, by_first.ownership),
-        (UserState::Invited, None)
-    );
+    assert_eq!((by_first.state, by_first.ownership), not_owned);
     let owner = format!("{}/first", c.namespace);
     assert!(says(by_first, &owner), "the owner is named: {by_first:?}");
     assert_eq!(entry(&status, own).ownership, Some(Ownership::Created));
@@ -437,41 +421,33 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
                                         "organizationRoles": [{"name": "org_member"}],
                                         "customGroupsIds": ["admins"]}});
     c.patch_spec("org", more).await;
-    assert_refused_keeping_entries(
-        c,
-        [("users", "user_management"), ("org", "customGroupsIds")],
-    )
-    .await;
+    let asking_more = [("users", "user_management"), ("org", "customGroupsIds")];
+    assert_refused_keeping_entries(&h, 2, asking_more).await;
     let_resync(&h, 5).await;
     let after = api_calls(&h.mock);
     let none: [String; 0] = [];
     assert_eq!(after[before.len()..], none, "no API call after the edit");
-    assert_eq!(
-        groups_of(&h.mock, "a@example.com"),
-        ["dashboard_management"]
-    );
+    let granted = groups_of(&h.mock, "a@example.com");
+    assert_eq!(granted, ["dashboard_management"]);
     assert_eq!(h.mock.api.invitations_sent_to("c@example.com"), 0);
     h.finish().await;
 }
 
-/// Each resource's new generation is NotAllowed, naming the field, and keeps its first entry:
+/// Each resource's `generation` is NotAllowed, naming the field, and keeps its first entry:
 /// Invited, created by it.
-async fn assert_refused_keeping_entries(c: &TestCluster, resources: [(&str, &str); 2]) {
+async fn assert_refused_keeping_entries(
+    h: &Harness,
+    generation: i64,
+    resources: [(&str, &str); 2],
+) {
     for (name, field) in resources {
         let refused = |s: &UserInvitationStatus| {
-            s.observed_generation == Some(2) && ready(s).1 == "NotAllowed"
+            s.observed_generation == Some(generation) && ready(s).1 == "NotAllowed"
         };
-        let inv = c
-            .wait_status(name, "NotAllowed on the new generation", refused)
-            .await;
-        let status = inv.status.unwrap();
+        let status = wait_for(h, name, "NotAllowed on this generation", refused).await;
         assert!(ready_message(&status).contains(field), "{status:?}");
         let kept = &status.users[0];
-        assert_eq!(
-            kept.state,
-            UserState::Invited,
-            "entries are kept: {status:?}"
-        );
+        assert_eq!(kept.state, UserState::Invited, "kept: {status:?}");
         assert_eq!(kept.ownership, Some(Ownership::Created));
     }
 }
@@ -585,10 +561,7 @@ async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
     assert_eq!(refused.len(), 1, "one refusal of the old token: {seen:?}");
     assert_eq!(seen[refused[0]].0, old);
     for (credential, status) in &seen[refused[0] + 1..] {
-        assert_ne!(
-            credential, &old,
-            "the old token is not used again: {seen:?}"
-        );
+        assert_ne!(credential, &old, "not used again: {seen:?}");
         assert!(*status < 300, "{seen:?}");
     }
     assert_eq!(h.mock.api.invitations_sent_to("b@example.com"), 1);
@@ -604,10 +577,8 @@ async fn a_rotated_token_is_picked_up_within_the_cache_time() {
     h.cluster.create_ready("after", user("b@example.com")).await;
     let journal = h.mock.api.journal();
     let statuses: Vec<u16> = journal[from..].iter().map(|e| e.status).collect();
-    assert!(
-        statuses.iter().all(|s| *s < 300),
-        "no refusal: the new token was read within the cache time: {statuses:?}"
-    );
+    // No refusal: the new token was read within the cache time.
+    assert!(statuses.iter().all(|s| *s < 300), "{statuses:?}");
     h.finish().await;
 }
 
@@ -928,10 +899,7 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
         .any(|e| e.path == "/api/v2/user/validateUsers");
     assert!(lookup, "the lookup went out: {journal:?}");
     let changing = journal.iter().any(is_changing);
-    assert!(
-        !changing,
-        "no POST from a replica without the lease: {journal:?}"
-    );
+    assert!(!changing, "a POST without the lease: {journal:?}");
     assert_eq!(ready(inv.status.as_ref().unwrap()).1, "Pending");
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -1039,17 +1007,8 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     // The upgrade: the same endpoints, without `allowed`.
     cluster_endpoint_for(&h, "UserInvite", &users, Value::Null).await;
     cluster_endpoint_for(&h, "OrgInvitation", &org, Value::Null).await;
-    for (name, field) in [("users", "groups"), ("org", "organizationRoles")] {
-        let inv = h.cluster.wait_for_reason(name, "NotAllowed").await;
-        let status = inv.status.unwrap();
-        assert!(ready_message(&status).contains(field), "{status:?}");
-        assert_eq!(
-            status.users[0].state,
-            UserState::Invited,
-            "kept: {status:?}"
-        );
-        assert_eq!(status.users[0].ownership, Some(Ownership::Created));
-    }
+    let more_than_membership = [("users", "groups"), ("org", "organizationRoles")];
+    assert_refused_keeping_entries(&h, 1, more_than_membership).await;
     resync_and_remove_changing_nothing(&h, &["users", "org"], before, "either API").await;
     assert_eq!(groups_of(&h.mock, "ops@example.com"), ["user_management"]);
     let owner = invitation_status(&h.mock, "owner@example.com");
@@ -1108,13 +1067,9 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
     let spec = enforce_and_delete(mine, json!({"emailAddress": ADMIN}));
     c.create_invitation("takeover", spec).await;
     let on_the_tenants = "the admin adopted on the tenant's API";
-    let adopted = c.wait_status(
-        "takeover",
-        on_the_tenants,
-        first_owned(Some(Ownership::Adopted)),
-    );
-    let adopted = adopted.await.status.unwrap();
-    assert_eq!(adopted.users[0].state, UserState::AlreadyMember);
+    let adopted = first_owned(Some(Ownership::Adopted));
+    let status = wait_for(&h, "takeover", on_the_tenants, adopted).await;
+    assert_eq!(status.users[0].state, UserState::AlreadyMember);
 
     c.patch_spec("takeover", json!({"endpointRef": via(&platform)}))
         .await;
@@ -1125,16 +1080,9 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
                 .is_some_and(|u| u.state == UserState::AlreadyMember)
     };
     let moved = "the entries re-established on the platform";
-    let status = c
-        .wait_status("takeover", moved, on_the_platform)
-        .await
-        .status
-        .unwrap();
+    let status = wait_for(&h, "takeover", moved, on_the_platform).await;
     let ownership = status.users[0].ownership;
-    assert_eq!(
-        ownership, None,
-        "not owned on the platform's API: {status:?}"
-    );
+    assert_eq!(ownership, None, "owned on the platform's: {status:?}");
     c.wait_event("takeover", "EndpointChanged").await;
     resync_and_remove_changing_nothing(&h, &["takeover"], 0, "the platform's API").await;
     assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
@@ -1206,11 +1154,7 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     }
     resync_and_remove_changing_nothing(&h, &["moved", "recreated"], before, "the new API").await;
     let changes = changes_since(&other, other_before);
-    assert_eq!(
-        changes,
-        Vec::<String>::new(),
-        "the recreated endpoint's API"
-    );
+    assert_eq!(changes, Vec::<String>::new(), "the recreated one's API");
     assert_eq!(groups_of(&h.mock, ADMIN), groups);
     let kept = other.api.user(ADMIN).is_some();
     assert!(kept, "not deleted through the recreated endpoint");
@@ -1296,10 +1240,8 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
     let message = c
         .endpoint_message("borrowed", "False", "SecretNotLabelled")
         .await;
-    assert!(
-        message.contains("invite.operators.dev/credentials"),
-        "{message}"
-    );
+    let credentials_label = "invite.operators.dev/credentials";
+    assert!(message.contains(credentials_label), "{message}");
     let message = c.wait_reason("borrow", "EndpointNotReady").await;
     assert!(message.contains("not labelled"));
     let_resync(&h, 3).await;
@@ -1399,10 +1341,7 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
         c.wait_ready(name).await;
     }
     let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(15),
-        "the other namespace waited {took:?}"
-    );
+    assert!(took < Duration::from_secs(15), "it waited {took:?}");
     drop(tarpit);
     h.finish().await;
 }
@@ -1612,11 +1551,7 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
     for (name, ..) in nobodys {
         let inv = c.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name} is nobody's");
-        assert!(
-            inv.finalizers().is_empty(),
-            "{name}: {:?}",
-            inv.finalizers()
-        );
+        assert_eq!(inv.finalizers(), <&[String]>::default(), "{name}");
         assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
     }
     for (shard, cluster_endpoint) in &cluster_endpoints {
@@ -1794,10 +1729,8 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
 
     for (name, version) in &versions {
         let inv = c.invitations().get(name).await.unwrap();
-        assert_eq!(
-            &inv.metadata.resource_version, version,
-            "{name} was written"
-        );
+        let now = &inv.metadata.resource_version;
+        assert_eq!(now, version, "{name} was written");
         assert_eq!(inv.status, None, "{name}");
         assert_eq!(log.writes_to("userinvitations", name), Vec::<String>::new());
         assert_eq!(c.events_of(name).await.len(), 0, "{name}");
