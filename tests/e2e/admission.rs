@@ -37,10 +37,8 @@ async fn user_invitations_are_validated_at_admission() {
         .unwrap();
     let endpoint_ref = &ok.spec.endpoint_ref;
     assert_eq!(endpoint_ref.name, "default", "endpointRef is defaulted");
-    assert_eq!(
-        endpoint_ref.kind,
-        invite_operator::api::EndpointKind::ClusterInvitationEndpoint
-    );
+    let cluster_endpoint = invite_operator::api::EndpointKind::ClusterInvitationEndpoint;
+    assert_eq!(endpoint_ref.kind, cluster_endpoint);
 
     let many: Vec<String> = (0..1001).map(|i| format!("u{i}@example.com")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();

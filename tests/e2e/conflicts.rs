@@ -55,10 +55,8 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
     ]));
     let removal = api.patch("guarded", &pp, &removal).await;
     let finalizer_removal = removal.expect_err("there is no finalizer");
-    assert!(
-        is_guard_failure(&finalizer_removal),
-        "{finalizer_removal:?}"
-    );
+    let guard = is_guard_failure(&finalizer_removal);
+    assert!(guard, "{finalizer_removal:?}");
 
     let mut old = created.clone();
     old.metadata.resource_version = Some(stale.into());
@@ -128,11 +126,7 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
             })
             .filter(|r| r.status == 422)
             .collect();
-        assert_eq!(
-            refused.len(),
-            1,
-            "the intent write lost the race: {refused:?}"
-        );
+        assert_eq!(refused.len(), 1, "the intent write lost: {refused:?}");
     }
     let transient = h.controller.as_ref().unwrap().reconciles_with("transient");
     assert_eq!(transient, 0, "a lost race is not a failure");

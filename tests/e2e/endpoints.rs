@@ -45,10 +45,8 @@ async fn endpoints_report_their_credentials() {
     let before = resolved("wavefront").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = resolved("wavefront").await;
-    assert_eq!(
-        before.metadata.resource_version,
-        after.metadata.resource_version
-    );
+    let versions = [before, after].map(|ep| ep.metadata.resource_version);
+    assert_eq!(versions[0], versions[1]);
     s.finish().await;
 }
 
@@ -113,10 +111,7 @@ async fn only_the_selected_endpoints_are_served() {
     let namespaced: Api<InvitationEndpoint> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let status = namespaced.get("ns-ignored").await.unwrap().status;
-    assert_eq!(
-        status, None,
-        "the ignored namespaced endpoint is not checked"
-    );
+    assert_eq!(status, None, "the ignored namespaced one is not checked");
     for name in ["ignored", "ns-ignored", "missing"] {
         let inv = cluster.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name} is left alone");

@@ -100,10 +100,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
                 .is_none_or(|left| v.request.offset > left + REACTION)
         })
         .collect();
-    assert!(
-        violations.is_empty(),
-        "Retry-After honoured: {violations:#?}"
-    );
+    assert!(violations.is_empty(), "Retry-After: {violations:#?}");
     assert_invite_requests_once(&h.mock.api, &users, "under faults");
     let (journal, kinds) = faults_met(&h);
     let faulted = journal.iter().filter(|e| e.fault).count();
@@ -115,10 +112,8 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
         journal.len()
     );
     assert!(faulted > 0, "faults were injected");
-    assert!(
-        per_user <= CALLS_PER_USER,
-        "{per_user:.2} API requests per user (bound {CALLS_PER_USER})"
-    );
+    let bound = format!("(bound {CALLS_PER_USER})");
+    assert!(per_user <= CALLS_PER_USER, "{per_user:.2} per user {bound}");
     h.finish().await;
 }
 

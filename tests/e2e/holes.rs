@@ -57,10 +57,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
         {
             let email = &u.email_address;
             let answered = answered_202.contains(email);
-            assert!(
-                !answered,
-                "{email} was answered 202 but is Pending: {status:#?}"
-            );
+            assert!(!answered, "{email}: answered 202, Pending: {status:#?}");
             stopped_by_the_deadline |= says(u, "not sent in time");
         }
         let reason = ready(&status).1;
@@ -448,9 +445,7 @@ async fn deleted_resources_leave_no_metric_series() {
     let mut lines = text
         .lines()
         .filter(|l| !l.starts_with("invite_operator_endpoint_ready{"));
-    assert!(
-        !lines.any(|l| l.contains("name=\"")),
-        "no series is labelled per resource"
-    );
+    let per_resource = lines.any(|l| l.contains("name=\""));
+    assert!(!per_resource, "no series is labelled per resource");
     h.finish().await;
 }

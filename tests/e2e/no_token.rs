@@ -113,10 +113,8 @@ async fn no_token_in_a_full_flow(logs: Captured) {
         serde_json::to_string(&cluster_scoped).unwrap(),
     ));
     let metrics = metrics.encode();
-    assert!(
-        metrics.contains("invite_operator_api_calls_total"),
-        "{metrics}"
-    );
+    let api_calls = metrics.contains("invite_operator_api_calls_total");
+    assert!(api_calls, "{metrics}");
     outputs.push(("metrics", metrics));
     outputs.push(("Debug", debug));
     let logged = logs.text();

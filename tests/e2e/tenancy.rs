@@ -501,6 +501,7 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
     assert_eq!(h.mock.api.invitations_sent_to(p), 1);
     h.finish().await;
 }
+
 // -- Secrets: rotation ---------------------------------------------------------------------------
 
 /// The credential labels (opaque) of the requests in the journal, with their statuses.
@@ -905,6 +906,7 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     h.finish().await;
 }
+
 // -- Secure by default: a cluster endpoint without `allowed` grants plain membership only --------
 
 /// A tenant asks for an admin permission, user group and role (UserInvite) and for the owner
@@ -1414,6 +1416,7 @@ async fn a_lookup_past_its_deadline_is_stopped() {
         .await;
     h.finish().await;
 }
+
 // -- Several operators in one cluster ------------------------------------------------------------
 
 /// The label that splits the endpoints of a test between controllers.

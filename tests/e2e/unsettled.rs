@@ -85,10 +85,8 @@ fn assert_no_lookup_before(h: &Harness, flavor: Flavor, first_post: u64, settles
         .filter(|e| e.seq > first_post && flavor.is_lookup(e) && e.at < settles_at)
         .map(|e| format!("{} {} at {}", e.method, e.path, e.at))
         .collect();
-    assert!(
-        early.is_empty(),
-        "looked up before the request settled at {settles_at}: {early:?}"
-    );
+    let before = format!("looked up before the request settled at {settles_at}");
+    assert!(early.is_empty(), "{before}: {early:?}");
 }
 
 /// Asserts that the users are `Invited`, owned (`Created`) and got one email each.
@@ -207,10 +205,7 @@ async fn settled_answers_mark_only_their_own_users() {
     assert!(says(refused, "no_such_permission"), "{refused:?}");
     assert_eq!(h.mock.api.invitations_sent_to(BAD), 0);
     let violations = h.mock.retry_after_violations();
-    assert!(
-        violations.is_empty(),
-        "Retry-After honoured: {violations:#?}"
-    );
+    assert!(violations.is_empty(), "Retry-After: {violations:#?}");
     h.finish().await;
 }
 
@@ -439,17 +434,11 @@ async fn switched_while_unsettled(flavor: Flavor) {
     c.patch_spec("team", with(flavor.spec(people), moved)).await;
     let waiting = c.wait_generation("team", 2).await;
     let status = status_of(&waiting);
-    assert_eq!(
-        ready(status),
-        ("False".into(), "Pending".into()),
-        "{status:#?}"
-    );
+    let pending = ("False".into(), "Pending".into());
+    assert_eq!(ready(status), pending, "{status:#?}");
     let kept = entry(status, &person).map(|e| e.state);
-    assert_eq!(
-        kept,
-        Some(UserState::Inviting),
-        "the entry is kept while its request may act"
-    );
+    // The entry is kept while its request may act.
+    assert_eq!(kept, Some(UserState::Inviting));
     let done = c.wait_ready("team").await;
     let endpoint = status_of(&done).endpoint.as_ref().map(|e| e.name.as_str());
     assert_eq!(endpoint, Some("other"));
