@@ -16,10 +16,8 @@ async fn endpoints_report_their_credentials() {
 
     c.user_invite_endpoint("wavefront", &mock.url, "wf-token")
         .await;
-    let ep = c
-        .wait_endpoint("wavefront", "False", "CredentialsNotFound")
-        .await;
-    let message = &ep.status.unwrap().conditions[0].message;
+    let message = c.endpoint_message("wavefront", "False", "CredentialsNotFound");
+    let message = message.await;
     assert!(message.contains("wf-token"), "{message}");
     c.put_secret("wf-token", TOKEN).await;
     resolved("wavefront").await;

@@ -50,20 +50,19 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
         let Some(status) = h.cluster.invitations().get("ops").await.unwrap().status else {
             return Err("no status".to_string());
         };
-        for u in status
+        let pending = status
             .users
             .iter()
-            .filter(|u| u.state == UserState::Pending)
-        {
+            .filter(|u| u.state == UserState::Pending);
+        for u in pending {
             let email = &u.email_address;
             let answered = answered_202.contains(email);
             assert!(!answered, "{email}: answered 202, Pending: {status:#?}");
             stopped_by_the_deadline |= says(u, "not sent in time");
         }
         let reason = ready(&status).1;
-        (reason == "PartiallyFailed")
-            .then_some(status)
-            .ok_or(reason)
+        let done = reason == "PartiallyFailed";
+        done.then_some(status).ok_or(reason)
     })
     .await;
     assert!(stopped_by_the_deadline, "the send deadline stopped a split");
@@ -117,9 +116,8 @@ async fn a_case_duplicate_never_costs_the_other_entries() {
     let h = Flavor::UserInvite.running(5, 100).await;
     let c = &h.cluster;
     let carol = "carol@example.com";
-    let inv = c
-        .create_ready("team", users_spec(ENDPOINT, &[carol], &[]))
-        .await;
+    let spec = users_spec(ENDPOINT, &[carol], &[]);
+    let inv = c.create_ready("team", spec.clone()).await;
     let before = entry(status_of(&inv), carol).unwrap().clone();
     assert_eq!(before.ownership, Some(Ownership::Created));
     // The reported case: Dave added twice, in two spellings.
@@ -144,9 +142,7 @@ async fn a_case_duplicate_never_costs_the_other_entries() {
     assert_eq!(h.mock.api.invitations_sent_to("dave@example.com"), 1);
     assert_eq!(h.mock.api.invitations_sent_to(carol), 1);
     // Carol's guard holds: another resource naming her leaves her to this one.
-    let other = c
-        .create_ready("other", users_spec(ENDPOINT, &[carol], &[]))
-        .await;
+    let other = c.create_ready("other", spec).await;
     let shown = entry(status_of(&other), carol).unwrap();
     assert_eq!(shown.ownership, None);
     assert!(says(shown, "team"), "{shown:?}");
@@ -215,12 +211,11 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
     let usable = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": ENDPOINT}});
     c.patch_spec("team", usable).await;
     let inv = c.wait_ready("team").await;
-    let emails: Vec<_> = status_of(&inv)
+    let emails = status_of(&inv)
         .users
         .iter()
-        .map(|u| u.email_address.as_str())
-        .collect();
-    assert_eq!(emails, vec![a]);
+        .map(|u| u.email_address.as_str());
+    assert_eq!(emails.collect::<Vec<_>>(), vec![a]);
     assert!(h.mock.api.user(cc).is_none());
     assert!(h.mock.api.user(d).is_none());
     assert!(h.mock.api.user(a).is_some());

@@ -41,6 +41,10 @@ fn base64(token: &str) -> String {
         .to_string()
 }
 
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap()
+}
+
 /// Every place in `text` where a secret occurs, with the line around it.
 fn leaks(text: &str, secrets: &[(String, String)]) -> Vec<String> {
     let mut found = Vec::new();
@@ -90,28 +94,22 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     let (debug, access_tokens) = debug_output(&cluster, &mock, &settings, &token).await;
     let metrics = controller.metrics.clone();
     controller.stop().await;
-    let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace);
+    let (client, namespace) = (cluster.client.clone(), &cluster.namespace);
+    let events = Api::<Event>::namespaced(client.clone(), namespace);
     let events = events.list(&ListParams::default()).await.unwrap();
     let revoked = events
         .items
         .iter()
         .any(|e| e.reason.as_deref() == Some("Revoked"));
     assert!(revoked, "the flow produced events");
-    outputs.push(("Events", serde_json::to_string(&events).unwrap()));
-    let namespaced =
-        Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
+    let namespaced = Api::<InvitationEndpoint>::namespaced(client.clone(), namespace);
     let namespaced = namespaced.list(&ListParams::default()).await.unwrap();
-    outputs.push((
-        "InvitationEndpoints",
-        serde_json::to_string(&namespaced).unwrap(),
-    ));
     let ours = ListParams::default().labels(&cluster.selector());
-    let cluster_scoped = Api::<ClusterInvitationEndpoint>::all(cluster.client.clone());
+    let cluster_scoped = Api::<ClusterInvitationEndpoint>::all(client);
     let cluster_scoped = cluster_scoped.list(&ours).await.unwrap();
-    outputs.push((
-        "ClusterInvitationEndpoints",
-        serde_json::to_string(&cluster_scoped).unwrap(),
-    ));
+    outputs.push(("Events", to_json(&events)));
+    outputs.push(("InvitationEndpoints", to_json(&namespaced)));
+    outputs.push(("ClusterInvitationEndpoints", to_json(&cluster_scoped)));
     let metrics = metrics.encode();
     let api_calls = metrics.contains("invite_operator_api_calls_total");
     assert!(api_calls, "{metrics}");
@@ -128,19 +126,15 @@ async fn no_token_in_a_full_flow(logs: Captured) {
         ("refused token".to_string(), wrong.clone()),
         ("refused token, base64".to_string(), base64(&wrong)),
     ];
-    secrets.extend(
-        access_tokens
-            .into_iter()
-            .map(|a| ("access token".to_string(), a)),
-    );
+    let access = access_tokens
+        .into_iter()
+        .map(|a| ("access token".to_string(), a));
+    secrets.extend(access);
     let mut found = Vec::new();
     for (what, text) in &outputs {
         assert!(!text.is_empty(), "{what} is empty");
-        found.extend(
-            leaks(text, &secrets)
-                .into_iter()
-                .map(|leak| format!("{what}: {leak}")),
-        );
+        let leaked = leaks(text, &secrets).into_iter();
+        found.extend(leaked.map(|leak| format!("{what}: {leak}")));
     }
     assert!(found.is_empty(), "tokens found:\n{}", found.join("\n"));
     mock.shutdown().await;
@@ -204,10 +198,7 @@ async fn statuses_and_deletion(
     mock: &RunningMock,
 ) -> Vec<(&'static str, String)> {
     let invitations = cluster.list_invitations().await;
-    let outputs = vec![(
-        "UserInvitations",
-        serde_json::to_string(&invitations).unwrap(),
-    )];
+    let outputs = vec![("UserInvitations", to_json(&invitations))];
     for name in ["users", "org"] {
         cluster.delete(name).await;
     }

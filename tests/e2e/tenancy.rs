@@ -308,9 +308,8 @@ async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
     let (hand, other, own) = ("hand@example.com", "other@example.com", "own@example.com");
     invite_by_hand(&h.mock, hand).await;
     c.create_ready("first", spec(&[other], false)).await;
-    let inv = c
-        .create_ready("taker", spec(&[hand, other, own], true))
-        .await;
+    let taker = spec(&[hand, other, own], true);
+    let inv = c.create_ready("taker", taker).await;
     let status = inv.status.unwrap();
     let by_hand = entry(&status, hand);
     let not_owned = (UserState::Invited, None);
@@ -473,9 +472,8 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
         json!({"endpointRef": via(&shared), "accessPolicy": "Enforce",
                "users": [{"emailAddress": p, "groups": groups, "userGroups": []}]})
     };
-    let first = c
-        .create_ready("first", spec(&["dashboard_management"]))
-        .await;
+    let dashboards = spec(&["dashboard_management"]);
+    let first = c.create_ready("first", dashboards).await;
     let owned = entry(first.status.as_ref().unwrap(), p).ownership;
     assert_eq!(owned, Some(Ownership::Created));
     let second = json!({"name": "second", "namespace": other_ns});
@@ -937,10 +935,8 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
         );
     }
     // Only the plain memberships were sent.
-    let invites: Vec<String> = h
-        .mock
-        .api
-        .journal()
+    let journal = h.mock.api.journal();
+    let invites: Vec<String> = journal
         .iter()
         .filter(|e| e.method == "POST" && !e.is_token_exchange())
         .filter(|e| e.path != "/api/v2/user/validateUsers")
@@ -1190,9 +1186,8 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
     let second_reference = reference(c.create_ready("second", spec(false)).await).unwrap();
     assert_ne!(first_reference, second_reference);
     let someone_elses = "the new invitation seen as someone else's";
-    let first = c
-        .wait_status("first", someone_elses, first_owned(None))
-        .await;
+    let not_its_own = first_owned(None);
+    let first = c.wait_status("first", someone_elses, not_its_own).await;
     assert_eq!(reference(first).as_deref(), Some(second_reference.as_str()));
     c.remove("first").await;
     let revoked = org_revocations(&h.mock);
@@ -1384,10 +1379,8 @@ async fn an_endless_member_listing_stops_at_the_budget() {
     assert!(endpoint.contains("2000"), "{endpoint}");
     // Every read stops after the budget's pages (2000 / 200 + 1), and nothing is invited.
     let journal = h.mock.api.journal();
-    let pages = journal
-        .iter()
-        .filter(|e| e.path.ends_with("/users"))
-        .count();
+    let pages = journal.iter().filter(|e| e.path.ends_with("/users"));
+    let pages = pages.count();
     let lookups = journal
         .iter()
         .filter(|e| e.path.ends_with("/invitations") && e.method == "GET")

@@ -19,27 +19,21 @@ use crate::common::tenancy_kit::says;
 use crate::common::{flavor::*, *};
 use invite_mock::ScriptedFault;
 use invite_operator::api::{
-    FailureReason, Ownership, UserInvitation, UserInvitationStatus, UserState,
+    FailureReason, Ownership, UserInvitation, UserInvitationStatus, UserState, UserStatus,
 };
 use jiff::Timestamp;
 use serde_json::json;
 
 /// Waits until every address is `Inviting` with a `settlesAt`; returns the latest one.
 async fn intent_settles_at(h: &Harness, name: &str, users: &[String]) -> Timestamp {
-    let inv = h
-        .cluster
-        .wait_status(name, "the intent", |s| {
-            users.iter().all(|u| {
-                entry(s, u)
-                    .is_some_and(|e| e.state == UserState::Inviting && e.settles_at.is_some())
-            })
-        })
-        .await;
-    users
-        .iter()
-        .filter_map(|u| entry(status_of(&inv), u)?.settles_at)
-        .max()
-        .expect("settlesAt")
+    let intent = |s: &UserInvitationStatus| {
+        let inviting = |e: &UserStatus| e.state == UserState::Inviting && e.settles_at.is_some();
+        users.iter().all(|u| entry(s, u).is_some_and(inviting))
+    };
+    let inv = h.cluster.wait_status(name, "the intent", intent).await;
+    let status = status_of(&inv);
+    let settles_at = users.iter().filter_map(|u| entry(status, u)?.settles_at);
+    settles_at.max().expect("settlesAt")
 }
 
 /// An invite request the API acts on 5 s after it arrived, past the 3 s timeout.
@@ -77,10 +71,8 @@ async fn unsettled_after(
 
 /// Asserts that no lookup arrived after `first_post` and before `settles_at`.
 fn assert_no_lookup_before(h: &Harness, flavor: Flavor, first_post: u64, settles_at: Timestamp) {
-    let early: Vec<String> = h
-        .mock
-        .api
-        .journal()
+    let journal = h.mock.api.journal();
+    let early: Vec<String> = journal
         .into_iter()
         .filter(|e| e.seq > first_post && flavor.is_lookup(e) && e.at < settles_at)
         .map(|e| format!("{} {} at {}", e.method, e.path, e.at))
@@ -104,14 +96,12 @@ fn assert_owned_and_invited_once(h: &Harness, status: &UserInvitationStatus, use
 /// request settled, are then found, and end invited once, owned by the resource.
 async fn acted_then(flavor: Flavor, fault: ScriptedFault) {
     let mut h = flavor.harness(1, 100).await;
-    h.mock
-        .api
-        .add_fault(flavor.on_invite(fault.after_effect(true)));
+    let acting = flavor.on_invite(fault.after_effect(true));
+    h.mock.api.add_fault(acting);
     h.start_controller();
     let users = addresses("acted", 2);
-    h.cluster
-        .create_invitation("team", flavor.spec(&users))
-        .await;
+    let spec = flavor.spec(&users);
+    h.cluster.create_invitation("team", spec).await;
     let settles_at = intent_settles_at(&h, "team", &users).await;
     let inv = h.cluster.wait_ready("team").await;
     assert_owned_and_invited_once(&h, status_of(&inv), &users);
@@ -226,10 +216,8 @@ async fn an_unknown_half_keeps_only_its_own_users_inviting() {
         .find(|e| e.status == 502)
         .expect("the 502");
     // After the 502 nothing about c or bad is asked before their window ends.
-    let early: Vec<String> = h
-        .mock
-        .api
-        .journal()
+    let journal = h.mock.api.journal();
+    let early: Vec<String> = journal
         .into_iter()
         .filter(|e| e.seq > unknown.seq && e.at < settles_at)
         .filter(|e| e.body.to_string().contains(C) || e.body.to_string().contains(BAD))
