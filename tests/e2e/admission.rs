@@ -26,6 +26,14 @@ fn users(emails: &[&str]) -> Value {
     json!(users)
 }
 
+/// The rows of a JSON table of cases, `[name, spec, what the refusal says]` each.
+fn rows(table: &Value) -> Vec<(String, Value, String)> {
+    let text = |v: &Value| v.as_str().unwrap().to_owned();
+    let rows = table.as_array().unwrap().iter();
+    rows.map(|row| (text(&row[0]), row[1].clone(), text(&row[2])))
+        .collect()
+}
+
 #[tokio::test]
 async fn user_invitations_are_validated_at_admission() {
     let Some(cluster) = admission_cluster().await else {
@@ -54,10 +62,9 @@ async fn user_invitations_are_validated_at_admission() {
         ["bad-policy", {"users": a, "accessPolicy": "Sometimes"}, "accessPolicy"],
         ["dup-org", {"orgInvitation": {"usernames": ["b@example.com", "b@example.com"]}}, "Duplicate value"],
     ]);
-    for case in refused.as_array().unwrap() {
-        let (name, says) = (case[0].as_str().unwrap(), case[2].as_str().unwrap());
-        let message = create(&cluster, name, case[1].clone()).await.unwrap_err();
-        assert!(message.contains(says), "{name}: {message}");
+    for (name, spec, says) in rows(&refused) {
+        let message = create(&cluster, &name, spec).await.unwrap_err();
+        assert!(message.contains(&says), "{name}: {message}");
     }
     cluster.cleanup().await;
 }
@@ -131,13 +138,12 @@ async fn endpoints_are_validated_at_admission() {
         ["ns", {"api": "UserInvite", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t", "namespace": "elsewhere"}}}, "own namespace"],
         ["url", {"api": "UserInvite", "url": "ftp://x", "credentials": {"secretRef": {"name": "t"}}}, "url"],
     ]);
-    for case in refused.as_array().unwrap() {
-        let (name, says) = (case[0].as_str().unwrap(), case[2].as_str().unwrap());
-        let msg = match api.create(&pp, &endpoint(name, case[1].clone())).await {
+    for (name, spec, says) in rows(&refused) {
+        let msg = match api.create(&pp, &endpoint(&name, spec)).await {
             Err(kube::Error::Api(s)) if s.code == 422 => s.message,
             other => panic!("expected 422, got {other:?}"),
         };
-        assert!(msg.contains(says), "{msg}");
+        assert!(msg.contains(&says), "{msg}");
     }
     cluster.cleanup().await;
 }

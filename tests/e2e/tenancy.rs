@@ -360,32 +360,23 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
     cluster_endpoint_for(&h, "OrgInvitation", &members, member_only).await;
     cluster_endpoint_for(&h, "OrgInvitation", &services, with_services).await;
     h.start_controller();
-    // [endpoint, resource, what it asks for besides org_member, the field its refusal names]
+    // [resource, endpoint, what it asks for besides org_member, the field its refusal names]
     let cases = json!([
-        [members, "custom-roles", {"customRoles": [{"name": "org_owner"}]}, "customRoles"],
-        [members, "custom-groups", {"customGroupsIds": ["admins"]}, "customGroupsIds"],
-        [members, "service-link", {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/admin"}]}, "serviceDefinitionLink"],
-        [services, "service-role-names", {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok", "serviceRoleNames": ["admin"]}]}, "serviceRoleNames"],
-        [services, "service-role-bindings", {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok", "serviceRoles": [{"name": "admin"}]}]}, "serviceRoleNames"],
-        [members, "binding-resource", {"organizationRoles": [{"name": "org_member", "resource": "/orgs/other"}]}, "resources"],
-        [members, "org-owner", {"organizationRoles": [{"name": "org_owner"}]}, "\"org_owner\""],
-        [members, "org-role-names", {"orgRoleNames": ["org_owner"]}, "orgRoleNames"],
+        ["custom-roles", members, {"customRoles": [{"name": "org_owner"}]}, "customRoles"],
+        ["custom-groups", members, {"customGroupsIds": ["admins"]}, "customGroupsIds"],
+        ["service-link", members, {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/admin"}]}, "serviceDefinitionLink"],
+        ["service-role-names", services, {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok", "serviceRoleNames": ["admin"]}]}, "serviceRoleNames"],
+        ["service-role-bindings", services, {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok", "serviceRoles": [{"name": "admin"}]}]}, "serviceRoleNames"],
+        ["binding-resource", members, {"organizationRoles": [{"name": "org_member", "resource": "/orgs/other"}]}, "resources"],
+        ["org-owner", members, {"organizationRoles": [{"name": "org_owner"}]}, "\"org_owner\""],
+        ["org-role-names", members, {"orgRoleNames": ["org_owner"]}, "orgRoleNames"],
     ]);
-    let cases = cases.as_array().unwrap();
-    let str = |v: &Value| v.as_str().unwrap().to_string();
-    for case in cases {
-        let (endpoint, name) = (str(&case[0]), str(&case[1]));
+    refused_naming_their_fields(&h, cases, |name, endpoint, extra| {
         let org = json!({"usernames": [format!("{name}@example.com")],
                          "organizationRoles": [{"name": "org_member"}]});
-        let spec =
-            json!({"endpointRef": via(&endpoint), "orgInvitation": with(org, case[2].clone())});
-        h.cluster.create_invitation(&name, spec).await;
-    }
-    for case in cases {
-        let (name, field) = (str(&case[1]), str(&case[3]));
-        let message = h.cluster.wait_reason(&name, "NotAllowed").await;
-        assert!(message.contains(&field), "{name}: {message}");
-    }
+        json!({"endpointRef": via(endpoint), "orgInvitation": with(org, extra)})
+    })
+    .await;
     // The endpoints' status checks exchange the token; nothing else reached the API.
     assert_eq!(api_calls(&h.mock), Vec::<String>::new());
     assert!(h.mock.api.org_invitations().is_empty());
@@ -917,6 +908,12 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
     let (users, org) = users_and_org_endpoints(&h, Value::Null, Value::Null).await;
     h.start_controller();
     let refused = ask_for_more_than_membership(&h, &users, &org).await;
+    for (name, message) in refused {
+        assert!(
+            message.contains("no spec.allowed") && message.contains("spec.allowed."),
+            "{name}: the message says how the platform opens the field: {message}"
+        );
+    }
     let member = json!([{"name": "org_member"}]);
     let plain_user = user_via(&users, "plain@example.com");
     let plain_member = json!({"endpointRef": via(&org),
@@ -926,14 +923,6 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
         [("plain-user", plain_user), ("plain-member", plain_member)],
     )
     .await;
-    for (name, field) in refused {
-        let message = h.cluster.wait_reason(&name, "NotAllowed").await;
-        assert!(message.contains(&field), "{name}: {message}");
-        assert!(
-            message.contains("no spec.allowed") && message.contains("spec.allowed."),
-            "{name}: the message says how the platform opens the field: {message}"
-        );
-    }
     // Only the plain memberships were sent.
     let journal = h.mock.api.journal();
     let invites: Vec<String> = journal
@@ -951,7 +940,7 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
 }
 
 /// Resources asking, through cluster endpoints without `allowed` (`users`, `org`), for what
-/// grants more than membership; each with the field its refusal must name.
+/// grants more than membership, each refused naming the field; their refusals' messages.
 async fn ask_for_more_than_membership(
     h: &Harness,
     users: &str,
@@ -968,18 +957,34 @@ async fn ask_for_more_than_membership(
         ["org-service", org, {"orgInvitation": {"usernames": ["org-service@example.com"], "organizationRoles": member,
                                                 "serviceRolesDtos": [{"serviceDefinitionLink": "/paid/x", "serviceRoleNames": ["admin"]}]}}, "serviceDefinitionLinks"],
     ]);
-    let mut refused = Vec::new();
-    for case in cases.as_array().unwrap() {
-        let [name, endpoint, spec, field] = [0, 1, 2, 3].map(|i| case[i].clone());
-        let name = name.as_str().unwrap().to_string();
-        let spec = with(
-            spec,
-            json!({"endpointRef": via(endpoint.as_str().unwrap())}),
-        );
+    let spec =
+        |_: &str, endpoint: &str, request| with(request, json!({"endpointRef": via(endpoint)}));
+    refused_naming_their_fields(h, cases, spec).await
+}
+
+/// Creates a resource per row of `cases` (`[resource, endpoint, request, the field its refusal
+/// names]`, its spec built by `spec`), then checks that each is refused (NotAllowed) naming its
+/// field; returns the refusals' messages.
+async fn refused_naming_their_fields(
+    h: &Harness,
+    cases: Value,
+    spec: impl Fn(&str, &str, Value) -> Value,
+) -> Vec<(String, String)> {
+    let rows = cases.as_array().unwrap();
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    for row in rows {
+        let (name, endpoint) = (text(&row[0]), text(&row[1]));
+        let spec = spec(&name, &endpoint, row[2].clone());
         h.cluster.create_invitation(&name, spec).await;
-        refused.push((name, field.as_str().unwrap().to_string()));
     }
-    refused
+    let mut refusals = Vec::new();
+    for row in rows {
+        let (name, field) = (text(&row[0]), text(&row[3]));
+        let message = h.cluster.wait_reason(&name, "NotAllowed").await;
+        assert!(message.contains(&field), "{name}: {message}");
+        refusals.push((name, message));
+    }
+    refusals
 }
 
 /// Upgrading to deny by default: resources that converged while an endpoint without `allowed`
