@@ -117,15 +117,17 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     h.finish().await;
 }
 
+/// The endpoints of both flavours.
+const ENDPOINTS: [(Flavor, &str); 2] = [
+    (Flavor::UserInvite, "wavefront"),
+    (Flavor::OrgInvitation, "csp"),
+];
+
 /// `n` resources of 3 users each, alternately UserInvite and OrgInvitation; their users.
 async fn create_resources(h: &Harness, n: usize) -> Vec<String> {
     let mut users = Vec::new();
     for i in 0..n {
-        let (flavor, endpoint) = if i % 2 == 0 {
-            (Flavor::UserInvite, "wavefront")
-        } else {
-            (Flavor::OrgInvitation, "csp")
-        };
+        let (flavor, endpoint) = ENDPOINTS[i % 2];
         let emails = addresses(&format!("r{i}"), USERS_PER_RESOURCE);
         let mut spec = flavor.spec(&emails);
         spec["endpointRef"]["name"] = endpoint.into();
@@ -144,13 +146,9 @@ async fn faulty_harness() -> Harness {
     })
     .await;
     h.cluster.put_secret(SECRET, TOKEN).await;
-    for (flavor, name) in [
-        (Flavor::UserInvite, "wavefront"),
-        (Flavor::OrgInvitation, "csp"),
-    ] {
-        flavor
-            .apply_endpoint(&h.cluster, name, &h.mock.url, 1, 100)
-            .await;
+    for (flavor, name) in ENDPOINTS {
+        let url = &h.mock.url;
+        flavor.apply_endpoint(&h.cluster, name, url, 1, 100).await;
     }
     h.mock
         .api
@@ -231,8 +229,8 @@ fn faults_met(h: &Harness) -> (Vec<invite_mock::JournalEntry>, Vec<String>) {
         // The expired watches list again, and some of those lists fail.
         let lists = requests
             .iter()
-            .filter(|r| r.verb == "list" && r.status == 500)
-            .count();
+            .filter(|r| r.verb == "list" && r.status == 500);
+        let lists = lists.count();
         assert!(lists > 0, "the controller never got a failed list");
         kinds.push(format!("{lists} failed list"));
     }
@@ -261,8 +259,8 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
     h.start_controller();
     let mut users = addresses("first", 2);
     let c = &h.cluster;
-    c.create_invitation("first", Flavor::UserInvite.spec(&users))
-        .await;
+    let spec = Flavor::UserInvite.spec(&users);
+    c.create_invitation("first", spec).await;
     c.wait_status("first", "first Ready", is_ready).await;
     // The controller's lists and watches of UserInvitations.
     let requests = |verb: &str| controller_requests(&server.requests(), verb).count();
@@ -295,25 +293,16 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
         wait_for_more("list", lists).await;
         wait_for_more("watch", watches + 1).await;
     }
-    let started = tokio::time::Instant::now();
     let emails = addresses("after", 2);
-    c.create_invitation("after", Flavor::UserInvite.spec(&emails))
-        .await;
+    let spec = Flavor::UserInvite.spec(&emails);
+    c.create_invitation("after", spec).await;
     users.extend(emails);
-    let ready = loop {
+    let what = format!("a resource created after {EXPIRIES} watch expiries in a row Ready");
+    eventually_every(Duration::from_millis(20), WITHIN, &what, async || {
         let inv = c.invitations().get("after").await.unwrap();
-        if inv.status.as_ref().is_some_and(is_ready) {
-            break true;
-        }
-        if started.elapsed() > WITHIN {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(
-        ready,
-        "a resource created after {EXPIRIES} watch expiries in a row is not Ready within {WITHIN:?}"
-    );
+        inv.status.as_ref().is_some_and(is_ready)
+    })
+    .await;
     assert_invite_requests_once(&h.mock.api, &users, "after watch expiries");
     h.finish().await;
 }

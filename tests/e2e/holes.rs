@@ -224,10 +224,9 @@ async fn a_blocked_resource_keeps_its_entries_and_the_removals_it_owes() {
 
 /// A UserInvite spec of `emails` through [`ENDPOINT`], `deletionPolicy: Delete`.
 fn deleting(emails: &[&str]) -> Value {
-    with(
-        users_spec(ENDPOINT, emails, &[]),
-        json!({"deletionPolicy": "Delete"}),
-    )
+    let mut spec = users_spec(ENDPOINT, emails, &[]);
+    spec["deletionPolicy"] = json!("Delete");
+    spec
 }
 
 /// Creates or updates the UserInvite cluster endpoint `name` on the mock, with the test's
@@ -369,10 +368,8 @@ async fn membership_is_found_in_an_organization_of_25000() {
 fn users_series(metrics: &invite_operator::telemetry::Metrics, namespace: &str) -> Vec<String> {
     let series = format!("invite_operator_users{{namespace=\"{namespace}\"");
     let text = metrics.encode();
-    text.lines()
-        .filter(|l| l.starts_with(&series))
-        .map(str::to_string)
-        .collect()
+    let lines = text.lines().filter(|l| l.starts_with(&series));
+    lines.map(str::to_string).collect()
 }
 
 #[tokio::test]
@@ -381,13 +378,8 @@ async fn deleted_resources_leave_no_metric_series() {
     let mut h = flavor.harness(5, 100).await;
     let other = h.cluster.create_namespace("b").await;
     // The namespace `other` gets its own endpoint and Secret.
-    endpoint_in(
-        &h.cluster,
-        &other,
-        ENDPOINT,
-        flavor.endpoint(&h.mock.url, 5, 100),
-    )
-    .await;
+    let endpoint = flavor.endpoint(&h.mock.url, 5, 100);
+    endpoint_in(&h.cluster, &other, ENDPOINT, endpoint).await;
     let mut settings = h.cluster.settings();
     settings.watch_namespaces.push(other.clone());
     h.start_controller_with(settings);
@@ -396,25 +388,22 @@ async fn deleted_resources_leave_no_metric_series() {
     let names = ["r0", "r1", "r2"];
     for (i, name) in names.iter().enumerate() {
         let people = [format!("r{i}@example.com"), format!("s{i}@example.com")];
-        let spec = users_spec(ENDPOINT, &people, &[]);
-        let policy = if i == 0 {
-            json!({"deletionPolicy": "Delete"})
-        } else {
-            json!({})
-        };
-        c.create_invitation(name, with(spec, policy)).await;
+        let mut spec = users_spec(ENDPOINT, &people, &[]);
+        if i == 0 {
+            spec["deletionPolicy"] = json!("Delete");
+        }
+        c.create_invitation(name, spec).await;
     }
     let kept = json!({"name": "kept", "namespace": other});
-    c.create_invitation_with(kept, users_spec(ENDPOINT, &["k@example.com"], &[]))
-        .await;
+    let spec = users_spec(ENDPOINT, &["k@example.com"], &[]);
+    c.create_invitation_with(kept, spec).await;
     for name in names {
         c.wait_ready(name).await;
     }
     let metrics = h.controller.as_ref().unwrap().metrics.clone();
     let one = |ns: &str, n: u32| {
-        vec![format!(
-            "invite_operator_users{{namespace=\"{ns}\",state=\"invited\"}} {n}"
-        )]
+        let series = format!("invite_operator_users{{namespace=\"{ns}\",state=\"invited\"}}");
+        vec![format!("{series} {n}")]
     };
     eventually("one series per namespace and state", async || {
         let series = users_series(&metrics, &ns) == one(&ns, 6)
@@ -437,9 +426,8 @@ async fn deleted_resources_leave_no_metric_series() {
     // Endpoints have a readiness series each (few, and gone with the endpoint: metrics.rs);
     // UserInvitations never have one.
     let text = metrics.encode();
-    let mut lines = text
-        .lines()
-        .filter(|l| !l.starts_with("invite_operator_endpoint_ready{"));
+    let readiness = "invite_operator_endpoint_ready{";
+    let mut lines = text.lines().filter(|l| !l.starts_with(readiness));
     let per_resource = lines.any(|l| l.contains("name=\""));
     assert!(!per_resource, "no series is labelled per resource");
     h.finish().await;
