@@ -268,6 +268,16 @@ fn endpoint_cases(mock: &str) -> Vec<Case> {
     ]
 }
 
+/// The UserInvite harness ([`ENDPOINT`]) with an OrgInvitation endpoint `org` too.
+async fn both_flavours() -> Harness {
+    let h = Flavor::UserInvite.harness(5, 100).await;
+    let url = &h.mock.url;
+    Flavor::OrgInvitation
+        .apply_endpoint(&h.cluster, "org", url, 5, 100)
+        .await;
+    h
+}
+
 fn requested(spec: &Value) -> usize {
     spec["users"]
         .as_array()
@@ -290,10 +300,7 @@ fn clear(status: &UserInvitationStatus, spec: &Value, want: &str, name: &str) ->
 
 #[tokio::test]
 async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
-    let mut h = Flavor::UserInvite.harness(5, 100).await;
-    Flavor::OrgInvitation
-        .apply_endpoint(&h.cluster, "org", &h.mock.url, 5, 100)
-        .await;
+    let mut h = both_flavours().await;
     h.cluster.put_secret("empty-token", "  ").await;
     h.start_controller();
     let mut outcomes = Outcomes::default();
@@ -303,20 +310,16 @@ async fn hostile_resources_end_in_an_admission_error_or_a_clear_condition() {
     // A paused annotation that is not "true" pauses nothing.
     let paused = "invite.operators.dev/paused";
     c.annotate("paused-not-true", paused, json!("yes")).await;
-    let Outcomes {
-        admitted,
-        left_alone,
-        refused,
-        not_created,
-    } = outcomes;
+    let (admitted, left_alone) = (outcomes.admitted, outcomes.left_alone);
+    let (refused, not_created) = (outcomes.refused, outcomes.not_created);
     println!(
         "{refused} refused at admission, {} admitted, {not_created} left to a real API server",
         admitted.len()
     );
     assert!(refused + not_created + admitted.len() + left_alone.len() >= 40);
     for (name, spec, reason) in &admitted {
-        c.wait_status(name, reason, |s| clear(s, spec, reason, name))
-            .await;
+        let clear = |s: &UserInvitationStatus| clear(s, spec, reason, name);
+        c.wait_status(name, reason, clear).await;
     }
     // Created before the others ended: the controller has seen them, and wrote nothing.
     for name in left_alone {
@@ -482,15 +485,11 @@ async fn apply_crd(cluster: &TestCluster, crd: &CustomResourceDefinition) {
 /// other spelling to the API. In-process only: a shared real cluster's CRD is not swapped.
 #[tokio::test]
 async fn objects_admitted_before_the_address_rule_fail_alone_in_the_planner() {
-    let mut h = Flavor::UserInvite.harness(5, 100).await;
+    let mut h = both_flavours().await;
     if !h.cluster.is_test_server() {
         eprintln!("skipped: needs the in-process API server (swaps the CRD for an older one)");
-        h.finish().await;
-        return;
+        return h.finish().await;
     }
-    Flavor::OrgInvitation
-        .apply_endpoint(&h.cluster, "org", &h.mock.url, 5, 100)
-        .await;
     apply_crd(&h.cluster, &crd_before_the_address_rule()).await;
     // Each resource lists one person, then the same mailbox in other spellings.
     let other_spellings = |p: &str| {

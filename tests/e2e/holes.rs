@@ -35,9 +35,7 @@ async fn a_split_stopped_by_the_send_deadline_keeps_what_was_answered() {
     // the API had answered when it was read: nobody answered 202 is ever Pending.
     let flavor = Flavor::OrgInvitation;
     let mut h = flavor.harness(2, 2).await;
-    let mut settings = h.cluster.settings();
-    settings.retry_base_delay = Duration::from_secs(1);
-    h.start_controller_with(settings);
+    start_with(&mut h, |s| s.retry_base_delay = Duration::from_secs(1));
     let mut usernames: Vec<String> = (0..11).map(|i| format!("ops{i}@vmware.com")).collect();
     usernames.insert(5, "outsider@example.com".to_string());
     let spec = org_spec(ENDPOINT, &usernames, "platform_operator");
@@ -380,9 +378,7 @@ async fn deleted_resources_leave_no_metric_series() {
     // The namespace `other` gets its own endpoint and Secret.
     let endpoint = flavor.endpoint(&h.mock.url, 5, 100);
     endpoint_in(&h.cluster, &other, ENDPOINT, endpoint).await;
-    let mut settings = h.cluster.settings();
-    settings.watch_namespaces.push(other.clone());
-    h.start_controller_with(settings);
+    start_with(&mut h, |s| s.watch_namespaces.push(other.clone()));
     let c = &h.cluster;
     let ns = c.namespace.clone();
     let names = ["r0", "r1", "r2"];

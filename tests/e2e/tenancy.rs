@@ -453,10 +453,10 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
         json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"], "adoptExistingUsers": true});
     let (mut h, shared) = shared_endpoint(anything).await;
     let other_ns = h.cluster.create_namespace("b").await;
-    let mut settings = h.cluster.settings();
-    settings.watch_namespaces.push(other_ns.clone());
-    settings.resync_interval = Duration::from_millis(200);
-    h.start_controller_with(settings);
+    start_with(&mut h, |s| {
+        s.watch_namespaces.push(other_ns.clone());
+        s.resync_interval = Duration::from_millis(200);
+    });
     let c = &h.cluster;
     let p = "p@example.com";
     let spec = |groups: &[&str]| {
@@ -519,9 +519,7 @@ async fn with_a_cluster_endpoint(
     let mut h = Harness::user_invite().await;
     let shared = h.cluster.unique("shared");
     cluster_endpoint_for(&h, "UserInvite", &shared, Value::Null).await;
-    let mut settings = h.cluster.settings();
-    tweak(&mut settings);
-    h.start_controller_with(settings);
+    start_with(&mut h, tweak);
     (h, shared)
 }
 
@@ -529,9 +527,7 @@ async fn with_a_cluster_endpoint(
 /// API and the Secret.
 async fn ready_then_rotated(ttl: Duration) -> Harness {
     let mut h = Harness::user_invite().await;
-    let mut settings = h.cluster.settings();
-    settings.secret_cache_ttl = ttl;
-    h.start_controller_with(settings);
+    start_with(&mut h, |s| s.secret_cache_ttl = ttl);
     let c = &h.cluster;
     c.create_ready("before", user("a@example.com")).await;
     h.mock.api.set_token("rotated-token");
@@ -612,8 +608,8 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
         }
     };
     let url = remote.as_ref().map(|(url, _, _)| url.as_str());
-    let c = &h.cluster;
     let url = url.unwrap_or("http://10.255.255.1");
+    let c = &h.cluster;
     c.user_invite_endpoint("insecure", url, "api-token").await;
     h.start_controller();
     let c = &h.cluster;
@@ -640,9 +636,7 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
     assert!(remote.journal().is_empty(), "{:?}", remote.journal());
 
     // The platform opts in.
-    let mut settings = h.cluster.settings();
-    settings.endpoint_policy.allow_insecure_http = true;
-    h.start_controller_with(settings);
+    start_with(&mut h, |s| s.endpoint_policy.allow_insecure_http = true);
     let c = &h.cluster;
     c.wait_ready("remote").await;
     c.wait_endpoint("insecure", "True", "CredentialsResolved")
@@ -670,11 +664,8 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
     assert!(seen.is_empty(), "{seen:?}");
     c.create_ready("platform", user_via(&shared, "p@example.com"))
         .await;
-    h.controller.take().unwrap().stop().await;
 
-    let mut settings = h.cluster.settings();
-    settings.endpoint_policy.namespaced_endpoints = false;
-    h.start_controller_with(settings);
+    restart_with(&mut h, |s| s.endpoint_policy.namespaced_endpoints = false).await;
     let c = &h.cluster;
     let turned_off = |s: &UserInvitationStatus| {
         ready(s).1 == "NotAllowed" && ready_message(s).contains("turned off")
@@ -915,14 +906,10 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
         );
     }
     let member = json!([{"name": "org_member"}]);
-    let plain_user = user_via(&users, "plain@example.com");
+    let plain_user = ("plain-user", user_via(&users, "plain@example.com"));
     let plain_member = json!({"endpointRef": via(&org),
                               "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}});
-    both_ready(
-        &h,
-        [("plain-user", plain_user), ("plain-member", plain_member)],
-    )
-    .await;
+    both_ready(&h, [plain_user, ("plain-member", plain_member)]).await;
     // Only the plain memberships were sent.
     let journal = h.mock.api.journal();
     let invites: Vec<String> = journal
@@ -1256,11 +1243,8 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
     assert_eq!(theirs.api.invitations_sent_to("x@example.com"), 1);
 
     // The platform turns the check off: an unlabelled Secret works too.
-    h.controller.take().unwrap().stop().await;
     label(json!(null)).await;
-    let mut settings = h.cluster.settings();
-    settings.require_credentials_label = false;
-    h.start_controller_with(settings);
+    restart_with(&mut h, |s| s.require_credentials_label = false).await;
     h.cluster
         .create_ready("unchecked", borrowed("y@example.com"))
         .await;
@@ -1285,8 +1269,7 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
     c.wait_ready("platform").await;
     assert_eq!(h.mock.api.invitations_sent_to("s@example.com"), 0);
 
-    h.controller.take().unwrap().stop().await;
-    h.start_controller(); // the suite's settings opt in
+    restart_with(&mut h, |_| {}).await; // the suite's settings opt in
     h.cluster.wait_ready("sidecar").await;
     h.finish().await;
 }
@@ -1316,9 +1299,8 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
                       "credentials": {"secretRef": {"name": "token"}},
                       "requestsPerSecond": 1000, "timeoutSeconds": 1});
     endpoint_in(&h.cluster, &tenant, "tarpit", spec).await;
-    let mut settings = h.cluster.settings();
-    settings.watch_namespaces.clear(); // one controller, one set of slots, for all
-    h.start_controller_with(settings);
+    // One controller, one set of slots, for all.
+    start_with(&mut h, |s| s.watch_namespaces.clear());
     let c = &h.cluster;
     for i in 0..200 {
         let spec = org_spec("tarpit", &[format!("t{i}@example.com")], "org_member");
@@ -1361,9 +1343,7 @@ async fn endless_listing(
         ..MockConfig::default()
     };
     let mut h = Harness::org_invitation(config).await;
-    let mut settings = h.cluster.settings();
-    limits(&mut settings);
-    h.start_controller_with(settings);
+    start_with(&mut h, limits);
     let spec = org_spec("csp", &["x@example.com"], "org_member");
     h.cluster.create_invitation("team", spec).await;
     let message = h.cluster.wait_reason("team", "EndpointNotReady").await;
@@ -1743,8 +1723,7 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
     let held = c.invitations().get("held-by-b").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.finalizers(), [controller::FINALIZER], "no cleanup");
-    for who in ["x1", "x2", "x3", "x4", "x5", "x6"] {
-        let email = format!("{who}@example.com");
+    for email in (1..=6).map(|i| format!("x{i}@example.com")) {
         assert_eq!(h.mock.api.invitations_sent_to(&email), 0, "{email}");
     }
     shard_b_endpoints_untouched(&h, &log, &cluster_b).await;
@@ -1755,12 +1734,7 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
     assert_eq!(inv.finalizers(), [controller::FINALIZER]);
     c.wait_gone("held-by-b").await;
     assert_eq!(h.mock.api.invitations_sent_to("x2@example.com"), 1);
-    for name in [
-        "on-cluster-b",
-        "on-missing-cluster",
-        "on-missing-ns",
-        "on-default",
-    ] {
+    for name in others.iter().filter(|name| **name != "on-ns-b") {
         let inv = c.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name}");
     }
@@ -1773,29 +1747,20 @@ async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve
 async fn resources_on_other_endpoints(h: &Harness, cluster_b: &str) -> [&'static str; 5] {
     let missing = h.cluster.unique("missing");
     let others = [
-        (
-            "on-cluster-b",
-            through(CLUSTER, cluster_b, "x1@example.com"),
-        ),
-        ("on-ns-b", through(NAMESPACED, "ns-b", "x2@example.com")),
-        (
-            "on-missing-cluster",
-            through(CLUSTER, &missing, "x3@example.com"),
-        ),
-        (
-            "on-missing-ns",
-            through(NAMESPACED, "missing", "x4@example.com"),
-        ),
-        (
-            "on-default",
-            json!({"deletionPolicy": "Delete",
-                   "users": [{"emailAddress": "x5@example.com", "groups": [], "userGroups": []}]}),
-        ),
+        ("on-cluster-b", CLUSTER, cluster_b),
+        ("on-ns-b", NAMESPACED, "ns-b"),
+        ("on-missing-cluster", CLUSTER, &missing),
+        ("on-missing-ns", NAMESPACED, "missing"),
     ];
-    for (name, spec) in &others {
-        h.cluster.create_invitation(name, spec.clone()).await;
+    for (i, (name, kind, endpoint)) in others.into_iter().enumerate() {
+        let spec = through(kind, endpoint, &format!("x{}@example.com", i + 1));
+        h.cluster.create_invitation(name, spec).await;
     }
-    others.map(|(name, _)| name)
+    let on_default = json!({"deletionPolicy": "Delete",
+                            "users": [{"emailAddress": "x5@example.com", "groups": [], "userGroups": []}]});
+    h.cluster.create_invitation("on-default", on_default).await;
+    let [a, b, c, d] = others.map(|(name, ..)| name);
+    [a, b, c, d, "on-default"]
 }
 
 /// Shard b's endpoints are neither checked nor written.

@@ -10,7 +10,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{TOKEN, TestCluster, admission_checked};
+use super::{Harness, TOKEN, TestCluster, admission_checked};
+use invite_operator::controller::Settings;
 
 /// Creates `kind` `name` (labelled as the test's) with `spec` in the test's namespace, as a
 /// client would send it (no typed struct in between). `Err`: admission refused it (a 422,
@@ -78,4 +79,21 @@ pub async fn admission_cluster() -> Option<TestCluster> {
     } else {
         None
     }
+}
+
+/// Starts `h`'s controller with the test's settings, `tweak`ed.
+pub fn start_with(h: &mut Harness, tweak: impl FnOnce(&mut Settings)) {
+    let mut settings = h.cluster.settings();
+    tweak(&mut settings);
+    h.start_controller_with(settings);
+}
+
+/// Stops `h`'s controller, then starts it again with the test's settings, `tweak`ed.
+pub async fn restart_with(h: &mut Harness, tweak: impl FnOnce(&mut Settings)) {
+    h.controller
+        .take()
+        .expect("a running controller")
+        .stop()
+        .await;
+    start_with(h, tweak);
 }
