@@ -1502,6 +1502,19 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
             .await;
     }
     let served = one_resource_per_shard_kind_and_policy(&h, &cluster_endpoints).await;
+    // Each served resource written by its own controller only, its user invited once; nobody's
+    // resources written by neither.
+    let assert_writes = || {
+        for (name, email, shard, _) in &served {
+            let wrote = writers("userinvitations", name);
+            let both = [&log_a, &log_b].map(|log| log.writes_to("userinvitations", name));
+            assert_eq!(wrote, vec![*shard], "{name}: a and b wrote {both:?}");
+            assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
+        }
+        for (name, ..) in nobodys {
+            assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
+        }
+    };
     for (name, ..) in &served {
         c.wait_ready(name).await;
     }
@@ -1513,18 +1526,8 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
     }
     // Time for any pass of the wrong controller (a resource it leaves alone costs no call).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for (name, email, shard, policy) in &served {
-        let (wrote_a, wrote_b) = (
-            log_a.writes_to("userinvitations", name),
-            log_b.writes_to("userinvitations", name),
-        );
-        let wrote = writers("userinvitations", name);
-        assert_eq!(
-            wrote,
-            vec![*shard],
-            "{name}: a wrote {wrote_a:?}, b wrote {wrote_b:?}"
-        );
-        assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
+    assert_writes();
+    for (name, .., policy) in &served {
         let inv = c.invitations().get(name).await.unwrap();
         let has_finalizer = inv.finalizers().iter().any(|f| f == controller::FINALIZER);
         assert_eq!(has_finalizer, *policy == "Delete", "{name}");
@@ -1533,7 +1536,6 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
         let inv = c.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name} is nobody's");
         assert_eq!(inv.finalizers(), <&[String]>::default(), "{name}");
-        assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
     }
     for (shard, cluster_endpoint) in &cluster_endpoints {
         let wrote = writers("clusterinvitationendpoints", cluster_endpoint);
@@ -1544,13 +1546,7 @@ async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource
 
     let (before, identifiers) = delete_all(&h, &served, &nobodys).await;
     assert_removed_once(&h, before, identifiers);
-    for (name, email, shard, _) in &served {
-        assert_eq!(writers("userinvitations", name), vec![*shard], "{name}");
-        assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
-    }
-    for (name, ..) in nobodys {
-        assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
-    }
+    assert_writes();
 
     assert_events_by_shard(&h, &logs, &served, &nobodys).await;
     a.stop().await;
