@@ -12,6 +12,7 @@ use invite_operator::{
     controller::is_guard_failure,
 };
 use kube::api::{Patch, PatchParams, PostParams};
+use kube_test_apiserver::Fault;
 use serde_json::json;
 
 fn json_patch(ops: serde_json::Value) -> Patch<()> {
@@ -67,10 +68,7 @@ async fn a_failed_guard_is_told_apart_from_a_refused_write() {
     // The in-process server evaluates no CRD schema (tests/support/README.md): there the
     // refusal is injected, worded as the API server's (422 Invalid, with its causes).
     if let Some(server) = &cluster.server {
-        let fault = kube_test_apiserver::Fault::new(422)
-            .verb("patch")
-            .name("guarded");
-        server.inject_fault(fault);
+        server.inject_fault(Fault::new(422).verb("patch").name("guarded"));
     }
     let invalid = json_patch(json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": created.metadata.resource_version},

@@ -158,18 +158,15 @@ async fn full_flow(cluster: &TestCluster, mock: &RunningMock) {
         json!({"endpointRef": endpoint("wavefront-refused"), "users": [user("e@example.com", &[])]}),
         json!({"endpointRef": endpoint("csp-refused"), "orgInvitation": {"usernames": ["f@example.com"]}}),
     ];
-    for (name, spec) in ["users", "org", "refused", "org-refused"]
-        .into_iter()
-        .zip(resources)
-    {
+    let names = ["users", "org", "refused", "org-refused"];
+    for (name, spec) in names.into_iter().zip(resources) {
         cluster.create_invitation(name, spec).await;
     }
     cluster.wait_ready("users").await;
     cluster.wait_ready("org").await;
     cluster.wait_for_reason("refused", "EndpointNotReady").await;
-    cluster
-        .wait_status("org-refused", "refused", |s| ready(s).0 == "False")
-        .await;
+    let refused = |s: &UserInvitationStatus| ready(s).0 == "False";
+    cluster.wait_status("org-refused", "refused", refused).await;
 
     let enforced = json!({"users": [user("a@example.com", &["alerts_management"])]});
     cluster.patch_spec("users", enforced).await;
@@ -186,9 +183,8 @@ async fn full_flow(cluster: &TestCluster, mock: &RunningMock) {
     let done = |s: &UserInvitationStatus| {
         is_ready(s) && s.users.len() == 2 && s.observed_generation == Some(2)
     };
-    cluster
-        .wait_status("org", "g invited, d revoked", done)
-        .await;
+    let revoked = "g invited, d revoked";
+    cluster.wait_status("org", revoked, done).await;
     assert_eq!(mock.api.invitations_sent_to("g@example.com"), 1);
 }
 

@@ -233,10 +233,8 @@ async fn two_spellings_of_one_url_are_one_api() {
     // the two resources would show as two emails. A slow API widens the race window.
     let flavor = Flavor::OrgInvitation;
     let mut h = flavor.harness(5, 100).await;
-    let slash = format!("{}/", h.mock.url);
-    flavor
-        .apply_endpoint(&h.cluster, "api-slash", &slash, 5, 100)
-        .await;
+    let (c, slash) = (&h.cluster, format!("{}/", h.mock.url));
+    flavor.apply_endpoint(c, "api-slash", &slash, 5, 100).await;
     h.mock.api.set_latency(Duration::from_millis(300));
     h.start_controller();
     let c = &h.cluster;
@@ -245,11 +243,8 @@ async fn two_spellings_of_one_url_are_one_api() {
     let mut second = flavor.spec(&[shared.clone(), "two@example.com".into()]);
     first["endpointRef"]["name"] = ENDPOINT.into();
     second["endpointRef"]["name"] = "api-slash".into();
-    let (a, b) = tokio::join!(
-        c.create_invitation("first", first),
-        c.create_invitation("second", second)
-    );
-    drop((a, b));
+    let both = [("first", first), ("second", second)].map(|(n, s)| c.create_invitation(n, s));
+    futures::future::join_all(both).await;
     let first = c.wait_ready("first").await;
     let second = c.wait_ready("second").await;
     let (first_api, second_api) = (&status_of(&first).api, &status_of(&second).api);
