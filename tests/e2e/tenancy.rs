@@ -619,9 +619,8 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
     c.create_invitation("local", user("l@example.com")).await;
     let message = c.wait_reason("remote", "EndpointNotReady").await;
     assert!(message.contains("https://"), "{message}");
-    let message = c
-        .endpoint_message("insecure", "False", "InvalidConfiguration")
-        .await;
+    let invalid = c.endpoint_message("insecure", "False", "InvalidConfiguration");
+    let message = invalid.await;
     assert!(message.contains("https://"), "{message}");
     c.wait_ready("local").await;
     let controller = h.controller.take().unwrap();
@@ -747,11 +746,8 @@ async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
                           "requestsPerSecond": 1000, "timeoutSeconds": 5});
     h.cluster.apply_endpoint("wavefront", endpoint).await;
     let long = format!("refused: {}", "no ".repeat(64 * 1024 / 3));
-    let refusal = ScriptedFault::new(400)
-        .method("POST")
-        .path(INVITE)
-        .message(long);
-    h.mock.api.add_fault(refusal.times(1_000_000));
+    let refusal = ScriptedFault::new(400).method("POST").path(INVITE);
+    h.mock.api.add_fault(refusal.message(long).times(1_000_000));
     h.start_controller();
     let users: Vec<String> = (0..1000).map(|i| format!("u{i:04}@example.com")).collect();
     let spec = users_spec("wavefront", &users, &[]);
@@ -802,9 +798,8 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
     c.org_endpoint("csp", &h.mock.url, "csp-token", ORG).await;
     h.start_controller();
     let c = &h.cluster;
-    let message = c
-        .endpoint_message("csp", "False", "CredentialsRejected")
-        .await;
+    let rejected = c.endpoint_message("csp", "False", "CredentialsRejected");
+    let message = rejected.await;
     assert!(message.contains("go away"), "{message}");
     assert!(message.len() <= 2048, "{} bytes", message.len());
     h.finish().await;
@@ -1226,9 +1221,8 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
     };
     c.create_invitation("borrow", borrowed("x@example.com"))
         .await;
-    let message = c
-        .endpoint_message("borrowed", "False", "SecretNotLabelled")
-        .await;
+    let not_labelled = c.endpoint_message("borrowed", "False", "SecretNotLabelled");
+    let message = not_labelled.await;
     let credentials_label = "invite.operators.dev/credentials";
     assert!(message.contains(credentials_label), "{message}");
     let message = c.wait_reason("borrow", "EndpointNotReady").await;
@@ -1310,16 +1304,13 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     // The tarpit holds its share of the slots.
     let metrics = &h.controller.as_ref().unwrap().metrics;
     let deferred = "invite_operator_reconciles_deferred_total";
-    eventually(
-        "the tarpit's resources are held to their share",
-        async || sum_metric(metrics, deferred) > 0,
-    )
-    .await;
+    let held = "the tarpit's resources are held to their share";
+    eventually(held, async || sum_metric(metrics, deferred) > 0).await;
     let started = std::time::Instant::now();
     let names: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
     for name in &names {
-        c.create_invitation(name, user(&format!("{name}@example.com")))
-            .await;
+        let spec = user(&format!("{name}@example.com"));
+        c.create_invitation(name, spec).await;
     }
     for name in &names {
         c.wait_ready(name).await;
