@@ -26,12 +26,14 @@ fn users(emails: &[&str]) -> Value {
     json!(users)
 }
 
-/// The rows of a JSON table of cases, `[name, spec, what the refusal says]` each.
-fn rows(table: &Value) -> Vec<(String, Value, String)> {
-    let text = |v: &Value| v.as_str().unwrap().to_owned();
-    let rows = table.as_array().unwrap().iter();
-    rows.map(|row| (text(&row[0]), row[1].clone(), text(&row[2])))
-        .collect()
+/// Each case of `table` (`[name, spec, what the refusal says]`) is refused by `create`, the
+/// message saying so.
+async fn assert_refused(table: Value, create: impl AsyncFn(&str, Value) -> Result<(), String>) {
+    for row in table.as_array().unwrap() {
+        let (name, says) = (row[0].as_str().unwrap(), row[2].as_str().unwrap());
+        let message = create(name, row[1].clone()).await.unwrap_err();
+        assert!(message.contains(says), "{name}: {message}");
+    }
 }
 
 #[tokio::test]
@@ -62,10 +64,10 @@ async fn user_invitations_are_validated_at_admission() {
         ["bad-policy", {"users": a, "accessPolicy": "Sometimes"}, "accessPolicy"],
         ["dup-org", {"orgInvitation": {"usernames": ["b@example.com", "b@example.com"]}}, "Duplicate value"],
     ]);
-    for (name, spec, says) in rows(&refused) {
-        let message = create(&cluster, &name, spec).await.unwrap_err();
-        assert!(message.contains(&says), "{name}: {message}");
-    }
+    assert_refused(refused, async |name, spec| {
+        create(&cluster, name, spec).await.map(drop)
+    })
+    .await;
     cluster.cleanup().await;
 }
 
@@ -138,13 +140,13 @@ async fn endpoints_are_validated_at_admission() {
         ["ns", {"api": "UserInvite", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t", "namespace": "elsewhere"}}}, "own namespace"],
         ["url", {"api": "UserInvite", "url": "ftp://x", "credentials": {"secretRef": {"name": "t"}}}, "url"],
     ]);
-    for (name, spec, says) in rows(&refused) {
-        let msg = match api.create(&pp, &endpoint(&name, spec)).await {
-            Err(kube::Error::Api(s)) if s.code == 422 => s.message,
+    assert_refused(refused, async |name, spec| {
+        match api.create(&pp, &endpoint(name, spec)).await {
+            Err(kube::Error::Api(s)) if s.code == 422 => Err(s.message),
             other => panic!("expected 422, got {other:?}"),
-        };
-        assert!(msg.contains(&says), "{msg}");
-    }
+        }
+    })
+    .await;
     cluster.cleanup().await;
 }
 
