@@ -127,13 +127,6 @@ async fn endpoints_are_validated_at_admission() {
         .unwrap()
     };
     let pp = PostParams::default();
-    let ok = api
-        .create(&pp, &endpoint("ok", json!({"api": "UserInvite", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t"}}})))
-        .await
-        .unwrap();
-    assert_eq!(ok.spec.connection.requests_per_second, 50);
-    assert_eq!(ok.spec.connection.credentials.secret_ref.key, "token");
-
     // [name, spec, what the refusal says]
     let refused = json!([
         ["org", {"api": "OrgInvitation", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t"}}}, "organizationId is required"],
@@ -147,6 +140,13 @@ async fn endpoints_are_validated_at_admission() {
         }
     })
     .await;
+
+    let ok = api
+        .create(&pp, &endpoint("ok", json!({"api": "UserInvite", "url": "https://x.example.com", "credentials": {"secretRef": {"name": "t"}}})))
+        .await
+        .unwrap();
+    assert_eq!(ok.spec.connection.requests_per_second, 50);
+    assert_eq!(ok.spec.connection.credentials.secret_ref.key, "token");
     cluster.cleanup().await;
 }
 
