@@ -1090,9 +1090,8 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
         with(base.clone(), json!({"url": url, "allowed": allowed}))
     };
     for name in [&moved, &recreated] {
-        h.cluster
-            .cluster_endpoint(name, spec(&other.url, true))
-            .await;
+        let adopting = spec(&other.url, true);
+        h.cluster.cluster_endpoint(name, adopting).await;
     }
     h.start_controller_resyncing(Duration::from_millis(200));
     let c = &h.cluster;
@@ -1100,15 +1099,16 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
         let admin = json!({"emailAddress": admin, "groups": ["dashboard_management"]});
         let spec = enforce_and_delete(via(endpoint), admin);
         c.create_invitation(resource, spec).await;
-        c.wait_status(resource, "adopted", first_owned(Some(Ownership::Adopted)))
-            .await;
+        let adopted = first_owned(Some(Ownership::Adopted));
+        c.wait_status(resource, "adopted", adopted).await;
     }
     // Enforce reached the adopted admin on the first API only.
     let journal = other.api.journal();
-    let revoked_there = journal
-        .iter()
-        .any(|e| e.method != "GET" && e.path.contains("/revoke"));
-    assert!(revoked_there, "adoption worked on the first API");
+    let revoke = |e: &invite_mock::JournalEntry| e.method != "GET" && e.path.contains("/revoke");
+    assert!(
+        journal.iter().any(revoke),
+        "adoption worked on the first API"
+    );
     let before = h.mock.api.journal().len();
 
     // The platform points `moved` at its own API, and deletes and recreates `recreated`.
@@ -1119,15 +1119,12 @@ async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
     let params = DeleteParams::default();
     cluster_endpoints.delete(&recreated, &params).await.unwrap();
     eventually("the cluster endpoint deleted", async || {
-        cluster_endpoints
-            .get_opt(&recreated)
-            .await
-            .unwrap()
-            .is_none()
+        let found = cluster_endpoints.get_opt(&recreated).await.unwrap();
+        found.is_none()
     })
     .await;
-    c.cluster_endpoint(&recreated, spec(&other.url, false))
-        .await;
+    let not_adopting = spec(&other.url, false);
+    c.cluster_endpoint(&recreated, not_adopting).await;
     let other_before = other.api.journal().len();
     let dropped = |s: &UserInvitationStatus| {
         let first = s.users.first();
