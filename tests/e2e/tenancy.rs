@@ -23,7 +23,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use crate::common::{tenancy_kit::*, *};
+use crate::common::{flavor::Flavor, tenancy_kit::*, *};
 use invite_mock::ScriptedFault;
 use invite_operator::{
     api::{
@@ -70,20 +70,12 @@ fn first_owned(ownership: Option<Ownership>) -> impl Fn(&UserInvitationStatus) -
 /// of the test's namespace; `OrgInvitation`: in `csp-token`), restricted by `allowed` (`null`:
 /// no `allowed`).
 fn cluster_endpoint_spec(h: &Harness, api: &str, allowed: Value) -> Value {
-    let user_invite = api == "UserInvite";
-    let secret = if user_invite {
-        "api-token"
-    } else {
-        "csp-token"
+    let (flavor, secret) = match api {
+        "UserInvite" => (Flavor::UserInvite, "api-token"),
+        _ => (Flavor::OrgInvitation, "csp-token"),
     };
-    let mut spec = json!({
-        "api": api, "url": h.mock.url, "organizationId": ORG,
-        "credentials": {"secretRef": {"name": secret, "namespace": h.cluster.namespace}},
-        "requestsPerSecond": 100, "timeoutSeconds": 5,
-    });
-    if user_invite {
-        spec.as_object_mut().unwrap().remove("organizationId");
-    }
+    let mut spec = flavor.endpoint(&h.mock.url, 5, 100);
+    spec["credentials"]["secretRef"] = json!({"name": secret, "namespace": h.cluster.namespace});
     if !allowed.is_null() {
         spec["allowed"] = allowed;
     }
@@ -169,9 +161,8 @@ async fn wait_for(
 /// Lets the controller run `n` more reconciles (resyncs, with a short resync interval).
 async fn let_resync(h: &Harness, n: u64) {
     let controller = h.controller.as_ref().expect("a running controller");
-    controller
-        .wait_reconciles(controller.reconciles() + n)
-        .await;
+    let target = controller.reconciles() + n;
+    controller.wait_reconciles(target).await;
 }
 
 /// An administrator's permissions.
@@ -741,9 +732,7 @@ async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
 #[tokio::test]
 async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
     let mut h = Harness::user_invite().await;
-    let endpoint = json!({"api": "UserInvite", "url": h.mock.url,
-                          "credentials": {"secretRef": {"name": "api-token"}},
-                          "requestsPerSecond": 1000, "timeoutSeconds": 5});
+    let endpoint = Flavor::UserInvite.endpoint(&h.mock.url, 5, 1000);
     h.cluster.apply_endpoint("wavefront", endpoint).await;
     let long = format!("refused: {}", "no ".repeat(64 * 1024 / 3));
     let refusal = ScriptedFault::new(400).method("POST").path(INVITE);
@@ -1286,9 +1275,7 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     .await;
     let tenant = h.cluster.create_namespace("tarpit").await;
     // An OrgInvitation endpoint with a 1 s request timeout.
-    let spec = json!({"api": "OrgInvitation", "url": tarpit.url, "organizationId": ORG,
-                      "credentials": {"secretRef": {"name": "token"}},
-                      "requestsPerSecond": 1000, "timeoutSeconds": 1});
+    let spec = Flavor::OrgInvitation.endpoint(&tarpit.url, 1, 1000);
     endpoint_in(&h.cluster, &tenant, "tarpit", spec).await;
     // One controller, one set of slots, for all.
     start_with(&mut h, |s| s.watch_namespaces.clear());
@@ -1406,9 +1393,7 @@ fn shard_labels(cluster: &TestCluster, shard: &str) -> Value {
 /// Creates or updates the InvitationEndpoint `name` on the mock's UserInvite API (token in
 /// Secret `api-token`), labelled for `shard`.
 async fn shard_namespaced_endpoint(h: &Harness, name: &str, shard: &str) {
-    let spec = json!({"api": "UserInvite", "url": h.mock.url,
-                      "credentials": {"secretRef": {"name": "api-token"}},
-                      "requestsPerSecond": 100, "timeoutSeconds": 5});
+    let spec = Flavor::UserInvite.endpoint(&h.mock.url, 5, 100);
     let labels = shard_labels(&h.cluster, shard);
     h.cluster.apply_endpoint_labelled(name, spec, labels).await;
 }
