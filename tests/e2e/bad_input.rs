@@ -244,10 +244,7 @@ fn spelling_cases() -> Vec<Case> {
 
 /// Endpoint specs; admitted ones get a resource `use-<name>` that must end with the reason.
 fn endpoint_cases(mock: &str) -> Vec<Case> {
-    let base = |url: &str| {
-        json!({"api": "UserInvite", "url": url, "credentials": {"secretRef": {"name": SECRET}},
-               "requestsPerSecond": 100, "timeoutSeconds": 5})
-    };
+    let base = |url: &str| Flavor::UserInvite.endpoint(url, 5, 100);
     let with_credentials = base(&mock.replace("http://", "http://admin:hunter2@"));
     let secret = |name: &str| with(base(mock), "/credentials/secretRef/name", json!(name));
     let remote = base("http://example.com");
