@@ -12,6 +12,7 @@ use invite_operator::{
     controller::is_guard_failure,
 };
 use kube::api::{Patch, PatchParams, PostParams};
+use kube_test_apiserver::Fault;
 use serde_json::json;
 
 fn json_patch(ops: serde_json::Value) -> Patch<()> {
@@ -25,94 +26,58 @@ fn json_patch(ops: serde_json::Value) -> Patch<()> {
 async fn a_failed_guard_is_told_apart_from_a_refused_write() {
     let cluster = TestCluster::start().await;
     let api = cluster.invitations();
-    let created = cluster
-        .create_invitation(
-            "guarded",
-            json!({"users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]}),
-        )
-        .await;
+    let spec =
+        json!({"users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []}]});
+    let created = cluster.create_invitation("guarded", spec).await;
     let stale = "1";
     assert_ne!(created.metadata.resource_version.as_deref(), Some(stale));
     let pp = PatchParams::default();
 
-    let status_write = api
-        .patch_status(
-            "guarded",
-            &pp,
-            &json_patch(json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": stale},
-                {"op": "add", "path": "/status", "value": {"invited": 0}},
-            ])),
-        )
-        .await
-        .expect_err("the resourceVersion test fails");
+    let write = json_patch(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": stale},
+        {"op": "add", "path": "/status", "value": {"invited": 0}},
+    ]));
+    let status_write = api.patch_status("guarded", &pp, &write).await;
+    let status_write = status_write.expect_err("the resourceVersion test fails");
     // Exactly kube-apiserver's answer to a failed JSON patch test.
     let kube::Error::Api(status) = &status_write else {
         panic!("{status_write:?}");
     };
-    assert_eq!(
-        (status.code, status.reason.as_str(), status.message.as_str()),
-        (
-            422,
-            "Invalid",
-            "the server rejected our request due to an error in our request"
-        ),
-        "{status:?}"
-    );
-    assert!(
-        status.details.as_ref().is_none_or(|d| d.causes.is_empty()),
-        "{status:?}"
-    );
+    let answer = (status.code, status.reason.as_str(), status.message.as_str());
+    let rejected = "the server rejected our request due to an error in our request";
+    assert_eq!(answer, (422, "Invalid", rejected), "{status:?}");
+    let no_causes = status.details.as_ref().is_none_or(|d| d.causes.is_empty());
+    assert!(no_causes, "{status:?}");
     assert!(is_guard_failure(&status_write), "{status_write:?}");
 
-    let finalizer_removal = api
-        .patch(
-            "guarded",
-            &pp,
-            &json_patch(json!([
-                {"op": "test", "path": "/metadata/finalizers/0", "value": "invite.operators.dev/cleanup"},
-                {"op": "remove", "path": "/metadata/finalizers/0"},
-            ])),
-        )
-        .await
-        .expect_err("there is no finalizer");
-    assert!(
-        is_guard_failure(&finalizer_removal),
-        "{finalizer_removal:?}"
-    );
+    let removal = json_patch(json!([
+        {"op": "test", "path": "/metadata/finalizers/0", "value": "invite.operators.dev/cleanup"},
+        {"op": "remove", "path": "/metadata/finalizers/0"},
+    ]));
+    let removal = api.patch("guarded", &pp, &removal).await;
+    let finalizer_removal = removal.expect_err("there is no finalizer");
+    let guard = is_guard_failure(&finalizer_removal);
+    assert!(guard, "{finalizer_removal:?}");
 
     let mut old = created.clone();
     old.metadata.resource_version = Some(stale.into());
-    let replace = api
-        .replace("guarded", &PostParams::default(), &old)
-        .await
-        .expect_err("a stale replace");
+    let replace = api.replace("guarded", &PostParams::default(), &old).await;
+    let replace = replace.expect_err("a stale replace");
     assert!(is_guard_failure(&replace), "a 409 Conflict: {replace:?}");
 
     // The in-process server evaluates no CRD schema (tests/support/README.md): there the
     // refusal is injected, worded as the API server's (422 Invalid, with its causes).
     if let Some(server) = &cluster.server {
-        server.inject_fault(
-            kube_test_apiserver::Fault::new(422)
-                .verb("patch")
-                .name("guarded"),
-        );
+        server.inject_fault(Fault::new(422).verb("patch").name("guarded"));
     }
-    let refused = api
-        .patch(
-            "guarded",
-            &pp,
-            &json_patch(json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": created.metadata.resource_version},
-                {"op": "replace", "path": "/spec/users/0/emailAddress", "value": "not an email"},
-            ])),
-        )
-        .await
-        .expect_err("the schema refuses the address");
-    assert!(
-        matches!(&refused, kube::Error::Api(s) if s.code == 422),
-        "{refused:?}"
-    );
+    let invalid = json_patch(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": created.metadata.resource_version},
+        {"op": "replace", "path": "/spec/users/0/emailAddress", "value": "not an email"},
+    ]));
+    let refused = api.patch("guarded", &pp, &invalid).await;
+    let refused = refused.expect_err("the schema refuses the address");
+    let invalid = matches!(&refused, kube::Error::Api(s) if s.code == 422);
+    assert!(invalid, "{refused:?}");
     assert!(!is_guard_failure(&refused), "{refused:?}");
     cluster.cleanup().await;
 }
@@ -126,38 +91,23 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
     h.mock.api.set_latency(Duration::from_millis(1500));
     let users = ["a@example.com", "b@example.com"];
     h.cluster
-        .create_invitation(
-            "team",
-            json!({
-                "endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                "users": users.iter().map(|e| json!({"emailAddress": e, "groups": [], "userGroups": []})).collect::<Vec<_>>(),
-            }),
-        )
+        .create_invitation("team", users_spec("wavefront", &users, &[]))
         .await;
     // The lookup is in flight: the controller has read the resource, and writes the intent
     // when the answer comes.
     let lookup = |e: &invite_mock::JournalEntry| e.path == "/api/v2/user/validateUsers";
     let in_flight = async || h.mock.api.journal().iter().any(lookup);
     eventually_every(Duration::from_millis(5), WAIT, "a lookup", in_flight).await;
-    let changed: UserInvitation = h
-        .cluster
-        .invitations()
-        .patch(
-            "team",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/touched": "yes"}}})),
-        )
-        .await
-        .unwrap();
+    let touch = Patch::Merge(json!({"metadata": {"annotations": {"example.com/touched": "yes"}}}));
+    let (invitations, params) = (h.cluster.invitations(), PatchParams::default());
+    let changed: UserInvitation = invitations.patch("team", &params, &touch).await.unwrap();
     let journal = h.mock.api.journal();
     assert!(
         journal.iter().filter(|e| lookup(e)).all(|e| e.status == 0),
         "window missed: the lookup was answered before the resource changed: {journal:?}"
     );
-    assert!(
-        changed.status.is_none(),
-        "window missed: the intent was written before the resource changed"
-    );
+    let missed = "window missed: the intent was written before the resource changed";
+    assert!(changed.status.is_none(), "{missed}");
     h.mock.api.set_latency(Duration::ZERO);
 
     let inv = h.cluster.wait_ready("team").await;
@@ -174,17 +124,9 @@ async fn a_status_write_that_loses_a_race_is_no_failure() {
             })
             .filter(|r| r.status == 422)
             .collect();
-        assert_eq!(
-            refused.len(),
-            1,
-            "the intent write lost the race: {refused:?}"
-        );
+        assert_eq!(refused.len(), 1, "the intent write lost: {refused:?}");
     }
-    let controller = h.controller.as_ref().unwrap();
-    assert_eq!(
-        controller.reconciles_with("transient"),
-        0,
-        "a lost race is not a failure"
-    );
+    let transient = h.controller.as_ref().unwrap().reconciles_with("transient");
+    assert_eq!(transient, 0, "a lost race is not a failure");
     h.finish().await;
 }

@@ -11,61 +11,40 @@ use serde_json::json;
 #[tokio::test]
 async fn endpoints_report_their_credentials() {
     let s = Harness::running().await;
-    let (cluster, mock) = (&s.cluster, &s.mock);
+    let (c, mock) = (&s.cluster, &s.mock);
+    let resolved = |name: &'static str| c.wait_endpoint(name, "True", "CredentialsResolved");
 
-    cluster
-        .user_invite_endpoint("wavefront", &mock.url, "wf-token")
+    c.user_invite_endpoint("wavefront", &mock.url, "wf-token")
         .await;
-    let ep = cluster
-        .wait_endpoint("wavefront", "False", "CredentialsNotFound")
-        .await;
-    let message = &ep.status.unwrap().conditions[0].message;
+    let message = c.endpoint_message("wavefront", "False", "CredentialsNotFound");
+    let message = message.await;
     assert!(message.contains("wf-token"), "{message}");
-    cluster.put_secret("wf-token", TOKEN).await;
-    cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
+    c.put_secret("wf-token", TOKEN).await;
+    resolved("wavefront").await;
 
     // OrgInvitation: the token exchange is tried; a wrong token is reported, then fixed.
-    cluster.put_secret("csp-token", "wrong").await;
-    cluster
-        .org_endpoint("csp", &mock.url, "csp-token", "mock-org")
+    c.put_secret("csp-token", "wrong").await;
+    c.org_endpoint("csp", &mock.url, "csp-token", "mock-org")
         .await;
-    let ep = cluster
-        .wait_endpoint("csp", "False", "CredentialsRejected")
-        .await;
-    assert!(
-        !serde_json::to_string(&ep.status).unwrap().contains("wrong"),
-        "no token in status"
-    );
-    cluster.put_secret("csp-token", TOKEN).await;
-    cluster
-        .wait_endpoint("csp", "True", "CredentialsResolved")
-        .await;
+    let ep = c.wait_endpoint("csp", "False", "CredentialsRejected").await;
+    let status = serde_json::to_string(&ep.status).unwrap();
+    assert!(!status.contains("wrong"), "no token in status");
+    c.put_secret("csp-token", TOKEN).await;
+    resolved("csp").await;
 
     // A cluster endpoint reads its Secret from the namespace its secretRef names.
-    let name = cluster.unique("shared");
-    cluster
-        .cluster_endpoint(
-            &name,
-            json!({"api": "UserInvite", "url": mock.url,
-                   "credentials": {"secretRef": {"name": "wf-token", "namespace": cluster.namespace}}}),
-        )
-        .await;
-    cluster.wait_cluster_endpoint_ready(&name).await;
+    let name = c.unique("shared");
+    let spec = json!({"api": "UserInvite", "url": mock.url,
+                      "credentials": {"secretRef": {"name": "wf-token", "namespace": c.namespace}}});
+    c.cluster_endpoint(&name, spec).await;
+    c.wait_cluster_endpoint_ready(&name).await;
 
     // Nothing changed: no further status writes.
-    let before = cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
+    let before = resolved("wavefront").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = cluster
-        .wait_endpoint("wavefront", "True", "CredentialsResolved")
-        .await;
-    assert_eq!(
-        before.metadata.resource_version,
-        after.metadata.resource_version
-    );
+    let after = resolved("wavefront").await;
+    let versions = [before, after].map(|ep| ep.metadata.resource_version);
+    assert_eq!(versions[0], versions[1]);
     s.finish().await;
 }
 
@@ -106,55 +85,31 @@ async fn only_the_selected_endpoints_are_served() {
         ],
     );
 
-    let through = |kind: &str, endpoint: &str, email: &str| {
-        json!({"endpointRef": {"kind": kind, "name": endpoint}, "deletionPolicy": "Delete",
-               "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
-    };
     let (cluster_kind, ns_kind) = ("ClusterInvitationEndpoint", "InvitationEndpoint");
-    cluster
-        .create_invitation("ignored", through(cluster_kind, &ignored, "b@example.com"))
-        .await;
-    cluster
-        .create_invitation(
-            "ns-ignored",
-            through(ns_kind, "ns-ignored", "d@example.com"),
-        )
-        .await;
-    cluster
-        .create_invitation("missing", through(ns_kind, "missing", "e@example.com"))
-        .await;
-    cluster
-        .create_invitation(
-            "selected",
-            through(cluster_kind, &selected, "a@example.com"),
-        )
-        .await;
-    cluster
-        .create_invitation(
-            "ns-selected",
-            through(ns_kind, "ns-selected", "c@example.com"),
-        )
-        .await;
+    for (name, kind, endpoint, email) in [
+        ("ignored", cluster_kind, ignored.as_str(), "b@example.com"),
+        ("ns-ignored", ns_kind, "ns-ignored", "d@example.com"),
+        ("missing", ns_kind, "missing", "e@example.com"),
+        ("selected", cluster_kind, selected.as_str(), "a@example.com"),
+        ("ns-selected", ns_kind, "ns-selected", "c@example.com"),
+    ] {
+        let spec = json!({"endpointRef": {"kind": kind, "name": endpoint}, "deletionPolicy": "Delete",
+                          "users": [{"emailAddress": email, "groups": [], "userGroups": []}]});
+        cluster.create_invitation(name, spec).await;
+    }
     cluster.wait_ready("selected").await;
     cluster.wait_ready("ns-selected").await;
     let api: Api<ClusterInvitationEndpoint> = Api::all(cluster.client.clone());
     cluster.wait_cluster_endpoint_ready(&selected).await;
-    cluster
-        .wait_endpoint("ns-selected", "True", "CredentialsResolved")
-        .await;
+    let ns_selected = cluster.wait_endpoint("ns-selected", "True", "CredentialsResolved");
+    ns_selected.await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        api.get(&ignored).await.unwrap().status,
-        None,
-        "the ignored endpoint is not checked"
-    );
+    let status = api.get(&ignored).await.unwrap().status;
+    assert_eq!(status, None, "the ignored endpoint is not checked");
     let namespaced: Api<InvitationEndpoint> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    assert_eq!(
-        namespaced.get("ns-ignored").await.unwrap().status,
-        None,
-        "the ignored namespaced endpoint is not checked"
-    );
+    let status = namespaced.get("ns-ignored").await.unwrap().status;
+    assert_eq!(status, None, "the ignored namespaced one is not checked");
     for name in ["ignored", "ns-ignored", "missing"] {
         let inv = cluster.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name} is left alone");

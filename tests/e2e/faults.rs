@@ -25,8 +25,9 @@ use std::time::Duration;
 use crate::common::{flavor::*, *};
 use invite_mock::{FaultMix, MockConfig};
 use invite_operator::api::UserState;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, api::PostParams};
-use kube_test_apiserver::Fault;
+use kube_test_apiserver::{Fault, RecordedRequest};
 
 /// The most API requests (lookups, invitations, token exchanges, retries) per user invited.
 const CALLS_PER_USER: f64 = 6.0;
@@ -63,15 +64,9 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
             .filter(|inv| !inv.status.as_ref().is_some_and(is_ready))
             .map(|inv| (inv.metadata.name.clone(), inv.status.clone()))
             .collect();
-        if not_ready.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} Ready after {:?}; not ready: {not_ready:#?}",
-                n - not_ready.len(),
-                started.elapsed()
-            ))
-        }
+        let (ready, elapsed) = (n - not_ready.len(), started.elapsed());
+        let progress = format!("{ready} Ready after {elapsed:?}; not ready: {not_ready:#?}");
+        not_ready.is_empty().then_some(()).ok_or(progress)
     })
     .await;
     let elapsed = started.elapsed();
@@ -84,10 +79,8 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
     for inv in &list {
         let status = status_of(inv);
         assert_eq!(status.users.len(), USERS_PER_RESOURCE, "{status:#?}");
-        assert!(
-            status.users.iter().all(|u| u.state == UserState::Invited),
-            "{status:#?}"
-        );
+        let invited = status.users.iter().all(|u| u.state == UserState::Invited);
+        assert!(invited, "{status:#?}");
     }
     let emails = h.mock.api.emails_sent();
     for u in &users {
@@ -107,10 +100,7 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
                 .is_none_or(|left| v.request.offset > left + REACTION)
         })
         .collect();
-    assert!(
-        violations.is_empty(),
-        "Retry-After honoured: {violations:#?}"
-    );
+    assert!(violations.is_empty(), "Retry-After: {violations:#?}");
     assert_invite_requests_once(&h.mock.api, &users, "under faults");
     let (journal, kinds) = faults_met(&h);
     let faulted = journal.iter().filter(|e| e.fault).count();
@@ -122,22 +112,22 @@ async fn every_user_is_invited_once_under_api_and_kubernetes_faults() {
         journal.len()
     );
     assert!(faulted > 0, "faults were injected");
-    assert!(
-        per_user <= CALLS_PER_USER,
-        "{per_user:.2} API requests per user (bound {CALLS_PER_USER})"
-    );
+    let bound = format!("(bound {CALLS_PER_USER})");
+    assert!(per_user <= CALLS_PER_USER, "{per_user:.2} per user {bound}");
     h.finish().await;
 }
+
+/// The endpoints of both flavours.
+const ENDPOINTS: [(Flavor, &str); 2] = [
+    (Flavor::UserInvite, "wavefront"),
+    (Flavor::OrgInvitation, "csp"),
+];
 
 /// `n` resources of 3 users each, alternately UserInvite and OrgInvitation; their users.
 async fn create_resources(h: &Harness, n: usize) -> Vec<String> {
     let mut users = Vec::new();
     for i in 0..n {
-        let (flavor, endpoint) = if i % 2 == 0 {
-            (Flavor::UserInvite, "wavefront")
-        } else {
-            (Flavor::OrgInvitation, "csp")
-        };
+        let (flavor, endpoint) = ENDPOINTS[i % 2];
         let emails = addresses(&format!("r{i}"), USERS_PER_RESOURCE);
         let mut spec = flavor.spec(&emails);
         spec["endpointRef"]["name"] = endpoint.into();
@@ -156,12 +146,10 @@ async fn faulty_harness() -> Harness {
     })
     .await;
     h.cluster.put_secret(SECRET, TOKEN).await;
-    Flavor::UserInvite
-        .apply_endpoint(&h.cluster, "wavefront", &h.mock.url, 1, 100)
-        .await;
-    Flavor::OrgInvitation
-        .apply_endpoint(&h.cluster, "csp", &h.mock.url, 1, 100)
-        .await;
+    for (flavor, name) in ENDPOINTS {
+        let url = &h.mock.url;
+        flavor.apply_endpoint(&h.cluster, name, url, 1, 100).await;
+    }
     h.mock
         .api
         .set_fault_mix(FaultMix {
@@ -231,33 +219,18 @@ fn faults_met(h: &Harness) -> (Vec<invite_mock::JournalEntry>, Vec<String>) {
     // Each kind of Kubernetes fault was answered to the controller.
     if let Some(server) = &h.cluster.server {
         let requests = server.requests();
-        // `subresource` None: any resource (the list fault names none).
-        let answered = |what: &str, verb: &str, subresource: Option<&str>, status: u16| {
-            let n = requests
-                .iter()
-                .filter(|r| {
-                    r.user_agent
-                        .as_deref()
-                        .is_some_and(|a| a.starts_with(invite_operator::controller::USER_AGENT))
-                        && r.verb == verb
-                        && r.resource == "userinvitations"
-                        && r.subresource.as_deref() == subresource
-                        && r.status == status
-                })
+        for status in [409, 422, 500] {
+            let n = controller_requests(&requests, "patch")
+                .filter(|r| r.subresource.as_deref() == Some("status") && r.status == status)
                 .count();
-            assert!(n > 0, "the controller never got {what}");
-            format!("{n} {what}")
-        };
-        kinds.extend([
-            answered("status write 409", "patch", Some("status"), 409),
-            answered("status write 422", "patch", Some("status"), 422),
-            answered("status write 500", "patch", Some("status"), 500),
-        ]);
+            assert!(n > 0, "the controller never got status write {status}");
+            kinds.push(format!("{n} status write {status}"));
+        }
         // The expired watches list again, and some of those lists fail.
         let lists = requests
             .iter()
-            .filter(|r| r.verb == "list" && r.status == 500)
-            .count();
+            .filter(|r| r.verb == "list" && r.status == 500);
+        let lists = lists.count();
         assert!(lists > 0, "the controller never got a failed list");
         kinds.push(format!("{lists} failed list"));
     }
@@ -285,26 +258,12 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
     };
     h.start_controller();
     let mut users = addresses("first", 2);
-    h.cluster
-        .create_invitation("first", Flavor::UserInvite.spec(&users))
-        .await;
-    h.cluster
-        .wait_status("first", "first Ready", is_ready)
-        .await;
+    let c = &h.cluster;
+    let spec = Flavor::UserInvite.spec(&users);
+    c.create_invitation("first", spec).await;
+    c.wait_status("first", "first Ready", is_ready).await;
     // The controller's lists and watches of UserInvitations.
-    let requests = |verb: &str| {
-        server
-            .requests()
-            .iter()
-            .filter(|r| {
-                r.verb == verb
-                    && r.resource == "userinvitations"
-                    && r.user_agent
-                        .as_deref()
-                        .is_some_and(|a| a.starts_with(invite_operator::controller::USER_AGENT))
-            })
-            .count()
-    };
+    let requests = |verb: &str| controller_requests(&server.requests(), verb).count();
     let wait_for_more = |verb: &'static str, than: usize| {
         let requests = &requests;
         async move {
@@ -314,18 +273,15 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
             eventually_every(poll, within, &what, async || requests(verb) > than).await;
         }
     };
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), &c.namespace);
     for round in 1..=EXPIRIES {
         // A write the controller does not watch, so that what its watches saw last is older
         // than the compaction: they resume into `410 Expired`, then list and watch again.
-        let mut lease = k8s_openapi::api::coordination::v1::Lease::default();
+        let mut lease = Lease::default();
         lease.metadata.name = Some(format!("round-{round}"));
-        lease.metadata.labels = serde_json::from_value(h.cluster.labels()).unwrap();
-        leases
-            .create(&PostParams::default(), &lease)
-            .await
-            .expect("create a Lease");
+        lease.metadata.labels = serde_json::from_value(c.labels()).unwrap();
+        let created = leases.create(&PostParams::default(), &lease).await;
+        created.expect("create a Lease");
         let (lists, watches) = (requests("list"), requests("watch"));
         server.compact_history();
         server.close_watches();
@@ -337,26 +293,28 @@ async fn watches_that_expire_again_and_again_do_not_stall_the_controller() {
         wait_for_more("list", lists).await;
         wait_for_more("watch", watches + 1).await;
     }
-    let started = tokio::time::Instant::now();
     let emails = addresses("after", 2);
-    h.cluster
-        .create_invitation("after", Flavor::UserInvite.spec(&emails))
-        .await;
+    let spec = Flavor::UserInvite.spec(&emails);
+    c.create_invitation("after", spec).await;
     users.extend(emails);
-    let ready = loop {
-        let inv = h.cluster.invitations().get("after").await.unwrap();
-        if inv.status.as_ref().is_some_and(is_ready) {
-            break true;
-        }
-        if started.elapsed() > WITHIN {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(
-        ready,
-        "a resource created after {EXPIRIES} watch expiries in a row is not Ready within {WITHIN:?}"
-    );
+    let what = format!("a resource created after {EXPIRIES} watch expiries in a row Ready");
+    eventually_every(Duration::from_millis(20), WITHIN, &what, async || {
+        let inv = c.invitations().get("after").await.unwrap();
+        inv.status.as_ref().is_some_and(is_ready)
+    })
+    .await;
     assert_invite_requests_once(&h.mock.api, &users, "after watch expiries");
     h.finish().await;
+}
+
+/// The controller's requests (by its User-Agent) with this verb on UserInvitations.
+fn controller_requests<'a>(
+    requests: &'a [RecordedRequest],
+    verb: &'a str,
+) -> impl Iterator<Item = &'a RecordedRequest> {
+    let ua = invite_operator::controller::USER_AGENT;
+    requests.iter().filter(move |r| {
+        let controllers = r.user_agent.as_deref().is_some_and(|a| a.starts_with(ua));
+        controllers && r.verb == verb && r.resource == "userinvitations"
+    })
 }

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::common::{logs::Captured, *};
 use invite_operator::{
-    api::{AnyEndpoint, ClusterInvitationEndpoint, InvitationEndpoint, UserInvitation},
+    api::{AnyEndpoint, ClusterInvitationEndpoint, InvitationEndpoint, UserInvitationStatus},
     invite::{
         ApiToken,
         client::{ClientSettings, build_client},
@@ -21,10 +21,7 @@ use invite_operator::{
     telemetry::Metrics,
 };
 use k8s_openapi::{ByteString, api::events::v1::Event};
-use kube::{
-    Api,
-    api::{DeleteParams, ListParams},
-};
+use kube::{Api, api::ListParams};
 use serde_json::json;
 
 fn random_token(prefix: &str) -> String {
@@ -42,6 +39,10 @@ fn base64(token: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap()
 }
 
 /// Every place in `text` where a secret occurs, with the line around it.
@@ -68,13 +69,12 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     let token = random_token("apitoken");
     let wrong = random_token("wrongtoken");
     let cluster = TestCluster::start().await;
-    let mock = MockApi::start(MockConfig {
+    let config = MockConfig {
         token: token.clone(),
         organization_id: ORG.into(),
         ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    };
+    let mock = MockApi::start(config).await.unwrap();
     cluster.put_secret("api-token", &token).await;
     cluster.put_secret("wrong-token", &wrong).await;
     // Both APIs, each with the token and with the refused one.
@@ -94,46 +94,30 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     let (debug, access_tokens) = debug_output(&cluster, &mock, &settings, &token).await;
     let metrics = controller.metrics.clone();
     controller.stop().await;
-    let namespaced =
-        Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
-    let events = Api::<Event>::namespaced(cluster.client.clone(), &cluster.namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Revoked")),
-        "the flow produced events"
-    );
-    outputs.push(("Events", serde_json::to_string(&events).unwrap()));
-    outputs.push((
-        "InvitationEndpoints",
-        serde_json::to_string(&namespaced.list(&ListParams::default()).await.unwrap()).unwrap(),
-    ));
-    outputs.push((
-        "ClusterInvitationEndpoints",
-        serde_json::to_string(
-            &Api::<ClusterInvitationEndpoint>::all(cluster.client.clone())
-                .list(&ListParams::default().labels(&cluster.selector()))
-                .await
-                .unwrap(),
-        )
-        .unwrap(),
-    ));
+    let (client, namespace) = (cluster.client.clone(), &cluster.namespace);
+    let events = Api::<Event>::namespaced(client.clone(), namespace);
+    let events = events.list(&ListParams::default()).await.unwrap();
+    let revoked = events
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Revoked"));
+    assert!(revoked, "the flow produced events");
+    let namespaced = Api::<InvitationEndpoint>::namespaced(client.clone(), namespace);
+    let namespaced = namespaced.list(&ListParams::default()).await.unwrap();
+    let ours = ListParams::default().labels(&cluster.selector());
+    let cluster_scoped = Api::<ClusterInvitationEndpoint>::all(client);
+    let cluster_scoped = cluster_scoped.list(&ours).await.unwrap();
+    outputs.push(("Events", to_json(&events)));
+    outputs.push(("InvitationEndpoints", to_json(&namespaced)));
+    outputs.push(("ClusterInvitationEndpoints", to_json(&cluster_scoped)));
     let metrics = metrics.encode();
-    assert!(
-        metrics.contains("invite_operator_api_calls_total"),
-        "{metrics}"
-    );
+    let api_calls = metrics.contains("invite_operator_api_calls_total");
+    assert!(api_calls, "{metrics}");
     outputs.push(("metrics", metrics));
     outputs.push(("Debug", debug));
     let logged = logs.text();
-    assert!(
-        logged.lines().count() > 100 && logged.contains("TRACE"),
-        "TRACE logs were captured"
-    );
+    let at_trace = logged.lines().count() > 100 && logged.contains("TRACE");
+    assert!(at_trace, "TRACE logs were captured");
     outputs.push(("logs", logged));
 
     let mut secrets = vec![
@@ -142,15 +126,15 @@ async fn no_token_in_a_full_flow(logs: Captured) {
         ("refused token".to_string(), wrong.clone()),
         ("refused token, base64".to_string(), base64(&wrong)),
     ];
-    for access in &access_tokens {
-        secrets.push(("access token".to_string(), access.clone()));
-    }
+    let access = access_tokens
+        .into_iter()
+        .map(|a| ("access token".to_string(), a));
+    secrets.extend(access);
     let mut found = Vec::new();
     for (what, text) in &outputs {
         assert!(!text.is_empty(), "{what} is empty");
-        for leak in leaks(text, &secrets) {
-            found.push(format!("{what}: {leak}"));
-        }
+        let leaked = leaks(text, &secrets).into_iter();
+        found.extend(leaked.map(|leak| format!("{what}: {leak}")));
     }
     assert!(found.is_empty(), "tokens found:\n{}", found.join("\n"));
     mock.shutdown().await;
@@ -160,77 +144,47 @@ async fn no_token_in_a_full_flow(logs: Captured) {
 /// Through both APIs: invite, enforce, remove, an expired access token replaced, refused
 /// tokens.
 async fn full_flow(cluster: &TestCluster, mock: &RunningMock) {
-    // UserInvite: invite, enforce, remove (Delete).
     let user = |email: &str, groups: &[&str]| json!({"emailAddress": email, "groups": groups, "userGroups": []});
-    cluster
-        .create_invitation(
-            "users",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [user("a@example.com", &["dashboard_management"]),
-                             user("b@example.com", &[])]}),
-        )
-        .await;
-    // OrgInvitation: invite, remove (revoke).
-    cluster
-        .create_invitation(
-            "org",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
-                   "deletionPolicy": "Delete",
-                   "orgInvitation": {"usernames": ["c@example.com", "d@example.com"]}}),
-        )
-        .await;
-    // Refused tokens, on both APIs.
-    cluster
-        .create_invitation(
-            "refused",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront-refused"},
-                   "users": [user("e@example.com", &[])]}),
-        )
-        .await;
-    cluster
-        .create_invitation(
-            "org-refused",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp-refused"},
-                   "orgInvitation": {"usernames": ["f@example.com"]}}),
-        )
-        .await;
+    let endpoint = |name: &str| json!({"kind": "InvitationEndpoint", "name": name});
+    let resources = [
+        // UserInvite: invite, enforce, remove (Delete).
+        json!({"endpointRef": endpoint("wavefront"),
+               "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+               "users": [user("a@example.com", &["dashboard_management"]), user("b@example.com", &[])]}),
+        // OrgInvitation: invite, remove (revoke).
+        json!({"endpointRef": endpoint("csp"), "deletionPolicy": "Delete",
+               "orgInvitation": {"usernames": ["c@example.com", "d@example.com"]}}),
+        // Refused tokens, on both APIs.
+        json!({"endpointRef": endpoint("wavefront-refused"), "users": [user("e@example.com", &[])]}),
+        json!({"endpointRef": endpoint("csp-refused"), "orgInvitation": {"usernames": ["f@example.com"]}}),
+    ];
+    let names = ["users", "org", "refused", "org-refused"];
+    for (name, spec) in names.into_iter().zip(resources) {
+        cluster.create_invitation(name, spec).await;
+    }
     cluster.wait_ready("users").await;
     cluster.wait_ready("org").await;
-    cluster
-        .wait_status("refused", "refused", reason_is("EndpointNotReady"))
-        .await;
-    cluster
-        .wait_status("org-refused", "refused", |s| ready(s).0 == "False")
-        .await;
+    cluster.wait_for_reason("refused", "EndpointNotReady").await;
+    let refused = |s: &UserInvitationStatus| ready(s).0 == "False";
+    cluster.wait_status("org-refused", "refused", refused).await;
 
-    cluster
-        .patch_spec(
-            "users",
-            json!({"users": [user("a@example.com", &["alerts_management"])]}),
-        )
-        .await;
+    let enforced = json!({"users": [user("a@example.com", &["alerts_management"])]});
+    cluster.patch_spec("users", enforced).await;
     eventually("enforced and removed", async || {
+        let a = mock.api.user("a@example.com");
         mock.api.user("b@example.com").is_none()
-            && mock
-                .api
-                .user("a@example.com")
-                .is_some_and(|u| u["groups"] == json!(["alerts_management"]))
+            && a.is_some_and(|u| u["groups"] == json!(["alerts_management"]))
     })
     .await;
     // The access token expires: the next call is refused (401) and a new one is exchanged.
     mock.api.expire_access_tokens();
-    cluster
-        .patch_spec(
-            "org",
-            json!({"orgInvitation": {"usernames": ["c@example.com", "g@example.com"]}}),
-        )
-        .await;
-    cluster
-        .wait_status("org", "g invited, d revoked", |s| {
-            is_ready(s) && s.users.len() == 2 && s.observed_generation == Some(2)
-        })
-        .await;
+    let replaced = json!({"orgInvitation": {"usernames": ["c@example.com", "g@example.com"]}});
+    cluster.patch_spec("org", replaced).await;
+    let done = |s: &UserInvitationStatus| {
+        is_ready(s) && s.users.len() == 2 && s.observed_generation == Some(2)
+    };
+    let revoked = "g invited, d revoked";
+    cluster.wait_status("org", revoked, done).await;
     assert_eq!(mock.api.invitations_sent_to("g@example.com"), 1);
 }
 
@@ -239,18 +193,10 @@ async fn statuses_and_deletion(
     cluster: &TestCluster,
     mock: &RunningMock,
 ) -> Vec<(&'static str, String)> {
-    // Every status, before the resources go.
-    let mut outputs: Vec<(&str, String)> = Vec::new();
-    let invitations = Api::<UserInvitation>::namespaced(cluster.client.clone(), &cluster.namespace);
-    outputs.push((
-        "UserInvitations",
-        serde_json::to_string(&invitations.list(&ListParams::default()).await.unwrap()).unwrap(),
-    ));
+    let invitations = cluster.list_invitations().await;
+    let outputs = vec![("UserInvitations", to_json(&invitations))];
     for name in ["users", "org"] {
-        invitations
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
+        cluster.delete(name).await;
     }
     for name in ["users", "org"] {
         cluster.wait_gone(name).await;
@@ -258,7 +204,6 @@ async fn statuses_and_deletion(
     assert!(mock.api.user("a@example.com").is_none());
     let access_tokens = mock.api.access_tokens();
     assert!(access_tokens.len() >= 2, "an access token was replaced");
-
     outputs
 }
 
@@ -270,7 +215,6 @@ async fn debug_output(
     settings: &invite_operator::controller::Settings,
     token: &str,
 ) -> (String, Vec<String>) {
-    // The endpoint clients as the controller builds them, one with a cached access token.
     let namespaced =
         Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), &cluster.namespace);
     let client_settings = ClientSettings {
@@ -290,7 +234,5 @@ async fn debug_output(
         api.verify_credentials().await.unwrap();
         debug.push(format!("{api:?} {api:#?}"));
     }
-    let access_tokens: Vec<String> = mock.api.access_tokens();
-
-    (debug.join("\n"), access_tokens)
+    (debug.join("\n"), mock.api.access_tokens())
 }

@@ -23,7 +23,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use crate::common::*;
+use crate::common::{flavor::Flavor, tenancy_kit::*, *};
 use invite_mock::ScriptedFault;
 use invite_operator::{
     api::{
@@ -61,36 +61,31 @@ fn entry<'a>(status: &'a UserInvitationStatus, email: &str) -> &'a UserStatus {
     found.unwrap_or_else(|| panic!("no status entry for {email}: {status:?}"))
 }
 
+/// The first user's entry has this ownership.
+fn first_owned(ownership: Option<Ownership>) -> impl Fn(&UserInvitationStatus) -> bool {
+    move |s| s.users.first().is_some_and(|u| u.ownership == ownership)
+}
+
 /// A ClusterInvitationEndpoint for the mock's `api` (`UserInvite`: token in Secret `api-token`
 /// of the test's namespace; `OrgInvitation`: in `csp-token`), restricted by `allowed` (`null`:
 /// no `allowed`).
 fn cluster_endpoint_spec(h: &Harness, api: &str, allowed: Value) -> Value {
-    let secret = if api == "UserInvite" {
-        "api-token"
-    } else {
-        "csp-token"
+    let (flavor, secret) = match api {
+        "UserInvite" => (Flavor::UserInvite, "api-token"),
+        _ => (Flavor::OrgInvitation, "csp-token"),
     };
-    let mut spec = json!({
-        "api": api, "url": h.mock.url, "organizationId": ORG,
-        "credentials": {"secretRef": {"name": secret, "namespace": h.cluster.namespace}},
-        "requestsPerSecond": 100, "timeoutSeconds": 5,
-    });
-    if api == "UserInvite" {
-        spec.as_object_mut().unwrap().remove("organizationId");
-    }
+    let mut spec = flavor.endpoint(&h.mock.url, 5, 100);
+    spec["credentials"]["secretRef"] = json!({"name": secret, "namespace": h.cluster.namespace});
     if !allowed.is_null() {
         spec["allowed"] = allowed;
     }
     spec
 }
 
-async fn cluster_user_invite_endpoint(h: &Harness, name: &str, allowed: Value) {
-    let spec = cluster_endpoint_spec(h, "UserInvite", allowed);
-    h.cluster.cluster_endpoint(name, spec).await;
-}
-
-async fn cluster_org_endpoint(h: &Harness, name: &str, allowed: Value) {
-    let spec = cluster_endpoint_spec(h, "OrgInvitation", allowed);
+/// Creates or updates the ClusterInvitationEndpoint `name` for the mock's `api`
+/// ([`cluster_endpoint_spec`]).
+async fn cluster_endpoint_for(h: &Harness, api: &str, name: &str, allowed: Value) {
+    let spec = cluster_endpoint_spec(h, api, allowed);
     h.cluster.cluster_endpoint(name, spec).await;
 }
 
@@ -100,7 +95,7 @@ async fn shared_endpoint(allowed: Value) -> (Harness, String) {
     let h = Harness::start().await;
     h.cluster.put_secret("api-token", TOKEN).await;
     let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, allowed).await;
+    cluster_endpoint_for(&h, "UserInvite", &shared, allowed).await;
     (h, shared)
 }
 
@@ -114,8 +109,8 @@ async fn users_and_org_endpoints(
     h.cluster.put_secret("api-token", TOKEN).await;
     h.cluster.put_secret("csp-token", TOKEN).await;
     let (users, org) = (h.cluster.unique("users"), h.cluster.unique("org"));
-    cluster_user_invite_endpoint(h, &users, users_allowed).await;
-    cluster_org_endpoint(h, &org, org_allowed).await;
+    cluster_endpoint_for(h, "UserInvite", &users, users_allowed).await;
+    cluster_endpoint_for(h, "OrgInvitation", &org, org_allowed).await;
     (users, org)
 }
 
@@ -134,31 +129,48 @@ fn via(name: &str) -> Value {
     json!({"kind": "ClusterInvitationEndpoint", "name": name})
 }
 
+/// Enforce and Delete for `user` through `endpoint`.
+fn enforce_and_delete(endpoint: Value, user: Value) -> Value {
+    json!({"endpointRef": endpoint, "accessPolicy": "Enforce", "deletionPolicy": "Delete",
+           "users": [user]})
+}
+
 /// Seeds the admin with `groups`, starts the controller (resyncing every 200 ms) and creates
 /// `name`: Enforce and Delete for the admin, asking for no groups, through the cluster endpoint
 /// `shared`.
 async fn claim_admin(h: &mut Harness, name: &str, shared: &str, groups: &[&str]) {
-    h.mock
-        .api
-        .seed_user(json!({"identifier": ADMIN, "groups": groups, "userGroups": []}));
+    let admin = json!({"identifier": ADMIN, "groups": groups, "userGroups": []});
+    h.mock.api.seed_user(admin);
     h.start_controller_resyncing(Duration::from_millis(200));
-    h.cluster
-        .create_invitation(
-            name,
-            json!({"endpointRef": via(shared),
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": ADMIN, "groups": [], "userGroups": []}]}),
-        )
-        .await;
+    let admin = json!({"emailAddress": ADMIN, "groups": [], "userGroups": []});
+    let spec = enforce_and_delete(via(shared), admin);
+    h.cluster.create_invitation(name, spec).await;
+}
+
+/// Waits until `name`'s status passes `check` (`what`); returns it.
+async fn wait_for(
+    h: &Harness,
+    name: &str,
+    what: &str,
+    check: impl Fn(&UserInvitationStatus) -> bool,
+) -> UserInvitationStatus {
+    let inv = h.cluster.wait_status(name, what, check).await;
+    inv.status.expect("a status")
 }
 
 /// Lets the controller run `n` more reconciles (resyncs, with a short resync interval).
 async fn let_resync(h: &Harness, n: u64) {
     let controller = h.controller.as_ref().expect("a running controller");
-    controller
-        .wait_reconciles(controller.reconciles() + n)
-        .await;
+    let target = controller.reconciles() + n;
+    controller.wait_reconciles(target).await;
 }
+
+/// An administrator's permissions.
+const ADMIN_GROUPS: [&str; 3] = [
+    "dashboard_management",
+    "token_management",
+    "user_management",
+];
 
 // -- Ownership and adoption ----------------------------------------------------------------------
 
@@ -167,46 +179,25 @@ async fn let_resync(h: &Harness, n: u64) {
 #[tokio::test]
 async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_cluster_endpoint() {
     let (mut h, shared) = shared_endpoint(json!({"groups": ["dashboard_management"]})).await;
-    let admin_groups = [
-        "dashboard_management",
-        "token_management",
-        "user_management",
-    ];
-    claim_admin(&mut h, "takeover", &shared, &admin_groups).await;
-    let inv = h
-        .cluster
-        .wait_status("takeover", "the admin observed", |s| {
-            s.users.iter().any(|u| u.state == UserState::AlreadyMember)
-        })
-        .await;
-    let status = inv.status.unwrap();
+    claim_admin(&mut h, "takeover", &shared, &ADMIN_GROUPS).await;
+    let observed =
+        |s: &UserInvitationStatus| s.users.iter().any(|u| u.state == UserState::AlreadyMember);
+    let status = wait_for(&h, "takeover", "the admin observed", observed).await;
     let admin = entry(&status, ADMIN);
     assert_eq!(admin.ownership, None, "not adopted: {admin:?}");
-    assert!(
-        admin
-            .message
-            .as_deref()
-            .is_some_and(|m| m.contains("left alone")),
-        "{admin:?}"
-    );
+    assert!(says(admin, "left alone"), "{admin:?}");
+    // The condition says why nothing was enforced.
     let message = ready_message(&status);
-    assert!(
-        message.contains("existing users left alone"),
-        "the condition says why nothing was enforced: {message}"
-    );
+    assert!(message.contains("existing users left alone"), "{message}");
     // Several resyncs: Enforce never reaches the admin.
     let_resync(&h, 5).await;
     assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new());
-    assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
+    assert_eq!(groups_of(&h.mock, ADMIN), ADMIN_GROUPS);
 
     // Admin deleted: deleting the resource deletes nothing it did not create.
     h.cluster.remove("takeover").await;
     assert_eq!(changes_since(&h.mock, 0), Vec::<String>::new());
-    assert_eq!(
-        groups_of(&h.mock, ADMIN),
-        admin_groups,
-        "the admin still exists"
-    );
+    assert_eq!(groups_of(&h.mock, ADMIN), ADMIN_GROUPS, "the admin exists");
     h.finish().await;
 }
 
@@ -216,58 +207,28 @@ async fn an_existing_admin_is_neither_stripped_nor_deleted_through_a_restricted_
 async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
     let allowed = json!({"groups": ["dashboard_management"], "adoptExistingUsers": true});
     let (mut h, shared) = shared_endpoint(allowed).await;
-    let admin_groups = [
-        "dashboard_management",
-        "token_management",
-        "user_management",
-    ];
-    claim_admin(&mut h, "adopter", &shared, &admin_groups).await;
-    let inv = h
-        .cluster
-        .wait_status("adopter", "the admin adopted", |s| {
-            s.users
-                .iter()
-                .any(|u| u.ownership == Some(Ownership::Adopted))
-        })
-        .await;
-    assert_eq!(
-        entry(inv.status.as_ref().unwrap(), ADMIN).state,
-        UserState::AlreadyMember
-    );
+    claim_admin(&mut h, "adopter", &shared, &ADMIN_GROUPS).await;
+    let adopted = first_owned(Some(Ownership::Adopted));
+    let status = wait_for(&h, "adopter", "the admin adopted", adopted).await;
+    assert_eq!(entry(&status, ADMIN).state, UserState::AlreadyMember);
     // Only the covered permission is revoked; those outside `allowed` stay.
+    let left = ["token_management", "user_management"];
     eventually("dashboard_management revoked", async || {
-        groups_of(&h.mock, ADMIN) == ["token_management", "user_management"]
+        groups_of(&h.mock, ADMIN) == left
     })
     .await;
     let_resync(&h, 5).await;
-    assert_eq!(
-        groups_of(&h.mock, ADMIN),
-        ["token_management", "user_management"]
-    );
-    let changes = changes_since(&h.mock, 0);
-    assert_eq!(
-        changes,
-        ["POST /api/v2/user/admin%40example.com/revoke"],
-        "one revoke, of the covered permission only"
-    );
-    let revoked = h
-        .mock
-        .api
-        .journal()
-        .into_iter()
-        .find(|e| e.path.ends_with("/revoke"))
-        .unwrap();
-    assert!(
-        revoked.body.to_string().contains("dashboard_management"),
-        "{:?}",
-        revoked.body
-    );
+    assert_eq!(groups_of(&h.mock, ADMIN), left);
+    // One revoke, of the covered permission only.
+    let revoke = "POST /api/v2/user/admin%40example.com/revoke";
+    assert_eq!(changes_since(&h.mock, 0), [revoke]);
+    let journal = h.mock.api.journal();
+    let revoked = journal.iter().find(|e| e.path.ends_with("/revoke"));
+    let body = revoked.unwrap().body.to_string();
+    assert!(body.contains("dashboard_management"), "{body}");
     // Delete reaches the adopted user.
     h.cluster.remove("adopter").await;
-    assert!(
-        h.mock.api.user(ADMIN).is_none(),
-        "the adopted user is deleted"
-    );
+    assert!(h.mock.api.user(ADMIN).is_none(), "deleted");
     h.finish().await;
 }
 
@@ -275,56 +236,37 @@ async fn adoption_is_opt_in_and_enforces_only_what_allowed_covers() {
 #[tokio::test]
 async fn a_namespaced_endpoint_always_adopts() {
     let mut h = Harness::user_invite().await;
-    h.mock.api.seed_user(
-        json!({"identifier": "old@example.com", "groups": ["user_management"], "userGroups": []}),
-    );
+    let old = "old@example.com";
+    let user = json!({"identifier": old, "groups": ["user_management"], "userGroups": []});
+    h.mock.api.seed_user(user);
     h.start_controller();
-    let inv = h
-        .cluster
-        .create_ready(
-            "team",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": "old@example.com",
-                              "groups": ["dashboard_management"], "userGroups": []}]}),
-        )
-        .await;
+    let wavefront = json!({"kind": "InvitationEndpoint", "name": "wavefront"});
+    let user = json!({"emailAddress": old, "groups": ["dashboard_management"], "userGroups": []});
+    let spec = enforce_and_delete(wavefront, user);
+    let inv = h.cluster.create_ready("team", spec).await;
     let status = inv.status.unwrap();
-    let old = entry(&status, "old@example.com");
-    assert_eq!(
-        (old.state, old.ownership),
-        (UserState::AlreadyMember, Some(Ownership::Adopted))
-    );
+    let entry = entry(&status, old);
+    let adopted = (UserState::AlreadyMember, Some(Ownership::Adopted));
+    assert_eq!((entry.state, entry.ownership), adopted);
     assert!(!ready_message(&status).contains("left alone"));
     eventually("the spec's grants applied", async || {
-        groups_of(&h.mock, "old@example.com") == ["dashboard_management"]
+        groups_of(&h.mock, old) == ["dashboard_management"]
     })
     .await;
     h.cluster.remove("team").await;
-    assert!(h.mock.api.user("old@example.com").is_none());
+    assert!(h.mock.api.user(old).is_none());
     h.finish().await;
 }
 
 /// Sends an OrgInvitation invitation the way a person would, outside the operator.
 async fn invite_by_hand(mock: &RunningMock, username: &str) {
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!(
-            "{}/csp/gateway/am/api/auth/api-tokens/authorize",
-            mock.url
-        ))
-        .form(&[("api_token", TOKEN)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let authorize = format!("{}/csp/gateway/am/api/auth/api-tokens/authorize", mock.url);
+    let exchange = http.post(authorize).form(&[("api_token", TOKEN)]).send();
+    let token: Value = exchange.await.unwrap().json().await.unwrap();
+    let invitations = format!("{}/csp/gateway/am/api/orgs/{ORG}/invitations", mock.url);
     let response = http
-        .post(format!(
-            "{}/csp/gateway/am/api/orgs/{ORG}/invitations",
-            mock.url
-        ))
+        .post(invitations)
         .header("csp-auth-token", token["access_token"].as_str().unwrap())
         .json(&json!({"usernames": [username], "organizationRoles": [{"name": "org_member"}]}))
         .send()
@@ -348,76 +290,43 @@ fn invitation_status(mock: &RunningMock, username: &str) -> Option<String> {
 #[tokio::test]
 async fn an_invitation_sent_by_hand_or_by_another_resource_is_never_revoked() {
     let h = Harness::org_invitation_running().await;
+    let c = &h.cluster;
     let spec = |names: &[&str], delete: bool| {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                "deletionPolicy": if delete { "Delete" } else { "Retain" },
                "orgInvitation": {"usernames": names}})
     };
-    invite_by_hand(&h.mock, "hand@example.com").await;
-    h.cluster
-        .create_ready("first", spec(&["other@example.com"], false))
-        .await;
-    let inv = h
-        .cluster
-        .create_ready(
-            "taker",
-            spec(
-                &["hand@example.com", "other@example.com", "own@example.com"],
-                true,
-            ),
-        )
-        .await;
+    let (hand, other, own) = ("hand@example.com", "other@example.com", "own@example.com");
+    invite_by_hand(&h.mock, hand).await;
+    c.create_ready("first", spec(&[other], false)).await;
+    let taker = spec(&[hand, other, own], true);
+    let inv = c.create_ready("taker", taker).await;
     let status = inv.status.unwrap();
-    let hand = entry(&status, "hand@example.com");
-    assert_eq!((hand.state, hand.ownership), (UserState::Invited, None));
-    assert!(
-        hand.message
-            .as_deref()
-            .is_some_and(|m| m.contains("not sent by this resource")),
-        "{hand:?}"
-    );
-    let other = entry(&status, "other@example.com");
-    assert_eq!((other.state, other.ownership), (UserState::Invited, None));
-    let owner = format!("{}/first", h.cluster.namespace);
-    assert!(
-        other.message.as_deref().is_some_and(|m| m.contains(&owner)),
-        "the owner is named: {other:?}"
-    );
-    assert_eq!(
-        entry(&status, "own@example.com").ownership,
-        Some(Ownership::Created)
-    );
+    let by_hand = entry(&status, hand);
+    let not_owned = (UserState::Invited, None);
+    assert_eq!((by_hand.state, by_hand.ownership), not_owned);
+    assert!(says(by_hand, "not sent by this resource"), "{by_hand:?}");
+    let by_first = entry(&status, other);
+    assert_eq!((by_first.state, by_first.ownership), not_owned);
+    let owner = format!("{}/first", c.namespace);
+    assert!(says(by_first, &owner), "the owner is named: {by_first:?}");
+    assert_eq!(entry(&status, own).ownership, Some(Ownership::Created));
 
     // Dropping both from the spec revokes nothing.
-    h.cluster
-        .patch_spec(
-            "taker",
-            json!({"orgInvitation": {"usernames": ["own@example.com"]}}),
-        )
+    c.patch_spec("taker", json!({"orgInvitation": {"usernames": [own]}}))
         .await;
-    h.cluster
-        .wait_status("taker", "the foreign entries dropped", |s| {
-            s.observed_generation == Some(2) && s.users.len() == 1
-        })
-        .await;
+    c.wait_status("taker", "the foreign entries dropped", |s| {
+        s.observed_generation == Some(2) && s.users.len() == 1
+    })
+    .await;
     // And deleting the resource revokes only its own invitation.
-    h.cluster.remove("taker").await;
-    assert_eq!(
-        invitation_status(&h.mock, "own@example.com").as_deref(),
-        Some("REVOKED")
-    );
-    assert_eq!(
-        org_revocations(&h.mock).len(),
-        1,
-        "{:?}",
-        org_revocations(&h.mock)
-    );
-    for foreign in ["hand@example.com", "other@example.com"] {
-        assert_eq!(
-            invitation_status(&h.mock, foreign).as_deref(),
-            Some("AVAILABLE"),
-            "{foreign}"
-        );
+    c.remove("taker").await;
+    assert_eq!(invitation_status(&h.mock, own).as_deref(), Some("REVOKED"));
+    let revocations = org_revocations(&h.mock);
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    for foreign in [hand, other] {
+        let status = invitation_status(&h.mock, foreign);
+        assert_eq!(status.as_deref(), Some("AVAILABLE"), "{foreign}");
         assert_eq!(h.mock.api.invitations_sent_to(foreign), 1, "{foreign}");
     }
     h.finish().await;
@@ -434,83 +343,31 @@ async fn org_invitation_fields_outside_allowed_are_refused_before_any_call() {
     h.cluster.put_secret("csp-token", TOKEN).await;
     let members = h.cluster.unique("members");
     let services = h.cluster.unique("services");
-    cluster_org_endpoint(&h, &members, json!({"organizationRoles": ["org_member"]})).await;
-    cluster_org_endpoint(
-        &h,
-        &services,
-        json!({"organizationRoles": ["org_member"], "serviceDefinitionLinks": ["/paid/ok"]}),
-    )
-    .await;
+    let member_only = json!({"organizationRoles": ["org_member"]});
+    let with_services = with(
+        member_only.clone(),
+        json!({"serviceDefinitionLinks": ["/paid/ok"]}),
+    );
+    cluster_endpoint_for(&h, "OrgInvitation", &members, member_only).await;
+    cluster_endpoint_for(&h, "OrgInvitation", &services, with_services).await;
     h.start_controller();
-    let member = json!([{"name": "org_member"}]);
-    let cases = [
-        (
-            &members,
-            "custom-roles",
-            json!({"customRoles": [{"name": "org_owner"}]}),
-            "customRoles",
-        ),
-        (
-            &members,
-            "custom-groups",
-            json!({"customGroupsIds": ["admins"]}),
-            "customGroupsIds",
-        ),
-        (
-            &members,
-            "service-link",
-            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/admin"}]}),
-            "serviceDefinitionLink",
-        ),
-        (
-            &services,
-            "service-role-names",
-            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok",
-                                         "serviceRoleNames": ["admin"]}]}),
-            "serviceRoleNames",
-        ),
-        (
-            &services,
-            "service-role-bindings",
-            json!({"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok",
-                                         "serviceRoles": [{"name": "admin"}]}]}),
-            "serviceRoleNames",
-        ),
-        (
-            &members,
-            "binding-resource",
-            json!({"organizationRoles": [{"name": "org_member", "resource": "/orgs/other"}]}),
-            "resources",
-        ),
-        (
-            &members,
-            "org-owner",
-            json!({"organizationRoles": [{"name": "org_owner"}]}),
-            "\"org_owner\"",
-        ),
-        (
-            &members,
-            "org-role-names",
-            json!({"orgRoleNames": ["org_owner"]}),
-            "orgRoleNames",
-        ),
-    ];
-    for (endpoint, name, extra, _) in &cases {
-        let org =
-            json!({"usernames": [format!("{name}@example.com")], "organizationRoles": member});
-        let org = with(org, extra.clone());
-        h.cluster
-            .create_invitation(
-                name,
-                json!({"endpointRef": via(endpoint),
-                       "orgInvitation": org}),
-            )
-            .await;
-    }
-    for (_, name, _, field) in &cases {
-        let message = h.cluster.wait_reason(name, "NotAllowed").await;
-        assert!(message.contains(field), "{name}: {message}");
-    }
+    // [resource, endpoint, what it asks for besides org_member, the field its refusal names]
+    let cases = json!([
+        ["custom-roles", members, {"customRoles": [{"name": "org_owner"}]}, "customRoles"],
+        ["custom-groups", members, {"customGroupsIds": ["admins"]}, "customGroupsIds"],
+        ["service-link", members, {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/admin"}]}, "serviceDefinitionLink"],
+        ["service-role-names", services, {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok", "serviceRoleNames": ["admin"]}]}, "serviceRoleNames"],
+        ["service-role-bindings", services, {"serviceRolesDtos": [{"serviceDefinitionLink": "/paid/ok", "serviceRoles": [{"name": "admin"}]}]}, "serviceRoleNames"],
+        ["binding-resource", members, {"organizationRoles": [{"name": "org_member", "resource": "/orgs/other"}]}, "resources"],
+        ["org-owner", members, {"organizationRoles": [{"name": "org_owner"}]}, "\"org_owner\""],
+        ["org-role-names", members, {"orgRoleNames": ["org_owner"]}, "orgRoleNames"],
+    ]);
+    refused_naming_their_fields(&h, cases, |name, endpoint, extra| {
+        let org = json!({"usernames": [format!("{name}@example.com")],
+                         "organizationRoles": [{"name": "org_member"}]});
+        json!({"endpointRef": via(endpoint), "orgInvitation": with(org, extra)})
+    })
+    .await;
     // The endpoints' status checks exchange the token; nothing else reached the API.
     assert_eq!(api_calls(&h.mock), Vec::<String>::new());
     assert!(h.mock.api.org_invitations().is_empty());
@@ -529,6 +386,7 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     )
     .await;
     h.start_controller_resyncing(Duration::from_millis(200));
+    let c = &h.cluster;
     let user = |groups: &[&str]| json!([{"emailAddress": "a@example.com", "groups": groups, "userGroups": []}]);
     let for_users = json!({"endpointRef": via(&users),
                             "accessPolicy": "Enforce", "users": user(&["dashboard_management"])});
@@ -538,50 +396,41 @@ async fn a_resource_edited_to_ask_for_more_is_stopped_before_any_call() {
     both_ready(&h, [("users", for_users), ("org", for_org)]).await;
     let before = api_calls(&h.mock);
 
-    h.cluster
-        .patch_spec(
-            "users",
-            json!({"users": user(&["dashboard_management", "user_management"])}),
-        )
-        .await;
-    h.cluster
-        .patch_spec(
-            "org",
-            json!({"orgInvitation": {"usernames": ["b@example.com", "c@example.com"],
-                                     "organizationRoles": [{"name": "org_member"}],
-                                     "customGroupsIds": ["admins"]}}),
-        )
-        .await;
-    for (name, field) in [("users", "user_management"), ("org", "customGroupsIds")] {
-        let inv = h
-            .cluster
-            .wait_status(name, "NotAllowed on the new generation", |s| {
-                s.observed_generation == Some(2) && ready(s).1 == "NotAllowed"
-            })
-            .await;
-        let status = inv.status.unwrap();
-        assert!(ready_message(&status).contains(field), "{status:?}");
-        let kept = &status.users[0];
-        assert_eq!(
-            kept.state,
-            UserState::Invited,
-            "entries are kept: {status:?}"
-        );
-        assert_eq!(kept.ownership, Some(Ownership::Created));
-    }
+    let more = user(&["dashboard_management", "user_management"]);
+    c.patch_spec("users", json!({"users": more})).await;
+    let more = json!({"orgInvitation": {"usernames": ["b@example.com", "c@example.com"],
+                                        "organizationRoles": [{"name": "org_member"}],
+                                        "customGroupsIds": ["admins"]}});
+    c.patch_spec("org", more).await;
+    let asking_more = [("users", "user_management"), ("org", "customGroupsIds")];
+    assert_refused_keeping_entries(&h, 2, asking_more).await;
     let_resync(&h, 5).await;
     let after = api_calls(&h.mock);
-    assert_eq!(
-        after[before.len()..],
-        [] as [String; 0],
-        "no API call after the edit"
-    );
-    assert_eq!(
-        groups_of(&h.mock, "a@example.com"),
-        ["dashboard_management"]
-    );
+    let none: [String; 0] = [];
+    assert_eq!(after[before.len()..], none, "no API call after the edit");
+    let granted = groups_of(&h.mock, "a@example.com");
+    assert_eq!(granted, ["dashboard_management"]);
     assert_eq!(h.mock.api.invitations_sent_to("c@example.com"), 0);
     h.finish().await;
+}
+
+/// Each resource's `generation` is NotAllowed, naming the field, and keeps its first entry:
+/// Invited, created by it.
+async fn assert_refused_keeping_entries(
+    h: &Harness,
+    generation: i64,
+    resources: [(&str, &str); 2],
+) {
+    for (name, field) in resources {
+        let refused = |s: &UserInvitationStatus| {
+            s.observed_generation == Some(generation) && ready(s).1 == "NotAllowed"
+        };
+        let status = wait_for(h, name, "NotAllowed on this generation", refused).await;
+        assert!(ready_message(&status).contains(field), "{status:?}");
+        let kept = &status.users[0];
+        assert_eq!(kept.state, UserState::Invited, "kept: {status:?}");
+        assert_eq!(kept.ownership, Some(Ownership::Created));
+    }
 }
 
 // -- One person, several resources ---------------------------------------------------------------
@@ -595,50 +444,41 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
         json!({"groups": ["*"], "userGroups": ["*"], "roles": ["*"], "adoptExistingUsers": true});
     let (mut h, shared) = shared_endpoint(anything).await;
     let other_ns = h.cluster.create_namespace("b").await;
-    let mut settings = h.cluster.settings();
-    settings.watch_namespaces.push(other_ns.clone());
-    settings.resync_interval = Duration::from_millis(200);
-    h.start_controller_with(settings);
+    start_with(&mut h, |s| {
+        s.watch_namespaces.push(other_ns.clone());
+        s.resync_interval = Duration::from_millis(200);
+    });
+    let c = &h.cluster;
+    let p = "p@example.com";
     let spec = |groups: &[&str]| {
-        json!({"endpointRef": via(&shared),
-               "accessPolicy": "Enforce",
-               "users": [{"emailAddress": "p@example.com", "groups": groups, "userGroups": []}]})
+        json!({"endpointRef": via(&shared), "accessPolicy": "Enforce",
+               "users": [{"emailAddress": p, "groups": groups, "userGroups": []}]})
     };
-    let first = h
-        .cluster
-        .create_ready("first", spec(&["dashboard_management"]))
-        .await;
-    assert_eq!(
-        entry(first.status.as_ref().unwrap(), "p@example.com").ownership,
-        Some(Ownership::Created)
-    );
+    let dashboards = spec(&["dashboard_management"]);
+    let first = c.create_ready("first", dashboards).await;
+    let owned = entry(first.status.as_ref().unwrap(), p).ownership;
+    assert_eq!(owned, Some(Ownership::Created));
     let second = json!({"name": "second", "namespace": other_ns});
-    h.cluster
-        .create_invitation_with(second, spec(&["alerts_management"]))
+    c.create_invitation_with(second, spec(&["alerts_management"]))
         .await;
-    let second_api: Api<invite_operator::api::UserInvitation> =
-        Api::namespaced(h.cluster.client.clone(), &other_ns);
-    let owner = format!("{}/first", h.cluster.namespace);
-    let p = eventually("second to name the owner", async || {
+    let second_api: Api<UserInvitation> = Api::namespaced(c.client.clone(), &other_ns);
+    let owner = format!("{}/first", c.namespace);
+    let entry = eventually("second to name the owner", async || {
         let status = second_api.get("second").await.unwrap().status;
-        status
+        let found = status
             .as_ref()
-            .and_then(|s| s.users.iter().find(|u| u.email_address == "p@example.com"))
-            .filter(|p| p.message.as_deref().is_some_and(|m| m.contains(&owner)))
-            .cloned()
-            .ok_or(format!("{status:?}"))
+            .and_then(|s| s.users.iter().find(|u| u.email_address == p));
+        let naming = found.filter(|e| says(e, &owner)).cloned();
+        naming.ok_or(format!("{status:?}"))
     })
     .await;
-    assert_eq!(p.ownership, None, "{p:?}");
+    assert_eq!(entry.ownership, None, "{entry:?}");
     // Converged: several resyncs of both make no changing call.
     let converged = h.mock.api.journal().len();
     let_resync(&h, 10).await;
     assert_eq!(changes_since(&h.mock, converged), Vec::<String>::new());
-    assert_eq!(
-        groups_of(&h.mock, "p@example.com"),
-        ["dashboard_management"]
-    );
-    assert_eq!(h.mock.api.invitations_sent_to("p@example.com"), 1);
+    assert_eq!(groups_of(&h.mock, p), ["dashboard_management"]);
+    assert_eq!(h.mock.api.invitations_sent_to(p), 1);
     h.finish().await;
 }
 
@@ -646,8 +486,8 @@ async fn two_enforce_resources_naming_one_person_make_no_changing_call() {
 
 /// The credential labels (opaque) of the requests in the journal, with their statuses.
 fn credentials(mock: &RunningMock) -> Vec<(Option<String>, u16)> {
-    mock.api
-        .journal()
+    let journal = mock.api.journal();
+    journal
         .into_iter()
         .map(|e| (e.credential, e.status))
         .collect()
@@ -669,10 +509,8 @@ async fn with_a_cluster_endpoint(
 ) -> (Harness, String) {
     let mut h = Harness::user_invite().await;
     let shared = h.cluster.unique("shared");
-    cluster_user_invite_endpoint(&h, &shared, Value::Null).await;
-    let mut settings = h.cluster.settings();
-    tweak(&mut settings);
-    h.start_controller_with(settings);
+    cluster_endpoint_for(&h, "UserInvite", &shared, Value::Null).await;
+    start_with(&mut h, tweak);
     (h, shared)
 }
 
@@ -680,14 +518,11 @@ async fn with_a_cluster_endpoint(
 /// API and the Secret.
 async fn ready_then_rotated(ttl: Duration) -> Harness {
     let mut h = Harness::user_invite().await;
-    let mut settings = h.cluster.settings();
-    settings.secret_cache_ttl = ttl;
-    h.start_controller_with(settings);
-    h.cluster
-        .create_ready("before", user("a@example.com"))
-        .await;
+    start_with(&mut h, |s| s.secret_cache_ttl = ttl);
+    let c = &h.cluster;
+    c.create_ready("before", user("a@example.com")).await;
     h.mock.api.set_token("rotated-token");
-    h.cluster.put_secret("api-token", "rotated-token").await;
+    c.put_secret("api-token", "rotated-token").await;
     h
 }
 
@@ -703,10 +538,7 @@ async fn a_rotated_token_is_used_after_the_api_refuses_the_old_one() {
     assert_eq!(refused.len(), 1, "one refusal of the old token: {seen:?}");
     assert_eq!(seen[refused[0]].0, old);
     for (credential, status) in &seen[refused[0] + 1..] {
-        assert_ne!(
-            credential, &old,
-            "the old token is not used again: {seen:?}"
-        );
+        assert_ne!(credential, &old, "not used again: {seen:?}");
         assert!(*status < 300, "{seen:?}");
     }
     assert_eq!(h.mock.api.invitations_sent_to("b@example.com"), 1);
@@ -720,14 +552,10 @@ async fn a_rotated_token_is_picked_up_within_the_cache_time() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let from = h.mock.api.journal().len();
     h.cluster.create_ready("after", user("b@example.com")).await;
-    let statuses: Vec<u16> = h.mock.api.journal()[from..]
-        .iter()
-        .map(|e| e.status)
-        .collect();
-    assert!(
-        statuses.iter().all(|s| *s < 300),
-        "no refusal: the new token was read within the cache time: {statuses:?}"
-    );
+    let journal = h.mock.api.journal();
+    let statuses: Vec<u16> = journal[from..].iter().map(|e| e.status).collect();
+    // No refusal: the new token was read within the cache time.
+    assert!(statuses.iter().all(|s| *s < 300), "{statuses:?}");
     h.finish().await;
 }
 
@@ -745,15 +573,14 @@ fn non_loopback_address() -> Option<IpAddr> {
 async fn mock_on(ip: IpAddr) -> (String, invite_mock::MockApi, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let api = invite_mock::MockApi::new(MockConfig {
+    let config = MockConfig {
         token: TOKEN.into(),
         ..MockConfig::default()
-    });
-    let task = tokio::spawn({
-        let api = api.clone();
-        async move {
-            let _ = api.serve(listener, std::future::pending()).await;
-        }
+    };
+    let api = invite_mock::MockApi::new(config);
+    let serving = api.clone();
+    let task = tokio::spawn(async move {
+        let _ = serving.serve(listener, std::future::pending()).await;
     });
     (url, api, task)
 }
@@ -771,39 +598,26 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
             None
         }
     };
-    let url = remote
-        .as_ref()
-        .map_or("http://10.255.255.1".to_string(), |(url, _, _)| url.clone());
-    h.cluster
-        .user_invite_endpoint("insecure", &url, "api-token")
-        .await;
+    let url = remote.as_ref().map(|(url, _, _)| url.as_str());
+    let url = url.unwrap_or("http://10.255.255.1");
+    let c = &h.cluster;
+    c.user_invite_endpoint("insecure", url, "api-token").await;
     h.start_controller();
-    h.cluster
-        .create_invitation(
-            "remote",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "insecure"},
-                   "users": [{"emailAddress": "r@example.com", "groups": [], "userGroups": []}]}),
-        )
-        .await;
-    h.cluster
-        .create_invitation("local", user("l@example.com"))
-        .await;
-    let message = h.cluster.wait_reason("remote", "EndpointNotReady").await;
+    let c = &h.cluster;
+    let insecure = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "insecure"}});
+    let remote_spec = with(user("r@example.com"), insecure);
+    c.create_invitation("remote", remote_spec).await;
+    c.create_invitation("local", user("l@example.com")).await;
+    let message = c.wait_reason("remote", "EndpointNotReady").await;
     assert!(message.contains("https://"), "{message}");
-    let message = h
-        .cluster
-        .endpoint_message("insecure", "False", "InvalidConfiguration")
-        .await;
+    let invalid = c.endpoint_message("insecure", "False", "InvalidConfiguration");
+    let message = invalid.await;
     assert!(message.contains("https://"), "{message}");
-    h.cluster.wait_ready("local").await;
+    c.wait_ready("local").await;
     let controller = h.controller.take().unwrap();
-    let calls = sum_metric(
-        &controller.metrics,
-        &format!(
-            "invite_operator_api_calls_total{{endpoint=\"InvitationEndpoint/{}/insecure\"",
-            h.cluster.namespace
-        ),
-    );
+    let endpoint = format!("InvitationEndpoint/{}/insecure", c.namespace);
+    let series = format!("invite_operator_api_calls_total{{endpoint=\"{endpoint}\"");
+    let calls = sum_metric(&controller.metrics, &series);
     assert_eq!(calls, 0, "no request to the insecure endpoint");
     controller.stop().await;
     let Some((_, remote, task)) = remote else {
@@ -812,12 +626,10 @@ async fn plain_http_to_a_non_loopback_host_is_refused_unless_the_platform_allows
     assert!(remote.journal().is_empty(), "{:?}", remote.journal());
 
     // The platform opts in.
-    let mut settings = h.cluster.settings();
-    settings.endpoint_policy.allow_insecure_http = true;
-    h.start_controller_with(settings);
-    h.cluster.wait_ready("remote").await;
-    h.cluster
-        .wait_endpoint("insecure", "True", "CredentialsResolved")
+    start_with(&mut h, |s| s.endpoint_policy.allow_insecure_http = true);
+    let c = &h.cluster;
+    c.wait_ready("remote").await;
+    c.wait_endpoint("insecure", "True", "CredentialsResolved")
         .await;
     assert_eq!(remote.invitations_sent_to("r@example.com"), 1);
     task.abort();
@@ -832,41 +644,27 @@ async fn namespaced_endpoints_can_be_limited_to_hosts_or_turned_off() {
         s.endpoint_policy.namespaced_endpoint_hosts = vec!["*.wavefront.example.com".into()];
     })
     .await;
-    h.cluster
-        .create_invitation("local", user("local@example.com"))
+    let c = &h.cluster;
+    c.create_invitation("local", user("local@example.com"))
         .await;
-    let message = h.cluster.wait_reason("local", "NotAllowed").await;
+    let message = c.wait_reason("local", "NotAllowed").await;
     assert!(message.contains("127.0.0.1"), "names the host: {message}");
-    h.cluster
-        .wait_endpoint("wavefront", "False", "NotAllowed")
+    c.wait_endpoint("wavefront", "False", "NotAllowed").await;
+    let seen = h.mock.api.journal();
+    assert!(seen.is_empty(), "{seen:?}");
+    c.create_ready("platform", user_via(&shared, "p@example.com"))
         .await;
-    assert!(
-        h.mock.api.journal().is_empty(),
-        "{:?}",
-        h.mock.api.journal()
-    );
-    h.cluster
-        .create_ready("platform", user_via(&shared, "p@example.com"))
-        .await;
-    h.controller.take().unwrap().stop().await;
 
-    let mut settings = h.cluster.settings();
-    settings.endpoint_policy.namespaced_endpoints = false;
-    h.start_controller_with(settings);
-    let inv = h
-        .cluster
-        .wait_status("local", "turned off", |s| {
-            ready(s).1 == "NotAllowed" && ready_message(s).contains("turned off")
-        })
-        .await;
+    restart_with(&mut h, |s| s.endpoint_policy.namespaced_endpoints = false).await;
+    let c = &h.cluster;
+    let turned_off = |s: &UserInvitationStatus| {
+        ready(s).1 == "NotAllowed" && ready_message(s).contains("turned off")
+    };
+    let inv = c.wait_status("local", "turned off", turned_off).await;
     assert_eq!(state_of(&inv, "local@example.com"), UserState::Pending);
-    h.cluster
-        .wait_endpoint("wavefront", "False", "NotAllowed")
-        .await;
-    let mentions_local = h
-        .mock
-        .api
-        .journal()
+    c.wait_endpoint("wavefront", "False", "NotAllowed").await;
+    let journal = h.mock.api.journal();
+    let mentions_local = journal
         .iter()
         .filter(|e| e.body.to_string().contains("local@example.com") || e.path.contains("local@"))
         .count();
@@ -886,11 +684,9 @@ async fn team_against(
 ) -> UserInvitation {
     h.mock.api.add_fault(fault.times(1000));
     h.start_controller();
-    h.cluster
-        .create_invitation("team", user("a@example.com"))
-        .await;
-    h.cluster
-        .wait_status("team", &format!("{what} reported"), shows)
+    let c = &h.cluster;
+    c.create_invitation("team", user("a@example.com")).await;
+    c.wait_status("team", &format!("{what} reported"), shows)
         .await
 }
 
@@ -900,19 +696,14 @@ async fn redirects_are_never_followed() {
     let mut h = Harness::user_invite().await;
     let elsewhere = start_mock(MockConfig::default()).await;
     let redirect = ScriptedFault::redirect(307, &format!("{}{INVITE}", elsewhere.url));
-    let inv = team_against(
-        &mut h,
-        redirect.method("POST").path(INVITE),
-        "the redirect",
-        |s| ready(s).1 == "EndpointNotReady" && ready_message(s).contains("never followed"),
-    )
-    .await;
+    let reported = |s: &UserInvitationStatus| {
+        ready(s).1 == "EndpointNotReady" && ready_message(s).contains("never followed")
+    };
+    let redirect = redirect.method("POST").path(INVITE);
+    let inv = team_against(&mut h, redirect, "the redirect", reported).await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
-    assert!(
-        elsewhere.api.journal().is_empty(),
-        "{:?}",
-        elsewhere.api.journal()
-    );
+    let journal = elsewhere.api.journal();
+    assert!(journal.is_empty(), "{journal:?}");
     assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
     assert_eq!(elsewhere.api.invitations_sent_to("a@example.com"), 0);
     elsewhere.shutdown().await;
@@ -925,10 +716,8 @@ async fn redirects_are_never_followed() {
 async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
     let mut h = Harness::user_invite().await;
     let huge = ScriptedFault::huge_body(20 * 1024 * 1024).path("/api/v2/user/validateUsers");
-    let inv = team_against(&mut h, huge, "the huge answer", |s| {
-        ready_message(s).contains("larger than 8 MiB")
-    })
-    .await;
+    let reported = |s: &UserInvitationStatus| ready_message(s).contains("larger than 8 MiB");
+    let inv = team_against(&mut h, huge, "the huge answer", reported).await;
     assert_eq!(state_of(&inv, "a@example.com"), UserState::Pending);
     assert!(!h.controller.as_ref().unwrap().is_finished());
     assert_eq!(h.mock.api.invitations_sent_to("a@example.com"), 0);
@@ -943,45 +732,23 @@ async fn a_huge_answer_is_a_clear_error_and_the_controller_carries_on() {
 #[tokio::test]
 async fn a_thousand_users_refused_with_long_messages_keep_the_status_small() {
     let mut h = Harness::user_invite().await;
-    h.cluster
-        .apply_endpoint(
-            "wavefront",
-            json!({"api": "UserInvite", "url": h.mock.url,
-                   "credentials": {"secretRef": {"name": "api-token"}},
-                   "requestsPerSecond": 1000, "timeoutSeconds": 5}),
-        )
-        .await;
+    let endpoint = Flavor::UserInvite.endpoint(&h.mock.url, 5, 1000);
+    h.cluster.apply_endpoint("wavefront", endpoint).await;
     let long = format!("refused: {}", "no ".repeat(64 * 1024 / 3));
-    h.mock.api.add_fault(
-        ScriptedFault::new(400)
-            .method("POST")
-            .path(INVITE)
-            .message(long)
-            .times(1_000_000),
-    );
+    let refusal = ScriptedFault::new(400).method("POST").path(INVITE);
+    h.mock.api.add_fault(refusal.message(long).times(1_000_000));
     h.start_controller();
-    let users: Vec<Value> = (0..1000)
-        .map(|i| json!({"emailAddress": format!("u{i:04}@example.com"), "groups": [], "userGroups": []}))
-        .collect();
-    h.cluster
-        .create_invitation(
-            "many",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "users": users}),
-        )
-        .await;
-    let status = eventually_every(
-        Duration::from_millis(250),
-        Duration::from_secs(240),
-        "every user failed",
-        async || {
-            let status = h.cluster.invitations().get("many").await.unwrap().status;
-            match status {
-                Some(status) if status.failed == 1000 => Ok(status),
-                status => Err(format!("{} failed", status.map_or(0, |s| s.failed))),
-            }
-        },
-    )
+    let users: Vec<String> = (0..1000).map(|i| format!("u{i:04}@example.com")).collect();
+    let spec = users_spec("wavefront", &users, &[]);
+    h.cluster.create_invitation("many", spec).await;
+    let (poll, within) = (Duration::from_millis(250), Duration::from_secs(240));
+    let status = eventually_every(poll, within, "every user failed", async || {
+        let status = h.cluster.invitations().get("many").await.unwrap().status;
+        match status {
+            Some(status) if status.failed == 1000 => Ok(status),
+            status => Err(format!("{} failed", status.map_or(0, |s| s.failed))),
+        }
+    })
     .await;
     assert_eq!(ready(&status).1, "Failed");
     let size = serde_json::to_vec(&status).unwrap().len();
@@ -1002,10 +769,10 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
     let mut h = Harness::user_invite().await;
     let huge = format!("go away {}", "x".repeat(2 * 1024 * 1024));
     let refusal = ScriptedFault::new(401).path(INVITE).message(huge.clone());
-    let inv = team_against(&mut h, refusal, "the refusal", |s| {
+    let reported = |s: &UserInvitationStatus| {
         ready(s).1 == "EndpointNotReady" && ready_message(s).contains("go away")
-    })
-    .await;
+    };
+    let inv = team_against(&mut h, refusal, "the refusal", reported).await;
     let status = inv.status.unwrap();
     assert!(ready_message(&status).len() <= 2048);
     assert!(serde_json::to_vec(&status).unwrap().len() < 16 * 1024);
@@ -1013,20 +780,15 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
 
     // OrgInvitation: the endpoint check's token exchange refused with a huge message.
     h.cluster.put_secret("csp-token", TOKEN).await;
-    h.mock.api.add_fault(
-        ScriptedFault::new(400)
-            .path("/csp/gateway/am/api/auth/api-tokens/authorize")
-            .message(huge)
-            .times(1000),
-    );
-    h.cluster
-        .org_endpoint("csp", &h.mock.url, "csp-token", ORG)
-        .await;
+    let authorize = "/csp/gateway/am/api/auth/api-tokens/authorize";
+    let refusal = ScriptedFault::new(400).path(authorize).message(huge);
+    h.mock.api.add_fault(refusal.times(1000));
+    let c = &h.cluster;
+    c.org_endpoint("csp", &h.mock.url, "csp-token", ORG).await;
     h.start_controller();
-    let message = h
-        .cluster
-        .endpoint_message("csp", "False", "CredentialsRejected")
-        .await;
+    let c = &h.cluster;
+    let rejected = c.endpoint_message("csp", "False", "CredentialsRejected");
+    let message = rejected.await;
     assert!(message.contains("go away"), "{message}");
     assert!(message.len() <= 2048, "{} bytes", message.len());
     h.finish().await;
@@ -1036,47 +798,31 @@ async fn a_refusal_with_a_huge_message_keeps_the_conditions_small() {
 /// unanswered invite request blocks its users for two timeouts).
 #[tokio::test]
 async fn timeout_seconds_above_120_is_refused_at_admission() {
-    if !admission_checked() {
+    let Some(c) = admission_cluster().await else {
         return;
-    }
-    let h = Harness::start().await;
+    };
     let spec = |timeout: u32| {
         json!({"api": "UserInvite", "url": "https://wf.example.com",
                "credentials": {"secretRef": {"name": "t"}}, "timeoutSeconds": timeout})
     };
-    let endpoint = |name: &str, timeout: u32| -> InvitationEndpoint {
-        serde_json::from_value(json!({
-            "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
-            "metadata": h.cluster.metadata(name), "spec": spec(timeout),
-        }))
-        .unwrap()
-    };
-    let api: Api<InvitationEndpoint> =
-        Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
-    let refused = api
-        .create(&PostParams::default(), &endpoint("slow", 121))
-        .await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("timeoutSeconds")),
-        "{refused:?}"
-    );
-    api.create(&PostParams::default(), &endpoint("ok", 120))
-        .await
-        .expect("120 s is allowed");
+    let refused = admit::<InvitationEndpoint>(&c, "slow", spec(121)).await;
+    let names_it = matches!(&refused, Err(message) if message.contains("timeoutSeconds"));
+    assert!(names_it, "{refused:?}");
+    let ok = admit::<InvitationEndpoint>(&c, "ok", spec(120)).await;
+    ok.expect("120 s is allowed");
     let cluster: ClusterInvitationEndpoint = serde_json::from_value(json!({
         "apiVersion": "invite.operators.dev/v1alpha1", "kind": "ClusterInvitationEndpoint",
-        "metadata": {"name": h.cluster.unique("slow"), "labels": h.cluster.labels()},
+        "metadata": {"name": c.unique("slow"), "labels": c.labels()},
         "spec": spec(3600),
     }))
     .unwrap();
-    let refused = Api::<ClusterInvitationEndpoint>::all(h.cluster.client.clone())
+    let cluster_scoped = Api::<ClusterInvitationEndpoint>::all(c.client.clone());
+    let refused = cluster_scoped
         .create(&PostParams::default(), &cluster)
         .await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
-        "{refused:?}"
-    );
-    h.finish().await;
+    let invalid = matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422);
+    assert!(invalid, "{refused:?}");
+    c.cleanup().await;
 }
 
 // -- Leadership ----------------------------------------------------------------------------------
@@ -1101,38 +847,24 @@ async fn a_replica_that_lost_its_lease_sends_no_invitation() {
         stop.clone(),
     ));
     h.cluster.abort_on_drop(task.abort_handle());
-    h.cluster
-        .create_invitation(
-            "team",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "wavefront"},
-                   "users": [{"emailAddress": "a@example.com", "groups": [], "userGroups": []},
-                             {"emailAddress": "b@example.com", "groups": [], "userGroups": []}]}),
-        )
-        .await;
-    let inv = h
-        .cluster
-        .wait_status("team", "back to Pending without the lease", |s| {
-            s.users.len() == 2
-                && s.users.iter().all(|u| {
-                    u.state == UserState::Pending
-                        && u.message
-                            .as_deref()
-                            .is_some_and(|m| m.contains("no longer holds the leader lease"))
-                })
-        })
-        .await;
+    let spec = users_spec("wavefront", &["a@example.com", "b@example.com"], &[]);
+    h.cluster.create_invitation("team", spec).await;
+    let without_the_lease = |s: &UserInvitationStatus| {
+        s.users.len() == 2
+            && s.users.iter().all(|u| {
+                u.state == UserState::Pending && says(u, "no longer holds the leader lease")
+            })
+    };
+    let back = "back to Pending without the lease";
+    let inv = h.cluster.wait_status("team", back, without_the_lease).await;
     assert!(!leadership.is_valid());
     let journal = h.mock.api.journal();
-    assert!(
-        journal
-            .iter()
-            .any(|e| e.path == "/api/v2/user/validateUsers"),
-        "the lookup went out: {journal:?}"
-    );
-    assert!(
-        !journal.iter().any(is_changing),
-        "no POST from a replica without the lease: {journal:?}"
-    );
+    let lookup = journal
+        .iter()
+        .any(|e| e.path == "/api/v2/user/validateUsers");
+    assert!(lookup, "the lookup went out: {journal:?}");
+    let changing = journal.iter().any(is_changing);
+    assert!(!changing, "a POST without the lease: {journal:?}");
     assert_eq!(ready(inv.status.as_ref().unwrap()).1, "Pending");
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -1151,113 +883,79 @@ async fn a_cluster_endpoint_without_allowed_grants_plain_membership_only() {
     let (users, org) = users_and_org_endpoints(&h, Value::Null, Value::Null).await;
     h.start_controller();
     let refused = ask_for_more_than_membership(&h, &users, &org).await;
-    let member = json!([{"name": "org_member"}]);
-    let plain_user = user_via(&users, "plain@example.com");
-    let plain_member = json!({"endpointRef": via(&org),
-                              "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}});
-    both_ready(
-        &h,
-        [("plain-user", plain_user), ("plain-member", plain_member)],
-    )
-    .await;
-    for (name, field) in refused {
-        let message = h.cluster.wait_reason(&name, "NotAllowed").await;
-        assert!(message.contains(field), "{name}: {message}");
+    for (name, message) in refused {
         assert!(
             message.contains("no spec.allowed") && message.contains("spec.allowed."),
             "{name}: the message says how the platform opens the field: {message}"
         );
     }
+    let member = json!([{"name": "org_member"}]);
+    let plain_user = ("plain-user", user_via(&users, "plain@example.com"));
+    let plain_member = json!({"endpointRef": via(&org),
+                              "orgInvitation": {"usernames": ["member@example.com"], "organizationRoles": member}});
+    both_ready(&h, [plain_user, ("plain-member", plain_member)]).await;
     // Only the plain memberships were sent.
-    let invites: Vec<String> = h
-        .mock
-        .api
-        .journal()
+    let journal = h.mock.api.journal();
+    let invites: Vec<String> = journal
         .iter()
         .filter(|e| e.method == "POST" && !e.is_token_exchange())
         .filter(|e| e.path != "/api/v2/user/validateUsers")
         .map(|e| format!("{} {:?}", e.path, e.body))
         .collect();
     assert_eq!(invites.len(), 2, "{invites:#?}");
-    assert!(
-        invites
-            .iter()
-            .all(|i| i.contains("plain@example.com") || i.contains("member@example.com"))
-    );
-    assert_eq!(
-        h.mock.api.user("plain@example.com").unwrap()["groups"],
-        json!([])
-    );
+    let plain = |i: &String| i.contains("plain@example.com") || i.contains("member@example.com");
+    assert!(invites.iter().all(plain));
+    let plain_user = h.mock.api.user("plain@example.com").unwrap();
+    assert_eq!(plain_user["groups"], json!([]));
     h.finish().await;
 }
 
 /// Resources asking, through cluster endpoints without `allowed` (`users`, `org`), for what
-/// grants more than membership; each with the field its refusal must name.
+/// grants more than membership, each refused naming the field; their refusals' messages.
 async fn ask_for_more_than_membership(
     h: &Harness,
     users: &str,
     org: &str,
-) -> Vec<(String, &'static str)> {
-    let refused_users = [
-        (
-            "groups",
-            json!({"emailAddress": "g@example.com", "groups": ["user_management"]}),
-        ),
-        (
-            "userGroups",
-            json!({"emailAddress": "ug@example.com", "userGroups": ["admins"]}),
-        ),
-        (
-            "roles",
-            json!({"emailAddress": "r@example.com", "roles": ["admin-role"]}),
-        ),
-    ];
-    for (field, user) in &refused_users {
-        let name = format!("ask-{}", field.to_ascii_lowercase());
-        h.cluster
-            .create_invitation(&name, json!({"endpointRef": via(users), "users": [user]}))
-            .await;
-    }
+) -> Vec<(String, String)> {
     let member = json!([{"name": "org_member"}]);
-    let refused_org = [
-        (
-            "owner",
-            json!({"organizationRoles": [{"name": "org_owner"}]}),
-            "organizationRoles",
-        ),
-        (
-            "groups",
-            json!({"organizationRoles": member, "customGroupsIds": ["admins"]}),
-            "customGroupsIds",
-        ),
-        (
-            "service",
-            json!({"organizationRoles": member,
-                   "serviceRolesDtos": [{"serviceDefinitionLink": "/paid/x", "serviceRoleNames": ["admin"]}]}),
-            "serviceDefinitionLinks",
-        ),
-    ];
-    for (name, extra, _) in &refused_org {
-        let request = with(
-            json!({"usernames": [format!("org-{name}@example.com")]}),
-            extra.clone(),
-        );
-        h.cluster
-            .create_invitation(
-                &format!("org-{name}"),
-                json!({"endpointRef": via(org), "orgInvitation": request}),
-            )
-            .await;
+    // [resource, the endpoint, what it asks for, the field its refusal names]
+    let cases = json!([
+        ["ask-groups", users, {"users": [{"emailAddress": "g@example.com", "groups": ["user_management"]}]}, "groups"],
+        ["ask-usergroups", users, {"users": [{"emailAddress": "ug@example.com", "userGroups": ["admins"]}]}, "userGroups"],
+        ["ask-roles", users, {"users": [{"emailAddress": "r@example.com", "roles": ["admin-role"]}]}, "roles"],
+        ["org-owner", org, {"orgInvitation": {"usernames": ["org-owner@example.com"], "organizationRoles": [{"name": "org_owner"}]}}, "organizationRoles"],
+        ["org-groups", org, {"orgInvitation": {"usernames": ["org-groups@example.com"], "organizationRoles": member, "customGroupsIds": ["admins"]}}, "customGroupsIds"],
+        ["org-service", org, {"orgInvitation": {"usernames": ["org-service@example.com"], "organizationRoles": member,
+                                                "serviceRolesDtos": [{"serviceDefinitionLink": "/paid/x", "serviceRoleNames": ["admin"]}]}}, "serviceDefinitionLinks"],
+    ]);
+    let spec =
+        |_: &str, endpoint: &str, request| with(request, json!({"endpointRef": via(endpoint)}));
+    refused_naming_their_fields(h, cases, spec).await
+}
+
+/// Creates a resource per row of `cases` (`[resource, endpoint, request, the field its refusal
+/// names]`, its spec built by `spec`), then checks that each is refused (NotAllowed) naming its
+/// field; returns the refusals' messages.
+async fn refused_naming_their_fields(
+    h: &Harness,
+    cases: Value,
+    spec: impl Fn(&str, &str, Value) -> Value,
+) -> Vec<(String, String)> {
+    let rows = cases.as_array().unwrap();
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    for row in rows {
+        let (name, endpoint) = (text(&row[0]), text(&row[1]));
+        let spec = spec(&name, &endpoint, row[2].clone());
+        h.cluster.create_invitation(&name, spec).await;
     }
-    refused_users
-        .iter()
-        .map(|(field, _)| (format!("ask-{}", field.to_ascii_lowercase()), *field))
-        .chain(
-            refused_org
-                .iter()
-                .map(|(n, _, list)| (format!("org-{n}"), *list)),
-        )
-        .collect()
+    let mut refusals = Vec::new();
+    for row in rows {
+        let (name, field) = (text(&row[0]), text(&row[3]));
+        let message = h.cluster.wait_reason(&name, "NotAllowed").await;
+        assert!(message.contains(&field), "{name}: {message}");
+        refusals.push((name, message));
+    }
+    refusals
 }
 
 /// Upgrading to deny by default: resources that converged while an endpoint without `allowed`
@@ -1272,9 +970,8 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     let (users, org) =
         users_and_org_endpoints(&h, anything, json!({"organizationRoles": ["*"]})).await;
     h.start_controller_resyncing(Duration::from_millis(200));
-    let for_users = json!({"endpointRef": via(&users),
-                            "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                            "users": [{"emailAddress": "ops@example.com", "groups": ["user_management"]}]});
+    let ops = json!({"emailAddress": "ops@example.com", "groups": ["user_management"]});
+    let for_users = enforce_and_delete(via(&users), ops);
     let for_org = json!({"endpointRef": via(&org), "deletionPolicy": "Delete",
                           "orgInvitation": {"usernames": ["owner@example.com"],
                                             "organizationRoles": [{"name": "org_owner"}]}});
@@ -1282,25 +979,14 @@ async fn resources_converged_before_deny_by_default_keep_their_users() {
     let before = h.mock.api.journal().len();
 
     // The upgrade: the same endpoints, without `allowed`.
-    cluster_user_invite_endpoint(&h, &users, Value::Null).await;
-    cluster_org_endpoint(&h, &org, Value::Null).await;
-    for (name, field) in [("users", "groups"), ("org", "organizationRoles")] {
-        let inv = h.cluster.wait_for_reason(name, "NotAllowed").await;
-        let status = inv.status.unwrap();
-        assert!(ready_message(&status).contains(field), "{status:?}");
-        assert_eq!(
-            status.users[0].state,
-            UserState::Invited,
-            "kept: {status:?}"
-        );
-        assert_eq!(status.users[0].ownership, Some(Ownership::Created));
-    }
+    cluster_endpoint_for(&h, "UserInvite", &users, Value::Null).await;
+    cluster_endpoint_for(&h, "OrgInvitation", &org, Value::Null).await;
+    let more_than_membership = [("users", "groups"), ("org", "organizationRoles")];
+    assert_refused_keeping_entries(&h, 1, more_than_membership).await;
     resync_and_remove_changing_nothing(&h, &["users", "org"], before, "either API").await;
     assert_eq!(groups_of(&h.mock, "ops@example.com"), ["user_management"]);
-    assert_eq!(
-        invitation_status(&h.mock, "owner@example.com").as_deref(),
-        Some("AVAILABLE")
-    );
+    let owner = invitation_status(&h.mock, "owner@example.com");
+    assert_eq!(owner.as_deref(), Some("AVAILABLE"));
     h.cluster.wait_event("users", "CleanupSkipped").await;
     h.finish().await;
 }
@@ -1321,67 +1007,57 @@ async fn resync_and_remove_changing_nothing(
 
 // -- Ownership is bound to the API and endpoint it was established on ----------------------------
 
+/// A harness with the Secret `api-token` and a second mock API; each of `admins` exists on
+/// both, holding `groups`.
+async fn two_apis_with_admins(admins: &[&str], groups: &[&str]) -> (Harness, RunningMock) {
+    let h = Harness::start().await;
+    let other = start_mock(MockConfig::default()).await;
+    h.cluster.put_secret("api-token", TOKEN).await;
+    for mock in [&h.mock, &other] {
+        for admin in admins {
+            let user = json!({"identifier": admin, "groups": groups, "userGroups": []});
+            mock.api.seed_user(user);
+        }
+    }
+    (h, other)
+}
+
 /// The review's attack: a tenant adopts the organization's admin on an API it runs itself
 /// (a namespaced endpoint always adopts), switches `spec.endpointRef` to the platform's
 /// endpoint (adoption off) and deletes the resource. The platform's API sees no changing call:
 /// ownership made on the tenant's API is worth nothing on the platform's.
 #[tokio::test]
 async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_endpoints() {
-    let mut h = Harness::start().await;
-    let tenant = start_mock(MockConfig::default()).await;
-    h.cluster.put_secret("api-token", TOKEN).await;
     let admin_groups = ["dashboard_management", "user_management"];
-    for mock in [&h.mock, &tenant] {
-        mock.api
-            .seed_user(json!({"identifier": ADMIN, "groups": admin_groups, "userGroups": []}));
-    }
+    let (mut h, tenant) = two_apis_with_admins(&[ADMIN], &admin_groups).await;
     let platform = h.cluster.unique("platform");
-    cluster_user_invite_endpoint(&h, &platform, json!({})).await;
-    h.cluster
-        .user_invite_endpoint("mine", &tenant.url, "api-token")
+    cluster_endpoint_for(&h, "UserInvite", &platform, json!({})).await;
+    let c = &h.cluster;
+    c.user_invite_endpoint("mine", &tenant.url, "api-token")
         .await;
     h.start_controller_resyncing(Duration::from_millis(200));
-    h.cluster
-        .create_invitation(
-            "takeover",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "mine"},
-                   "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                   "users": [{"emailAddress": ADMIN}]}),
-        )
-        .await;
-    let adopted = h
-        .cluster
-        .wait_status("takeover", "the admin adopted on the tenant's API", |s| {
-            s.users.first().and_then(|u| u.ownership) == Some(Ownership::Adopted)
-        })
-        .await;
-    assert_eq!(
-        adopted.status.unwrap().users[0].state,
-        UserState::AlreadyMember
-    );
+    let c = &h.cluster;
+    let mine = json!({"kind": "InvitationEndpoint", "name": "mine"});
+    let spec = enforce_and_delete(mine, json!({"emailAddress": ADMIN}));
+    c.create_invitation("takeover", spec).await;
+    let on_the_tenants = "the admin adopted on the tenant's API";
+    let adopted = first_owned(Some(Ownership::Adopted));
+    let status = wait_for(&h, "takeover", on_the_tenants, adopted).await;
+    assert_eq!(status.users[0].state, UserState::AlreadyMember);
 
-    h.cluster
-        .patch_spec("takeover", json!({"endpointRef": via(&platform)}))
+    c.patch_spec("takeover", json!({"endpointRef": via(&platform)}))
         .await;
-    let moved = h
-        .cluster
-        .wait_status(
-            "takeover",
-            "the entries re-established on the platform",
-            |s| {
-                s.endpoint.as_ref().is_some_and(|e| e.name == platform)
-                    && s.users
-                        .first()
-                        .is_some_and(|u| u.state == UserState::AlreadyMember)
-            },
-        )
-        .await;
-    let status = moved.status.unwrap();
-    assert_eq!(
-        status.users[0].ownership, None,
-        "not owned on the platform's API: {status:?}"
-    );
-    h.cluster.wait_event("takeover", "EndpointChanged").await;
+    let on_the_platform = |s: &UserInvitationStatus| {
+        s.endpoint.as_ref().is_some_and(|e| e.name == platform)
+            && s.users
+                .first()
+                .is_some_and(|u| u.state == UserState::AlreadyMember)
+    };
+    let moved = "the entries re-established on the platform";
+    let status = wait_for(&h, "takeover", moved, on_the_platform).await;
+    let ownership = status.users[0].ownership;
+    assert_eq!(ownership, None, "owned on the platform's: {status:?}");
+    c.wait_event("takeover", "EndpointChanged").await;
     resync_and_remove_changing_nothing(&h, &["takeover"], 0, "the platform's API").await;
     assert_eq!(groups_of(&h.mock, ADMIN), admin_groups);
     h.finish().await;
@@ -1392,111 +1068,68 @@ async fn ownership_adopted_on_a_tenants_api_is_worth_nothing_after_switching_end
 /// nor deleting the resource changes the user.
 #[tokio::test]
 async fn an_edited_or_recreated_cluster_endpoint_drops_ownership() {
-    let mut h = Harness::start().await;
-    let other = start_mock(MockConfig::default()).await;
-    h.cluster.put_secret("api-token", TOKEN).await;
     let groups = ["dashboard_management", "user_management"];
     const ROOT: &str = "root@example.com";
-    for mock in [&h.mock, &other] {
-        for admin in [ADMIN, ROOT] {
-            mock.api
-                .seed_user(json!({"identifier": admin, "groups": groups, "userGroups": []}));
-        }
-    }
+    let (mut h, other) = two_apis_with_admins(&[ADMIN, ROOT], &groups).await;
     let moved = h.cluster.unique("moved");
     let recreated = h.cluster.unique("recreated");
-    let namespace = h.cluster.namespace.clone();
-    let spec = move |url: &str, adopt: bool| {
-        json!({"api": "UserInvite", "url": url,
-               "credentials": {"secretRef": {"name": "api-token", "namespace": namespace}},
-               "requestsPerSecond": 100, "timeoutSeconds": 5,
-               "allowed": {"adoptExistingUsers": adopt, "groups": ["*"]}})
+    let base = cluster_endpoint_spec(&h, "UserInvite", Value::Null);
+    let spec = |url: &str, adopt: bool| {
+        let allowed = json!({"adoptExistingUsers": adopt, "groups": ["*"]});
+        with(base.clone(), json!({"url": url, "allowed": allowed}))
     };
     for name in [&moved, &recreated] {
-        h.cluster
-            .cluster_endpoint(name, spec(&other.url, true))
-            .await;
+        let adopting = spec(&other.url, true);
+        h.cluster.cluster_endpoint(name, adopting).await;
     }
     h.start_controller_resyncing(Duration::from_millis(200));
-    adopt_admins(
-        &h,
-        [("moved", &moved, ADMIN), ("recreated", &recreated, ROOT)],
-    )
-    .await;
+    let c = &h.cluster;
+    for (resource, endpoint, admin) in [("moved", &moved, ADMIN), ("recreated", &recreated, ROOT)] {
+        let admin = json!({"emailAddress": admin, "groups": ["dashboard_management"]});
+        let spec = enforce_and_delete(via(endpoint), admin);
+        c.create_invitation(resource, spec).await;
+        let adopted = first_owned(Some(Ownership::Adopted));
+        c.wait_status(resource, "adopted", adopted).await;
+    }
     // Enforce reached the adopted admin on the first API only.
-    let revoked_there = other
-        .api
-        .journal()
-        .iter()
-        .any(|e| e.method != "GET" && e.path.contains("/revoke"));
-    assert!(revoked_there, "adoption worked on the first API");
+    let journal = other.api.journal();
+    let revoke = |e: &invite_mock::JournalEntry| e.method != "GET" && e.path.contains("/revoke");
+    assert!(
+        journal.iter().any(revoke),
+        "adoption worked on the first API"
+    );
     let before = h.mock.api.journal().len();
 
     // The platform points `moved` at its own API, and deletes and recreates `recreated`.
     // (Neither adopts any more: otherwise each would adopt the user again, rightly, as a new
     // adoption on the API it now reaches.)
-    h.cluster
-        .cluster_endpoint(&moved, spec(&h.mock.url, false))
-        .await;
-    let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(h.cluster.client.clone());
-    cluster_endpoints
-        .delete(&recreated, &DeleteParams::default())
-        .await
-        .unwrap();
+    c.cluster_endpoint(&moved, spec(&h.mock.url, false)).await;
+    let cluster_endpoints: Api<ClusterInvitationEndpoint> = Api::all(c.client.clone());
+    let params = DeleteParams::default();
+    cluster_endpoints.delete(&recreated, &params).await.unwrap();
     eventually("the cluster endpoint deleted", async || {
-        cluster_endpoints
-            .get_opt(&recreated)
-            .await
-            .unwrap()
-            .is_none()
+        let found = cluster_endpoints.get_opt(&recreated).await.unwrap();
+        found.is_none()
     })
     .await;
-    h.cluster
-        .cluster_endpoint(&recreated, spec(&other.url, false))
-        .await;
+    let not_adopting = spec(&other.url, false);
+    c.cluster_endpoint(&recreated, not_adopting).await;
     let other_before = other.api.journal().len();
+    let dropped = |s: &UserInvitationStatus| {
+        let first = s.users.first();
+        first.is_some_and(|u| u.ownership.is_none() && u.state == UserState::AlreadyMember)
+    };
     for resource in ["moved", "recreated"] {
-        h.cluster
-            .wait_status(resource, "ownership dropped", |s| {
-                s.users
-                    .first()
-                    .is_some_and(|u| u.ownership.is_none() && u.state == UserState::AlreadyMember)
-            })
-            .await;
-        h.cluster.wait_event(resource, "EndpointChanged").await;
+        c.wait_status(resource, "ownership dropped", dropped).await;
+        c.wait_event(resource, "EndpointChanged").await;
     }
     resync_and_remove_changing_nothing(&h, &["moved", "recreated"], before, "the new API").await;
-    assert_eq!(
-        changes_since(&other, other_before),
-        Vec::<String>::new(),
-        "the recreated endpoint's API"
-    );
+    let changes = changes_since(&other, other_before);
+    assert_eq!(changes, Vec::<String>::new(), "the recreated one's API");
     assert_eq!(groups_of(&h.mock, ADMIN), groups);
-    assert!(
-        other.api.user(ADMIN).is_some(),
-        "not deleted through the recreated endpoint"
-    );
+    let kept = other.api.user(ADMIN).is_some();
+    assert!(kept, "not deleted through the recreated endpoint");
     h.finish().await;
-}
-
-/// Creates each resource, Enforce and Delete for its admin through its cluster endpoint, and
-/// waits until it adopted the admin.
-async fn adopt_admins(h: &Harness, resources: [(&str, &String, &str); 2]) {
-    for (resource, endpoint, admin) in resources {
-        h.cluster
-            .create_invitation(
-                resource,
-                json!({"endpointRef": via(endpoint),
-                       "accessPolicy": "Enforce", "deletionPolicy": "Delete",
-                       "users": [{"emailAddress": admin, "groups": ["dashboard_management"]}]}),
-            )
-            .await;
-        h.cluster
-            .wait_status(resource, "adopted", |s| {
-                s.users.first().and_then(|u| u.ownership) == Some(Ownership::Adopted)
-            })
-            .await;
-    }
 }
 
 /// The review's second attack: a `deletionPolicy: Delete` resource whose invitation expired
@@ -1506,48 +1139,39 @@ async fn adopt_admins(h: &Harness, resources: [(&str, &String, &str); 2]) {
 async fn an_expired_invitations_owner_never_revokes_another_teams() {
     let mut h = Harness::org_invitation(MockConfig::default()).await;
     h.start_controller_resyncing(Duration::from_millis(200));
+    let c = &h.cluster;
     let person = "shared@example.com";
     let spec = |delete: bool| {
         json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "csp"},
                "deletionPolicy": if delete { "Delete" } else { "Retain" },
                "orgInvitation": {"usernames": [person], "organizationRoles": [{"name": "org_member"}]}})
     };
-    let first = h.cluster.create_ready("first", spec(true)).await;
-    let first_reference = first.status.unwrap().users[0].identifier.clone().unwrap();
+    let reference = |inv: UserInvitation| inv.status.unwrap().users[0].identifier.clone();
+    let first_reference = reference(c.create_ready("first", spec(true)).await).unwrap();
     h.mock.api.expire_invitations();
-    h.cluster
-        .wait_status("first", "expired", |s| {
-            s.users
-                .first()
-                .is_some_and(|u| u.state == UserState::Expired)
-        })
-        .await;
+    let expired = |s: &UserInvitationStatus| {
+        s.users
+            .first()
+            .is_some_and(|u| u.state == UserState::Expired)
+    };
+    c.wait_status("first", "expired", expired).await;
     // Another team invites the person again.
-    let second = h.cluster.create_ready("second", spec(false)).await;
-    let second_reference = second.status.unwrap().users[0].identifier.clone().unwrap();
+    let second_reference = reference(c.create_ready("second", spec(false)).await).unwrap();
     assert_ne!(first_reference, second_reference);
-    let first = h
-        .cluster
-        .wait_status("first", "the new invitation seen as someone else's", |s| {
-            s.users.first().is_some_and(|u| u.ownership.is_none())
-        })
-        .await;
-    assert_eq!(
-        first.status.unwrap().users[0].identifier.as_deref(),
-        Some(second_reference.as_str())
-    );
-    h.cluster.remove("first").await;
-    let revoked: Vec<String> = org_revocations(&h.mock);
+    let someone_elses = "the new invitation seen as someone else's";
+    let not_its_own = first_owned(None);
+    let first = c.wait_status("first", someone_elses, not_its_own).await;
+    assert_eq!(reference(first).as_deref(), Some(second_reference.as_str()));
+    c.remove("first").await;
+    let revoked = org_revocations(&h.mock);
     assert!(
         revoked
             .iter()
             .all(|r| !r.contains(&second_reference) && !r.contains("revoke")),
         "the other team's invitation was revoked: {revoked:?}"
     );
-    assert_eq!(
-        invitation_status(&h.mock, person).as_deref(),
-        Some("AVAILABLE")
-    );
+    let status = invitation_status(&h.mock, person);
+    assert_eq!(status.as_deref(), Some("AVAILABLE"));
     h.finish().await;
 }
 
@@ -1562,11 +1186,10 @@ async fn an_expired_invitations_owner_never_revokes_another_teams() {
 async fn a_secret_without_the_credentials_label_is_never_sent() {
     let mut h = Harness::start().await;
     let theirs = start_mock(MockConfig::default()).await;
-    h.cluster
-        .put_unlabelled_secret("someone-elses-token", TOKEN)
-        .await;
+    let c = &h.cluster;
+    c.put_unlabelled_secret("someone-elses-token", TOKEN).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(h.cluster.client.clone(), &h.cluster.namespace);
+        Api::namespaced(c.client.clone(), &c.namespace);
     let label = async |value: Value| {
         let labels = json!({"metadata": {"labels": {"invite.operators.dev/credentials": value}}});
         let patch = kube::api::Patch::Merge(labels);
@@ -1574,51 +1197,36 @@ async fn a_secret_without_the_credentials_label_is_never_sent() {
         let patched = secrets.patch("someone-elses-token", &params, &patch).await;
         patched.unwrap();
     };
-    h.cluster
-        .user_invite_endpoint("borrowed", &theirs.url, "someone-elses-token")
+    c.user_invite_endpoint("borrowed", &theirs.url, "someone-elses-token")
         .await;
     h.start_controller();
-    h.cluster
-        .create_invitation(
-            "borrow",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "borrowed"},
-                   "users": [{"emailAddress": "x@example.com"}]}),
-        )
+    let c = &h.cluster;
+    let borrowed = |email: &str| {
+        let endpoint = json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "borrowed"}});
+        with(endpoint, json!({"users": [{"emailAddress": email}]}))
+    };
+    c.create_invitation("borrow", borrowed("x@example.com"))
         .await;
-    let message = h
-        .cluster
-        .endpoint_message("borrowed", "False", "SecretNotLabelled")
-        .await;
-    assert!(
-        message.contains("invite.operators.dev/credentials"),
-        "{message}"
-    );
-    let message = h.cluster.wait_reason("borrow", "EndpointNotReady").await;
+    let not_labelled = c.endpoint_message("borrowed", "False", "SecretNotLabelled");
+    let message = not_labelled.await;
+    let credentials_label = "invite.operators.dev/credentials";
+    assert!(message.contains(credentials_label), "{message}");
+    let message = c.wait_reason("borrow", "EndpointNotReady").await;
     assert!(message.contains("not labelled"));
     let_resync(&h, 3).await;
-    assert!(
-        theirs.api.journal().is_empty(),
-        "{:?}",
-        theirs.api.journal()
-    );
+    let seen = theirs.api.journal();
+    assert!(seen.is_empty(), "{seen:?}");
 
     // The Secret's owner labels it: now it may be used.
     label(json!("true")).await;
-    h.cluster.wait_ready("borrow").await;
+    c.wait_ready("borrow").await;
     assert_eq!(theirs.api.invitations_sent_to("x@example.com"), 1);
 
     // The platform turns the check off: an unlabelled Secret works too.
-    h.controller.take().unwrap().stop().await;
     label(json!(null)).await;
-    let mut settings = h.cluster.settings();
-    settings.require_credentials_label = false;
-    h.start_controller_with(settings);
+    restart_with(&mut h, |s| s.require_credentials_label = false).await;
     h.cluster
-        .create_ready(
-            "unchecked",
-            json!({"endpointRef": {"kind": "InvitationEndpoint", "name": "borrowed"},
-                   "users": [{"emailAddress": "y@example.com"}]}),
-        )
+        .create_ready("unchecked", borrowed("y@example.com"))
         .await;
     h.finish().await;
 }
@@ -1631,55 +1239,22 @@ async fn namespaced_endpoints_reach_loopback_only_when_the_platform_opts_in() {
         strict.endpoint_policy.namespaced_loopback_http = false;
     })
     .await;
-    h.cluster
-        .create_invitation("sidecar", user("s@example.com"))
+    let c = &h.cluster;
+    c.create_invitation("sidecar", user("s@example.com")).await;
+    c.create_invitation("platform", user_via(&shared, "p@example.com"))
         .await;
-    h.cluster
-        .create_invitation("platform", user_via(&shared, "p@example.com"))
-        .await;
-    let message = h.cluster.wait_reason("sidecar", "NotAllowed").await;
-    assert!(
-        message.contains("--namespaced-endpoints-loopback-http"),
-        "{message}"
-    );
-    h.cluster.wait_ready("platform").await;
+    let message = c.wait_reason("sidecar", "NotAllowed").await;
+    let opt_in = "--namespaced-endpoints-loopback-http";
+    assert!(message.contains(opt_in), "{message}");
+    c.wait_ready("platform").await;
     assert_eq!(h.mock.api.invitations_sent_to("s@example.com"), 0);
 
-    h.controller.take().unwrap().stop().await;
-    h.start_controller(); // the suite's settings opt in
+    restart_with(&mut h, |_| {}).await; // the suite's settings opt in
     h.cluster.wait_ready("sidecar").await;
     h.finish().await;
 }
 
 // -- One tenant cannot take the operator down ----------------------------------------------------
-
-/// Creates, in `namespace`, the labelled token Secret `token` and an OrgInvitation endpoint
-/// `name` at `url` with a 1 s request timeout.
-async fn org_endpoint_in(cluster: &TestCluster, namespace: &str, name: &str, url: &str) {
-    let mut labels = cluster.labels();
-    labels["invite.operators.dev/credentials"] = json!("true");
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "token", "namespace": namespace, "labels": labels},
-        "stringData": {"token": TOKEN},
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let endpoint: InvitationEndpoint = serde_json::from_value(json!({
-        "apiVersion": "invite.operators.dev/v1alpha1", "kind": "InvitationEndpoint",
-        "metadata": {"name": name, "namespace": namespace, "labels": cluster.labels()},
-        "spec": {"api": "OrgInvitation", "url": url, "organizationId": ORG,
-                 "credentials": {"secretRef": {"name": "token"}},
-                 "requestsPerSecond": 1000, "timeoutSeconds": 1},
-    }))
-    .unwrap();
-    Api::<InvitationEndpoint>::namespaced(cluster.client.clone(), namespace)
-        .create(&PostParams::default(), &endpoint)
-        .await
-        .unwrap();
-}
 
 /// A tenant's tarpit: an API that answers every request just under the 1 s timeout and
 /// whose member listing never ends, with 200 resources in the tenant's namespace. Another
@@ -1699,41 +1274,33 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     })
     .await;
     let tenant = h.cluster.create_namespace("tarpit").await;
-    org_endpoint_in(&h.cluster, &tenant, "tarpit", &tarpit.url).await;
-    let mut settings = h.cluster.settings();
-    settings.watch_namespaces.clear(); // one controller, one set of slots, for all
-    h.start_controller_with(settings);
+    // An OrgInvitation endpoint with a 1 s request timeout.
+    let spec = Flavor::OrgInvitation.endpoint(&tarpit.url, 1, 1000);
+    endpoint_in(&h.cluster, &tenant, "tarpit", spec).await;
+    // One controller, one set of slots, for all.
+    start_with(&mut h, |s| s.watch_namespaces.clear());
+    let c = &h.cluster;
     for i in 0..200 {
         let spec = org_spec("tarpit", &[format!("t{i}@example.com")], "org_member");
         let metadata = json!({"name": format!("t{i}"), "namespace": tenant});
-        h.cluster.create_invitation_with(metadata, spec).await;
+        c.create_invitation_with(metadata, spec).await;
     }
     // The tarpit holds its share of the slots.
-    let controller = h.controller.as_ref().unwrap();
-    eventually(
-        "the tarpit's resources are held to their share",
-        async || {
-            sum_metric(
-                &controller.metrics,
-                "invite_operator_reconciles_deferred_total",
-            ) > 0
-        },
-    )
-    .await;
+    let metrics = &h.controller.as_ref().unwrap().metrics;
+    let deferred = "invite_operator_reconciles_deferred_total";
+    let held = "the tarpit's resources are held to their share";
+    eventually(held, async || sum_metric(metrics, deferred) > 0).await;
     let started = std::time::Instant::now();
-    for i in 0..5 {
-        h.cluster
-            .create_invitation(&format!("n{i}"), user(&format!("n{i}@example.com")))
-            .await;
+    let names: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+    for name in &names {
+        let spec = user(&format!("{name}@example.com"));
+        c.create_invitation(name, spec).await;
     }
-    for i in 0..5 {
-        h.cluster.wait_ready(&format!("n{i}")).await;
+    for name in &names {
+        c.wait_ready(name).await;
     }
     let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(15),
-        "the other namespace waited {took:?}"
-    );
+    assert!(took < Duration::from_secs(15), "it waited {took:?}");
     drop(tarpit);
     h.finish().await;
 }
@@ -1745,15 +1312,13 @@ async fn endless_listing(
     latency: Duration,
     limits: impl FnOnce(&mut controller::Settings),
 ) -> (Harness, String) {
-    let mut h = Harness::org_invitation(MockConfig {
+    let config = MockConfig {
         endless_members: true,
         latency,
         ..MockConfig::default()
-    })
-    .await;
-    let mut settings = h.cluster.settings();
-    limits(&mut settings);
-    h.start_controller_with(settings);
+    };
+    let mut h = Harness::org_invitation(config).await;
+    start_with(&mut h, limits);
     let spec = org_spec("csp", &["x@example.com"], "org_member");
     h.cluster.create_invitation("team", spec).await;
     let message = h.cluster.wait_reason("team", "EndpointNotReady").await;
@@ -1769,17 +1334,13 @@ async fn an_endless_member_listing_stops_at_the_budget() {
         endless_listing(Duration::ZERO, |s| s.lookup_limits.max_members = 2_000).await;
     assert!(message.contains("more than 2000 members"), "{message}");
     assert!(message.contains("--org-snapshot-max-members"), "{message}");
-    let endpoint = h
-        .cluster
-        .endpoint_message("csp", "False", "LimitExceeded")
-        .await;
+    let endpoint = h.cluster.endpoint_message("csp", "False", "LimitExceeded");
+    let endpoint = endpoint.await;
     assert!(endpoint.contains("2000"), "{endpoint}");
     // Every read stops after the budget's pages (2000 / 200 + 1), and nothing is invited.
     let journal = h.mock.api.journal();
-    let pages = journal
-        .iter()
-        .filter(|e| e.path.ends_with("/users"))
-        .count();
+    let pages = journal.iter().filter(|e| e.path.ends_with("/users"));
+    let pages = pages.count();
     let lookups = journal
         .iter()
         .filter(|e| e.path.ends_with("/invitations") && e.method == "GET")
@@ -1826,16 +1387,15 @@ fn shard_settings(cluster: &TestCluster, shard: &str) -> controller::Settings {
 
 /// The labels of `shard`'s endpoints.
 fn shard_labels(cluster: &TestCluster, shard: &str) -> Value {
-    let mut labels = cluster.labels();
-    labels[SHARD] = json!(shard);
-    labels
+    with(cluster.labels(), json!({SHARD: shard}))
 }
 
-/// The spec of a namespaced UserInvite endpoint on the mock (token in Secret `api-token`).
-fn namespaced_user_invite_spec(h: &Harness) -> Value {
-    json!({"api": "UserInvite", "url": h.mock.url,
-           "credentials": {"secretRef": {"name": "api-token"}},
-           "requestsPerSecond": 100, "timeoutSeconds": 5})
+/// Creates or updates the InvitationEndpoint `name` on the mock's UserInvite API (token in
+/// Secret `api-token`), labelled for `shard`.
+async fn shard_namespaced_endpoint(h: &Harness, name: &str, shard: &str) {
+    let spec = Flavor::UserInvite.endpoint(&h.mock.url, 5, 100);
+    let labels = shard_labels(&h.cluster, shard);
+    h.cluster.apply_endpoint_labelled(name, spec, labels).await;
 }
 
 /// `shard`'s endpoints on the mock's UserInvite API: a ClusterInvitationEndpoint (its name is
@@ -1843,41 +1403,36 @@ fn namespaced_user_invite_spec(h: &Harness) -> Value {
 async fn shard_endpoints(h: &Harness, shard: &str) -> String {
     let name = h.cluster.unique(&format!("shard-{shard}"));
     let spec = cluster_endpoint_spec(h, "UserInvite", Value::Null);
+    let labels = shard_labels(&h.cluster, shard);
     h.cluster
-        .cluster_endpoint_labelled(&name, spec, shard_labels(&h.cluster, shard))
+        .cluster_endpoint_labelled(&name, spec, labels)
         .await;
-    h.cluster
-        .apply_endpoint_labelled(
-            &format!("ns-{shard}"),
-            namespaced_user_invite_spec(h),
-            shard_labels(&h.cluster, shard),
-        )
-        .await;
+    shard_namespaced_endpoint(h, &format!("ns-{shard}"), shard).await;
     name
 }
 
-/// A UserInvitation spec: `email` (plain membership) through the endpoint `kind`/`name`.
-fn through(kind: &str, name: &str, email: &str, deletion_policy: &str) -> Value {
-    json!({"endpointRef": {"kind": kind, "name": name}, "deletionPolicy": deletion_policy,
+/// A UserInvitation spec: `email` (plain membership) through the endpoint `kind`/`name`,
+/// `deletionPolicy: Delete`.
+fn through(kind: &str, name: &str, email: &str) -> Value {
+    json!({"endpointRef": {"kind": kind, "name": name}, "deletionPolicy": "Delete",
            "users": [{"emailAddress": email, "groups": [], "userGroups": []}]})
 }
 
+const CLUSTER: &str = "ClusterInvitationEndpoint";
+const NAMESPACED: &str = "InvitationEndpoint";
+
 /// Every Event of the test's namespace, with the name of the object it is about.
 async fn namespace_events(cluster: &TestCluster) -> Vec<(String, String)> {
-    Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+    let api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(
         cluster.client.clone(),
         &cluster.namespace,
-    )
-    .list(&Default::default())
-    .await
-    .unwrap()
-    .items
-    .into_iter()
-    .map(|e| {
-        let about = e.regarding.and_then(|r| r.name).unwrap_or_default();
-        (about, e.reason.unwrap_or_default())
-    })
-    .collect()
+    );
+    let events = api.list(&Default::default()).await.unwrap().items;
+    let about = |e: k8s_openapi::api::events::v1::Event| {
+        let name = e.regarding.and_then(|r| r.name).unwrap_or_default();
+        (name, e.reason.unwrap_or_default())
+    };
+    events.into_iter().map(about).collect()
 }
 
 /// Several operators in one cluster (issue 16): two controllers with disjoint endpoint
@@ -1890,98 +1445,81 @@ async fn namespace_events(cluster: &TestCluster) -> Vec<(String, String)> {
 #[tokio::test]
 async fn two_operators_with_disjoint_endpoint_selectors_never_serve_one_resource() {
     let h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
+    let c = &h.cluster;
+    c.put_secret("api-token", TOKEN).await;
     let cluster_endpoints = [
         ("a", shard_endpoints(&h, "a").await),
         ("b", shard_endpoints(&h, "b").await),
     ];
-    let (a, log_a) = h
-        .cluster
-        .start_recorded_controller(shard_settings(&h.cluster, "a"));
-    let (b, log_b) = h
-        .cluster
-        .start_recorded_controller(shard_settings(&h.cluster, "b"));
+    let (a, log_a) = c.start_recorded_controller(shard_settings(c, "a"));
+    let (b, log_b) = c.start_recorded_controller(shard_settings(c, "b"));
     a.wait_ready().await;
     b.wait_ready().await;
     let logs = [("a", &log_a), ("b", &log_b)];
     let writers = |resource: &str, name: &str| -> Vec<&str> {
-        logs.iter()
-            .filter(|(_, log)| !log.writes_to(resource, name).is_empty())
-            .map(|(shard, _)| *shard)
-            .collect()
+        let wrote = logs
+            .iter()
+            .filter(|(_, log)| !log.writes_to(resource, name).is_empty());
+        wrote.map(|(shard, _)| *shard).collect()
     };
 
     // Nobody's first (both controllers see them before anything else is Ready).
-    let missing_cluster = h.cluster.unique("missing");
+    let missing_cluster = c.unique("missing");
     let nobodys = [
-        (
-            "nowhere-cluster",
-            "ClusterInvitationEndpoint",
-            missing_cluster.as_str(),
-        ),
-        ("nowhere-ns", "InvitationEndpoint", "missing"),
+        ("nowhere-cluster", CLUSTER, missing_cluster.as_str()),
+        ("nowhere-ns", NAMESPACED, "missing"),
     ];
     for (name, kind, endpoint) in nobodys {
-        let spec = through(kind, endpoint, &format!("{name}@example.com"), "Delete");
-        h.cluster.create_invitation(name, spec).await;
+        let email = format!("{name}@example.com");
+        c.create_invitation(name, through(kind, endpoint, &email))
+            .await;
     }
     let served = one_resource_per_shard_kind_and_policy(&h, &cluster_endpoints).await;
+    // Each served resource written by its own controller only, its user invited once; nobody's
+    // resources written by neither.
+    let assert_writes = || {
+        for (name, email, shard, _) in &served {
+            let wrote = writers("userinvitations", name);
+            let both = [&log_a, &log_b].map(|log| log.writes_to("userinvitations", name));
+            assert_eq!(wrote, vec![*shard], "{name}: a and b wrote {both:?}");
+            assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
+        }
+        for (name, ..) in nobodys {
+            assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
+        }
+    };
     for (name, ..) in &served {
-        h.cluster.wait_ready(name).await;
+        c.wait_ready(name).await;
     }
     for (shard, cluster_endpoint) in &cluster_endpoints {
-        h.cluster
-            .wait_cluster_endpoint_ready(cluster_endpoint)
-            .await;
-        h.cluster
-            .wait_endpoint(&format!("ns-{shard}"), "True", "CredentialsResolved")
+        c.wait_cluster_endpoint_ready(cluster_endpoint).await;
+        let namespaced = format!("ns-{shard}");
+        c.wait_endpoint(&namespaced, "True", "CredentialsResolved")
             .await;
     }
     // Time for any pass of the wrong controller (a resource it leaves alone costs no call).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for (name, email, shard, policy) in &served {
-        assert_eq!(
-            writers("userinvitations", name),
-            vec![*shard],
-            "{name}: a wrote {:?}, b wrote {:?}",
-            log_a.writes_to("userinvitations", name),
-            log_b.writes_to("userinvitations", name)
-        );
-        assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
-        let inv = h.cluster.invitations().get(name).await.unwrap();
+    assert_writes();
+    for (name, .., policy) in &served {
+        let inv = c.invitations().get(name).await.unwrap();
         let has_finalizer = inv.finalizers().iter().any(|f| f == controller::FINALIZER);
         assert_eq!(has_finalizer, *policy == "Delete", "{name}");
     }
     for (name, ..) in nobodys {
-        let inv = h.cluster.invitations().get(name).await.unwrap();
+        let inv = c.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name} is nobody's");
-        assert!(
-            inv.finalizers().is_empty(),
-            "{name}: {:?}",
-            inv.finalizers()
-        );
-        assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
+        assert_eq!(inv.finalizers(), <&[String]>::default(), "{name}");
     }
     for (shard, cluster_endpoint) in &cluster_endpoints {
-        assert_eq!(
-            writers("clusterinvitationendpoints", cluster_endpoint),
-            vec![*shard]
-        );
-        assert_eq!(
-            writers("invitationendpoints", &format!("ns-{shard}")),
-            vec![*shard]
-        );
+        let wrote = writers("clusterinvitationendpoints", cluster_endpoint);
+        assert_eq!(wrote, vec![*shard]);
+        let wrote = writers("invitationendpoints", &format!("ns-{shard}"));
+        assert_eq!(wrote, vec![*shard]);
     }
 
     let (before, identifiers) = delete_all(&h, &served, &nobodys).await;
     assert_removed_once(&h, before, identifiers);
-    for (name, email, shard, _) in &served {
-        assert_eq!(writers("userinvitations", name), vec![*shard], "{name}");
-        assert_eq!(h.mock.api.invitations_sent_to(email), 1, "{email}");
-    }
-    for (name, ..) in nobodys {
-        assert_eq!(writers("userinvitations", name), Vec::<&str>::new());
-    }
+    assert_writes();
 
     assert_events_by_shard(&h, &logs, &served, &nobodys).await;
     a.stop().await;
@@ -2002,19 +1540,17 @@ async fn one_resource_per_shard_kind_and_policy(
     for (shard, cluster_endpoint) in cluster_endpoints {
         let namespaced = format!("ns-{shard}");
         for (kind, endpoint, short) in [
-            (
-                "ClusterInvitationEndpoint",
-                cluster_endpoint.as_str(),
-                "cluster",
-            ),
-            ("InvitationEndpoint", namespaced.as_str(), "ns"),
+            (CLUSTER, cluster_endpoint.as_str(), "cluster"),
+            (NAMESPACED, namespaced.as_str(), "ns"),
         ] {
             for policy in ["Retain", "Delete"] {
                 let name = format!("{short}-{}-{shard}", policy.to_lowercase());
                 let email = format!("{name}@example.com");
-                h.cluster
-                    .create_invitation(&name, through(kind, endpoint, &email, policy))
-                    .await;
+                let spec = with(
+                    through(kind, endpoint, &email),
+                    json!({"deletionPolicy": policy}),
+                );
+                h.cluster.create_invitation(&name, spec).await;
                 served.push((name, email, shard, policy));
             }
         }
@@ -2030,34 +1566,29 @@ async fn delete_all(
     served: &[Served],
     nobodys: &[(&str, &str, &str)],
 ) -> (usize, Vec<Option<String>>) {
+    let c = &h.cluster;
     let before = h.mock.api.journal().len();
+    let deleting: Vec<&Served> = served
+        .iter()
+        .filter(|(.., policy)| *policy == "Delete")
+        .collect();
     let mut identifiers = Vec::new();
-    for (name, email, _, policy) in served {
-        if *policy == "Delete" {
-            let inv = h.cluster.invitations().get(name).await.unwrap();
-            identifiers.push(
-                entry(inv.status.as_ref().unwrap(), email)
-                    .identifier
-                    .clone(),
-            );
-            h.cluster.delete(name).await;
-        }
+    for (name, email, ..) in &deleting {
+        let inv = c.invitations().get(name).await.unwrap();
+        identifiers.push(
+            entry(inv.status.as_ref().unwrap(), email)
+                .identifier
+                .clone(),
+        );
+        c.delete(name).await;
     }
     for (name, ..) in nobodys {
-        h.cluster.delete(name).await;
-        let gone = h
-            .cluster
-            .invitations()
-            .get_opt(name)
-            .await
-            .unwrap()
-            .is_none();
+        c.delete(name).await;
+        let gone = c.invitations().get_opt(name).await.unwrap().is_none();
         assert!(gone, "{name} had no finalizer");
     }
-    for (name, _, _, policy) in served {
-        if *policy == "Delete" {
-            h.cluster.wait_gone(name).await;
-        }
+    for (name, ..) in deleting {
+        c.wait_gone(name).await;
     }
     (before, identifiers)
 }
@@ -2090,12 +1621,10 @@ async fn assert_events_by_shard(
 ) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = namespace_events(&h.cluster).await;
-    assert!(
-        events
-            .iter()
-            .all(|(_, reason)| reason != "EndpointNotFound"),
-        "{events:?}"
-    );
+    let not_found = events
+        .iter()
+        .any(|(_, reason)| reason == "EndpointNotFound");
+    assert!(!not_found, "{events:?}");
     for (shard, log) in logs {
         let about_its_own = events
             .iter()
@@ -2119,158 +1648,98 @@ async fn assert_events_by_shard(
 #[tokio::test]
 async fn a_controller_with_endpoint_selectors_leaves_resources_it_does_not_serve_alone() {
     let h = Harness::start().await;
-    h.cluster.put_secret("api-token", TOKEN).await;
+    let c = &h.cluster;
+    c.put_secret("api-token", TOKEN).await;
     let cluster_a = shard_endpoints(&h, "a").await;
     let cluster_b = shard_endpoints(&h, "b").await;
-    let missing = h.cluster.unique("missing");
-    let others = resources_on_other_endpoints(&h, &cluster_b, &missing).await;
-    held_by_b_being_deleted(&h).await;
+    let others = resources_on_other_endpoints(&h, &cluster_b).await;
+    // One that shard b's controller serves, holding its finalizer, being deleted.
+    let held = through(NAMESPACED, "ns-b", "x6@example.com");
+    let metadata = json!({"name": "held-by-b", "finalizers": [controller::FINALIZER]});
+    c.create_invitation_with(metadata, held).await;
+    c.delete("held-by-b").await;
     let mut versions = std::collections::BTreeMap::new();
-    for name in others.iter().map(|(n, _)| *n).chain(["held-by-b"]) {
-        let inv = h.cluster.invitations().get(name).await.unwrap();
+    for name in others.iter().copied().chain(["held-by-b"]) {
+        let inv = c.invitations().get(name).await.unwrap();
         versions.insert(name, inv.metadata.resource_version.clone());
     }
 
-    let (a, log) = h
-        .cluster
-        .start_recorded_controller(shard_settings(&h.cluster, "a"));
+    let (a, log) = c.start_recorded_controller(shard_settings(c, "a"));
     a.wait_ready().await;
     for (name, kind, endpoint) in [
-        (
-            "on-cluster-a",
-            "ClusterInvitationEndpoint",
-            cluster_a.as_str(),
-        ),
-        ("on-ns-a", "InvitationEndpoint", "ns-a"),
+        ("on-cluster-a", CLUSTER, cluster_a.as_str()),
+        ("on-ns-a", NAMESPACED, "ns-a"),
     ] {
-        let spec = through(kind, endpoint, &format!("{name}@example.com"), "Delete");
-        h.cluster.create_ready(name, spec).await;
+        let spec = through(kind, endpoint, &format!("{name}@example.com"));
+        c.create_ready(name, spec).await;
     }
-    h.cluster
-        .wait_endpoint("ns-a", "True", "CredentialsResolved")
-        .await;
-    h.cluster.wait_cluster_endpoint_ready(&cluster_a).await;
+    c.wait_endpoint("ns-a", "True", "CredentialsResolved").await;
+    c.wait_cluster_endpoint_ready(&cluster_a).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     for (name, version) in &versions {
-        let inv = h.cluster.invitations().get(name).await.unwrap();
-        assert_eq!(
-            &inv.metadata.resource_version, version,
-            "{name} was written"
-        );
+        let inv = c.invitations().get(name).await.unwrap();
+        let now = &inv.metadata.resource_version;
+        assert_eq!(now, version, "{name} was written");
         assert_eq!(inv.status, None, "{name}");
         assert_eq!(log.writes_to("userinvitations", name), Vec::<String>::new());
-        assert_eq!(h.cluster.events_of(name).await.len(), 0, "{name}");
+        assert_eq!(c.events_of(name).await.len(), 0, "{name}");
     }
-    for (name, _) in &others {
-        let inv = h.cluster.invitations().get(name).await.unwrap();
+    for name in &others {
+        let inv = c.invitations().get(name).await.unwrap();
         assert_eq!(inv.finalizers(), <&[String]>::default(), "{name}");
     }
-    let held = h.cluster.invitations().get("held-by-b").await.unwrap();
+    let held = c.invitations().get("held-by-b").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     assert_eq!(held.finalizers(), [controller::FINALIZER], "no cleanup");
-    for email in ["x1", "x2", "x3", "x4", "x5", "x6"] {
-        assert_eq!(
-            h.mock
-                .api
-                .invitations_sent_to(&format!("{email}@example.com")),
-            0
-        );
+    for email in (1..=6).map(|i| format!("x{i}@example.com")) {
+        assert_eq!(h.mock.api.invitations_sent_to(&email), 0, "{email}");
     }
     shard_b_endpoints_untouched(&h, &log, &cluster_b).await;
     // The platform hands shard b's namespaced endpoint to this controller: it serves its
     // resources from then on (and releases the deleted one, which owns nothing).
-    h.cluster
-        .apply_endpoint_labelled(
-            "ns-b",
-            namespaced_user_invite_spec(&h),
-            shard_labels(&h.cluster, "a"),
-        )
-        .await;
-    let inv = h.cluster.wait_ready("on-ns-b").await;
+    shard_namespaced_endpoint(&h, "ns-b", "a").await;
+    let inv = c.wait_ready("on-ns-b").await;
     assert_eq!(inv.finalizers(), [controller::FINALIZER]);
-    h.cluster.wait_gone("held-by-b").await;
+    c.wait_gone("held-by-b").await;
     assert_eq!(h.mock.api.invitations_sent_to("x2@example.com"), 1);
-    for name in [
-        "on-cluster-b",
-        "on-missing-cluster",
-        "on-missing-ns",
-        "on-default",
-    ] {
-        let inv = h.cluster.invitations().get(name).await.unwrap();
+    for name in others.iter().filter(|name| **name != "on-ns-b") {
+        let inv = c.invitations().get(name).await.unwrap();
         assert_eq!(inv.status, None, "{name}");
     }
     a.stop().await;
     h.finish().await;
 }
 
-/// Resources on shard b's endpoints, on missing ones and on the default one (none of them
-/// served by shard a), each Delete for one person.
-async fn resources_on_other_endpoints(
-    h: &Harness,
-    cluster_b: &str,
-    missing: &str,
-) -> Vec<(&'static str, Value)> {
-    let others: Vec<(&str, Value)> = [
-        (
-            "on-cluster-b",
-            ("ClusterInvitationEndpoint", cluster_b),
-            "x1",
-        ),
-        ("on-ns-b", ("InvitationEndpoint", "ns-b"), "x2"),
-        (
-            "on-missing-cluster",
-            ("ClusterInvitationEndpoint", missing),
-            "x3",
-        ),
-        ("on-missing-ns", ("InvitationEndpoint", "missing"), "x4"),
-    ]
-    .map(|(name, (kind, endpoint), who)| {
-        (
-            name,
-            through(kind, endpoint, &format!("{who}@example.com"), "Delete"),
-        )
-    })
-    .into_iter()
-    .chain([(
-        "on-default",
-        json!({"deletionPolicy": "Delete",
-               "users": [{"emailAddress": "x5@example.com", "groups": [], "userGroups": []}]}),
-    )])
-    .collect();
-    for (name, spec) in &others {
-        h.cluster.create_invitation(name, spec.clone()).await;
+/// Creates resources on shard b's endpoints, on missing ones and on the default one (none of
+/// them served by shard a), each Delete for one person; returns their names.
+async fn resources_on_other_endpoints(h: &Harness, cluster_b: &str) -> [&'static str; 5] {
+    let missing = h.cluster.unique("missing");
+    let others = [
+        ("on-cluster-b", CLUSTER, cluster_b),
+        ("on-ns-b", NAMESPACED, "ns-b"),
+        ("on-missing-cluster", CLUSTER, &missing),
+        ("on-missing-ns", NAMESPACED, "missing"),
+    ];
+    for (i, (name, kind, endpoint)) in others.into_iter().enumerate() {
+        let spec = through(kind, endpoint, &format!("x{}@example.com", i + 1));
+        h.cluster.create_invitation(name, spec).await;
     }
-    others
-}
-
-/// One that shard b's controller serves, holding its finalizer, being deleted.
-async fn held_by_b_being_deleted(h: &Harness) {
-    let held = through("InvitationEndpoint", "ns-b", "x6@example.com", "Delete");
-    let metadata = json!({"name": "held-by-b", "finalizers": [controller::FINALIZER]});
-    h.cluster.create_invitation_with(metadata, held).await;
-    h.cluster.delete("held-by-b").await;
+    let on_default = json!({"deletionPolicy": "Delete",
+                            "users": [{"emailAddress": "x5@example.com", "groups": [], "userGroups": []}]});
+    h.cluster.create_invitation("on-default", on_default).await;
+    let [a, b, c, d] = others.map(|(name, ..)| name);
+    [a, b, c, d, "on-default"]
 }
 
 /// Shard b's endpoints are neither checked nor written.
 async fn shard_b_endpoints_untouched(h: &Harness, log: &RequestLog, cluster_b: &str) {
-    let ns_b =
-        Api::<InvitationEndpoint>::namespaced(h.cluster.client.clone(), &h.cluster.namespace)
-            .get("ns-b")
-            .await
-            .unwrap();
-    assert_eq!(ns_b.status, None);
-    let cluster_b_now = Api::<ClusterInvitationEndpoint>::all(h.cluster.client.clone())
-        .get(cluster_b)
-        .await
-        .unwrap();
-    assert_eq!(cluster_b_now.status, None);
-    assert_eq!(
-        log.writes_to("invitationendpoints", "ns-b"),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        log.writes_to("clusterinvitationendpoints", cluster_b),
-        Vec::<String>::new()
-    );
+    let c = &h.cluster;
+    let namespaced = Api::<InvitationEndpoint>::namespaced(c.client.clone(), &c.namespace);
+    assert_eq!(namespaced.get("ns-b").await.unwrap().status, None);
+    let cluster_scoped = Api::<ClusterInvitationEndpoint>::all(c.client.clone());
+    assert_eq!(cluster_scoped.get(cluster_b).await.unwrap().status, None);
+    let none = Vec::<String>::new();
+    assert_eq!(log.writes_to("invitationendpoints", "ns-b"), none);
+    assert_eq!(log.writes_to("clusterinvitationendpoints", cluster_b), none);
 }

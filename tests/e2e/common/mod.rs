@@ -23,6 +23,7 @@ pub mod endpoints;
 pub mod flavor;
 pub mod logs;
 pub mod spec;
+pub mod tenancy_kit;
 pub mod wait;
 
 pub use spec::{org_spec, users_spec, with};
