@@ -2,7 +2,6 @@ use clap::Parser;
 use invite_operator::{cli, telemetry};
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,17 +25,30 @@ fn main() -> std::process::ExitCode {
     })
 }
 
-/// glibc's malloc gives threads that allocate at once arenas of their own, up to eight per
-/// core, and memory freed in one arena is never reused by another: the controller's peak RSS
-/// grew by a quarter with them (52 against 40 MiB at 1000 resources, see
-/// docs/benchmark.md). One arena is enough for a process that mostly waits. `MALLOC_ARENA_MAX`
-/// in the environment still wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a malloc parameter; it runs before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
+/// jemalloc, on glibc targets: glibc's malloc keeps freed memory in per-thread arenas that
+/// other threads never reuse, which made the controller's peak RSS at 10,000 cached resources a
+/// fifth larger (docs/benchmark.md). The container image is built on musl and keeps musl's
+/// allocator.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// A C string pointer jemalloc reads at start-up.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[repr(transparent)]
+pub struct MallocConf(*const u8);
+
+// SAFETY: it points at a static, immutable, NUL-terminated string.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe impl Sync for MallocConf {}
+
+/// jemalloc's options: one arena (a controller mostly waits; threads rarely allocate at once)
+/// and freed pages given back at once rather than after ten seconds, so the peak is what is in
+/// use. `_RJEM_MALLOC_CONF` in the environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: MallocConf = MallocConf(
+    c"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0"
+        .as_ptr()
+        .cast(),
+);

@@ -63,7 +63,7 @@ pub struct UserInvitationSpec {
     /// The organization invitation request sent to an OrgInvitation endpoint
     /// (`UsersOrganizationInvitationRequest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org_invitation: Option<OrgInvitationRequest>,
+    pub org_invitation: Option<Box<OrgInvitationRequest>>,
     /// InviteOnly: invite, and never change a user that exists. Enforce: also keep the
     /// permissions, user groups and roles of the listed users as the spec says, correcting drift.
     #[serde(default)]

@@ -77,7 +77,7 @@ fn invite_requests(
     ctx: &PlanContext<'_>,
     decided: &plan::InvitePlan,
 ) -> (Vec<InviteRequest>, BTreeMap<String, InviteOutcome>) {
-    let org = ctx.spec.org_invitation.clone().map(Arc::new);
+    let org = ctx.spec.org_invitation.as_deref().cloned().map(Arc::new);
     let mut requests = Vec::new();
     let mut refused = BTreeMap::new();
     for email in &decided.to_invite {

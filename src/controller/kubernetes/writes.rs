@@ -46,9 +46,11 @@ pub fn trim_for_cache<K: Resource>(object: &mut K) {
 /// deletion timestamp and the pause annotation, so labels, every other annotation, owner
 /// references and the like are dropped before the object is stored (with 10,000 resources
 /// cached, every byte per object is 10 kB). Spec and status are kept whole: the status write
-/// is computed from the cached status.
+/// is computed from the cached status, but every list is cut to its length: a decoded list
+/// grows by doubling, so five users took room for eight.
 pub fn trim_invitation_for_cache(invitation: &mut UserInvitation) {
     trim_for_cache(invitation);
+    shrink_lists(invitation);
     let meta = &mut invitation.metadata;
     meta.labels = None;
     meta.owner_references = None;
@@ -59,6 +61,23 @@ pub fn trim_invitation_for_cache(invitation: &mut UserInvitation) {
         if annotations.is_empty() {
             meta.annotations = None;
         }
+    }
+}
+
+/// Cuts the spec's and the status's lists to their lengths.
+fn shrink_lists(invitation: &mut UserInvitation) {
+    for user in invitation.spec.users.iter_mut().flatten() {
+        user.groups.shrink_to_fit();
+        user.user_groups.shrink_to_fit();
+        user.roles.shrink_to_fit();
+    }
+    if let Some(users) = invitation.spec.users.as_mut() {
+        users.shrink_to_fit();
+    }
+    if let Some(status) = invitation.status.as_mut() {
+        status.conditions.shrink_to_fit();
+        status.users.shrink_to_fit();
+        status.invited_users.shrink_to_fit();
     }
 }
 

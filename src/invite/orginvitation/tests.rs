@@ -255,7 +255,7 @@ mod reads {
             "orgInvitation": {"usernames": emails, "organizationRoles": [{"name": "org_member"}]},
         }))
         .unwrap();
-        let payload = Arc::new(spec.org_invitation.unwrap());
+        let payload = Arc::new(*spec.org_invitation.unwrap());
         let requests: Vec<InviteRequest> = emails
             .iter()
             .map(|e| InviteRequest {

@@ -167,7 +167,7 @@ fn an_address_refused_now_that_was_invited_before_is_kept_and_never_removed() {
 #[test]
 fn exactly_one_of_users_and_org_invitation() {
     let mut both = spec(&["a@example.com"]);
-    both.org_invitation = Some(OrgInvitationRequest {
+    both.org_invitation = Some(Box::new(OrgInvitationRequest {
         usernames: vec!["b@example.com".into()],
         organization_roles: vec![],
         org_role_names: vec![],
@@ -177,7 +177,7 @@ fn exactly_one_of_users_and_org_invitation() {
         invited_by: None,
         skip_notify: None,
         skip_notify_registration: None,
-    });
+    }));
     assert_eq!(
         requested_addresses(&both).unwrap_err().reason,
         ReadyReason::InvalidSpec
