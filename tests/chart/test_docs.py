@@ -134,7 +134,6 @@ INTERNAL = [
     (re.compile(r"\bseed \d{3}\b", re.IGNORECASE), "an internal seed name"),
     (re.compile(r"\bissue \d+\b|\bissue #\d+\b", re.IGNORECASE), "an issue number"),
     (re.compile(r"\bthis machine\b", re.IGNORECASE), "'this machine'"),
-    (re.compile(r"\bkopf\b|\bPython (operator|baseline)\b", re.IGNORECASE), "an internal baseline"),
 ]
 
 
