@@ -126,13 +126,14 @@ async fn the_operators_own_status_writes_cause_no_api_calls() {
     let users = addresses("own", 3);
     let spec = users_spec("wavefront", &users, &[]);
     h.cluster.create_ready("team", spec).await;
-    let calls = h.mock.api.journal().len();
-    // The pass wrote the intent and the outcome (deletionPolicy Retain: no finalizer either).
-    // Neither write is a reason for another pass, so no pass may look the users up again.
-    // Counted after the writes settled: the counter of the pass that wrote Ready may lag the
-    // write itself, and a pass caused by a write would come within milliseconds.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The pass wrote the intent and the outcome (deletionPolicy Retain: no finalizer either),
+    // then read the identifiers back. Neither write is a reason for another pass, so no pass
+    // may look the users up again: counted once the pass ended, and a pass caused by a write
+    // would come within milliseconds.
     let controller = h.controller.as_ref().expect("running");
+    eventually("the pass to end", async || controller.reconciles() >= 1).await;
+    let calls = h.mock.api.journal().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let after = h.mock.api.journal().len();
     assert_eq!(after, calls, "API calls after the last write");
     assert_eq!(controller.reconciles(), 1, "passes for one creation");
