@@ -107,12 +107,13 @@ async fn the_organization_is_read_once_per_window_not_once_per_resource() {
     let member_pages = count(&journal, "GET", &users);
     let listings = count(&journal, "GET", &invitations);
     let posts = count(&journal, "POST", &invitations);
-    // A snapshot = 3 member pages + 1 invitation listing; one before the invitations and one
-    // after each invite call, not one per resource.
+    // A snapshot = 3 member pages + 1 invitation listing: at most one for the first lookup
+    // (it goes out at once on a quiet endpoint), one for the lookups that collected behind it,
+    // and one after each invite call; never one per resource.
     assert!(posts < 4, "{posts} invite calls for 12 resources");
     let per_call = format!("{listings} invitation listings for {posts} invite calls");
-    assert!(listings <= posts + 2, "{per_call}");
-    let few_pages = member_pages <= 3 * (posts + 2);
+    assert!(listings <= posts + 3, "{per_call}");
+    let few_pages = member_pages <= 3 * (posts + 3);
     assert!(few_pages, "{member_pages} member pages");
     h.finish().await;
 }
