@@ -253,7 +253,7 @@ impl Election {
 
     /// Alice and Bob were invited once each, and the replicas' requests followed their terms.
     fn assert_both_invited_once(&self) {
-        self.assert_invited_once(&["alice@example.com", "bob@example.com"]);
+        assert_sent(&self.mock, &["alice@example.com", "bob@example.com"], 1);
         self.assert_requests_follow_terms(&REPLICAS);
     }
 
@@ -388,13 +388,6 @@ impl Election {
             assert!(used.contains(verb), "no Lease {verb} seen: {used:?}");
         }
     }
-
-    /// Each user got exactly one invitation.
-    fn assert_invited_once(&self, emails: &[&str]) {
-        for email in emails {
-            assert_eq!(self.mock.api.invitations_sent_to(email), 1, "{email}");
-        }
-    }
 }
 
 /// The holder of the Lease `name`, if anyone holds it.
@@ -447,7 +440,7 @@ async fn only_the_leader_reconciles_and_invites_once() {
     let ran = s.activity.of(standby);
     assert!(ran.is_empty(), "the standby ran a controller");
     assert_eq!(s.activity.of(&leader).len(), 1, "leadership changed hands");
-    s.assert_invited_once(&emails);
+    assert_sent(&s.mock, &emails, 1);
     // /readyz: the leader once its caches synced, the standby while waiting.
     for r in &replicas {
         wait_ready(r).await;

@@ -1228,6 +1228,13 @@ pub fn sorted(values: &Value) -> Vec<String> {
     v
 }
 
+/// Each of `emails` got `n` invitation emails from the mock.
+pub fn assert_sent(mock: &RunningMock, emails: &[impl AsRef<str>], n: usize) {
+    for email in emails.iter().map(AsRef::as_ref) {
+        assert_eq!(mock.api.invitations_sent_to(email), n, "{email}");
+    }
+}
+
 /// The groups of the mock's UserInvite user `id`, sorted.
 pub fn groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
     sorted(&mock.api.user(id).expect("the user exists")["groups"])
