@@ -88,11 +88,8 @@ where
 {
     eventually(&format!("{name} to reach {what}"), async || {
         let object = serde_json::to_value(api.get(name).await.expect("get")).unwrap();
-        if check(&object) {
-            Ok(object)
-        } else {
-            Err(format!("{:#}", object["status"]))
-        }
+        let seen = format!("{:#}", object["status"]);
+        check(&object).then_some(object).ok_or(seen)
     })
     .await
 }
