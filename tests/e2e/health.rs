@@ -74,11 +74,9 @@ impl Normalize {
 
 /// The Ready condition's reason in an object's status.
 fn ready_reason(object: &Value) -> Option<&str> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?["reason"]
-        .as_str()
+    let conditions = object["status"]["conditions"].as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    ready["reason"].as_str()
 }
 
 /// Waits until the object's status satisfies `check`; returns it as JSON.

@@ -1390,12 +1390,11 @@ async fn shard_namespaced_endpoint(h: &Harness, name: &str, shard: &str) {
 /// `shard`'s endpoints on the mock's UserInvite API: a ClusterInvitationEndpoint (its name is
 /// returned) and the InvitationEndpoint `ns-<shard>`.
 async fn shard_endpoints(h: &Harness, shard: &str) -> String {
-    let name = h.cluster.unique(&format!("shard-{shard}"));
+    let c = &h.cluster;
+    let name = c.unique(&format!("shard-{shard}"));
     let spec = cluster_endpoint_spec(h, "UserInvite", Value::Null);
-    let labels = shard_labels(&h.cluster, shard);
-    h.cluster
-        .cluster_endpoint_labelled(&name, spec, labels)
-        .await;
+    let labels = shard_labels(c, shard);
+    c.cluster_endpoint_labelled(&name, spec, labels).await;
     shard_namespaced_endpoint(h, &format!("ns-{shard}"), shard).await;
     name
 }
