@@ -110,7 +110,6 @@ fn ends(name: &'static str, spec: Value, reason: &'static str) -> Case {
 /// UserInvite specs the CRD's schema and CEL refuse, with words of the refusal.
 fn refused_user_cases() -> Vec<Case> {
     let many: Vec<String> = (0..1001).map(|i| format!("u{i}@example.com")).collect();
-    let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let kib = "k".repeat(1024);
     let kib_users: Vec<Value> = (0..1000)
         .map(|i| json!({"emailAddress": format!("k{i}@example.com"), "groups": [kib], "userGroups": []}))
@@ -429,16 +428,12 @@ async fn assert_specific_promises(h: &Harness) {
     let pruned = raw["spec"].get("nickname").is_none();
     assert!(pruned, "unknown fields are pruned");
     let dup = get("case-duplicate").await;
-    assert_eq!(h.mock.api.invitations_sent_to("case@example.com"), 1);
     assert_eq!(status_of(&dup).users.len(), 2);
     let upper = get("upper-case-is-plain").await;
     let folded = &status_of(&upper).users[0].email_address;
     assert_eq!(folded, "plain.upper@example.com", "the person, case folded");
-    assert_eq!(h.mock.api.invitations_sent_to("plain.upper@example.com"), 1);
-    for person in ["plus@example.com", "plus+ops@example.com"] {
-        assert_eq!(h.mock.api.invitations_sent_to(person), 1, "{person}");
-    }
     let once = ["case", "plain.upper", "plus", "plus+ops"].map(|p| format!("{p}@example.com"));
+    assert_sent(&h.mock, &once, 1);
     assert_invite_requests_once(&h.mock.api, &once, "one person, one request");
     let credentials = get("use-url-credentials").await;
     let message = &status_of(&credentials).conditions[0].message;

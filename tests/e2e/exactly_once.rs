@@ -167,10 +167,7 @@ async fn intent_recorded(flavor: Flavor, prefix: &str) -> (Env, Vec<String>, Use
     let inv = e.wait_intent(&users).await;
     let posts = e.invite_posts();
     let not_sent = posts.is_empty();
-    assert!(
-        not_sent,
-        "the invite request was sent before the intent could be observed: {posts:?}"
-    );
+    assert!(not_sent, "sent before the intent was observed: {posts:?}");
     (e, users, inv)
 }
 
@@ -187,14 +184,10 @@ async fn kill_before_the_call(flavor: Flavor) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let posts = e.invite_posts();
     let never = posts.is_empty();
-    assert!(
-        never,
-        "the killed controller never sends the invite request: {posts:?}"
-    );
+    assert!(never, "the killed controller never sends it: {posts:?}");
     assert_eq!(e.emails(&users), vec![0, 0]);
     let now = e.cluster.invitations().get("team").await.unwrap();
-    let rv = now.metadata.resource_version;
-    let last = rv == inv.metadata.resource_version;
+    let last = now.metadata.resource_version == inv.metadata.resource_version;
     assert!(last, "the intent is the last status written");
     e.restart_and_assert_invited_once(&users).await;
 }
@@ -217,18 +210,14 @@ per_flavor!(#[tokio::test] kill_during_the_call_after_the_api_acted =>
 async fn kill_during_the_call_after_the_api_acted(flavor: Flavor, resend: bool) {
     let mut e = Env::new(flavor, 100, resend).await;
     let held = ScriptedFault::new(503).delay(Duration::from_secs(2));
-    e.mock
-        .api
-        .add_fault(flavor.on_invite(held.after_effect(true)));
+    let held = flavor.on_invite(held.after_effect(true));
+    e.mock.api.add_fault(held);
     let users = addresses("during", 2);
     e.start();
     let spec = flavor.spec(&users);
     e.cluster.create_invitation("team", spec).await;
-    let path = flavor.invite_path();
-    e.wait_journal("the invite request in flight", |j| {
-        j.iter().any(|x| x.method == "POST" && x.path == path)
-    })
-    .await;
+    let in_flight = |j: &[JournalEntry]| j.iter().any(|x| flavor.is_invite_post(x));
+    e.wait_journal("the invite POST in flight", in_flight).await;
     let emailed = |_: &[JournalEntry]| e.emails(&users) == [1, 1];
     e.wait_journal("the API acted on it", emailed).await;
     let posts = e.invite_posts();
@@ -274,22 +263,13 @@ async fn kill_during_the_call_before_the_api_acted(flavor: Flavor) {
     e.start();
     // While the first request is held, the restarted controller touches none of its users:
     // a lookup now would find nobody and invite again.
-    let lookup = |x: &JournalEntry| match flavor {
-        Flavor::UserInvite => x.path == "/api/v2/user/validateUsers",
-        Flavor::OrgInvitation => x.method == "GET" && x.path == flavor.invite_path(),
-    };
     let answered = |j: &[JournalEntry]| j[held].status != 0;
     e.wait_journal("the held request answered", answered).await;
     let journal = e.mock.api.journal();
-    let meanwhile = journal[held + 1..].iter();
-    let meanwhile: Vec<_> = meanwhile
-        .filter(|x| lookup(x) || flavor.is_invite_post(x))
-        .collect();
+    let touching = |x: &&JournalEntry| flavor.is_lookup(x) || flavor.is_invite_post(x);
+    let meanwhile: Vec<_> = journal[held + 1..].iter().filter(touching).collect();
     let untouched = meanwhile.is_empty();
-    assert!(
-        untouched,
-        "looked up or invited while an earlier request was unsettled: {meanwhile:?}"
-    );
+    assert!(untouched, "looked up or invited meanwhile: {meanwhile:?}");
     // Once it has settled, the users are looked up, and each has exactly one email.
     e.assert_invited_once("team", &users).await;
     e.harness.finish().await;
@@ -354,12 +334,10 @@ async fn kill_after_the_call_before_the_outcome_is_written(flavor: Flavor) {
     let server = e.cluster.server.clone().expect("the in-process API server");
     let status_patch = Fault::new(500).verb("patch").resource("userinvitations");
     server.inject_fault(status_patch.subresource(Some("status")).times(usize::MAX));
-    let path = flavor.invite_path();
-    e.wait_journal("the invite request answered", |j| {
-        j.iter()
-            .any(|x| x.method == "POST" && x.path == path && (200..300).contains(&x.status))
-    })
-    .await;
+    let ok = |x: &JournalEntry| flavor.is_invite_post(x) && (200..300).contains(&x.status);
+    let answered = |j: &[JournalEntry]| j.iter().any(ok);
+    let what = "the invite request answered";
+    e.wait_journal(what, answered).await;
     assert_eq!(e.emails(&users), vec![1, 1]);
     let outcome_write_refused = async || {
         server.requests().iter().any(|r| {

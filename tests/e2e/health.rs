@@ -74,11 +74,9 @@ impl Normalize {
 
 /// The Ready condition's reason in an object's status.
 fn ready_reason(object: &Value) -> Option<&str> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?["reason"]
-        .as_str()
+    let conditions = object["status"]["conditions"].as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    ready["reason"].as_str()
 }
 
 /// Waits until the object's status satisfies `check`; returns it as JSON.
@@ -88,11 +86,8 @@ where
 {
     eventually(&format!("{name} to reach {what}"), async || {
         let object = serde_json::to_value(api.get(name).await.expect("get")).unwrap();
-        if check(&object) {
-            Ok(object)
-        } else {
-            Err(format!("{:#}", object["status"]))
-        }
+        let seen = format!("{:#}", object["status"]);
+        check(&object).then_some(object).ok_or(seen)
     })
     .await
 }

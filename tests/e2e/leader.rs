@@ -32,6 +32,9 @@ use tokio::{sync::watch, task::JoinHandle, time::Instant};
 /// A short lease so the whole file runs in seconds.
 const LEASE: Duration = Duration::from_secs(2);
 
+/// The replicas of the tests that start two.
+const REPLICAS: [&str; 2] = ["replica-a", "replica-b"];
+
 // ---------------------------------------------------------------------------------------------
 // Activity log: when each replica's controller existed.
 
@@ -60,16 +63,14 @@ impl Drop for ActiveGuard {
 impl Activity {
     fn begin(&self, replica: &str) -> ActiveGuard {
         let mut log = self.0.lock().unwrap();
-        let (replica, start) = (replica.to_string(), Instant::now());
         log.push(Interval {
-            replica,
-            start,
+            replica: replica.to_string(),
+            start: Instant::now(),
             end: None,
         });
-        let index = log.len() - 1;
         ActiveGuard {
             activity: self.clone(),
-            index,
+            index: log.len() - 1,
         }
     }
 
@@ -184,9 +185,8 @@ impl Replica {
         };
         let handle = tokio::spawn(run_while_leader(client, lease, readiness_tx, shutdown, run));
         cluster.abort_on_drop(handle.abort_handle());
-        let name = name.to_string();
         Replica {
-            name,
+            name: name.to_string(),
             metrics,
             readiness,
             stop,
@@ -234,10 +234,9 @@ impl Election {
     async fn new() -> Election {
         let harness = Harness::user_invite().await;
         let lease_name = harness.cluster.unique("invite-operator");
-        let activity = Activity::default();
         Election {
             harness,
-            activity,
+            activity: Activity::default(),
             lease_name,
         }
     }
@@ -254,8 +253,8 @@ impl Election {
 
     /// Alice and Bob were invited once each, and the replicas' requests followed their terms.
     fn assert_both_invited_once(&self) {
-        self.assert_invited_once(&["alice@example.com", "bob@example.com"]);
-        self.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+        assert_sent(&self.mock, &["alice@example.com", "bob@example.com"], 1);
+        self.assert_requests_follow_terms(&REPLICAS);
     }
 
     /// A replica whose collection window surely spans resources created together.
@@ -282,7 +281,7 @@ impl Election {
     /// Two replicas with `lease`; once one leads, `first` (alice@) is Ready. The replicas and
     /// the leader's name.
     async fn two_replicas_serving_first(&self, lease: Duration) -> (Vec<Replica>, String) {
-        let replicas = ["replica-a", "replica-b"].map(|name| self.replica(name, lease));
+        let replicas = REPLICAS.map(|name| self.replica(name, lease));
         let replicas = Vec::from(replicas);
         let leader = self.wait_leader().await;
         let spec = users_spec("wavefront", &["alice@example.com"], &[]);
@@ -319,10 +318,8 @@ impl Election {
     /// The replicas' Kubernetes requests other than on the Lease, in the order served.
     fn controller_requests(&self, replicas: &[&str]) -> Vec<(String, String)> {
         let server = self.cluster.server.as_ref().expect("test server");
-        let requests = server
-            .requests()
-            .into_iter()
-            .filter(|r| r.resource != "leases");
+        let all = server.requests().into_iter();
+        let requests = all.filter(|r| r.resource != "leases");
         let by_replica = |r: kube_test_apiserver::RecordedRequest| {
             let agent = r.user_agent.unwrap_or_default();
             let replica = replicas.iter().find(|n| agent == user_agent(n))?;
@@ -363,10 +360,8 @@ impl Election {
         let path = package_path("deploy/charts/invite-operator/files/rbac-rules.yaml");
         let rules: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let mut granted = BTreeSet::new();
-        for rule in rules["leaderElection"]
-            .as_array()
-            .expect("leaderElection rules")
-        {
+        let rules = &rules["leaderElection"];
+        for rule in rules.as_array().expect("leaderElection rules") {
             assert_eq!(rule["apiGroups"], json!(["coordination.k8s.io"]));
             assert_eq!(rule["resources"], json!(["leases"]));
             for verb in rule["verbs"].as_array().unwrap() {
@@ -393,21 +388,13 @@ impl Election {
             assert!(used.contains(verb), "no Lease {verb} seen: {used:?}");
         }
     }
-
-    /// Each user got exactly one invitation.
-    fn assert_invited_once(&self, emails: &[&str]) {
-        for email in emails {
-            assert_eq!(self.mock.api.invitations_sent_to(email), 1, "{email}");
-        }
-    }
 }
 
 /// The holder of the Lease `name`, if anyone holds it.
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     let lease = leases.get_opt(name).await.expect("read the lease");
-    lease
-        .and_then(|l| l.spec?.holder_identity)
-        .filter(|h| !h.is_empty())
+    let holder = lease.and_then(|l| l.spec?.holder_identity);
+    holder.filter(|h| !h.is_empty())
 }
 
 fn pick<'a>(replicas: &'a [Replica], name: &str) -> &'a Replica {
@@ -435,13 +422,9 @@ async fn wait_ready(replica: &Replica) {
 async fn only_the_leader_reconciles_and_invites_once() {
     let s = Election::new().await;
     // Both start at once and race for the Lease.
-    let replicas = Vec::from(["replica-a", "replica-b"].map(|name| s.replica(name, LEASE)));
+    let replicas = Vec::from(REPLICAS.map(|name| s.replica(name, LEASE)));
     let leader = s.wait_leader().await;
-    let standby = if leader == "replica-a" {
-        "replica-b"
-    } else {
-        "replica-a"
-    };
+    let standby = REPLICAS.into_iter().find(|r| *r != leader).unwrap();
 
     let emails = ["alice@example.com", "bob@example.com", "carol@example.com"];
     let spec = users_spec("wavefront", &emails, &[]);
@@ -457,7 +440,7 @@ async fn only_the_leader_reconciles_and_invites_once() {
     let ran = s.activity.of(standby);
     assert!(ran.is_empty(), "the standby ran a controller");
     assert_eq!(s.activity.of(&leader).len(), 1, "leadership changed hands");
-    s.assert_invited_once(&emails);
+    assert_sent(&s.mock, &emails, 1);
     // /readyz: the leader once its caches synced, the standby while waiting.
     for r in &replicas {
         wait_ready(r).await;
@@ -471,7 +454,7 @@ async fn only_the_leader_reconciles_and_invites_once() {
             "skipped the check that the standby touched only its Lease: needs the in-process API server (request records)"
         );
     }
-    s.assert_requests_follow_terms(&["replica-a", "replica-b"]);
+    s.assert_requests_follow_terms(&REPLICAS);
     s.finish(replicas).await;
 }
 
@@ -520,7 +503,7 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     s.assert_both_invited_once();
     standby.stop().await;
     assert_eq!(s.holder().await, None, "released on shutdown");
-    s.assert_lease_calls_are_granted(&["replica-a", "replica-b"]);
+    s.assert_lease_calls_are_granted(&REPLICAS);
     s.finish(vec![]).await;
 }
 
@@ -551,11 +534,8 @@ async fn a_leader_that_cannot_renew_stops_before_the_standby_takes_over() {
     let reconciles_at_stop = leader.reconciles();
 
     let took_over = s.wait_leading(&standby_name).await;
-    let after_the_leader = took_over.start > stopped;
-    assert!(
-        after_the_leader,
-        "the standby started before the leader stopped"
-    );
+    let later = took_over.start > stopped;
+    assert!(later, "the standby started before the leader stopped");
     s.invite_second().await;
     assert_eq!(s.holder().await.as_deref(), Some(standby_name.as_str()));
 

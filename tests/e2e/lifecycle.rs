@@ -133,17 +133,13 @@ async fn enforce_applies_spec_changes_and_corrects_drift() {
     s.finish().await;
 }
 
+/// The user groups of the mock's user `id` but `Everyone`, sorted.
 fn user_groups_of(mock: &RunningMock, id: &str) -> Vec<String> {
     let user = mock.api.user(id).expect("user exists");
-    let mut ids: Vec<String> = user["userGroups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|g| g["name"] != "Everyone")
-        .filter_map(|g| g["id"].as_str().or(g.as_str()).map(str::to_string))
-        .collect();
-    ids.sort();
-    ids
+    let groups = user["userGroups"].as_array().unwrap().iter();
+    let named = groups.filter(|g| g["name"] != "Everyone");
+    let ids = named.filter_map(|g| g["id"].as_str().or(g.as_str()));
+    sorted(&json!(ids.collect::<Vec<_>>()))
 }
 
 #[tokio::test]

@@ -25,20 +25,14 @@ use kube::{Api, api::ListParams};
 use serde_json::json;
 
 fn random_token(prefix: &str) -> String {
-    format!(
-        "{prefix}-{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
+    let (high, low) = (rand::random::<u64>(), rand::random::<u64>());
+    format!("{prefix}-{high:016x}{low:016x}")
 }
 
 /// The base64 of `token` as it appears in a Secret's `data`.
 fn base64(token: &str) -> String {
-    serde_json::to_value(ByteString(token.as_bytes().to_vec()))
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
+    let encoded = serde_json::to_value(ByteString(token.as_bytes().to_vec()));
+    encoded.unwrap().as_str().unwrap().to_string()
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
@@ -80,10 +74,9 @@ async fn no_token_in_a_full_flow(logs: Captured) {
     // Both APIs, each with the token and with the refused one.
     for (suffix, secret) in [("", "api-token"), ("-refused", "wrong-token")] {
         let (wavefront, csp) = (format!("wavefront{suffix}"), format!("csp{suffix}"));
-        cluster
-            .user_invite_endpoint(&wavefront, &mock.url, secret)
-            .await;
-        cluster.org_endpoint(&csp, &mock.url, secret, ORG).await;
+        let url = &mock.url;
+        cluster.user_invite_endpoint(&wavefront, url, secret).await;
+        cluster.org_endpoint(&csp, url, secret, ORG).await;
     }
     let mut settings = cluster.settings();
     settings.resync_interval = Duration::from_millis(300);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::{flavor::*, *};
-use invite_mock::{MockConfig, RunningMock, ScriptedFault};
+use invite_mock::{JournalEntry, MockConfig, RunningMock, ScriptedFault};
 use invite_operator::api::{UserInvitationStatus, UserState};
 use serde_json::{Value, json};
 
@@ -17,10 +17,8 @@ fn invite_posts(mock: &RunningMock) -> Vec<Value> {
 
 fn token_exchanges(mock: &RunningMock) -> usize {
     let journal = mock.api.journal();
-    let exchanges = journal
-        .iter()
-        .filter(|e| e.is_token_exchange() && e.status == 200);
-    exchanges.count()
+    let exchanged = |e: &&JournalEntry| e.is_token_exchange() && e.status == 200;
+    journal.iter().filter(exchanged).count()
 }
 
 /// Whether the API refused a call with 401.
@@ -38,13 +36,6 @@ fn spec(usernames: &[&str]) -> Value {
 fn refusal(status: u16, message: &str) -> ScriptedFault {
     let fault = ScriptedFault::new(status).message(message);
     Flavor::OrgInvitation.on_invite(fault)
-}
-
-/// Each of `usernames` got `n` invitations.
-fn assert_sent(mock: &RunningMock, usernames: &[&str], n: usize) {
-    for username in usernames {
-        assert_eq!(mock.api.invitations_sent_to(username), n, "{username}");
-    }
 }
 
 const DANA: &str = "dana@example.com";
@@ -214,14 +205,9 @@ async fn users_on_an_org_endpoint_is_a_mismatch() {
     s.finish().await;
 }
 
-/// The invite-call bodies that carried `username`.
+/// How many invite calls carried `username`.
 fn posts_carrying(mock: &RunningMock, username: &str) -> usize {
-    let posts = invite_posts(mock);
-    let carrying = |body: &&Value| {
-        let usernames = body["usernames"].as_array();
-        usernames.is_some_and(|u| u.iter().any(|n| n == username))
-    };
-    posts.iter().filter(carrying).count()
+    Flavor::OrgInvitation.invite_posts_for(mock, username).len()
 }
 
 /// A refused call that created the invitations anyway (a gateway refusing after the backend

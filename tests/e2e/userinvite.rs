@@ -14,23 +14,13 @@ use serde_json::{Value, json};
 
 /// The addresses of each invite call, in order.
 fn invite_calls(mock: &invite_mock::RunningMock) -> Vec<Vec<String>> {
-    let journal = mock.api.journal();
-    let posts = journal
-        .iter()
-        .filter(|e| Flavor::UserInvite.is_invite_post(e));
-    posts.map(|e| Flavor::UserInvite.invited_in(e)).collect()
+    let posts = Flavor::UserInvite.invite_posts(mock).into_iter();
+    posts.map(|e| Flavor::UserInvite.invited_in(&e)).collect()
 }
 
 /// The team's spec: `emails`, each with the `dashboard_management` permission.
 fn spec(emails: &[&str]) -> Value {
     users_spec("wavefront", emails, &["dashboard_management"])
-}
-
-/// Each of `emails` got `n` invitation emails.
-fn assert_sent(mock: &invite_mock::RunningMock, emails: &[&str], n: usize) {
-    for email in emails {
-        assert_eq!(mock.api.invitations_sent_to(email), n, "{email}");
-    }
 }
 
 #[tokio::test]
@@ -71,8 +61,7 @@ async fn restart_sends_nothing_again_and_writes_nothing(flavor: Flavor) {
     restarted.wait_reconciles(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = s.cluster.invitations().get("team").await.unwrap();
-    let rv = after.resource_version();
-    let unchanged = rv == before.resource_version();
+    let unchanged = after.resource_version() == before.resource_version();
     assert!(unchanged, "no Kubernetes write on a no-op restart");
     let changes = changes_since(&s.mock, journal_before);
     let none = changes.is_empty();

@@ -17,11 +17,8 @@ pub fn endpoint_ready(status: &Option<EndpointStatus>) -> (String, String, Strin
 /// Whether a `Ready` condition is `status`/`reason`; `Err` names what it is.
 fn is(status: &Option<EndpointStatus>, want: (&str, &str)) -> Result<(), String> {
     let (s, r, m) = endpoint_ready(status);
-    if (s.as_str(), r.as_str()) == want {
-        Ok(())
-    } else {
-        Err(format!("{s}/{r}: {m}"))
-    }
+    let seen = format!("{s}/{r}: {m}");
+    ((s.as_str(), r.as_str()) == want).then_some(()).ok_or(seen)
 }
 
 impl TestCluster {

@@ -208,10 +208,8 @@ impl TestCluster {
     }
 
     async fn create_namespace_named(&self, name: &str) {
-        let test = std::thread::current()
-            .name()
-            .unwrap_or("unknown")
-            .to_string();
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("unknown");
         let annotations = json!({TEST_NAME_ANNOTATION: test});
         let metadata = json!({"name": name, "labels": self.labels(), "annotations": annotations});
         let namespace = serde_json::from_value(json!({"metadata": metadata})).unwrap();
@@ -646,15 +644,10 @@ async fn remove_test_objects(client: &Client, id: &str) -> Result<(), String> {
         let left = left.map_err(|e| format!("list the UserInvitations of {ns}: {e}"))?;
         let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
         let pp = PatchParams::default();
-        for name in left
-            .iter()
-            .filter(|i| !i.finalizers().is_empty())
-            .map(|i| i.name_any())
-        {
-            let patched = invitations.patch(&name, &pp, &no_finalizers);
-            gone(patched.await, || {
-                format!("remove the finalizers of {ns}/{name}")
-            })?;
+        let finalized = left.iter().filter(|i| !i.finalizers().is_empty());
+        for name in finalized.map(|i| i.name_any()) {
+            let patched = invitations.patch(&name, &pp, &no_finalizers).await;
+            gone(patched, || format!("remove the finalizers of {ns}/{name}"))?;
         }
         let deleted = namespaces.delete(&ns, &dp).await;
         gone(deleted, || format!("delete namespace {ns}"))?;
@@ -811,11 +804,10 @@ impl Harness {
     /// Like [`Harness::start`], with this mock configuration (its token is [`TOKEN`]).
     pub async fn with_mock(config: MockConfig) -> Harness {
         let (cluster, mock) = (TestCluster::start().await, start_mock(config).await);
-        let controller = None;
         Harness {
             cluster,
             mock,
-            controller,
+            controller: None,
         }
     }
 
@@ -939,9 +931,8 @@ impl OperatorProcess {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let child = command.spawn().expect("start the operator");
-        let name = name.to_string();
         OperatorProcess {
-            name,
+            name: name.to_string(),
             child,
             metrics_addr,
         }
@@ -1016,10 +1007,8 @@ impl RequestLog {
     pub fn events_created(&self) -> usize {
         let requests = self.0.lock().unwrap();
         let events = |p: &String| p.starts_with("/apis/events.k8s.io/") && p.ends_with("/events");
-        requests
-            .iter()
-            .filter(|(m, p)| m == "POST" && events(p))
-            .count()
+        let posts = requests.iter().filter(|(m, p)| m == "POST" && events(p));
+        posts.count()
     }
 }
 
@@ -1106,12 +1095,11 @@ impl RunningController {
         let (leadership, shutdown, meter) =
             (Leadership::unconditional(), stop.clone(), metrics.clone());
         let run = controller::run(client, settings, meter, readiness_tx, leadership, shutdown);
-        let handle = Some(tokio::spawn(run));
         RunningController {
             metrics,
             readiness,
             stop,
-            handle,
+            handle: Some(tokio::spawn(run)),
         }
     }
 
@@ -1220,10 +1208,8 @@ pub fn is_changing(e: &invite_mock::JournalEntry) -> bool {
 /// ([`is_changing`]), as `METHOD path`.
 pub fn changes_since(mock: &RunningMock, from: usize) -> Vec<String> {
     let journal = mock.api.journal();
-    let changes = journal[from..].iter().filter(|e| is_changing(e));
-    changes
-        .map(|e| format!("{} {}", e.method, e.path))
-        .collect()
+    let calls = journal[from..].iter().filter(|e| is_changing(e));
+    calls.map(|e| format!("{} {}", e.method, e.path)).collect()
 }
 
 /// The mock's API requests but the token exchanges, as `METHOD path`.
@@ -1235,14 +1221,18 @@ pub fn api_calls(mock: &RunningMock) -> Vec<String> {
 
 /// The strings of the JSON array `values`, sorted.
 pub fn sorted(values: &Value) -> Vec<String> {
-    let strings = values
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str);
+    let array = values.as_array().into_iter().flatten();
+    let strings = array.filter_map(Value::as_str);
     let mut v: Vec<String> = strings.map(str::to_string).collect();
     v.sort();
     v
+}
+
+/// Each of `emails` got `n` invitation emails from the mock.
+pub fn assert_sent(mock: &RunningMock, emails: &[impl AsRef<str>], n: usize) {
+    for email in emails.iter().map(AsRef::as_ref) {
+        assert_eq!(mock.api.invitations_sent_to(email), n, "{email}");
+    }
 }
 
 /// The groups of the mock's UserInvite user `id`, sorted.

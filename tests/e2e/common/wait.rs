@@ -67,9 +67,6 @@ pub async fn eventually_every<O: Observed>(
 
 /// `Ok` when `got` is `want`; else what was got, for [`eventually`]'s panic.
 pub fn expect_eq<T: PartialEq + std::fmt::Debug>(got: T, want: T) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{got:?}, not {want:?}"))
-    }
+    let seen = format!("{got:?}, not {want:?}");
+    (got == want).then_some(()).ok_or(seen)
 }

@@ -14,6 +14,10 @@ pub(crate) struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// Why a write carrying a stale `resourceVersion` is a conflict.
+pub(crate) const MODIFIED: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
+
 /// `details` naming an object of a resource.
 fn details(group: &str, plural: &str, name: &str) -> Value {
     let mut d = json!({"kind": plural});
@@ -77,14 +81,6 @@ impl ApiError {
             res.qualified()
         );
         Self::new(409, "Conflict", message).about(res, name)
-    }
-
-    pub fn stale(res: &ResourceDef, name: &str) -> Self {
-        Self::conflict(
-            res,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )
     }
 
     pub fn forbidden(res: &ResourceDef, name: &str, why: impl std::fmt::Display) -> Self {
@@ -153,7 +149,7 @@ impl ApiError {
         let message = match code {
             404 => format!("{} \"{name}\" not found", resource.trim_end_matches('.')),
             409 => format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                "Operation cannot be fulfilled on {} \"{name}\": {MODIFIED}",
                 resource.trim_end_matches('.')
             ),
             422 => format!(

@@ -174,9 +174,6 @@ fn take_fault(shared: &Shared, rec: &RecordedRequest) -> Option<ApiError> {
     let name = rec.name.as_deref().unwrap_or_default();
     let mut e = ApiError::for_code(f.status, &rec.api_group, &rec.resource, name);
     e.retry_after = f.retry_after;
-    if let Some(m) = &f.message {
-        e.message = m.clone();
-    }
     f.times -= 1;
     if f.times == 0 {
         st.faults.remove(idx);

@@ -39,8 +39,8 @@
 //!   can be added while deleting. Namespace deletion: `Terminating`, content deleted, creates
 //!   refused, gone once empty (at once: the namespace controller's work). Creating in a missing
 //!   namespace answers `404`. Secrets' `stringData` is folded into `data`.
-//! * Label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`) for lists and watches
-//!   (objects starting or stopping to match are `ADDED` / `DELETED`).
+//! * Label selectors of `key=value` requirements for lists and watches (objects starting or
+//!   stopping to match are `ADDED` / `DELETED`); other requirements answer `400`.
 //! * Watches from a resourceVersion (history replay; `410 Expired` once compacted), from
 //!   `""`/`"0"` (synthetic `ADDED`), with bookmarks (every second by default) and
 //!   `timeoutSeconds`.
@@ -119,8 +119,6 @@ pub struct Fault {
     /// Optional `Retry-After` header value in seconds (the real server sends
     /// `1` with 429s; note kube's client retries 429/503/504 honouring it).
     pub retry_after: Option<u64>,
-    /// Optional message overriding the default one.
-    pub message: Option<String>,
 }
 
 /// Builder methods `field(value)` setting `Some(value.into())`.
@@ -157,8 +155,6 @@ impl Fault {
         namespace,
         /// Only match requests whose `User-Agent` contains this string.
         user_agent,
-        /// Override the `Status` message.
-        message,
     }
 
     /// Only match this subresource (`None`: only the main resource).

@@ -349,7 +349,7 @@ impl Store {
         };
         let rv = meta(&new, "resourceVersion");
         if !rv.is_empty() && rv != meta(&old, "resourceVersion") {
-            return Err(ApiError::stale(res, name));
+            return Err(ApiError::conflict(res, name, crate::errors::MODIFIED));
         }
         let uid = meta(&new, "uid");
         if !uid.is_empty() && uid != meta(&old, "uid") {
