@@ -119,8 +119,8 @@ pub(super) async fn run(
     key: &str,
 ) -> Result<Action, ReconcileError> {
     let ctx = &shard.ctx;
-    let version = invitation.resource_version().unwrap_or_default();
-    if ctx.memory.is_outdated(key, &version) {
+    let cached = invitation.resource_version().unwrap_or_default();
+    if ctx.memory.is_outdated(key, &cached) {
         // This copy predates a write of our own that the cache has not delivered yet.
         return Ok(Action::requeue(LOOK_AGAIN));
     }
@@ -128,6 +128,13 @@ pub(super) async fn run(
         return cleanup::on_deletion(shard, invitation, invitation.is_paused()).await;
     }
     let version = cleanup::hold_finalizer_if_needed(ctx, invitation).await?;
+    // Every version this pass read or wrote before its last write is outdated once it wrote:
+    // the copy it started from too, so that a retry reading that copy from a cache that has
+    // not caught up waits instead of planning from a status without this pass's intents.
+    let mut ours = vec![cached.clone()];
+    if version != cached {
+        ours.push(version.clone());
+    }
     let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation, version);
     let driver = ControllerDriver {
         shard,
@@ -145,7 +152,10 @@ pub(super) async fn run(
     if result.is_err() && driver.checks_invited.load(Ordering::Relaxed) {
         ctx.memory.check_missed(key);
     }
-    ctx.memory.wrote(key, &writer.produced);
+    if ours.len() > 1 || !writer.produced.is_empty() {
+        ours.extend(writer.produced.iter().cloned());
+        ctx.memory.wrote(key, &ours);
+    }
     result
 }
 

@@ -95,12 +95,18 @@ impl ResourceMemory {
     }
 
     /// Whether `version` is a copy this controller already replaced by a later write (the
-    /// cache has not caught up yet).
+    /// cache has not caught up yet). A copy that is not has caught up (the cache only moves
+    /// forward), so the replaced versions are forgotten then.
     pub fn is_outdated(&self, key: &str, version: &str) -> bool {
-        let entries = self.entries.lock().expect("lock");
-        entries
-            .get(key)
-            .is_some_and(|r| r.superseded.iter().any(|v| v.as_ref() == version))
+        let mut entries = self.entries.lock().expect("lock");
+        let Some(r) = entries.get_mut(key) else {
+            return false;
+        };
+        let outdated = r.superseded.iter().any(|v| v.as_ref() == version);
+        if !outdated && !r.superseded.is_empty() {
+            r.superseded = Box::default();
+        }
+        outdated
     }
 
     /// Counts the users of a status into the users-by-state gauge.
@@ -173,5 +179,20 @@ mod tests {
                 .encode()
                 .contains(r#"invite_operator_users{namespace="ns""#)
         );
+    }
+
+    #[test]
+    fn copies_older_than_the_last_write_wait_until_the_cache_caught_up() {
+        let memory = ResourceMemory::new(Metrics::new());
+        // A pass read version 1, wrote 2 (its intent) and 3 (the outcome).
+        memory.wrote("ns/x", &["1".into(), "2".into(), "3".into()]);
+        assert!(
+            memory.is_outdated("ns/x", "1"),
+            "the copy the pass started from"
+        );
+        assert!(memory.is_outdated("ns/x", "2"), "its intent");
+        assert!(!memory.is_outdated("ns/x", "3"), "its last write");
+        // The cache delivered the last write: nothing is remembered any more.
+        assert!(memory.entries.lock().unwrap()["ns/x"].superseded.is_empty());
     }
 }
