@@ -90,8 +90,8 @@ async def invite(spec, meta, patch, endpoints: kopf.Index, tokens: kopf.Index, *
     base = endpoint["url"].rstrip("/") + "/api/v2/user"
     emails = [u["emailAddress"] for u in spec.get("users", [])]
     name = ref["name"]
-    found = await asyncio.gather(*(call(name, "GET", f"{base}/{e}", token) for e in emails))
-    missing = [e for e, code in zip(emails, found) if code == 404]
+    codes = await asyncio.gather(*(call(name, "GET", f"{base}/{e}", token) for e in emails))
+    missing = [e for e, code in zip(emails, codes) if code == 404]
     if missing:
         body = [{"emailAddress": e, "groups": [], "userGroups": [], "roles": []} for e in missing]
         code = await call(name, "POST", f"{base}/invite", token, json=body)

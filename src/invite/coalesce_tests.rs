@@ -72,6 +72,16 @@ async fn a_lookup_on_a_quiet_endpoint_waits_for_no_window() {
     );
 }
 
+/// With the shipped settings, a lone resource's lookup leaves at once: it pays the API's
+/// latency and nothing else.
+#[tokio::test(start_paused = true)]
+async fn by_default_a_lone_lookup_goes_out_at_once() {
+    let (timed, _) = timed(Duration::from_millis(50));
+    let api = Arc::new(CoalescedApi::new(timed.clone(), BatchSettings::default()));
+    let answered = look_up(&api, &timed, "a@x.com", Duration::ZERO);
+    assert_eq!(answered.await.unwrap(), Duration::from_millis(50));
+}
+
 #[tokio::test(start_paused = true)]
 async fn lookups_that_follow_a_call_share_the_next_one_a_window_after_it() {
     let (timed, api) = coalesced(Duration::from_millis(50));

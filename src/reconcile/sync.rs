@@ -13,7 +13,7 @@ use super::{
     plan::{self, PlanContext, ReadyReason},
 };
 use crate::{
-    api::{ApiFlavor, UserInvitationStatus, UserStatus},
+    api::{ApiFlavor, UserInvitationStatus, UserState, UserStatus},
     invite::{
         ApiError, ErrorCategory, InviteApi, InviteOutcome, InvitePayload, InviteRequest, Lookup,
         Observed,
@@ -35,8 +35,6 @@ struct Pass<'c, 'a> {
     /// The planned status holds intents from the intent journal that the stored status may
     /// lack: the next status write is due even when nothing else changed.
     overlay_unwritten: bool,
-    /// The addresses this pass invited.
-    invited: Vec<String>,
     report: SyncReport,
 }
 
@@ -55,7 +53,6 @@ pub async fn sync<W: StatusWriter>(
         written: ctx.previous.clone(),
         blocked: None,
         overlay_unwritten: !ctx.journaled.is_empty(),
-        invited: Vec::new(),
         report: SyncReport::default(),
     };
     let Some(observed) = look_up(&mut pass, api, writer).await? else {
@@ -138,7 +135,7 @@ fn stamp_intent(pass: &mut Pass<'_, '_>, api: &dyn InviteApi) -> (Instant, Batch
     for user in pass
         .users
         .iter_mut()
-        .filter(|u| u.state == crate::api::UserState::Inviting)
+        .filter(|u| u.state == UserState::Inviting)
     {
         user.invited_at = Some(invited_at);
         user.settles_at = Some(settles_at);
@@ -221,7 +218,6 @@ async fn invite<W: StatusWriter>(
         .map(|(email, _)| email.clone())
         .collect();
     if !invited.is_empty() {
-        pass.invited.clone_from(&invited);
         pass.report.changes.push(Change::Invited(invited));
     }
     for (email, outcome) in &outcomes {
@@ -393,16 +389,19 @@ async fn read_back_identifiers(
     api: &dyn InviteApi,
     mut users: Vec<UserStatus>,
 ) -> Option<Vec<UserStatus>> {
-    if pass.invited.is_empty() || !api.reads_back_identifiers() {
+    let invited = pass.report.changes.iter().find_map(|change| match change {
+        Change::Invited(emails) => Some(emails),
+        _ => None,
+    })?;
+    if !api.reads_back_identifiers() {
         return None;
     }
-    let lookups: Vec<Lookup> = pass.invited.iter().map(Lookup::email).collect();
+    let lookups: Vec<Lookup> = invited.iter().map(Lookup::email).collect();
     let found = api.look_up(&lookups).await.ok()?;
     let mut changed = false;
-    let invited = |u: &&mut UserStatus| {
-        u.state == crate::api::UserState::Invited && pass.invited.contains(&u.email_address)
-    };
-    for user in users.iter_mut().filter(invited) {
+    let just_invited =
+        |u: &&mut UserStatus| u.state == UserState::Invited && invited.contains(&u.email_address);
+    for user in users.iter_mut().filter(just_invited) {
         if let Some(Observed::Member { identifier, .. }) = found.get(&user.email_address)
             && user.identifier.as_ref() != Some(identifier)
         {
