@@ -157,8 +157,7 @@ pub struct UserToCreate {
     /// (`local@domain.tld`, ASCII): no display name, angle brackets, comment, quotes, route,
     /// backslash or whitespace, no dot at either end of a part or two in a row, a domain of two
     /// or more labels without a trailing dot. Compared ignoring case.
-    #[schemars(email, length(min = 3, max = 254))]
-    #[x_kube(validation = super::address::rule())]
+    #[schemars(email, length(min = 3, max = 254), transform = super::address::pattern)]
     pub email_address: String,
     /// Permissions to grant, e.g. `dashboard_management`.
     #[serde(default)]
@@ -186,7 +185,7 @@ pub struct OrgInvitationRequest {
     #[schemars(
         length(min = 1, max = 1000),
         inner(email, length(min = 3, max = 254)),
-        transform = super::address::rule_on_items
+        transform = super::address::pattern_on_items
     )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub usernames: Vec<String>,

@@ -4,7 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use kube::{
     Client,
-    runtime::{reflector::Store, watcher},
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use tokio::sync::watch;
 
@@ -17,7 +20,7 @@ use super::{
     },
 };
 use crate::{
-    api::{ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint},
+    api::{ClusterInvitationEndpoint, EndpointKind, InvitationEndpoint, UserInvitation},
     invite::{LookupLimits, client::ClientSettings, coalesce::BatchSettings},
     leader::Leadership,
     reconcile::resolve::EndpointPolicy,
@@ -166,7 +169,7 @@ pub struct Context {
     /// ClusterInvitationEndpoints (one cache for all shards).
     pub cluster_endpoints: Store<ClusterInvitationEndpoint>,
     /// Reconcile slots per namespace and endpoint.
-    pub fair_share: FairShare,
+    pub fair_share: FairShare<ObjectRef<UserInvitation>>,
     /// Endpoints whose Ready condition must be checked again now (a lookup went past a
     /// budget).
     pub endpoint_rechecks: tokio::sync::broadcast::Sender<EndpointKey>,
@@ -241,4 +244,7 @@ pub struct Shard {
     pub namespaced_endpoints: Store<InvitationEndpoint>,
     /// Set once the endpoint caches and the holder index are complete.
     pub caches_ready: watch::Receiver<bool>,
+    /// Where a resource put off for its fair share is sent once a slot is free (a reconcile
+    /// trigger of this shard's controller).
+    pub wake: tokio::sync::mpsc::UnboundedSender<ObjectRef<UserInvitation>>,
 }

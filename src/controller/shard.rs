@@ -131,10 +131,12 @@ pub(super) async fn run_shard(
     let ns_stream = kubernetes::without_errors(ns_stream, "InvitationEndpoints");
     let (invitations, invitation_stream) = invitation_watch(&ctx, &scope, gates.listed.clone());
     let (caches_ready_tx, caches_ready) = watch::channel(false);
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let shard = Arc::new(Shard {
         ctx: ctx.clone(),
         namespaced_endpoints: namespaced_endpoints.clone(),
         caches_ready,
+        wake,
     });
     let gate = open_gate(
         namespaced_endpoints.clone(),
@@ -168,6 +170,8 @@ pub(super) async fn run_shard(
                 )
             },
         )
+        // Resources put off for their fair share, each woken when a slot of its share is free.
+        .reconcile_on(tokio_stream_of(woken))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(invitation::reconcile, invitation::error_policy, shard)
         .for_each(|result| async move {

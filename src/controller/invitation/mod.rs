@@ -10,7 +10,11 @@ mod pass;
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{ResourceExt, runtime::controller::Action};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, reflector::ObjectRef},
+};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{
     context::Shard,
@@ -23,6 +27,9 @@ use crate::{
     reconcile::{self, plan::ReadyReason},
     telemetry::ReconcileLabels,
 };
+
+/// The retry of a resource put off for its fair share, in case its wake finds nothing to run.
+const PUT_OFF_SAFETY_NET: Duration = Duration::from_secs(30);
 
 /// How soon a pass that met a newer version of its resource (a conflict, or a cache that has
 /// not caught up with the controller's own write) runs again.
@@ -43,7 +50,13 @@ fn endpoint_of(invitation: &UserInvitation) -> String {
     }
 }
 
-/// Reconciles one UserInvitation.
+/// Reconciles one UserInvitation: admitted to its fair share, its pass runs as a task of
+/// its own.
+///
+/// kube-runtime polls every reconcile inside the controller's own task, beside the watch and
+/// the scheduler: all passes of a shard would share one thread while the other cores idle.
+/// Spawned, passes run on every worker thread; the controller's task only admits them and
+/// waits. Dropping the reconcile (shutdown) aborts its pass, as dropping the pass itself did.
 pub async fn reconcile(
     invitation: Arc<UserInvitation>,
     shard: Arc<Shard>,
@@ -52,40 +65,64 @@ pub async fn reconcile(
     // would be reported missing, and a holder not indexed yet would be missed.
     let _ = shard.caches_ready.clone().wait_for(|ready| *ready).await;
     let ctx = &shard.ctx;
-    let key = resource_key(&invitation);
     if !Endpoints::of(&shard).serves(&invitation) {
         // Another controller's resource (endpoint selectors), or nobody's: no status, no
         // finalizer, no cleanup, no event, no metric. Its endpoint entering this controller's
         // selection (or a change of the resource) brings it back.
-        tracing::trace!(resource = %key, "left alone: its endpoint is not served here");
-        ctx.memory.forget(&key);
+        tracing::trace!(resource = %resource_key(&invitation), "left alone: its endpoint is not served here");
+        ctx.memory.forget(&resource_key(&invitation));
         return Ok(Action::await_change());
     }
     let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
-    let _slot = match ctx.fair_share.enter(namespace, &endpoint_of(&invitation)) {
-        Ok(slot) => slot,
-        Err(over) => {
-            // The slot goes back to the controller for another namespace or endpoint.
-            ctx.metrics
-                .deferred
-                .get_or_create(&crate::telemetry::DeferLabels {
-                    share: over.label().to_string(),
-                })
-                .inc();
-            return Ok(Action::requeue(Duration::from_millis(rand::random_range(
-                100..=300,
-            ))));
-        }
-    };
+    let resource = ObjectRef::new(&invitation.name_any()).within(namespace);
+    let slot =
+        match ctx
+            .fair_share
+            .enter(namespace, &endpoint_of(&invitation), resource, &shard.wake)
+        {
+            Ok(slot) => slot,
+            Err(over) => {
+                // The slot goes back to the controller for another namespace or endpoint; the
+                // share wakes this resource once one of its slots is free. The retry is only a
+                // safety net (a wake that finds nothing to run).
+                ctx.metrics
+                    .deferred
+                    .get_or_create(&crate::telemetry::DeferLabels {
+                        share: over.label().to_string(),
+                    })
+                    .inc();
+                return Ok(Action::requeue(jittered(PUT_OFF_SAFETY_NET)));
+            }
+        };
+    let pass = AbortOnDropHandle::new(tokio::spawn(async move {
+        let result = run_pass(&invitation, &shard).await;
+        drop(slot);
+        result
+    }));
+    match pass.await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Cancelled: only when the runtime shuts down.
+        Err(_) => Ok(Action::requeue(LOOK_AGAIN)),
+    }
+}
+
+/// One admitted pass, with its span, metrics and the memory of its outcome.
+async fn run_pass(
+    invitation: &Arc<UserInvitation>,
+    shard: &Arc<Shard>,
+) -> Result<Action, ReconcileError> {
+    let ctx = &shard.ctx;
+    let key = resource_key(invitation);
     let started = std::time::Instant::now();
     let span = tracing::info_span!(
         "reconcile",
         namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
         name = %invitation.name_any(),
-        endpoint = %reconcile::resolve::endpoint_display(&invitation),
+        endpoint = %reconcile::resolve::endpoint_display(invitation),
     );
     let result =
-        match tracing::Instrument::instrument(pass::run(&invitation, &shard, &key), span).await {
+        match tracing::Instrument::instrument(pass::run(invitation, shard, &key), span).await {
             // The resource changed since it was read: its new version is worked on instead.
             Err(error) if error.is_conflict() => {
                 tracing::debug!(%error, "the resource changed meanwhile; looking again");
