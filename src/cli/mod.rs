@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub retry_max_delay: Duration,
     /// How many UserInvitations are reconciled at once (per watched namespace). Reconciles
     /// mostly wait for the APIs; many at once let their calls coalesce into few batches.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "CONCURRENCY", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Most Kubernetes requests in flight at once (watches and Lease renewals not counted).
     /// Each holds a connection; the API server takes only so many writes per second, so more

@@ -85,7 +85,7 @@ impl Default for Settings {
             resync_interval: Duration::from_secs(600),
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
-            concurrency: 128,
+            concurrency: 512,
             read_attempts: 3,
             watch_namespaces: Vec::new(),
             cluster_endpoint_selector: None,

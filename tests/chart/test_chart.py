@@ -835,7 +835,7 @@ def test_controller_command_and_environment(rendered) -> None:
     assert env["CLUSTER_ENDPOINT_SELECTOR"] == values.get("clusterEndpointSelector", "")
     assert env["NAMESPACED_ENDPOINT_SELECTOR"] == values.get("namespacedEndpointSelector", "")
     assert env["RESYNC_INTERVAL"] == "10m"
-    assert env["CONCURRENCY"] == "128"
+    assert env["CONCURRENCY"] == "512"
     assert env["KUBERNETES_REQUESTS"] == "64"
     assert env["BATCH_WINDOW"] == "200ms"
     assert env["BATCH_MAX_USERS"] == "500"
