@@ -3,7 +3,7 @@
 //! object within six minutes is counted into the first one's series, as client-go does.
 //!
 //! Events are best effort: a pass hands them to a bounded queue and goes on (an event never
-//! delays a status write); a publisher task sends them, a few at a time. When the queue is full
+//! delays a status write); a publisher task sends them, one at a time. When the queue is full
 //! an event is dropped and counted (`invite_operator_events_dropped_total`).
 //!
 //! kube-runtime's `Recorder` would do the same, but it keeps every event it published (the
@@ -50,8 +50,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Events waiting to be published, at most.
 const QUEUE: usize = 1024;
 
-/// Events sent at once by the publisher task.
-const IN_FLIGHT: usize = 8;
+/// Events sent at once by the publisher task: one, so events take little of the API server
+/// while statuses are being written (a rollout writes one event per resource, as many as status
+/// writes; with 8 at once they took a share of the API server and a 1000 × 5 backlog converged
+/// in 5.3 s instead of 4.8 s). What a burst leaves queued follows shortly after.
+const IN_FLIGHT: usize = 1;
 
 /// Hands the controller's events to the publisher task.
 pub struct Events {
@@ -157,7 +160,7 @@ impl Events {
 }
 
 impl Publisher {
-    /// Publishes queued events, a few at a time, until the queue is closed and empty.
+    /// Publishes queued events, one at a time, until the queue is closed and empty.
     async fn run(self: Arc<Self>, mut pending: mpsc::Receiver<Pending>) {
         futures::stream::poll_fn(|cx| pending.poll_recv(cx))
             .for_each_concurrent(IN_FLIGHT, |p| {
