@@ -1297,6 +1297,38 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
     h.finish().await;
 }
 
+/// A namespace's backlog beyond its share of the reconcile slots converges at the pace of the
+/// slots, not of a retry: each resource put off is woken as soon as a slot of its share frees
+/// (the retry of a put-off resource is a 30 s safety net).
+#[tokio::test]
+async fn resources_put_off_for_their_share_run_as_soon_as_a_slot_frees() {
+    let mut h = Harness::user_invite().await;
+    let names: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    for name in &names {
+        let spec = user(&format!("{name}@example.com"));
+        h.cluster.create_invitation(name, spec).await;
+    }
+    // Two reconcile slots, one per namespace and endpoint: of the first two resources the
+    // controller takes, one is put off.
+    let started = std::time::Instant::now();
+    start_with(&mut h, |s| {
+        s.concurrency = 2;
+        s.fair_share = 0.5;
+    });
+    for name in &names {
+        h.cluster.wait_ready(name).await;
+    }
+    let took = started.elapsed();
+    let metrics = &h.controller.as_ref().unwrap().metrics;
+    let deferred = sum_metric(metrics, "invite_operator_reconciles_deferred_total");
+    assert!(deferred > 0, "nothing was put off: the test shows nothing");
+    assert!(
+        took < Duration::from_secs(20),
+        "it waited {took:?} (a retry, not a wake)"
+    );
+    h.finish().await;
+}
+
 /// An organization whose member listing never ends, each answer `latency` late; starts the
 /// controller with `limits` applied to its settings and returns the EndpointNotReady message of a
 /// resource inviting x@example.com.
