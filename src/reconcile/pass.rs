@@ -127,13 +127,10 @@ pub async fn run<D: Driver>(
     }
     let source = driver.source();
     let users = requested.addresses.len();
-    // The phases are boxed: a pass's task then holds only the phase it is in (a pass waiting on a
-    // status write holds a fraction of what one in the middle of its sync would).
-    let resolved =
-        match Box::pin(resolve::resolve(source, driver.rules(), invitation, users)).await? {
-            Ok(resolved) => resolved,
-            Err(blocked) => return Ok(Box::pin(stop.write(&requested, blocked, writer)).await?),
-        };
+    let resolved = match resolve::resolve(source, driver.rules(), invitation, users).await? {
+        Ok(resolved) => resolved,
+        Err(blocked) => return Ok(stop.write(&requested, blocked, writer).await?),
+    };
     let check_invited = driver.check_invited();
     let facts = EndpointFacts::of(
         &resolved.endpoint,
@@ -166,7 +163,7 @@ pub async fn run<D: Driver>(
         uid: invitation.metadata.uid.clone().unwrap_or_default(),
     };
     ctx.journaled = journaled;
-    let report = Box::pin(driver.sync(&resolved, &mut ctx, writer)).await?;
+    let report = driver.sync(&resolved, &mut ctx, writer).await?;
     let started_over = match binding {
         Binding::StartOver {
             dropped, entries, ..

@@ -69,8 +69,9 @@ pub async fn reconcile(
         // Another controller's resource (endpoint selectors), or nobody's: no status, no
         // finalizer, no cleanup, no event, no metric. Its endpoint entering this controller's
         // selection (or a change of the resource) brings it back.
-        tracing::trace!(resource = %resource_key(&invitation), "left alone: its endpoint is not served here");
-        ctx.memory.forget(&resource_key(&invitation));
+        let key = resource_key(&invitation);
+        tracing::trace!(resource = %key, "left alone: its endpoint is not served here");
+        ctx.memory.forget(&key);
         return Ok(Action::await_change());
     }
     let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
