@@ -405,10 +405,11 @@ fn validate_users(state: &mut State, req: &ApiRequest) -> Outcome {
     let mut invalid = Vec::new();
     for id in ids {
         match state.user_key(&id).and_then(|k| state.users.get(&k)) {
-            Some(u) => valid.push(state.user_json(u)),
+            Some(u) => valid.push(u),
             None => invalid.push(id),
         }
     }
+    let valid = state.some_users_json(valid);
     Ok(json_response(
         200,
         &wf_wrapped(

@@ -1,11 +1,14 @@
 //! Calls coalesced per endpoint: the lookups and invitations of many resources that share an
 //! endpoint go out as a few batched calls.
 //!
-//! [`CoalescedApi`] wraps an endpoint's client. A lookup or an invitation joins a queue. A job
-//! on a quiet queue (no batch went out within the last [`BatchSettings::window`]) goes out
-//! after a short [`BatchSettings::linger`], with the jobs that arrived meanwhile; otherwise it
-//! collects with the jobs that follow until one window after the last batch (a ceiling, never
-//! a floor), or until the batch reaches [`BatchSettings::max_users`] addresses. Then the batch goes out as one call (invitations: one call per group of equal
+//! [`CoalescedApi`] wraps an endpoint's client. A lookup or an invitation joins a queue, which
+//! batches them as in group commit. A job on a quiet queue (no batch in flight) goes out after
+//! [`BatchSettings::linger`] (by default at once), with the jobs that arrived meanwhile. While
+//! earlier batches are in flight, jobs collect into the next batch, which goes out as soon as
+//! they have all ended, when it reaches [`BatchSettings::max_users`] addresses, or at the
+//! latest one [`BatchSettings::window`] after its first job (a ceiling, never a floor). So a
+//! busy API makes batches larger, not more numerous, and nothing waits when nothing is in
+//! flight. Then the batch goes out as one call (invitations: one call per group of equal
 //! [`InviteApi::batch_key`], split at [`InviteApi::max_batch`]) and each job gets the answers
 //! for its own addresses. Jobs already queued when a batch closes join it. A refused
 //! address is isolated by the client, so it fails no other resource's users. At most
@@ -40,14 +43,14 @@ use crate::api::ApiFlavor;
 /// How calls are coalesced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BatchSettings {
-    /// How long a batch collects jobs at most: batches go out at most once per window (unless
-    /// full), and a job on a quiet queue goes out after the linger.
+    /// How long a batch collects jobs at most while earlier batches are in flight (it goes
+    /// out earlier when they end or when it is full).
     pub window: Duration,
     /// Most addresses in one batch (a batch closes early when it reaches this).
     pub max_users: usize,
     /// Most batches of one queue in flight at once.
     pub max_in_flight: usize,
-    /// How long the first job on a quiet queue (no batch went out within the window) waits
+    /// How long the first job on a quiet queue (no batch in flight) waits
     /// for company (the resources of one `kubectl apply` arrive a few milliseconds apart); by
     /// default none: a lone resource's call goes out at once.
     pub linger: Duration,
@@ -200,22 +203,35 @@ where
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     // Batches run in this set, so they end with the queue (and with the client).
     let mut running = JoinSet::new();
-    let mut last_sent: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         while running.try_join_next().is_some() {}
         let mut batch = Batch::new(first, settings.max_users);
-        // Collect until the window since the last batch closes, and then for as long as every
-        // batch slot is busy (a busy API makes batches larger, not more numerous). The window
-        // is a ceiling: a quiet queue (nothing sent within the window) sends at once.
-        let closes = collection_ends(last_sent, Instant::now(), &settings);
+        // Group commit: on a quiet queue (no batch in flight) the batch goes out after the
+        // linger (by default at once); while earlier batches are in flight it collects the
+        // jobs that follow, and goes out when the last of them ends, when it is full, or at
+        // the latest one window after its first job.
+        let started = Instant::now();
+        let (ceiling, linger_ends) = (
+            started + settings.window,
+            started + settings.linger.min(settings.window),
+        );
+        let quiet = running.is_empty();
         while !batch.full() {
+            let ends = match (quiet, running.is_empty()) {
+                (true, _) => linger_ends,
+                // The batches it waited for have ended.
+                (false, true) => break,
+                (false, false) => ceiling,
+            };
             tokio::select! {
                 biased;
                 job = rx.recv() => match job {
                     Some(job) => batch.add(job),
                     None => break,
                 },
-                _ = tokio::time::sleep_until(closes) => break,
+                // A batch in flight ended: with none left, this one goes out now.
+                Some(_) = running.join_next(), if !quiet => {}
+                _ = tokio::time::sleep_until(ends) => break,
             }
         }
         let permit = loop {
@@ -231,7 +247,6 @@ where
         let Ok(permit) = permit else {
             return;
         };
-        last_sent = Some(Instant::now());
         let work = run(batch.jobs);
         running.spawn(async move {
             work.await;
@@ -239,18 +254,6 @@ where
         });
     }
     while running.join_next().await.is_some() {}
-}
-
-/// When a batch whose first job arrived `now` stops collecting: one window after the last
-/// batch went out; on a quiet queue (that is past, or no batch went out yet) after the short
-/// linger. Under a steady flow of jobs, batches go out once per window, as large as the flow
-/// makes them; a job on a quiet queue (one resource applied to an idle operator) waits only
-/// for the jobs that arrive with it.
-fn collection_ends(last_sent: Option<Instant>, now: Instant, settings: &BatchSettings) -> Instant {
-    match last_sent {
-        Some(sent) if sent + settings.window > now => sent + settings.window,
-        _ => now + settings.linger.min(settings.window),
-    }
 }
 
 /// Jobs collected for one batch.

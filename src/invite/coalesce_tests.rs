@@ -82,12 +82,15 @@ async fn by_default_a_lone_lookup_goes_out_at_once() {
     assert_eq!(answered.await.unwrap(), Duration::from_millis(50));
 }
 
+/// Group commit: what arrives while a call is in flight waits for that call only, and goes
+/// out as one call the moment it ends (not a window after it).
 #[tokio::test(start_paused = true)]
-async fn lookups_that_follow_a_call_share_the_next_one_a_window_after_it() {
-    let (timed, api) = coalesced(Duration::from_millis(50));
+async fn lookups_that_arrive_while_a_call_is_in_flight_share_the_next_one_sent_when_it_ends() {
+    let latency = Duration::from_millis(50);
+    let (timed, api) = coalesced(latency);
     let first = look_up(&api, &timed, "a@x.com", Duration::ZERO);
-    // Past the first one's linger, within its window.
-    let followers: Vec<_> = (3..=7)
+    // The first call is in flight from LINGER (20 ms) to 70 ms.
+    let followers: Vec<_> = (3..=6)
         .map(|i| {
             look_up(
                 &api,
@@ -97,16 +100,35 @@ async fn lookups_that_follow_a_call_share_the_next_one_a_window_after_it() {
             )
         })
         .collect();
-    assert_eq!(first.await.unwrap(), LINGER + Duration::from_millis(50));
+    let first_answered = first.await.unwrap();
+    assert_eq!(first_answered, LINGER + latency);
     for follower in followers {
-        // Collected until one window after the first call, then one call.
-        let answered = follower.await.unwrap();
-        assert_eq!(answered, LINGER + WINDOW + Duration::from_millis(50));
+        assert_eq!(follower.await.unwrap(), first_answered + latency);
     }
     let calls = timed.timed_calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
-    assert_eq!(calls[1].0, LINGER + WINDOW);
-    assert_eq!(calls[1].1.len(), 5);
+    assert_eq!(calls[1].0, first_answered, "sent when the first call ended");
+    assert_eq!(calls[1].1.len(), 4);
+}
+
+/// The window is a ceiling: behind a call that takes longer than the window, what follows
+/// goes out one window after it arrived, on another of the queue's slots.
+#[tokio::test(start_paused = true)]
+async fn behind_a_slow_call_followers_wait_one_window_at_most() {
+    let latency = Duration::from_secs(1);
+    let (timed, api) = coalesced(latency);
+    let first = look_up(&api, &timed, "a@x.com", Duration::ZERO);
+    let arrives = Duration::from_millis(30);
+    let followers: Vec<_> = ["b@x.com", "c@x.com"]
+        .iter()
+        .map(|email| look_up(&api, &timed, email, arrives))
+        .collect();
+    for follower in followers {
+        assert_eq!(follower.await.unwrap(), arrives + WINDOW + latency);
+    }
+    assert_eq!(first.await.unwrap(), LINGER + latency);
+    let starts: Vec<Duration> = timed.timed_calls().iter().map(|c| c.0).collect();
+    assert_eq!(starts, [LINGER, arrives + WINDOW]);
 }
 
 #[tokio::test(start_paused = true)]

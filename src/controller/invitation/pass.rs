@@ -135,7 +135,8 @@ pub(super) async fn run(
     if version != cached {
         ours.push(version.clone());
     }
-    let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation, version);
+    let mut writer = KubeStatusWriter::new(ctx.client.clone(), invitation, version)
+        .counted_in(ctx.events.status_writes());
     let driver = ControllerDriver {
         shard,
         endpoints: Endpoints::of(shard),

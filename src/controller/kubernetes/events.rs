@@ -3,8 +3,11 @@
 //! object within six minutes is counted into the first one's series, as client-go does.
 //!
 //! Events are best effort: a pass hands them to a bounded queue and goes on (an event never
-//! delays a status write); a publisher task sends them, one at a time. When the queue is full
-//! an event is dropped and counted (`invite_operator_events_dropped_total`).
+//! delays a status write); a publisher task sends them, one at a time, and only while no
+//! status write of the controller is in flight ([`StatusWrites`]): during a rollout the API
+//! server's time goes to the statuses first, and the events follow once they are written.
+//! When the queue is full an event is dropped and counted
+//! (`invite_operator_events_dropped_total`).
 //!
 //! kube-runtime's `Recorder` would do the same, but it keeps every event it published (the
 //! whole object) for six minutes, scans all of them on every publish, and keys its series by
@@ -34,7 +37,7 @@ use kube::{
 };
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     api::{ApiFlavor, UserInvitation},
@@ -51,15 +54,53 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const QUEUE: usize = 1024;
 
 /// Events sent at once by the publisher task: one, so events take little of the API server
-/// while statuses are being written (a rollout writes one event per resource, as many as status
-/// writes; with 8 at once they took a share of the API server and a 1000 × 5 backlog converged
-/// in 5.3 s instead of 4.8 s). What a burst leaves queued follows shortly after.
+/// (a rollout writes one event per resource, as many as status writes). What a burst leaves
+/// queued follows shortly after.
 const IN_FLIGHT: usize = 1;
 
 /// Hands the controller's events to the publisher task.
 pub struct Events {
     queue: mpsc::Sender<Pending>,
     dropped: Counter,
+    status_writes: StatusWrites,
+}
+
+/// The controller's status writes in flight, which events make way for: the publisher sends
+/// an event only when there are none. A rollout writes as many events as statuses; sent
+/// alongside, they took a share of the saturated API server and delayed every status (a
+/// 1000 × 5 backlog converged in 5.3 s with 8 events at once, 4.8 s with one). Cloning shares
+/// the count.
+#[derive(Clone, Debug)]
+pub struct StatusWrites(Arc<watch::Sender<usize>>);
+
+/// One status write in flight; counted until dropped.
+#[must_use = "the write is counted only while this is held"]
+pub struct StatusWriteInFlight(StatusWrites);
+
+impl Default for StatusWrites {
+    fn default() -> StatusWrites {
+        StatusWrites(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl StatusWrites {
+    /// Counts one status write in flight until the returned guard is dropped.
+    pub fn start(&self) -> StatusWriteInFlight {
+        self.0.send_modify(|n| *n += 1);
+        StatusWriteInFlight(self.clone())
+    }
+
+    /// Returns once no status write is in flight.
+    async fn none_in_flight(&self) {
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Drop for StatusWriteInFlight {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Sends queued events (the publisher task's side).
@@ -69,6 +110,7 @@ struct Publisher {
     /// The replica (pod) reporting.
     instance: String,
     series: Mutex<SeriesCache>,
+    status_writes: StatusWrites,
 }
 
 /// One event waiting to be published.
@@ -117,6 +159,7 @@ impl Events {
         capacity: usize,
     ) -> Events {
         let (queue, pending) = mpsc::channel(capacity);
+        let status_writes = StatusWrites::default();
         let publisher = Arc::new(Publisher {
             client,
             controller: controller.to_string(),
@@ -125,9 +168,20 @@ impl Events {
                 entries: HashMap::new(),
                 pruned: Instant::now(),
             }),
+            status_writes: status_writes.clone(),
         });
         tokio::spawn(publisher.run(pending));
-        Events { queue, dropped }
+        Events {
+            queue,
+            dropped,
+            status_writes,
+        }
+    }
+
+    /// The count of status writes in flight that events make way for: every status write of
+    /// the controller holds a [`StatusWriteInFlight`] of it while it is sent.
+    pub fn status_writes(&self) -> &StatusWrites {
+        &self.status_writes
     }
 
     /// Queues one event about `invitation`, without waiting for it to be published; a full
@@ -160,12 +214,14 @@ impl Events {
 }
 
 impl Publisher {
-    /// Publishes queued events, one at a time, until the queue is closed and empty.
+    /// Publishes queued events, one at a time and each once no status write is in flight,
+    /// until the queue is closed and empty.
     async fn run(self: Arc<Self>, mut pending: mpsc::Receiver<Pending>) {
         futures::stream::poll_fn(|cx| pending.poll_recv(cx))
             .for_each_concurrent(IN_FLIGHT, |p| {
                 let publisher = self.clone();
                 async move {
+                    publisher.status_writes.none_in_flight().await;
                     if let Err(error) = publisher.send(&p).await {
                         let reason = p.event.reason.as_str();
                         tracing::warn!(%error, reason, "cannot publish event");
@@ -410,8 +466,8 @@ mod tests {
         assert_eq!(dropped.get(), 18);
     }
 
-    #[tokio::test]
-    async fn queued_events_are_published() {
+    /// Events over a client that answers every event creation and counts it.
+    fn counted_events() -> (Events, Arc<AtomicUsize>) {
         let created = Arc::new(AtomicUsize::new(0));
         let counter = created.clone();
         let service = tower::service_fn(move |request: http::Request<Body>| {
@@ -434,24 +490,56 @@ mod tests {
             "pod-0",
             Counter::default(),
         );
-        for name in ["a", "b", "c"] {
-            let note = format!("about {name}");
-            events
-                .publish(
-                    &invitation(name),
-                    EventType::Normal,
-                    "Invited",
-                    "Invite",
-                    note,
-                )
-                .await;
-        }
+        (events, created)
+    }
+
+    async fn publish_about(events: &Events, name: &str) {
+        let note = format!("about {name}");
+        let invitation = invitation(name);
+        events
+            .publish(&invitation, EventType::Normal, "Invited", "Invite", note)
+            .await;
+    }
+
+    async fn wait_created(created: &AtomicUsize, n: usize) {
         tokio::time::timeout(Duration::from_secs(5), async {
-            while created.load(Ordering::SeqCst) < 3 {
+            while created.load(Ordering::SeqCst) < n {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await
-        .expect("three events created");
+        .expect("events created");
+    }
+
+    #[tokio::test]
+    async fn queued_events_are_published() {
+        let (events, created) = counted_events();
+        for name in ["a", "b", "c"] {
+            publish_about(&events, name).await;
+        }
+        wait_created(&created, 3).await;
+    }
+
+    #[tokio::test]
+    async fn events_wait_while_a_status_write_is_in_flight() {
+        let (events, created) = counted_events();
+        let writing = events.status_writes().start();
+        let also_writing = events.status_writes().start();
+        publish_about(&events, "a").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            created.load(Ordering::SeqCst),
+            0,
+            "sent during a status write"
+        );
+        drop(writing);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            created.load(Ordering::SeqCst),
+            0,
+            "sent during a status write"
+        );
+        drop(also_writing);
+        wait_created(&created, 1).await;
     }
 }

@@ -12,6 +12,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
+use super::events::StatusWrites;
 use crate::{
     api::{UserInvitation, UserInvitationStatus},
     reconcile::{StatusWriter, WriteError},
@@ -227,6 +228,8 @@ pub struct KubeStatusWriter {
     pub produced: Vec<String>,
     /// The last status written, if any (also when a later write failed).
     pub last_written: Option<UserInvitationStatus>,
+    /// Where each write is counted while in flight (events make way for it), if anywhere.
+    in_flight: Option<StatusWrites>,
 }
 
 impl KubeStatusWriter {
@@ -238,12 +241,20 @@ impl KubeStatusWriter {
             resource_version,
             produced: Vec::new(),
             last_written: None,
+            in_flight: None,
         }
+    }
+
+    /// Counts each write in `writes` while it is in flight.
+    pub fn counted_in(mut self, writes: &StatusWrites) -> Self {
+        self.in_flight = Some(writes.clone());
+        self
     }
 }
 
 impl StatusWriter for KubeStatusWriter {
     async fn write(&mut self, status: &UserInvitationStatus) -> Result<(), WriteError> {
+        let _in_flight = self.in_flight.as_ref().map(StatusWrites::start);
         let updated =
             guarded_status_write(&self.api, &self.name, &self.resource_version, status).await?;
         self.resource_version = updated.resource_version().unwrap_or_default();
