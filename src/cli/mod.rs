@@ -76,13 +76,13 @@ pub struct RunArgs {
     /// reconciles than this queue their status writes in the controller instead.
     #[arg(long, env = "KUBERNETES_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub kubernetes_requests: u16,
-    /// How long lookups and invitations of many resources are collected into one API call at
-    /// most: calls to one endpoint go out at most once per window (unless a batch is full),
-    /// and the first one on a quiet endpoint after the linger.
+    /// The longest lookups and invitations of many resources are collected into one API call
+    /// while earlier calls to the endpoint are in flight (a call goes out as soon as those end,
+    /// or when its batch is full); a call on a quiet endpoint goes out after the linger.
     #[arg(long, env = "BATCH_WINDOW", default_value = "200ms", value_parser = parse_batch_window)]
     pub batch_window: Duration,
-    /// How long the first lookup or invitation on a quiet endpoint (no call within the batch
-    /// window) waits for others to join it; at most the batch window. The default, 0s, sends
+    /// How long the first lookup or invitation on a quiet endpoint (no call in flight) waits
+    /// for others to join it; at most the batch window. The default, 0s, sends
     /// it at once: one `kubectl apply` pays no wait.
     #[arg(long, env = "BATCH_LINGER", default_value = "0s", value_parser = humantime::parse_duration)]
     pub batch_linger: Duration,

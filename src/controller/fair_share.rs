@@ -6,15 +6,21 @@
 //! (waiting in it would let one tenant fill every slot) and joins the share's queue. Each slot
 //! the share frees wakes the next resource of its queue, so a backlog of 10,000 resources in
 //! one namespace is put off about once each, not every few hundred milliseconds (which kept a
-//! core busy re-scheduling resources that could not run yet). A long, jittered retry stays as
-//! a safety net for a wake that finds nothing to run (a resource deleted while it waited).
+//! core busy re-scheduling resources that could not run yet). A put-off resource has no retry
+//! of its own (at 10,000 waiting resources the controller's schedule of retries took 5 MiB);
+//! instead, every [`SAFETY_NET`], [`FairShare::wake_idle`] wakes waiters of any share with
+//! free slots, for a wake that found nothing to run (a resource deleted while it waited).
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tokio::sync::mpsc::UnboundedSender;
+
+/// How often waiters of shares with free slots are woken again ([`FairShare::wake_idle`]).
+pub const SAFETY_NET: Duration = Duration::from_secs(30);
 
 /// Counts reconciles in flight per namespace and per endpoint, and queues those put off.
 /// `T` names a resource to wake (the controller's `ObjectRef`).
@@ -115,6 +121,20 @@ impl<T> FairShare<T> {
             shared: self.shared.clone(),
             keys,
         })
+    }
+
+    /// Wakes, in every share with free slots, as many waiters as it has free slots: the
+    /// safety net for a wake that found nothing to run (a resource deleted while it waited
+    /// takes no slot, so nothing it would have given back wakes the next one).
+    pub fn wake_idle(&self) {
+        let mut state = self.shared.state.lock().expect("lock");
+        let keys: Vec<Arc<str>> = state.waiting.keys().cloned().collect();
+        for key in keys {
+            let held = state.in_flight.get(&key).copied().unwrap_or(0);
+            for _ in held..self.shared.limit {
+                state.wake_next(&key);
+            }
+        }
     }
 }
 
@@ -249,5 +269,34 @@ mod tests {
                 .get("namespace busy")
                 .is_none_or(VecDeque::is_empty)
         );
+    }
+
+    #[test]
+    fn the_safety_net_wakes_waiters_of_shares_with_free_slots_only() {
+        let (wake, mut woken) = mpsc::unbounded_channel();
+        let share = FairShare::new(4, 0.5);
+        let busy: Vec<_> = (0..2)
+            .map(|i| share.enter("busy", "e", i, &wake).unwrap())
+            .collect();
+        for r in 10..13 {
+            assert!(share.enter("busy", "e", r, &wake).is_err());
+        }
+        // Nothing to do while the share is full.
+        share.wake_idle();
+        assert!(woken.try_recv().is_err());
+        // One slot given back wakes 10; if 10 was deleted meanwhile, nothing takes the slot and
+        // the safety net wakes as many waiters as slots are free.
+        drop(busy);
+        assert_eq!(woken.try_recv().ok(), Some(10));
+        assert_eq!(
+            woken.try_recv().ok(),
+            Some(11),
+            "the second slot given back"
+        );
+        share.wake_idle();
+        assert_eq!(woken.try_recv().ok(), Some(12));
+        assert!(woken.try_recv().is_err());
+        share.wake_idle();
+        assert!(woken.try_recv().is_err(), "no one waits any more");
     }
 }

@@ -157,9 +157,17 @@ pub async fn run(
             futures::future::join_all(endpoint_checks),
         )
     };
+    // The fair share's safety net (a wake that found nothing to run).
+    let sweep = async {
+        let mut every = tokio::time::interval(super::fair_share::SAFETY_NET);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            ctx.fair_share.wake_idle();
+        }
+    };
     let side = async {
-        futures::join!(fan_out, report_ready);
-        std::future::pending::<()>().await
+        futures::join!(fan_out, report_ready, sweep);
     };
     tokio::select! {
         _ = work => {}

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    context::{Context, Shard},
+    context::{Context, PutOff, Shard},
     error::resource_key,
     invitation,
     kubernetes::writes as kubernetes,
@@ -171,7 +171,7 @@ pub(super) async fn run_shard(
             },
         )
         // Resources put off for their fair share, each woken when a slot of its share is free.
-        .reconcile_on(tokio_stream_of(woken))
+        .reconcile_on(tokio_stream_of(woken).map(|put_off: PutOff| put_off.object_ref()))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(invitation::reconcile, invitation::error_policy, shard)
         .for_each(|result| async move {

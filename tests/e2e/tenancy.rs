@@ -1299,7 +1299,7 @@ async fn a_tarpit_endpoint_cannot_starve_another_namespace() {
 
 /// A namespace's backlog beyond its share of the reconcile slots converges at the pace of the
 /// slots, not of a retry: each resource put off is woken as soon as a slot of its share frees
-/// (the retry of a put-off resource is a 30 s safety net).
+/// (the fair share wakes waiters again only every 30 s, as a safety net).
 #[tokio::test]
 async fn resources_put_off_for_their_share_run_as_soon_as_a_slot_frees() {
     let mut h = Harness::user_invite().await;

@@ -200,6 +200,35 @@ async fn a_missing_endpoint_secret_or_a_wrong_token_are_reported_and_recovered_f
     s.finish().await;
 }
 
+/// A resource naming a missing endpoint waits for it without a timer: no pass at all while it
+/// is missing (with 10,000 such resources, a retry each took the controller's schedule 5 MiB),
+/// and one at once when it appears (the endpoint watch starts it).
+#[tokio::test]
+async fn a_resource_naming_a_missing_endpoint_waits_for_it_without_retrying() {
+    let s = Harness::running().await;
+    let (cluster, mock) = (&s.cluster, &s.mock);
+    let controller = s.controller.as_ref().expect("running");
+    let alice = "alice@example.com";
+    cluster.create_invitation("team", spec(&[alice])).await;
+    cluster.wait_for_reason("team", "EndpointNotFound").await;
+    eventually("the pass to end", async || controller.reconciles() >= 1).await;
+    let passes = controller.reconciles();
+    // Three times the longest retry delay of the tests' settings.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        controller.reconciles(),
+        passes,
+        "passes while nothing changed"
+    );
+    cluster.put_secret("api-token", TOKEN).await;
+    cluster
+        .user_invite_endpoint("wavefront", &mock.url, "api-token")
+        .await;
+    let inv = cluster.wait_ready("team").await;
+    assert_eq!(state_of(&inv, alice), UserState::Invited);
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn cluster_endpoints_enforce_namespace_selector_and_allowed_grants() {
     let mut s = Harness::start().await;

@@ -10,14 +10,11 @@ mod pass;
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, reflector::ObjectRef},
-};
+use kube::{ResourceExt, runtime::controller::Action};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    context::Shard,
+    context::{PutOff, Shard},
     endpoints::Endpoints,
     error::{ReconcileError, resource_key},
 };
@@ -27,9 +24,6 @@ use crate::{
     reconcile::{self, plan::ReadyReason},
     telemetry::ReconcileLabels,
 };
-
-/// The retry of a resource put off for its fair share, in case its wake finds nothing to run.
-const PUT_OFF_SAFETY_NET: Duration = Duration::from_secs(30);
 
 /// How soon a pass that met a newer version of its resource (a conflict, or a cache that has
 /// not caught up with the controller's own write) runs again.
@@ -75,7 +69,7 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
-    let resource = ObjectRef::new(&invitation.name_any()).within(namespace);
+    let resource = PutOff::new(namespace, &invitation.name_any());
     let slot =
         match ctx
             .fair_share
@@ -84,15 +78,15 @@ pub async fn reconcile(
             Ok(slot) => slot,
             Err(over) => {
                 // The slot goes back to the controller for another namespace or endpoint; the
-                // share wakes this resource once one of its slots is free. The retry is only a
-                // safety net (a wake that finds nothing to run).
+                // share wakes this resource once one of its slots is free (no retry here: the
+                // share's own safety net covers a wake that found nothing to run).
                 ctx.metrics
                     .deferred
                     .get_or_create(&crate::telemetry::DeferLabels {
                         share: over.label().to_string(),
                     })
                     .inc();
-                return Ok(Action::requeue(jittered(PUT_OFF_SAFETY_NET)));
+                return Ok(Action::await_change());
             }
         };
     let pass = AbortOnDropHandle::new(tokio::spawn(async move {
@@ -177,20 +171,21 @@ pub fn error_policy(
     {
         delay = delay.max(after.min(ctx.settings.retry_max_delay));
     }
-    if let ReconcileError::Blocked(blocked) = error
-        && blocked.reason == ReadyReason::EndpointNotFound
-    {
-        // The endpoint's creation starts a pass through the endpoint watch: the retry is only
-        // a slow safety net, not a backoff that reads every waiting resource again and again
-        // (10,000 resources named a missing endpoint: 25,000 passes instead of 10,000).
-        delay = jittered(ctx.settings.retry_max_delay);
-    }
+    let waits_for_its_endpoint = matches!(error, ReconcileError::Blocked(blocked)
+        if blocked.reason == ReadyReason::EndpointNotFound);
     tracing::info!(
         namespace = invitation.metadata.namespace.as_deref().unwrap_or_default(),
         name = %invitation.name_any(),
         %error,
-        retry_in = ?delay,
+        retry_in = ?(!waits_for_its_endpoint).then_some(delay),
         "reconcile failed"
     );
+    if waits_for_its_endpoint {
+        // The endpoint's creation starts a pass through the endpoint watch, so there is
+        // nothing to retry: no backoff reading every waiting resource again and again (10,000
+        // resources named a missing endpoint: 25,000 passes instead of 10,000), and no timer
+        // either (10,000 of them took 5 MiB of the controller's schedule).
+        return Action::await_change();
+    }
     Action::requeue(delay)
 }

@@ -191,6 +191,10 @@ pub fn is_guard_failure(error: &kube::Error) -> bool {
 
 /// Writes `status` to the status subresource with a JSON patch that first tests the
 /// resourceVersion the object was read at. Returns the object as written.
+///
+/// The request body is serialized before the request waits for its turn (the Kubernetes
+/// request limit): the patch as JSON values is several times the size of its bytes, and
+/// hundreds of status writes may wait at once.
 pub async fn guarded_status_write<K, S>(
     api: &Api<K>,
     name: &str,
@@ -201,12 +205,24 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-        {"op": "add", "path": "/status", "value": status},
-    ]))
-    .map_err(|e| WriteError::Failed(e.to_string()))?;
-    api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+    let request = {
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]))
+        .map_err(|e| WriteError::Failed(e.to_string()))?;
+        kube::core::Request::new(api.resource_url())
+            .patch_subresource(
+                "status",
+                name,
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .map_err(|e| WriteError::Failed(e.to_string()))?
+    };
+    api.clone()
+        .into_client()
+        .request::<K>(request)
         .await
         .map_err(|e| {
             if is_guard_failure(&e) {
