@@ -4,4 +4,5 @@ pub mod client;
 pub mod events;
 pub mod journal;
 mod request_limit;
+pub mod status_writes;
 pub mod writes;

@@ -12,7 +12,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
-use super::events::StatusWrites;
+use super::status_writes::StatusWrites;
 use crate::{
     api::{UserInvitation, UserInvitationStatus},
     reconcile::{StatusWriter, WriteError},
