@@ -50,9 +50,9 @@ pub struct BatchSettings {
     pub max_users: usize,
     /// Most batches of one queue in flight at once.
     pub max_in_flight: usize,
-    /// How long the first job on a quiet queue (no batch in flight) waits
-    /// for company (the resources of one `kubectl apply` arrive a few milliseconds apart); by
-    /// default none: a lone resource's call goes out at once.
+    /// How long the first job on a quiet queue (no batch in flight) waits for company (the
+    /// resources of one `kubectl apply` arrive a few milliseconds apart); by default none: a
+    /// lone resource's call goes out at once.
     pub linger: Duration,
 }
 
