@@ -84,9 +84,14 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
             "invite_operator_endpoint_ready{{kind=\"InvitationEndpoint\",namespace=\"{ns}\",name=\"{name}\"}} {value}"
         )
     };
-    eventually("both endpoints checked", async || {
+    // The users are counted once the pass ends, a moment after its status write is seen.
+    eventually("both endpoints checked and the users counted", async || {
         let text = metrics.encode();
-        has_line(&text, &ready("wavefront", 1)) && has_line(&text, &ready("no-secret", 0))
+        let states = label_values(&text, "state");
+        let counted = states.contains("invited") && states.contains("failed");
+        counted
+            && has_line(&text, &ready("wavefront", 1))
+            && has_line(&text, &ready("no-secret", 0))
     })
     .await;
 
