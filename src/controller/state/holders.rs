@@ -14,6 +14,7 @@ use std::{
 };
 
 use jiff::Timestamp;
+use smallvec::SmallVec;
 
 use crate::{
     api::{ApiIdentity, UserInvitationStatus, UserState, address},
@@ -22,8 +23,16 @@ use crate::{
 
 type ResourceKey = Arc<str>;
 
+/// A person ([`address::person`]), shared by the index's two maps.
+type Person = Arc<str>;
+
 /// A person on an API.
-type Slot = (Arc<ApiIdentity>, Box<str>);
+type Slot = (Arc<ApiIdentity>, Person);
+
+/// The resources holding one person. Almost always one: it is kept inline, so a held person
+/// costs one entry of the index and no allocation of its own (10,000 resources of 5 users:
+/// 50,000 entries).
+type Holders<V> = SmallVec<[(ResourceKey, V); 1]>;
 
 #[derive(Clone, Debug)]
 struct Held {
@@ -34,16 +43,20 @@ struct Held {
 #[derive(Default)]
 struct Index {
     /// Per resource: its API and the people it holds.
-    by_resource: HashMap<ResourceKey, (Arc<ApiIdentity>, Vec<Box<str>>)>,
+    by_resource: HashMap<ResourceKey, (Arc<ApiIdentity>, Box<[Person]>)>,
     /// Per API and person: the resources holding them.
-    by_person: HashMap<Slot, HashMap<ResourceKey, Held>>,
+    by_person: HashMap<Slot, Holders<Held>>,
     /// People whose resource is gone while an invite request it sent may still act: held
     /// (by `<namespace>/<name> (deleted)`) until the request settles, so neither another
     /// resource nor one recreated with the same name invites them meanwhile.
     tombstones: HashMap<Slot, (ResourceKey, Timestamp)>,
     /// People of intent journal entries whose outcome is not recorded yet, per holding
     /// resource (with the entry's `settlesAt`): held like `Inviting`.
-    journaled: HashMap<Slot, HashMap<ResourceKey, Timestamp>>,
+    journaled: HashMap<Slot, Holders<Timestamp>>,
+    /// The APIs of the entries, each kept once however many entries name it.
+    apis: HashSet<Arc<ApiIdentity>>,
+    /// How many APIs were in use when [`Index::apis`] was last pruned.
+    apis_in_use: usize,
 }
 
 /// The index of held persons.
@@ -74,46 +87,40 @@ impl HolderIndex {
             return;
         }
         let key: ResourceKey = Arc::from(resource);
-        let api = Arc::new(api.clone());
+        let api = index.intern(api);
         let mut people = Vec::with_capacity(held.len());
         for user in held {
-            let person: Box<str> = address::person(&user.email_address).into();
-            index
+            let person: Person = address::person(&user.email_address).into();
+            let holders = index
                 .by_person
                 .entry((api.clone(), person.clone()))
-                .or_default()
-                .insert(
-                    key.clone(),
-                    Held {
-                        state: user.state,
-                        settles_at: user.settles_at,
-                    },
-                );
+                .or_default();
+            let held = Held {
+                state: user.state,
+                settles_at: user.settles_at,
+            };
+            insert(holders, &key, held);
             people.push(person);
         }
-        index.by_resource.insert(key, (api, people));
+        index.by_resource.insert(key, (api, people.into()));
     }
 
     /// Holds the person of `email` on `api` for `resource` (`namespace/name`): an intent
     /// journal entry whose outcome is not recorded yet.
     pub fn hold_journaled(&self, api: &ApiIdentity, resource: &str, email: &str, until: Timestamp) {
-        let slot = (Arc::new(api.clone()), address::person(email).into());
-        self.index
-            .lock()
-            .expect("lock")
-            .journaled
-            .entry(slot)
-            .or_default()
-            .insert(Arc::from(resource), until);
+        let mut index = self.index.lock().expect("lock");
+        let slot = (index.intern(api), address::person(email).into());
+        let holders = index.journaled.entry(slot).or_default();
+        insert(holders, &Arc::from(resource), until);
     }
 
     /// Releases a journal hold: its outcome is recorded in the resource's status.
     pub fn release_journaled(&self, resource: &str, email: &str) {
-        let person: Box<str> = address::person(email).into();
+        let person = address::person(email);
         let mut index = self.index.lock().expect("lock");
         index.journaled.retain(|(_, p), holders| {
-            if *p == person {
-                holders.remove(resource);
+            if p.as_ref() == person {
+                remove(holders, resource);
             }
             !holders.is_empty()
         });
@@ -125,9 +132,9 @@ impl HolderIndex {
         if until <= Timestamp::now() {
             return;
         }
-        let slot = (Arc::new(api.clone()), address::person(email).into());
         let owner: ResourceKey = Arc::from(format!("{resource} (deleted)"));
         let mut index = self.index.lock().expect("lock");
+        let slot = (index.intern(api), address::person(email).into());
         let kept = index.tombstones.entry(slot).or_insert((owner, until));
         if kept.1 < until {
             kept.1 = until;
@@ -150,11 +157,15 @@ impl HolderIndex {
         let mut index = self.index.lock().expect("lock");
         let now = Timestamp::now();
         index.tombstones.retain(|_, (_, until)| *until > now);
-        let api = Arc::new(api.clone());
+        let api = index
+            .apis
+            .get(api)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(api.clone()));
         addresses
             .iter()
             .filter_map(|requested| {
-                let slot = (api.clone(), Box::<str>::from(address::person(requested)));
+                let slot = (api.clone(), Person::from(address::person(requested)));
                 let live = first_other(index.by_person.get(&slot), me, |held| Held {
                     state: held.state,
                     settles_at: held.settles_at,
@@ -215,9 +226,25 @@ impl HolderIndex {
     }
 }
 
+/// Records `value` for `key` among `holders`, replacing what `key` had.
+fn insert<V>(holders: &mut Holders<V>, key: &ResourceKey, value: V) {
+    match holders.iter_mut().find(|(owner, _)| owner == key) {
+        Some((_, kept)) => *kept = value,
+        None => holders.push((key.clone(), value)),
+    }
+}
+
+/// Takes what `key` had among `holders` out.
+fn remove<V>(holders: &mut Holders<V>, key: &str) -> Option<V> {
+    let at = holders
+        .iter()
+        .position(|(owner, _)| owner.as_ref() == key)?;
+    Some(holders.remove(at).1)
+}
+
 /// The first holder (by name) other than `me`, as `held` describes it.
 fn first_other<V>(
-    holders: Option<&HashMap<ResourceKey, V>>,
+    holders: Option<&Holders<V>>,
     me: &str,
     held: impl Fn(&V) -> Held,
 ) -> Option<OtherHolder> {
@@ -243,6 +270,21 @@ fn in_scope(resource: &str, scope: &Option<String>) -> bool {
 }
 
 impl Index {
+    /// The index's shared copy of `api`. APIs no entry names any more are dropped once the
+    /// set has grown to twice what was in use at the last pruning.
+    fn intern(&mut self, api: &ApiIdentity) -> Arc<ApiIdentity> {
+        if let Some(kept) = self.apis.get(api) {
+            return kept.clone();
+        }
+        if self.apis.len() >= 2 * self.apis_in_use + 8 {
+            self.apis.retain(|kept| Arc::strong_count(kept) > 1);
+            self.apis_in_use = self.apis.len();
+        }
+        let kept = Arc::new(api.clone());
+        self.apis.insert(kept.clone());
+        kept
+    }
+
     fn remove(&mut self, resource: &str) {
         self.take(resource);
     }
@@ -275,7 +317,7 @@ impl Index {
         for person in people {
             let slot = (api.clone(), person);
             if let Some(holders) = self.by_person.get_mut(&slot) {
-                if let Some(held) = holders.remove(&key) {
+                if let Some(held) = remove(holders, &key) {
                     taken.push((slot.clone(), held));
                 }
                 if holders.is_empty() {
@@ -429,6 +471,41 @@ mod tests {
         let asked = ["x@y.Z".to_string(), "x+ops@y.z".into()];
         let others = index.others(&api("https://wf"), "team-b/second", &asked);
         assert_eq!(others.keys().collect::<Vec<_>>(), vec!["x@y.Z"]);
+    }
+
+    #[test]
+    fn every_holder_of_a_person_is_kept_and_released_on_its_own() {
+        let index = HolderIndex::default();
+        let wf = api("https://wf");
+        let held = status(
+            "https://wf",
+            &[("x@y.z", UserState::Invited, Some(Ownership::Created))],
+        );
+        for resource in ["b/two", "a/one", "b/two"] {
+            index.update(resource, Some(&held));
+        }
+        let asked = ["x@y.z".to_string()];
+        assert_eq!(index.others(&wf, "c/three", &asked)["x@y.z"].owner, "a/one");
+        assert_eq!(index.others(&wf, "a/one", &asked)["x@y.z"].owner, "b/two");
+        index.remove("a/one");
+        assert_eq!(index.others(&wf, "c/three", &asked)["x@y.z"].owner, "b/two");
+        // b/two was recorded twice: once released, nobody holds the person.
+        index.update("b/two", Some(&status("https://wf", &[])));
+        assert!(index.others(&wf, "c/three", &asked).is_empty());
+    }
+
+    #[test]
+    fn apis_no_entry_names_any_more_are_not_kept() {
+        let index = HolderIndex::default();
+        let entry = [("x@y.z", UserState::Invited, Some(Ownership::Created))];
+        for i in 0..100 {
+            let url = format!("https://wf-{i}");
+            index.update("a/one", Some(&status(&url, &entry)));
+        }
+        let kept = index.index.lock().unwrap().apis.len();
+        assert!(kept <= 10, "{kept} APIs kept for one in use");
+        let others = index.others(&api("https://wf-99"), "b/two", &["x@y.z".into()]);
+        assert_eq!(others["x@y.z"].owner, "a/one");
     }
 
     #[test]
