@@ -284,6 +284,8 @@ struct Converged {
     writes: Writes,
     writes_source: &'static str,
     peak_rss: Option<u64>,
+    /// VmRSS once every resource is Ready and the controller is quiet.
+    settled_rss: Option<u64>,
     cpu: Option<Duration>,
     exactly_once: BenchResult<usize>,
 }
@@ -486,6 +488,7 @@ impl Bench {
             writes,
             writes_source,
             peak_rss: controller.peak_rss_kib(),
+            settled_rss: controller.rss_kib(),
             cpu: controller.cpu_time(),
             exactly_once,
         };
@@ -1029,8 +1032,8 @@ fn report(
     row(
         &mut t,
         &format!("peak RSS, {} resources", count(n)),
-        both(&|c| mib(c.peak_rss)),
-        "VmHWM of the controller process (/proc/PID/status)",
+        both(&|c| format!("{} ({} settled)", mib(c.peak_rss), mib(c.settled_rss))),
+        "VmHWM of the controller process (/proc/PID/status); settled: its VmRSS once all are Ready and it is quiet",
     );
     row(
         &mut t,

@@ -260,6 +260,11 @@ impl PutOff {
         PutOff(format!("{namespace}/{name}").into())
     }
 
+    /// The resource of a `namespace/name` key.
+    pub fn from_key(key: &str) -> PutOff {
+        PutOff(key.into())
+    }
+
     /// The reference the controller's reconcile trigger takes.
     pub fn object_ref(&self) -> ObjectRef<UserInvitation> {
         // Neither a namespace nor a name holds a '/'.

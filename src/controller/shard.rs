@@ -1,7 +1,7 @@
 //! One shard of the controller: the UserInvitation controller of one watched namespace (or of
 //! all), its caches and watches, and the gate its reconciles wait behind.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
 use kube::{
@@ -138,6 +138,7 @@ pub(super) async fn run_shard(
         caches_ready,
         wake,
     });
+    let resyncs = wake_due_resyncs(shard.clone(), scope.clone());
     let gate = open_gate(
         namespaced_endpoints.clone(),
         ctx.cluster_endpoints.clone(),
@@ -183,11 +184,31 @@ pub(super) async fn run_shard(
                 Err(error) => tracing::warn!(%error, "controller"),
             }
         });
-    // The gate ends once open (or never, when the caches never sync); the controller ends on
-    // shutdown.
+    // The gate ends once open (or never, when the caches never sync), and the resyncs never;
+    // the controller ends on shutdown.
     tokio::select! {
         _ = controller => {}
         _ = async { gate.await; std::future::pending::<()>().await } => {}
+        _ = resyncs => {}
+    }
+}
+
+/// Sends the shard's converged resources whose slow resync is due to its controller, looking
+/// every tenth of the resync interval (at least every second).
+async fn wake_due_resyncs(shard: Arc<Shard>, scope: Option<String>) {
+    let every = (shard.ctx.settings.resync_interval / 10)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let due = shard
+            .ctx
+            .memory
+            .due_resyncs(scope.as_deref(), std::time::Instant::now());
+        for key in due {
+            let _ = shard.wake.send(PutOff::from_key(&key));
+        }
     }
 }
 

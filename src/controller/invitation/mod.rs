@@ -109,6 +109,7 @@ async fn run_pass(
 ) -> Result<Action, ReconcileError> {
     let ctx = &shard.ctx;
     let key = resource_key(invitation);
+    ctx.memory.resync_unscheduled(&key);
     let started = std::time::Instant::now();
     let span = tracing::info_span!(
         "reconcile",

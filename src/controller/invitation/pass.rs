@@ -227,7 +227,12 @@ impl ControllerDriver<'_> {
         }
         Ok(match report.next_look {
             Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
-            None => Action::requeue(super::jittered(ctx.settings.resync_interval)),
+            None => {
+                // The shard wakes it when due (`shard::wake_due_resyncs`).
+                let at = std::time::Instant::now() + super::jittered(ctx.settings.resync_interval);
+                ctx.memory.resync_at(self.key, at);
+                Action::await_change()
+            }
         })
     }
 
