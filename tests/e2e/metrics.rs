@@ -107,8 +107,14 @@ async fn the_metrics_alerts_and_dashboards_read_are_exported() {
     assert_labels_are_snake_case(&text);
     assert_the_chart_names_only_exported_metrics(&text);
     // Events name the pod that reported them.
-    let events = cluster.events_of("team").await;
-    assert!(!events.is_empty());
+    // Events follow the status write they tell of.
+    let events = eventually("the pass's events", async || {
+        let events = cluster.events_of("team").await;
+        (!events.is_empty())
+            .then_some(events)
+            .ok_or("none yet".to_string())
+    })
+    .await;
     for event in &events {
         assert_eq!(event.reporting_instance.as_deref(), Some(POD), "{event:?}");
         let (controller, name) = (event.reporting_controller.as_deref(), CONTROLLER_NAME);
