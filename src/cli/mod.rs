@@ -1,5 +1,5 @@
 //! Command-line interface: the flags of `run`, `crd`, `reconcile` and, with the `mock-api`
-//! feature, `mock-api`; [`commands`] runs them.
+//! feature, `mock-api`; `commands` runs them.
 
 mod commands;
 

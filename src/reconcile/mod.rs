@@ -1,10 +1,10 @@
 //! Reconciling one UserInvitation against its invite API.
 //!
-//! [`pass`] is the one driver of a pass over a resource, for the controller and the one-shot
+//! `pass` is the one driver of a pass over a resource, for the controller and the one-shot
 //! `reconcile` command alike: requested addresses → paused → [`resolve`] (the endpoint, its
-//! policy and its token, from a [`resolve::Source`]) → plan context → [`sync`]. [`plan`] holds
+//! policy and its token, from a [`resolve::Source`]) → plan context → [`sync`]. `plan` holds
 //! the pure decisions; [`sync`] executes them in phases (look up, record the intent, invite,
-//! enforce, remove, finish). The two modes differ only in their [`pass::Driver`]: where the
+//! enforce, remove, finish). The two modes differ only in their `pass::Driver`: where the
 //! objects come from, where the status is written ([`StatusWriter`]) and the API client (the
 //! controller coalesces calls across resources).
 
