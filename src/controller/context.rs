@@ -71,6 +71,9 @@ pub struct Settings {
     /// The most of the reconcile slots one namespace, and one endpoint, may hold (0 < share
     /// ≤ 1; default a half).
     pub fair_share: f64,
+    /// How often the fair share wakes waiters of shares with free slots again, for a wake that
+    /// found nothing to run (default 30 s; a setting for tests, not a flag).
+    pub fair_share_sweep: Duration,
     /// Budgets of one lookup (organization snapshot size, overall deadline).
     pub lookup_limits: LookupLimits,
     /// This replica's name (the pod name) as events report it (`reportingInstance`); `None`:
@@ -96,6 +99,7 @@ impl Default for Settings {
             require_credentials_label: true,
             max_clock_skew: Duration::from_secs(15),
             fair_share: 0.5,
+            fair_share_sweep: super::fair_share::SAFETY_NET,
             lookup_limits: LookupLimits::default(),
             instance: None,
         }

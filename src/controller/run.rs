@@ -159,7 +159,11 @@ pub async fn run(
     };
     // The fair share's safety net (a wake that found nothing to run).
     let sweep = async {
-        let mut every = tokio::time::interval(super::fair_share::SAFETY_NET);
+        let period = ctx
+            .settings
+            .fair_share_sweep
+            .max(std::time::Duration::from_millis(1));
+        let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;

@@ -1329,6 +1329,58 @@ async fn resources_put_off_for_their_share_run_as_soon_as_a_slot_frees() {
     h.finish().await;
 }
 
+/// A wake that finds nothing to run (the resource was deleted while it waited for its share)
+/// takes no slot, so nothing it would have given back wakes the next resource: the fair share's
+/// sweep does, once it comes round.
+#[tokio::test]
+async fn a_resource_deleted_while_it_waited_for_its_share_does_not_strand_the_next_one() {
+    let mut h = Harness::user_invite().await;
+    // The first resource's pass holds its namespace's only slot for seconds.
+    let slow = start_mock(MockConfig {
+        latency: Duration::from_secs(2),
+        ..MockConfig::default()
+    })
+    .await;
+    let ns = h.cluster.namespace.clone();
+    let mut spec = Flavor::UserInvite.endpoint(&slow.url, 10, 100);
+    spec["credentials"]["secretRef"]["name"] = json!("slow-token");
+    endpoint_in(&h.cluster, &ns, "slow", spec).await;
+    let started = std::time::Instant::now();
+    start_with(&mut h, |s| {
+        s.concurrency = 2;
+        s.fair_share = 0.5;
+        s.fair_share_sweep = Duration::from_millis(300);
+    });
+    let c = &h.cluster;
+    c.create_invitation("a", users_spec("slow", &["a@example.com"], &[]))
+        .await;
+    let in_flight = async || !slow.api.journal().is_empty();
+    eventually("a's pass to call its API", in_flight).await;
+    let metrics = &h.controller.as_ref().unwrap().metrics;
+    let deferred = || sum_metric(metrics, "invite_operator_reconciles_deferred_total");
+    let before = deferred();
+    // b, then c, wait for the namespace's slot, in that order.
+    c.create_invitation("b", user("b@example.com")).await;
+    eventually("b to be put off", async || deferred() > before).await;
+    c.create_invitation("c", user("c@example.com")).await;
+    eventually("c to be put off", async || deferred() > before + 1).await;
+    c.delete("b").await;
+    c.wait_gone("b").await;
+    let a = c.invitations().get("a").await.unwrap();
+    let a_ready = a.status.as_ref().is_some_and(is_ready);
+    assert!(
+        !a_ready,
+        "a's pass ended before b was deleted: the test shows nothing"
+    );
+    // a's pass ends and wakes b, which is gone; c is woken by the sweep.
+    c.wait_ready("a").await;
+    c.wait_ready("c").await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "c waited {took:?}");
+    drop(slow);
+    h.finish().await;
+}
+
 /// An organization whose member listing never ends, each answer `latency` late; starts the
 /// controller with `limits` applied to its settings and returns the EndpointNotReady message of a
 /// resource inviting x@example.com.
