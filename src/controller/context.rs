@@ -173,7 +173,7 @@ pub struct Context {
     /// ClusterInvitationEndpoints (one cache for all shards).
     pub cluster_endpoints: Store<ClusterInvitationEndpoint>,
     /// Reconcile slots per namespace and endpoint.
-    pub fair_share: FairShare<PutOff>,
+    pub fair_share: FairShare<Wake>,
     /// Endpoints whose Ready condition must be checked again now (a lookup went past a
     /// budget).
     pub endpoint_rechecks: tokio::sync::broadcast::Sender<EndpointKey>,
@@ -248,25 +248,26 @@ pub struct Shard {
     pub namespaced_endpoints: Store<InvitationEndpoint>,
     /// Set once the endpoint caches and the holder index are complete.
     pub caches_ready: watch::Receiver<bool>,
-    /// Where a resource put off for its fair share is sent once a slot is free (a reconcile
-    /// trigger of this shard's controller).
-    pub wake: tokio::sync::mpsc::UnboundedSender<PutOff>,
+    /// Where a resource to run again is sent (a reconcile trigger of this shard's controller):
+    /// one put off for its fair share once a slot is free, or one whose slow resync is due.
+    pub wake: tokio::sync::mpsc::UnboundedSender<Wake>,
 }
 
-/// A resource put off for its fair share, as the share's queue keeps it: `namespace/name` in
-/// one allocation (as an `ObjectRef`, 10,000 waiting resources took four times the room).
+/// A UserInvitation to wake (see [`Shard::wake`]), as the fair share's queues keep it:
+/// `namespace/name` in one allocation (as an `ObjectRef`, 10,000 waiting resources took four
+/// times the room).
 #[derive(Debug, PartialEq, Eq)]
-pub struct PutOff(Box<str>);
+pub struct Wake(Box<str>);
 
-impl PutOff {
+impl Wake {
     /// The UserInvitation `name` of `namespace`.
-    pub fn new(namespace: &str, name: &str) -> PutOff {
-        PutOff(format!("{namespace}/{name}").into())
+    pub fn new(namespace: &str, name: &str) -> Wake {
+        Wake(format!("{namespace}/{name}").into())
     }
 
     /// The resource of a `namespace/name` key.
-    pub fn from_key(key: &str) -> PutOff {
-        PutOff(key.into())
+    pub fn from_key(key: &str) -> Wake {
+        Wake(key.into())
     }
 
     /// The reference the controller's reconcile trigger takes.

@@ -23,7 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 pub const SAFETY_NET: Duration = Duration::from_secs(30);
 
 /// Counts reconciles in flight per namespace and per endpoint, and queues those put off.
-/// `T` names a resource to wake (the controller's `PutOff`).
+/// `T` names a resource to wake (the controller's `Wake`).
 pub struct FairShare<T> {
     shared: Arc<Shared<T>>,
 }

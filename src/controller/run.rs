@@ -158,18 +158,7 @@ pub async fn run(
         )
     };
     // The fair share's safety net (a wake that found nothing to run).
-    let sweep = async {
-        let period = ctx
-            .settings
-            .fair_share_sweep
-            .max(std::time::Duration::from_millis(1));
-        let mut every = tokio::time::interval(period);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            ctx.fair_share.wake_idle();
-        }
-    };
+    let sweep = every(ctx.settings.fair_share_sweep, || ctx.fair_share.wake_idle());
     let side = async {
         futures::join!(fan_out, report_ready, sweep);
     };
@@ -178,4 +167,16 @@ pub async fn run(
         _ = side => {}
     }
     tracing::info!("controller stopped");
+}
+
+/// Runs `work` every `period` (at least every millisecond), the first time at once; a tick
+/// missed while the runtime was busy is delayed, not caught up. Never ends.
+pub(super) async fn every(period: std::time::Duration, mut work: impl FnMut()) {
+    let period = period.max(std::time::Duration::from_millis(1));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        work();
+    }
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    context::{Context, PutOff, Shard},
+    context::{Context, Shard, Wake},
     error::resource_key,
     invitation,
     kubernetes::writes as kubernetes,
@@ -171,8 +171,9 @@ pub(super) async fn run_shard(
                 )
             },
         )
-        // Resources put off for their fair share, each woken when a slot of its share is free.
-        .reconcile_on(tokio_stream_of(woken).map(|put_off: PutOff| put_off.object_ref()))
+        // Resources put off for their fair share, each woken when a slot of its share is free,
+        // and converged resources whose slow resync is due.
+        .reconcile_on(tokio_stream_of(woken).map(|wake: Wake| wake.object_ref()))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(invitation::reconcile, invitation::error_policy, shard)
         .for_each(|result| async move {
@@ -196,20 +197,15 @@ pub(super) async fn run_shard(
 /// Sends the shard's converged resources whose slow resync is due to its controller, looking
 /// every tenth of the resync interval (at least every second).
 async fn wake_due_resyncs(shard: Arc<Shard>, scope: Option<String>) {
-    let every = (shard.ctx.settings.resync_interval / 10)
+    let period = (shard.ctx.settings.resync_interval / 10)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let due = shard
-            .ctx
-            .memory
-            .due_resyncs(scope.as_deref(), std::time::Instant::now());
-        for key in due {
-            let _ = shard.wake.send(PutOff::from_key(&key));
+    super::run::every(period, || {
+        let memory = &shard.ctx.memory;
+        for key in memory.due_resyncs(scope.as_deref(), std::time::Instant::now()) {
+            let _ = shard.wake.send(Wake::from_key(&key));
         }
-    }
+    })
+    .await
 }
 
 /// Opens a shard's gate once its endpoint caches are complete and every shard listed its

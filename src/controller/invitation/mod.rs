@@ -14,7 +14,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    context::{PutOff, Shard},
+    context::{Shard, Wake},
     endpoints::Endpoints,
     error::{ReconcileError, resource_key},
 };
@@ -69,7 +69,7 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let namespace = invitation.metadata.namespace.as_deref().unwrap_or_default();
-    let resource = PutOff::new(namespace, &invitation.name_any());
+    let resource = Wake::new(namespace, &invitation.name_any());
     let slot =
         match ctx
             .fair_share
